@@ -1,0 +1,30 @@
+# gatehouse: multi-stage build. The dependency layer is cached until Cargo.toml/Cargo.lock change.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY handlers/Cargo.toml handlers/Cargo.toml
+RUN mkdir -p src/bin handlers/src \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs handlers/src/lib.rs \
+ && cargo build --release --locked \
+ && rm -rf src handlers/src
+COPY . .
+# Make sure cargo rebuilds the real sources over the placeholders.
+RUN touch src/main.rs src/lib.rs handlers/src/lib.rs \
+ && cargo build --release --locked --bins
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/gatehouse --create-home gatehouse \
+ && mkdir -p /var/lib/gatehouse/data \
+ && chown -R gatehouse:gatehouse /var/lib/gatehouse
+COPY --from=build /src/target/release/gatehouse /usr/local/bin/gatehouse
+COPY config/ /etc/gatehouse/
+WORKDIR /var/lib/gatehouse
+USER 10001:10001
+ENV GATEHOUSE_CONFIG=/etc/gatehouse/default.toml \
+    GATEHOUSE__SERVER__LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/gatehouse"]
+CMD ["serve"]

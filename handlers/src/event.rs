@@ -1,0 +1,335 @@
+//! The event model: the [`Envelope`] every queued message carries, and the types inside it.
+//!
+//! The envelope is public surface: downstream automations consume it from the exchange, so its
+//! field names and the spelling of [`EventType`] are stable. It is deliberately independent of how
+//! an event arrived (Connect, Forge, Data Center, a relay, a poll): normalization happens at the
+//! edge, and everything inward works on these types only.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use ulid::Ulid;
+
+/// What happened, in gatehouse's own vocabulary.
+///
+/// Anything gatehouse does not understand becomes [`EventType::Other`] and is still queued, so a
+/// new Atlassian event is never silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventType {
+    UserCreated,
+    UserDeactivated,
+    UserReactivated,
+    UserRemoved,
+    UserProvisionRequested,
+    GroupCreated,
+    GroupRemoved,
+    GroupMemberAdded,
+    GroupMemberRemoved,
+    /// Published by gatehouse itself when a policy finds access that must not be.
+    PolicyViolation,
+    /// `other.<name>`: the sanitized original name, kept so subscribers can still route on it.
+    Other(String),
+}
+
+/// The envelope types that are not `other.*`, with their wire names.
+const KNOWN_TYPES: &[(&str, EventType)] = &[
+    ("user.created", EventType::UserCreated),
+    ("user.deactivated", EventType::UserDeactivated),
+    ("user.reactivated", EventType::UserReactivated),
+    ("user.removed", EventType::UserRemoved),
+    ("user.provision_requested", EventType::UserProvisionRequested),
+    ("group.created", EventType::GroupCreated),
+    ("group.removed", EventType::GroupRemoved),
+    ("group.member_added", EventType::GroupMemberAdded),
+    ("group.member_removed", EventType::GroupMemberRemoved),
+    ("policy.violation", EventType::PolicyViolation),
+];
+
+impl EventType {
+    /// An `other.<name>` type for a name gatehouse does not map.
+    ///
+    /// The name becomes part of an AMQP routing key, so it is reduced to lowercase ASCII letters,
+    /// digits, `_` and `-`; everything else (including `.`, which would add routing-key words)
+    /// becomes `_`. An empty name becomes `unknown`.
+    pub fn other(name: &str) -> Self {
+        let cleaned: String = name
+            .trim()
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | '0'..='9' | '_' | '-' => c,
+                'A'..='Z' => c.to_ascii_lowercase(),
+                _ => '_',
+            })
+            .take(100)
+            .collect();
+        if cleaned.is_empty() {
+            EventType::Other("unknown".to_owned())
+        } else {
+            EventType::Other(cleaned)
+        }
+    }
+
+    /// The wire name, e.g. `user.deactivated` or `other.page_created`.
+    pub fn as_str(&self) -> Cow<'static, str> {
+        match self {
+            EventType::Other(name) => Cow::Owned(format!("other.{name}")),
+            known => KNOWN_TYPES
+                .iter()
+                .find(|(_, t)| t == known)
+                .map(|(name, _)| Cow::Borrowed(*name))
+                .unwrap_or(Cow::Borrowed("other.unknown")),
+        }
+    }
+
+    /// Every type gatehouse understands (not `other.*`), for validation and documentation.
+    pub fn known() -> impl Iterator<Item = &'static str> {
+        KNOWN_TYPES.iter().map(|(name, _)| *name)
+    }
+}
+
+/// A string that is neither a known type nor a well-formed `other.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type `{0}` (expected one of {known}, or other.<name>)", known = EventType::known().collect::<Vec<_>>().join(", "))]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((_, t)) = KNOWN_TYPES.iter().find(|(name, _)| *name == s) {
+            return Ok(t.clone());
+        }
+        match s.strip_prefix("other.") {
+            Some(name) if !name.is_empty() && EventType::other(name) == EventType::Other(name.to_owned()) => {
+                Ok(EventType::Other(name.to_owned()))
+            }
+            _ => Err(UnknownEventType(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How an event reached gatehouse (and so how much of it was proven).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// Atlassian Connect webhook, HS256 JWT with a query-string hash.
+    ConnectJwt,
+    /// `X-Hub-Signature: sha256=…` over the raw body.
+    HubSignature,
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks,
+    /// A secret token in the URL or a header, for senders that cannot sign.
+    UrlToken,
+    /// Read from the organization events stream by gatehouse's poller.
+    Poll,
+    /// Found by gatehouse's reconciler comparing real state.
+    Reconcile,
+    /// Produced by gatehouse itself (e.g. a policy violation notice).
+    Internal,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::ConnectJwt => "connect-jwt",
+            Scheme::HubSignature => "hub-signature",
+            Scheme::StandardWebhooks => "standard-webhooks",
+            Scheme::UrlToken => "url-token",
+            Scheme::Poll => "poll",
+            Scheme::Reconcile => "reconcile",
+            Scheme::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which Atlassian tenant the event is about. Every field is optional: senders differ in what
+/// they say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+}
+
+/// A group as events name it: by id where the sender gives one, by (case-sensitive) name otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl GroupRef {
+    pub fn is_empty(&self) -> bool {
+        self.id.is_none() && self.name.is_none()
+    }
+}
+
+/// Whom or what the event is about.
+///
+/// `email` is informational only: Atlassian hides it for many accounts, so nothing may key on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+}
+
+/// Who caused the event, where the sender says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// Facts about the delivery itself rather than the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The sender's delivery id (`X-Atlassian-Webhook-Identifier`, `webhook-id`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The sender's retry counter (`X-Atlassian-Webhook-Retry`), absent on a first try.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
+    /// Which configured secret (or Connect installation) verified the delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+/// The message on `gatehouse.events`: one fact, normalized, with the original payload untouched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: Ulid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The configured source name the event came through (`poll`/`reconcile` for gatehouse's own).
+    pub source: String,
+    pub scheme: Scheme,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// Identifies the fact, not the delivery: two copies of one fact share it, so the worker acts
+    /// once.
+    pub dedupe_key: String,
+    #[serde(default)]
+    pub tenant: Tenant,
+    #[serde(default)]
+    pub subject: Subject,
+    #[serde(default)]
+    pub actor: Actor,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// The sender's JSON exactly as received (byte for byte), so nothing normalization dropped is
+    /// lost to subscribers.
+    pub payload: Box<RawValue>,
+}
+
+impl Envelope {
+    /// A new envelope received now, with a fresh id; the caller fills in what it knows.
+    pub fn new(
+        event_type: EventType,
+        source: impl Into<String>,
+        scheme: Scheme,
+        dedupe_key: impl Into<String>,
+        payload: Box<RawValue>,
+    ) -> Self {
+        let now = Utc::now();
+        Envelope {
+            id: Ulid::generate(),
+            event_type,
+            source: source.into(),
+            scheme,
+            occurred_at: now,
+            received_at: now,
+            dedupe_key: dedupe_key.into(),
+            tenant: Tenant::default(),
+            subject: Subject::default(),
+            actor: Actor::default(),
+            delivery: Delivery::default(),
+            payload,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_types_round_trip() {
+        for name in EventType::known() {
+            let parsed: EventType = name.parse().unwrap();
+            assert_eq!(parsed.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn other_names_are_sanitized_for_routing_keys() {
+        assert_eq!(EventType::other("page_created").as_str(), "other.page_created");
+        assert_eq!(
+            EventType::other("Avi:Confluence.Created#x").as_str(),
+            "other.avi_confluence_created_x"
+        );
+        assert_eq!(EventType::other("  ").as_str(), "other.unknown");
+        assert!("other.a.b".parse::<EventType>().is_err());
+        assert!("user.exploded".parse::<EventType>().is_err());
+        assert_eq!(
+            "other.page_created".parse::<EventType>().unwrap(),
+            EventType::other("page_created")
+        );
+    }
+
+    #[test]
+    fn envelope_keeps_the_payload_byte_for_byte() {
+        let raw = r#"{"b":1.50,"a":  [1,2], "big": 123456789012345678901234567890}"#;
+        let payload = RawValue::from_string(raw.to_owned()).unwrap();
+        let envelope = Envelope::new(
+            EventType::UserRemoved,
+            "confluence",
+            Scheme::HubSignature,
+            "k",
+            payload,
+        );
+        let json = serde_json::to_string(&envelope).unwrap();
+        assert!(json.contains(raw), "{json}");
+        let back: Envelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.payload.get(), raw);
+        assert_eq!(back.event_type, EventType::UserRemoved);
+        assert_eq!(back.scheme, Scheme::HubSignature);
+    }
+}

@@ -1,0 +1,490 @@
+//! Typed settings: one TOML file, overridden key by key from `GATEHOUSE__…` environment
+//! variables, secrets resolved from `env:`/`file:` references, and validated as a whole before
+//! anything starts.
+//!
+//! Every error names the key it is about (`sources[1].secrets[0].value: …`), so an operator can fix
+//! a config without reading code. Validation also produces warnings for configs that run but will
+//! not do what the operator probably wants (a source that can verify nothing, a secret about to
+//! expire); `gatehouse check-config` prints them.
+
+mod env_override;
+mod secret;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use secret::{Secret, SensitiveUrl, redact_url};
+pub use validate::standard_webhooks_key;
+
+/// A config problem, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything wrong with a config, reported together so one run shows every fix needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        ConfigErrors(vec![error])
+    }
+}
+
+/// Something that runs but is probably not what the operator wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub queue: QueueSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub ingress: IngressSettings,
+    #[serde(default)]
+    pub connect: ConnectSettings,
+    #[serde(default)]
+    pub sources: Vec<SourceSettings>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Where the ingress listens. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Bodies larger than this are refused with 413 before they are read in full.
+    pub max_body_bytes: usize,
+    /// A request that takes longer (usually a sender trickling its body) gets 408.
+    pub request_timeout_seconds: u64,
+    /// Requests beyond this many in flight get 503 at once instead of queueing in memory.
+    pub max_concurrent_requests: usize,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout_seconds: 15,
+            max_concurrent_requests: 1024,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// How gatehouse logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,gatehouse::ingress=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which queue carries envelopes, and how to reach it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    pub backend: QueueBackend,
+    /// AMQP URL of the RabbitMQ cluster (backend `rabbitmq`). Shown with its password hidden.
+    pub url: SensitiveUrl,
+    /// Every exchange and queue name starts with this, so several deployments (or tests) can
+    /// share one broker.
+    pub prefix: String,
+    /// How long a publish may wait for the broker's confirm before the request answers 503.
+    pub publish_timeout_ms: u64,
+    /// Publishes are spread over this many confirm-mode channels.
+    pub publish_channels: usize,
+    /// Giving up on one connection attempt after this long.
+    pub connect_timeout_ms: u64,
+    /// Reconnect backoff doubles from 100 ms up to this.
+    pub reconnect_max_delay_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            backend: QueueBackend::Rabbitmq,
+            url: SensitiveUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefix: "gatehouse".to_owned(),
+            publish_timeout_ms: 5_000,
+            publish_channels: 2,
+            connect_timeout_ms: 5_000,
+            reconnect_max_delay_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    Rabbitmq,
+}
+
+/// The SQL store: installations, dedupe claims, cursors, approvals and the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `sqlite://path/to/file.db` (created if missing) or `postgres://…`. Shown with its password
+    /// hidden.
+    pub url: SensitiveUrl,
+    pub max_connections: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: SensitiveUrl::new("sqlite://data/gatehouse.db"),
+            max_connections: 8,
+        }
+    }
+}
+
+/// The ingress's own duplicate window (the authoritative dedupe is the worker's claim).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressSettings {
+    /// How many recently published dedupe keys are remembered.
+    pub dedupe_window_size: usize,
+    /// How long a published dedupe key is remembered.
+    pub dedupe_window_seconds: u64,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings {
+            dedupe_window_size: 100_000,
+            dedupe_window_seconds: 3_600,
+        }
+    }
+}
+
+/// The Atlassian Connect app gatehouse presents (only needed for `connect-jwt` sources).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectSettings {
+    /// The app key in the descriptor; unique across Atlassian Marketplace.
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    /// The public URL Atlassian reaches gatehouse at. The descriptor's `baseUrl`, the `aud` of
+    /// lifecycle tokens, and the root that `qsh` paths are relative to.
+    pub base_url: Option<String>,
+    /// The `connect-jwt` source webhooks are delivered to (`/webhooks/{source}/{event}`).
+    pub source: Option<String>,
+    /// Where Atlassian publishes the RS256 keys that sign lifecycle callbacks (`{url}/{kid}`).
+    pub install_keys_url: String,
+    /// Connect webhook events to subscribe to, e.g. `user_created`, `group_removed`.
+    pub webhooks: Vec<String>,
+    /// Connect scopes requested in the descriptor.
+    pub scopes: Vec<String>,
+    /// Allowed clock skew for `exp`/`iat`.
+    pub jwt_leeway_seconds: u64,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        ConnectSettings {
+            key: "gatehouse".to_owned(),
+            name: "gatehouse".to_owned(),
+            description: "Reacts to identity events with audited follow-up actions".to_owned(),
+            base_url: None,
+            source: None,
+            install_keys_url: "https://connect-install-keys.atlassian.com".to_owned(),
+            webhooks: [
+                "user_created",
+                "user_deactivated",
+                "user_reactivated",
+                "user_removed",
+                "group_created",
+                "group_removed",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            scopes: vec!["READ".to_owned()],
+            jwt_leeway_seconds: 30,
+        }
+    }
+}
+
+/// One sender of webhooks: `POST /webhooks/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// Appears in the URL, in envelopes (`source`) and in metrics.
+    pub name: String,
+    pub scheme: VerificationScheme,
+    /// The routing-key prefix (`{kind}.{type}`, e.g. `confluence.user.removed`); defaults to the
+    /// name.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Live secrets; several at once during a rotation. Not used by `connect-jwt`, whose secrets
+    /// come from Connect installations.
+    #[serde(default)]
+    pub secrets: Vec<SourceSecret>,
+    /// Allowed age (and clock skew) of a signed timestamp, where the scheme has one.
+    #[serde(default = "default_tolerance_seconds")]
+    pub tolerance_seconds: u64,
+    /// `url-token`: the header carrying the token when it is not in the path.
+    #[serde(default = "default_token_header")]
+    pub token_header: String,
+}
+
+fn default_tolerance_seconds() -> u64 {
+    300
+}
+
+fn default_token_header() -> String {
+    "x-gatehouse-token".to_owned()
+}
+
+impl SourceSettings {
+    /// The routing-key prefix for this source's events.
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One secret of a source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSecret {
+    /// Names the secret in logs, envelopes (`delivery.key_id`) and the audit trail; never the value.
+    pub id: String,
+    pub value: Secret,
+    /// After this instant the secret verifies nothing (end of a rotation).
+    #[serde(default)]
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+impl SourceSecret {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.not_after.is_none_or(|end| now <= end)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerificationScheme {
+    ConnectJwt,
+    HubSignature,
+    StandardWebhooks,
+    UrlToken,
+}
+
+impl VerificationScheme {
+    pub fn envelope_scheme(self) -> handlers::Scheme {
+        match self {
+            VerificationScheme::ConnectJwt => handlers::Scheme::ConnectJwt,
+            VerificationScheme::HubSignature => handlers::Scheme::HubSignature,
+            VerificationScheme::StandardWebhooks => handlers::Scheme::StandardWebhooks,
+            VerificationScheme::UrlToken => handlers::Scheme::UrlToken,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `path`, applies `GATEHOUSE__…` variables from the process environment, resolves
+    /// secrets and validates.
+    pub fn load(path: &Path) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        Settings::from_toml(&text, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], from text and an explicit environment (tests).
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
+        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::new("<file>", format!("not valid TOML: {}", e.message().trim()))
+        })?;
+        env_override::apply(&mut root, env)?;
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "<file>".to_owned() } else { key };
+            ConfigError::new(key, e.into_inner().message().trim().to_owned())
+        })?;
+        let warnings = settings.validate(Utc::now())?;
+        Ok((settings, warnings))
+    }
+
+    /// Checks what types alone cannot; returns warnings, or every error found.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
+        validate::validate(self, now)
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceSettings> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// The effective config as TOML, with every secret shown as its reference and every URL
+    /// password hidden.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
+        Settings::from_toml(text, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn error_keys(text: &str) -> Vec<String> {
+        load(text, &[])
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.key)
+            .collect()
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let (settings, warnings) = load(include_str!("../../config/default.toml"), &[]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(settings.sources.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(error_keys("[server]\nlistn = \"x\""), ["server.listn"]);
+        assert_eq!(error_keys("[server]\nlisten = \"nope\""), ["server.listen"]);
+        assert_eq!(
+            error_keys("[[sources]]\nname = \"a\"\nscheme = \"magic\""),
+            ["sources[0].scheme"]
+        );
+        assert_eq!(
+            error_keys(
+                "[[sources]]\nname = \"a\"\nscheme = \"url-token\"\nsecrets = [{id = \"1\", value = \"env:GH_TEST_UNSET_VAR\"}]"
+            ),
+            ["sources[0].secrets[0].value"]
+        );
+        let err = load("[[sources]]\nname = \"a\"\nscheme = \"url-token\"\nsecrets = [{id = \"1\", value = \"env:GH_TEST_UNSET_VAR\"}]", &[]).unwrap_err();
+        assert!(err.to_string().contains("GH_TEST_UNSET_VAR is not set"), "{err}");
+        assert_eq!(error_keys("not toml ["), ["<file>"]);
+    }
+
+    #[test]
+    fn validation_collects_every_problem() {
+        let text = r#"
+            [queue]
+            prefix = ""
+            [[sources]]
+            name = "Bad Name"
+            scheme = "hub-signature"
+            [[sources]]
+            name = "c"
+            scheme = "connect-jwt"
+        "#;
+        let keys = error_keys(text);
+        assert!(keys.contains(&"queue.prefix".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"sources[0].name".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"connect.base_url".to_owned()), "{keys:?}");
+    }
+
+    #[test]
+    fn env_overrides_and_warnings() {
+        let dir = std::env::temp_dir().join(format!("gh-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("hook");
+        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let text = format!(
+            "[[sources]]\nname = \"relay\"\nscheme = \"standard-webhooks\"\nsecrets = [{{id = \"a\", value = \"file:{}\"}}]\n[[sources]]\nname = \"guard\"\nscheme = \"url-token\"\n",
+            secret.display()
+        );
+        let (settings, warnings) = load(
+            &text,
+            &[
+                ("GATEHOUSE__SERVER__LISTEN", "0.0.0.0:9999"),
+                ("GATEHOUSE__SOURCES__0__TOLERANCE_SECONDS", "60"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.server.listen.port(), 9999);
+        assert_eq!(settings.sources[0].tolerance_seconds, 60);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].key, "sources[1].secrets");
+        let rendered = settings.to_redacted_toml();
+        assert!(!rendered.contains("MfKQ9r8"), "{rendered}");
+        assert!(rendered.contains("file:"), "{rendered}");
+        assert!(!rendered.contains("guest:guest"), "{rendered}");
+        let bad = format!(
+            "[[sources]]\nname = \"relay\"\nscheme = \"standard-webhooks\"\nsecrets = [{{id = \"a\", value = \"file:{}\"}}]\n",
+            dir.join("missing").display()
+        );
+        assert_eq!(error_keys(&bad), ["sources[0].secrets[0].value"]);
+    }
+}

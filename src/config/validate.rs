@@ -1,0 +1,238 @@
+//! Whole-config checks that types cannot express: names that must be unique or URL-safe,
+//! references between sections, secrets in the shape their scheme needs.
+
+use std::collections::HashSet;
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+
+use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
+
+/// How far ahead an expiring secret is warned about.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut error = |key: String, message: String| errors.push(ConfigError { key, message });
+    let mut warn = |key: String, message: String| warnings.push(ConfigWarning { key, message });
+
+    let server = &settings.server;
+    if server.max_body_bytes == 0 {
+        error("server.max_body_bytes".into(), "must be greater than 0".into());
+    }
+    if server.request_timeout_seconds == 0 {
+        error(
+            "server.request_timeout_seconds".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if server.max_concurrent_requests == 0 {
+        error(
+            "server.max_concurrent_requests".into(),
+            "must be greater than 0".into(),
+        );
+    }
+
+    let queue = &settings.queue;
+    if !is_name(&queue.prefix, &['.', '-', '_']) {
+        error(
+            "queue.prefix".into(),
+            "must be non-empty and use only letters, digits, `.`, `-` and `_`".into(),
+        );
+    }
+    if queue.publish_timeout_ms == 0 {
+        error("queue.publish_timeout_ms".into(), "must be greater than 0".into());
+    }
+    if queue.publish_channels == 0 {
+        error("queue.publish_channels".into(), "must be at least 1".into());
+    }
+    if !(queue.url.expose().starts_with("amqp://") || queue.url.expose().starts_with("amqps://")) {
+        error("queue.url".into(), "must be an amqp:// or amqps:// URL".into());
+    }
+
+    let store_url = settings.store.url.expose();
+    if !(store_url.starts_with("sqlite:")
+        || store_url.starts_with("postgres://")
+        || store_url.starts_with("postgresql://"))
+    {
+        error(
+            "store.url".into(),
+            "must start with sqlite:, postgres:// or postgresql://".into(),
+        );
+    }
+    if settings.store.max_connections == 0 {
+        error("store.max_connections".into(), "must be at least 1".into());
+    }
+
+    if settings.ingress.dedupe_window_size == 0 {
+        error("ingress.dedupe_window_size".into(), "must be at least 1".into());
+    }
+
+    let mut names = HashSet::new();
+    for (i, source) in settings.sources.iter().enumerate() {
+        let key = format!("sources[{i}]");
+        if !is_name(&source.name, &['-', '_']) {
+            error(
+                format!("{key}.name"),
+                format!("`{}` must be lowercase letters, digits, `-` and `_`", source.name),
+            );
+        } else if !names.insert(source.name.as_str()) {
+            error(
+                format!("{key}.name"),
+                format!("`{}` is used by another source", source.name),
+            );
+        }
+        if let Some(kind) = &source.kind
+            && !is_name(kind, &['-', '_'])
+        {
+            error(
+                format!("{key}.kind"),
+                "must be lowercase letters, digits, `-` and `_`".into(),
+            );
+        }
+        let mut ids = HashSet::new();
+        for (j, secret) in source.secrets.iter().enumerate() {
+            let secret_key = format!("{key}.secrets[{j}]");
+            if secret.id.trim().is_empty() {
+                error(format!("{secret_key}.id"), "must not be empty".into());
+            } else if !ids.insert(secret.id.as_str()) {
+                error(
+                    format!("{secret_key}.id"),
+                    format!("`{}` is used twice in this source", secret.id),
+                );
+            }
+            if source.scheme == VerificationScheme::StandardWebhooks
+                && let Err(message) = standard_webhooks_key(secret.value.expose())
+            {
+                error(format!("{secret_key}.value"), message);
+            }
+            if let Some(end) = secret.not_after {
+                if end < now {
+                    warn(
+                        format!("{secret_key}.not_after"),
+                        format!("secret `{}` expired at {end}; it verifies nothing", secret.id),
+                    );
+                } else if end < now + Duration::days(EXPIRY_WARNING_DAYS) {
+                    warn(
+                        format!("{secret_key}.not_after"),
+                        format!("secret `{}` expires at {end}: rotate it", secret.id),
+                    );
+                }
+            }
+        }
+        match source.scheme {
+            VerificationScheme::ConnectJwt => {
+                if !source.secrets.is_empty() {
+                    error(
+                        format!("{key}.secrets"),
+                        "connect-jwt sources take their secrets from Connect installations; remove `secrets`"
+                            .into(),
+                    );
+                }
+            }
+            _ => {
+                if !source.secrets.iter().any(|s| s.is_live(now)) {
+                    warn(
+                        format!("{key}.secrets"),
+                        format!(
+                            "source `{}` has no usable secret: it refuses every delivery",
+                            source.name
+                        ),
+                    );
+                }
+            }
+        }
+        if source.scheme == VerificationScheme::UrlToken
+            && axum::http::HeaderName::from_bytes(source.token_header.as_bytes()).is_err()
+        {
+            error(
+                format!("{key}.token_header"),
+                "is not a valid HTTP header name".into(),
+            );
+        }
+    }
+
+    let connect_sources: Vec<&str> = settings
+        .sources
+        .iter()
+        .filter(|s| s.scheme == VerificationScheme::ConnectJwt)
+        .map(|s| s.name.as_str())
+        .collect();
+    let connect = &settings.connect;
+    if !connect_sources.is_empty() {
+        match &connect.base_url {
+            None => error(
+                "connect.base_url".into(),
+                "required when a connect-jwt source is configured (the URL Atlassian reaches gatehouse at)"
+                    .into(),
+            ),
+            Some(url) => match url::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => error(
+                    "connect.base_url".into(),
+                    format!("`{url}` is not an http(s) URL"),
+                ),
+            },
+        }
+        match &connect.source {
+            Some(name) if !connect_sources.contains(&name.as_str()) => error(
+                "connect.source".into(),
+                format!(
+                    "`{name}` is not a connect-jwt source (have: {})",
+                    connect_sources.join(", ")
+                ),
+            ),
+            None if connect_sources.len() > 1 => error(
+                "connect.source".into(),
+                format!(
+                    "several connect-jwt sources ({}); name the one webhooks go to",
+                    connect_sources.join(", ")
+                ),
+            ),
+            _ => {}
+        }
+    } else if let Some(name) = &connect.source {
+        error(
+            "connect.source".into(),
+            format!("`{name}` is not a connect-jwt source"),
+        );
+    }
+    if url::Url::parse(&connect.install_keys_url).is_err() {
+        error("connect.install_keys_url".into(), "is not a URL".into());
+    }
+    for (i, event) in connect.webhooks.iter().enumerate() {
+        if !is_name(event, &['_', ':']) {
+            error(
+                format!("connect.webhooks[{i}]"),
+                format!("`{event}` is not an event name"),
+            );
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Decodes a Standard Webhooks signing key: `whsec_` followed by base64 (the prefix is optional,
+/// as in the reference libraries).
+pub fn standard_webhooks_key(value: &str) -> Result<Vec<u8>, String> {
+    let encoded = value.strip_prefix("whsec_").unwrap_or(value);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "a Standard Webhooks secret is `whsec_` followed by base64".to_owned())?;
+    if key.len() < 16 {
+        return Err("a Standard Webhooks secret must decode to at least 16 bytes".to_owned());
+    }
+    Ok(key)
+}
+
+/// Lowercase ASCII letters and digits plus `extra`, starting with a letter or digit.
+fn is_name(name: &str, extra: &[char]) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
+}

@@ -1,0 +1,77 @@
+//! Atlassian's public keys for signed-install callbacks, fetched by `kid` and cached.
+//!
+//! A key server that cannot be reached is gatehouse's trouble, not the sender's: it answers 503
+//! (retry later), whereas a key the server does not know is a refusal (401).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ttl_cache::TtlCache;
+use crate::ingress::verify::{VerifyError, jwt};
+
+/// Keys rotate rarely; an hour keeps the key server off the hot path.
+const TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+pub struct InstallKeys {
+    base_url: String,
+    http: reqwest::Client,
+    cache: TtlCache<Vec<u8>>,
+}
+
+impl InstallKeys {
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        InstallKeys {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+            cache: TtlCache::new(TTL, 1_000),
+        }
+    }
+
+    /// The RSA public key (PKCS#1 DER) for `kid`.
+    pub async fn key(&self, kid: &str) -> Result<Arc<Vec<u8>>, VerifyError> {
+        // The kid becomes part of a URL: allow only what key ids look like, so a token cannot
+        // point the fetch anywhere else.
+        let valid = !kid.is_empty()
+            && kid.len() <= 128
+            && kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !kid.starts_with('.');
+        if !valid {
+            return Err(VerifyError::Malformed("kid"));
+        }
+        if let Some(key) = self.cache.get(kid) {
+            return Ok(key);
+        }
+        let url = format!("{}/{kid}", self.base_url);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| VerifyError::Unavailable(format!("install key server: {e}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(VerifyError::UnknownKey(kid.to_owned()));
+        }
+        if !status.is_success() {
+            return Err(VerifyError::Unavailable(format!(
+                "install key server answered {status}"
+            )));
+        }
+        let pem = response
+            .text()
+            .await
+            .map_err(|e| VerifyError::Unavailable(format!("install key server: {e}")))?;
+        let key = Arc::new(
+            jwt::rsa_public_key_from_pem(&pem).map_err(|_| VerifyError::UnknownKey(kid.to_owned()))?,
+        );
+        self.cache.insert(kid, key.clone());
+        Ok(key)
+    }
+}

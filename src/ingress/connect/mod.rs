@@ -1,0 +1,270 @@
+//! Atlassian Connect: the app descriptor, and the lifecycle callbacks that hand gatehouse each
+//! site's shared secret.
+//!
+//! `installed` and `uninstalled` are signed RS256 by Atlassian ("signed install"): the token's
+//! `kid` names a public key served at `connect.install_keys_url/{kid}`, its `aud` must be our base
+//! URL, its `qsh` must match the callback, and its `iss` must be the `clientKey` in the body. A
+//! re-install of a site we already know may instead be signed HS256 with the current shared
+//! secret (the pre-2021 flow), which is accepted too. Secrets are stored, never logged.
+
+mod install_keys;
+mod installations;
+mod ttl_cache;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::IngressState;
+use super::error::IngressError;
+use super::verify::{RequestParts, VerifyError, connect_jwt, jwt};
+use super::webhook::{is_json, read_body};
+use crate::config::Secret;
+use crate::store::Installation;
+use crate::telemetry::metrics::{SourceOutcome, SourceReason};
+
+pub use install_keys::InstallKeys;
+pub use installations::Installations;
+
+/// The metric label for lifecycle callbacks.
+const LIFECYCLE: &str = "connect-lifecycle";
+
+/// The lifecycle payload fields gatehouse uses (Atlassian sends more).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LifecyclePayload {
+    client_key: String,
+    #[serde(default)]
+    shared_secret: Option<String>,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    cloud_id: Option<String>,
+}
+
+impl std::fmt::Debug for LifecyclePayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LifecyclePayload")
+            .field("client_key", &self.client_key)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn installed(
+    State(state): State<Arc<IngressState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    lifecycle(state, Lifecycle::Installed, method, uri, headers, body).await
+}
+
+pub async fn uninstalled(
+    State(state): State<Arc<IngressState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    lifecycle(state, Lifecycle::Uninstalled, method, uri, headers, body).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Installed,
+    Uninstalled,
+}
+
+async fn lifecycle(
+    state: Arc<IngressState>,
+    kind: Lifecycle,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = handle_lifecycle(&state, kind, &method, &uri, &headers, body).await;
+    let outcome = match &result {
+        Ok(()) => "accepted",
+        Err(e) => e.outcome(),
+    };
+    state
+        .metrics
+        .ingress_requests
+        .get_or_create(&SourceOutcome {
+            source: LIFECYCLE.to_owned(),
+            outcome,
+        })
+        .inc();
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => {
+            if let IngressError::Unauthorized(why) = &error {
+                state
+                    .metrics
+                    .verification_failures
+                    .get_or_create(&SourceReason {
+                        source: LIFECYCLE.to_owned(),
+                        reason: why.reason(),
+                    })
+                    .inc();
+                tracing::warn!(lifecycle = ?kind, reason = why.reason(), detail = %why, "Connect lifecycle callback refused");
+            } else {
+                tracing::warn!(lifecycle = ?kind, error = %error, "Connect lifecycle callback failed");
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn handle_lifecycle(
+    state: &IngressState,
+    kind: Lifecycle,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), IngressError> {
+    let base_url = state
+        .settings
+        .connect
+        .base_url
+        .as_deref()
+        .ok_or(IngressError::Unauthorized(VerifyError::Missing(
+            "connect.base_url in config",
+        )))?;
+    if !is_json(headers) {
+        return Err(IngressError::UnsupportedMediaType);
+    }
+    let body = read_body(body, headers, state.settings.server.max_body_bytes).await?;
+    let request = RequestParts {
+        method,
+        path: uri.path(),
+        query: uri.query(),
+        headers,
+        body: &body,
+    };
+    let token = connect_jwt::token(&request).ok_or(VerifyError::Missing("Authorization: JWT header"))?;
+    let decoded = jwt::decode(&token)?;
+    let issuer = decoded
+        .claims
+        .iss
+        .clone()
+        .ok_or(VerifyError::Missing("iss claim"))?;
+    match decoded.header.alg.as_str() {
+        "RS256" => {
+            let kid = decoded
+                .header
+                .kid
+                .as_deref()
+                .ok_or(VerifyError::Missing("kid header"))?;
+            let key = state.install_keys.key(kid).await?;
+            decoded.verify_rs256(&key)?;
+            let audience_ok = decoded
+                .claims
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.contains(base_url));
+            if !audience_ok {
+                return Err(VerifyError::WrongAudience.into());
+            }
+        }
+        "HS256" => {
+            // Only a site we already know can sign with its shared secret.
+            let known = state
+                .installations
+                .get(&issuer)
+                .await
+                .map_err(|e| IngressError::Unavailable(e.to_string()))?
+                .ok_or(VerifyError::UnknownIssuer)?;
+            decoded.verify_hs256(known.shared_secret.expose().as_bytes())?;
+        }
+        other => return Err(VerifyError::WrongAlgorithm(other.to_owned()).into()),
+    }
+    decoded.check_time(chrono::Utc::now(), state.settings.connect.jwt_leeway_seconds)?;
+    connect_jwt::check_qsh(&decoded.claims, &request, &state.base_path)?;
+
+    let payload: LifecyclePayload = serde_json::from_slice(&body)
+        .map_err(|e| IngressError::Malformed(format!("lifecycle payload: {e}")))?;
+    if payload.client_key != issuer {
+        return Err(VerifyError::IssuerMismatch.into());
+    }
+    match kind {
+        Lifecycle::Installed => {
+            let shared_secret = payload
+                .shared_secret
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| IngressError::Malformed("installed payload has no sharedSecret".to_owned()))?;
+            let installation = Installation {
+                client_key: payload.client_key,
+                shared_secret: Secret::new(shared_secret),
+                base_url: payload.base_url.unwrap_or_default(),
+                cloud_id: payload.cloud_id,
+                installed_at: chrono::Utc::now(),
+            };
+            state
+                .installations
+                .put(installation.clone())
+                .await
+                .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+            tracing::info!(client_key = %installation.client_key, site = %installation.base_url, "Connect app installed");
+        }
+        Lifecycle::Uninstalled => {
+            let existed = state
+                .installations
+                .remove(&payload.client_key)
+                .await
+                .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+            tracing::info!(client_key = %payload.client_key, existed, "Connect app uninstalled");
+        }
+    }
+    Ok(())
+}
+
+/// `GET /connect/atlassian-connect.json`: the descriptor, generated from config.
+pub async fn descriptor(State(state): State<Arc<IngressState>>) -> Response {
+    let connect = &state.settings.connect;
+    let Some(base_url) = connect.base_url.as_deref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_configured", "reason": "set connect.base_url to serve a descriptor"})),
+        )
+            .into_response();
+    };
+    let source = connect.source.clone().or_else(|| {
+        state
+            .settings
+            .sources
+            .iter()
+            .find(|s| s.scheme == crate::config::VerificationScheme::ConnectJwt)
+            .map(|s| s.name.clone())
+    });
+    let webhooks: Vec<serde_json::Value> = match &source {
+        Some(source) => connect
+            .webhooks
+            .iter()
+            .map(|event| json!({"event": event, "url": format!("/webhooks/{source}/{event}")}))
+            .collect(),
+        None => Vec::new(),
+    };
+    Json(json!({
+        "key": connect.key,
+        "name": connect.name,
+        "description": connect.description,
+        "baseUrl": base_url.trim_end_matches('/'),
+        "vendor": {"name": "gatehouse", "url": base_url},
+        "authentication": {"type": "jwt"},
+        "apiMigrations": {"signed-install": true},
+        "lifecycle": {"installed": "/connect/installed", "uninstalled": "/connect/uninstalled"},
+        "scopes": connect.scopes,
+        "modules": {"webhooks": webhooks},
+    }))
+    .into_response()
+}

@@ -1,0 +1,53 @@
+//! A small map whose entries expire, shared by the installation and key caches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct TtlCache<T> {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<String, (Arc<T>, Instant)>>,
+}
+
+impl<T> TtlCache<T> {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        TtlCache {
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<T>, Instant)>> {
+        // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The live entry for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Arc<T>> {
+        let entries = self.entries();
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(value, _)| value.clone())
+    }
+
+    pub fn insert(&self, key: &str, value: Arc<T>) {
+        let mut entries = self.entries();
+        if entries.len() >= self.max_entries {
+            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (value, Instant::now()));
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.entries().remove(key);
+    }
+}

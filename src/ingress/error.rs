@@ -1,0 +1,88 @@
+//! The ingress's one error type, and the status each error answers with.
+//!
+//! The mapping is public surface (design.md): senders retry only on 5xx/429/408/409/425, so our
+//! own trouble (broker, store, a key server) is always a 5xx and never a 4xx, and a 4xx always
+//! means the request itself is wrong.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::verify::VerifyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("unknown source")]
+    UnknownSource,
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("verification failed: {0}")]
+    Unauthorized(VerifyError),
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("request timed out")]
+    Timeout,
+}
+
+impl IngressError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngressError::UnknownSource => StatusCode::NOT_FOUND,
+            IngressError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngressError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngressError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Timeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The `outcome` label of the requests metric.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            IngressError::UnknownSource => "unknown_source",
+            IngressError::UnsupportedMediaType => "unsupported_media_type",
+            IngressError::PayloadTooLarge { .. } => "too_large",
+            IngressError::Unauthorized(_) => "unauthorized",
+            IngressError::Malformed(_) => "malformed",
+            IngressError::Unavailable(_) => "unavailable",
+            IngressError::Timeout => "timeout",
+        }
+    }
+}
+
+impl From<VerifyError> for IngressError {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::Unavailable(why) => IngressError::Unavailable(why),
+            other => IngressError::Unauthorized(other),
+        }
+    }
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            // The reason code helps a legitimate sender fix its signing; the secret-bearing
+            // details never leave the process.
+            IngressError::Unauthorized(why) => json!({"error": "unauthorized", "reason": why.reason()}),
+            // Internal detail (broker or store messages) stays in the logs.
+            IngressError::Unavailable(_) => json!({"error": "unavailable", "reason": "retry later"}),
+            other => json!({"error": other.outcome(), "reason": other.to_string()}),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
+    }
+}

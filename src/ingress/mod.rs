@@ -1,0 +1,113 @@
+//! The HTTP ingress: verify, dedupe, normalize and durably queue every webhook, then answer.
+//!
+//! Routes (design.md, "Public surface"):
+//! - `POST /webhooks/{source}` and `/webhooks/{source}/{event}`; for `url-token` sources also
+//!   `/webhooks/{source}/t/{token}[/{event}]`;
+//! - `POST /connect/installed`, `/connect/uninstalled`, `GET /connect/atlassian-connect.json`;
+//! - `GET /healthz`, `/readyz`, `/metrics`.
+//!
+//! Delivery routes are guarded by a global concurrency bound (excess load is shed with 503, not
+//! queued in memory) and a request timeout; bodies are limited while they are read.
+
+pub mod connect;
+pub mod dedupe;
+pub mod error;
+mod health;
+pub mod normalize;
+pub mod verify;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use crate::config::Settings;
+use crate::queue::Queue;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+pub use error::IngressError;
+
+/// What every ingress handler shares.
+#[derive(Debug)]
+pub struct IngressState {
+    pub settings: Arc<Settings>,
+    pub queue: Arc<dyn Queue>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub recent: dedupe::RecentKeys,
+    pub installations: connect::Installations,
+    pub install_keys: connect::InstallKeys,
+    /// The path of `connect.base_url` (e.g. `/atlassian`), which `qsh` paths are relative to.
+    pub base_path: String,
+}
+
+impl IngressState {
+    pub fn new(settings: Arc<Settings>, queue: Arc<dyn Queue>, store: Store, metrics: Arc<Metrics>) -> Self {
+        let base_path = settings
+            .connect
+            .base_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        IngressState {
+            recent: dedupe::RecentKeys::new(
+                settings.ingress.dedupe_window_size,
+                Duration::from_secs(settings.ingress.dedupe_window_seconds),
+            ),
+            installations: connect::Installations::new(store.clone()),
+            install_keys: connect::InstallKeys::new(&settings.connect.install_keys_url),
+            base_path,
+            settings,
+            queue,
+            store,
+            metrics,
+        }
+    }
+}
+
+/// The ingress router.
+pub fn router(state: Arc<IngressState>) -> Router {
+    let server = &state.settings.server;
+    let guarded = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded_or_timed_out))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
+        .timeout(Duration::from_secs(server.request_timeout_seconds));
+    let deliveries = Router::new()
+        .route("/webhooks/{source}", post(webhook::receive))
+        .route("/webhooks/{source}/{event}", post(webhook::receive_event))
+        .route("/webhooks/{source}/t/{token}", post(webhook::receive_with_token))
+        .route(
+            "/webhooks/{source}/t/{token}/{event}",
+            post(webhook::receive_event_with_token),
+        )
+        .route("/connect/installed", post(connect::installed))
+        .route("/connect/uninstalled", post(connect::uninstalled))
+        .layer(guarded)
+        // Bodies are limited while they are read (see `webhook::read_body`).
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .merge(deliveries)
+        .route("/connect/atlassian-connect.json", get(connect::descriptor))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+}
+
+async fn overloaded_or_timed_out(error: BoxError) -> axum::response::Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        IngressError::Timeout.into_response()
+    } else {
+        IngressError::Unavailable(format!("overloaded: {error}")).into_response()
+    }
+}

@@ -1,0 +1,212 @@
+//! Atlassian Connect webhooks: `Authorization: JWT <token>` (or `?jwt=`), HS256 with the shared
+//! secret of the installation named by `iss`, `exp`/`iat` with a small leeway, and a `qsh` that
+//! must match this very request (`context-qsh` is refused: it would accept the token anywhere).
+
+use chrono::{DateTime, Utc};
+
+use super::{RequestParts, Verified, VerifyError, header, jwt, qsh};
+use crate::ingress::connect::Installations;
+
+/// The token of a Connect request, from the header or the `jwt` query parameter.
+pub fn token<'a>(request: &RequestParts<'a>) -> Option<std::borrow::Cow<'a, str>> {
+    if let Some(value) = header(request.headers, "authorization") {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("JWT")
+            .then(|| std::borrow::Cow::Borrowed(token.trim()));
+    }
+    url::form_urlencoded::parse(request.query?.as_bytes())
+        .find(|(k, _)| k == "jwt")
+        .map(|(_, v)| v)
+}
+
+/// Checks `qsh` against the request; `context-qsh` is refused.
+pub fn check_qsh(
+    claims: &jwt::Claims,
+    request: &RequestParts<'_>,
+    base_path: &str,
+) -> Result<(), VerifyError> {
+    let presented = claims.qsh.as_deref().ok_or(VerifyError::Missing("qsh claim"))?;
+    if presented == "context-qsh" {
+        return Err(VerifyError::ContextQsh);
+    }
+    let expected = qsh::qsh(request.method.as_str(), request.path, request.query, base_path);
+    if presented.eq_ignore_ascii_case(&expected) {
+        Ok(())
+    } else {
+        Err(VerifyError::QshMismatch)
+    }
+}
+
+pub async fn verify(
+    installations: &Installations,
+    leeway_seconds: u64,
+    base_path: &str,
+    request: &RequestParts<'_>,
+    now: DateTime<Utc>,
+) -> Result<Verified, VerifyError> {
+    let token = token(request).ok_or(VerifyError::Missing("Authorization: JWT header"))?;
+    let decoded = jwt::decode(&token)?;
+    if decoded.header.alg != "HS256" {
+        return Err(VerifyError::WrongAlgorithm(decoded.header.alg.clone()));
+    }
+    let client_key = decoded
+        .claims
+        .iss
+        .clone()
+        .ok_or(VerifyError::Missing("iss claim"))?;
+    let installation = installations
+        .get(&client_key)
+        .await
+        .map_err(|e| VerifyError::Unavailable(e.to_string()))?
+        .ok_or(VerifyError::UnknownIssuer)?;
+    decoded.verify_hs256(installation.shared_secret.expose().as_bytes())?;
+    decoded.check_time(now, leeway_seconds)?;
+    check_qsh(&decoded.claims, request, base_path)?;
+    Ok(Verified {
+        key_id: client_key.clone(),
+        client_key: Some(client_key),
+        cloud_id: installation.cloud_id.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, Method};
+    use chrono::TimeZone;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Tokens made by PyJWT with a qsh computed independently (tests/fixtures/connect).
+    fn fixture() -> Value {
+        serde_json::from_str(include_str!("../../../tests/fixtures/connect/pyjwt_tokens.json")).unwrap()
+    }
+
+    fn request<'a>(
+        method: &'a Method,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a HeaderMap,
+    ) -> RequestParts<'a> {
+        RequestParts {
+            method,
+            path,
+            query,
+            headers,
+            body: b"{}",
+        }
+    }
+
+    #[test]
+    fn pyjwt_webhook_token_with_repeated_and_encoded_query_verifies() {
+        let f = fixture();
+        let now = Utc.timestamp_opt(f["now"].as_i64().unwrap(), 0).unwrap();
+        let hook = &f["webhook"];
+        let token = hook["token"].as_str().unwrap();
+        let decoded = jwt::decode(token).unwrap();
+        decoded
+            .verify_hs256(f["shared_secret"].as_str().unwrap().as_bytes())
+            .unwrap();
+        decoded.check_time(now, 30).unwrap();
+        let headers = HeaderMap::new();
+        let method = Method::POST;
+        let path = hook["path"].as_str().unwrap();
+        let query = hook["query"].as_str().unwrap();
+        check_qsh(
+            &decoded.claims,
+            &request(&method, path, Some(query), &headers),
+            "",
+        )
+        .unwrap();
+        // The same token on another path, another query, or another method is refused.
+        assert_eq!(
+            check_qsh(
+                &decoded.claims,
+                &request(
+                    &method,
+                    "/webhooks/confluence/user_removed",
+                    Some(query),
+                    &headers
+                ),
+                ""
+            ),
+            Err(VerifyError::QshMismatch)
+        );
+        assert_eq!(
+            check_qsh(
+                &decoded.claims,
+                &request(&method, path, Some("b=2"), &headers),
+                ""
+            ),
+            Err(VerifyError::QshMismatch)
+        );
+        assert_eq!(
+            check_qsh(
+                &decoded.claims,
+                &request(&Method::PUT, path, Some(query), &headers),
+                ""
+            ),
+            Err(VerifyError::QshMismatch)
+        );
+        assert_eq!(
+            decoded.check_time(now + chrono::Duration::seconds(600), 30),
+            Err(VerifyError::Expired)
+        );
+    }
+
+    #[test]
+    fn pyjwt_install_token_verifies_with_the_published_key() {
+        let f = fixture();
+        let now = Utc.timestamp_opt(f["now"].as_i64().unwrap(), 0).unwrap();
+        let install = &f["install"];
+        let decoded = jwt::decode(install["token"].as_str().unwrap()).unwrap();
+        assert_eq!(decoded.header.kid.as_deref(), Some("fixture-kid"));
+        let key = jwt::rsa_public_key_from_pem(include_str!(
+            "../../../tests/fixtures/connect/install-key.public.pem"
+        ))
+        .unwrap();
+        decoded.verify_rs256(&key).unwrap();
+        decoded.check_time(now, 30).unwrap();
+        assert!(
+            decoded
+                .claims
+                .aud
+                .as_ref()
+                .unwrap()
+                .contains(install["base_url"].as_str().unwrap())
+        );
+        let headers = HeaderMap::new();
+        let method = Method::POST;
+        check_qsh(
+            &decoded.claims,
+            &request(&method, install["path"].as_str().unwrap(), None, &headers),
+            "/atlassian",
+        )
+        .unwrap();
+        // Alg confusion: the RS256 token must not pass as HS256 with the public key as secret.
+        assert!(matches!(
+            decoded.verify_hs256(&key),
+            Err(VerifyError::WrongAlgorithm(_))
+        ));
+    }
+
+    #[test]
+    fn context_qsh_is_refused() {
+        let now = Utc::now().timestamp();
+        let token = jwt::encode_hs256(
+            &serde_json::json!({"iss": "c", "iat": now, "exp": now + 60, "qsh": "context-qsh"}),
+            b"k",
+        );
+        let decoded = jwt::decode(&token).unwrap();
+        let headers = HeaderMap::new();
+        assert_eq!(
+            check_qsh(
+                &decoded.claims,
+                &request(&Method::POST, "/webhooks/x", None, &headers),
+                ""
+            ),
+            Err(VerifyError::ContextQsh)
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Proving a delivery is genuine, on the raw bytes, before anything parses them.
+//!
+//! One file per scheme. Each takes the source's live secrets (or, for Connect, a lookup of the
+//! installation's secret) and the untouched request, and answers either which secret matched
+//! (its id goes into the envelope and the logs) or a [`VerifyError`] whose reason is a metric
+//! label. Comparisons are constant-time; a source with no usable secret refuses everything.
+
+pub mod connect_jwt;
+pub mod hub_signature;
+pub mod jwt;
+pub mod qsh;
+pub mod standard_webhooks;
+pub mod url_token;
+
+use axum::http::{HeaderMap, Method};
+
+use crate::config::SourceSecret;
+
+/// The parts of a request verification may look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'a> {
+    pub method: &'a Method,
+    /// The raw (still percent-encoded) path.
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// What verification proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The id of the secret that matched (the client key for Connect).
+    pub key_id: String,
+    /// Connect: the installation's client key.
+    pub client_key: Option<String>,
+    /// Connect: the installation's cloud id, when it told us.
+    pub cloud_id: Option<String>,
+}
+
+impl Verified {
+    pub fn by_secret(id: &str) -> Self {
+        Verified {
+            key_id: id.to_owned(),
+            client_key: None,
+            cloud_id: None,
+        }
+    }
+}
+
+/// Why a delivery was refused. `reason()` is the metric label; the message is for logs and the
+/// sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    #[error("signature does not match any live secret")]
+    BadSignature,
+    #[error("the source has no usable secret")]
+    NoUsableSecret,
+    #[error("timestamp outside the allowed window")]
+    Expired,
+    #[error("token not valid yet (issued in the future)")]
+    NotYetValid,
+    #[error("unknown issuer (no Connect installation for this client key)")]
+    UnknownIssuer,
+    #[error("algorithm {0} is not accepted here")]
+    WrongAlgorithm(String),
+    #[error("context-qsh tokens are not accepted for webhooks")]
+    ContextQsh,
+    #[error("query string hash does not match the request")]
+    QshMismatch,
+    #[error("token audience is not this app")]
+    WrongAudience,
+    #[error("token issuer does not match the payload's client key")]
+    IssuerMismatch,
+    #[error("signing key {0} is unknown")]
+    UnknownKey(String),
+    /// Not the sender's fault: a store or key server gatehouse needs is unreachable (503).
+    #[error("cannot verify now: {0}")]
+    Unavailable(String),
+}
+
+impl VerifyError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::Missing(_) => "missing_credentials",
+            VerifyError::Malformed(_) => "malformed_credentials",
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::NoUsableSecret => "no_usable_secret",
+            VerifyError::Expired => "expired",
+            VerifyError::NotYetValid => "not_yet_valid",
+            VerifyError::UnknownIssuer => "unknown_issuer",
+            VerifyError::WrongAlgorithm(_) => "wrong_algorithm",
+            VerifyError::ContextQsh => "context_qsh",
+            VerifyError::QshMismatch => "qsh_mismatch",
+            VerifyError::WrongAudience => "wrong_audience",
+            VerifyError::IssuerMismatch => "issuer_mismatch",
+            VerifyError::UnknownKey(_) => "unknown_key",
+            VerifyError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// The secrets of a source still live at `now`; an error when there are none.
+pub fn live_secrets(
+    secrets: &[SourceSecret],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<&SourceSecret>, VerifyError> {
+    let live: Vec<&SourceSecret> = secrets.iter().filter(|s| s.is_live(now)).collect();
+    if live.is_empty() {
+        Err(VerifyError::NoUsableSecret)
+    } else {
+        Ok(live)
+    }
+}
+
+/// A header as UTF-8 text, if present.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}

@@ -1,0 +1,377 @@
+//! `POST /webhooks/{source}[/{event}]`: one delivery from receipt to the broker's confirm.
+//!
+//! Order matters: the source decides the scheme; size and media type are checked before the body
+//! is read in full; the signature is checked on the raw bytes before anything parses them; only a
+//! verified delivery is parsed, deduplicated and published; 202 is answered only after the
+//! publish was confirmed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+use tracing::Instrument;
+
+use super::IngressState;
+use super::dedupe::{Claim, RecentKeys};
+use super::error::IngressError;
+use super::normalize::{self, NormalizeError};
+use super::verify::{self, RequestParts, Verified};
+use crate::config::{SourceSettings, VerificationScheme};
+use crate::queue::OutgoingMessage;
+use crate::telemetry::metrics::{SourceOutcome, SourceReason};
+
+/// One delivery as the router hands it over.
+struct Delivery {
+    source: String,
+    event: Option<String>,
+    path_token: Option<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+}
+
+pub async fn receive(
+    State(state): State<Arc<IngressState>>,
+    Path(source): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        state,
+        Delivery {
+            source,
+            event: None,
+            path_token: None,
+            method,
+            uri,
+            headers,
+            body,
+        },
+    )
+    .await
+}
+
+pub async fn receive_event(
+    State(state): State<Arc<IngressState>>,
+    Path((source, event)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        state,
+        Delivery {
+            source,
+            event: Some(event),
+            path_token: None,
+            method,
+            uri,
+            headers,
+            body,
+        },
+    )
+    .await
+}
+
+pub async fn receive_with_token(
+    State(state): State<Arc<IngressState>>,
+    Path((source, token)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        state,
+        Delivery {
+            source,
+            event: None,
+            path_token: Some(token),
+            method,
+            uri,
+            headers,
+            body,
+        },
+    )
+    .await
+}
+
+pub async fn receive_event_with_token(
+    State(state): State<Arc<IngressState>>,
+    Path((source, token, event)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        state,
+        Delivery {
+            source,
+            event: Some(event),
+            path_token: Some(token),
+            method,
+            uri,
+            headers,
+            body,
+        },
+    )
+    .await
+}
+
+/// What happened to an accepted delivery.
+enum Accepted {
+    Published {
+        event_id: String,
+        event_type: String,
+        dedupe_key: String,
+    },
+    Duplicate {
+        dedupe_key: String,
+    },
+}
+
+async fn handle(state: Arc<IngressState>, delivery: Delivery) -> Response {
+    let known = state.settings.source(&delivery.source).cloned();
+    // Only configured names become metric labels or log fields: a sender cannot invent series.
+    let label = known.as_ref().map_or("unknown", |s| s.name.as_str()).to_owned();
+    // Never log the URI: for url-token sources it carries the secret.
+    let span = tracing::info_span!(
+        "webhook",
+        source = %label,
+        event_id = tracing::field::Empty,
+        dedupe_key = tracing::field::Empty,
+    );
+    let result = async {
+        let source = known.ok_or(IngressError::UnknownSource)?;
+        process(&state, &source, delivery).await
+    }
+    .instrument(span.clone())
+    .await;
+    let _entered = span.enter();
+    let outcome = match &result {
+        Ok(Accepted::Published { .. }) => "accepted",
+        Ok(Accepted::Duplicate { .. }) => "duplicate",
+        Err(error) => error.outcome(),
+    };
+    state
+        .metrics
+        .ingress_requests
+        .get_or_create(&SourceOutcome {
+            source: label.clone(),
+            outcome,
+        })
+        .inc();
+    match result {
+        Ok(Accepted::Published {
+            event_id,
+            event_type,
+            dedupe_key,
+        }) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "accepted", "id": event_id, "type": event_type, "dedupe_key": dedupe_key})),
+        )
+            .into_response(),
+        Ok(Accepted::Duplicate { dedupe_key }) => (
+            StatusCode::OK,
+            Json(json!({"status": "duplicate", "dedupe_key": dedupe_key})),
+        )
+            .into_response(),
+        Err(error) => {
+            match &error {
+                IngressError::Unauthorized(why) => {
+                    state
+                        .metrics
+                        .verification_failures
+                        .get_or_create(&SourceReason {
+                            source: label,
+                            reason: why.reason(),
+                        })
+                        .inc();
+                    tracing::warn!(reason = why.reason(), detail = %why, "delivery refused");
+                }
+                IngressError::Unavailable(why) => {
+                    tracing::error!(cause = %why, "delivery not queued; answered 503")
+                }
+                other => tracing::info!(status = other.status().as_u16(), error = %other, "delivery refused"),
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn process(
+    state: &IngressState,
+    source: &SourceSettings,
+    delivery: Delivery,
+) -> Result<Accepted, IngressError> {
+    let limit = state.settings.server.max_body_bytes;
+    if !is_json(&delivery.headers) {
+        return Err(IngressError::UnsupportedMediaType);
+    }
+    let body = read_body(delivery.body, &delivery.headers, limit).await?;
+    let request = RequestParts {
+        method: &delivery.method,
+        path: delivery.uri.path(),
+        query: delivery.uri.query(),
+        headers: &delivery.headers,
+        body: &body,
+    };
+    let verified = verify_delivery(state, source, &request, delivery.path_token.as_deref()).await?;
+    let envelope = normalize::normalize(
+        source,
+        delivery.event.as_deref(),
+        &delivery.headers,
+        &body,
+        &verified,
+    )
+    .map_err(|e: NormalizeError| IngressError::Malformed(e.to_string()))?;
+    let span = tracing::Span::current();
+    span.record("event_id", tracing::field::display(&envelope.id));
+    span.record("dedupe_key", envelope.dedupe_key.as_str());
+    let message = OutgoingMessage::from_envelope(&envelope, source.kind())
+        .map_err(|e| IngressError::Malformed(format!("cannot serialize envelope: {e}")))?;
+    loop {
+        match state.recent.claim(&envelope.dedupe_key) {
+            Claim::Duplicate => {
+                tracing::info!("duplicate delivery; already queued");
+                return Ok(Accepted::Duplicate {
+                    dedupe_key: envelope.dedupe_key,
+                });
+            }
+            Claim::Wait(outcome) => {
+                if RecentKeys::outcome(outcome).await {
+                    tracing::info!("duplicate delivery; its twin was just queued");
+                    return Ok(Accepted::Duplicate {
+                        dedupe_key: envelope.dedupe_key,
+                    });
+                }
+                // The twin's publish failed: try ourselves.
+            }
+            Claim::Fresh(guard) => {
+                let published = state.queue.publish(&message).await;
+                guard.finish(published.is_ok());
+                published.map_err(|e| IngressError::Unavailable(e.to_string()))?;
+                tracing::info!(
+                    event_type = %envelope.event_type,
+                    routing_key = %message.routing_key,
+                    key_id = %verified.key_id,
+                    "delivery queued"
+                );
+                return Ok(Accepted::Published {
+                    event_id: envelope.id.to_string(),
+                    event_type: message.event_type,
+                    dedupe_key: envelope.dedupe_key,
+                });
+            }
+        }
+    }
+}
+
+async fn verify_delivery(
+    state: &IngressState,
+    source: &SourceSettings,
+    request: &RequestParts<'_>,
+    path_token: Option<&str>,
+) -> Result<Verified, IngressError> {
+    let now = chrono::Utc::now();
+    let verified = match source.scheme {
+        VerificationScheme::HubSignature => verify::hub_signature::verify(&source.secrets, request, now),
+        VerificationScheme::StandardWebhooks => {
+            verify::standard_webhooks::verify(&source.secrets, source.tolerance_seconds, request, now)
+        }
+        VerificationScheme::UrlToken => {
+            let token = path_token.or_else(|| verify::header(request.headers, &source.token_header));
+            verify::url_token::verify(&source.secrets, token, now)
+        }
+        VerificationScheme::ConnectJwt => {
+            verify::connect_jwt::verify(
+                &state.installations,
+                state.settings.connect.jwt_leeway_seconds,
+                &state.base_path,
+                request,
+                now,
+            )
+            .await
+        }
+    };
+    Ok(verified?)
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads at most `limit` bytes: a declared `Content-Length` over the limit is refused before
+/// reading anything, a body that grows past it is refused as soon as it does.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngressError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(IngressError::PayloadTooLarge { limit });
+    }
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| IngressError::Malformed(format!("cannot read body: {e}")))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(IngressError::PayloadTooLarge { limit });
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunked_bodies_are_cut_off_at_the_limit() {
+        let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 100])));
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let error = read_body(body, &HeaderMap::new(), 1_000).await.unwrap_err();
+        assert!(matches!(error, IngressError::PayloadTooLarge { limit: 1_000 }));
+        let body = Body::from(vec![b'y'; 1_000]);
+        assert_eq!(
+            read_body(body, &HeaderMap::new(), 1_000).await.unwrap().len(),
+            1_000
+        );
+    }
+
+    #[test]
+    fn json_media_types() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/scim+json"));
+        assert!(!with("text/json"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,14 @@
+//! gatehouse: verified Atlassian identity events in, safe and audited reactions out.
+//!
+//! The runtime around the pure domain in the `handlers` crate: configuration, the HTTP ingress,
+//! the queue backends, the store, telemetry, and the wiring that starts and stops them
+//! ([`app::Application`]). Data flows ingress → queue → worker → handlers → executor → Atlassian
+//! and audit; the folder tree follows that flow.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod ingress;
+pub mod queue;
+pub mod store;
+pub mod telemetry;

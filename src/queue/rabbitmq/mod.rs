@@ -1,0 +1,343 @@
+//! RabbitMQ behind the [`Queue`] trait: a supervised connection that heals itself, and publishes
+//! with confirms.
+//!
+//! One background task (the supervisor) owns the connection. It connects, declares the topology,
+//! opens confirm-mode channels, and then waits until the connection breaks (broker restart,
+//! network cut, a channel error seen by a publisher) or shutdown is asked for; after a break it
+//! reconnects with capped exponential backoff. While there is no healthy connection, publishes
+//! fail at once with [`PublishError::Unavailable`] (so the ingress answers 503 fast) and
+//! readiness is red. Nothing here restarts the process.
+
+pub mod topology;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{OutgoingMessage, PublishError, Queue};
+use crate::config::QueueSettings;
+use crate::telemetry::Metrics;
+
+pub use topology::Topology;
+
+/// AMQP `delivery_mode` 2: the broker writes the message to disk (with quorum queues, to a
+/// majority of nodes) before confirming it.
+const PERSISTENT: u8 = 2;
+
+/// A live connection with its publishing channels.
+struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+    /// Cancelled by whoever notices this link is unusable; the supervisor then replaces it.
+    broken: CancellationToken,
+}
+
+impl Link {
+    /// Round-robin over the confirm channels, so many publishes are in flight at once.
+    fn channel(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[i]
+    }
+
+    fn healthy(&self) -> bool {
+        !self.broken.is_cancelled()
+            && self.connection.status().connected()
+            && self.channels.iter().all(|c| c.status().connected())
+    }
+}
+
+struct Shared {
+    settings: QueueSettings,
+    topology: Topology,
+    metrics: Arc<Metrics>,
+    link: RwLock<Option<Arc<Link>>>,
+    /// Signalled every time a new link is installed (tests and CLI commands wait on it).
+    connected: tokio::sync::Notify,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().ok().and_then(|guard| guard.clone())
+    }
+
+    fn set(&self, link: Option<Arc<Link>>) {
+        if let Ok(mut guard) = self.link.write() {
+            *guard = link;
+        }
+    }
+}
+
+/// The RabbitMQ queue backend.
+pub struct RabbitQueue {
+    shared: Arc<Shared>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RabbitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitQueue")
+            .field("url", &self.shared.settings.url)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+impl RabbitQueue {
+    /// Starts the supervisor; returns at once, connected or not (readiness tells).
+    pub fn start(settings: QueueSettings, metrics: Arc<Metrics>) -> Self {
+        let shared = Arc::new(Shared {
+            topology: Topology::new(&settings.prefix),
+            settings,
+            metrics,
+            link: RwLock::new(None),
+            connected: tokio::sync::Notify::new(),
+            shutdown: CancellationToken::new(),
+        });
+        let supervisor = tokio::spawn(supervise(shared.clone()));
+        RabbitQueue {
+            shared,
+            supervisor: Mutex::new(Some(supervisor)),
+        }
+    }
+
+    /// Waits until a healthy connection is up, or `timeout` passes; true when connected.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.connected.notified();
+            if self.is_ready() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_ready();
+            }
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.shared.topology
+    }
+}
+
+#[async_trait]
+impl Queue for RabbitQueue {
+    async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let link = match self.shared.current() {
+            Some(link) if link.healthy() => link,
+            _ => return Err(PublishError::Unavailable),
+        };
+        let exchange: ShortString = self.shared.topology.events_exchange().into();
+        let routing_key = ShortString::try_new(message.routing_key.as_str())
+            .map_err(|e| PublishError::Broker(format!("routing key too long: {e}")))?;
+        let message_id = ShortString::try_new(message.message_id.as_str())
+            .map_err(|e| PublishError::Broker(format!("message id too long: {e}")))?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "gatehouse-event-id".into(),
+            AMQPValue::LongString(message.event_id.as_str().into()),
+        );
+        let properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type("application/json".into())
+            .with_message_id(message_id)
+            .with_type(ShortString::try_new(message.event_type.as_str()).unwrap_or_else(|_| "other".into()))
+            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
+            .with_app_id("gatehouse".into())
+            .with_headers(headers);
+        let options = BasicPublishOptions {
+            // An unroutable publish comes back as an error instead of vanishing.
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let timeout = Duration::from_millis(self.shared.settings.publish_timeout_ms);
+        let started = Instant::now();
+        let publish = async {
+            link.channel()
+                .basic_publish(exchange, routing_key, options, &message.body, properties)
+                .await?
+                .await
+        };
+        let confirmation = match tokio::time::timeout(timeout, publish).await {
+            Err(_) => return Err(PublishError::Timeout(timeout)),
+            Ok(Err(error)) => {
+                // A channel or connection error: this link is done for, let the supervisor
+                // build a new one.
+                link.broken.cancel();
+                return Err(PublishError::Broker(error.to_string()));
+            }
+            Ok(Ok(confirmation)) => confirmation,
+        };
+        match confirmation {
+            Confirmation::Ack(None) => {
+                self.shared
+                    .metrics
+                    .publish_confirm_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable(message.routing_key.clone())),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => {
+                link.broken.cancel();
+                Err(PublishError::Broker("channel is not in confirm mode".to_owned()))
+            }
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.current().is_some_and(|link| link.healthy())
+    }
+
+    async fn close(&self) {
+        self.shared.shutdown.cancel();
+        let handle = self.supervisor.lock().ok().and_then(|mut guard| guard.take());
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// Keeps a healthy link installed until shutdown.
+async fn supervise(shared: Arc<Shared>) {
+    let max_delay = Duration::from_millis(shared.settings.reconnect_max_delay_ms.max(100));
+    let mut delay = Duration::from_millis(100);
+    let mut attempt: u32 = 0;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        attempt += 1;
+        let connect_timeout = Duration::from_millis(shared.settings.connect_timeout_ms);
+        let opened = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            opened = tokio::time::timeout(connect_timeout, open_link(&shared)) => opened,
+        };
+        match opened {
+            Ok(Ok(link)) => {
+                let link = Arc::new(link);
+                shared.set(Some(link.clone()));
+                shared.connected.notify_waiters();
+                tracing::info!(url = %shared.settings.url, attempt, "connected to RabbitMQ");
+                attempt = 0;
+                delay = Duration::from_millis(100);
+                let reason = wait_until_broken(&shared, &link).await;
+                shared.set(None);
+                close_link(&link).await;
+                match reason {
+                    None => break,
+                    Some(reason) => tracing::warn!(%reason, "lost RabbitMQ connection; reconnecting"),
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "cannot connect to RabbitMQ");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "connecting to RabbitMQ timed out"
+                );
+            }
+        }
+        // Jittered so a fleet of processes does not reconnect in lockstep after a broker restart.
+        let sleep = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        delay = (delay * 2).min(max_delay);
+    }
+    if let Some(link) = shared.current() {
+        shared.set(None);
+        close_link(&link).await;
+    }
+}
+
+async fn open_link(shared: &Shared) -> Result<Link, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name("gatehouse".into());
+    let connection = Connection::connect(shared.settings.url.expose(), properties).await?;
+    match open_channels(shared, &connection).await {
+        Ok(channels) => Ok(Link {
+            connection,
+            channels,
+            next: AtomicUsize::new(0),
+            broken: CancellationToken::new(),
+        }),
+        Err(error) => {
+            // Dropping a connection does not close it: say goodbye so the broker frees it.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                connection.close(200, "setup failed".into()),
+            )
+            .await;
+            Err(error)
+        }
+    }
+}
+
+async fn open_channels(shared: &Shared, connection: &Connection) -> Result<Vec<Channel>, lapin::Error> {
+    let declare = connection.create_channel().await?;
+    shared.topology.declare(&declare).await?;
+    let _ = declare.close(200, "topology declared".into()).await;
+    let mut channels = Vec::with_capacity(shared.settings.publish_channels);
+    for _ in 0..shared.settings.publish_channels {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// Returns `None` on shutdown, or why the link broke.
+async fn wait_until_broken(shared: &Shared, link: &Link) -> Option<String> {
+    let mut events = link.connection.events_listener();
+    // Events report most failures at once; the poll catches a channel closed by the broker,
+    // which raises no connection event.
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return None,
+            _ = link.broken.cancelled() => return Some("a publish failed on this connection".to_owned()),
+            event = events.next() => match event {
+                Some(lapin::Event::Error(error)) => return Some(error.to_string()),
+                Some(lapin::Event::ConnectionBlocked(reason)) => {
+                    tracing::warn!(%reason, "RabbitMQ blocked publishing (resource alarm)");
+                }
+                Some(lapin::Event::ConnectionUnblocked) => tracing::info!("RabbitMQ unblocked publishing"),
+                Some(_) => {}
+                None => return Some("connection event stream ended".to_owned()),
+            },
+            _ = poll.tick() => {
+                if !link.healthy() {
+                    return Some("connection or channel closed".to_owned());
+                }
+            }
+        }
+    }
+}
+
+async fn close_link(link: &Link) {
+    // Best effort, bounded: a dead connection cannot say goodbye.
+    let close = async {
+        for channel in &link.channels {
+            if channel.status().connected() {
+                let _ = channel.wait_for_confirms().await;
+                let _ = channel.close(200, "bye".into()).await;
+            }
+        }
+        if link.connection.status().connected() {
+            let _ = link.connection.close(200, "bye".into()).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+}

@@ -1,0 +1,75 @@
+//! Connect installations: `clientKey → sharedSecret`, written by the lifecycle callbacks and read
+//! to verify each Connect webhook.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError, from_millis, to_millis};
+use crate::config::Secret;
+
+/// One Atlassian site that installed the Connect app.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub client_key: String,
+    pub shared_secret: Secret,
+    pub base_url: String,
+    pub cloud_id: Option<String>,
+    pub installed_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Records an installation, replacing the secret of an earlier one with the same client key
+    /// (Atlassian sends `installed` again on re-install and on secret rotation).
+    pub async fn upsert_installation(&self, installation: &Installation) -> Result<(), StoreError> {
+        let now = to_millis(Utc::now());
+        // SQLite and PostgreSQL spell this upsert the same way.
+        let sql = "INSERT INTO connect_installations
+                (client_key, shared_secret, base_url, cloud_id, installed_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (client_key) DO UPDATE SET
+                shared_secret = excluded.shared_secret,
+                base_url = excluded.base_url,
+                cloud_id = excluded.cloud_id,
+                updated_at = excluded.updated_at";
+        sqlx::query(sql)
+            .bind(&installation.client_key)
+            .bind(installation.shared_secret.expose())
+            .bind(&installation.base_url)
+            .bind(installation.cloud_id.as_deref())
+            .bind(to_millis(installation.installed_at))
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets an installation; true when there was one.
+    pub async fn delete_installation(&self, client_key: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM connect_installations WHERE client_key = $1")
+            .bind(client_key)
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// The installation with this client key, if any.
+    pub async fn installation(&self, client_key: &str) -> Result<Option<Installation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT client_key, shared_secret, base_url, cloud_id, installed_at
+             FROM connect_installations WHERE client_key = $1",
+        )
+        .bind(client_key)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(Installation {
+                client_key: row.try_get("client_key")?,
+                shared_secret: Secret::new(row.try_get::<String, _>("shared_secret")?),
+                base_url: row.try_get("base_url")?,
+                cloud_id: row.try_get("cloud_id")?,
+                installed_at: from_millis(row.try_get("installed_at")?)?,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,40 @@
+//! Versioned schema migrations, embedded in the binary, one folder per database.
+//!
+//! The two folders hold the same versions with the same meaning; they differ only where the SQL
+//! dialects must. A new table is a new numbered file in both.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+use super::{Backend, Store, StoreError};
+
+/// `(version, description, sqlite sql, postgres sql)`.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "connect installations",
+    include_str!("../../migrations/sqlite/0001_connect_installations.sql"),
+    include_str!("../../migrations/postgres/0001_connect_installations.sql"),
+)];
+
+pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sqlite, postgres)| {
+            let sql = match store.backend() {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *postgres,
+            };
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                AssertSqlSafe(sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations).run(store.pool()).await?;
+    Ok(())
+}

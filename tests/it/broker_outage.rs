@@ -1,0 +1,208 @@
+//! The ingress when RabbitMQ misbehaves: an unconfirmed publish answers 503, a lost broker
+//! answers 503 fast with readiness red, and gatehouse heals by itself when the broker is back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gatehouse::config::VerificationScheme;
+use serde_json::Value;
+
+use crate::helpers::{Observer, TcpProxy, TestApp, secret, signing, source};
+
+fn broker_addr() -> SocketAddr {
+    let url = url::Url::parse(&crate::helpers::amqp_url()).unwrap();
+    let host = url.host_str().unwrap().to_owned();
+    format!("{host}:{}", url.port().unwrap_or(5672)).parse().unwrap()
+}
+
+async fn app_behind(proxy: &TcpProxy, publish_timeout_ms: u64) -> TestApp {
+    let url = proxy.amqp_url();
+    TestApp::spawn(move |s| {
+        s.queue.url = gatehouse::config::SensitiveUrl::new(url);
+        s.queue.publish_timeout_ms = publish_timeout_ms;
+        s.sources.push(source(
+            "admin",
+            VerificationScheme::HubSignature,
+            vec![secret("hub-1", "first-secret")],
+        ));
+    })
+    .await
+}
+
+async fn deliver(app: &TestApp, n: u32) -> reqwest::Response {
+    let body = format!(r#"{{"timestamp":1,"user":{{"accountId":"acc-{n}"}}}}"#).into_bytes();
+    app.post(
+        "/webhooks/admin/user_removed",
+        &body,
+        &[
+            ("x-hub-signature", signing::hub_signature("first-secret", &body)),
+            ("x-atlassian-webhook-identifier", format!("outage-{n}")),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_unconfirmed_publish_answers_503_and_a_retry_goes_through() {
+    let proxy = TcpProxy::start(broker_addr()).await;
+    let app = app_behind(&proxy, 400).await;
+    let observer = Observer::new(app.prefix(), "#").await;
+
+    proxy.stall();
+    let started = Instant::now();
+    let response = deliver(&app, 1).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+
+    // The outcome was unknown: the message may or may not have arrived. The sender's retry with
+    // the same identifier is not answered "duplicate" (a failed publish is not remembered).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = deliver(&app, 1).await.status();
+        if status != 503 || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 202);
+    let seen = observer.all(Duration::from_secs(1)).await;
+    assert!((1..=2).contains(&seen.len()), "{seen:?}");
+    assert!(seen.iter().all(|m| m.message_id.as_deref() == Some("outage-1")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn broker_loss_answers_503_fast_turns_readiness_red_and_recovers_without_restart() {
+    let proxy = TcpProxy::start(broker_addr()).await;
+    let app = app_behind(&proxy, 2_000).await;
+    let observer = Observer::new(app.prefix(), "#").await;
+    assert_eq!(deliver(&app, 1).await.status(), 202);
+
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.ready().await {
+        assert!(
+            Instant::now() < deadline,
+            "readiness stayed green after the broker went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["queue"], "down");
+    assert_eq!(ready["store"], "up");
+    let started = Instant::now();
+    assert_eq!(deliver(&app, 2).await.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "503 took {:?}",
+        started.elapsed()
+    );
+
+    proxy.restore();
+    app.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(deliver(&app, 2).await.status(), 202);
+    let seen = observer.all(Duration::from_secs(1)).await;
+    let ids: Vec<_> = seen.iter().filter_map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids, ["outage-1", "outage-2"]);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"gatehouse_ingress_requests_total{source="admin",outcome="unavailable"} 1"#),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
+    let proxy = TcpProxy::start(broker_addr()).await;
+    proxy.cut();
+    let dir = crate::helpers::TempDir::new();
+    let mut settings = crate::helpers::test_settings(&dir);
+    settings.queue.url = gatehouse::config::SensitiveUrl::new(proxy.amqp_url());
+    settings.sources.push(source(
+        "admin",
+        VerificationScheme::HubSignature,
+        vec![secret("hub-1", "first-secret")],
+    ));
+    let app = gatehouse::app::Application::build(settings).await.unwrap();
+    let addr = app.local_addr();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = br#"{"user":{"accountId":"a"}}"#;
+    let response = http
+        .post(format!("http://{addr}/webhooks/admin/user_removed"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature", signing::hub_signature("first-secret", body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
+    let proxy = TcpProxy::start(broker_addr()).await;
+    let app = app_behind(&proxy, 10_000).await;
+    let observer = Observer::new(app.prefix(), "#").await;
+    let addr = app.addr;
+    proxy.stall();
+    // A delivery is in flight, waiting for the broker's confirm...
+    let in_flight = {
+        let http = app.http.clone();
+        let body = br#"{"user":{"accountId":"in-flight"}}"#.to_vec();
+        let signature = signing::hub_signature("first-secret", &body);
+        tokio::spawn(async move {
+            http.post(format!("http://{addr}/webhooks/admin/user_removed"))
+                .header("content-type", "application/json")
+                .header("x-hub-signature", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...when shutdown starts. The broker answers only afterwards.
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    assert_eq!(in_flight.await.unwrap(), 202);
+    stopping.await.unwrap();
+    assert_eq!(observer.all(Duration::from_millis(500)).await.len(), 1);
+    // The listener is gone.
+    assert!(reqwest::get(format!("http://{addr}/healthz")).await.is_err());
+}

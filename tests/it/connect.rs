@@ -1,0 +1,314 @@
+//! Atlassian Connect end to end: the descriptor, signed-install lifecycle callbacks verified
+//! against a local key server, and webhooks verified with the installation's shared secret and
+//! a qsh bound to the exact request.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::get;
+use gatehouse::config::VerificationScheme;
+use serde_json::{Value, json};
+
+use crate::helpers::{Observer, TestApp, signing, source};
+
+const BASE_URL: &str = "https://gatehouse.test";
+const CLIENT_KEY: &str = "confluence:1a2b3c";
+const SHARED_SECRET: &str = "shared-secret-from-atlassian-9f8e7d6c";
+
+/// Serves the test public key as Atlassian's install-keys service would.
+async fn key_server() -> String {
+    let app = Router::new().route(
+        "/{kid}",
+        get(|Path(kid): Path<String>| async move {
+            if kid == "test-kid" {
+                (
+                    StatusCode::OK,
+                    include_str!("../fixtures/connect/install-key.public.pem"),
+                )
+            } else {
+                (StatusCode::NOT_FOUND, "")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn connect_app() -> TestApp {
+    let keys = key_server().await;
+    TestApp::spawn(move |s| {
+        s.connect.base_url = Some(BASE_URL.to_owned());
+        s.connect.install_keys_url = keys;
+        s.sources
+            .push(source("confluence", VerificationScheme::ConnectJwt, vec![]));
+    })
+    .await
+}
+
+fn lifecycle_token(path: &str, iss: &str, aud: &str, kid: &str) -> String {
+    let now = signing::now();
+    signing::connect_rs256(
+        json!({"iss": iss, "aud": aud, "iat": now, "exp": now + 180, "qsh": signing::qsh("POST", path, "")}),
+        kid,
+    )
+}
+
+fn lifecycle_body(event: &str) -> Vec<u8> {
+    json!({
+        "key": "gatehouse", "clientKey": CLIENT_KEY, "sharedSecret": SHARED_SECRET,
+        "baseUrl": "https://acme.atlassian.net/wiki", "cloudId": "cloud-123", "eventType": event,
+        "productType": "confluence"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn install(app: &TestApp) {
+    let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, "test-kid");
+    let response = app
+        .post(
+            "/connect/installed",
+            &lifecycle_body("installed"),
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+}
+
+fn webhook_token(path: &str, query: &str, secret: &str, qsh: Option<&str>, exp_in: i64) -> String {
+    let now = signing::now();
+    let qsh = qsh
+        .map(str::to_owned)
+        .unwrap_or_else(|| signing::qsh("POST", path, query));
+    signing::connect_hs256(
+        json!({"iss": CLIENT_KEY, "iat": now - 5, "exp": now + exp_in, "qsh": qsh}),
+        secret,
+    )
+}
+
+#[tokio::test]
+async fn descriptor_is_generated_from_config() {
+    let app = connect_app().await;
+    let descriptor: Value = app
+        .http
+        .get(app.url("/connect/atlassian-connect.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(descriptor["baseUrl"], BASE_URL);
+    assert_eq!(descriptor["authentication"]["type"], "jwt");
+    assert_eq!(descriptor["lifecycle"]["installed"], "/connect/installed");
+    assert_eq!(descriptor["apiMigrations"]["signed-install"], true);
+    let hooks = descriptor["modules"]["webhooks"].as_array().unwrap();
+    assert!(
+        hooks.contains(&json!({"event": "user_removed", "url": "/webhooks/confluence/user_removed"})),
+        "{hooks:?}"
+    );
+    assert_eq!(hooks.len(), 6);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn lifecycle_callbacks_are_verified_before_secrets_are_stored() {
+    let app = connect_app().await;
+    let body = lifecycle_body("installed");
+    let path = "/connect/installed";
+    let post = |token: String| {
+        let body = body.clone();
+        let app = &app;
+        async move {
+            app.post(path, &body, &[("authorization", format!("JWT {token}"))])
+                .await
+                .status()
+        }
+    };
+    assert_eq!(
+        post(lifecycle_token(path, CLIENT_KEY, "https://evil.test", "test-kid")).await,
+        401
+    );
+    assert_eq!(
+        post(lifecycle_token(path, CLIENT_KEY, BASE_URL, "unknown-kid")).await,
+        401
+    );
+    assert_eq!(
+        post(lifecycle_token(
+            path,
+            "confluence:someone-else",
+            BASE_URL,
+            "test-kid"
+        ))
+        .await,
+        401
+    );
+    assert_eq!(
+        post(lifecycle_token(
+            "/connect/uninstalled",
+            CLIENT_KEY,
+            BASE_URL,
+            "test-kid"
+        ))
+        .await,
+        401
+    );
+    // An HS256 token signed with the secret the body is trying to install proves nothing.
+    let now = signing::now();
+    let forged = signing::connect_hs256(
+        json!({"iss": CLIENT_KEY, "iat": now, "exp": now + 60, "qsh": signing::qsh("POST", path, "")}),
+        SHARED_SECRET,
+    );
+    assert_eq!(post(forged).await, 401);
+    assert_eq!(app.post(path, &body, &[]).await.status(), 401);
+    // Nothing was installed: a webhook signed with that secret is refused.
+    let hook = webhook_token("/webhooks/confluence/user_created", "", SHARED_SECRET, None, 120);
+    let response = app
+        .post(
+            "/webhooks/confluence/user_created",
+            b"{}",
+            &[("authorization", format!("JWT {hook}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["reason"],
+        "unknown_issuer"
+    );
+
+    assert_eq!(
+        post(lifecycle_token(path, CLIENT_KEY, BASE_URL, "test-kid")).await,
+        204
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"gatehouse_verification_failures_total{source="connect-lifecycle",reason="wrong_audience"} 1"#
+        ),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connect_webhooks_verify_with_the_installation_secret_and_qsh() {
+    let app = connect_app().await;
+    install(&app).await;
+    let observer = Observer::new(app.prefix(), "confluence.#").await;
+    let path = "/webhooks/confluence/user_removed";
+    let query = "lic=none&tags=b&tags=a%20c&x=*";
+    let body = br#"{"timestamp":1718000000000,"userAccountId":"admin","user":{"accountId":"5b10-gone","email":null}}"#;
+    let token = webhook_token(path, query, SHARED_SECRET, None, 120);
+    let response = app
+        .post(
+            &format!("{path}?{query}"),
+            body,
+            &[
+                ("authorization", format!("JWT {token}")),
+                ("x-atlassian-webhook-identifier", "c-1".into()),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let seen = observer.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(seen.routing_key, "confluence.user.removed");
+    assert_eq!(seen.body["scheme"], "connect-jwt");
+    assert_eq!(
+        seen.body["tenant"],
+        json!({"cloud_id": "cloud-123", "client_key": CLIENT_KEY})
+    );
+    assert_eq!(seen.body["delivery"]["key_id"], CLIENT_KEY);
+    assert_eq!(seen.body["subject"]["account_id"], "5b10-gone");
+
+    // The token in the query string works as well as the header.
+    let token = webhook_token(path, "lic=none", SHARED_SECRET, None, 120);
+    let response = app
+        .post(
+            &format!("{path}?lic=none&jwt={token}"),
+            body,
+            &[("x-atlassian-webhook-identifier", "c-2".into())],
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    assert!(observer.next(Duration::from_secs(5)).await.is_some());
+
+    let refusals = [
+        (
+            "context-qsh",
+            webhook_token(path, query, SHARED_SECRET, Some("context-qsh"), 120),
+            "context_qsh",
+        ),
+        (
+            "other path",
+            webhook_token(
+                "/webhooks/confluence/user_created",
+                query,
+                SHARED_SECRET,
+                None,
+                120,
+            ),
+            "qsh_mismatch",
+        ),
+        (
+            "expired",
+            webhook_token(path, query, SHARED_SECRET, None, -120),
+            "expired",
+        ),
+        (
+            "wrong secret",
+            webhook_token(path, query, "not-the-shared-secret", None, 120),
+            "bad_signature",
+        ),
+    ];
+    for (what, token, reason) in refusals {
+        let response = app
+            .post(
+                &format!("{path}?{query}"),
+                body,
+                &[("authorization", format!("JWT {token}"))],
+            )
+            .await;
+        assert_eq!(response.status(), 401, "{what}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["reason"],
+            reason,
+            "{what}"
+        );
+    }
+    // Tampering with the query after signing breaks the qsh.
+    let token = webhook_token(path, query, SHARED_SECRET, None, 120);
+    let response = app
+        .post(
+            &format!("{path}?{query}&extra=1"),
+            body,
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+
+    // Uninstall: the secret is forgotten and the site's webhooks are refused.
+    let token = lifecycle_token("/connect/uninstalled", CLIENT_KEY, BASE_URL, "test-kid");
+    let response = app
+        .post(
+            "/connect/uninstalled",
+            &lifecycle_body("uninstalled"),
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    let token = webhook_token(path, query, SHARED_SECRET, None, 120);
+    let response = app
+        .post(
+            &format!("{path}?{query}"),
+            body,
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    assert!(observer.all(Duration::from_millis(400)).await.is_empty());
+    app.stop().await;
+}

@@ -1,0 +1,13 @@
+//! gatehouse's integration tests: one binary, a module per area, all against the real RabbitMQ
+//! and databases on the machine (`GATEHOUSE_TEST_AMQP_URL`, `GATEHOUSE_TEST_PG_URL` override the
+//! defaults). Only Atlassian is simulated.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+
+mod helpers;
+
+mod broker_outage;
+mod connect;
+mod ingress;
+mod logging;
+mod store;

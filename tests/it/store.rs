@@ -1,0 +1,101 @@
+//! The store on both databases: migrations apply (and re-apply as a no-op), installations
+//! round-trip. PostgreSQL runs against a private database created for the test.
+
+use gatehouse::config::{Secret, SensitiveUrl, StoreSettings};
+use gatehouse::store::{Installation, Store};
+use sqlx::Connection;
+
+use crate::helpers::{TempDir, pg_admin_url, unique};
+
+/// A private PostgreSQL database, dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        let name = unique("gh_it").replace('-', "_");
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL must be reachable for tests");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        PgDatabase {
+            url: url.to_string(),
+            name,
+        }
+    }
+
+    pub async fn drop_now(self) {
+        let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+async fn installations_round_trip(url: String) {
+    let settings = StoreSettings {
+        url: SensitiveUrl::new(url),
+        max_connections: 4,
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    // Migrating again is a no-op.
+    let again = Store::connect(&settings).await.unwrap();
+    again.close().await;
+    store.ping().await.unwrap();
+    assert!(store.installation("c1").await.unwrap().is_none());
+    let mut installation = Installation {
+        client_key: "c1".into(),
+        shared_secret: Secret::new("first"),
+        base_url: "https://a.atlassian.net/wiki".into(),
+        cloud_id: None,
+        installed_at: chrono::Utc::now(),
+    };
+    store.upsert_installation(&installation).await.unwrap();
+    installation.shared_secret = Secret::new("rotated");
+    installation.cloud_id = Some("cloud-1".into());
+    store.upsert_installation(&installation).await.unwrap();
+    let found = store.installation("c1").await.unwrap().unwrap();
+    assert_eq!(found.shared_secret.expose(), "rotated");
+    assert_eq!(found.cloud_id.as_deref(), Some("cloud-1"));
+    assert!(store.delete_installation("c1").await.unwrap());
+    assert!(!store.delete_installation("c1").await.unwrap());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_migrates_and_round_trips() {
+    let dir = TempDir::new();
+    // A nested folder that does not exist yet is created.
+    installations_round_trip(format!("sqlite://{}/nested/store.db", dir.0.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_store_migrates_and_round_trips() {
+    let db = PgDatabase::create().await;
+    installations_round_trip(db.url.clone()).await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_clear_error() {
+    let settings = StoreSettings {
+        url: SensitiveUrl::new("postgres://nobody@127.0.0.1:1/none"),
+        max_connections: 1,
+    };
+    let error = Store::connect(&settings).await.unwrap_err().to_string();
+    assert!(
+        error.contains("cannot open store postgres://nobody@127.0.0.1:1/none"),
+        "{error}"
+    );
+}
