@@ -44,6 +44,13 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     if queue.publish_timeout_ms == 0 {
         error("queue.publish_timeout_ms".into(), "must be greater than 0".into());
     }
+    if queue.publish_timeout_ms >= server.request_timeout_seconds.saturating_mul(1000) {
+        // Otherwise a slow broker would answer 408 (the sender's fault) instead of 503 (ours).
+        error(
+            "queue.publish_timeout_ms".into(),
+            "must be shorter than server.request_timeout_seconds".into(),
+        );
+    }
     if queue.publish_channels == 0 {
         error("queue.publish_channels".into(), "must be at least 1".into());
     }

@@ -206,3 +206,63 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
     // The listener is gone.
     assert!(reqwest::get(format!("http://{addr}/healthz")).await.is_err());
 }
+
+#[tokio::test]
+async fn load_beyond_the_concurrency_bound_is_shed_with_503_and_slow_senders_get_408() {
+    let proxy = TcpProxy::start(broker_addr()).await;
+    let url = proxy.amqp_url();
+    let app = TestApp::spawn(move |s| {
+        s.queue.url = gatehouse::config::SensitiveUrl::new(url);
+        s.queue.publish_timeout_ms = 600;
+        s.server.max_concurrent_requests = 1;
+        s.server.request_timeout_seconds = 1;
+        s.sources.push(source(
+            "admin",
+            VerificationScheme::HubSignature,
+            vec![secret("hub-1", "first-secret")],
+        ));
+    })
+    .await;
+    let _observer = Observer::new(app.prefix(), "#").await;
+    proxy.stall();
+    let addr = app.addr;
+    let first = tokio::spawn(async move {
+        let body = br#"{"user":{"accountId":"a"}}"#;
+        reqwest::Client::new()
+            .post(format!("http://{addr}/webhooks/admin/user_removed"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature", signing::hub_signature("first-secret", body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let shed = deliver(&app, 9).await;
+    assert_eq!(shed.status(), 503);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // The first one gets its 503 when the broker's confirm does not come in time.
+    assert_eq!(first.await.unwrap(), 503);
+    proxy.restore();
+
+    // A sender that announces a body and never sends it is cut off by the timeout.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"POST /webhooks/admin HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    app.stop().await;
+}
