@@ -6,6 +6,7 @@
 //! and audit; the folder tree follows that flow.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod ingress;

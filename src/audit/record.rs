@@ -1,0 +1,162 @@
+//! The audit record: what happened to an event, in the shape security teams consume.
+//!
+//! Public surface (design.md, "Audit record"): field names and the spelling of [`AuditKind`] are
+//! stable. Writers describe what happened with a [`NewRecord`]; the audit log assigns `seq`, `id`,
+//! `time` and the hash chain and returns the full [`AuditRecord`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// What a record says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A worker claimed an event for the first time.
+    Received,
+    /// Another copy of an event already claimed; not acted on again.
+    Duplicate,
+    /// An action a handler planned (also the record of a dry run).
+    Planned,
+    /// An action performed against Atlassian.
+    Executed,
+    /// An action not performed (already done, not needed, no policy for the event, rejected).
+    Skipped,
+    /// An action or event that failed (transiently, to be retried, or for good).
+    Failed,
+    /// An event parked in the dead-letter queue.
+    DeadLettered,
+    /// A dead letter sent back for processing.
+    Replayed,
+    /// A person approved a pending plan.
+    Approved,
+    /// A person rejected a pending plan.
+    Rejected,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Received => "received",
+            AuditKind::Duplicate => "duplicate",
+            AuditKind::Planned => "planned",
+            AuditKind::Executed => "executed",
+            AuditKind::Skipped => "skipped",
+            AuditKind::Failed => "failed",
+            AuditKind::DeadLettered => "dead_lettered",
+            AuditKind::Replayed => "replayed",
+            AuditKind::Approved => "approved",
+            AuditKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// The action a record is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRef {
+    /// e.g. `confluence.remove_member`, `scim.deactivate`.
+    #[serde(rename = "type")]
+    pub action_type: String,
+    /// What it acts on, e.g. `group:<id>/account:<id>`.
+    pub target: String,
+    /// True for actions that reach beyond Confluence (SCIM deactivation, lifecycle disable): the
+    /// account loses every Atlassian product.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub org_wide: bool,
+}
+
+/// How it turned out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `ok`, `error`, `pending`, `skipped`, … (free text, short).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Never contains a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    pub fn ok() -> Self {
+        Outcome {
+            status: "ok".to_owned(),
+            http_status: None,
+            error: None,
+        }
+    }
+
+    pub fn status(status: impl Into<String>) -> Self {
+        Outcome {
+            status: status.into(),
+            http_status: None,
+            error: None,
+        }
+    }
+
+    pub fn error(error: impl Into<String>) -> Self {
+        Outcome {
+            status: "error".to_owned(),
+            http_status: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// What a writer supplies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub event_id: Ulid,
+    pub kind: AuditKind,
+    /// The account the event or action is about, for queries by person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// The handler (policy) that produced the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionRef>,
+    pub dry_run: bool,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    /// Atlassian's request id (`X-ARequestId`) of the call, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Things a reader must know (e.g. "group not mapped to Confluence: membership grants no
+    /// access").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl NewRecord {
+    /// A record of `kind` about `event_id`, outcome `ok`, first attempt, not a dry run.
+    pub fn new(event_id: Ulid, kind: AuditKind) -> Self {
+        NewRecord {
+            event_id,
+            kind,
+            account_id: None,
+            handler: None,
+            action: None,
+            dry_run: false,
+            attempt: 1,
+            outcome: Outcome::ok(),
+            request_id: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A record as stored and published: the writer's fields plus position, identity and chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the one chain; starts at 1, no gaps.
+    pub seq: u64,
+    pub id: Ulid,
+    pub time: DateTime<Utc>,
+    #[serde(flatten)]
+    pub record: NewRecord,
+    /// The previous record's hash (64 zeros for the first record).
+    pub prev_hash: String,
+    /// `SHA-256(prev_hash ‖ canonical JSON of this record without hash)`, hex.
+    pub hash: String,
+}
