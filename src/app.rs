@@ -1,9 +1,14 @@
 //! Wiring: [`Application::build`] turns settings into running parts (store, queue, HTTP
-//! listener); [`Application::run`] serves until a shutdown token is cancelled, then stops in
-//! order: stop accepting, let in-flight requests finish (bounded by
-//! `server.shutdown_grace_seconds`), close the broker connection, close the store.
+//! listener, worker); [`Application::run`] serves until a shutdown token is cancelled, then stops
+//! in order: stop accepting requests and consuming, let in-flight requests and events finish
+//! (bounded by the grace periods), close the queue, close the store.
 //!
-//! Tests build the same application on port 0 (see `tests/it/helpers.rs`).
+//! One binary, two roles: the ingress (webhooks in, envelopes onto the queue) and the worker
+//! (envelopes off the queue, reactions out). `gatehouse serve` runs both; `gatehouse ingress` and
+//! `gatehouse worker` run one each, so they scale separately against one RabbitMQ cluster. Every
+//! role serves `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Tests build the same application on port 0 (see `tests/it/helpers`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{QueueBackend, Settings};
 use crate::ingress::{self, IngressState};
 use crate::queue::Queue;
+use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::rabbitmq::RabbitQueue;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::worker::{self, LogHandler, Process};
 
 /// Installs ring as rustls's process-wide crypto provider (reqwest and lapin both use rustls).
 /// Idempotent.
@@ -26,89 +33,212 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Which parts of gatehouse a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingress: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingress: true,
+        worker: true,
+    };
+    pub const INGRESS: Roles = Roles {
+        ingress: true,
+        worker: false,
+    };
+    pub const WORKER: Roles = Roles {
+        ingress: false,
+        worker: true,
+    };
+}
+
+/// The queue backend in use, kept concrete where a role needs backend-specific parts.
+#[derive(Debug, Clone)]
+enum Backend {
+    Embedded(Arc<EmbeddedQueue>),
+    Rabbitmq(Arc<RabbitQueue>),
+}
+
+impl Backend {
+    fn queue(&self) -> Arc<dyn Queue> {
+        match self {
+            Backend::Embedded(queue) => queue.clone(),
+            Backend::Rabbitmq(queue) => queue.clone(),
+        }
+    }
+}
+
+/// Opens the queue backend the settings name (RabbitMQ connects in the background).
+fn open_queue(settings: &Settings, store: &Store, metrics: &Arc<Metrics>) -> Backend {
+    match settings.queue.backend {
+        QueueBackend::Embedded => Backend::Embedded(Arc::new(EmbeddedQueue::new(
+            store.clone(),
+            settings.queue.clone(),
+        ))),
+        QueueBackend::Rabbitmq => Backend::Rabbitmq(Arc::new(RabbitQueue::start(
+            settings.queue.clone(),
+            metrics.clone(),
+        ))),
+    }
+}
+
+/// Opens the store and the queue for a one-off command (`dlq …`): no listener, no worker.
+pub async fn open_queue_and_store(settings: &Settings) -> anyhow::Result<(Store, Arc<dyn Queue>)> {
+    install_crypto_provider();
+    let store = Store::connect(&settings.store)
+        .await
+        .context("opening the store")?;
+    let metrics = Arc::new(Metrics::new());
+    let backend = open_queue(settings, &store, &metrics);
+    if let Backend::Rabbitmq(rabbit) = &backend
+        && !rabbit
+            .wait_ready(Duration::from_millis(
+                settings.queue.connect_timeout_ms.max(1_000) * 2,
+            ))
+            .await
+    {
+        rabbit.close().await;
+        anyhow::bail!("cannot reach RabbitMQ at {}", settings.queue.url);
+    }
+    Ok((store, backend.queue()))
+}
+
 /// A built, not yet running, gatehouse.
 pub struct Application {
     settings: Arc<Settings>,
+    roles: Roles,
     listener: TcpListener,
     state: Arc<IngressState>,
-    queue: Arc<dyn Queue>,
+    backend: Backend,
     store: Store,
+    metrics: Arc<Metrics>,
+    processor: Arc<dyn Process>,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
+            .field("roles", &self.roles)
             .field("listen", &self.listener.local_addr().ok())
             .finish_non_exhaustive()
     }
 }
 
 impl Application {
-    /// Opens the store (migrating it), starts the queue connection, binds the listener.
+    /// Builds every role with the built-in handlers.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with(settings, Roles::ALL, Arc::new(LogHandler)).await
+    }
+
+    /// Builds `roles`, with `processor` reacting to events (tests script their own).
+    pub async fn build_with(
+        settings: Settings,
+        roles: Roles,
+        processor: Arc<dyn Process>,
+    ) -> anyhow::Result<Application> {
         install_crypto_provider();
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let store = Store::connect(&settings.store)
             .await
             .context("opening the store")?;
-        let queue: Arc<dyn Queue> = match settings.queue.backend {
-            QueueBackend::Rabbitmq => Arc::new(RabbitQueue::start(settings.queue.clone(), metrics.clone())),
-        };
+        let backend = open_queue(&settings, &store, &metrics);
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let state = Arc::new(IngressState::new(
             settings.clone(),
-            queue.clone(),
+            backend.queue(),
             store.clone(),
-            metrics,
+            metrics.clone(),
         ));
         Ok(Application {
             settings,
+            roles,
             listener,
             state,
-            queue,
+            backend,
             store,
+            metrics,
+            processor,
         })
     }
 
-    /// Where the ingress listens (the real port when configured with port 0).
+    /// Where the HTTP listener is (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.settings.server.listen)
     }
 
     pub fn queue(&self) -> Arc<dyn Queue> {
-        self.queue.clone()
+        self.backend.queue()
     }
 
     pub fn store(&self) -> Store {
         self.store.clone()
     }
 
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let queue = self.backend.queue();
+        let mut background = Vec::new();
+        let worker = if self.roles.worker {
+            if let Backend::Rabbitmq(rabbit) = &self.backend {
+                background.push(rabbit.start_dead_letter_recorder(self.store.clone()));
+            }
+            let handle = worker::start(
+                self.settings.clone(),
+                queue.clone(),
+                self.store.clone(),
+                self.processor.clone(),
+                self.metrics.clone(),
+            )
+            .await
+            .context("starting the worker")?;
+            Some(handle)
+        } else {
+            None
+        };
+
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_seconds);
         let addr = self.local_addr();
-        let router = ingress::router(self.state.clone());
+        let router = ingress::router(self.state.clone(), self.roles.ingress);
         let server =
             axum::serve(self.listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tracing::info!(%addr, "gatehouse ingress listening");
+        tracing::info!(%addr, ingress = self.roles.ingress, worker = self.roles.worker, "gatehouse listening");
         let mut server = std::pin::pin!(server.into_future());
         let served = tokio::select! {
             result = &mut server => result,
             _ = shutdown.cancelled() => {
-                tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::warn!("shutdown grace period over; dropping unfinished requests");
-                        Ok(())
+                tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
+                let requests = async {
+                    match tokio::time::timeout(grace, &mut server).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            tracing::warn!("shutdown grace period over; dropping unfinished requests");
+                            Ok(())
+                        }
                     }
-                }
+                };
+                let events = async {
+                    if let Some(worker) = worker {
+                        worker.shutdown().await;
+                    }
+                };
+                let (served, ()) = tokio::join!(requests, events);
+                served
             }
         };
-        self.queue.close().await;
+        queue.close().await;
+        for task in background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         self.store.close().await;
         tracing::info!("gatehouse stopped");
         served.context("HTTP server failed")

@@ -1,5 +1,10 @@
-//! The command line: `gatehouse serve`, `gatehouse check-config`, and the exit codes scripts
-//! rely on (0 fine, 1 runtime failure, 2 configuration error).
+//! The command line: the roles (`serve`, `ingress`, `worker`), operator commands (`dlq`,
+//! `check-config`), and the exit codes scripts rely on (0 fine, 1 failure, 2 configuration
+//! error).
+
+mod dlq;
+mod progress;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Application;
+use crate::app::{Application, Roles};
 use crate::config::Settings;
 use crate::telemetry;
 
@@ -36,8 +41,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the ingress.
+    /// Run the ingress and the worker in one process.
     Serve,
+    /// Run only the ingress (webhooks in, envelopes onto the queue).
+    Ingress,
+    /// Run only the worker (envelopes off the queue, reactions out).
+    Worker,
+    /// Manage dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Print the effective config (secrets redacted) and its warnings; exit 2 on any error.
     CheckConfig,
 }
@@ -61,25 +75,42 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
         }
-        Command::Serve => {
+        Command::Serve | Command::Ingress | Command::Worker => {
             telemetry::init(&settings.log);
             for warning in &warnings {
                 tracing::warn!(key = %warning.key, "{}", warning.message);
             }
-            match serve(settings).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "gatehouse failed");
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let roles = match cli.command {
+                Command::Ingress => Roles::INGRESS,
+                Command::Worker => Roles::WORKER,
+                _ => Roles::ALL,
+            };
+            report(serve(settings, roles).await)
+        }
+        Command::Dlq { command } => {
+            telemetry::init(&crate::config::LogSettings {
+                level: "warn".to_owned(),
+                ..settings.log.clone()
+            });
+            report(dlq::run(settings, command).await)
         }
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let app = Application::build(settings).await?;
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "gatehouse failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let app =
+        Application::build_with(settings, roles, std::sync::Arc::new(crate::worker::LogHandler)).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     app.run(shutdown).await

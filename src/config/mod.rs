@@ -90,6 +90,8 @@ pub struct Settings {
     #[serde(default)]
     pub ingress: IngressSettings,
     #[serde(default)]
+    pub worker: WorkerSettings,
+    #[serde(default)]
     pub connect: ConnectSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
@@ -166,18 +168,59 @@ pub struct QueueSettings {
     pub connect_timeout_ms: u64,
     /// Reconnect backoff doubles from 100 ms up to this.
     pub reconnect_max_delay_ms: u64,
+    /// Messages handed to one worker process at once (AMQP prefetch; embedded: rows locked).
+    pub prefetch: u16,
+    /// Redeliveries after which the broker parks a message it keeps getting back (a worker
+    /// crashing on it): RabbitMQ's `x-delivery-limit`; the embedded backend counts the same way.
+    pub delivery_limit: u32,
+    /// The retry ladder: a failed attempt n waits `retry_delays_seconds[n-1]` (the last rung
+    /// repeats). Each rung is a RabbitMQ queue whose TTL sends messages back to the work queue.
+    pub retry_delays_seconds: Vec<f64>,
+    /// Attempts before a transiently failing message is dead-lettered. Default: one more than
+    /// the rungs of the ladder.
+    pub max_attempts: Option<u32>,
+    /// Embedded backend: how often an idle worker looks for new messages.
+    pub embedded_poll_ms: u64,
+    /// Embedded backend: a delivery not settled within this long (the worker died) is handed out
+    /// again. Workers extend it while they process.
+    pub visibility_timeout_seconds: u64,
+}
+
+impl QueueSettings {
+    /// The effective attempt limit.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+            .unwrap_or(self.retry_delays_seconds.len() as u32 + 1)
+    }
+
+    /// The delay of rung `rung` (the last rung repeats).
+    pub fn retry_delay(&self, rung: usize) -> std::time::Duration {
+        let seconds = self
+            .retry_delays_seconds
+            .get(rung)
+            .or(self.retry_delays_seconds.last())
+            .copied()
+            .unwrap_or(5.0);
+        std::time::Duration::from_secs_f64(seconds.max(0.0))
+    }
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
-            backend: QueueBackend::Rabbitmq,
+            backend: QueueBackend::Embedded,
             url: SensitiveUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             prefix: "gatehouse".to_owned(),
             publish_timeout_ms: 5_000,
             publish_channels: 2,
             connect_timeout_ms: 5_000,
             reconnect_max_delay_ms: 5_000,
+            prefetch: 32,
+            delivery_limit: 10,
+            retry_delays_seconds: vec![5.0, 30.0, 120.0, 600.0, 3_600.0],
+            max_attempts: None,
+            embedded_poll_ms: 200,
+            visibility_timeout_seconds: 300,
         }
     }
 }
@@ -185,6 +228,8 @@ impl Default for QueueSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueBackend {
+    /// A durable queue in the store: no external service needed.
+    Embedded,
     Rabbitmq,
 }
 
@@ -222,6 +267,35 @@ impl Default for IngressSettings {
         IngressSettings {
             dedupe_window_size: 100_000,
             dedupe_window_seconds: 3_600,
+        }
+    }
+}
+
+/// The worker role: how events are processed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Events processed at once by one process.
+    pub concurrency: usize,
+    /// On shutdown, in-flight events get this long to finish; the rest go back to the queue.
+    pub shutdown_grace_seconds: u64,
+    /// A claim on an event's dedupe key held by a worker that stopped renewing it (crashed) is
+    /// taken over after this long.
+    pub claim_lease_seconds: u64,
+    /// Completed dedupe keys are remembered this long (copies arriving later are duplicates).
+    pub dedupe_retention_days: u64,
+    /// How often queue depths are sampled for metrics.
+    pub depth_sample_seconds: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 8,
+            shutdown_grace_seconds: 30,
+            claim_lease_seconds: 300,
+            dedupe_retention_days: 30,
+            depth_sample_seconds: 15,
         }
     }
 }

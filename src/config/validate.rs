@@ -57,6 +57,66 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     if !(queue.url.expose().starts_with("amqp://") || queue.url.expose().starts_with("amqps://")) {
         error("queue.url".into(), "must be an amqp:// or amqps:// URL".into());
     }
+    if queue.prefetch == 0 {
+        error("queue.prefetch".into(), "must be at least 1".into());
+    }
+    if queue.delivery_limit == 0 {
+        error("queue.delivery_limit".into(), "must be at least 1".into());
+    }
+    if queue.retry_delays_seconds.is_empty() {
+        error(
+            "queue.retry_delays_seconds".into(),
+            "needs at least one rung".into(),
+        );
+    }
+    for (i, delay) in queue.retry_delays_seconds.iter().enumerate() {
+        if !(delay.is_finite() && *delay >= 0.001 && *delay <= 86_400.0 * 7.0) {
+            error(
+                format!("queue.retry_delays_seconds[{i}]"),
+                "must be between 0.001 and 604800 seconds".into(),
+            );
+        }
+    }
+    if queue.max_attempts == Some(0) {
+        error("queue.max_attempts".into(), "must be at least 1".into());
+    }
+    if queue.embedded_poll_ms == 0 {
+        error("queue.embedded_poll_ms".into(), "must be greater than 0".into());
+    }
+    if queue.visibility_timeout_seconds == 0 {
+        error(
+            "queue.visibility_timeout_seconds".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    let worker = &settings.worker;
+    if worker.concurrency == 0 {
+        error("worker.concurrency".into(), "must be at least 1".into());
+    }
+    if worker.concurrency > usize::from(queue.prefetch) {
+        error(
+            "worker.concurrency".into(),
+            format!(
+                "must not exceed queue.prefetch ({}): a worker cannot process more than it is handed",
+                queue.prefetch
+            ),
+        );
+    }
+    if worker.claim_lease_seconds == 0 {
+        error(
+            "worker.claim_lease_seconds".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if worker.dedupe_retention_days == 0 {
+        error("worker.dedupe_retention_days".into(), "must be at least 1".into());
+    }
+    if worker.depth_sample_seconds == 0 {
+        error(
+            "worker.depth_sample_seconds".into(),
+            "must be greater than 0".into(),
+        );
+    }
 
     let store_url = settings.store.url.expose();
     if !(store_url.starts_with("sqlite:")

@@ -74,8 +74,9 @@ impl IngressState {
     }
 }
 
-/// The ingress router.
-pub fn router(state: Arc<IngressState>) -> Router {
+/// The HTTP router: health, readiness and metrics always; deliveries and Connect when this
+/// process runs the ingress role.
+pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
     let server = &state.settings.server;
     let guarded = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(overloaded_or_timed_out))
@@ -95,9 +96,13 @@ pub fn router(state: Arc<IngressState>) -> Router {
         .layer(guarded)
         // Bodies are limited while they are read (see `webhook::read_body`).
         .layer(DefaultBodyLimit::disable());
-    Router::new()
-        .merge(deliveries)
-        .route("/connect/atlassian-connect.json", get(connect::descriptor))
+    let mut router = Router::new();
+    if deliveries_enabled {
+        router = router
+            .merge(deliveries)
+            .route("/connect/atlassian-connect.json", get(connect::descriptor));
+    }
+    router
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

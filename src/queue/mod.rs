@@ -1,15 +1,28 @@
-//! The queue envelopes travel on, behind a trait so the ingress and pollers do not care which
-//! backend carries them.
+//! The queue envelopes travel on, behind a trait so the ingress, pollers and workers do not care
+//! which backend carries them: RabbitMQ ([`rabbitmq`]) or a durable queue in the store
+//! ([`embedded`]), with the same semantics.
 //!
 //! The contract of [`Queue::publish`]: when it returns `Ok`, the message is durable in the
 //! backend (for RabbitMQ: the broker confirmed a persistent, routed publish). Every other outcome
 //! is an error the caller must surface, never a silent success; the ingress answers 503 so the
 //! sender retries.
+//!
+//! Consuming: [`Queue::consume`] hands out [`Delivery`]s of the work queue; each is settled by
+//! the worker (ack, retry on a rung of the ladder, dead-letter, or release). Dead letters of both
+//! backends end up in the store (`store::dead_letters`), where `gatehouse dlq` manages them.
 
+pub mod delivery;
+pub mod embedded;
 pub mod rabbitmq;
+pub mod replay;
 
 use async_trait::async_trait;
 use handlers::Envelope;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use delivery::{DeadLetter, Delivery, Failure, QueueError, Retry, Settle};
 
 /// One message ready to publish.
 #[derive(Debug, Clone)]
@@ -61,11 +74,65 @@ pub enum PublishError {
     Broker(String),
 }
 
-/// Where envelopes are published.
+/// How many messages wait where.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueDepths {
+    /// Ready or in flight in the work queue.
+    pub work: u64,
+    /// Waiting in the retry ladder.
+    pub retry: u64,
+    /// Age of the oldest message waiting for work, when the backend can tell.
+    pub oldest_age_seconds: Option<f64>,
+}
+
+/// A running subscription to the work queue.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Deliveries, as fast as the worker takes them (bounded by the prefetch).
+    pub deliveries: mpsc::Receiver<Delivery>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Consumer {
+    pub fn new(deliveries: mpsc::Receiver<Delivery>, stop: CancellationToken, task: JoinHandle<()>) -> Self {
+        Consumer {
+            deliveries,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops taking new messages. Deliveries already handed out stay valid and must still be
+    /// settled; those still in the channel are returned for the caller to release.
+    pub async fn stop(mut self) -> Vec<Delivery> {
+        self.stop.cancel();
+        let _ = (&mut self.task).await;
+        self.deliveries.close();
+        let mut left = Vec::new();
+        while let Ok(delivery) = self.deliveries.try_recv() {
+            left.push(delivery);
+        }
+        left
+    }
+}
+
+/// Where envelopes are published and consumed.
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
-    /// Publishes durably; `Ok` only once the backend has the message safe.
+    /// Publishes durably to the events exchange (every subscriber sees it; the work queue
+    /// always does); `Ok` only once the backend has the message safe.
     async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError>;
+
+    /// Publishes straight to the work queue, bypassing subscribers (replaying a dead letter).
+    async fn requeue(&self, message: &OutgoingMessage) -> Result<(), PublishError>;
+
+    /// Subscribes to the work queue with at most `prefetch` messages handed out at once. The
+    /// subscription survives broker restarts.
+    async fn consume(&self, prefetch: u16) -> Result<Consumer, QueueError>;
+
+    /// Queue depths, for metrics.
+    async fn depths(&self) -> Result<QueueDepths, QueueError>;
 
     /// Can a publish succeed right now? (readiness; cheap, no I/O)
     fn is_ready(&self) -> bool;

@@ -6,6 +6,8 @@
 //! (locking, upserts), [`Backend`] says which one is underneath. Each table's queries live in the
 //! submodule that owns it.
 
+pub mod dead_letters;
+pub mod dedupe;
 mod installations;
 mod migrations;
 
@@ -17,6 +19,8 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::StoreSettings;
 
+pub use dead_letters::{DeadLetterFilter, DeadLetterRow};
+pub use dedupe::Claim;
 pub use installations::Installation;
 
 /// Which database is underneath.

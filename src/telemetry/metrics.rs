@@ -32,6 +32,7 @@ pub struct Metrics {
     pub verification_failures: Family<SourceReason, Counter>,
     /// Time from publish to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
+    pub worker: crate::worker::metrics::WorkerMetrics,
 }
 
 impl Default for Metrics {
@@ -62,17 +63,14 @@ impl Metrics {
             "Time from publishing an envelope to the broker's confirm",
             publish_confirm_seconds.clone(),
         );
+        let worker = crate::worker::metrics::WorkerMetrics::register(&mut registry);
         Metrics {
             registry,
             ingress_requests,
             verification_failures,
             publish_confirm_seconds,
+            worker,
         }
-    }
-
-    /// The registry, for components that register their own families at start.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
     }
 
     /// The OpenMetrics text exposition.

@@ -1,19 +1,12 @@
 //! The ingress when RabbitMQ misbehaves: an unconfirmed publish answers 503, a lost broker
 //! answers 503 fast with readiness red, and gatehouse heals by itself when the broker is back.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use gatehouse::config::VerificationScheme;
 use serde_json::Value;
 
-use crate::helpers::{Observer, TcpProxy, TestApp, secret, signing, source};
-
-fn broker_addr() -> SocketAddr {
-    let url = url::Url::parse(&crate::helpers::amqp_url()).unwrap();
-    let host = url.host_str().unwrap().to_owned();
-    format!("{host}:{}", url.port().unwrap_or(5672)).parse().unwrap()
-}
+use crate::helpers::{Observer, TcpProxy, TestApp, broker_addr, secret, signing, source};
 
 async fn app_behind(proxy: &TcpProxy, publish_timeout_ms: u64) -> TestApp {
     let url = proxy.amqp_url();

@@ -10,4 +10,5 @@ mod broker_outage;
 mod connect;
 mod ingress;
 mod logging;
+mod queue;
 mod store;

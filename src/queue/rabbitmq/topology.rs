@@ -1,24 +1,50 @@
 //! The exchanges and queues gatehouse declares on RabbitMQ, and why each argument is set.
 //!
+//! ```text
+//!  publishers ──▶ {p}.events (topic) ──#──▶ {p}.work (quorum) ──▶ workers
+//!                        │                    ▲   │ x-delivery-limit exceeded
+//!                        └─ subscribers' own  │   ▼
+//!                           queues            │  {p}.dead (quorum) ──▶ dead-letter recorder ──▶ store
+//!                                             │
+//!              {p}.retry.<delay> (quorum, TTL = delay) ── expired: dead-lettered back to {p}.work
+//! ```
+//!
 //! Declarations are idempotent: every process declares the whole topology each time it
 //! (re)connects, so a fresh broker, a restarted one, or one where someone deleted a queue all end
-//! up the same. A declaration that clashes with an existing object (different arguments) fails
-//! loudly with `PRECONDITION_FAILED`, which is reported instead of silently using the old shape.
+//! up the same. A declaration that clashes with an existing object (different arguments, e.g. a
+//! changed `delivery_limit`) fails with `PRECONDITION_FAILED`, which is reported (readiness stays
+//! red) instead of silently running on the old shape; change such arguments with a RabbitMQ policy
+//! or a new prefix. Retry queues are named by their delay, so changing the ladder adds queues
+//! rather than clashing with the old ones (which drain into `.work` and can then be deleted).
 
-use lapin::options::ExchangeDeclareOptions;
-use lapin::types::FieldTable;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+
+use crate::config::QueueSettings;
 
 /// The names of gatehouse's objects under a prefix (default `gatehouse`).
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
+    retry_delays_ms: Vec<u64>,
+    delivery_limit: u32,
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
 }
 
 impl Topology {
-    pub fn new(prefix: impl Into<String>) -> Self {
+    pub fn new(settings: &QueueSettings) -> Self {
         Topology {
-            prefix: prefix.into(),
+            prefix: settings.prefix.clone(),
+            retry_delays_ms: settings
+                .retry_delays_seconds
+                .iter()
+                .map(|s| (s * 1000.0).round().max(1.0) as u64)
+                .collect(),
+            delivery_limit: settings.delivery_limit,
         }
     }
 
@@ -27,13 +53,58 @@ impl Topology {
         format!("{}.events", self.prefix)
     }
 
+    /// The queue workers consume.
+    pub fn work_queue(&self) -> String {
+        format!("{}.work", self.prefix)
+    }
+
+    /// Where messages that cannot be processed are parked.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// The retry queue of rung `rung` (the last rung repeats).
+    pub fn retry_queue(&self, rung: usize) -> String {
+        let delay = self
+            .retry_delays_ms
+            .get(rung)
+            .or(self.retry_delays_ms.last())
+            .copied()
+            .unwrap_or(5_000);
+        self.retry_queue_for(delay)
+    }
+
+    fn retry_queue_for(&self, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}ms", self.prefix)
+    }
+
+    /// Every retry queue, one per distinct delay.
+    pub fn retry_queues(&self) -> Vec<String> {
+        self.distinct_delays()
+            .into_iter()
+            .map(|d| self.retry_queue_for(d))
+            .collect()
+    }
+
+    fn distinct_delays(&self) -> Vec<u64> {
+        let mut delays = self.retry_delays_ms.clone();
+        delays.sort_unstable();
+        delays.dedup();
+        delays
+    }
+
     /// Declares everything on `channel`.
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions {
+            // Survives a broker restart (quorum queues are always durable; stated for clarity).
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
         channel
             .exchange_declare(
                 self.events_exchange().into(),
-                // Topic: subscribers bind their own queues with patterns such as
-                // `*.user.deactivated` or `confluence.#`.
+                // Topic: the work queue takes everything (`#`), subscribers bind their own queues
+                // with patterns such as `*.user.deactivated` or `confluence.#`.
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions {
                     // Survives a broker restart; the bindings of durable queues go with it.
@@ -44,6 +115,68 @@ impl Topology {
                 },
                 FieldTable::default(),
             )
-            .await
+            .await?;
+
+        let mut dead = FieldTable::default();
+        // Replicated and fsynced on a majority: a parked event must survive losing a node.
+        dead.insert("x-queue-type".into(), text("quorum"));
+        channel
+            .queue_declare(self.dead_queue().into(), durable, dead)
+            .await?;
+
+        let mut work = FieldTable::default();
+        // Replicated, durable, and it counts redeliveries (needed for x-delivery-limit).
+        work.insert("x-queue-type".into(), text("quorum"));
+        // A message handed back this many times without an ack (a worker crashing on it, a
+        // channel dying mid-handler) is a poison message: stop redelivering it...
+        work.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongUInt(self.delivery_limit),
+        );
+        // ...and park it in `.dead` (via the default exchange, routing key = queue name) instead of
+        // dropping it.
+        work.insert("x-dead-letter-exchange".into(), text(""));
+        work.insert("x-dead-letter-routing-key".into(), text(&self.dead_queue()));
+        // Dead-letter at least once: the broker keeps the message until `.dead` confirmed it
+        // (requires reject-publish overflow).
+        work.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        work.insert("x-overflow".into(), text("reject-publish"));
+        channel
+            .queue_declare(self.work_queue().into(), durable, work)
+            .await?;
+        channel
+            .queue_bind(
+                self.work_queue().into(),
+                self.events_exchange().into(),
+                // Every routing key: no publish is ever unroutable; events no policy handles are
+                // recorded as skipped and acked.
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        for delay in self.distinct_delays() {
+            let mut retry = FieldTable::default();
+            // Durable and replicated like the work queue: a message waiting for its retry is
+            // still an accepted event.
+            retry.insert("x-queue-type".into(), text("quorum"));
+            // The rung's delay: every message waits exactly this long (one TTL per queue keeps
+            // FIFO expiry correct)...
+            retry.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(delay).unwrap_or(i64::MAX)),
+            );
+            // ...then goes straight back to `.work` (not through the exchange: subscribers saw
+            // the event once already).
+            retry.insert("x-dead-letter-exchange".into(), text(""));
+            retry.insert("x-dead-letter-routing-key".into(), text(&self.work_queue()));
+            retry.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+            retry.insert("x-overflow".into(), text("reject-publish"));
+            channel
+                .queue_declare(self.retry_queue_for(delay).into(), durable, retry)
+                .await?;
+        }
+        Ok(())
     }
 }

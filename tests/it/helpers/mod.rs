@@ -8,12 +8,17 @@ pub mod signing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse::app::Application;
+use gatehouse::app::{Application, Roles};
 use gatehouse::config::{
     QueueBackend, Secret, SensitiveUrl, Settings, SourceSecret, SourceSettings, VerificationScheme,
 };
+use gatehouse::queue::Queue;
+use gatehouse::store::Store;
+use gatehouse::telemetry::Metrics;
+use gatehouse::worker::{LogHandler, Process};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +28,13 @@ pub use proxy::TcpProxy;
 pub fn amqp_url() -> String {
     std::env::var("GATEHOUSE_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The broker's address (for proxies in front of it).
+pub fn broker_addr() -> SocketAddr {
+    let url = url::Url::parse(&amqp_url()).unwrap();
+    let host = url.host_str().unwrap().to_owned();
+    format!("{host}:{}", url.port().unwrap_or(5672)).parse().unwrap()
 }
 
 pub fn pg_admin_url() -> String {
@@ -90,6 +102,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub settings: Settings,
+    pub queue: Arc<dyn Queue>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: Option<TempDir>,
@@ -98,23 +113,53 @@ pub struct TestApp {
 impl TestApp {
     /// Builds and starts gatehouse with `settings` (validated like a config file would be).
     pub async fn start(settings: Settings, dir: Option<TempDir>) -> TestApp {
+        TestApp::start_with(settings, dir, Roles::ALL, Arc::new(LogHandler)).await
+    }
+
+    /// Like [`TestApp::start`], with chosen roles and a scripted processor.
+    pub async fn start_with(
+        settings: Settings,
+        dir: Option<TempDir>,
+        roles: Roles,
+        processor: Arc<dyn Process>,
+    ) -> TestApp {
+        // RUST_LOG=gatehouse=debug shows the app's logs for a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         settings
             .validate(chrono::Utc::now())
             .expect("test settings must be valid");
-        let app = Application::build(settings.clone()).await.expect("build app");
+        let app = Application::build_with(settings.clone(), roles, processor)
+            .await
+            .expect("build app");
         let addr = app.local_addr();
+        let queue = app.queue();
+        let store = app.store();
+        let metrics = app.metrics();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
         let test_app = TestApp {
             addr,
             http: reqwest::Client::new(),
             settings,
+            queue,
+            store,
+            metrics,
             shutdown,
             handle: Some(handle),
             _dir: dir,
         };
         test_app.wait_ready(Duration::from_secs(20)).await;
         test_app
+    }
+
+    /// Kills the process's work at once, as a crash would: nothing is settled or closed.
+    pub fn kill(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
     }
 
     /// Spawns gatehouse with test defaults plus `configure`.
@@ -174,12 +219,61 @@ impl TestApp {
     }
 
     /// Shuts down gracefully and waits for the run to end.
+    /// Shuts down gracefully, then deletes the prefix's queues (the test is over).
     pub async fn stop(mut self) {
+        self.shutdown_in_place().await;
+        if self.settings.queue.backend == QueueBackend::Rabbitmq {
+            delete_topology(&self.settings).await;
+        }
+    }
+
+    /// Shuts down gracefully and keeps the queues, for a test that starts another process on
+    /// the same prefix.
+    pub async fn shutdown(mut self) {
+        self.shutdown_in_place().await;
+    }
+
+    async fn shutdown_in_place(&mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.unwrap().unwrap();
         }
     }
+}
+
+/// Deletes a test prefix's exchange and queues, so test runs do not pile up quorum queues on the
+/// broker.
+pub async fn delete_topology(settings: &Settings) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let topology = gatehouse::queue::rabbitmq::Topology::new(&settings.queue);
+    let Ok(connection) =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let mut queues = vec![
+        topology.work_queue(),
+        topology.dead_queue(),
+        format!("{}.audit", settings.queue.prefix),
+    ];
+    queues.extend(topology.retry_queues());
+    for queue in queues {
+        // A missing queue closes the channel it is asked on: one channel per deletion.
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = channel
+            .exchange_delete(
+                topology.events_exchange().as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = connection.close(200, "cleaned up".into()).await;
 }
 
 impl Drop for TestApp {

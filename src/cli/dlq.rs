@@ -1,0 +1,232 @@
+//! `gatehouse dlq`: list, inspect, replay and purge dead letters (both queue backends keep them
+//! in the store).
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::Subcommand;
+
+use super::progress::Progress;
+use super::table;
+use crate::app::open_queue_and_store;
+use crate::config::Settings;
+use crate::queue::replay::replay;
+use crate::store::{DeadLetterFilter, DeadLetterRow, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: id, type, subject, attempts, reason, age.
+    List {
+        /// Only this event type (e.g. user.deactivated).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
+    /// Show one dead letter: its envelope and failure history.
+    Show { id: String },
+    /// Send dead letters back for processing (attempts reset).
+    Replay {
+        /// Dead letter ids.
+        ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with_all = ["ids", "event_type"])]
+        all: bool,
+        /// Every dead letter of this event type.
+        #[arg(long = "type", conflicts_with = "ids")]
+        event_type: Option<String>,
+        /// Print what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { event_type } => {
+            let store = Store::connect(&settings.store)
+                .await
+                .context("opening the store")?;
+            let letters = store
+                .dead_letters(&DeadLetterFilter {
+                    event_type,
+                    limit: None,
+                })
+                .await?;
+            print!("{}", list(&letters));
+            eprintln!("{} dead letter(s)", letters.len());
+            Ok(())
+        }
+        DlqCommand::Show { id } => {
+            let store = Store::connect(&settings.store)
+                .await
+                .context("opening the store")?;
+            let (letter, still_dead) = store
+                .dead_letter(&id)
+                .await?
+                .with_context(|| format!("no dead letter {id}"))?;
+            print!("{}", show(&letter, still_dead));
+            Ok(())
+        }
+        DlqCommand::Replay {
+            ids,
+            all,
+            event_type,
+            dry_run,
+        } => {
+            if ids.is_empty() && !all && event_type.is_none() {
+                bail!("name dead letters to replay, or use --all or --type");
+            }
+            let (store, queue) = if dry_run {
+                (
+                    Store::connect(&settings.store)
+                        .await
+                        .context("opening the store")?,
+                    None,
+                )
+            } else {
+                let (store, queue) = open_queue_and_store(&settings).await?;
+                (store, Some(queue))
+            };
+            let letters = select(&store, &ids, event_type).await?;
+            if dry_run {
+                print!("{}", list(&letters));
+                eprintln!("dry run: {} dead letter(s) would be replayed", letters.len());
+                return Ok(());
+            }
+            let Some(queue) = queue else { return Ok(()) };
+            let mut progress = Progress::new("replaying", letters.len() as u64);
+            let mut failed = 0;
+            for letter in &letters {
+                match replay(&store, queue.as_ref(), letter).await {
+                    Ok(()) => progress.step(&format!("{} {} replayed", letter.id, letter.event_type)),
+                    Err(error) => {
+                        failed += 1;
+                        progress.step(&format!("{} FAILED: {error}", letter.id));
+                    }
+                }
+            }
+            progress.finish();
+            queue.close().await;
+            eprintln!("{} replayed, {failed} failed", letters.len() - failed);
+            if failed > 0 {
+                bail!("{failed} dead letter(s) could not be replayed");
+            }
+            Ok(())
+        }
+        DlqCommand::Purge { ids, yes } => {
+            let store = Store::connect(&settings.store)
+                .await
+                .context("opening the store")?;
+            let letters = select(&store, &ids, None).await?;
+            if !yes && !confirm(&format!("Purge {} dead letter(s) for good?", letters.len()))? {
+                bail!("not purged (confirm, or pass --yes)");
+            }
+            let mut progress = Progress::new("purging", letters.len() as u64);
+            for letter in &letters {
+                store.purge_dead_letter(&letter.id).await?;
+                tracing::info!(dead_letter = %letter.id, event_id = %letter.event_id, "dead letter purged");
+                progress.step(&format!("{} purged", letter.id));
+            }
+            progress.finish();
+            eprintln!("{} purged", letters.len());
+            Ok(())
+        }
+    }
+}
+
+/// The dead letters named by `ids`, or all of `event_type` (or all) when no ids are given.
+async fn select(
+    store: &Store,
+    ids: &[String],
+    event_type: Option<String>,
+) -> anyhow::Result<Vec<DeadLetterRow>> {
+    if ids.is_empty() {
+        return Ok(store
+            .dead_letters(&DeadLetterFilter {
+                event_type,
+                limit: None,
+            })
+            .await?);
+    }
+    let mut letters = Vec::with_capacity(ids.len());
+    for id in ids {
+        match store.dead_letter(id).await? {
+            Some((letter, true)) => letters.push(letter),
+            Some((_, false)) => bail!("dead letter {id} was already replayed"),
+            None => bail!("no dead letter {id}"),
+        }
+    }
+    Ok(letters)
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn list(letters: &[DeadLetterRow]) -> String {
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.clone(),
+                l.event_type.clone(),
+                l.subject.clone().unwrap_or_else(|| "-".to_owned()),
+                l.attempts.to_string(),
+                table::age((now - l.dead_at).num_seconds()),
+                table::truncate(&l.reason, 80),
+            ]
+        })
+        .collect();
+    table::render(&["ID", "TYPE", "SUBJECT", "ATTEMPTS", "AGE", "REASON"], &rows)
+}
+
+fn show(letter: &DeadLetterRow, still_dead: bool) -> String {
+    let envelope = serde_json::from_str::<serde_json::Value>(&letter.body)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| letter.body.clone());
+    let time = |t: Option<chrono::DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+    let mut out = format!(
+        "id:             {}\nstate:          {}\nevent:          {} ({})\nrouting key:    {}\nreason:         {}\nattempts:       {}\nfirst failure:  {}\nlast failure:   {}\ndead since:     {}\n\nfailure history:\n",
+        letter.id,
+        if still_dead { "dead" } else { "replayed" },
+        letter.event_id,
+        letter.event_type,
+        letter.routing_key,
+        letter.reason,
+        letter.attempts,
+        time(letter.first_failure_at),
+        time(letter.last_failure_at),
+        letter.dead_at.to_rfc3339(),
+    );
+    if letter.history.is_empty() {
+        out.push_str("  (none recorded)\n");
+    }
+    for failure in &letter.history {
+        out.push_str(&format!(
+            "  #{} {}  {}\n",
+            failure.attempt,
+            failure.at.to_rfc3339(),
+            failure.error
+        ));
+    }
+    out.push_str("\nenvelope:\n");
+    out.push_str(&envelope);
+    out.push('\n');
+    out
+}

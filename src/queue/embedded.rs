@@ -1,0 +1,425 @@
+//! The embedded queue: the work queue as rows in the store, for deployments with no broker.
+//!
+//! Same semantics as RabbitMQ, on SQL:
+//! - publish is an `INSERT`, durable when the transaction commits;
+//! - a worker takes a message by locking its row until a visibility timeout (extended while it
+//!   works), so a crashed worker's message comes back;
+//! - a retry makes the row invisible until the ladder's delay has passed;
+//! - a message handed out more than `delivery_limit` times without being settled (it keeps
+//!   killing its worker) is dead-lettered, like RabbitMQ's `x-delivery-limit`;
+//! - dead letters go to the store's `dead_letters` table, like the broker's `.dead` queue ends.
+//!
+//! On PostgreSQL several processes can share the queue (`FOR UPDATE SKIP LOCKED`); on SQLite
+//! writers take turns on the file lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::Row;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Consumer, DeadLetter, Delivery, Failure, OutgoingMessage, PublishError, Queue, QueueDepths, QueueError,
+    Retry, Settle,
+};
+use crate::config::QueueSettings;
+use crate::store::{Backend, DeadLetterRow, Store, StoreError, to_millis};
+
+fn queue_error(error: StoreError) -> QueueError {
+    QueueError(error.to_string())
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The embedded queue backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedQueue {
+    store: Store,
+    settings: Arc<QueueSettings>,
+    /// Identifies this process's locks.
+    owner: String,
+    /// Wakes idle consumers of this process when a message is published here.
+    published: Arc<Notify>,
+    closed: CancellationToken,
+}
+
+impl EmbeddedQueue {
+    pub fn new(store: Store, settings: QueueSettings) -> Self {
+        EmbeddedQueue {
+            store,
+            settings: Arc::new(settings),
+            owner: format!("embedded-{}", ulid::Ulid::generate()),
+            published: Arc::new(Notify::new()),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    async fn insert(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let now = to_millis(Utc::now());
+        let body = String::from_utf8(message.body.clone())
+            .map_err(|_| PublishError::Broker("envelope is not UTF-8".to_owned()))?;
+        sqlx::query(
+            "INSERT INTO queue_messages
+                 (routing_key, message_id, event_id, event_type, body, attempts, deliveries, visible_at, history, created_at)
+             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '[]', $6)",
+        )
+        .bind(&message.routing_key)
+        .bind(&message.message_id)
+        .bind(&message.event_id)
+        .bind(&message.event_type)
+        .bind(body)
+        .bind(now)
+        .execute(self.store.pool())
+        .await
+        .map_err(|e| PublishError::Broker(format!("store: {e}")))?;
+        self.published.notify_waiters();
+        Ok(())
+    }
+
+    /// Locks the next visible message for this process, if there is one.
+    async fn take_next(&self) -> Result<Option<Taken>, StoreError> {
+        let now = to_millis(Utc::now());
+        let until = now.saturating_add(millis(Duration::from_secs(
+            self.settings.visibility_timeout_seconds,
+        )));
+        let pick = match self.store.backend() {
+            // Several processes may poll one PostgreSQL queue: skip rows another one is locking.
+            Backend::Postgres => {
+                "SELECT id FROM queue_messages
+                 WHERE visible_at <= $3 AND (locked_until IS NULL OR locked_until < $3)
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT id FROM queue_messages
+                 WHERE visible_at <= $3 AND (locked_until IS NULL OR locked_until < $3)
+                 ORDER BY id LIMIT 1"
+            }
+        };
+        let mut tx = self.store.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE queue_messages SET locked_by = $1, locked_until = $2, deliveries = deliveries + 1
+             WHERE id = ({pick})
+             RETURNING id, routing_key, message_id, event_id, event_type, body, deliveries, history"
+        )))
+        .bind(&self.owner)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(row) = row else { return Ok(None) };
+        let history: String = row.try_get("history")?;
+        let deliveries: i64 = row.try_get("deliveries")?;
+        Ok(Some(Taken {
+            id: row.try_get("id")?,
+            routing_key: row.try_get("routing_key")?,
+            message_id: row.try_get("message_id")?,
+            body: row.try_get("body")?,
+            deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+            history: serde_json::from_str(&history)
+                .map_err(|e| StoreError::Corrupt(format!("queue history: {e}")))?,
+        }))
+    }
+
+    fn settle_for(&self, id: i64) -> EmbeddedSettle {
+        let keepalive = {
+            let store = self.store.clone();
+            let owner = self.owner.clone();
+            let visibility = Duration::from_secs(self.settings.visibility_timeout_seconds);
+            tokio::spawn(async move {
+                // Renew well before expiry, so a slow handler never loses its message.
+                let mut tick = tokio::time::interval((visibility / 3).max(Duration::from_millis(100)));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let until = to_millis(Utc::now()).saturating_add(millis(visibility));
+                    let renewed = sqlx::query(
+                        "UPDATE queue_messages SET locked_until = $1 WHERE id = $2 AND locked_by = $3",
+                    )
+                    .bind(until)
+                    .bind(id)
+                    .bind(&owner)
+                    .execute(store.pool())
+                    .await;
+                    if let Err(error) = renewed {
+                        tracing::warn!(%error, message_row = id, "cannot extend the visibility of a message in progress");
+                    }
+                }
+            })
+        };
+        EmbeddedSettle {
+            queue: self.clone(),
+            id,
+            keepalive,
+        }
+    }
+
+    async fn poll(self, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+        let idle = Duration::from_millis(self.settings.embedded_poll_ms);
+        loop {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.closed.cancelled() => return,
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            match self.take_next().await {
+                Ok(Some(taken)) => {
+                    if taken.deliveries > self.settings.delivery_limit {
+                        let settle = Box::new(self.settle_for(taken.id));
+                        let attempts = taken.history.last().map_or(0, |f| f.attempt);
+                        let letter = DeadLetter {
+                            reason: format!(
+                                "delivery limit exceeded: handed out {} times without being settled (a worker kept dying on it)",
+                                taken.deliveries - 1
+                            ),
+                            attempts,
+                            history: taken.history,
+                        };
+                        if let Err(error) = settle.dead_letter(letter).await {
+                            tracing::warn!(%error, "cannot dead-letter a poison message");
+                        }
+                        drop(permit);
+                        continue;
+                    }
+                    let settle = Box::new(self.settle_for(taken.id));
+                    permit.send(Delivery::new(
+                        taken.body.into_bytes(),
+                        taken.routing_key,
+                        taken.message_id,
+                        taken.history,
+                        taken.deliveries > 1,
+                        settle,
+                    ));
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = self.closed.cancelled() => return,
+                        _ = self.published.notified() => {}
+                        _ = tokio::time::sleep(idle) => {}
+                    }
+                }
+                Err(error) => {
+                    drop(permit);
+                    tracing::warn!(%error, "embedded queue: cannot take the next message; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Taken {
+    id: i64,
+    routing_key: String,
+    message_id: String,
+    body: String,
+    deliveries: u32,
+    history: Vec<Failure>,
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        self.insert(message).await
+    }
+
+    async fn requeue(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        self.insert(message).await
+    }
+
+    async fn consume(&self, prefetch: u16) -> Result<Consumer, QueueError> {
+        // One message waits in the channel; the worker's own concurrency bounds the rest.
+        let _ = prefetch;
+        let (tx, rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.clone().poll(tx, stop.clone()));
+        Ok(Consumer::new(rx, stop, task))
+    }
+
+    async fn depths(&self) -> Result<QueueDepths, QueueError> {
+        let now = to_millis(Utc::now());
+        let row = sqlx::query(
+            "SELECT
+                 COALESCE(SUM(CASE WHEN visible_at <= $1 THEN 1 ELSE 0 END), 0) AS work,
+                 COALESCE(SUM(CASE WHEN visible_at > $1 THEN 1 ELSE 0 END), 0) AS retry,
+                 MIN(CASE WHEN visible_at <= $1 THEN created_at END) AS oldest
+             FROM queue_messages",
+        )
+        .bind(now)
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(|e| QueueError(e.to_string()))?;
+        let work: i64 = row.try_get("work").map_err(|e| QueueError(e.to_string()))?;
+        let retry: i64 = row.try_get("retry").map_err(|e| QueueError(e.to_string()))?;
+        let oldest: Option<i64> = row.try_get("oldest").map_err(|e| QueueError(e.to_string()))?;
+        Ok(QueueDepths {
+            work: u64::try_from(work).unwrap_or(0),
+            retry: u64::try_from(retry).unwrap_or(0),
+            oldest_age_seconds: oldest.map(|created| (now - created).max(0) as f64 / 1000.0),
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        // The store's own readiness is checked separately; the queue is the store.
+        !self.closed.is_cancelled()
+    }
+
+    async fn close(&self) {
+        self.closed.cancel();
+    }
+}
+
+/// Settles one locked row.
+struct EmbeddedSettle {
+    queue: EmbeddedQueue,
+    id: i64,
+    keepalive: JoinHandle<()>,
+}
+
+impl Drop for EmbeddedSettle {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+impl EmbeddedSettle {
+    fn lost(&self, what: &str) {
+        // The visibility timeout ran out and another worker took the message; the dedupe claim
+        // keeps the two from both acting.
+        tracing::warn!(
+            message_row = self.id,
+            "embedded queue: lost the lock before {what}"
+        );
+    }
+}
+
+#[async_trait]
+impl Settle for EmbeddedSettle {
+    async fn ack(self: Box<Self>) -> Result<(), QueueError> {
+        let result = sqlx::query("DELETE FROM queue_messages WHERE id = $1 AND locked_by = $2")
+            .bind(self.id)
+            .bind(&self.queue.owner)
+            .execute(self.queue.store.pool())
+            .await
+            .map_err(|e| QueueError(e.to_string()))?;
+        if result.rows_affected() == 0 {
+            self.lost("ack");
+        }
+        Ok(())
+    }
+
+    async fn retry(self: Box<Self>, retry: Retry) -> Result<(), QueueError> {
+        let now = Utc::now();
+        let visible_at = to_millis(now).saturating_add(millis(self.queue.settings.retry_delay(retry.rung)));
+        let history = serde_json::to_string(&retry.history).map_err(|e| QueueError(e.to_string()))?;
+        let result = sqlx::query(
+            "UPDATE queue_messages SET
+                 attempts = $1, history = $2, visible_at = $3, locked_by = NULL, locked_until = NULL,
+                 deliveries = 0, first_failure_at = COALESCE(first_failure_at, $4), last_failure_at = $4
+             WHERE id = $5 AND locked_by = $6",
+        )
+        .bind(i64::from(retry.attempts))
+        .bind(history)
+        .bind(visible_at)
+        .bind(to_millis(now))
+        .bind(self.id)
+        .bind(&self.queue.owner)
+        .execute(self.queue.store.pool())
+        .await
+        .map_err(|e| QueueError(e.to_string()))?;
+        if result.rows_affected() == 0 {
+            self.lost("retry");
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<(), QueueError> {
+        let store = &self.queue.store;
+        let mut tx = store.begin_write().await.map_err(queue_error)?;
+        let row = sqlx::query(
+            "SELECT routing_key, message_id, event_id, event_type, body FROM queue_messages
+             WHERE id = $1 AND locked_by = $2",
+        )
+        .bind(self.id)
+        .bind(&self.queue.owner)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| QueueError(e.to_string()))?;
+        let Some(row) = row else {
+            self.lost("dead-lettering");
+            return Ok(());
+        };
+        let get = |name: &str| {
+            row.try_get::<String, _>(name)
+                .map_err(|e| QueueError(e.to_string()))
+        };
+        let body = get("body")?;
+        let dead = DeadLetterRow {
+            id: ulid::Ulid::generate().to_string(),
+            event_id: get("event_id")?,
+            event_type: get("event_type")?,
+            subject: subject_of(&body),
+            routing_key: get("routing_key")?,
+            message_id: get("message_id")?,
+            body,
+            reason: letter.reason,
+            attempts: letter.attempts,
+            first_failure_at: letter.history.first().map(|f| f.at),
+            last_failure_at: letter.history.last().map(|f| f.at),
+            history: letter.history,
+            dead_at: Utc::now(),
+        };
+        crate::store::dead_letters::insert(&mut tx, &dead)
+            .await
+            .map_err(queue_error)?;
+        sqlx::query("DELETE FROM queue_messages WHERE id = $1")
+            .bind(self.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| QueueError(e.to_string()))?;
+        tx.commit().await.map_err(|e| QueueError(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), QueueError> {
+        sqlx::query(
+            "UPDATE queue_messages SET locked_by = NULL, locked_until = NULL, deliveries = deliveries - 1
+             WHERE id = $1 AND locked_by = $2",
+        )
+        .bind(self.id)
+        .bind(&self.queue.owner)
+        .execute(self.queue.store.pool())
+        .await
+        .map_err(|e| QueueError(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// The account or group an envelope is about, for dead-letter listings.
+pub fn subject_of(body: &str) -> Option<String> {
+    let envelope: serde_json::Value = serde_json::from_str(body).ok()?;
+    let subject = envelope.get("subject")?;
+    if let Some(account) = subject.get("account_id").and_then(|v| v.as_str()) {
+        return Some(account.to_owned());
+    }
+    let group = subject.get("group")?;
+    group
+        .get("name")
+        .or_else(|| group.get("id"))
+        .and_then(|v| v.as_str())
+        .map(|g| format!("group:{g}"))
+}

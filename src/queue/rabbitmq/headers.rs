@@ -1,0 +1,81 @@
+//! The AMQP headers gatehouse sets on its messages, and reading them back.
+//!
+//! Subscribers may rely on `gatehouse-event-id`; the `x-gatehouse-*` ones carry retry and
+//! dead-letter state between hops and are informational for anyone else.
+
+use lapin::types::{AMQPValue, FieldTable, LongString};
+
+use crate::queue::Failure;
+
+/// The envelope id (the AMQP `message_id` is the dedupe key).
+pub const EVENT_ID: &str = "gatehouse-event-id";
+/// The original `{kind}.{type}` routing key, kept across hops through the default exchange.
+pub const ROUTING_KEY: &str = "x-gatehouse-routing-key";
+/// Failed attempts so far.
+pub const ATTEMPTS: &str = "x-gatehouse-attempts";
+/// JSON array of `{attempt, at, error}`: every failure so far (bounded).
+pub const HISTORY: &str = "x-gatehouse-history";
+/// The last failure's error.
+pub const LAST_ERROR: &str = "x-gatehouse-last-error";
+/// Why the message was dead-lettered.
+pub const DEAD_REASON: &str = "x-gatehouse-dead-reason";
+/// Identifies one dead-lettering, so recording it twice is harmless.
+pub const DEAD_ID: &str = "x-gatehouse-dead-id";
+
+pub fn text(table: &FieldTable, name: &str) -> Option<String> {
+    match table.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub fn history(table: Option<&FieldTable>) -> Vec<Failure> {
+    table
+        .and_then(|t| text(t, HISTORY))
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
+}
+
+pub fn set_text(table: &mut FieldTable, name: &str, value: &str) {
+    table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+}
+
+/// The reason the broker gave when it dead-lettered a message itself (`x-first-death-reason`,
+/// e.g. `delivery_limit`), if it did.
+pub fn broker_death_reason(table: Option<&FieldTable>) -> Option<String> {
+    table.and_then(|t| text(t, "x-first-death-reason"))
+}
+
+/// The routing key a message had before the broker first dead-lettered it (the oldest
+/// `x-death` entry's `routing-keys`).
+pub fn original_routing_key(table: Option<&FieldTable>) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = table?.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(oldest) = deaths.as_slice().last()? else {
+        return None;
+    };
+    let AMQPValue::FieldArray(keys) = oldest.inner().get("routing-keys")? else {
+        return None;
+    };
+    match keys.as_slice().first()? {
+        AMQPValue::LongString(key) => Some(String::from_utf8_lossy(key.as_bytes()).into_owned()),
+        AMQPValue::ShortString(key) => Some(key.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Records a retry or dead-letter hop's state on `table`.
+pub fn record_failures(table: &mut FieldTable, attempts: u32, history: &[Failure], routing_key: &str) {
+    table.insert(ATTEMPTS.into(), AMQPValue::LongUInt(attempts));
+    set_text(
+        table,
+        HISTORY,
+        &serde_json::to_string(history).unwrap_or_else(|_| "[]".to_owned()),
+    );
+    if let Some(last) = history.last() {
+        set_text(table, LAST_ERROR, &last.error);
+    }
+    set_text(table, ROUTING_KEY, routing_key);
+}

@@ -1,0 +1,62 @@
+//! Periodic chores of a worker process: sampling queue depths for metrics, and forgetting
+//! dedupe claims past their retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::queue::Queue;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+use super::metrics::QueueLabel;
+
+pub(super) async fn run(settings: Arc<Settings>, queue: Arc<dyn Queue>, store: Store, metrics: Arc<Metrics>) {
+    let mut sample = tokio::time::interval(Duration::from_secs(settings.worker.depth_sample_seconds));
+    let mut purge = tokio::time::interval(Duration::from_secs(3_600));
+    loop {
+        tokio::select! {
+            _ = sample.tick() => sample_depths(queue.as_ref(), &store, &metrics).await,
+            _ = purge.tick() => match store.purge_expired_claims().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "forgot dedupe claims past their retention"),
+                Err(error) => tracing::warn!(%error, "cannot purge expired dedupe claims"),
+            },
+        }
+    }
+}
+
+async fn sample_depths(queue: &dyn Queue, store: &Store, metrics: &Metrics) {
+    let worker = &metrics.worker;
+    match queue.depths().await {
+        Ok(depths) => {
+            worker
+                .queue_depth
+                .get_or_create(&QueueLabel { queue: "work" })
+                .set(depths.work as i64);
+            worker
+                .queue_depth
+                .get_or_create(&QueueLabel { queue: "retry" })
+                .set(depths.retry as i64);
+            match depths.oldest_age_seconds {
+                Some(age) => {
+                    worker.oldest_message_age_seconds.set(age);
+                }
+                None if depths.work == 0 => {
+                    worker.oldest_message_age_seconds.set(0.0);
+                }
+                None => {}
+            }
+        }
+        Err(error) => tracing::debug!(%error, "cannot sample queue depths"),
+    }
+    match store.count_dead_letters().await {
+        Ok(dead) => {
+            worker
+                .queue_depth
+                .get_or_create(&QueueLabel { queue: "dead" })
+                .set(dead as i64);
+        }
+        Err(error) => tracing::debug!(%error, "cannot count dead letters"),
+    }
+}

@@ -1,0 +1,70 @@
+//! What the worker does with an event once it holds its claim: the [`Process`] trait, and the
+//! dispatcher that routes each envelope type to the handlers that react to it.
+//!
+//! Until policies exist, the built-in `log` handler proves the path: it records the event in the
+//! log and succeeds. Tests plug in their own [`Process`] to script failures.
+
+use async_trait::async_trait;
+use handlers::Envelope;
+use handlers::ports::ErrorKind;
+
+/// How processing ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// Handled.
+    Done,
+    /// Nothing reacts to this event (recorded, then acked).
+    Skipped(String),
+}
+
+/// A failed attempt, classified for the retry logic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProcessError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProcessError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        ProcessError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ProcessError {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reacts to one event. Called at most once at a time per fact (the worker holds the claim);
+/// may be called again for the same event after a failure, so it must converge rather than
+/// repeat side effects.
+#[async_trait]
+pub trait Process: Send + Sync + 'static {
+    /// `attempt` counts from 1.
+    async fn process(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError>;
+}
+
+/// The built-in `log` handler: every event is written to the log and succeeds.
+#[derive(Debug, Default)]
+pub struct LogHandler;
+
+#[async_trait]
+impl Process for LogHandler {
+    async fn process(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError> {
+        tracing::info!(
+            handler = "log",
+            event_type = %envelope.event_type,
+            source = %envelope.source,
+            account_id = envelope.subject.account_id.as_deref().unwrap_or(""),
+            attempt,
+            "event handled"
+        );
+        Ok(Processed::Done)
+    }
+}
