@@ -11,8 +11,8 @@ CREATE TABLE audit_records (
     handler        TEXT,
     action_type    TEXT,
     action_target  TEXT,
-    action_org_wide BOOLEAN,
-    dry_run        BOOLEAN NOT NULL,
+    action_org_wide INTEGER,             -- 0/1 (SQLite has no booleans)
+    dry_run        INTEGER NOT NULL,     -- 0/1
     attempt        BIGINT NOT NULL,
     outcome_status TEXT NOT NULL,
     http_status    BIGINT,

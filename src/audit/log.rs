@@ -30,7 +30,7 @@ use crate::config::{AuditSettings, Secret};
 use crate::store::{Backend, Store, StoreError, from_millis, to_millis};
 
 /// The PostgreSQL advisory lock key that serializes appends (ASCII `gh-audit`).
-const APPEND_LOCK_KEY: i64 = 0x6768_2d61_7564_6974;
+pub const APPEND_LOCK_KEY: i64 = 0x6768_2d61_7564_6974;
 
 /// Why an append or a read of the trail failed.
 #[derive(Debug, thiserror::Error)]
@@ -251,11 +251,11 @@ pub(crate) fn decode(row: &AnyRow) -> Result<AuditRecord, String> {
             Some(action_type) => Some(ActionRef {
                 action_type,
                 target: get::<Option<String>>(row, "action_target")?.unwrap_or_default(),
-                org_wide: get::<Option<bool>>(row, "action_org_wide")?.unwrap_or(false),
+                org_wide: get_bool(row, "action_org_wide")?.unwrap_or(false),
             }),
             None => None,
         },
-        dry_run: get(row, "dry_run")?,
+        dry_run: get_bool(row, "dry_run")?.ok_or("dry_run: NULL")?,
         attempt: u32::try_from(attempt).map_err(|_| format!("attempt {attempt} out of range"))?,
         outcome: Outcome {
             status: get(row, "outcome_status")?,
@@ -278,6 +278,18 @@ pub(crate) fn decode(row: &AnyRow) -> Result<AuditRecord, String> {
         prev_hash: get(row, "prev_hash")?,
         hash: get(row, "hash")?,
     })
+}
+
+/// A boolean column: `BOOLEAN` on PostgreSQL, `INTEGER` 0/1 on SQLite (which has no booleans,
+/// and whose declared `BOOLEAN` the Any driver cannot decode).
+fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, String> {
+    match row.try_get::<Option<bool>, _>(column) {
+        Ok(value) => Ok(value),
+        Err(_) => row
+            .try_get::<Option<i64>, _>(column)
+            .map(|v| v.map(|v| v != 0))
+            .map_err(|e| format!("{column}: {e}")),
+    }
 }
 
 /// `received` → [`AuditKind::Received`], … (the stored spelling is the wire one).

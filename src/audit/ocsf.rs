@@ -88,6 +88,15 @@ pub fn to_ocsf(record: &AuditRecord) -> Value {
         .clone()
         .or_else(|| part(target, "account"))
         .unwrap_or_default();
+    // The class requires the object, and the object a `uid` or `name`: say "unknown" rather than
+    // emit an invalid event when a record names neither.
+    let entity = |uid: String| {
+        if uid.is_empty() {
+            json!({"name": "unknown"})
+        } else {
+            json!({"uid": uid})
+        }
+    };
     match class_uid {
         ACCOUNT_CHANGE => {
             let uid = if account.is_empty() {
@@ -95,11 +104,11 @@ pub fn to_ocsf(record: &AuditRecord) -> Value {
             } else {
                 account
             };
-            event.insert("user".into(), json!({"uid": uid}));
+            event.insert("user".into(), entity(uid));
         }
         GROUP_MANAGEMENT => {
             let group = part(target, "group").unwrap_or_else(|| target.to_owned());
-            event.insert("group".into(), json!({"uid": group}));
+            event.insert("group".into(), entity(group));
             if !account.is_empty() {
                 event.insert("user".into(), json!({"uid": account}));
             }

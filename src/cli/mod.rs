@@ -1,6 +1,8 @@
 //! The command line: `gatehouse serve`, `gatehouse check-config`, and the exit codes scripts
 //! rely on (0 fine, 1 runtime failure, 2 configuration error).
 
+pub mod audit;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +42,8 @@ pub enum Command {
     Serve,
     /// Print the effective config (secrets redacted) and its warnings; exit 2 on any error.
     CheckConfig,
+    /// Read, follow, export and verify the audit trail (exit 3: chain broken).
+    Audit(audit::AuditArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -61,6 +65,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
         }
+        Command::Audit(args) => audit::run(args, &settings).await,
         Command::Serve => {
             telemetry::init(&settings.log);
             for warning in &warnings {
