@@ -365,7 +365,7 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
     let step = (total / 10).max(100_000);
     let report = verify(store, from, |seq| match &bar {
         Some(bar) => bar.inc(1),
-        None if (seq + 1 - from.max(1)) % step == 0 => eprintln!("verified {seq} of {head}"),
+        None if (seq + 1 - from.max(1)).is_multiple_of(step) => eprintln!("verified {seq} of {head}"),
         None => {}
     })
     .await

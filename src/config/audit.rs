@@ -182,6 +182,41 @@ mod tests {
     }
 
     #[test]
+    fn keys_come_from_the_file_and_the_environment() {
+        let env = [
+            ("GATEHOUSE__AUDIT__PAGE_SIZE".to_owned(), "50".to_owned()),
+            ("GATEHOUSE__AUDIT__STREAM__MAX_AGE".to_owned(), "7D".to_owned()),
+        ];
+        let text = "[audit]\nhash_fields = [\"email\"]\n[audit.stream]\nmax_age = \"1Y\"\n";
+        let (settings, _) = crate::config::Settings::from_toml(text, env).unwrap();
+        assert_eq!(settings.audit.page_size, 50);
+        assert_eq!(settings.audit.stream.max_age, "7D");
+        assert_eq!(settings.audit.hash_fields, [PiiKind::Email]);
+
+        let keys = |text: &str| -> Vec<String> {
+            crate::config::Settings::from_toml(text, [])
+                .unwrap_err()
+                .0
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        assert_eq!(
+            keys("[audit.stream]\nmax_age = \"forever\""),
+            ["audit.stream.max_age"]
+        );
+        assert_eq!(keys("[audit]\nhash_feilds = []"), ["audit.hash_feilds"]);
+        assert_eq!(
+            keys("[audit]\nhash_fields = [\"phone\"]"),
+            ["audit.hash_fields[0]"]
+        );
+        assert_eq!(
+            keys("[audit]\npage_size = 10\nmax_page_size = 5"),
+            ["audit.max_page_size"]
+        );
+    }
+
+    #[test]
     fn short_keys_are_refused_by_name() {
         let settings = AuditSettings {
             hash_key: Some(Secret::new("short")),

@@ -45,7 +45,7 @@ pub fn sample(i: usize) -> NewRecord {
     if kind != AuditKind::Received {
         record.handler = Some("deprovision".into());
         record.action = Some(ActionRef {
-            action_type: if i % 2 == 0 {
+            action_type: if i.is_multiple_of(2) {
                 "confluence.remove_member".into()
             } else {
                 "scim.deactivate".into()
@@ -62,7 +62,7 @@ pub fn sample(i: usize) -> NewRecord {
         };
         record.attempt = 2;
     }
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         record.warnings = vec!["group not mapped to Confluence: membership grants no access".into()];
     }
     record
