@@ -313,6 +313,16 @@ impl Relay {
         let _ = setup.close(200, "declared".into()).await;
         let mut published = last_published_seq(connection, &stream).await?;
         tracing::info!(stream, resume_after_seq = published, "audit relay active");
+        let (head, _) = super::log::head(&self.store).await?;
+        if head < published {
+            // A store restored from an older backup, or a stream shared by two deployments.
+            tracing::error!(
+                stream,
+                stream_seq = published,
+                store_seq = head,
+                "the audit stream is ahead of the store; records up to the stream's seq are not relayed"
+            );
+        }
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         let poll = Duration::from_millis(self.stream.poll_ms);

@@ -42,7 +42,9 @@ async fn measure(url: &str, name: &str) {
 
     // Bulk-load in transactions of 500 so the verify walk has something long to walk.
     for chunk in 0..BULK / 500 {
-        log.append_all((0..500).map(|i| sample(chunk * 500 + i)).collect()).await.unwrap();
+        log.append_all((0..500).map(|i| sample(chunk * 500 + i)).collect())
+            .await
+            .unwrap();
     }
     let total = SEQUENTIAL + CONCURRENT_TASKS * PER_TASK + BULK;
     let started = Instant::now();
