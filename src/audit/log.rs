@@ -83,6 +83,12 @@ impl AuditLog {
         }
     }
 
+    /// The log a process should use: `[audit]` settings, plus every secret of `settings` known to
+    /// the scrubber ([`super::scrub::secrets_in`]).
+    pub fn from_settings(store: Store, settings: &crate::config::Settings) -> Self {
+        AuditLog::new(store, &settings.audit).with_known_secrets(super::scrub::secrets_in(settings))
+    }
+
     /// Also scrubs these exact values from every record (pass [`super::scrub::secrets_in`] of the
     /// whole config).
     pub fn with_known_secrets(self, secrets: impl IntoIterator<Item = Secret>) -> Self {
@@ -115,14 +121,7 @@ impl AuditLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let prepared: Vec<NewRecord> = records
-            .into_iter()
-            .map(|mut record| {
-                self.inner.hasher.apply_record(&mut record);
-                self.inner.scrubber.apply_record(&mut record);
-                record
-            })
-            .collect();
+        let prepared = self.prepare(records);
         let timeout = self.inner.timeout;
         // Dropping the future on timeout drops the transaction, which rolls back.
         match tokio::time::timeout(timeout, self.write(prepared)).await {
@@ -132,17 +131,54 @@ impl AuditLog {
     }
 
     async fn write(&self, records: Vec<NewRecord>) -> Result<Vec<AuditRecord>, AuditError> {
-        let store = &self.inner.store;
-        let mut tx = store.begin_write().await?;
-        if store.backend() == Backend::Postgres {
+        let mut tx = self.inner.store.begin_write().await?;
+        let written = self.write_in(&mut tx, records).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Appends inside the caller's transaction (begun with [`Store::begin_write`]), so the
+    /// records commit or roll back with the caller's own writes, e.g. claiming an event's dedupe
+    /// key together with its `received` record. The records are durable only once the caller
+    /// commits; until then the append lock is held (other appends wait), so commit promptly.
+    /// `audit.append_timeout_ms` does not apply: bound the whole transaction yourself.
+    pub async fn append_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let prepared = self.prepare(records);
+        self.write_in(tx, prepared).await
+    }
+
+    fn prepare(&self, records: Vec<NewRecord>) -> Vec<NewRecord> {
+        records
+            .into_iter()
+            .map(|mut record| {
+                self.inner.hasher.apply_record(&mut record);
+                self.inner.scrubber.apply_record(&mut record);
+                record
+            })
+            .collect()
+    }
+
+    async fn write_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.inner.store.backend() == Backend::Postgres {
             // The function returns `void`, which the Any driver cannot decode: select around it.
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
                 .bind(APPEND_LOCK_KEY)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         let mut seq = u64::try_from(head.try_get::<i64, _>("seq")?).map_err(|_| AuditError::Corrupt {
             seq: 0,
@@ -162,16 +198,15 @@ impl AuditLog {
                 hash: String::new(),
             };
             full.hash = chain::hash_of(&full)?;
-            insert(&mut tx, &full).await?;
+            insert(tx, &full).await?;
             prev_hash = full.hash.clone();
             written.push(full);
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq as i64)
             .bind(&prev_hash)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(written)
     }
 }

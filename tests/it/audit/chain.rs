@@ -165,3 +165,36 @@ async fn postgres_failed_append_leaves_no_gap() {
     .await;
     db.drop_now().await;
 }
+
+/// Records appended inside a caller's transaction commit or roll back with it, without a gap.
+async fn appends_inside_a_callers_transaction(store: Store) {
+    let log = AuditLog::new(store.clone(), &AuditSettings::default());
+    log.append(sample(0)).await.unwrap();
+
+    let mut tx = store.begin_write().await.unwrap();
+    let pending = log.append_in(&mut tx, vec![sample(1), sample(2)]).await.unwrap();
+    assert_eq!(pending.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+    tx.rollback().await.unwrap();
+
+    let mut tx = store.begin_write().await.unwrap();
+    let committed = log.append_in(&mut tx, vec![sample(3)]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(committed[0].seq, 2, "the rolled-back records used up no seq");
+    let report = verify(&store, 1, |_| {}).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.checked, 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_appends_inside_a_callers_transaction() {
+    let dir = TempDir::new();
+    appends_inside_a_callers_transaction(open_store(&sqlite_url(&dir)).await).await;
+}
+
+#[tokio::test]
+async fn postgres_appends_inside_a_callers_transaction() {
+    let db = PgDatabase::create().await;
+    appends_inside_a_callers_transaction(open_store(&db.url).await).await;
+    db.drop_now().await;
+}
