@@ -12,7 +12,9 @@
 //!
 //! Fail closed: any error (store down, lock not obtained within `audit.append_timeout_ms`,
 //! encoding) is returned and nothing is written; a worker that gets an error must neither act nor
-//! ack.
+//! ack. (One edge: a timeout that fires while the commit is already on its way may report an
+//! error for records that did commit. The worker then retries and records again: the trail may
+//! hold a record twice, never miss one.)
 
 use std::sync::Arc;
 use std::time::Duration;
