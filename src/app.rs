@@ -18,6 +18,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditLog, AuditRelay};
 use crate::config::{QueueBackend, Settings};
 use crate::ingress::{self, IngressState};
 use crate::queue::Queue;
@@ -114,6 +115,7 @@ pub struct Application {
     state: Arc<IngressState>,
     backend: Backend,
     store: Store,
+    audit: AuditLog,
     metrics: Arc<Metrics>,
     processor: Arc<dyn Process>,
 }
@@ -155,6 +157,7 @@ impl Application {
             store.clone(),
             metrics.clone(),
         ));
+        let audit = AuditLog::from_settings(store.clone(), &settings);
         Ok(Application {
             settings,
             roles,
@@ -162,6 +165,7 @@ impl Application {
             state,
             backend,
             store,
+            audit,
             metrics,
             processor,
         })
@@ -184,18 +188,31 @@ impl Application {
         self.metrics.clone()
     }
 
+    pub fn audit(&self) -> AuditLog {
+        self.audit.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let queue = self.backend.queue();
         let mut background = Vec::new();
+        let stop_background = CancellationToken::new();
         let worker = if self.roles.worker {
             if let Backend::Rabbitmq(rabbit) = &self.backend {
-                background.push(rabbit.start_dead_letter_recorder(self.store.clone()));
+                background.push(rabbit.start_dead_letter_recorder(self.store.clone(), self.audit.clone()));
+                // Subscribers replay the trail from the `.audit` stream; with the embedded
+                // backend they read it from the store (`audit tail`, `GET /audit`).
+                background.push(AuditRelay::start(
+                    self.store.clone(),
+                    &self.settings,
+                    stop_background.clone(),
+                ));
             }
             let handle = worker::start(
                 self.settings.clone(),
                 queue.clone(),
                 self.store.clone(),
+                self.audit.clone(),
                 self.processor.clone(),
                 self.metrics.clone(),
             )
@@ -236,6 +253,7 @@ impl Application {
             }
         };
         queue.close().await;
+        stop_background.cancel();
         for task in background {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

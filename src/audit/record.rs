@@ -144,6 +144,25 @@ impl NewRecord {
             warnings: Vec::new(),
         }
     }
+
+    /// Every free-text field a writer fills (all strings except `account_id`, an opaque
+    /// Atlassian id): where personal data and, by mistake, secrets could appear. The audit log
+    /// hashes and scrubs these before writing.
+    pub fn free_text_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        let action = self
+            .action
+            .as_mut()
+            .map(|a| [&mut a.action_type, &mut a.target])
+            .into_iter()
+            .flatten();
+        self.handler
+            .iter_mut()
+            .chain(action)
+            .chain(std::iter::once(&mut self.outcome.status))
+            .chain(self.outcome.error.iter_mut())
+            .chain(self.request_id.iter_mut())
+            .chain(self.warnings.iter_mut())
+    }
 }
 
 /// A record as stored and published: the writer's fields plus position, identity and chain.

@@ -102,10 +102,11 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
                 return Ok(());
             }
             let Some(queue) = queue else { return Ok(()) };
+            let audit = crate::audit::AuditLog::from_settings(store.clone(), &settings);
             let mut progress = Progress::new("replaying", letters.len() as u64);
             let mut failed = 0;
             for letter in &letters {
-                match replay(&store, queue.as_ref(), letter).await {
+                match replay(&audit, queue.as_ref(), letter).await {
                     Ok(()) => progress.step(&format!("{} {} replayed", letter.id, letter.event_type)),
                     Err(error) => {
                         failed += 1;

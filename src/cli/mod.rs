@@ -6,6 +6,8 @@ mod dlq;
 mod progress;
 mod table;
 
+pub mod audit;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,6 +56,8 @@ pub enum Command {
     },
     /// Print the effective config (secrets redacted) and its warnings; exit 2 on any error.
     CheckConfig,
+    /// Read, follow, export and verify the audit trail (exit 3: chain broken).
+    Audit(audit::AuditArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -75,6 +79,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
         }
+        Command::Audit(args) => audit::run(args, &settings).await,
         Command::Serve | Command::Ingress | Command::Worker => {
             telemetry::init(&settings.log);
             for warning in &warnings {

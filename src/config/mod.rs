@@ -7,6 +7,7 @@
 //! not do what the operator probably wants (a source that can verify nothing, a secret about to
 //! expire); `gatehouse check-config` prints them.
 
+mod audit;
 mod env_override;
 mod secret;
 mod validate;
@@ -18,6 +19,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use secret::{Secret, SensitiveUrl, redact_url};
 pub use validate::standard_webhooks_key;
 
@@ -95,6 +97,8 @@ pub struct Settings {
     pub connect: ConnectSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 /// The HTTP listener.

@@ -277,6 +277,8 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         }
     }
 
+    errors.extend(settings.audit.validate());
+
     if errors.is_empty() {
         Ok(warnings)
     } else {

@@ -4,7 +4,8 @@
 //! - `POST /webhooks/{source}` and `/webhooks/{source}/{event}`; for `url-token` sources also
 //!   `/webhooks/{source}/t/{token}[/{event}]`;
 //! - `POST /connect/installed`, `/connect/uninstalled`, `GET /connect/atlassian-connect.json`;
-//! - `GET /healthz`, `/readyz`, `/metrics`.
+//! - `GET /healthz`, `/readyz`, `/metrics`;
+//! - `GET /audit` when `[audit] api_token` is set (see `crate::audit::http`).
 //!
 //! Delivery routes are guarded by a global concurrency bound (excess load is shed with 503, not
 //! queued in memory) and a request timeout; bodies are limited while they are read.
@@ -106,7 +107,11 @@ pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::audit::http::router(
+            state.store.clone(),
+            &state.settings.audit,
+        ))
 }
 
 async fn overloaded_or_timed_out(error: BoxError) -> axum::response::Response {

@@ -5,18 +5,30 @@
 //! first: if marking then fails, a second replay publishes a copy that the worker's dedupe claim
 //! absorbs, so nothing is lost and nothing is done twice.
 
+use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
-use crate::store::{DeadLetterRow, Store, StoreError};
+use crate::store::{DeadLetterRow, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    #[error("cannot record the replay in the audit trail (nothing was replayed): {0}")]
+    Audit(#[from] AuditError),
     #[error("cannot queue the event again: {0}")]
     Publish(#[from] PublishError),
     #[error("queued again, but cannot mark the dead letter replayed: {0}")]
     Store(#[from] StoreError),
 }
 
-pub async fn replay(store: &Store, queue: &dyn Queue, letter: &DeadLetterRow) -> Result<(), ReplayError> {
+/// Replays one dead letter; the replay is on the audit trail before the event is queued.
+pub async fn replay(audit: &AuditLog, queue: &dyn Queue, letter: &DeadLetterRow) -> Result<(), ReplayError> {
+    let store = audit.store();
+    if let Ok(event_id) = letter.event_id.parse::<ulid::Ulid>() {
+        let mut record = NewRecord::new(event_id, AuditKind::Replayed);
+        record.account_id = letter.subject.clone().filter(|s| !s.starts_with("group:"));
+        record.attempt = letter.attempts;
+        record.outcome = Outcome::status(format!("replayed dead letter {}", letter.id));
+        audit.append(record).await?;
+    }
     let message = OutgoingMessage {
         routing_key: letter.routing_key.clone(),
         message_id: letter.message_id.clone(),

@@ -24,6 +24,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_queue_and_claims.sql"),
         include_str!("../../migrations/postgres/0002_queue_and_claims.sql"),
     ),
+    (
+        3,
+        "audit trail",
+        include_str!("../../migrations/sqlite/0003_audit.sql"),
+        include_str!("../../migrations/postgres/0003_audit.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

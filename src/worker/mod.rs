@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::queue::{Queue, QueueError};
 use crate::store::Store;
@@ -29,6 +30,7 @@ pub use processor::{LogHandler, Process, ProcessError, Processed};
 struct Context {
     settings: Arc<Settings>,
     store: Store,
+    audit: AuditLog,
     processor: Arc<dyn Process>,
     metrics: Arc<Metrics>,
     /// Identifies this worker's claims.
@@ -71,6 +73,7 @@ pub async fn start(
     settings: Arc<Settings>,
     queue: Arc<dyn Queue>,
     store: Store,
+    audit: AuditLog,
     processor: Arc<dyn Process>,
     metrics: Arc<Metrics>,
 ) -> Result<WorkerHandle, QueueError> {
@@ -79,6 +82,7 @@ pub async fn start(
     let context = Arc::new(Context {
         settings: settings.clone(),
         store: store.clone(),
+        audit,
         processor,
         metrics: metrics.clone(),
         owner: format!("worker-{}", ulid::Ulid::generate()),

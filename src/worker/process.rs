@@ -1,14 +1,17 @@
 //! One delivery, from receipt to settlement.
 //!
 //! 1. Parse the envelope; a body that is not one can never succeed: dead-letter it.
-//! 2. Claim the dedupe key. Already completed: a duplicate, ack without acting. Held by a live
-//!    worker: someone is on it, come back after the first rung. The store unreachable: wait for
-//!    it (holding the delivery, so consumption stalls instead of failing events), never act
-//!    unrecorded.
-//! 3. Process, renewing the claim's lease meanwhile.
-//! 4. Success: mark the claim completed (durable) and only then ack. Transient failure: release
-//!    the claim and retry on the ladder, or dead-letter once attempts are exhausted. Permanent
-//!    failure: release and dead-letter with the reason.
+//! 2. Claim the dedupe key. Already completed: a duplicate, recorded in the audit trail and acked
+//!    without acting. Held by a live worker: someone is on it, come back after the first rung.
+//! 3. Record `received` in the audit trail (first attempt), then process, renewing the claim's
+//!    lease meanwhile.
+//! 4. Success: mark the claim completed (durable) and only then ack. Transient failure: record it,
+//!    release the claim and retry on the ladder, or dead-letter once attempts are exhausted.
+//!    Permanent failure: record it, release and dead-letter with the reason.
+//!
+//! Fail closed: whenever the store or the audit trail cannot be written, the worker waits for it
+//! while holding the delivery (so consumption stalls instead of failing events), never acting or
+//! acking unrecorded. At shutdown a delivery still waiting is given back untouched.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +20,9 @@ use handlers::ports::ErrorKind;
 use tracing::Instrument;
 
 use super::{Context, Processed};
+use crate::audit::{AuditKind, NewRecord, Outcome};
 use crate::queue::Delivery;
-use crate::store::{Claim, StoreError};
+use crate::store::Claim;
 
 pub(super) async fn handle(context: &Context, delivery: Delivery) {
     let started = Instant::now();
@@ -61,24 +65,25 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
     let retention = Duration::from_secs(worker.dedupe_retention_days * 86_400);
     let key = envelope.dedupe_key.as_str();
     let event_id = envelope.id.to_string();
+    let owner = context.owner.as_str();
 
-    let claim = store_call(context, "claim the event", || {
-        context
-            .store
-            .claim(key, &event_id, &context.owner, lease, retention)
-    })
-    .await;
-    let claim = match claim {
-        Some(claim) => claim,
-        None => {
-            // Shutting down while the store is away: give the message back untouched.
-            settle(delivery.release().await);
-            return "released";
-        }
+    let claim = persist(context, "claim the event", || {
+        context.store.claim(key, &event_id, owner, lease, retention)
+    });
+    let Some(claim) = claim.await else {
+        // Shutting down while the store is away: give the message back untouched.
+        settle(delivery.release().await);
+        return "released";
     };
     match claim {
         Claim::Completed { event_id: first } => {
             tracing::info!(first_event_id = %first, "duplicate of an event already handled; not acting again");
+            let mut duplicate = record(envelope, AuditKind::Duplicate, delivery.attempt);
+            duplicate.outcome = Outcome::status(format!("duplicate of event {first}"));
+            if !audit(context, "record the duplicate", duplicate).await {
+                settle(delivery.release().await);
+                return "released";
+            }
             settle(delivery.ack().await);
             return "duplicate";
         }
@@ -89,6 +94,22 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
         }
         Claim::Acquired => {}
     }
+    // Gives the claim and the message back untouched (shutdown while the store is away).
+    let give_back = |delivery: Delivery| async move {
+        let _ = context.store.release_claim(key, owner).await;
+        settle(delivery.release().await);
+        "released"
+    };
+    if delivery.attempt == 1
+        && !audit(
+            context,
+            "record the event as received",
+            record(envelope, AuditKind::Received, 1),
+        )
+        .await
+    {
+        return give_back(delivery).await;
+    }
 
     // Renew the lease while processing. Polled in this task (not spawned), so a worker that is
     // killed stops renewing at once and its claim can be taken over after the lease.
@@ -97,7 +118,7 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
         tick.tick().await;
         loop {
             tick.tick().await;
-            match context.store.renew_claim(key, &context.owner, lease).await {
+            match context.store.renew_claim(key, owner, lease).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!("lost the claim on this event (lease expired and taken over)"),
                 Err(error) => tracing::warn!(%error, "cannot renew the claim on this event"),
@@ -111,72 +132,94 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
 
     match result {
         Ok(processed) => {
-            let done = store_call(context, "record completion", || {
-                context.store.complete_claim(key, &context.owner, retention)
-            })
-            .await;
-            if done.is_none() {
-                // Shutting down before completion was recorded: leave the message to come back;
-                // the work is idempotent.
+            if let Processed::Skipped(why) = &processed {
+                tracing::info!(%why, "skipped");
+                let mut skipped = record(envelope, AuditKind::Skipped, delivery.attempt);
+                skipped.outcome = Outcome::status("skipped");
+                skipped.outcome.error = Some(why.clone());
+                if !audit(context, "record the skip", skipped).await {
+                    return give_back(delivery).await;
+                }
+            }
+            let completed = persist(context, "record completion", || {
+                context.store.complete_claim(key, owner, retention)
+            });
+            if completed.await.is_none() {
+                // Shutting down before completion was recorded: the message comes back; the work
+                // is idempotent.
                 settle(delivery.release().await);
                 return "released";
             }
             settle(delivery.ack().await);
             match processed {
                 Processed::Done => "ok",
-                Processed::Skipped(why) => {
-                    tracing::info!(%why, "skipped");
-                    "skipped"
-                }
+                Processed::Skipped(_) => "skipped",
             }
         }
         Err(error) => {
-            let _ = store_call(context, "release the claim", || {
-                context.store.release_claim(key, &context.owner)
+            let max_attempts = context.settings.queue.max_attempts();
+            let parks = error.kind == ErrorKind::Permanent || delivery.attempt >= max_attempts;
+            let kind = if parks {
+                AuditKind::DeadLettered
+            } else {
+                AuditKind::Failed
+            };
+            let mut failed = record(envelope, kind, delivery.attempt);
+            failed.outcome = Outcome::error(error.message.clone());
+            if !audit(context, "record the failure", failed).await {
+                return give_back(delivery).await;
+            }
+            let _ = persist(context, "release the claim", || {
+                context.store.release_claim(key, owner)
             })
             .await;
-            let max_attempts = context.settings.queue.max_attempts();
-            match error.kind {
-                ErrorKind::Permanent => {
-                    tracing::error!(error = %error.message, "permanent failure; dead-lettering");
-                    settle(
-                        delivery
-                            .dead_letter(
-                                &format!("permanent failure: {}", error.message),
-                                Some(&error.message),
-                            )
-                            .await,
-                    );
-                    "dead_lettered"
-                }
-                ErrorKind::Transient if delivery.attempt >= max_attempts => {
-                    tracing::error!(error = %error.message, attempts = delivery.attempt, "attempts exhausted; dead-lettering");
-                    let reason = format!(
-                        "gave up after {} attempts; last error: {}",
-                        delivery.attempt, error.message
-                    );
-                    settle(delivery.dead_letter(&reason, Some(&error.message)).await);
-                    "dead_lettered"
-                }
-                ErrorKind::Transient => {
-                    let rung = usize::try_from(delivery.attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-                    let delay = context.settings.queue.retry_delay(rung);
-                    tracing::warn!(error = %error.message, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry");
-                    settle(delivery.retry(rung, &error.message).await);
-                    "retried"
-                }
+            if error.kind == ErrorKind::Permanent {
+                tracing::error!(error = %error.message, "permanent failure; dead-lettering");
+                let reason = format!("permanent failure: {}", error.message);
+                settle(delivery.dead_letter(&reason, Some(&error.message)).await);
+                "dead_lettered"
+            } else if parks {
+                tracing::error!(error = %error.message, attempts = delivery.attempt, "attempts exhausted; dead-lettering");
+                let reason = format!(
+                    "gave up after {} attempts; last error: {}",
+                    delivery.attempt, error.message
+                );
+                settle(delivery.dead_letter(&reason, Some(&error.message)).await);
+                "dead_lettered"
+            } else {
+                let rung = usize::try_from(delivery.attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+                let delay = context.settings.queue.retry_delay(rung);
+                tracing::warn!(error = %error.message, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry");
+                settle(delivery.retry(rung, &error.message).await);
+                "retried"
             }
         }
     }
 }
 
-/// Runs a store operation until it succeeds, backing off while the store is unreachable: a
-/// worker that cannot record must not act, and must not fail events for our own outage either.
-/// `None` when shutdown began first.
-async fn store_call<T, F, Fut>(context: &Context, what: &str, mut call: F) -> Option<T>
+/// Appends `record` to the audit trail, waiting while it cannot; false at shutdown.
+async fn audit(context: &Context, what: &str, record: NewRecord) -> bool {
+    persist(context, what, || context.audit.append(record.clone()))
+        .await
+        .is_some()
+}
+
+/// An audit record about `envelope`.
+fn record(envelope: &Envelope, kind: AuditKind, attempt: u32) -> NewRecord {
+    let mut record = NewRecord::new(envelope.id, kind);
+    record.account_id = envelope.subject.account_id.clone();
+    record.attempt = attempt;
+    record
+}
+
+/// Runs a store or audit write until it succeeds, backing off while it fails: a worker that
+/// cannot record must not act, and must not fail events for our own outage either. `None` when
+/// shutdown began first.
+async fn persist<T, E, F, Fut>(context: &Context, what: &str, mut call: F) -> Option<T>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut delay = Duration::from_millis(200);
     loop {

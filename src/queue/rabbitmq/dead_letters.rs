@@ -4,6 +4,8 @@
 //! Messages arrive here two ways: a worker parked them (with `x-gatehouse-dead-reason` and a
 //! dead id), or the broker did, after the work queue's delivery limit (`x-first-death-reason`).
 //! A message is acked only once its row is stored; the store being down leaves it in `.dead`.
+//! Messages the broker parked are also recorded in the audit trail here (the worker records the
+//! ones it parks itself).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +16,11 @@ use ring::digest;
 use tokio::task::JoinHandle;
 
 use super::{Shared, consumer, headers};
+use crate::audit::{AuditKind, AuditLog, NewRecord, Outcome};
 use crate::queue::embedded::subject_of;
 use crate::store::{DeadLetterRow, Store};
 
-pub(super) fn start(shared: Arc<Shared>, store: Store) -> JoinHandle<()> {
+pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinHandle<()> {
     let queue = shared.topology.dead_queue();
     let (mut deliveries, stop, task) = consumer::subscribe(shared.clone(), queue, 16, |raw| raw);
     tokio::spawn(async move {
@@ -30,7 +33,23 @@ pub(super) fn start(shared: Arc<Shared>, store: Store) -> JoinHandle<()> {
                 },
             };
             let row = dead_letter_row(&raw);
-            match store.insert_dead_letter(&row).await {
+            let parked_by_broker = raw
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|t| headers::text(t, headers::DEAD_REASON))
+                .is_none();
+            let recorded = async {
+                if parked_by_broker && let Ok(event_id) = row.event_id.parse::<ulid::Ulid>() {
+                    let mut record = NewRecord::new(event_id, AuditKind::DeadLettered);
+                    record.account_id = row.subject.clone().filter(|s| !s.starts_with("group:"));
+                    record.attempt = row.attempts;
+                    record.outcome = Outcome::error(row.reason.clone());
+                    audit.append(record).await.map_err(|e| e.to_string())?;
+                }
+                store.insert_dead_letter(&row).await.map_err(|e| e.to_string())
+            };
+            match recorded.await {
                 Ok(_) => {
                     tracing::warn!(
                         dead_letter = %row.id,

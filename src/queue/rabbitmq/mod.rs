@@ -208,8 +208,12 @@ impl RabbitQueue {
 
     /// Starts moving `.dead` into the store's dead letters (see [`dead_letters`]). Runs until
     /// the queue is closed.
-    pub fn start_dead_letter_recorder(&self, store: crate::store::Store) -> JoinHandle<()> {
-        dead_letters::start(self.shared.clone(), store)
+    pub fn start_dead_letter_recorder(
+        &self,
+        store: crate::store::Store,
+        audit: crate::audit::AuditLog,
+    ) -> JoinHandle<()> {
+        dead_letters::start(self.shared.clone(), store, audit)
     }
 }
 

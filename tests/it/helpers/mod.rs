@@ -104,6 +104,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub queue: Arc<dyn Queue>,
     pub store: Store,
+    pub audit: gatehouse::audit::AuditLog,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -137,6 +138,7 @@ impl TestApp {
         let addr = app.local_addr();
         let queue = app.queue();
         let store = app.store();
+        let audit = app.audit();
         let metrics = app.metrics();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
@@ -146,6 +148,7 @@ impl TestApp {
             settings,
             queue,
             store,
+            audit,
             metrics,
             shutdown,
             handle: Some(handle),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::scripted::{Scripted, Step};
-use super::{Backend, dead_letters, eventually, metric, publish, settings, worker};
+use super::{Backend, audit_kinds, dead_letters, eventually, metric, publish, settings, worker};
 use crate::helpers::{TcpProxy, TempDir};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -37,7 +37,7 @@ async fn a_transient_failure_twice_completes_on_the_third_attempt_after_the_ladd
     let processor = Scripted::new();
     processor.script("ann", vec![Step::Transient, Step::Transient]);
     let app = worker(settings(backend, &dir), processor.clone()).await;
-    publish(&app, "ann", "fact-ann").await;
+    let event_id = publish(&app, "ann", "fact-ann").await;
 
     eventually(LONG, "ann completed", || async {
         processor.completions("ann") == 1
@@ -57,6 +57,10 @@ async fn a_transient_failure_twice_completes_on_the_third_attempt_after_the_ladd
         calls[2].at - calls[1].at
     );
     assert!(dead_letters(&app).await.is_empty());
+    assert_eq!(
+        audit_kinds(&app, &event_id).await,
+        ["received", "failed", "failed"]
+    );
     assert_eq!(
         metric(&app, r#"gatehouse_worker_attempts_total{outcome="retried"}"#),
         2.0
@@ -95,6 +99,7 @@ async fn a_permanent_failure_is_dead_lettered_after_one_attempt_with_its_reason(
     assert_eq!(letter.history.len(), 1);
     assert_eq!(letter.first_failure_at, letter.last_failure_at);
     assert!(letter.first_failure_at.is_some());
+    assert_eq!(audit_kinds(&app, &event_id).await, ["received", "dead_lettered"]);
     eventually(LONG, "dead depth sampled", || async {
         metric(&app, r#"gatehouse_queue_depth{queue="dead"}"#) == 1.0
     })
@@ -139,18 +144,20 @@ async fn copies_of_one_fact_are_acted_on_once(backend: Backend) {
     let dir = TempDir::new();
     let processor = Scripted::new();
     let app = worker(settings(backend, &dir), processor.clone()).await;
-    publish(&app, "dave", "fact-dave").await;
+    let first = publish(&app, "dave", "fact-dave").await;
     eventually(LONG, "dave handled", || async {
         processor.completions("dave") == 1
     })
     .await;
     // The same fact again (another delivery of it, e.g. a webhook and a poll).
-    publish(&app, "dave", "fact-dave").await;
+    let copy = publish(&app, "dave", "fact-dave").await;
     eventually(LONG, "duplicate recorded", || async {
         metric(&app, r#"gatehouse_worker_attempts_total{outcome="duplicate"}"#) == 1.0
     })
     .await;
     assert_eq!(processor.calls("dave").len(), 1);
+    assert_eq!(audit_kinds(&app, &first).await, ["received"]);
+    assert_eq!(audit_kinds(&app, &copy).await, ["duplicate"]);
     app.stop().await;
 }
 
@@ -198,7 +205,7 @@ async fn replay_brings_a_dead_letter_back_and_it_completes(backend: Backend) {
     let processor = Scripted::new();
     processor.script("fred", vec![Step::Permanent]);
     let app = worker(settings(backend, &dir), processor.clone()).await;
-    publish(&app, "fred", "fact-fred").await;
+    let event_id = publish(&app, "fred", "fact-fred").await;
     eventually(LONG, "fred dead-lettered", || async {
         dead_letters(&app).await.len() == 1
     })
@@ -206,7 +213,7 @@ async fn replay_brings_a_dead_letter_back_and_it_completes(backend: Backend) {
     let letter = dead_letters(&app).await.remove(0);
 
     // The cause is fixed (the script has no more failures); replay.
-    gatehouse::queue::replay::replay(&app.store, app.queue.as_ref(), &letter)
+    gatehouse::queue::replay::replay(&app.audit, app.queue.as_ref(), &letter)
         .await
         .unwrap();
     eventually(LONG, "fred completed after replay", || async {
@@ -220,6 +227,10 @@ async fn replay_brings_a_dead_letter_back_and_it_completes(backend: Backend) {
     assert!(dead_letters(&app).await.is_empty());
     let (_, still_dead) = app.store.dead_letter(&letter.id).await.unwrap().unwrap();
     assert!(!still_dead);
+    assert_eq!(
+        audit_kinds(&app, &event_id).await,
+        ["received", "dead_lettered", "replayed", "received"]
+    );
     app.stop().await;
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod rabbitmq;
 pub mod scripted;
+mod store_outage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,4 +97,19 @@ pub fn metric(app: &TestApp, series: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// The kinds of the audit records about `event_id`, in order.
+pub async fn audit_kinds(app: &TestApp, event_id: &str) -> Vec<String> {
+    let query = gatehouse::audit::AuditQuery {
+        event_id: Some(event_id.parse().unwrap()),
+        limit: 1_000,
+        ..Default::default()
+    };
+    gatehouse::audit::query::query(&app.store, &query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.kind.as_str().to_owned())
+        .collect()
 }

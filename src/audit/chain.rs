@@ -1,0 +1,172 @@
+//! The hash chain: the canonical bytes of a record and the hash that links it to the one before.
+//!
+//! Anyone holding the records (from the store, `GET /audit`, an export or the stream) can check
+//! the chain without gatehouse, so the definition is exact:
+//!
+//! - **Canonical JSON** of a record is the JSON object of every [`AuditRecord`] field except
+//!   `hash` (`seq`, `id`, `time`, the writer's fields flattened, `prev_hash`), with
+//!   - absent optional fields left out (never `null`; `action.org_wide` only when true,
+//!     `warnings` only when non-empty), exactly as the record serializes;
+//!   - object keys sorted by their UTF-8 bytes, at every level;
+//!   - no whitespace; strings escaped minimally (`"`, `\`, and control characters, as
+//!     `\b \f \n \r \t` or `\u00XX`; everything else literal UTF-8); integers in decimal;
+//!   - `time` written as RFC 3339 UTC with exactly three fractional digits: `2026-05-01T12:00:00.000Z`.
+//!
+//!   This is what Python's `json.dumps(record, sort_keys=True, separators=(",", ":"),
+//!   ensure_ascii=False)` produces once `hash` is removed and `time` reformatted.
+//! - **`hash`** = lowercase hex of `SHA-256(prev_hash ‖ canonical)`, where `prev_hash` is the 64
+//!   ASCII hex characters of the previous record's hash and `‖` is concatenation.
+//! - The first record's `prev_hash` is [`GENESIS`], 64 zeros.
+//!
+//! Records carry millisecond time (the store keeps unix milliseconds), so a record read back
+//! hashes the same as when it was written.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use super::record::AuditRecord;
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The canonical bytes the hash covers (see the module docs).
+pub fn canonical(record: &AuditRecord) -> Result<Vec<u8>, serde_json::Error> {
+    let mut value = serde_json::to_value(record)?;
+    if let Value::Object(map) = &mut value {
+        map.remove("hash");
+        map.insert("time".to_owned(), Value::String(format_time(record.time)));
+    }
+    let mut out = Vec::with_capacity(512);
+    write_canonical(&value, &mut out)?;
+    Ok(out)
+}
+
+/// `hex(SHA-256(prev_hash ‖ canonical))`.
+pub fn compute_hash(prev_hash: &str, canonical: &[u8]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(prev_hash.as_bytes());
+    context.update(canonical);
+    hex::encode(context.finish().as_ref())
+}
+
+/// The hash `record` should carry, given its own `prev_hash`.
+pub fn hash_of(record: &AuditRecord) -> Result<String, serde_json::Error> {
+    Ok(compute_hash(&record.prev_hash, &canonical(record)?))
+}
+
+/// The time format of the canonical form: RFC 3339, UTC, milliseconds.
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `time` cut to whole milliseconds, the precision the store keeps.
+pub fn truncate_to_millis(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(time.timestamp_millis()).unwrap_or(time)
+}
+
+/// Is `value` a well-formed hash (64 lowercase hex digits)?
+pub fn is_hash(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                write_canonical(value, out)?;
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out)?;
+            }
+            out.push(b']');
+        }
+        // Scalars: serde_json's compact output is already the canonical one.
+        scalar => serde_json::to_writer(&mut *out, scalar)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{ActionRef, AuditKind, NewRecord, Outcome};
+
+    fn sample() -> AuditRecord {
+        let mut record = NewRecord::new("01J0000000000000000000000A".parse().unwrap(), AuditKind::Executed);
+        record.account_id = Some("557058:abc".into());
+        record.handler = Some("deprovision".into());
+        record.action = Some(ActionRef {
+            action_type: "confluence.remove_member".into(),
+            target: "group:g1/account:557058:abc".into(),
+            org_wide: false,
+        });
+        record.outcome = Outcome {
+            status: "ok".into(),
+            http_status: Some(204),
+            error: None,
+        };
+        record.warnings = vec!["naïve \"quote\"\n".into()];
+        AuditRecord {
+            seq: 7,
+            id: "01J0000000000000000000000B".parse().unwrap(),
+            time: DateTime::from_timestamp_millis(1_777_777_777_000).unwrap(),
+            record,
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn canonical_form_is_sorted_compact_and_fixed_millis() {
+        let canonical = String::from_utf8(canonical(&sample()).unwrap()).unwrap();
+        assert_eq!(
+            canonical,
+            r#"{"account_id":"557058:abc","action":{"target":"group:g1/account:557058:abc","type":"confluence.remove_member"},"attempt":1,"dry_run":false,"event_id":"01J0000000000000000000000A","handler":"deprovision","id":"01J0000000000000000000000B","kind":"executed","outcome":{"http_status":204,"status":"ok"},"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","seq":7,"time":"2026-05-03T03:09:37.000Z","warnings":["naïve \"quote\"\n"]}"#
+        );
+    }
+
+    #[test]
+    fn hash_matches_an_independent_implementation() {
+        // Computed with Python: hashlib.sha256((prev_hash + json.dumps(record, sort_keys=True,
+        // separators=(",", ":"), ensure_ascii=False)).encode()).hexdigest()
+        assert_eq!(
+            hash_of(&sample()).unwrap(),
+            "71e2d229a7673f7cb7f1e22b72c2913ed59c80bbc56ed6f07d295cf6ab51dc60"
+        );
+    }
+
+    #[test]
+    fn the_hash_field_itself_is_not_covered() {
+        let mut record = sample();
+        let before = hash_of(&record).unwrap();
+        record.hash = "anything".into();
+        assert_eq!(hash_of(&record).unwrap(), before);
+        record.record.attempt = 2;
+        assert_ne!(hash_of(&record).unwrap(), before);
+    }
+
+    #[test]
+    fn hash_shape() {
+        assert!(is_hash(GENESIS));
+        assert!(is_hash(&compute_hash(GENESIS, b"{}")));
+        assert!(!is_hash("ABC"));
+    }
+}

@@ -1,0 +1,284 @@
+//! Keyed hashing of personal data before it is written, in the manner of Vault's audit hashing:
+//! a value is replaced by `hmac-sha256:<hex>` (HMAC-SHA256 under `[audit] hash_key`), so the trail
+//! can still be searched for a person (`gatehouse audit hash alice@example.com` gives the string
+//! to look for) without holding their email or name in clear.
+//!
+//! What is hashed, in every free-text field of a record ([`NewRecord::free_text_mut`]: handler,
+//! action type and target, outcome status and error, request id, warnings):
+//! - `email`: anything shaped like an email address (`local@domain.tld`), found by scanning;
+//!   lowercased before hashing, so the same address always gives the same hash;
+//! - `display_name`: names the writer marked with [`pii`] (a display name cannot be recognized
+//!   in free text, so the writer says where it is); trimmed before hashing.
+//!
+//! `account_id` is never hashed: it is an opaque Atlassian id, not personal data by itself, and
+//! the key that queries by person use. Without a `hash_key` (or for a kind not listed in
+//! `hash_fields`) values are written as they are and the [`pii`] markers are simply removed.
+
+use std::collections::HashSet;
+
+use ring::hmac;
+
+use super::record::NewRecord;
+use crate::config::{AuditSettings, PiiKind, Secret};
+
+/// Opens a span of personal data in free text (see [`pii`]).
+const PII_START: char = '\u{2}';
+/// Closes it.
+const PII_END: char = '\u{3}';
+
+/// The prefix of every hashed value.
+pub const HASH_PREFIX: &str = "hmac-sha256:";
+
+/// Marks `value` (a display name) as personal data inside a writer's free text, e.g.
+/// `format!("added {} to group", audit::pii(&name))`. The audit log replaces the marked span with
+/// its HMAC, or with the plain value when hashing is off.
+pub fn pii(value: &str) -> String {
+    let clean: String = value
+        .chars()
+        .filter(|c| *c != PII_START && *c != PII_END)
+        .collect();
+    format!("{PII_START}{clean}{PII_END}")
+}
+
+/// Applies `[audit] hash_key` / `hash_fields` to records.
+#[derive(Clone)]
+pub struct PiiHasher {
+    key: Option<hmac::Key>,
+    kinds: HashSet<PiiKind>,
+}
+
+impl std::fmt::Debug for PiiHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PiiHasher")
+            .field("keyed", &self.key.is_some())
+            .field("kinds", &self.kinds)
+            .finish()
+    }
+}
+
+impl PiiHasher {
+    pub fn new(settings: &AuditSettings) -> Self {
+        PiiHasher {
+            key: settings.hash_key.as_ref().map(key_of),
+            kinds: settings.hash_fields.iter().copied().collect(),
+        }
+    }
+
+    fn hashes(&self, kind: PiiKind) -> Option<&hmac::Key> {
+        self.key.as_ref().filter(|_| self.kinds.contains(&kind))
+    }
+
+    /// Rewrites every free-text field of `record`.
+    pub fn apply_record(&self, record: &mut NewRecord) {
+        for text in record.free_text_mut() {
+            if text.contains('@') || text.contains(PII_START) {
+                *text = self.apply(text);
+            }
+        }
+    }
+
+    /// Rewrites one text: marked names first, then email addresses.
+    pub fn apply(&self, text: &str) -> String {
+        let unmarked = replace_marked(text, |name| match self.hashes(PiiKind::DisplayName) {
+            Some(key) => hash_with(key, PiiKind::DisplayName, name),
+            None => name.to_owned(),
+        });
+        match self.hashes(PiiKind::Email) {
+            Some(key) => replace_emails(&unmarked, |email| hash_with(key, PiiKind::Email, email)),
+            None => unmarked,
+        }
+    }
+}
+
+/// What `value` is written as under `key`: `hmac-sha256:<hex>` (for `gatehouse audit hash`).
+/// An email is recognized by its shape and lowercased first; anything else is a display name.
+pub fn lookup(key: &Secret, value: &str) -> String {
+    let value = value.trim();
+    let kind = if is_email(value) {
+        PiiKind::Email
+    } else {
+        PiiKind::DisplayName
+    };
+    hash_with(&key_of(key), kind, value)
+}
+
+fn key_of(secret: &Secret) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes())
+}
+
+fn hash_with(key: &hmac::Key, kind: PiiKind, value: &str) -> String {
+    let normalized = match kind {
+        PiiKind::Email => value.trim().to_lowercase(),
+        PiiKind::DisplayName => value.trim().to_owned(),
+    };
+    let tag = hmac::sign(key, normalized.as_bytes());
+    format!("{HASH_PREFIX}{}", hex::encode(tag.as_ref()))
+}
+
+/// Replaces each `PII_START…PII_END` span with `f(inner)`; a dangling start marker covers the rest
+/// of the text (fail towards hiding), stray end markers are dropped.
+fn replace_marked(text: &str, f: impl Fn(&str) -> String) -> String {
+    if !text.contains(PII_START) && !text.contains(PII_END) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(PII_START) {
+        out.extend(rest[..start].chars().filter(|c| *c != PII_END));
+        let after = &rest[start + PII_START.len_utf8()..];
+        match after.find(PII_END) {
+            Some(end) => {
+                out.push_str(&f(&after[..end]));
+                rest = &after[end + PII_END.len_utf8()..];
+            }
+            None => {
+                out.push_str(&f(after));
+                rest = "";
+            }
+        }
+    }
+    out.extend(rest.chars().filter(|c| *c != PII_END));
+    out
+}
+
+fn is_local_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._%+-'".contains(&b)
+}
+
+fn is_domain_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'-'
+}
+
+/// The span of an email address around the `@` at `at`, if there is one.
+fn email_at(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut start = at;
+    while start > 0 && is_local_char(bytes[start - 1]) {
+        start -= 1;
+    }
+    let mut end = at + 1;
+    while end < bytes.len() && is_domain_char(bytes[end]) {
+        end += 1;
+    }
+    while end > at + 1 && matches!(bytes[end - 1], b'.' | b'-') {
+        end -= 1;
+    }
+    while start < at && bytes[start] == b'.' {
+        start += 1;
+    }
+    let local = &bytes[start..at];
+    let domain = &bytes[at + 1..end];
+    let tld = domain.rsplit(|b| *b == b'.').next().unwrap_or_default();
+    let ok = !local.is_empty()
+        && domain.contains(&b'.')
+        && !domain.starts_with(b".")
+        && !domain.windows(2).any(|w| w == b"..")
+        && tld.len() >= 2
+        && tld.iter().all(u8::is_ascii_alphabetic);
+    ok.then_some((start, end))
+}
+
+fn is_email(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    value
+        .find('@')
+        .and_then(|at| email_at(bytes, at))
+        .is_some_and(|(start, end)| start == 0 && end == bytes.len())
+}
+
+/// Replaces every email address in `text` with `f(address)`.
+fn replace_emails(text: &str, f: impl Fn(&str) -> String) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(offset) = text[search..].find('@') {
+        let at = search + offset;
+        match email_at(bytes, at) {
+            // The span is ASCII, so its ends are char boundaries.
+            Some((start, end)) if start >= copied => {
+                out.push_str(&text[copied..start]);
+                out.push_str(&f(&text[start..end]));
+                copied = end;
+                search = end;
+            }
+            _ => search = at + 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher(kinds: &[PiiKind]) -> PiiHasher {
+        PiiHasher::new(&AuditSettings {
+            hash_key: Some(Secret::new("0123456789abcdef-test-key")),
+            hash_fields: kinds.to_vec(),
+            ..AuditSettings::default()
+        })
+    }
+
+    #[test]
+    fn emails_are_found_and_hashed_case_insensitively() {
+        let h = hasher(&[PiiKind::Email]);
+        let out = h.apply("removed Alice.Smith+x@Example.COM from group (bob@example.org).");
+        let alice = lookup(
+            &Secret::new("0123456789abcdef-test-key"),
+            "alice.smith+x@example.com",
+        );
+        let bob = lookup(&Secret::new("0123456789abcdef-test-key"), "bob@example.org");
+        assert_eq!(out, format!("removed {alice} from group ({bob})."));
+        assert!(alice.starts_with(HASH_PREFIX) && alice.len() == HASH_PREFIX.len() + 64);
+    }
+
+    #[test]
+    fn non_emails_are_left_alone() {
+        let h = hasher(&[PiiKind::Email]);
+        for text in [
+            "a@b",
+            "user@localhost",
+            "@example.com",
+            "x@.com",
+            "v1.2@3.4",
+            "no at all",
+        ] {
+            assert_eq!(h.apply(text), text);
+        }
+    }
+
+    #[test]
+    fn marked_names_are_hashed_or_unmarked() {
+        let text = format!("renamed to {} ok", pii(" Zoë Example "));
+        let hashed = hasher(&[PiiKind::DisplayName]).apply(&text);
+        let expected = lookup(&Secret::new("0123456789abcdef-test-key"), "Zoë Example");
+        assert_eq!(hashed, format!("renamed to {expected} ok"));
+        let plain = hasher(&[]).apply(&text);
+        assert_eq!(plain, "renamed to  Zoë Example  ok");
+        let unkeyed = PiiHasher::new(&AuditSettings::default()).apply(&text);
+        assert_eq!(unkeyed, plain);
+    }
+
+    #[test]
+    fn a_dangling_marker_hides_the_rest() {
+        let h = hasher(&[PiiKind::DisplayName]);
+        let out = h.apply(&format!("x {PII_START}Secret Name"));
+        assert!(out.starts_with("x hmac-sha256:"), "{out}");
+        assert!(!out.contains("Secret Name"));
+    }
+
+    #[test]
+    fn records_are_rewritten_except_account_id() {
+        let h = hasher(&[PiiKind::Email, PiiKind::DisplayName]);
+        let mut record = NewRecord::new(ulid::Ulid::nil(), crate::audit::AuditKind::Executed);
+        record.account_id = Some("acc@example.com".into());
+        record.outcome = crate::audit::Outcome::error("user carol@example.com not found");
+        record.warnings = vec![format!("name {}", pii("Carol"))];
+        h.apply_record(&mut record);
+        assert_eq!(record.account_id.as_deref(), Some("acc@example.com"));
+        let error = record.outcome.error.unwrap();
+        assert!(!error.contains("carol"), "{error}");
+        assert!(!record.warnings[0].contains("Carol"));
+    }
+}

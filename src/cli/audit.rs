@@ -1,0 +1,489 @@
+//! `gatehouse audit …`: read, follow, export and verify the audit trail from the store, and look up
+//! the hash an email or display name is recorded under.
+//!
+//! Exit codes: 0 fine; 1 the store cannot be read; 2 configuration error (e.g. `hash` without
+//! `[audit] hash_key`); 3 `verify` found a broken link (named on stderr).
+//!
+//! Times (`--since`, `--until`, `--from`) are RFC 3339 (`2026-05-01T12:00:00Z`), a date
+//! (`2026-05-01`, midnight UTC) or an age (`15m`, `24h`, `7d`: that long ago).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_CONFIG;
+use crate::audit::ocsf::to_ocsf;
+use crate::audit::query::{AuditQuery, first_seq_since, query};
+use crate::audit::{AuditKind, AuditRecord, hashing, log::parse_kind, verify};
+use crate::config::Settings;
+use crate::store::Store;
+
+/// `verify` found a broken link.
+pub const EXIT_CHAIN_BROKEN: u8 = 3;
+
+/// Records read per query when streaming many out.
+const BATCH: usize = 1_000;
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print records in order, from a point in the trail; with --follow, keep printing new ones.
+    Tail {
+        /// Start at this seq (a number) or time; default: the last 10 records.
+        #[arg(long)]
+        from: Option<String>,
+        /// Keep waiting for new records (Ctrl-C stops).
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+    },
+    /// Print the records matching every filter given.
+    Query {
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long)]
+        event_id: Option<String>,
+        /// One or more kinds, comma-separated (received, executed, failed, …).
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Only records after this seq (paging).
+        #[arg(long)]
+        after_seq: Option<u64>,
+        /// At most this many records (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Write the whole trail (or a time range) as JSON lines or OCSF events.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Walk the hash chain and name the first broken link; exit 3 on any break.
+    Verify {
+        /// Start at this seq, trusting the hash of the one before.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// Print what VALUE (an email or display name) is recorded as under `[audit] hash_key`.
+    Hash { value: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Jsonl,
+    Ocsf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Ocsf,
+}
+
+pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
+    if let AuditCommand::Hash { value } = &args.command {
+        return match &settings.audit.hash_key {
+            Some(key) => {
+                println!("{}", hashing::lookup(key, value));
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("config error: audit.hash_key: not set; records are not hashed");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+    let result = async {
+        let store = Store::connect(&settings.store)
+            .await
+            .context("opening the store")?;
+        let code = match args.command {
+            AuditCommand::Tail { from, follow, format } => tail(&store, from, follow, format).await,
+            AuditCommand::Query {
+                account_id,
+                event_id,
+                kind,
+                since,
+                until,
+                after_seq,
+                limit,
+                format,
+            } => {
+                let query = AuditQuery {
+                    account_id,
+                    event_id: event_id
+                        .map(|e| e.parse().context("--event-id must be a ULID"))
+                        .transpose()?,
+                    kinds: parse_kinds(&kind)?,
+                    since: since.as_deref().map(parse_time).transpose()?,
+                    until: until.as_deref().map(parse_time).transpose()?,
+                    after_seq,
+                    limit,
+                };
+                let records = query_all(&store, query).await?;
+                let mut out = Output::stdout();
+                if format == Format::Table {
+                    out.line(&table_header())?;
+                }
+                for record in &records {
+                    out.record(record, format)?;
+                }
+                out.flush()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Export {
+                format,
+                since,
+                until,
+                output,
+            } => {
+                let query = AuditQuery {
+                    since: since.as_deref().map(parse_time).transpose()?,
+                    until: until.as_deref().map(parse_time).transpose()?,
+                    ..AuditQuery::default()
+                };
+                let mut out = match &output {
+                    Some(path) => Output::file(path)?,
+                    None => Output::stdout(),
+                };
+                let format = match format {
+                    ExportFormat::Jsonl => Format::Jsonl,
+                    ExportFormat::Ocsf => Format::Ocsf,
+                };
+                let count = export(&store, query, format, &mut out).await?;
+                out.flush()?;
+                if output.is_some() {
+                    eprintln!("exported {count} records");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Verify { from } => verify_chain(&store, from).await,
+            AuditCommand::Hash { .. } => Ok(ExitCode::SUCCESS),
+        };
+        store.close().await;
+        code
+    }
+    .await;
+    match result {
+        Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn parse_kinds(kinds: &[String]) -> anyhow::Result<Vec<AuditKind>> {
+    kinds
+        .iter()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| parse_kind(k.trim()).map_err(|e| anyhow::anyhow!("--kind: {e}")))
+        .collect()
+}
+
+/// RFC 3339, a date (midnight UTC), or an age (`90s`, `15m`, `24h`, `7d`) before now.
+pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(midnight) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc());
+    }
+    let unit = text.chars().last().unwrap_or(' ');
+    let amount: Option<i64> = text[..text.len() - unit.len_utf8().min(text.len())].parse().ok();
+    let seconds = match (amount, unit) {
+        (Some(n), 's') => Some(n),
+        (Some(n), 'm') => n.checked_mul(60),
+        (Some(n), 'h') => n.checked_mul(3_600),
+        (Some(n), 'd') => n.checked_mul(86_400),
+        _ => None,
+    };
+    seconds
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .with_context(|| {
+            format!("`{text}` is not a time (RFC 3339, YYYY-MM-DD, or an age like 15m, 24h, 7d)")
+        })
+}
+
+/// Every record `query` selects (its `limit` applies; 0 = all), read in batches.
+async fn query_all(store: &Store, mut query_spec: AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+    let wanted = query_spec.limit;
+    let mut records = Vec::new();
+    loop {
+        let left = if wanted == 0 {
+            BATCH
+        } else {
+            (wanted - records.len()).min(BATCH)
+        };
+        if left == 0 {
+            break;
+        }
+        query_spec.limit = left;
+        let batch = query(store, &query_spec)
+            .await
+            .context("reading the audit trail")?;
+        let done = batch.len() < left;
+        query_spec.after_seq = batch.last().map(|r| r.seq).or(query_spec.after_seq);
+        records.extend(batch);
+        if done {
+            break;
+        }
+    }
+    Ok(records)
+}
+
+async fn export(
+    store: &Store,
+    mut query_spec: AuditQuery,
+    format: Format,
+    out: &mut Output,
+) -> anyhow::Result<u64> {
+    let mut count = 0;
+    loop {
+        query_spec.limit = BATCH;
+        let batch = query(store, &query_spec)
+            .await
+            .context("reading the audit trail")?;
+        for record in &batch {
+            out.record(record, format)?;
+            count += 1;
+        }
+        match batch.last() {
+            Some(last) if batch.len() == BATCH => query_spec.after_seq = Some(last.seq),
+            _ => return Ok(count),
+        }
+    }
+}
+
+async fn tail(store: &Store, from: Option<String>, follow: bool, format: Format) -> anyhow::Result<ExitCode> {
+    let (head, _) = crate::audit::log::head(store)
+        .await
+        .context("reading the audit head")?;
+    let after = match from.as_deref() {
+        None => head.saturating_sub(10),
+        Some(text) => match text.parse::<u64>() {
+            Ok(seq) => seq.saturating_sub(1),
+            Err(_) => {
+                let time = parse_time(text)?;
+                match first_seq_since(store, time).await? {
+                    Some(seq) => seq - 1,
+                    None => head,
+                }
+            }
+        },
+    };
+    let shutdown = CancellationToken::new();
+    if follow {
+        tokio::spawn(super::cancel_on_signal(shutdown.clone()));
+    }
+    let mut out = Output::stdout();
+    if format == Format::Table {
+        out.line(&table_header())?;
+    }
+    let mut query_spec = AuditQuery {
+        after_seq: Some(after),
+        limit: BATCH,
+        ..AuditQuery::default()
+    };
+    loop {
+        let batch = query(store, &query_spec)
+            .await
+            .context("reading the audit trail")?;
+        for record in &batch {
+            out.record(record, format)?;
+        }
+        out.flush()?;
+        if let Some(last) = batch.last() {
+            query_spec.after_seq = Some(last.seq);
+        }
+        if batch.len() == BATCH {
+            continue;
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
+    let (head, _) = crate::audit::log::head(store)
+        .await
+        .context("reading the audit head")?;
+    let total = head.saturating_sub(from.max(1) - 1);
+    let bar = if std::io::stderr().is_terminal() && total > 0 {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "verifying {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let step = (total / 10).max(100_000);
+    let report = verify(store, from, |seq| match &bar {
+        Some(bar) => bar.inc(1),
+        None if (seq + 1 - from.max(1)).is_multiple_of(step) => eprintln!("verified {seq} of {head}"),
+        None => {}
+    })
+    .await
+    .context("reading the audit trail")?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match &report.broken {
+        None => {
+            println!(
+                "chain intact: {} records checked (seq {}..={}), head hash {}",
+                report.checked, report.from, report.head_seq, report.head_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(broken) => {
+            eprintln!(
+                "chain BROKEN at {broken} ({} records before it verified)",
+                report.checked
+            );
+            Ok(ExitCode::from(EXIT_CHAIN_BROKEN))
+        }
+    }
+}
+
+fn table_header() -> String {
+    format!(
+        "{:>8}  {:<24}  {:<13}  {:<26}  {:<24}  {:<32}  {}",
+        "SEQ", "TIME", "KIND", "EVENT", "ACCOUNT", "ACTION", "OUTCOME"
+    )
+}
+
+fn table_row(record: &AuditRecord) -> String {
+    let r = &record.record;
+    let action = r
+        .action
+        .as_ref()
+        .map(|a| format!("{} {}", a.action_type, a.target))
+        .unwrap_or_default();
+    let mut outcome = r.outcome.status.clone();
+    if let Some(code) = r.outcome.http_status {
+        outcome.push_str(&format!(" {code}"));
+    }
+    if let Some(error) = &r.outcome.error {
+        outcome.push_str(&format!(": {error}"));
+    }
+    if r.dry_run {
+        outcome.push_str(" (dry run)");
+    }
+    format!(
+        "{:>8}  {:<24}  {:<13}  {:<26}  {:<24}  {:<32}  {}",
+        record.seq,
+        crate::audit::chain::format_time(record.time),
+        r.kind.as_str(),
+        r.event_id.to_string(),
+        r.account_id.as_deref().unwrap_or("-"),
+        action,
+        outcome
+    )
+}
+
+/// Buffered output that reports a closed pipe as an error the caller can recognize.
+struct Output {
+    writer: Box<dyn Write>,
+}
+
+impl Output {
+    fn stdout() -> Self {
+        Output {
+            writer: Box::new(std::io::BufWriter::new(std::io::stdout())),
+        }
+    }
+
+    fn file(path: &PathBuf) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Output {
+            writer: Box::new(std::io::BufWriter::new(file)),
+        })
+    }
+
+    fn line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.writer.write_all(line.as_bytes())?;
+        self.writer.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn record(&mut self, record: &AuditRecord, format: Format) -> anyhow::Result<()> {
+        let line = match format {
+            Format::Table => table_row(record),
+            Format::Jsonl => serde_json::to_string(record)?,
+            Format::Ocsf => serde_json::to_string(&to_ocsf(record))?,
+        };
+        self.line(&line)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(
+            parse_time("2026-05-01T12:00:00Z").unwrap().to_rfc3339(),
+            "2026-05-01T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-05-01").unwrap().to_rfc3339(),
+            "2026-05-01T00:00:00+00:00"
+        );
+        let ago = Utc::now() - parse_time("2h").unwrap();
+        assert!((ago.num_seconds() - 7_200).abs() < 5);
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("").is_err());
+    }
+}

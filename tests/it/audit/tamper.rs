@@ -1,0 +1,207 @@
+//! Editing, deleting or reordering any row makes `verify` fail at that row, on both databases.
+//! The append-only triggers are dropped first, as an intruder with database access would.
+
+use gatehouse::audit::{BreakReason, verify};
+use gatehouse::store::{Backend, Store};
+use sqlx::AssertSqlSafe;
+
+use super::{fill, open_store, sqlite_url};
+use crate::helpers::TempDir;
+use crate::store::PgDatabase;
+
+const N: usize = 10;
+
+async fn exec(store: &Store, sql: &str) {
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn disable_guards(store: &Store) {
+    match store.backend() {
+        Backend::Sqlite => {
+            exec(store, "DROP TRIGGER audit_records_no_update").await;
+            exec(store, "DROP TRIGGER audit_records_no_delete").await;
+        }
+        Backend::Postgres => exec(store, "ALTER TABLE audit_records DISABLE TRIGGER USER").await,
+    }
+}
+
+/// What an intruder does, and where `verify` must say the chain breaks.
+struct Case {
+    name: &'static str,
+    sql: &'static [&'static str],
+    seq: u64,
+    reason: fn(&BreakReason) -> bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "edit a field",
+        sql: &["UPDATE audit_records SET outcome_status = 'forged' WHERE seq = 5"],
+        seq: 5,
+        reason: |r| matches!(r, BreakReason::HashMismatch { .. }),
+    },
+    Case {
+        name: "edit the time",
+        sql: &["UPDATE audit_records SET time = time + 1 WHERE seq = 2"],
+        seq: 2,
+        reason: |r| matches!(r, BreakReason::HashMismatch { .. }),
+    },
+    Case {
+        name: "edit the first record",
+        sql: &["UPDATE audit_records SET account_id = 'someone-else' WHERE seq = 1"],
+        seq: 1,
+        reason: |r| matches!(r, BreakReason::HashMismatch { .. }),
+    },
+    Case {
+        name: "delete a row",
+        sql: &["DELETE FROM audit_records WHERE seq = 5"],
+        seq: 5,
+        reason: |r| *r == BreakReason::Missing,
+    },
+    Case {
+        name: "delete the last row",
+        sql: &["DELETE FROM audit_records WHERE seq = 10"],
+        seq: 10,
+        reason: |r| *r == BreakReason::Missing,
+    },
+    Case {
+        name: "delete the last row and rewind the head",
+        sql: &[
+            "DELETE FROM audit_records WHERE seq = 10",
+            "UPDATE audit_head SET seq = 9, hash = 'forged' WHERE id = 1",
+        ],
+        seq: 9,
+        reason: |r| matches!(r, BreakReason::HeadMismatch { .. }),
+    },
+    Case {
+        name: "swap two rows",
+        sql: &[
+            "UPDATE audit_records SET seq = -4 WHERE seq = 4",
+            "UPDATE audit_records SET seq = 4 WHERE seq = 3",
+            "UPDATE audit_records SET seq = 3 WHERE seq = -4",
+        ],
+        seq: 3,
+        reason: |r| *r == BreakReason::Reordered { links_to: 4 },
+    },
+    Case {
+        name: "edit a row and its stored hash",
+        sql: &[
+            "UPDATE audit_records SET outcome_status = 'forged', hash = 'a' || substr(hash, 2) WHERE seq = 6",
+        ],
+        seq: 6,
+        reason: |r| matches!(r, BreakReason::HashMismatch { .. }),
+    },
+    Case {
+        name: "break a link",
+        sql: &[
+            "UPDATE audit_records SET prev_hash = '0000000000000000000000000000000000000000000000000000000000000001' WHERE seq = 7",
+        ],
+        seq: 7,
+        reason: |r| matches!(r, BreakReason::PrevHashMismatch { .. }),
+    },
+    Case {
+        name: "make a row unreadable",
+        sql: &["UPDATE audit_records SET kind = 'invented' WHERE seq = 8"],
+        seq: 8,
+        reason: |r| matches!(r, BreakReason::Unreadable(_)),
+    },
+];
+
+async fn run_case(store: Store, case: &Case) {
+    fill(&store, N).await;
+    let clean = verify(&store, 1, |_| {}).await.unwrap();
+    assert!(clean.is_intact(), "{}: {clean:?}", case.name);
+    disable_guards(&store).await;
+    for sql in case.sql {
+        exec(&store, sql).await;
+    }
+    let report = verify(&store, 1, |_| {}).await.unwrap();
+    let broken = report
+        .broken
+        .unwrap_or_else(|| panic!("{}: verify did not notice", case.name));
+    assert_eq!(broken.seq, case.seq, "{}: {broken}", case.name);
+    assert!((case.reason)(&broken.reason), "{}: {broken}", case.name);
+    // Everything before the break verified (for a head mismatch, every record did).
+    let before = if matches!(broken.reason, BreakReason::HeadMismatch { .. }) {
+        case.seq
+    } else {
+        case.seq - 1
+    };
+    assert_eq!(report.checked, before, "{}", case.name);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_verify_names_the_tampered_row() {
+    for case in CASES {
+        let dir = TempDir::new();
+        run_case(open_store(&sqlite_url(&dir)).await, case).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_verify_names_the_tampered_row() {
+    for case in CASES {
+        let db = PgDatabase::create().await;
+        run_case(open_store(&db.url).await, case).await;
+        db.drop_now().await;
+    }
+}
+
+#[tokio::test]
+async fn the_table_refuses_updates_and_deletes() {
+    let dir = TempDir::new();
+    let store = open_store(&sqlite_url(&dir)).await;
+    fill(&store, 3).await;
+    for sql in [
+        "UPDATE audit_records SET outcome_status = 'x' WHERE seq = 1",
+        "DELETE FROM audit_records WHERE seq = 1",
+    ] {
+        let error = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    store.close().await;
+
+    let db = PgDatabase::create().await;
+    let store = open_store(&db.url).await;
+    fill(&store, 3).await;
+    for sql in [
+        "UPDATE audit_records SET outcome_status = 'x' WHERE seq = 1",
+        "DELETE FROM audit_records WHERE seq = 1",
+        "TRUNCATE audit_records",
+    ] {
+        let error = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn verify_from_a_seq_trusts_the_record_before_it() {
+    let dir = TempDir::new();
+    let store = open_store(&sqlite_url(&dir)).await;
+    fill(&store, N).await;
+    disable_guards(&store).await;
+    exec(
+        &store,
+        "UPDATE audit_records SET outcome_status = 'forged' WHERE seq = 3",
+    )
+    .await;
+    let from_start = verify(&store, 1, |_| {}).await.unwrap();
+    assert_eq!(from_start.broken.unwrap().seq, 3);
+    let mut seen = Vec::new();
+    let later = verify(&store, 5, |seq| seen.push(seq)).await.unwrap();
+    assert!(later.is_intact(), "{later:?}");
+    assert_eq!(seen, (5..=N as u64).collect::<Vec<_>>());
+    store.close().await;
+}
