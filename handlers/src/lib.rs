@@ -1,10 +1,17 @@
 //! gatehouse's domain, free of I/O.
 //!
 //! This crate holds what gatehouse *means*: the event model every queued message carries
-//! ([`event`]) and the read-only view of Atlassian that handlers consult ([`ports`]). It knows nothing of HTTP, AMQP or SQL; the runtime in the `gatehouse` package
+//! ([`event`]), the read-only view of Atlassian that handlers consult ([`ports`]), the
+//! [`handler::Handler`] trait and the [`plan::Plan`]s handlers return, and the reactions
+//! themselves ([`policy`]). It knows nothing of HTTP, AMQP or SQL; the runtime in the `gatehouse` package
 //! depends on it, never the other way round, so everything here is testable without a network.
 
 pub mod event;
+pub mod handler;
+pub mod plan;
+pub mod policy;
 pub mod ports;
 
 pub use event::{Actor, Delivery, Envelope, EventType, GroupRef, Scheme, Subject, Tenant, UnknownEventType};
+pub use handler::{Handler, Ports};
+pub use plan::{Action, Danger, Plan, PlannedAction};

@@ -119,5 +119,8 @@ pub struct ScimGroup {
 pub trait ScimDirectory: Send + Sync {
     async fn user_by_user_name(&self, user_name: &str) -> Result<Option<ScimUser>, PortError>;
     async fn user_by_external_id(&self, external_id: &str) -> Result<Option<ScimUser>, PortError>;
+    /// The SCIM user linked to an Atlassian account. SCIM cannot filter on it, so
+    /// implementations may have to list the directory.
+    async fn user_by_account_id(&self, account_id: &str) -> Result<Option<ScimUser>, PortError>;
     async fn group_by_display_name(&self, display_name: &str) -> Result<Option<ScimGroup>, PortError>;
 }

@@ -1,0 +1,101 @@
+//! A person leaves: take their Confluence group memberships away (keeping the keep-list), and,
+//! only where the policy opted in, deactivate them organization-wide.
+//!
+//! A deactivation event may be stale: webhooks are best effort, polls lag, and a deactivation can
+//! arrive after the reactivation that undid it. So the account's current status is read first;
+//! an account that is active again is left alone.
+
+use super::{Policy, account_of};
+use crate::event::{Envelope, EventType};
+use crate::handler::Ports;
+use crate::plan::{Action, Plan};
+use crate::ports::{AccountStatus, PortError};
+
+/// False (with a note on the plan) when a `user.deactivated` event is stale.
+pub(super) async fn still_deactivated(
+    envelope: &Envelope,
+    ports: &Ports<'_>,
+    plan: &mut Plan,
+) -> Result<bool, PortError> {
+    if envelope.event_type != EventType::UserDeactivated {
+        return Ok(true);
+    }
+    let account = account_of(envelope)?;
+    match ports.confluence.account_status(account).await? {
+        Some(AccountStatus::Active) => {
+            plan.note = Some(format!(
+                "account {account} is active now: this deactivation is stale (a newer reactivation wins), nothing to do"
+            ));
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
+
+pub(super) async fn remove_from_all_groups(
+    policy: &Policy,
+    envelope: &Envelope,
+    ports: &Ports<'_>,
+    plan: &mut Plan,
+) -> Result<(), PortError> {
+    let account = account_of(envelope)?;
+    let groups = ports.confluence.groups_of(account).await?;
+    let keep = &policy.config.keep_groups;
+    for group in groups {
+        if keep.iter().any(|k| k == &group.name) {
+            continue;
+        }
+        plan.push(
+            Action::ConfluenceRemoveMember {
+                group_id: group.id,
+                group_name: group.name.clone(),
+                account_id: account.to_owned(),
+            },
+            format!(
+                "{}: {account} loses access to `{}`",
+                envelope.event_type, group.name
+            ),
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn scim_deactivate(
+    envelope: &Envelope,
+    ports: &Ports<'_>,
+    plan: &mut Plan,
+) -> Result<(), PortError> {
+    let account = account_of(envelope)?;
+    let scim = ports.scim("scim.deactivate")?;
+    match scim.user_by_account_id(account).await? {
+        Some(user) if user.active => plan.push(
+            Action::ScimDeactivate {
+                user_id: user.id,
+                account_id: Some(account.to_owned()),
+            },
+            format!(
+                "{}: deactivate {account} in the identity directory (organization-wide)",
+                envelope.event_type
+            ),
+        ),
+        Some(_) => {}
+        None => plan.warnings.push(format!(
+            "no SCIM user is linked to account {account}: nothing to deactivate there"
+        )),
+    }
+    Ok(())
+}
+
+pub(super) fn lifecycle_disable(envelope: &Envelope, plan: &mut Plan) -> Result<(), PortError> {
+    let account = account_of(envelope)?;
+    plan.push(
+        Action::LifecycleDisable {
+            account_id: account.to_owned(),
+        },
+        format!(
+            "{}: disable managed account {account} (organization-wide)",
+            envelope.event_type
+        ),
+    );
+    Ok(())
+}
