@@ -20,9 +20,9 @@ pub(super) async fn revert_membership(
     let name = match (&group.name, &group.id) {
         (Some(name), _) => name.clone(),
         (None, Some(_)) => {
-            return Ok(plan
-                .warnings
-                .push("group named by id only: cannot match it against protected groups".to_owned()));
+            plan.warnings
+                .push("group named by id only: cannot match it against protected groups".to_owned());
+            return Ok(());
         }
         (None, None) => return Err(PortError::permanent("group.member_added event names no group")),
     };
@@ -40,9 +40,9 @@ pub(super) async fn revert_membership(
         None => match ports.confluence.group_by_name(&name).await? {
             Some(found) => found.id,
             None => {
-                return Ok(plan
-                    .warnings
-                    .push(format!("protected group `{name}` no longer exists")));
+                plan.warnings
+                    .push(format!("protected group `{name}` no longer exists"));
+                return Ok(());
             }
         },
     };
