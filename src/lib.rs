@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod ingress;
 pub mod queue;
+pub mod reactions;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -31,6 +31,9 @@ pub enum EventType {
     GroupMemberRemoved,
     /// Published by gatehouse itself when a policy finds access that must not be.
     PolicyViolation,
+    /// Published by gatehouse itself when a person approved a pending plan: the worker performs
+    /// exactly that plan.
+    ApprovalGranted,
     /// `other.<name>`: the sanitized original name, kept so subscribers can still route on it.
     Other(String),
 }
@@ -47,6 +50,7 @@ const KNOWN_TYPES: &[(&str, EventType)] = &[
     ("group.member_added", EventType::GroupMemberAdded),
     ("group.member_removed", EventType::GroupMemberRemoved),
     ("policy.violation", EventType::PolicyViolation),
+    ("approval.granted", EventType::ApprovalGranted),
 ];
 
 impl EventType {

@@ -9,6 +9,7 @@
 
 mod audit;
 mod env_override;
+mod reactions;
 mod secret;
 mod validate;
 
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
+pub use reactions::ReactionSettings;
 pub use secret::{Secret, SensitiveUrl, redact_url};
 pub use validate::standard_webhooks_key;
 
@@ -97,6 +99,11 @@ pub struct Settings {
     pub connect: ConnectSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
+    #[serde(default)]
+    pub reactions: ReactionSettings,
+    /// The reactions: each entry names events, actions and their settings.
+    #[serde(default)]
+    pub policies: Vec<handlers::policy::PolicyConfig>,
     #[serde(default)]
     pub audit: AuditSettings,
 }
@@ -531,6 +538,30 @@ mod tests {
         assert!(keys.contains(&"queue.prefix".to_owned()), "{keys:?}");
         assert!(keys.contains(&"sources[0].name".to_owned()), "{keys:?}");
         assert!(keys.contains(&"connect.base_url".to_owned()), "{keys:?}");
+    }
+
+    #[test]
+    fn policies_are_validated_with_their_keys() {
+        let text = r#"
+            [[policies]]
+            on = "user.deactivated"
+            actions = ["confluence.remove_from_all_groups", "scim.deactivate"]
+            [[policies]]
+            on = ["user.created", "user.exploded"]
+            actions = ["confluence.add_to_groups"]
+        "#;
+        let errors = load(text, &[]).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].key, "policies[1].on[1]");
+        assert!(errors.0[0].message.contains("user.exploded"), "{errors}");
+        let text = r#"
+            [[policies]]
+            on = "user.deactivated"
+            actions = ["confluence.remove_from_all_groups", "scim.deactivate"]
+        "#;
+        let errors = load(text, &[]).unwrap_err();
+        assert_eq!(errors.0[0].key, "policies[0].actions[1]");
+        assert!(errors.0[0].message.contains("allow_org_wide"), "{errors}");
     }
 
     #[test]

@@ -279,6 +279,15 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
 
     errors.extend(settings.audit.validate());
 
+    for (i, policy) in settings.policies.iter().enumerate() {
+        for (key, message) in policy.problems() {
+            errors.push(ConfigError {
+                key: format!("policies[{i}].{key}"),
+                message,
+            });
+        }
+    }
+
     if errors.is_empty() {
         Ok(warnings)
     } else {

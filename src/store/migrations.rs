@@ -30,6 +30,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_audit.sql"),
         include_str!("../../migrations/postgres/0003_audit.sql"),
     ),
+    (
+        5,
+        "reactions: executed actions and approvals",
+        include_str!("../../migrations/sqlite/0005_reactions.sql"),
+        include_str!("../../migrations/postgres/0005_reactions.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -6,8 +6,10 @@
 //! (locking, upserts), [`Backend`] says which one is underneath. Each table's queries live in the
 //! submodule that owns it.
 
+pub mod approvals;
 pub mod dead_letters;
 pub mod dedupe;
+pub mod executed_actions;
 mod installations;
 mod migrations;
 
@@ -19,6 +21,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::StoreSettings;
 
+pub use approvals::{Approval, ApprovalState, NewApproval};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow};
 pub use dedupe::Claim;
 pub use installations::Installation;

@@ -7,21 +7,33 @@ use serde::{Deserialize, Serialize};
 use crate::event::EventType;
 use crate::plan::Action;
 
-/// One event type or several (`on = "user.removed"` or `on = ["user.deactivated", …]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
+/// Accepts one value or a list (`on = "user.removed"` or `on = ["user.deactivated", …]`), with
+/// the element's own error message when one is wrong.
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
 
-impl<T> OneOrMany<T> {
-    pub fn as_slice(&self) -> &[T] {
-        match self {
-            OneOrMany::One(one) => std::slice::from_ref(one),
-            OneOrMany::Many(many) => many,
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Vec<T>, E> {
+            use serde::de::IntoDeserializer;
+            T::deserialize(value.into_deserializer()).map(|one| vec![one])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
         }
     }
+
+    deserializer.deserialize_any(OneOrMany(std::marker::PhantomData))
 }
 
 /// What a policy can do.
@@ -179,7 +191,8 @@ pub struct PolicyConfig {
     /// Names the policy in plans, approvals and the audit trail (default: derived from `on`).
     #[serde(default)]
     pub name: Option<String>,
-    pub on: OneOrMany<EventType>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub on: Vec<EventType>,
     pub actions: Vec<Capability>,
     /// `confluence.remove_from_all_groups`: groups the account keeps (exact names).
     #[serde(default)]

@@ -20,7 +20,7 @@ use crate::handler::{Handler, Ports};
 use crate::plan::Plan;
 use crate::ports::PortError;
 
-pub use config::{Approval, ApprovalMode, Capability, NamingRule, OneOrMany, PolicyConfig, ProtectedGroup};
+pub use config::{Approval, ApprovalMode, Capability, NamingRule, PolicyConfig, ProtectedGroup};
 
 /// Settings every policy shares.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +81,7 @@ impl Handler for Policy {
     }
 
     fn handles(&self, event_type: &EventType) -> bool {
-        self.config.on.as_slice().contains(event_type)
+        self.config.on.contains(event_type)
     }
 
     async fn plan(&self, envelope: &Envelope, ports: &Ports<'_>) -> Result<Plan, PortError> {

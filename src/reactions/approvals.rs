@@ -1,0 +1,124 @@
+//! Deciding on pending plans (`gatehouse approvals`): approving records the decision and queues
+//! an `approval.granted` event, so a worker performs exactly the recorded plan, with the queue's
+//! retries; rejecting records the decision and nothing is performed.
+
+use handlers::{Envelope, EventType, Scheme};
+use serde_json::value::RawValue;
+
+use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::queue::{OutgoingMessage, PublishError, Queue};
+use crate::store::{Approval, ApprovalState, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("no approval {0}")]
+    Unknown(String),
+    #[error("approval {id} is already {state}")]
+    AlreadyDecided { id: String, state: &'static str },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("audit trail: {0}")]
+    Audit(#[from] AuditError),
+    #[error("approved, but the plan could not be queued (run approve again): {0}")]
+    Queue(#[from] PublishError),
+}
+
+fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord {
+    let event_id = approval.event_id.parse().unwrap_or_else(|_| ulid::Ulid::nil());
+    let mut record = NewRecord::new(event_id, kind);
+    record.handler = Some(approval.handler.clone());
+    record.account_id = approval.account_id.clone();
+    record.outcome = Outcome::status(format!("{} by {by} (approval {})", kind.as_str(), approval.id));
+    record
+}
+
+/// Approves a pending plan (or re-queues an approved one whose queuing failed).
+pub async fn approve(
+    audit: &AuditLog,
+    queue: &dyn Queue,
+    id: &str,
+    by: &str,
+) -> Result<Approval, DecisionError> {
+    let store = audit.store();
+    let approval = store
+        .approval(id)
+        .await?
+        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    match approval.state {
+        ApprovalState::Pending => {
+            if !store
+                .decide_approval(
+                    id,
+                    ApprovalState::Pending,
+                    ApprovalState::Approved,
+                    Some(by),
+                    None,
+                )
+                .await?
+            {
+                return Err(DecisionError::AlreadyDecided {
+                    id: id.to_owned(),
+                    state: "decided",
+                });
+            }
+            audit
+                .append(decision_record(&approval, AuditKind::Approved, by))
+                .await?;
+        }
+        ApprovalState::Approved => {}
+        other => {
+            return Err(DecisionError::AlreadyDecided {
+                id: id.to_owned(),
+                state: other.as_str(),
+            });
+        }
+    }
+    let payload = RawValue::from_string(serde_json::json!({ "approval_id": id }).to_string())
+        .map_err(|e| DecisionError::Store(StoreError::Corrupt(e.to_string())))?;
+    let mut envelope = Envelope::new(
+        EventType::ApprovalGranted,
+        "gatehouse",
+        Scheme::Internal,
+        format!("approval:{id}"),
+        payload,
+    );
+    envelope.subject.account_id = approval.account_id.clone();
+    let message = OutgoingMessage::from_envelope(&envelope, "gatehouse")
+        .map_err(|e| DecisionError::Store(StoreError::Corrupt(e.to_string())))?;
+    queue.publish(&message).await?;
+    Ok(approval)
+}
+
+/// Rejects a pending plan: nothing of it is performed.
+pub async fn reject(
+    audit: &AuditLog,
+    id: &str,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<Approval, DecisionError> {
+    let store = audit.store();
+    let approval = store
+        .approval(id)
+        .await?
+        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    if approval.state != ApprovalState::Pending
+        || !store
+            .decide_approval(
+                id,
+                ApprovalState::Pending,
+                ApprovalState::Rejected,
+                Some(by),
+                reason,
+            )
+            .await?
+    {
+        return Err(DecisionError::AlreadyDecided {
+            id: id.to_owned(),
+            state: approval.state.as_str(),
+        });
+    }
+    let mut record = decision_record(&approval, AuditKind::Rejected, by);
+    record.outcome.error = reason.map(str::to_owned);
+    audit.append(record).await?;
+    Ok(approval)
+}

@@ -1,0 +1,290 @@
+//! The executor: performs a plan once, under the policy's dry-run and approval settings, with
+//! everything on the audit trail.
+//!
+//! For each plan:
+//! - nothing to do: a `skipped` record with the plan's note (e.g. a stale event);
+//! - dry run: a `planned` record per action, marked `dry_run`; nothing is called;
+//! - approval needed and not given: the whole plan is stored as pending (`gatehouse approvals`),
+//!   with a `planned` record per action whose outcome is `pending_approval`;
+//! - otherwise: a `planned` record per action, then each action in order. An action whose
+//!   idempotency key is already recorded as executed is skipped (a redelivery, a retry after a
+//!   partial failure); a performed action is recorded as executed in the same transaction as its
+//!   `executed` audit record. The first failure stops the plan: transient failures come back
+//!   through the queue's retry ladder (actions done so far are not repeated), permanent ones
+//!   dead-letter the event.
+
+use std::sync::Arc;
+
+use handlers::ports::ErrorKind;
+use handlers::{Envelope, Plan, PlannedAction};
+
+use super::perform::Perform;
+use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::store::executed_actions::{self, ExecutedAction};
+use crate::store::{NewApproval, Store};
+use crate::worker::ProcessError;
+
+/// What running a plan came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// Nothing to do (the note says why, if the plan gave one).
+    Nothing(Option<String>),
+    /// Recorded as planned, nothing called.
+    DryRun { actions: usize },
+    /// Waiting for a person; the approval's id.
+    Pending { approval_id: String },
+    /// Performed.
+    Done { performed: usize, already_done: usize },
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    store: Store,
+    audit: AuditLog,
+    performer: Arc<dyn Perform>,
+    /// The global dry-run setting (a plan's own setting wins).
+    dry_run: bool,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+fn audit_error(error: impl std::fmt::Display) -> ProcessError {
+    // Fail closed: the audit trail (or the store) refused; do not go on, try again later.
+    ProcessError::transient(format!("cannot record in the audit trail: {error}"))
+}
+
+impl Executor {
+    pub fn new(store: Store, audit: AuditLog, performer: Arc<dyn Perform>, dry_run: bool) -> Self {
+        Executor {
+            store,
+            audit,
+            performer,
+            dry_run,
+        }
+    }
+
+    /// Runs a freshly made plan: dry run, approval, or execution.
+    pub async fn run(&self, plan: &Plan, envelope: &Envelope, attempt: u32) -> Result<Ran, ProcessError> {
+        if plan.is_empty() {
+            let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
+            record.outcome = Outcome::status("nothing to do");
+            record.outcome.error = plan.note.clone();
+            record.warnings = plan.warnings.clone();
+            self.audit.append(record).await.map_err(audit_error)?;
+            return Ok(Ran::Nothing(plan.note.clone()));
+        }
+        if plan.dry_run.unwrap_or(self.dry_run) {
+            self.record_planned(plan, envelope, attempt, "dry_run", true)
+                .await?;
+            return Ok(Ran::DryRun {
+                actions: plan.actions.len(),
+            });
+        }
+        if plan.needs_approval() {
+            return self.request_approval(plan, envelope, attempt).await;
+        }
+        self.execute(plan, envelope, attempt).await
+    }
+
+    /// Performs `plan` as it is (also: an approved plan, exactly as it was recorded).
+    pub async fn execute(&self, plan: &Plan, envelope: &Envelope, attempt: u32) -> Result<Ran, ProcessError> {
+        let mut pending = Vec::new();
+        let mut already_done = 0;
+        for planned in &plan.actions {
+            let done = self
+                .store
+                .action_executed(&planned.idempotency_key)
+                .await
+                .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+            if done {
+                already_done += 1
+            } else {
+                pending.push(planned)
+            }
+        }
+        let records: Vec<NewRecord> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, planned)| {
+                let mut record = self.record(plan, envelope, AuditKind::Planned, Some(planned), attempt);
+                record.outcome = Outcome::status("planned");
+                if i == 0 {
+                    record.warnings = plan.warnings.clone();
+                }
+                record
+            })
+            .collect();
+        self.audit.append_all(records).await.map_err(audit_error)?;
+        if already_done > 0 {
+            let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
+            record.outcome = Outcome::status(format!(
+                "{already_done} action(s) already executed for this event"
+            ));
+            self.audit.append(record).await.map_err(audit_error)?;
+        }
+
+        for planned in &pending {
+            match self.performer.perform(&planned.action, envelope).await {
+                Ok(performed) => {
+                    let mut record = self.record(plan, envelope, AuditKind::Executed, Some(planned), attempt);
+                    record.outcome = Outcome::ok();
+                    record.outcome.http_status = performed.http_status;
+                    record.outcome.error = performed.note.clone();
+                    record.request_id = performed.request_id.clone();
+                    self.record_executed(plan, planned, record, performed.request_id.as_deref())
+                        .await?;
+                    tracing::info!(
+                        action = planned.action.type_name(),
+                        target = %planned.action.target(),
+                        org_wide = planned.action.org_wide(),
+                        "action executed"
+                    );
+                }
+                Err(error) => {
+                    let mut record = self.record(plan, envelope, AuditKind::Failed, Some(planned), attempt);
+                    record.outcome = Outcome::error(error.message.clone());
+                    record.outcome.http_status = error.http_status;
+                    record.request_id = error.request_id.clone();
+                    self.audit.append(record).await.map_err(audit_error)?;
+                    tracing::warn!(action = planned.action.type_name(), target = %planned.action.target(), error = %error.message, "action failed");
+                    let message = format!(
+                        "{} {}: {}",
+                        planned.action.type_name(),
+                        planned.action.target(),
+                        error.message
+                    );
+                    return Err(match error.kind {
+                        ErrorKind::Transient => ProcessError::transient(message),
+                        ErrorKind::Permanent => ProcessError::permanent(message),
+                    });
+                }
+            }
+        }
+        Ok(Ran::Done {
+            performed: pending.len(),
+            already_done,
+        })
+    }
+
+    async fn request_approval(
+        &self,
+        plan: &Plan,
+        envelope: &Envelope,
+        attempt: u32,
+    ) -> Result<Ran, ProcessError> {
+        let plan_json =
+            serde_json::to_string(plan).map_err(|e| ProcessError::permanent(format!("plan: {e}")))?;
+        let envelope_json =
+            serde_json::to_string(envelope).map_err(|e| ProcessError::permanent(format!("envelope: {e}")))?;
+        let event_type = envelope.event_type.to_string();
+        let (approval, created) = self
+            .store
+            .request_approval(&NewApproval {
+                event_id: &envelope.id.to_string(),
+                handler: &plan.handler,
+                event_type: &event_type,
+                account_id: envelope.subject.account_id.as_deref(),
+                plan: &plan_json,
+                envelope: &envelope_json,
+            })
+            .await
+            .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+        if created {
+            self.record_planned(plan, envelope, attempt, "pending_approval", false)
+                .await?;
+            tracing::warn!(approval = %approval.id, handler = %plan.handler, actions = plan.actions.len(), "plan waits for approval (gatehouse approvals approve …)");
+        }
+        Ok(Ran::Pending {
+            approval_id: approval.id,
+        })
+    }
+
+    async fn record_planned(
+        &self,
+        plan: &Plan,
+        envelope: &Envelope,
+        attempt: u32,
+        status: &str,
+        dry_run: bool,
+    ) -> Result<(), ProcessError> {
+        let records: Vec<NewRecord> = plan
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, planned)| {
+                let mut record = self.record(plan, envelope, AuditKind::Planned, Some(planned), attempt);
+                record.dry_run = dry_run;
+                record.outcome = Outcome::status(status);
+                if i == 0 {
+                    record.warnings = plan.warnings.clone();
+                }
+                record
+            })
+            .collect();
+        self.audit.append_all(records).await.map_err(audit_error)?;
+        Ok(())
+    }
+
+    /// The action's row and its `executed` record, in one transaction.
+    async fn record_executed(
+        &self,
+        plan: &Plan,
+        planned: &PlannedAction,
+        record: NewRecord,
+        request_id: Option<&str>,
+    ) -> Result<(), ProcessError> {
+        let event_id = plan.event_id.to_string();
+        let target = planned.action.target();
+        let write = async {
+            let mut tx = self.store.begin_write().await.map_err(audit_error)?;
+            executed_actions::insert(
+                &mut tx,
+                &ExecutedAction {
+                    idempotency_key: &planned.idempotency_key,
+                    event_id: &event_id,
+                    handler: &plan.handler,
+                    action_type: planned.action.type_name(),
+                    target: &target,
+                    request_id,
+                },
+            )
+            .await
+            .map_err(audit_error)?;
+            self.audit
+                .append_in(&mut tx, vec![record])
+                .await
+                .map_err(audit_error)?;
+            tx.commit().await.map_err(audit_error)?;
+            Ok::<(), ProcessError>(())
+        };
+        write.await
+    }
+
+    fn record(
+        &self,
+        plan: &Plan,
+        envelope: &Envelope,
+        kind: AuditKind,
+        planned: Option<&PlannedAction>,
+        attempt: u32,
+    ) -> NewRecord {
+        let mut record = NewRecord::new(envelope.id, kind);
+        record.handler = Some(plan.handler.clone());
+        record.attempt = attempt;
+        record.account_id = planned
+            .and_then(|p| p.action.account_id().map(str::to_owned))
+            .or_else(|| envelope.subject.account_id.clone());
+        record.action = planned.map(|p| ActionRef {
+            action_type: p.action.type_name().to_owned(),
+            target: p.action.target(),
+            org_wide: p.action.org_wide(),
+        });
+        record
+    }
+}

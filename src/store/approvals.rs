@@ -1,0 +1,167 @@
+//! Plans waiting for a person's decision. A plan that needs approval is stored whole; approving
+//! it performs exactly that plan, never a newer one.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, from_millis, to_millis};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+    Executed,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Executed => "executed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "pending" => ApprovalState::Pending,
+            "approved" => ApprovalState::Approved,
+            "rejected" => ApprovalState::Rejected,
+            "executed" => ApprovalState::Executed,
+            other => return Err(StoreError::Corrupt(format!("approval state {other}"))),
+        })
+    }
+}
+
+/// One plan and its decision.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub id: String,
+    pub event_id: String,
+    pub handler: String,
+    pub event_type: String,
+    pub account_id: Option<String>,
+    /// The plan as JSON (`handlers::Plan`).
+    pub plan: String,
+    /// The envelope as JSON.
+    pub envelope: String,
+    pub state: ApprovalState,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub note: Option<String>,
+}
+
+const COLUMNS: &str = "id, event_id, handler, event_type, account_id, plan, envelope, state, created_at, decided_at, decided_by, note";
+
+fn from_row(row: &AnyRow) -> Result<Approval, StoreError> {
+    let state: String = row.try_get("state")?;
+    let decided_at: Option<i64> = row.try_get("decided_at")?;
+    Ok(Approval {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        handler: row.try_get("handler")?,
+        event_type: row.try_get("event_type")?,
+        account_id: row.try_get("account_id")?,
+        plan: row.try_get("plan")?,
+        envelope: row.try_get("envelope")?,
+        state: ApprovalState::parse(&state)?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        decided_at: decided_at.map(from_millis).transpose()?,
+        decided_by: row.try_get("decided_by")?,
+        note: row.try_get("note")?,
+    })
+}
+
+/// A plan to store as pending.
+#[derive(Debug, Clone)]
+pub struct NewApproval<'a> {
+    pub event_id: &'a str,
+    pub handler: &'a str,
+    pub event_type: &'a str,
+    pub account_id: Option<&'a str>,
+    pub plan: &'a str,
+    pub envelope: &'a str,
+}
+
+impl Store {
+    /// Stores a pending plan; if this event's handler already has one (a redelivery), returns the
+    /// existing approval instead. The bool says whether it was created now.
+    pub async fn request_approval(&self, new: &NewApproval<'_>) -> Result<(Approval, bool), StoreError> {
+        let id = ulid::Ulid::generate().to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (id, event_id, handler, event_type, account_id, plan, envelope, state, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+             ON CONFLICT (event_id, handler) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(new.event_id)
+        .bind(new.handler)
+        .bind(new.event_type)
+        .bind(new.account_id)
+        .bind(new.plan)
+        .bind(new.envelope)
+        .bind(to_millis(Utc::now()))
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            > 0;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE event_id = $1 AND handler = $2"
+        )))
+        .bind(new.event_id)
+        .bind(new.handler)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((from_row(&row)?, inserted))
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Approvals in `state`, oldest first.
+    pub async fn approvals(&self, state: ApprovalState) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE state = $1 ORDER BY created_at, id"
+        )))
+        .bind(state.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Moves an approval from `from` to `to`; false if it was not in `from` (decided already).
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        from: ApprovalState,
+        to: ApprovalState,
+        by: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE approvals SET state = $1, decided_at = COALESCE(decided_at, $2),
+                 decided_by = COALESCE($3, decided_by), note = COALESCE($4, note)
+             WHERE id = $5 AND state = $6",
+        )
+        .bind(to.as_str())
+        .bind(to_millis(Utc::now()))
+        .bind(by)
+        .bind(note)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}
