@@ -7,6 +7,7 @@
 //! not do what the operator probably wants (a source that can verify nothing, a secret about to
 //! expire); `gatehouse check-config` prints them.
 
+mod atlassian;
 mod env_override;
 mod secret;
 mod validate;
@@ -18,6 +19,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use atlassian::{
+    AtlassianSettings, AuthSettings, EndpointRateLimit, HttpSettings, RateLimitSettings, RetrySettings,
+    TOKEN_EXPIRY_WARNING_DAYS,
+};
 pub use secret::{Secret, SensitiveUrl, redact_url};
 pub use validate::standard_webhooks_key;
 
@@ -93,6 +98,9 @@ pub struct Settings {
     pub connect: ConnectSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
+    /// Atlassian Cloud: where and how gatehouse calls it (absent: it calls nothing).
+    #[serde(default)]
+    pub atlassian: Option<AtlassianSettings>,
 }
 
 /// The HTTP listener.

@@ -217,6 +217,10 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         }
     }
 
+    if let Some(atlassian) = &settings.atlassian {
+        super::atlassian::validate(atlassian, now, &mut error, &mut warn);
+    }
+
     if errors.is_empty() {
         Ok(warnings)
     } else {

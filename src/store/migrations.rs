@@ -11,12 +11,20 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 use super::{Backend, Store, StoreError};
 
 /// `(version, description, sqlite sql, postgres sql)`.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "connect installations",
-    include_str!("../../migrations/sqlite/0001_connect_installations.sql"),
-    include_str!("../../migrations/postgres/0001_connect_installations.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "connect installations",
+        include_str!("../../migrations/sqlite/0001_connect_installations.sql"),
+        include_str!("../../migrations/postgres/0001_connect_installations.sql"),
+    ),
+    (
+        4,
+        "oauth tokens",
+        include_str!("../../migrations/sqlite/0004_oauth_tokens.sql"),
+        include_str!("../../migrations/postgres/0004_oauth_tokens.sql"),
+    ),
+];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
     let migrations = MIGRATIONS

@@ -8,6 +8,7 @@
 
 mod installations;
 mod migrations;
+mod oauth_tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, Executor};
 use crate::config::StoreSettings;
 
 pub use installations::Installation;
+pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 
 /// Which database is underneath.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub verification_failures: Family<SourceReason, Counter>,
     /// Time from publish to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
+    /// Calls to Atlassian: requests, retries, rate-limit pauses, token refreshes and expiry.
+    pub atlassian: crate::atlassian::AtlassianMetrics,
 }
 
 impl Default for Metrics {
@@ -62,8 +64,10 @@ impl Metrics {
             "Time from publishing an envelope to the broker's confirm",
             publish_confirm_seconds.clone(),
         );
+        let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
         Metrics {
             registry,
+            atlassian,
             ingress_requests,
             verification_failures,
             publish_confirm_seconds,
