@@ -206,6 +206,10 @@ struct Inner {
 /// time budget, `max_wait`, usually ends it first).
 const MAX_THROTTLED: u32 = 50;
 
+/// Waiting this much past a quota's announced reset absorbs clock skew and rounding (the reset
+/// comes as an ISO time with millisecond precision); arriving early would only be refused again.
+const RESET_MARGIN: Duration = Duration::from_millis(100);
+
 /// What went wrong so far in one call.
 #[derive(Debug, Default)]
 struct Tally {
@@ -381,11 +385,15 @@ impl Executor {
                 let now = tokio::time::Instant::now();
                 let scope = if signals.is_quota() {
                     // The quota is the tenant's: every endpoint would be refused until the reset.
-                    let pause = signals.reset_in.unwrap_or(delay).max(delay);
+                    let pause = signals
+                        .reset_in
+                        .map(|reset| reset + RESET_MARGIN)
+                        .unwrap_or(delay)
+                        .max(delay);
                     inner.limiter.state().pause_tenant(&key.tenant, now + pause);
                     "tenant"
                 } else {
-                    inner.limiter.state().pause_endpoint(key, now + delay);
+                    inner.limiter.state().pause_endpoint(key, now, now + delay);
                     "endpoint"
                 };
                 inner

@@ -3,7 +3,7 @@
 //!
 //! - Every call takes a token from its endpoint's bucket first (`rate_limit` in config).
 //! - A burst 429 pauses that endpoint (every caller of it, not just the one that was refused)
-//!   for the backoff or `Retry-After`.
+//!   for the backoff or `Retry-After`, and halves its rate: the pace was too fast.
 //! - A 429 with a quota `RateLimit-Reason` pauses the whole tenant until `X-RateLimit-Reset`:
 //!   the quota is the tenant's, so every endpoint would be refused.
 //! - `X-RateLimit-NearLimit: true`, or `X-RateLimit-Remaining` under 20% of `X-RateLimit-Limit`,
@@ -205,12 +205,21 @@ impl LimiterState {
         ))
     }
 
-    /// No call to `key`'s endpoint before `until`.
-    pub fn pause_endpoint(&mut self, key: &LimitKey, until: Instant) {
-        let bucket = self.bucket(key, until);
+    /// No call to `key`'s endpoint before `until` (a burst 429 at `now`). The endpoint also
+    /// halves its rate, once per pause however many refusals arrive together, and restarts
+    /// from a single token: a full burst right after the pause would only be refused again.
+    pub fn pause_endpoint(&mut self, key: &LimitKey, now: Instant, until: Instant) {
+        let bucket = self.bucket(key, now);
+        bucket.refill(now);
+        let already_paused = bucket.paused_until.is_some_and(|p| p > now);
+        if !already_paused {
+            let slowest = bucket.base.per_second * SLOWEST_SHARE;
+            bucket.rate = (bucket.rate * 0.5).max(slowest);
+        }
         bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
-        // After a pause, start gently rather than with a full burst.
         bucket.tokens = bucket.tokens.min(1.0);
+        // No tokens accrue while paused.
+        bucket.updated = bucket.updated.max(until);
     }
 
     /// No call to any endpoint of `tenant` before `until`.
@@ -333,8 +342,18 @@ mod tests {
         let users = key("site:confluence", "GET /rest/api/user");
         let groups = key("site:confluence", "GET /rest/api/group");
         let scim = key("site:scim", "GET /Users");
-        state.pause_endpoint(&users, now + Duration::from_secs(2));
+        state.pause_endpoint(&users, now, now + Duration::from_secs(2));
         assert_eq!(state.try_acquire(&users, now), Err(Duration::from_secs(2)));
+        // After the pause: one token, at half the rate (a second refusal in the same pause does
+        // not halve again).
+        state.pause_endpoint(&users, now, now + Duration::from_secs(1));
+        assert_eq!(state.current_rate(&users), Some(5.0));
+        let after = now + Duration::from_secs(2);
+        assert_eq!(state.try_acquire(&users, after), Ok(()));
+        assert_eq!(
+            state.try_acquire(&users, after),
+            Err(Duration::from_secs_f64(0.2))
+        );
         assert_eq!(state.try_acquire(&groups, now), Ok(()));
 
         let tenant: Arc<str> = Arc::from("site:confluence");

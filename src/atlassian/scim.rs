@@ -2,8 +2,9 @@
 //!
 //! - Finding uses the only filters Atlassian supports: one `eq` on `userName` or `externalId`
 //!   (users) or `displayName` (groups), with the value quoted and escaped.
-//! - Creating is idempotent in effect: a 409 means the user exists, so it is looked up and
-//!   returned (`created: false`), never reported as a failure.
+//! - Creating is idempotent in effect: a 409 means the user exists, so it is looked up by
+//!   `userName` and returned (`created: false`), never reported as a failure. A 409 that is not
+//!   that user (the `externalId` belongs to someone else) stays a permanent error.
 //! - Deactivating (`PATCH active=false`) is **organization-wide**: the account loses every
 //!   Atlassian product. The client does what it is told; policy decides whether to ask.
 //! - Errors carry SCIM's `scimType`; `status` arrives as a string and is not relied on (the HTTP
@@ -205,21 +206,21 @@ impl ScimClient {
                 request_id: reply.request_id,
             }),
             Err(conflict) if conflict.status() == Some(409) => {
-                let existing = match self.user_by_user_name(&new.user_name).await? {
-                    Some(user) => Some(user),
-                    None => match &new.external_id {
-                        Some(external_id) => self.user_by_external_id(external_id).await?,
-                        None => None,
-                    },
-                };
+                // The same person exists when the userName matches and the IdP ids do not
+                // disagree. Anything else (say, the externalId belongs to someone else) is a
+                // conflict in the data, which no retry fixes: the 409 stands, permanent.
+                let existing = self.user_by_user_name(&new.user_name).await?.filter(|user| {
+                    match (&new.external_id, &user.external_id) {
+                        (Some(wanted), Some(found)) => wanted == found,
+                        _ => true,
+                    }
+                });
                 match existing {
                     Some(user) => Ok(ScimCreated {
                         user,
                         created: false,
                         request_id: conflict.request_id().map(str::to_owned),
                     }),
-                    // A conflict with someone else (another user holds this externalId): the
-                    // data must be fixed, which retrying will not do.
                     None => Err(conflict),
                 }
             }

@@ -1,5 +1,7 @@
-//! The command line: `gatehouse serve`, `gatehouse check-config`, and the exit codes scripts
-//! rely on (0 fine, 1 runtime failure, 2 configuration error).
+//! The command line: `gatehouse serve`, `gatehouse check-config`, `gatehouse directory`, and the
+//! exit codes scripts rely on (0 fine, 1 runtime failure, 2 configuration error).
+
+pub mod directory;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,11 @@ pub enum Command {
     Serve,
     /// Print the effective config (secrets redacted) and its warnings; exit 2 on any error.
     CheckConfig,
+    /// Complete Confluence listings for access reviews (groups, members).
+    Directory {
+        #[command(subcommand)]
+        command: directory::DirectoryCommand,
+    },
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -60,6 +67,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             eprintln!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
+        }
+        Command::Directory { command } => {
+            telemetry::init(&settings.log);
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            directory::run(&settings, command).await
         }
         Command::Serve => {
             telemetry::init(&settings.log);
