@@ -130,6 +130,10 @@ impl Bucket {
     }
 
     fn refill(&mut self, now: Instant) {
+        // `updated` is in the future while paused: nothing accrues, and it must not move back.
+        if now <= self.updated {
+            return;
+        }
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(f64::from(self.base.burst));
         self.updated = now;
