@@ -125,7 +125,7 @@ impl ApiError {
             ErrorKind::Transient,
             operation,
             format!(
-                "rate limited: Atlassian asked for a pause of another {} s; retry later",
+                "rate limited: the next request may go in {} s, beyond this call's wait budget (retry.max_wait_ms); retry later",
                 wait.as_secs().max(1)
             ),
         );

@@ -2,11 +2,13 @@
 //! classification, request-id capture, metrics and logs, for every client alike.
 //!
 //! Retry rules:
-//! - 429 is always retried: Atlassian refused the request before doing anything. The wait is
-//!   `Retry-After` when given, else the backoff; a quota reason pauses the whole tenant until
-//!   the reset, a burst 429 pauses the endpoint.
+//! - 429 is retried for every call: Atlassian refused the request before doing anything. The
+//!   wait is `Retry-After` when given, else the backoff; a quota reason pauses the whole tenant
+//!   until the reset, a burst 429 pauses the endpoint. The pause lives in the limiter, so every
+//!   caller waits it out, not only the refused one. A call's waits share one budget
+//!   (`retry.max_wait_ms`); past it the call fails as transient and the worker retries later.
 //! - 5xx, 408, 425 and timeouts are retried only for idempotent calls (a POST that timed out may
-//!   have happened).
+//!   have happened), up to `retry.max_attempts` tries.
 //! - A connection that could not be opened is retried for every call (nothing was sent).
 //! - 401 with OAuth: one retry with a refreshed access token.
 //! - Everything else is returned at once, classified ([`ApiError`]).

@@ -75,7 +75,7 @@ pub struct AtlassianSettings {
 
 /// Confluence credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AuthSettings {
     /// An API token: `Authorization: Basic base64(email:token)`.
     Basic {
@@ -552,6 +552,14 @@ mod tests {
             error_keys("[atlassian]\nauth = { kind = \"basic\", email = \"a@b.c\", token = \"env:PATH\" }"),
             ["atlassian.confluence_base_url"]
         );
+        // A typo inside `auth` is an error, not a silently ignored key.
+        let typo = load(
+            "[atlassian]\nconfluence_base_url = \"https://x.atlassian.net/wiki\"\n\
+             auth = { kind = \"basic\", email = \"a@b.c\", token = \"env:PATH\", token_expire_at = \"2027-01-01T00:00:00Z\" }",
+        )
+        .unwrap_err();
+        assert_eq!(typo.0[0].key, "atlassian.auth");
+        assert!(typo.to_string().contains("token_expire_at"), "{typo}");
     }
 
     #[test]
