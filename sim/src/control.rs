@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | `GET /_sim/state` | | [`StateSnapshot`](crate::StateSnapshot) |
 //! | `GET /_sim/requests`, `DELETE /_sim/requests` | | the request log; clear it |
-//! | `GET /_sim/policy`, `PUT /_sim/policy` | [`Policy`](crate::Policy) | replaces it, resets rate-limit buckets |
-//! | `POST /_sim/faults`, `DELETE /_sim/faults` | a [`Fault`](crate::Fault) or a list | adds; clears all |
+//! | `GET /_sim/policy`, `PUT /_sim/policy` | [`Policy`] | replaces it, resets rate-limit buckets |
+//! | `POST /_sim/faults`, `DELETE /_sim/faults` | a [`Fault`] or a list | adds; clears all |
 //! | `POST /_sim/accounts` | a seed user | adds an account (and its SCIM identity) |
 //! | `PUT /_sim/accounts/{account_id}/status` | `{"status": "inactive"}` | sets it (emits the event) |
 //! | `POST /_sim/groups` | `{"name", "id"?}` | creates a Confluence group |

@@ -8,7 +8,7 @@
 //! - SCIM 2.0 users and groups (`/scim/directory/{directoryId}/...`);
 //! - the organization events-stream and user-management lifecycle;
 //! - the OAuth token endpoint with rotating refresh tokens (`/oauth/token`);
-//! - its own control endpoints under `/_sim` (see [`control`](crate::control) for the table).
+//! - its own control endpoints under `/_sim` (see [`control`] for the table).
 //!
 //! And the quirks gatehouse must survive: small maximum page sizes that the server lowers
 //! silently, mixed pagination that truncates without an error, case-sensitive group names, null
