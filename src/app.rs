@@ -144,6 +144,9 @@ impl Application {
         install_crypto_provider();
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
+        if let Some(atlassian) = &settings.atlassian {
+            metrics.atlassian.observe_token_expiry(atlassian);
+        }
         let store = Store::connect(&settings.store)
             .await
             .context("opening the store")?;

@@ -6,6 +6,7 @@
 //! and audit; the folder tree follows that flow.
 
 pub mod app;
+pub mod atlassian;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -32,6 +32,9 @@ pub fn secrets_in(settings: &Settings) -> Vec<Secret> {
         .collect();
     secrets.extend(settings.audit.hash_key.clone());
     secrets.extend(settings.audit.api_token.clone());
+    if let Some(atlassian) = &settings.atlassian {
+        secrets.extend(atlassian.secrets());
+    }
     let urls = [settings.queue.url.expose(), settings.store.url.expose()];
     for url in urls {
         if let Ok(parsed) = url::Url::parse(url)

@@ -1,12 +1,13 @@
 //! The command line: the roles (`serve`, `ingress`, `worker`), operator commands (`dlq`,
-//! `check-config`), and the exit codes scripts rely on (0 fine, 1 failure, 2 configuration
-//! error).
+//! `audit`, `directory`, `check-config`), and the exit codes scripts rely on (0 fine, 1 failure,
+//! 2 configuration error, 3 audit chain broken).
 
 mod dlq;
 mod progress;
 mod table;
 
 pub mod audit;
+pub mod directory;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,11 @@ pub enum Command {
     CheckConfig,
     /// Read, follow, export and verify the audit trail (exit 3: chain broken).
     Audit(audit::AuditArgs),
+    /// Complete Confluence listings for access reviews (groups, members).
+    Directory {
+        #[command(subcommand)]
+        command: directory::DirectoryCommand,
+    },
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -80,6 +86,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Audit(args) => audit::run(args, &settings).await,
+        Command::Directory { command } => {
+            telemetry::init(&settings.log);
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            directory::run(&settings, command).await
+        }
         Command::Serve | Command::Ingress | Command::Worker => {
             telemetry::init(&settings.log);
             for warning in &warnings {

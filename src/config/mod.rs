@@ -7,6 +7,7 @@
 //! not do what the operator probably wants (a source that can verify nothing, a secret about to
 //! expire); `gatehouse check-config` prints them.
 
+mod atlassian;
 mod audit;
 mod env_override;
 mod reactions;
@@ -20,6 +21,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use atlassian::{
+    AtlassianSettings, AuthSettings, EndpointRateLimit, HttpSettings, RateLimitSettings, RetrySettings,
+    TOKEN_EXPIRY_WARNING_DAYS,
+};
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use reactions::ReactionSettings;
 pub use secret::{Secret, SensitiveUrl, redact_url};
@@ -106,6 +111,9 @@ pub struct Settings {
     pub policies: Vec<handlers::policy::PolicyConfig>,
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Atlassian Cloud: where and how gatehouse calls it (absent: it calls nothing).
+    #[serde(default)]
+    pub atlassian: Option<AtlassianSettings>,
 }
 
 /// The HTTP listener.

@@ -277,6 +277,9 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         }
     }
 
+    if let Some(atlassian) = &settings.atlassian {
+        super::atlassian::validate(atlassian, now, &mut error, &mut warn);
+    }
     errors.extend(settings.audit.validate());
 
     for (i, policy) in settings.policies.iter().enumerate() {

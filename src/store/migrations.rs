@@ -31,6 +31,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0003_audit.sql"),
     ),
     (
+        4,
+        "oauth tokens",
+        include_str!("../../migrations/sqlite/0004_oauth_tokens.sql"),
+        include_str!("../../migrations/postgres/0004_oauth_tokens.sql"),
+    ),
+    (
         5,
         "reactions: executed actions and approvals",
         include_str!("../../migrations/sqlite/0005_reactions.sql"),

@@ -12,6 +12,7 @@ pub mod dedupe;
 pub mod executed_actions;
 mod installations;
 mod migrations;
+mod oauth_tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use approvals::{Approval, ApprovalState, NewApproval};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow};
 pub use dedupe::Claim;
 pub use installations::Installation;
+pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 
 /// Which database is underneath.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// Time from publish to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
     pub worker: crate::worker::metrics::WorkerMetrics,
+    /// Calls to Atlassian: requests, retries, rate-limit pauses, token refreshes and expiry.
+    pub atlassian: crate::atlassian::AtlassianMetrics,
 }
 
 impl Default for Metrics {
@@ -64,8 +66,10 @@ impl Metrics {
             publish_confirm_seconds.clone(),
         );
         let worker = crate::worker::metrics::WorkerMetrics::register(&mut registry);
+        let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
         Metrics {
             registry,
+            atlassian,
             ingress_requests,
             verification_failures,
             publish_confirm_seconds,

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, secret, signing, source};
 
+/// Captures everything logged (other modules use it too).
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

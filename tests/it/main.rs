@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod atlassian;
 mod audit;
 mod broker_outage;
 mod connect;

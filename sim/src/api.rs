@@ -1,0 +1,89 @@
+//! Which simulated API a route belongs to, and how that API spells its errors: Confluence v1
+//! (`statusCode`, `message`), SCIM (`schemas`, string `status`, `scimType`, `detail`), the admin
+//! APIs (`code`, `message`).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A family of routes sharing authentication and error format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// `/wiki/...` on the site.
+    ConfluenceSite,
+    /// `/ex/confluence/{cloudId}/wiki/...` on the gateway.
+    ConfluenceGateway,
+    Scim,
+    /// Org events-stream and user management.
+    Admin,
+    OAuth,
+    /// `/_sim/...`: the simulator's own control endpoints.
+    Control,
+}
+
+/// The gateway prefix of Confluence routes.
+pub(crate) const GATEWAY_PREFIX: &str = "/ex/confluence/{cloud_id}";
+
+impl Api {
+    pub fn of_route(route: &str) -> Api {
+        if route.starts_with("/wiki/") {
+            Api::ConfluenceSite
+        } else if route.starts_with("/ex/confluence/") {
+            Api::ConfluenceGateway
+        } else if route.starts_with("/scim/") {
+            Api::Scim
+        } else if route.starts_with("/admin/") || route.starts_with("/users/") {
+            Api::Admin
+        } else if route.starts_with("/oauth/") {
+            Api::OAuth
+        } else {
+            Api::Control
+        }
+    }
+
+    pub fn is_confluence(self) -> bool {
+        matches!(self, Api::ConfluenceSite | Api::ConfluenceGateway)
+    }
+
+    /// An error answer in this API's format.
+    pub fn error(self, status: StatusCode, message: &str) -> Response {
+        match self {
+            Api::ConfluenceSite | Api::ConfluenceGateway => confluence_error(status, message),
+            Api::Scim => scim_error(status, None, message),
+            Api::Admin | Api::OAuth | Api::Control => {
+                (status, Json(json!({"code": status.as_u16(), "message": message}))).into_response()
+            }
+        }
+    }
+}
+
+pub(crate) fn confluence_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({
+            "statusCode": status.as_u16(),
+            "data": {"authorized": status != StatusCode::UNAUTHORIZED, "valid": true, "errors": [], "successful": false},
+            "message": message,
+        })),
+    )
+        .into_response()
+}
+
+/// A SCIM error: `status` is a string, as RFC 7644 says and Atlassian does.
+pub(crate) fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> Response {
+    let mut body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.as_u16().to_string(),
+        "detail": detail,
+    });
+    if let Some(scim_type) = scim_type {
+        body["scimType"] = json!(scim_type);
+    }
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/scim+json"),
+    );
+    response
+}

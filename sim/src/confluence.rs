@@ -1,0 +1,397 @@
+//! Confluence Cloud REST: the v1 user and group endpoints (id-based, and the deprecated
+//! name-based ones beside them) and v2 `users-bulk`. The router is mounted twice: on the site
+//! (`/wiki`) and on the gateway (`/ex/confluence/{cloud_id}/wiki`).
+//!
+//! Group names are case-sensitive everywhere except the picker, which searches.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::confluence_error;
+use crate::log::Seq;
+use crate::paging::{QueryMap, cursor_page, offset_page};
+use crate::seed::AccountStatus;
+use crate::world::{Account, Group, Refusal, World};
+use crate::{Shared, lock};
+
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/rest/api/user", get(user))
+        .route("/rest/api/user/memberof", get(member_of))
+        .route("/rest/api/group", get(groups))
+        .route("/rest/api/group/picker", get(picker))
+        .route("/rest/api/group/by-id", get(group_by_id))
+        .route("/rest/api/group/by-name", get(group_by_name))
+        .route("/rest/api/group/{group}/membersByGroupId", get(members_by_id))
+        .route("/rest/api/group/member", get(members_by_name_query))
+        .route("/rest/api/group/{group}/member", get(members_by_name_path))
+        .route(
+            "/rest/api/group/userByGroupId",
+            post(add_by_id).delete(remove_by_id),
+        )
+        .route("/rest/api/group/user", post(add_by_name).delete(remove_by_name))
+        .route("/api/v2/users-bulk", post(users_bulk))
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupPath {
+    group: String,
+}
+
+fn bad_request(message: impl AsRef<str>) -> Response {
+    confluence_error(StatusCode::BAD_REQUEST, message.as_ref())
+}
+
+fn not_found(message: impl AsRef<str>) -> Response {
+    confluence_error(StatusCode::NOT_FOUND, message.as_ref())
+}
+
+fn refusal(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::NotFound(m) => not_found(m),
+        Refusal::Conflict(m) => confluence_error(StatusCode::CONFLICT, &m),
+        Refusal::Invalid(m) => bad_request(m),
+    }
+}
+
+fn required<'q>(query: &'q QueryMap, name: &str) -> Result<&'q str, Response> {
+    query
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| bad_request(format!("{name} is required")))
+}
+
+/// The v1 user shape. A hidden email is `null`.
+fn v1_user(account: &Account) -> Value {
+    json!({
+        "type": "known",
+        "accountId": account.account_id,
+        "accountType": account.account_type,
+        "email": account.email,
+        "publicName": account.display_name,
+        "displayName": account.display_name,
+        "isExternalCollaborator": false,
+        "_links": {"self": format!("/wiki/rest/api/user?accountId={}", account.account_id)},
+    })
+}
+
+fn v1_group(group: &Group) -> Value {
+    json!({
+        "type": "group",
+        "name": group.name,
+        "id": group.id,
+        "_links": {"self": format!("/wiki/rest/api/group/by-id?id={}", group.id)},
+    })
+}
+
+fn page_response(page: Result<Value, String>) -> Response {
+    match page {
+        Ok(body) => Json(body).into_response(),
+        Err(message) => bad_request(message),
+    }
+}
+
+fn sorted_groups(world: &World, keep: impl Fn(&Group) -> bool) -> Vec<&Group> {
+    let mut groups: Vec<&Group> = world.groups.values().filter(|g| keep(g)).collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    groups
+}
+
+async fn user(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let account_id = match required(&query, "accountId") {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match lock(&shared.world).accounts.get(account_id) {
+        Some(account) => Json(v1_user(account)).into_response(),
+        None => not_found(format!("no user with accountId {account_id}")),
+    }
+}
+
+async fn member_of(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let account_id = match required(&query, "accountId") {
+        Ok(id) => id.to_owned(),
+        Err(response) => return response,
+    };
+    let items: Vec<Value> = {
+        let world = lock(&shared.world);
+        if !world.accounts.contains_key(&account_id) {
+            return not_found(format!("no user with accountId {account_id}"));
+        }
+        sorted_groups(&world, |g| g.members.contains(&account_id))
+            .into_iter()
+            .map(v1_group)
+            .collect()
+    };
+    page_response(offset_page(
+        &shared,
+        items,
+        &query,
+        "/rest/api/user/memberof",
+        &[("accountId", &account_id)],
+    ))
+}
+
+async fn groups(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let items: Vec<Value> = sorted_groups(&lock(&shared.world), |_| true)
+        .into_iter()
+        .map(v1_group)
+        .collect();
+    page_response(offset_page(&shared, items, &query, "/rest/api/group", &[]))
+}
+
+/// Searches names case-insensitively (it is a search box), unlike every other endpoint.
+async fn picker(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let needle = match required(&query, "query") {
+        Ok(q) => q.to_lowercase(),
+        Err(response) => return response,
+    };
+    let items: Vec<Value> = sorted_groups(&lock(&shared.world), |g| g.name.to_lowercase().contains(&needle))
+        .into_iter()
+        .map(v1_group)
+        .collect();
+    page_response(offset_page(
+        &shared,
+        items,
+        &query,
+        "/rest/api/group/picker",
+        &[("query", &needle)],
+    ))
+}
+
+async fn group_by_id(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let id = match required(&query, "id") {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match lock(&shared.world).groups.get(id) {
+        Some(group) => Json(v1_group(group)).into_response(),
+        None => not_found(format!("no group with id {id}")),
+    }
+}
+
+/// Deprecated; exact, case-sensitive name.
+async fn group_by_name(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let name = match required(&query, "name") {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    match lock(&shared.world).groups.values().find(|g| g.name == name) {
+        Some(group) => Json(v1_group(group)).into_response(),
+        None => not_found(format!("no group named {name}")),
+    }
+}
+
+fn member_page(shared: &Shared, group: Option<Group>, query: &QueryMap, path: &str) -> Response {
+    let Some(group) = group else {
+        return not_found("group not found");
+    };
+    let items: Vec<Value> = {
+        let world = lock(&shared.world);
+        group
+            .members
+            .iter()
+            .filter_map(|id| world.accounts.get(id))
+            .map(v1_user)
+            .collect()
+    };
+    page_response(offset_page(shared, items, query, path, &[]))
+}
+
+async fn members_by_id(
+    State(shared): State<Arc<Shared>>,
+    Path(path): Path<GroupPath>,
+    Query(query): Query<QueryMap>,
+) -> Response {
+    let group = lock(&shared.world).groups.get(&path.group).cloned();
+    let link = format!("/rest/api/group/{}/membersByGroupId", path.group);
+    member_page(&shared, group, &query, &link)
+}
+
+fn group_named(shared: &Shared, name: &str) -> Option<Group> {
+    lock(&shared.world)
+        .groups
+        .values()
+        .find(|g| g.name == name)
+        .cloned()
+}
+
+/// Deprecated: `/group/member?name=`.
+async fn members_by_name_query(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+    let name = match required(&query, "name") {
+        Ok(name) => name.to_owned(),
+        Err(response) => return response,
+    };
+    let group = group_named(&shared, &name);
+    member_page(&shared, group, &query, "/rest/api/group/member")
+}
+
+/// Deprecated: `/group/{groupName}/member`.
+async fn members_by_name_path(
+    State(shared): State<Arc<Shared>>,
+    Path(path): Path<GroupPath>,
+    Query(query): Query<QueryMap>,
+) -> Response {
+    let group = group_named(&shared, &path.group);
+    let link = format!("/rest/api/group/{}/member", path.group);
+    member_page(&shared, group, &query, &link)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountBody {
+    account_id: String,
+}
+
+fn actor(shared: &Shared, seq: Seq) -> String {
+    shared
+        .log
+        .entries_principal(seq)
+        .unwrap_or_else(|| "confluence".to_owned())
+}
+
+async fn add_by_id(
+    State(shared): State<Arc<Shared>>,
+    Extension(seq): Extension<Seq>,
+    Query(query): Query<QueryMap>,
+    Json(body): Json<AccountBody>,
+) -> Response {
+    let group_id = match required(&query, "groupId") {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let actor = actor(&shared, seq);
+    match lock(&shared.world).add_member(group_id, &body.account_id, &actor) {
+        Ok(_) => StatusCode::CREATED.into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// 204 also when the account was not a member.
+async fn remove_by_id(
+    State(shared): State<Arc<Shared>>,
+    Extension(seq): Extension<Seq>,
+    Query(query): Query<QueryMap>,
+) -> Response {
+    let (group_id, account_id) = match (required(&query, "groupId"), required(&query, "accountId")) {
+        (Ok(g), Ok(a)) => (g, a),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let actor = actor(&shared, seq);
+    match lock(&shared.world).remove_member(group_id, account_id, &actor) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// Deprecated: `POST /group/user?name=`.
+async fn add_by_name(
+    State(shared): State<Arc<Shared>>,
+    Extension(seq): Extension<Seq>,
+    Query(query): Query<QueryMap>,
+    Json(body): Json<AccountBody>,
+) -> Response {
+    let name = match required(&query, "name") {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let Some(group) = group_named(&shared, name) else {
+        return not_found(format!("no group named {name}"));
+    };
+    let actor = actor(&shared, seq);
+    match lock(&shared.world).add_member(&group.id, &body.account_id, &actor) {
+        Ok(_) => StatusCode::CREATED.into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// Deprecated: `DELETE /group/user?name=&accountId=`.
+async fn remove_by_name(
+    State(shared): State<Arc<Shared>>,
+    Extension(seq): Extension<Seq>,
+    Query(query): Query<QueryMap>,
+) -> Response {
+    let (name, account_id) = match (required(&query, "name"), required(&query, "accountId")) {
+        (Ok(n), Ok(a)) => (n, a),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let Some(group) = group_named(&shared, name) else {
+        return not_found(format!("no group named {name}"));
+    };
+    let actor = actor(&shared, seq);
+    match lock(&shared.world).remove_member(&group.id, account_id, &actor) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+fn account_status(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Active => "active",
+        AccountStatus::Inactive => "inactive",
+        AccountStatus::Closed => "closed",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkBody {
+    #[serde(default)]
+    account_ids: Vec<String>,
+}
+
+fn v2_error(status: StatusCode, title: &str) -> Response {
+    (
+        status,
+        Json(json!({"errors": [{"status": status.as_u16(), "code": "INVALID_REQUEST_PARAMETER", "title": title, "detail": null}]})),
+    )
+        .into_response()
+}
+
+/// `POST /api/v2/users-bulk`: 1 to 100 account ids; unknown ones are left out; cursor-paged.
+async fn users_bulk(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<QueryMap>,
+    Json(body): Json<BulkBody>,
+) -> Response {
+    if body.account_ids.is_empty() || body.account_ids.len() > 100 {
+        return v2_error(StatusCode::BAD_REQUEST, "accountIds must hold 1 to 100 ids");
+    }
+    let items: Vec<Value> = {
+        let world = lock(&shared.world);
+        body.account_ids
+            .iter()
+            .filter_map(|id| world.accounts.get(id))
+            .map(|a| {
+                json!({
+                    "accountId": a.account_id,
+                    "accountType": a.account_type,
+                    "accountStatus": account_status(a.status),
+                    "displayName": a.display_name,
+                    "publicName": a.display_name,
+                    "email": a.email,
+                    "timeZone": null,
+                    "isExternalCollaborator": false,
+                })
+            })
+            .collect()
+    };
+    match cursor_page(&shared, items, &query, "/wiki/api/v2/users-bulk") {
+        Ok((body, link)) => {
+            let mut response = Json(body).into_response();
+            if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                response.headers_mut().insert(axum::http::header::LINK, link);
+            }
+            response
+        }
+        Err(message) => v2_error(StatusCode::BAD_REQUEST, &message),
+    }
+}

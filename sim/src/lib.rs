@@ -1,0 +1,224 @@
+//! gatehouse-sim: a stateful, in-memory stand-in for the parts of Atlassian Cloud gatehouse talks
+//! to, for tests and demos. It simulates only Atlassian; nothing here knows gatehouse.
+//!
+//! What it serves, on one port:
+//! - Confluence REST v1 users and groups (id-based endpoints and the deprecated name-based ones)
+//!   and v2 `users-bulk`, on the site (`/wiki/...`) and on the gateway
+//!   (`/ex/confluence/{cloudId}/wiki/...`);
+//! - SCIM 2.0 users and groups (`/scim/directory/{directoryId}/...`);
+//! - the organization events-stream and user-management lifecycle;
+//! - the OAuth token endpoint with rotating refresh tokens (`/oauth/token`);
+//! - its own control endpoints under `/_sim` (see [`control`] for the table).
+//!
+//! And the quirks gatehouse must survive: small maximum page sizes that the server lowers
+//! silently, mixed pagination that truncates without an error, case-sensitive group names, null
+//! emails, SCIM string statuses, burst and quota rate limits with and without `Retry-After`,
+//! scripted 5xx and slow answers, and credential checks (a scoped token or an OAuth token on the
+//! site URL gets 401).
+//!
+//! State is coherent across APIs (see [`world`]): deactivating through SCIM or user management
+//! shows as `accountStatus: inactive` in Confluence v2 and appends a `user_deactivated` org event.
+//!
+//! Tests start it in-process with [`Simulator::start`] on port 0.
+
+// Handlers return early with a ready axum `Response` as their error; boxing it would buy nothing
+// in a test simulator.
+#![expect(clippy::result_large_err, reason = "early-return axum responses")]
+
+pub mod api;
+pub mod control;
+pub mod log;
+pub mod oauth;
+pub mod policy;
+pub mod seed;
+pub mod world;
+
+mod admin;
+mod confluence;
+mod gate;
+mod limits;
+mod paging;
+mod scim;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use log::LoggedRequest;
+pub use oauth::OAuthStats;
+pub use policy::{BurstPolicy, Fault, Policy, QuotaPolicy};
+pub use seed::{
+    AccountStatus, Seed, SeedApiToken, SeedCredentials, SeedError, SeedGroup, SeedOAuthClient, SeedScimGroup,
+    SeedScimIdentity, SeedUser,
+};
+pub use world::{Account, Group, OrgEvent, ScimGroup, ScimUser, StateSnapshot};
+
+use crate::limits::Limits;
+use crate::log::RequestLog;
+use crate::world::World;
+
+/// Locks a mutex, carrying on after a panic in another handler: the simulator's state stays
+/// usable for the assertions that follow.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    world: Mutex<World>,
+    policy: Mutex<Policy>,
+    limits: Mutex<Limits>,
+    faults: Mutex<Vec<Fault>>,
+    log: RequestLog,
+    /// Listing responses served so far (drives the policy's page-size cycle).
+    listings: AtomicU64,
+}
+
+/// Why the simulator did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct Simulator;
+
+impl Simulator {
+    /// Starts a simulator on a free port of 127.0.0.1, in the current tokio runtime.
+    pub async fn start(seed: Seed, policy: Policy) -> Result<SimHandle, StartError> {
+        Simulator::serve(SocketAddr::from(([127, 0, 0, 1], 0)), seed, policy).await
+    }
+
+    /// Starts a simulator on `addr`.
+    pub async fn serve(addr: SocketAddr, seed: Seed, policy: Policy) -> Result<SimHandle, StartError> {
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::from_seed(seed)?),
+            policy: Mutex::new(policy),
+            limits: Mutex::new(Limits::default()),
+            faults: Mutex::new(Vec::new()),
+            log: RequestLog::default(),
+            listings: AtomicU64::new(0),
+        });
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                eprintln!("gatehouse-sim: server error: {error}");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// Every route, with the gate (faults, auth, rate limits) after routing and the request log
+/// around everything.
+fn router(shared: Arc<Shared>) -> Router {
+    let confluence = confluence::router();
+    Router::new()
+        .nest("/wiki", confluence.clone())
+        .nest("/ex/confluence/{cloud_id}/wiki", confluence)
+        .nest("/scim/directory/{directory_id}", scim::router())
+        .merge(admin::router())
+        .route("/oauth/token", axum::routing::post(oauth::token))
+        .merge(control::router())
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), gate::gate))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), gate::record))
+        .with_state(shared)
+}
+
+/// A running simulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:port` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The Confluence site base (`…/wiki`), for Basic auth with unscoped tokens.
+    pub fn site_base_url(&self) -> String {
+        self.url("/wiki")
+    }
+
+    /// The gateway root standing in for `https://api.atlassian.com` (Confluence through
+    /// `/ex/confluence/{cloudId}`, the admin APIs, SCIM).
+    pub fn api_base_url(&self) -> String {
+        self.url("")
+    }
+
+    /// The SCIM base, `…/scim/directory/{directoryId}`.
+    pub fn scim_base_url(&self) -> String {
+        self.url(&format!(
+            "/scim/directory/{}",
+            lock(&self.shared.world).directory_id
+        ))
+    }
+
+    /// The OAuth token endpoint.
+    pub fn token_url(&self) -> String {
+        self.url("/oauth/token")
+    }
+
+    pub fn cloud_id(&self) -> String {
+        lock(&self.shared.world).cloud_id.clone()
+    }
+
+    pub fn org_id(&self) -> String {
+        lock(&self.shared.world).org_id.clone()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

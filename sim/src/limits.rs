@@ -1,0 +1,125 @@
+//! The simulator's rate limits, as Atlassian applies them: a burst token bucket per endpoint and
+//! method (429, with or without `Retry-After` by policy, `X-RateLimit-*` headers on every answer,
+//! `X-RateLimit-NearLimit` when under 20%), and a tenant-wide Confluence quota whose 429 carries
+//! `RateLimit-Reason` and the reset time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::policy::Policy;
+
+/// Headers to add to an answer.
+pub(crate) type Headers = Vec<(&'static str, String)>;
+
+pub(crate) enum Verdict {
+    Allowed(Headers),
+    /// Refused with 429: why (`burst` | `quota`) and the headers to send.
+    Refused(&'static str, Headers),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Limits {
+    buckets: HashMap<String, Bucket>,
+    quota: Option<Window>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+#[derive(Debug)]
+struct Window {
+    ends: Instant,
+    ends_utc: DateTime<Utc>,
+    used: u32,
+}
+
+fn iso(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn ceil_seconds(duration: Duration) -> u64 {
+    duration.as_millis().div_ceil(1000) as u64
+}
+
+impl Limits {
+    /// Decides on one request to `key` (method and route), Confluence's quota applying when
+    /// `confluence`.
+    pub fn check(&mut self, key: &str, confluence: bool, policy: &Policy, now: Instant) -> Verdict {
+        let mut headers = Headers::new();
+        let mut quota_window = None;
+        if confluence && let Some(quota) = &policy.quota {
+            let window_length = Duration::from_millis(quota.window_ms.max(1));
+            let window = match self.quota.take() {
+                Some(window) if window.ends > now => window,
+                _ => Window {
+                    ends: now + window_length,
+                    ends_utc: Utc::now() + window_length,
+                    used: 0,
+                },
+            };
+            if window.used >= quota.requests {
+                let mut refused = vec![
+                    ("ratelimit-reason", quota.reason.clone()),
+                    ("x-ratelimit-reset", iso(window.ends_utc)),
+                    ("x-ratelimit-limit", quota.requests.to_string()),
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                ];
+                if quota.retry_after {
+                    refused.push((
+                        "retry-after",
+                        ceil_seconds(window.ends.saturating_duration_since(now)).to_string(),
+                    ));
+                }
+                self.quota = Some(window);
+                return Verdict::Refused("quota", refused);
+            }
+            quota_window = Some(window);
+        }
+        if let Some(burst) = &policy.burst {
+            let capacity = f64::from(burst.capacity.max(1));
+            let bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
+                tokens: capacity,
+                updated: now,
+            });
+            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * burst.per_second).min(capacity);
+            bucket.updated = now;
+            if bucket.tokens < 1.0 {
+                let wait = if burst.per_second > 0.0 {
+                    Duration::from_secs_f64((1.0 - bucket.tokens) / burst.per_second)
+                } else {
+                    Duration::from_secs(3600)
+                };
+                let mut refused = vec![
+                    ("x-ratelimit-limit", burst.capacity.to_string()),
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                    ("x-ratelimit-reset", iso(Utc::now() + wait)),
+                ];
+                if let Some(seconds) = burst.retry_after_seconds {
+                    refused.push(("retry-after", seconds.to_string()));
+                }
+                self.quota = quota_window;
+                return Verdict::Refused("burst", refused);
+            }
+            bucket.tokens -= 1.0;
+            headers.push(("x-ratelimit-limit", burst.capacity.to_string()));
+            headers.push((
+                "x-ratelimit-remaining",
+                (bucket.tokens.floor() as u64).to_string(),
+            ));
+            if burst.near_limit && bucket.tokens < 0.2 * capacity {
+                headers.push(("x-ratelimit-nearlimit", "true".to_owned()));
+            }
+        }
+        if let Some(mut window) = quota_window {
+            window.used += 1;
+            self.quota = Some(window);
+        }
+        Verdict::Allowed(headers)
+    }
+}

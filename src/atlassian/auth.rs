@@ -1,0 +1,478 @@
+//! Credentials for outbound calls: Basic (email + API token), static bearer tokens (SCIM
+//! directory token, organization API key) and OAuth 2.0 (3LO) with rotating refresh tokens.
+//!
+//! OAuth rotation is the delicate one. Atlassian retires a refresh token as soon as it issues the
+//! next, and reuse of a retired token after ten minutes revokes the whole grant. So:
+//! - refreshing is single-flight: one refresh per process at a time (a mutex), and one per grant
+//!   across processes (a lease in the store); concurrent callers wait and then use its result;
+//! - the new refresh token is committed to the store *before* the access token is handed out, so
+//!   a crash right after cannot leave gatehouse holding only the retired token;
+//! - the refresh token used is always the one in the store, never a copy held in memory or the
+//!   configured seed once it has been rotated;
+//! - a refresh whose answer was lost is not retried blindly: the caller gets a transient error,
+//!   and the next attempt uses the stored token (still the live one, as far as gatehouse knows).
+//!
+//! Header values are marked sensitive, and every provider can [`Credentials::redact`] its secrets
+//! out of any text, which the executor applies to every error message.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use handlers::ports::ErrorKind;
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::metrics::{AtlassianMetrics, OutcomeLabels};
+use crate::config::Secret;
+use crate::store::{OAuthRotation, Store};
+
+/// The operation label of token refreshes.
+pub const TOKEN_ENDPOINT: &str = "POST /oauth/token";
+
+/// Access tokens are renewed this long before they expire, so none expires in flight.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// How long a process may hold the refresh lease (longer than a token request can take).
+const LEASE: Duration = Duration::from_secs(30);
+/// How often a process waiting on another's lease looks again.
+const LEASE_POLL: Duration = Duration::from_millis(200);
+
+/// What authenticates requests to one API.
+#[async_trait]
+pub trait Credentials: Send + Sync + fmt::Debug {
+    /// The `Authorization` header for the next request.
+    async fn authorization(&self) -> Result<HeaderValue, ApiError>;
+
+    /// The request made with `used` got 401. True when new credentials are worth one more try
+    /// (an OAuth access token revoked before its time); false for static credentials.
+    async fn rejected(&self, _used: &HeaderValue) -> bool {
+        false
+    }
+
+    /// `text` with every secret this provider knows replaced by `***`.
+    fn redact(&self, text: &str) -> String;
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, ApiError> {
+    let mut header = HeaderValue::from_str(value).map_err(|_| {
+        ApiError::invalid(
+            "credentials",
+            "a credential contains characters an HTTP header cannot carry",
+        )
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+fn redact_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        // Very short values would blank out ordinary words; no real token is that short.
+        if secret.len() >= 6 {
+            text = text.replace(secret, "***");
+        }
+    }
+    text
+}
+
+/// Basic auth with an API token.
+pub struct BasicAuth {
+    header: HeaderValue,
+    token: Secret,
+    encoded: Secret,
+}
+
+impl BasicAuth {
+    pub fn new(email: &str, token: &Secret) -> Result<Self, ApiError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{}", token.expose()));
+        Ok(BasicAuth {
+            header: sensitive(&format!("Basic {encoded}"))?,
+            token: token.clone(),
+            encoded: Secret::new(encoded),
+        })
+    }
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth").field("token", &self.token).finish()
+    }
+}
+
+#[async_trait]
+impl Credentials for BasicAuth {
+    async fn authorization(&self) -> Result<HeaderValue, ApiError> {
+        Ok(self.header.clone())
+    }
+
+    fn redact(&self, text: &str) -> String {
+        redact_all(text, [self.token.expose(), self.encoded.expose()])
+    }
+}
+
+/// A static bearer token (SCIM directory token, organization API key).
+pub struct BearerToken {
+    header: HeaderValue,
+    token: Secret,
+}
+
+impl BearerToken {
+    pub fn new(token: &Secret) -> Result<Self, ApiError> {
+        Ok(BearerToken {
+            header: sensitive(&format!("Bearer {}", token.expose()))?,
+            token: token.clone(),
+        })
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerToken").field("token", &self.token).finish()
+    }
+}
+
+#[async_trait]
+impl Credentials for BearerToken {
+    async fn authorization(&self) -> Result<HeaderValue, ApiError> {
+        Ok(self.header.clone())
+    }
+
+    fn redact(&self, text: &str) -> String {
+        redact_all(text, [self.token.expose()])
+    }
+}
+
+/// Where an OAuth app gets its tokens.
+#[derive(Debug, Clone)]
+pub struct OAuthClientConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The refresh token from config: seeds the store, used only until the first rotation.
+    pub initial_refresh_token: Secret,
+    pub token_url: String,
+    pub cloud_id: String,
+}
+
+#[derive(Clone)]
+struct AccessToken {
+    header: HeaderValue,
+    value: Secret,
+    expires_at: DateTime<Utc>,
+}
+
+impl AccessToken {
+    fn fresh(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at - now > chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default()
+    }
+}
+
+/// An OAuth 2.0 grant, refreshed single-flight with rotation persisted in the store.
+pub struct OAuthSession {
+    config: OAuthClientConfig,
+    grant_key: String,
+    seed_fingerprint: String,
+    store: Store,
+    http: reqwest::Client,
+    metrics: AtlassianMetrics,
+    current: Mutex<Option<AccessToken>>,
+    /// An access token Atlassian refused before its expiry: never adopted again from the store.
+    refused: Mutex<Option<Secret>>,
+    /// Recent token values, for redaction.
+    seen: Mutex<Vec<Secret>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for OAuthSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthSession")
+            .field("grant", &self.grant_key)
+            .field("token_url", &self.config.token_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token endpoint's answer. No `Debug`: it holds tokens.
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn fingerprint(token: &Secret) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.expose().as_bytes(),
+    ))
+}
+
+impl OAuthSession {
+    pub fn new(
+        config: OAuthClientConfig,
+        store: Store,
+        http: reqwest::Client,
+        metrics: AtlassianMetrics,
+    ) -> Self {
+        OAuthSession {
+            grant_key: format!("{}@{}", config.client_id, config.cloud_id),
+            seed_fingerprint: fingerprint(&config.initial_refresh_token),
+            config,
+            store,
+            http,
+            metrics,
+            current: Mutex::new(None),
+            refused: Mutex::new(None),
+            seen: Mutex::new(Vec::new()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn remember(&self, secret: &Secret) {
+        let mut seen = lock(&self.seen);
+        if !seen.iter().any(|s| s == secret) {
+            seen.push(secret.clone());
+            // Enough for the tokens in flight; older ones are long retired.
+            if seen.len() > 8 {
+                seen.remove(0);
+            }
+        }
+    }
+
+    fn usable(&self, now: DateTime<Utc>) -> Option<HeaderValue> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|t| t.fresh(now))
+            .map(|t| t.header.clone())
+    }
+
+    fn adopt(&self, value: Secret, expires_at: DateTime<Utc>) -> Result<HeaderValue, ApiError> {
+        let header = sensitive(&format!("Bearer {}", value.expose()))?;
+        self.remember(&value);
+        *lock(&self.current) = Some(AccessToken {
+            header: header.clone(),
+            value,
+            expires_at,
+        });
+        Ok(header)
+    }
+
+    fn store_error(&self, error: crate::store::StoreError) -> ApiError {
+        ApiError::credentials(
+            TOKEN_ENDPOINT,
+            ErrorKind::Transient,
+            format!("cannot keep the OAuth refresh token in the store: {error}"),
+        )
+    }
+
+    /// Refreshes (or adopts another process's refresh). Caller holds `refresh_lock`.
+    async fn refresh(&self) -> Result<HeaderValue, ApiError> {
+        let deadline = Utc::now() + chrono::Duration::from_std(LEASE * 2).unwrap_or_default();
+        loop {
+            let now = Utc::now();
+            let grant = self
+                .store
+                .seed_oauth_grant(
+                    &self.grant_key,
+                    &self.config.initial_refresh_token,
+                    &self.seed_fingerprint,
+                )
+                .await
+                .map_err(|e| self.store_error(e))?;
+            self.remember(&grant.refresh_token);
+            // Another process may have refreshed already: use its access token.
+            if let (Some(access), Some(expires_at)) = (&grant.access_token, grant.access_expires_at) {
+                let refused = lock(&self.refused).as_ref() == Some(access);
+                let fresh = expires_at - now > chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default();
+                if fresh && !refused {
+                    return self.adopt(access.clone(), expires_at);
+                }
+            }
+            let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let claimed = self
+                .store
+                .claim_oauth_refresh(&self.grant_key, grant.generation, now, lease_until)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            if !claimed {
+                if now > deadline {
+                    return Err(ApiError::credentials(
+                        TOKEN_ENDPOINT,
+                        ErrorKind::Transient,
+                        "another gatehouse process is refreshing the OAuth token and has not finished",
+                    ));
+                }
+                tokio::time::sleep(LEASE_POLL).await;
+                continue;
+            }
+            let answer = self.call_token_endpoint(&grant.refresh_token).await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    let _ = self
+                        .store
+                        .release_oauth_refresh(&self.grant_key, grant.generation)
+                        .await;
+                    return Err(error);
+                }
+            };
+            let access = Secret::new(answer.access_token);
+            self.remember(&access);
+            // No refresh token in the answer means Atlassian did not rotate: keep the old one.
+            let refresh = answer
+                .refresh_token
+                .map(Secret::new)
+                .unwrap_or_else(|| grant.refresh_token.clone());
+            self.remember(&refresh);
+            let expires_at = Utc::now() + chrono::Duration::seconds(answer.expires_in.unwrap_or(3600) as i64);
+            let rotation = OAuthRotation {
+                refresh_token: &refresh,
+                access_token: &access,
+                access_expires_at: expires_at,
+            };
+            let saved = self
+                .store
+                .save_oauth_rotation(&self.grant_key, grant.generation, &rotation)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            if !saved {
+                // Our lease expired and another process rotated meanwhile. Ours is then the
+                // newest token of the family, but the store no longer knows it: refuse to use
+                // it, so the stored chain stays the one truth.
+                return Err(ApiError::credentials(
+                    TOKEN_ENDPOINT,
+                    ErrorKind::Transient,
+                    "the OAuth grant was rotated by another process during this refresh",
+                ));
+            }
+            *lock(&self.refused) = None;
+            return self.adopt(access, expires_at);
+        }
+    }
+
+    async fn call_token_endpoint(&self, refresh_token: &Secret) -> Result<TokenAnswer, ApiError> {
+        let body = serde_json::json!({
+            "grant_type": "refresh_token",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret.expose(),
+            "refresh_token": refresh_token.expose(),
+        });
+        let outcome = |outcome: &'static str| {
+            self.metrics
+                .token_refreshes
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+        };
+        let response = match self.http.post(&self.config.token_url).json(&body).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                outcome("failed");
+                return Err(ApiError::transport(TOKEN_ENDPOINT, &error).redacted(|t| self.redact(t)));
+            }
+        };
+        let status = response.status().as_u16();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                outcome("failed");
+                return Err(ApiError::transport(TOKEN_ENDPOINT, &error).redacted(|t| self.redact(t)));
+            }
+        };
+        if (200..300).contains(&status) {
+            outcome("ok");
+            return serde_json::from_slice(&bytes).map_err(|_| {
+                ApiError::unreadable(TOKEN_ENDPOINT, "the token endpoint's answer has no access_token")
+            });
+        }
+        let error =
+            ApiError::from_answer(TOKEN_ENDPOINT, status, &bytes, None, None).redacted(|t| self.redact(t));
+        if matches!(status, 400 | 401 | 403) {
+            outcome("rejected");
+            tracing::error!(
+                grant = %self.grant_key,
+                status,
+                "Atlassian refused the OAuth refresh token: authorize gatehouse again and set atlassian.auth.refresh_token"
+            );
+            return Err(ApiError::credentials(
+                TOKEN_ENDPOINT,
+                ErrorKind::Permanent,
+                format!(
+                    "the OAuth refresh was refused ({}); authorize gatehouse again and set atlassian.auth.refresh_token",
+                    error.message()
+                ),
+            ));
+        }
+        outcome("failed");
+        Err(error)
+    }
+}
+
+#[async_trait]
+impl Credentials for OAuthSession {
+    async fn authorization(&self) -> Result<HeaderValue, ApiError> {
+        if let Some(header) = self.usable(Utc::now()) {
+            return Ok(header);
+        }
+        let _single_flight = self.refresh_lock.lock().await;
+        // Whoever held the lock before us may have refreshed already.
+        if let Some(header) = self.usable(Utc::now()) {
+            return Ok(header);
+        }
+        self.refresh().await
+    }
+
+    async fn rejected(&self, used: &HeaderValue) -> bool {
+        let _single_flight = self.refresh_lock.lock().await;
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|t| t.header == used)
+            && let Some(token) = current.take()
+        {
+            *lock(&self.refused) = Some(token.value);
+        }
+        // Either we just dropped the refused token, or someone already replaced it.
+        true
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let seen = lock(&self.seen);
+        redact_all(
+            text,
+            seen.iter().map(Secret::expose).chain([
+                self.config.client_secret.expose(),
+                self.config.initial_refresh_token.expose(),
+            ]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn basic_auth_is_sensitive_and_redactable() {
+        let auth = BasicAuth::new("bot@example.com", &Secret::new("api-token-123")).unwrap();
+        let header = auth.authorization().await.unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(
+            header.to_str().unwrap(),
+            "Basic Ym90QGV4YW1wbGUuY29tOmFwaS10b2tlbi0xMjM="
+        );
+        let debug = format!("{auth:?}");
+        assert!(!debug.contains("api-token-123"), "{debug}");
+        assert_eq!(
+            auth.redact("echo: Basic Ym90QGV4YW1wbGUuY29tOmFwaS10b2tlbi0xMjM= and api-token-123"),
+            "echo: Basic *** and ***"
+        );
+        assert!(!auth.rejected(&header).await);
+    }
+}

@@ -1,0 +1,184 @@
+//! Building the clients from `[atlassian]`: one HTTP connection pool and one rate limiter shared
+//! by all, one executor per API with its own credentials.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::admin::AdminClient;
+use super::auth::{BasicAuth, BearerToken, Credentials, OAuthClientConfig, OAuthSession};
+use super::confluence::ConfluenceClient;
+use super::error::ApiError;
+use super::http::{Api, Executor, RetryPolicy, base_url};
+use super::limiter::RateLimiter;
+use super::metrics::AtlassianMetrics;
+use super::retry::{Backoff, Jitter};
+use super::scim::ScimClient;
+use crate::config::{AtlassianSettings, AuthSettings};
+use crate::store::Store;
+
+/// What the clients need besides settings.
+#[derive(Clone)]
+pub struct ClientDeps {
+    /// Where rotated OAuth refresh tokens live; required with OAuth.
+    pub store: Option<Store>,
+    pub metrics: AtlassianMetrics,
+    /// The backoff's random source; `fastrand` when `None` (tests pin it).
+    pub jitter: Option<Jitter>,
+}
+
+impl std::fmt::Debug for ClientDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientDeps")
+            .field("store", &self.store)
+            .field("jitter", &self.jitter.as_ref().map(|_| "custom"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientDeps {
+    pub fn new(store: Option<Store>, metrics: AtlassianMetrics) -> Self {
+        ClientDeps {
+            store,
+            metrics,
+            jitter: None,
+        }
+    }
+}
+
+/// The configured Atlassian clients; an API without credentials in config is `None`.
+#[derive(Debug, Clone)]
+pub struct AtlassianClients {
+    pub confluence: Option<ConfluenceClient>,
+    pub scim: Option<ScimClient>,
+    pub admin: Option<AdminClient>,
+}
+
+fn not_configured(what: &'static str, keys: &str) -> ApiError {
+    ApiError::invalid(what, format!("not configured: set {keys} in [atlassian]"))
+}
+
+impl AtlassianClients {
+    pub fn build(settings: &AtlassianSettings, deps: ClientDeps) -> Result<Self, ApiError> {
+        crate::app::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.http.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.http.request_timeout_ms))
+            // Atlassian's APIs do not redirect; following one could carry credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::invalid("http client", format!("cannot build the HTTP client: {e}")))?;
+        let limiter = Arc::new(RateLimiter::new(settings.rate_limit.clone()));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(settings.retry.base_delay_ms),
+            Duration::from_millis(settings.retry.max_delay_ms),
+        );
+        if let Some(jitter) = deps.jitter.clone() {
+            backoff = backoff.with_jitter(jitter);
+        }
+        let retry = RetryPolicy {
+            max_attempts: settings.retry.max_attempts.max(1),
+            backoff,
+            max_wait: Duration::from_millis(settings.retry.max_wait_ms),
+        };
+        let tenant = settings.tenant_name();
+        let executor = |api: Api, credentials: Arc<dyn Credentials>| {
+            Executor::new(
+                api,
+                &tenant,
+                http.clone(),
+                credentials,
+                limiter.clone(),
+                retry.clone(),
+                deps.metrics.clone(),
+            )
+        };
+        deps.metrics.observe_token_expiry(settings);
+
+        let confluence = match (&settings.auth, settings.confluence_base()) {
+            (Some(auth), Some(base)) => {
+                let credentials: Arc<dyn Credentials> = match auth {
+                    AuthSettings::Basic { email, token, .. } => Arc::new(BasicAuth::new(email, token)?),
+                    AuthSettings::Oauth {
+                        client_id,
+                        client_secret,
+                        refresh_token,
+                        token_url,
+                        cloud_id,
+                    } => {
+                        let store = deps.store.clone().ok_or_else(|| {
+                            ApiError::invalid(
+                                "atlassian.auth",
+                                "OAuth needs the store, where rotated refresh tokens are kept",
+                            )
+                        })?;
+                        let config = OAuthClientConfig {
+                            client_id: client_id.clone(),
+                            client_secret: client_secret.clone(),
+                            initial_refresh_token: refresh_token.clone(),
+                            token_url: token_url.clone(),
+                            cloud_id: cloud_id.clone(),
+                        };
+                        Arc::new(OAuthSession::new(
+                            config,
+                            store,
+                            http.clone(),
+                            deps.metrics.clone(),
+                        ))
+                    }
+                };
+                let base = base_url("atlassian.confluence_base_url", &base)?;
+                Some(ConfluenceClient::new(
+                    executor(Api::Confluence, credentials),
+                    base,
+                ))
+            }
+            _ => None,
+        };
+        let scim = match (&settings.scim_base_url, &settings.scim_token) {
+            (Some(url), Some(token)) => {
+                let base = base_url("atlassian.scim_base_url", url)?;
+                Some(ScimClient::new(
+                    executor(Api::Scim, Arc::new(BearerToken::new(token)?)),
+                    base,
+                ))
+            }
+            _ => None,
+        };
+        let admin = match &settings.admin_api_key {
+            Some(key) => {
+                let base = base_url("atlassian.admin_base_url", &settings.admin_base_url)?;
+                Some(AdminClient::new(
+                    executor(Api::Admin, Arc::new(BearerToken::new(key)?)),
+                    base,
+                    settings.org_id.clone(),
+                ))
+            }
+            None => None,
+        };
+        Ok(AtlassianClients {
+            confluence,
+            scim,
+            admin,
+        })
+    }
+
+    /// The Confluence client, or an error naming the missing config.
+    pub fn confluence(&self) -> Result<&ConfluenceClient, ApiError> {
+        self.confluence
+            .as_ref()
+            .ok_or_else(|| not_configured("confluence", "auth (and confluence_base_url or auth.cloud_id)"))
+    }
+
+    pub fn scim(&self) -> Result<&ScimClient, ApiError> {
+        self.scim
+            .as_ref()
+            .ok_or_else(|| not_configured("scim", "scim_base_url and scim_token"))
+    }
+
+    pub fn admin(&self) -> Result<&AdminClient, ApiError> {
+        self.admin
+            .as_ref()
+            .ok_or_else(|| not_configured("admin", "admin_api_key (and org_id for events)"))
+    }
+}

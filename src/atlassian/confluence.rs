@@ -1,0 +1,276 @@
+//! The Confluence Cloud REST client: v1 users and groups (by group id; the deprecated name-based
+//! endpoints are never used), v2 `users-bulk` for account status.
+//!
+//! Group names are case-sensitive: [`ConfluenceClient::group_named`] matches exactly and
+//! [`ConfluenceClient::groups_named_like`] finds near misses in case for people who typed one.
+//! Emails are often hidden (null, or an empty string): never key on them.
+
+use handlers::ports::{AccountStatus, Group, User};
+use serde::Deserialize;
+use serde_json::json;
+use url::Url;
+
+use super::error::ApiError;
+use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, url_with};
+use super::pagination::{CursorListing, OffsetListing, Progress, no_progress};
+
+const USER: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/user", true);
+const MEMBER_OF: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/user/memberof", true);
+const GROUPS: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/group", true);
+const GROUP_PICKER: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/group/picker", true);
+const MEMBERS: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/group/{groupId}/membersByGroupId", true);
+/// Adding a member who is one already changes nothing: safe to retry.
+const ADD_MEMBER: Endpoint = Endpoint::new(Verb::Post, "POST /rest/api/group/userByGroupId", true);
+const REMOVE_MEMBER: Endpoint = Endpoint::new(Verb::Delete, "DELETE /rest/api/group/userByGroupId", true);
+/// A read, though a POST.
+const USERS_BULK: Endpoint = Endpoint::new(Verb::Post, "POST /api/v2/users-bulk", true);
+
+/// v1 pages: Atlassian allows up to 200 members per page (others less); the server lowers it as
+/// it likes, which the pager handles.
+const V1_PAGE_SIZE: u32 = 200;
+/// v2 pages: at most 250.
+const V2_PAGE_SIZE: u32 = 250;
+/// `users-bulk` takes at most 100 ids per request.
+const BULK_IDS: usize = 100;
+
+/// A user with the status Confluence v2 reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStatus {
+    pub user: User,
+    pub status: AccountStatus,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiUser {
+    account_id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    public_name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    account_type: Option<String>,
+    #[serde(default)]
+    account_status: Option<String>,
+}
+
+impl ApiUser {
+    fn into_user(self) -> User {
+        User {
+            account_id: self.account_id,
+            display_name: self.display_name.or(self.public_name),
+            // Hidden emails come as null or as "".
+            email: self.email.filter(|e| !e.trim().is_empty()),
+            account_type: self.account_type,
+        }
+    }
+}
+
+fn parse_status(status: Option<&str>) -> AccountStatus {
+    match status {
+        Some("active") => AccountStatus::Active,
+        Some("inactive") => AccountStatus::Inactive,
+        Some("closed") => AccountStatus::Closed,
+        _ => AccountStatus::Unknown,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiGroup {
+    id: String,
+    name: String,
+}
+
+impl From<ApiGroup> for Group {
+    fn from(group: ApiGroup) -> Self {
+        Group {
+            id: group.id,
+            name: group.name,
+        }
+    }
+}
+
+/// Confluence calls; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConfluenceClient {
+    executor: Executor,
+    /// `…/wiki` (site or gateway).
+    base: Url,
+}
+
+impl ConfluenceClient {
+    pub fn new(executor: Executor, base: Url) -> Self {
+        ConfluenceClient { executor, base }
+    }
+
+    fn v1(&self, segments: &[&str]) -> Url {
+        let mut all = vec!["rest", "api"];
+        all.extend_from_slice(segments);
+        url_with(&self.base, &all)
+    }
+
+    /// The account, `None` when Confluence does not know it.
+    pub async fn user(&self, account_id: &str) -> Result<Option<User>, ApiError> {
+        let call = Call::new(USER, self.v1(&["user"])).query("accountId", account_id);
+        match self.executor.send(&call).await {
+            Ok(reply) => Ok(Some(reply.json::<ApiUser>(USER.label)?.into_user())),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every Confluence group the account belongs to.
+    pub async fn member_groups(
+        &self,
+        account_id: &str,
+        progress: Progress<'_>,
+    ) -> Result<Vec<Group>, ApiError> {
+        let call = Call::new(MEMBER_OF, self.v1(&["user", "memberof"])).query("accountId", account_id);
+        let groups: Vec<ApiGroup> = OffsetListing::new(call, V1_PAGE_SIZE)?
+            .collect(&self.executor, progress)
+            .await?;
+        Ok(groups.into_iter().map(Group::from).collect())
+    }
+
+    /// Every group of the site.
+    pub async fn groups(&self, progress: Progress<'_>) -> Result<Vec<Group>, ApiError> {
+        let call = Call::new(GROUPS, self.v1(&["group"]));
+        let groups: Vec<ApiGroup> = OffsetListing::new(call, V1_PAGE_SIZE)?
+            .collect(&self.executor, progress)
+            .await?;
+        Ok(groups.into_iter().map(Group::from).collect())
+    }
+
+    /// Every member of the group with this id.
+    pub async fn group_members(&self, group_id: &str, progress: Progress<'_>) -> Result<Vec<User>, ApiError> {
+        let call = Call::new(MEMBERS, self.v1(&["group", group_id, "membersByGroupId"]));
+        let users: Vec<ApiUser> = OffsetListing::new(call, V1_PAGE_SIZE)?
+            .collect(&self.executor, progress)
+            .await?;
+        Ok(users.into_iter().map(ApiUser::into_user).collect())
+    }
+
+    /// Groups whose name contains `query`, ignoring case (Confluence's group picker).
+    async fn search_groups(&self, query: &str) -> Result<Vec<Group>, ApiError> {
+        let call = Call::new(GROUP_PICKER, self.v1(&["group", "picker"])).query("query", query);
+        let groups: Vec<ApiGroup> = OffsetListing::new(call, V1_PAGE_SIZE)?
+            .collect(&self.executor, &no_progress)
+            .await?;
+        Ok(groups.into_iter().map(Group::from).collect())
+    }
+
+    /// The group named exactly `name` (case-sensitive), if any.
+    pub async fn group_named(&self, name: &str) -> Result<Option<Group>, ApiError> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .search_groups(name)
+            .await?
+            .into_iter()
+            .find(|g| g.name == name))
+    }
+
+    /// Groups whose name equals `name` but for case: what someone probably meant.
+    pub async fn groups_named_like(&self, name: &str) -> Result<Vec<Group>, ApiError> {
+        if name.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lower = name.to_lowercase();
+        Ok(self
+            .search_groups(name)
+            .await?
+            .into_iter()
+            .filter(|g| g.name != name && g.name.to_lowercase() == lower)
+            .collect())
+    }
+
+    /// Adds the account to the group (no change when it is a member already).
+    pub async fn add_member(&self, group_id: &str, account_id: &str) -> Result<Receipt, ApiError> {
+        let call = Call::new(ADD_MEMBER, self.v1(&["group", "userByGroupId"]))
+            .query("groupId", group_id)
+            .body(Body::Json(json!({ "accountId": account_id })));
+        Ok(Receipt::from(&self.executor.send(&call).await?))
+    }
+
+    /// Removes the account from the group. Success (204) also when it was not a member.
+    pub async fn remove_member(&self, group_id: &str, account_id: &str) -> Result<Receipt, ApiError> {
+        let call = Call::new(REMOVE_MEMBER, self.v1(&["group", "userByGroupId"]))
+            .query("groupId", group_id)
+            .query("accountId", account_id);
+        Ok(Receipt::from(&self.executor.send(&call).await?))
+    }
+
+    /// Users and their status (v2), 100 ids per request, every page of each. Unknown ids are
+    /// left out.
+    pub async fn users_bulk(&self, account_ids: &[String]) -> Result<Vec<UserStatus>, ApiError> {
+        let url = url_with(&self.base, &["api", "v2", "users-bulk"]);
+        let mut found = Vec::new();
+        for chunk in account_ids.chunks(BULK_IDS) {
+            let call = Call::new(USERS_BULK, url.clone()).body(Body::Json(json!({ "accountIds": chunk })));
+            let users: Vec<ApiUser> = CursorListing::new(call, V2_PAGE_SIZE)?
+                .collect(&self.executor, &no_progress)
+                .await?;
+            found.extend(users.into_iter().map(|user| {
+                let status = parse_status(user.account_status.as_deref());
+                UserStatus {
+                    user: user.into_user(),
+                    status,
+                }
+            }));
+        }
+        Ok(found)
+    }
+
+    /// The account's status, `None` when Confluence does not know the account.
+    pub async fn status_of(&self, account_id: &str) -> Result<Option<AccountStatus>, ApiError> {
+        Ok(self
+            .users_bulk(&[account_id.to_owned()])
+            .await?
+            .into_iter()
+            .find(|u| u.user.account_id == account_id)
+            .map(|u| u.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_labels_start_with_their_method() {
+        for endpoint in [
+            USER,
+            MEMBER_OF,
+            GROUPS,
+            GROUP_PICKER,
+            MEMBERS,
+            ADD_MEMBER,
+            REMOVE_MEMBER,
+            USERS_BULK,
+        ] {
+            let method = format!("{:?} ", endpoint.verb).to_uppercase();
+            assert!(endpoint.label.starts_with(&method), "{}", endpoint.label);
+        }
+    }
+
+    #[test]
+    fn hidden_emails_and_statuses() {
+        let user: ApiUser = serde_json::from_str(
+            r#"{"accountId":"a","email":"","publicName":"A","accountStatus":"inactive"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_status(user.account_status.as_deref()),
+            AccountStatus::Inactive
+        );
+        let user = user.into_user();
+        assert_eq!(user.email, None);
+        assert_eq!(user.display_name.as_deref(), Some("A"));
+        let absent: ApiUser = serde_json::from_str(r#"{"accountId":"b"}"#).unwrap();
+        assert_eq!(absent.into_user().email, None);
+        assert_eq!(parse_status(Some("unlicensed")), AccountStatus::Unknown);
+    }
+}

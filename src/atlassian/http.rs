@@ -1,0 +1,604 @@
+//! The one place Atlassian calls are made: credentials, the rate limiter, retries, error
+//! classification, request-id capture, metrics and logs, for every client alike.
+//!
+//! Retry rules:
+//! - 429 is retried for every call: Atlassian refused the request before doing anything. The
+//!   wait is `Retry-After` when given, else the backoff; a quota reason pauses the whole tenant
+//!   until the reset, a burst 429 pauses the endpoint. The pause lives in the limiter, so every
+//!   caller waits it out, not only the refused one. A call's waits share one budget
+//!   (`retry.max_wait_ms`); past it the call fails as transient and the worker retries later.
+//! - 5xx, 408, 425 and timeouts are retried only for idempotent calls (a POST that timed out may
+//!   have happened), up to `retry.max_attempts` tries.
+//! - A connection that could not be opened is retried for every call (nothing was sent).
+//! - 401 with OAuth: one retry with a refreshed access token.
+//! - Everything else is returned at once, classified ([`ApiError`]).
+//!
+//! Logs and errors name the endpoint label (`GET /rest/api/user`), never the URL, and error
+//! texts are scrubbed of every secret the credentials know.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use url::Url;
+
+use super::auth::Credentials;
+use super::error::ApiError;
+use super::limiter::{LimitKey, PaceChange, RateLimitSignals, RateLimiter};
+use super::metrics::{AtlassianMetrics, CallLabels, EndpointLabels, PauseLabels, RetryLabels};
+use super::retry::Backoff;
+
+/// HTTP methods the clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn method(self) -> reqwest::Method {
+        match self {
+            Verb::Get => reqwest::Method::GET,
+            Verb::Post => reqwest::Method::POST,
+            Verb::Put => reqwest::Method::PUT,
+            Verb::Patch => reqwest::Method::PATCH,
+            Verb::Delete => reqwest::Method::DELETE,
+        }
+    }
+}
+
+/// One Atlassian endpoint. Its label (`GET /rest/api/group/{groupId}/membersByGroupId`) keys the
+/// rate limiter, labels metrics and names the operation in errors and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub verb: Verb,
+    pub label: &'static str,
+    /// Repeating it has the same effect as doing it once, so it is safe to retry after a
+    /// timeout or a 5xx.
+    pub idempotent: bool,
+}
+
+impl Endpoint {
+    pub const fn new(verb: Verb, label: &'static str, idempotent: bool) -> Self {
+        Endpoint {
+            verb,
+            label,
+            idempotent,
+        }
+    }
+}
+
+/// Which API an executor talks to (metrics label, limiter tenant suffix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Confluence,
+    Scim,
+    Admin,
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Confluence => "confluence",
+            Api::Scim => "scim",
+            Api::Admin => "admin",
+        }
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Json(serde_json::Value),
+    /// JSON sent as `application/scim+json`.
+    Scim(serde_json::Value),
+}
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub endpoint: Endpoint,
+    pub url: Url,
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<Body>,
+}
+
+impl Call {
+    pub fn new(endpoint: Endpoint, url: Url) -> Self {
+        Call {
+            endpoint,
+            url,
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Atlassian's id for this request (`X-ARequestId`), for the audit trail.
+    pub request_id: Option<String>,
+}
+
+impl Reply {
+    pub fn json<T: DeserializeOwned>(&self, operation: &'static str) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::unreadable(operation, e))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What a change returned, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub status: u16,
+    /// Atlassian's request id (`X-ARequestId`), when it sent one.
+    pub request_id: Option<String>,
+}
+
+impl From<&Reply> for Receipt {
+    fn from(reply: &Reply) -> Self {
+        Receipt {
+            status: reply.status,
+            request_id: reply.request_id.clone(),
+        }
+    }
+}
+
+/// Header names Atlassian puts its request id in, most specific first.
+const REQUEST_ID_HEADERS: &[&str] = &["x-arequestid", "atl-traceid", "x-request-id"];
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    REQUEST_ID_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// How patient one executor is.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Tries per call against server errors and timeouts (429s are bounded by `max_wait`).
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// The longest one call waits on rate-limit pauses, in total, before failing as transient.
+    pub max_wait: Duration,
+}
+
+/// Makes the calls of one API; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    api: Api,
+    tenant: Arc<str>,
+    http: reqwest::Client,
+    credentials: Arc<dyn Credentials>,
+    limiter: Arc<RateLimiter>,
+    retry: RetryPolicy,
+    metrics: AtlassianMetrics,
+}
+
+/// A 429 storm longer than this many refusals of one call is not a storm any more: give up (the
+/// time budget, `max_wait`, usually ends it first).
+const MAX_THROTTLED: u32 = 50;
+
+/// Waiting this much past a quota's announced reset absorbs clock skew and rounding (the reset
+/// comes as an ISO time with millisecond precision); arriving early would only be refused again.
+const RESET_MARGIN: Duration = Duration::from_millis(100);
+
+/// What went wrong so far in one call.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Server errors, timeouts, connection failures (bounded by `max_attempts`).
+    errors: u32,
+    /// 429 answers (bounded by the time budget).
+    throttled: u32,
+    /// Credentials were renewed after a 401 already.
+    reauthorized: bool,
+}
+
+/// A non-2xx answer.
+struct Answer<'a> {
+    status: u16,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    /// Try again after this long (zero: at once, the limiter decides).
+    Retry(Duration, &'static str),
+    Fail(ApiError),
+}
+
+impl Executor {
+    pub fn new(
+        api: Api,
+        tenant: &str,
+        http: reqwest::Client,
+        credentials: Arc<dyn Credentials>,
+        limiter: Arc<RateLimiter>,
+        retry: RetryPolicy,
+        metrics: AtlassianMetrics,
+    ) -> Self {
+        Executor {
+            inner: Arc::new(Inner {
+                api,
+                tenant: Arc::from(format!("{tenant}:{}", api.name())),
+                http,
+                credentials,
+                limiter,
+                retry,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        self.inner.api
+    }
+
+    /// Makes `call`, retrying as the module documentation says. Ok only for a 2xx answer.
+    pub async fn send(&self, call: &Call) -> Result<Reply, ApiError> {
+        let span = tracing::debug_span!(
+            "atlassian_call",
+            api = self.inner.api.name(),
+            endpoint = call.endpoint.label
+        );
+        self.send_inner(call)
+            .instrument(span)
+            .await
+            .map_err(|error| error.redacted(|text| self.inner.credentials.redact(text)))
+    }
+
+    async fn send_inner(&self, call: &Call) -> Result<Reply, ApiError> {
+        let inner = &self.inner;
+        let endpoint = call.endpoint;
+        let key = LimitKey {
+            tenant: inner.tenant.clone(),
+            endpoint: endpoint.label,
+        };
+        let started = tokio::time::Instant::now();
+        let mut tally = Tally::default();
+        loop {
+            // Rate-limit waits share one budget per call: past it, fail as transient and let the
+            // worker come back later, rather than holding a worker for an hour-long quota reset.
+            let budget = inner.retry.max_wait.saturating_sub(started.elapsed());
+            if let Err(wait) = inner.limiter.acquire(&key, budget).await {
+                inner
+                    .metrics
+                    .paused_calls
+                    .get_or_create(&self.endpoint_labels(endpoint))
+                    .inc();
+                return Err(ApiError::paused(endpoint.label, wait));
+            }
+            let authorization = inner.credentials.authorization().await?;
+            let next = match self.attempt(call, &authorization).await {
+                Ok(reply) => {
+                    self.observe(&key, &reply.headers);
+                    return Ok(reply);
+                }
+                Err(Failure::Answer {
+                    status,
+                    headers,
+                    body,
+                }) => {
+                    let answer = Answer {
+                        status,
+                        headers: &headers,
+                        body: &body,
+                    };
+                    self.after_answer(&key, endpoint, answer, &authorization, &mut tally)
+                        .await
+                }
+                Err(Failure::Transport(error)) => {
+                    tally.errors += 1;
+                    // A connection that never opened carried nothing: safe to retry any call.
+                    let retryable = endpoint.idempotent || error.is_connect();
+                    if retryable && tally.errors < inner.retry.max_attempts {
+                        let reason = if error.is_timeout() {
+                            "timeout"
+                        } else {
+                            "connection"
+                        };
+                        Next::Retry(inner.retry.backoff.delay(tally.errors, None), reason)
+                    } else {
+                        Next::Fail(ApiError::transport(endpoint.label, &error))
+                    }
+                }
+            };
+            match next {
+                Next::Fail(error) => return Err(error),
+                Next::Retry(delay, reason) => {
+                    inner
+                        .metrics
+                        .retries
+                        .get_or_create(&RetryLabels {
+                            api: inner.api.name(),
+                            endpoint: endpoint.label,
+                            reason,
+                        })
+                        .inc();
+                    tracing::warn!(
+                        api = inner.api.name(),
+                        endpoint = endpoint.label,
+                        errors = tally.errors,
+                        throttled = tally.throttled,
+                        reason,
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying Atlassian call"
+                    );
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides what a non-2xx answer means.
+    async fn after_answer(
+        &self,
+        key: &LimitKey,
+        endpoint: Endpoint,
+        answer: Answer<'_>,
+        authorization: &HeaderValue,
+        tally: &mut Tally,
+    ) -> Next {
+        let inner = &self.inner;
+        let signals = RateLimitSignals::from_headers(answer.headers, chrono::Utc::now());
+        let error = ApiError::from_answer(
+            endpoint.label,
+            answer.status,
+            answer.body,
+            request_id(answer.headers),
+            signals.retry_after,
+        );
+        match answer.status {
+            429 => {
+                tally.throttled += 1;
+                let delay = inner.retry.backoff.delay(tally.throttled, signals.retry_after);
+                let now = tokio::time::Instant::now();
+                let scope = if signals.is_quota() {
+                    // The quota is the tenant's: every endpoint would be refused until the reset.
+                    let pause = signals
+                        .reset_in
+                        .map(|reset| reset + RESET_MARGIN)
+                        .unwrap_or(delay)
+                        .max(delay);
+                    inner.limiter.state().pause_tenant(&key.tenant, now + pause);
+                    "tenant"
+                } else {
+                    inner.limiter.state().pause_endpoint(key, now, now + delay);
+                    "endpoint"
+                };
+                inner
+                    .metrics
+                    .rate_limit_pauses
+                    .get_or_create(&PauseLabels {
+                        api: inner.api.name(),
+                        scope,
+                    })
+                    .inc();
+                tracing::info!(
+                    api = inner.api.name(),
+                    endpoint = endpoint.label,
+                    scope,
+                    reason = signals.reason.as_deref().unwrap_or("burst"),
+                    pause_ms = delay.as_millis() as u64,
+                    request_id = error.request_id(),
+                    "Atlassian rate limit: pausing"
+                );
+                if tally.throttled < MAX_THROTTLED {
+                    // The limiter holds the pause, so every caller of the endpoint (or tenant)
+                    // waits it out together; the wait counts against the call's budget.
+                    Next::Retry(Duration::ZERO, "rate_limited")
+                } else {
+                    Next::Fail(error)
+                }
+            }
+            401 if !tally.reauthorized && inner.credentials.rejected(authorization).await => {
+                tally.reauthorized = true;
+                Next::Retry(Duration::ZERO, "unauthorized")
+            }
+            500..=599 | 408 | 425 if endpoint.idempotent => {
+                tally.errors += 1;
+                if tally.errors < inner.retry.max_attempts {
+                    Next::Retry(
+                        inner.retry.backoff.delay(tally.errors, signals.retry_after),
+                        "server_error",
+                    )
+                } else {
+                    Next::Fail(error)
+                }
+            }
+            _ => Next::Fail(error),
+        }
+    }
+
+    fn observe(&self, key: &LimitKey, headers: &HeaderMap) {
+        let signals = RateLimitSignals::from_headers(headers, chrono::Utc::now());
+        let change = self
+            .inner
+            .limiter
+            .state()
+            .observe(key, &signals, tokio::time::Instant::now());
+        if change != PaceChange::Unchanged {
+            self.inner
+                .metrics
+                .slowdowns
+                .get_or_create(&EndpointLabels {
+                    api: self.inner.api.name(),
+                    endpoint: key.endpoint,
+                })
+                .inc();
+            tracing::debug!(
+                endpoint = key.endpoint,
+                ?change,
+                "Atlassian near its rate limit: slowing down"
+            );
+        }
+    }
+
+    fn endpoint_labels(&self, endpoint: Endpoint) -> EndpointLabels {
+        EndpointLabels {
+            api: self.inner.api.name(),
+            endpoint: endpoint.label,
+        }
+    }
+
+    /// One HTTP attempt.
+    async fn attempt(&self, call: &Call, authorization: &HeaderValue) -> Result<Reply, Failure> {
+        let inner = &self.inner;
+        let endpoint = call.endpoint;
+        let mut request = inner
+            .http
+            .request(endpoint.verb.method(), call.url.clone())
+            .header(AUTHORIZATION, authorization.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        match &call.body {
+            Some(Body::Json(value)) => request = request.json(value),
+            Some(Body::Scim(value)) => {
+                request = request
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/scim+json"))
+                    .body(value.to_string());
+            }
+            None => {}
+        }
+        let started = std::time::Instant::now();
+        let result = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        inner
+            .metrics
+            .request_seconds
+            .get_or_create(&self.endpoint_labels(endpoint))
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok((status, ..)) => match status {
+                200..=299 => "2xx",
+                429 => "429",
+                400..=499 => "4xx",
+                500..=599 => "5xx",
+                _ => "other",
+            },
+            Err(_) => "error",
+        };
+        inner
+            .metrics
+            .requests
+            .get_or_create(&CallLabels {
+                api: inner.api.name(),
+                endpoint: endpoint.label,
+                outcome,
+            })
+            .inc();
+        let (status, headers, body) = result.map_err(Failure::Transport)?;
+        if (200..300).contains(&status) {
+            Ok(Reply {
+                status,
+                request_id: request_id(&headers),
+                headers,
+                body,
+            })
+        } else {
+            Err(Failure::Answer {
+                status,
+                headers,
+                body,
+            })
+        }
+    }
+}
+
+enum Failure {
+    Answer {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Transport(reqwest::Error),
+}
+
+/// `base` with `segments` appended as path segments (each percent-encoded as needed).
+pub fn url_with(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    url
+}
+
+/// Parses a configured base URL (no trailing slash needed).
+pub fn base_url(key: &'static str, raw: &str) -> Result<Url, ApiError> {
+    let url = Url::parse(raw.trim_end_matches('/'))
+        .map_err(|e| ApiError::invalid(key, format!("`{raw}` is not a URL: {e}")))?;
+    if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::invalid(key, format!("`{raw}` is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        let base = Url::parse("https://x.atlassian.net/wiki").unwrap();
+        assert_eq!(
+            url_with(&base, &["rest", "api", "group", "a b/c", "membersByGroupId"]).as_str(),
+            "https://x.atlassian.net/wiki/rest/api/group/a%20b%2Fc/membersByGroupId"
+        );
+        let slash = Url::parse("https://x.atlassian.net/wiki/").unwrap();
+        assert_eq!(
+            url_with(&slash, &["rest"]).as_str(),
+            "https://x.atlassian.net/wiki/rest"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_found() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_id(&headers), None);
+        headers.insert("atl-traceid", "trace-1".parse().unwrap());
+        assert_eq!(request_id(&headers).as_deref(), Some("trace-1"));
+        headers.insert("x-arequestid", "req-1".parse().unwrap());
+        assert_eq!(request_id(&headers).as_deref(), Some("req-1"));
+    }
+}

@@ -1,0 +1,42 @@
+//! Atlassian Cloud clients: Confluence REST (v1 groups, v2 users), SCIM 2.0, the organization
+//! events-stream and user-management lifecycle, all through one executor that respects the real
+//! API's rules.
+//!
+//! What every call gets, whichever client makes it ([`http`]):
+//! - credentials: Basic API token, bearer tokens, or OAuth 2.0 with rotating refresh tokens,
+//!   refreshed single-flight and persisted before use ([`auth`]);
+//! - a rate limiter per (tenant, endpoint, method) that pauses on 429 (`Retry-After` or
+//!   jittered backoff), pauses the whole tenant on a quota reason, and slows down when Atlassian
+//!   says the limit is near ([`limiter`], [`retry`]);
+//! - retries only where safe (429 always; 5xx and timeouts only for idempotent calls), each
+//!   counted in metrics ([`metrics`]);
+//! - errors classified transient or permanent, never holding a credential ([`error`]);
+//! - Atlassian's request id on every change ([`http::Receipt`]), for the audit trail.
+//!
+//! Listings are complete: Confluence v1 offsets, v2 cursors and SCIM indexes are three distinct
+//! pager types that cannot be mixed ([`pagination`]). Handlers read through the ports of the
+//! `handlers` crate, implemented here ([`directory`]); the executor calls the write methods
+//! directly. [`AtlassianClients::build`] makes all of them from `[atlassian]`.
+
+pub mod admin;
+pub mod auth;
+pub mod clients;
+pub mod confluence;
+pub mod directory;
+pub mod error;
+pub mod http;
+pub mod limiter;
+pub mod metrics;
+pub mod pagination;
+pub mod retry;
+pub mod scim;
+
+pub use admin::{AdminClient, EventContext, EventsCursor, EventsPage, EventsQuery, OrgEvent};
+pub use clients::{AtlassianClients, ClientDeps};
+pub use confluence::{ConfluenceClient, UserStatus};
+pub use error::ApiError;
+pub use http::Receipt;
+pub use metrics::AtlassianMetrics;
+pub use pagination::{Progress, no_progress};
+pub use retry::Jitter;
+pub use scim::{NewScimUser, ScimClient, ScimCreated};

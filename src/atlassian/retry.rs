@@ -1,0 +1,131 @@
+//! How long to wait before retrying an Atlassian call: jittered exponential backoff, never less
+//! than what Atlassian asked for (`Retry-After`).
+//!
+//! `delay(n) = max(Retry-After, min(base·2^(n-1), cap)·U(0.7, 1.3))` for the `n`th retry. The
+//! jitter spreads out clients that failed together, so they do not come back together; it is
+//! applied after the cap so that even long waits stay spread. The random source is injected
+//! ([`Jitter`]) so tests can pin it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// A source of uniform numbers in `[0, 1)`.
+pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// The backoff schedule of one client.
+#[derive(Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    jitter: Jitter,
+}
+
+impl std::fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backoff")
+            .field("base", &self.base)
+            .field("cap", &self.cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            jitter: Arc::new(fastrand::f64),
+        }
+    }
+
+    /// Replaces the random source (tests).
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The wait before retry number `retry` (1 for the first retry).
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let unit = (self.jitter)().clamp(0.0, 1.0);
+        exponential(self.base, self.cap, retry, unit).max(retry_after.unwrap_or_default())
+    }
+}
+
+/// `min(base·2^(retry-1), cap)·(0.7 + 0.6·unit)`.
+pub fn exponential(base: Duration, cap: Duration, retry: u32, unit: f64) -> Duration {
+    let doublings = retry.saturating_sub(1).min(30);
+    let raw = base.saturating_mul(1u32 << doublings).min(cap);
+    raw.mul_f64(0.7 + 0.6 * unit.clamp(0.0, 1.0))
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+        && seconds >= 0.0
+    {
+        return Some(Duration::from_secs_f64(seconds.min(86_400.0)));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn exponential_doubles_caps_and_jitters() {
+        let base = secs(2.0);
+        let cap = secs(30.0);
+        // Middle of the jitter range: the plain schedule.
+        assert_eq!(exponential(base, cap, 1, 0.5), secs(2.0));
+        assert_eq!(exponential(base, cap, 2, 0.5), secs(4.0));
+        assert_eq!(exponential(base, cap, 4, 0.5), secs(16.0));
+        assert_eq!(exponential(base, cap, 5, 0.5), secs(30.0));
+        assert_eq!(exponential(base, cap, 60, 0.5), secs(30.0));
+        // The ends of the jitter range: ±30%.
+        assert_eq!(exponential(base, cap, 1, 0.0), secs(1.4));
+        assert_eq!(exponential(base, cap, 1, 1.0), secs(2.6));
+        assert_eq!(exponential(base, cap, 9, 1.0), secs(39.0));
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer() {
+        let backoff = Backoff::new(secs(2.0), secs(30.0)).with_jitter(Arc::new(|| 0.5));
+        assert_eq!(backoff.delay(1, None), secs(2.0));
+        assert_eq!(backoff.delay(1, Some(secs(7.0))), secs(7.0));
+        assert_eq!(backoff.delay(3, Some(secs(1.0))), secs(8.0));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_retry_after("5", now), Some(secs(5.0)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(secs(0.0)));
+        assert_eq!(parse_retry_after("1.5", now), Some(secs(1.5)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:00:09 GMT", now),
+            Some(secs(9.0))
+        );
+        // A date in the past means now.
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 23:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+}
