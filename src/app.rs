@@ -18,15 +18,18 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::atlassian::{AtlassianClients, ClientDeps};
 use crate::audit::{AuditLog, AuditRelay};
 use crate::config::{QueueBackend, Settings};
 use crate::ingress::{self, IngressState};
 use crate::queue::Queue;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::rabbitmq::RabbitQueue;
+use crate::reactions::live::LivePerformer;
+use crate::reactions::{Executor, Planner, Reactor};
 use crate::store::Store;
 use crate::telemetry::Metrics;
-use crate::worker::{self, LogHandler, Process};
+use crate::worker::{self, Process};
 
 /// Installs ring as rustls's process-wide crypto provider (reqwest and lapin both use rustls).
 /// Idempotent.
@@ -107,6 +110,46 @@ pub async fn open_queue_and_store(settings: &Settings) -> anyhow::Result<(Store,
     Ok((store, backend.queue()))
 }
 
+/// The Atlassian clients `settings` ask for, if any.
+pub fn atlassian_clients(
+    settings: &Settings,
+    store: &Store,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Arc<AtlassianClients>>> {
+    settings
+        .atlassian
+        .as_ref()
+        .map(|atlassian| {
+            AtlassianClients::build(
+                atlassian,
+                ClientDeps::new(Some(store.clone()), metrics.atlassian.clone()),
+            )
+            .map(Arc::new)
+            .context("setting up the Atlassian clients")
+        })
+        .transpose()
+}
+
+/// The worker's processor: the configured policies, performing through the live clients.
+fn reactor(
+    settings: &Settings,
+    store: &Store,
+    audit: &AuditLog,
+    queue: Arc<dyn Queue>,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn Process>> {
+    let clients = atlassian_clients(settings, store, metrics)?;
+    let planner = Planner::from_settings(settings, clients.as_deref());
+    let performer = Arc::new(LivePerformer::new(clients, queue));
+    let executor = Executor::new(
+        store.clone(),
+        audit.clone(),
+        performer,
+        settings.reactions.dry_run,
+    );
+    Ok(Arc::new(Reactor::new(planner, executor, store.clone())))
+}
+
 /// A built, not yet running, gatehouse.
 pub struct Application {
     settings: Arc<Settings>,
@@ -130,16 +173,29 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Builds every role with the built-in handlers.
+    /// Builds every role, reacting to events with the configured policies.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Application::build_with(settings, Roles::ALL, Arc::new(LogHandler)).await
+        Application::build_roles(settings, Roles::ALL).await
     }
 
-    /// Builds `roles`, with `processor` reacting to events (tests script their own).
+    /// Builds `roles`, reacting to events with the configured policies.
+    pub async fn build_roles(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        Application::assemble(settings, roles, None).await
+    }
+
+    /// Builds `roles`, with `processor` reacting to events instead (tests script their own).
     pub async fn build_with(
         settings: Settings,
         roles: Roles,
         processor: Arc<dyn Process>,
+    ) -> anyhow::Result<Application> {
+        Application::assemble(settings, roles, Some(processor)).await
+    }
+
+    async fn assemble(
+        settings: Settings,
+        roles: Roles,
+        processor: Option<Arc<dyn Process>>,
     ) -> anyhow::Result<Application> {
         install_crypto_provider();
         let settings = Arc::new(settings);
@@ -161,6 +217,10 @@ impl Application {
             metrics.clone(),
         ));
         let audit = AuditLog::from_settings(store.clone(), &settings);
+        let processor = match processor {
+            Some(processor) => processor,
+            None => reactor(&settings, &store, &audit, backend.queue(), &metrics)?,
+        };
         Ok(Application {
             settings,
             roles,

@@ -2,7 +2,9 @@
 //! `audit`, `directory`, `check-config`), and the exit codes scripts rely on (0 fine, 1 failure,
 //! 2 configuration error, 3 audit chain broken).
 
+mod approvals;
 mod dlq;
+mod plan;
 mod progress;
 mod table;
 
@@ -59,6 +61,13 @@ pub enum Command {
     CheckConfig,
     /// Read, follow, export and verify the audit trail (exit 3: chain broken).
     Audit(audit::AuditArgs),
+    /// Plans waiting for a person's decision.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
+    /// Print the plans an envelope would produce; performs and queues nothing.
+    Plan(plan::PlanArgs),
     /// Complete Confluence listings for access reviews (groups, members).
     Directory {
         #[command(subcommand)]
@@ -105,6 +114,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             report(serve(settings, roles).await)
         }
+        Command::Approvals { command } => {
+            telemetry::init(&crate::config::LogSettings {
+                level: "warn".to_owned(),
+                ..settings.log.clone()
+            });
+            report(approvals::run(settings, command).await)
+        }
+        Command::Plan(args) => {
+            telemetry::init(&crate::config::LogSettings {
+                level: "warn".to_owned(),
+                ..settings.log.clone()
+            });
+            report(plan::run(settings, args).await)
+        }
         Command::Dlq { command } => {
             telemetry::init(&crate::config::LogSettings {
                 level: "warn".to_owned(),
@@ -127,8 +150,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
-    let app =
-        Application::build_with(settings, roles, std::sync::Arc::new(crate::worker::LogHandler)).await?;
+    let app = Application::build_roles(settings, roles).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     app.run(shutdown).await

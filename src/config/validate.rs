@@ -289,6 +289,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 message,
             });
         }
+        errors.extend(policy_needs(settings, i, policy));
     }
 
     if errors.is_empty() {
@@ -296,6 +297,41 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// What a policy's actions need from `[atlassian]`: Confluence for every policy (to read), SCIM
+/// for SCIM actions, the organization API key for lifecycle actions.
+fn policy_needs(settings: &Settings, i: usize, policy: &handlers::policy::PolicyConfig) -> Vec<ConfigError> {
+    use handlers::policy::Capability;
+    let key = format!("policies[{i}].actions");
+    let Some(atlassian) = &settings.atlassian else {
+        return vec![ConfigError::new(
+            key,
+            "policies act on Atlassian: configure the [atlassian] section",
+        )];
+    };
+    let mut errors = Vec::new();
+    if atlassian.auth.is_none() {
+        errors.push(ConfigError::new(
+            key.clone(),
+            "policies read Confluence: configure atlassian.auth",
+        ));
+    }
+    if policy.actions.iter().any(|c| c.needs_scim())
+        && (atlassian.scim_base_url.is_none() || atlassian.scim_token.is_none())
+    {
+        errors.push(ConfigError::new(
+            key.clone(),
+            "SCIM actions need atlassian.scim_base_url and atlassian.scim_token",
+        ));
+    }
+    if policy.actions.contains(&Capability::LifecycleDisable) && atlassian.admin_api_key.is_none() {
+        errors.push(ConfigError::new(
+            key,
+            "lifecycle.disable needs atlassian.admin_api_key (the organization API key)",
+        ));
+    }
+    errors
 }
 
 /// Decodes a Standard Webhooks signing key: `whsec_` followed by base64 (the prefix is optional,

@@ -6,6 +6,7 @@
 
 pub mod approvals;
 pub mod executor;
+pub mod live;
 pub mod perform;
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use async_trait::async_trait;
 use handlers::ports::{ConfluenceDirectory, ErrorKind, PortError, ScimDirectory};
 use handlers::{Envelope, EventType, Handler, Plan, Ports};
 
+use crate::atlassian::AtlassianClients;
+use crate::config::Settings;
 use crate::store::{ApprovalState, Store};
 use crate::worker::{Process, ProcessError, Processed};
 
@@ -51,46 +54,99 @@ fn from_port(error: PortError) -> ProcessError {
     }
 }
 
-/// The worker's processor when policies are configured.
-pub struct Reactor {
+/// The configured policies and what they read: makes plans, changes nothing.
+pub struct Planner {
     handlers: Vec<Arc<dyn Handler>>,
-    directories: Directories,
+    directories: Option<Directories>,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.handlers.iter().map(|h| h.name()).collect();
+        f.debug_struct("Planner")
+            .field("handlers", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planner {
+    pub fn new(handlers: Vec<Arc<dyn Handler>>, directories: Option<Directories>) -> Self {
+        Planner {
+            handlers,
+            directories,
+        }
+    }
+
+    /// The `[[policies]]` of `settings`, reading through `clients` (config validation makes sure
+    /// policies come with an `[atlassian]` section).
+    pub fn from_settings(settings: &Settings, clients: Option<&AtlassianClients>) -> Self {
+        let shared = Arc::new(handlers::policy::Shared {
+            product_groups: settings.reactions.product_groups.clone(),
+        });
+        let handlers = settings
+            .policies
+            .iter()
+            .map(|config| {
+                Arc::new(handlers::policy::Policy::new(config.clone(), shared.clone())) as Arc<dyn Handler>
+            })
+            .collect();
+        let directories = clients.and_then(|clients| {
+            let confluence = clients.confluence().ok()?.clone();
+            Some(Directories {
+                confluence: Arc::new(confluence),
+                scim: clients
+                    .scim()
+                    .ok()
+                    .map(|scim| Arc::new(scim.clone()) as Arc<dyn ScimDirectory>),
+            })
+        });
+        Planner::new(handlers, directories)
+    }
+
+    fn handlers_for(&self, event_type: &EventType) -> Vec<&Arc<dyn Handler>> {
+        self.handlers.iter().filter(|h| h.handles(event_type)).collect()
+    }
+
+    /// The plans `envelope` produces (also `gatehouse plan`).
+    pub async fn plans(&self, envelope: &Envelope) -> Result<Vec<Plan>, PortError> {
+        let handlers = self.handlers_for(&envelope.event_type);
+        if handlers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let directories = self.directories.as_ref().ok_or_else(|| {
+            PortError::permanent("policies need [atlassian] to read from, and none is configured")
+        })?;
+        let ports = directories.ports();
+        let mut plans = Vec::new();
+        for handler in handlers {
+            plans.push(handler.plan(envelope, &ports).await?);
+        }
+        Ok(plans)
+    }
+}
+
+/// The worker's processor: plan with the policies, perform with the executor.
+pub struct Reactor {
+    planner: Planner,
     executor: Executor,
     store: Store,
 }
 
 impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.handlers.iter().map(|h| h.name()).collect();
         f.debug_struct("Reactor")
-            .field("handlers", &names)
+            .field("planner", &self.planner)
             .finish_non_exhaustive()
     }
 }
 
 impl Reactor {
-    pub fn new(
-        handlers: Vec<Arc<dyn Handler>>,
-        directories: Directories,
-        executor: Executor,
-        store: Store,
-    ) -> Self {
+    pub fn new(planner: Planner, executor: Executor, store: Store) -> Self {
         Reactor {
-            handlers,
-            directories,
+            planner,
             executor,
             store,
         }
-    }
-
-    /// The plans `envelope` produces, changing nothing (also `gatehouse plan`).
-    pub async fn plans(&self, envelope: &Envelope) -> Result<Vec<Plan>, PortError> {
-        let ports = self.directories.ports();
-        let mut plans = Vec::new();
-        for handler in self.handlers.iter().filter(|h| h.handles(&envelope.event_type)) {
-            plans.push(handler.plan(envelope, &ports).await?);
-        }
-        Ok(plans)
     }
 
     /// Performs an approved plan, exactly as recorded.
@@ -144,22 +200,16 @@ impl Process for Reactor {
         if envelope.event_type == EventType::ApprovalGranted {
             return self.resume(envelope, attempt).await;
         }
-        let handlers: Vec<&Arc<dyn Handler>> = self
-            .handlers
-            .iter()
-            .filter(|h| h.handles(&envelope.event_type))
-            .collect();
-        if handlers.is_empty() {
+        let plans = self.planner.plans(envelope).await.map_err(from_port)?;
+        if plans.is_empty() {
             return Ok(Processed::Skipped(format!(
                 "no policy handles {}",
                 envelope.event_type
             )));
         }
-        let ports = self.directories.ports();
-        for handler in handlers {
-            let plan = handler.plan(envelope, &ports).await.map_err(from_port)?;
-            let ran = self.executor.run(&plan, envelope, attempt).await?;
-            tracing::info!(handler = handler.name(), outcome = ?ran, "plan handled");
+        for plan in &plans {
+            let ran = self.executor.run(plan, envelope, attempt).await?;
+            tracing::info!(handler = %plan.handler, outcome = ?ran, "plan handled");
         }
         Ok(Processed::Done)
     }

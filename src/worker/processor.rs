@@ -1,8 +1,6 @@
-//! What the worker does with an event once it holds its claim: the [`Process`] trait, and the
-//! dispatcher that routes each envelope type to the handlers that react to it.
-//!
-//! Until policies exist, the built-in `log` handler proves the path: it records the event in the
-//! log and succeeds. Tests plug in their own [`Process`] to script failures.
+//! What the worker does with an event once it holds its claim: the [`Process`] trait. The
+//! runtime's processor is `reactions::Reactor` (the configured policies); tests plug in their
+//! own to script failures.
 
 use async_trait::async_trait;
 use handlers::Envelope;
@@ -48,23 +46,4 @@ impl ProcessError {
 pub trait Process: Send + Sync + 'static {
     /// `attempt` counts from 1.
     async fn process(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError>;
-}
-
-/// The built-in `log` handler: every event is written to the log and succeeds.
-#[derive(Debug, Default)]
-pub struct LogHandler;
-
-#[async_trait]
-impl Process for LogHandler {
-    async fn process(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError> {
-        tracing::info!(
-            handler = "log",
-            event_type = %envelope.event_type,
-            source = %envelope.source,
-            account_id = envelope.subject.account_id.as_deref().unwrap_or(""),
-            attempt,
-            "event handled"
-        );
-        Ok(Processed::Done)
-    }
 }

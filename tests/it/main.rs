@@ -13,4 +13,5 @@ mod connect;
 mod ingress;
 mod logging;
 mod queue;
+mod reactions;
 mod store;

@@ -18,7 +18,7 @@ use gatehouse::config::{
 use gatehouse::queue::Queue;
 use gatehouse::store::Store;
 use gatehouse::telemetry::Metrics;
-use gatehouse::worker::{LogHandler, Process};
+use gatehouse::worker::Process;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +114,12 @@ pub struct TestApp {
 impl TestApp {
     /// Builds and starts gatehouse with `settings` (validated like a config file would be).
     pub async fn start(settings: Settings, dir: Option<TempDir>) -> TestApp {
-        TestApp::start_with(settings, dir, Roles::ALL, Arc::new(LogHandler)).await
+        TestApp::launch(settings, dir, Roles::ALL, None).await
+    }
+
+    /// Like [`TestApp::start`], with chosen roles (and the configured policies).
+    pub async fn start_roles(settings: Settings, dir: Option<TempDir>, roles: Roles) -> TestApp {
+        TestApp::launch(settings, dir, roles, None).await
     }
 
     /// Like [`TestApp::start`], with chosen roles and a scripted processor.
@@ -124,6 +129,15 @@ impl TestApp {
         roles: Roles,
         processor: Arc<dyn Process>,
     ) -> TestApp {
+        TestApp::launch(settings, dir, roles, Some(processor)).await
+    }
+
+    async fn launch(
+        settings: Settings,
+        dir: Option<TempDir>,
+        roles: Roles,
+        processor: Option<Arc<dyn Process>>,
+    ) -> TestApp {
         // RUST_LOG=gatehouse=debug shows the app's logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -132,9 +146,11 @@ impl TestApp {
         settings
             .validate(chrono::Utc::now())
             .expect("test settings must be valid");
-        let app = Application::build_with(settings.clone(), roles, processor)
-            .await
-            .expect("build app");
+        let app = match processor {
+            Some(processor) => Application::build_with(settings.clone(), roles, processor).await,
+            None => Application::build_roles(settings.clone(), roles).await,
+        }
+        .expect("build app");
         let addr = app.local_addr();
         let queue = app.queue();
         let store = app.store();

@@ -1,12 +1,10 @@
 //! What only the RabbitMQ backend has: a broker connection that can break under a consuming
 //! worker, and poison messages the broker itself parks after its delivery limit.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use gatehouse::app::Roles;
-use gatehouse::worker::LogHandler;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 
@@ -50,7 +48,7 @@ async fn the_broker_parks_a_message_redelivered_past_its_limit_and_the_recorder_
     let mut settings = settings(Backend::Rabbitmq, &dir);
     settings.queue.delivery_limit = 2;
     // An ingress-only process publishes (and declares the topology); nobody consumes yet.
-    let ingress = TestApp::start_with(settings.clone(), None, Roles::INGRESS, Arc::new(LogHandler)).await;
+    let ingress = TestApp::start_roles(settings.clone(), None, Roles::INGRESS).await;
     let event_id = publish(&ingress, "poison", "fact-poison").await;
 
     // A consumer that keeps dying on the message: every delivery is handed back.

@@ -1,0 +1,100 @@
+//! `gatehouse plan --event FILE.json`: what the configured policies would do with an envelope,
+//! read against the configured tenant (or a simulator), without performing or queuing anything.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use handlers::{Envelope, Plan};
+
+use crate::app::atlassian_clients;
+use crate::config::Settings;
+use crate::reactions::Planner;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// An envelope as JSON (as published on the events exchange).
+    #[arg(long)]
+    pub event: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&args.event).with_context(|| format!("reading {}", args.event.display()))?;
+    let envelope: Envelope = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an envelope", args.event.display()))?;
+    crate::app::install_crypto_provider();
+    // The store holds OAuth tokens the clients may need; nothing is written otherwise.
+    let store = Store::connect(&settings.store)
+        .await
+        .context("opening the store")?;
+    let clients = atlassian_clients(&settings, &store, &Metrics::new())?;
+    let planner = Planner::from_settings(&settings, clients.as_deref());
+    let plans = planner
+        .plans(&envelope)
+        .await
+        .map_err(|e| anyhow::anyhow!("planning failed: {e}"))?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
+        Format::Text => {
+            if plans.is_empty() {
+                println!("no policy handles {}", envelope.event_type);
+            }
+            for plan in &plans {
+                let dry_run = plan.dry_run.unwrap_or(settings.reactions.dry_run);
+                print!("{}", render(plan));
+                if dry_run {
+                    println!("(dry run: this policy records its plans and performs nothing)");
+                }
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A plan for people: its actions with reasons, danger and approval, then warnings.
+pub fn render(plan: &Plan) -> String {
+    let mut out = format!("policy {} for event {}\n", plan.handler, plan.event_id);
+    if let Some(note) = &plan.note {
+        out.push_str(&format!("  note: {note}\n"));
+    }
+    if plan.actions.is_empty() {
+        out.push_str("  nothing to do\n");
+    }
+    for (i, planned) in plan.actions.iter().enumerate() {
+        let mut flags = Vec::new();
+        if planned.action.org_wide() {
+            flags.push("ORG-WIDE");
+        }
+        if planned.needs_approval {
+            flags.push("needs approval");
+        }
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", flags.join(", "))
+        };
+        out.push_str(&format!(
+            "  {}. {} {}{flags}\n     why: {}\n",
+            i + 1,
+            planned.action.type_name(),
+            planned.action.target(),
+            planned.reason
+        ));
+    }
+    for warning in &plan.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! Organization-wide actions wait for a person: nothing happens until approval, then exactly the
+//! recorded plan; a rejected plan is never performed.
+
+use gatehouse::reactions::approvals::{approve, reject};
+use gatehouse::store::ApprovalState;
+use gatehouse_sim::{AccountStatus, Seed, SeedGroup, SeedUser};
+use serde_json::json;
+
+use super::{LONG, World, policies};
+use crate::queue::eventually;
+
+const ORG_WIDE: &str = r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
+allow_org_wide = true
+"#;
+
+fn leavers() -> Seed {
+    let mut users = Vec::new();
+    for id in ["cara", "dan"] {
+        let mut user = SeedUser::new(id, id);
+        user.status = AccountStatus::Inactive;
+        users.push(user);
+    }
+    Seed {
+        users,
+        groups: vec![SeedGroup::new("g-x", "team-x", vec!["cara".into(), "dan".into()])],
+        ..Seed::default()
+    }
+}
+
+async fn pending(world: &World) -> Vec<gatehouse::store::Approval> {
+    world.app.store.approvals(ApprovalState::Pending).await.unwrap()
+}
+
+#[tokio::test]
+async fn nothing_happens_until_approval_then_exactly_the_plan() {
+    let world = World::start(leavers(), policies(ORG_WIDE), |_| {}).await;
+    let event_id = world
+        .send("user.deactivated", "msg-cara", json!({"account_id": "cara"}))
+        .await;
+    eventually(LONG, "a pending approval", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let approval = pending(&world).await.remove(0);
+    assert_eq!(approval.event_id, event_id);
+    assert_eq!(approval.handler, "leaver");
+    // Waiting: nothing was changed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Reads only (the v2 users-bulk status read is a POST).
+    let writes = |requests: Vec<gatehouse_sim::LoggedRequest>| {
+        requests
+            .into_iter()
+            .filter(|r| r.method != "GET" && !r.path.ends_with("/users-bulk"))
+            .count()
+    };
+    assert_eq!(writes(world.requests().await), 0);
+    assert_eq!(world.groups_of("cara").await, ["team-x"]);
+    let audit = world.audit(&event_id).await;
+    assert_eq!(audit.iter().filter(|(k, _)| k == "planned").count(), 2);
+
+    // Someone changes the world meanwhile: the approved plan is still the recorded one.
+    let approved = approve(
+        &world.app.audit,
+        world.app.queue.as_ref(),
+        &approval.id,
+        "security-lead",
+    )
+    .await
+    .unwrap();
+    assert_eq!(approved.id, approval.id);
+    eventually(LONG, "the plan performed", || async {
+        world
+            .app
+            .store
+            .approval(&approval.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ApprovalState::Executed
+    })
+    .await;
+    assert!(world.groups_of("cara").await.is_empty());
+    let requests = world.requests().await;
+    assert_eq!(requests.iter().filter(|r| r.method == "DELETE").count(), 1);
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with("/lifecycle/disable"))
+            .count(),
+        1
+    );
+    let audit = world.audit(&event_id).await;
+    let kinds: Vec<&str> = audit.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"approved"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "executed").count(), 2, "{kinds:?}");
+    // Approving again does nothing more.
+    assert!(
+        approve(
+            &world.app.audit,
+            world.app.queue.as_ref(),
+            &approval.id,
+            "someone"
+        )
+        .await
+        .is_err()
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_plan_is_never_performed() {
+    let world = World::start(leavers(), policies(ORG_WIDE), |_| {}).await;
+    let event_id = world
+        .send("user.deactivated", "msg-dan", json!({"account_id": "dan"}))
+        .await;
+    eventually(LONG, "a pending approval", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let approval = pending(&world).await.remove(0);
+    reject(
+        &world.app.audit,
+        &approval.id,
+        "security-lead",
+        Some("dan is a contractor, handled by HR"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        world
+            .app
+            .store
+            .approval(&approval.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ApprovalState::Rejected
+    );
+    assert!(
+        approve(
+            &world.app.audit,
+            world.app.queue.as_ref(),
+            &approval.id,
+            "someone"
+        )
+        .await
+        .is_err()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(world.groups_of("dan").await, ["team-x"]);
+    assert!(world.audit(&event_id).await.iter().any(|(k, _)| k == "rejected"));
+    world.stop().await;
+}

@@ -1,0 +1,146 @@
+//! A protected group: an intrusion is reverted and reported on the exchange; provisioning
+//! requests create the person in SCIM and warn about groups that grant no access.
+
+use gatehouse_sim::{Seed, SeedGroup, SeedScimGroup, SeedUser};
+use serde_json::json;
+
+use super::{LONG, World, policies};
+use crate::helpers::Observer;
+use crate::queue::eventually;
+
+const GUARD: &str = r#"
+[[policies]]
+name = "admins-guard"
+on = "group.member_added"
+actions = ["confluence.revert_protected_membership"]
+protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
+"#;
+
+#[tokio::test]
+async fn a_protected_group_intrusion_is_reverted_and_a_violation_is_published() {
+    let seed = Seed {
+        users: vec![
+            SeedUser::new("admin-1", "Admin"),
+            SeedUser::new("mallory", "Mallory"),
+        ],
+        groups: vec![SeedGroup::new(
+            "g-admins",
+            "confluence-administrators",
+            vec!["admin-1".into(), "mallory".into()],
+        )],
+        ..Seed::default()
+    };
+    let world = World::start(seed, policies(GUARD), |_| {}).await;
+    let violations = Observer::new(world.app.prefix(), "*.policy.violation").await;
+    let event_id = world
+        .send(
+            "group.member_added",
+            "msg-intrusion",
+            json!({"account_id": "mallory", "group": {"name": "confluence-administrators"}}),
+        )
+        .await;
+    eventually(LONG, "mallory removed", || async {
+        world.groups_of("mallory").await.is_empty()
+    })
+    .await;
+    assert_eq!(world.groups_of("admin-1").await, ["confluence-administrators"]);
+    let notice = violations
+        .next(LONG)
+        .await
+        .expect("a policy.violation on the exchange");
+    assert_eq!(notice.routing_key, "gatehouse.policy.violation");
+    assert_eq!(notice.body["type"], "policy.violation");
+    assert_eq!(notice.body["subject"]["account_id"], "mallory");
+    assert_eq!(
+        notice.body["payload"]["violation"]["rule"],
+        "protected_group_intrusion"
+    );
+    assert_eq!(notice.body["payload"]["event_id"], event_id.as_str());
+    // An allowed member added again is left alone.
+    let allowed = world
+        .send(
+            "group.member_added",
+            "msg-allowed",
+            json!({"account_id": "admin-1", "group": {"name": "confluence-administrators"}}),
+        )
+        .await;
+    world.settled(&allowed, &["received"]).await;
+    assert!(
+        violations
+            .next(std::time::Duration::from_millis(800))
+            .await
+            .is_none()
+    );
+    world.stop().await;
+}
+
+const PROVISION: &str = r#"
+[[policies]]
+name = "provisioning"
+on = "user.provision_requested"
+actions = ["scim.provision"]
+"#;
+
+#[tokio::test]
+async fn a_provisioning_request_creates_the_person_and_warns_about_unmapped_groups() {
+    let seed = Seed {
+        groups: vec![SeedGroup::new("g-cu", "confluence-users", vec![])],
+        scim_groups: vec![
+            SeedScimGroup {
+                id: Some("sg-cu".into()),
+                display_name: "confluence-users".into(),
+                members: vec![],
+                confluence_group_id: Some("g-cu".into()),
+            },
+            SeedScimGroup {
+                id: Some("sg-ct".into()),
+                display_name: "contractors".into(),
+                members: vec![],
+                confluence_group_id: None,
+            },
+        ],
+        ..Seed::default()
+    };
+    let world = World::start(seed, policies(PROVISION), |s| {
+        s.reactions.product_groups = vec!["confluence-users".into()]
+    })
+    .await;
+    let event_id = world
+        .send(
+            "user.provision_requested",
+            "msg-new-hire",
+            json!({"email": "eve@example.com", "name": "Eve", "external_id": "hr-7", "groups": ["confluence-users", "contractors"]}),
+        )
+        .await;
+    eventually(LONG, "eve in both SCIM groups", || async {
+        let state = world.state().await;
+        let Some(eve) = state.scim_user_by_name("eve@example.com") else {
+            return false;
+        };
+        state
+            .scim_groups
+            .iter()
+            .filter(|g| g.members.contains(&eve.id))
+            .count()
+            == 2
+    })
+    .await;
+    let records = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let warnings: Vec<&String> = records.iter().flat_map(|r| r.record.warnings.iter()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("`contractors` is not listed as mapped")),
+        "{warnings:?}"
+    );
+    world.stop().await;
+}

@@ -1,0 +1,164 @@
+//! Reactions end to end: a signed webhook → the queue (RabbitMQ) → a worker → the policies → the
+//! Atlassian simulator → the audit trail. Assertions read the simulator's state and request log,
+//! the audit trail, approvals and what reached the exchange.
+
+mod approvals;
+mod deprovision;
+mod guard;
+mod plan_cli;
+
+use std::time::Duration;
+
+use gatehouse::config::{Settings, VerificationScheme};
+use gatehouse_sim::{LoggedRequest, Policy, Seed, SimHandle, Simulator, StateSnapshot};
+use handlers::policy::PolicyConfig;
+use serde_json::{Value, json};
+
+use crate::helpers::{TempDir, TestApp, secret, signing, source, test_settings};
+use crate::queue::eventually;
+
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// A simulator, and gatehouse pointed at it with a relay source and `policies`.
+pub struct World {
+    pub sim: SimHandle,
+    pub app: TestApp,
+    http: reqwest::Client,
+}
+
+/// Parses `[[policies]]` entries written as TOML.
+pub fn policies(toml: &str) -> Vec<PolicyConfig> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        policies: Vec<PolicyConfig>,
+    }
+    toml::from_str::<File>(toml).unwrap().policies
+}
+
+impl World {
+    pub async fn start(
+        seed: Seed,
+        policies: Vec<PolicyConfig>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> World {
+        let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+        let dir = TempDir::new();
+        let mut settings = test_settings(&dir);
+        settings.sources.push(source(
+            "relay",
+            VerificationScheme::StandardWebhooks,
+            vec![secret("relay-1", WHSEC)],
+        ));
+        settings.atlassian = Some(crate::atlassian::settings_for(&sim));
+        settings.policies = policies;
+        settings.queue.retry_delays_seconds = vec![0.2, 0.4];
+        configure(&mut settings);
+        let app = TestApp::start(settings, Some(dir)).await;
+        World {
+            sim,
+            app,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a relay event (`{"type", "timestamp", "data"}`) through the ingress; returns the
+    /// envelope id.
+    pub async fn send(&self, event_type: &str, delivery_id: &str, data: Value) -> String {
+        let body = json!({"type": event_type, "timestamp": chrono::Utc::now().to_rfc3339(), "data": data})
+            .to_string()
+            .into_bytes();
+        let headers = signing::standard_webhooks(WHSEC, delivery_id, signing::now(), &body);
+        let response = self.app.post("/webhooks/relay", &body, &headers).await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert!(status == 202 || status == 200, "{status} {answer}");
+        answer["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn state(&self) -> StateSnapshot {
+        self.http
+            .get(self.sim.url("/_sim/state"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// API calls the simulator received (control calls excluded).
+    pub async fn requests(&self) -> Vec<LoggedRequest> {
+        let all: Vec<LoggedRequest> = self
+            .http
+            .get(self.sim.url("/_sim/requests"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.into_iter().filter(|r| !r.path.starts_with("/_sim")).collect()
+    }
+
+    pub async fn set_status(&self, account: &str, status: &str) {
+        let response = self
+            .http
+            .put(self.sim.url(&format!("/_sim/accounts/{account}/status")))
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    /// The names of the groups `account` is in, sorted.
+    pub async fn groups_of(&self, account: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .state()
+            .await
+            .groups
+            .into_iter()
+            .filter(|g| g.members.contains(account))
+            .map(|g| g.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The kinds of the audit records about `event_id` (with their action types).
+    pub async fn audit(&self, event_id: &str) -> Vec<(String, Option<String>)> {
+        let query = gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            limit: 10_000,
+            ..Default::default()
+        };
+        gatehouse::audit::query::query(&self.app.store, &query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.record.kind.as_str().to_owned(),
+                    r.record.action.map(|a| a.action_type),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the worker settled everything it was given (nothing in flight, queue empty).
+    pub async fn settled(&self, event_id: &str, kinds_present: &[&str]) {
+        eventually(LONG, &format!("event {event_id} settled"), || async {
+            let audit = self.audit(event_id).await;
+            kinds_present
+                .iter()
+                .all(|k| audit.iter().any(|(kind, _)| kind == k))
+        })
+        .await;
+    }
+
+    pub async fn stop(self) {
+        self.app.stop().await;
+        self.sim.stop().await;
+    }
+}

@@ -1,0 +1,124 @@
+//! `gatehouse plan --event FILE.json` against the simulator: the plan is printed, nothing is
+//! changed or queued. (The binary runs as a child process awaited asynchronously: the in-process
+//! simulator must keep serving meanwhile.)
+
+use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedUser, Simulator};
+
+use crate::helpers::TempDir;
+
+#[tokio::test]
+async fn plan_prints_what_would_happen_and_changes_nothing() {
+    let mut ann = SeedUser::new("ann", "Ann");
+    ann.status = AccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![ann],
+        groups: vec![
+            SeedGroup::new("g-eng", "eng", vec!["ann".into()]),
+            SeedGroup::new("g-all", "all-staff", vec!["ann".into()]),
+        ],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let dir = TempDir::new();
+    let token = dir.0.join("api-token");
+    std::fs::write(&token, "sim-api-token\n").unwrap();
+    let admin_key = dir.0.join("admin-key");
+    std::fs::write(&admin_key, "sim-admin-key").unwrap();
+    let config = dir.0.join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+url = "sqlite://{store}/gatehouse.db"
+
+[atlassian]
+confluence_base_url = "{site}"
+auth = {{ kind = "basic", email = "bot@example.com", token = "file:{token}" }}
+admin_base_url = "{api}"
+admin_api_key = "file:{admin_key}"
+
+[[policies]]
+name = "deprovision"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
+keep_groups = ["all-staff"]
+allow_org_wide = true
+"#,
+            store = dir.0.display(),
+            site = sim.site_base_url(),
+            token = token.display(),
+            api = sim.api_base_url(),
+            admin_key = admin_key.display(),
+        ),
+    )
+    .unwrap();
+    let mut envelope = handlers::Envelope::new(
+        handlers::EventType::UserDeactivated,
+        "relay",
+        handlers::Scheme::StandardWebhooks,
+        "msg-1",
+        serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+    );
+    envelope.subject.account_id = Some("ann".into());
+    let event = dir.0.join("event.json");
+    std::fs::write(&event, serde_json::to_string(&envelope).unwrap()).unwrap();
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["plan", "--config"])
+        .arg(&config)
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("policy deprovision"), "{stdout}");
+    assert!(
+        stdout.contains("confluence.remove_member group:g-eng/account:ann"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("g-all"), "the keep-list stays: {stdout}");
+    assert!(
+        stdout.contains("lifecycle.disable account:ann [ORG-WIDE, needs approval]"),
+        "{stdout}"
+    );
+
+    let state: gatehouse_sim::StateSnapshot = reqwest::get(sim.url("/_sim/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state.group("g-eng").unwrap().members.len(), 1, "nothing changed");
+    let requests: Vec<gatehouse_sim::LoggedRequest> = reqwest::get(sim.url("/_sim/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Only reads (the v2 users-bulk status read is a POST).
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "GET" || r.path.ends_with("/users-bulk")),
+        "only reads"
+    );
+
+    let json = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["plan", "--format", "json", "--config"])
+        .arg(&config)
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .await
+        .unwrap();
+    let plans: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(plans[0]["actions"].as_array().unwrap().len(), 2);
+    sim.stop().await;
+}
