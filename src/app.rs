@@ -16,12 +16,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::atlassian::{AtlassianClients, ClientDeps};
 use crate::audit::{AuditLog, AuditRelay};
 use crate::config::{QueueBackend, Settings};
 use crate::ingress::{self, IngressState};
+use crate::poll::org_events::OrgEventsPoller;
+use crate::poll::reconcile::{Quiet, Reconciler};
+use crate::poll::run_singleton;
 use crate::queue::Queue;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::rabbitmq::RabbitQueue;
@@ -136,9 +140,8 @@ fn reactor(
     store: &Store,
     audit: &AuditLog,
     queue: Arc<dyn Queue>,
-    metrics: &Metrics,
-) -> anyhow::Result<Arc<dyn Process>> {
-    let clients = atlassian_clients(settings, store, metrics)?;
+    clients: Option<Arc<AtlassianClients>>,
+) -> Arc<dyn Process> {
     let planner = Planner::from_settings(settings, clients.as_deref());
     let performer = Arc::new(LivePerformer::new(clients, queue));
     let executor = Executor::new(
@@ -147,7 +150,7 @@ fn reactor(
         performer,
         settings.reactions.dry_run,
     );
-    Ok(Arc::new(Reactor::new(planner, executor, store.clone())))
+    Arc::new(Reactor::new(planner, executor, store.clone()))
 }
 
 /// A built, not yet running, gatehouse.
@@ -161,6 +164,7 @@ pub struct Application {
     audit: AuditLog,
     metrics: Arc<Metrics>,
     processor: Arc<dyn Process>,
+    clients: Option<Arc<AtlassianClients>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -217,9 +221,10 @@ impl Application {
             metrics.clone(),
         ));
         let audit = AuditLog::from_settings(store.clone(), &settings);
+        let clients = atlassian_clients(&settings, &store, &metrics)?;
         let processor = match processor {
             Some(processor) => processor,
-            None => reactor(&settings, &store, &audit, backend.queue(), &metrics)?,
+            None => reactor(&settings, &store, &audit, backend.queue(), clients.clone()),
         };
         Ok(Application {
             settings,
@@ -231,6 +236,7 @@ impl Application {
             audit,
             metrics,
             processor,
+            clients,
         })
     }
 
@@ -255,6 +261,53 @@ impl Application {
         self.audit.clone()
     }
 
+    /// The events-stream poller and the periodic reconciler, where configured.
+    fn start_pollers(
+        &self,
+        queue: Arc<dyn Queue>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        let settings = &self.settings;
+        let clients = self.clients.as_deref();
+        if settings.poll.org_events {
+            let clients = clients.context("poll.org_events needs [atlassian]")?;
+            let poller = OrgEventsPoller::new(
+                clients.admin()?.clone(),
+                settings.atlassian.as_ref().and_then(|a| a.org_id.clone()),
+                queue.clone(),
+                self.store.clone(),
+                settings.poll.clone(),
+                self.metrics.poll.clone(),
+            );
+            tasks.push(tokio::spawn(poller.run(stop.clone())));
+        }
+        if settings.reconcile.enabled {
+            let clients = clients.context("reconcile.enabled needs [atlassian]")?;
+            let reconciler = Reconciler::new(
+                settings,
+                clients.confluence()?.clone(),
+                clients.scim().ok().cloned(),
+                self.store.clone(),
+                Some(queue),
+                self.metrics.poll.clone(),
+            );
+            let interval = Duration::from_secs(settings.reconcile.interval_seconds);
+            let store = self.store.clone();
+            tasks.push(tokio::spawn(async move {
+                run_singleton(store, "reconciler", interval, stop, || async {
+                    match reconciler.run_once(false, &Quiet).await {
+                        Ok(report) => tracing::info!(findings = report.findings.len(), "reconciled"),
+                        Err(error) => tracing::warn!(%error, "reconciling failed; retrying next round"),
+                    }
+                    false
+                })
+                .await;
+            }));
+        }
+        Ok(tasks)
+    }
+
     /// Serves until `shutdown` is cancelled, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let queue = self.backend.queue();
@@ -271,6 +324,7 @@ impl Application {
                     stop_background.clone(),
                 ));
             }
+            background.extend(self.start_pollers(queue.clone(), stop_background.clone())?);
             let handle = worker::start(
                 self.settings.clone(),
                 queue.clone(),
@@ -297,6 +351,9 @@ impl Application {
             result = &mut server => result,
             _ = shutdown.cancelled() => {
                 tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
+                // Pollers stop taking new work now (they resume from the store); the recorder and
+                // the relay end with the queue below.
+                stop_background.cancel();
                 let requests = async {
                     match tokio::time::timeout(grace, &mut server).await {
                         Ok(result) => result,

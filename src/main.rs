@@ -6,6 +6,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = gatehouse::cli::Cli::parse();
+    // Every HTTP and AMQP client of the process uses rustls with ring.
+    gatehouse::app::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

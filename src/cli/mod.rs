@@ -6,6 +6,7 @@ mod approvals;
 mod dlq;
 mod plan;
 mod progress;
+mod reconcile;
 mod table;
 
 pub mod audit;
@@ -68,6 +69,8 @@ pub enum Command {
     },
     /// Print the plans an envelope would produce; performs and queues nothing.
     Plan(plan::PlanArgs),
+    /// Compare the real state with what events said, and queue what no webhook reported.
+    Reconcile(reconcile::ReconcileArgs),
     /// Complete Confluence listings for access reviews (groups, members).
     Directory {
         #[command(subcommand)]
@@ -120,6 +123,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ..settings.log.clone()
             });
             report(approvals::run(settings, command).await)
+        }
+        Command::Reconcile(args) => {
+            telemetry::init(&crate::config::LogSettings {
+                level: "warn".to_owned(),
+                ..settings.log.clone()
+            });
+            report(reconcile::run(settings, args).await)
         }
         Command::Plan(args) => {
             telemetry::init(&crate::config::LogSettings {

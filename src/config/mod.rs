@@ -10,6 +10,7 @@
 mod atlassian;
 mod audit;
 mod env_override;
+mod poll;
 mod reactions;
 mod secret;
 mod validate;
@@ -26,6 +27,7 @@ pub use atlassian::{
     TOKEN_EXPIRY_WARNING_DAYS,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
+pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{Secret, SensitiveUrl, redact_url};
 pub use validate::standard_webhooks_key;
@@ -109,6 +111,10 @@ pub struct Settings {
     /// The reactions: each entry names events, actions and their settings.
     #[serde(default)]
     pub policies: Vec<handlers::policy::PolicyConfig>,
+    #[serde(default)]
+    pub poll: PollSettings,
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
     #[serde(default)]
     pub audit: AuditSettings,
     /// Atlassian Cloud: where and how gatehouse calls it (absent: it calls nothing).

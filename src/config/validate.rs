@@ -281,6 +281,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         super::atlassian::validate(atlassian, now, &mut error, &mut warn);
     }
     errors.extend(settings.audit.validate());
+    super::poll::validate(settings, &mut errors);
 
     for (i, policy) in settings.policies.iter().enumerate() {
         for (key, message) in policy.problems() {

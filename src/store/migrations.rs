@@ -42,6 +42,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_reactions.sql"),
         include_str!("../../migrations/postgres/0005_reactions.sql"),
     ),
+    (
+        6,
+        "polling: cursors, leases, group snapshots",
+        include_str!("../../migrations/sqlite/0006_polling.sql"),
+        include_str!("../../migrations/postgres/0006_polling.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

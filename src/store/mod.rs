@@ -13,6 +13,7 @@ pub mod executed_actions;
 mod installations;
 mod migrations;
 mod oauth_tokens;
+pub mod poll_state;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use dead_letters::{DeadLetterFilter, DeadLetterRow};
 pub use dedupe::Claim;
 pub use installations::Installation;
 pub use oauth_tokens::{OAuthGrant, OAuthRotation};
+pub use poll_state::GroupSnapshot;
 
 /// Which database is underneath.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// Time from publish to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
     pub worker: crate::worker::metrics::WorkerMetrics,
+    /// The events-stream poller and the reconciler.
+    pub poll: crate::poll::PollMetrics,
     /// Calls to Atlassian: requests, retries, rate-limit pauses, token refreshes and expiry.
     pub atlassian: crate::atlassian::AtlassianMetrics,
 }
@@ -66,6 +68,7 @@ impl Metrics {
             publish_confirm_seconds.clone(),
         );
         let worker = crate::worker::metrics::WorkerMetrics::register(&mut registry);
+        let poll = crate::poll::PollMetrics::register(&mut registry);
         let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
         Metrics {
             registry,
@@ -74,6 +77,7 @@ impl Metrics {
             verification_failures,
             publish_confirm_seconds,
             worker,
+            poll,
         }
     }
 

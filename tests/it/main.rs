@@ -12,6 +12,7 @@ mod broker_outage;
 mod connect;
 mod ingress;
 mod logging;
+mod poll;
 mod queue;
 mod reactions;
 mod store;

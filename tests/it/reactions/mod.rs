@@ -36,6 +36,20 @@ pub fn policies(toml: &str) -> Vec<PolicyConfig> {
     toml::from_str::<File>(toml).unwrap().policies
 }
 
+/// Test settings for gatehouse in front of `sim`: a relay source, `[atlassian]` on the simulator,
+/// short retry rungs.
+pub fn settings_for_sim(sim: &SimHandle, dir: &TempDir) -> Settings {
+    let mut settings = test_settings(dir);
+    settings.sources.push(source(
+        "relay",
+        VerificationScheme::StandardWebhooks,
+        vec![secret("relay-1", WHSEC)],
+    ));
+    settings.atlassian = Some(crate::atlassian::settings_for(sim));
+    settings.queue.retry_delays_seconds = vec![0.2, 0.4];
+    settings
+}
+
 impl World {
     pub async fn start(
         seed: Seed,
@@ -44,15 +58,8 @@ impl World {
     ) -> World {
         let sim = Simulator::start(seed, Policy::default()).await.unwrap();
         let dir = TempDir::new();
-        let mut settings = test_settings(&dir);
-        settings.sources.push(source(
-            "relay",
-            VerificationScheme::StandardWebhooks,
-            vec![secret("relay-1", WHSEC)],
-        ));
-        settings.atlassian = Some(crate::atlassian::settings_for(&sim));
+        let mut settings = settings_for_sim(&sim, &dir);
         settings.policies = policies;
-        settings.queue.retry_delays_seconds = vec![0.2, 0.4];
         configure(&mut settings);
         let app = TestApp::start(settings, Some(dir)).await;
         World {

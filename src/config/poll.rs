@@ -1,0 +1,130 @@
+//! `[poll]` (the organization events-stream poller) and `[reconcile]` (the periodic comparison of
+//! real state with what events said): what fills the gaps Atlassian's webhooks leave.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// The organization events poller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollSettings {
+    /// Poll the events-stream (needs `atlassian.org_id` and `atlassian.admin_api_key`).
+    pub org_events: bool,
+    /// Pause between polls once the stream is drained (Atlassian allows 10 requests a minute).
+    pub interval_seconds: u64,
+    pub page_size: u32,
+    /// On the very first start (no saved cursor), read events from this instant; default: from
+    /// the start, now.
+    pub backfill_from: Option<DateTime<Utc>>,
+    /// The routing-key prefix of polled events (`admin.user.deactivated`).
+    pub kind: String,
+    /// Org event actions mapped to envelope types, over the defaults
+    /// (`{ "user_suspended" = "user.deactivated" }`); unmapped actions become `other.<action>`.
+    pub actions: BTreeMap<String, String>,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        PollSettings {
+            org_events: false,
+            interval_seconds: 30,
+            page_size: 100,
+            backfill_from: None,
+            kind: "admin".to_owned(),
+            actions: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where the reconciler learns who is deactivated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeactivationSource {
+    /// Confluence v2 `accountStatus` of every group member.
+    Confluence,
+    /// SCIM users with `active = false` (needs SCIM).
+    Scim,
+}
+
+/// The reconciler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Reconcile periodically in worker processes (`gatehouse reconcile` runs it on demand).
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    pub deactivated_from: Vec<DeactivationSource>,
+    /// Groups whose members are compared with the last snapshot, besides the policies'
+    /// `protected_groups`.
+    pub protected_groups: Vec<String>,
+    /// Memberships a deactivated account may keep, besides the policies' `keep_groups`.
+    pub ignore_groups: Vec<String>,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            enabled: false,
+            interval_seconds: 900,
+            deactivated_from: vec![DeactivationSource::Confluence],
+            protected_groups: Vec::new(),
+            ignore_groups: Vec::new(),
+        }
+    }
+}
+
+pub(super) fn validate(settings: &super::Settings, errors: &mut Vec<ConfigError>) {
+    let poll = &settings.poll;
+    let atlassian = settings.atlassian.as_ref();
+    if poll.org_events {
+        match atlassian {
+            Some(a) if a.org_id.is_some() && a.admin_api_key.is_some() => {}
+            _ => errors.push(ConfigError::new(
+                "poll.org_events",
+                "polling the events-stream needs atlassian.org_id and atlassian.admin_api_key",
+            )),
+        }
+    }
+    if poll.interval_seconds == 0 {
+        errors.push(ConfigError::new(
+            "poll.interval_seconds",
+            "must be greater than 0",
+        ));
+    }
+    if poll.page_size == 0 {
+        errors.push(ConfigError::new("poll.page_size", "must be at least 1"));
+    }
+    for (action, event_type) in &poll.actions {
+        if let Err(error) = event_type.parse::<handlers::EventType>() {
+            errors.push(ConfigError::new(
+                format!("poll.actions.{action}"),
+                error.to_string(),
+            ));
+        }
+    }
+    let reconcile = &settings.reconcile;
+    if reconcile.interval_seconds == 0 {
+        errors.push(ConfigError::new(
+            "reconcile.interval_seconds",
+            "must be greater than 0",
+        ));
+    }
+    if reconcile.enabled && atlassian.and_then(|a| a.auth.as_ref()).is_none() {
+        errors.push(ConfigError::new(
+            "reconcile.enabled",
+            "reconciling reads Confluence: configure atlassian.auth",
+        ));
+    }
+    if reconcile.deactivated_from.contains(&DeactivationSource::Scim)
+        && atlassian.is_none_or(|a| a.scim_token.is_none() || a.scim_base_url.is_none())
+    {
+        errors.push(ConfigError::new(
+            "reconcile.deactivated_from",
+            "\"scim\" needs atlassian.scim_base_url and atlassian.scim_token",
+        ));
+    }
+}

@@ -1,0 +1,44 @@
+//! The pollers' metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub event_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct PollMetrics {
+    /// Org events queued, by envelope type (`other` for unmapped actions).
+    pub events: Family<TypeLabel, Counter>,
+    /// Findings the reconciler queued. Non-zero means webhooks were missed.
+    pub repaired: Family<RepairLabel, Counter>,
+}
+
+impl PollMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = PollMetrics {
+            events: Family::default(),
+            repaired: Family::default(),
+        };
+        registry.register(
+            "poll_events",
+            "Organization events polled and queued, by type",
+            metrics.events.clone(),
+        );
+        registry.register(
+            "reconcile_repaired",
+            "Findings the reconciler queued (non-zero: webhooks were missed), by kind",
+            metrics.repaired.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,173 @@
+//! The organization events poller: reads the events-stream from the saved cursor, queues every
+//! event durably, and only then saves the cursor after the page.
+//!
+//! A restart resumes exactly where the last saved cursor points; a crash between queuing a page
+//! and saving its cursor queues that page again, and the worker's dedupe claim (the org event id
+//! is the dedupe key) absorbs the copies. The stream keeps its cursor valid past the last event,
+//! so an empty page just means "poll again later".
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use handlers::{Envelope, GroupRef, Scheme};
+use serde_json::value::RawValue;
+
+use super::mapping::ActionMap;
+use super::metrics::{PollMetrics, TypeLabel};
+use crate::atlassian::{AdminClient, EventsCursor, EventsQuery, OrgEvent};
+use crate::config::PollSettings;
+use crate::queue::{OutgoingMessage, Queue};
+use crate::store::Store;
+
+/// The cursor's name in the store.
+pub const CURSOR: &str = "org-events";
+
+/// Why one poll did not complete (the next one retries; nothing was skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("events-stream: {0}")]
+    Atlassian(#[from] crate::atlassian::ApiError),
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::PublishError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot build an envelope: {0}")]
+    Envelope(String),
+}
+
+/// Polls one organization.
+pub struct OrgEventsPoller {
+    admin: AdminClient,
+    org_id: Option<String>,
+    queue: Arc<dyn Queue>,
+    store: Store,
+    settings: PollSettings,
+    actions: ActionMap,
+    metrics: PollMetrics,
+}
+
+impl std::fmt::Debug for OrgEventsPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgEventsPoller")
+            .field("org_id", &self.org_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrgEventsPoller {
+    pub fn new(
+        admin: AdminClient,
+        org_id: Option<String>,
+        queue: Arc<dyn Queue>,
+        store: Store,
+        settings: PollSettings,
+        metrics: PollMetrics,
+    ) -> Self {
+        OrgEventsPoller {
+            actions: ActionMap::new(&settings.actions),
+            admin,
+            org_id,
+            queue,
+            store,
+            settings,
+            metrics,
+        }
+    }
+
+    /// Reads and queues one page; true when it held events (more may be waiting).
+    pub async fn poll_once(&self) -> Result<bool, PollError> {
+        let cursor = self.store.poll_cursor(CURSOR).await?.map(EventsCursor);
+        let query = EventsQuery {
+            // Only the very first read starts from a time; after that the cursor says where.
+            from: if cursor.is_none() {
+                Some(self.settings.backfill_from.unwrap_or_else(Utc::now))
+            } else {
+                None
+            },
+            to: None,
+            limit: Some(self.settings.page_size),
+        };
+        let page = self.admin.events_page(cursor.as_ref(), &query).await?;
+        for event in &page.events {
+            let envelope = self.envelope(event)?;
+            let message = OutgoingMessage::from_envelope(&envelope, &self.settings.kind)
+                .map_err(|e| PollError::Envelope(e.to_string()))?;
+            self.queue.publish(&message).await?;
+            let label = match &envelope.event_type {
+                handlers::EventType::Other(_) => "other".to_owned(),
+                known => known.to_string(),
+            };
+            self.metrics
+                .events
+                .get_or_create(&TypeLabel { event_type: label })
+                .inc();
+            tracing::info!(
+                org_event = %event.id,
+                action = %event.action,
+                event_type = %envelope.event_type,
+                event_id = %envelope.id,
+                "org event queued"
+            );
+        }
+        // Saved only now that every event of the page is durably queued.
+        if let Some(next) = &page.next {
+            self.store.save_poll_cursor(CURSOR, next.as_str()).await?;
+        }
+        Ok(!page.events.is_empty())
+    }
+
+    /// The envelope for an org event.
+    pub fn envelope(&self, event: &OrgEvent) -> Result<Envelope, PollError> {
+        let payload =
+            RawValue::from_string(event.raw.to_string()).map_err(|e| PollError::Envelope(e.to_string()))?;
+        let mut envelope = Envelope::new(
+            self.actions.type_for(&event.action),
+            "org-events",
+            Scheme::Poll,
+            event.id.clone(),
+            payload,
+        );
+        if let Some(time) = event.time {
+            envelope.occurred_at = time;
+        }
+        envelope.tenant.org_id = self.org_id.clone();
+        if let Some(user) = event.subject("users") {
+            envelope.subject.account_id = Some(user.id.clone());
+            envelope.subject.email = user
+                .attributes
+                .get("email")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned);
+        }
+        if let Some(group) = event.subject("groups") {
+            envelope.subject.group = Some(GroupRef {
+                id: Some(group.id.clone()),
+                name: group
+                    .attributes
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_owned),
+            });
+        }
+        envelope.actor.account_id = event.actor_id.clone();
+        envelope.delivery.id = Some(event.id.clone());
+        Ok(envelope)
+    }
+
+    /// Polls until `shutdown`, as the one poller among all processes.
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        let interval = std::time::Duration::from_secs(self.settings.interval_seconds);
+        let store = self.store.clone();
+        tracing::info!(org_id = ?self.org_id, interval_seconds = interval.as_secs(), "organization events poller started");
+        super::run_singleton(store, "org-events-poller", interval, shutdown, || async {
+            match self.poll_once().await {
+                Ok(more) => more,
+                Err(error) => {
+                    tracing::warn!(%error, "polling the events-stream failed; retrying next round");
+                    false
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,356 @@
+//! The reconciler: compares the real state with what events said, and queues what no webhook
+//! reported.
+//!
+//! - Deactivated accounts (Confluence v2 `accountStatus`, and/or SCIM `active = false`) that still
+//!   hold Confluence memberships (other than the keep-list) → `user.deactivated`.
+//! - Protected groups' members against the last snapshot in the store → `group.member_added` /
+//!   `group.member_removed`. The first run only takes the snapshot.
+//!
+//! Findings are queued with scheme `reconcile` and a dedupe key that names the finding, so the
+//! same unresolved finding found again is a duplicate, not a second action. A dry run only
+//! reports: nothing is queued and no snapshot moves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use handlers::ports::AccountStatus;
+use handlers::{Envelope, EventType, GroupRef, Scheme};
+use ring::digest;
+use serde_json::value::RawValue;
+
+use super::metrics::{PollMetrics, RepairLabel};
+use crate::atlassian::{ApiError, ConfluenceClient, ScimClient};
+use crate::config::{DeactivationSource, Settings};
+use crate::queue::{OutgoingMessage, PublishError, Queue};
+use crate::store::{GroupSnapshot, Store, StoreError};
+
+/// The routing-key prefix of reconciler findings (`reconcile.user.deactivated`).
+pub const KIND: &str = "reconcile";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Atlassian: {0}")]
+    Atlassian(#[from] ApiError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] PublishError),
+    #[error("no queue to publish findings to (only a dry run can do without)")]
+    NoQueue,
+}
+
+/// One thing the real state says that no event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub event_type: EventType,
+    pub account_id: String,
+    pub group: Option<GroupRef>,
+    /// Why, for logs and the CLI.
+    pub reason: String,
+    pub dedupe_key: String,
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub groups_scanned: usize,
+    pub accounts_checked: usize,
+    /// Protected groups seen for the first time (snapshot taken, nothing compared).
+    pub baselines: Vec<String>,
+}
+
+/// Progress of a long run, for the CLI's progress bar.
+pub trait Progress: Send + Sync {
+    fn phase(&self, name: &str, total: usize);
+    fn step(&self, item: &str);
+}
+
+/// No progress reporting.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn phase(&self, _name: &str, _total: usize) {}
+    fn step(&self, _item: &str) {}
+}
+
+pub struct Reconciler {
+    confluence: ConfluenceClient,
+    scim: Option<ScimClient>,
+    store: Store,
+    /// Absent for dry runs only.
+    queue: Option<Arc<dyn Queue>>,
+    metrics: PollMetrics,
+    sources: Vec<DeactivationSource>,
+    ignore_groups: BTreeSet<String>,
+    protected_groups: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("sources", &self.sources)
+            .field("protected_groups", &self.protected_groups)
+            .finish_non_exhaustive()
+    }
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\n");
+    }
+    hex::encode(&ctx.finish().as_ref()[..8])
+}
+
+impl Reconciler {
+    /// A reconciler for `settings`: `[reconcile]` plus what the policies keep and protect.
+    pub fn new(
+        settings: &Settings,
+        confluence: ConfluenceClient,
+        scim: Option<ScimClient>,
+        store: Store,
+        queue: Option<Arc<dyn Queue>>,
+        metrics: PollMetrics,
+    ) -> Self {
+        let reconcile = &settings.reconcile;
+        let mut ignore_groups: BTreeSet<String> = reconcile.ignore_groups.iter().cloned().collect();
+        let mut protected_groups: BTreeSet<String> = reconcile.protected_groups.iter().cloned().collect();
+        for policy in &settings.policies {
+            if policy.on.contains(&EventType::UserDeactivated) {
+                ignore_groups.extend(policy.keep_groups.iter().cloned());
+            }
+            protected_groups.extend(policy.protected_groups.iter().map(|p| p.name.clone()));
+        }
+        Reconciler {
+            confluence,
+            scim,
+            store,
+            queue,
+            metrics,
+            sources: reconcile.deactivated_from.clone(),
+            ignore_groups,
+            protected_groups,
+        }
+    }
+
+    /// One full comparison; queues the findings unless `dry_run`.
+    pub async fn run_once(&self, dry_run: bool, progress: &dyn Progress) -> Result<Report, ReconcileError> {
+        let mut report = Report::default();
+        self.deactivated_with_memberships(&mut report, progress).await?;
+        let snapshots = self.protected_group_changes(&mut report, progress).await?;
+        if !dry_run {
+            for finding in &report.findings {
+                self.queue_finding(finding).await?;
+            }
+            // Moved only once the changes they reveal are queued: a crash in between finds the
+            // same changes again, with the same dedupe keys, which the worker absorbs.
+            for snapshot in &snapshots {
+                self.store.save_group_snapshot(snapshot).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn deactivated_with_memberships(
+        &self,
+        report: &mut Report,
+        progress: &dyn Progress,
+    ) -> Result<(), ReconcileError> {
+        // account → the names of its groups that are not on the keep-list.
+        let mut holdings: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut deactivated: BTreeSet<String> = BTreeSet::new();
+        if self.sources.contains(&DeactivationSource::Confluence) {
+            let groups = self.confluence.groups(&crate::atlassian::no_progress).await?;
+            progress.phase("scanning groups", groups.len());
+            for group in &groups {
+                let members = self
+                    .confluence
+                    .group_members(&group.id, &crate::atlassian::no_progress)
+                    .await?;
+                for member in members {
+                    if !self.ignore_groups.contains(&group.name) {
+                        holdings
+                            .entry(member.account_id)
+                            .or_default()
+                            .insert(group.id.clone(), group.name.clone());
+                    }
+                }
+                progress.step(&group.name);
+            }
+            report.groups_scanned = groups.len();
+            let accounts: Vec<String> = holdings.keys().cloned().collect();
+            progress.phase("reading account status", accounts.len());
+            for chunk in accounts.chunks(100) {
+                for status in self.confluence.users_bulk(chunk).await? {
+                    if matches!(status.status, AccountStatus::Inactive | AccountStatus::Closed) {
+                        deactivated.insert(status.user.account_id.clone());
+                    }
+                    progress.step(&status.user.account_id);
+                }
+            }
+            report.accounts_checked = accounts.len();
+        }
+        if self.sources.contains(&DeactivationSource::Scim)
+            && let Some(scim) = &self.scim
+        {
+            let users = scim.users(&crate::atlassian::no_progress).await?;
+            let inactive: Vec<String> = users
+                .into_iter()
+                .filter(|u| !u.active)
+                .filter_map(|u| u.atlassian_account_id)
+                .collect();
+            progress.phase("checking SCIM-deactivated accounts", inactive.len());
+            for account in inactive {
+                if !holdings.contains_key(&account) {
+                    for group in self
+                        .confluence
+                        .member_groups(&account, &crate::atlassian::no_progress)
+                        .await?
+                    {
+                        if !self.ignore_groups.contains(&group.name) {
+                            holdings
+                                .entry(account.clone())
+                                .or_default()
+                                .insert(group.id, group.name);
+                        }
+                    }
+                }
+                progress.step(&account);
+                deactivated.insert(account);
+            }
+        }
+        for account in deactivated {
+            let Some(groups) = holdings.get(&account).filter(|g| !g.is_empty()) else {
+                continue;
+            };
+            let ids: Vec<&str> = groups.keys().map(String::as_str).collect();
+            let names: Vec<&str> = groups.values().map(String::as_str).collect();
+            report.findings.push(Finding {
+                event_type: EventType::UserDeactivated,
+                // The same account holding the same groups is the same finding.
+                dedupe_key: format!("reconcile:user.deactivated:{account}:{}", short_hash(&ids)),
+                reason: format!(
+                    "deactivated account still in {} group(s): {}",
+                    groups.len(),
+                    names.join(", ")
+                ),
+                account_id: account,
+                group: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Findings about protected groups; returns the new snapshots to save.
+    async fn protected_group_changes(
+        &self,
+        report: &mut Report,
+        progress: &dyn Progress,
+    ) -> Result<Vec<GroupSnapshot>, ReconcileError> {
+        let mut snapshots = Vec::new();
+        progress.phase("comparing protected groups", self.protected_groups.len());
+        for name in &self.protected_groups {
+            progress.step(name);
+            let Some(group) = self.confluence.group_named(name).await? else {
+                tracing::warn!(group = %name, "protected group does not exist (names are case-sensitive)");
+                continue;
+            };
+            let mut members: Vec<String> = self
+                .confluence
+                .group_members(&group.id, &crate::atlassian::no_progress)
+                .await?
+                .into_iter()
+                .map(|u| u.account_id)
+                .collect();
+            members.sort();
+            members.dedup();
+            let now = Utc::now();
+            let group_ref = GroupRef {
+                id: Some(group.id.clone()),
+                name: Some(group.name.clone()),
+            };
+            match self.store.group_snapshot(&group.id).await? {
+                None => report.baselines.push(group.name.clone()),
+                Some(previous) => {
+                    let before: BTreeSet<&String> = previous.members.iter().collect();
+                    let after: BTreeSet<&String> = members.iter().collect();
+                    // The snapshot's time makes each change its own fact: an account added,
+                    // removed and added again is two additions.
+                    let since = previous.taken_at.timestamp_millis();
+                    for added in after.difference(&before) {
+                        report.findings.push(Finding {
+                            event_type: EventType::GroupMemberAdded,
+                            account_id: (*added).clone(),
+                            group: Some(group_ref.clone()),
+                            reason: format!(
+                                "added to protected group `{}` since the last snapshot",
+                                group.name
+                            ),
+                            dedupe_key: format!("reconcile:group.member_added:{}:{added}:{since}", group.id),
+                        });
+                    }
+                    for removed in before.difference(&after) {
+                        report.findings.push(Finding {
+                            event_type: EventType::GroupMemberRemoved,
+                            account_id: (*removed).clone(),
+                            group: Some(group_ref.clone()),
+                            reason: format!(
+                                "removed from protected group `{}` since the last snapshot",
+                                group.name
+                            ),
+                            dedupe_key: format!(
+                                "reconcile:group.member_removed:{}:{removed}:{since}",
+                                group.id
+                            ),
+                        });
+                    }
+                }
+            }
+            snapshots.push(GroupSnapshot {
+                group_id: group.id.clone(),
+                group_name: group.name.clone(),
+                members,
+                taken_at: now,
+            });
+        }
+        Ok(snapshots)
+    }
+
+    async fn queue_finding(&self, finding: &Finding) -> Result<(), ReconcileError> {
+        let body = serde_json::json!({ "reconcile": { "reason": finding.reason } });
+        let payload = RawValue::from_string(body.to_string())
+            .map_err(|e| ReconcileError::Store(StoreError::Corrupt(e.to_string())))?;
+        let mut envelope = Envelope::new(
+            finding.event_type.clone(),
+            "reconcile",
+            Scheme::Reconcile,
+            finding.dedupe_key.clone(),
+            payload,
+        );
+        envelope.subject.account_id = Some(finding.account_id.clone());
+        envelope.subject.group = finding.group.clone();
+        let message = OutgoingMessage::from_envelope(&envelope, KIND)
+            .map_err(|e| ReconcileError::Store(StoreError::Corrupt(e.to_string())))?;
+        let queue = self.queue.as_ref().ok_or(ReconcileError::NoQueue)?;
+        queue.publish(&message).await?;
+        let kind = match finding.event_type {
+            EventType::UserDeactivated => "user.deactivated",
+            EventType::GroupMemberAdded => "group.member_added",
+            _ => "group.member_removed",
+        };
+        self.metrics.repaired.get_or_create(&RepairLabel { kind }).inc();
+        tracing::warn!(
+            finding = kind,
+            account_id = %finding.account_id,
+            group = finding.group.as_ref().and_then(|g| g.name.as_deref()).unwrap_or(""),
+            reason = %finding.reason,
+            event_id = %envelope.id,
+            "reconciler repair: no webhook reported this"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! What the pollers remember between runs and processes: the events-stream cursor, who holds a
+//! singleton job's lease, and the last seen members of protected groups.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError, from_millis, to_millis};
+
+/// A protected group's members as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub group_id: String,
+    pub group_name: String,
+    /// Sorted account ids.
+    pub members: Vec<String>,
+    pub taken_at: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn poll_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT cursor FROM poll_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("cursor")).transpose()?)
+    }
+
+    pub async fn save_poll_cursor(&self, name: &str, cursor: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO poll_cursors (name, cursor, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(cursor)
+        .bind(to_millis(Utc::now()))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes or renews the lease `name` for `owner`; false when another owner holds a live one.
+    pub async fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = to_millis(Utc::now());
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let row = sqlx::query(
+            "INSERT INTO leases (name, owner, lease_until) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+             WHERE leases.owner = excluded.owner OR leases.lease_until < $4
+             RETURNING owner",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Gives a lease up (shutdown), so another process takes over at once.
+    pub async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
+            .bind(name)
+            .bind(owner)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn group_snapshot(&self, group_id: &str) -> Result<Option<GroupSnapshot>, StoreError> {
+        let row = sqlx::query(
+            "SELECT group_id, group_name, members, taken_at FROM group_snapshots WHERE group_id = $1",
+        )
+        .bind(group_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            let members: String = row.try_get("members")?;
+            Ok(GroupSnapshot {
+                group_id: row.try_get("group_id")?,
+                group_name: row.try_get("group_name")?,
+                members: serde_json::from_str(&members)
+                    .map_err(|e| StoreError::Corrupt(format!("group snapshot: {e}")))?,
+                taken_at: from_millis(row.try_get("taken_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn save_group_snapshot(&self, snapshot: &GroupSnapshot) -> Result<(), StoreError> {
+        let members =
+            serde_json::to_string(&snapshot.members).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO group_snapshots (group_id, group_name, members, taken_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (group_id) DO UPDATE SET
+                 group_name = excluded.group_name, members = excluded.members, taken_at = excluded.taken_at",
+        )
+        .bind(&snapshot.group_id)
+        .bind(&snapshot.group_name)
+        .bind(members)
+        .bind(to_millis(snapshot.taken_at))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}

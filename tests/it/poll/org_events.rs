@@ -1,0 +1,148 @@
+//! The poller: a deactivation made in Atlassian (no webhook) is acted on after the next poll; a
+//! restart mid-stream resumes from the saved cursor, losing nothing and acting on nothing twice.
+
+use std::time::Duration;
+
+use gatehouse::app::Roles;
+use gatehouse_sim::{Fault, Seed, SeedGroup, SeedUser};
+use serde_json::json;
+
+use super::fast_events;
+use crate::queue::eventually;
+use crate::queue::scripted::Scripted;
+use crate::reactions::{LONG, World, policies};
+
+#[tokio::test]
+async fn a_deactivation_without_any_webhook_is_acted_on_after_the_next_poll() {
+    let seed = Seed {
+        users: vec![SeedUser::new("ann", "Ann")],
+        groups: vec![
+            SeedGroup::new("g-a", "team-a", vec!["ann".into()]),
+            SeedGroup::new("g-all", "all-staff", vec!["ann".into()]),
+        ],
+        ..Seed::default()
+    };
+    let deprovision = policies(
+        r#"
+        [[policies]]
+        on = "user.deactivated"
+        actions = ["confluence.remove_from_all_groups"]
+        keep_groups = ["all-staff"]
+        "#,
+    );
+    let world = World::start(seed, deprovision, |s| {
+        s.poll.org_events = true;
+        s.poll.interval_seconds = 1;
+        fast_events(s.atlassian.as_mut().unwrap());
+    })
+    .await;
+    // An admin deactivates Ann in Atlassian: Confluence Cloud sends no webhook for that.
+    world.set_status("ann", "inactive").await;
+    eventually(LONG, "ann loses team-a", || async {
+        world.groups_of("ann").await == ["all-staff"]
+    })
+    .await;
+    let polled = world
+        .app
+        .metrics
+        .render()
+        .lines()
+        .any(|l| l.starts_with(r#"gatehouse_poll_events_total{event_type="user.deactivated"}"#));
+    assert!(polled);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
+    let seed = Seed {
+        users: (0..25).map(|i| SeedUser::new(format!("u-{i:02}"), "U")).collect(),
+        ..Seed::default()
+    };
+    let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Policy::default())
+        .await
+        .unwrap();
+    let dir = crate::helpers::TempDir::new();
+    gatehouse::app::install_crypto_provider();
+    let http = reqwest::Client::new();
+    for i in 0..25 {
+        let created = http
+            .post(sim.url("/_sim/events"))
+            .json(&json!({"action": "user_created", "account_id": format!("u-{i:02}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    // Pages come slowly, so the first process stops with the stream half read.
+    let slow = Fault::delay("events-stream", 300, 1_000);
+    assert_eq!(
+        http.post(sim.url("/_sim/faults"))
+            .json(&slow)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+
+    let mut settings = crate::reactions::settings_for_sim(&sim, &dir);
+    settings.worker.concurrency = 2;
+    settings.poll.org_events = true;
+    settings.poll.interval_seconds = 1;
+    settings.poll.page_size = 5;
+    settings.poll.backfill_from = Some(chrono::DateTime::UNIX_EPOCH);
+    fast_events(settings.atlassian.as_mut().unwrap());
+    let first = Scripted::new();
+    let a = crate::helpers::TestApp::start_with(settings.clone(), None, Roles::WORKER, first.clone()).await;
+    eventually(LONG, "the first page handled", || async {
+        (0..25)
+            .filter(|i| first.completions(&format!("u-{i:02}")) == 1)
+            .count()
+            >= 5
+    })
+    .await;
+    a.shutdown().await;
+    let handled_by_a = (0..25)
+        .filter(|i| first.completions(&format!("u-{i:02}")) == 1)
+        .count();
+    assert!(handled_by_a < 25, "the first process read the whole stream");
+    let cursor = gatehouse::store::Store::connect(&settings.store)
+        .await
+        .unwrap()
+        .poll_cursor("org-events")
+        .await
+        .unwrap();
+    assert!(cursor.is_some(), "a cursor was saved");
+
+    let second = Scripted::new();
+    let b = crate::helpers::TestApp::start_with(settings, None, Roles::WORKER, second.clone()).await;
+    let total = |i: usize| first.completions(&format!("u-{i:02}")) + second.completions(&format!("u-{i:02}"));
+    eventually(LONG, "every event handled", || async {
+        (0..25).all(|i| total(i) >= 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..25 {
+        assert_eq!(total(i), 1, "u-{i:02} acted on exactly once");
+    }
+    // The second process started from the cursor, not from the beginning.
+    let requests: Vec<gatehouse_sim::LoggedRequest> = http
+        .get(sim.url("/_sim/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let polls: Vec<&gatehouse_sim::LoggedRequest> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/events-stream"))
+        .collect();
+    let without_cursor = polls
+        .iter()
+        .filter(|r| !r.query.as_deref().unwrap_or("").contains("cursor="))
+        .count();
+    assert_eq!(without_cursor, 1, "only the very first poll had no cursor");
+    b.stop().await;
+    sim.stop().await;
+}

@@ -1,0 +1,179 @@
+//! The reconciler: a membership added directly in Atlassian to a protected group is found and
+//! reverted; a deactivated account still holding groups is found; a dry run changes nothing and
+//! says what it would do.
+
+use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedUser, Simulator};
+
+use crate::helpers::TempDir;
+use crate::queue::eventually;
+use crate::reactions::{LONG, World, policies};
+
+#[tokio::test]
+async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted() {
+    let seed = Seed {
+        users: vec![
+            SeedUser::new("admin-1", "Admin"),
+            SeedUser::new("mallory", "Mallory"),
+        ],
+        groups: vec![SeedGroup::new(
+            "g-admins",
+            "confluence-administrators",
+            vec!["admin-1".into()],
+        )],
+        ..Seed::default()
+    };
+    let guard = policies(
+        r#"
+        [[policies]]
+        on = "group.member_added"
+        actions = ["confluence.revert_protected_membership"]
+        protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
+        "#,
+    );
+    let world = World::start(seed, guard, |s| {
+        s.reconcile.enabled = true;
+        s.reconcile.interval_seconds = 1;
+    })
+    .await;
+    // The first run takes the snapshot.
+    eventually(LONG, "a baseline snapshot", || async {
+        world
+            .app
+            .store
+            .group_snapshot("g-admins")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    // Someone adds Mallory in the admin console: no webhook exists for that.
+    let added = reqwest::Client::new()
+        .put(world.sim.url("/_sim/groups/g-admins/members/mallory"))
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success(), "{}", added.status());
+    assert_eq!(world.groups_of("mallory").await, ["confluence-administrators"]);
+    eventually(LONG, "mallory removed again", || async {
+        world.groups_of("mallory").await.is_empty()
+    })
+    .await;
+    assert_eq!(world.groups_of("admin-1").await, ["confluence-administrators"]);
+    let metrics = world.app.metrics.render();
+    assert!(
+        metrics.contains(r#"gatehouse_reconcile_repaired_total{kind="group.member_added"} 1"#),
+        "{metrics}"
+    );
+    world.stop().await;
+}
+
+fn config(dir: &TempDir, sim: &gatehouse_sim::SimHandle) -> std::path::PathBuf {
+    let token = dir.0.join("api-token");
+    std::fs::write(&token, "sim-api-token").unwrap();
+    let config = dir.0.join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[queue]
+backend = "embedded"
+[store]
+url = "sqlite://{store}/gatehouse.db"
+[atlassian]
+confluence_base_url = "{site}"
+auth = {{ kind = "basic", email = "bot@example.com", token = "file:{token}" }}
+[reconcile]
+protected_groups = ["team-x"]
+ignore_groups = ["all-staff"]
+"#,
+            store = dir.0.display(),
+            site = sim.site_base_url(),
+            token = token.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn reconcile(config: &std::path::Path, dry_run: bool) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command.args(["reconcile", "--config"]).arg(config);
+    if dry_run {
+        command.arg("--dry-run");
+    }
+    let output = command.output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
+    let mut gone = SeedUser::new("gone", "Gone");
+    gone.status = AccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![gone, SeedUser::new("stays", "Stays")],
+        groups: vec![
+            SeedGroup::new("g-x", "team-x", vec!["gone".into(), "stays".into()]),
+            SeedGroup::new("g-all", "all-staff", vec!["gone".into(), "stays".into()]),
+        ],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let dir = TempDir::new();
+    let config = config(&dir, &sim);
+
+    let (ok, stdout, stderr) = reconcile(&config, true).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("WOULD QUEUE"), "{stdout}");
+    assert!(
+        stdout.contains("user.deactivated") && stdout.contains("gone"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("team-x") && !stdout.contains("stays"), "{stdout}");
+    assert!(
+        !stdout.contains("all-staff"),
+        "ignored groups are not findings: {stdout}"
+    );
+    assert!(
+        stderr.contains("dry run: nothing queued, snapshots unchanged"),
+        "{stderr}"
+    );
+    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
+        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    assert!(
+        store.group_snapshot("g-x").await.unwrap().is_none(),
+        "no snapshot taken"
+    );
+    let queued = |store: gatehouse::store::Store| async move {
+        let queue = gatehouse::queue::embedded::EmbeddedQueue::new(store, Default::default());
+        gatehouse::queue::Queue::depths(&queue).await.unwrap().work
+    };
+    assert_eq!(queued(store.clone()).await, 0);
+    let requests: Vec<gatehouse_sim::LoggedRequest> = reqwest::get(sim.url("/_sim/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "GET" || r.path.ends_with("/users-bulk")),
+        "only reads"
+    );
+
+    // For real: the finding is queued and the snapshot taken.
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 finding(s) queued"), "{stderr}");
+    eventually(LONG, "queued", || async { queued(store.clone()).await == 1 }).await;
+    assert!(store.group_snapshot("g-x").await.unwrap().is_some());
+    sim.stop().await;
+}
