@@ -3,14 +3,17 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY handlers/Cargo.toml handlers/Cargo.toml
-# The simulator is a workspace member (tests and demos only): its manifest and placeholder
-# targets let cargo load the workspace; it is not built into the image.
+# The simulator and the benchmark harness are workspace members (tests, demos, measurements):
+# their manifests and placeholder targets let cargo load the workspace; neither is built into the
+# image.
 COPY sim/Cargo.toml sim/Cargo.toml
-RUN mkdir -p src/bin handlers/src sim/src \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p src/bin handlers/src sim/src bench/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs handlers/src/lib.rs \
  && echo 'fn main() {}' > sim/src/main.rs && touch sim/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
  && cargo build --release --locked \
- && rm -rf src handlers/src sim/src
+ && rm -rf src handlers/src sim/src bench/src
 COPY . .
 # Make sure cargo rebuilds the real sources over the placeholders.
 RUN touch src/main.rs src/lib.rs handlers/src/lib.rs \

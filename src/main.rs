@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: request handling allocates many small, short-lived
+/// buffers across threads, where glibc spent about a fifth of the ingress's CPU (see
+/// BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = gatehouse::cli::Cli::parse();
     // Every HTTP and AMQP client of the process uses rustls with ring.

@@ -118,34 +118,30 @@ pub async fn run(cli: Cli) -> ExitCode {
             report(serve(settings, roles).await)
         }
         Command::Approvals { command } => {
-            telemetry::init(&crate::config::LogSettings {
-                level: "warn".to_owned(),
-                ..settings.log.clone()
-            });
+            quiet_logs(&settings);
             report(approvals::run(settings, command).await)
         }
         Command::Reconcile(args) => {
-            telemetry::init(&crate::config::LogSettings {
-                level: "warn".to_owned(),
-                ..settings.log.clone()
-            });
+            quiet_logs(&settings);
             report(reconcile::run(settings, args).await)
         }
         Command::Plan(args) => {
-            telemetry::init(&crate::config::LogSettings {
-                level: "warn".to_owned(),
-                ..settings.log.clone()
-            });
+            quiet_logs(&settings);
             report(plan::run(settings, args).await)
         }
         Command::Dlq { command } => {
-            telemetry::init(&crate::config::LogSettings {
-                level: "warn".to_owned(),
-                ..settings.log.clone()
-            });
+            quiet_logs(&settings);
             report(dlq::run(settings, command).await)
         }
     }
+}
+
+/// Operator commands print their results; only warnings and errors are logged meanwhile.
+fn quiet_logs(settings: &Settings) {
+    telemetry::init(&crate::config::LogSettings {
+        level: "warn".to_owned(),
+        ..settings.log.clone()
+    });
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -86,12 +86,9 @@ pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
         .timeout(Duration::from_secs(server.request_timeout_seconds));
     let deliveries = Router::new()
         .route("/webhooks/{source}", post(webhook::receive))
-        .route("/webhooks/{source}/{event}", post(webhook::receive_event))
-        .route("/webhooks/{source}/t/{token}", post(webhook::receive_with_token))
-        .route(
-            "/webhooks/{source}/t/{token}/{event}",
-            post(webhook::receive_event_with_token),
-        )
+        .route("/webhooks/{source}/{event}", post(webhook::receive))
+        .route("/webhooks/{source}/t/{token}", post(webhook::receive))
+        .route("/webhooks/{source}/t/{token}/{event}", post(webhook::receive))
         .route("/connect/installed", post(connect::installed))
         .route("/connect/uninstalled", post(connect::uninstalled))
         .layer(guarded)

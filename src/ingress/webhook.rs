@@ -25,6 +25,17 @@ use crate::config::{SourceSettings, VerificationScheme};
 use crate::queue::OutgoingMessage;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
 
+/// The path parameters of every delivery route (`/webhooks/{source}`, `…/{event}`,
+/// `…/t/{token}`, `…/t/{token}/{event}`).
+#[derive(Debug, serde::Deserialize)]
+pub struct DeliveryPath {
+    source: String,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
 /// One delivery as the router hands it over.
 struct Delivery {
     source: String,
@@ -36,96 +47,25 @@ struct Delivery {
     body: Body,
 }
 
+/// Every delivery route.
 pub async fn receive(
     State(state): State<Arc<IngressState>>,
-    Path(source): Path<String>,
+    Path(path): Path<DeliveryPath>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(
-        state,
-        Delivery {
-            source,
-            event: None,
-            path_token: None,
-            method,
-            uri,
-            headers,
-            body,
-        },
-    )
-    .await
-}
-
-pub async fn receive_event(
-    State(state): State<Arc<IngressState>>,
-    Path((source, event)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        state,
-        Delivery {
-            source,
-            event: Some(event),
-            path_token: None,
-            method,
-            uri,
-            headers,
-            body,
-        },
-    )
-    .await
-}
-
-pub async fn receive_with_token(
-    State(state): State<Arc<IngressState>>,
-    Path((source, token)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        state,
-        Delivery {
-            source,
-            event: None,
-            path_token: Some(token),
-            method,
-            uri,
-            headers,
-            body,
-        },
-    )
-    .await
-}
-
-pub async fn receive_event_with_token(
-    State(state): State<Arc<IngressState>>,
-    Path((source, token, event)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        state,
-        Delivery {
-            source,
-            event: Some(event),
-            path_token: Some(token),
-            method,
-            uri,
-            headers,
-            body,
-        },
-    )
-    .await
+    let delivery = Delivery {
+        source: path.source,
+        event: path.event,
+        path_token: path.token,
+        method,
+        uri,
+        headers,
+        body,
+    };
+    handle(state, delivery).await
 }
 
 /// What happened to an accepted delivery.

@@ -1,36 +1,12 @@
 //! A person leaves: take their Confluence group memberships away (keeping the keep-list), and,
 //! only where the policy opted in, deactivate them organization-wide.
-//!
-//! A deactivation event may be stale: webhooks are best effort, polls lag, and a deactivation can
-//! arrive after the reactivation that undid it. So the account's current status is read first;
-//! an account that is active again is left alone.
+//! (A stale deactivation never gets here: see `freshness`.)
 
 use super::{Policy, account_of};
-use crate::event::{Envelope, EventType};
+use crate::event::Envelope;
 use crate::handler::Ports;
 use crate::plan::{Action, Plan};
-use crate::ports::{AccountStatus, PortError};
-
-/// False (with a note on the plan) when a `user.deactivated` event is stale.
-pub(super) async fn still_deactivated(
-    envelope: &Envelope,
-    ports: &Ports<'_>,
-    plan: &mut Plan,
-) -> Result<bool, PortError> {
-    if envelope.event_type != EventType::UserDeactivated {
-        return Ok(true);
-    }
-    let account = account_of(envelope)?;
-    match ports.confluence.account_status(account).await? {
-        Some(AccountStatus::Active) => {
-            plan.note = Some(format!(
-                "account {account} is active now: this deactivation is stale (a newer reactivation wins), nothing to do"
-            ));
-            Ok(false)
-        }
-        _ => Ok(true),
-    }
-}
+use crate::ports::PortError;
 
 pub(super) async fn remove_from_all_groups(
     policy: &Policy,

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod deprovision;
+mod freshness;
 mod guard;
 mod onboarding;
 mod provision;
@@ -87,14 +88,10 @@ impl Handler for Policy {
     async fn plan(&self, envelope: &Envelope, ports: &Ports<'_>) -> Result<Plan, PortError> {
         let mut plan = Plan::new(&self.name, envelope.id);
         plan.dry_run = self.config.dry_run;
-        let capabilities = &self.config.actions;
-        if capabilities
-            .iter()
-            .any(|c| c.events().contains(&EventType::UserDeactivated))
-            && !deprovision::still_deactivated(envelope, ports, &mut plan).await?
-        {
+        if !freshness::is_current(envelope, ports, &mut plan).await? {
             return Ok(plan);
         }
+        let capabilities = &self.config.actions;
         for capability in capabilities {
             if !capability.events().contains(&envelope.event_type) {
                 continue;
@@ -108,9 +105,6 @@ impl Handler for Policy {
                 }
                 Capability::LifecycleDisable => deprovision::lifecycle_disable(envelope, &mut plan)?,
                 Capability::AddToGroups => {
-                    if !onboarding::still_active(envelope, ports, &mut plan).await? {
-                        return Ok(plan);
-                    }
                     onboarding::add_to_groups(self, envelope, ports, &mut plan).await?
                 }
                 Capability::ScimProvision => provision::provision(self, envelope, ports, &mut plan).await?,

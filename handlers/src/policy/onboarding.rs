@@ -2,31 +2,10 @@
 //! group that is not mapped to the Confluence product (membership alone grants no access).
 
 use super::{Policy, account_of};
-use crate::event::{Envelope, EventType};
+use crate::event::Envelope;
 use crate::handler::Ports;
 use crate::plan::{Action, Plan};
-use crate::ports::{AccountStatus, PortError};
-
-/// False (with a note) when a `user.reactivated` event is stale: the account is deactivated now.
-pub(super) async fn still_active(
-    envelope: &Envelope,
-    ports: &Ports<'_>,
-    plan: &mut Plan,
-) -> Result<bool, PortError> {
-    if envelope.event_type != EventType::UserReactivated {
-        return Ok(true);
-    }
-    let account = account_of(envelope)?;
-    match ports.confluence.account_status(account).await? {
-        Some(AccountStatus::Inactive | AccountStatus::Closed) => {
-            plan.note = Some(format!(
-                "account {account} is deactivated now: this reactivation is stale (a newer deactivation wins), nothing to do"
-            ));
-            Ok(false)
-        }
-        _ => Ok(true),
-    }
-}
+use crate::ports::PortError;
 
 pub(super) async fn add_to_groups(
     policy: &Policy,

@@ -1,7 +1,6 @@
 //! The audit trail against the real databases and RabbitMQ: one gap-free chain under concurrent
 //! writers, tamper detection, the stream relay, OCSF, secrets, `GET /audit` and the CLI.
 
-mod bench;
 mod chain;
 mod cli;
 mod http;

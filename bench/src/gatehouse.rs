@@ -1,0 +1,269 @@
+//! Running gatehouse as a child process for a measurement: a generated config, readiness, its
+//! peak memory, a clean stop, and removing what it left on the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+
+use crate::Common;
+
+/// A throwaway folder, removed on drop.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> anyhow::Result<Scratch> {
+        let path = std::env::temp_dir().join(format!("gatehouse-bench-{name}-{}", ulid::Ulid::generate()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Scratch(path))
+    }
+
+    /// Writes a secret to a file and returns its `file:` reference.
+    pub fn secret(&self, name: &str, value: &str) -> anyhow::Result<String> {
+        let path = self.0.join(name);
+        std::fs::write(&path, value)?;
+        Ok(format!("file:{}", path.display()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running gatehouse.
+#[derive(Debug)]
+pub struct Running {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub prefix: String,
+    pub backend: &'static str,
+    pub store_url: String,
+    amqp_url: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Running {
+    /// Starts `gatehouse {role}` with `backend` and the extra config `extra` (TOML), and waits
+    /// until it is ready.
+    pub async fn start(
+        common: &Common,
+        scratch: &Scratch,
+        role: &str,
+        backend: &'static str,
+        extra: &str,
+    ) -> anyhow::Result<Running> {
+        let port = free_port()?;
+        let prefix = format!("bench-{}", ulid::Ulid::generate().to_string().to_lowercase());
+        let store_url = format!("sqlite://{}/gatehouse.db", scratch.0.display());
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+max_concurrent_requests = 8192
+[log]
+level = "warn"
+[queue]
+backend = "{backend}"
+url = "{amqp}"
+prefix = "{prefix}"
+publish_channels = 4
+prefetch = 64
+[store]
+url = "{store_url}"
+max_connections = 16
+[worker]
+concurrency = 16
+depth_sample_seconds = 5
+[audit.stream]
+enabled = false
+{extra}
+"#,
+            amqp = common.amqp_url,
+        );
+        let path = scratch.0.join("gatehouse.toml");
+        std::fs::write(&path, config)?;
+        let binary = match &common.gatehouse {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe()?.with_file_name("gatehouse"),
+        };
+        let child = tokio::process::Command::new(&binary)
+            .arg(role)
+            .arg("--config")
+            .arg(&path)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let running = Running {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            prefix,
+            backend,
+            store_url,
+            amqp_url: common.amqp_url.clone(),
+        };
+        running.wait_ready(Duration::from_secs(30)).await?;
+        Ok(running)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(response) = http.get(self.url("/readyz")).send().await
+                && response.status() == 200
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("gatehouse did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// CPU time the process has used so far.
+    pub fn cpu(&self) -> Duration {
+        self.child.id().map_or(Duration::ZERO, cpu_of)
+    }
+
+    /// The process's peak resident set (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let Some(pid) = self.child.id() else { return 0.0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kib| kib.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
+    /// The store the child writes (opened alongside it).
+    pub async fn store(&self) -> anyhow::Result<::gatehouse::store::Store> {
+        let settings = ::gatehouse::config::StoreSettings {
+            url: ::gatehouse::config::SensitiveUrl::new(self.store_url.clone()),
+            max_connections: 2,
+        };
+        Ok(::gatehouse::store::Store::connect(&settings).await?)
+    }
+
+    /// SIGTERM, wait, then remove the run's queues from the broker.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        if self.backend == "rabbitmq" {
+            delete_prefix(&self.amqp_url, &self.prefix).await;
+        }
+        Ok(())
+    }
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/{pid}/stat`.
+pub fn cpu_of(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) start after the last `)`.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // Linux reports in clock ticks of 1/100 s on every common configuration.
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of this process.
+pub fn own_cpu() -> Duration {
+    cpu_of(std::process::id())
+}
+
+/// The broker's CPU time, if it runs on this machine (`beam.smp`).
+pub fn broker_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "beam.smp")
+        })
+        .map(cpu_of)
+        .sum()
+}
+
+/// Deletes gatehouse's objects under `prefix` (default retry ladder) from the broker.
+pub async fn delete_prefix(amqp_url: &str, prefix: &str) {
+    let settings = ::gatehouse::config::QueueSettings {
+        prefix: prefix.to_owned(),
+        ..Default::default()
+    };
+    let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
+    let Ok(connection) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let mut queues = vec![
+        topology.work_queue(),
+        topology.dead_queue(),
+        format!("{prefix}.audit"),
+    ];
+    queues.extend(topology.retry_queues());
+    for queue in queues {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = channel
+            .exchange_delete(
+                topology.events_exchange().as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = connection.close(200, "bench done".into()).await;
+}
+
+/// `X-Hub-Signature: sha256=<hex>` for `body`.
+pub fn hub_signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("sha256={}", hex::encode(ring::hmac::sign(&key, body).as_ref()))
+}
+
+/// Standard Webhooks headers for `body`.
+pub fn standard_webhooks(whsec: &str, id: &str, body: &[u8]) -> anyhow::Result<Vec<(&'static str, String)>> {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.decode(whsec.trim_start_matches("whsec_"))?;
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = ::gatehouse::ingress::verify::standard_webhooks::sign(&key, id, timestamp, body);
+    Ok(vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ])
+}

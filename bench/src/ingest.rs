@@ -1,0 +1,311 @@
+//! `ingest`: N signed webhooks (realistic Connect user-event bodies) at concurrency C against a
+//! gatehouse ingress, measured to the 202; then, in the same run, the ceiling of the queue
+//! underneath: the same bodies published raw (RabbitMQ: confirmed, persistent, mandatory, to the
+//! same topic exchange and quorum queue, as many in flight; embedded: inserted through the same
+//! store-backed queue, as many at once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Confirmation};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::Common;
+use crate::gatehouse::{Running, Scratch, broker_cpu, delete_prefix, hub_signature, own_cpu};
+use crate::report::Results;
+use crate::stats::percentiles;
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 2_048)]
+    pub body_bytes: usize,
+}
+
+impl Default for IngestArgs {
+    fn default() -> Self {
+        IngestArgs {
+            requests: 20_000,
+            concurrency: 64,
+            body_bytes: 2_048,
+        }
+    }
+}
+
+const SECRET: &str = "bench-hub-secret-0123456789abcdef";
+
+/// A Connect `user_deactivated` body of about `size` bytes (Atlassian's user object is large:
+/// avatars, time zone, locale, …).
+pub fn body(i: usize, size: usize) -> Vec<u8> {
+    let mut value = json!({
+        "timestamp": 1_790_000_000_000u64 + i as u64,
+        "userAccountId": "5b10ac8d82e05b22cc7d4ef5",
+        "accountType": "atlassian",
+        "user": {
+            "accountId": format!("5b10a2844c20165700ede{i:06}"),
+            "accountType": "atlassian",
+            "displayName": format!("Bench User {i}"),
+            "email": null,
+            "publicName": format!("bench.user.{i}"),
+            "timeZone": "Europe/Berlin",
+            "locale": "en_US",
+            "profilePicture": {"path": format!("/wiki/aa-avatar/5b10a2844c20165700ede{i:06}"), "width": 48, "height": 48, "isDefault": false},
+            "operations": [{"operation": "administer", "targetType": "application"}, {"operation": "use", "targetType": "application"}],
+        },
+        "padding": "",
+    });
+    let current = value.to_string().len();
+    if current < size {
+        value["padding"] = json!("x".repeat(size - current));
+    }
+    value.to_string().into_bytes()
+}
+
+pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> anyhow::Result<()> {
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.requests).map(|i| body(i, args.body_bytes)).collect());
+    for backend in common.backend.backends() {
+        let scratch = Scratch::new("ingest")?;
+        let extra = format!(
+            "[[sources]]\nname = \"confluence\"\nscheme = \"hub-signature\"\nsecrets = [{{ id = \"bench\", value = \"{}\" }}]\n",
+            scratch.secret("hub-secret", SECRET)?
+        );
+        let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
+        // Warm up connections and caches; not measured.
+        let warmup: Arc<Vec<Vec<u8>>> =
+            Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
+        drive(&running, warmup, args.concurrency).await?;
+        let before = (running.cpu(), own_cpu(), broker_cpu());
+        let measured = drive(&running, bodies.clone(), args.concurrency).await?;
+        let cpu = Cpu::since(before, running.cpu(), args.requests);
+        let rss = running.peak_rss_mib();
+        running.stop().await?;
+
+        let before = (Duration::ZERO, own_cpu(), broker_cpu());
+        let ceiling = match backend {
+            "rabbitmq" => raw_rabbitmq(common, bodies.clone(), args.concurrency).await?,
+            _ => raw_embedded(bodies.clone(), args.concurrency).await?,
+        };
+        let raw_cpu = Cpu::since(before, Duration::ZERO, args.requests);
+        let mut latencies = measured.latencies;
+        let p = percentiles(&mut latencies);
+        let rate = args.requests as f64 / measured.elapsed.as_secs_f64();
+        let ratio = rate / ceiling;
+        results.add(
+            &format!("ingest ({backend})"),
+            vec![
+                ("requests", format!("{} × {} B at concurrency {}", args.requests, args.body_bytes, args.concurrency)),
+                ("accepted/s", format!("{rate:.0}")),
+                ("not accepted", measured.failures.to_string()),
+                ("latency to 202", format!("p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms", p.p50_ms, p.p99_ms, p.p999_ms)),
+                ("raw ceiling/s", format!("{ceiling:.0}")),
+                ("ratio", format!("{:.1} %", ratio * 100.0)),
+                ("CPU per message", format!(
+                    "gatehouse {:.0} µs, load generator {:.0} µs, broker {:.0} µs (raw: publisher {:.0} µs, broker {:.0} µs)",
+                    cpu.gatehouse_us, cpu.driver_us, cpu.broker_us, raw_cpu.driver_us, raw_cpu.broker_us
+                )),
+                ("peak RSS", format!("{rss:.1} MiB")),
+            ],
+            json!({
+                "backend": backend, "requests": args.requests, "concurrency": args.concurrency, "body_bytes": args.body_bytes,
+                "accepted_per_second": rate, "failures": measured.failures, "latency": p,
+                "ceiling_per_second": ceiling, "ratio": ratio, "peak_rss_mib": rss,
+                "cpu_us_per_message": cpu, "raw_cpu_us_per_message": raw_cpu,
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// CPU microseconds per message, by process, over a measured phase.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Cpu {
+    gatehouse_us: f64,
+    /// This process: the HTTP load generator, or the raw publisher.
+    driver_us: f64,
+    broker_us: f64,
+}
+
+impl Cpu {
+    fn since(before: (Duration, Duration, Duration), gatehouse_now: Duration, messages: usize) -> Cpu {
+        let per = |spent: Duration| spent.as_secs_f64() * 1e6 / messages.max(1) as f64;
+        Cpu {
+            gatehouse_us: per(gatehouse_now.saturating_sub(before.0)),
+            driver_us: per(own_cpu().saturating_sub(before.1)),
+            broker_us: per(broker_cpu().saturating_sub(before.2)),
+        }
+    }
+}
+
+struct Driven {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    failures: usize,
+}
+
+/// Sends every body once, `concurrency` at a time; each request is timed to its answer.
+async fn drive(running: &Running, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<Driven> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = running.url("/webhooks/confluence/user_deactivated");
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let http = http.clone();
+        let next = next.clone();
+        let bodies = bodies.clone();
+        let url = url.clone();
+        async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let sent = Instant::now();
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-hub-signature", hub_signature(SECRET, body))
+                    .header(
+                        "x-atlassian-webhook-identifier",
+                        format!("bench-{}-{i}", ulid::Ulid::generate()),
+                    )
+                    .body(body.clone())
+                    .send()
+                    .await;
+                latencies.push(sent.elapsed());
+                if !matches!(&response, Ok(r) if r.status() == 202) {
+                    failures += 1;
+                }
+            }
+            (latencies, failures)
+        }
+    });
+    let outcomes = join_all(workers).await;
+    let elapsed = started.elapsed();
+    let mut latencies = Vec::with_capacity(bodies.len());
+    let mut failures = 0;
+    for (mut l, f) in outcomes {
+        latencies.append(&mut l);
+        failures += f;
+    }
+    Ok(Driven {
+        elapsed,
+        latencies,
+        failures,
+    })
+}
+
+/// Confirmed publishes of `bodies` to the same topology gatehouse uses, `concurrency` in flight.
+async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
+    let prefix = format!("bench-raw-{}", ulid::Ulid::generate().to_string().to_lowercase());
+    let settings = ::gatehouse::config::QueueSettings {
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
+    let connection =
+        lapin::Connection::connect(&common.amqp_url, lapin::ConnectionProperties::default()).await?;
+    topology.declare(&connection.create_channel().await?).await?;
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channels.push(channel);
+    }
+    let exchange = topology.events_exchange();
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(bodies.len());
+    for (i, body) in bodies.iter().enumerate() {
+        let permit = permits.clone().acquire_owned().await?;
+        let channel = channels[i % channels.len()].clone();
+        let exchange = exchange.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            let confirmed = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "confluence.user.deactivated".into(),
+                    options,
+                    &body,
+                    properties,
+                )
+                .await?
+                .await?;
+            drop(permit);
+            Ok::<bool, lapin::Error>(matches!(confirmed, Confirmation::Ack(None)))
+        }));
+    }
+    let mut acked = 0;
+    for task in tasks {
+        if matches!(task.await, Ok(Ok(true))) {
+            acked += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = connection.close(200, "done".into()).await;
+    delete_prefix(&common.amqp_url, &prefix).await;
+    anyhow::ensure!(
+        acked == bodies.len(),
+        "only {acked} of {} raw publishes were confirmed",
+        bodies.len()
+    );
+    Ok(bodies.len() as f64 / elapsed.as_secs_f64())
+}
+
+/// Inserts of `bodies` through the embedded queue on a fresh store, `concurrency` at a time.
+async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
+    use ::gatehouse::queue::{OutgoingMessage, Queue};
+    let scratch = Scratch::new("raw-embedded")?;
+    let store = ::gatehouse::store::Store::connect(&::gatehouse::config::StoreSettings {
+        url: ::gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/raw.db", scratch.0.display())),
+        max_connections: 16,
+    })
+    .await?;
+    let queue = Arc::new(::gatehouse::queue::embedded::EmbeddedQueue::new(
+        store,
+        Default::default(),
+    ));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let queue = queue.clone();
+        let next = next.clone();
+        let bodies = bodies.clone();
+        async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let message = OutgoingMessage {
+                    routing_key: "confluence.user.deactivated".to_owned(),
+                    message_id: format!("raw-{i}"),
+                    event_id: format!("raw-{i}"),
+                    event_type: "user.deactivated".to_owned(),
+                    body: body.clone(),
+                };
+                queue.publish(&message).await?;
+            }
+            Ok::<(), ::gatehouse::queue::PublishError>(())
+        }
+    });
+    for outcome in join_all(workers).await {
+        outcome?;
+    }
+    Ok(bodies.len() as f64 / started.elapsed().as_secs_f64())
+}

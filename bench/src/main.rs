@@ -1,0 +1,105 @@
+//! `gatehouse-bench`: performance claims, measured side by side in one run.
+//!
+//! - `ingest`: signed webhooks against a running gatehouse ingress, and, in the same run, the raw
+//!   ceiling of the queue underneath (confirmed publishes of the same bodies, same queue type,
+//!   same number in flight); the ratio says what gatehouse costs.
+//! - `react`: every user deactivated at once against a simulator with a burst limit of R requests
+//!   a second: time to converge, calls a second as a fraction of R, 429s received, failed actions.
+//! - `e2e`: from a webhook's 202 to the last audit record of its plan, at a fixed rate.
+//! - `audit`: the audit trail's append cost and `verify` speed.
+//!
+//! Each runs gatehouse as a child process (the release binary next to this one), so its peak RSS
+//! is its own. Results print as a table and are written as JSON (`--out`).
+
+mod audit;
+mod e2e;
+mod gatehouse;
+mod ingest;
+mod react;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-bench", about = "Measure gatehouse against its ceilings")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The gatehouse binary to run (default: next to this one).
+    #[arg(long, global = true)]
+    gatehouse: Option<PathBuf>,
+    /// RabbitMQ for the `rabbitmq` backend and the raw ceiling.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_BENCH_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Which queue backends to measure.
+    #[arg(long, global = true, value_enum, default_value = "both")]
+    backend: BackendChoice,
+    /// Where the JSON results go.
+    #[arg(long, global = true, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Rabbitmq,
+    Embedded,
+    Both,
+}
+
+impl BackendChoice {
+    pub fn backends(self) -> Vec<&'static str> {
+        match self {
+            BackendChoice::Rabbitmq => vec!["rabbitmq"],
+            BackendChoice::Embedded => vec!["embedded"],
+            BackendChoice::Both => vec!["rabbitmq", "embedded"],
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Ingest(ingest::IngestArgs),
+    React(react::ReactArgs),
+    E2e(e2e::E2eArgs),
+    Audit(audit::AuditArgs),
+    /// All three with their defaults.
+    All,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ::gatehouse::app::install_crypto_provider();
+    let cli = Cli::parse();
+    let common = cli.common;
+    let mut results = report::Results::default();
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&common, &args, &mut results).await?,
+        Command::React(args) => react::run(&common, &args, &mut results).await?,
+        Command::E2e(args) => e2e::run(&common, &args, &mut results).await?,
+        Command::Audit(args) => audit::run(&args, &mut results).await?,
+        Command::All => {
+            ingest::run(&common, &ingest::IngestArgs::default(), &mut results).await?;
+            react::run(&common, &react::ReactArgs::default(), &mut results).await?;
+            e2e::run(&common, &e2e::E2eArgs::default(), &mut results).await?;
+            audit::run(&audit::AuditArgs::default(), &mut results).await?;
+        }
+    }
+    results.print();
+    results.write(&common.out)?;
+    eprintln!("results written to {}", common.out.display());
+    Ok(())
+}

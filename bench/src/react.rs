@@ -1,0 +1,241 @@
+//! `react`: M users, each in K groups, all deactivated at once, against a simulator whose burst
+//! limit refills R requests a second per endpoint and method (as Atlassian's does). gatehouse's
+//! own limiter is set to the same R. Measures the time to converge (no membership left), the
+//! removal calls a second as a fraction of R, the 429s received, and the actions that failed.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::StreamExt;
+use gatehouse_sim::{
+    AccountStatus, BurstPolicy, LoggedRequest, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator,
+    StateSnapshot,
+};
+use serde_json::json;
+
+use crate::Common;
+use crate::gatehouse::{Running, Scratch, standard_webhooks};
+use crate::report::Results;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReactArgs {
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    #[arg(long, default_value_t = 10)]
+    pub groups: usize,
+    /// R: the simulator's refill rate per endpoint and method, requests a second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// The simulator's bucket size.
+    #[arg(long, default_value_t = 10)]
+    pub burst: u32,
+}
+
+impl Default for ReactArgs {
+    fn default() -> Self {
+        ReactArgs {
+            users: 200,
+            groups: 10,
+            rate: 50.0,
+            burst: 10,
+        }
+    }
+}
+
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The `[[sources]]`, `[atlassian]` and `[[policies]]` sections for gatehouse in front of `sim`.
+pub fn config(scratch: &Scratch, sim: &SimHandle, rate: f64, burst: u32) -> anyhow::Result<String> {
+    Ok(format!(
+        r#"
+[[sources]]
+name = "relay"
+scheme = "standard-webhooks"
+secrets = [{{ id = "bench", value = "{relay}" }}]
+
+[atlassian]
+confluence_base_url = "{site}"
+auth = {{ kind = "basic", email = "bot@example.com", token = "{token}" }}
+[atlassian.rate_limit]
+reads_per_second = {rate}
+writes_per_second = {rate}
+burst = {burst}
+
+[[policies]]
+name = "deprovision"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups"]
+"#,
+        relay = scratch.secret("relay", WHSEC)?,
+        token = scratch.secret("api-token", "sim-api-token")?,
+        site = sim.site_base_url(),
+    ))
+}
+
+/// Sends a signed `user.deactivated` for each account, `parallel` at a time; returns the
+/// envelope ids in order.
+pub async fn deactivate(
+    running: &Running,
+    accounts: &[String],
+    parallel: usize,
+) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let url = running.url("/webhooks/relay");
+    let sends = futures_util::stream::iter(accounts.iter().cloned().map(|account| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let body = json!({"type": "user.deactivated", "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"account_id": account}})
+                .to_string()
+                .into_bytes();
+            let mut request = http.post(&url).header("content-type", "application/json").body(body.clone());
+            for (name, value) in standard_webhooks(WHSEC, &format!("deact-{account}"), &body)? {
+                request = request.header(name, value);
+            }
+            let response = request.send().await?;
+            anyhow::ensure!(response.status() == 202, "webhook for {account} answered {}", response.status());
+            let answer: serde_json::Value = response.json().await?;
+            Ok(answer["id"].as_str().unwrap_or_default().to_owned())
+        }
+    }));
+    sends
+        .buffered(parallel)
+        .collect::<Vec<anyhow::Result<String>>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Deactivated accounts with these ids (the status a `user.deactivated` is checked against).
+pub fn inactive_users(accounts: &[String]) -> Vec<SeedUser> {
+    accounts
+        .iter()
+        .map(|id| {
+            let mut user = SeedUser::new(id.clone(), id.clone());
+            user.status = AccountStatus::Inactive;
+            user
+        })
+        .collect()
+}
+
+pub async fn sim_state(sim: &SimHandle) -> anyhow::Result<StateSnapshot> {
+    Ok(reqwest::get(sim.url("/_sim/state")).await?.json().await?)
+}
+
+pub async fn sim_requests(sim: &SimHandle) -> anyhow::Result<Vec<LoggedRequest>> {
+    let all: Vec<LoggedRequest> = reqwest::get(sim.url("/_sim/requests")).await?.json().await?;
+    Ok(all.into_iter().filter(|r| !r.path.starts_with("/_sim")).collect())
+}
+
+/// Failed actions on the audit trail, and dead letters.
+pub async fn failures(running: &Running) -> anyhow::Result<(usize, u64)> {
+    let store = running.store().await?;
+    let query = ::gatehouse::audit::AuditQuery {
+        kinds: vec![
+            ::gatehouse::audit::AuditKind::Failed,
+            ::gatehouse::audit::AuditKind::DeadLettered,
+        ],
+        limit: 100_000,
+        ..Default::default()
+    };
+    let failed = ::gatehouse::audit::query::query(&store, &query).await?.len();
+    let dead = store.count_dead_letters().await?;
+    store.close().await;
+    Ok((failed, dead))
+}
+
+pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> anyhow::Result<()> {
+    for backend in common.backend.backends() {
+        let accounts: Vec<String> = (0..args.users).map(|i| format!("u-{i:05}")).collect();
+        let users = inactive_users(&accounts);
+        let groups = (0..args.groups)
+            .map(|g| SeedGroup::new(format!("g-{g:03}"), format!("team-{g:03}"), accounts.clone()))
+            .collect();
+        let policy = Policy {
+            v1_max_limit: 200,
+            burst: Some(BurstPolicy {
+                capacity: args.burst,
+                per_second: args.rate,
+                retry_after_seconds: None,
+                near_limit: true,
+            }),
+            ..Policy::default()
+        };
+        let sim = Simulator::start(
+            Seed {
+                users,
+                groups,
+                ..Seed::default()
+            },
+            policy,
+        )
+        .await?;
+        let scratch = Scratch::new("react")?;
+        let running = Running::start(
+            common,
+            &scratch,
+            "serve",
+            backend,
+            &config(&scratch, &sim, args.rate, args.burst)?,
+        )
+        .await?;
+
+        let memberships = args.users * args.groups;
+        let started = Instant::now();
+        deactivate(&running, &accounts, 32).await?;
+        let deadline = Duration::from_secs_f64(memberships as f64 / args.rate * 3.0 + 60.0);
+        loop {
+            let left: usize = sim_state(&sim)
+                .await?
+                .groups
+                .iter()
+                .map(|g| g.members.len())
+                .sum();
+            if left == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < deadline,
+                "{left} memberships left after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let converged = started.elapsed();
+        let requests = sim_requests(&sim).await?;
+        let deletes: Vec<&LoggedRequest> = requests
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.status == Some(204))
+            .collect();
+        let throttled = requests.iter().filter(|r| r.status == Some(429)).count();
+        let (first, last) = (
+            deletes.first().map_or(0, |r| r.at_ms),
+            deletes.last().map_or(0, |r| r.at_ms),
+        );
+        let window = ((last - first).max(1) as f64) / 1000.0;
+        // n calls spread over their first-to-last window make n - 1 intervals.
+        let achieved = (deletes.len().saturating_sub(1)) as f64 / window;
+        let (failed, dead) = failures(&running).await?;
+        let rss = running.peak_rss_mib();
+        running.stop().await?;
+        sim.stop().await;
+        results.add(
+            &format!("react ({backend})"),
+            vec![
+                ("workload", format!("{} users × {} groups = {memberships} removals, R = {} req/s (burst {})", args.users, args.groups, args.rate, args.burst)),
+                ("converged in", format!("{:.1} s", converged.as_secs_f64())),
+                ("removals/s", format!("{achieved:.1} ({:.1} % of R)", achieved / args.rate * 100.0)),
+                ("429s received", throttled.to_string()),
+                ("failed actions", format!("{failed} (dead letters: {dead})")),
+                ("peak RSS", format!("{rss:.1} MiB")),
+            ],
+            json!({
+                "backend": backend, "users": args.users, "groups": args.groups, "rate": args.rate, "burst": args.burst,
+                "removals": deletes.len(), "converged_seconds": converged.as_secs_f64(), "removals_per_second": achieved,
+                "fraction_of_rate": achieved / args.rate, "throttled": throttled, "failed_actions": failed,
+                "dead_letters": dead, "peak_rss_mib": rss,
+            }),
+        );
+    }
+    Ok(())
+}

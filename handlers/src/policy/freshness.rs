@@ -1,0 +1,34 @@
+//! Events about an account's status can arrive stale or reordered (webhooks are best effort,
+//! polls lag, a deactivation can arrive after the reactivation that undid it). So before acting on
+//! a deactivation or a reactivation, the account's current status is read, and an event that the
+//! current status contradicts is left alone: the newer change wins.
+
+use super::account_of;
+use crate::event::{Envelope, EventType};
+use crate::handler::Ports;
+use crate::plan::Plan;
+use crate::ports::{AccountStatus, PortError};
+
+/// False (with a note on the plan) when the account's current status contradicts `envelope`.
+pub(super) async fn is_current(
+    envelope: &Envelope,
+    ports: &Ports<'_>,
+    plan: &mut Plan,
+) -> Result<bool, PortError> {
+    let (contradicting, now): (&[AccountStatus], &str) = match envelope.event_type {
+        EventType::UserDeactivated => (&[AccountStatus::Active], "active"),
+        EventType::UserReactivated => (&[AccountStatus::Inactive, AccountStatus::Closed], "deactivated"),
+        _ => return Ok(true),
+    };
+    let account = account_of(envelope)?;
+    match ports.confluence.account_status(account).await? {
+        Some(status) if contradicting.contains(&status) => {
+            plan.note = Some(format!(
+                "account {account} is {now} now: this {} is stale (a newer change wins), nothing to do",
+                envelope.event_type
+            ));
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
