@@ -71,6 +71,7 @@ pub async fn run(args: &AuditArgs, results: &mut Results) -> anyhow::Result<()> 
         let store = Store::connect(&StoreSettings {
             url: SensitiveUrl::new(url),
             max_connections: 8,
+            encryption_key: None,
         })
         .await?;
         let log = AuditLog::new(store.clone(), &AuditSettings::default());

@@ -158,6 +158,7 @@ enabled = false
         let settings = ::gatehouse::config::StoreSettings {
             url: ::gatehouse::config::SensitiveUrl::new(self.store_url.clone()),
             max_connections: 2,
+            encryption_key: None,
         };
         Ok(::gatehouse::store::Store::connect(&settings).await?)
     }

@@ -276,6 +276,7 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
     let store = ::gatehouse::store::Store::connect(&::gatehouse::config::StoreSettings {
         url: ::gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/raw.db", scratch.0.display())),
         max_connections: 16,
+        encryption_key: None,
     })
     .await?;
     let queue = Arc::new(::gatehouse::queue::embedded::EmbeddedQueue::new(

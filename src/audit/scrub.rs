@@ -32,6 +32,7 @@ pub fn secrets_in(settings: &Settings) -> Vec<Secret> {
         .collect();
     secrets.extend(settings.audit.hash_key.clone());
     secrets.extend(settings.audit.api_token.clone());
+    secrets.extend(settings.store.encryption_key.clone());
     if let Some(atlassian) = &settings.atlassian {
         secrets.extend(atlassian.secrets());
     }

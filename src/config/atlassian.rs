@@ -636,8 +636,8 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.into_iter().map(|e| e.key).collect(),
         };
-        // Only the Standard Webhooks secret, which PATH is not the shape of, is refused: the
-        // file parsed, and [atlassian] validated clean.
-        assert_eq!(keys, ["sources[2].secrets[0].value"]);
+        // Only the store key and the Standard Webhooks secret, which PATH is not the shape of,
+        // are refused: the file parsed, and [atlassian] validated clean.
+        assert_eq!(keys, ["store.encryption_key", "sources[2].secrets[0].value"]);
     }
 }

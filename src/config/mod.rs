@@ -266,6 +266,9 @@ pub struct StoreSettings {
     /// hidden.
     pub url: SensitiveUrl,
     pub max_connections: u32,
+    /// Seals the credentials the store keeps (Connect shared secrets, OAuth tokens) with
+    /// AES-256-GCM: base64 of 32 random bytes (`openssl rand -base64 32`), as a secret reference.
+    pub encryption_key: Option<Secret>,
 }
 
 impl Default for StoreSettings {
@@ -273,6 +276,7 @@ impl Default for StoreSettings {
         StoreSettings {
             url: SensitiveUrl::new("sqlite://data/gatehouse.db"),
             max_connections: 8,
+            encryption_key: None,
         }
     }
 }

@@ -131,6 +131,30 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     if settings.store.max_connections == 0 {
         error("store.max_connections".into(), "must be at least 1".into());
     }
+    match &settings.store.encryption_key {
+        Some(key) => {
+            if let Err(message) = crate::store::sealing::Sealer::new(key) {
+                error("store.encryption_key".into(), message);
+            }
+        }
+        None => {
+            let keeps_credentials = settings
+                .sources
+                .iter()
+                .any(|s| s.scheme == VerificationScheme::ConnectJwt)
+                || settings
+                    .atlassian
+                    .as_ref()
+                    .is_some_and(|a| matches!(a.auth, Some(crate::config::AuthSettings::Oauth { .. })));
+            if keeps_credentials {
+                warn(
+                    "store.encryption_key".into(),
+                    "not set: Connect shared secrets and OAuth tokens are stored in clear in the store"
+                        .into(),
+                );
+            }
+        }
+    }
 
     if settings.ingress.dedupe_window_size == 0 {
         error("ingress.dedupe_window_size".into(), "must be at least 1".into());

@@ -17,6 +17,11 @@ pub struct Installation {
     pub installed_at: DateTime<Utc>,
 }
 
+/// What a sealed shared secret is bound to.
+fn context(client_key: &str) -> String {
+    format!("connect_installations.shared_secret:{client_key}")
+}
+
 impl Store {
     /// Records an installation, replacing the secret of an earlier one with the same client key
     /// (Atlassian sends `installed` again on re-install and on secret rotation).
@@ -33,7 +38,10 @@ impl Store {
                 updated_at = excluded.updated_at";
         sqlx::query(sql)
             .bind(&installation.client_key)
-            .bind(installation.shared_secret.expose())
+            .bind(self.seal(
+                installation.shared_secret.expose(),
+                &context(&installation.client_key),
+            )?)
             .bind(&installation.base_url)
             .bind(installation.cloud_id.as_deref())
             .bind(to_millis(installation.installed_at))
@@ -64,7 +72,9 @@ impl Store {
         row.map(|row| {
             Ok(Installation {
                 client_key: row.try_get("client_key")?,
-                shared_secret: Secret::new(row.try_get::<String, _>("shared_secret")?),
+                shared_secret: Secret::new(
+                    self.open(&row.try_get::<String, _>("shared_secret")?, &context(client_key))?,
+                ),
                 base_url: row.try_get("base_url")?,
                 cloud_id: row.try_get("cloud_id")?,
                 installed_at: from_millis(row.try_get("installed_at")?)?,

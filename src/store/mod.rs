@@ -14,6 +14,7 @@ mod installations;
 mod migrations;
 mod oauth_tokens;
 pub mod poll_state;
+pub mod sealing;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -55,6 +56,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Seals stored credentials when `store.encryption_key` is set.
+    sealer: Option<std::sync::Arc<sealing::Sealer>>,
 }
 
 impl Store {
@@ -93,7 +96,18 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_error)?;
-        let store = Store { pool, backend };
+        let sealer = settings
+            .encryption_key
+            .as_ref()
+            .map(sealing::Sealer::new)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("store.encryption_key: {e}")))?
+            .map(std::sync::Arc::new);
+        let store = Store {
+            pool,
+            backend,
+            sealer,
+        };
         migrations::run(&store).await?;
         Ok(store)
     }
@@ -121,6 +135,23 @@ impl Store {
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(tx)
+    }
+
+    /// A credential as it is to be stored: sealed when a key is configured. `context` names the
+    /// column and row (see [`sealing`]).
+    pub fn seal(&self, value: &str, context: &str) -> Result<String, StoreError> {
+        match &self.sealer {
+            Some(sealer) => sealer.seal(value, context),
+            None => Ok(value.to_owned()),
+        }
+    }
+
+    /// A stored credential, opened.
+    pub fn open(&self, stored: &str, context: &str) -> Result<String, StoreError> {
+        match &self.sealer {
+            Some(sealer) => sealer.open(stored, context),
+            None => sealing::open_without_key(stored, context),
+        }
     }
 
     /// Closes every connection (shutdown).

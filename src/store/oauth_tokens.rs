@@ -37,6 +37,15 @@ pub struct OAuthRotation<'a> {
     pub access_expires_at: DateTime<Utc>,
 }
 
+/// What sealed tokens are bound to.
+fn refresh_context(grant_key: &str) -> String {
+    format!("oauth_tokens.refresh_token:{grant_key}")
+}
+
+fn access_context(grant_key: &str) -> String {
+    format!("oauth_tokens.access_token:{grant_key}")
+}
+
 impl Store {
     /// The grant's row, if any.
     pub async fn oauth_grant(&self, grant_key: &str) -> Result<Option<OAuthGrant>, StoreError> {
@@ -51,9 +60,15 @@ impl Store {
         row.map(|row| {
             Ok(OAuthGrant {
                 grant_key: row.try_get("grant_key")?,
-                refresh_token: Secret::new(row.try_get::<String, _>("refresh_token")?),
+                refresh_token: Secret::new(self.open(
+                    &row.try_get::<String, _>("refresh_token")?,
+                    &refresh_context(grant_key),
+                )?),
                 seed_fingerprint: row.try_get("seed_fingerprint")?,
-                access_token: row.try_get::<Option<String>, _>("access_token")?.map(Secret::new),
+                access_token: row
+                    .try_get::<Option<String>, _>("access_token")?
+                    .map(|stored| self.open(&stored, &access_context(grant_key)).map(Secret::new))
+                    .transpose()?,
                 access_expires_at: row
                     .try_get::<Option<i64>, _>("access_expires_at")?
                     .map(from_millis)
@@ -92,7 +107,7 @@ impl Store {
                      VALUES ($1, $2, $3, 0, $4)",
                 )
                 .bind(grant_key)
-                .bind(refresh_token.expose())
+                .bind(self.seal(refresh_token.expose(), &refresh_context(grant_key))?)
                 .bind(fingerprint)
                 .bind(now)
                 .execute(&mut *tx)
@@ -105,7 +120,7 @@ impl Store {
                      WHERE grant_key = $1",
                 )
                 .bind(grant_key)
-                .bind(refresh_token.expose())
+                .bind(self.seal(refresh_token.expose(), &refresh_context(grant_key))?)
                 .bind(fingerprint)
                 .bind(generation + 1)
                 .bind(now)
@@ -159,8 +174,8 @@ impl Store {
         )
         .bind(grant_key)
         .bind(generation)
-        .bind(rotation.refresh_token.expose())
-        .bind(rotation.access_token.expose())
+        .bind(self.seal(rotation.refresh_token.expose(), &refresh_context(grant_key))?)
+        .bind(self.seal(rotation.access_token.expose(), &access_context(grant_key))?)
         .bind(to_millis(rotation.access_expires_at))
         .bind(to_millis(Utc::now()))
         .execute(&mut *tx)

@@ -47,6 +47,7 @@ async fn installations_round_trip(url: String) {
     let settings = StoreSettings {
         url: SensitiveUrl::new(url),
         max_connections: 4,
+        encryption_key: None,
     };
     let store = Store::connect(&settings).await.unwrap();
     // Migrating again is a no-op.
@@ -92,10 +93,68 @@ async fn an_unreachable_store_is_a_clear_error() {
     let settings = StoreSettings {
         url: SensitiveUrl::new("postgres://nobody@127.0.0.1:1/none"),
         max_connections: 1,
+        encryption_key: None,
     };
     let error = Store::connect(&settings).await.unwrap_err().to_string();
     assert!(
         error.contains("cannot open store postgres://nobody@127.0.0.1:1/none"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn stored_credentials_are_sealed_at_rest_with_a_key() {
+    use base64::Engine;
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}/sealed.db", dir.0.display());
+    let key = Secret::new(base64::engine::general_purpose::STANDARD.encode([42u8; 32]));
+    let settings = StoreSettings {
+        url: SensitiveUrl::new(url.clone()),
+        max_connections: 2,
+        encryption_key: Some(key),
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    let secret = "connect-shared-secret-5f0e2a91c7";
+    store
+        .upsert_installation(&Installation {
+            client_key: "site-1".into(),
+            shared_secret: Secret::new(secret),
+            base_url: "https://a.atlassian.net/wiki".into(),
+            cloud_id: None,
+            installed_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .installation("site-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .shared_secret
+            .expose(),
+        secret
+    );
+    store.close().await;
+    // Nothing in the database file (or its write-ahead log) holds the secret in clear.
+    for file in std::fs::read_dir(&dir.0).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "secret found in clear"
+        );
+    }
+    // Without the key, the sealed value is refused, not mistaken for the secret.
+    let keyless = Store::connect(&StoreSettings {
+        url: SensitiveUrl::new(url),
+        max_connections: 2,
+        encryption_key: None,
+    })
+    .await
+    .unwrap();
+    let error = keyless.installation("site-1").await.unwrap_err().to_string();
+    assert!(
+        error.contains("store.encryption_key is not configured"),
         "{error}"
     );
 }

@@ -23,6 +23,7 @@ async fn store(dir: &TempDir) -> Store {
     Store::connect(&StoreSettings {
         url: SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 4,
+        encryption_key: None,
     })
     .await
     .unwrap()

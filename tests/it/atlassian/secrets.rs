@@ -112,6 +112,7 @@ async fn tokens_never_appear_in_logs_or_errors() {
     let store = Store::connect(&StoreSettings {
         url: SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 2,
+        encryption_key: None,
     })
     .await
     .unwrap();

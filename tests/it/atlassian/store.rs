@@ -11,6 +11,7 @@ async fn grant_lifecycle(url: String) {
     let store = Store::connect(&StoreSettings {
         url: SensitiveUrl::new(url),
         max_connections: 4,
+        encryption_key: None,
     })
     .await
     .unwrap();

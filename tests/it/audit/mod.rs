@@ -21,6 +21,7 @@ pub async fn open_store(url: &str) -> Store {
     Store::connect(&StoreSettings {
         url: SensitiveUrl::new(url),
         max_connections: 4,
+        encryption_key: None,
     })
     .await
     .unwrap()

@@ -144,6 +144,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
         url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 2,
+        encryption_key: None,
     })
     .await
     .unwrap();
