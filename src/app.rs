@@ -85,6 +85,7 @@ fn open_queue(settings: &Settings, store: &Store, metrics: &Arc<Metrics>) -> Bac
         QueueBackend::Embedded => Backend::Embedded(Arc::new(EmbeddedQueue::new(
             store.clone(),
             settings.queue.clone(),
+            AuditLog::from_settings(store.clone(), settings),
         ))),
         QueueBackend::Rabbitmq => Backend::Rabbitmq(Arc::new(RabbitQueue::start(
             settings.queue.clone(),

@@ -279,9 +279,11 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
         encryption_key: None,
     })
     .await?;
+    let audit = ::gatehouse::audit::AuditLog::new(store.clone(), &Default::default());
     let queue = Arc::new(::gatehouse::queue::embedded::EmbeddedQueue::new(
         store,
         Default::default(),
+        audit,
     ));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

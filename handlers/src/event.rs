@@ -89,6 +89,12 @@ impl EventType {
         }
     }
 
+    /// Types only gatehouse itself publishes: a webhook or relay naming one is not believed (it
+    /// could approve a plan or forge a violation notice) and is kept as `other.*`.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, EventType::PolicyViolation | EventType::ApprovalGranted)
+    }
+
     /// Every type gatehouse understands (not `other.*`), for validation and documentation.
     pub fn known() -> impl Iterator<Item = &'static str> {
         KNOWN_TYPES.iter().map(|(name, _)| *name)

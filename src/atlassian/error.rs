@@ -7,6 +7,10 @@
 //! | 409 with a SCIM `scimType` (`uniqueness`, …): the data conflicts | permanent |
 //! | 400, 401, 403, 404 and every other 4xx; an answer gatehouse cannot read | permanent |
 //!
+//! The client never retries a 401 itself, but a worker does ([`ApiError::kind_for_events`]): a
+//! refused credential is gatehouse's own problem (an expired or rotated token), and fixing it
+//! must not find every event of the meantime dead-lettered.
+//!
 //! The text never holds a credential: messages are built from Atlassian's error fields (never
 //! the request), cut short, and scrubbed of every secret the client knows before they leave the
 //! executor. URLs are not included (a URL could carry a cursor or an id, never a token, but the
@@ -148,6 +152,16 @@ impl ApiError {
         self.kind
     }
 
+    /// The kind as an event's processing sees it: like [`ApiError::kind`], except that a 401
+    /// is transient (the event comes back on the retry ladder once the credential is fixed).
+    pub fn kind_for_events(&self) -> ErrorKind {
+        if self.status == Some(401) {
+            ErrorKind::Transient
+        } else {
+            self.kind
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient
     }
@@ -192,7 +206,7 @@ impl ApiError {
 impl From<ApiError> for PortError {
     fn from(error: ApiError) -> Self {
         PortError {
-            kind: error.kind,
+            kind: error.kind_for_events(),
             status: error.status,
             message: error.to_string(),
         }
@@ -312,5 +326,13 @@ mod tests {
         assert_eq!(port.kind, ErrorKind::Transient);
         assert_eq!(port.status, Some(503));
         assert!(port.message.contains("GET /rest/api/user"));
+        let refused = ApiError::from_answer("GET /rest/api/user", 401, b"", None, None);
+        assert_eq!(refused.kind(), ErrorKind::Permanent, "not retried by the client");
+        let port: PortError = refused.into();
+        assert_eq!(
+            port.kind,
+            ErrorKind::Transient,
+            "an event waits for the credential to be fixed"
+        );
     }
 }

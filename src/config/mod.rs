@@ -197,6 +197,9 @@ pub struct QueueSettings {
     pub prefetch: u16,
     /// Redeliveries after which the broker parks a message it keeps getting back (a worker
     /// crashing on it): RabbitMQ's `x-delivery-limit`; the embedded backend counts the same way.
+    /// On RabbitMQ every return counts, also a message given back at shutdown or when a channel
+    /// closes under it, so leave room for restarts and broker blips (RabbitMQ 4's own default
+    /// is 20).
     pub delivery_limit: u32,
     /// The retry ladder: a failed attempt n waits `retry_delays_seconds[n-1]` (the last rung
     /// repeats). Each rung is a RabbitMQ queue whose TTL sends messages back to the work queue.
@@ -241,7 +244,7 @@ impl Default for QueueSettings {
             connect_timeout_ms: 5_000,
             reconnect_max_delay_ms: 5_000,
             prefetch: 32,
-            delivery_limit: 10,
+            delivery_limit: 20,
             retry_delays_seconds: vec![5.0, 30.0, 120.0, 600.0, 3_600.0],
             max_attempts: None,
             embedded_poll_ms: 200,

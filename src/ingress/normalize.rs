@@ -71,6 +71,11 @@ pub fn normalize(
         Some(hint) => from_event_name(hint),
         None => detect(object, relay)?,
     };
+    let event_type = if event_type.is_internal() {
+        EventType::other(&event_type.as_str())
+    } else {
+        event_type
+    };
     let mut envelope = Envelope::new(
         event_type,
         source.name.clone(),
@@ -291,6 +296,19 @@ mod tests {
         assert_eq!(
             run(Some("page_created"), "{}").event_type,
             EventType::other("page_created")
+        );
+    }
+
+    #[test]
+    fn a_sender_cannot_name_a_type_only_gatehouse_publishes() {
+        let approval = run(
+            None,
+            r#"{"type":"approval.granted","timestamp":1,"data":{"approval_id":"01J"}}"#,
+        );
+        assert_eq!(approval.event_type.as_str(), "other.approval_granted");
+        assert_eq!(
+            run(Some("policy.violation"), "{}").event_type.as_str(),
+            "other.policy_violation"
         );
     }
 

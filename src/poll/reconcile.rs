@@ -7,7 +7,8 @@
 //!   `group.member_removed`. The first run only takes the snapshot.
 //!
 //! Findings are queued with scheme `reconcile` and a dedupe key that names the finding, so the
-//! same unresolved finding found again is a duplicate, not a second action. A dry run only
+//! same unresolved finding found again is a duplicate, not a second action (a deactivated
+//! account's finding for one day: the next day it is queued again if still unresolved). A dry run only
 //! reports: nothing is queued and no snapshot moves.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -231,8 +232,14 @@ impl Reconciler {
             let names: Vec<&str> = groups.values().map(String::as_str).collect();
             report.findings.push(Finding {
                 event_type: EventType::UserDeactivated,
-                // The same account holding the same groups is the same finding.
-                dedupe_key: format!("reconcile:user.deactivated:{account}:{}", short_hash(&ids)),
+                // The same account holding the same groups on the same day is the same finding:
+                // found again the next day (re-added since, or a plan that did not act then) it
+                // is queued again rather than absorbed for the whole dedupe retention.
+                dedupe_key: format!(
+                    "reconcile:user.deactivated:{account}:{}:{}",
+                    short_hash(&ids),
+                    Utc::now().format("%Y-%m-%d")
+                ),
                 reason: format!(
                     "deactivated account still in {} group(s): {}",
                     groups.len(),

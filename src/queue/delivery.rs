@@ -1,7 +1,8 @@
 //! A message handed to a worker, and the three ways to settle it.
 //!
 //! Whatever the backend, a delivery ends in exactly one of: [`Delivery::ack`] (done, forget it),
-//! [`Delivery::retry`] (failed transiently: come back after a rung of the retry ladder),
+//! [`Delivery::retry`] (failed transiently: come back after a rung of the retry ladder; or
+//! [`Delivery::postpone`], the same without counting a failure),
 //! [`Delivery::dead_letter`] (cannot be processed: park it with its reason), or
 //! [`Delivery::release`] (not processed at all, e.g. at shutdown: give it back at once). The
 //! failure history travels with the message, so a dead letter shows every attempt.
@@ -116,6 +117,19 @@ impl Delivery {
                 rung,
                 attempts: self.attempt,
                 history,
+            })
+            .await
+    }
+
+    /// Not processed now, and not a failure (another worker holds the event): come back after
+    /// the first rung of the ladder without counting an attempt.
+    pub async fn postpone(self) -> Result<(), QueueError> {
+        let attempts = self.attempt.saturating_sub(1);
+        self.settle
+            .retry(Retry {
+                rung: 0,
+                attempts,
+                history: self.history,
             })
             .await
     }

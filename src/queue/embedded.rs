@@ -5,8 +5,9 @@
 //! - a worker takes a message by locking its row until a visibility timeout (extended while it
 //!   works), so a crashed worker's message comes back;
 //! - a retry makes the row invisible until the ladder's delay has passed;
-//! - a message handed out more than `delivery_limit` times without being settled (it keeps
-//!   killing its worker) is dead-lettered, like RabbitMQ's `x-delivery-limit`;
+//! - a message redelivered more than `delivery_limit` times without being settled (it keeps
+//!   killing its worker) is dead-lettered, like RabbitMQ's `x-delivery-limit`, and recorded in
+//!   the audit trail in the same transaction;
 //! - dead letters go to the store's `dead_letters` table, like the broker's `.dead` queue ends.
 //!
 //! On PostgreSQL several processes can share the queue (`FOR UPDATE SKIP LOCKED`); on SQLite
@@ -22,10 +23,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::parked::{self, subject_of};
 use super::{
     Consumer, DeadLetter, Delivery, Failure, OutgoingMessage, PublishError, Queue, QueueDepths, QueueError,
     Retry, Settle,
 };
+use crate::audit::AuditLog;
 use crate::config::QueueSettings;
 use crate::store::{Backend, DeadLetterRow, Store, StoreError, to_millis};
 
@@ -42,6 +45,8 @@ fn millis(duration: Duration) -> i64 {
 pub struct EmbeddedQueue {
     store: Store,
     settings: Arc<QueueSettings>,
+    /// Where messages parked at the delivery limit are recorded.
+    audit: AuditLog,
     /// Identifies this process's locks.
     owner: String,
     /// Wakes idle consumers of this process when a message is published here.
@@ -50,10 +55,11 @@ pub struct EmbeddedQueue {
 }
 
 impl EmbeddedQueue {
-    pub fn new(store: Store, settings: QueueSettings) -> Self {
+    pub fn new(store: Store, settings: QueueSettings, audit: AuditLog) -> Self {
         EmbeddedQueue {
             store,
             settings: Arc::new(settings),
+            audit,
             owner: format!("embedded-{}", ulid::Ulid::generate()),
             published: Arc::new(Notify::new()),
             closed: CancellationToken::new(),
@@ -82,8 +88,11 @@ impl EmbeddedQueue {
         Ok(())
     }
 
-    /// Locks the next visible message for this process, if there is one.
+    /// Locks the next visible message for this process, if there is one. Each take locks with a
+    /// token of its own, so a copy handed out again after its visibility ran out (even to this
+    /// process) cannot be settled by the earlier holder.
     async fn take_next(&self) -> Result<Option<Taken>, StoreError> {
+        let token = format!("{}/{}", self.owner, ulid::Ulid::generate());
         let now = to_millis(Utc::now());
         let until = now.saturating_add(millis(Duration::from_secs(
             self.settings.visibility_timeout_seconds,
@@ -107,7 +116,7 @@ impl EmbeddedQueue {
              WHERE id = ({pick})
              RETURNING id, routing_key, message_id, event_id, event_type, body, deliveries, history"
         )))
-        .bind(&self.owner)
+        .bind(&token)
         .bind(until)
         .bind(now)
         .fetch_optional(&mut *tx)
@@ -118,6 +127,7 @@ impl EmbeddedQueue {
         let deliveries: i64 = row.try_get("deliveries")?;
         Ok(Some(Taken {
             id: row.try_get("id")?,
+            token,
             routing_key: row.try_get("routing_key")?,
             message_id: row.try_get("message_id")?,
             body: row.try_get("body")?,
@@ -127,10 +137,10 @@ impl EmbeddedQueue {
         }))
     }
 
-    fn settle_for(&self, id: i64) -> EmbeddedSettle {
+    fn settle_for(&self, id: i64, token: String) -> EmbeddedSettle {
         let keepalive = {
             let store = self.store.clone();
-            let owner = self.owner.clone();
+            let token = token.clone();
             let visibility = Duration::from_secs(self.settings.visibility_timeout_seconds);
             tokio::spawn(async move {
                 // Renew well before expiry, so a slow handler never loses its message.
@@ -144,7 +154,7 @@ impl EmbeddedQueue {
                     )
                     .bind(until)
                     .bind(id)
-                    .bind(&owner)
+                    .bind(&token)
                     .execute(store.pool())
                     .await;
                     if let Err(error) = renewed {
@@ -156,6 +166,7 @@ impl EmbeddedQueue {
         EmbeddedSettle {
             queue: self.clone(),
             id,
+            token,
             keepalive,
         }
     }
@@ -173,8 +184,9 @@ impl EmbeddedQueue {
             };
             match self.take_next().await {
                 Ok(Some(taken)) => {
-                    if taken.deliveries > self.settings.delivery_limit {
-                        let settle = Box::new(self.settle_for(taken.id));
+                    // Like RabbitMQ's limit: the first delivery plus `delivery_limit` redeliveries.
+                    if taken.deliveries > self.settings.delivery_limit.saturating_add(1) {
+                        let settle = self.settle_for(taken.id, taken.token);
                         let attempts = taken.history.last().map_or(0, |f| f.attempt);
                         let letter = DeadLetter {
                             reason: format!(
@@ -184,13 +196,13 @@ impl EmbeddedQueue {
                             attempts,
                             history: taken.history,
                         };
-                        if let Err(error) = settle.dead_letter(letter).await {
+                        if let Err(error) = settle.park(letter, true).await {
                             tracing::warn!(%error, "cannot dead-letter a poison message");
                         }
                         drop(permit);
                         continue;
                     }
-                    let settle = Box::new(self.settle_for(taken.id));
+                    let settle = Box::new(self.settle_for(taken.id, taken.token));
                     permit.send(Delivery::new(
                         taken.body.into_bytes(),
                         taken.routing_key,
@@ -224,6 +236,8 @@ impl EmbeddedQueue {
 
 struct Taken {
     id: i64,
+    /// What the row is locked with.
+    token: String,
     routing_key: String,
     message_id: String,
     body: String,
@@ -287,6 +301,7 @@ impl Queue for EmbeddedQueue {
 struct EmbeddedSettle {
     queue: EmbeddedQueue,
     id: i64,
+    token: String,
     keepalive: JoinHandle<()>,
 }
 
@@ -312,7 +327,7 @@ impl Settle for EmbeddedSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
         let result = sqlx::query("DELETE FROM queue_messages WHERE id = $1 AND locked_by = $2")
             .bind(self.id)
-            .bind(&self.queue.owner)
+            .bind(&self.token)
             .execute(self.queue.store.pool())
             .await
             .map_err(|e| QueueError(e.to_string()))?;
@@ -337,7 +352,7 @@ impl Settle for EmbeddedSettle {
         .bind(visible_at)
         .bind(to_millis(now))
         .bind(self.id)
-        .bind(&self.queue.owner)
+        .bind(&self.token)
         .execute(self.queue.store.pool())
         .await
         .map_err(|e| QueueError(e.to_string()))?;
@@ -348,14 +363,37 @@ impl Settle for EmbeddedSettle {
     }
 
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<(), QueueError> {
-        let store = &self.queue.store;
-        let mut tx = store.begin_write().await.map_err(queue_error)?;
-        let row = sqlx::query(
-            "SELECT routing_key, message_id, event_id, event_type, body FROM queue_messages
+        self.park(letter, false).await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), QueueError> {
+        sqlx::query(
+            "UPDATE queue_messages SET locked_by = NULL, locked_until = NULL, deliveries = deliveries - 1
              WHERE id = $1 AND locked_by = $2",
         )
         .bind(self.id)
-        .bind(&self.queue.owner)
+        .bind(&self.token)
+        .execute(self.queue.store.pool())
+        .await
+        .map_err(|e| QueueError(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl EmbeddedSettle {
+    /// Moves the row to the dead letters, with its `dead_lettered` audit record when `audited`
+    /// (the queue parked it, not a worker that records its own).
+    async fn park(self, letter: DeadLetter, audited: bool) -> Result<(), QueueError> {
+        let store = &self.queue.store;
+        let mut tx = store.begin_write().await.map_err(queue_error)?;
+        // Taking the row out first makes the move atomic with respect to a lock that ran out
+        // meanwhile: only the holder of the lock deletes it.
+        let row = sqlx::query(
+            "DELETE FROM queue_messages WHERE id = $1 AND locked_by = $2
+             RETURNING routing_key, message_id, event_id, event_type, body",
+        )
+        .bind(self.id)
+        .bind(&self.token)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| QueueError(e.to_string()))?;
@@ -386,40 +424,14 @@ impl Settle for EmbeddedSettle {
         crate::store::dead_letters::insert(&mut tx, &dead)
             .await
             .map_err(queue_error)?;
-        sqlx::query("DELETE FROM queue_messages WHERE id = $1")
-            .bind(self.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| QueueError(e.to_string()))?;
+        if audited && let Some(record) = parked::audit_record(&dead) {
+            self.queue
+                .audit
+                .append_in(&mut tx, vec![record])
+                .await
+                .map_err(|e| QueueError(e.to_string()))?;
+        }
         tx.commit().await.map_err(|e| QueueError(e.to_string()))?;
         Ok(())
     }
-
-    async fn release(self: Box<Self>) -> Result<(), QueueError> {
-        sqlx::query(
-            "UPDATE queue_messages SET locked_by = NULL, locked_until = NULL, deliveries = deliveries - 1
-             WHERE id = $1 AND locked_by = $2",
-        )
-        .bind(self.id)
-        .bind(&self.queue.owner)
-        .execute(self.queue.store.pool())
-        .await
-        .map_err(|e| QueueError(e.to_string()))?;
-        Ok(())
-    }
-}
-
-/// The account or group an envelope is about, for dead-letter listings.
-pub fn subject_of(body: &str) -> Option<String> {
-    let envelope: serde_json::Value = serde_json::from_str(body).ok()?;
-    let subject = envelope.get("subject")?;
-    if let Some(account) = subject.get("account_id").and_then(|v| v.as_str()) {
-        return Some(account.to_owned());
-    }
-    let group = subject.get("group")?;
-    group
-        .get("name")
-        .or_else(|| group.get("id"))
-        .and_then(|v| v.as_str())
-        .map(|g| format!("group:{g}"))
 }

@@ -13,6 +13,7 @@
 
 pub mod delivery;
 pub mod embedded;
+pub mod parked;
 pub mod rabbitmq;
 pub mod replay;
 

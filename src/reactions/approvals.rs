@@ -1,13 +1,14 @@
 //! Deciding on pending plans (`gatehouse approvals`): approving records the decision and queues
 //! an `approval.granted` event, so a worker performs exactly the recorded plan, with the queue's
-//! retries; rejecting records the decision and nothing is performed.
+//! retries; rejecting records the decision and nothing is performed. A decision and its audit
+//! record commit together or not at all.
 
 use handlers::{Envelope, EventType, Scheme};
 use serde_json::value::RawValue;
 
 use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
-use crate::store::{Approval, ApprovalState, StoreError};
+use crate::store::{Approval, ApprovalState, StoreError, approvals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecisionError {
@@ -21,6 +22,25 @@ pub enum DecisionError {
     Audit(#[from] AuditError),
     #[error("approved, but the plan could not be queued (run approve again): {0}")]
     Queue(#[from] PublishError),
+}
+
+/// Moves `approval` from pending to `to` and appends `record`, in one transaction; false (and
+/// nothing written) when someone decided first.
+async fn decide(
+    audit: &AuditLog,
+    approval: &Approval,
+    to: ApprovalState,
+    by: &str,
+    note: Option<&str>,
+    record: NewRecord,
+) -> Result<bool, DecisionError> {
+    let mut tx = audit.store().begin_write().await?;
+    if !approvals::decide(&mut tx, &approval.id, ApprovalState::Pending, to, Some(by), note).await? {
+        return Ok(false);
+    }
+    audit.append_in(&mut tx, vec![record]).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(true)
 }
 
 fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord {
@@ -46,24 +66,13 @@ pub async fn approve(
         .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
     match approval.state {
         ApprovalState::Pending => {
-            if !store
-                .decide_approval(
-                    id,
-                    ApprovalState::Pending,
-                    ApprovalState::Approved,
-                    Some(by),
-                    None,
-                )
-                .await?
-            {
+            let record = decision_record(&approval, AuditKind::Approved, by);
+            if !decide(audit, &approval, ApprovalState::Approved, by, None, record).await? {
                 return Err(DecisionError::AlreadyDecided {
                     id: id.to_owned(),
                     state: "decided",
                 });
             }
-            audit
-                .append(decision_record(&approval, AuditKind::Approved, by))
-                .await?;
         }
         ApprovalState::Approved => {}
         other => {
@@ -101,24 +110,15 @@ pub async fn reject(
         .approval(id)
         .await?
         .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    let mut record = decision_record(&approval, AuditKind::Rejected, by);
+    record.outcome.error = reason.map(str::to_owned);
     if approval.state != ApprovalState::Pending
-        || !store
-            .decide_approval(
-                id,
-                ApprovalState::Pending,
-                ApprovalState::Rejected,
-                Some(by),
-                reason,
-            )
-            .await?
+        || !decide(audit, &approval, ApprovalState::Rejected, by, reason, record).await?
     {
         return Err(DecisionError::AlreadyDecided {
             id: id.to_owned(),
             state: approval.state.as_str(),
         });
     }
-    let mut record = decision_record(&approval, AuditKind::Rejected, by);
-    record.outcome.error = reason.map(str::to_owned);
-    audit.append(record).await?;
     Ok(approval)
 }

@@ -21,7 +21,7 @@ use handlers::{Envelope, Plan, PlannedAction};
 use super::perform::Perform;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::store::executed_actions::{self, ExecutedAction};
-use crate::store::{NewApproval, Store};
+use crate::store::{NewApproval, Store, approvals};
 use crate::worker::ProcessError;
 
 /// What running a plan came to.
@@ -80,8 +80,8 @@ impl Executor {
             return Ok(Ran::Nothing(plan.note.clone()));
         }
         if plan.dry_run.unwrap_or(self.dry_run) {
-            self.record_planned(plan, envelope, attempt, "dry_run", true)
-                .await?;
+            let records = self.planned_records(plan, &plan.actions, envelope, attempt, "dry_run", true);
+            self.audit.append_all(records).await.map_err(audit_error)?;
             return Ok(Ran::DryRun {
                 actions: plan.actions.len(),
             });
@@ -108,18 +108,8 @@ impl Executor {
                 pending.push(planned)
             }
         }
-        let records: Vec<NewRecord> = pending
-            .iter()
-            .enumerate()
-            .map(|(i, planned)| {
-                let mut record = self.record(plan, envelope, AuditKind::Planned, Some(planned), attempt);
-                record.outcome = Outcome::status("planned");
-                if i == 0 {
-                    record.warnings = plan.warnings.clone();
-                }
-                record
-            })
-            .collect();
+        let records =
+            self.planned_records(plan, pending.iter().copied(), envelope, attempt, "planned", false);
         self.audit.append_all(records).await.map_err(audit_error)?;
         if already_done > 0 {
             let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
@@ -183,21 +173,29 @@ impl Executor {
         let envelope_json =
             serde_json::to_string(envelope).map_err(|e| ProcessError::permanent(format!("envelope: {e}")))?;
         let event_type = envelope.event_type.to_string();
-        let (approval, created) = self
-            .store
-            .request_approval(&NewApproval {
-                event_id: &envelope.id.to_string(),
-                handler: &plan.handler,
-                event_type: &event_type,
-                account_id: envelope.subject.account_id.as_deref(),
-                plan: &plan_json,
-                envelope: &envelope_json,
-            })
+        let new = NewApproval {
+            event_id: &envelope.id.to_string(),
+            handler: &plan.handler,
+            event_type: &event_type,
+            account_id: envelope.subject.account_id.as_deref(),
+            plan: &plan_json,
+            envelope: &envelope_json,
+        };
+        // The pending plan and its `planned` records commit together.
+        let mut tx = self.store.begin_write().await.map_err(audit_error)?;
+        let (approval, created) = approvals::request(&mut tx, &new)
             .await
             .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
         if created {
-            self.record_planned(plan, envelope, attempt, "pending_approval", false)
-                .await?;
+            let records =
+                self.planned_records(plan, &plan.actions, envelope, attempt, "pending_approval", false);
+            self.audit
+                .append_in(&mut tx, records)
+                .await
+                .map_err(audit_error)?;
+        }
+        tx.commit().await.map_err(audit_error)?;
+        if created {
             tracing::warn!(approval = %approval.id, handler = %plan.handler, actions = plan.actions.len(), "plan waits for approval (gatehouse approvals approve …)");
         }
         Ok(Ran::Pending {
@@ -205,17 +203,19 @@ impl Executor {
         })
     }
 
-    async fn record_planned(
+    /// A `planned` record per action with outcome `status`; the first carries the plan's
+    /// warnings.
+    fn planned_records<'a>(
         &self,
         plan: &Plan,
+        actions: impl IntoIterator<Item = &'a PlannedAction>,
         envelope: &Envelope,
         attempt: u32,
         status: &str,
         dry_run: bool,
-    ) -> Result<(), ProcessError> {
-        let records: Vec<NewRecord> = plan
-            .actions
-            .iter()
+    ) -> Vec<NewRecord> {
+        actions
+            .into_iter()
             .enumerate()
             .map(|(i, planned)| {
                 let mut record = self.record(plan, envelope, AuditKind::Planned, Some(planned), attempt);
@@ -226,13 +226,43 @@ impl Executor {
                 }
                 record
             })
-            .collect();
-        self.audit.append_all(records).await.map_err(audit_error)?;
-        Ok(())
+            .collect()
     }
 
-    /// The action's row and its `executed` record, in one transaction.
+    /// The action's row and its `executed` record, in one transaction. The action already
+    /// happened, so a failed write is retried here (backing off, for about a minute) rather than
+    /// handed to the queue's ladder, which would perform it again.
     async fn record_executed(
+        &self,
+        plan: &Plan,
+        planned: &PlannedAction,
+        record: NewRecord,
+        request_id: Option<&str>,
+    ) -> Result<(), ProcessError> {
+        const TRIES: u32 = 10;
+        let mut delay = std::time::Duration::from_millis(200);
+        let mut tries = 1;
+        loop {
+            match self
+                .write_executed(plan, planned, record.clone(), request_id)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if tries >= TRIES => {
+                    tracing::error!(error = %error.message, action = planned.action.type_name(), target = %planned.action.target(), "performed but could not record it; giving up (a retry performs it again)");
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::error!(error = %error.message, retry_in_ms = delay.as_millis() as u64, "performed but could not record it yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                    tries += 1;
+                }
+            }
+        }
+    }
+
+    async fn write_executed(
         &self,
         plan: &Plan,
         planned: &PlannedAction,

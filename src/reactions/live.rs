@@ -19,7 +19,7 @@ pub const OWN_KIND: &str = "gatehouse";
 impl From<ApiError> for ActionError {
     fn from(error: ApiError) -> Self {
         ActionError {
-            kind: error.kind(),
+            kind: error.kind_for_events(),
             http_status: error.status(),
             request_id: error.request_id().map(str::to_owned),
             message: error.to_string(),

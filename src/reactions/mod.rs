@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use handlers::ports::{ConfluenceDirectory, ErrorKind, PortError, ScimDirectory};
-use handlers::{Envelope, EventType, Handler, Plan, Ports};
+use handlers::{Envelope, EventType, Handler, Plan, Ports, Scheme};
 
 use crate::atlassian::AtlassianClients;
 use crate::config::Settings;
@@ -198,6 +198,15 @@ impl Reactor {
 impl Process for Reactor {
     async fn process(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError> {
         if envelope.event_type == EventType::ApprovalGranted {
+            // Only `gatehouse approvals approve` publishes these (the ingress renames any that
+            // arrive from outside); anything else claiming to be one is refused.
+            if envelope.scheme != Scheme::Internal {
+                return Err(ProcessError::permanent(format!(
+                    "approval.granted from {} ({}) is not gatehouse's own; refused",
+                    envelope.source,
+                    envelope.scheme.as_str()
+                )));
+            }
             return self.resume(envelope, attempt).await;
         }
         let plans = self.planner.plans(envelope).await.map_err(from_port)?;

@@ -87,38 +87,68 @@ pub struct NewApproval<'a> {
     pub envelope: &'a str,
 }
 
-impl Store {
-    /// Stores a pending plan; if this event's handler already has one (a redelivery), returns the
-    /// existing approval instead. The bool says whether it was created now.
-    pub async fn request_approval(&self, new: &NewApproval<'_>) -> Result<(Approval, bool), StoreError> {
-        let id = ulid::Ulid::generate().to_string();
-        let inserted = sqlx::query(
-            "INSERT INTO approvals (id, event_id, handler, event_type, account_id, plan, envelope, state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
-             ON CONFLICT (event_id, handler) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(new.event_id)
-        .bind(new.handler)
-        .bind(new.event_type)
-        .bind(new.account_id)
-        .bind(new.plan)
-        .bind(new.envelope)
-        .bind(to_millis(Utc::now()))
-        .execute(self.pool())
-        .await?
-        .rows_affected()
-            > 0;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approvals WHERE event_id = $1 AND handler = $2"
-        )))
-        .bind(new.event_id)
-        .bind(new.handler)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((from_row(&row)?, inserted))
-    }
+/// Stores a pending plan on `conn` (a transaction, so its `planned` records commit with it); if
+/// this event's handler already has one (a redelivery), returns the existing approval instead.
+/// The bool says whether it was created now.
+pub async fn request(
+    conn: &mut sqlx::AnyConnection,
+    new: &NewApproval<'_>,
+) -> Result<(Approval, bool), StoreError> {
+    let id = ulid::Ulid::generate().to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO approvals (id, event_id, handler, event_type, account_id, plan, envelope, state, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+         ON CONFLICT (event_id, handler) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(new.event_id)
+    .bind(new.handler)
+    .bind(new.event_type)
+    .bind(new.account_id)
+    .bind(new.plan)
+    .bind(new.envelope)
+    .bind(to_millis(Utc::now()))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM approvals WHERE event_id = $1 AND handler = $2"
+    )))
+    .bind(new.event_id)
+    .bind(new.handler)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((from_row(&row)?, inserted))
+}
 
+/// Moves an approval from `from` to `to` on `conn` (a transaction, so the decision commits with
+/// its audit record); false if it was not in `from` (decided already).
+pub async fn decide(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    from: ApprovalState,
+    to: ApprovalState,
+    by: Option<&str>,
+    note: Option<&str>,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE approvals SET state = $1, decided_at = COALESCE(decided_at, $2),
+             decided_by = COALESCE($3, decided_by), note = COALESCE($4, note)
+         WHERE id = $5 AND state = $6",
+    )
+    .bind(to.as_str())
+    .bind(to_millis(Utc::now()))
+    .bind(by)
+    .bind(note)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+impl Store {
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM approvals WHERE id = $1"
@@ -140,7 +170,7 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Moves an approval from `from` to `to`; false if it was not in `from` (decided already).
+    /// [`decide`] on its own (a transition with no record of its own).
     pub async fn decide_approval(
         &self,
         id: &str,
@@ -149,19 +179,7 @@ impl Store {
         by: Option<&str>,
         note: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE approvals SET state = $1, decided_at = COALESCE(decided_at, $2),
-                 decided_by = COALESCE($3, decided_by), note = COALESCE($4, note)
-             WHERE id = $5 AND state = $6",
-        )
-        .bind(to.as_str())
-        .bind(to_millis(Utc::now()))
-        .bind(by)
-        .bind(note)
-        .bind(id)
-        .bind(from.as_str())
-        .execute(self.pool())
-        .await?;
-        Ok(result.rows_affected() > 0)
+        let mut conn = self.pool().acquire().await?;
+        decide(&mut conn, id, from, to, by, note).await
     }
 }

@@ -63,7 +63,9 @@ pub struct DeadLetterFilter {
     pub limit: Option<u32>,
 }
 
-/// Inserts a dead letter on `conn` (a transaction, when moving a message must be atomic).
+/// Inserts a dead letter on `conn` (a transaction, when moving a message must be atomic); false
+/// when it is already recorded as dead. One that was replayed or purged and came back (a broker
+/// derives the same id from the same content) is dead again, with its new reason and history.
 pub async fn insert(conn: &mut sqlx::AnyConnection, row: &DeadLetterRow) -> Result<bool, StoreError> {
     let history = serde_json::to_string(&row.history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let result = sqlx::query(
@@ -71,7 +73,16 @@ pub async fn insert(conn: &mut sqlx::AnyConnection, row: &DeadLetterRow) -> Resu
              (id, event_id, event_type, subject, routing_key, message_id, body, reason, attempts,
               first_failure_at, last_failure_at, history, dead_at, state, replayed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'dead', NULL)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO UPDATE SET
+             reason = excluded.reason,
+             attempts = excluded.attempts,
+             first_failure_at = excluded.first_failure_at,
+             last_failure_at = excluded.last_failure_at,
+             history = excluded.history,
+             dead_at = excluded.dead_at,
+             state = 'dead',
+             replayed_at = NULL
+         WHERE dead_letters.state <> 'dead'",
     )
     .bind(&row.id)
     .bind(&row.event_id)

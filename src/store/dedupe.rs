@@ -54,8 +54,7 @@ impl Store {
                  completed_at = NULL,
                  expires_at = excluded.expires_at
              WHERE dedupe_claims.state = 'released'
-                OR (dedupe_claims.state = 'processing'
-                    AND (dedupe_claims.lease_until < $5 OR dedupe_claims.owner = excluded.owner))
+                OR (dedupe_claims.state = 'processing' AND dedupe_claims.lease_until < $5)
                 OR (dedupe_claims.state = 'completed' AND dedupe_claims.expires_at < $5)
              RETURNING owner",
         )
@@ -101,17 +100,18 @@ impl Store {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Marks the fact handled: later copies are duplicates until the retention ends.
+    /// Marks the fact handled: later copies are duplicates until the retention ends. False when
+    /// the claim was no longer `owner`'s (its lease ran out and another delivery took it over).
     pub async fn complete_claim(
         &self,
         key: &str,
         owner: &str,
         retention: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = to_millis(Utc::now());
-        sqlx::query(
+        let result = sqlx::query(
             "UPDATE dedupe_claims SET state = 'completed', completed_at = $1, expires_at = $2
-             WHERE dedupe_key = $3 AND owner = $4",
+             WHERE dedupe_key = $3 AND owner = $4 AND state = 'processing'",
         )
         .bind(now)
         .bind(now.saturating_add(millis(retention)))
@@ -119,7 +119,7 @@ impl Store {
         .bind(owner)
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(result.rows_affected() > 0)
     }
 
     /// Gives the claim up (the attempt failed): the next copy or retry may claim it.

@@ -2,9 +2,12 @@
 //!
 //! 1. Parse the envelope; a body that is not one can never succeed: dead-letter it.
 //! 2. Claim the dedupe key. Already completed: a duplicate, recorded in the audit trail and acked
-//!    without acting. Held by a live worker: someone is on it, come back after the first rung.
+//!    without acting. Held by a live worker: someone is on it, come back after the first rung
+//!    without counting a failure. Each delivery claims as its own owner, so two copies handed to
+//!    the same process cannot both act.
 //! 3. Record `received` in the audit trail (first attempt), then process, renewing the claim's
-//!    lease meanwhile.
+//!    lease meanwhile. A claim lost meanwhile (this worker stalled past its lease and another
+//!    took over) stops the processing: the delivery comes back later and finds the outcome.
 //! 4. Success: mark the claim completed (durable) and only then ack. Transient failure: record it,
 //!    release the claim and retry on the ladder, or dead-letter once attempts are exhausted.
 //!    Permanent failure: record it, release and dead-letter with the reason.
@@ -65,7 +68,10 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
     let retention = Duration::from_secs(worker.dedupe_retention_days * 86_400);
     let key = envelope.dedupe_key.as_str();
     let event_id = envelope.id.to_string();
-    let owner = context.owner.as_str();
+    // One owner per delivery, not per process: two copies of a fact consumed by the same worker
+    // must not both hold the claim.
+    let owner = format!("{}/{}", context.owner, ulid::Ulid::generate());
+    let owner = owner.as_str();
 
     let claim = persist(context, "claim the event", || {
         context.store.claim(key, &event_id, owner, lease, retention)
@@ -89,7 +95,7 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
         }
         Claim::Busy { owner } => {
             tracing::info!(%owner, "another worker is handling this event now; checking back later");
-            settle(delivery.retry(0, &format!("being handled by {owner}")).await);
+            settle(delivery.postpone().await);
             return "busy";
         }
         Claim::Acquired => {}
@@ -120,14 +126,21 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
             tick.tick().await;
             match context.store.renew_claim(key, owner, lease).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!("lost the claim on this event (lease expired and taken over)"),
+                Ok(false) => return,
                 Err(error) => tracing::warn!(%error, "cannot renew the claim on this event"),
             }
         }
     };
     let result = tokio::select! {
         result = context.processor.process(envelope, delivery.attempt) => result,
-        never = renew => never,
+        () = renew => {
+            // Stopped at an await point. Actions recorded as executed are skipped by the new
+            // holder; one caught between its call and its record is performed again, which the
+            // performer treats as already done (e.g. removing a membership that is gone).
+            tracing::warn!("lost the claim on this event (lease expired and taken over); stopping");
+            settle(delivery.postpone().await);
+            return "busy";
+        }
     };
 
     match result {
@@ -144,11 +157,19 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
             let completed = persist(context, "record completion", || {
                 context.store.complete_claim(key, owner, retention)
             });
-            if completed.await.is_none() {
-                // Shutting down before completion was recorded: the message comes back; the work
-                // is idempotent.
-                settle(delivery.release().await);
-                return "released";
+            match completed.await {
+                Some(true) => {}
+                Some(false) => {
+                    tracing::warn!(
+                        "the claim was taken over before completion was recorded; the new holder completes it"
+                    )
+                }
+                None => {
+                    // Shutting down before completion was recorded: the message comes back; the
+                    // work is idempotent.
+                    settle(delivery.release().await);
+                    return "released";
+                }
             }
             settle(delivery.ack().await);
             match processed {

@@ -1,8 +1,8 @@
 //! The store on both databases: migrations apply (and re-apply as a no-op), installations
-//! round-trip. PostgreSQL runs against a private database created for the test.
+//! round-trip, a dead letter that comes back after a replay is dead again. PostgreSQL runs against a private database created for the test.
 
 use gatehouse::config::{Secret, SensitiveUrl, StoreSettings};
-use gatehouse::store::{Installation, Store};
+use gatehouse::store::{DeadLetterFilter, DeadLetterRow, Installation, Store};
 use sqlx::Connection;
 
 use crate::helpers::{TempDir, pg_admin_url, unique};
@@ -43,7 +43,7 @@ impl PgDatabase {
     }
 }
 
-async fn installations_round_trip(url: String) {
+async fn round_trips(url: String) {
     let settings = StoreSettings {
         url: SensitiveUrl::new(url),
         max_connections: 4,
@@ -71,20 +71,57 @@ async fn installations_round_trip(url: String) {
     assert_eq!(found.cloud_id.as_deref(), Some("cloud-1"));
     assert!(store.delete_installation("c1").await.unwrap());
     assert!(!store.delete_installation("c1").await.unwrap());
+    dead_letter_comes_back_after_a_replay(&store).await;
     store.close().await;
+}
+
+/// A broker-parked message's id derives from its content: replayed and parked again, it must
+/// be listed again (with its new reason), while recording it twice stays one row.
+async fn dead_letter_comes_back_after_a_replay(store: &Store) {
+    let mut letter = DeadLetterRow {
+        id: "broker-0123".into(),
+        event_id: "01JABCDEFGHJKMNPQRSTVWXYZ0".into(),
+        event_type: "user.deactivated".into(),
+        subject: Some("acct-1".into()),
+        routing_key: "admin.user.deactivated".into(),
+        message_id: "key-1".into(),
+        body: "{}".into(),
+        reason: "delivery limit exceeded".into(),
+        attempts: 0,
+        first_failure_at: None,
+        last_failure_at: None,
+        history: Vec::new(),
+        dead_at: chrono::Utc::now(),
+    };
+    let listed = || async { store.dead_letters(&DeadLetterFilter::default()).await.unwrap() };
+    assert!(store.insert_dead_letter(&letter).await.unwrap());
+    assert!(!store.insert_dead_letter(&letter).await.unwrap(), "recorded once");
+    assert_eq!(listed().await.len(), 1);
+    assert!(store.mark_dead_letter_replayed(&letter.id).await.unwrap());
+    assert!(listed().await.is_empty());
+    letter.reason = "delivery limit exceeded again".into();
+    assert!(store.insert_dead_letter(&letter).await.unwrap());
+    let again = listed().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].reason, "delivery limit exceeded again");
+    assert!(store.purge_dead_letter(&letter.id).await.unwrap());
+    assert!(
+        store.insert_dead_letter(&letter).await.unwrap(),
+        "purged, then parked again"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_store_migrates_and_round_trips() {
     let dir = TempDir::new();
     // A nested folder that does not exist yet is created.
-    installations_round_trip(format!("sqlite://{}/nested/store.db", dir.0.display())).await;
+    round_trips(format!("sqlite://{}/nested/store.db", dir.0.display())).await;
 }
 
 #[tokio::test]
 async fn postgres_store_migrates_and_round_trips() {
     let db = PgDatabase::create().await;
-    installations_round_trip(db.url.clone()).await;
+    round_trips(db.url.clone()).await;
     db.drop_now().await;
 }
 

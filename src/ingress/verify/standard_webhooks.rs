@@ -29,12 +29,13 @@ pub fn verify(
     let timestamp: i64 = timestamp
         .parse()
         .map_err(|_| VerifyError::Malformed("webhook-timestamp (unix seconds)"))?;
-    let age = now.timestamp() - timestamp;
+    // Saturating: a timestamp near i64's ends must be refused, not overflow.
+    let age = now.timestamp().saturating_sub(timestamp);
     let tolerance = i64::try_from(tolerance_seconds).unwrap_or(i64::MAX);
     if age > tolerance {
         return Err(VerifyError::Expired);
     }
-    if -age > tolerance {
+    if age.saturating_neg() > tolerance {
         return Err(VerifyError::NotYetValid);
     }
     let presented: Vec<Vec<u8>> = signatures
@@ -156,6 +157,16 @@ mod tests {
         );
         assert_eq!(
             run(&headers(ID, "1614265330", SPEC_SIGNATURE), BODY, at(-301)),
+            Err(VerifyError::NotYetValid)
+        );
+        let far_past = i64::MIN.to_string();
+        assert_eq!(
+            run(&headers(ID, &far_past, SPEC_SIGNATURE), BODY, at(0)),
+            Err(VerifyError::Expired)
+        );
+        let far_future = i64::MAX.to_string();
+        assert_eq!(
+            run(&headers(ID, &far_future, SPEC_SIGNATURE), BODY, at(0)),
             Err(VerifyError::NotYetValid)
         );
         assert!(matches!(

@@ -158,14 +158,23 @@ struct RabbitSettle {
     routing_key: String,
 }
 
+/// lapin answers `Ok(false)` when the channel closed under the delivery (the broker requeues it
+/// and the ack or nack went nowhere): that is a failure too, not a settlement.
+fn settled(result: lapin::Result<bool>, what: &str) -> Result<(), QueueError> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(QueueError(format!(
+            "{what} not sent: the channel closed (the broker will redeliver)"
+        ))),
+        Err(error) => Err(QueueError(format!(
+            "{what} failed (the broker will redeliver): {error}"
+        ))),
+    }
+}
+
 impl RabbitSettle {
     async fn ack(&self) -> Result<(), QueueError> {
-        self.raw
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| QueueError(format!("ack failed (the broker will redeliver): {e}")))
+        settled(self.raw.acker.ack(BasicAckOptions::default()).await, "ack")
     }
 
     /// Gives the message back after a pause, so a failing republish cannot spin.
@@ -184,6 +193,13 @@ impl RabbitSettle {
 
     /// Republishes the message to `queue` (through the default exchange) with `table`, then acks.
     async fn move_to(&self, queue: &str, table: FieldTable) -> Result<(), QueueError> {
+        // The channel is gone: the broker already hands the message out again, so a copy here
+        // would be a second one.
+        if !self.raw.acker.usable() {
+            return Err(QueueError(format!(
+                "not moved to {queue}: the channel closed (the broker will redeliver)"
+            )));
+        }
         let properties = self.raw.properties.clone().with_headers(table);
         match self.shared.publish("", queue, &self.raw.data, properties).await {
             Ok(()) => self.ack().await,
@@ -221,14 +237,10 @@ impl Settle for RabbitSettle {
     }
 
     async fn release(self: Box<Self>) -> Result<(), QueueError> {
-        self.raw
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| QueueError(format!("release failed (the broker will redeliver): {e}")))
+        let nack = self.raw.acker.nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        });
+        settled(nack.await, "release")
     }
 }

@@ -16,8 +16,8 @@ use ring::digest;
 use tokio::task::JoinHandle;
 
 use super::{Shared, consumer, headers};
-use crate::audit::{AuditKind, AuditLog, NewRecord, Outcome};
-use crate::queue::embedded::subject_of;
+use crate::audit::AuditLog;
+use crate::queue::parked::{self, subject_of};
 use crate::store::{DeadLetterRow, Store};
 
 pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinHandle<()> {
@@ -40,11 +40,7 @@ pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinH
                 .and_then(|t| headers::text(t, headers::DEAD_REASON))
                 .is_none();
             let recorded = async {
-                if parked_by_broker && let Ok(event_id) = row.event_id.parse::<ulid::Ulid>() {
-                    let mut record = NewRecord::new(event_id, AuditKind::DeadLettered);
-                    record.account_id = row.subject.clone().filter(|s| !s.starts_with("group:"));
-                    record.attempt = row.attempts;
-                    record.outcome = Outcome::error(row.reason.clone());
+                if parked_by_broker && let Some(record) = parked::audit_record(&row) {
                     audit.append(record).await.map_err(|e| e.to_string())?;
                 }
                 store.insert_dead_letter(&row).await.map_err(|e| e.to_string())

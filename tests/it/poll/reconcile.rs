@@ -153,7 +153,8 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         "no snapshot taken"
     );
     let queued = |store: gatehouse::store::Store| async move {
-        let queue = gatehouse::queue::embedded::EmbeddedQueue::new(store, Default::default());
+        let audit = gatehouse::audit::AuditLog::new(store.clone(), &Default::default());
+        let queue = gatehouse::queue::embedded::EmbeddedQueue::new(store, Default::default(), audit);
         gatehouse::queue::Queue::depths(&queue).await.unwrap().work
     };
     assert_eq!(queued(store.clone()).await, 0);

@@ -27,6 +27,7 @@ on_both_backends!(
     a_permanent_failure_is_dead_lettered_after_one_attempt_with_its_reason,
     a_poison_message_stops_at_the_attempt_limit,
     copies_of_one_fact_are_acted_on_once,
+    a_copy_arriving_while_its_fact_is_in_progress_waits_without_using_up_attempts,
     a_killed_workers_message_is_redelivered_and_processed_once,
     replay_brings_a_dead_letter_back_and_it_completes,
     shutdown_during_processing_loses_nothing,
@@ -158,6 +159,39 @@ async fn copies_of_one_fact_are_acted_on_once(backend: Backend) {
     assert_eq!(processor.calls("dave").len(), 1);
     assert_eq!(audit_kinds(&app, &first).await, ["received"]);
     assert_eq!(audit_kinds(&app, &copy).await, ["duplicate"]);
+    app.stop().await;
+}
+
+async fn a_copy_arriving_while_its_fact_is_in_progress_waits_without_using_up_attempts(backend: Backend) {
+    let dir = TempDir::new();
+    // Three attempts at most (two rungs): the copy comes back far more often than that.
+    let settings = settings(backend, &dir);
+    assert_eq!(settings.queue.max_attempts(), 3);
+    let processor = Scripted::new();
+    let gate = Arc::new(Semaphore::new(0));
+    processor.script("frank", vec![Step::Gate(gate.clone())]);
+    let app = worker(settings, processor.clone()).await;
+    let first = publish(&app, "frank", "fact-frank").await;
+    eventually(LONG, "frank in progress", || async {
+        processor.calls("frank").len() == 1
+    })
+    .await;
+    // A copy of the same fact, consumed by the same process while the first is held.
+    let copy = publish(&app, "frank", "fact-frank").await;
+    eventually(LONG, "the copy found the fact busy several times", || async {
+        metric(&app, r#"gatehouse_worker_attempts_total{outcome="busy"}"#) >= 5.0
+    })
+    .await;
+    assert_eq!(processor.calls("frank").len(), 1, "the copy did not act");
+    gate.add_permits(1);
+    eventually(LONG, "the copy recorded as a duplicate", || async {
+        audit_kinds(&app, &copy).await == ["duplicate"]
+    })
+    .await;
+    assert_eq!(processor.calls("frank").len(), 1);
+    assert_eq!(processor.completions("frank"), 1);
+    assert_eq!(audit_kinds(&app, &first).await, ["received"]);
+    assert!(dead_letters(&app).await.is_empty());
     app.stop().await;
 }
 

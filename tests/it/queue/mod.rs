@@ -1,9 +1,11 @@
 //! The queue and worker runtime, on both backends: one conformance suite with the same
 //! assertions for RabbitMQ and the embedded queue, plus what only RabbitMQ has (a broker that
-//! can go away, its topology) and the `gatehouse dlq` command line.
+//! can go away, its topology), what only the embedded queue does (its own delivery limit) and
+//! the `gatehouse dlq` command line.
 
 mod cli;
 mod conformance;
+mod embedded;
 mod rabbitmq;
 pub mod scripted;
 mod store_outage;
