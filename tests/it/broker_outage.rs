@@ -131,7 +131,9 @@ async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
         VerificationScheme::HubSignature,
         vec![secret("hub-1", "first-secret")],
     ));
-    let app = gatehouse::app::Application::build(settings).await.unwrap();
+    let app = gatehouse::app::Application::build(settings.clone())
+        .await
+        .unwrap();
     let addr = app.local_addr();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
@@ -163,6 +165,7 @@ async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
     }
     shutdown.cancel();
     running.await.unwrap().unwrap();
+    crate::helpers::delete_topology(&settings).await;
 }
 
 #[tokio::test]
