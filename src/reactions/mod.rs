@@ -181,13 +181,7 @@ impl Reactor {
             .map_err(|e| ProcessError::permanent(format!("stored envelope: {e}")))?;
         self.executor.execute(&plan, &original, attempt).await?;
         self.store
-            .decide_approval(
-                &approval_id,
-                ApprovalState::Approved,
-                ApprovalState::Executed,
-                None,
-                None,
-            )
+            .mark_approval_executed(&approval_id)
             .await
             .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
         Ok(Processed::Done)

@@ -170,16 +170,18 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// [`decide`] on its own (a transition with no record of its own).
-    pub async fn decide_approval(
-        &self,
-        id: &str,
-        from: ApprovalState,
-        to: ApprovalState,
-        by: Option<&str>,
-        note: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    /// Marks an approved plan performed (its actions' `executed` records are its trail); false
+    /// if it was not approved.
+    pub async fn mark_approval_executed(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.pool().acquire().await?;
-        decide(&mut conn, id, from, to, by, note).await
+        decide(
+            &mut conn,
+            id,
+            ApprovalState::Approved,
+            ApprovalState::Executed,
+            None,
+            None,
+        )
+        .await
     }
 }
