@@ -7,9 +7,11 @@
 //! | 409 with a SCIM `scimType` (`uniqueness`, …): the data conflicts | permanent |
 //! | 400, 401, 403, 404 and every other 4xx; an answer gatehouse cannot read | permanent |
 //!
-//! The client never retries a 401 itself, but a worker does ([`ApiError::kind_for_events`]): a
-//! refused credential is gatehouse's own problem (an expired or rotated token), and fixing it
-//! must not find every event of the meantime dead-lettered.
+//! The client never retries a 401 or a refused OAuth refresh itself, but a worker does
+//! ([`ApiError::kind_for_events`]): a refused credential is gatehouse's own problem (an expired
+//! or rotated token), and events meanwhile wait on the retry ladder instead of dead-lettering at
+//! once (past `queue.max_attempts` they are dead-lettered, and `gatehouse dlq replay` brings them
+//! back).
 //!
 //! The text never holds a credential: messages are built from Atlassian's error fields (never
 //! the request), cut short, and scrubbed of every secret the client knows before they leave the
@@ -35,6 +37,8 @@ pub struct ApiError {
     request_id: Option<String>,
     scim_type: Option<String>,
     retry_after: Option<Duration>,
+    /// gatehouse's own credentials were refused or could not be obtained.
+    credentials: bool,
 }
 
 impl fmt::Display for ApiError {
@@ -61,6 +65,7 @@ impl ApiError {
             request_id: None,
             scim_type: None,
             retry_after: None,
+            credentials: false,
         }
     }
 
@@ -92,6 +97,7 @@ impl ApiError {
             request_id,
             scim_type,
             retry_after,
+            credentials: false,
         }
     }
 
@@ -139,7 +145,10 @@ impl ApiError {
 
     /// Credentials could not be obtained (OAuth refresh refused, store trouble).
     pub fn credentials(operation: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError::new(kind, operation, message)
+        ApiError {
+            credentials: true,
+            ..ApiError::new(kind, operation, message)
+        }
     }
 
     /// A problem with the request gatehouse was asked to make (bad input, missing config).
@@ -152,10 +161,11 @@ impl ApiError {
         self.kind
     }
 
-    /// The kind as an event's processing sees it: like [`ApiError::kind`], except that a 401
-    /// is transient (the event comes back on the retry ladder once the credential is fixed).
+    /// The kind as an event's processing sees it: like [`ApiError::kind`], except that a 401 or
+    /// a credential gatehouse could not obtain (a refused OAuth refresh) is transient: the event
+    /// goes on the retry ladder, where fixing the credential in time lets it through.
     pub fn kind_for_events(&self) -> ErrorKind {
-        if self.status == Some(401) {
+        if self.status == Some(401) || self.credentials {
             ErrorKind::Transient
         } else {
             self.kind
@@ -334,5 +344,8 @@ mod tests {
             ErrorKind::Transient,
             "an event waits for the credential to be fixed"
         );
+        let refresh = ApiError::credentials("POST /oauth/token", ErrorKind::Permanent, "refused");
+        assert_eq!(refresh.kind(), ErrorKind::Permanent);
+        assert_eq!(PortError::from(refresh).kind, ErrorKind::Transient);
     }
 }

@@ -143,7 +143,7 @@ impl AuditLog {
     /// records commit or roll back with the caller's own writes, e.g. claiming an event's dedupe
     /// key together with its `received` record. The records are durable only once the caller
     /// commits; until then the append lock is held (other appends wait), so commit promptly.
-    /// `audit.append_timeout_ms` does not apply: bound the whole transaction yourself.
+    /// `audit.append_timeout_ms` does not apply by itself: run the transaction in [`AuditLog::bounded`].
     pub async fn append_in(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -151,6 +151,22 @@ impl AuditLog {
     ) -> Result<Vec<AuditRecord>, AuditError> {
         let prepared = self.prepare(records);
         self.write_in(tx, prepared).await
+    }
+
+    /// Runs `work`, a caller's transaction holding records appended with [`AuditLog::append_in`],
+    /// within `audit.append_timeout_ms` like any append: past it the future is dropped, which
+    /// rolls the transaction back (and releases the append lock), and the result is
+    /// `timed_out(AuditError::Timeout)`.
+    pub async fn bounded<T, E>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, E>>,
+        timed_out: impl FnOnce(AuditError) -> E,
+    ) -> Result<T, E> {
+        let timeout = self.inner.timeout;
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(AuditError::Timeout(timeout))),
+        }
     }
 
     fn prepare(&self, records: Vec<NewRecord>) -> Vec<NewRecord> {

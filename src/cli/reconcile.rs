@@ -103,6 +103,11 @@ pub async fn run(settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> 
     for name in &report.baselines {
         eprintln!("protected group `{name}`: first snapshot taken, nothing to compare yet");
     }
+    for account in &report.awaiting_approval {
+        eprintln!(
+            "deactivated account {account} still holds groups; its plan waits for approval (gatehouse approvals list)"
+        );
+    }
     eprintln!(
         "{} finding(s) {}; {} group(s) scanned, {} account(s) checked",
         report.findings.len(),

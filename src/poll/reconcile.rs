@@ -8,7 +8,8 @@
 //!
 //! Findings are queued with scheme `reconcile` and a dedupe key that names the finding, so the
 //! same unresolved finding found again is a duplicate, not a second action (a deactivated
-//! account's finding for one day: the next day it is queued again if still unresolved). A dry run only
+//! account's finding for one day: the next day it is queued again if still unresolved, unless
+//! its plan already waits for approval). A dry run only
 //! reports: nothing is queued and no snapshot moves.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,7 @@ use super::metrics::{PollMetrics, RepairLabel};
 use crate::atlassian::{ApiError, ConfluenceClient, ScimClient};
 use crate::config::{DeactivationSource, Settings};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
-use crate::store::{GroupSnapshot, Store, StoreError};
+use crate::store::{ApprovalState, GroupSnapshot, Store, StoreError};
 
 /// The routing-key prefix of reconciler findings (`reconcile.user.deactivated`).
 pub const KIND: &str = "reconcile";
@@ -60,6 +61,9 @@ pub struct Report {
     pub accounts_checked: usize,
     /// Protected groups seen for the first time (snapshot taken, nothing compared).
     pub baselines: Vec<String>,
+    /// Deactivated accounts still holding groups whose plan already waits for a person
+    /// (`gatehouse approvals`): not queued again.
+    pub awaiting_approval: Vec<String>,
 }
 
 /// Progress of a long run, for the CLI's progress bar.
@@ -224,10 +228,24 @@ impl Reconciler {
                 deactivated.insert(account);
             }
         }
+        // A finding whose plan waits for approval is not queued again each day: one pending
+        // plan per account is enough for the person deciding.
+        let awaiting: BTreeSet<String> = self
+            .store
+            .approvals(ApprovalState::Pending)
+            .await?
+            .into_iter()
+            .filter(|a| a.event_type == EventType::UserDeactivated.as_str())
+            .filter_map(|a| a.account_id)
+            .collect();
         for account in deactivated {
             let Some(groups) = holdings.get(&account).filter(|g| !g.is_empty()) else {
                 continue;
             };
+            if awaiting.contains(&account) {
+                report.awaiting_approval.push(account);
+                continue;
+            }
             let ids: Vec<&str> = groups.keys().map(String::as_str).collect();
             let names: Vec<&str> = groups.values().map(String::as_str).collect();
             report.findings.push(Finding {

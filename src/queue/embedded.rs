@@ -338,19 +338,22 @@ impl Settle for EmbeddedSettle {
     }
 
     async fn retry(self: Box<Self>, retry: Retry) -> Result<(), QueueError> {
-        let now = Utc::now();
-        let visible_at = to_millis(now).saturating_add(millis(self.queue.settings.retry_delay(retry.rung)));
+        let visible_at =
+            to_millis(Utc::now()).saturating_add(millis(self.queue.settings.retry_delay(retry.rung)));
+        // The newest failure, if any (a postponed delivery adds none).
+        let failed_at = retry.history.last().map(|f| to_millis(f.at));
         let history = serde_json::to_string(&retry.history).map_err(|e| QueueError(e.to_string()))?;
         let result = sqlx::query(
             "UPDATE queue_messages SET
                  attempts = $1, history = $2, visible_at = $3, locked_by = NULL, locked_until = NULL,
-                 deliveries = 0, first_failure_at = COALESCE(first_failure_at, $4), last_failure_at = $4
+                 deliveries = 0, first_failure_at = COALESCE(first_failure_at, $4),
+                 last_failure_at = COALESCE($4, last_failure_at)
              WHERE id = $5 AND locked_by = $6",
         )
         .bind(i64::from(retry.attempts))
         .bind(history)
         .bind(visible_at)
-        .bind(to_millis(now))
+        .bind(failed_at)
         .bind(self.id)
         .bind(&self.token)
         .execute(self.queue.store.pool())
@@ -384,6 +387,15 @@ impl EmbeddedSettle {
     /// Moves the row to the dead letters, with its `dead_lettered` audit record when `audited`
     /// (the queue parked it, not a worker that records its own).
     async fn park(self, letter: DeadLetter, audited: bool) -> Result<(), QueueError> {
+        let audit = &self.queue.audit;
+        audit
+            .bounded(self.move_to_dead_letters(letter, audited), |e| {
+                QueueError(e.to_string())
+            })
+            .await
+    }
+
+    async fn move_to_dead_letters(&self, letter: DeadLetter, audited: bool) -> Result<(), QueueError> {
         let store = &self.queue.store;
         let mut tx = store.begin_write().await.map_err(queue_error)?;
         // Taking the row out first makes the move atomic with respect to a lock that ran out

@@ -1,5 +1,5 @@
 //! What both backends record about a message they park without a worker's say: the one that
-//! was redelivered `queue.delivery_limit` times without being settled (a worker kept dying on it).
+//! was redelivered more than `queue.delivery_limit` times without being settled (a worker kept dying on it).
 //! A worker records the dead letters it parks itself; these would otherwise be missing from the
 //! audit trail.
 

@@ -34,13 +34,16 @@ async fn decide(
     note: Option<&str>,
     record: NewRecord,
 ) -> Result<bool, DecisionError> {
-    let mut tx = audit.store().begin_write().await?;
-    if !approvals::decide(&mut tx, &approval.id, ApprovalState::Pending, to, Some(by), note).await? {
-        return Ok(false);
-    }
-    audit.append_in(&mut tx, vec![record]).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(true)
+    let write = async {
+        let mut tx = audit.store().begin_write().await?;
+        if !approvals::decide(&mut tx, &approval.id, ApprovalState::Pending, to, Some(by), note).await? {
+            return Ok(false);
+        }
+        audit.append_in(&mut tx, vec![record]).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    };
+    audit.bounded(write, DecisionError::Audit).await
 }
 
 fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord {

@@ -128,7 +128,7 @@ impl Executor {
                     record.outcome.error = performed.note.clone();
                     record.request_id = performed.request_id.clone();
                     self.record_executed(plan, planned, record, performed.request_id.as_deref())
-                        .await?;
+                        .await;
                     tracing::info!(
                         action = planned.action.type_name(),
                         target = %planned.action.target(),
@@ -182,19 +182,23 @@ impl Executor {
             envelope: &envelope_json,
         };
         // The pending plan and its `planned` records commit together.
-        let mut tx = self.store.begin_write().await.map_err(audit_error)?;
-        let (approval, created) = approvals::request(&mut tx, &new)
-            .await
-            .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
-        if created {
-            let records =
-                self.planned_records(plan, &plan.actions, envelope, attempt, "pending_approval", false);
-            self.audit
-                .append_in(&mut tx, records)
+        let write = async {
+            let mut tx = self.store.begin_write().await.map_err(audit_error)?;
+            let (approval, created) = approvals::request(&mut tx, &new)
                 .await
-                .map_err(audit_error)?;
-        }
-        tx.commit().await.map_err(audit_error)?;
+                .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+            if created {
+                let records =
+                    self.planned_records(plan, &plan.actions, envelope, attempt, "pending_approval", false);
+                self.audit
+                    .append_in(&mut tx, records)
+                    .await
+                    .map_err(audit_error)?;
+            }
+            tx.commit().await.map_err(audit_error)?;
+            Ok((approval, created))
+        };
+        let (approval, created) = self.audit.bounded(write, audit_error).await?;
         if created {
             tracing::warn!(approval = %approval.id, handler = %plan.handler, actions = plan.actions.len(), "plan waits for approval (gatehouse approvals approve …)");
         }
@@ -230,35 +234,25 @@ impl Executor {
     }
 
     /// The action's row and its `executed` record, in one transaction. The action already
-    /// happened, so a failed write is retried here (backing off, for about a minute) rather than
-    /// handed to the queue's ladder, which would perform it again.
+    /// happened, so a failed write is retried here, backing off, until it is durable: handing it
+    /// to the queue's ladder would perform the action again. Holding the event meanwhile is the
+    /// worker's fail-closed stance anyway; only the end of the shutdown grace period (or a crash)
+    /// interrupts it, and then the next holder performs the action again, which is idempotent.
     async fn record_executed(
         &self,
         plan: &Plan,
         planned: &PlannedAction,
         record: NewRecord,
         request_id: Option<&str>,
-    ) -> Result<(), ProcessError> {
-        const TRIES: u32 = 10;
+    ) {
         let mut delay = std::time::Duration::from_millis(200);
-        let mut tries = 1;
-        loop {
-            match self
-                .write_executed(plan, planned, record.clone(), request_id)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(error) if tries >= TRIES => {
-                    tracing::error!(error = %error.message, action = planned.action.type_name(), target = %planned.action.target(), "performed but could not record it; giving up (a retry performs it again)");
-                    return Err(error);
-                }
-                Err(error) => {
-                    tracing::error!(error = %error.message, retry_in_ms = delay.as_millis() as u64, "performed but could not record it yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
-                    tries += 1;
-                }
-            }
+        while let Err(error) = self
+            .write_executed(plan, planned, record.clone(), request_id)
+            .await
+        {
+            tracing::error!(error = %error.message, action = planned.action.type_name(), target = %planned.action.target(), retry_in_ms = delay.as_millis() as u64, "performed but cannot record it yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
         }
     }
 
@@ -291,9 +285,9 @@ impl Executor {
                 .await
                 .map_err(audit_error)?;
             tx.commit().await.map_err(audit_error)?;
-            Ok::<(), ProcessError>(())
+            Ok(())
         };
-        write.await
+        self.audit.bounded(write, audit_error).await
     }
 
     fn record(

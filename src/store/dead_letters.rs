@@ -64,8 +64,10 @@ pub struct DeadLetterFilter {
 }
 
 /// Inserts a dead letter on `conn` (a transaction, when moving a message must be atomic); false
-/// when it is already recorded as dead. One that was replayed or purged and came back (a broker
-/// derives the same id from the same content) is dead again, with its new reason and history.
+/// when it is already recorded. A broker-parked letter (its id derived from its content, so the
+/// same message parked again has the same id) that was replayed or purged and came back is dead
+/// again, with its new reason and history. Letters a worker parked get a fresh id each time, so
+/// a stale redelivery of one cannot revive a letter already replayed.
 pub async fn insert(conn: &mut sqlx::AnyConnection, row: &DeadLetterRow) -> Result<bool, StoreError> {
     let history = serde_json::to_string(&row.history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let result = sqlx::query(
@@ -82,7 +84,7 @@ pub async fn insert(conn: &mut sqlx::AnyConnection, row: &DeadLetterRow) -> Resu
              dead_at = excluded.dead_at,
              state = 'dead',
              replayed_at = NULL
-         WHERE dead_letters.state <> 'dead'",
+         WHERE dead_letters.state <> 'dead' AND dead_letters.id LIKE 'broker-%'",
     )
     .bind(&row.id)
     .bind(&row.event_id)

@@ -21,7 +21,8 @@ pub enum Claim {
     Acquired,
     /// The fact was already handled (by `event_id`): a duplicate, do not act.
     Completed { event_id: String },
-    /// Another worker holds a live lease: it is being handled right now.
+    /// Another delivery (in this process or another) holds a live lease: it is being handled
+    /// right now.
     Busy { owner: String },
 }
 
@@ -31,7 +32,8 @@ fn millis(duration: Duration) -> i64 {
 
 impl Store {
     /// Claims `key` for `owner`, taking over a released claim, an expired lease, or a completed
-    /// claim past its retention.
+    /// claim past its retention. Claiming again as the same owner succeeds, so a claim whose
+    /// commit was not acknowledged can be retried (owners are one per delivery, never shared).
     pub async fn claim(
         &self,
         key: &str,
@@ -54,7 +56,8 @@ impl Store {
                  completed_at = NULL,
                  expires_at = excluded.expires_at
              WHERE dedupe_claims.state = 'released'
-                OR (dedupe_claims.state = 'processing' AND dedupe_claims.lease_until < $5)
+                OR (dedupe_claims.state = 'processing'
+                    AND (dedupe_claims.lease_until < $5 OR dedupe_claims.owner = excluded.owner))
                 OR (dedupe_claims.state = 'completed' AND dedupe_claims.expires_at < $5)
              RETURNING owner",
         )
@@ -101,7 +104,8 @@ impl Store {
     }
 
     /// Marks the fact handled: later copies are duplicates until the retention ends. False when
-    /// the claim was no longer `owner`'s (its lease ran out and another delivery took it over).
+    /// the claim was no longer `owner`'s (its lease ran out and another delivery took it over);
+    /// completing again as the same owner is true (a retry after an unacknowledged commit).
     pub async fn complete_claim(
         &self,
         key: &str,
@@ -111,7 +115,7 @@ impl Store {
         let now = to_millis(Utc::now());
         let result = sqlx::query(
             "UPDATE dedupe_claims SET state = 'completed', completed_at = $1, expires_at = $2
-             WHERE dedupe_key = $3 AND owner = $4 AND state = 'processing'",
+             WHERE dedupe_key = $3 AND owner = $4 AND state IN ('processing', 'completed')",
         )
         .bind(now)
         .bind(now.saturating_add(millis(retention)))

@@ -137,7 +137,7 @@ async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
     let addr = app.local_addr();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let ready = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body = br#"{"user":{"accountId":"a"}}"#;
@@ -200,7 +200,13 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
     stopping.await.unwrap();
     assert_eq!(observer.all(Duration::from_millis(500)).await.len(), 1);
     // The listener is gone.
-    assert!(reqwest::get(format!("http://{addr}/healthz")).await.is_err());
+    assert!(
+        crate::helpers::http()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -224,7 +230,7 @@ async fn load_beyond_the_concurrency_bound_is_shed_with_503_and_slow_senders_get
     let addr = app.addr;
     let first = tokio::spawn(async move {
         let body = br#"{"user":{"accountId":"a"}}"#;
-        reqwest::Client::new()
+        crate::helpers::http()
             .post(format!("http://{addr}/webhooks/admin/user_removed"))
             .header("content-type", "application/json")
             .header("x-hub-signature", signing::hub_signature("first-secret", body))

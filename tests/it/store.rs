@@ -1,8 +1,11 @@
 //! The store on both databases: migrations apply (and re-apply as a no-op), installations
-//! round-trip, a dead letter that comes back after a replay is dead again. PostgreSQL runs against a private database created for the test.
+//! round-trip, dedupe claims move as the worker relies on, a dead letter that comes back after a
+//! replay is dead again. PostgreSQL runs against a private database created for the test.
 
 use gatehouse::config::{Secret, SensitiveUrl, StoreSettings};
-use gatehouse::store::{DeadLetterFilter, DeadLetterRow, Installation, Store};
+use std::time::Duration;
+
+use gatehouse::store::{Claim, DeadLetterFilter, DeadLetterRow, Installation, Store};
 use sqlx::Connection;
 
 use crate::helpers::{TempDir, pg_admin_url, unique};
@@ -71,8 +74,59 @@ async fn round_trips(url: String) {
     assert_eq!(found.cloud_id.as_deref(), Some("cloud-1"));
     assert!(store.delete_installation("c1").await.unwrap());
     assert!(!store.delete_installation("c1").await.unwrap());
+    claims_move_as_the_worker_relies_on(&store).await;
     dead_letter_comes_back_after_a_replay(&store).await;
     store.close().await;
+}
+
+/// One holder at a time per fact; a retry by the same holder is harmless; a holder whose lease
+/// ran out and was taken over can neither renew nor complete.
+async fn claims_move_as_the_worker_relies_on(store: &Store) {
+    let lease = Duration::from_secs(60);
+    let keep = Duration::from_secs(3_600);
+    assert_eq!(
+        store.claim("fact", "e1", "a", lease, keep).await.unwrap(),
+        Claim::Acquired
+    );
+    assert_eq!(
+        store.claim("fact", "e1", "a", lease, keep).await.unwrap(),
+        Claim::Acquired,
+        "the same delivery claiming again (a retried write)"
+    );
+    assert_eq!(
+        store.claim("fact", "e2", "b", lease, keep).await.unwrap(),
+        Claim::Busy { owner: "a".into() }
+    );
+    // `a` stalls past a lease of zero; `b` takes over.
+    assert!(store.renew_claim("fact", "a", Duration::ZERO).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        store.claim("fact", "e2", "b", lease, keep).await.unwrap(),
+        Claim::Acquired
+    );
+    assert!(!store.renew_claim("fact", "a", lease).await.unwrap(), "a lost it");
+    assert!(!store.complete_claim("fact", "a", keep).await.unwrap());
+    assert!(store.complete_claim("fact", "b", keep).await.unwrap());
+    assert!(
+        store.complete_claim("fact", "b", keep).await.unwrap(),
+        "completing is idempotent"
+    );
+    assert_eq!(
+        store.claim("fact", "e3", "c", lease, keep).await.unwrap(),
+        Claim::Completed {
+            event_id: "e2".into()
+        }
+    );
+    // A released claim (a failed attempt) is free for the next copy.
+    assert_eq!(
+        store.claim("other", "e4", "d", lease, keep).await.unwrap(),
+        Claim::Acquired
+    );
+    store.release_claim("other", "d").await.unwrap();
+    assert_eq!(
+        store.claim("other", "e5", "e", lease, keep).await.unwrap(),
+        Claim::Acquired
+    );
 }
 
 /// A broker-parked message's id derives from its content: replayed and parked again, it must
@@ -109,6 +163,15 @@ async fn dead_letter_comes_back_after_a_replay(store: &Store) {
         store.insert_dead_letter(&letter).await.unwrap(),
         "purged, then parked again"
     );
+    assert!(store.purge_dead_letter(&letter.id).await.unwrap());
+
+    // A worker-parked letter has a fresh id per parking: a stale redelivery of its old copy
+    // (the recorder's ack was lost) does not revive it once replayed.
+    letter.id = "01JABCDEFGHJKMNPQRSTVWXYZ1".into();
+    assert!(store.insert_dead_letter(&letter).await.unwrap());
+    assert!(store.mark_dead_letter_replayed(&letter.id).await.unwrap());
+    assert!(!store.insert_dead_letter(&letter).await.unwrap());
+    assert!(listed().await.is_empty());
 }
 
 #[tokio::test]

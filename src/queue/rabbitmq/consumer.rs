@@ -194,7 +194,9 @@ impl RabbitSettle {
     /// Republishes the message to `queue` (through the default exchange) with `table`, then acks.
     async fn move_to(&self, queue: &str, table: FieldTable) -> Result<(), QueueError> {
         // The channel is gone: the broker already hands the message out again, so a copy here
-        // would be a second one.
+        // would be a second one. (This narrows the window, it does not close it: a channel lost
+        // between the publish and the ack still leaves two copies, which the dedupe claim makes
+        // harmless to process.)
         if !self.raw.acker.usable() {
             return Err(QueueError(format!(
                 "not moved to {queue}: the channel closed (the broker will redeliver)"

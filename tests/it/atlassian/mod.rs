@@ -103,7 +103,7 @@ impl SimWorld {
             sim,
             clients,
             registry: Arc::new(registry),
-            http: reqwest::Client::new(),
+            http: crate::helpers::http(),
         }
     }
 

@@ -296,7 +296,7 @@ async fn mixing_pagination_styles_truncates_silently() {
         |_| {},
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let v1: serde_json::Value = http
         .get(
             world

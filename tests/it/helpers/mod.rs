@@ -25,6 +25,13 @@ use tokio_util::sync::CancellationToken;
 pub use observer::Observer;
 pub use proxy::TcpProxy;
 
+/// An HTTP client for tests. reqwest is built without a default TLS provider (gatehouse installs
+/// ring's at start-up); a test may make requests before any gatehouse started, so install it here.
+pub fn http() -> reqwest::Client {
+    gatehouse::app::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 pub fn amqp_url() -> String {
     std::env::var("GATEHOUSE_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
@@ -164,7 +171,7 @@ impl TestApp {
         let handle = tokio::spawn(app.run(shutdown.clone()));
         let test_app = TestApp {
             addr,
-            http: reqwest::Client::new(),
+            http: crate::helpers::http(),
             settings,
             queue,
             store,

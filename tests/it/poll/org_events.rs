@@ -63,7 +63,7 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
         .unwrap();
     let dir = crate::helpers::TempDir::new();
     gatehouse::app::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     for i in 0..25 {
         let created = http
             .post(sim.url("/_sim/events"))

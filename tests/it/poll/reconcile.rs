@@ -47,7 +47,7 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
     })
     .await;
     // Someone adds Mallory in the admin console: no webhook exists for that.
-    let added = reqwest::Client::new()
+    let added = crate::helpers::http()
         .put(world.sim.url("/_sim/groups/g-admins/members/mallory"))
         .send()
         .await
@@ -158,7 +158,9 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         gatehouse::queue::Queue::depths(&queue).await.unwrap().work
     };
     assert_eq!(queued(store.clone()).await, 0);
-    let requests: Vec<gatehouse_sim::LoggedRequest> = reqwest::get(sim.url("/_sim/requests"))
+    let requests: Vec<gatehouse_sim::LoggedRequest> = crate::helpers::http()
+        .get(sim.url("/_sim/requests"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -177,5 +179,34 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     assert!(stderr.contains("1 finding(s) queued"), "{stderr}");
     eventually(LONG, "queued", || async { queued(store.clone()).await == 1 }).await;
     assert!(store.group_snapshot("g-x").await.unwrap().is_some());
+
+    // Its plan now waits for a person: later runs say so instead of queueing it again.
+    let mut tx = store.begin_write().await.unwrap();
+    gatehouse::store::approvals::request(
+        &mut tx,
+        &gatehouse::store::NewApproval {
+            event_id: "01JABCDEFGHJKMNPQRSTVWXYZ0",
+            handler: "deprovision",
+            event_type: "user.deactivated",
+            account_id: Some("gone"),
+            plan: "{}",
+            envelope: "{}",
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(
+        ok,
+        "{stdout}
+{stderr}"
+    );
+    assert!(
+        stderr.contains("deactivated account gone still holds groups; its plan waits for approval"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 finding(s) queued"), "{stderr}");
+    assert_eq!(queued(store.clone()).await, 1, "nothing more queued");
     sim.stop().await;
 }

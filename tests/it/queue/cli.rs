@@ -142,7 +142,7 @@ async fn serve_with_the_default_config_needs_no_external_service() {
         .spawn()
         .unwrap();
     gatehouse::app::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     eventually(Duration::from_secs(20), "ready", || async {
         matches!(http.get(format!("http://127.0.0.1:{port}/readyz")).send().await, Ok(r) if r.status() == 200)
     })

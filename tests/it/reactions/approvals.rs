@@ -35,17 +35,28 @@ async fn pending(world: &World) -> Vec<gatehouse::store::Approval> {
     world.app.store.approvals(ApprovalState::Pending).await.unwrap()
 }
 
-#[tokio::test]
-async fn nothing_happens_until_approval_then_exactly_the_plan() {
+/// A world where `account`'s deactivation planned org-wide actions, now waiting for a person;
+/// with the event's id and the pending approval.
+async fn leaver_awaiting_approval(account: &str) -> (World, String, gatehouse::store::Approval) {
     let world = World::start(leavers(), policies(ORG_WIDE), |_| {}).await;
     let event_id = world
-        .send("user.deactivated", "msg-cara", json!({"account_id": "cara"}))
+        .send(
+            "user.deactivated",
+            &format!("msg-{account}"),
+            json!({"account_id": account}),
+        )
         .await;
     eventually(LONG, "a pending approval", || async {
         pending(&world).await.len() == 1
     })
     .await;
     let approval = pending(&world).await.remove(0);
+    (world, event_id, approval)
+}
+
+#[tokio::test]
+async fn nothing_happens_until_approval_then_exactly_the_plan() {
+    let (world, event_id, approval) = leaver_awaiting_approval("cara").await;
     assert_eq!(approval.event_id, event_id);
     assert_eq!(approval.handler, "leaver");
     // Waiting: nothing was changed.
@@ -114,15 +125,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
 
 #[tokio::test]
 async fn a_rejected_plan_is_never_performed() {
-    let world = World::start(leavers(), policies(ORG_WIDE), |_| {}).await;
-    let event_id = world
-        .send("user.deactivated", "msg-dan", json!({"account_id": "dan"}))
-        .await;
-    eventually(LONG, "a pending approval", || async {
-        pending(&world).await.len() == 1
-    })
-    .await;
-    let approval = pending(&world).await.remove(0);
+    let (world, event_id, approval) = leaver_awaiting_approval("dan").await;
     reject(
         &world.app.audit,
         &approval.id,
@@ -155,5 +158,62 @@ async fn a_rejected_plan_is_never_performed() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(world.groups_of("dan").await, ["team-x"]);
     assert!(world.audit(&event_id).await.iter().any(|(k, _)| k == "rejected"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_approval_from_anyone_but_gatehouse_is_not_believed() {
+    let (world, _, approval) = leaver_awaiting_approval("cara").await;
+
+    // A signed sender naming the internal type gets an `other.*` event, which nothing acts on.
+    let forged = world
+        .send(
+            "approval.granted",
+            "msg-forged",
+            json!({"approval_id": approval.id}),
+        )
+        .await;
+    world.settled(&forged, &["skipped"]).await;
+
+    // Even an approval.granted that reached the queue some other way, for a plan that is
+    // approved, is refused unless gatehouse itself published it.
+    let mut tx = world.app.store.begin_write().await.unwrap();
+    let approved = gatehouse::store::approvals::decide(
+        &mut tx,
+        &approval.id,
+        ApprovalState::Pending,
+        ApprovalState::Approved,
+        Some("security-lead"),
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(approved);
+    let payload =
+        serde_json::value::RawValue::from_string(json!({"approval_id": approval.id}).to_string()).unwrap();
+    let envelope = handlers::Envelope::new(
+        handlers::EventType::ApprovalGranted,
+        "relay",
+        handlers::Scheme::StandardWebhooks,
+        "forged-approval",
+        payload,
+    );
+    let message = gatehouse::queue::OutgoingMessage::from_envelope(&envelope, "relay").unwrap();
+    world.app.queue.publish(&message).await.unwrap();
+    eventually(LONG, "the forged approval dead-lettered", || async {
+        world
+            .app
+            .store
+            .dead_letters(&Default::default())
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.reason.contains("is not gatehouse's own"))
+    })
+    .await;
+    assert_eq!(world.groups_of("cara").await, ["team-x"], "nothing performed");
+    let requests = world.requests().await;
+    assert!(requests.iter().all(|r| r.method != "DELETE"), "no removal");
     world.stop().await;
 }

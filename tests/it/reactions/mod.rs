@@ -65,7 +65,7 @@ impl World {
         World {
             sim,
             app,
-            http: reqwest::Client::new(),
+            http: crate::helpers::http(),
         }
     }
 

@@ -89,14 +89,18 @@ allow_org_wide = true
         "{stdout}"
     );
 
-    let state: gatehouse_sim::StateSnapshot = reqwest::get(sim.url("/_sim/state"))
+    let state: gatehouse_sim::StateSnapshot = crate::helpers::http()
+        .get(sim.url("/_sim/state"))
+        .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(state.group("g-eng").unwrap().members.len(), 1, "nothing changed");
-    let requests: Vec<gatehouse_sim::LoggedRequest> = reqwest::get(sim.url("/_sim/requests"))
+    let requests: Vec<gatehouse_sim::LoggedRequest> = crate::helpers::http()
+        .get(sim.url("/_sim/requests"))
+        .send()
         .await
         .unwrap()
         .json()
