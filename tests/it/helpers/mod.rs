@@ -276,9 +276,23 @@ impl TestApp {
 pub async fn delete_topology(settings: &Settings) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let topology = gatehouse::queue::rabbitmq::Topology::new(&settings.queue);
-    let Ok(connection) =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-    else {
+    // A busy broker may refuse a connection now and then: try a few times, and say so if the
+    // queues stay behind.
+    let mut connection = None;
+    for _ in 0..5 {
+        match lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await {
+            Ok(opened) => {
+                connection = Some(opened);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let Some(connection) = connection else {
+        eprintln!(
+            "could not delete the queues of {}: broker unreachable",
+            settings.queue.prefix
+        );
         return;
     };
     let mut queues = vec![
