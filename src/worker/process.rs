@@ -2,7 +2,7 @@
 //!
 //! 1. Parse the envelope; a body that is not one can never succeed: dead-letter it.
 //! 2. Claim the dedupe key. Already completed: a duplicate, recorded in the audit trail and acked
-//!    without acting. Held by a live worker: someone is on it, come back after the first rung
+//!    without acting. Held by another live delivery: someone is on it, come back after the first rung
 //!    without counting a failure. Each delivery claims as its own owner, so two copies handed to
 //!    the same process cannot both act.
 //! 3. Record `received` in the audit trail (first attempt), then process, renewing the claim's
