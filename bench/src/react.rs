@@ -9,7 +9,6 @@ use clap::Args;
 use futures_util::StreamExt;
 use gatehouse_sim::{
     AccountStatus, BurstPolicy, LoggedRequest, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator,
-    StateSnapshot,
 };
 use serde_json::json;
 
@@ -118,15 +117,6 @@ pub fn inactive_users(accounts: &[String]) -> Vec<SeedUser> {
         .collect()
 }
 
-pub async fn sim_state(sim: &SimHandle) -> anyhow::Result<StateSnapshot> {
-    Ok(reqwest::get(sim.url("/_sim/state")).await?.json().await?)
-}
-
-pub async fn sim_requests(sim: &SimHandle) -> anyhow::Result<Vec<LoggedRequest>> {
-    let all: Vec<LoggedRequest> = reqwest::get(sim.url("/_sim/requests")).await?.json().await?;
-    Ok(all.into_iter().filter(|r| !r.path.starts_with("/_sim")).collect())
-}
-
 /// Failed actions on the audit trail, and dead letters.
 pub async fn failures(running: &Running) -> anyhow::Result<(usize, u64)> {
     let store = running.store().await?;
@@ -185,12 +175,7 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
         deactivate(&running, &accounts, 32).await?;
         let deadline = Duration::from_secs_f64(memberships as f64 / args.rate * 3.0 + 60.0);
         loop {
-            let left: usize = sim_state(&sim)
-                .await?
-                .groups
-                .iter()
-                .map(|g| g.members.len())
-                .sum();
+            let left: usize = sim.state().groups.iter().map(|g| g.members.len()).sum();
             if left == 0 {
                 break;
             }
@@ -202,7 +187,7 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let converged = started.elapsed();
-        let requests = sim_requests(&sim).await?;
+        let requests = sim.requests();
         let deletes: Vec<&LoggedRequest> = requests
             .iter()
             .filter(|r| r.method == "DELETE" && r.status == Some(204))

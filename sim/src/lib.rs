@@ -204,6 +204,23 @@ impl SimHandle {
         lock(&self.shared.world).org_id.clone()
     }
 
+    /// The simulator's state, as `GET /_sim/state` answers it.
+    pub fn state(&self) -> StateSnapshot {
+        lock(&self.shared.world).snapshot()
+    }
+
+    /// The API calls received so far, oldest first (control calls under `/_sim` left out).
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        let mut all = self.shared.log.entries();
+        all.retain(|r| !r.path.starts_with("/_sim"));
+        all
+    }
+
+    /// Forgets the calls logged so far.
+    pub fn clear_requests(&self) {
+        self.shared.log.clear();
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -171,11 +171,7 @@ async fn scoped_tokens_work_through_the_gateway_only() {
     assert_eq!((error.kind(), error.status()), (ErrorKind::Permanent, Some(401)));
     assert!(error.message().contains("scoped"), "{error}");
 
-    let gateway = gatehouse::atlassian::AtlassianClients::build(
-        &through_gateway,
-        gatehouse::atlassian::ClientDeps::new(None, gatehouse::atlassian::AtlassianMetrics::detached()),
-    )
-    .unwrap();
+    let gateway = super::detached_clients(&through_gateway, None);
     let confluence = gateway.confluence().unwrap();
     assert!(confluence.user("acc-0000").await.unwrap().is_some());
     assert_eq!(

@@ -1,7 +1,7 @@
 //! The Atlassian clients against `gatehouse-sim`, started in-process on port 0 for each test.
 //!
 //! Assertions read what a user would see: the simulator's state after the calls, the requests
-//! it received (its log, through `/_sim/requests`), error kinds, metrics. Time decides nothing
+//! it received (its log), error kinds, metrics. Time decides nothing
 //! except through generous bounds computed from the log itself.
 
 mod cli;
@@ -24,6 +24,11 @@ use gatehouse_sim::{
     Fault, LoggedRequest, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator, StateSnapshot,
 };
 use prometheus_client::registry::Registry;
+
+/// Clients for `settings` with metrics nobody reads: another process on the same store.
+pub fn detached_clients(settings: &AtlassianSettings, store: Option<Store>) -> AtlassianClients {
+    AtlassianClients::build(settings, ClientDeps::new(store, AtlassianMetrics::detached())).unwrap()
+}
 
 /// The API token the default seed accepts for `bot@example.com`.
 pub const API_TOKEN: &str = "sim-api-token";
@@ -120,36 +125,15 @@ impl SimWorld {
     }
 
     pub async fn requests(&self) -> Vec<LoggedRequest> {
-        let all: Vec<LoggedRequest> = self
-            .http
-            .get(self.sim.url("/_sim/requests"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        // The simulator logs the control calls too; tests count API calls.
-        all.into_iter().filter(|r| !r.path.starts_with("/_sim")).collect()
+        self.sim.requests()
     }
 
     pub async fn clear_requests(&self) {
-        self.http
-            .delete(self.sim.url("/_sim/requests"))
-            .send()
-            .await
-            .unwrap();
+        self.sim.clear_requests()
     }
 
     pub async fn state(&self) -> StateSnapshot {
-        self.http
-            .get(self.sim.url("/_sim/state"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.sim.state()
     }
 
     pub async fn fault(&self, fault: Fault) {

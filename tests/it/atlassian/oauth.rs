@@ -9,7 +9,7 @@ use gatehouse::store::Store;
 use gatehouse_sim::{Fault, Policy, Simulator};
 use handlers::ports::ErrorKind;
 
-use super::{SimWorld, accounts, oauth_settings_for, seed};
+use super::{SimWorld, accounts, detached_clients, oauth_settings_for, seed};
 use crate::helpers::TempDir;
 
 fn strict() -> Policy {
@@ -148,16 +148,7 @@ async fn a_restarted_process_and_a_second_process_use_the_stored_grant() {
     // Two more processes on the same store, started together: the configured (now retired)
     // refresh token is never sent again, and nobody refreshes while the stored access token is
     // good.
-    let build = || {
-        gatehouse::atlassian::AtlassianClients::build(
-            &settings,
-            gatehouse::atlassian::ClientDeps::new(
-                Some(store.clone()),
-                gatehouse::atlassian::AtlassianMetrics::detached(),
-            ),
-        )
-        .unwrap()
-    };
+    let build = || detached_clients(&settings, Some(store.clone()));
     let (second, third) = (build(), build());
     let calls = (0..10).map(|i| {
         let client = if i % 2 == 0 { &second } else { &third };
@@ -179,16 +170,7 @@ async fn processes_that_must_refresh_together_refresh_once() {
     let settings = oauth_settings_for(&sim);
     let world = SimWorld::with_settings(sim, settings.clone(), Some(store.clone())).await;
     let others: Vec<_> = (0..3)
-        .map(|_| {
-            gatehouse::atlassian::AtlassianClients::build(
-                &settings,
-                gatehouse::atlassian::ClientDeps::new(
-                    Some(store.clone()),
-                    gatehouse::atlassian::AtlassianMetrics::detached(),
-                ),
-            )
-            .unwrap()
-        })
+        .map(|_| detached_clients(&settings, Some(store.clone())))
         .collect();
     let calls = (0..12).map(|i| {
         let client = &others[i % 3];
@@ -228,14 +210,7 @@ async fn a_refused_refresh_token_is_a_permanent_error_and_a_new_one_in_config_wi
     if let Some(AuthSettings::Oauth { refresh_token, .. }) = &mut settings.auth {
         *refresh_token = Secret::new("sim-refresh-0");
     }
-    let clients = gatehouse::atlassian::AtlassianClients::build(
-        &settings,
-        gatehouse::atlassian::ClientDeps::new(
-            Some(store),
-            gatehouse::atlassian::AtlassianMetrics::detached(),
-        ),
-    )
-    .unwrap();
+    let clients = detached_clients(&settings, Some(store));
     assert!(
         clients
             .confluence()

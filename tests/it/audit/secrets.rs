@@ -1,9 +1,6 @@
 //! No secret or raw token ever appears in a record: not in the rows, not in the database files,
 //! not in the logs; emails and marked display names are stored only as their HMAC.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use gatehouse::audit::hashing::lookup;
 use gatehouse::audit::scrub::secrets_in;
 use gatehouse::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome, pii, verify};
@@ -14,6 +11,7 @@ use ulid::Ulid;
 
 use super::{open_store, sqlite_url};
 use crate::helpers::{TempDir, secret, source};
+use crate::logging::Capture;
 
 const HASH_KEY: &str = "audit-hmac-key-never-in-records-7f3a";
 const API_TOKEN: &str = "audit-api-token-never-in-records-91c2";
@@ -25,26 +23,6 @@ const QUERY_TOKEN: &str = "query-token-value-13f0";
 const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJjbGllbnQta2V5In0.c2lnbmF0dXJlLXZhbHVl";
 const EMAIL: &str = "Alice.Example@Example.com";
 const NAME: &str = "Alice Example";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn leaky_record() -> NewRecord {
     let mut record = NewRecord::new(Ulid::generate(), AuditKind::Failed);

@@ -151,38 +151,28 @@ async fn postgres_verify_names_the_tampered_row() {
     }
 }
 
+/// Fills a trail on `url` and checks each of `statements` is refused as append-only.
+async fn refuses(url: &str, statements: &[&'static str]) {
+    let store = open_store(url).await;
+    fill(&store, 3).await;
+    for sql in statements {
+        let error = sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    store.close().await;
+}
+
 #[tokio::test]
 async fn the_table_refuses_updates_and_deletes() {
+    const UPDATE: &str = "UPDATE audit_records SET outcome_status = 'x' WHERE seq = 1";
+    const DELETE: &str = "DELETE FROM audit_records WHERE seq = 1";
     let dir = TempDir::new();
-    let store = open_store(&sqlite_url(&dir)).await;
-    fill(&store, 3).await;
-    for sql in [
-        "UPDATE audit_records SET outcome_status = 'x' WHERE seq = 1",
-        "DELETE FROM audit_records WHERE seq = 1",
-    ] {
-        let error = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(store.pool())
-            .await
-            .unwrap_err();
-        assert!(error.to_string().contains("append-only"), "{error}");
-    }
-    store.close().await;
-
+    refuses(&sqlite_url(&dir), &[UPDATE, DELETE]).await;
     let db = PgDatabase::create().await;
-    let store = open_store(&db.url).await;
-    fill(&store, 3).await;
-    for sql in [
-        "UPDATE audit_records SET outcome_status = 'x' WHERE seq = 1",
-        "DELETE FROM audit_records WHERE seq = 1",
-        "TRUNCATE audit_records",
-    ] {
-        let error = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(store.pool())
-            .await
-            .unwrap_err();
-        assert!(error.to_string().contains("append-only"), "{error}");
-    }
-    store.close().await;
+    refuses(&db.url, &[UPDATE, DELETE, "TRUNCATE audit_records"]).await;
     db.drop_now().await;
 }
 

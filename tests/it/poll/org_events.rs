@@ -126,14 +126,7 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
         assert_eq!(total(i), 1, "u-{i:02} acted on exactly once");
     }
     // The second process started from the cursor, not from the beginning.
-    let requests: Vec<gatehouse_sim::LoggedRequest> = http
-        .get(sim.url("/_sim/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let requests = sim.requests();
     let polls: Vec<&gatehouse_sim::LoggedRequest> = requests
         .iter()
         .filter(|r| r.path.ends_with("/events-stream"))

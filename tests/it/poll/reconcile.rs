@@ -158,14 +158,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         gatehouse::queue::Queue::depths(&queue).await.unwrap().work
     };
     assert_eq!(queued(store.clone()).await, 0);
-    let requests: Vec<gatehouse_sim::LoggedRequest> = crate::helpers::http()
-        .get(sim.url("/_sim/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let requests = sim.requests();
     assert!(
         requests
             .iter()

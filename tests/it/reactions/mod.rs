@@ -84,28 +84,12 @@ impl World {
     }
 
     pub async fn state(&self) -> StateSnapshot {
-        self.http
-            .get(self.sim.url("/_sim/state"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.sim.state()
     }
 
     /// API calls the simulator received (control calls excluded).
     pub async fn requests(&self) -> Vec<LoggedRequest> {
-        let all: Vec<LoggedRequest> = self
-            .http
-            .get(self.sim.url("/_sim/requests"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all.into_iter().filter(|r| !r.path.starts_with("/_sim")).collect()
+        self.sim.requests()
     }
 
     pub async fn set_status(&self, account: &str, status: &str) {

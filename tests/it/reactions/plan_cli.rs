@@ -89,23 +89,9 @@ allow_org_wide = true
         "{stdout}"
     );
 
-    let state: gatehouse_sim::StateSnapshot = crate::helpers::http()
-        .get(sim.url("/_sim/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = sim.state();
     assert_eq!(state.group("g-eng").unwrap().members.len(), 1, "nothing changed");
-    let requests: Vec<gatehouse_sim::LoggedRequest> = crate::helpers::http()
-        .get(sim.url("/_sim/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let requests = sim.requests();
     // Only reads (the v2 users-bulk status read is a POST).
     assert!(
         requests
