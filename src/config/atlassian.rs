@@ -13,13 +13,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Secret;
-
-/// How far ahead an expiring Atlassian credential is warned about.
-pub const TOKEN_EXPIRY_WARNING_DAYS: i64 = 30;
+use super::validate::{Ending, check_url, ending};
 
 const ATLASSIAN_API: &str = "https://api.atlassian.com";
 
@@ -293,13 +291,6 @@ impl AtlassianSettings {
     }
 }
 
-fn check_url(key: &str, url: &str, error: &mut impl FnMut(String, String)) {
-    match url::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && !parsed.cannot_be_a_base() => {}
-        _ => error(key.to_owned(), format!("`{url}` is not an http(s) URL")),
-    }
-}
-
 fn check_id(key: &str, value: &str, error: &mut impl FnMut(String, String)) {
     let valid = !value.is_empty()
         && value
@@ -454,16 +445,16 @@ pub(super) fn validate(
     }
 
     for (_, key, at) in settings.token_expiries() {
-        if at < now {
-            warn(
+        match ending(at, now) {
+            Some(Ending::Past) => warn(
                 key.to_owned(),
                 format!("expired at {at}: calls with it fail with 401 until it is replaced"),
-            );
-        } else if at < now + Duration::days(TOKEN_EXPIRY_WARNING_DAYS) {
-            warn(
+            ),
+            Some(Ending::Soon) => warn(
                 key.to_owned(),
                 format!("expires at {at}: create a new one and rotate it in"),
-            );
+            ),
+            None => {}
         }
     }
 }

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 pub use atlassian::{
     AtlassianSettings, AuthSettings, EndpointRateLimit, HttpSettings, RateLimitSettings, RetrySettings,
-    TOKEN_EXPIRY_WARNING_DAYS,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};

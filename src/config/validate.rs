@@ -8,8 +8,32 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
 
-/// How far ahead an expiring secret is warned about.
+/// How far ahead an expiring secret or credential is warned about.
 const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Where a secret's end date stands, when it deserves a warning.
+pub(super) enum Ending {
+    Past,
+    Soon,
+}
+
+pub(super) fn ending(end: DateTime<Utc>, now: DateTime<Utc>) -> Option<Ending> {
+    if end < now {
+        Some(Ending::Past)
+    } else if end < now + Duration::days(EXPIRY_WARNING_DAYS) {
+        Some(Ending::Soon)
+    } else {
+        None
+    }
+}
+
+/// Reports `url` under `key` unless it is an absolute http(s) URL.
+pub(super) fn check_url(key: &str, url: &str, error: &mut impl FnMut(String, String)) {
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && !parsed.cannot_be_a_base() => {}
+        _ => error(key.to_owned(), format!("`{url}` is not an http(s) URL")),
+    }
+}
 
 pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
     let mut errors = Vec::new();
@@ -199,16 +223,16 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 error(format!("{secret_key}.value"), message);
             }
             if let Some(end) = secret.not_after {
-                if end < now {
-                    warn(
+                match ending(end, now) {
+                    Some(Ending::Past) => warn(
                         format!("{secret_key}.not_after"),
                         format!("secret `{}` expired at {end}; it verifies nothing", secret.id),
-                    );
-                } else if end < now + Duration::days(EXPIRY_WARNING_DAYS) {
-                    warn(
+                    ),
+                    Some(Ending::Soon) => warn(
                         format!("{secret_key}.not_after"),
                         format!("secret `{}` expires at {end}: rotate it", secret.id),
-                    );
+                    ),
+                    None => {}
                 }
             }
         }
@@ -258,13 +282,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 "required when a connect-jwt source is configured (the URL Atlassian reaches gatehouse at)"
                     .into(),
             ),
-            Some(url) => match url::Url::parse(url) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                _ => error(
-                    "connect.base_url".into(),
-                    format!("`{url}` is not an http(s) URL"),
-                ),
-            },
+            Some(url) => check_url("connect.base_url", url, &mut error),
         }
         match &connect.source {
             Some(name) if !connect_sources.contains(&name.as_str()) => error(
