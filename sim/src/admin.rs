@@ -93,10 +93,7 @@ struct AccountPath {
 }
 
 fn set_status(shared: &Shared, seq: Seq, account_id: &str, status: AccountStatus) -> Response {
-    let actor = shared
-        .log
-        .entries_principal(seq)
-        .unwrap_or_else(|| "admin".to_owned());
+    let actor = shared.log.actor(seq, "admin");
     match lock(&shared.world).set_account_status(account_id, status, &actor) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(Refusal::NotFound(message)) => Api::Admin.error(StatusCode::NOT_FOUND, &message),

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A family of routes sharing authentication and error format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,11 @@ pub(crate) fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &s
     if let Some(scim_type) = scim_type {
         body["scimType"] = json!(scim_type);
     }
+    scim_json(status, body)
+}
+
+/// A SCIM answer, with SCIM's own content type.
+pub(crate) fn scim_json(status: StatusCode, body: Value) -> Response {
     let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

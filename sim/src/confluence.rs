@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use crate::api::confluence_error;
 use crate::log::Seq;
 use crate::paging::{QueryMap, cursor_page, offset_page};
-use crate::seed::AccountStatus;
 use crate::world::{Account, Group, Refusal, World};
 use crate::{Shared, lock};
 
@@ -251,11 +250,25 @@ struct AccountBody {
     account_id: String,
 }
 
-fn actor(shared: &Shared, seq: Seq) -> String {
-    shared
-        .log
-        .entries_principal(seq)
-        .unwrap_or_else(|| "confluence".to_owned())
+/// Adds (201) or removes (204, also when the account was not a member) a membership.
+fn change_membership(shared: &Shared, seq: Seq, group_id: &str, account_id: &str, add: bool) -> Response {
+    let actor = shared.log.actor(seq, "confluence");
+    let mut world = lock(&shared.world);
+    let (changed, done) = if add {
+        (
+            world.add_member(group_id, account_id, &actor),
+            StatusCode::CREATED,
+        )
+    } else {
+        (
+            world.remove_member(group_id, account_id, &actor),
+            StatusCode::NO_CONTENT,
+        )
+    };
+    match changed {
+        Ok(_) => done.into_response(),
+        Err(r) => refusal(r),
+    }
 }
 
 async fn add_by_id(
@@ -264,14 +277,9 @@ async fn add_by_id(
     Query(query): Query<QueryMap>,
     Json(body): Json<AccountBody>,
 ) -> Response {
-    let group_id = match required(&query, "groupId") {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
-    let actor = actor(&shared, seq);
-    match lock(&shared.world).add_member(group_id, &body.account_id, &actor) {
-        Ok(_) => StatusCode::CREATED.into_response(),
-        Err(r) => refusal(r),
+    match required(&query, "groupId") {
+        Ok(group_id) => change_membership(&shared, seq, group_id, &body.account_id, true),
+        Err(response) => response,
     }
 }
 
@@ -285,11 +293,7 @@ async fn remove_by_id(
         (Ok(g), Ok(a)) => (g, a),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    let actor = actor(&shared, seq);
-    match lock(&shared.world).remove_member(group_id, account_id, &actor) {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => refusal(r),
-    }
+    change_membership(&shared, seq, group_id, account_id, false)
 }
 
 /// Deprecated: `POST /group/user?name=`.
@@ -306,11 +310,7 @@ async fn add_by_name(
     let Some(group) = group_named(&shared, name) else {
         return not_found(format!("no group named {name}"));
     };
-    let actor = actor(&shared, seq);
-    match lock(&shared.world).add_member(&group.id, &body.account_id, &actor) {
-        Ok(_) => StatusCode::CREATED.into_response(),
-        Err(r) => refusal(r),
-    }
+    change_membership(&shared, seq, &group.id, &body.account_id, true)
 }
 
 /// Deprecated: `DELETE /group/user?name=&accountId=`.
@@ -326,19 +326,7 @@ async fn remove_by_name(
     let Some(group) = group_named(&shared, name) else {
         return not_found(format!("no group named {name}"));
     };
-    let actor = actor(&shared, seq);
-    match lock(&shared.world).remove_member(&group.id, account_id, &actor) {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => refusal(r),
-    }
-}
-
-fn account_status(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Active => "active",
-        AccountStatus::Inactive => "inactive",
-        AccountStatus::Closed => "closed",
-    }
+    change_membership(&shared, seq, &group.id, account_id, false)
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,7 +362,7 @@ async fn users_bulk(
                 json!({
                     "accountId": a.account_id,
                     "accountType": a.account_type,
-                    "accountStatus": account_status(a.status),
+                    "accountStatus": a.status,
                     "displayName": a.display_name,
                     "publicName": a.display_name,
                     "email": a.email,

@@ -180,10 +180,10 @@ async fn append_event(State(shared): State<Arc<Shared>>, Json(body): Json<NewEve
     let group = match &body.group_id {
         None => None,
         Some(id) => match world.groups.get(id) {
-            Some(group) => Some(group.clone()),
+            Some(group) => Some((group.id.clone(), group.name.clone())),
             None => return refused(Refusal::NotFound(format!("group {id} does not exist"))),
         },
     };
-    world.emit(&body.action, ADMIN_UI, body.account_id.as_deref(), group.as_ref());
+    world.emit(&body.action, ADMIN_UI, body.account_id.as_deref(), group);
     StatusCode::CREATED.into_response()
 }

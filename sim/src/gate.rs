@@ -79,7 +79,8 @@ pub(crate) async fn gate(
     let limit_headers = if api == Api::OAuth {
         Headers::new()
     } else {
-        let policy = lock(&shared.policy).clone();
+        // Policy before limits, always in this order (`set_policy` never holds both).
+        let policy = lock(&shared.policy);
         let verdict = lock(&shared.limits).check(
             &format!("{method} {endpoint}"),
             api.is_confluence(),
@@ -172,10 +173,7 @@ fn fault_response(api: Api, fault: &Fault, status: u16, request_headers: &Header
     }
     if let Some(ms) = fault.reset_after_ms {
         let reset = chrono::Utc::now() + Duration::from_millis(ms);
-        headers.push((
-            "x-ratelimit-reset",
-            reset.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        ));
+        headers.push(("x-ratelimit-reset", crate::limits::iso(reset)));
     }
     add_headers(response.headers_mut(), headers);
     response

@@ -38,7 +38,8 @@ struct Window {
     used: u32,
 }
 
-fn iso(time: DateTime<Utc>) -> String {
+/// RFC 3339 with milliseconds and `Z`, as Atlassian writes times.
+pub(crate) fn iso(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

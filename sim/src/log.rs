@@ -112,9 +112,14 @@ impl RequestLog {
         });
     }
 
-    /// Who made request `seq` (set by the gate), for events' actors.
-    pub fn entries_principal(&self, seq: Seq) -> Option<String> {
-        lock(&self.inner).entries.get(&seq.0)?.principal.clone()
+    /// Who made request `seq` (set by the gate), for events' actors; `fallback` when the gate
+    /// did not say (no credentials checked on that route).
+    pub fn actor(&self, seq: Seq, fallback: &str) -> String {
+        lock(&self.inner)
+            .entries
+            .get(&seq.0)
+            .and_then(|entry| entry.principal.clone())
+            .unwrap_or_else(|| fallback.to_owned())
     }
 
     pub fn entries(&self) -> Vec<LoggedRequest> {

@@ -31,12 +31,14 @@ impl Shared {
     /// The page size this listing response uses: what the client asked for, capped by `max`, or
     /// by the next value of the policy's page-size cycle when there is one.
     pub(crate) fn page_size(&self, requested: Option<usize>, default: u32, max: u32) -> usize {
-        let cycle = lock(&self.policy).page_size_cycle.clone();
-        let cap = if cycle.is_empty() {
-            max
-        } else {
-            let turn = self.listings.fetch_add(1, Ordering::Relaxed) as usize;
-            cycle[turn % cycle.len()]
+        let cap = {
+            let cycle = &lock(&self.policy).page_size_cycle;
+            if cycle.is_empty() {
+                max
+            } else {
+                let turn = self.listings.fetch_add(1, Ordering::Relaxed) as usize;
+                cycle[turn % cycle.len()]
+            }
         };
         let requested = requested.filter(|&n| n > 0).unwrap_or(default as usize);
         requested.clamp(1, cap.max(1) as usize)

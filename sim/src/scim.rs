@@ -14,7 +14,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::scim_error;
+use crate::api::{scim_error, scim_json};
 use crate::log::Seq;
 use crate::paging::{QueryMap, scim_page};
 use crate::seed::{AccountStatus, SeedScimIdentity, SeedUser};
@@ -37,13 +37,12 @@ struct IdPath {
     directory_id: String,
 }
 
-fn scim_json(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/scim+json"),
-    );
-    response
+/// One page of a SCIM `ListResponse`, as `query` asks.
+fn scim_list(shared: &Shared, items: Vec<Value>, query: &QueryMap) -> Response {
+    match scim_page(shared, items, query) {
+        Ok(body) => scim_json(StatusCode::OK, body),
+        Err(message) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &message),
+    }
 }
 
 fn refusal(refusal: Refusal) -> Response {
@@ -141,10 +140,7 @@ async fn list_users(
             .map(|u| user_json(u, &directory))
             .collect()
     };
-    match scim_page(&shared, items, &query) {
-        Ok(body) => scim_json(StatusCode::OK, body),
-        Err(message) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &message),
-    }
+    scim_list(&shared, items, &query)
 }
 
 async fn get_user(State(shared): State<Arc<Shared>>, Path(path): Path<IdPath>) -> Response {
@@ -185,10 +181,7 @@ async fn create_user(
         );
     }
     let directory = path.get("directory_id").cloned().unwrap_or_default();
-    let actor = shared
-        .log
-        .entries_principal(seq)
-        .unwrap_or_else(|| "scim".to_owned());
+    let actor = shared.log.actor(seq, "scim");
     let mut world = lock(&shared.world);
     if world.scim_user_by_user_name(&body.user_name).is_some() {
         return scim_error(
@@ -293,10 +286,7 @@ async fn patch_user(
         Ok(ops) => ops,
         Err(response) => return response,
     };
-    let actor = shared
-        .log
-        .entries_principal(seq)
-        .unwrap_or_else(|| "scim".to_owned());
+    let actor = shared.log.actor(seq, "scim");
     let mut world = lock(&shared.world);
     if !world.scim_users.contains_key(&path.id) {
         return scim_error(StatusCode::NOT_FOUND, None, "User not found");
@@ -375,10 +365,7 @@ async fn list_groups(State(shared): State<Arc<Shared>>, Query(query): Query<Quer
             .map(|g| group_json(g, &world))
             .collect()
     };
-    match scim_page(&shared, items, &query) {
-        Ok(body) => scim_json(StatusCode::OK, body),
-        Err(message) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &message),
-    }
+    scim_list(&shared, items, &query)
 }
 
 async fn get_group(State(shared): State<Arc<Shared>>, Path(path): Path<IdPath>) -> Response {
@@ -407,10 +394,7 @@ async fn patch_group(
         Ok(ops) => ops,
         Err(response) => return response,
     };
-    let actor = shared
-        .log
-        .entries_principal(seq)
-        .unwrap_or_else(|| "scim".to_owned());
+    let actor = shared.log.actor(seq, "scim");
     let mut world = lock(&shared.world);
     if !world.scim_groups.contains_key(&path.id) {
         return scim_error(StatusCode::NOT_FOUND, None, "Group not found");

@@ -96,7 +96,7 @@ impl OrgEvent {
             "id": self.id,
             "type": "events",
             "attributes": {
-                "time": self.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "time": crate::limits::iso(self.time),
                 "action": self.action,
                 "actor": {"id": format!("actor:{}", self.actor), "name": self.actor, "email": null},
                 "context": context,
@@ -307,7 +307,14 @@ impl World {
     }
 
     /// Appends an org event.
-    pub fn emit(&mut self, action: &str, actor: &str, account_id: Option<&str>, group: Option<&Group>) {
+    /// Appends an org event; `group` is the group's (id, name).
+    pub fn emit(
+        &mut self,
+        action: &str,
+        actor: &str,
+        account_id: Option<&str>,
+        group: Option<(String, String)>,
+    ) {
         let seq = self.events.len() as u64;
         self.events.push(OrgEvent {
             seq,
@@ -316,7 +323,7 @@ impl World {
             action: action.to_owned(),
             actor: actor.to_owned(),
             account_id: account_id.map(str::to_owned),
-            group: group.map(|g| (g.id.clone(), g.name.clone())),
+            group,
         });
     }
 
@@ -378,8 +385,8 @@ impl World {
             .ok_or_else(|| Refusal::NotFound(format!("group {group_id} does not exist")))?;
         let added = group.members.insert(account_id.to_owned());
         if added {
-            let group = group.clone();
-            self.emit("group_member_added", actor, Some(account_id), Some(&group));
+            let named = (group.id.clone(), group.name.clone());
+            self.emit("group_member_added", actor, Some(account_id), Some(named));
         }
         Ok(added)
     }
@@ -391,8 +398,8 @@ impl World {
             .ok_or_else(|| Refusal::NotFound(format!("group {group_id} does not exist")))?;
         let removed = group.members.remove(account_id);
         if removed {
-            let group = group.clone();
-            self.emit("group_member_removed", actor, Some(account_id), Some(&group));
+            let named = (group.id.clone(), group.name.clone());
+            self.emit("group_member_removed", actor, Some(account_id), Some(named));
         }
         Ok(removed)
     }
@@ -410,8 +417,8 @@ impl World {
             name: name.to_owned(),
             members: BTreeSet::new(),
         };
-        self.groups.insert(id, group.clone());
-        self.emit("group_created", actor, None, Some(&group));
+        self.groups.insert(id.clone(), group.clone());
+        self.emit("group_created", actor, None, Some((id, name.to_owned())));
         Ok(group)
     }
 
@@ -438,11 +445,7 @@ impl World {
             group.members.remove(scim_user_id)
         };
         let linked = group.confluence_group_id.clone();
-        let shown = Group {
-            id: group.id.clone(),
-            name: group.display_name.clone(),
-            members: BTreeSet::new(),
-        };
+        let named = (group.id.clone(), group.display_name.clone());
         match linked {
             Some(confluence_group) if add => {
                 self.add_member(&confluence_group, &account_id, actor)?;
@@ -456,7 +459,7 @@ impl World {
                 } else {
                     "group_member_removed"
                 };
-                self.emit(action, actor, Some(&account_id), Some(&shown));
+                self.emit(action, actor, Some(&account_id), Some(named));
             }
             None => {}
         }

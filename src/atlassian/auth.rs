@@ -79,70 +79,51 @@ fn redact_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> Str
     text
 }
 
-/// Basic auth with an API token.
-pub struct BasicAuth {
+/// A fixed `Authorization` header: Basic auth with an API token, or a static bearer token (SCIM
+/// directory token, organization API key).
+pub struct StaticCredentials {
+    kind: &'static str,
     header: HeaderValue,
-    token: Secret,
-    encoded: Secret,
+    /// Everything that must never show in an error: the token, and its Basic encoding.
+    secrets: Vec<Secret>,
 }
 
-impl BasicAuth {
-    pub fn new(email: &str, token: &Secret) -> Result<Self, ApiError> {
+impl StaticCredentials {
+    pub fn basic(email: &str, token: &Secret) -> Result<Self, ApiError> {
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{}", token.expose()));
-        Ok(BasicAuth {
+        Ok(StaticCredentials {
+            kind: "basic",
             header: sensitive(&format!("Basic {encoded}"))?,
-            token: token.clone(),
-            encoded: Secret::new(encoded),
+            secrets: vec![token.clone(), Secret::new(encoded)],
         })
     }
-}
 
-impl fmt::Debug for BasicAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BasicAuth").field("token", &self.token).finish()
-    }
-}
-
-#[async_trait]
-impl Credentials for BasicAuth {
-    async fn authorization(&self) -> Result<HeaderValue, ApiError> {
-        Ok(self.header.clone())
-    }
-
-    fn redact(&self, text: &str) -> String {
-        redact_all(text, [self.token.expose(), self.encoded.expose()])
-    }
-}
-
-/// A static bearer token (SCIM directory token, organization API key).
-pub struct BearerToken {
-    header: HeaderValue,
-    token: Secret,
-}
-
-impl BearerToken {
-    pub fn new(token: &Secret) -> Result<Self, ApiError> {
-        Ok(BearerToken {
+    pub fn bearer(token: &Secret) -> Result<Self, ApiError> {
+        Ok(StaticCredentials {
+            kind: "bearer",
             header: sensitive(&format!("Bearer {}", token.expose()))?,
-            token: token.clone(),
+            secrets: vec![token.clone()],
         })
     }
 }
 
-impl fmt::Debug for BearerToken {
+impl fmt::Debug for StaticCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerToken").field("token", &self.token).finish()
+        f.debug_struct("StaticCredentials")
+            .field("kind", &self.kind)
+            .field("secrets", &self.secrets)
+            .finish()
     }
 }
 
 #[async_trait]
-impl Credentials for BearerToken {
+impl Credentials for StaticCredentials {
     async fn authorization(&self) -> Result<HeaderValue, ApiError> {
         Ok(self.header.clone())
     }
 
     fn redact(&self, text: &str) -> String {
-        redact_all(text, [self.token.expose()])
+        redact_all(text, self.secrets.iter().map(Secret::expose))
     }
 }
 
@@ -164,10 +145,9 @@ struct AccessToken {
     expires_at: DateTime<Utc>,
 }
 
-impl AccessToken {
-    fn fresh(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at - now > chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default()
-    }
+/// Whether an access token ending at `expires_at` is still good to send at `now`.
+fn fresh(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    expires_at - now > chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default()
 }
 
 /// An OAuth 2.0 grant, refreshed single-flight with rotation persisted in the store.
@@ -251,7 +231,7 @@ impl OAuthSession {
     fn usable(&self, now: DateTime<Utc>) -> Option<HeaderValue> {
         lock(&self.current)
             .as_ref()
-            .filter(|t| t.fresh(now))
+            .filter(|t| fresh(t.expires_at, now))
             .map(|t| t.header.clone())
     }
 
@@ -292,8 +272,7 @@ impl OAuthSession {
             // Another process may have refreshed already: use its access token.
             if let (Some(access), Some(expires_at)) = (&grant.access_token, grant.access_expires_at) {
                 let refused = lock(&self.refused).as_ref() == Some(access);
-                let fresh = expires_at - now > chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default();
-                if fresh && !refused {
+                if fresh(expires_at, now) && !refused {
                     return self.adopt(access.clone(), expires_at);
                 }
             }
@@ -372,16 +351,13 @@ impl OAuthSession {
                 .get_or_create(&OutcomeLabels { outcome })
                 .inc();
         };
-        let response = match self.http.post(&self.config.token_url).json(&body).send().await {
-            Ok(response) => response,
-            Err(error) => {
-                outcome("failed");
-                return Err(ApiError::transport(TOKEN_ENDPOINT, &error).redacted(|t| self.redact(t)));
-            }
+        let answer = async {
+            let response = self.http.post(&self.config.token_url).json(&body).send().await?;
+            let status = response.status().as_u16();
+            Ok::<_, reqwest::Error>((status, response.bytes().await?))
         };
-        let status = response.status().as_u16();
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
+        let (status, bytes) = match answer.await {
+            Ok(answer) => answer,
             Err(error) => {
                 outcome("failed");
                 return Err(ApiError::transport(TOKEN_ENDPOINT, &error).redacted(|t| self.redact(t)));
@@ -460,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn basic_auth_is_sensitive_and_redactable() {
-        let auth = BasicAuth::new("bot@example.com", &Secret::new("api-token-123")).unwrap();
+        let auth = StaticCredentials::basic("bot@example.com", &Secret::new("api-token-123")).unwrap();
         let header = auth.authorization().await.unwrap();
         assert!(header.is_sensitive());
         assert_eq!(

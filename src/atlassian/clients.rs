@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::admin::AdminClient;
-use super::auth::{BasicAuth, BearerToken, Credentials, OAuthClientConfig, OAuthSession};
+use super::auth::{Credentials, OAuthClientConfig, OAuthSession, StaticCredentials};
 use super::confluence::ConfluenceClient;
 use super::error::ApiError;
 use super::http::{Api, Executor, RetryPolicy, base_url};
@@ -98,7 +98,9 @@ impl AtlassianClients {
         let confluence = match (&settings.auth, settings.confluence_base()) {
             (Some(auth), Some(base)) => {
                 let credentials: Arc<dyn Credentials> = match auth {
-                    AuthSettings::Basic { email, token, .. } => Arc::new(BasicAuth::new(email, token)?),
+                    AuthSettings::Basic { email, token, .. } => {
+                        Arc::new(StaticCredentials::basic(email, token)?)
+                    }
                     AuthSettings::Oauth {
                         client_id,
                         client_secret,
@@ -139,7 +141,7 @@ impl AtlassianClients {
             (Some(url), Some(token)) => {
                 let base = base_url("atlassian.scim_base_url", url)?;
                 Some(ScimClient::new(
-                    executor(Api::Scim, Arc::new(BearerToken::new(token)?)),
+                    executor(Api::Scim, Arc::new(StaticCredentials::bearer(token)?)),
                     base,
                 ))
             }
@@ -149,7 +151,7 @@ impl AtlassianClients {
             Some(key) => {
                 let base = base_url("atlassian.admin_base_url", &settings.admin_base_url)?;
                 Some(AdminClient::new(
-                    executor(Api::Admin, Arc::new(BearerToken::new(key)?)),
+                    executor(Api::Admin, Arc::new(StaticCredentials::bearer(key)?)),
                     base,
                     settings.org_id.clone(),
                 ))

@@ -7,6 +7,7 @@
 
 use handlers::ports::{AccountStatus, Group, User};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use url::Url;
 
@@ -56,14 +57,14 @@ struct ApiUser {
     account_status: Option<String>,
 }
 
-impl ApiUser {
-    fn into_user(self) -> User {
+impl From<ApiUser> for User {
+    fn from(user: ApiUser) -> Self {
         User {
-            account_id: self.account_id,
-            display_name: self.display_name.or(self.public_name),
+            account_id: user.account_id,
+            display_name: user.display_name.or(user.public_name),
             // Hidden emails come as null or as "".
-            email: self.email.filter(|e| !e.trim().is_empty()),
-            account_type: self.account_type,
+            email: user.email.filter(|e| !e.trim().is_empty()),
+            account_type: user.account_type,
         }
     }
 }
@@ -115,7 +116,7 @@ impl ConfluenceClient {
     pub async fn user(&self, account_id: &str) -> Result<Option<User>, ApiError> {
         let call = Call::new(USER, self.v1(&["user"])).query("accountId", account_id);
         match self.executor.send(&call).await {
-            Ok(reply) => Ok(Some(reply.json::<ApiUser>(USER.label)?.into_user())),
+            Ok(reply) => Ok(Some(User::from(reply.json::<ApiUser>(USER.label)?))),
             Err(error) if error.status() == Some(404) => Ok(None),
             Err(error) => Err(error),
         }
@@ -128,37 +129,37 @@ impl ConfluenceClient {
         progress: Progress<'_>,
     ) -> Result<Vec<Group>, ApiError> {
         let call = Call::new(MEMBER_OF, self.v1(&["user", "memberof"])).query("accountId", account_id);
-        let groups: Vec<ApiGroup> = OffsetListing::new(call, V1_PAGE_SIZE)?
-            .collect(&self.executor, progress)
-            .await?;
-        Ok(groups.into_iter().map(Group::from).collect())
+        self.v1_list::<ApiGroup, _>(call, progress).await
     }
 
     /// Every group of the site.
     pub async fn groups(&self, progress: Progress<'_>) -> Result<Vec<Group>, ApiError> {
         let call = Call::new(GROUPS, self.v1(&["group"]));
-        let groups: Vec<ApiGroup> = OffsetListing::new(call, V1_PAGE_SIZE)?
-            .collect(&self.executor, progress)
-            .await?;
-        Ok(groups.into_iter().map(Group::from).collect())
+        self.v1_list::<ApiGroup, _>(call, progress).await
     }
 
     /// Every member of the group with this id.
     pub async fn group_members(&self, group_id: &str, progress: Progress<'_>) -> Result<Vec<User>, ApiError> {
         let call = Call::new(MEMBERS, self.v1(&["group", group_id, "membersByGroupId"]));
-        let users: Vec<ApiUser> = OffsetListing::new(call, V1_PAGE_SIZE)?
-            .collect(&self.executor, progress)
-            .await?;
-        Ok(users.into_iter().map(ApiUser::into_user).collect())
+        self.v1_list::<ApiUser, _>(call, progress).await
     }
 
     /// Groups whose name contains `query`, ignoring case (Confluence's group picker).
     async fn search_groups(&self, query: &str) -> Result<Vec<Group>, ApiError> {
         let call = Call::new(GROUP_PICKER, self.v1(&["group", "picker"])).query("query", query);
-        let groups: Vec<ApiGroup> = OffsetListing::new(call, V1_PAGE_SIZE)?
-            .collect(&self.executor, &no_progress)
+        self.v1_list::<ApiGroup, _>(call, &no_progress).await
+    }
+
+    /// Every item of a v1 listing, converted.
+    async fn v1_list<A, T>(&self, call: Call, progress: Progress<'_>) -> Result<Vec<T>, ApiError>
+    where
+        A: DeserializeOwned,
+        T: From<A>,
+    {
+        let found: Vec<A> = OffsetListing::new(call, V1_PAGE_SIZE)?
+            .collect(&self.executor, progress)
             .await?;
-        Ok(groups.into_iter().map(Group::from).collect())
+        Ok(found.into_iter().map(T::from).collect())
     }
 
     /// The group named exactly `name` (case-sensitive), if any.
@@ -216,7 +217,7 @@ impl ConfluenceClient {
             found.extend(users.into_iter().map(|user| {
                 let status = parse_status(user.account_status.as_deref());
                 UserStatus {
-                    user: user.into_user(),
+                    user: User::from(user),
                     status,
                 }
             }));
@@ -266,11 +267,11 @@ mod tests {
             parse_status(user.account_status.as_deref()),
             AccountStatus::Inactive
         );
-        let user = user.into_user();
+        let user = User::from(user);
         assert_eq!(user.email, None);
         assert_eq!(user.display_name.as_deref(), Some("A"));
         let absent: ApiUser = serde_json::from_str(r#"{"accountId":"b"}"#).unwrap();
-        assert_eq!(absent.into_user().email, None);
+        assert_eq!(User::from(absent).email, None);
         assert_eq!(parse_status(Some("unlicensed")), AccountStatus::Unknown);
     }
 }

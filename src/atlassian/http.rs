@@ -224,10 +224,10 @@ struct Tally {
 }
 
 /// A non-2xx answer.
-struct Answer<'a> {
+struct Answer {
     status: u16,
-    headers: &'a HeaderMap,
-    body: &'a Bytes,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 /// What to do after a failed attempt.
@@ -258,10 +258,6 @@ impl Executor {
                 metrics,
             }),
         }
-    }
-
-    pub fn api(&self) -> Api {
-        self.inner.api
     }
 
     /// Makes `call`, retrying as the module documentation says. Ok only for a 2xx answer.
@@ -304,17 +300,8 @@ impl Executor {
                     self.observe(&key, &reply.headers);
                     return Ok(reply);
                 }
-                Err(Failure::Answer {
-                    status,
-                    headers,
-                    body,
-                }) => {
-                    let answer = Answer {
-                        status,
-                        headers: &headers,
-                        body: &body,
-                    };
-                    self.after_answer(&key, endpoint, answer, &authorization, &mut tally)
+                Err(Failure::Answer(answer)) => {
+                    self.after_answer(&key, endpoint, &answer, &authorization, &mut tally)
                         .await
                 }
                 Err(Failure::Transport(error)) => {
@@ -367,17 +354,17 @@ impl Executor {
         &self,
         key: &LimitKey,
         endpoint: Endpoint,
-        answer: Answer<'_>,
+        answer: &Answer,
         authorization: &HeaderValue,
         tally: &mut Tally,
     ) -> Next {
         let inner = &self.inner;
-        let signals = RateLimitSignals::from_headers(answer.headers, chrono::Utc::now());
+        let signals = RateLimitSignals::from_headers(&answer.headers, chrono::Utc::now());
         let error = ApiError::from_answer(
             endpoint.label,
             answer.status,
-            answer.body,
-            request_id(answer.headers),
+            &answer.body,
+            request_id(&answer.headers),
             signals.retry_after,
         );
         match answer.status {
@@ -536,21 +523,17 @@ impl Executor {
                 body,
             })
         } else {
-            Err(Failure::Answer {
+            Err(Failure::Answer(Answer {
                 status,
                 headers,
                 body,
-            })
+            }))
         }
     }
 }
 
 enum Failure {
-    Answer {
-        status: u16,
-        headers: HeaderMap,
-        body: Bytes,
-    },
+    Answer(Answer),
     Transport(reqwest::Error),
 }
 

@@ -119,6 +119,11 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Halves the rate, never below [`SLOWEST_SHARE`] of the configured one.
+    fn slow_down(&mut self) {
+        self.rate = (self.rate * 0.5).max(self.base.per_second * SLOWEST_SHARE);
+    }
+
     fn new(base: EndpointRateLimit, now: Instant) -> Self {
         Bucket {
             tokens: f64::from(base.burst),
@@ -217,8 +222,7 @@ impl LimiterState {
         bucket.refill(now);
         let already_paused = bucket.paused_until.is_some_and(|p| p > now);
         if !already_paused {
-            let slowest = bucket.base.per_second * SLOWEST_SHARE;
-            bucket.rate = (bucket.rate * 0.5).max(slowest);
+            bucket.slow_down();
         }
         bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
         bucket.tokens = bucket.tokens.min(1.0);
@@ -244,8 +248,7 @@ impl LimiterState {
             return PaceChange::Paused;
         }
         if signals.running_low() {
-            let slowest = bucket.base.per_second * SLOWEST_SHARE;
-            bucket.rate = (bucket.rate * 0.5).max(slowest);
+            bucket.slow_down();
             bucket.tokens = bucket.tokens.min(1.0);
             return PaceChange::Slowed;
         }
@@ -254,7 +257,8 @@ impl LimiterState {
     }
 
     /// The current rate of `key` (requests per second).
-    pub fn current_rate(&self, key: &LimitKey) -> Option<f64> {
+    #[cfg(test)]
+    fn current_rate(&self, key: &LimitKey) -> Option<f64> {
         self.buckets.get(key).map(|b| b.rate)
     }
 }

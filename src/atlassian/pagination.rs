@@ -119,16 +119,11 @@ impl OffsetListing {
     ) -> Result<Vec<T>, ApiError> {
         let operation = self.call.endpoint.label;
         let mut items = Vec::new();
-        let mut pager = Some(OffsetPager {
+        let mut current = OffsetPager {
             start: 0,
             limit: self.page_size,
-        });
-        let mut pages = 0;
-        while let Some(current) = pager {
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(too_many_pages(&self.call));
-            }
+        };
+        for _ in 0..MAX_PAGES {
             let call = self
                 .call
                 .clone()
@@ -147,12 +142,15 @@ impl OffsetListing {
                     ),
                 ));
             }
-            let size = page.results.len();
-            pager = current.next(size, page.limit, page.links.next.is_some());
+            let next = current.next(page.results.len(), page.limit, page.links.next.is_some());
             items.extend(page.results);
             progress(items.len());
+            match next {
+                Some(next) => current = next,
+                None => return Ok(items),
+            }
         }
-        Ok(items)
+        Err(too_many_pages(&self.call))
     }
 }
 
@@ -329,27 +327,26 @@ impl IndexListing {
     ) -> Result<Vec<T>, ApiError> {
         let operation = self.call.endpoint.label;
         let mut items = Vec::new();
-        let mut pager = Some(IndexPager {
+        let mut current = IndexPager {
             start_index: 1,
             count: self.page_size,
-        });
-        let mut pages = 0;
-        while let Some(current) = pager {
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(too_many_pages(&self.call));
-            }
+        };
+        for _ in 0..MAX_PAGES {
             let call = self
                 .call
                 .clone()
                 .query("startIndex", current.start_index.to_string())
                 .query("count", current.count.to_string());
             let page: IndexPage<T> = executor.send(&call).await?.json(operation)?;
-            pager = current.next(page.resources.len(), page.total_results);
+            let next = current.next(page.resources.len(), page.total_results);
             items.extend(page.resources);
             progress(items.len());
+            match next {
+                Some(next) => current = next,
+                None => return Ok(items),
+            }
         }
-        Ok(items)
+        Err(too_many_pages(&self.call))
     }
 }
 

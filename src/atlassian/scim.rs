@@ -14,6 +14,7 @@
 
 use handlers::ports::{ScimGroup, ScimUser};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -131,19 +132,35 @@ impl ScimClient {
         ScimClient { executor, base }
     }
 
+    /// Every resource of `resource` (`Users`, `Groups`) matching `filter`, every page.
+    async fn list<A, T>(
+        &self,
+        endpoint: Endpoint,
+        resource: &str,
+        filter: Option<String>,
+        progress: Progress<'_>,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        A: DeserializeOwned,
+        T: From<A>,
+    {
+        let mut call = Call::new(endpoint, url_with(&self.base, &[resource]));
+        if let Some(filter) = filter {
+            call = call.query("filter", filter);
+        }
+        let found: Vec<A> = IndexListing::new(call, PAGE_SIZE)?
+            .collect(&self.executor, progress)
+            .await?;
+        Ok(found.into_iter().map(T::from).collect())
+    }
+
     async fn find_users(
         &self,
         filter: Option<String>,
         progress: Progress<'_>,
     ) -> Result<Vec<ScimUser>, ApiError> {
-        let mut call = Call::new(LIST_USERS, url_with(&self.base, &["Users"]));
-        if let Some(filter) = filter {
-            call = call.query("filter", filter);
-        }
-        let users: Vec<ApiScimUser> = IndexListing::new(call, PAGE_SIZE)?
-            .collect(&self.executor, progress)
-            .await?;
-        Ok(users.into_iter().map(ScimUser::from).collect())
+        self.list::<ApiScimUser, _>(LIST_USERS, "Users", filter, progress)
+            .await
     }
 
     /// The user with this `userName` (compared without case, as SCIM does).
@@ -241,14 +258,8 @@ impl ScimClient {
         filter: Option<String>,
         progress: Progress<'_>,
     ) -> Result<Vec<ScimGroup>, ApiError> {
-        let mut call = Call::new(LIST_GROUPS, url_with(&self.base, &["Groups"]));
-        if let Some(filter) = filter {
-            call = call.query("filter", filter);
-        }
-        let groups: Vec<ApiScimGroup> = IndexListing::new(call, PAGE_SIZE)?
-            .collect(&self.executor, progress)
-            .await?;
-        Ok(groups.into_iter().map(ScimGroup::from).collect())
+        self.list::<ApiScimGroup, _>(LIST_GROUPS, "Groups", filter, progress)
+            .await
     }
 
     /// The group with this `displayName`, as the directory matches it.
