@@ -80,12 +80,12 @@ impl Backend {
 }
 
 /// Opens the queue backend the settings name (RabbitMQ connects in the background).
-fn open_queue(settings: &Settings, store: &Store, metrics: &Arc<Metrics>) -> Backend {
+fn open_backend(settings: &Settings, store: &Store, audit: &AuditLog, metrics: &Arc<Metrics>) -> Backend {
     match settings.queue.backend {
         QueueBackend::Embedded => Backend::Embedded(Arc::new(EmbeddedQueue::new(
             store.clone(),
             settings.queue.clone(),
-            AuditLog::from_settings(store.clone(), settings),
+            audit.clone(),
         ))),
         QueueBackend::Rabbitmq => Backend::Rabbitmq(Arc::new(RabbitQueue::start(
             settings.queue.clone(),
@@ -94,14 +94,17 @@ fn open_queue(settings: &Settings, store: &Store, metrics: &Arc<Metrics>) -> Bac
     }
 }
 
-/// Opens the store and the queue for a one-off command (`dlq …`): no listener, no worker.
-pub async fn open_queue_and_store(settings: &Settings) -> anyhow::Result<(Store, Arc<dyn Queue>)> {
-    install_crypto_provider();
-    let store = Store::connect(&settings.store)
-        .await
-        .context("opening the store")?;
+/// Opens (and migrates) the store `settings` name.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.store).await.context("opening the store")
+}
+
+/// Opens the queue for a one-off command (`dlq replay`, `approvals approve`): no listener, no
+/// worker; fails when RabbitMQ cannot be reached soon.
+pub async fn open_queue(settings: &Settings, store: &Store) -> anyhow::Result<Arc<dyn Queue>> {
     let metrics = Arc::new(Metrics::new());
-    let backend = open_queue(settings, &store, &metrics);
+    let audit = AuditLog::from_settings(store.clone(), settings);
+    let backend = open_backend(settings, store, &audit, &metrics);
     if let Backend::Rabbitmq(rabbit) = &backend
         && !rabbit
             .wait_ready(Duration::from_millis(
@@ -112,7 +115,7 @@ pub async fn open_queue_and_store(settings: &Settings) -> anyhow::Result<(Store,
         rabbit.close().await;
         anyhow::bail!("cannot reach RabbitMQ at {}", settings.queue.url);
     }
-    Ok((store, backend.queue()))
+    Ok(backend.queue())
 }
 
 /// The Atlassian clients `settings` ask for, if any.
@@ -208,10 +211,9 @@ impl Application {
         if let Some(atlassian) = &settings.atlassian {
             metrics.atlassian.observe_token_expiry(atlassian);
         }
-        let store = Store::connect(&settings.store)
-            .await
-            .context("opening the store")?;
-        let backend = open_queue(&settings, &store, &metrics);
+        let store = open_store(&settings).await?;
+        let audit = AuditLog::from_settings(store.clone(), &settings);
+        let backend = open_backend(&settings, &store, &audit, &metrics);
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
@@ -221,7 +223,6 @@ impl Application {
             store.clone(),
             metrics.clone(),
         ));
-        let audit = AuditLog::from_settings(store.clone(), &settings);
         let clients = atlassian_clients(&settings, &store, &metrics)?;
         let processor = match processor {
             Some(processor) => processor,

@@ -65,7 +65,8 @@ pub fn truncate_to_millis(time: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Is `value` a well-formed hash (64 lowercase hex digits)?
-pub fn is_hash(value: &str) -> bool {
+#[cfg(test)]
+fn is_hash(value: &str) -> bool {
     value.len() == 64
         && value
             .bytes()

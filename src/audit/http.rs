@@ -156,11 +156,7 @@ fn to_query(params: &Params, page_size: usize, max_page_size: usize) -> Result<A
             .transpose()
     };
     let kinds = match &params.kind {
-        Some(list) => list
-            .split(',')
-            .filter(|k| !k.trim().is_empty())
-            .map(|k| super::log::parse_kind(k.trim()))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(list) => super::log::parse_kinds(list.split(','))?,
         None => Vec::new(),
     };
     Ok(AuditQuery {

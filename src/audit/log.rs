@@ -72,35 +72,26 @@ struct Inner {
 }
 
 impl AuditLog {
-    /// A log over `store` (already migrated by [`Store::connect`]).
+    /// A log over `store` (already migrated by [`Store::connect`]) that knows only the `[audit]`
+    /// secrets; a process uses [`AuditLog::from_settings`].
     pub fn new(store: Store, settings: &AuditSettings) -> Self {
         let known = settings.hash_key.iter().chain(settings.api_token.iter()).cloned();
+        AuditLog::with_known(store, settings, known)
+    }
+
+    /// The log a process should use: `[audit]` settings, with every secret of `settings` known
+    /// to the scrubber ([`super::scrub::secrets_in`]).
+    pub fn from_settings(store: Store, settings: &crate::config::Settings) -> Self {
+        AuditLog::with_known(store, &settings.audit, super::scrub::secrets_in(settings))
+    }
+
+    fn with_known(store: Store, settings: &AuditSettings, known: impl IntoIterator<Item = Secret>) -> Self {
         AuditLog {
             inner: Arc::new(Inner {
                 store,
                 hasher: PiiHasher::new(settings),
                 scrubber: Scrubber::new(known),
                 timeout: Duration::from_millis(settings.append_timeout_ms),
-            }),
-        }
-    }
-
-    /// The log a process should use: `[audit]` settings, plus every secret of `settings` known to
-    /// the scrubber ([`super::scrub::secrets_in`]).
-    pub fn from_settings(store: Store, settings: &crate::config::Settings) -> Self {
-        AuditLog::new(store, &settings.audit).with_known_secrets(super::scrub::secrets_in(settings))
-    }
-
-    /// Also scrubs these exact values from every record (pass [`super::scrub::secrets_in`] of the
-    /// whole config).
-    pub fn with_known_secrets(self, secrets: impl IntoIterator<Item = Secret>) -> Self {
-        let inner = &self.inner;
-        AuditLog {
-            inner: Arc::new(Inner {
-                store: inner.store.clone(),
-                hasher: inner.hasher.clone(),
-                scrubber: inner.scrubber.clone().with(secrets),
-                timeout: inner.timeout,
             }),
         }
     }
@@ -124,12 +115,7 @@ impl AuditLog {
             return Ok(Vec::new());
         }
         let prepared = self.prepare(records);
-        let timeout = self.inner.timeout;
-        // Dropping the future on timeout drops the transaction, which rolls back.
-        match tokio::time::timeout(timeout, self.write(prepared)).await {
-            Ok(result) => result,
-            Err(_) => Err(AuditError::Timeout(timeout)),
-        }
+        self.bounded(self.write(prepared), |timed_out| timed_out).await
     }
 
     async fn write(&self, records: Vec<NewRecord>) -> Result<Vec<AuditRecord>, AuditError> {
@@ -347,8 +333,20 @@ fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, String> {
 
 /// `received` → [`AuditKind::Received`], … (the stored spelling is the wire one).
 pub fn parse_kind(kind: &str) -> Result<AuditKind, String> {
-    serde_json::from_value(serde_json::Value::String(kind.to_owned()))
-        .map_err(|_| format!("unknown kind `{kind}`"))
+    AuditKind::ALL
+        .into_iter()
+        .find(|known| known.as_str() == kind)
+        .ok_or_else(|| format!("unknown kind `{kind}`"))
+}
+
+/// Kinds named in a filter (`--kind`, `?kind=`), blanks ignored.
+pub fn parse_kinds<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<AuditKind>, String> {
+    names
+        .into_iter()
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(parse_kind)
+        .collect()
 }
 
 /// The chain's head: the last `seq` appended (0 when empty) and its hash ([`GENESIS`] then).

@@ -35,6 +35,19 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    pub const ALL: [AuditKind; 10] = [
+        AuditKind::Received,
+        AuditKind::Duplicate,
+        AuditKind::Planned,
+        AuditKind::Executed,
+        AuditKind::Skipped,
+        AuditKind::Failed,
+        AuditKind::DeadLettered,
+        AuditKind::Replayed,
+        AuditKind::Approved,
+        AuditKind::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Received => "received",
@@ -178,4 +191,19 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// `SHA-256(prev_hash ‖ canonical JSON of this record without hash)`, hex.
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuditKind;
+
+    #[test]
+    fn every_kind_is_listed_once_under_its_wire_name() {
+        let names: std::collections::BTreeSet<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), AuditKind::ALL.len());
+        for kind in AuditKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(crate::audit::log::parse_kind(kind.as_str()), Ok(kind));
+        }
+    }
 }

@@ -69,16 +69,10 @@ impl Scrubber {
             .into_iter()
             .filter(|s| s.expose().len() >= MIN_SECRET_LEN)
             .collect();
-        // Longest first, so a secret that contains another is removed whole.
-        known.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+        // Longest first, so a secret that contains another is removed whole; each once.
+        known.sort_by(|a, b| (b.expose().len(), b.expose()).cmp(&(a.expose().len(), a.expose())));
+        known.dedup_by(|a, b| a.expose() == b.expose());
         Scrubber { known }
-    }
-
-    /// Adds more known secrets (e.g. Connect shared secrets learnt at run time).
-    pub fn with(mut self, more: impl IntoIterator<Item = Secret>) -> Self {
-        let mut all = std::mem::take(&mut self.known);
-        all.extend(more);
-        Scrubber::new(all)
     }
 
     pub fn apply_record(&self, record: &mut NewRecord) {
@@ -97,11 +91,12 @@ impl Scrubber {
                 out = out.replace(secret.expose(), REDACTED);
             }
         }
-        let out = redact_after_schemes(&out);
-        let out = redact_headers(&out);
-        let out = redact_url_parts(&out);
-        let out = redact_token_paths(&out);
-        redact_shaped_tokens(&out)
+        redact_following(&mut out, &["bearer ", "basic "]);
+        redact_headers(&mut out);
+        redact_url_parts(&mut out);
+        redact_token_paths(&mut out);
+        redact_shaped_tokens(&mut out);
+        out
     }
 }
 
@@ -122,37 +117,40 @@ fn find_ci(haystack: &str, needle: &str, from: usize) -> Option<usize> {
     (from..=h.len().checked_sub(n.len())?).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
+/// Replaces `out[start..start + len]` with [`REDACTED`] unless it is empty or redacted already;
+/// where to search on from when it did.
+fn redact_at(out: &mut String, start: usize, len: usize) -> Option<usize> {
+    if len == 0 || &out[start..start + len] == REDACTED {
+        return None;
+    }
+    out.replace_range(start..start + len, REDACTED);
+    Some(start + REDACTED.len())
+}
+
 /// Replaces the token that follows each of `prefixes` (matched case-insensitively, at a word start).
-fn redact_following(text: &str, prefixes: &[&str], keep_token: impl Fn(&str) -> bool) -> String {
-    let mut out = text.to_owned();
+fn redact_following(out: &mut String, prefixes: &[&str]) {
     for prefix in prefixes {
         let mut from = 0;
-        while let Some(at) = find_ci(&out, prefix, from) {
+        while let Some(at) = find_ci(out, prefix, from) {
             let word_start = at == 0 || !out.as_bytes()[at - 1].is_ascii_alphanumeric();
             let token_start = at + prefix.len();
             let len = token_len(&out[token_start..]);
-            if word_start && len > 0 && !keep_token(&out[token_start..token_start + len]) {
-                out.replace_range(token_start..token_start + len, REDACTED);
-                from = token_start + REDACTED.len();
+            let redacted = if word_start {
+                redact_at(out, token_start, len)
             } else {
-                from = token_start;
-            }
+                None
+            };
+            from = redacted.unwrap_or(token_start);
         }
     }
-    out
-}
-
-fn redact_after_schemes(text: &str) -> String {
-    redact_following(text, &["bearer ", "basic "], |t| t == REDACTED)
 }
 
 /// `authorization: …`, `x-gatehouse-token=…`, `"api_key": "…"`.
-fn redact_headers(text: &str) -> String {
+fn redact_headers(out: &mut String) {
     const NAMES: &[&str] = &["authorization", "token", "secret", "key", "signature", "password"];
-    let mut out = text.to_owned();
     for name in NAMES {
         let mut from = 0;
-        while let Some(at) = find_ci(&out, name, from) {
+        while let Some(at) = find_ci(out, name, from) {
             let mut i = at + name.len();
             // A header or field name ends with the word; skip `"`, spaces, `:` or `=`.
             let bytes = out.as_bytes();
@@ -170,20 +168,18 @@ fn redact_headers(text: &str) -> String {
                 }
             }
             let len = token_len(&out[i..]);
-            if name_end && separator && len > 0 && &out[i..i + len] != REDACTED {
-                out.replace_range(i..i + len, REDACTED);
-                from = i + REDACTED.len();
+            let redacted = if name_end && separator {
+                redact_at(out, i, len)
             } else {
-                from = at + name.len();
-            }
+                None
+            };
+            from = redacted.unwrap_or(at + name.len());
         }
     }
-    out
 }
 
 /// URL passwords and secret-named query parameters.
-fn redact_url_parts(text: &str) -> String {
-    let mut out = text.to_owned();
+fn redact_url_parts(out: &mut String) {
     // scheme://user:password@host
     let mut from = 0;
     while let Some(offset) = out[from..].find("://") {
@@ -217,19 +213,17 @@ fn redact_url_parts(text: &str) -> String {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             && NAMES.iter().any(|n| name.to_ascii_lowercase().contains(n));
-        if secret_name && value_len > 0 && &out[value_start..value_start + value_len] != REDACTED {
-            out.replace_range(value_start..value_start + value_len, REDACTED);
-            from = value_start + REDACTED.len();
+        let redacted = if secret_name {
+            redact_at(out, value_start, value_len)
         } else {
-            from = start;
-        }
+            None
+        };
+        from = redacted.unwrap_or(start);
     }
-    out
 }
 
 /// `/webhooks/{source}/t/{token}`: the path segment after `/t/`.
-fn redact_token_paths(text: &str) -> String {
-    let mut out = text.to_owned();
+fn redact_token_paths(out: &mut String) {
     let mut from = 0;
     while let Some(offset) = out[from..].find("/webhooks/") {
         let start = from + offset + "/webhooks/".len();
@@ -240,18 +234,18 @@ fn redact_token_paths(text: &str) -> String {
             let len = out[token_start..]
                 .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"')
                 .unwrap_or(out.len() - token_start);
-            if len > 0 && &out[token_start..token_start + len] != REDACTED {
-                out.replace_range(token_start..token_start + len, REDACTED);
-            }
+            redact_at(out, token_start, len);
         }
         from = start;
     }
-    out
 }
 
 /// JWTs (`eyJ` + two more dot-separated base64url parts) and `whsec_` keys.
-fn redact_shaped_tokens(text: &str) -> String {
-    let out = redact_following(text, &["whsec_"], |t| t == REDACTED);
+fn redact_shaped_tokens(out: &mut String) {
+    redact_following(out, &["whsec_"]);
+    if !out.contains("eyJ") {
+        return;
+    }
     let mut result = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while let Some(at) = rest.find("eyJ") {
@@ -270,7 +264,7 @@ fn redact_shaped_tokens(text: &str) -> String {
         rest = &rest[at + len.max(3)..];
     }
     result.push_str(rest);
-    result
+    *out = result;
 }
 
 #[cfg(test)]

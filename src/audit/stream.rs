@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::query::{AuditQuery, query};
 use super::record::AuditRecord;
 use crate::config::{AuditStreamSettings, Settings};
+use crate::queue::rabbitmq::backoff::{Backoff, pause};
 use crate::store::Store;
 
 /// The header carrying a record's `seq`.
@@ -244,13 +245,13 @@ struct Relay {
 
 impl Relay {
     async fn supervise(&self) {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), self.max_delay);
         while !self.shutdown.is_cancelled() {
             let connected = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 c = tokio::time::timeout(self.connect_timeout, Connection::connect(self.url.expose(), ConnectionProperties::default().with_connection_name("gatehouse-audit-relay".into()))) => c,
             };
-            let pause = match connected {
+            let waited = match connected {
                 Ok(Ok(connection)) => {
                     let result = self.lead(&connection).await;
                     let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into()))
@@ -259,30 +260,27 @@ impl Relay {
                         Ok(()) => break,
                         Err(RelayError::Standby) => {
                             tracing::debug!("another audit relay is active; standing by");
-                            delay = Duration::from_millis(200);
-                            self.max_delay.max(Duration::from_secs(1))
+                            backoff.reset();
+                            pause(self.max_delay.max(Duration::from_secs(1)), &self.shutdown).await
                         }
                         Err(error) => {
                             tracing::warn!(%error, "audit relay stopped; reconnecting");
-                            delay
+                            backoff.wait(&self.shutdown).await
                         }
                     }
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, url = %self.url, "audit relay cannot connect to RabbitMQ");
-                    delay
+                    backoff.wait(&self.shutdown).await
                 }
                 Err(_) => {
                     tracing::warn!(url = %self.url, "audit relay: connecting to RabbitMQ timed out");
-                    delay
+                    backoff.wait(&self.shutdown).await
                 }
             };
-            let jittered = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(jittered) => {}
+            if !waited {
+                break;
             }
-            delay = (delay * 2).min(self.max_delay);
         }
     }
 

@@ -7,11 +7,11 @@ use clap::Subcommand;
 use handlers::Plan;
 
 use super::table;
-use crate::app::open_queue_and_store;
+use crate::app::{open_queue, open_store};
 use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::reactions::approvals::{approve, reject};
-use crate::store::{Approval, ApprovalState, Store};
+use crate::store::{Approval, ApprovalState};
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
@@ -47,17 +47,12 @@ fn who(by: Option<String>) -> String {
 }
 
 pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Result<()> {
+    let store = open_store(&settings).await?;
     match command {
         ApprovalsCommand::List { state } => {
-            let store = Store::connect(&settings.store)
-                .await
-                .context("opening the store")?;
-            let state = match state.as_deref() {
-                None | Some("pending") => ApprovalState::Pending,
-                Some("approved") => ApprovalState::Approved,
-                Some("rejected") => ApprovalState::Rejected,
-                Some("executed") => ApprovalState::Executed,
-                Some(other) => bail!("unknown state {other} (pending, approved, rejected, executed)"),
+            let name = state.as_deref().unwrap_or("pending");
+            let Some(state) = ApprovalState::parse(name) else {
+                bail!("unknown state {name} (pending, approved, rejected, executed)");
             };
             let approvals = store.approvals(state).await?;
             print!("{}", list(&approvals)?);
@@ -65,9 +60,6 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
             Ok(())
         }
         ApprovalsCommand::Show { id } => {
-            let store = Store::connect(&settings.store)
-                .await
-                .context("opening the store")?;
             let approval = store
                 .approval(&id)
                 .await?
@@ -76,7 +68,7 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
             Ok(())
         }
         ApprovalsCommand::Approve { id, by } => {
-            let (store, queue) = open_queue_and_store(&settings).await?;
+            let queue = open_queue(&settings, &store).await?;
             let audit = AuditLog::from_settings(store, &settings);
             let result = approve(&audit, queue.as_ref(), &id, &who(by)).await;
             queue.close().await;
@@ -88,9 +80,6 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
             Ok(())
         }
         ApprovalsCommand::Reject { id, by, reason } => {
-            let store = Store::connect(&settings.store)
-                .await
-                .context("opening the store")?;
             let audit = AuditLog::from_settings(store, &settings);
             let approval = reject(&audit, &id, &who(by), reason.as_deref()).await?;
             eprintln!(

@@ -7,7 +7,7 @@
 //! Times (`--since`, `--until`, `--from`) are RFC 3339 (`2026-05-01T12:00:00Z`), a date
 //! (`2026-05-01`, midnight UTC) or an age (`15m`, `24h`, `7d`: that long ago).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::EXIT_CONFIG;
 use crate::audit::ocsf::to_ocsf;
 use crate::audit::query::{AuditQuery, first_seq_since, query};
-use crate::audit::{AuditKind, AuditRecord, hashing, log::parse_kind, verify};
+use crate::audit::{AuditRecord, hashing, log::parse_kinds, verify};
 use crate::config::Settings;
 use crate::store::Store;
 
@@ -120,9 +120,7 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
         };
     }
     let result = async {
-        let store = Store::connect(&settings.store)
-            .await
-            .context("opening the store")?;
+        let store = crate::app::open_store(settings).await?;
         let code = match args.command {
             AuditCommand::Tail { from, follow, format } => tail(&store, from, follow, format).await,
             AuditCommand::Query {
@@ -140,7 +138,8 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                     event_id: event_id
                         .map(|e| e.parse().context("--event-id must be a ULID"))
                         .transpose()?,
-                    kinds: parse_kinds(&kind)?,
+                    kinds: parse_kinds(kind.iter().map(String::as_str))
+                        .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
                     since: since.as_deref().map(parse_time).transpose()?,
                     until: until.as_deref().map(parse_time).transpose()?,
                     after_seq,
@@ -206,14 +205,6 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn parse_kinds(kinds: &[String]) -> anyhow::Result<Vec<AuditKind>> {
-    kinds
-        .iter()
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| parse_kind(k.trim()).map_err(|e| anyhow::anyhow!("--kind: {e}")))
-        .collect()
-}
-
 /// RFC 3339, a date (midnight UTC), or an age (`90s`, `15m`, `24h`, `7d`) before now.
 pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     let text = text.trim();
@@ -242,30 +233,44 @@ pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
         })
 }
 
-/// Every record `query` selects (its `limit` applies; 0 = all), read in batches.
-async fn query_all(store: &Store, mut query_spec: AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
-    let wanted = query_spec.limit;
-    let mut records = Vec::new();
+/// Hands every record `query_spec` selects after its `after_seq` to `each`, a batch at a time,
+/// until the trail ends or `max` records were read (0: no bound). `after_seq` moves along, so a
+/// later call goes on from there. Returns how many were read.
+async fn for_each_batch(
+    store: &Store,
+    query_spec: &mut AuditQuery,
+    max: usize,
+    mut each: impl FnMut(Vec<AuditRecord>) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let mut read = 0;
     loop {
-        let left = if wanted == 0 {
-            BATCH
-        } else {
-            (wanted - records.len()).min(BATCH)
-        };
+        let left = if max == 0 { BATCH } else { (max - read).min(BATCH) };
         if left == 0 {
-            break;
+            return Ok(read);
         }
         query_spec.limit = left;
-        let batch = query(store, &query_spec)
+        let batch = query(store, query_spec)
             .await
             .context("reading the audit trail")?;
         let done = batch.len() < left;
         query_spec.after_seq = batch.last().map(|r| r.seq).or(query_spec.after_seq);
-        records.extend(batch);
+        read += batch.len();
+        each(batch)?;
         if done {
-            break;
+            return Ok(read);
         }
     }
+}
+
+/// Every record `query` selects (its `limit` applies; 0 = all), read in batches.
+async fn query_all(store: &Store, mut query_spec: AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+    let max = query_spec.limit;
+    let mut records = Vec::new();
+    for_each_batch(store, &mut query_spec, max, |batch| {
+        records.extend(batch);
+        Ok(())
+    })
+    .await?;
     Ok(records)
 }
 
@@ -275,21 +280,11 @@ async fn export(
     format: Format,
     out: &mut Output,
 ) -> anyhow::Result<u64> {
-    let mut count = 0;
-    loop {
-        query_spec.limit = BATCH;
-        let batch = query(store, &query_spec)
-            .await
-            .context("reading the audit trail")?;
-        for record in &batch {
-            out.record(record, format)?;
-            count += 1;
-        }
-        match batch.last() {
-            Some(last) if batch.len() == BATCH => query_spec.after_seq = Some(last.seq),
-            _ => return Ok(count),
-        }
-    }
+    let read = for_each_batch(store, &mut query_spec, 0, |batch| {
+        batch.iter().try_for_each(|record| out.record(record, format))
+    })
+    .await?;
+    Ok(read as u64)
 }
 
 async fn tail(store: &Store, from: Option<String>, follow: bool, format: Format) -> anyhow::Result<ExitCode> {
@@ -319,23 +314,14 @@ async fn tail(store: &Store, from: Option<String>, follow: bool, format: Format)
     }
     let mut query_spec = AuditQuery {
         after_seq: Some(after),
-        limit: BATCH,
         ..AuditQuery::default()
     };
     loop {
-        let batch = query(store, &query_spec)
-            .await
-            .context("reading the audit trail")?;
-        for record in &batch {
-            out.record(record, format)?;
-        }
-        out.flush()?;
-        if let Some(last) = batch.last() {
-            query_spec.after_seq = Some(last.seq);
-        }
-        if batch.len() == BATCH {
-            continue;
-        }
+        for_each_batch(store, &mut query_spec, 0, |batch| {
+            batch.iter().try_for_each(|record| out.record(record, format))?;
+            out.flush()
+        })
+        .await?;
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }
@@ -351,28 +337,12 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
         .await
         .context("reading the audit head")?;
     let total = head.saturating_sub(from.max(1) - 1);
-    let bar = if std::io::stderr().is_terminal() && total > 0 {
-        let bar = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "verifying {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
-        ) {
-            bar.set_style(style);
-        }
-        Some(bar)
-    } else {
-        None
-    };
-    let step = (total / 10).max(100_000);
-    let report = verify(store, from, |seq| match &bar {
-        Some(bar) => bar.inc(1),
-        None if (seq + 1 - from.max(1)).is_multiple_of(step) => eprintln!("verified {seq} of {head}"),
-        None => {}
-    })
-    .await
-    .context("reading the audit trail")?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let mut progress = super::progress::Progress::new("verifying", total);
+    let every = (total / 10).max(100_000);
+    let report = verify(store, from, |_| progress.tick(every))
+        .await
+        .context("reading the audit trail")?;
+    progress.finish();
     match &report.broken {
         None => {
             println!(
@@ -391,11 +361,14 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One line of the table: seq, time, kind, event, account, action, outcome.
+fn columns(cells: [&str; 7]) -> String {
+    let [seq, time, kind, event, account, action, outcome] = cells;
+    format!("{seq:>8}  {time:<24}  {kind:<13}  {event:<26}  {account:<24}  {action:<32}  {outcome}")
+}
+
 fn table_header() -> String {
-    format!(
-        "{:>8}  {:<24}  {:<13}  {:<26}  {:<24}  {:<32}  {}",
-        "SEQ", "TIME", "KIND", "EVENT", "ACCOUNT", "ACTION", "OUTCOME"
-    )
+    columns(["SEQ", "TIME", "KIND", "EVENT", "ACCOUNT", "ACTION", "OUTCOME"])
 }
 
 fn table_row(record: &AuditRecord) -> String {
@@ -415,16 +388,15 @@ fn table_row(record: &AuditRecord) -> String {
     if r.dry_run {
         outcome.push_str(" (dry run)");
     }
-    format!(
-        "{:>8}  {:<24}  {:<13}  {:<26}  {:<24}  {:<32}  {}",
-        record.seq,
-        crate::audit::chain::format_time(record.time),
+    columns([
+        &record.seq.to_string(),
+        &crate::audit::chain::format_time(record.time),
         r.kind.as_str(),
-        r.event_id.to_string(),
+        &r.event_id.to_string(),
         r.account_id.as_deref().unwrap_or("-"),
-        action,
-        outcome
-    )
+        &action,
+        &outcome,
+    ])
 }
 
 /// Buffered output that reports a closed pipe as an error the caller can recognize.

@@ -19,7 +19,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::atlassian::{AtlassianClients, AtlassianMetrics, ClientDeps, ConfluenceClient};
 use crate::config::{AuthSettings, Settings};
-use crate::store::Store;
 
 use super::EXIT_CONFIG;
 
@@ -64,11 +63,7 @@ pub async fn run(settings: &Settings, command: DirectoryCommand) -> ExitCode {
     let result = async {
         let store = match atlassian.auth {
             // Rotated OAuth refresh tokens live in the store.
-            Some(AuthSettings::Oauth { .. }) => Some(
-                Store::connect(&settings.store)
-                    .await
-                    .context("opening the store")?,
-            ),
+            Some(AuthSettings::Oauth { .. }) => Some(crate::app::open_store(settings).await?),
             _ => None,
         };
         let clients =
@@ -184,7 +179,10 @@ fn render_users(users: &[User], format: Format) -> anyhow::Result<String> {
                     row
                 })
                 .collect();
-            Ok(table(&["ACCOUNT ID", "DISPLAY NAME", "EMAIL", "TYPE"], &shown))
+            Ok(super::table::render(
+                &["ACCOUNT ID", "DISPLAY NAME", "EMAIL", "TYPE"],
+                &shown,
+            ))
         }
     }
 }
@@ -197,31 +195,8 @@ fn render_groups(groups: &[Group], format: Format) -> anyhow::Result<String> {
     match format {
         Format::Json => Ok(serde_json::to_string_pretty(groups)? + "\n"),
         Format::Csv => Ok(csv(&["id", "name"], &rows)),
-        Format::Table => Ok(table(&["ID", "NAME"], &rows)),
+        Format::Table => Ok(super::table::render(&["ID", "NAME"], &rows)),
     }
-}
-
-/// Columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
 }
 
 /// RFC 4180: quote fields holding a comma, a quote or a line break; double inner quotes.

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use super::progress::Progress;
 use super::table;
-use crate::app::open_queue_and_store;
+use crate::app::{open_queue, open_store};
 use crate::config::Settings;
 use crate::queue::replay::replay;
 use crate::store::{DeadLetterFilter, DeadLetterRow, Store};
@@ -49,11 +49,18 @@ pub enum DlqCommand {
 }
 
 pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+    if let DlqCommand::Replay {
+        ids, all, event_type, ..
+    } = &command
+        && ids.is_empty()
+        && !all
+        && event_type.is_none()
+    {
+        bail!("name dead letters to replay, or use --all or --type");
+    }
+    let store = open_store(&settings).await?;
     match command {
         DlqCommand::List { event_type } => {
-            let store = Store::connect(&settings.store)
-                .await
-                .context("opening the store")?;
             let letters = store
                 .dead_letters(&DeadLetterFilter {
                     event_type,
@@ -65,9 +72,6 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             Ok(())
         }
         DlqCommand::Show { id } => {
-            let store = Store::connect(&settings.store)
-                .await
-                .context("opening the store")?;
             let (letter, still_dead) = store
                 .dead_letter(&id)
                 .await?
@@ -77,31 +81,17 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
         }
         DlqCommand::Replay {
             ids,
-            all,
+            all: _,
             event_type,
             dry_run,
         } => {
-            if ids.is_empty() && !all && event_type.is_none() {
-                bail!("name dead letters to replay, or use --all or --type");
-            }
-            let (store, queue) = if dry_run {
-                (
-                    Store::connect(&settings.store)
-                        .await
-                        .context("opening the store")?,
-                    None,
-                )
-            } else {
-                let (store, queue) = open_queue_and_store(&settings).await?;
-                (store, Some(queue))
-            };
             let letters = select(&store, &ids, event_type).await?;
             if dry_run {
                 print!("{}", list(&letters));
                 eprintln!("dry run: {} dead letter(s) would be replayed", letters.len());
                 return Ok(());
             }
-            let Some(queue) = queue else { return Ok(()) };
+            let queue = open_queue(&settings, &store).await?;
             let audit = crate::audit::AuditLog::from_settings(store.clone(), &settings);
             let mut progress = Progress::new("replaying", letters.len() as u64);
             let mut failed = 0;
@@ -123,9 +113,6 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             Ok(())
         }
         DlqCommand::Purge { ids, yes } => {
-            let store = Store::connect(&settings.store)
-                .await
-                .context("opening the store")?;
             let letters = select(&store, &ids, None).await?;
             if !yes && !confirm(&format!("Purge {} dead letter(s) for good?", letters.len()))? {
                 bail!("not purged (confirm, or pass --yes)");

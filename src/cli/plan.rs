@@ -10,7 +10,6 @@ use handlers::{Envelope, Plan};
 use crate::app::atlassian_clients;
 use crate::config::Settings;
 use crate::reactions::Planner;
-use crate::store::Store;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -33,11 +32,8 @@ pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.event).with_context(|| format!("reading {}", args.event.display()))?;
     let envelope: Envelope = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an envelope", args.event.display()))?;
-    crate::app::install_crypto_provider();
     // The store holds OAuth tokens the clients may need; nothing is written otherwise.
-    let store = Store::connect(&settings.store)
-        .await
-        .context("opening the store")?;
+    let store = crate::app::open_store(&settings).await?;
     let clients = atlassian_clients(&settings, &store, &Metrics::new())?;
     let planner = Planner::from_settings(&settings, clients.as_deref());
     let plans = planner

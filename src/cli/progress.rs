@@ -43,6 +43,18 @@ impl Progress {
         }
     }
 
+    /// One more item done, without a line of its own: without a bar, a line every `every` items.
+    pub fn tick(&mut self, every: u64) {
+        self.done += 1;
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None if self.done.is_multiple_of(every.max(1)) => {
+                eprintln!("{} {}/{}", self.label, self.done, self.total)
+            }
+            None => {}
+        }
+    }
+
     pub fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();

@@ -3,15 +3,14 @@
 
 use std::sync::Mutex;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
 use super::progress::Progress;
 use super::table;
-use crate::app::{atlassian_clients, open_queue_and_store};
+use crate::app::{atlassian_clients, open_queue, open_store};
 use crate::config::Settings;
 use crate::poll::reconcile::{self, Reconciler};
-use crate::store::Store;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Args)]
@@ -41,17 +40,11 @@ impl reconcile::Progress for Phases {
 }
 
 pub async fn run(settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> {
-    crate::app::install_crypto_provider();
-    let (store, queue) = if args.dry_run {
-        (
-            Store::connect(&settings.store)
-                .await
-                .context("opening the store")?,
-            None,
-        )
+    let store = open_store(&settings).await?;
+    let queue = if args.dry_run {
+        None
     } else {
-        let (store, queue) = open_queue_and_store(&settings).await?;
-        (store, Some(queue))
+        Some(open_queue(&settings, &store).await?)
     };
     let metrics = Metrics::new();
     let Some(clients) = atlassian_clients(&settings, &store, &metrics)? else {

@@ -81,9 +81,9 @@ enum Accepted {
 }
 
 async fn handle(state: Arc<IngressState>, delivery: Delivery) -> Response {
-    let known = state.settings.source(&delivery.source).cloned();
+    let known = state.settings.source(&delivery.source);
     // Only configured names become metric labels or log fields: a sender cannot invent series.
-    let label = known.as_ref().map_or("unknown", |s| s.name.as_str()).to_owned();
+    let label = known.map_or("unknown", |s| s.name.as_str()).to_owned();
     // Never log the URI: for url-token sources it carries the secret.
     let span = tracing::info_span!(
         "webhook",
@@ -93,7 +93,7 @@ async fn handle(state: Arc<IngressState>, delivery: Delivery) -> Response {
     );
     let result = async {
         let source = known.ok_or(IngressError::UnknownSource)?;
-        process(&state, &source, delivery).await
+        process(&state, source, delivery).await
     }
     .instrument(span.clone())
     .await;

@@ -25,13 +25,14 @@ impl ApprovalState {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
+    /// The state named `s` (as [`ApprovalState::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
             "pending" => ApprovalState::Pending,
             "approved" => ApprovalState::Approved,
             "rejected" => ApprovalState::Rejected,
             "executed" => ApprovalState::Executed,
-            other => return Err(StoreError::Corrupt(format!("approval state {other}"))),
+            _ => return None,
         })
     }
 }
@@ -68,7 +69,8 @@ fn from_row(row: &AnyRow) -> Result<Approval, StoreError> {
         account_id: row.try_get("account_id")?,
         plan: row.try_get("plan")?,
         envelope: row.try_get("envelope")?,
-        state: ApprovalState::parse(&state)?,
+        state: ApprovalState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("approval state {state}")))?,
         created_at: from_millis(row.try_get("created_at")?)?,
         decided_at: decided_at.map(from_millis).transpose()?,
         decided_by: row.try_get("decided_by")?,

@@ -8,6 +8,7 @@
 //! fail at once with [`PublishError::Unavailable`] (so the ingress answers 503 fast) and
 //! readiness is red. Nothing here restarts the process.
 
+pub(crate) mod backoff;
 mod consumer;
 mod dead_letters;
 pub mod headers;
@@ -329,8 +330,10 @@ impl Queue for RabbitQueue {
 
 /// Keeps a healthy link installed until shutdown.
 async fn supervise(shared: Arc<Shared>) {
-    let max_delay = Duration::from_millis(shared.settings.reconnect_max_delay_ms.max(100));
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = backoff::Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_millis(shared.settings.reconnect_max_delay_ms),
+    );
     let mut attempt: u32 = 0;
     loop {
         if shared.shutdown.is_cancelled() {
@@ -349,7 +352,7 @@ async fn supervise(shared: Arc<Shared>) {
                 shared.connected.notify_waiters();
                 tracing::info!(url = %shared.settings.url, attempt, "connected to RabbitMQ");
                 attempt = 0;
-                delay = Duration::from_millis(100);
+                backoff.reset();
                 let reason = wait_until_broken(&shared, &link).await;
                 shared.set(None);
                 close_link(&link).await;
@@ -359,23 +362,19 @@ async fn supervise(shared: Arc<Shared>) {
                 }
             }
             Ok(Err(error)) => {
-                tracing::warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "cannot connect to RabbitMQ");
+                tracing::warn!(%error, attempt, retry_in_ms = backoff.delay().as_millis() as u64, "cannot connect to RabbitMQ");
             }
             Err(_) => {
                 tracing::warn!(
                     attempt,
-                    retry_in_ms = delay.as_millis() as u64,
+                    retry_in_ms = backoff.delay().as_millis() as u64,
                     "connecting to RabbitMQ timed out"
                 );
             }
         }
-        // Jittered so a fleet of processes does not reconnect in lockstep after a broker restart.
-        let sleep = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            _ = tokio::time::sleep(sleep) => {}
+        if !backoff.wait(&shared.shutdown).await {
+            break;
         }
-        delay = (delay * 2).min(max_delay);
     }
     if let Some(link) = shared.current() {
         shared.set(None);
