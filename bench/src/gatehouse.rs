@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 use crate::Common;
 
@@ -226,27 +225,8 @@ pub async fn delete_prefix(amqp_url: &str, prefix: &str) {
     else {
         return;
     };
-    let mut queues = vec![
-        topology.work_queue(),
-        topology.dead_queue(),
-        format!("{prefix}.audit"),
-    ];
-    queues.extend(topology.retry_queues());
-    for queue in queues {
-        if let Ok(channel) = connection.create_channel().await {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    if let Ok(channel) = connection.create_channel().await {
-        let _ = channel
-            .exchange_delete(
-                topology.events_exchange().as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    let stream = ::gatehouse::audit::stream::stream_name(prefix);
+    topology.delete(&connection, &[&stream]).await;
     let _ = connection.close(200, "bench done".into()).await;
 }
 

@@ -221,7 +221,7 @@ async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: u
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         channels.push(channel);
     }
-    let exchange = topology.events_exchange();
+    let exchange = topology.events_exchange().to_owned();
     let permits = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(bodies.len());

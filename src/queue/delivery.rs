@@ -16,6 +16,18 @@ use serde::{Deserialize, Serialize};
 #[error("queue error: {0}")]
 pub struct QueueError(pub String);
 
+impl From<sqlx::Error> for QueueError {
+    fn from(error: sqlx::Error) -> Self {
+        QueueError(error.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for QueueError {
+    fn from(error: crate::store::StoreError) -> Self {
+        QueueError(error.to_string())
+    }
+}
+
 /// One failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -25,7 +37,7 @@ pub struct Failure {
 }
 
 /// At most this many failures are carried (the oldest are dropped), so headers stay small.
-pub const MAX_HISTORY: usize = 20;
+const MAX_HISTORY: usize = 20;
 
 /// What a backend needs to send a message back for a later attempt.
 #[derive(Debug, Clone)]
@@ -98,11 +110,6 @@ impl Delivery {
             redelivered,
             settle,
         }
-    }
-
-    /// When the first attempt failed, if one did.
-    pub fn first_failure_at(&self) -> Option<DateTime<Utc>> {
-        self.history.first().map(|f| f.at)
     }
 
     pub async fn ack(self) -> Result<(), QueueError> {

@@ -30,15 +30,7 @@ use super::{
 };
 use crate::audit::AuditLog;
 use crate::config::QueueSettings;
-use crate::store::{Backend, DeadLetterRow, Store, StoreError, to_millis};
-
-fn queue_error(error: StoreError) -> QueueError {
-    QueueError(error.to_string())
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
+use crate::store::{Backend, DeadLetterRow, Store, StoreError, duration_millis, to_millis};
 
 /// The embedded queue backend.
 #[derive(Debug, Clone)]
@@ -72,8 +64,8 @@ impl EmbeddedQueue {
             .map_err(|_| PublishError::Broker("envelope is not UTF-8".to_owned()))?;
         sqlx::query(
             "INSERT INTO queue_messages
-                 (routing_key, message_id, event_id, event_type, body, attempts, deliveries, visible_at, history, created_at)
-             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, '[]', $6)",
+                 (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, '[]', $6)",
         )
         .bind(&message.routing_key)
         .bind(&message.message_id)
@@ -94,7 +86,7 @@ impl EmbeddedQueue {
     async fn take_next(&self) -> Result<Option<Taken>, StoreError> {
         let token = format!("{}/{}", self.owner, ulid::Ulid::generate());
         let now = to_millis(Utc::now());
-        let until = now.saturating_add(millis(Duration::from_secs(
+        let until = now.saturating_add(duration_millis(Duration::from_secs(
             self.settings.visibility_timeout_seconds,
         )));
         let pick = match self.store.backend() {
@@ -110,7 +102,8 @@ impl EmbeddedQueue {
                  ORDER BY id LIMIT 1"
             }
         };
-        let mut tx = self.store.begin_write().await?;
+        // One statement, so no transaction around it: a writing statement takes SQLite's write
+        // lock from its start, and PostgreSQL's row lock is the statement's own.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE queue_messages SET locked_by = $1, locked_until = $2, deliveries = deliveries + 1
              WHERE id = ({pick})
@@ -119,9 +112,8 @@ impl EmbeddedQueue {
         .bind(&token)
         .bind(until)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.store.pool())
         .await?;
-        tx.commit().await?;
         let Some(row) = row else { return Ok(None) };
         let history: String = row.try_get("history")?;
         let deliveries: i64 = row.try_get("deliveries")?;
@@ -148,7 +140,7 @@ impl EmbeddedQueue {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    let until = to_millis(Utc::now()).saturating_add(millis(visibility));
+                    let until = to_millis(Utc::now()).saturating_add(duration_millis(visibility));
                     let renewed = sqlx::query(
                         "UPDATE queue_messages SET locked_until = $1 WHERE id = $2 AND locked_by = $3",
                     )
@@ -275,11 +267,10 @@ impl Queue for EmbeddedQueue {
         )
         .bind(now)
         .fetch_one(self.store.pool())
-        .await
-        .map_err(|e| QueueError(e.to_string()))?;
-        let work: i64 = row.try_get("work").map_err(|e| QueueError(e.to_string()))?;
-        let retry: i64 = row.try_get("retry").map_err(|e| QueueError(e.to_string()))?;
-        let oldest: Option<i64> = row.try_get("oldest").map_err(|e| QueueError(e.to_string()))?;
+        .await?;
+        let work: i64 = row.try_get("work")?;
+        let retry: i64 = row.try_get("retry")?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
         Ok(QueueDepths {
             work: u64::try_from(work).unwrap_or(0),
             retry: u64::try_from(retry).unwrap_or(0),
@@ -320,6 +311,18 @@ impl EmbeddedSettle {
             "embedded queue: lost the lock before {what}"
         );
     }
+
+    /// The outcome of a statement that settles the row only while this delivery holds its lock.
+    fn settled(
+        &self,
+        what: &str,
+        result: Result<sqlx::any::AnyQueryResult, sqlx::Error>,
+    ) -> Result<(), QueueError> {
+        if result?.rows_affected() == 0 {
+            self.lost(what);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -329,40 +332,26 @@ impl Settle for EmbeddedSettle {
             .bind(self.id)
             .bind(&self.token)
             .execute(self.queue.store.pool())
-            .await
-            .map_err(|e| QueueError(e.to_string()))?;
-        if result.rows_affected() == 0 {
-            self.lost("ack");
-        }
-        Ok(())
+            .await;
+        self.settled("ack", result)
     }
 
     async fn retry(self: Box<Self>, retry: Retry) -> Result<(), QueueError> {
-        let visible_at =
-            to_millis(Utc::now()).saturating_add(millis(self.queue.settings.retry_delay(retry.rung)));
-        // The newest failure, if any (a postponed delivery adds none).
-        let failed_at = retry.history.last().map(|f| to_millis(f.at));
+        let visible_at = to_millis(Utc::now())
+            .saturating_add(duration_millis(self.queue.settings.retry_delay(retry.rung)));
         let history = serde_json::to_string(&retry.history).map_err(|e| QueueError(e.to_string()))?;
         let result = sqlx::query(
             "UPDATE queue_messages SET
-                 attempts = $1, history = $2, visible_at = $3, locked_by = NULL, locked_until = NULL,
-                 deliveries = 0, first_failure_at = COALESCE(first_failure_at, $4),
-                 last_failure_at = COALESCE($4, last_failure_at)
-             WHERE id = $5 AND locked_by = $6",
+                 history = $1, visible_at = $2, locked_by = NULL, locked_until = NULL, deliveries = 0
+             WHERE id = $3 AND locked_by = $4",
         )
-        .bind(i64::from(retry.attempts))
         .bind(history)
         .bind(visible_at)
-        .bind(failed_at)
         .bind(self.id)
         .bind(&self.token)
         .execute(self.queue.store.pool())
-        .await
-        .map_err(|e| QueueError(e.to_string()))?;
-        if result.rows_affected() == 0 {
-            self.lost("retry");
-        }
-        Ok(())
+        .await;
+        self.settled("retry", result)
     }
 
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<(), QueueError> {
@@ -377,8 +366,7 @@ impl Settle for EmbeddedSettle {
         .bind(self.id)
         .bind(&self.token)
         .execute(self.queue.store.pool())
-        .await
-        .map_err(|e| QueueError(e.to_string()))?;
+        .await?;
         Ok(())
     }
 }
@@ -397,7 +385,7 @@ impl EmbeddedSettle {
 
     async fn move_to_dead_letters(&self, letter: DeadLetter, audited: bool) -> Result<(), QueueError> {
         let store = &self.queue.store;
-        let mut tx = store.begin_write().await.map_err(queue_error)?;
+        let mut tx = store.begin_write().await?;
         // Taking the row out first makes the move atomic with respect to a lock that ran out
         // meanwhile: only the holder of the lock deletes it.
         let row = sqlx::query(
@@ -407,8 +395,7 @@ impl EmbeddedSettle {
         .bind(self.id)
         .bind(&self.token)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| QueueError(e.to_string()))?;
+        .await?;
         let Some(row) = row else {
             self.lost("dead-lettering");
             return Ok(());
@@ -433,17 +420,8 @@ impl EmbeddedSettle {
             history: letter.history,
             dead_at: Utc::now(),
         };
-        crate::store::dead_letters::insert(&mut tx, &dead)
-            .await
-            .map_err(queue_error)?;
-        if audited && let Some(record) = parked::audit_record(&dead) {
-            self.queue
-                .audit
-                .append_in(&mut tx, vec![record])
-                .await
-                .map_err(|e| QueueError(e.to_string()))?;
-        }
-        tx.commit().await.map_err(|e| QueueError(e.to_string()))?;
+        parked::record_in(&mut tx, &self.queue.audit, &dead, audited).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

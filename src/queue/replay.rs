@@ -5,7 +5,7 @@
 //! first: if marking then fails, a second replay publishes a copy that the worker's dedupe claim
 //! absorbs, so nothing is lost and nothing is done twice.
 
-use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::audit::{AuditError, AuditKind, AuditLog, Outcome};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
 use crate::store::{DeadLetterRow, StoreError};
 
@@ -22,11 +22,8 @@ pub enum ReplayError {
 /// Replays one dead letter; the replay is on the audit trail before the event is queued.
 pub async fn replay(audit: &AuditLog, queue: &dyn Queue, letter: &DeadLetterRow) -> Result<(), ReplayError> {
     let store = audit.store();
-    if let Ok(event_id) = letter.event_id.parse::<ulid::Ulid>() {
-        let mut record = NewRecord::new(event_id, AuditKind::Replayed);
-        record.account_id = letter.subject.clone().filter(|s| !s.starts_with("group:"));
-        record.attempt = letter.attempts;
-        record.outcome = Outcome::status(format!("replayed dead letter {}", letter.id));
+    let outcome = Outcome::status(format!("replayed dead letter {}", letter.id));
+    if let Some(record) = super::parked::letter_record(letter, AuditKind::Replayed, outcome) {
         audit.append(record).await?;
     }
     let message = OutgoingMessage {

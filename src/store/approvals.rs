@@ -97,11 +97,12 @@ pub async fn request(
     new: &NewApproval<'_>,
 ) -> Result<(Approval, bool), StoreError> {
     let id = ulid::Ulid::generate().to_string();
-    let inserted = sqlx::query(
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO approvals (id, event_id, handler, event_type, account_id, plan, envelope, state, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
-         ON CONFLICT (event_id, handler) DO NOTHING",
-    )
+         ON CONFLICT (event_id, handler) DO NOTHING
+         RETURNING {COLUMNS}"
+    )))
     .bind(&id)
     .bind(new.event_id)
     .bind(new.handler)
@@ -110,10 +111,11 @@ pub async fn request(
     .bind(new.plan)
     .bind(new.envelope)
     .bind(to_millis(Utc::now()))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        > 0;
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok((from_row(&row)?, true));
+    }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM approvals WHERE event_id = $1 AND handler = $2"
     )))
@@ -121,7 +123,7 @@ pub async fn request(
     .bind(new.handler)
     .fetch_one(&mut *conn)
     .await?;
-    Ok((from_row(&row)?, inserted))
+    Ok((from_row(&row)?, false))
 }
 
 /// Moves an approval from `from` to `to` on `conn` (a transaction, so the decision commits with

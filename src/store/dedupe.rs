@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::Row;
 
-use super::{Store, StoreError, to_millis};
+use super::{Store, StoreError, duration_millis, to_millis};
 
 /// The result of trying to claim a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,14 +26,66 @@ pub enum Claim {
     Busy { owner: String },
 }
 
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+/// Claims `key` for `owner` on `conn` (a transaction, so the claim can commit with the event's
+/// `received` record), taking over a released claim, an expired lease, or a completed
+/// claim past its retention. Claiming again as the same owner succeeds, so a claim whose
+/// commit was not acknowledged can be retried (owners are one per delivery, never shared).
+pub async fn claim_in(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+    event_id: &str,
+    owner: &str,
+    lease: Duration,
+    retention: Duration,
+) -> Result<Claim, StoreError> {
+    let now = to_millis(Utc::now());
+    let acquired = sqlx::query(
+        "INSERT INTO dedupe_claims
+             (dedupe_key, event_id, state, owner, lease_until, claimed_at, completed_at, expires_at)
+         VALUES ($1, $2, 'processing', $3, $4, $5, NULL, $6)
+         ON CONFLICT (dedupe_key) DO UPDATE SET
+             event_id = excluded.event_id,
+             state = 'processing',
+             owner = excluded.owner,
+             lease_until = excluded.lease_until,
+             claimed_at = excluded.claimed_at,
+             completed_at = NULL,
+             expires_at = excluded.expires_at
+         WHERE dedupe_claims.state = 'released'
+            OR (dedupe_claims.state = 'processing'
+                AND (dedupe_claims.lease_until < $5 OR dedupe_claims.owner = excluded.owner))
+            OR (dedupe_claims.state = 'completed' AND dedupe_claims.expires_at < $5)
+         RETURNING owner",
+    )
+    .bind(key)
+    .bind(event_id)
+    .bind(owner)
+    .bind(now.saturating_add(duration_millis(lease)))
+    .bind(now)
+    .bind(now.saturating_add(duration_millis(retention)))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if acquired.is_some() {
+        return Ok(Claim::Acquired);
+    }
+    let row = sqlx::query("SELECT state, owner, event_id FROM dedupe_claims WHERE dedupe_key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("claim for {key} vanished while claiming")))?;
+    let state: String = row.try_get("state")?;
+    Ok(match state.as_str() {
+        "completed" => Claim::Completed {
+            event_id: row.try_get("event_id")?,
+        },
+        _ => Claim::Busy {
+            owner: row.try_get("owner")?,
+        },
+    })
 }
 
 impl Store {
-    /// Claims `key` for `owner`, taking over a released claim, an expired lease, or a completed
-    /// claim past its retention. Claiming again as the same owner succeeds, so a claim whose
-    /// commit was not acknowledged can be retried (owners are one per delivery, never shared).
+    /// [`claim_in`] on its own.
     pub async fn claim(
         &self,
         key: &str,
@@ -42,55 +94,13 @@ impl Store {
         lease: Duration,
         retention: Duration,
     ) -> Result<Claim, StoreError> {
-        let now = to_millis(Utc::now());
-        let acquired = sqlx::query(
-            "INSERT INTO dedupe_claims
-                 (dedupe_key, event_id, state, owner, lease_until, claimed_at, completed_at, expires_at)
-             VALUES ($1, $2, 'processing', $3, $4, $5, NULL, $6)
-             ON CONFLICT (dedupe_key) DO UPDATE SET
-                 event_id = excluded.event_id,
-                 state = 'processing',
-                 owner = excluded.owner,
-                 lease_until = excluded.lease_until,
-                 claimed_at = excluded.claimed_at,
-                 completed_at = NULL,
-                 expires_at = excluded.expires_at
-             WHERE dedupe_claims.state = 'released'
-                OR (dedupe_claims.state = 'processing'
-                    AND (dedupe_claims.lease_until < $5 OR dedupe_claims.owner = excluded.owner))
-                OR (dedupe_claims.state = 'completed' AND dedupe_claims.expires_at < $5)
-             RETURNING owner",
-        )
-        .bind(key)
-        .bind(event_id)
-        .bind(owner)
-        .bind(now.saturating_add(millis(lease)))
-        .bind(now)
-        .bind(now.saturating_add(millis(retention)))
-        .fetch_optional(self.pool())
-        .await?;
-        if acquired.is_some() {
-            return Ok(Claim::Acquired);
-        }
-        let row = sqlx::query("SELECT state, owner, event_id FROM dedupe_claims WHERE dedupe_key = $1")
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("claim for {key} vanished while claiming")))?;
-        let state: String = row.try_get("state")?;
-        Ok(match state.as_str() {
-            "completed" => Claim::Completed {
-                event_id: row.try_get("event_id")?,
-            },
-            _ => Claim::Busy {
-                owner: row.try_get("owner")?,
-            },
-        })
+        let mut conn = self.pool().acquire().await?;
+        claim_in(&mut conn, key, event_id, owner, lease, retention).await
     }
 
     /// Extends `owner`'s lease; false when the claim is no longer theirs.
     pub async fn renew_claim(&self, key: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
-        let until = to_millis(Utc::now()).saturating_add(millis(lease));
+        let until = to_millis(Utc::now()).saturating_add(duration_millis(lease));
         let result = sqlx::query(
             "UPDATE dedupe_claims SET lease_until = $1
              WHERE dedupe_key = $2 AND owner = $3 AND state = 'processing'",
@@ -118,7 +128,7 @@ impl Store {
              WHERE dedupe_key = $3 AND owner = $4 AND state IN ('processing', 'completed')",
         )
         .bind(now)
-        .bind(now.saturating_add(millis(retention)))
+        .bind(now.saturating_add(duration_millis(retention)))
         .bind(key)
         .bind(owner)
         .execute(self.pool())

@@ -197,6 +197,11 @@ pub fn to_millis(time: chrono::DateTime<chrono::Utc>) -> i64 {
     time.timestamp_millis()
 }
 
+/// A length of time in the store's unit (milliseconds), saturating.
+pub fn duration_millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The inverse of [`to_millis`].
 pub fn from_millis(millis: i64) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
     chrono::DateTime::from_timestamp_millis(millis)

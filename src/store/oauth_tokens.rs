@@ -91,6 +91,13 @@ impl Store {
         refresh_token: &Secret,
         fingerprint: &str,
     ) -> Result<OAuthGrant, StoreError> {
+        // Called before every refresh: the row is nearly always there and current, which a
+        // plain read settles without taking the write lock.
+        if let Some(grant) = self.oauth_grant(grant_key).await?
+            && grant.seed_fingerprint == fingerprint
+        {
+            return Ok(grant);
+        }
         let now = to_millis(Utc::now());
         let mut tx = self.begin_write().await?;
         let stored: Option<(String, i64)> =

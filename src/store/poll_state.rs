@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{Store, StoreError, from_millis, to_millis};
+use super::{Store, StoreError, duration_millis, from_millis, to_millis};
 
 /// A protected group's members as last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ impl Store {
     /// Takes or renews the lease `name` for `owner`; false when another owner holds a live one.
     pub async fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = to_millis(Utc::now());
-        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let until = now.saturating_add(duration_millis(ttl));
         let row = sqlx::query(
             "INSERT INTO leases (name, owner, lease_until) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until

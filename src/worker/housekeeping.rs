@@ -2,6 +2,7 @@
 //! dedupe claims past their retention.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::config::Settings;
@@ -40,6 +41,7 @@ async fn sample_depths(queue: &dyn Queue, store: &Store, metrics: &Metrics) {
                 .set(depths.retry as i64);
             match depths.oldest_age_seconds {
                 Some(age) => {
+                    worker.oldest_age_sampled.store(true, Ordering::Relaxed);
                     worker.oldest_message_age_seconds.set(age);
                 }
                 None if depths.work == 0 => {

@@ -1,5 +1,8 @@
 //! The worker's metrics: attempts by outcome, processing time, queue depths and age.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,6 +31,9 @@ pub struct WorkerMetrics {
     /// Age of the oldest message waiting for a worker (0 when none is, or the backend cannot tell
     /// and the work queue is empty); on RabbitMQ, the age of the latest delivery at delivery.
     pub oldest_message_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The backend reports the oldest waiting message itself (the embedded queue): the
+    /// per-delivery stand-in must not overwrite its sample.
+    pub oldest_age_sampled: Arc<AtomicBool>,
 }
 
 impl WorkerMetrics {
@@ -38,6 +44,7 @@ impl WorkerMetrics {
             processing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             queue_depth: Family::default(),
             oldest_message_age_seconds: Gauge::default(),
+            oldest_age_sampled: Arc::default(),
         };
         registry.register(
             "worker_attempts",

@@ -5,8 +5,8 @@
 //!    without acting. Held by another live delivery: someone is on it, come back after the first rung
 //!    without counting a failure. Each delivery claims as its own owner, so two copies handed to
 //!    the same process cannot both act.
-//! 3. Record `received` in the audit trail (first attempt), then process, renewing the claim's
-//!    lease meanwhile. A claim lost meanwhile (this worker stalled past its lease and another
+//! 3. On a first attempt the claim commits together with the `received` audit record. Process,
+//!    renewing the claim's lease meanwhile. A claim lost meanwhile (this worker stalled past its lease and another
 //!    took over) stops the processing: the delivery comes back later and finds the outcome.
 //! 4. Success: mark the claim completed (durable) and only then ack. Transient failure: record it,
 //!    release the claim and retry on the ladder, or dead-letter once attempts are exhausted.
@@ -16,6 +16,7 @@
 //! while holding the delivery (so consumption stalls instead of failing events), never acting or
 //! acking unrecorded. At shutdown a delivery still waiting is given back untouched.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use handlers::Envelope;
@@ -25,7 +26,7 @@ use tracing::Instrument;
 use super::{Context, Processed};
 use crate::audit::{AuditKind, NewRecord, Outcome};
 use crate::queue::Delivery;
-use crate::store::Claim;
+use crate::store::{Claim, dedupe};
 
 pub(super) async fn handle(context: &Context, delivery: Delivery) {
     let started = Instant::now();
@@ -54,11 +55,13 @@ pub(super) async fn handle(context: &Context, delivery: Delivery) {
     metrics
         .processing_seconds
         .observe(started.elapsed().as_secs_f64());
-    let age = (chrono::Utc::now() - envelope.received_at)
-        .num_milliseconds()
-        .max(0) as f64
-        / 1000.0;
-    metrics.oldest_message_age_seconds.set(age);
+    if !metrics.oldest_age_sampled.load(Ordering::Relaxed) {
+        let age = (chrono::Utc::now() - envelope.received_at)
+            .num_milliseconds()
+            .max(0) as f64
+            / 1000.0;
+        metrics.oldest_message_age_seconds.set(age);
+    }
 }
 
 /// Returns the outcome label.
@@ -73,8 +76,22 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
     let owner = format!("{}/{}", context.owner, ulid::Ulid::generate());
     let owner = owner.as_str();
 
-    let claim = persist(context, "claim the event", || {
-        context.store.claim(key, &event_id, owner, lease, retention)
+    // The claim and, on a first attempt, the `received` record commit together: one write.
+    let received = record(envelope, AuditKind::Received, 1);
+    let claim = persist(context, "claim the event", || async {
+        let claim_and_record = async {
+            let mut tx = context.store.begin_write().await?;
+            let claim = dedupe::claim_in(&mut tx, key, &event_id, owner, lease, retention).await?;
+            if claim == Claim::Acquired && delivery.attempt == 1 {
+                context.audit.append_in(&mut tx, vec![received.clone()]).await?;
+            }
+            tx.commit().await?;
+            Ok(claim)
+        };
+        context
+            .audit
+            .bounded(claim_and_record, |timed_out| timed_out)
+            .await
     });
     let Some(claim) = claim.await else {
         // Shutting down while the store is away: give the message back untouched.
@@ -106,16 +123,6 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
         settle(delivery.release().await);
         "released"
     };
-    if delivery.attempt == 1
-        && !audit(
-            context,
-            "record the event as received",
-            record(envelope, AuditKind::Received, 1),
-        )
-        .await
-    {
-        return give_back(delivery).await;
-    }
 
     // Renew the lease while processing. Polled in this task (not spawned), so a worker that is
     // killed stops renewing at once and its claim can be taken over after the lease.
@@ -194,17 +201,16 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
                 context.store.release_claim(key, owner)
             })
             .await;
-            if error.kind == ErrorKind::Permanent {
-                tracing::error!(error = %error.message, "permanent failure; dead-lettering");
-                let reason = format!("permanent failure: {}", error.message);
-                settle(delivery.dead_letter(&reason, Some(&error.message)).await);
-                "dead_lettered"
-            } else if parks {
-                tracing::error!(error = %error.message, attempts = delivery.attempt, "attempts exhausted; dead-lettering");
-                let reason = format!(
-                    "gave up after {} attempts; last error: {}",
-                    delivery.attempt, error.message
-                );
+            if parks {
+                let reason = if error.kind == ErrorKind::Permanent {
+                    format!("permanent failure: {}", error.message)
+                } else {
+                    format!(
+                        "gave up after {} attempts; last error: {}",
+                        delivery.attempt, error.message
+                    )
+                };
+                tracing::error!(%reason, attempts = delivery.attempt, "dead-lettering");
                 settle(delivery.dead_letter(&reason, Some(&error.message)).await);
                 "dead_lettered"
             } else {

@@ -226,7 +226,7 @@ impl Settle for RabbitSettle {
         let mut table = self.headers();
         headers::record_failures(&mut table, retry.attempts, &retry.history, &self.routing_key);
         let queue = self.shared.topology.retry_queue(retry.rung);
-        self.move_to(&queue, table).await
+        self.move_to(queue, table).await
     }
 
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<(), QueueError> {
@@ -235,7 +235,7 @@ impl Settle for RabbitSettle {
         headers::set_text(&mut table, headers::DEAD_REASON, &letter.reason);
         headers::set_text(&mut table, headers::DEAD_ID, &ulid::Ulid::generate().to_string());
         let queue = self.shared.topology.dead_queue();
-        self.move_to(&queue, table).await
+        self.move_to(queue, table).await
     }
 
     async fn release(self: Box<Self>) -> Result<(), QueueError> {

@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 
 use super::{Shared, consumer, headers};
 use crate::audit::AuditLog;
+use crate::queue::QueueError;
 use crate::queue::parked::{self, subject_of};
 use crate::store::{DeadLetterRow, Store};
 
 pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinHandle<()> {
-    let queue = shared.topology.dead_queue();
+    let queue = shared.topology.dead_queue().to_owned();
     let (mut deliveries, stop, task) = consumer::subscribe(shared.clone(), queue, 16, |raw| raw);
     tokio::spawn(async move {
         loop {
@@ -39,13 +40,13 @@ pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinH
                 .as_ref()
                 .and_then(|t| headers::text(t, headers::DEAD_REASON))
                 .is_none();
-            let recorded = async {
-                if parked_by_broker && let Some(record) = parked::audit_record(&row) {
-                    audit.append(record).await.map_err(|e| e.to_string())?;
-                }
-                store.insert_dead_letter(&row).await.map_err(|e| e.to_string())
+            let record = async {
+                let mut tx = store.begin_write().await?;
+                parked::record_in(&mut tx, &audit, &row, parked_by_broker).await?;
+                tx.commit().await?;
+                Ok(())
             };
-            match recorded.await {
+            match audit.bounded(record, |e| QueueError(e.to_string())).await {
                 Ok(_) => {
                     tracing::warn!(
                         dead_letter = %row.id,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -107,7 +107,7 @@ impl Shared {
         let link = self.healthy().ok_or(PublishError::Unavailable)?;
         let exchange = ShortString::try_new(exchange)
             .map_err(|e| PublishError::Broker(format!("exchange name: {e}")))?;
-        let routing_key = ShortString::try_new(routing_key)
+        let key = ShortString::try_new(routing_key)
             .map_err(|e| PublishError::Broker(format!("routing key too long: {e}")))?;
         let options = BasicPublishOptions {
             // An unroutable publish comes back as an error instead of vanishing.
@@ -116,10 +116,9 @@ impl Shared {
         };
         let timeout = Duration::from_millis(self.settings.publish_timeout_ms);
         let started = Instant::now();
-        let shown_key = routing_key.to_string();
         let publish = async {
             link.channel()
-                .basic_publish(exchange, routing_key, options, body, properties)
+                .basic_publish(exchange, key, options, body, properties)
                 .await?
                 .await
         };
@@ -140,7 +139,7 @@ impl Shared {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
-            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable(shown_key)),
+            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable(routing_key.to_owned())),
             Confirmation::Nack(_) => Err(PublishError::Nacked),
             Confirmation::NotRequested => {
                 link.broken.cancel();
@@ -191,20 +190,10 @@ impl RabbitQueue {
 
     /// Waits until a healthy connection is up, or `timeout` passes; true when connected.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.connected.notified();
-            if self.is_ready() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.is_ready();
-            }
-        }
-    }
-
-    pub fn topology(&self) -> &Topology {
-        &self.shared.topology
+        let never = CancellationToken::new();
+        tokio::time::timeout(timeout, self.shared.wait_for_link(&never))
+            .await
+            .is_ok_and(|link| link.is_some())
     }
 
     /// Starts moving `.dead` into the store's dead letters (see [`dead_letters`]). Runs until
@@ -259,36 +248,27 @@ fn properties(message: &OutgoingMessage, headers: FieldTable) -> Result<BasicPro
 impl Queue for RabbitQueue {
     async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
         let mut table = FieldTable::default();
-        table.insert(
-            headers::EVENT_ID.into(),
-            AMQPValue::LongString(message.event_id.as_str().into()),
-        );
+        headers::set_text(&mut table, headers::EVENT_ID, &message.event_id);
         let properties = properties(message, table)?;
         let exchange = self.shared.topology.events_exchange();
         self.shared
-            .publish(&exchange, &message.routing_key, &message.body, properties)
+            .publish(exchange, &message.routing_key, &message.body, properties)
             .await
     }
 
     async fn requeue(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
         let mut table = FieldTable::default();
-        table.insert(
-            headers::EVENT_ID.into(),
-            AMQPValue::LongString(message.event_id.as_str().into()),
-        );
+        headers::set_text(&mut table, headers::EVENT_ID, &message.event_id);
         // The work queue is reached through the default exchange, which loses the original
         // routing key: carry it.
-        table.insert(
-            headers::ROUTING_KEY.into(),
-            AMQPValue::LongString(message.routing_key.as_str().into()),
-        );
+        headers::set_text(&mut table, headers::ROUTING_KEY, &message.routing_key);
         let properties = properties(message, table)?;
         let work = self.shared.topology.work_queue();
-        self.shared.publish("", &work, &message.body, properties).await
+        self.shared.publish("", work, &message.body, properties).await
     }
 
     async fn consume(&self, prefetch: u16) -> Result<Consumer, QueueError> {
-        let queue = self.shared.topology.work_queue();
+        let queue = self.shared.topology.work_queue().to_owned();
         let shared = self.shared.clone();
         let (deliveries, stop, task) =
             consumer::subscribe(self.shared.clone(), queue, prefetch, move |delivery| {
@@ -303,10 +283,10 @@ impl Queue for RabbitQueue {
             .healthy()
             .ok_or_else(|| QueueError("not connected to RabbitMQ".to_owned()))?;
         let topology = &self.shared.topology;
-        let work = queue_length(&link, &topology.work_queue()).await?;
+        let work = queue_length(&link, topology.work_queue()).await?;
         let mut retry = 0;
         for name in topology.retry_queues() {
-            retry += queue_length(&link, &name).await?;
+            retry += queue_length(&link, name).await?;
         }
         Ok(QueueDepths {
             work,
@@ -316,7 +296,7 @@ impl Queue for RabbitQueue {
     }
 
     fn is_ready(&self) -> bool {
-        self.shared.current().is_some_and(|link| link.healthy())
+        self.shared.healthy().is_some()
     }
 
     async fn close(&self) {

@@ -17,17 +17,25 @@
 //! or a new prefix. Retry queues are named by their delay, so changing the ladder adds queues
 //! rather than clashing with the old ones (which drain into `.work` and can then be deleted).
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
 use crate::config::QueueSettings;
 
-/// The names of gatehouse's objects under a prefix (default `gatehouse`).
+/// The names of gatehouse's objects under a prefix (default `gatehouse`), worked out once: they
+/// are named on every publish and settlement.
 #[derive(Debug, Clone)]
 pub struct Topology {
-    prefix: String,
-    retry_delays_ms: Vec<u64>,
+    events_exchange: String,
+    work_queue: String,
+    dead_queue: String,
+    /// The retry queue of each rung of the ladder, in ladder order.
+    retry_by_rung: Vec<String>,
+    /// Each distinct delay once, with its queue.
+    retry_queues: Vec<(u64, String)>,
     delivery_limit: u32,
 }
 
@@ -37,60 +45,77 @@ fn text(value: &str) -> AMQPValue {
 
 impl Topology {
     pub fn new(settings: &QueueSettings) -> Self {
+        let prefix = &settings.prefix;
+        let mut delays_ms: Vec<u64> = settings
+            .retry_delays_seconds
+            .iter()
+            .map(|s| (s * 1000.0).round().max(1.0) as u64)
+            .collect();
+        if delays_ms.is_empty() {
+            delays_ms.push(5_000);
+        }
+        let retry_queue = |delay_ms: u64| format!("{prefix}.retry.{delay_ms}ms");
+        let retry_by_rung = delays_ms.iter().map(|&d| retry_queue(d)).collect();
+        delays_ms.sort_unstable();
+        delays_ms.dedup();
         Topology {
-            prefix: settings.prefix.clone(),
-            retry_delays_ms: settings
-                .retry_delays_seconds
-                .iter()
-                .map(|s| (s * 1000.0).round().max(1.0) as u64)
-                .collect(),
+            events_exchange: format!("{prefix}.events"),
+            work_queue: format!("{prefix}.work"),
+            dead_queue: format!("{prefix}.dead"),
+            retry_by_rung,
+            retry_queues: delays_ms.into_iter().map(|d| (d, retry_queue(d))).collect(),
             delivery_limit: settings.delivery_limit,
         }
     }
 
     /// The topic exchange every envelope is published to (routing key `{kind}.{type}`).
-    pub fn events_exchange(&self) -> String {
-        format!("{}.events", self.prefix)
+    pub fn events_exchange(&self) -> &str {
+        &self.events_exchange
     }
 
     /// The queue workers consume.
-    pub fn work_queue(&self) -> String {
-        format!("{}.work", self.prefix)
+    pub fn work_queue(&self) -> &str {
+        &self.work_queue
     }
 
     /// Where messages that cannot be processed are parked.
-    pub fn dead_queue(&self) -> String {
-        format!("{}.dead", self.prefix)
+    pub fn dead_queue(&self) -> &str {
+        &self.dead_queue
     }
 
     /// The retry queue of rung `rung` (the last rung repeats).
-    pub fn retry_queue(&self, rung: usize) -> String {
-        let delay = self
-            .retry_delays_ms
+    pub fn retry_queue(&self, rung: usize) -> &str {
+        self.retry_by_rung
             .get(rung)
-            .or(self.retry_delays_ms.last())
-            .copied()
-            .unwrap_or(5_000);
-        self.retry_queue_for(delay)
-    }
-
-    fn retry_queue_for(&self, delay_ms: u64) -> String {
-        format!("{}.retry.{delay_ms}ms", self.prefix)
+            .or(self.retry_by_rung.last())
+            .map_or("", String::as_str)
     }
 
     /// Every retry queue, one per distinct delay.
-    pub fn retry_queues(&self) -> Vec<String> {
-        self.distinct_delays()
-            .into_iter()
-            .map(|d| self.retry_queue_for(d))
-            .collect()
+    pub fn retry_queues(&self) -> impl Iterator<Item = &str> {
+        self.retry_queues.iter().map(|(_, queue)| queue.as_str())
     }
 
-    fn distinct_delays(&self) -> Vec<u64> {
-        let mut delays = self.retry_delays_ms.clone();
-        delays.sort_unstable();
-        delays.dedup();
-        delays
+    /// Deletes the exchange, the queues, and `also` (e.g. the audit stream): for tests and
+    /// benchmarks that leave nothing behind. Best effort; a queue that is not there is skipped.
+    pub async fn delete(&self, connection: &lapin::Connection, also: &[&str]) {
+        let queues = [self.work_queue(), self.dead_queue()]
+            .into_iter()
+            .chain(self.retry_queues())
+            .chain(also.iter().copied());
+        for queue in queues {
+            // A missing queue closes the channel it is asked on: one channel per deletion.
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel
+                    .queue_delete(queue.into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(self.events_exchange().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
     }
 
     /// Declares everything on `channel`.
@@ -136,7 +161,7 @@ impl Topology {
         // ...and park it in `.dead` (via the default exchange, routing key = queue name) instead of
         // dropping it.
         work.insert("x-dead-letter-exchange".into(), text(""));
-        work.insert("x-dead-letter-routing-key".into(), text(&self.dead_queue()));
+        work.insert("x-dead-letter-routing-key".into(), text(self.dead_queue()));
         // Dead-letter at least once: the broker keeps the message until `.dead` confirmed it
         // (requires reject-publish overflow).
         work.insert("x-dead-letter-strategy".into(), text("at-least-once"));
@@ -156,7 +181,7 @@ impl Topology {
             )
             .await?;
 
-        for delay in self.distinct_delays() {
+        for (delay, queue) in &self.retry_queues {
             let mut retry = FieldTable::default();
             // Durable and replicated like the work queue: a message waiting for its retry is
             // still an accepted event.
@@ -165,16 +190,16 @@ impl Topology {
             // FIFO expiry correct)...
             retry.insert(
                 "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(delay).unwrap_or(i64::MAX)),
+                AMQPValue::LongLongInt(i64::try_from(*delay).unwrap_or(i64::MAX)),
             );
             // ...then goes straight back to `.work` (not through the exchange: subscribers saw
             // the event once already).
             retry.insert("x-dead-letter-exchange".into(), text(""));
-            retry.insert("x-dead-letter-routing-key".into(), text(&self.work_queue()));
+            retry.insert("x-dead-letter-routing-key".into(), text(self.work_queue()));
             retry.insert("x-dead-letter-strategy".into(), text("at-least-once"));
             retry.insert("x-overflow".into(), text("reject-publish"));
             channel
-                .queue_declare(self.retry_queue_for(delay).into(), durable, retry)
+                .queue_declare(queue.as_str().into(), durable, retry)
                 .await?;
         }
         Ok(())

@@ -274,7 +274,6 @@ impl TestApp {
 /// Deletes a test prefix's exchange and queues, so test runs do not pile up quorum queues on the
 /// broker.
 pub async fn delete_topology(settings: &Settings) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let topology = gatehouse::queue::rabbitmq::Topology::new(&settings.queue);
     // A busy broker may refuse a connection now and then: try a few times, and say so if the
     // queues stay behind.
@@ -295,28 +294,8 @@ pub async fn delete_topology(settings: &Settings) {
         );
         return;
     };
-    let mut queues = vec![
-        topology.work_queue(),
-        topology.dead_queue(),
-        format!("{}.audit", settings.queue.prefix),
-    ];
-    queues.extend(topology.retry_queues());
-    for queue in queues {
-        // A missing queue closes the channel it is asked on: one channel per deletion.
-        if let Ok(channel) = connection.create_channel().await {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    if let Ok(channel) = connection.create_channel().await {
-        let _ = channel
-            .exchange_delete(
-                topology.events_exchange().as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    let stream = gatehouse::audit::stream::stream_name(&settings.queue.prefix);
+    topology.delete(&connection, &[&stream]).await;
     let _ = connection.close(200, "cleaned up".into()).await;
 }
 
