@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use clap::Args;
 use gatehouse_sim::{Policy, Seed, SeedGroup, Simulator};
 use serde_json::json;
 
 use crate::Common;
-use crate::gatehouse::{Running, Scratch, standard_webhooks};
-use crate::react::{WHSEC, config, failures, inactive_users};
+use crate::gatehouse::{Running, Scratch};
+use crate::react::{config, failures, inactive_users, send_deactivation};
 use crate::report::Results;
 use crate::stats::percentiles;
 
@@ -72,18 +71,7 @@ pub async fn run(common: &Common, args: &E2eArgs, results: &mut Results) -> anyh
             let url = url.clone();
             let account = account.clone();
             sends.push(tokio::spawn(async move {
-                let body = json!({"type": "user.deactivated", "timestamp": Utc::now().to_rfc3339(), "data": {"account_id": account}})
-                    .to_string()
-                    .into_bytes();
-                let mut request = http.post(&url).header("content-type", "application/json").body(body.clone());
-                for (name, value) in standard_webhooks(WHSEC, &format!("e2e-{account}"), &body)? {
-                    request = request.header(name, value);
-                }
-                let response = request.send().await?;
-                let accepted_at = Utc::now();
-                anyhow::ensure!(response.status() == 202, "answered {}", response.status());
-                let answer: serde_json::Value = response.json().await?;
-                Ok::<(String, DateTime<Utc>), anyhow::Error>((answer["id"].as_str().unwrap_or_default().to_owned(), accepted_at))
+                send_deactivation(&http, &url, &account, &format!("e2e-{account}")).await
             }));
         }
         let mut accepted = Vec::with_capacity(count);

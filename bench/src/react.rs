@@ -84,17 +84,8 @@ pub async fn deactivate(
         let http = http.clone();
         let url = url.clone();
         async move {
-            let body = json!({"type": "user.deactivated", "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"account_id": account}})
-                .to_string()
-                .into_bytes();
-            let mut request = http.post(&url).header("content-type", "application/json").body(body.clone());
-            for (name, value) in standard_webhooks(WHSEC, &format!("deact-{account}"), &body)? {
-                request = request.header(name, value);
-            }
-            let response = request.send().await?;
-            anyhow::ensure!(response.status() == 202, "webhook for {account} answered {}", response.status());
-            let answer: serde_json::Value = response.json().await?;
-            Ok(answer["id"].as_str().unwrap_or_default().to_owned())
+            let (id, _) = send_deactivation(&http, &url, &account, &format!("deact-{account}")).await?;
+            Ok(id)
         }
     }));
     sends
@@ -103,6 +94,35 @@ pub async fn deactivate(
         .await
         .into_iter()
         .collect()
+}
+
+/// Sends one signed relay `user.deactivated` for `account` as delivery `delivery_id`; the
+/// envelope id and when the 202 arrived.
+pub async fn send_deactivation(
+    http: &reqwest::Client,
+    url: &str,
+    account: &str,
+    delivery_id: &str,
+) -> anyhow::Result<(String, chrono::DateTime<chrono::Utc>)> {
+    let body = json!({"type": "user.deactivated", "timestamp": chrono::Utc::now().to_rfc3339(), "data": {"account_id": account}})
+        .to_string()
+        .into_bytes();
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (name, value) in standard_webhooks(WHSEC, delivery_id, &body)? {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    let accepted_at = chrono::Utc::now();
+    anyhow::ensure!(
+        response.status() == 202,
+        "webhook for {account} answered {}",
+        response.status()
+    );
+    let answer: serde_json::Value = response.json().await?;
+    Ok((answer["id"].as_str().unwrap_or_default().to_owned(), accepted_at))
 }
 
 /// Deactivated accounts with these ids (the status a `user.deactivated` is checked against).

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use handlers::{Envelope, GroupRef, Scheme};
-use serde_json::value::RawValue;
 
 use super::mapping::ActionMap;
 use super::metrics::{PollMetrics, TypeLabel};
@@ -119,7 +118,7 @@ impl OrgEventsPoller {
     /// The envelope for an org event.
     pub fn envelope(&self, event: &OrgEvent) -> Result<Envelope, PollError> {
         let payload =
-            RawValue::from_string(event.raw.to_string()).map_err(|e| PollError::Envelope(e.to_string()))?;
+            serde_json::value::to_raw_value(&event.raw).map_err(|e| PollError::Envelope(e.to_string()))?;
         let mut envelope = Envelope::new(
             self.actions.type_for(&event.action),
             "org-events",

@@ -16,10 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
-use handlers::ports::AccountStatus;
+use handlers::ports::{AccountStatus, Group};
 use handlers::{Envelope, EventType, GroupRef, Scheme};
 use ring::digest;
-use serde_json::value::RawValue;
 
 use super::metrics::{PollMetrics, RepairLabel};
 use crate::atlassian::{ApiError, ConfluenceClient, ScimClient};
@@ -64,6 +63,14 @@ pub struct Report {
     /// Deactivated accounts still holding groups whose plan already waits for a person
     /// (`gatehouse approvals`): not queued again.
     pub awaiting_approval: Vec<String>,
+}
+
+/// The site's groups and the members of those not on the keep-list, as one run read them.
+#[derive(Debug)]
+struct Scan {
+    groups: Vec<Group>,
+    /// Group id → member account ids.
+    members_of: BTreeMap<String, Vec<String>>,
 }
 
 /// Progress of a long run, for the CLI's progress bar.
@@ -145,8 +152,10 @@ impl Reconciler {
     /// One full comparison; queues the findings unless `dry_run`.
     pub async fn run_once(&self, dry_run: bool, progress: &dyn Progress) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
-        self.deactivated_with_memberships(&mut report, progress).await?;
-        let snapshots = self.protected_group_changes(&mut report, progress).await?;
+        let scan = self.deactivated_with_memberships(&mut report, progress).await?;
+        let snapshots = self
+            .protected_group_changes(&mut report, scan.as_ref(), progress)
+            .await?;
         if !dry_run {
             for finding in &report.findings {
                 self.queue_finding(finding).await?;
@@ -160,31 +169,40 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Findings about deactivated accounts; returns the scan of the site's groups when the
+    /// Confluence source made one (the protected groups are compared from it).
     async fn deactivated_with_memberships(
         &self,
         report: &mut Report,
         progress: &dyn Progress,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<Option<Scan>, ReconcileError> {
         // account → the names of its groups that are not on the keep-list.
         let mut holdings: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut deactivated: BTreeSet<String> = BTreeSet::new();
+        let mut scan = None;
         if self.sources.contains(&DeactivationSource::Confluence) {
             let groups = self.confluence.groups(&crate::atlassian::no_progress).await?;
             progress.phase("scanning groups", groups.len());
+            let mut members_of = BTreeMap::new();
             for group in &groups {
-                let members = self
+                progress.step(&group.name);
+                if self.ignore_groups.contains(&group.name) {
+                    continue;
+                }
+                let members: Vec<String> = self
                     .confluence
                     .group_members(&group.id, &crate::atlassian::no_progress)
-                    .await?;
-                for member in members {
-                    if !self.ignore_groups.contains(&group.name) {
-                        holdings
-                            .entry(member.account_id)
-                            .or_default()
-                            .insert(group.id.clone(), group.name.clone());
-                    }
+                    .await?
+                    .into_iter()
+                    .map(|member| member.account_id)
+                    .collect();
+                for account in &members {
+                    holdings
+                        .entry(account.clone())
+                        .or_default()
+                        .insert(group.id.clone(), group.name.clone());
                 }
-                progress.step(&group.name);
+                members_of.insert(group.id.clone(), members);
             }
             report.groups_scanned = groups.len();
             let accounts: Vec<String> = holdings.keys().cloned().collect();
@@ -198,6 +216,7 @@ impl Reconciler {
                 }
             }
             report.accounts_checked = accounts.len();
+            scan = Some(Scan { groups, members_of });
         }
         if self.sources.contains(&DeactivationSource::Scim)
             && let Some(scim) = &self.scim
@@ -210,7 +229,8 @@ impl Reconciler {
                 .collect();
             progress.phase("checking SCIM-deactivated accounts", inactive.len());
             for account in inactive {
-                if !holdings.contains_key(&account) {
+                // After a scan, an account it did not see holds no group that counts.
+                if scan.is_none() {
                     for group in self
                         .confluence
                         .member_groups(&account, &crate::atlassian::no_progress)
@@ -267,30 +287,39 @@ impl Reconciler {
                 group: None,
             });
         }
-        Ok(())
+        Ok(scan)
     }
 
-    /// Findings about protected groups; returns the new snapshots to save.
+    /// Findings about protected groups, read from `scan` where it has them; returns the new
+    /// snapshots to save.
     async fn protected_group_changes(
         &self,
         report: &mut Report,
+        scan: Option<&Scan>,
         progress: &dyn Progress,
     ) -> Result<Vec<GroupSnapshot>, ReconcileError> {
         let mut snapshots = Vec::new();
         progress.phase("comparing protected groups", self.protected_groups.len());
         for name in &self.protected_groups {
             progress.step(name);
-            let Some(group) = self.confluence.group_named(name).await? else {
+            let group = match scan {
+                Some(scan) => scan.groups.iter().find(|g| &g.name == name).cloned(),
+                None => self.confluence.group_named(name).await?,
+            };
+            let Some(group) = group else {
                 tracing::warn!(group = %name, "protected group does not exist (names are case-sensitive)");
                 continue;
             };
-            let mut members: Vec<String> = self
-                .confluence
-                .group_members(&group.id, &crate::atlassian::no_progress)
-                .await?
-                .into_iter()
-                .map(|u| u.account_id)
-                .collect();
+            let mut members = match scan.and_then(|scan| scan.members_of.get(&group.id)) {
+                Some(members) => members.clone(),
+                None => self
+                    .confluence
+                    .group_members(&group.id, &crate::atlassian::no_progress)
+                    .await?
+                    .into_iter()
+                    .map(|u| u.account_id)
+                    .collect(),
+            };
             members.sort();
             members.dedup();
             let now = Utc::now();
@@ -306,32 +335,27 @@ impl Reconciler {
                     // The snapshot's time makes each change its own fact: an account added,
                     // removed and added again is two additions.
                     let since = previous.taken_at.timestamp_millis();
-                    for added in after.difference(&before) {
-                        report.findings.push(Finding {
-                            event_type: EventType::GroupMemberAdded,
-                            account_id: (*added).clone(),
-                            group: Some(group_ref.clone()),
-                            reason: format!(
-                                "added to protected group `{}` since the last snapshot",
-                                group.name
-                            ),
-                            dedupe_key: format!("reconcile:group.member_added:{}:{added}:{since}", group.id),
-                        });
-                    }
-                    for removed in before.difference(&after) {
-                        report.findings.push(Finding {
-                            event_type: EventType::GroupMemberRemoved,
-                            account_id: (*removed).clone(),
-                            group: Some(group_ref.clone()),
-                            reason: format!(
-                                "removed from protected group `{}` since the last snapshot",
-                                group.name
-                            ),
-                            dedupe_key: format!(
-                                "reconcile:group.member_removed:{}:{removed}:{since}",
-                                group.id
-                            ),
-                        });
+                    let changes = [
+                        (EventType::GroupMemberAdded, &after, &before, "added to"),
+                        (EventType::GroupMemberRemoved, &before, &after, "removed from"),
+                    ];
+                    for (event_type, now_in, not_in, verb) in changes {
+                        for account in now_in.difference(not_in) {
+                            report.findings.push(Finding {
+                                dedupe_key: format!(
+                                    "reconcile:{}:{}:{account}:{since}",
+                                    event_type.as_str(),
+                                    group.id
+                                ),
+                                event_type: event_type.clone(),
+                                account_id: (*account).clone(),
+                                group: Some(group_ref.clone()),
+                                reason: format!(
+                                    "{verb} protected group `{}` since the last snapshot",
+                                    group.name
+                                ),
+                            });
+                        }
                     }
                 }
             }
@@ -347,7 +371,7 @@ impl Reconciler {
 
     async fn queue_finding(&self, finding: &Finding) -> Result<(), ReconcileError> {
         let body = serde_json::json!({ "reconcile": { "reason": finding.reason } });
-        let payload = RawValue::from_string(body.to_string())
+        let payload = serde_json::value::to_raw_value(&body)
             .map_err(|e| ReconcileError::Store(StoreError::Corrupt(e.to_string())))?;
         let mut envelope = Envelope::new(
             finding.event_type.clone(),
@@ -362,10 +386,10 @@ impl Reconciler {
             .map_err(|e| ReconcileError::Store(StoreError::Corrupt(e.to_string())))?;
         let queue = self.queue.as_ref().ok_or(ReconcileError::NoQueue)?;
         queue.publish(&message).await?;
-        let kind = match finding.event_type {
-            EventType::UserDeactivated => "user.deactivated",
-            EventType::GroupMemberAdded => "group.member_added",
-            _ => "group.member_removed",
+        // Findings are of known types, whose names are static.
+        let kind = match finding.event_type.as_str() {
+            std::borrow::Cow::Borrowed(kind) => kind,
+            std::borrow::Cow::Owned(_) => "other",
         };
         self.metrics.repaired.get_or_create(&RepairLabel { kind }).inc();
         tracing::warn!(

@@ -3,11 +3,11 @@
 //! retries; rejecting records the decision and nothing is performed. A decision and its audit
 //! record commit together or not at all.
 
-use handlers::{Envelope, EventType, Scheme};
-use serde_json::value::RawValue;
+use handlers::EventType;
 
+use super::own_events;
 use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
-use crate::queue::{OutgoingMessage, PublishError, Queue};
+use crate::queue::{PublishError, Queue};
 use crate::store::{Approval, ApprovalState, StoreError, approvals};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,14 @@ fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord 
     record
 }
 
+async fn load(audit: &AuditLog, id: &str) -> Result<Approval, DecisionError> {
+    audit
+        .store()
+        .approval(id)
+        .await?
+        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))
+}
+
 /// Approves a pending plan (or re-queues an approved one whose queuing failed).
 pub async fn approve(
     audit: &AuditLog,
@@ -62,11 +70,7 @@ pub async fn approve(
     id: &str,
     by: &str,
 ) -> Result<Approval, DecisionError> {
-    let store = audit.store();
-    let approval = store
-        .approval(id)
-        .await?
-        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    let approval = load(audit, id).await?;
     match approval.state {
         ApprovalState::Pending => {
             let record = decision_record(&approval, AuditKind::Approved, by);
@@ -85,18 +89,14 @@ pub async fn approve(
             });
         }
     }
-    let payload = RawValue::from_string(serde_json::json!({ "approval_id": id }).to_string())
-        .map_err(|e| DecisionError::Store(StoreError::Corrupt(e.to_string())))?;
-    let mut envelope = Envelope::new(
-        EventType::ApprovalGranted,
-        "gatehouse",
-        Scheme::Internal,
-        format!("approval:{id}"),
-        payload,
-    );
+    let body = own_events::ApprovalGranted {
+        approval_id: id.to_owned(),
+    };
+    let unwritable = |e: serde_json::Error| DecisionError::Store(StoreError::Corrupt(e.to_string()));
+    let mut envelope = own_events::envelope(EventType::ApprovalGranted, format!("approval:{id}"), &body)
+        .map_err(unwritable)?;
     envelope.subject.account_id = approval.account_id.clone();
-    let message = OutgoingMessage::from_envelope(&envelope, "gatehouse")
-        .map_err(|e| DecisionError::Store(StoreError::Corrupt(e.to_string())))?;
+    let message = own_events::message(&envelope).map_err(unwritable)?;
     queue.publish(&message).await?;
     Ok(approval)
 }
@@ -108,11 +108,7 @@ pub async fn reject(
     by: &str,
     reason: Option<&str>,
 ) -> Result<Approval, DecisionError> {
-    let store = audit.store();
-    let approval = store
-        .approval(id)
-        .await?
-        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    let approval = load(audit, id).await?;
     let mut record = decision_record(&approval, AuditKind::Rejected, by);
     record.outcome.error = reason.map(str::to_owned);
     if approval.state != ApprovalState::Pending

@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use handlers::ports::ErrorKind;
 use handlers::{Envelope, Plan, PlannedAction};
 
 use super::perform::Perform;
@@ -94,20 +93,17 @@ impl Executor {
 
     /// Performs `plan` as it is (also: an approved plan, exactly as it was recorded).
     pub async fn execute(&self, plan: &Plan, envelope: &Envelope, attempt: u32) -> Result<Ran, ProcessError> {
-        let mut pending = Vec::new();
-        let mut already_done = 0;
-        for planned in &plan.actions {
-            let done = self
-                .store
-                .action_executed(&planned.idempotency_key)
-                .await
-                .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
-            if done {
-                already_done += 1
-            } else {
-                pending.push(planned)
-            }
-        }
+        let done = self
+            .store
+            .executed_keys(&plan.event_id.to_string())
+            .await
+            .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+        let pending: Vec<&PlannedAction> = plan
+            .actions
+            .iter()
+            .filter(|planned| !done.contains(&planned.idempotency_key))
+            .collect();
+        let already_done = plan.actions.len() - pending.len();
         let records =
             self.planned_records(plan, pending.iter().copied(), envelope, attempt, "planned", false);
         self.audit.append_all(records).await.map_err(audit_error)?;
@@ -127,8 +123,7 @@ impl Executor {
                     record.outcome.http_status = performed.http_status;
                     record.outcome.error = performed.note.clone();
                     record.request_id = performed.request_id.clone();
-                    self.record_executed(plan, planned, record, performed.request_id.as_deref())
-                        .await;
+                    self.record_executed(plan, planned, record).await;
                     tracing::info!(
                         action = planned.action.type_name(),
                         target = %planned.action.target(),
@@ -149,9 +144,9 @@ impl Executor {
                         planned.action.target(),
                         error.message
                     );
-                    return Err(match error.kind {
-                        ErrorKind::Transient => ProcessError::transient(message),
-                        ErrorKind::Permanent => ProcessError::permanent(message),
+                    return Err(ProcessError {
+                        kind: error.kind,
+                        message,
                     });
                 }
             }
@@ -238,18 +233,9 @@ impl Executor {
     /// to the queue's ladder would perform the action again. Holding the event meanwhile is the
     /// worker's fail-closed stance anyway; only the end of the shutdown grace period (or a crash)
     /// interrupts it, and then the next holder performs the action again, which is idempotent.
-    async fn record_executed(
-        &self,
-        plan: &Plan,
-        planned: &PlannedAction,
-        record: NewRecord,
-        request_id: Option<&str>,
-    ) {
+    async fn record_executed(&self, plan: &Plan, planned: &PlannedAction, record: NewRecord) {
         let mut delay = std::time::Duration::from_millis(200);
-        while let Err(error) = self
-            .write_executed(plan, planned, record.clone(), request_id)
-            .await
-        {
+        while let Err(error) = self.write_executed(plan, planned, record.clone()).await {
             tracing::error!(error = %error.message, action = planned.action.type_name(), target = %planned.action.target(), retry_in_ms = delay.as_millis() as u64, "performed but cannot record it yet; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(10));
@@ -261,10 +247,10 @@ impl Executor {
         plan: &Plan,
         planned: &PlannedAction,
         record: NewRecord,
-        request_id: Option<&str>,
     ) -> Result<(), ProcessError> {
         let event_id = plan.event_id.to_string();
         let target = planned.action.target();
+        let request_id = record.request_id.clone();
         let write = async {
             let mut tx = self.store.begin_write().await.map_err(audit_error)?;
             executed_actions::insert(
@@ -275,7 +261,7 @@ impl Executor {
                     handler: &plan.handler,
                     action_type: planned.action.type_name(),
                     target: &target,
-                    request_id,
+                    request_id: request_id.as_deref(),
                 },
             )
             .await

@@ -5,16 +5,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use handlers::plan::{ScimUserRef, Violation};
-use handlers::ports::ErrorKind;
-use handlers::{Action, Envelope, EventType, Scheme};
-use serde_json::value::RawValue;
+use handlers::{Action, Envelope, EventType};
 
+use super::own_events;
 use super::perform::{ActionError, Perform, Performed};
 use crate::atlassian::{ApiError, AtlassianClients, NewScimUser, Receipt};
-use crate::queue::{OutgoingMessage, Queue};
-
-/// The routing-key prefix of envelopes gatehouse publishes itself (`gatehouse.policy.violation`).
-pub const OWN_KIND: &str = "gatehouse";
+use crate::queue::Queue;
 
 impl From<ApiError> for ActionError {
     fn from(error: ApiError) -> Self {
@@ -32,15 +28,6 @@ fn receipt(receipt: Receipt) -> Performed {
         request_id: receipt.request_id,
         http_status: Some(receipt.status),
         note: None,
-    }
-}
-
-fn permanent(message: impl Into<String>) -> ActionError {
-    ActionError {
-        kind: ErrorKind::Permanent,
-        http_status: None,
-        request_id: None,
-        message: message.into(),
     }
 }
 
@@ -65,7 +52,7 @@ impl LivePerformer {
     fn clients(&self) -> Result<&AtlassianClients, ActionError> {
         self.clients
             .as_deref()
-            .ok_or_else(|| permanent("no [atlassian] section is configured"))
+            .ok_or_else(|| ActionError::permanent("no [atlassian] section is configured"))
     }
 
     async fn scim_user_id(&self, user: &ScimUserRef) -> Result<String, ActionError> {
@@ -77,18 +64,13 @@ impl LivePerformer {
         };
         // Created by an earlier action of the plan: if the directory does not show it yet, it
         // will (retry), it is not a reason to give up.
-        found.map(|u| u.id).ok_or_else(|| ActionError {
-            kind: ErrorKind::Transient,
-            http_status: None,
-            request_id: None,
-            message: format!("{user} not found in the SCIM directory yet"),
-        })
+        found
+            .map(|u| u.id)
+            .ok_or_else(|| ActionError::transient(format!("{user} not found in the SCIM directory yet")))
     }
 
     async fn notify(&self, violation: &Violation, envelope: &Envelope) -> Result<Performed, ActionError> {
         let body = serde_json::json!({ "violation": violation, "event_id": envelope.id, "event_type": envelope.event_type });
-        let payload =
-            RawValue::from_string(body.to_string()).map_err(|e| permanent(format!("violation: {e}")))?;
         let target = violation
             .account_id
             .clone()
@@ -100,25 +82,18 @@ impl LivePerformer {
             violation.rule,
             target.unwrap_or_default()
         );
-        let mut notice = Envelope::new(
-            EventType::PolicyViolation,
-            "gatehouse",
-            Scheme::Internal,
-            key,
-            payload,
-        );
+        let mut notice = own_events::envelope(EventType::PolicyViolation, key, &body)
+            .map_err(|e| ActionError::permanent(format!("violation: {e}")))?;
         notice.tenant = envelope.tenant.clone();
         notice.subject.account_id = violation.account_id.clone();
         notice.subject.group = violation.group.clone();
         notice.actor.account_id = violation.actor_account_id.clone();
-        let message = OutgoingMessage::from_envelope(&notice, OWN_KIND)
-            .map_err(|e| permanent(format!("notice: {e}")))?;
-        self.queue.publish(&message).await.map_err(|e| ActionError {
-            kind: ErrorKind::Transient,
-            http_status: None,
-            request_id: None,
-            message: format!("cannot publish the violation notice: {e}"),
-        })?;
+        let message =
+            own_events::message(&notice).map_err(|e| ActionError::permanent(format!("notice: {e}")))?;
+        self.queue
+            .publish(&message)
+            .await
+            .map_err(|e| ActionError::transient(format!("cannot publish the violation notice: {e}")))?;
         Ok(Performed {
             request_id: None,
             http_status: None,

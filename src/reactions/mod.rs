@@ -7,12 +7,14 @@
 pub mod approvals;
 pub mod executor;
 pub mod live;
+pub mod own_events;
 pub mod perform;
+mod read_once;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use handlers::ports::{ConfluenceDirectory, ErrorKind, PortError, ScimDirectory};
+use handlers::ports::{ConfluenceDirectory, PortError, ScimDirectory};
 use handlers::{Envelope, EventType, Handler, Plan, Ports, Scheme};
 
 use crate::atlassian::AtlassianClients;
@@ -44,13 +46,6 @@ impl Directories {
             confluence: self.confluence.as_ref(),
             scim: self.scim.as_deref(),
         }
-    }
-}
-
-fn from_port(error: PortError) -> ProcessError {
-    match error.kind {
-        ErrorKind::Transient => ProcessError::transient(error.message),
-        ErrorKind::Permanent => ProcessError::permanent(error.message),
     }
 }
 
@@ -116,7 +111,9 @@ impl Planner {
         let directories = self.directories.as_ref().ok_or_else(|| {
             PortError::permanent("policies need [atlassian] to read from, and none is configured")
         })?;
-        let ports = directories.ports();
+        // Several policies on one event read the same things: once each.
+        let reads = read_once::ReadOnce::new(directories.ports());
+        let ports = reads.ports();
         let mut plans = Vec::new();
         for handler in handlers {
             plans.push(handler.plan(envelope, &ports).await?);
@@ -151,10 +148,8 @@ impl Reactor {
 
     /// Performs an approved plan, exactly as recorded.
     async fn resume(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError> {
-        let approval_id = serde_json::from_str::<serde_json::Value>(envelope.payload.get())
-            .ok()
-            .and_then(|p| p["approval_id"].as_str().map(str::to_owned))
-            .ok_or_else(|| ProcessError::permanent("approval.granted without an approval_id"))?;
+        let own_events::ApprovalGranted { approval_id } = serde_json::from_str(envelope.payload.get())
+            .map_err(|_| ProcessError::permanent("approval.granted without an approval_id"))?;
         let approval = self
             .store
             .approval(&approval_id)
@@ -203,7 +198,7 @@ impl Process for Reactor {
             }
             return self.resume(envelope, attempt).await;
         }
-        let plans = self.planner.plans(envelope).await.map_err(from_port)?;
+        let plans = self.planner.plans(envelope).await?;
         if plans.is_empty() {
             return Ok(Processed::Skipped(format!(
                 "no policy handles {}",

@@ -26,6 +26,27 @@ pub struct ActionError {
     pub message: String,
 }
 
+impl ActionError {
+    /// A failure that retrying later can fix.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ActionError::new(ErrorKind::Transient, message)
+    }
+
+    /// A failure no retry fixes.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActionError::new(ErrorKind::Permanent, message)
+    }
+
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ActionError {
+            kind,
+            http_status: None,
+            request_id: None,
+            message: message.into(),
+        }
+    }
+}
+
 /// Performs actions against the world.
 #[async_trait]
 pub trait Perform: Send + Sync {

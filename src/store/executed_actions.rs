@@ -2,6 +2,8 @@
 //! perform one twice. The row is written in the same transaction as the action's `executed`
 //! audit record.
 
+use std::collections::HashSet;
+
 use chrono::Utc;
 use sqlx::Row;
 
@@ -39,12 +41,15 @@ pub async fn insert(conn: &mut sqlx::AnyConnection, action: &ExecutedAction<'_>)
 }
 
 impl Store {
-    /// Was the action with this key performed already?
-    pub async fn action_executed(&self, idempotency_key: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS found FROM executed_actions WHERE idempotency_key = $1")
-            .bind(idempotency_key)
-            .fetch_optional(self.pool())
+    /// The idempotency keys of the actions already performed for `event_id` (one read per plan,
+    /// not one per action; keys begin with their event's id, and rows carry it).
+    pub async fn executed_keys(&self, event_id: &str) -> Result<HashSet<String>, StoreError> {
+        let rows = sqlx::query("SELECT idempotency_key FROM executed_actions WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_all(self.pool())
             .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>("found")).transpose()?.is_some())
+        rows.iter()
+            .map(|row| Ok(row.try_get("idempotency_key")?))
+            .collect()
     }
 }

@@ -39,6 +39,15 @@ impl ProcessError {
     }
 }
 
+impl From<handlers::ports::PortError> for ProcessError {
+    fn from(error: handlers::ports::PortError) -> Self {
+        ProcessError {
+            kind: error.kind,
+            message: error.message,
+        }
+    }
+}
+
 /// Reacts to one event. Called at most once at a time per fact (the worker holds the claim);
 /// may be called again for the same event after a failure, so it must converge rather than
 /// repeat side effects.

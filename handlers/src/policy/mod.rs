@@ -48,10 +48,6 @@ impl Policy {
         }
     }
 
-    pub fn config(&self) -> &PolicyConfig {
-        &self.config
-    }
-
     fn is_product_group(&self, name: &str) -> bool {
         self.shared.product_groups.iter().any(|g| g == name)
     }
