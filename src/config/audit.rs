@@ -92,21 +92,16 @@ impl AuditSettings {
     /// Problems with `[audit]`, each naming its key.
     pub(super) fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if let Some(key) = &self.hash_key
-            && key.expose().len() < MIN_KEY_BYTES
-        {
-            errors.push(ConfigError::new(
-                "audit.hash_key",
-                format!("must be at least {MIN_KEY_BYTES} bytes (use a random value)"),
-            ));
-        }
-        if let Some(token) = &self.api_token
-            && token.expose().len() < MIN_KEY_BYTES
-        {
-            errors.push(ConfigError::new(
-                "audit.api_token",
-                format!("must be at least {MIN_KEY_BYTES} bytes (use a random value)"),
-            ));
+        for (key, secret) in [
+            ("audit.hash_key", &self.hash_key),
+            ("audit.api_token", &self.api_token),
+        ] {
+            if secret.as_ref().is_some_and(|s| s.expose().len() < MIN_KEY_BYTES) {
+                errors.push(ConfigError::new(
+                    key,
+                    format!("must be at least {MIN_KEY_BYTES} bytes (use a random value)"),
+                ));
+            }
         }
         if self.page_size == 0 {
             errors.push(ConfigError::new("audit.page_size", "must be at least 1"));
