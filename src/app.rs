@@ -345,24 +345,25 @@ impl Application {
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_seconds);
         let addr = self.local_addr();
         let router = ingress::router(self.state.clone(), self.roles.ingress);
-        let server =
-            axum::serve(self.listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = crate::listener::serve(
+            self.listener,
+            router,
+            (&self.settings.server).into(),
+            self.metrics.connections.clone(),
+            shutdown.clone(),
+        );
         tracing::info!(%addr, ingress = self.roles.ingress, worker = self.roles.worker, "gatehouse listening");
-        let mut server = std::pin::pin!(server.into_future());
-        let served = tokio::select! {
-            result = &mut server => result,
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            () = &mut server => {}
             _ = shutdown.cancelled() => {
                 tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
                 // Pollers stop taking new work now (they resume from the store); the recorder and
                 // the relay end with the queue below.
                 stop_background.cancel();
                 let requests = async {
-                    match tokio::time::timeout(grace, &mut server).await {
-                        Ok(result) => result,
-                        Err(_) => {
-                            tracing::warn!("shutdown grace period over; dropping unfinished requests");
-                            Ok(())
-                        }
+                    if tokio::time::timeout(grace, &mut server).await.is_err() {
+                        tracing::warn!("shutdown grace period over; dropping unfinished requests");
                     }
                 };
                 let events = async {
@@ -370,10 +371,9 @@ impl Application {
                         worker.shutdown().await;
                     }
                 };
-                let (served, ()) = tokio::join!(requests, events);
-                served
+                tokio::join!(requests, events);
             }
-        };
+        }
         queue.close().await;
         stop_background.cancel();
         for task in background {
@@ -381,6 +381,6 @@ impl Application {
         }
         self.store.close().await;
         tracing::info!("gatehouse stopped");
-        served.context("HTTP server failed")
+        Ok(())
     }
 }

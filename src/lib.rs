@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod ingress;
+pub mod listener;
 pub mod poll;
 pub mod queue;
 pub mod reactions;

@@ -42,11 +42,13 @@ impl Default for IngestArgs {
 
 const SECRET: &str = "bench-hub-secret-0123456789abcdef";
 
-/// A Connect `user_deactivated` body of about `size` bytes (Atlassian's user object is large:
-/// avatars, time zone, locale, …).
+/// An admin-webhook `user_deactivated` body of about `size` bytes (Atlassian's user object is
+/// large: avatars, time zone, locale, …). It names its own event and carries a current timestamp,
+/// as a hub-signature source requires; each `i` is a distinct body (its dedupe key).
 pub fn body(i: usize, size: usize) -> Vec<u8> {
     let mut value = json!({
-        "timestamp": 1_790_000_000_000u64 + i as u64,
+        "webhookEvent": "user_deactivated",
+        "timestamp": chrono::Utc::now().timestamp_millis(),
         "userAccountId": "5b10ac8d82e05b22cc7d4ef5",
         "accountType": "atlassian",
         "user": {

@@ -101,6 +101,99 @@ impl EventType {
     }
 }
 
+/// A pattern over event types, as `[[sources]] allow_types` writes it: an exact type
+/// (`user.deactivated`), or a glob where `*` stands for any run of characters (`user.*`,
+/// `other.*`, `*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TypePattern(String);
+
+/// A type pattern that cannot match anything gatehouse knows (a typo would silently allow or
+/// refuse nothing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` matches no event type (known: {known}, other.<name>; `*` matches any characters)", known = EventType::known().collect::<Vec<_>>().join(", "))]
+pub struct BadTypePattern(pub String);
+
+impl TypePattern {
+    /// Does `event_type` (by its wire name) match?
+    pub fn matches(&self, event_type: &EventType) -> bool {
+        glob_matches(self.0.as_bytes(), event_type.as_str().as_bytes())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TypePattern {
+    type Error = BadTypePattern;
+
+    fn try_from(pattern: String) -> Result<Self, Self::Error> {
+        let well_formed = !pattern.is_empty()
+            && pattern
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-*".contains(&b));
+        let candidate = TypePattern(pattern);
+        // It must match a known type, or some `other.*` name.
+        let useful = EventType::known()
+            .filter_map(|name| name.parse().ok())
+            .chain([EventType::other("x"), EventType::other("unknown")])
+            .any(|t| candidate.matches(&t))
+            || candidate
+                .0
+                .strip_prefix("other.")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'));
+        if well_formed && useful {
+            Ok(candidate)
+        } else {
+            Err(BadTypePattern(candidate.0))
+        }
+    }
+}
+
+impl From<TypePattern> for String {
+    fn from(pattern: TypePattern) -> Self {
+        pattern.0
+    }
+}
+
+impl FromStr for TypePattern {
+    type Err = BadTypePattern;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TypePattern::try_from(s.to_owned())
+    }
+}
+
+impl fmt::Display for TypePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `*` matches any run of bytes; everything else matches itself. Iterative with one backtrack
+/// point, so no pattern can make it slow.
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star_p, star_t)) = star {
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
+}
+
 /// A string that is neither a known type nor a well-formed `other.<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown event type `{0}` (expected one of {known}, or other.<name>)", known = EventType::known().collect::<Vec<_>>().join(", "))]
@@ -162,6 +255,17 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Whether what the payload says (its actor, its type, its timestamp) is covered by a
+    /// signature or comes from gatehouse or Atlassian's own API. Connect's JWT signs the request
+    /// line (`qsh`), not the body; a URL token signs nothing.
+    pub fn signs_payload(self) -> bool {
+        match self {
+            Scheme::HubSignature | Scheme::StandardWebhooks => true,
+            Scheme::Poll | Scheme::Reconcile | Scheme::Internal => true,
+            Scheme::ConnectJwt | Scheme::UrlToken => false,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::ConnectJwt => "connect-jwt",
@@ -242,6 +346,18 @@ pub struct Delivery {
     pub key_id: Option<String>,
 }
 
+/// The dedupe key of a delivery from `source`: its id is only unique within that sender.
+pub fn source_dedupe_key(source: &str, id: &str) -> String {
+    format!("{source}:{id}")
+}
+
+/// The dedupe key of a fact gatehouse found or made itself (`org-events`, `reconcile`,
+/// `approval`, `violation`): in a namespace no sender reaches (source names cannot start with
+/// `@`).
+pub fn internal_dedupe_key(namespace: &str, id: &str) -> String {
+    format!("@{namespace}:{id}")
+}
+
 /// The message on `gatehouse.events`: one fact, normalized, with the original payload untouched.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -254,7 +370,9 @@ pub struct Envelope {
     pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     /// Identifies the fact, not the delivery: two copies of one fact share it, so the worker acts
-    /// once.
+    /// once. Keys of delivered events are `{source}:{id}` ([`source_dedupe_key`]); gatehouse's
+    /// own (polls, reconciliation, approvals, notices) start with `@` ([`internal_dedupe_key`]),
+    /// which no source name can, so no sender can claim or collide with them.
     pub dedupe_key: String,
     #[serde(default)]
     pub tenant: Tenant,
@@ -322,6 +440,36 @@ mod tests {
             "other.page_created".parse::<EventType>().unwrap(),
             EventType::other("page_created")
         );
+    }
+
+    #[test]
+    fn type_patterns() {
+        let p = |s: &str| s.parse::<TypePattern>();
+        let user = p("user.*").unwrap();
+        assert!(user.matches(&EventType::UserDeactivated));
+        assert!(!user.matches(&EventType::GroupCreated));
+        assert!(!user.matches(&EventType::other("user_x")));
+        let other = p("other.*").unwrap();
+        assert!(other.matches(&EventType::other("page_created")));
+        assert!(!other.matches(&EventType::UserCreated));
+        assert!(p("*").unwrap().matches(&EventType::GroupMemberAdded));
+        assert!(
+            p("user.deactivated")
+                .unwrap()
+                .matches(&EventType::UserDeactivated)
+        );
+        assert!(p("*.removed").unwrap().matches(&EventType::GroupRemoved));
+        assert!(
+            p("other.page_*")
+                .unwrap()
+                .matches(&EventType::other("page_created"))
+        );
+        for bad in ["", "usr.*", "User.*", "user.exploded", "user deactivated"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert!(glob_matches(b"a*b*c", b"aXbYc"));
+        assert!(!glob_matches(b"a*b*c", b"aXbY"));
+        assert!(glob_matches(&[b'*'; 40], &[b'a'; 1000]));
     }
 
     #[test]

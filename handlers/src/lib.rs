@@ -8,10 +8,14 @@
 
 pub mod event;
 pub mod handler;
+pub mod identifier;
 pub mod plan;
 pub mod policy;
 pub mod ports;
 
-pub use event::{Actor, Delivery, Envelope, EventType, GroupRef, Scheme, Subject, Tenant, UnknownEventType};
+pub use event::{
+    Actor, BadTypePattern, Delivery, Envelope, EventType, GroupRef, Scheme, Subject, Tenant, TypePattern,
+    UnknownEventType, internal_dedupe_key, source_dedupe_key,
+};
 pub use handler::{Handler, Ports};
 pub use plan::{Action, Danger, Plan, PlannedAction};

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use handlers::{EventType, TypePattern};
 use serde::{Deserialize, Serialize};
 
 pub use atlassian::{
@@ -135,6 +136,14 @@ pub struct ServerSettings {
     pub max_concurrent_requests: usize,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub shutdown_grace_seconds: u64,
+    /// A request's line and headers must arrive within this once its first byte has; a client
+    /// that trickles them (or sends half a request line and stops) is disconnected.
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection with no request for this long is closed.
+    pub keep_alive_idle_seconds: u64,
+    /// Open connections at most; a connection beyond this is answered 503 at once and closed,
+    /// so idle or slow clients cannot hold every socket.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -145,6 +154,9 @@ impl Default for ServerSettings {
             request_timeout_seconds: 15,
             max_concurrent_requests: 1024,
             shutdown_grace_seconds: 30,
+            header_read_timeout_seconds: 10,
+            keep_alive_idle_seconds: 75,
+            max_connections: 4096,
         }
     }
 }
@@ -394,26 +406,89 @@ pub struct SourceSettings {
     /// come from Connect installations.
     #[serde(default)]
     pub secrets: Vec<SourceSecret>,
-    /// Allowed age (and clock skew) of a signed timestamp, where the scheme has one.
-    #[serde(default = "default_tolerance_seconds")]
-    pub tolerance_seconds: u64,
+    /// Allowed age (and clock skew) of a delivery's timestamp: the signed `webhook-timestamp`
+    /// (standard-webhooks), or the payload's own `timestamp` (hub-signature, whose signature
+    /// covers the body but carries no time of its own). Default: 300 s, and 3600 s for
+    /// hub-signature, whose senders retry for up to about 30 minutes.
+    #[serde(default)]
+    pub tolerance_seconds: Option<u64>,
     /// `url-token`: the header carrying the token when it is not in the path.
     #[serde(default = "default_token_header")]
     pub token_header: String,
-}
-
-fn default_tolerance_seconds() -> u64 {
-    300
+    /// The event types this source may cause (`user.deactivated`, globs such as `user.*`,
+    /// `other.*`, `*`). A delivery of any other type is refused (403). Default: what the scheme
+    /// can produce (see [`SourceSettings::allowed_types`]).
+    #[serde(default)]
+    pub allow_types: Option<Vec<TypePattern>>,
+    /// Verified deliveries of this source being queued at once; beyond this, 503 with
+    /// `Retry-After`, so one noisy sender cannot take every slot of the ingress.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Verified deliveries a second (with a burst of one second's worth); beyond this, 429 with
+    /// `Retry-After`. Unlimited when absent.
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
 }
 
 fn default_token_header() -> String {
     "x-gatehouse-token".to_owned()
 }
 
+fn default_max_in_flight() -> usize {
+    256
+}
+
 impl SourceSettings {
+    /// A source with the defaults for everything but its name, scheme and secrets.
+    pub fn new(name: impl Into<String>, scheme: VerificationScheme, secrets: Vec<SourceSecret>) -> Self {
+        SourceSettings {
+            name: name.into(),
+            scheme,
+            kind: None,
+            secrets,
+            tolerance_seconds: None,
+            token_header: default_token_header(),
+            allow_types: None,
+            max_in_flight: default_max_in_flight(),
+            rate_per_second: None,
+        }
+    }
+
     /// The routing-key prefix for this source's events.
     pub fn kind(&self) -> &str {
         self.kind.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The effective timestamp tolerance.
+    pub fn tolerance_seconds(&self) -> u64 {
+        self.tolerance_seconds.unwrap_or(match self.scheme {
+            VerificationScheme::HubSignature => 3_600,
+            _ => 300,
+        })
+    }
+
+    /// May this source cause events of `event_type`?
+    pub fn allows(&self, event_type: &EventType) -> bool {
+        match &self.allow_types {
+            Some(patterns) => patterns.iter().any(|p| p.matches(event_type)),
+            None => self.scheme.default_types().iter().any(|p| {
+                p.parse::<TypePattern>()
+                    .is_ok_and(|pattern| pattern.matches(event_type))
+            }),
+        }
+    }
+
+    /// The effective `allow_types`, as written in config.
+    pub fn allowed_types(&self) -> Vec<String> {
+        match &self.allow_types {
+            Some(patterns) => patterns.iter().map(|p| p.to_string()).collect(),
+            None => self
+                .scheme
+                .default_types()
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        }
     }
 }
 
@@ -445,6 +520,31 @@ pub enum VerificationScheme {
 }
 
 impl VerificationScheme {
+    /// The event types a sender using this scheme can produce, as type patterns: Atlassian's
+    /// own webhooks (Connect, admin webhooks) name users and groups coming and going; a relay
+    /// speaks gatehouse's whole vocabulary; a URL token proves so little that it may only cause
+    /// `other.*` events unless the source says more.
+    pub fn default_types(self) -> &'static [&'static str] {
+        match self {
+            VerificationScheme::ConnectJwt | VerificationScheme::HubSignature => &[
+                "user.created",
+                "user.deactivated",
+                "user.reactivated",
+                "user.removed",
+                "group.created",
+                "group.removed",
+                "other.*",
+            ],
+            VerificationScheme::StandardWebhooks => &["*"],
+            VerificationScheme::UrlToken => &["other.*"],
+        }
+    }
+
+    /// Whether the scheme's signature covers the request path (and so the `{event}` segment).
+    pub fn signs_path(self) -> bool {
+        self == VerificationScheme::ConnectJwt
+    }
+
     pub fn envelope_scheme(self) -> handlers::Scheme {
         match self {
             VerificationScheme::ConnectJwt => handlers::Scheme::ConnectJwt,
@@ -543,6 +643,24 @@ mod tests {
     }
 
     #[test]
+    fn short_secrets_and_bad_type_patterns_are_refused_with_their_key() {
+        let path = std::env::temp_dir().join(format!("gh-short-secret-{}", std::process::id()));
+        std::fs::write(&path, "only-15-bytes!!").unwrap();
+        let text = format!(
+            "[[sources]]\nname = \"a\"\nscheme = \"url-token\"\nsecrets = [{{id = \"1\", value = \"file:{}\"}}]",
+            path.display()
+        );
+        let errors = load(&text, &[]).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(errors.0[0].key, "sources[0].secrets[0].value");
+        assert!(errors.0[0].message.contains("at least 16"), "{errors}");
+        let text = "[[sources]]\nname = \"a\"\nscheme = \"url-token\"\nallow_types = [\"user.*\", \"usr.*\"]";
+        let errors = load(text, &[]).unwrap_err();
+        assert_eq!(errors.0[0].key, "sources[0].allow_types[1]", "{errors}");
+        assert!(errors.0[0].message.contains("matches no event type"), "{errors}");
+    }
+
+    #[test]
     fn validation_collects_every_problem() {
         let text = r#"
             [queue]
@@ -603,7 +721,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.server.listen.port(), 9999);
-        assert_eq!(settings.sources[0].tolerance_seconds, 60);
+        assert_eq!(settings.sources[0].tolerance_seconds(), 60);
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].key, "sources[1].secrets");
         let rendered = settings.to_redacted_toml();

@@ -8,6 +8,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
 
+/// The shortest shared secret a hub-signature or url-token source accepts.
+pub const MIN_SOURCE_SECRET_BYTES: usize = 16;
+
 /// How far ahead an expiring secret or credential is warned about.
 const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -56,6 +59,18 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             "server.max_concurrent_requests".into(),
             "must be greater than 0".into(),
         );
+    }
+    for (key, value) in [
+        (
+            "server.header_read_timeout_seconds",
+            server.header_read_timeout_seconds,
+        ),
+        ("server.keep_alive_idle_seconds", server.keep_alive_idle_seconds),
+        ("server.max_connections", server.max_connections as u64),
+    ] {
+        if value == 0 {
+            error(key.into(), "must be greater than 0".into());
+        }
     }
 
     let queue = &settings.queue;
@@ -217,10 +232,20 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                     format!("`{}` is used twice in this source", secret.id),
                 );
             }
-            if source.scheme == VerificationScheme::StandardWebhooks
-                && let Err(message) = standard_webhooks_key(secret.value.expose())
-            {
-                error(format!("{secret_key}.value"), message);
+            if source.scheme == VerificationScheme::StandardWebhooks {
+                if let Err(message) = standard_webhooks_key(secret.value.expose()) {
+                    error(format!("{secret_key}.value"), message);
+                }
+            } else if secret.value.expose().len() < MIN_SOURCE_SECRET_BYTES {
+                // A short shared secret can be guessed offline from one captured signature.
+                error(
+                    format!("{secret_key}.value"),
+                    format!(
+                        "secret `{}` is {} bytes; use at least {MIN_SOURCE_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                        secret.id,
+                        secret.value.expose().len()
+                    ),
+                );
             }
             if let Some(end) = secret.not_after {
                 match ending(end, now) {
@@ -257,6 +282,23 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                     );
                 }
             }
+        }
+        if source.tolerance_seconds == Some(0) {
+            error(
+                format!("{key}.tolerance_seconds"),
+                "must be greater than 0".into(),
+            );
+        }
+        if source.max_in_flight == 0 {
+            error(format!("{key}.max_in_flight"), "must be at least 1".into());
+        }
+        if let Some(rate) = source.rate_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            error(
+                format!("{key}.rate_per_second"),
+                "must be a number greater than 0".into(),
+            );
         }
         if source.scheme == VerificationScheme::UrlToken
             && axum::http::HeaderName::from_bytes(source.token_header.as_bytes()).is_err()

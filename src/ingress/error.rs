@@ -27,6 +27,21 @@ pub enum IngressError {
     Unavailable(String),
     #[error("request timed out")]
     Timeout,
+    /// A verified delivery this source may not cause, or whose content is refused on purpose
+    /// (`event_mismatch`, `type_not_allowed`, `invalid_identifier`, `too_deep`). `reason` is a
+    /// metric label; `detail` says what to fix.
+    #[error("{detail}")]
+    Refused {
+        status: StatusCode,
+        reason: &'static str,
+        detail: String,
+    },
+    /// The source is over its `rate_per_second`.
+    #[error("source over its rate limit")]
+    RateLimited { retry_after: std::time::Duration },
+    /// The source has `max_in_flight` deliveries being queued already.
+    #[error("source has too many deliveries in flight")]
+    SourceBusy,
 }
 
 impl IngressError {
@@ -37,8 +52,10 @@ impl IngressError {
             IngressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             IngressError::Malformed(_) => StatusCode::BAD_REQUEST,
-            IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Unavailable(_) | IngressError::SourceBusy => StatusCode::SERVICE_UNAVAILABLE,
             IngressError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            IngressError::Refused { status, .. } => *status,
+            IngressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -52,6 +69,9 @@ impl IngressError {
             IngressError::Malformed(_) => "malformed",
             IngressError::Unavailable(_) => "unavailable",
             IngressError::Timeout => "timeout",
+            IngressError::Refused { reason, .. } => reason,
+            IngressError::RateLimited { .. } => "rate_limited",
+            IngressError::SourceBusy => "source_busy",
         }
     }
 }
@@ -74,13 +94,24 @@ impl IntoResponse for IngressError {
             IngressError::Unauthorized(why) => json!({"error": "unauthorized", "reason": why.reason()}),
             // Internal detail (broker or store messages) stays in the logs.
             IngressError::Unavailable(_) => json!({"error": "unavailable", "reason": "retry later"}),
+            IngressError::Refused { reason, detail, .. } => {
+                json!({"error": "refused", "reason": reason, "detail": detail})
+            }
             other => json!({"error": other.outcome(), "reason": other.to_string()}),
         };
+        let retry_after = match &self {
+            IngressError::RateLimited { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            IngressError::SourceBusy => Some(1),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+            _ => None,
+        };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
+                axum::http::HeaderValue::from(seconds),
             );
         }
         response

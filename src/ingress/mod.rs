@@ -14,6 +14,7 @@ pub mod connect;
 pub mod dedupe;
 pub mod error;
 mod health;
+pub mod limits;
 pub mod normalize;
 pub mod verify;
 mod webhook;
@@ -46,6 +47,10 @@ pub struct IngressState {
     pub recent: dedupe::RecentKeys,
     pub installations: connect::Installations,
     pub install_keys: connect::InstallKeys,
+    /// Each source's in-flight and rate budget.
+    pub limits: limits::SourceLimits,
+    /// The store's reachability for `/readyz`, probed at most once a second.
+    pub readiness: health::ReadinessProbe,
     /// The path of `connect.base_url` (e.g. `/atlassian`), which `qsh` paths are relative to.
     pub base_path: String,
 }
@@ -65,6 +70,8 @@ impl IngressState {
                 Duration::from_secs(settings.ingress.dedupe_window_seconds),
             ),
             installations: connect::Installations::new(store.clone()),
+            limits: limits::SourceLimits::new(&settings.sources),
+            readiness: health::ReadinessProbe::default(),
             install_keys: connect::InstallKeys::new(&settings.connect.install_keys_url),
             base_path,
             settings,

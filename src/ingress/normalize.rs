@@ -1,47 +1,217 @@
 //! Turning a verified delivery into an [`Envelope`]: which event it is, whom it is about, and the
 //! key that identifies the fact across copies.
 //!
-//! Senders disagree on shape (atlassian.md §2), so the event name is taken, in order, from the
-//! URL (`/webhooks/{source}/{event}`, the reliable way for Connect), a Standard Webhooks relay's
-//! `type`, a Forge `eventType`, a Data Center `event`, and finally the entity key alone
-//! (`other.user`). Whatever gatehouse cannot name becomes `other.<name>` and is still queued. The
-//! payload is carried byte for byte.
+//! **Only signed bytes decide the event.** Senders disagree on shape (atlassian.md §2), so the
+//! body's own type is read, in order, from a Standard Webhooks relay's `type`, a Forge
+//! `eventType`, a Data Center `event` or Jira `webhookEvent`, and finally the entity key alone
+//! (`other.user`). Where the scheme does not sign the URL (hub-signature, standard-webhooks,
+//! url-token), an `{event}` path segment is only a filter: a body whose own type disagrees is
+//! refused ([`NormalizeError::EventMismatch`]), so a captured `user_created` cannot be replayed
+//! as `user_removed`. Connect signs the request line (`qsh`) and names its events by URL only, so
+//! there the URL decides. Whatever gatehouse cannot name becomes `other.<name>` and is still
+//! queued; types only gatehouse publishes are never believed from outside.
+//!
+//! **Dedupe keys** are `{source}:{id}`: the signed `webhook-id` for Standard Webhooks (an unsigned
+//! header never overrides it), the digest of the signed body for hub-signature (its delivery id
+//! header is unsigned, and a replay with a fresh one must still be a duplicate), and the
+//! `X-Atlassian-Webhook-Identifier` header otherwise (or the body's digest when there is none).
+//!
+//! **Bounded work.** The body is read through borrowed views (raw slices of the text, no
+//! `serde_json::Value` tree), after an allocation-free scan refuses nesting deeper than
+//! [`MAX_DEPTH`]: a 1 MiB body costs a copy for the payload and little else. The payload is
+//! carried byte for byte.
+
+use std::borrow::Cow;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, TimeZone, Utc};
-use handlers::{Envelope, EventType, GroupRef};
+use handlers::identifier::{self, BadIdentifier, IdKind};
+use handlers::{Envelope, EventType, GroupRef, source_dedupe_key};
 use ring::digest;
-use serde_json::Value;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::verify::{Verified, header};
-use crate::config::SourceSettings;
+use crate::config::{SourceSettings, VerificationScheme};
 
 /// A delivery id longer than this (or with odd characters) is replaced by its digest, so the key
 /// fits an AMQP `message_id` and cannot smuggle anything into logs.
 const MAX_KEY_LEN: usize = 128;
 
+/// The deepest nesting of arrays and objects accepted. Atlassian's payloads nest three or four
+/// levels; the limit keeps any parser from recursing on a hostile body.
+pub const MAX_DEPTH: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NormalizeError {
+    #[error("body is not UTF-8")]
+    NotUtf8,
     #[error("body is not valid JSON: {0}")]
     NotJson(serde_json::Error),
     #[error("body must be a JSON object")]
     NotAnObject,
+    #[error("body nests arrays and objects deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error(
+        "the URL names {url} but the signed body is {body}: this source's scheme does not sign the URL, so the body decides; nothing was queued"
+    )]
+    EventMismatch { url: EventType, body: EventType },
     #[error("{0}")]
-    Invalid(String),
+    BadIdentifier(#[from] BadIdentifier),
 }
 
-/// The dedupe key: the sender's delivery id where it gives one that is stable across retries,
-/// else a digest of the source and the exact body.
-pub fn dedupe_key(source: &str, headers: &HeaderMap, body: &[u8]) -> String {
-    let delivery_id = header(headers, "x-atlassian-webhook-identifier")
-        .or_else(|| header(headers, "webhook-id"))
-        .or_else(|| header(headers, "svix-id"));
-    match delivery_id {
-        Some(id) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
-        Some(id) => format!("sha256:{}", sha256_hex(&[id.as_bytes()])),
-        None => format!("sha256:{}", sha256_hex(&[source.as_bytes(), b"\n", body])),
+/// A normalized delivery.
+#[derive(Debug)]
+pub struct Normalized {
+    pub envelope: Envelope,
+    /// The payload's own timestamp, when it has one (replay checks use it).
+    pub payload_time: Option<DateTime<Utc>>,
+}
+
+/// The top-level fields gatehouse reads; everything else is skipped without being built.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Top<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "eventType", borrow)]
+    forge_event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(rename = "webhookEvent", borrow)]
+    webhook_event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(rename = "eventCreatedDate", borrow)]
+    event_created_date: Option<&'a RawValue>,
+    #[serde(rename = "userAccountId", borrow)]
+    user_account_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actor: Option<&'a RawValue>,
+    #[serde(rename = "cloudId", borrow)]
+    cloud_id: Option<&'a RawValue>,
+    // Atlassian payloads name their subject at the top (relays in `data`).
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    group: Option<&'a RawValue>,
+    #[serde(borrow)]
+    account_id: Option<&'a RawValue>,
+    #[serde(rename = "accountId", borrow)]
+    account_id_camel: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email: Option<&'a RawValue>,
+}
+
+impl<'a> Top<'a> {
+    fn subject(&self) -> SubjectView<'a> {
+        SubjectView {
+            user: self.user,
+            group: self.group,
+            account_id: self.account_id,
+            account_id_camel: self.account_id_camel,
+            email: self.email,
+        }
     }
+}
+
+/// Whom an event is about: at the top of Atlassian payloads, in `data` for relays.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SubjectView<'a> {
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    group: Option<&'a RawValue>,
+    #[serde(borrow)]
+    account_id: Option<&'a RawValue>,
+    #[serde(rename = "accountId", borrow)]
+    account_id_camel: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email: Option<&'a RawValue>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct UserView<'a> {
+    #[serde(rename = "accountId", borrow)]
+    account_id_camel: Option<&'a RawValue>,
+    #[serde(borrow)]
+    account_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email: Option<&'a RawValue>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct GroupView<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "groupId", borrow)]
+    group_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+}
+
+/// A field's text when it is a non-empty string, borrowed unless it holds escapes.
+fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let json = raw?.get();
+    if !json.starts_with('"') {
+        return None;
+    }
+    let value = match serde_json::from_str::<&str>(json) {
+        Ok(borrowed) => Cow::Borrowed(borrowed),
+        Err(_) => Cow::Owned(serde_json::from_str::<String>(json).ok()?),
+    };
+    (!value.is_empty()).then_some(value)
+}
+
+fn is_object(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get().starts_with('{'))
+}
+
+/// A view of an object-valued field; a missing or non-object field is an empty view.
+fn view<'a, T: Deserialize<'a> + Default>(raw: Option<&'a RawValue>) -> Result<T, NormalizeError> {
+    match raw {
+        Some(raw) if raw.get().starts_with('{') => {
+            serde_json::from_str(raw.get()).map_err(NormalizeError::NotJson)
+        }
+        _ => Ok(T::default()),
+    }
+}
+
+/// True when `body` nests arrays or objects deeper than `max`. One pass, no allocation; strings
+/// (and escaped quotes in them) are skipped.
+pub fn nests_deeper_than(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
@@ -52,94 +222,132 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(ctx.finish())
 }
 
-/// Builds the envelope for a verified delivery.
+/// The id that identifies a delivery's fact within its source, per the scheme's guarantees.
+fn delivery_id(scheme: VerificationScheme, headers: &HeaderMap) -> Option<&str> {
+    match scheme {
+        // Signed: part of what the signature covers.
+        VerificationScheme::StandardWebhooks => {
+            header(headers, "webhook-id").or_else(|| header(headers, "svix-id"))
+        }
+        // The body is signed and the header is not: the body's digest is the key.
+        VerificationScheme::HubSignature => None,
+        VerificationScheme::ConnectJwt | VerificationScheme::UrlToken => {
+            header(headers, "x-atlassian-webhook-identifier")
+        }
+    }
+}
+
+/// The dedupe key of a verified delivery (see the module docs).
+pub fn dedupe_key(source: &SourceSettings, headers: &HeaderMap, body: &[u8]) -> String {
+    let local = match delivery_id(source.scheme, headers) {
+        Some(id) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
+        Some(id) => format!("sha256:{}", sha256_hex(&[id.as_bytes()])),
+        None => format!("sha256:{}", sha256_hex(&[body])),
+    };
+    source_dedupe_key(&source.name, &local)
+}
+
+/// Builds the envelope for a verified delivery. `event_hint` is the URL's `{event}` segment.
 pub fn normalize(
     source: &SourceSettings,
     event_hint: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
     verified: &Verified,
-) -> Result<Envelope, NormalizeError> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| NormalizeError::Invalid(format!("body is not UTF-8: {e}")))?;
-    let raw = RawValue::from_string(text.to_owned()).map_err(NormalizeError::NotJson)?;
-    let value: Value = serde_json::from_str(text).map_err(NormalizeError::NotJson)?;
-    let object = value.as_object().ok_or(NormalizeError::NotAnObject)?;
+) -> Result<Normalized, NormalizeError> {
+    let text_body = std::str::from_utf8(body).map_err(|_| NormalizeError::NotUtf8)?;
+    if nests_deeper_than(body, MAX_DEPTH) {
+        return Err(NormalizeError::TooDeep);
+    }
+    if !text_body.trim_start().starts_with('{') {
+        // Still report JSON errors as such.
+        serde_json::from_str::<serde::de::IgnoredAny>(text_body).map_err(NormalizeError::NotJson)?;
+        return Err(NormalizeError::NotAnObject);
+    }
+    let top: Top<'_> = serde_json::from_str(text_body).map_err(NormalizeError::NotJson)?;
 
-    let relay = is_relay(object);
+    let relay = text(top.kind).is_some() && is_object(top.data);
+    let from_body = body_type(&top, relay);
     let event_type = match event_hint {
-        Some(hint) => from_event_name(hint),
-        None => detect(object, relay)?,
+        Some(hint) if source.scheme.signs_path() => from_event_name(hint),
+        Some(hint) => {
+            let url = from_event_name(hint);
+            if url != from_body {
+                return Err(NormalizeError::EventMismatch { url, body: from_body });
+            }
+            from_body
+        }
+        None => from_body,
     };
     let event_type = if event_type.is_internal() {
         EventType::other(&event_type.as_str())
     } else {
         event_type
     };
+
+    let payload = RawValue::from_string(text_body.to_owned()).map_err(NormalizeError::NotJson)?;
     let mut envelope = Envelope::new(
         event_type,
         source.name.clone(),
         source.scheme.envelope_scheme(),
-        dedupe_key(&source.name, headers, body),
-        raw,
+        dedupe_key(source, headers, body),
+        payload,
     );
-    if let Some(at) = occurred_at(object) {
+    let payload_time = occurred_at(&top);
+    if let Some(at) = payload_time {
         envelope.occurred_at = at;
     }
-    // A relay's `data` is the subject; Atlassian payloads name it by entity key.
-    let subject_source = if relay {
-        object.get("data").and_then(Value::as_object).unwrap_or(object)
-    } else {
-        object
+    // A relay's `data` is the subject; Atlassian payloads name it at the top.
+    let subject: SubjectView<'_> = if relay { view(top.data)? } else { top.subject() };
+    fill_subject(&mut envelope, &subject)?;
+    let actor = match text(top.user_account_id) {
+        Some(id) => Some(id),
+        None => {
+            let actor: UserView<'_> = view(top.actor)?;
+            text(actor.account_id).or_else(|| text(actor.account_id_camel))
+        }
     };
-    fill_subject(&mut envelope, subject_source);
-    envelope.actor.account_id = str_field(object, "userAccountId")
-        .or_else(|| {
-            object
-                .get("actor")
-                .and_then(|a| a.get("account_id").or_else(|| a.get("accountId")))
-                .and_then(Value::as_str)
-        })
-        .map(str::to_owned);
+    envelope.actor.account_id = actor
+        .map(|id| identifier::check(IdKind::Account, &id).map(str::to_owned))
+        .transpose()?;
     envelope.tenant.client_key = verified.client_key.clone();
     envelope.tenant.cloud_id = verified
         .cloud_id
         .clone()
-        .or_else(|| str_field(object, "cloudId").map(str::to_owned));
-    envelope.delivery.id = header(headers, "x-atlassian-webhook-identifier")
-        .or_else(|| header(headers, "webhook-id"))
-        .or_else(|| header(headers, "svix-id"))
-        .filter(|id| id.len() <= MAX_KEY_LEN)
+        .or_else(|| text(top.cloud_id).map(Cow::into_owned));
+    envelope.delivery.id = delivery_id(source.scheme, headers)
+        .or_else(|| header(headers, "x-atlassian-webhook-identifier"))
+        .filter(|id| id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned);
     envelope.delivery.retry = header(headers, "x-atlassian-webhook-retry").and_then(|r| r.parse().ok());
     envelope.delivery.key_id = Some(verified.key_id.clone());
-    Ok(envelope)
+    Ok(Normalized {
+        envelope,
+        payload_time,
+    })
 }
 
-/// The Standard Webhooks convention: `{"type": "...", "timestamp": ..., "data": {...}}`.
-fn is_relay(object: &serde_json::Map<String, Value>) -> bool {
-    object.get("type").is_some_and(Value::is_string) && object.get("data").is_some_and(Value::is_object)
-}
-
-fn detect(object: &serde_json::Map<String, Value>, relay: bool) -> Result<EventType, NormalizeError> {
-    if relay {
-        let name = str_field(object, "type").unwrap_or_default();
+/// The type the body itself names (see the module docs for the order).
+fn body_type(top: &Top<'_>, relay: bool) -> EventType {
+    if relay && let Some(name) = text(top.kind) {
         // A relay speaks gatehouse's vocabulary; a name outside it is kept as `other.*` rather
         // than refused, so a newer relay does not lose events on an older gatehouse.
-        return Ok(name.parse().unwrap_or_else(|_| EventType::other(name)));
+        return name.parse().unwrap_or_else(|_| EventType::other(&name));
     }
-    if let Some(forge) = str_field(object, "eventType") {
-        return Ok(from_forge(forge));
+    if let Some(forge) = text(top.forge_event) {
+        return from_forge(&forge);
     }
-    if let Some(name) = str_field(object, "event").or_else(|| str_field(object, "webhookEvent")) {
-        return Ok(from_event_name(name));
+    if let Some(name) = text(top.event).or_else(|| text(top.webhook_event)) {
+        return from_event_name(&name);
     }
-    for entity in ["user", "group"] {
-        if object.get(entity).is_some_and(Value::is_object) {
-            return Ok(EventType::other(entity));
-        }
+    // Otherwise only the entity key says what it is about.
+    if is_object(top.user) {
+        return EventType::other("user");
     }
-    Ok(EventType::other("unknown"))
+    if is_object(top.group) {
+        return EventType::other("group");
+    }
+    EventType::other("unknown")
 }
 
 /// Connect / Data Center event names (`user_deactivated`), and gatehouse's own dotted names.
@@ -173,46 +381,47 @@ fn from_forge(name: &str) -> EventType {
     }
 }
 
-fn occurred_at(object: &serde_json::Map<String, Value>) -> Option<DateTime<Utc>> {
-    let candidate = object
-        .get("timestamp")
-        .or_else(|| object.get("eventCreatedDate"))?;
-    match candidate {
-        // Connect: epoch milliseconds.
-        Value::Number(n) => n.as_i64().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
+fn occurred_at(top: &Top<'_>) -> Option<DateTime<Utc>> {
+    let raw = top.timestamp.or(top.event_created_date)?;
+    match text(Some(raw)) {
+        Some(text) => DateTime::parse_from_rfc3339(&text)
             .ok()
             .map(|t| t.with_timezone(&Utc)),
-        _ => None,
+        // Connect and Jira: epoch milliseconds.
+        None => raw
+            .get()
+            .parse::<i64>()
+            .ok()
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
     }
 }
 
-fn fill_subject(envelope: &mut Envelope, object: &serde_json::Map<String, Value>) {
-    let user = object.get("user").and_then(Value::as_object);
-    let account_id = user
-        .and_then(|u| str_field(u, "accountId").or_else(|| str_field(u, "account_id")))
-        .or_else(|| str_field(object, "account_id"))
-        .or_else(|| str_field(object, "accountId"));
-    let email = user
-        .and_then(|u| str_field(u, "email"))
-        .or_else(|| str_field(object, "email"));
-    envelope.subject.account_id = account_id.map(str::to_owned);
-    envelope.subject.email = email.map(str::to_owned);
-    if let Some(group) = object.get("group").and_then(Value::as_object) {
+fn fill_subject(envelope: &mut Envelope, subject: &SubjectView<'_>) -> Result<(), NormalizeError> {
+    let user: UserView<'_> = view(subject.user)?;
+    let account_id = text(user.account_id_camel)
+        .or_else(|| text(user.account_id))
+        .or_else(|| text(subject.account_id))
+        .or_else(|| text(subject.account_id_camel));
+    envelope.subject.account_id = account_id
+        .map(|id| identifier::check(IdKind::Account, &id).map(str::to_owned))
+        .transpose()?;
+    envelope.subject.email = text(user.email)
+        .or_else(|| text(subject.email))
+        .map(Cow::into_owned);
+    if is_object(subject.group) {
+        let group: GroupView<'_> = view(subject.group)?;
         let group = GroupRef {
-            id: str_field(group, "id")
-                .or_else(|| str_field(group, "groupId"))
-                .map(str::to_owned),
-            name: str_field(group, "name").map(str::to_owned),
+            id: text(group.id)
+                .or_else(|| text(group.group_id))
+                .map(|id| identifier::check(IdKind::Group, &id).map(str::to_owned))
+                .transpose()?,
+            name: text(group.name).map(Cow::into_owned),
         };
         if !group.is_empty() {
             envelope.subject.group = Some(group);
         }
     }
-}
-
-fn str_field<'a>(object: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,28 +429,28 @@ mod tests {
     use handlers::Scheme;
 
     use super::*;
-    use crate::config::VerificationScheme;
 
-    fn source() -> SourceSettings {
-        SourceSettings {
-            name: "confluence".into(),
-            scheme: VerificationScheme::HubSignature,
-            kind: None,
-            secrets: vec![],
-            tolerance_seconds: 300,
-            token_header: "x".into(),
-        }
+    fn source(scheme: VerificationScheme) -> SourceSettings {
+        SourceSettings::new("confluence", scheme, vec![])
     }
 
-    fn run(hint: Option<&str>, body: &str) -> Envelope {
+    fn run_as(
+        scheme: VerificationScheme,
+        hint: Option<&str>,
+        body: &str,
+    ) -> Result<Envelope, NormalizeError> {
         normalize(
-            &source(),
+            &source(scheme),
             hint,
             &HeaderMap::new(),
             body.as_bytes(),
             &Verified::by_secret("k1"),
         )
-        .unwrap()
+        .map(|n| n.envelope)
+    }
+
+    fn run(hint: Option<&str>, body: &str) -> Envelope {
+        run_as(VerificationScheme::ConnectJwt, hint, body).unwrap()
     }
 
     #[test]
@@ -253,10 +462,10 @@ mod tests {
         assert_eq!(e.subject.email, None);
         assert_eq!(e.actor.account_id.as_deref(), Some("admin-1"));
         assert_eq!(e.occurred_at.timestamp_millis(), 1_718_000_000_000);
-        assert_eq!(e.scheme, Scheme::HubSignature);
+        assert_eq!(e.scheme, Scheme::ConnectJwt);
         assert_eq!(e.delivery.key_id.as_deref(), Some("k1"));
         assert_eq!(e.payload.get(), body);
-        assert!(e.dedupe_key.starts_with("sha256:"));
+        assert!(e.dedupe_key.starts_with("confluence:sha256:"), "{}", e.dedupe_key);
     }
 
     #[test]
@@ -278,6 +487,11 @@ mod tests {
             r#"{"event":"user_created","timestamp":1,"user":{"userKey":"k"}}"#,
         );
         assert_eq!(dc.event_type, EventType::UserCreated);
+        let jira = run(
+            None,
+            r#"{"webhookEvent":"user_deleted","user":{"accountId":"a1"}}"#,
+        );
+        assert_eq!(jira.event_type, EventType::UserRemoved);
         let relay = run(
             None,
             r#"{"type":"user.deactivated","timestamp":"2026-11-29T10:00:00Z","data":{"account_id":"acc-9","email":"a@b.c"}}"#,
@@ -297,6 +511,47 @@ mod tests {
             run(Some("page_created"), "{}").event_type,
             EventType::other("page_created")
         );
+        // Escaped strings are read too; non-strings are not names.
+        let escaped = run(
+            None,
+            r#"{"event":"user\u005fcreated","timestamp":"soon","user":{"accountId":7}}"#,
+        );
+        assert_eq!(escaped.event_type, EventType::UserCreated);
+        assert_eq!(escaped.subject.account_id, None);
+    }
+
+    #[test]
+    fn only_signed_bytes_decide_the_event() {
+        let dc_created = r#"{"event":"user_created","timestamp":1,"user":{"accountId":"a1"}}"#;
+        for scheme in [
+            VerificationScheme::HubSignature,
+            VerificationScheme::StandardWebhooks,
+            VerificationScheme::UrlToken,
+        ] {
+            let error = run_as(scheme, Some("user_removed"), dc_created).unwrap_err();
+            assert!(
+                matches!(&error, NormalizeError::EventMismatch { url, body }
+                    if *url == EventType::UserRemoved && *body == EventType::UserCreated),
+                "{error}"
+            );
+            // The URL may repeat what the body says, in either spelling.
+            for hint in ["user_created", "user.created"] {
+                assert_eq!(
+                    run_as(scheme, Some(hint), dc_created).unwrap().event_type,
+                    EventType::UserCreated
+                );
+            }
+            // A body that names no type cannot borrow one from the unsigned URL.
+            assert!(matches!(
+                run_as(scheme, Some("user_removed"), r#"{"user":{"accountId":"a1"}}"#),
+                Err(NormalizeError::EventMismatch { .. })
+            ));
+        }
+        // Connect signs the URL (qsh), and its bodies carry no type: the URL decides.
+        assert_eq!(
+            run(Some("user_removed"), r#"{"user":{"accountId":"a1"}}"#).event_type,
+            EventType::UserRemoved
+        );
     }
 
     #[test]
@@ -313,35 +568,81 @@ mod tests {
     }
 
     #[test]
-    fn refuses_non_objects_and_bounds_keys() {
-        assert!(
-            normalize(
-                &source(),
-                None,
-                &HeaderMap::new(),
-                b"[1]",
-                &Verified::by_secret("k")
-            )
-            .is_err()
-        );
-        assert!(
-            normalize(
-                &source(),
-                None,
-                &HeaderMap::new(),
-                b"{",
-                &Verified::by_secret("k")
-            )
-            .is_err()
-        );
+    fn dedupe_keys_are_per_source_and_from_signed_ids() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-atlassian-webhook-identifier", "x".repeat(300).parse().unwrap());
-        assert!(dedupe_key("s", &headers, b"{}").starts_with("sha256:"));
         headers.insert("x-atlassian-webhook-identifier", "abc-123".parse().unwrap());
-        assert_eq!(dedupe_key("s", &headers, b"{}"), "abc-123");
-        assert_ne!(
-            dedupe_key("a", &HeaderMap::new(), b"{}"),
-            dedupe_key("b", &HeaderMap::new(), b"{}")
+        headers.insert("webhook-id", "msg_1".parse().unwrap());
+        let key = |scheme, name: &str, headers: &HeaderMap, body: &[u8]| {
+            let mut source = source(scheme);
+            source.name = name.to_owned();
+            dedupe_key(&source, headers, body)
+        };
+        // Standard Webhooks: the signed webhook-id, never the unsigned Atlassian header.
+        assert_eq!(
+            key(VerificationScheme::StandardWebhooks, "relay", &headers, b"{}"),
+            "relay:msg_1"
         );
+        // hub-signature: the signed body, whatever the unsigned header says.
+        let hub = key(VerificationScheme::HubSignature, "admin", &headers, b"{}");
+        assert!(hub.starts_with("admin:sha256:"), "{hub}");
+        let mut other_id = headers.clone();
+        other_id.insert("x-atlassian-webhook-identifier", "zzz".parse().unwrap());
+        assert_eq!(
+            hub,
+            key(VerificationScheme::HubSignature, "admin", &other_id, b"{}")
+        );
+        // Connect: the delivery id, namespaced by source.
+        assert_eq!(
+            key(VerificationScheme::ConnectJwt, "a", &headers, b"{}"),
+            "a:abc-123"
+        );
+        assert_ne!(
+            key(VerificationScheme::ConnectJwt, "a", &headers, b"{}"),
+            key(VerificationScheme::ConnectJwt, "b", &headers, b"{}")
+        );
+        headers.insert("x-atlassian-webhook-identifier", "x".repeat(300).parse().unwrap());
+        assert!(key(VerificationScheme::ConnectJwt, "a", &headers, b"{}").starts_with("a:sha256:"));
+        assert!(!key(VerificationScheme::UrlToken, "a", &HeaderMap::new(), b"{}").starts_with('@'));
+    }
+
+    #[test]
+    fn refuses_non_objects_deep_nesting_and_bad_identifiers() {
+        let refuse = |body: &str| run_as(VerificationScheme::HubSignature, None, body).unwrap_err();
+        assert!(matches!(refuse("[1]"), NormalizeError::NotAnObject));
+        assert!(matches!(refuse("{"), NormalizeError::NotJson(_)));
+        assert!(matches!(
+            refuse("{\"type\":1,\"type\":2}"),
+            NormalizeError::NotJson(_)
+        ));
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(matches!(refuse(&deep), NormalizeError::TooDeep));
+        let shallow = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(run_as(VerificationScheme::HubSignature, None, &shallow).is_ok());
+        // Brackets inside strings do not count.
+        let in_string = format!("{{\"a\":\"{}\\\"\"}}", "[".repeat(100));
+        assert!(!nests_deeper_than(in_string.as_bytes(), 2), "{in_string}");
+        for bad in [
+            r#"{"user":{"accountId":"../admin"}}"#,
+            r#"{"group":{"id":"a/b"}}"#,
+            r#"{"userAccountId":"x y"}"#,
+        ] {
+            assert!(matches!(refuse(bad), NormalizeError::BadIdentifier(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_large_flat_body_is_read_without_building_it() {
+        let numbers: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+        let body = format!(
+            r#"{{"event":"user_created","user":{{"accountId":"a1"}},"noise":[{}]}}"#,
+            numbers.join(",")
+        );
+        let e = run_as(VerificationScheme::HubSignature, None, &body).unwrap();
+        assert_eq!(e.event_type, EventType::UserCreated);
+        assert_eq!(e.payload.get().len(), body.len());
     }
 }

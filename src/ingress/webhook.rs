@@ -1,9 +1,10 @@
 //! `POST /webhooks/{source}[/{event}]`: one delivery from receipt to the broker's confirm.
 //!
 //! Order matters: the source decides the scheme; size and media type are checked before the body
-//! is read in full; the signature is checked on the raw bytes before anything parses them; only a
-//! verified delivery is parsed, deduplicated and published; 202 is answered only after the
-//! publish was confirmed.
+//! is read in full; the signature is checked on the raw bytes before anything parses them; a
+//! verified delivery spends its source's budget, is parsed (the signed body decides its type),
+//! checked against what the source may cause and, for hub-signature, against its payload's age,
+//! then deduplicated and published; 202 is answered only after the publish was confirmed.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use super::IngressState;
 use super::dedupe::{Claim, RecentKeys};
 use super::error::IngressError;
+use super::limits::Refusal;
 use super::normalize::{self, NormalizeError};
 use super::verify::{self, RequestParts, Verified};
 use crate::config::{SourceSettings, VerificationScheme};
@@ -167,14 +169,42 @@ async fn process(
         body: &body,
     };
     let verified = verify_delivery(state, source, &request, delivery.path_token.as_deref()).await?;
-    let envelope = normalize::normalize(
+    // Held until the publish ends: this source's share of the ingress.
+    let _slot = state
+        .limits
+        .admit(&source.name)
+        .map_err(|refusal| match refusal {
+            Refusal::RateLimited(retry_after) => IngressError::RateLimited { retry_after },
+            Refusal::Busy => IngressError::SourceBusy,
+        })?;
+    let normalized = normalize::normalize(
         source,
         delivery.event.as_deref(),
         &delivery.headers,
         &body,
         &verified,
     )
-    .map_err(|e: NormalizeError| IngressError::Malformed(e.to_string()))?;
+    .map_err(refusal)?;
+    let envelope = normalized.envelope;
+    if !source.allows(&envelope.event_type) {
+        return Err(IngressError::Refused {
+            status: StatusCode::FORBIDDEN,
+            reason: "type_not_allowed",
+            detail: format!(
+                "source `{}` may not cause {} events (allow_types: {})",
+                source.name,
+                envelope.event_type,
+                source.allowed_types().join(", ")
+            ),
+        });
+    }
+    if source.scheme == VerificationScheme::HubSignature
+        && let Some(at) = normalized.payload_time
+    {
+        // The signature covers the body but carries no time: a captured delivery could be
+        // replayed for ever, so the payload's own timestamp must be recent.
+        check_age(at, source.tolerance_seconds(), chrono::Utc::now())?;
+    }
     let span = tracing::Span::current();
     span.record("event_id", tracing::field::display(&envelope.id));
     span.record("dedupe_key", envelope.dedupe_key.as_str());
@@ -217,6 +247,41 @@ async fn process(
     }
 }
 
+/// How a normalization failure is answered: content the sender must fix (400), or a type it
+/// may not cause.
+fn refusal(error: NormalizeError) -> IngressError {
+    let reason = match &error {
+        NormalizeError::EventMismatch { .. } => "event_mismatch",
+        NormalizeError::BadIdentifier(_) => "invalid_identifier",
+        NormalizeError::TooDeep => "too_deep",
+        NormalizeError::NotUtf8 | NormalizeError::NotJson(_) | NormalizeError::NotAnObject => {
+            return IngressError::Malformed(error.to_string());
+        }
+    };
+    IngressError::Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason,
+        detail: error.to_string(),
+    }
+}
+
+/// Refuses a payload timestamp outside `tolerance_seconds` of `now`, either way.
+fn check_age(
+    at: chrono::DateTime<chrono::Utc>,
+    tolerance_seconds: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), IngressError> {
+    let age = now.timestamp().saturating_sub(at.timestamp());
+    let tolerance = i64::try_from(tolerance_seconds).unwrap_or(i64::MAX);
+    if age > tolerance {
+        return Err(IngressError::Unauthorized(verify::VerifyError::Expired));
+    }
+    if age.saturating_neg() > tolerance {
+        return Err(IngressError::Unauthorized(verify::VerifyError::NotYetValid));
+    }
+    Ok(())
+}
+
 async fn verify_delivery(
     state: &IngressState,
     source: &SourceSettings,
@@ -227,7 +292,7 @@ async fn verify_delivery(
     let verified = match source.scheme {
         VerificationScheme::HubSignature => verify::hub_signature::verify(&source.secrets, request, now),
         VerificationScheme::StandardWebhooks => {
-            verify::standard_webhooks::verify(&source.secrets, source.tolerance_seconds, request, now)
+            verify::standard_webhooks::verify(&source.secrets, source.tolerance_seconds(), request, now)
         }
         VerificationScheme::UrlToken => {
             let token = path_token.or_else(|| verify::header(request.headers, &source.token_header));

@@ -123,7 +123,7 @@ impl OrgEventsPoller {
             self.actions.type_for(&event.action),
             "org-events",
             Scheme::Poll,
-            event.id.clone(),
+            handlers::internal_dedupe_key("org-events", &event.id),
             payload,
         );
         if let Some(time) = event.time {

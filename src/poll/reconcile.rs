@@ -273,10 +273,13 @@ impl Reconciler {
                 // The same account holding the same groups on the same day is the same finding:
                 // found again the next day (re-added since, or a plan that did not act then) it
                 // is queued again rather than absorbed for the whole dedupe retention.
-                dedupe_key: format!(
-                    "reconcile:user.deactivated:{account}:{}:{}",
-                    short_hash(&ids),
-                    Utc::now().format("%Y-%m-%d")
+                dedupe_key: handlers::internal_dedupe_key(
+                    "reconcile",
+                    &format!(
+                        "user.deactivated:{account}:{}:{}",
+                        short_hash(&ids),
+                        Utc::now().format("%Y-%m-%d")
+                    ),
                 ),
                 reason: format!(
                     "deactivated account still in {} group(s): {}",
@@ -342,10 +345,9 @@ impl Reconciler {
                     for (event_type, now_in, not_in, verb) in changes {
                         for account in now_in.difference(not_in) {
                             report.findings.push(Finding {
-                                dedupe_key: format!(
-                                    "reconcile:{}:{}:{account}:{since}",
-                                    event_type.as_str(),
-                                    group.id
+                                dedupe_key: handlers::internal_dedupe_key(
+                                    "reconcile",
+                                    &format!("{}:{}:{account}:{since}", event_type.as_str(), group.id),
                                 ),
                                 event_type: event_type.clone(),
                                 account_id: (*account).clone(),

@@ -93,8 +93,12 @@ pub async fn approve(
         approval_id: id.to_owned(),
     };
     let unwritable = |e: serde_json::Error| DecisionError::Store(StoreError::Corrupt(e.to_string()));
-    let mut envelope = own_events::envelope(EventType::ApprovalGranted, format!("approval:{id}"), &body)
-        .map_err(unwritable)?;
+    let mut envelope = own_events::envelope(
+        EventType::ApprovalGranted,
+        handlers::internal_dedupe_key("approval", id),
+        &body,
+    )
+    .map_err(unwritable)?;
     envelope.subject.account_id = approval.account_id.clone();
     let message = own_events::message(&envelope).map_err(unwritable)?;
     queue.publish(&message).await?;

@@ -76,11 +76,14 @@ impl LivePerformer {
             .clone()
             .or_else(|| violation.group.as_ref().and_then(|g| g.name.clone()));
         // One notice per event, rule and target, however often the event is retried.
-        let key = format!(
-            "violation:{}:{}:{}",
-            envelope.id,
-            violation.rule,
-            target.unwrap_or_default()
+        let key = handlers::internal_dedupe_key(
+            "violation",
+            &format!(
+                "{}:{}:{}",
+                envelope.id,
+                violation.rule,
+                target.unwrap_or_default()
+            ),
         );
         let mut notice = own_events::envelope(EventType::PolicyViolation, key, &body)
             .map_err(|e| ActionError::permanent(format!("violation: {e}")))?;

@@ -60,6 +60,16 @@ impl Store {
         Ok(result.rows_affected() > 0)
     }
 
+    /// Every installed client key (a handful: one per site).
+    pub async fn installation_keys(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT client_key FROM connect_installations")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get("client_key").map_err(StoreError::from))
+            .collect()
+    }
+
     /// The installation with this client key, if any.
     pub async fn installation(&self, client_key: &str) -> Result<Option<Installation>, StoreError> {
         let row = sqlx::query(

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub poll: crate::poll::PollMetrics,
     /// Calls to Atlassian: requests, retries, rate-limit pauses, token refreshes and expiry.
     pub atlassian: crate::atlassian::AtlassianMetrics,
+    /// HTTP connections: open, and closed by gatehouse's own limits.
+    pub connections: crate::listener::ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -70,7 +72,9 @@ impl Metrics {
         let worker = crate::worker::metrics::WorkerMetrics::register(&mut registry);
         let poll = crate::poll::PollMetrics::register(&mut registry);
         let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
+        let connections = crate::listener::ConnectionMetrics::register(&mut registry);
         Metrics {
+            connections,
             registry,
             atlassian,
             ingress_requests,

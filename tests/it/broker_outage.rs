@@ -16,19 +16,37 @@ async fn app_behind(proxy: &TcpProxy, publish_timeout_ms: u64) -> TestApp {
         s.sources.push(source(
             "admin",
             VerificationScheme::HubSignature,
-            vec![secret("hub-1", "first-secret")],
+            vec![secret("hub-1", HUB)],
         ));
     })
     .await
 }
 
+const HUB: &str = "hub-secret-outage-0123456789";
+
+/// One timestamp for the whole run, so a retried delivery is the same signed body.
+fn timestamp_ms() -> i64 {
+    static START: std::sync::LazyLock<i64> =
+        std::sync::LazyLock::new(|| chrono::Utc::now().timestamp_millis());
+    *START
+}
+
+/// A signed admin webhook body for `account`.
+fn removed(account: &str) -> Vec<u8> {
+    format!(
+        r#"{{"webhookEvent":"user_deleted","timestamp":{},"user":{{"accountId":"{account}"}}}}"#,
+        timestamp_ms()
+    )
+    .into_bytes()
+}
+
 async fn deliver(app: &TestApp, n: u32) -> reqwest::Response {
-    let body = format!(r#"{{"timestamp":1,"user":{{"accountId":"acc-{n}"}}}}"#).into_bytes();
+    let body = removed(&format!("acc-{n}"));
     app.post(
         "/webhooks/admin/user_removed",
         &body,
         &[
-            ("x-hub-signature", signing::hub_signature("first-secret", &body)),
+            ("x-hub-signature", signing::hub_signature(HUB, &body)),
             ("x-atlassian-webhook-identifier", format!("outage-{n}")),
         ],
     )
@@ -66,7 +84,9 @@ async fn an_unconfirmed_publish_answers_503_and_a_retry_goes_through() {
     assert_eq!(status, 202);
     let seen = observer.all(Duration::from_secs(1)).await;
     assert!((1..=2).contains(&seen.len()), "{seen:?}");
-    assert!(seen.iter().all(|m| m.message_id.as_deref() == Some("outage-1")));
+    let key = seen[0].message_id.clone().unwrap();
+    assert!(key.starts_with("admin:sha256:"), "{key}");
+    assert!(seen.iter().all(|m| m.message_id.as_deref() == Some(key.as_str())));
     app.stop().await;
 }
 
@@ -109,8 +129,11 @@ async fn broker_loss_answers_503_fast_turns_readiness_red_and_recovers_without_r
     app.wait_ready(Duration::from_secs(20)).await;
     assert_eq!(deliver(&app, 2).await.status(), 202);
     let seen = observer.all(Duration::from_secs(1)).await;
-    let ids: Vec<_> = seen.iter().filter_map(|m| m.message_id.clone()).collect();
-    assert_eq!(ids, ["outage-1", "outage-2"]);
+    let accounts: Vec<_> = seen
+        .iter()
+        .map(|m| m.body["subject"]["account_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(accounts, ["acc-1", "acc-2"]);
     let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"gatehouse_ingress_requests_total{source="admin",outcome="unavailable"} 1"#),
@@ -129,7 +152,7 @@ async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
     settings.sources.push(source(
         "admin",
         VerificationScheme::HubSignature,
-        vec![secret("hub-1", "first-secret")],
+        vec![secret("hub-1", HUB)],
     ));
     let app = gatehouse::app::Application::build(settings.clone())
         .await
@@ -140,11 +163,11 @@ async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
     let http = crate::helpers::http();
     let ready = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
-    let body = br#"{"user":{"accountId":"a"}}"#;
+    let body = &removed("a");
     let response = http
         .post(format!("http://{addr}/webhooks/admin/user_removed"))
         .header("content-type", "application/json")
-        .header("x-hub-signature", signing::hub_signature("first-secret", body))
+        .header("x-hub-signature", signing::hub_signature(HUB, body))
         .body(body.to_vec())
         .send()
         .await
@@ -178,8 +201,8 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
     // A delivery is in flight, waiting for the broker's confirm...
     let in_flight = {
         let http = app.http.clone();
-        let body = br#"{"user":{"accountId":"in-flight"}}"#.to_vec();
-        let signature = signing::hub_signature("first-secret", &body);
+        let body = removed("in-flight");
+        let signature = signing::hub_signature(HUB, &body);
         tokio::spawn(async move {
             http.post(format!("http://{addr}/webhooks/admin/user_removed"))
                 .header("content-type", "application/json")
@@ -221,7 +244,7 @@ async fn load_beyond_the_concurrency_bound_is_shed_with_503_and_slow_senders_get
         s.sources.push(source(
             "admin",
             VerificationScheme::HubSignature,
-            vec![secret("hub-1", "first-secret")],
+            vec![secret("hub-1", HUB)],
         ));
     })
     .await;
@@ -229,11 +252,11 @@ async fn load_beyond_the_concurrency_bound_is_shed_with_503_and_slow_senders_get
     proxy.stall();
     let addr = app.addr;
     let first = tokio::spawn(async move {
-        let body = br#"{"user":{"accountId":"a"}}"#;
+        let body = &removed("a");
         crate::helpers::http()
             .post(format!("http://{addr}/webhooks/admin/user_removed"))
             .header("content-type", "application/json")
-            .header("x-hub-signature", signing::hub_signature("first-secret", body))
+            .header("x-hub-signature", signing::hub_signature(HUB, body))
             .body(body.to_vec())
             .send()
             .await

@@ -13,10 +13,14 @@ const QUIET: Duration = Duration::from_millis(400);
 const WAIT: Duration = Duration::from_secs(5);
 const WHSEC_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WHSEC_B: &str = "whsec_c2Vjb25kLXJvdGF0ZWQta2V5LTIwMjYtMTE=";
+const HUB_A: &str = "hub-secret-first-2026-11";
+const HUB_B: &str = "hub-secret-second-2026-05";
 
-fn user_event(account_id: &str) -> Vec<u8> {
+/// A Jira-style admin webhook body: it names its own event and carries a current timestamp.
+fn user_event(event: &str, account_id: &str) -> Vec<u8> {
     json!({
-        "timestamp": 1_718_000_000_000i64,
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+        "webhookEvent": event,
         "userAccountId": "admin-7",
         "user": {"accountId": account_id, "accountType": "atlassian", "displayName": "Ann", "email": null}
     })
@@ -29,7 +33,7 @@ async fn hub_app() -> TestApp {
         s.sources.push(source(
             "admin",
             VerificationScheme::HubSignature,
-            vec![secret("hub-1", "first-secret"), secret("hub-2", "second-secret")],
+            vec![secret("hub-1", HUB_A), secret("hub-2", HUB_B)],
         ));
     })
     .await
@@ -39,9 +43,9 @@ async fn hub_app() -> TestApp {
 async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
     let app = hub_app().await;
     let observer = Observer::new(app.prefix(), "#").await;
-    let body = user_event("5b10-ann");
+    let body = user_event("user_deactivated", "5b10-ann");
     let headers = vec![
-        ("x-hub-signature", signing::hub_signature("first-secret", &body)),
+        ("x-hub-signature", signing::hub_signature(HUB_A, &body)),
         ("x-atlassian-webhook-identifier", "hook-0001".to_owned()),
         ("x-atlassian-webhook-retry", "1".to_owned()),
     ];
@@ -51,20 +55,22 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["status"], "accepted");
-    assert_eq!(answer["dedupe_key"], "hook-0001");
+    // The body is signed and the delivery id header is not: the key is the body's digest.
+    let key = answer["dedupe_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("admin:sha256:"), "{key}");
 
     let seen = observer.all(QUIET.max(Duration::from_millis(800))).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     let message = &seen[0];
     assert_eq!(message.routing_key, "admin.user.deactivated");
-    assert_eq!(message.message_id.as_deref(), Some("hook-0001"));
+    assert_eq!(message.message_id.as_deref(), Some(key.as_str()));
     assert!(message.persistent);
     let envelope = &message.body;
     assert_eq!(envelope["id"], answer["id"]);
     assert_eq!(envelope["type"], "user.deactivated");
     assert_eq!(envelope["source"], "admin");
     assert_eq!(envelope["scheme"], "hub-signature");
-    assert_eq!(envelope["dedupe_key"], "hook-0001");
+    assert_eq!(envelope["dedupe_key"], key.as_str());
     assert_eq!(envelope["subject"]["account_id"], "5b10-ann");
     assert_eq!(envelope["actor"]["account_id"], "admin-7");
     assert_eq!(
@@ -85,19 +91,24 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
     assert!(observer.all(QUIET).await.is_empty());
 
     // The rotated (second) secret is accepted too, and says so.
-    let other = user_event("5b10-bob");
+    let other = user_event("user_deleted", "5b10-bob");
     let response = app
         .post(
             "/webhooks/admin/user_removed",
             &other,
-            &[("x-hub-signature", signing::hub_signature("second-secret", &other))],
+            &[("x-hub-signature", signing::hub_signature(HUB_B, &other))],
         )
         .await;
     assert_eq!(response.status(), 202);
     let seen = observer.next(WAIT).await.unwrap();
     assert_eq!(seen.body["delivery"]["key_id"], "hub-2");
     assert_eq!(seen.routing_key, "admin.user.removed");
-    assert!(seen.body["dedupe_key"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        seen.body["dedupe_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin:sha256:")
+    );
 
     let metrics = app.metrics().await;
     assert!(
@@ -119,7 +130,7 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
 async fn hub_signature_forgeries_are_refused_and_nothing_is_queued() {
     let app = hub_app().await;
     let observer = Observer::new(app.prefix(), "#").await;
-    let body = user_event("5b10-ann");
+    let body = user_event("user_deactivated", "5b10-ann");
     let path = "/webhooks/admin/user_deactivated";
 
     let wrong = app
@@ -138,7 +149,7 @@ async fn hub_signature_forgeries_are_refused_and_nothing_is_queued() {
         .post(
             path,
             &tampered,
-            &[("x-hub-signature", signing::hub_signature("first-secret", &body))],
+            &[("x-hub-signature", signing::hub_signature(HUB_A, &body))],
         )
         .await;
     assert_eq!(tampered.status(), 401);
@@ -192,7 +203,7 @@ async fn standard_webhooks_relay_rotation_expiry_and_duplicates() {
     let seen = observer.next(WAIT).await.unwrap();
     assert_eq!(seen.routing_key, "relay.user.deactivated");
     assert_eq!(seen.body["scheme"], "standard-webhooks");
-    assert_eq!(seen.body["dedupe_key"], "msg_1");
+    assert_eq!(seen.body["dedupe_key"], "relay:msg_1");
     assert_eq!(
         seen.body["subject"],
         json!({"account_id": "acc-1", "email": "ann@example.com"})
@@ -263,7 +274,10 @@ async fn url_token_in_path_or_header() {
         let mut guard = source(
             "guard",
             VerificationScheme::UrlToken,
-            vec![secret("t1", "tok-7f3a9c"), secret("t2", "tok-rotated-11")],
+            vec![
+                secret("t1", "tok-7f3a9c-0123456789"),
+                secret("t2", "tok-rotated-11-abcdefgh"),
+            ],
         );
         guard.kind = Some("guard".into());
         s.sources.push(guard);
@@ -273,7 +287,7 @@ async fn url_token_in_path_or_header() {
     let alert = br#"{"alert":{"title":"Suspicious login","id":"a-1"}}"#;
 
     assert_eq!(
-        app.post("/webhooks/guard/t/tok-7f3a9c", alert, &[])
+        app.post("/webhooks/guard/t/tok-7f3a9c-0123456789", alert, &[])
             .await
             .status(),
         202
@@ -283,12 +297,12 @@ async fn url_token_in_path_or_header() {
     assert_eq!(seen.body["scheme"], "url-token");
     assert_eq!(seen.body["delivery"]["key_id"], "t1");
 
-    let other = br#"{"alert":{"title":"Another","id":"a-2"}}"#;
+    let other = br#"{"event":"alert_created","alert":{"title":"Another","id":"a-2"}}"#;
     let response = app
         .post(
             "/webhooks/guard/alert_created",
             other,
-            &[("x-gatehouse-token", "tok-rotated-11".into())],
+            &[("x-gatehouse-token", "tok-rotated-11-abcdefgh".into())],
         )
         .await;
     assert_eq!(response.status(), 202);
@@ -312,7 +326,7 @@ async fn limits_media_type_unknown_source_and_malformed_bodies() {
         s.sources.push(source(
             "admin",
             VerificationScheme::HubSignature,
-            vec![secret("hub-1", "first-secret")],
+            vec![secret("hub-1", HUB_A)],
         ));
     })
     .await;
@@ -323,23 +337,23 @@ async fn limits_media_type_unknown_source_and_malformed_bodies() {
         .post(
             "/webhooks/admin",
             &big,
-            &[("x-hub-signature", signing::hub_signature("first-secret", &big))],
+            &[("x-hub-signature", signing::hub_signature(HUB_A, &big))],
         )
         .await;
     assert_eq!(response.status(), 413);
 
-    let body = user_event("acc");
+    let body = user_event("user_created", "acc");
     let response = app
         .http
         .post(app.url("/webhooks/admin"))
         .header("content-type", "text/plain")
-        .header("x-hub-signature", signing::hub_signature("first-secret", &body))
+        .header("x-hub-signature", signing::hub_signature(HUB_A, &body))
         .body(body.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 415);
-    let sig = signing::hub_signature("first-secret", &body);
+    let sig = signing::hub_signature(HUB_A, &body);
     let response = app
         .post("/webhooks/nobody", &body, &[("x-hub-signature", sig.clone())])
         .await;
@@ -363,10 +377,7 @@ async fn limits_media_type_unknown_source_and_malformed_bodies() {
         .post(
             "/webhooks/admin",
             &garbage,
-            &[(
-                "x-hub-signature",
-                signing::hub_signature("first-secret", &garbage),
-            )],
+            &[("x-hub-signature", signing::hub_signature(HUB_A, &garbage))],
         )
         .await;
     assert_eq!(response.status(), 400);
@@ -375,7 +386,7 @@ async fn limits_media_type_unknown_source_and_malformed_bodies() {
         .post(
             "/webhooks/admin",
             &array,
-            &[("x-hub-signature", signing::hub_signature("first-secret", &array))],
+            &[("x-hub-signature", signing::hub_signature(HUB_A, &array))],
         )
         .await;
     assert_eq!(response.status(), 400);
@@ -396,18 +407,18 @@ async fn limits_media_type_unknown_source_and_malformed_bodies() {
 #[tokio::test]
 async fn a_source_without_usable_secrets_refuses_everything() {
     let app = TestApp::spawn(|s| {
-        let mut expired = secret("old", "first-secret");
+        let mut expired = secret("old", HUB_A);
         expired.not_after = Some(chrono::Utc::now() - chrono::Duration::minutes(1));
         s.sources
             .push(source("admin", VerificationScheme::HubSignature, vec![expired]));
     })
     .await;
-    let body = user_event("acc");
+    let body = user_event("user_created", "acc");
     let response = app
         .post(
             "/webhooks/admin",
             &body,
-            &[("x-hub-signature", signing::hub_signature("first-secret", &body))],
+            &[("x-hub-signature", signing::hub_signature(HUB_A, &body))],
         )
         .await;
     assert_eq!(response.status(), 401);

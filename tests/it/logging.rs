@@ -68,7 +68,8 @@ async fn request_logs_carry_source_and_event_id_and_never_secrets() {
     .await;
     // Something must be bound to the exchange, or every publish is (rightly) unroutable.
     let _observer = crate::helpers::Observer::new(app.prefix(), "#").await;
-    let body = br#"{"timestamp":1,"user":{"accountId":"acc-1"}}"#;
+    let body = serde_json::json!({"timestamp": chrono::Utc::now().timestamp_millis(), "webhookEvent": "user_deleted", "user": {"accountId": "acc-1"}}).to_string();
+    let body = body.as_bytes();
     let accepted = app
         .post(
             "/webhooks/admin/user_removed",
@@ -92,9 +93,13 @@ async fn request_logs_carry_source_and_event_id_and_never_secrets() {
         401
     );
     assert_eq!(
-        app.post(&format!("/webhooks/guard/t/{URL_TOKEN}"), body, &[])
-            .await
-            .status(),
+        app.post(
+            &format!("/webhooks/guard/t/{URL_TOKEN}"),
+            br#"{"alert":{"title":"Suspicious login"}}"#,
+            &[]
+        )
+        .await
+        .status(),
         202
     );
     assert_eq!(

@@ -1,17 +1,25 @@
 //! Connect installations, read through a short-lived cache so verifying a webhook rarely touches
-//! the store.
+//! the store, and an unknown `iss` almost never does.
 //!
 //! Entries expire after a minute, so an uninstall or a secret rotation received by another
 //! gatehouse process is honoured here within that time; this process's own writes update the
 //! cache at once.
+//!
+//! Misses are answered from memory too: the set of every installed client key is kept and
+//! reloaded at most every [`KNOWN_KEYS_TTL`], so a flood of tokens naming random issuers costs
+//! one small store query per interval in all, not one per request. The price: a site installed
+//! through *another* process is recognized here up to that long after its install.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::ttl_cache::TtlCache;
 use crate::store::{Installation, Store, StoreError};
 
 const TTL: Duration = Duration::from_secs(60);
+/// How long the set of installed client keys is trusted before it is read again.
+pub const KNOWN_KEYS_TTL: Duration = Duration::from_secs(10);
 /// Bounds memory (only installations that exist are cached).
 const MAX_ENTRIES: usize = 10_000;
 
@@ -19,6 +27,10 @@ const MAX_ENTRIES: usize = 10_000;
 pub struct Installations {
     store: Store,
     cache: TtlCache<Installation>,
+    /// Every installed client key, and when it was read.
+    known: Mutex<Option<(Instant, Arc<HashSet<String>>)>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Installations {
@@ -26,13 +38,44 @@ impl Installations {
         Installations {
             store,
             cache: TtlCache::new(TTL, MAX_ENTRIES),
+            known: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<HashSet<String>>)>> {
+        // Replaced whole, never half-written.
+        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The fresh set of installed client keys, reading it from the store when it is stale
+    /// (one reader at a time; the others wait for that read).
+    async fn known_keys(&self) -> Result<Arc<HashSet<String>>, StoreError> {
+        let fresh = |slot: &Option<(Instant, Arc<HashSet<String>>)>| {
+            slot.as_ref()
+                .filter(|(at, _)| at.elapsed() < KNOWN_KEYS_TTL)
+                .map(|(_, keys)| keys.clone())
+        };
+        if let Some(keys) = fresh(&self.known()) {
+            return Ok(keys);
+        }
+        let _reloading = self.reloading.lock().await;
+        if let Some(keys) = fresh(&self.known()) {
+            return Ok(keys);
+        }
+        let keys: Arc<HashSet<String>> =
+            Arc::new(self.store.installation_keys().await?.into_iter().collect());
+        *self.known() = Some((Instant::now(), keys.clone()));
+        Ok(keys)
     }
 
     /// The installation for `client_key`, if the site installed the app.
     pub async fn get(&self, client_key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
         if let Some(installation) = self.cache.get(client_key) {
             return Ok(Some(installation));
+        }
+        if !self.known_keys().await?.contains(client_key) {
+            return Ok(None);
         }
         let found = self.store.installation(client_key).await?.map(Arc::new);
         match &found {
@@ -45,13 +88,26 @@ impl Installations {
     pub async fn put(&self, installation: Installation) -> Result<(), StoreError> {
         self.store.upsert_installation(&installation).await?;
         let key = installation.client_key.clone();
+        self.update_known(|keys| {
+            keys.insert(key.clone());
+        });
         self.cache.insert(&key, Arc::new(installation));
         Ok(())
     }
 
     pub async fn remove(&self, client_key: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete_installation(client_key).await?;
+        self.update_known(|keys| {
+            keys.remove(client_key);
+        });
         self.cache.remove(client_key);
         Ok(existed)
+    }
+
+    /// Applies this process's own change to the known set, if it is loaded.
+    fn update_known(&self, change: impl FnOnce(&mut HashSet<String>)) {
+        if let Some((_, keys)) = self.known().as_mut() {
+            change(Arc::make_mut(keys));
+        }
     }
 }

@@ -165,8 +165,7 @@ async fn handle_lifecycle(
                 .kid
                 .as_deref()
                 .ok_or(VerifyError::Missing("kid header"))?;
-            let key = state.install_keys.key(kid).await?;
-            decoded.verify_rs256(&key)?;
+            // The cheap checks first: a token that could not pass them never costs a key fetch.
             let audience_ok = decoded
                 .claims
                 .aud
@@ -175,6 +174,9 @@ async fn handle_lifecycle(
             if !audience_ok {
                 return Err(VerifyError::WrongAudience.into());
             }
+            decoded.check_time(chrono::Utc::now(), state.settings.connect.jwt_leeway_seconds)?;
+            let key = state.install_keys.key(kid).await?;
+            decoded.verify_rs256(&key)?;
         }
         "HS256" => {
             // Only a site we already know can sign with its shared secret.

@@ -1,5 +1,7 @@
 //! `X-Hub-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body (Jira Cloud, Confluence Data
 //! Center). GitHub's `X-Hub-Signature-256` spelling is accepted too, so one verifier serves both.
+//! GitHub-style senders send both, the plain header then holding a SHA-1 HMAC: the `-256` header
+//! wins whenever it is present, and SHA-1 is never accepted.
 
 use chrono::{DateTime, Utc};
 use ring::hmac;
@@ -13,8 +15,8 @@ pub fn verify(
     now: DateTime<Utc>,
 ) -> Result<Verified, VerifyError> {
     let live = live_secrets(secrets, now)?;
-    let value = header(request.headers, "x-hub-signature")
-        .or_else(|| header(request.headers, "x-hub-signature-256"))
+    let value = header(request.headers, "x-hub-signature-256")
+        .or_else(|| header(request.headers, "x-hub-signature"))
         .ok_or(VerifyError::Missing("X-Hub-Signature header"))?;
     let hex_digest = value
         .strip_prefix("sha256=")
@@ -113,5 +115,30 @@ mod tests {
             check(&[secret("a", "x")], "X-Hub-Signature", "sha1=00", b""),
             Err(VerifyError::Malformed(_))
         ));
+    }
+
+    /// GitHub sends `X-Hub-Signature: sha1=…` next to `X-Hub-Signature-256: sha256=…`.
+    #[test]
+    fn the_sha256_header_wins_over_a_sha1_one() {
+        let secrets = [secret("gh", "It's a Secret to Everybody")];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-hub-signature",
+            HeaderValue::from_static("sha1=0000000000000000000000000000000000000000"),
+        );
+        headers.insert(
+            "x-hub-signature-256",
+            HeaderValue::from_static(
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            ),
+        );
+        let request = RequestParts {
+            method: &Method::POST,
+            path: "/",
+            query: None,
+            headers: &headers,
+            body: b"Hello, World!",
+        };
+        assert_eq!(verify(&secrets, &request, Utc::now()).unwrap().key_id, "gh");
     }
 }

@@ -80,14 +80,7 @@ pub fn secret(id: &str, value: &str) -> SourceSecret {
 }
 
 pub fn source(name: &str, scheme: VerificationScheme, secrets: Vec<SourceSecret>) -> SourceSettings {
-    SourceSettings {
-        name: name.to_owned(),
-        scheme,
-        kind: None,
-        secrets,
-        tolerance_seconds: 300,
-        token_header: "x-gatehouse-token".to_owned(),
-    }
+    SourceSettings::new(name, scheme, secrets)
 }
 
 /// Settings for a test: port 0, a unique queue prefix, a SQLite store in `dir`.

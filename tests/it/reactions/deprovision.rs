@@ -79,7 +79,7 @@ async fn a_deactivation_removes_every_group_but_the_keep_list_and_copies_change_
             handlers::EventType::UserDeactivated,
             "relay",
             handlers::Scheme::StandardWebhooks,
-            "msg-ann-1",
+            handlers::source_dedupe_key("relay", "msg-ann-1"),
             serde_json::value::RawValue::from_string("{}".into()).unwrap(),
         );
         e.subject.account_id = Some("ann".into());

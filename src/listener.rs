@@ -1,0 +1,397 @@
+//! Serving the HTTP router on a TCP listener, with the defences that live below any handler: a
+//! cap on open connections, a timer on reading a request's head, and an idle timeout for
+//! kept-alive connections (`[server]`), so nobody can wear gatehouse down by opening sockets and
+//! saying little or nothing on them.
+//!
+//! - `max_connections`: a connection beyond the cap is answered `503` at once and closed (it is
+//!   never handed to HTTP, so it costs one write).
+//! - `header_read_timeout_seconds`: once the first byte of a request has arrived, its line and
+//!   headers must follow within this, or the connection is closed.
+//! - `keep_alive_idle_seconds`: a connection with no request in flight and nothing sent or
+//!   received for this long is closed.
+//!
+//! Both timers are kept per connection by [`Activity`], which the socket wrapper and the request
+//! service update; hyper's own header timer is installed too, as a backstop (it counts from the
+//! moment hyper waits for a head, so it is set to the longer of the two). Shutdown is explicit:
+//! [`serve`] stops accepting when its token is cancelled, asks every connection to finish its
+//! in-flight request and close, and returns once all have.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::config::ServerSettings;
+
+/// What a connection over the cap is told before it is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 55\r\n\r\n{\"error\":\"unavailable\",\"reason\":\"too many connections\"}";
+
+/// Connection-level metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections closed by gatehouse, by reason (`over_capacity`, `header_timeout`,
+    /// `idle_timeout`).
+    pub closed: Family<ClosedReason, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ClosedReason {
+    pub reason: &'static str,
+}
+
+impl ConnectionMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = ConnectionMetrics::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "http_connections_closed_by_server",
+            "HTTP connections gatehouse closed on its own, by reason",
+            metrics.closed.clone(),
+        );
+        metrics
+    }
+
+    fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&ClosedReason { reason }).inc();
+    }
+}
+
+/// The connection-level limits, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub keep_alive_idle: Duration,
+    pub max_connections: usize,
+}
+
+impl From<&ServerSettings> for Limits {
+    fn from(server: &ServerSettings) -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
+            keep_alive_idle: Duration::from_secs(server.keep_alive_idle_seconds),
+            max_connections: server.max_connections,
+        }
+    }
+}
+
+/// Serves `router` until `shutdown` is cancelled, then lets open connections finish their
+/// in-flight requests and returns when every connection is closed (the caller bounds that wait).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    metrics: ConnectionMetrics,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle));
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // A fresh socket's send buffer is empty, so this write does not block; a client
+            // that already sent its request may see a reset instead, which refuses it too.
+            let _ = stream.try_write(OVER_CAPACITY);
+            metrics.closed("over_capacity");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(
+            stream,
+            router.clone(),
+            builder.clone(),
+            limits,
+            metrics.clone(),
+            shutdown.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// One connection, until the client closes it, a timer does, or shutdown has let it finish.
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    builder: hyper::server::conn::http1::Builder,
+    limits: Limits,
+    metrics: ConnectionMetrics,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    metrics.open.inc();
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = RequestService {
+        router,
+        activity: activity.clone(),
+    };
+    let served = builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
+    let mut served = std::pin::pin!(served);
+    let mut draining = false;
+    loop {
+        let changed = activity.changed.notified();
+        let deadline = activity.deadline(&limits);
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                served.as_mut().graceful_shutdown();
+            }
+            _ = changed => {}
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Some(reason) = activity.expired(&limits) {
+                    metrics.closed(reason);
+                    tracing::debug!(reason, "closing a connection");
+                    // Nothing is in flight: dropping the connection closes the socket.
+                    break;
+                }
+            }
+        }
+    }
+    metrics.open.dec();
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a connection is doing, for its timers.
+#[derive(Debug)]
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Wakes the connection's loop when a deadline may have moved.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    /// Requests handed to the router and not answered yet.
+    in_flight: usize,
+    /// When the connection last did anything while no request was in flight.
+    idle_since: Instant,
+    /// When the first byte of a request head arrived, until the request is dispatched.
+    head_started: Option<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                idle_since: Instant::now(),
+                head_started: None,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        // Plain numbers: a panic elsewhere cannot leave them half-written.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) {
+        let mut state = self.state();
+        if state.in_flight == 0 && state.head_started.is_none() {
+            state.head_started = Some(Instant::now());
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    fn wrote(&self) {
+        let mut state = self.state();
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+        }
+    }
+
+    fn begin(&self) {
+        let mut state = self.state();
+        state.in_flight += 1;
+        state.head_started = None;
+    }
+
+    fn end(&self) {
+        let mut state = self.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection's timer runs out, if one is running.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let state = self.state();
+        if state.in_flight > 0 {
+            return None;
+        }
+        Some(match state.head_started {
+            Some(started) => started + limits.header_read_timeout,
+            None => state.idle_since + limits.keep_alive_idle,
+        })
+    }
+
+    /// Why the connection must close now, if it must.
+    fn expired(&self, limits: &Limits) -> Option<&'static str> {
+        let state = self.state();
+        let now = Instant::now();
+        match (state.in_flight, state.head_started) {
+            (0, Some(started)) if now >= started + limits.header_read_timeout => Some("header_timeout"),
+            (0, None) if now >= state.idle_since + limits.keep_alive_idle => Some("idle_timeout"),
+            _ => None,
+        }
+    }
+}
+
+/// The socket, reporting reads and writes to its connection's [`Activity`].
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The router, counting requests in flight for the connection's timers.
+#[derive(Clone)]
+struct RequestService {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl Service<hyper::Request<Incoming>> for RequestService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A Router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::begin(self.activity.clone());
+        let mut router = self.router.clone();
+        Box::pin(async move {
+            let response = router.call(request.map(Body::new)).await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// A request in flight; ends when dropped (also when hyper drops the request on a reset).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.begin();
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
