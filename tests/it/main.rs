@@ -16,3 +16,4 @@ mod poll;
 mod queue;
 mod reactions;
 mod store;
+mod store_seal;
