@@ -212,6 +212,15 @@ impl Application {
             metrics.atlassian.observe_token_expiry(atlassian);
         }
         let store = open_store(&settings).await?;
+        let unsealed = store
+            .count_unsealed()
+            .await
+            .context("checking stored credentials")?;
+        anyhow::ensure!(
+            unsealed == 0,
+            "{unsealed} credential(s) in the store are in clear although store.encryption_key is set: \
+             seal them with `gatehouse store seal`"
+        );
         let audit = AuditLog::from_settings(store.clone(), &settings);
         let backend = open_backend(&settings, &store, &audit, &metrics);
         let listener = TcpListener::bind(settings.server.listen)

@@ -1,12 +1,13 @@
 //! The command line: the roles (`serve`, `ingress`, `worker`), operator commands (`dlq`,
-//! `audit`, `directory`, `check-config`), and the exit codes scripts rely on (0 fine, 1 failure,
-//! 2 configuration error, 3 audit chain broken).
+//! `audit`, `directory`, `store`, `check-config`), and the exit codes scripts rely on (0 fine,
+//! 1 failure, 2 configuration error, 3 audit chain broken).
 
 mod approvals;
 mod dlq;
 mod plan;
 mod progress;
 mod reconcile;
+mod store;
 mod table;
 
 pub mod audit;
@@ -76,6 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         command: directory::DirectoryCommand,
     },
+    /// Work on the store itself (seal credentials stored in clear).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -132,6 +138,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dlq { command } => {
             quiet_logs(&settings);
             report(dlq::run(settings, command).await)
+        }
+        Command::Store { command } => {
+            quiet_logs(&settings);
+            report(store::run(settings, command).await)
         }
     }
 }

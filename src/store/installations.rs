@@ -18,7 +18,7 @@ pub struct Installation {
 }
 
 /// What a sealed shared secret is bound to.
-fn context(client_key: &str) -> String {
+pub(super) fn context(client_key: &str) -> String {
     format!("connect_installations.shared_secret:{client_key}")
 }
 

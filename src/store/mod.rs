@@ -14,6 +14,7 @@ mod installations;
 mod migrations;
 mod oauth_tokens;
 pub mod poll_state;
+mod sealed_columns;
 pub mod sealing;
 
 use std::str::FromStr;
@@ -30,6 +31,7 @@ pub use dedupe::Claim;
 pub use installations::Installation;
 pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 pub use poll_state::GroupSnapshot;
+pub use sealed_columns::SealedColumn;
 
 /// Which database is underneath.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,14 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("store holds invalid data: {0}")]
     Corrupt(String),
+    /// A credential in clear where a sealed one is expected (`store.encryption_key` is set).
+    #[error(
+        "{context} is stored in clear, but store.encryption_key is set: seal it with `gatehouse store seal`"
+    )]
+    Unsealed { context: String },
+    /// An operation that needs `store.encryption_key` without one.
+    #[error("store.encryption_key is not configured")]
+    NoKey,
 }
 
 /// A handle on the store; cheap to clone (the pool is shared).
@@ -146,7 +156,8 @@ impl Store {
         }
     }
 
-    /// A stored credential, opened.
+    /// A stored credential, opened: with a key only sealed values open, without one only clear
+    /// values (see [`sealing`]).
     pub fn open(&self, stored: &str, context: &str) -> Result<String, StoreError> {
         match &self.sealer {
             Some(sealer) => sealer.open(stored, context),

@@ -38,11 +38,11 @@ pub struct OAuthRotation<'a> {
 }
 
 /// What sealed tokens are bound to.
-fn refresh_context(grant_key: &str) -> String {
+pub(super) fn refresh_context(grant_key: &str) -> String {
     format!("oauth_tokens.refresh_token:{grant_key}")
 }
 
-fn access_context(grant_key: &str) -> String {
+pub(super) fn access_context(grant_key: &str) -> String {
     format!("oauth_tokens.access_token:{grant_key}")
 }
 

@@ -5,8 +5,13 @@
 //! A sealed value is `sealed:v1:` + base64(nonce ‖ ciphertext ‖ tag), with a fresh random nonce
 //! per write. The associated data names the column and the row (`connect_installations.
 //! shared_secret:{client_key}`), so a sealed value copied onto another row does not open.
-//! Without a key, values are stored as they are (`check-config` warns); a value written in clear
-//! before a key was configured still reads, and is sealed on its next write.
+//! Without a key, values are stored as they are (`check-config` warns).
+//!
+//! With a key, a value in clear is an error, never taken as the credential: otherwise anyone who
+//! can write to the database could plant one (a forged Connect installation with a secret of
+//! their choosing) past the seal. Values written before the key was set are sealed in place by
+//! `gatehouse store seal` (see `sealed_columns.rs`), and the roles refuse to start while
+//! any are left.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -62,10 +67,13 @@ impl Sealer {
         Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
     }
 
+    /// Opens a sealed value bound to `context`; a value in clear is refused
+    /// ([`StoreError::Unsealed`]).
     pub fn open(&self, stored: &str, context: &str) -> Result<String, StoreError> {
         let Some(encoded) = stored.strip_prefix(PREFIX) else {
-            // Written before a key was configured.
-            return Ok(stored.to_owned());
+            return Err(StoreError::Unsealed {
+                context: context.to_owned(),
+            });
         };
         let unreadable = || {
             StoreError::Corrupt(format!(
@@ -87,9 +95,14 @@ impl Sealer {
     }
 }
 
+/// Is `stored` a sealed value (as opposed to one in clear)? Says nothing of whether it opens.
+pub fn is_sealed(stored: &str) -> bool {
+    stored.starts_with(PREFIX)
+}
+
 /// Opens a stored value when there is no key: clear values pass, sealed ones are an error.
 pub fn open_without_key(stored: &str, context: &str) -> Result<String, StoreError> {
-    if stored.starts_with(PREFIX) {
+    if is_sealed(stored) {
         return Err(StoreError::Corrupt(format!(
             "{context} is sealed, but store.encryption_key is not configured"
         )));
@@ -122,8 +135,24 @@ mod tests {
         );
         let other = Sealer::new(&Secret::new(STANDARD.encode([8u8; 32]))).unwrap();
         assert!(other.open(&sealed, "t.c:row-1").is_err(), "another key");
-        assert_eq!(sealer.open("legacy-clear", "t.c:row-1").unwrap(), "legacy-clear");
         assert!(open_without_key(&sealed, "t.c:row-1").is_err());
+        assert_eq!(open_without_key("clear", "t.c:row-1").unwrap(), "clear");
+    }
+
+    #[test]
+    fn a_value_in_clear_is_refused_with_a_key() {
+        let sealer = sealer();
+        for clear in ["planted-secret", "", "sealed:v2:abc", "SEALED:V1:abc"] {
+            let error = sealer.open(clear, "t.c:row-1").unwrap_err();
+            assert!(matches!(error, StoreError::Unsealed { .. }), "{clear}: {error:?}");
+            let message = error.to_string();
+            assert!(
+                message.contains("t.c:row-1") && message.contains("gatehouse store seal"),
+                "{message}"
+            );
+            assert!(!is_sealed(clear));
+        }
+        assert!(is_sealed(&sealer.seal("x", "t.c:row-1").unwrap()));
     }
 
     #[test]

@@ -16,4 +16,5 @@ mod poll;
 mod queue;
 mod reactions;
 mod store;
+mod store_seal;
 mod trust;

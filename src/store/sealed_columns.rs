@@ -1,0 +1,174 @@
+//! The columns that hold sealed credentials, taken together, for a store written before
+//! `store.encryption_key` was set: counting the values still in clear (the roles refuse to start
+//! on any, [`Store::count_unsealed`]) and sealing them in place (`gatehouse store seal`,
+//! [`Store::seal_in_place`]).
+//!
+//! Each value is sealed bound to its row with the context its table's own write path uses (the
+//! context functions are shared, not copied), so it opens exactly as if it had been written
+//! sealed.
+
+use sqlx::{AnyConnection, Row};
+
+use super::sealing;
+use super::{Store, StoreError, installations, oauth_tokens};
+use crate::config::Secret;
+
+/// One column of sealed credentials.
+struct Column {
+    /// `table.column`, as reports name it.
+    name: &'static str,
+    /// `(row key, value)` of every row holding a value.
+    select: &'static str,
+    /// Replaces the value (`$1`) of one row (`$2`) if it still holds what was read (`$3`).
+    update: &'static str,
+    /// What a value in this column is bound to, given its row key.
+    context: fn(&str) -> String,
+}
+
+static COLUMNS: [Column; 3] = [
+    Column {
+        name: "connect_installations.shared_secret",
+        select: "SELECT client_key, shared_secret FROM connect_installations ORDER BY client_key",
+        update: "UPDATE connect_installations SET shared_secret = $1
+                 WHERE client_key = $2 AND shared_secret = $3",
+        context: installations::context,
+    },
+    Column {
+        name: "oauth_tokens.refresh_token",
+        select: "SELECT grant_key, refresh_token FROM oauth_tokens ORDER BY grant_key",
+        update: "UPDATE oauth_tokens SET refresh_token = $1
+                 WHERE grant_key = $2 AND refresh_token = $3",
+        context: oauth_tokens::refresh_context,
+    },
+    Column {
+        name: "oauth_tokens.access_token",
+        select: "SELECT grant_key, access_token FROM oauth_tokens
+                 WHERE access_token IS NOT NULL ORDER BY grant_key",
+        update: "UPDATE oauth_tokens SET access_token = $1
+                 WHERE grant_key = $2 AND access_token = $3",
+        context: oauth_tokens::access_context,
+    },
+];
+
+/// What sealing in place did (on a dry run: would do) to one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedColumn {
+    /// `table.column`.
+    pub column: &'static str,
+    /// Values that were in clear and are now sealed (on a dry run: would be).
+    pub sealed: usize,
+    /// Values that were sealed already (and open with the key).
+    pub already_sealed: usize,
+}
+
+/// Every `(row key, stored value)` of `column`. The values are credentials (or sealed ones), so
+/// they stay wrapped.
+async fn rows(column: &Column, conn: &mut AnyConnection) -> Result<Vec<(String, Secret)>, StoreError> {
+    sqlx::query(column.select)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, Secret::new(row.try_get::<String, _>(1)?))))
+        .collect()
+}
+
+impl Store {
+    /// How many stored credentials are in clear although `store.encryption_key` is set (they
+    /// would not open). Always 0 without a key: then clear is how credentials are stored.
+    pub async fn count_unsealed(&self) -> Result<usize, StoreError> {
+        if self.sealer.is_none() {
+            return Ok(0);
+        }
+        let mut conn = self.pool().acquire().await?;
+        let mut count = 0;
+        for column in &COLUMNS {
+            count += rows(column, &mut conn)
+                .await?
+                .iter()
+                .filter(|(_, value)| !sealing::is_sealed(value.expose()))
+                .count();
+        }
+        Ok(count)
+    }
+
+    /// Seals, with the configured key, every credential stored in clear, in one transaction: all
+    /// of them or, on any error, none. Values already sealed are left alone, but must open with
+    /// the key: one that does not (another key, another row's value) is an error and nothing is
+    /// changed. With `dry_run`, only reads and reports what it would do.
+    pub async fn seal_in_place(&self, dry_run: bool) -> Result<Vec<SealedColumn>, StoreError> {
+        let sealer = self.sealer.as_deref().ok_or(StoreError::NoKey)?;
+        let mut tx = if dry_run {
+            self.pool().begin().await?
+        } else {
+            self.begin_write().await?
+        };
+        let mut report = Vec::with_capacity(COLUMNS.len());
+        let mut unopenable = Vec::new();
+        let mut in_clear = Vec::new();
+        for column in &COLUMNS {
+            let mut done = SealedColumn {
+                column: column.name,
+                sealed: 0,
+                already_sealed: 0,
+            };
+            for (key, value) in rows(column, &mut tx).await? {
+                let context = (column.context)(&key);
+                if !sealing::is_sealed(value.expose()) {
+                    done.sealed += 1;
+                    in_clear.push((column, key, context, value));
+                } else if sealer.open(value.expose(), &context).is_ok() {
+                    done.already_sealed += 1;
+                } else {
+                    unopenable.push(context);
+                }
+            }
+            report.push(done);
+        }
+        if !unopenable.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "{} sealed value(s) do not open with store.encryption_key (another key?): {}; \
+                 nothing was sealed",
+                unopenable.len(),
+                unopenable.join(", ")
+            )));
+        }
+        if dry_run {
+            tx.rollback().await?;
+            return Ok(report);
+        }
+        for (column, key, context, value) in in_clear {
+            let updated = sqlx::query(column.update)
+                .bind(sealer.seal(value.expose(), &context)?)
+                .bind(&key)
+                .bind(value.expose())
+                .execute(&mut *tx)
+                .await?;
+            // Only on PostgreSQL can another writer get in (SQLite holds the write lock).
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "{context} changed while it was being sealed (is a gatehouse without the key \
+                     running on this store?); nothing was sealed, run again"
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed value's context is `table.column:row`, the column reports name.
+    #[test]
+    fn contexts_name_their_column() {
+        for column in &COLUMNS {
+            assert_eq!((column.context)("row-1"), format!("{}:row-1", column.name));
+            let (table, field) = column.name.split_once('.').unwrap();
+            for sql in [column.select, column.update] {
+                assert!(sql.contains(table) && sql.contains(field), "{sql}");
+            }
+        }
+    }
+}
