@@ -490,4 +490,50 @@ mod tests {
         assert_eq!(back.event_type, EventType::UserRemoved);
         assert_eq!(back.scheme, Scheme::HubSignature);
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Arbitrary Unicode, arbitrary bytes, or names close to real ones.
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..160)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                "[ a-zA-Z0-9_.:#-]{0,120}",
+                prop::sample::select(EventType::known().collect::<Vec<_>>()).prop_map(str::to_owned),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn other_names_are_routing_words_that_parse_back(name in name()) {
+                let event_type = EventType::other(&name);
+                let EventType::Other(cleaned) = &event_type else {
+                    return Err(TestCaseError::fail("not an other.* type"));
+                };
+                prop_assert!(!cleaned.is_empty() && cleaned.chars().count() <= 100, "{:?}", cleaned);
+                prop_assert!(
+                    cleaned.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
+                    "{:?}",
+                    cleaned
+                );
+                let wire = event_type.as_str();
+                prop_assert_eq!(wire.strip_prefix("other."), Some(cleaned.as_str()));
+                prop_assert_eq!(wire.parse::<EventType>(), Ok(event_type.clone()));
+                prop_assert_eq!(EventType::other(cleaned), event_type.clone());
+                let json = serde_json::to_string(&event_type).unwrap();
+                prop_assert_eq!(serde_json::from_str::<EventType>(&json).unwrap(), event_type);
+            }
+
+            #[test]
+            fn parsing_arbitrary_text_never_panics(text in name()) {
+                if let Ok(event_type) = text.parse::<EventType>() {
+                    prop_assert_eq!(event_type.as_str(), text.as_str());
+                }
+            }
+        }
+    }
 }

@@ -170,4 +170,165 @@ mod tests {
         assert!(is_hash(&compute_hash(GENESIS, b"{}")));
         assert!(!is_hash("ABC"));
     }
+
+    mod props {
+        use proptest::prelude::*;
+        use ulid::Ulid;
+
+        use super::*;
+
+        /// What JSON escaping and byte-wise key order could trip over, or anything at all.
+        fn text() -> impl Strategy<Value = String> {
+            const AWKWARD: &[&str] = &[
+                "",
+                "\"",
+                "\\",
+                "\u{0}",
+                "\u{1f}",
+                "\u{7f}",
+                "\u{8}\u{c}\n\r\t",
+                "\u{2028}",
+                "é",
+                "😀",
+                "\u{feff}",
+                "\\u0041",
+                "}{,:",
+            ];
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..32)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                prop::collection::vec(prop::sample::select(AWKWARD), 0..6).prop_map(|parts| parts.concat()),
+            ]
+        }
+
+        fn new_record() -> impl Strategy<Value = NewRecord> {
+            (
+                (any::<u128>(), prop::sample::select(AuditKind::ALL.to_vec())),
+                (prop::option::of(text()), prop::option::of(text())),
+                prop::option::of((text(), text(), any::<bool>())),
+                (any::<bool>(), any::<u32>()),
+                (text(), prop::option::of(any::<u16>()), prop::option::of(text())),
+                prop::option::of(text()),
+                prop::collection::vec(text(), 0..3),
+            )
+                .prop_map(
+                    |(
+                        (event_id, kind),
+                        (account_id, handler),
+                        action,
+                        (dry_run, attempt),
+                        outcome,
+                        request_id,
+                        warnings,
+                    )| {
+                        NewRecord {
+                            event_id: Ulid(event_id),
+                            kind,
+                            account_id,
+                            handler,
+                            action: action.map(|(action_type, target, org_wide)| ActionRef {
+                                action_type,
+                                target,
+                                org_wide,
+                            }),
+                            dry_run,
+                            attempt,
+                            outcome: Outcome {
+                                status: outcome.0,
+                                http_status: outcome.1,
+                                error: outcome.2,
+                            },
+                            request_id,
+                            warnings,
+                        }
+                    },
+                )
+        }
+
+        /// Records as the log writes them: millisecond time (here between 1970 and 9999).
+        fn record() -> impl Strategy<Value = AuditRecord> {
+            (
+                any::<u64>(),
+                any::<u128>(),
+                0i64..=253_402_300_799_999,
+                new_record(),
+                text(),
+                text(),
+            )
+                .prop_map(|(seq, id, millis, record, prev_hash, hash)| AuditRecord {
+                    seq,
+                    id: Ulid(id),
+                    time: DateTime::from_timestamp_millis(millis).expect("in chrono's range"),
+                    record,
+                    prev_hash,
+                    hash,
+                })
+        }
+
+        /// A string as the module docs define canonical escaping, written independently of
+        /// serde_json.
+        fn escaped(value: &str) -> String {
+            let mut out = String::from("\"");
+            for c in value.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn canonical_form_is_deterministic_and_the_hash_verifies(mut record in record()) {
+                let canonical_bytes = canonical(&record).unwrap();
+                prop_assert_eq!(&canonical(&record.clone()).unwrap(), &canonical_bytes);
+                let text = String::from_utf8(canonical_bytes.clone()).unwrap();
+                // Canonical JSON is JSON, and writing it canonically again changes nothing.
+                let value: Value = serde_json::from_str(&text).unwrap();
+                let mut again = Vec::new();
+                write_canonical(&value, &mut again).unwrap();
+                prop_assert_eq!(&again, &canonical_bytes);
+                prop_assert!(value.get("hash").is_none());
+                let time = format_time(record.time);
+                prop_assert_eq!(value["time"].as_str(), Some(time.as_str()));
+                // Every string is there, escaped as the docs say.
+                let strings = [
+                    record.record.handler.as_deref(),
+                    record.record.account_id.as_deref(),
+                    Some(record.record.outcome.status.as_str()),
+                    record.record.outcome.error.as_deref(),
+                    record.record.request_id.as_deref(),
+                    Some(record.prev_hash.as_str()),
+                ];
+                for string in strings.into_iter().flatten() {
+                    prop_assert!(text.contains(&escaped(string)), "{:?} not in {}", string, text);
+                }
+
+                record.hash = hash_of(&record).unwrap();
+                prop_assert!(is_hash(&record.hash));
+                prop_assert_eq!(&record.hash, &compute_hash(&record.prev_hash, &canonical_bytes));
+                // The hash does not cover itself.
+                prop_assert_eq!(hash_of(&record).unwrap(), record.hash.clone());
+            }
+
+            #[test]
+            fn records_round_trip_through_json(mut record in record()) {
+                record.hash = hash_of(&record).unwrap();
+                let json = serde_json::to_string(&record).unwrap();
+                let back: AuditRecord = serde_json::from_str(&json).unwrap();
+                prop_assert_eq!(&back, &record);
+                prop_assert_eq!(hash_of(&back).unwrap(), record.hash);
+            }
+        }
+    }
 }

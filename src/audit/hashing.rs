@@ -71,7 +71,7 @@ impl PiiHasher {
     /// Rewrites every free-text field of `record`.
     pub fn apply_record(&self, record: &mut NewRecord) {
         for text in record.free_text_mut() {
-            if text.contains('@') || text.contains(PII_START) {
+            if text.contains(['@', PII_START, PII_END]) {
                 *text = self.apply(text);
             }
         }
@@ -116,11 +116,13 @@ fn hash_with(key: &hmac::Key, kind: PiiKind, value: &str) -> String {
 }
 
 /// Replaces each `PII_START…PII_END` span with `f(inner)`; a dangling start marker covers the rest
-/// of the text (fail towards hiding), stray end markers are dropped.
+/// of the text (fail towards hiding), stray markers (an end outside a span, a start inside one)
+/// are dropped, so none is left to be read as a span by a later pass.
 fn replace_marked(text: &str, f: impl Fn(&str) -> String) -> String {
     if !text.contains(PII_START) && !text.contains(PII_END) {
         return text.to_owned();
     }
+    let inner = |span: &str| -> String { span.chars().filter(|c| *c != PII_START).collect() };
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find(PII_START) {
@@ -128,11 +130,11 @@ fn replace_marked(text: &str, f: impl Fn(&str) -> String) -> String {
         let after = &rest[start + PII_START.len_utf8()..];
         match after.find(PII_END) {
             Some(end) => {
-                out.push_str(&f(&after[..end]));
+                out.push_str(&f(&inner(&after[..end])));
                 rest = &after[end + PII_END.len_utf8()..];
             }
             None => {
-                out.push_str(&f(after));
+                out.push_str(&f(&inner(after)));
                 rest = "";
             }
         }
@@ -186,23 +188,39 @@ fn is_email(value: &str) -> bool {
 }
 
 /// Replaces every email address in `text` with `f(address)`.
+///
+/// Addresses that share characters (`a@b.co@c.com`: `b.co` is the first one's domain and the
+/// second one's local part) are replaced as one span. Replacing only the first would leave the
+/// second's domain in clear, and its hash's hex digits would become the local part of a new
+/// address (`hmac-sha256:…@c.com`) that hashing the result again would replace: hashing would
+/// not be stable.
 fn replace_emails(text: &str, f: impl Fn(&str) -> String) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
-    let mut search = 0;
-    while let Some(offset) = text[search..].find('@') {
-        let at = search + offset;
-        match email_at(bytes, at) {
-            // The span is ASCII, so its ends are char boundaries.
-            Some((start, end)) if start >= copied => {
-                out.push_str(&text[copied..start]);
-                out.push_str(&f(&text[start..end]));
-                copied = end;
-                search = end;
+    // The span being grown, replaced once the next address no longer overlaps it. The spans
+    // are ASCII, so their ends are char boundaries.
+    let mut pending: Option<(usize, usize)> = None;
+    let mut replace = |out: &mut String, (start, end): (usize, usize)| {
+        out.push_str(&text[copied..start]);
+        out.push_str(&f(&text[start..end]));
+        copied = end;
+    };
+    for (at, _) in text.match_indices('@') {
+        let Some((start, end)) = email_at(bytes, at) else {
+            continue;
+        };
+        match &mut pending {
+            Some((_, pending_end)) if start < *pending_end => *pending_end = end,
+            _ => {
+                if let Some(span) = pending.replace((start, end)) {
+                    replace(&mut out, span);
+                }
             }
-            _ => search = at + 1,
         }
+    }
+    if let Some(span) = pending {
+        replace(&mut out, span);
     }
     out.push_str(&text[copied..]);
     out
@@ -269,6 +287,14 @@ mod tests {
     }
 
     #[test]
+    fn stray_markers_are_dropped() {
+        let plain = PiiHasher::new(&AuditSettings::default());
+        // A start inside a span used to be written out, and read as a span by the next pass.
+        assert_eq!(plain.apply("\u{2}\u{2}"), "");
+        assert_eq!(plain.apply("a\u{3}b \u{2}c\u{2}d\u{3} e"), "ab cd e");
+    }
+
+    #[test]
     fn records_are_rewritten_except_account_id() {
         let h = hasher(&[PiiKind::Email, PiiKind::DisplayName]);
         let mut record = NewRecord::new(ulid::Ulid::nil(), crate::audit::AuditKind::Executed);
@@ -280,5 +306,160 @@ mod tests {
         let error = record.outcome.error.unwrap();
         assert!(!error.contains("carol"), "{error}");
         assert!(!record.warnings[0].contains("Carol"));
+    }
+
+    #[test]
+    fn addresses_sharing_characters_are_hashed_as_one() {
+        let h = hasher(&[PiiKind::Email]);
+        let key = Secret::new("0123456789abcdef-test-key");
+        let text = "from a@b.co@c.com, ok";
+        let once = h.apply(text);
+        let whole = hash_with(&key_of(&key), PiiKind::Email, "a@b.co@c.com");
+        assert_eq!(once, format!("from {whole}, ok"));
+        assert_eq!(h.apply(&once), once);
+        // A trailing dot is not part of the first address, but is of the second's local part.
+        let once = h.apply("a@b.co.@c.com");
+        assert_eq!(h.apply(&once), once);
+        assert!(!once.contains("c.com"), "{once}");
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const KEY: &str = "0123456789abcdef-test-key";
+
+        /// Addresses as [`is_email`] defines them, in mixed case.
+        fn email() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_%+'-][A-Za-z0-9._%+'-]{0,10}@([A-Za-z0-9-]{1,8}\\.){1,3}[A-Za-z]{2,6}"
+        }
+
+        const PIECES: &[&str] = &[
+            "@",
+            ".",
+            "-",
+            "_",
+            "+",
+            "'",
+            "a",
+            "Z",
+            "9",
+            "com",
+            ".org",
+            "@x.io",
+            " ",
+            "<",
+            ">",
+            ",",
+            "\u{2}",
+            "\u{3}",
+            "é",
+            "😀",
+            "hmac-sha256:",
+            "\u{0}",
+        ];
+
+        /// Arbitrary Unicode, arbitrary bytes, or pieces of addresses and markers.
+        fn text() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                3 => prop::sample::select(PIECES).prop_map(str::to_owned),
+                1 => email(),
+                1 => any::<char>().prop_map(String::from),
+            ];
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..64)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat()),
+            ]
+        }
+
+        fn hashers() -> [PiiHasher; 4] {
+            [
+                hasher(&[PiiKind::Email, PiiKind::DisplayName]),
+                hasher(&[PiiKind::Email]),
+                hasher(&[PiiKind::DisplayName]),
+                PiiHasher::new(&AuditSettings::default()),
+            ]
+        }
+
+        /// The addresses the scan finds in `text`.
+        fn emails_in(text: &str) -> Vec<&str> {
+            text.match_indices('@')
+                .filter_map(|(at, _)| email_at(text.as_bytes(), at))
+                .map(|(start, end)| &text[start..end])
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_and_is_stable(text in text()) {
+                for hasher in hashers() {
+                    let once = hasher.apply(&text);
+                    prop_assert!(!once.contains([PII_START, PII_END]), "markers left in {:?}", once);
+                    prop_assert_eq!(hasher.apply(&once), once, "input {:?}", text);
+                }
+            }
+
+            #[test]
+            fn no_address_survives(text in text()) {
+                let out = hasher(&[PiiKind::Email]).apply(&text);
+                prop_assert!(emails_in(&out).is_empty(), "{:?} left in {:?}", emails_in(&out), out);
+            }
+
+            #[test]
+            fn an_address_is_written_as_its_lookup(
+                email in email(),
+                before in text(),
+                after in text(),
+                separators in prop::sample::subsequence(vec![" ", "<", ">", "(", ")", ",", ";", "é"], 2),
+            ) {
+                prop_assert!(is_email(&email));
+                let (open, close) = (separators[0], separators[1]);
+                // Without markers in the surroundings, which could swallow the address.
+                let before: String = before.chars().filter(|c| ![PII_START, PII_END].contains(c)).collect();
+                let after: String = after.chars().filter(|c| ![PII_START, PII_END].contains(c)).collect();
+                let h = hasher(&[PiiKind::Email]);
+                let out = h.apply(&format!("{before}{open}{email}{close}{after}"));
+                let expected = format!(
+                    "{}{open}{}{close}{}",
+                    h.apply(&before),
+                    lookup(&Secret::new(KEY), &email),
+                    h.apply(&after)
+                );
+                prop_assert_eq!(out, expected);
+            }
+
+            #[test]
+            fn lookup_ignores_case_and_surrounding_whitespace(
+                email in email(),
+                upper in prop::collection::vec(any::<bool>(), 32),
+                padding in prop::sample::select(&["", " ", "\t", "\n ", "\u{a0}"][..]),
+            ) {
+                let key = Secret::new(KEY);
+                let varied: String = email
+                    .chars()
+                    .zip(upper.iter().cycle())
+                    .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                    .collect();
+                prop_assert_eq!(
+                    lookup(&key, &format!("{padding}{varied}{padding}")),
+                    lookup(&key, &email)
+                );
+            }
+
+            #[test]
+            fn a_marked_name_is_written_as_its_hash(name in text(), before in text(), after in text()) {
+                let unmarked = |text: &str| -> String {
+                    text.chars().filter(|c| ![PII_START, PII_END].contains(c)).collect()
+                };
+                let (before, after) = (unmarked(&before), unmarked(&after));
+                let out = hasher(&[PiiKind::DisplayName]).apply(&format!("{before}{}{after}", pii(&name)));
+                let key = key_of(&Secret::new(KEY));
+                let hashed = hash_with(&key, PiiKind::DisplayName, &unmarked(&name));
+                prop_assert_eq!(out, format!("{before}{hashed}{after}"));
+            }
+        }
     }
 }

@@ -12,6 +12,8 @@
 //! - the token of `url-token` webhook paths (`/webhooks/{source}/t/***`);
 //! - anything shaped like a JWT (`eyJ….….…`) and Standard Webhooks keys (`whsec_…`).
 //!
+//! The result is stable: scrubbing scrubbed text changes nothing (see [`Scrubber::apply`]).
+//!
 //! Writers must still not put secrets into records; this catches the mistakes.
 
 use super::record::NewRecord;
@@ -21,6 +23,12 @@ use crate::config::{Secret, Settings};
 pub const MIN_SECRET_LEN: usize = 8;
 
 const REDACTED: &str = "***";
+
+/// Passes of the rules before text that keeps changing is replaced whole (see [`Scrubber::apply`]).
+const MAX_PASSES: usize = 8;
+
+/// The authorization schemes whose credential follows them.
+const SCHEMES: [&str; 2] = ["bearer ", "basic "];
 
 /// Every secret value in `settings` that could end up quoted in an error message. New config
 /// sections holding secrets must be listed here.
@@ -84,14 +92,36 @@ impl Scrubber {
         }
     }
 
+    /// `text` with every secret replaced. The result is stable: scrubbing it again changes
+    /// nothing, and no configured secret is left in it.
+    ///
+    /// One pass runs the rules in order, and a replacement can reveal a match for a rule that
+    /// already ran (a `whsec_` key removed from inside a URL lets the URL's authority run on to
+    /// the next `@`; a redaction can complete a configured secret that starts or ends with `*`).
+    /// So passes repeat until one changes nothing. Every replacement turns something that is not
+    /// `***` into `***`, so that comes quickly; text still changing after [`MAX_PASSES`] (only
+    /// crafted text gets there) is replaced whole, failing towards hiding.
     pub fn apply(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for _ in 0..MAX_PASSES {
+            let next = self.pass(&out);
+            if next == out {
+                return out;
+            }
+            out = next;
+        }
+        REDACTED.to_owned()
+    }
+
+    /// Every rule once, in order.
+    fn pass(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for secret in &self.known {
             if out.contains(secret.expose()) {
                 out = out.replace(secret.expose(), REDACTED);
             }
         }
-        redact_following(&mut out, &["bearer ", "basic "]);
+        redact_following(&mut out, &SCHEMES);
         redact_headers(&mut out);
         redact_url_parts(&mut out);
         redact_token_paths(&mut out);
@@ -108,6 +138,14 @@ fn is_token_char(c: char) -> bool {
 /// The byte length of the token starting at `text`.
 fn token_len(text: &str) -> usize {
     text.find(|c: char| !is_token_char(c)).unwrap_or(text.len())
+}
+
+/// Does `text` have `word` (ASCII, any case) at byte `at`? Compared as bytes, because what
+/// follows `at` may be a multi-byte character; a match is ASCII, so it ends on a char boundary.
+fn has_word_at(text: &str, at: usize, word: &str) -> bool {
+    text.as_bytes()
+        .get(at..at + word.len())
+        .is_some_and(|found| found.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 /// Case-insensitive ASCII search from `from`.
@@ -128,29 +166,54 @@ fn redact_at(out: &mut String, start: usize, len: usize) -> Option<usize> {
 }
 
 /// Replaces the token that follows each of `prefixes` (matched case-insensitively, at a word start).
+/// A prefix written twice (`Bearer Bearer x`, a client adding the scheme to a value that had it)
+/// is not the credential: the token after the last one is.
+///
+/// Every occurrence is found in the text as it was before any replacement, so a token that runs
+/// into the next prefix (`bearer x/Bearer y`) hides neither that prefix nor the token after it.
 fn redact_following(out: &mut String, prefixes: &[&str]) {
+    let mut spans = Vec::new();
     for prefix in prefixes {
         let mut from = 0;
         while let Some(at) = find_ci(out, prefix, from) {
+            from = at + 1;
             let word_start = at == 0 || !out.as_bytes()[at - 1].is_ascii_alphanumeric();
             let token_start = at + prefix.len();
-            let len = token_len(&out[token_start..]);
-            let redacted = if word_start {
-                redact_at(out, token_start, len)
-            } else {
-                None
-            };
-            from = redacted.unwrap_or(token_start);
+            let repeated = prefixes.iter().any(|p| has_word_at(out, token_start, p));
+            if word_start && !repeated {
+                spans.push((token_start, token_start + token_len(&out[token_start..])));
+            }
         }
+    }
+    redact_spans(out, spans);
+}
+
+/// Replaces each `(start, end)` byte span of `out` (char boundaries) with [`REDACTED`];
+/// overlapping spans become one, empty ones and those redacted already are left alone.
+fn redact_spans(out: &mut String, mut spans: Vec<(usize, usize)>) {
+    spans.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    // Back to front, so the offsets still to be used stay valid.
+    for (start, end) in merged.into_iter().rev() {
+        redact_at(out, start, end - start);
     }
 }
 
-/// `authorization: …`, `x-gatehouse-token=…`, `"api_key": "…"`.
+/// `authorization: …`, `x-gatehouse-token=…`, `"api_key": "…"`. Like the schemes, every name is
+/// found in the text as it was before any replacement (`key: a/key: b` loses both values).
 fn redact_headers(out: &mut String) {
     const NAMES: &[&str] = &["authorization", "token", "secret", "key", "signature", "password"];
+    let mut spans = Vec::new();
     for name in NAMES {
         let mut from = 0;
         while let Some(at) = find_ci(out, name, from) {
+            from = at + name.len();
             let mut i = at + name.len();
             // A header or field name ends with the word; skip `"`, spaces, `:` or `=`.
             let bytes = out.as_bytes();
@@ -160,22 +223,16 @@ fn redact_headers(out: &mut String) {
                 separator |= matches!(bytes[i], b':' | b'=');
                 i += 1;
             }
-            // `Authorization: Bearer x` is handled by the scheme rule; skip the scheme word.
-            let rest = &out[i..];
-            for scheme in ["bearer ", "basic "] {
-                if rest.len() >= scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
-                    i += scheme.len();
-                }
+            // `Authorization: Bearer x` is handled by the scheme rule; skip the scheme word(s).
+            while let Some(scheme) = SCHEMES.iter().find(|scheme| has_word_at(out, i, scheme)) {
+                i += scheme.len();
             }
-            let len = token_len(&out[i..]);
-            let redacted = if name_end && separator {
-                redact_at(out, i, len)
-            } else {
-                None
-            };
-            from = redacted.unwrap_or(at + name.len());
+            if name_end && separator {
+                spans.push((i, i + token_len(&out[i..])));
+            }
         }
     }
+    redact_spans(out, spans);
 }
 
 /// URL passwords and secret-named query parameters.
@@ -336,6 +393,171 @@ mod tests {
             "",
         ] {
             assert_eq!(scrub(text), text);
+        }
+    }
+
+    #[test]
+    fn multi_byte_text_after_a_name_or_scheme() {
+        // Used to slice inside `é` while looking for a scheme word after `key: `, and panic.
+        for text in ["key: éééé", "Authorization: ééé", "token=é", "key: bearer é"] {
+            assert_eq!(scrub(text), text);
+        }
+        assert_eq!(scrub("secret: Bearé"), "secret: ***é");
+        assert_eq!(scrub("key: Basic é€x"), "key: Basic é€x");
+        assert_eq!(scrub("token=é bearer ab"), "token=é bearer ***");
+    }
+
+    #[test]
+    fn a_credential_is_never_hidden_by_the_one_before() {
+        assert_eq!(
+            scrub("Authorization: Bearer Bearer tok-1"),
+            "Authorization: Bearer Bearer ***"
+        );
+        assert_eq!(scrub("bearer https://Bearer tok-1"), "bearer *** ***");
+        assert_eq!(scrub("key: a/key: tok-1"), "key: *** ***");
+        assert_eq!(scrub("token: key: tok-1"), "token: *** ***");
+    }
+
+    #[test]
+    fn scrubbing_is_stable() {
+        // One pass: the `whsec_` rule removes the `/` that ended the second URL's authority, so
+        // a second pass found a password running from `u:` to the last `@`.
+        let text = "://u:p@h@whsec_://u:p@hbearer ";
+        let once = scrub(text);
+        assert_eq!(once, "://u:***@hbearer ");
+        assert_eq!(scrub(&once), once);
+        // A redaction completing a configured secret made of `*`.
+        let stars = Scrubber::new([Secret::new("********")]);
+        assert_eq!(stars.apply("x *************"), "x ***");
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What the rules look for, and what trips up byte offsets: glued together in random
+        /// order these reach far more near-misses than arbitrary text does.
+        const PIECES: &[&str] = &[
+            "bearer ",
+            "Bearer ",
+            "BASIC ",
+            "Basic ",
+            "basic",
+            "key:",
+            "key: ",
+            "Key=",
+            "Authorization: ",
+            "token=",
+            "x-api-key=",
+            "\"api_key\": \"",
+            "password",
+            "://u:p@h",
+            "https://",
+            "http://",
+            "@",
+            ":",
+            "?sig=",
+            "&token=",
+            "?jwt=",
+            "?",
+            "&",
+            "=",
+            "/webhooks/",
+            "/webhooks/x/t/",
+            "/t/",
+            "/",
+            "eyJ",
+            "eyJhbGciOiJIUzI1NiJ9",
+            ".",
+            "whsec_",
+            "***",
+            "*",
+            " ",
+            "\"",
+            "'",
+            "#",
+            "é",
+            "ééé",
+            "€",
+            "😀",
+            "\u{0}",
+            "\n",
+            "\u{2}",
+            "hunter2-configured-secret",
+        ];
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(PIECES).prop_map(str::to_owned),
+                2 => "[A-Za-z0-9_.~+/=%:-]{1,6}",
+                1 => any::<char>().prop_map(String::from),
+            ]
+        }
+
+        /// Arbitrary Unicode, arbitrary bytes (lossily decoded, as a client's error text may
+        /// be), or pieces.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..64)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                prop::collection::vec(piece(), 0..16).prop_map(|pieces| pieces.concat()),
+            ]
+        }
+
+        /// Text after which a word starts (`xBearer` is not the scheme).
+        fn word_end() -> impl Strategy<Value = String> {
+            (
+                text(),
+                prop::sample::select(&[' ', '(', '"', '=', '/', 'é', '\n'][..]),
+            )
+                .prop_map(|(mut text, separator)| {
+                    if text.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+                        text.push(separator);
+                    }
+                    text
+                })
+        }
+
+        fn scrubbers() -> [Scrubber; 2] {
+            [
+                Scrubber::default(),
+                Scrubber::new([Secret::new("hunter2-configured-secret")]),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_and_is_idempotent(text in text()) {
+                for scrubber in scrubbers() {
+                    let once = scrubber.apply(&text);
+                    prop_assert_eq!(scrubber.apply(&once), once, "input {:?}", text);
+                }
+            }
+
+            #[test]
+            fn a_configured_secret_never_survives(
+                secret in text().prop_filter("at least MIN_SECRET_LEN bytes", |s| s.len() >= MIN_SECRET_LEN),
+                before in text(),
+                after in text(),
+            ) {
+                let scrubber = Scrubber::new([Secret::new(secret.clone())]);
+                let out = scrubber.apply(&format!("{before}{secret}{after}"));
+                prop_assert!(!out.contains(&secret), "{:?} survived in {:?}", secret, out);
+                prop_assert_eq!(scrubber.apply(&out), out.clone());
+            }
+
+            #[test]
+            fn a_bearer_token_never_survives(
+                before in word_end(),
+                scheme in prop::sample::select(&["Bearer ", "bearer ", "BEARER ", "Basic "][..]),
+                token in "[A-Za-z0-9._~+/=%:-]{8,40}",
+                after in text(),
+            ) {
+                let out = Scrubber::default().apply(&format!("{before}{scheme}{token}{after}"));
+                prop_assert!(!out.contains(&token), "{:?} survived in {:?}", token, out);
+            }
         }
     }
 }

@@ -268,4 +268,106 @@ mod tests {
             rsa_public_key_from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").is_err()
         );
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..64)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            ]
+        }
+
+        /// One token part: text, base64url of arbitrary bytes, or base64url of JSON that is
+        /// almost a header or claims set.
+        fn part() -> impl Strategy<Value = String> {
+            const JSON: &[&str] = &[
+                r#"{"alg":"HS256"}"#,
+                r#"{"alg":"RS256","kid":"k"}"#,
+                r#"{"alg":1}"#,
+                r#"{"iss":"k","iat":0,"exp":9223372036854775807,"aud":["a/"]}"#,
+                r#"{"iat":-9223372036854775808,"exp":-1,"qsh":"x","aud":"b"}"#,
+                r#"{"exp":1e400}"#,
+                "[]",
+                "null",
+                "{",
+            ];
+            prop_oneof![
+                text(),
+                prop::collection::vec(any::<u8>(), 0..48).prop_map(|bytes| B64URL.encode(bytes)),
+                prop::sample::select(JSON).prop_map(|json| B64URL.encode(json)),
+            ]
+        }
+
+        /// DER that is nearly a SubjectPublicKeyInfo: real tags, arbitrary lengths and contents.
+        fn der() -> impl Strategy<Value = Vec<u8>> {
+            let chunk = prop_oneof![
+                prop::sample::select(vec![
+                    0x30u8, 0x03, 0x06, 0x05, 0x00, 0x80, 0x81, 0x82, 0x84, 0x85, 0xff
+                ])
+                .prop_map(|b| vec![b]),
+                Just(RSA_ENCRYPTION_OID.to_vec()),
+                prop::collection::vec(any::<u8>(), 0..8),
+            ];
+            prop::collection::vec(chunk, 0..10).prop_map(|chunks| chunks.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn decoding_and_checking_never_panic(
+                parts in prop::collection::vec(part(), 0..5),
+                now in any::<i64>(),
+                leeway in any::<u64>(),
+            ) {
+                for token in [parts.join("."), parts.concat()] {
+                    if let Ok(decoded) = decode(&token) {
+                        prop_assert!(decoded.verify_hs256(b"secret").is_err());
+                        prop_assert!(decoded.verify_rs256(b"").is_err());
+                        if let Some(now) = DateTime::from_timestamp(now / 1000, 0) {
+                            let _ = decoded.check_time(now, leeway);
+                        }
+                        if let Some(aud) = &decoded.claims.aud {
+                            let _ = aud.contains("a");
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_is_no_token(token in text()) {
+                let _ = decode(&token);
+            }
+
+            #[test]
+            fn pem_parsing_never_panics(
+                text in text(),
+                label in prop_oneof![
+                    Just("PUBLIC KEY".to_owned()),
+                    Just("RSA PUBLIC KEY".to_owned()),
+                    text(),
+                ],
+                der in der(),
+                wrap in 1usize..80,
+            ) {
+                let _ = rsa_public_key_from_pem(&text);
+                let body = base64::engine::general_purpose::STANDARD.encode(&der);
+                let lines: Vec<&str> = body
+                    .as_bytes()
+                    .chunks(wrap)
+                    .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
+                    .collect();
+                let pem = format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"));
+                let parsed = rsa_public_key_from_pem(&pem);
+                if label == "RSA PUBLIC KEY" {
+                    prop_assert_eq!(parsed, Ok(der.clone()));
+                }
+                let _ = spki_rsa_key(&der);
+                let _ = der_element(&der, 0x30);
+            }
+        }
+    }
 }

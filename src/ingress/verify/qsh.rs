@@ -111,4 +111,67 @@ mod tests {
         assert_eq!(canonical_query(Some("q=a+b")), "q=a%20b");
         assert_eq!(canonical_query(Some("jwt=only")), "");
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Arbitrary Unicode, arbitrary bytes, or pieces of paths and queries.
+        fn text() -> impl Strategy<Value = String> {
+            const PIECES: &[&str] = &[
+                "/", "//", "&", "=", "%", "%2", "%26", "%C3%A9", "%FF", "+", "jwt", "a", "B", "é", "😀", "?",
+                "#", ",", " ", "~", "\u{0}",
+            ];
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..48)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                prop::collection::vec(prop::sample::select(PIECES), 0..12).prop_map(|parts| parts.concat()),
+            ]
+        }
+
+        /// `name=value` (either possibly empty or odd), or a bare name, or the `jwt` parameter.
+        fn parameter() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => (text(), text()).prop_map(|(name, value)| format!("{name}={value}")),
+                1 => text(),
+                1 => text().prop_map(|token| format!("jwt={token}")),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_and_the_uri_is_canonical(
+                method in text(),
+                path in text(),
+                query in prop::option::of(text()),
+                base in text(),
+            ) {
+                let request = canonical_request(&method, &path, query.as_deref(), &base);
+                let method_part = method.to_ascii_uppercase() + "&";
+                prop_assert!(request.starts_with(&method_part), "{:?}", request);
+                prop_assert_eq!(qsh(&method, &path, query.as_deref(), &base).len(), 64);
+                let uri = canonical_uri(&path, &base);
+                prop_assert!(uri.starts_with('/'), "{:?}", uri);
+                prop_assert!(uri == "/" || !uri.ends_with('/'), "{:?}", uri);
+                prop_assert!(!uri.contains('&'), "{:?}", uri);
+            }
+
+            #[test]
+            fn the_query_does_not_depend_on_parameter_order(
+                (parameters, shuffled) in prop::collection::vec(parameter(), 0..8)
+                    .prop_flat_map(|p| (Just(p.clone()), Just(p).prop_shuffle())),
+            ) {
+                let canonical = canonical_query(Some(&parameters.join("&")));
+                prop_assert_eq!(&canonical_query(Some(&shuffled.join("&"))), &canonical);
+                // Only unreserved characters, escapes and the separators are left.
+                prop_assert!(
+                    canonical.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%=,&".contains(&b)),
+                    "{:?}",
+                    canonical
+                );
+            }
+        }
+    }
 }

@@ -2,10 +2,11 @@
 //! not in the logs; emails and marked display names are stored only as their HMAC.
 
 use gatehouse::audit::hashing::lookup;
+use gatehouse::audit::query::{AuditQuery, query};
 use gatehouse::audit::scrub::secrets_in;
 use gatehouse::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome, pii, verify};
 use gatehouse::config::{
-    LogFormat, LogSettings, PiiKind, Secret, SensitiveUrl, Settings, VerificationScheme,
+    AuditSettings, LogFormat, LogSettings, PiiKind, Secret, SensitiveUrl, Settings, VerificationScheme,
 };
 use ulid::Ulid;
 
@@ -135,5 +136,78 @@ async fn without_a_key_personal_data_is_kept_and_markers_removed() {
         written.record.warnings,
         [format!("renamed {NAME}"), format!("mail {EMAIL}")]
     );
+    store.close().await;
+}
+
+/// Free text where a secret-named field or a scheme is followed by multi-byte characters: the
+/// scrubber used to slice inside `é` looking for `bearer ` after `key: ` and panic in the append.
+/// What the rules redact is unchanged; everything else reads back byte for byte.
+#[tokio::test]
+async fn multi_byte_text_after_secret_names_is_appended_and_verifies() {
+    let dir = TempDir::new();
+    let store = open_store(&sqlite_url(&dir)).await;
+    let log = AuditLog::new(
+        store.clone(),
+        &AuditSettings {
+            hash_key: Some(Secret::new(HASH_KEY)),
+            api_token: Some(Secret::new(API_TOKEN)),
+            hash_fields: vec![PiiKind::Email, PiiKind::DisplayName],
+            ..AuditSettings::default()
+        },
+    );
+    let mut record = NewRecord::new(Ulid::generate(), AuditKind::Failed);
+    record.account_id = Some("557058:é".into());
+    record.handler = Some("key: éééé".into());
+    record.action = Some(ActionRef {
+        action_type: "confluence.remove_member".into(),
+        target: "group:ĝ/secret: ü".into(),
+        org_wide: false,
+    });
+    record.outcome = Outcome {
+        status: "error".into(),
+        http_status: Some(401),
+        error: Some(format!(
+            "Authorization: ééé; Authorization: Bearer {BEARER} (réessayé) for é alice@example.com"
+        )),
+    };
+    record.request_id = Some("token=é…".into());
+    record.warnings = vec![
+        "key: Basic é€x".into(),
+        format!("écrit par {}", pii("Zoë")),
+        "signature=😀 password: ñ key:ü".into(),
+        format!("token={API_TOKEN}é"),
+    ];
+
+    let written = log.append(record).await.unwrap();
+    assert!(verify(&store, 1, |_| {}).await.unwrap().is_intact());
+
+    let email_hash = lookup(&Secret::new(HASH_KEY), "alice@example.com");
+    let name_hash = lookup(&Secret::new(HASH_KEY), "Zoë");
+    let mut expected = NewRecord::new(written.record.event_id, AuditKind::Failed);
+    expected.account_id = Some("557058:é".into());
+    expected.handler = Some("key: éééé".into());
+    expected.action = Some(ActionRef {
+        action_type: "confluence.remove_member".into(),
+        target: "group:ĝ/secret: ü".into(),
+        org_wide: false,
+    });
+    expected.outcome = Outcome {
+        status: "error".into(),
+        http_status: Some(401),
+        error: Some(format!(
+            "Authorization: ééé; Authorization: Bearer *** (réessayé) for é {email_hash}"
+        )),
+    };
+    expected.request_id = Some("token=é…".into());
+    expected.warnings = vec![
+        "key: Basic é€x".into(),
+        format!("écrit par {name_hash}"),
+        "signature=😀 password: ñ key:ü".into(),
+        "token=***é".into(),
+    ];
+    assert_eq!(written.record, expected);
+
+    let stored = query(&store, &AuditQuery::default()).await.unwrap();
+    assert_eq!(stored, [written]);
     store.close().await;
 }
