@@ -319,6 +319,29 @@ impl Application {
         Ok(tasks)
     }
 
+    /// Expires, once a minute, plans that waited for approval longer than
+    /// `reactions.approval_ttl` (every worker may sweep; each expiry is written once).
+    fn expire_approvals(&self, stop: CancellationToken) -> JoinHandle<()> {
+        let audit = self.audit.clone();
+        let ttl = self.settings.reactions.approval_ttl;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match crate::reactions::approvals::expire_overdue(&audit, ttl).await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "expired plans that waited too long for approval"),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot expire overdue approvals; trying again in a minute")
+                    }
+                }
+            }
+        })
+    }
+
     /// Serves until `shutdown` is cancelled, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let queue = self.backend.queue();
@@ -336,6 +359,7 @@ impl Application {
                 ));
             }
             background.extend(self.start_pollers(queue.clone(), stop_background.clone())?);
+            background.push(self.expire_approvals(stop_background.clone()));
             let handle = worker::start(
                 self.settings.clone(),
                 queue.clone(),

@@ -12,7 +12,7 @@
 //!
 //! Both timers are kept per connection by [`Activity`], which the socket wrapper and the request
 //! service update; hyper's own header timer is installed too, as a backstop (it counts from the
-//! moment hyper waits for a head, so it is set to the longer of the two). Shutdown is explicit:
+//! moment hyper waits for a head, so it is set to twice the longer of the two). Shutdown is explicit:
 //! [`serve`] stops accepting when its token is cancelled, asks every connection to finish its
 //! in-flight request and close, and returns once all have.
 
@@ -110,7 +110,8 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle));
+        // A backstop only: twice the longer of our own timers, so ours always fire first.
+        .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle) * 2);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -10,12 +10,13 @@
 //! the raw action and the raw event, and the poller maps actions through config.
 
 use chrono::{DateTime, Utc};
+use handlers::identifier::IdKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
 use super::error::ApiError;
-use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, url_with};
+use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
 
 const EVENTS_STREAM: Endpoint = Endpoint::new(Verb::Get, "GET /admin/v1/orgs/{orgId}/events-stream", true);
 /// Disabling a disabled account changes nothing.
@@ -217,6 +218,7 @@ impl AdminClient {
         account_id: &str,
         message: Option<&str>,
     ) -> Result<Receipt, ApiError> {
+        let account_id = checked_id(DISABLE, IdKind::Account, account_id)?;
         let url = url_with(
             &self.base,
             &["users", account_id, "manage", "lifecycle", "disable"],
@@ -230,6 +232,7 @@ impl AdminClient {
 
     /// Reactivates a managed account.
     pub async fn lifecycle_enable(&self, account_id: &str) -> Result<Receipt, ApiError> {
+        let account_id = checked_id(ENABLE, IdKind::Account, account_id)?;
         let url = url_with(
             &self.base,
             &["users", account_id, "manage", "lifecycle", "enable"],

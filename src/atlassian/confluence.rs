@@ -12,7 +12,9 @@ use serde_json::json;
 use url::Url;
 
 use super::error::ApiError;
-use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, url_with};
+use handlers::identifier::IdKind;
+
+use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
 use super::pagination::{CursorListing, OffsetListing, Progress, no_progress};
 
 const USER: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/user", true);
@@ -114,6 +116,7 @@ impl ConfluenceClient {
 
     /// The account, `None` when Confluence does not know it.
     pub async fn user(&self, account_id: &str) -> Result<Option<User>, ApiError> {
+        let account_id = checked_id(USER, IdKind::Account, account_id)?;
         let call = Call::new(USER, self.v1(&["user"])).query("accountId", account_id);
         match self.executor.send(&call).await {
             Ok(reply) => Ok(Some(User::from(reply.json::<ApiUser>(USER.label)?))),
@@ -128,6 +131,7 @@ impl ConfluenceClient {
         account_id: &str,
         progress: Progress<'_>,
     ) -> Result<Vec<Group>, ApiError> {
+        let account_id = checked_id(MEMBER_OF, IdKind::Account, account_id)?;
         let call = Call::new(MEMBER_OF, self.v1(&["user", "memberof"])).query("accountId", account_id);
         self.v1_list::<ApiGroup, _>(call, progress).await
     }
@@ -140,6 +144,7 @@ impl ConfluenceClient {
 
     /// Every member of the group with this id.
     pub async fn group_members(&self, group_id: &str, progress: Progress<'_>) -> Result<Vec<User>, ApiError> {
+        let group_id = checked_id(MEMBERS, IdKind::Group, group_id)?;
         let call = Call::new(MEMBERS, self.v1(&["group", group_id, "membersByGroupId"]));
         self.v1_list::<ApiUser, _>(call, progress).await
     }
@@ -190,6 +195,8 @@ impl ConfluenceClient {
 
     /// Adds the account to the group (no change when it is a member already).
     pub async fn add_member(&self, group_id: &str, account_id: &str) -> Result<Receipt, ApiError> {
+        let group_id = checked_id(ADD_MEMBER, IdKind::Group, group_id)?;
+        let account_id = checked_id(ADD_MEMBER, IdKind::Account, account_id)?;
         let call = Call::new(ADD_MEMBER, self.v1(&["group", "userByGroupId"]))
             .query("groupId", group_id)
             .body(Body::Json(json!({ "accountId": account_id })));
@@ -198,6 +205,8 @@ impl ConfluenceClient {
 
     /// Removes the account from the group. Success (204) also when it was not a member.
     pub async fn remove_member(&self, group_id: &str, account_id: &str) -> Result<Receipt, ApiError> {
+        let group_id = checked_id(REMOVE_MEMBER, IdKind::Group, group_id)?;
+        let account_id = checked_id(REMOVE_MEMBER, IdKind::Account, account_id)?;
         let call = Call::new(REMOVE_MEMBER, self.v1(&["group", "userByGroupId"]))
             .query("groupId", group_id)
             .query("accountId", account_id);
@@ -207,6 +216,9 @@ impl ConfluenceClient {
     /// Users and their status (v2), 100 ids per request, every page of each. Unknown ids are
     /// left out.
     pub async fn users_bulk(&self, account_ids: &[String]) -> Result<Vec<UserStatus>, ApiError> {
+        for id in account_ids {
+            checked_id(USERS_BULK, IdKind::Account, id)?;
+        }
         let url = url_with(&self.base, &["api", "v2", "users-bulk"]);
         let mut found = Vec::new();
         for chunk in account_ids.chunks(BULK_IDS) {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use handlers::identifier::{self, IdKind};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -535,6 +536,13 @@ impl Executor {
 enum Failure {
     Answer(Answer),
     Transport(reqwest::Error),
+}
+
+/// `value`, checked as an identifier of `kind` before it reaches `endpoint`'s URL or query;
+/// otherwise a permanent error naming it, and nothing is sent (see `handlers::identifier`:
+/// `..` or `/` in an id would be normalized into a request about something else).
+pub fn checked_id(endpoint: Endpoint, kind: IdKind, value: &str) -> Result<&str, ApiError> {
+    identifier::check(kind, value).map_err(|e| ApiError::invalid(endpoint.label, e.to_string()))
 }
 
 /// `base` with `segments` appended as path segments (each percent-encoded as needed).

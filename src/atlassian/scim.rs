@@ -12,6 +12,7 @@
 //! - Group membership does not grant product access; that needs a group-to-product mapping in
 //!   Atlassian Administration, which no API here can see.
 
+use handlers::identifier::IdKind;
 use handlers::ports::{ScimGroup, ScimUser};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::error::ApiError;
-use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, url_with};
+use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
 use super::pagination::{IndexListing, Progress, no_progress};
 
 const LIST_USERS: Endpoint = Endpoint::new(Verb::Get, "GET /Users", true);
@@ -188,6 +189,7 @@ impl ScimClient {
 
     /// The user with this SCIM id, `None` when there is none.
     pub async fn user(&self, id: &str) -> Result<Option<ScimUser>, ApiError> {
+        let id = checked_id(GET_USER, IdKind::ScimUser, id)?;
         let call = Call::new(GET_USER, url_with(&self.base, &["Users", id]));
         match self.executor.send(&call).await {
             Ok(reply) => Ok(Some(reply.json::<ApiScimUser>(GET_USER.label)?.into())),
@@ -247,6 +249,7 @@ impl ScimClient {
 
     /// Activates or deactivates the user. Deactivation is organization-wide.
     pub async fn set_active(&self, id: &str, active: bool) -> Result<Receipt, ApiError> {
+        let id = checked_id(PATCH_USER, IdKind::ScimUser, id)?;
         let call = Call::new(PATCH_USER, url_with(&self.base, &["Users", id])).body(patch(
             json!([{"op": "replace", "path": "active", "value": active}]),
         ));
@@ -278,6 +281,8 @@ impl ScimClient {
 
     /// Adds a user (by SCIM id) to a group. Membership alone grants no product access.
     pub async fn add_group_member(&self, group_id: &str, user_id: &str) -> Result<Receipt, ApiError> {
+        let group_id = checked_id(PATCH_GROUP, IdKind::ScimGroup, group_id)?;
+        let user_id = checked_id(PATCH_GROUP, IdKind::ScimUser, user_id)?;
         let call = Call::new(PATCH_GROUP, url_with(&self.base, &["Groups", group_id])).body(patch(
             json!([{"op": "add", "path": "members", "value": [{"value": user_id}]}]),
         ));
@@ -286,6 +291,8 @@ impl ScimClient {
 
     /// Removes a user (by SCIM id) from a group.
     pub async fn remove_group_member(&self, group_id: &str, user_id: &str) -> Result<Receipt, ApiError> {
+        let group_id = checked_id(PATCH_GROUP, IdKind::ScimGroup, group_id)?;
+        let user_id = checked_id(PATCH_GROUP, IdKind::ScimUser, user_id)?;
         let path = format!("members[{}]", eq_filter("value", user_id));
         let call = Call::new(PATCH_GROUP, url_with(&self.base, &["Groups", group_id]))
             .body(patch(json!([{"op": "remove", "path": path}])));

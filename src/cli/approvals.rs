@@ -6,18 +6,19 @@ use chrono::Utc;
 use clap::Subcommand;
 use handlers::Plan;
 
-use super::table;
+use super::{table, terminal};
 use crate::app::{open_queue, open_store};
 use crate::audit::AuditLog;
-use crate::config::Settings;
-use crate::reactions::approvals::{approve, reject};
+use crate::config::{Settings, Span};
+use crate::reactions::approvals::{approve, expires_at, reject};
 use crate::store::{Approval, ApprovalState};
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
-    /// Plans waiting for a decision: id, event, policy, actions, age.
+    /// Plans waiting for a decision: id, event, policy, actions, age, expiry.
     List {
-        /// Show decided ones in this state instead (approved, rejected, executed).
+        /// Show decided ones in this state instead (approved, rejected, executed, expired,
+        /// superseded).
         #[arg(long)]
         state: Option<String>,
     },
@@ -52,10 +53,11 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
         ApprovalsCommand::List { state } => {
             let name = state.as_deref().unwrap_or("pending");
             let Some(state) = ApprovalState::parse(name) else {
-                bail!("unknown state {name} (pending, approved, rejected, executed)");
+                let states: Vec<&str> = ApprovalState::ALL.iter().map(|s| s.as_str()).collect();
+                bail!("unknown state {name} ({})", states.join(", "));
             };
             let approvals = store.approvals(state).await?;
-            print!("{}", list(&approvals)?);
+            print!("{}", list(&approvals, settings.reactions.approval_ttl)?);
             eprintln!("{} {} approval(s)", approvals.len(), state.as_str());
             Ok(())
         }
@@ -64,13 +66,14 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
                 .approval(&id)
                 .await?
                 .with_context(|| format!("no approval {id}"))?;
-            print!("{}", show(&approval)?);
+            print!("{}", show(&approval, settings.reactions.approval_ttl)?);
             Ok(())
         }
         ApprovalsCommand::Approve { id, by } => {
             let queue = open_queue(&settings, &store).await?;
             let audit = AuditLog::from_settings(store, &settings);
-            let result = approve(&audit, queue.as_ref(), &id, &who(by)).await;
+            let ttl = settings.reactions.approval_ttl;
+            let result = approve(&audit, queue.as_ref(), &id, &who(by), ttl).await;
             queue.close().await;
             let approval = result?;
             eprintln!(
@@ -96,7 +99,7 @@ fn plan_of(approval: &Approval) -> anyhow::Result<Plan> {
         .with_context(|| format!("approval {} holds an unreadable plan", approval.id))
 }
 
-fn list(approvals: &[Approval]) -> anyhow::Result<String> {
+fn list(approvals: &[Approval], ttl: Span) -> anyhow::Result<String> {
     let now = Utc::now();
     let mut rows = Vec::new();
     for approval in approvals {
@@ -113,27 +116,48 @@ fn list(approvals: &[Approval]) -> anyhow::Result<String> {
             approval.handler.clone(),
             table::truncate(&actions.join(", "), 60),
             table::age((now - approval.created_at).num_seconds()),
+            expiry(approval, ttl),
         ]);
     }
     Ok(table::render(
-        &["ID", "EVENT", "ACCOUNT", "POLICY", "ACTIONS", "AGE"],
+        &["ID", "EVENT", "ACCOUNT", "POLICY", "ACTIONS", "AGE", "EXPIRES"],
         &rows,
     ))
 }
 
-fn show(approval: &Approval) -> anyhow::Result<String> {
+/// `in 3d` for a pending approval (`overdue` once past), `-` for a decided one.
+fn expiry(approval: &Approval, ttl: Span) -> String {
+    if approval.state != ApprovalState::Pending {
+        return "-".to_owned();
+    }
+    let left = (expires_at(approval.created_at, ttl) - Utc::now()).num_seconds();
+    if left <= 0 {
+        "overdue".to_owned()
+    } else {
+        format!("in {}", table::age(left))
+    }
+}
+
+fn show(approval: &Approval, ttl: Span) -> anyhow::Result<String> {
     let plan = plan_of(approval)?;
     let mut out = format!(
         "approval:  {}\nstate:     {}\nevent:     {} ({})\npolicy:    {}\ncreated:   {}\n",
         approval.id,
         approval.state.as_str(),
         approval.event_id,
-        approval.event_type,
-        approval.handler,
+        terminal::safe(&approval.event_type),
+        terminal::safe(&approval.handler),
         approval.created_at.to_rfc3339(),
     );
+    if approval.state == ApprovalState::Pending {
+        out.push_str(&format!(
+            "expires:   {} ({})\n",
+            expires_at(approval.created_at, ttl).to_rfc3339(),
+            expiry(approval, ttl)
+        ));
+    }
     if let Some(by) = &approval.decided_by {
-        out.push_str(&format!("decided:   by {by}"));
+        out.push_str(&format!("decided:   by {}", terminal::safe(by)));
         if let Some(at) = approval.decided_at {
             out.push_str(&format!(" at {}", at.to_rfc3339()));
         }

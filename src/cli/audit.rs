@@ -21,7 +21,7 @@ use super::EXIT_CONFIG;
 use crate::audit::ocsf::to_ocsf;
 use crate::audit::query::{AuditQuery, first_seq_since, query};
 use crate::audit::{AuditRecord, hashing, log::parse_kinds, verify};
-use crate::config::Settings;
+use crate::config::{Settings, Span};
 use crate::store::Store;
 
 /// `verify` found a broken link.
@@ -216,18 +216,8 @@ pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     {
         return Ok(midnight.and_utc());
     }
-    let unit = text.chars().last().unwrap_or(' ');
-    let amount: Option<i64> = text[..text.len() - unit.len_utf8().min(text.len())].parse().ok();
-    let seconds = match (amount, unit) {
-        (Some(n), 's') => Some(n),
-        (Some(n), 'm') => n.checked_mul(60),
-        (Some(n), 'h') => n.checked_mul(3_600),
-        (Some(n), 'd') => n.checked_mul(86_400),
-        _ => None,
-    };
-    seconds
-        .and_then(chrono::TimeDelta::try_seconds)
-        .and_then(|age| Utc::now().checked_sub_signed(age))
+    Span::parse(text)
+        .and_then(|age| Utc::now().checked_sub_signed(age.as_delta()))
         .with_context(|| {
             format!("`{text}` is not a time (RFC 3339, YYYY-MM-DD, or an age like 15m, 24h, 7d)")
         })

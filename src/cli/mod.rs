@@ -9,6 +9,7 @@ mod progress;
 mod reconcile;
 mod store;
 mod table;
+mod terminal;
 
 pub mod audit;
 pub mod directory;

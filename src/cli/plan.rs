@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use handlers::{Envelope, Plan};
 
+use super::terminal::safe;
 use crate::app::atlassian_clients;
 use crate::config::Settings;
 use crate::reactions::Planner;
@@ -44,7 +45,7 @@ pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
         Format::Text => {
             if plans.is_empty() {
-                println!("no policy handles {}", envelope.event_type);
+                println!("no policy handles {}", safe(&envelope.event_type.to_string()));
             }
             for plan in &plans {
                 let dry_run = plan.dry_run.unwrap_or(settings.reactions.dry_run);
@@ -59,11 +60,13 @@ pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A plan for people: its actions with reasons, danger and approval, then warnings.
+/// A plan for people: its actions with reasons, danger and approval, then warnings. Everything
+/// a sender could have influenced (targets, reasons, warnings, notes) is made terminal-safe, so
+/// no escape sequence in a payload can hide or forge an `[ORG-WIDE]` flag.
 pub fn render(plan: &Plan) -> String {
-    let mut out = format!("policy {} for event {}\n", plan.handler, plan.event_id);
+    let mut out = format!("policy {} for event {}\n", safe(&plan.handler), plan.event_id);
     if let Some(note) = &plan.note {
-        out.push_str(&format!("  note: {note}\n"));
+        out.push_str(&format!("  note: {}\n", safe(note)));
     }
     if plan.actions.is_empty() {
         out.push_str("  nothing to do\n");
@@ -85,12 +88,12 @@ pub fn render(plan: &Plan) -> String {
             "  {}. {} {}{flags}\n     why: {}\n",
             i + 1,
             planned.action.type_name(),
-            planned.action.target(),
-            planned.reason
+            safe(&planned.action.target()),
+            safe(&planned.reason)
         ));
     }
     for warning in &plan.warnings {
-        out.push_str(&format!("  warning: {warning}\n"));
+        out.push_str(&format!("  warning: {}\n", safe(warning)));
     }
     out
 }

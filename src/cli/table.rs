@@ -1,9 +1,16 @@
-//! Plain-text tables for terminal output: columns padded to their widest cell.
+//! Plain-text tables for terminal output: columns padded to their widest cell. Every cell is
+//! made terminal-safe first (cells often hold what senders wrote).
+
+use super::terminal::safe;
 
 /// Renders `rows` under `headers`, two spaces between columns.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| safe(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(width) = widths.get_mut(i) {
                 *width = (*width).max(cell.chars().count());
@@ -27,7 +34,7 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     };
     let mut out = line(headers.to_vec());
     out.push('\n');
-    for row in rows {
+    for row in &rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
         out.push('\n');
     }

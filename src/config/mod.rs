@@ -13,6 +13,7 @@ mod env_override;
 mod poll;
 mod reactions;
 mod secret;
+mod span;
 mod validate;
 
 use std::fmt;
@@ -30,6 +31,7 @@ pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{Secret, SensitiveUrl, redact_url};
+pub use span::Span;
 pub use validate::standard_webhooks_key;
 
 /// A config problem, with the key it is about.
@@ -658,6 +660,23 @@ mod tests {
         let errors = load(text, &[]).unwrap_err();
         assert_eq!(errors.0[0].key, "sources[0].allow_types[1]", "{errors}");
         assert!(errors.0[0].message.contains("matches no event type"), "{errors}");
+    }
+
+    #[test]
+    fn policy_sources_must_exist() {
+        let text = r#"
+            [atlassian]
+            confluence_base_url = "https://example.atlassian.net/wiki"
+            auth = { kind = "basic", email = "bot@example.com", token = "file:/etc/hostname" }
+            [[policies]]
+            on = "user.deactivated"
+            actions = ["confluence.remove_from_all_groups"]
+            sources = ["org-events", "reconcile", "hr"]
+        "#;
+        let errors = load(text, &[]).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"policies[0].sources[2]"), "{errors}");
+        assert!(!keys.contains(&"policies[0].sources[0]"), "{errors}");
     }
 
     #[test]

@@ -375,6 +375,17 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             });
         }
         errors.extend(policy_needs(settings, i, policy));
+        for (j, name) in policy.sources.iter().enumerate() {
+            let internal = [crate::poll::org_events::SOURCE, crate::poll::reconcile::KIND];
+            if !settings.sources.iter().any(|s| &s.name == name) && !internal.contains(&name.as_str()) {
+                let mut have: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
+                have.extend(internal);
+                errors.push(ConfigError::new(
+                    format!("policies[{i}].sources[{j}]"),
+                    format!("`{name}` is not a source (have: {})", have.join(", ")),
+                ));
+            }
+        }
     }
 
     if errors.is_empty() {

@@ -634,6 +634,104 @@ mod tests {
         }
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Pieces of JSON bodies as senders write them, recombined into near-valid bodies.
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "\\",
+            "\\\"",
+            "\\u0000",
+            "\\ud800",
+            "null",
+            "1",
+            "-1e400",
+            "1718000000000",
+            "\"type\"",
+            "\"data\"",
+            "\"event\"",
+            "\"eventType\"",
+            "\"user\"",
+            "\"group\"",
+            "\"accountId\"",
+            "\"account_id\"",
+            "\"timestamp\"",
+            "\"user.created\"",
+            "\"user_removed\"",
+            "\"avi:c:created:user\"",
+            "\"2026-12-01T10:00:00Z\"",
+            "\"a1\"",
+            "\"../x\"",
+            "é",
+            "😀",
+            " ",
+            "\n",
+        ];
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..128),
+                any::<String>().prop_map(String::into_bytes),
+                prop::collection::vec(prop::sample::select(PIECES), 0..40)
+                    .prop_map(|pieces| pieces.concat().into_bytes()),
+            ]
+        }
+
+        fn scheme() -> impl Strategy<Value = VerificationScheme> {
+            prop::sample::select(vec![
+                VerificationScheme::ConnectJwt,
+                VerificationScheme::HubSignature,
+                VerificationScheme::StandardWebhooks,
+                VerificationScheme::UrlToken,
+            ])
+        }
+
+        proptest! {
+            /// Whatever a verified sender sends: an envelope or an error, never a panic; the
+            /// payload is kept byte for byte; the key is in the source's namespace; no internal
+            /// type; any id that came through is well-formed.
+            #[test]
+            fn any_body_normalizes_or_is_refused(
+                body in body(),
+                scheme in scheme(),
+                hint in prop::option::of("[a-z_.]{0,20}"),
+            ) {
+                let source = SourceSettings::new("src", scheme, vec![]);
+                let normalized = normalize(&source, hint.as_deref(), &HeaderMap::new(), &body, &Verified::by_secret("k"));
+                if let Ok(normalized) = normalized {
+                    let e = normalized.envelope;
+                    prop_assert_eq!(e.payload.get().as_bytes(), &body[..]);
+                    prop_assert!(e.dedupe_key.starts_with("src:"));
+                    prop_assert!(!e.event_type.is_internal());
+                    for id in [&e.subject.account_id, &e.actor.account_id].into_iter().flatten() {
+                        prop_assert!(identifier::check(IdKind::Account, id).is_ok());
+                    }
+                }
+            }
+
+            /// The depth scan agrees with a parser's view of nesting.
+            #[test]
+            fn the_depth_scan_counts_what_a_parser_nests(depth in 0usize..80, noise in "[a-z\\[\\]{}\"]{0,8}") {
+                let text = format!(
+                    "{{\"s\":{},\"a\":{}1{}}}",
+                    serde_json::to_string(&noise).unwrap(),
+                    "[".repeat(depth),
+                    "]".repeat(depth)
+                );
+                prop_assert_eq!(nests_deeper_than(text.as_bytes(), MAX_DEPTH), depth + 1 > MAX_DEPTH);
+            }
+        }
+    }
+
     #[test]
     fn a_large_flat_body_is_read_without_building_it() {
         let numbers: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();

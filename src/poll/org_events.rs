@@ -20,6 +20,8 @@ use crate::store::Store;
 
 /// The cursor's name in the store.
 pub const CURSOR: &str = "org-events";
+/// The envelope `source` (and dedupe-key namespace) of polled events.
+pub const SOURCE: &str = "org-events";
 
 /// Why one poll did not complete (the next one retries; nothing was skipped).
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +123,9 @@ impl OrgEventsPoller {
             serde_json::value::to_raw_value(&event.raw).map_err(|e| PollError::Envelope(e.to_string()))?;
         let mut envelope = Envelope::new(
             self.actions.type_for(&event.action),
-            "org-events",
+            SOURCE,
             Scheme::Poll,
-            handlers::internal_dedupe_key("org-events", &event.id),
+            handlers::internal_dedupe_key(SOURCE, &event.id),
             payload,
         );
         if let Some(time) = event.time {

@@ -26,7 +26,8 @@ use crate::config::{DeactivationSource, Settings};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
 use crate::store::{ApprovalState, GroupSnapshot, Store, StoreError};
 
-/// The routing-key prefix of reconciler findings (`reconcile.user.deactivated`).
+/// The routing-key prefix, envelope `source` and dedupe-key namespace of reconciler findings
+/// (`reconcile.user.deactivated`).
 pub const KIND: &str = "reconcile";
 
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +275,7 @@ impl Reconciler {
                 // found again the next day (re-added since, or a plan that did not act then) it
                 // is queued again rather than absorbed for the whole dedupe retention.
                 dedupe_key: handlers::internal_dedupe_key(
-                    "reconcile",
+                    KIND,
                     &format!(
                         "user.deactivated:{account}:{}:{}",
                         short_hash(&ids),
@@ -346,7 +347,7 @@ impl Reconciler {
                         for account in now_in.difference(not_in) {
                             report.findings.push(Finding {
                                 dedupe_key: handlers::internal_dedupe_key(
-                                    "reconcile",
+                                    KIND,
                                     &format!("{}:{}:{account}:{since}", event_type.as_str(), group.id),
                                 ),
                                 event_type: event_type.clone(),
@@ -377,7 +378,7 @@ impl Reconciler {
             .map_err(|e| ReconcileError::Store(StoreError::Corrupt(e.to_string())))?;
         let mut envelope = Envelope::new(
             finding.event_type.clone(),
-            "reconcile",
+            KIND,
             Scheme::Reconcile,
             finding.dedupe_key.clone(),
             payload,

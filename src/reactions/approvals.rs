@@ -1,12 +1,15 @@
 //! Deciding on pending plans (`gatehouse approvals`): approving records the decision and queues
 //! an `approval.granted` event, so a worker performs exactly the recorded plan, with the queue's
-//! retries; rejecting records the decision and nothing is performed. A decision and its audit
-//! record commit together or not at all.
+//! retries; rejecting records the decision and nothing is performed. A plan nobody decided on
+//! within `reactions.approval_ttl` expires: it is recorded as skipped and never runs, and
+//! approving it is refused. A decision (or an expiry) and its audit record commit together or
+//! not at all.
 
 use handlers::EventType;
 
 use super::own_events;
 use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::config::Span;
 use crate::queue::{PublishError, Queue};
 use crate::store::{Approval, ApprovalState, StoreError, approvals};
 
@@ -16,6 +19,13 @@ pub enum DecisionError {
     Unknown(String),
     #[error("approval {id} is already {state}")]
     AlreadyDecided { id: String, state: &'static str },
+    #[error(
+        "approval {id} expired at {at} (reactions.approval_ttl): it will not run; the event can be replayed to plan again"
+    )]
+    Expired {
+        id: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("audit trail: {0}")]
@@ -24,8 +34,29 @@ pub enum DecisionError {
     Queue(#[from] PublishError),
 }
 
-/// Moves `approval` from pending to `to` and appends `record`, in one transaction; false (and
+/// Moves `approval` from `from` to `to` and appends `record`, in one transaction; false (and
 /// nothing written) when someone decided first.
+pub async fn transition(
+    audit: &AuditLog,
+    approval: &Approval,
+    (from, to): (ApprovalState, ApprovalState),
+    by: &str,
+    note: Option<&str>,
+    record: NewRecord,
+) -> Result<bool, DecisionError> {
+    let write = async {
+        let mut tx = audit.store().begin_write().await?;
+        if !approvals::decide(&mut tx, &approval.id, from, to, Some(by), note).await? {
+            return Ok(false);
+        }
+        audit.append_in(&mut tx, vec![record]).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    };
+    audit.bounded(write, DecisionError::Audit).await
+}
+
+/// A decision on a pending plan.
 async fn decide(
     audit: &AuditLog,
     approval: &Approval,
@@ -34,16 +65,48 @@ async fn decide(
     note: Option<&str>,
     record: NewRecord,
 ) -> Result<bool, DecisionError> {
-    let write = async {
-        let mut tx = audit.store().begin_write().await?;
-        if !approvals::decide(&mut tx, &approval.id, ApprovalState::Pending, to, Some(by), note).await? {
-            return Ok(false);
+    transition(audit, approval, (ApprovalState::Pending, to), by, note, record).await
+}
+
+/// When a pending approval created at `created_at` expires.
+pub fn expires_at(created_at: chrono::DateTime<chrono::Utc>, ttl: Span) -> chrono::DateTime<chrono::Utc> {
+    created_at
+        .checked_add_signed(ttl.as_delta())
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// Expires `approval` (pending past its time): state `expired` and a `skipped` record, together.
+/// False when someone decided it first.
+async fn expire(audit: &AuditLog, approval: &Approval, ttl: Span) -> Result<bool, DecisionError> {
+    let mut record = decision_record(approval, AuditKind::Skipped, "gatehouse");
+    record.outcome = Outcome::status(format!(
+        "expired: no decision within {ttl} (approval {}); the plan will not run",
+        approval.id
+    ));
+    decide(
+        audit,
+        approval,
+        ApprovalState::Expired,
+        "gatehouse",
+        Some("expired"),
+        record,
+    )
+    .await
+}
+
+/// Expires every pending approval older than `ttl` (the worker runs this periodically); how many.
+pub async fn expire_overdue(audit: &AuditLog, ttl: Span) -> Result<usize, DecisionError> {
+    let before = chrono::Utc::now()
+        .checked_sub_signed(ttl.as_delta())
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let mut expired = 0;
+    for approval in audit.store().pending_approvals_before(before).await? {
+        if expire(audit, &approval, ttl).await? {
+            tracing::warn!(approval = %approval.id, handler = %approval.handler, "a plan waited longer than reactions.approval_ttl; expired, it will not run");
+            expired += 1;
         }
-        audit.append_in(&mut tx, vec![record]).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(true)
-    };
-    audit.bounded(write, DecisionError::Audit).await
+    }
+    Ok(expired)
 }
 
 fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord {
@@ -63,15 +126,24 @@ async fn load(audit: &AuditLog, id: &str) -> Result<Approval, DecisionError> {
         .ok_or_else(|| DecisionError::Unknown(id.to_owned()))
 }
 
-/// Approves a pending plan (or re-queues an approved one whose queuing failed).
+/// Approves a pending plan (or re-queues an approved one whose queuing failed). A plan pending
+/// for longer than `ttl` is expired instead, and the approval refused.
 pub async fn approve(
     audit: &AuditLog,
     queue: &dyn Queue,
     id: &str,
     by: &str,
+    ttl: Span,
 ) -> Result<Approval, DecisionError> {
     let approval = load(audit, id).await?;
     match approval.state {
+        ApprovalState::Pending if expires_at(approval.created_at, ttl) <= chrono::Utc::now() => {
+            expire(audit, &approval, ttl).await?;
+            return Err(DecisionError::Expired {
+                id: id.to_owned(),
+                at: expires_at(approval.created_at, ttl),
+            });
+        }
         ApprovalState::Pending => {
             let record = decision_record(&approval, AuditKind::Approved, by);
             if !decide(audit, &approval, ApprovalState::Approved, by, None, record).await? {

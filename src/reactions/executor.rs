@@ -20,7 +20,7 @@ use handlers::{Envelope, Plan, PlannedAction};
 use super::perform::Perform;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::store::executed_actions::{self, ExecutedAction};
-use crate::store::{NewApproval, Store, approvals};
+use crate::store::{Approval, ApprovalState, NewApproval, Store, approvals};
 use crate::worker::ProcessError;
 
 /// What running a plan came to.
@@ -155,6 +155,35 @@ impl Executor {
             performed: pending.len(),
             already_done,
         })
+    }
+
+    /// Records that an approved plan will not run (its subject changed since), moving its
+    /// approval to `superseded` in the same transaction as the `skipped` record.
+    pub async fn supersede(
+        &self,
+        approval: &Approval,
+        plan: &Plan,
+        envelope: &Envelope,
+        attempt: u32,
+        why: &str,
+    ) -> Result<(), ProcessError> {
+        let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
+        record.outcome = Outcome::status(format!("superseded (approval {})", approval.id));
+        record.outcome.error = Some(why.to_owned());
+        let moved = super::approvals::transition(
+            &self.audit,
+            approval,
+            (ApprovalState::Approved, ApprovalState::Superseded),
+            "gatehouse",
+            Some(why),
+            record,
+        )
+        .await
+        .map_err(audit_error)?;
+        if !moved {
+            tracing::info!(approval = %approval.id, "approval was settled meanwhile; nothing to supersede");
+        }
+        Ok(())
     }
 
     async fn request_approval(

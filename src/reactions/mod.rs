@@ -14,7 +14,7 @@ mod read_once;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use handlers::ports::{ConfluenceDirectory, PortError, ScimDirectory};
+use handlers::ports::{AccountStatus, ConfluenceDirectory, PortError, ScimDirectory};
 use handlers::{Envelope, EventType, Handler, Plan, Ports, Scheme};
 
 use crate::atlassian::AtlassianClients;
@@ -102,6 +102,19 @@ impl Planner {
         self.handlers.iter().filter(|h| h.handles(event_type)).collect()
     }
 
+    /// The account's status now, read from Confluence.
+    pub async fn account_status(&self, account_id: &str) -> Result<Option<AccountStatus>, PortError> {
+        let directories = self.directories.as_ref().ok_or_else(|| {
+            PortError::permanent("reading an account's status needs [atlassian], and none is configured")
+        })?;
+        directories.confluence.account_status(account_id).await
+    }
+
+    /// Does any policy react to events of this type?
+    pub fn handles(&self, event_type: &EventType) -> bool {
+        self.handlers.iter().any(|h| h.handles(event_type))
+    }
+
     /// The plans `envelope` produces (also `gatehouse plan`).
     pub async fn plans(&self, envelope: &Envelope) -> Result<Vec<Plan>, PortError> {
         let handlers = self.handlers_for(&envelope.event_type);
@@ -146,7 +159,28 @@ impl Reactor {
         }
     }
 
-    /// Performs an approved plan, exactly as recorded.
+    /// Why an approved plan must not run any more, if so: the person it deprovisions is active
+    /// again (reactivated while the plan waited). Read now, not when the plan was made.
+    async fn superseded(&self, original: &Envelope) -> Result<Option<String>, ProcessError> {
+        if !matches!(
+            original.event_type,
+            EventType::UserDeactivated | EventType::UserRemoved
+        ) {
+            return Ok(None);
+        }
+        let Some(account) = original.subject.account_id.as_deref() else {
+            return Ok(None);
+        };
+        Ok(match self.planner.account_status(account).await? {
+            Some(AccountStatus::Active) => Some(format!(
+                "account {account} is active again: the approved {} plan is superseded and does not run",
+                original.event_type
+            )),
+            _ => None,
+        })
+    }
+
+    /// Performs an approved plan, exactly as recorded, unless what it was about changed since.
     async fn resume(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError> {
         let own_events::ApprovalGranted { approval_id } = serde_json::from_str(envelope.payload.get())
             .map_err(|_| ProcessError::permanent("approval.granted without an approval_id"))?;
@@ -158,9 +192,10 @@ impl Reactor {
             .ok_or_else(|| ProcessError::permanent(format!("no approval {approval_id}")))?;
         match approval.state {
             ApprovalState::Approved => {}
-            ApprovalState::Executed => {
+            ApprovalState::Executed | ApprovalState::Superseded => {
                 return Ok(Processed::Skipped(format!(
-                    "approval {approval_id} was already executed"
+                    "approval {approval_id} was already {}",
+                    approval.state.as_str()
                 )));
             }
             other => {
@@ -174,6 +209,13 @@ impl Reactor {
             .map_err(|e| ProcessError::permanent(format!("stored plan: {e}")))?;
         let original: Envelope = serde_json::from_str(&approval.envelope)
             .map_err(|e| ProcessError::permanent(format!("stored envelope: {e}")))?;
+        if let Some(why) = self.superseded(&original).await? {
+            self.executor
+                .supersede(&approval, &plan, &original, attempt, &why)
+                .await?;
+            tracing::warn!(approval = %approval_id, %why, "approved plan superseded");
+            return Ok(Processed::Done);
+        }
         self.executor.execute(&plan, &original, attempt).await?;
         self.store
             .mark_approval_executed(&approval_id)
@@ -200,10 +242,7 @@ impl Process for Reactor {
         }
         let plans = self.planner.plans(envelope).await?;
         if plans.is_empty() {
-            return Ok(Processed::Skipped(format!(
-                "no policy handles {}",
-                envelope.event_type
-            )));
+            return Ok(Processed::Skipped(no_policy(envelope)));
         }
         for plan in &plans {
             let ran = self.executor.run(plan, envelope, attempt).await?;
@@ -211,4 +250,14 @@ impl Process for Reactor {
         }
         Ok(Processed::Done)
     }
+
+    fn ignores(&self, envelope: &Envelope) -> Option<String> {
+        let handled =
+            envelope.event_type == EventType::ApprovalGranted || self.planner.handles(&envelope.event_type);
+        (!handled).then(|| no_policy(envelope))
+    }
+}
+
+fn no_policy(envelope: &Envelope) -> String {
+    format!("no policy handles {}", envelope.event_type)
 }

@@ -13,6 +13,10 @@ pub enum ApprovalState {
     Approved,
     Rejected,
     Executed,
+    /// Nobody decided within `reactions.approval_ttl`: it never runs.
+    Expired,
+    /// Approved, but what it was about changed before it ran (the account is active again).
+    Superseded,
 }
 
 impl ApprovalState {
@@ -22,8 +26,20 @@ impl ApprovalState {
             ApprovalState::Approved => "approved",
             ApprovalState::Rejected => "rejected",
             ApprovalState::Executed => "executed",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Superseded => "superseded",
         }
     }
+
+    /// Every state, for listings and messages.
+    pub const ALL: [ApprovalState; 6] = [
+        ApprovalState::Pending,
+        ApprovalState::Approved,
+        ApprovalState::Rejected,
+        ApprovalState::Executed,
+        ApprovalState::Expired,
+        ApprovalState::Superseded,
+    ];
 
     /// The state named `s` (as [`ApprovalState::as_str`] writes it).
     pub fn parse(s: &str) -> Option<Self> {
@@ -32,6 +48,8 @@ impl ApprovalState {
             "approved" => ApprovalState::Approved,
             "rejected" => ApprovalState::Rejected,
             "executed" => ApprovalState::Executed,
+            "expired" => ApprovalState::Expired,
+            "superseded" => ApprovalState::Superseded,
             _ => return None,
         })
     }
@@ -161,6 +179,17 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// Pending approvals created before `before`, oldest first.
+    pub async fn pending_approvals_before(&self, before: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE state = 'pending' AND created_at < $1 ORDER BY created_at, id"
+        )))
+        .bind(to_millis(before))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
     }
 
     /// Approvals in `state`, oldest first.

@@ -76,13 +76,24 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
     let owner = format!("{}/{}", context.owner, ulid::Ulid::generate());
     let owner = owner.as_str();
 
-    // The claim and, on a first attempt, the `received` record commit together: one write.
-    let received = record(envelope, AuditKind::Received, 1);
+    // The claim and, on a first attempt, the `received` record commit together: one write. An
+    // event nothing reacts to gets its one `skipped` record there instead, and is done.
+    let ignored = context.processor.ignores(envelope);
+    let received = match &ignored {
+        None => record(envelope, AuditKind::Received, 1),
+        Some(why) => {
+            let mut skipped = record(envelope, AuditKind::Skipped, delivery.attempt);
+            skipped.outcome = Outcome::status("skipped");
+            skipped.outcome.error = Some(why.clone());
+            skipped
+        }
+    };
+    let records_with_claim = ignored.is_some() || delivery.attempt == 1;
     let claim = persist(context, "claim the event", || async {
         let claim_and_record = async {
             let mut tx = context.store.begin_write().await?;
             let claim = dedupe::claim_in(&mut tx, key, &event_id, owner, lease, retention).await?;
-            if claim == Claim::Acquired && delivery.attempt == 1 {
+            if claim == Claim::Acquired && records_with_claim {
                 context.audit.append_in(&mut tx, vec![received.clone()]).await?;
             }
             tx.commit().await?;
@@ -116,6 +127,10 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
             return "busy";
         }
         Claim::Acquired => {}
+    }
+    if let Some(why) = &ignored {
+        tracing::info!(%why, "skipped");
+        return complete(context, delivery, key, owner, retention, "skipped").await;
     }
     // Gives the claim and the message back untouched (shutdown while the store is away).
     let give_back = |delivery: Delivery| async move {
@@ -161,28 +176,11 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
                     return give_back(delivery).await;
                 }
             }
-            let completed = persist(context, "record completion", || {
-                context.store.complete_claim(key, owner, retention)
-            });
-            match completed.await {
-                Some(true) => {}
-                Some(false) => {
-                    tracing::warn!(
-                        "the claim was taken over before completion was recorded; the new holder completes it"
-                    )
-                }
-                None => {
-                    // Shutting down before completion was recorded: the message comes back; the
-                    // work is idempotent.
-                    settle(delivery.release().await);
-                    return "released";
-                }
-            }
-            settle(delivery.ack().await);
-            match processed {
+            let outcome = match processed {
                 Processed::Done => "ok",
                 Processed::Skipped(_) => "skipped",
-            }
+            };
+            complete(context, delivery, key, owner, retention, outcome).await
         }
         Err(error) => {
             let max_attempts = context.settings.queue.max_attempts();
@@ -222,6 +220,35 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
             }
         }
     }
+}
+
+/// Marks the claim completed (durably), then acks; returns `outcome`, or `released` when
+/// shutdown came first (the message comes back; the work is idempotent).
+async fn complete(
+    context: &Context,
+    delivery: Delivery,
+    key: &str,
+    owner: &str,
+    retention: Duration,
+    outcome: &'static str,
+) -> &'static str {
+    let completed = persist(context, "record completion", || {
+        context.store.complete_claim(key, owner, retention)
+    });
+    match completed.await {
+        Some(true) => {}
+        Some(false) => {
+            tracing::warn!(
+                "the claim was taken over before completion was recorded; the new holder completes it"
+            )
+        }
+        None => {
+            settle(delivery.release().await);
+            return "released";
+        }
+    }
+    settle(delivery.ack().await);
+    outcome
 }
 
 /// Appends `record` to the audit trail, waiting while it cannot; false at shutdown.

@@ -55,4 +55,11 @@ impl From<handlers::ports::PortError> for ProcessError {
 pub trait Process: Send + Sync + 'static {
     /// `attempt` counts from 1.
     async fn process(&self, envelope: &Envelope, attempt: u32) -> Result<Processed, ProcessError>;
+
+    /// Why nothing reacts to this event, if nothing does. Such an event is recorded once (one
+    /// compact `skipped` record, committed with its claim) and acked without processing: a
+    /// sender cannot grow the audit trail by more than one record per delivery.
+    fn ignores(&self, _envelope: &Envelope) -> Option<String> {
+        None
+    }
 }

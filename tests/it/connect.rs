@@ -2,6 +2,8 @@
 //! against a local key server, and webhooks verified with the installation's shared secret and
 //! a qsh bound to the exact request.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,36 +19,46 @@ const BASE_URL: &str = "https://gatehouse.test";
 const CLIENT_KEY: &str = "confluence:1a2b3c";
 const SHARED_SECRET: &str = "shared-secret-from-atlassian-9f8e7d6c";
 
-/// Serves the test public key as Atlassian's install-keys service would.
-async fn key_server() -> String {
+/// Serves the test public key as Atlassian's install-keys service would; counts the requests.
+async fn key_server() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
     let app = Router::new().route(
         "/{kid}",
-        get(|Path(kid): Path<String>| async move {
-            if kid == "test-kid" {
-                (
-                    StatusCode::OK,
-                    include_str!("../fixtures/connect/install-key.public.pem"),
-                )
-            } else {
-                (StatusCode::NOT_FOUND, "")
+        get(move |Path(kid): Path<String>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if kid == "test-kid" {
+                    (
+                        StatusCode::OK,
+                        include_str!("../fixtures/connect/install-key.public.pem"),
+                    )
+                } else {
+                    (StatusCode::NOT_FOUND, "")
+                }
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    (format!("http://{addr}"), hits)
 }
 
 async fn connect_app() -> TestApp {
-    let keys = key_server().await;
-    TestApp::spawn(move |s| {
+    connect_app_counting().await.0
+}
+
+async fn connect_app_counting() -> (TestApp, Arc<AtomicUsize>) {
+    let (keys, hits) = key_server().await;
+    let app = TestApp::spawn(move |s| {
         s.connect.base_url = Some(BASE_URL.to_owned());
         s.connect.install_keys_url = keys;
         s.sources
             .push(source("confluence", VerificationScheme::ConnectJwt, vec![]));
     })
-    .await
+    .await;
+    (app, hits)
 }
 
 fn lifecycle_token(path: &str, iss: &str, aud: &str, kid: &str) -> String {
@@ -310,5 +322,66 @@ async fn connect_webhooks_verify_with_the_installation_secret_and_qsh() {
         .await;
     assert_eq!(response.status(), 401);
     assert!(observer.all(Duration::from_millis(400)).await.is_empty());
+    app.stop().await;
+}
+
+/// Anyone can post an install naming any key id or any issuer: a flood of random ones costs a
+/// bounded number of key fetches in all (and unknown issuers are answered from memory).
+#[tokio::test]
+async fn floods_of_unknown_key_ids_and_issuers_cost_almost_nothing() {
+    let (app, hits) = connect_app_counting().await;
+    install(&app).await;
+    let fetched_for_install = hits.load(Ordering::SeqCst);
+    let mut statuses = std::collections::BTreeMap::new();
+    for n in 0..60 {
+        let kid = format!("random-kid-{n}");
+        let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, &kid);
+        let status = app
+            .post(
+                "/connect/installed",
+                &lifecycle_body("installed"),
+                &[("authorization", format!("JWT {token}"))],
+            )
+            .await
+            .status()
+            .as_u16();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    // The same unknown kid again and again: asked once.
+    for _ in 0..20 {
+        let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, "random-kid-0");
+        let response = app
+            .post(
+                "/connect/installed",
+                &lifecycle_body("installed"),
+                &[("authorization", format!("JWT {token}"))],
+            )
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+    let fetches = hits.load(Ordering::SeqCst) - fetched_for_install;
+    assert!(
+        fetches <= 12,
+        "{fetches} key fetches for 80 forged installs ({statuses:?})"
+    );
+    assert!(statuses.keys().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+
+    // Webhooks naming issuers that never installed: refused, the real one still works.
+    for n in 0..50 {
+        let path = "/webhooks/confluence/user_created";
+        let now = signing::now();
+        let token = signing::connect_hs256(
+            json!({"iss": format!("forged:{n}"), "iat": now, "exp": now + 60, "qsh": signing::qsh("POST", path, "")}),
+            SHARED_SECRET,
+        );
+        let response = app
+            .post(path, b"{}", &[("authorization", format!("JWT {token}"))])
+            .await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["reason"],
+            "unknown_issuer"
+        );
+    }
     app.stop().await;
 }

@@ -193,6 +193,11 @@ pub struct PolicyConfig {
     pub name: Option<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub on: Vec<EventType>,
+    /// The sources whose events this policy acts on (`[[sources]]` names, or gatehouse's own
+    /// `org-events` and `reconcile`); empty: all. An event from another source is recorded as
+    /// skipped with the reason.
+    #[serde(default)]
+    pub sources: Vec<String>,
     pub actions: Vec<Capability>,
     /// `confluence.remove_from_all_groups`: groups the account keeps (exact names).
     #[serde(default)]
@@ -200,6 +205,11 @@ pub struct PolicyConfig {
     /// `confluence.add_to_groups`: the groups (exact names).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// `scim.provision`: the SCIM groups (exact display names) a provisioning request may add
+    /// someone to. Any other requested group is refused in the plan, with a warning, and never
+    /// sent to SCIM. Empty: requests may create people but add them to no group.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
     /// `confluence.revert_protected_membership` / `notify.group_changes`.
     #[serde(default)]
     pub protected_groups: Vec<ProtectedGroup>,
@@ -223,6 +233,11 @@ impl PolicyConfig {
             let actions: Vec<&str> = self.actions.iter().map(|a| a.name()).collect();
             actions.join("+")
         })
+    }
+
+    /// Does this policy act on events from `source`?
+    pub fn accepts_source(&self, source: &str) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|s| s == source)
     }
 
     /// Does `action` wait for approval under this policy?

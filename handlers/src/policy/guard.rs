@@ -2,7 +2,7 @@
 //! reported; a new group whose name breaks the naming rule, or the removal of a protected group,
 //! is reported. Reports are `policy.violation` envelopes other automations subscribe to.
 
-use super::{Policy, account_of};
+use super::{Policy, ProtectedGroup, account_of};
 use crate::event::{Envelope, EventType, GroupRef};
 use crate::handler::Ports;
 use crate::plan::{Action, Plan, Violation};
@@ -16,36 +16,45 @@ pub(super) async fn revert_membership(
 ) -> Result<(), PortError> {
     let account = account_of(envelope)?;
     let group = envelope.subject.group.clone().unwrap_or_default();
-    // Events name groups by id, by name, or both; protected groups are configured by name.
-    let name = match (&group.name, &group.id) {
-        (Some(name), _) => name.clone(),
-        (None, Some(_)) => {
-            plan.warnings
-                .push("group named by id only: cannot match it against protected groups".to_owned());
-            return Ok(());
-        }
-        (None, None) => return Err(PortError::permanent("group.member_added event names no group")),
-    };
-    let Some(protected) = policy.config.protected_groups.iter().find(|p| p.name == name) else {
-        return Ok(());
-    };
-    let actor = envelope.actor.account_id.as_deref();
-    if protected.allow.iter().any(|a| a == account)
-        || actor.is_some_and(|a| protected.allowed_actors.iter().any(|x| x == a))
-    {
-        return Ok(());
-    }
-    let group_id = match &group.id {
-        Some(id) => id.clone(),
-        None => match ports.confluence.group_by_name(&name).await? {
+    // Groups are matched by id: names are case-sensitive and an event may name a group one way
+    // and mean another. An event naming only a name is resolved to its id first.
+    let group_id = match (&group.id, &group.name) {
+        (Some(id), _) => id.clone(),
+        (None, Some(name)) => match ports.confluence.group_by_name(name).await? {
             Some(found) => found.id,
             None => {
-                plan.warnings
-                    .push(format!("protected group `{name}` no longer exists"));
+                plan.warnings.push(format!(
+                    "group `{name}` named by the event does not exist (names are case-sensitive): nothing to revert"
+                ));
                 return Ok(());
             }
         },
+        (None, None) => return Err(PortError::permanent("group.member_added event names no group")),
     };
+    let Some(protected) = protected_group_with_id(policy, &group_id, ports, plan).await? else {
+        return Ok(());
+    };
+    let name = protected.name.clone();
+    if let Some(said) = group.name.as_deref().filter(|said| *said != name) {
+        plan.warnings.push(format!(
+            "the event calls group {group_id} `{said}`, but it is protected group `{name}`"
+        ));
+    }
+    let actor = envelope.actor.account_id.as_deref();
+    let allowed_actor = actor.filter(|a| protected.allowed_actors.iter().any(|x| x == a));
+    if let Some(actor) = allowed_actor
+        && !envelope.scheme.signs_payload()
+    {
+        plan.warnings.push(format!(
+            "actor {actor} is in allowed_actors, but {} does not sign the actor: not believed",
+            envelope.scheme
+        ));
+    }
+    if protected.allow.iter().any(|a| a == account)
+        || (allowed_actor.is_some() && envelope.scheme.signs_payload())
+    {
+        return Ok(());
+    }
     plan.push(
         Action::ConfluenceRemoveMember {
             group_id: group_id.clone(),
@@ -70,6 +79,27 @@ pub(super) async fn revert_membership(
         "protected group intrusion",
     );
     Ok(())
+}
+
+/// The protected group whose id is `group_id`, resolving each configured name to its id (a
+/// configured name that no group has is warned about).
+async fn protected_group_with_id<'p>(
+    policy: &'p Policy,
+    group_id: &str,
+    ports: &Ports<'_>,
+    plan: &mut Plan,
+) -> Result<Option<&'p ProtectedGroup>, PortError> {
+    for protected in &policy.config.protected_groups {
+        match ports.confluence.group_by_name(&protected.name).await? {
+            Some(found) if found.id == group_id => return Ok(Some(protected)),
+            Some(_) => {}
+            None => plan.warnings.push(format!(
+                "protected group `{}` does not exist in Confluence (names are case-sensitive)",
+                protected.name
+            )),
+        }
+    }
+    Ok(None)
 }
 
 pub(super) fn group_changes(policy: &Policy, envelope: &Envelope, plan: &mut Plan) {

@@ -84,6 +84,15 @@ impl Handler for Policy {
     async fn plan(&self, envelope: &Envelope, ports: &Ports<'_>) -> Result<Plan, PortError> {
         let mut plan = Plan::new(&self.name, envelope.id);
         plan.dry_run = self.config.dry_run;
+        if !self.config.accepts_source(&envelope.source) {
+            plan.note = Some(format!(
+                "policy {} does not act on events from source `{}` (its sources: {})",
+                self.name,
+                envelope.source,
+                self.config.sources.join(", ")
+            ));
+            return Ok(plan);
+        }
         if !freshness::is_current(envelope, ports, &mut plan).await? {
             return Ok(plan);
         }

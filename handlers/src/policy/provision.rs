@@ -1,5 +1,7 @@
 //! A provisioning request from an HR system or IdP relay: find the person in the SCIM directory
-//! (by external id, then user name) or create them, then add them to the requested SCIM groups.
+//! (by external id, then user name) or create them, then add them to the requested SCIM groups
+//! that the policy allows (`allowed_groups`). A request naming any other group (an attacker
+//! asking for `confluence-administrators`) gets a warning in the plan and nothing is sent for it.
 //! Every group not mapped to the Confluence product is warned about: such a person exists but
 //! cannot log in.
 //!
@@ -82,6 +84,12 @@ pub(super) async fn provision(
         }
     };
     for name in &request.groups {
+        if !policy.config.allowed_groups.iter().any(|allowed| allowed == name) {
+            plan.warnings.push(format!(
+                "requested group `{name}` is not in this policy's allowed_groups: refused, not added"
+            ));
+            continue;
+        }
         match scim.group_by_display_name(name).await? {
             Some(group) => {
                 plan.push(

@@ -246,10 +246,11 @@ async fn provisioning_creates_then_adds_groups_and_warns() {
         display_name: "contractors".into(),
     });
     let policy = policy(
-        r#"{"on": "user.provision_requested", "actions": ["scim.provision"]}"#,
+        r#"{"on": "user.provision_requested", "actions": ["scim.provision"],
+            "allowed_groups": ["confluence-users", "contractors", "nope"]}"#,
         &["confluence-users"],
     );
-    let body = r#"{"type":"user.provision_requested","timestamp":"2026-11-29T10:00:00Z","data":{"email":"cy@example.com","name":"Cy","external_id":"hr-42","groups":["confluence-users","contractors","nope"]}}"#;
+    let body = r#"{"type":"user.provision_requested","timestamp":"2026-11-29T10:00:00Z","data":{"email":"cy@example.com","name":"Cy","external_id":"hr-42","groups":["confluence-users","contractors","nope","confluence-administrators"]}}"#;
     let plan = plan(
         &policy,
         &fake,
@@ -269,7 +270,13 @@ async fn provisioning_creates_then_adds_groups_and_warns() {
     assert!(
         matches!(&plan.actions[1].action, Action::ScimAddGroupMember { user: crate::plan::ScimUserRef::ExternalId(id), .. } if id == "hr-42")
     );
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    // `contractors` is unmapped, `nope` does not exist, `confluence-administrators` is not allowed.
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings[2].contains("`confluence-administrators` is not in this policy's allowed_groups"),
+        "{:?}",
+        plan.warnings
+    );
     // Someone already there is not created again.
     fake.scim_users.push(ScimUser {
         id: "s-9".into(),
@@ -372,4 +379,89 @@ async fn group_naming_and_protected_removal_are_reported() {
         name: Some("confluence-administrators".into()),
     });
     assert_eq!(plan_of(&policy, &removed).await.actions.len(), 1);
+}
+
+#[tokio::test]
+async fn provisioning_never_adds_to_a_group_the_policy_does_not_allow() {
+    let mut fake = world();
+    fake.scim_groups.push(ScimGroup {
+        id: "sg-admins".into(),
+        display_name: "confluence-administrators".into(),
+    });
+    // No allowed_groups at all: people may be created, and added to nothing.
+    let policy = policy(
+        r#"{"on": "user.provision_requested", "actions": ["scim.provision"]}"#,
+        &[],
+    );
+    let body = r#"{"type":"user.provision_requested","data":{"email":"eve@example.com","groups":["confluence-administrators"]}}"#;
+    let plan = plan_for_body(&policy, &fake, body).await;
+    let types: Vec<&str> = plan.actions.iter().map(|a| a.action.type_name()).collect();
+    assert_eq!(types, ["scim.create_user"]);
+    assert!(plan.warnings[0].contains("refused"), "{:?}", plan.warnings);
+}
+
+#[tokio::test]
+async fn a_policy_acts_only_on_the_sources_it_lists() {
+    let policy = policy(
+        r#"{"on": "user.deactivated", "actions": ["confluence.remove_from_all_groups"], "sources": ["hr"]}"#,
+        &[],
+    );
+    let from_test = plan_of(&policy, &event(EventType::UserDeactivated, Some("ann"), "{}")).await;
+    assert!(from_test.is_empty());
+    let note = from_test.note.unwrap();
+    assert!(
+        note.contains("does not act on events from source `test`"),
+        "{note}"
+    );
+    let mut from_hr = event(EventType::UserDeactivated, Some("ann"), "{}");
+    from_hr.source = "hr".into();
+    assert_eq!(plan_of(&policy, &from_hr).await.actions.len(), 3);
+}
+
+#[tokio::test]
+async fn the_guard_matches_groups_by_id_and_believes_actors_only_when_signed() {
+    let policy = policy(
+        r#"{"on": "group.member_added", "actions": ["confluence.revert_protected_membership"],
+            "protected_groups": [{"name": "eng", "allowed_actors": ["owner"]}]}"#,
+        &[],
+    );
+    // Named by id only, or by id with a harmless-looking name: the id decides.
+    for name in [None, Some("harmless")] {
+        let mut intrusion = event(EventType::GroupMemberAdded, Some("mallory"), "{}");
+        intrusion.subject.group = Some(crate::GroupRef {
+            id: Some("g2".into()),
+            name: name.map(str::to_owned),
+        });
+        let plan = plan_of(&policy, &intrusion).await;
+        assert_eq!(plan.actions.len(), 2, "{plan:?}");
+        assert!(matches!(&plan.actions[0].action,
+            Action::ConfluenceRemoveMember { group_id, group_name, .. } if group_id == "g2" && group_name == "eng"));
+        assert_eq!(
+            plan.warnings.len(),
+            usize::from(name.is_some()),
+            "{:?}",
+            plan.warnings
+        );
+    }
+    // An allowed actor is believed only from a scheme that signs it.
+    let mut by_owner = event(EventType::GroupMemberAdded, Some("mallory"), "{}");
+    by_owner.subject.group = Some(crate::GroupRef {
+        id: Some("g2".into()),
+        name: None,
+    });
+    by_owner.actor.account_id = Some("owner".into());
+    for (scheme, believed) in [
+        (Scheme::HubSignature, true),
+        (Scheme::StandardWebhooks, true),
+        (Scheme::Poll, true),
+        (Scheme::UrlToken, false),
+        (Scheme::ConnectJwt, false),
+    ] {
+        by_owner.scheme = scheme;
+        let plan = plan_of(&policy, &by_owner).await;
+        assert_eq!(plan.is_empty(), believed, "{scheme}: {plan:?}");
+        if !believed {
+            assert!(plan.warnings[0].contains("not believed"), "{:?}", plan.warnings);
+        }
+    }
 }

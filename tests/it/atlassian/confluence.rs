@@ -190,3 +190,40 @@ async fn scoped_tokens_work_through_the_gateway_only() {
         "{log:?}"
     );
 }
+
+/// `..`, `/`, tabs and the like in an id are refused before any URL is built (a URL library
+/// would normalize `grp/../x` into a request about another resource), and nothing is sent.
+#[tokio::test]
+async fn identifiers_are_checked_before_they_reach_a_url() {
+    let world = SimWorld::start(engineering(), Policy::default(), |_| {}).await;
+    world.clear_requests().await;
+    let confluence = world.confluence();
+    for (group, account) in [
+        ("..", "acc-0001"),
+        ("grp-eng/../grp-users", "acc-0001"),
+        ("grp-eng", "acc-0001\t"),
+        ("grp-eng", "../acc-0001"),
+        (".", "acc-0001"),
+        ("grp-eng", "acc%2F0001"),
+    ] {
+        if group != "grp-eng" {
+            assert!(confluence.group_members(group, &no_progress).await.is_err());
+        }
+        let error = confluence.remove_member(group, account).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
+        assert!(error.message().contains("is not a valid identifier"), "{error}");
+    }
+    assert!(world.admin().lifecycle_disable("acc/../x", None).await.is_err());
+    assert!(world.scim().set_active("..", false).await.is_err());
+    assert!(world.scim().add_group_member("sg\t1", "u-1").await.is_err());
+    assert!(
+        world.requests().await.is_empty(),
+        "nothing may be sent for a malformed id"
+    );
+    let state = world.state().await;
+    assert_eq!(
+        state.group("grp-users").unwrap().members.len(),
+        4,
+        "nothing changed"
+    );
+}

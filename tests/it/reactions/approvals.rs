@@ -1,13 +1,18 @@
 //! Organization-wide actions wait for a person: nothing happens until approval, then exactly the
 //! recorded plan; a rejected plan is never performed.
 
-use gatehouse::reactions::approvals::{approve, reject};
+use gatehouse::config::Span;
+use gatehouse::reactions::approvals::{DecisionError, approve, expire_overdue, reject};
 use gatehouse::store::ApprovalState;
 use gatehouse_sim::{AccountStatus, Seed, SeedGroup, SeedUser};
 use serde_json::json;
 
 use super::{LONG, World, policies};
 use crate::queue::eventually;
+
+fn ttl() -> Span {
+    Span::parse("7d").unwrap()
+}
 
 const ORG_WIDE: &str = r#"
 [[policies]]
@@ -79,6 +84,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
         world.app.queue.as_ref(),
         &approval.id,
         "security-lead",
+        ttl(),
     )
     .await
     .unwrap();
@@ -115,7 +121,8 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
             &world.app.audit,
             world.app.queue.as_ref(),
             &approval.id,
-            "someone"
+            "someone",
+            ttl()
         )
         .await
         .is_err()
@@ -150,7 +157,8 @@ async fn a_rejected_plan_is_never_performed() {
             &world.app.audit,
             world.app.queue.as_ref(),
             &approval.id,
-            "someone"
+            "someone",
+            ttl()
         )
         .await
         .is_err()
@@ -215,5 +223,94 @@ async fn an_approval_from_anyone_but_gatehouse_is_not_believed() {
     assert_eq!(world.groups_of("cara").await, ["team-x"], "nothing performed");
     let requests = world.requests().await;
     assert!(requests.iter().all(|r| r.method != "DELETE"), "no removal");
+    world.stop().await;
+}
+
+async fn state_of(world: &World, id: &str) -> ApprovalState {
+    world.app.store.approval(id).await.unwrap().unwrap().state
+}
+
+#[tokio::test]
+async fn a_plan_nobody_approved_in_time_expires_and_never_runs() {
+    let (world, event_id, approval) = leaver_awaiting_approval("dan").await;
+    let short = Span::parse("1s").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // Approving it now is refused, and the refusal expires it.
+    let refused = approve(
+        &world.app.audit,
+        world.app.queue.as_ref(),
+        &approval.id,
+        "late",
+        short,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(DecisionError::Expired { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(state_of(&world, &approval.id).await, ApprovalState::Expired);
+    // The sweep finds nothing more to do; the plan never runs.
+    assert_eq!(expire_overdue(&world.app.audit, short).await.unwrap(), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(world.groups_of("dan").await, ["team-x"]);
+    assert!(world.requests().await.iter().all(|r| r.method != "DELETE"));
+    let skipped: Vec<String> = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|r| r.record.kind.as_str() == "skipped")
+    .map(|r| r.record.outcome.status)
+    .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].starts_with("expired"), "{skipped:?}");
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn the_periodic_sweep_expires_overdue_plans_once() {
+    let (world, _, approval) = leaver_awaiting_approval("cara").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let short = Span::parse("1s").unwrap();
+    assert_eq!(expire_overdue(&world.app.audit, short).await.unwrap(), 1);
+    assert_eq!(expire_overdue(&world.app.audit, short).await.unwrap(), 0);
+    assert_eq!(state_of(&world, &approval.id).await, ApprovalState::Expired);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_approved_plan_for_someone_reactivated_since_does_not_run() {
+    let (world, event_id, approval) = leaver_awaiting_approval("cara").await;
+    // While the plan waited, cara came back.
+    world.set_status("cara", "active").await;
+    approve(
+        &world.app.audit,
+        world.app.queue.as_ref(),
+        &approval.id,
+        "security-lead",
+        ttl(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the approval superseded", || async {
+        state_of(&world, &approval.id).await == ApprovalState::Superseded
+    })
+    .await;
+    assert_eq!(world.groups_of("cara").await, ["team-x"]);
+    let requests = world.requests().await;
+    assert!(requests.iter().all(|r| r.method != "DELETE"), "no removal");
+    assert!(
+        requests.iter().all(|r| !r.path.ends_with("/lifecycle/disable")),
+        "no org-wide disable"
+    );
+    let audit = world.audit(&event_id).await;
+    assert!(!audit.iter().any(|(k, _)| k == "executed"), "{audit:?}");
+    assert!(audit.iter().any(|(k, _)| k == "skipped"), "{audit:?}");
     world.stop().await;
 }

@@ -79,6 +79,7 @@ const PROVISION: &str = r#"
 name = "provisioning"
 on = "user.provision_requested"
 actions = ["scim.provision"]
+allowed_groups = ["confluence-users", "contractors"]
 "#;
 
 #[tokio::test]

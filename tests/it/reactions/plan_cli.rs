@@ -6,20 +6,8 @@ use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedUser, Simulator}
 
 use crate::helpers::TempDir;
 
-#[tokio::test]
-async fn plan_prints_what_would_happen_and_changes_nothing() {
-    let mut ann = SeedUser::new("ann", "Ann");
-    ann.status = AccountStatus::Inactive;
-    let seed = Seed {
-        users: vec![ann],
-        groups: vec![
-            SeedGroup::new("g-eng", "eng", vec!["ann".into()]),
-            SeedGroup::new("g-all", "all-staff", vec!["ann".into()]),
-        ],
-        ..Seed::default()
-    };
-    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
-    let dir = TempDir::new();
+/// A config pointing at `sim`, with `policies` (TOML) appended; written into `dir`.
+fn config_for(sim: &gatehouse_sim::SimHandle, dir: &TempDir, policies: &str) -> std::path::PathBuf {
     let token = dir.0.join("api-token");
     std::fs::write(&token, "sim-api-token\n").unwrap();
     let admin_key = dir.0.join("admin-key");
@@ -37,14 +25,7 @@ confluence_base_url = "{site}"
 auth = {{ kind = "basic", email = "bot@example.com", token = "file:{token}" }}
 admin_base_url = "{api}"
 admin_api_key = "file:{admin_key}"
-
-[[policies]]
-name = "deprovision"
-on = "user.deactivated"
-actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
-keep_groups = ["all-staff"]
-allow_org_wide = true
-"#,
+{policies}"#,
             store = dir.0.display(),
             site = sim.site_base_url(),
             token = token.display(),
@@ -53,25 +34,70 @@ allow_org_wide = true
         ),
     )
     .unwrap();
+    config
+}
+
+/// Writes `envelope` into `dir` and runs `gatehouse plan` on it with `extra` arguments.
+async fn plan(
+    config: &std::path::Path,
+    dir: &TempDir,
+    envelope: &handlers::Envelope,
+    extra: &[&str],
+) -> std::process::Output {
+    let event = dir.0.join("event.json");
+    std::fs::write(&event, serde_json::to_string(envelope).unwrap()).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("plan")
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn envelope(event_type: handlers::EventType, account: &str) -> handlers::Envelope {
     let mut envelope = handlers::Envelope::new(
-        handlers::EventType::UserDeactivated,
+        event_type,
         "relay",
         handlers::Scheme::StandardWebhooks,
         "msg-1",
         serde_json::value::RawValue::from_string("{}".into()).unwrap(),
     );
-    envelope.subject.account_id = Some("ann".into());
-    let event = dir.0.join("event.json");
-    std::fs::write(&event, serde_json::to_string(&envelope).unwrap()).unwrap();
+    envelope.subject.account_id = Some(account.into());
+    envelope
+}
 
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["plan", "--config"])
-        .arg(&config)
-        .arg("--event")
-        .arg(&event)
-        .output()
-        .await
-        .unwrap();
+#[tokio::test]
+async fn plan_prints_what_would_happen_and_changes_nothing() {
+    let mut ann = SeedUser::new("ann", "Ann");
+    ann.status = AccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![ann],
+        groups: vec![
+            SeedGroup::new("g-eng", "eng", vec!["ann".into()]),
+            SeedGroup::new("g-all", "all-staff", vec!["ann".into()]),
+        ],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let dir = TempDir::new();
+    let config = config_for(
+        &sim,
+        &dir,
+        r#"
+[[policies]]
+name = "deprovision"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
+keep_groups = ["all-staff"]
+allow_org_wide = true
+"#,
+    );
+    let envelope = envelope(handlers::EventType::UserDeactivated, "ann");
+    let output = plan(&config, &dir, &envelope, &[]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -100,15 +126,49 @@ allow_org_wide = true
         "only reads"
     );
 
-    let json = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["plan", "--format", "json", "--config"])
-        .arg(&config)
-        .arg("--event")
-        .arg(&event)
-        .output()
-        .await
-        .unwrap();
+    let json = plan(&config, &dir, &envelope, &["--format", "json"]).await;
     let plans: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(plans[0]["actions"].as_array().unwrap().len(), 2);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn escape_sequences_a_sender_wrote_cannot_hide_what_a_plan_does() {
+    let seed = Seed {
+        users: vec![SeedUser::new("mallory", "Mallory")],
+        groups: vec![SeedGroup::new("g-admins", "confluence-administrators", vec![])],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let dir = TempDir::new();
+    let config = config_for(
+        &sim,
+        &dir,
+        r#"
+[[policies]]
+name = "admins-guard"
+on = "group.member_added"
+actions = ["confluence.revert_protected_membership"]
+protected_groups = [{ name = "confluence-administrators" }]
+"#,
+    );
+    // The group's name, as the sender wrote it, erases the line above and the one it is on.
+    let mut intrusion = envelope(handlers::EventType::GroupMemberAdded, "mallory");
+    intrusion.subject.group = Some(handlers::GroupRef {
+        id: Some("g-admins".into()),
+        name: Some("\u{1b}[1A\u{1b}[2K\u{1b}[2Kharmless\u{9b}2K\u{202e}".into()),
+    });
+    let output = plan(&config, &dir, &intrusion, &[]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{9b}') && !stdout.contains('\u{202e}'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("\\u{1b}[1A"), "shown, not obeyed: {stdout}");
+    assert!(
+        stdout.contains("confluence.remove_member group:g-admins/account:mallory"),
+        "{stdout}"
+    );
     sim.stop().await;
 }
