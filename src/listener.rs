@@ -19,7 +19,8 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -173,9 +174,15 @@ async fn connection(
     let served = builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
     let mut served = std::pin::pin!(served);
     let mut draining = false;
+    // The timers are checked when they could have run out, and at least this often: requests
+    // starting and ending never wake this loop, so a timer may fire up to one period late.
+    let period = limits.header_read_timeout.min(limits.keep_alive_idle);
     loop {
-        let changed = activity.changed.notified();
-        let deadline = activity.deadline(&limits);
+        let wake = activity
+            .deadline(&limits)
+            .map_or(Instant::now() + period, |deadline| {
+                deadline.min(Instant::now() + period)
+            });
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(error) = result {
@@ -187,8 +194,7 @@ async fn connection(
                 draining = true;
                 served.as_mut().graceful_shutdown();
             }
-            _ = changed => {}
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = tokio::time::sleep_until(wake) => {
                 if let Some(reason) = activity.expired(&limits) {
                     metrics.closed(reason);
                     tracing::debug!(reason, "closing a connection");
@@ -201,101 +207,85 @@ async fn connection(
     metrics.open.dec();
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// What a connection is doing, for its timers.
+/// What a connection is doing, for its timers: plain atomics, as every read, write and request
+/// touches them.
 #[derive(Debug)]
 struct Activity {
-    state: Mutex<ActivityState>,
-    /// Wakes the connection's loop when a deadline may have moved.
-    changed: Notify,
-}
-
-#[derive(Debug)]
-struct ActivityState {
+    /// When the connection started; the times below are milliseconds since then.
+    started: Instant,
     /// Requests handed to the router and not answered yet.
-    in_flight: usize,
+    in_flight: AtomicUsize,
     /// When the connection last did anything while no request was in flight.
-    idle_since: Instant,
-    /// When the first byte of a request head arrived, until the request is dispatched.
-    head_started: Option<Instant>,
+    idle_since: AtomicU64,
+    /// When the first byte of a request head arrived (plus one; 0: none), until the request
+    /// is dispatched.
+    head_started: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
-            state: Mutex::new(ActivityState {
-                in_flight: 0,
-                idle_since: Instant::now(),
-                head_started: None,
-            }),
-            changed: Notify::new(),
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
-        // Plain numbers: a panic elsewhere cannot leave them half-written.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, millis: u64) -> Instant {
+        self.started + Duration::from_millis(millis)
     }
 
     fn read(&self) {
-        let mut state = self.state();
-        if state.in_flight == 0 && state.head_started.is_none() {
-            state.head_started = Some(Instant::now());
-            drop(state);
-            self.changed.notify_one();
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_started.load(Ordering::Acquire) == 0 {
+            let _ =
+                self.head_started
+                    .compare_exchange(0, self.now() + 1, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
     fn wrote(&self) {
-        let mut state = self.state();
-        if state.in_flight == 0 {
-            state.idle_since = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            self.idle_since.store(self.now(), Ordering::Release);
         }
     }
 
     fn begin(&self) {
-        let mut state = self.state();
-        state.in_flight += 1;
-        state.head_started = None;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
     }
 
     fn end(&self) {
-        let mut state = self.state();
-        state.in_flight = state.in_flight.saturating_sub(1);
-        if state.in_flight == 0 {
-            state.idle_since = Instant::now();
-            drop(state);
-            self.changed.notify_one();
-        }
+        self.idle_since.store(self.now(), Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// When the connection's timer runs out, if one is running.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        let state = self.state();
-        if state.in_flight > 0 {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(match state.head_started {
-            Some(started) => started + limits.header_read_timeout,
-            None => state.idle_since + limits.keep_alive_idle,
+        Some(match self.head_started.load(Ordering::Acquire) {
+            0 => self.at(self.idle_since.load(Ordering::Acquire)) + limits.keep_alive_idle,
+            started => self.at(started - 1) + limits.header_read_timeout,
         })
     }
 
     /// Why the connection must close now, if it must.
     fn expired(&self, limits: &Limits) -> Option<&'static str> {
-        let state = self.state();
-        let now = Instant::now();
-        match (state.in_flight, state.head_started) {
-            (0, Some(started)) if now >= started + limits.header_read_timeout => Some("header_timeout"),
-            (0, None) if now >= state.idle_since + limits.keep_alive_idle => Some("idle_timeout"),
-            _ => None,
+        let deadline = self.deadline(limits)?;
+        if Instant::now() < deadline {
+            return None;
         }
+        Some(if self.head_started.load(Ordering::Acquire) == 0 {
+            "idle_timeout"
+        } else {
+            "header_timeout"
+        })
     }
 }
 

@@ -7,6 +7,8 @@
 //!   a second: time to converge, calls a second as a fraction of R, 429s received, failed actions.
 //! - `e2e`: from a webhook's 202 to the last audit record of its plan, at a fixed rate.
 //! - `audit`: the audit trail's append cost and `verify` speed.
+//! - `parse`: the memory and time of reading a hostile 1 MiB body, next to building a
+//!   `serde_json::Value` of it.
 //!
 //! Each runs gatehouse as a child process (the release binary next to this one), so its peak RSS
 //! is its own. Results print as a table and are written as JSON (`--out`).
@@ -15,6 +17,7 @@ mod audit;
 mod e2e;
 mod gatehouse;
 mod ingest;
+mod parse;
 mod react;
 mod report;
 mod stats;
@@ -76,7 +79,18 @@ enum Command {
     React(react::ReactArgs),
     E2e(e2e::E2eArgs),
     Audit(audit::AuditArgs),
-    /// All three with their defaults.
+    Parse(parse::ParseArgs),
+    /// One parse, in this process (what `parse` runs in a child for each measurement).
+    #[command(hide = true)]
+    ParseProbe {
+        #[arg(long)]
+        reader: parse::Reader,
+        #[arg(long)]
+        shape: parse::Shape,
+        #[arg(long)]
+        body_bytes: usize,
+    },
+    /// All of them with their defaults.
     All,
 }
 
@@ -91,11 +105,18 @@ async fn main() -> anyhow::Result<()> {
         Command::React(args) => react::run(&common, &args, &mut results).await?,
         Command::E2e(args) => e2e::run(&common, &args, &mut results).await?,
         Command::Audit(args) => audit::run(&args, &mut results).await?,
+        Command::Parse(args) => parse::run(&args, &mut results)?,
+        Command::ParseProbe {
+            reader,
+            shape,
+            body_bytes,
+        } => return parse::probe(reader, shape, body_bytes),
         Command::All => {
             ingest::run(&common, &ingest::IngestArgs::default(), &mut results).await?;
             react::run(&common, &react::ReactArgs::default(), &mut results).await?;
             e2e::run(&common, &e2e::E2eArgs::default(), &mut results).await?;
             audit::run(&audit::AuditArgs::default(), &mut results).await?;
+            parse::run(&parse::ParseArgs::default(), &mut results)?;
         }
     }
     results.print();
