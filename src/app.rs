@@ -387,8 +387,10 @@ impl Application {
         );
         tracing::info!(%addr, ingress = self.roles.ingress, worker = self.roles.worker, "gatehouse listening");
         let mut server = std::pin::pin!(server);
+        // The server ends only once shutdown began; waiting on shutdown first makes sure the
+        // worker is always stopped gracefully too.
         tokio::select! {
-            () = &mut server => {}
+            biased;
             _ = shutdown.cancelled() => {
                 tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
                 // Pollers stop taking new work now (they resume from the store); the recorder and
@@ -406,6 +408,8 @@ impl Application {
                 };
                 tokio::join!(requests, events);
             }
+            // Serving meanwhile; it ends only after shutdown began (handled above).
+            () = &mut server => {}
         }
         queue.close().await;
         stop_background.cancel();

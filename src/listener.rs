@@ -3,12 +3,17 @@
 //! kept-alive connections (`[server]`), so nobody can wear gatehouse down by opening sockets and
 //! saying little or nothing on them.
 //!
-//! - `max_connections`: a connection beyond the cap is answered `503` at once and closed (it is
-//!   never handed to HTTP, so it costs one write).
+//! - `max_connections` (and `max_connections_per_peer`, per client address): a connection beyond
+//!   the cap is answered `503` at once and closed (it is never handed to HTTP, so it costs one
+//!   write).
 //! - `header_read_timeout_seconds`: once the first byte of a request has arrived, its line and
-//!   headers must follow within this, or the connection is closed.
-//! - `keep_alive_idle_seconds`: a connection with no request in flight and nothing sent or
-//!   received for this long is closed.
+//!   headers must follow within this, or the connection is closed; a new connection must send
+//!   its first request within it too.
+//! - `keep_alive_idle_seconds`: a connection that has been served, with no request in flight and
+//!   nothing sent or received for this long, is closed.
+//!
+//! Request heads are read into a buffer of at most [`MAX_HEAD_BUFFER`] with at most
+//! [`MAX_HEADERS`] headers, so a full house of connections holds little memory.
 //!
 //! Both timers are kept per connection by [`Activity`], which the socket wrapper and the request
 //! service update; hyper's own header timer is installed too, as a backstop (it counts from the
@@ -16,11 +21,13 @@
 //! [`serve`] stops accepting when its token is cancelled, asks every connection to finish its
 //! in-flight request and close, and returns once all have.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,6 +47,12 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::config::ServerSettings;
+
+/// hyper's read buffer per connection (its default is about 400 KiB): ample for any webhook's
+/// head, and a bound on what thousands of slow connections can hold.
+pub const MAX_HEAD_BUFFER: usize = 64 * 1024;
+/// Headers a request may carry.
+pub const MAX_HEADERS: usize = 100;
 
 /// What a connection over the cap is told before it is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 55\r\n\r\n{\"error\":\"unavailable\",\"reason\":\"too many connections\"}";
@@ -86,6 +99,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub keep_alive_idle: Duration,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
 }
 
 impl From<&ServerSettings> for Limits {
@@ -94,6 +108,7 @@ impl From<&ServerSettings> for Limits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
             keep_alive_idle: Duration::from_secs(server.keep_alive_idle_seconds),
             max_connections: server.max_connections,
+            max_connections_per_peer: server.max_connections_per_peer,
         }
     }
 }
@@ -108,11 +123,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::new(Peers::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         // A backstop only: twice the longer of our own timers, so ours always fire first.
-        .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle) * 2);
+        .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle) * 2)
+        .max_buf_size(MAX_HEAD_BUFFER)
+        .max_headers(MAX_HEADERS);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -120,16 +138,21 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if is_resource_exhaustion(&error) {
+                    // Out of file descriptors or memory: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let admitted = slots.clone().try_acquire_owned().ok().and_then(|slot| {
+            Peers::admit(&peers, peer.ip(), limits.max_connections_per_peer).map(|peer| (slot, peer))
+        });
+        let Some(slot) = admitted else {
             // A fresh socket's send buffer is empty, so this write does not block; a client
             // that already sent its request may see a reset instead, which refuses it too.
             let _ = stream.try_write(OVER_CAPACITY);
@@ -151,6 +174,57 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// Accept errors that mean the process is out of something, rather than one connection failing.
+fn is_resource_exhaustion(error: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12)) || error.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Open connections per client address.
+#[derive(Debug, Default)]
+struct Peers {
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its peer's count; given back when dropped.
+struct PeerSlot {
+    peers: Arc<Peers>,
+    ip: IpAddr,
+}
+
+impl Peers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Plain counts: a panic elsewhere cannot leave one half-written.
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A place for one more connection from `ip`, unless it has `max` open already.
+    fn admit(peers: &Arc<Peers>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut open = peers.lock();
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// One connection, until the client closes it, a timer does, or shutdown has let it finish.
 async fn connection(
     stream: TcpStream,
@@ -159,7 +233,7 @@ async fn connection(
     limits: Limits,
     metrics: ConnectionMetrics,
     shutdown: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, PeerSlot),
 ) {
     metrics.open.inc();
     let activity = Arc::new(Activity::new());
@@ -220,6 +294,9 @@ struct Activity {
     /// When the first byte of a request head arrived (plus one; 0: none), until the request
     /// is dispatched.
     head_started: AtomicU64,
+    /// Whether a request was ever dispatched: until then, an idle connection is one that never
+    /// said anything, and gets the header timer, not the keep-alive one.
+    served: AtomicBool,
 }
 
 impl Activity {
@@ -229,6 +306,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
+            served: AtomicBool::new(false),
         }
     }
 
@@ -257,6 +335,7 @@ impl Activity {
     fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
+        self.served.store(true, Ordering::Release);
     }
 
     fn end(&self) {
@@ -269,8 +348,10 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
+        let idle_since = self.at(self.idle_since.load(Ordering::Acquire));
         Some(match self.head_started.load(Ordering::Acquire) {
-            0 => self.at(self.idle_since.load(Ordering::Acquire)) + limits.keep_alive_idle,
+            0 if self.served.load(Ordering::Acquire) => idle_since + limits.keep_alive_idle,
+            0 => idle_since + limits.header_read_timeout,
             started => self.at(started - 1) + limits.header_read_timeout,
         })
     }
@@ -281,7 +362,8 @@ impl Activity {
         if Instant::now() < deadline {
             return None;
         }
-        Some(if self.head_started.load(Ordering::Acquire) == 0 {
+        let silent = self.head_started.load(Ordering::Acquire) == 0;
+        Some(if silent && self.served.load(Ordering::Acquire) {
             "idle_timeout"
         } else {
             "header_timeout"

@@ -140,16 +140,7 @@ enabled = false
     /// The process's peak resident set (`VmHWM`), in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         let Some(pid) = self.child.id() else { return 0.0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kib| kib.parse::<f64>().ok())
-            })
-            .map_or(0.0, |kib| kib / 1024.0)
+        peak_rss_kib(&pid.to_string()) as f64 / 1024.0
     }
 
     /// The store the child writes (opened alongside it).
@@ -247,4 +238,18 @@ pub fn standard_webhooks(whsec: &str, id: &str, body: &[u8]) -> anyhow::Result<V
         ("webhook-timestamp", timestamp.to_string()),
         ("webhook-signature", signature),
     ])
+}
+
+/// The peak resident set (`VmHWM`) of process `pid` (`self` for this one), in KiB; 0 when unknown.
+pub fn peak_rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -66,16 +66,7 @@ fn body(shape: Shape, size: usize) -> Vec<u8> {
 }
 
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::gatehouse::peak_rss_kib("self")
 }
 
 /// The child's side: read one body the chosen way and print `peak-growth-kib micros`.

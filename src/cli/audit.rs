@@ -18,6 +18,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_CONFIG;
+use super::terminal::safe;
 use crate::audit::ocsf::to_ocsf;
 use crate::audit::query::{AuditQuery, first_seq_since, query};
 use crate::audit::{AuditRecord, hashing, log::parse_kinds, verify};
@@ -378,14 +379,15 @@ fn table_row(record: &AuditRecord) -> String {
     if r.dry_run {
         outcome.push_str(" (dry run)");
     }
+    // Targets, accounts and errors can hold what a sender wrote: escaped, never obeyed.
     columns([
         &record.seq.to_string(),
         &crate::audit::chain::format_time(record.time),
         r.kind.as_str(),
         &r.event_id.to_string(),
-        r.account_id.as_deref().unwrap_or("-"),
-        &action,
-        &outcome,
+        &safe(r.account_id.as_deref().unwrap_or("-")),
+        &safe(&action),
+        &safe(&outcome),
     ])
 }
 

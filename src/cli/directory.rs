@@ -136,7 +136,12 @@ async fn members(
         .await;
     bar.finish_and_clear();
     let users = fetched.with_context(|| format!("listing the members of `{}`", group.name))?;
-    eprintln!("{} members in `{}` ({})", users.len(), group.name, group.id);
+    eprintln!(
+        "{} members in `{}` ({})",
+        users.len(),
+        super::terminal::safe(&group.name),
+        group.id
+    );
     render_users(&users, format)
 }
 

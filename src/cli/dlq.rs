@@ -8,7 +8,7 @@ use chrono::Utc;
 use clap::Subcommand;
 
 use super::progress::Progress;
-use super::table;
+use super::{table, terminal};
 use crate::app::{open_queue, open_store};
 use crate::config::Settings;
 use crate::queue::replay::replay;
@@ -216,5 +216,6 @@ fn show(letter: &DeadLetterRow, still_dead: bool) -> String {
     out.push_str("\nenvelope:\n");
     out.push_str(&envelope);
     out.push('\n');
-    out
+    // Reasons, errors and the payload are outside text: escaped, never obeyed.
+    terminal::safe_lines(&out).into_owned()
 }

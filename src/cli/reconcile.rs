@@ -94,7 +94,10 @@ pub async fn run(settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> 
         )
     );
     for name in &report.baselines {
-        eprintln!("protected group `{name}`: first snapshot taken, nothing to compare yet");
+        eprintln!(
+            "protected group `{}`: first snapshot taken, nothing to compare yet",
+            super::terminal::safe(name)
+        );
     }
     for account in &report.awaiting_approval {
         eprintln!(

@@ -13,14 +13,24 @@ fn is_unsafe(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
-/// `text` with every unsafe character escaped; borrowed when there is none.
+/// `text` with every unsafe character escaped (line breaks too: one value, one line); borrowed
+/// when there is none.
 pub fn safe(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    escape(text, is_unsafe)
+}
+
+/// Like [`safe`], but keeps line breaks: for whole multi-line reports built from outside text.
+pub fn safe_lines(text: &str) -> Cow<'_, str> {
+    escape(text, |c| c != '\n' && is_unsafe(c))
+}
+
+fn escape(text: &str, unsafe_char: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&unsafe_char) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if is_unsafe(c) {
+        if unsafe_char(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -41,5 +51,6 @@ mod tests {
         assert_eq!(safe("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(safe("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(safe("line\nbreak"), "line\\u{a}break");
+        assert_eq!(safe_lines("a\n\u{1b}[2Kb\n"), "a\n\\u{1b}[2Kb\n");
     }
 }

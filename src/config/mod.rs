@@ -146,6 +146,9 @@ pub struct ServerSettings {
     /// Open connections at most; a connection beyond this is answered 503 at once and closed,
     /// so idle or slow clients cannot hold every socket.
     pub max_connections: usize,
+    /// Open connections from one client address at most (beyond: 503 at once). Behind a load
+    /// balancer every connection comes from its few addresses: raise it to `max_connections`.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServerSettings {
@@ -159,6 +162,7 @@ impl Default for ServerSettings {
             header_read_timeout_seconds: 10,
             keep_alive_idle_seconds: 75,
             max_connections: 4096,
+            max_connections_per_peer: 1024,
         }
     }
 }
@@ -522,13 +526,16 @@ pub enum VerificationScheme {
 }
 
 impl VerificationScheme {
-    /// The event types a sender using this scheme can produce, as type patterns: Atlassian's
-    /// own webhooks (Connect, admin webhooks) name users and groups coming and going; a relay
-    /// speaks gatehouse's whole vocabulary; a URL token proves so little that it may only cause
-    /// `other.*` events unless the source says more.
+    /// The event types a sender using this scheme may cause unless its source says otherwise:
+    /// admin webhooks name users and groups coming and going; a relay speaks gatehouse's whole
+    /// vocabulary; a URL token proves so little that it may only cause `other.*` events. Connect
+    /// is held to group changes and `other.*`: any Atlassian site that installs the app gets a
+    /// valid secret, so user events from Connect must be allowed on purpose (and kept out of
+    /// destructive policies with `[[policies]] sources`).
     pub fn default_types(self) -> &'static [&'static str] {
         match self {
-            VerificationScheme::ConnectJwt | VerificationScheme::HubSignature => &[
+            VerificationScheme::ConnectJwt => &["group.created", "group.removed", "other.*"],
+            VerificationScheme::HubSignature => &[
                 "user.created",
                 "user.deactivated",
                 "user.reactivated",

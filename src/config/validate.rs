@@ -8,6 +8,14 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
 
+/// The `source` of events gatehouse makes itself: no configured source may take these names
+/// (policies' `sources` and dedupe namespaces would confuse them).
+const RESERVED_SOURCE_NAMES: [&str; 3] = [
+    crate::poll::org_events::SOURCE,
+    crate::poll::reconcile::KIND,
+    crate::reactions::own_events::OWN_KIND,
+];
+
 /// The shortest shared secret a hub-signature or url-token source accepts.
 pub const MIN_SOURCE_SECRET_BYTES: usize = 16;
 
@@ -60,16 +68,26 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             "must be greater than 0".into(),
         );
     }
-    for (key, value) in [
+    for (key, value, max) in [
         (
             "server.header_read_timeout_seconds",
             server.header_read_timeout_seconds,
+            3_600,
         ),
-        ("server.keep_alive_idle_seconds", server.keep_alive_idle_seconds),
-        ("server.max_connections", server.max_connections as u64),
+        (
+            "server.keep_alive_idle_seconds",
+            server.keep_alive_idle_seconds,
+            86_400,
+        ),
+        ("server.max_connections", server.max_connections as u64, 1_000_000),
+        (
+            "server.max_connections_per_peer",
+            server.max_connections_per_peer as u64,
+            1_000_000,
+        ),
     ] {
-        if value == 0 {
-            error(key.into(), "must be greater than 0".into());
+        if value == 0 || value > max {
+            error(key.into(), format!("must be between 1 and {max}"));
         }
     }
 
@@ -207,6 +225,15 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 format!("{key}.name"),
                 format!("`{}` must be lowercase letters, digits, `-` and `_`", source.name),
             );
+        } else if RESERVED_SOURCE_NAMES.contains(&source.name.as_str()) {
+            error(
+                format!("{key}.name"),
+                format!(
+                    "`{}` names gatehouse's own events ({}): choose another name",
+                    source.name,
+                    RESERVED_SOURCE_NAMES.join(", ")
+                ),
+            );
         } else if !names.insert(source.name.as_str()) {
             error(
                 format!("{key}.name"),
@@ -283,6 +310,21 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 }
             }
         }
+        if source.scheme == VerificationScheme::ConnectJwt {
+            let user_types: Vec<&str> = handlers::EventType::known()
+                .filter(|t| t.starts_with("user."))
+                .filter(|t| t.parse().is_ok_and(|t| source.allows(&t)))
+                .collect();
+            if !user_types.is_empty() {
+                warn(
+                    format!("{key}.allow_types"),
+                    format!(
+                        "allows {}: any Atlassian site that installs the app can send these; keep destructive policies to other sources (`[[policies]] sources`)",
+                        user_types.join(", ")
+                    ),
+                );
+            }
+        }
         if source.tolerance_seconds == Some(0) {
             error(
                 format!("{key}.tolerance_seconds"),
@@ -293,11 +335,11 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             error(format!("{key}.max_in_flight"), "must be at least 1".into());
         }
         if let Some(rate) = source.rate_per_second
-            && !(rate.is_finite() && rate > 0.0)
+            && !(0.001..=1_000_000.0).contains(&rate)
         {
             error(
                 format!("{key}.rate_per_second"),
-                "must be a number greater than 0".into(),
+                "must be between 0.001 and 1000000".into(),
             );
         }
         if source.scheme == VerificationScheme::UrlToken
@@ -376,7 +418,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         }
         errors.extend(policy_needs(settings, i, policy));
         for (j, name) in policy.sources.iter().enumerate() {
-            let internal = [crate::poll::org_events::SOURCE, crate::poll::reconcile::KIND];
+            let internal = &RESERVED_SOURCE_NAMES[..2];
             if !settings.sources.iter().any(|s| &s.name == name) && !internal.contains(&name.as_str()) {
                 let mut have: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
                 have.extend(internal);

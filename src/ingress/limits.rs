@@ -4,15 +4,19 @@
 //!
 //! Budgets are spent only by *verified* deliveries: anonymous noise on a source's URL is refused
 //! before it reaches them (and is bounded by the global limits in `[server]`), so it cannot use
-//! up a real sender's budget.
+//! up a real sender's budget. A Connect source has one budget per installation (each site holds
+//! its own secret), so one site cannot use up another's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::SourceSettings;
+
+/// Installations with a budget of their own, at most (one per site; a bound on memory).
+const MAX_INSTALLATION_BUDGETS: usize = 10_000;
+use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug)]
@@ -43,7 +47,7 @@ impl TokenBucket {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+            Err(Duration::try_from_secs_f64((1.0 - *tokens) / self.rate).unwrap_or(Duration::MAX))
         }
     }
 }
@@ -63,35 +67,71 @@ struct SourceBudget {
     rate: Option<TokenBucket>,
 }
 
-/// Every source's budget, built once from the config.
+impl SourceBudget {
+    fn new(source: &SourceSettings) -> Self {
+        SourceBudget {
+            in_flight: Arc::new(Semaphore::new(source.max_in_flight)),
+            rate: source
+                .rate_per_second
+                .map(|rate| TokenBucket::new(rate, rate.ceil().max(1.0))),
+        }
+    }
+}
+
+/// Every source's budget, built once from the config; a Connect installation's on its first
+/// delivery.
 #[derive(Debug, Default)]
 pub struct SourceLimits {
-    budgets: HashMap<String, SourceBudget>,
+    sources: HashMap<String, (SourceSettings, SourceBudget)>,
+    installations: Mutex<HashMap<(String, String), Arc<SourceBudget>>>,
 }
 
 impl SourceLimits {
     pub fn new(sources: &[SourceSettings]) -> Self {
-        let budgets = sources
+        let sources = sources
             .iter()
-            .map(|source| {
-                let budget = SourceBudget {
-                    in_flight: Arc::new(Semaphore::new(source.max_in_flight)),
-                    rate: source
-                        .rate_per_second
-                        .map(|rate| TokenBucket::new(rate, rate.ceil().max(1.0))),
-                };
-                (source.name.clone(), budget)
-            })
+            .map(|source| (source.name.clone(), (source.clone(), SourceBudget::new(source))))
             .collect();
-        SourceLimits { budgets }
+        SourceLimits {
+            sources,
+            installations: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Admits one verified delivery of `source`: the permit holds its in-flight slot until
-    /// dropped. A source without a budget (not configured) is admitted.
-    pub fn admit(&self, source: &str) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
-        let Some(budget) = self.budgets.get(source) else {
+    /// Admits one verified delivery of `source` (from the Connect installation `client_key`,
+    /// if any): the permit holds its in-flight slot until dropped. A source without a budget
+    /// (not configured) is admitted.
+    pub fn admit(
+        &self,
+        source: &str,
+        client_key: Option<&str>,
+    ) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+        let Some((settings, budget)) = self.sources.get(source) else {
             return Ok(None);
         };
+        match client_key {
+            None => Self::spend(budget),
+            Some(client_key) => {
+                let budget = {
+                    let mut installations = self
+                        .installations
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if installations.len() >= MAX_INSTALLATION_BUDGETS {
+                        // Sites come and go; start over rather than grow without bound.
+                        installations.clear();
+                    }
+                    installations
+                        .entry((source.to_owned(), client_key.to_owned()))
+                        .or_insert_with(|| Arc::new(SourceBudget::new(settings)))
+                        .clone()
+                };
+                Self::spend(&budget)
+            }
+        }
+    }
+
+    fn spend(budget: &SourceBudget) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
         if let Some(rate) = &budget.rate {
             rate.take().map_err(Refusal::RateLimited)?;
         }
@@ -127,10 +167,24 @@ mod tests {
         noisy.max_in_flight = 1;
         let quiet = SourceSettings::new("quiet", VerificationScheme::UrlToken, vec![]);
         let limits = SourceLimits::new(&[noisy, quiet]);
-        let held = limits.admit("noisy").unwrap();
-        assert_eq!(limits.admit("noisy").unwrap_err(), Refusal::Busy);
-        assert!(limits.admit("quiet").is_ok());
+        let held = limits.admit("noisy", None).unwrap();
+        assert_eq!(limits.admit("noisy", None).unwrap_err(), Refusal::Busy);
+        assert!(limits.admit("quiet", None).is_ok());
         drop(held);
-        assert!(limits.admit("noisy").is_ok());
+        assert!(limits.admit("noisy", None).is_ok());
+    }
+
+    #[test]
+    fn connect_installations_have_budgets_of_their_own() {
+        let mut connect = SourceSettings::new("confluence", VerificationScheme::ConnectJwt, vec![]);
+        connect.max_in_flight = 1;
+        let limits = SourceLimits::new(&[connect]);
+        let held = limits.admit("confluence", Some("foreign-site")).unwrap();
+        assert_eq!(
+            limits.admit("confluence", Some("foreign-site")).unwrap_err(),
+            Refusal::Busy
+        );
+        assert!(limits.admit("confluence", Some("our-site")).is_ok());
+        drop(held);
     }
 }

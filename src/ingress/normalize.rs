@@ -14,7 +14,9 @@
 //! **Dedupe keys** are `{source}:{id}`: the signed `webhook-id` for Standard Webhooks (an unsigned
 //! header never overrides it), the digest of the signed body for hub-signature (its delivery id
 //! header is unsigned, and a replay with a fresh one must still be a duplicate), and the
-//! `X-Atlassian-Webhook-Identifier` header otherwise (or the body's digest when there is none).
+//! `X-Atlassian-Webhook-Identifier` header otherwise (or the body's digest when there is none),
+//! which Atlassian keeps unique per site only: for Connect the key also names the installation
+//! (`{source}:{client key}:{id}`), so one site cannot claim another's ids.
 //!
 //! **Bounded work.** The body is read through borrowed views (raw slices of the text, no
 //! `serde_json::Value` tree), after an allocation-free scan refuses nesting deeper than
@@ -37,6 +39,10 @@ use crate::config::{SourceSettings, VerificationScheme};
 /// A delivery id longer than this (or with odd characters) is replaced by its digest, so the key
 /// fits an AMQP `message_id` and cannot smuggle anything into logs.
 const MAX_KEY_LEN: usize = 128;
+
+/// Numeric timestamps below this are seconds, above it milliseconds (1e11 ms is March 1973;
+/// 1e11 s is the year 5138).
+const SECONDS_OR_MILLIS: i64 = 100_000_000_000;
 
 /// The deepest nesting of arrays and objects accepted. Atlassian's payloads nest three or four
 /// levels; the limit keeps any parser from recursing on a hostile body.
@@ -68,7 +74,8 @@ pub struct Normalized {
     pub payload_time: Option<DateTime<Utc>>,
 }
 
-/// The top-level fields gatehouse reads; everything else is skipped without being built.
+/// The fields gatehouse reads from a payload (or a relay's `data`); everything else is skipped
+/// without being built.
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct Top<'a> {
@@ -92,35 +99,8 @@ struct Top<'a> {
     actor: Option<&'a RawValue>,
     #[serde(rename = "cloudId", borrow)]
     cloud_id: Option<&'a RawValue>,
-    // Atlassian payloads name their subject at the top (relays in `data`).
-    #[serde(borrow)]
-    user: Option<&'a RawValue>,
-    #[serde(borrow)]
-    group: Option<&'a RawValue>,
-    #[serde(borrow)]
-    account_id: Option<&'a RawValue>,
-    #[serde(rename = "accountId", borrow)]
-    account_id_camel: Option<&'a RawValue>,
-    #[serde(borrow)]
-    email: Option<&'a RawValue>,
-}
-
-impl<'a> Top<'a> {
-    fn subject(&self) -> SubjectView<'a> {
-        SubjectView {
-            user: self.user,
-            group: self.group,
-            account_id: self.account_id,
-            account_id_camel: self.account_id_camel,
-            email: self.email,
-        }
-    }
-}
-
-/// Whom an event is about: at the top of Atlassian payloads, in `data` for relays.
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct SubjectView<'a> {
+    // Whom it is about: at the top of Atlassian payloads, in `data` (read as a `Top` of its own)
+    // for relays.
     #[serde(borrow)]
     user: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -238,13 +218,24 @@ fn delivery_id(scheme: VerificationScheme, headers: &HeaderMap) -> Option<&str> 
 }
 
 /// The dedupe key of a verified delivery (see the module docs).
-pub fn dedupe_key(source: &SourceSettings, headers: &HeaderMap, body: &[u8]) -> String {
+pub fn dedupe_key(source: &SourceSettings, headers: &HeaderMap, body: &[u8], verified: &Verified) -> String {
     let local = match delivery_id(source.scheme, headers) {
         Some(id) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
         Some(id) => format!("sha256:{}", sha256_hex(&[id.as_bytes()])),
         None => format!("sha256:{}", sha256_hex(&[body])),
     };
-    source_dedupe_key(&source.name, &local)
+    match &verified.client_key {
+        // The installation's client key (verified: the token's issuer), kept short and plain.
+        Some(client_key) => {
+            let site = if client_key.len() <= 64 && client_key.bytes().all(|b| b.is_ascii_graphic()) {
+                client_key.clone()
+            } else {
+                sha256_hex(&[client_key.as_bytes()])
+            };
+            source_dedupe_key(&source.name, &format!("{site}:{local}"))
+        }
+        None => source_dedupe_key(&source.name, &local),
+    }
 }
 
 /// Builds the envelope for a verified delivery. `event_hint` is the URL's `{event}` segment.
@@ -290,16 +281,19 @@ pub fn normalize(
         event_type,
         source.name.clone(),
         source.scheme.envelope_scheme(),
-        dedupe_key(source, headers, body),
+        dedupe_key(source, headers, body, verified),
         payload,
     );
     let payload_time = occurred_at(&top);
     if let Some(at) = payload_time {
         envelope.occurred_at = at;
     }
-    // A relay's `data` is the subject; Atlassian payloads name it at the top.
-    let subject: SubjectView<'_> = if relay { view(top.data)? } else { top.subject() };
-    fill_subject(&mut envelope, &subject)?;
+    // A relay's `data` names the subject; Atlassian payloads name it at the top.
+    if relay {
+        fill_subject(&mut envelope, &view::<Top<'_>>(top.data)?)?;
+    } else {
+        fill_subject(&mut envelope, &top)?;
+    }
     let actor = match text(top.user_account_id) {
         Some(id) => Some(id),
         None => {
@@ -307,9 +301,15 @@ pub fn normalize(
             text(actor.account_id).or_else(|| text(actor.account_id_camel))
         }
     };
-    envelope.actor.account_id = actor
-        .map(|id| identifier::check(IdKind::Account, &id).map(str::to_owned))
-        .transpose()?;
+    // Who did it is informational (never trusted for a decision unless signed): a malformed
+    // actor is dropped rather than costing the whole delivery.
+    envelope.actor.account_id = actor.and_then(|id| match identifier::check(IdKind::Account, &id) {
+        Ok(id) => Some(id.to_owned()),
+        Err(error) => {
+            tracing::warn!(%error, "actor dropped from the event");
+            None
+        }
+    });
     envelope.tenant.client_key = verified.client_key.clone();
     envelope.tenant.cloud_id = verified
         .cloud_id
@@ -387,16 +387,19 @@ fn occurred_at(top: &Top<'_>) -> Option<DateTime<Utc>> {
         Some(text) => DateTime::parse_from_rfc3339(&text)
             .ok()
             .map(|t| t.with_timezone(&Utc)),
-        // Connect and Jira: epoch milliseconds.
-        None => raw
-            .get()
-            .parse::<i64>()
-            .ok()
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        // Connect and Jira: epoch milliseconds. A number too small to be milliseconds since 1973
+        // is a sender counting seconds.
+        None => raw.get().parse::<i64>().ok().and_then(|n| {
+            if n.abs() < SECONDS_OR_MILLIS {
+                Utc.timestamp_opt(n, 0).single()
+            } else {
+                Utc.timestamp_millis_opt(n).single()
+            }
+        }),
     }
 }
 
-fn fill_subject(envelope: &mut Envelope, subject: &SubjectView<'_>) -> Result<(), NormalizeError> {
+fn fill_subject(envelope: &mut Envelope, subject: &Top<'_>) -> Result<(), NormalizeError> {
     let user: UserView<'_> = view(subject.user)?;
     let account_id = text(user.account_id_camel)
         .or_else(|| text(user.account_id))
@@ -575,7 +578,7 @@ mod tests {
         let key = |scheme, name: &str, headers: &HeaderMap, body: &[u8]| {
             let mut source = source(scheme);
             source.name = name.to_owned();
-            dedupe_key(&source, headers, body)
+            dedupe_key(&source, headers, body, &Verified::by_secret("k"))
         };
         // Standard Webhooks: the signed webhook-id, never the unsigned Atlassian header.
         assert_eq!(
@@ -602,7 +605,12 @@ mod tests {
         );
         headers.insert("x-atlassian-webhook-identifier", "x".repeat(300).parse().unwrap());
         assert!(key(VerificationScheme::ConnectJwt, "a", &headers, b"{}").starts_with("a:sha256:"));
-        assert!(!key(VerificationScheme::UrlToken, "a", &HeaderMap::new(), b"{}").starts_with('@'));
+        // Connect: each installation has its own ids.
+        let mut site = Verified::by_secret("site-1");
+        site.client_key = Some("site-1".into());
+        headers.insert("x-atlassian-webhook-identifier", "abc-123".parse().unwrap());
+        let connect = SourceSettings::new("c", VerificationScheme::ConnectJwt, vec![]);
+        assert_eq!(dedupe_key(&connect, &headers, b"{}", &site), "c:site-1:abc-123");
     }
 
     #[test]
@@ -628,9 +636,28 @@ mod tests {
         for bad in [
             r#"{"user":{"accountId":"../admin"}}"#,
             r#"{"group":{"id":"a/b"}}"#,
-            r#"{"userAccountId":"x y"}"#,
         ] {
             assert!(matches!(refuse(bad), NormalizeError::BadIdentifier(_)), "{bad}");
+        }
+        // A malformed actor is dropped, not the delivery.
+        let e = run_as(
+            VerificationScheme::HubSignature,
+            None,
+            r#"{"userAccountId":"x y","user":{"accountId":"a1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.actor.account_id, e.subject.account_id.as_deref()),
+            (None, Some("a1"))
+        );
+    }
+
+    #[test]
+    fn numeric_timestamps_in_seconds_or_milliseconds() {
+        for (timestamp, expected) in [("1718000000000", 1_718_000_000), ("1718000000", 1_718_000_000)] {
+            let body = format!(r#"{{"event":"user_created","timestamp":{timestamp}}}"#);
+            let e = run_as(VerificationScheme::HubSignature, None, &body).unwrap();
+            assert_eq!(e.occurred_at.timestamp(), expected, "{timestamp}");
         }
     }
 

@@ -172,7 +172,7 @@ async fn process(
     // Held until the publish ends: this source's share of the ingress.
     let _slot = state
         .limits
-        .admit(&source.name)
+        .admit(&source.name, verified.client_key.as_deref())
         .map_err(|refusal| match refusal {
             Refusal::RateLimited(retry_after) => IngressError::RateLimited { retry_after },
             Refusal::Busy => IngressError::SourceBusy,

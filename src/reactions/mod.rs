@@ -159,13 +159,12 @@ impl Reactor {
         }
     }
 
-    /// Why an approved plan must not run any more, if so: the person it deprovisions is active
-    /// again (reactivated while the plan waited). Read now, not when the plan was made.
+    /// Why an approved plan must not run any more, if so: the person it deactivates is active
+    /// again (reactivated while the plan waited). Read now, not when the plan was made. Only for
+    /// `user.deactivated`: a person removed from a site usually keeps an active account, which
+    /// is exactly what a `user.removed` plan may go on to disable.
     async fn superseded(&self, original: &Envelope) -> Result<Option<String>, ProcessError> {
-        if !matches!(
-            original.event_type,
-            EventType::UserDeactivated | EventType::UserRemoved
-        ) {
+        if original.event_type != EventType::UserDeactivated {
             return Ok(None);
         }
         let Some(account) = original.subject.account_id.as_deref() else {

@@ -45,17 +45,21 @@ async fn key_server() -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}"), hits)
 }
 
+/// gatehouse with a Connect source that may cause user events (allowed on purpose).
 async fn connect_app() -> TestApp {
-    connect_app_counting().await.0
+    connect_app_with(Some(&["user.*", "group.*", "other.*"])).await.0
 }
 
-async fn connect_app_counting() -> (TestApp, Arc<AtomicUsize>) {
+/// gatehouse with a Connect source (`allow_types` as given), and the key server's request count.
+async fn connect_app_with(allow_types: Option<&[&str]>) -> (TestApp, Arc<AtomicUsize>) {
     let (keys, hits) = key_server().await;
+    let allow_types = allow_types.map(|types| types.iter().map(|t| t.parse().unwrap()).collect());
     let app = TestApp::spawn(move |s| {
         s.connect.base_url = Some(BASE_URL.to_owned());
         s.connect.install_keys_url = keys;
-        s.sources
-            .push(source("confluence", VerificationScheme::ConnectJwt, vec![]));
+        let mut confluence = source("confluence", VerificationScheme::ConnectJwt, vec![]);
+        confluence.allow_types = allow_types;
+        s.sources.push(confluence);
     })
     .await;
     (app, hits)
@@ -79,16 +83,21 @@ fn lifecycle_body(event: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Posts a signed `installed` callback whose token names `kid`; the answer's status.
+async fn install_signed_with(app: &TestApp, kid: &str) -> u16 {
+    let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, kid);
+    app.post(
+        "/connect/installed",
+        &lifecycle_body("installed"),
+        &[("authorization", format!("JWT {token}"))],
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
 async fn install(app: &TestApp) {
-    let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, "test-kid");
-    let response = app
-        .post(
-            "/connect/installed",
-            &lifecycle_body("installed"),
-            &[("authorization", format!("JWT {token}"))],
-        )
-        .await;
-    assert_eq!(response.status(), 204);
+    assert_eq!(install_signed_with(app, "test-kid").await, 204);
 }
 
 fn webhook_token(path: &str, query: &str, secret: &str, qsh: Option<&str>, exp_in: i64) -> String {
@@ -329,35 +338,17 @@ async fn connect_webhooks_verify_with_the_installation_secret_and_qsh() {
 /// bounded number of key fetches in all (and unknown issuers are answered from memory).
 #[tokio::test]
 async fn floods_of_unknown_key_ids_and_issuers_cost_almost_nothing() {
-    let (app, hits) = connect_app_counting().await;
+    let (app, hits) = connect_app_with(None).await;
     install(&app).await;
     let fetched_for_install = hits.load(Ordering::SeqCst);
     let mut statuses = std::collections::BTreeMap::new();
     for n in 0..60 {
-        let kid = format!("random-kid-{n}");
-        let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, &kid);
-        let status = app
-            .post(
-                "/connect/installed",
-                &lifecycle_body("installed"),
-                &[("authorization", format!("JWT {token}"))],
-            )
-            .await
-            .status()
-            .as_u16();
+        let status = install_signed_with(&app, &format!("random-kid-{n}")).await;
         *statuses.entry(status).or_insert(0) += 1;
     }
     // The same unknown kid again and again: asked once.
     for _ in 0..20 {
-        let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, "random-kid-0");
-        let response = app
-            .post(
-                "/connect/installed",
-                &lifecycle_body("installed"),
-                &[("authorization", format!("JWT {token}"))],
-            )
-            .await;
-        assert_eq!(response.status(), 401);
+        assert_eq!(install_signed_with(&app, "random-kid-0").await, 401);
     }
     let fetches = hits.load(Ordering::SeqCst) - fetched_for_install;
     assert!(
@@ -365,6 +356,8 @@ async fn floods_of_unknown_key_ids_and_issuers_cost_almost_nothing() {
         "{fetches} key fetches for 80 forged installs ({statuses:?})"
     );
     assert!(statuses.keys().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+    // The site whose key is known still installs.
+    install(&app).await;
 
     // Webhooks naming issuers that never installed: refused, the real one still works.
     for n in 0..50 {
@@ -383,5 +376,38 @@ async fn floods_of_unknown_key_ids_and_issuers_cost_almost_nothing() {
             "unknown_issuer"
         );
     }
+    app.stop().await;
+}
+
+/// Any Atlassian site that installs the app holds a valid secret: by default a Connect source
+/// may cause group changes and `other.*` only, and user events must be allowed on purpose.
+#[tokio::test]
+async fn connect_user_events_are_refused_unless_allowed() {
+    let (app, _) = connect_app_with(None).await;
+    install(&app).await;
+    let observer = Observer::new(app.prefix(), "confluence.#").await;
+    let deliver = |path: &'static str| {
+        let token = webhook_token(path, "", SHARED_SECRET, None, 120);
+        let app = &app;
+        async move {
+            app.post(
+                path,
+                br#"{"group":{"name":"team-x"},"user":{"accountId":"a1"}}"#,
+                &[("authorization", format!("JWT {token}"))],
+            )
+            .await
+        }
+    };
+    let removed = deliver("/webhooks/confluence/user_removed").await;
+    assert_eq!(removed.status(), 403);
+    assert_eq!(
+        removed.json::<Value>().await.unwrap()["reason"],
+        "type_not_allowed"
+    );
+    assert_eq!(deliver("/webhooks/confluence/group_created").await.status(), 202);
+    assert_eq!(
+        observer.next(Duration::from_secs(5)).await.unwrap().routing_key,
+        "confluence.group.created"
+    );
     app.stop().await;
 }

@@ -7,7 +7,8 @@
 //! server did not know is remembered as a miss for [`MISS_TTL`], and fetches of keys not in the
 //! cache are limited to [`FETCH_BURST`] at once and [`FETCHES_PER_MINUTE`] on average. A flood of
 //! random key ids therefore costs a few outbound requests a minute in all; beyond that budget
-//! callbacks get 503 and Atlassian retries them.
+//! callbacks get 503 and Atlassian retries them, except that a key fetched before is used even
+//! once its hour is up (published keys do not change), so a flood cannot lock out a known key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,11 @@ impl InstallKeys {
             return Err(VerifyError::UnknownKey(kid.to_owned()));
         }
         if self.fetches.take().is_err() {
+            // A flood of made-up key ids must not lock out a site whose key we had: Atlassian's
+            // keys do not change once published, so an expired copy still verifies.
+            if let Some(key) = self.cache.get_stale(kid) {
+                return Ok(key);
+            }
             return Err(VerifyError::Unavailable(
                 "install key lookups are over their budget; retry later".to_owned(),
             ));

@@ -187,10 +187,10 @@ async fn handle_lifecycle(
                 .map_err(|e| IngressError::Unavailable(e.to_string()))?
                 .ok_or(VerifyError::UnknownIssuer)?;
             decoded.verify_hs256(known.shared_secret.expose().as_bytes())?;
+            decoded.check_time(chrono::Utc::now(), state.settings.connect.jwt_leeway_seconds)?;
         }
         other => return Err(VerifyError::WrongAlgorithm(other.to_owned()).into()),
     }
-    decoded.check_time(chrono::Utc::now(), state.settings.connect.jwt_leeway_seconds)?;
     connect_jwt::check_qsh(&decoded.claims, &request, &state.base_path)?;
 
     let payload: LifecyclePayload = serde_json::from_slice(&body)

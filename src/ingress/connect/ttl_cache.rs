@@ -36,6 +36,12 @@ impl<T> TtlCache<T> {
             .map(|(value, _)| value.clone())
     }
 
+    /// The entry for `key` even if it has expired (until it is evicted): better than nothing
+    /// when it cannot be refreshed.
+    pub fn get_stale(&self, key: &str) -> Option<Arc<T>> {
+        self.entries().get(key).map(|(value, _)| value.clone())
+    }
+
     pub fn insert(&self, key: &str, value: Arc<T>) {
         let mut entries = self.entries();
         if entries.len() >= self.max_entries {

@@ -114,6 +114,9 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
         .unwrap();
     assert!(cursor.is_some(), "a cursor was saved");
 
+    // What the first process asked is behind us (its first poll may have been repeated: a page
+    // is read again when queuing it failed, e.g. before the broker connection was up).
+    let asked_before = sim.requests().len();
     let second = Scripted::new();
     let b = crate::helpers::TestApp::start_with(settings, None, Roles::WORKER, second.clone()).await;
     let total = |i: usize| first.completions(&format!("u-{i:02}")) + second.completions(&format!("u-{i:02}"));
@@ -127,15 +130,19 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
     }
     // The second process started from the cursor, not from the beginning.
     let requests = sim.requests();
-    let polls: Vec<&gatehouse_sim::LoggedRequest> = requests
+    let polls: Vec<&gatehouse_sim::LoggedRequest> = requests[asked_before..]
         .iter()
         .filter(|r| r.path.ends_with("/events-stream"))
         .collect();
+    assert!(!polls.is_empty());
     let without_cursor = polls
         .iter()
         .filter(|r| !r.query.as_deref().unwrap_or("").contains("cursor="))
         .count();
-    assert_eq!(without_cursor, 1, "only the very first poll had no cursor");
+    assert_eq!(
+        without_cursor, 0,
+        "the second process resumed from the saved cursor"
+    );
     b.stop().await;
     sim.stop().await;
 }

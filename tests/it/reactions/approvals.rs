@@ -314,3 +314,51 @@ async fn an_approved_plan_for_someone_reactivated_since_does_not_run() {
     assert!(audit.iter().any(|(k, _)| k == "skipped"), "{audit:?}");
     world.stop().await;
 }
+
+#[tokio::test]
+async fn an_approved_plan_for_a_removed_user_runs_though_the_account_is_active() {
+    // Removed from the site, still active in the organization: that is what the disable is for.
+    let seed = Seed {
+        users: vec![SeedUser::new("eli", "eli")],
+        groups: vec![SeedGroup::new("g-x", "team-x", vec!["eli".into()])],
+        ..Seed::default()
+    };
+    let removal = r#"
+[[policies]]
+name = "leaver"
+on = "user.removed"
+actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
+allow_org_wide = true
+"#;
+    let world = World::start(seed, policies(removal), |_| {}).await;
+    world
+        .send("user.removed", "msg-eli", json!({"account_id": "eli"}))
+        .await;
+    eventually(LONG, "a pending approval", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let approval = pending(&world).await.remove(0);
+    approve(
+        &world.app.audit,
+        world.app.queue.as_ref(),
+        &approval.id,
+        "security-lead",
+        ttl(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the plan performed", || async {
+        state_of(&world, &approval.id).await == ApprovalState::Executed
+    })
+    .await;
+    assert!(world.groups_of("eli").await.is_empty());
+    assert!(
+        world
+            .requests()
+            .await
+            .iter()
+            .any(|r| r.path.ends_with("/lifecycle/disable"))
+    );
+    world.stop().await;
+}
