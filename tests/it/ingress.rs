@@ -238,7 +238,7 @@ async fn standard_webhooks_relay_rotation_expiry_and_duplicates() {
         .post(
             "/webhooks/relay",
             &body,
-            &signing::standard_webhooks(WHSEC_A, "msg_3", now - 301, &body),
+            &signing::standard_webhooks(WHSEC_A, "msg_3", signing::now() - 400, &body),
         )
         .await;
     assert_eq!(stale.status(), 401);
@@ -247,7 +247,7 @@ async fn standard_webhooks_relay_rotation_expiry_and_duplicates() {
         .post(
             "/webhooks/relay",
             &body,
-            &signing::standard_webhooks(WHSEC_A, "msg_4", now + 301, &body),
+            &signing::standard_webhooks(WHSEC_A, "msg_4", signing::now() + 400, &body),
         )
         .await;
     assert_eq!(future.status(), 401);
