@@ -62,8 +62,8 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type:
 pub struct ConnectionMetrics {
     /// Connections open now.
     pub open: Gauge,
-    /// Connections closed by gatehouse, by reason (`over_capacity`, `header_timeout`,
-    /// `idle_timeout`).
+    /// Connections closed by gatehouse, by reason (`over_capacity`, `peer_over_capacity`,
+    /// `header_timeout`, `idle_timeout`).
     pub closed: Family<ClosedReason, Counter>,
 }
 
@@ -149,15 +149,21 @@ pub async fn serve(
                 continue;
             }
         };
-        let admitted = slots.clone().try_acquire_owned().ok().and_then(|slot| {
-            Peers::admit(&peers, peer.ip(), limits.max_connections_per_peer).map(|peer| (slot, peer))
-        });
-        let Some(slot) = admitted else {
-            // A fresh socket's send buffer is empty, so this write does not block; a client
-            // that already sent its request may see a reset instead, which refuses it too.
-            let _ = stream.try_write(OVER_CAPACITY);
-            metrics.closed("over_capacity");
-            continue;
+        let admitted = match slots.clone().try_acquire_owned() {
+            Err(_) => Err("over_capacity"),
+            Ok(slot) => Peers::admit(&peers, peer.ip(), limits.max_connections_per_peer)
+                .map(|peer| (slot, peer))
+                .ok_or("peer_over_capacity"),
+        };
+        let slot = match admitted {
+            Ok(slot) => slot,
+            Err(reason) => {
+                // A fresh socket's send buffer is empty, so this write does not block; a client
+                // that already sent its request may see a reset instead, which refuses it too.
+                let _ = stream.try_write(OVER_CAPACITY);
+                metrics.closed(reason);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         connections.spawn(connection(

@@ -203,7 +203,7 @@ async fn process(
     {
         // The signature covers the body but carries no time: a captured delivery could be
         // replayed for ever, so the payload's own timestamp must be recent.
-        check_age(at, source.tolerance_seconds(), chrono::Utc::now())?;
+        verify::check_window(at.timestamp(), source.tolerance_seconds(), chrono::Utc::now())?;
     }
     let span = tracing::Span::current();
     span.record("event_id", tracing::field::display(&envelope.id));
@@ -247,8 +247,8 @@ async fn process(
     }
 }
 
-/// How a normalization failure is answered: content the sender must fix (400), or a type it
-/// may not cause.
+/// How a normalization failure is answered: a body that is not JSON is malformed; content refused
+/// on purpose (a type the URL contradicts, an id that is not one, nesting too deep) says why.
 fn refusal(error: NormalizeError) -> IngressError {
     let reason = match &error {
         NormalizeError::EventMismatch { .. } => "event_mismatch",
@@ -263,23 +263,6 @@ fn refusal(error: NormalizeError) -> IngressError {
         reason,
         detail: error.to_string(),
     }
-}
-
-/// Refuses a payload timestamp outside `tolerance_seconds` of `now`, either way.
-fn check_age(
-    at: chrono::DateTime<chrono::Utc>,
-    tolerance_seconds: u64,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), IngressError> {
-    let age = now.timestamp().saturating_sub(at.timestamp());
-    let tolerance = i64::try_from(tolerance_seconds).unwrap_or(i64::MAX);
-    if age > tolerance {
-        return Err(IngressError::Unauthorized(verify::VerifyError::Expired));
-    }
-    if age.saturating_neg() > tolerance {
-        return Err(IngressError::Unauthorized(verify::VerifyError::NotYetValid));
-    }
-    Ok(())
 }
 
 async fn verify_delivery(

@@ -19,9 +19,7 @@ pub enum DecisionError {
     Unknown(String),
     #[error("approval {id} is already {state}")]
     AlreadyDecided { id: String, state: &'static str },
-    #[error(
-        "approval {id} expired at {at} (reactions.approval_ttl): it will not run; the event can be replayed to plan again"
-    )]
+    #[error("approval {id} expired at {at} (reactions.approval_ttl): it will not run")]
     Expired {
         id: String,
         at: chrono::DateTime<chrono::Utc>,

@@ -118,6 +118,24 @@ pub fn live_secrets(
     }
 }
 
+/// Refuses a timestamp (unix seconds) more than `tolerance_seconds` before or after `now`.
+/// Saturating: a timestamp near i64's ends is refused, never an overflow.
+pub fn check_window(
+    timestamp: i64,
+    tolerance_seconds: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), VerifyError> {
+    let age = now.timestamp().saturating_sub(timestamp);
+    let tolerance = i64::try_from(tolerance_seconds).unwrap_or(i64::MAX);
+    if age > tolerance {
+        return Err(VerifyError::Expired);
+    }
+    if age.saturating_neg() > tolerance {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(())
+}
+
 /// A header as UTF-8 text, if present.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
