@@ -285,6 +285,36 @@ impl fmt::Display for Scheme {
     }
 }
 
+/// How much an event says about what should happen.
+///
+/// An **observation** reports Atlassian's state (a webhook, a poll, the reconciler): it can be
+/// stale or reordered, so what it implies is checked against the current state first, and a newer
+/// state wins. A **decision** was made elsewhere (HR or the IdP says this person leaves today):
+/// it is acted on whatever Atlassian shows now; decisions about one account are ordered by their
+/// own signed time, and an older one never undoes a newer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authority {
+    #[default]
+    Observation,
+    Decision,
+}
+
+impl Authority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authority::Observation => "observation",
+            Authority::Decision => "decision",
+        }
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which Atlassian tenant the event is about. Every field is optional: senders differ in what
 /// they say.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,6 +397,10 @@ pub struct Envelope {
     /// The configured source name the event came through (`poll`/`reconcile` for gatehouse's own).
     pub source: String,
     pub scheme: Scheme,
+    /// Whether the event reports Atlassian's state or a decision made elsewhere (the source's
+    /// `authority`); absent in older envelopes, which were all observations.
+    #[serde(default)]
+    pub authority: Authority,
     pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     /// Identifies the fact, not the delivery: two copies of one fact share it, so the worker acts
@@ -402,6 +436,7 @@ impl Envelope {
             event_type,
             source: source.into(),
             scheme,
+            authority: Authority::Observation,
             occurred_at: now,
             received_at: now,
             dedupe_key: dedupe_key.into(),

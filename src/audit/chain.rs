@@ -210,7 +210,13 @@ mod tests {
                 (any::<bool>(), any::<u32>()),
                 (text(), prop::option::of(any::<u16>()), prop::option::of(text())),
                 prop::option::of(text()),
-                prop::collection::vec(text(), 0..3),
+                (
+                    prop::collection::vec(text(), 0..3),
+                    prop::option::of(prop::sample::select(vec![
+                        handlers::Authority::Observation,
+                        handlers::Authority::Decision,
+                    ])),
+                ),
             )
                 .prop_map(
                     |(
@@ -220,7 +226,7 @@ mod tests {
                         (dry_run, attempt),
                         outcome,
                         request_id,
-                        warnings,
+                        (warnings, authority),
                     )| {
                         NewRecord {
                             event_id: Ulid(event_id),
@@ -241,6 +247,7 @@ mod tests {
                             },
                             request_id,
                             warnings,
+                            authority,
                         }
                     },
                 )

@@ -228,8 +228,8 @@ async fn insert(
     sqlx::query(
         "INSERT INTO audit_records (seq, id, time, event_id, kind, account_id, handler,
             action_type, action_target, action_org_wide, dry_run, attempt, outcome_status,
-            http_status, outcome_error, request_id, warnings, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            http_status, outcome_error, request_id, warnings, prev_hash, hash, authority)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(record.seq as i64)
     .bind(record.id.to_string())
@@ -250,6 +250,7 @@ async fn insert(
     .bind(warnings)
     .bind(&record.prev_hash)
     .bind(&record.hash)
+    .bind(r.authority.map(|a| a.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -258,7 +259,7 @@ async fn insert(
 /// The columns [`decode`] reads, in a `SELECT`.
 pub(crate) const COLUMNS: &str = "seq, id, time, event_id, kind, account_id, handler, action_type, \
      action_target, action_org_wide, dry_run, attempt, outcome_status, http_status, outcome_error, \
-     request_id, warnings, prev_hash, hash";
+     request_id, warnings, prev_hash, hash, authority";
 
 /// A row's `seq`, even when the rest of it cannot be decoded.
 pub(crate) fn row_seq(row: &AnyRow) -> Result<i64, sqlx::Error> {
@@ -307,6 +308,12 @@ pub(crate) fn decode(row: &AnyRow) -> Result<AuditRecord, String> {
         warnings: match warnings {
             Some(text) => serde_json::from_str(&text).map_err(|e| format!("warnings: {e}"))?,
             None => Vec::new(),
+        },
+        authority: match get::<Option<String>>(row, "authority")?.as_deref() {
+            None => None,
+            Some("observation") => Some(handlers::Authority::Observation),
+            Some("decision") => Some(handlers::Authority::Decision),
+            Some(other) => return Err(format!("authority: unknown value `{other}`")),
         },
     };
     Ok(AuditRecord {

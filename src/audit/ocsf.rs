@@ -146,6 +146,9 @@ pub fn to_ocsf(record: &AuditRecord) -> Value {
     if !r.warnings.is_empty() {
         unmapped["warnings"] = json!(r.warnings);
     }
+    if let Some(authority) = r.authority {
+        unmapped["authority"] = json!(authority.as_str());
+    }
     event.insert("unmapped".into(), unmapped);
     Value::Object(event)
 }

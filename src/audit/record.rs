@@ -139,6 +139,10 @@ pub struct NewRecord {
     /// access").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Whether the event was an observation of Atlassian's state or a decision made elsewhere
+    /// (absent on records about no event's authority, and on records written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<handlers::Authority>,
 }
 
 impl NewRecord {
@@ -155,6 +159,7 @@ impl NewRecord {
             outcome: Outcome::ok(),
             request_id: None,
             warnings: Vec::new(),
+            authority: None,
         }
     }
 

@@ -4,14 +4,15 @@
 use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::Subcommand;
-use handlers::Plan;
+use handlers::{Envelope, Plan};
 
 use super::{table, terminal};
-use crate::app::{open_queue, open_store};
+use crate::app::{atlassian_clients, open_queue, open_store};
 use crate::audit::AuditLog;
 use crate::config::{Settings, Span};
 use crate::reactions::approvals::{approve, expires_at, reject};
 use crate::store::{Approval, ApprovalState};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
@@ -67,6 +68,7 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
                 .await?
                 .with_context(|| format!("no approval {id}"))?;
             print!("{}", show(&approval, settings.reactions.approval_ttl)?);
+            print!("{}", atlassian_now(&settings, &store, &approval).await);
             Ok(())
         }
         ApprovalsCommand::Approve { id, by } => {
@@ -91,6 +93,50 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
             );
             Ok(())
         }
+    }
+}
+
+/// The event's authority, and what Atlassian shows about the account now: both, so a person
+/// approving a decision sees that Atlassian still disagrees (which does not cancel it).
+async fn atlassian_now(settings: &Settings, store: &crate::store::Store, approval: &Approval) -> String {
+    let Ok(envelope) = serde_json::from_str::<Envelope>(&approval.envelope) else {
+        return String::new();
+    };
+    let mut out = format!("\n{}\n", super::plan::authority_line(&envelope));
+    let Some(account) = envelope.subject.account_id.as_deref() else {
+        return out;
+    };
+    let clients = match atlassian_clients(settings, store, &Metrics::new()) {
+        Ok(Some(clients)) => clients,
+        _ => return out,
+    };
+    let status = match clients.confluence() {
+        Ok(confluence) => confluence.status_of(account).await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    out.push_str(&match status {
+        Ok(Some(status)) => format!(
+            "Atlassian shows {} now: {}\n",
+            terminal::safe(account),
+            status_word(status)
+        ),
+        Ok(None) => format!("Atlassian does not know {} now\n", terminal::safe(account)),
+        Err(error) => format!(
+            "Atlassian's view of {} cannot be read now: {}\n",
+            terminal::safe(account),
+            terminal::safe(&error)
+        ),
+    });
+    out
+}
+
+fn status_word(status: handlers::ports::AccountStatus) -> &'static str {
+    use handlers::ports::AccountStatus;
+    match status {
+        AccountStatus::Active => "active",
+        AccountStatus::Inactive => "inactive",
+        AccountStatus::Closed => "closed",
+        AccountStatus::Unknown => "in a status gatehouse does not know",
     }
 }
 

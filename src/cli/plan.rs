@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use handlers::{Envelope, Plan};
+use handlers::{Authority, Envelope, Plan};
 
 use super::terminal::safe;
 use crate::app::atlassian_clients;
@@ -44,6 +44,7 @@ pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
         Format::Text => {
+            println!("{}", authority_line(&envelope));
             if plans.is_empty() {
                 println!("no policy handles {}", safe(&envelope.event_type.to_string()));
             }
@@ -58,6 +59,20 @@ pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What an event's authority means for its plans, in a line.
+pub fn authority_line(envelope: &Envelope) -> String {
+    match envelope.authority {
+        Authority::Decision => format!(
+            "authority: decision (from {}): acted on whatever Atlassian shows now; a newer decision about the account wins",
+            safe(&envelope.source)
+        ),
+        Authority::Observation => format!(
+            "authority: observation (from {}): checked against Atlassian's current state; a newer state wins",
+            safe(&envelope.source)
+        ),
+    }
 }
 
 /// A plan for people: its actions with reasons, danger and approval, then warnings. Everything

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use handlers::{EventType, TypePattern};
+use handlers::{Authority, EventType, TypePattern};
 use serde::{Deserialize, Serialize};
 
 pub use atlassian::{
@@ -434,6 +434,11 @@ pub struct SourceSettings {
     /// `Retry-After`. Unlimited when absent.
     #[serde(default)]
     pub rate_per_second: Option<f64>,
+    /// `observation` (default): the sender reports Atlassian's state, checked against the
+    /// current state before acting. `decision`: the sender decides (an HR system, an IdP), and is
+    /// acted on whatever Atlassian shows now; its decisions are ordered by their own time.
+    #[serde(default)]
+    pub authority: Authority,
 }
 
 fn default_token_header() -> String {
@@ -457,6 +462,7 @@ impl SourceSettings {
             allow_types: None,
             max_in_flight: default_max_in_flight(),
             rate_per_second: None,
+            authority: Authority::Observation,
         }
     }
 

@@ -325,6 +325,17 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 );
             }
         }
+        match (source.scheme, source.authority) {
+            (VerificationScheme::ConnectJwt, handlers::Authority::Decision) => error(
+                format!("{key}.authority"),
+                "a connect-jwt source reports what Atlassian observed; it cannot be a decision source".into(),
+            ),
+            (VerificationScheme::UrlToken, handlers::Authority::Decision) => warn(
+                format!("{key}.authority"),
+                "decision on a url-token source: whoever holds the token decides who leaves, whatever Atlassian shows; prefer standard-webhooks".into(),
+            ),
+            _ => {}
+        }
         if source.tolerance_seconds == Some(0) {
             error(
                 format!("{key}.tolerance_seconds"),

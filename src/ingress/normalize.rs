@@ -284,6 +284,7 @@ pub fn normalize(
         dedupe_key(source, headers, body, verified),
         payload,
     );
+    envelope.authority = source.authority;
     let payload_time = occurred_at(&top);
     if let Some(at) = payload_time {
         envelope.occurred_at = at;

@@ -113,6 +113,10 @@ fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord 
     record.handler = Some(approval.handler.clone());
     record.account_id = approval.account_id.clone();
     record.outcome = Outcome::status(format!("{} by {by} (approval {})", kind.as_str(), approval.id));
+    // The decision is about the event's plan: it carries the event's authority.
+    record.authority = serde_json::from_str::<handlers::Envelope>(&approval.envelope)
+        .ok()
+        .map(|envelope| envelope.authority);
     record
 }
 

@@ -157,11 +157,13 @@ impl Executor {
         })
     }
 
-    /// Records that an approved plan will not run (its subject changed since), moving its
-    /// approval to `superseded` in the same transaction as the `skipped` record.
+    /// Records that an approval's plan will not run (what it was about changed since), moving
+    /// it from `from` (pending or approved) to `superseded` in the same transaction as the
+    /// `skipped` record.
     pub async fn supersede(
         &self,
         approval: &Approval,
+        from: ApprovalState,
         plan: &Plan,
         envelope: &Envelope,
         attempt: u32,
@@ -173,7 +175,7 @@ impl Executor {
         let moved = super::approvals::transition(
             &self.audit,
             approval,
-            (ApprovalState::Approved, ApprovalState::Superseded),
+            (from, ApprovalState::Superseded),
             "gatehouse",
             Some(why),
             record,
@@ -314,6 +316,7 @@ impl Executor {
         attempt: u32,
     ) -> NewRecord {
         let mut record = NewRecord::new(envelope.id, kind);
+        record.authority = Some(envelope.authority);
         record.handler = Some(plan.handler.clone());
         record.attempt = attempt;
         record.account_id = planned

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use handlers::ports::{AccountStatus, ConfluenceDirectory, PortError, ScimDirectory};
-use handlers::{Envelope, EventType, Handler, Plan, Ports, Scheme};
+use handlers::{Authority, Envelope, EventType, Handler, Plan, Ports, Scheme};
 
 use crate::atlassian::AtlassianClients;
 use crate::config::Settings;
+use crate::store::decisions::Decision;
 use crate::store::{ApprovalState, Store};
 use crate::worker::{Process, ProcessError, Processed};
 
@@ -159,17 +160,30 @@ impl Reactor {
         }
     }
 
-    /// Why an approved plan must not run any more, if so: the person it deactivates is active
-    /// again (reactivated while the plan waited). Read now, not when the plan was made. Only for
-    /// `user.deactivated`: a person removed from a site usually keeps an active account, which
-    /// is exactly what a `user.removed` plan may go on to disable.
+    /// Why an approved plan must not run any more, if so, read now rather than when the plan was
+    /// made. A decision's plan yields only to a newer decision about the account (what Atlassian
+    /// shows does not count: changing it is the point). An observed deactivation's plan yields
+    /// when the person is active again (reactivated while the plan waited); not an observed
+    /// removal: a person removed from a site usually keeps an active account, which is exactly
+    /// what a `user.removed` plan may go on to disable.
     async fn superseded(&self, original: &Envelope) -> Result<Option<String>, ProcessError> {
-        if original.event_type != EventType::UserDeactivated {
-            return Ok(None);
-        }
         let Some(account) = original.subject.account_id.as_deref() else {
             return Ok(None);
         };
+        if original.authority == Authority::Decision {
+            let latest = self
+                .store
+                .latest_decision(account)
+                .await
+                .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+            return Ok(latest
+                .filter(|latest| latest.event_id != original.id.to_string())
+                .filter(|latest| newer(latest, original))
+                .map(|latest| superseded_by(&latest)));
+        }
+        if original.event_type != EventType::UserDeactivated {
+            return Ok(None);
+        }
         Ok(match self.planner.account_status(account).await? {
             Some(AccountStatus::Active) => Some(format!(
                 "account {account} is active again: the approved {} plan is superseded and does not run",
@@ -177,6 +191,58 @@ impl Reactor {
             )),
             _ => None,
         })
+    }
+
+    /// Orders a decision about an account's lifecycle among the others about that account: an
+    /// older one is superseded (why, returned) and never performed; the latest supersedes the
+    /// plans of older decisions still waiting for approval.
+    async fn order_decision(
+        &self,
+        envelope: &Envelope,
+        attempt: u32,
+    ) -> Result<Option<String>, ProcessError> {
+        let lifecycle = matches!(
+            envelope.event_type,
+            EventType::UserCreated
+                | EventType::UserDeactivated
+                | EventType::UserReactivated
+                | EventType::UserRemoved
+        );
+        let Some(account) = envelope.subject.account_id.as_deref().filter(|_| lifecycle) else {
+            return Ok(None);
+        };
+        let store_error = |e: crate::store::StoreError| ProcessError::transient(format!("store: {e}"));
+        let decision = Decision {
+            account_id: account.to_owned(),
+            decided_at: envelope.occurred_at,
+            event_id: envelope.id.to_string(),
+            event_type: envelope.event_type.to_string(),
+            source: envelope.source.clone(),
+        };
+        if let Some(newer) = self.store.record_decision(&decision).await.map_err(store_error)? {
+            return Ok(Some(superseded_by(&newer)));
+        }
+        for approval in self
+            .store
+            .pending_approvals_for(account)
+            .await
+            .map_err(store_error)?
+        {
+            let Ok(older) = serde_json::from_str::<Envelope>(&approval.envelope) else {
+                continue;
+            };
+            let older_decision = older.authority == Authority::Decision && older.id != envelope.id;
+            if older_decision && !newer_envelope(&older, envelope) {
+                let plan: Plan = serde_json::from_str(&approval.plan)
+                    .map_err(|e| ProcessError::permanent(format!("stored plan: {e}")))?;
+                let why = superseded_by(&decision);
+                self.executor
+                    .supersede(&approval, ApprovalState::Pending, &plan, &older, attempt, &why)
+                    .await?;
+                tracing::warn!(approval = %approval.id, %why, "a waiting plan was superseded by a newer decision");
+            }
+        }
+        Ok(None)
     }
 
     /// Performs an approved plan, exactly as recorded, unless what it was about changed since.
@@ -210,7 +276,14 @@ impl Reactor {
             .map_err(|e| ProcessError::permanent(format!("stored envelope: {e}")))?;
         if let Some(why) = self.superseded(&original).await? {
             self.executor
-                .supersede(&approval, &plan, &original, attempt, &why)
+                .supersede(
+                    &approval,
+                    ApprovalState::Approved,
+                    &plan,
+                    &original,
+                    attempt,
+                    &why,
+                )
                 .await?;
             tracing::warn!(approval = %approval_id, %why, "approved plan superseded");
             return Ok(Processed::Done);
@@ -239,6 +312,11 @@ impl Process for Reactor {
             }
             return self.resume(envelope, attempt).await;
         }
+        if envelope.authority == Authority::Decision
+            && let Some(why) = self.order_decision(envelope, attempt).await?
+        {
+            return Ok(Processed::Skipped(why));
+        }
         let plans = self.planner.plans(envelope).await?;
         if plans.is_empty() {
             return Ok(Processed::Skipped(no_policy(envelope)));
@@ -255,6 +333,27 @@ impl Process for Reactor {
             envelope.event_type == EventType::ApprovalGranted || self.planner.handles(&envelope.event_type);
         (!handled).then(|| no_policy(envelope))
     }
+}
+
+/// Whether `decision` is newer than the decision `envelope` carries (by time, then event id).
+fn newer(decision: &Decision, envelope: &Envelope) -> bool {
+    (decision.decided_at, decision.event_id.as_str())
+        > (envelope.occurred_at, envelope.id.to_string().as_str())
+}
+
+/// Whether decision `a` is newer than decision `b` (by time, then event id).
+fn newer_envelope(a: &Envelope, b: &Envelope) -> bool {
+    (a.occurred_at, a.id) > (b.occurred_at, b.id)
+}
+
+fn superseded_by(newer: &Decision) -> String {
+    format!(
+        "superseded by the newer decision {} of {} (event {}, from {}): an older decision never undoes a newer one",
+        newer.event_type,
+        newer.decided_at.to_rfc3339(),
+        newer.event_id,
+        newer.source
+    )
 }
 
 fn no_policy(envelope: &Envelope) -> String {

@@ -48,6 +48,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_polling.sql"),
         include_str!("../../migrations/postgres/0006_polling.sql"),
     ),
+    (
+        7,
+        "queue messages keep their failures in history only",
+        include_str!("../../migrations/sqlite/0007_queue_messages_history_only.sql"),
+        include_str!("../../migrations/postgres/0007_queue_messages_history_only.sql"),
+    ),
+    (
+        8,
+        "decisions: the latest per account, and the authority of audit records",
+        include_str!("../../migrations/sqlite/0008_decisions.sql"),
+        include_str!("../../migrations/postgres/0008_decisions.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 
 pub mod approvals;
 pub mod dead_letters;
+pub mod decisions;
 pub mod dedupe;
 pub mod executed_actions;
 mod installations;

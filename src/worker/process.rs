@@ -262,6 +262,7 @@ async fn audit(context: &Context, what: &str, record: NewRecord) -> bool {
 fn record(envelope: &Envelope, kind: AuditKind, attempt: u32) -> NewRecord {
     let mut record = NewRecord::new(envelope.id, kind);
     record.account_id = envelope.subject.account_id.clone();
+    record.authority = Some(envelope.authority);
     record.attempt = attempt;
     record
 }

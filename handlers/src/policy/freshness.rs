@@ -1,10 +1,12 @@
-//! Events about an account's status can arrive stale or reordered (webhooks are best effort,
+//! Observations of an account's status can arrive stale or reordered (webhooks are best effort,
 //! polls lag, a deactivation can arrive after the reactivation that undid it). So before acting on
-//! a deactivation or a reactivation, the account's current status is read, and an event that the
-//! current status contradicts is left alone: the newer change wins.
+//! an observed deactivation or reactivation, the account's current status is read, and an event
+//! that the current status contradicts is left alone: the newer change wins. A *decision* (HR or
+//! the IdP says so) is not checked: Atlassian showing the person active is the very thing to
+//! change; decisions are ordered among themselves by the runtime.
 
 use super::account_of;
-use crate::event::{Envelope, EventType};
+use crate::event::{Authority, Envelope, EventType};
 use crate::handler::Ports;
 use crate::plan::Plan;
 use crate::ports::{AccountStatus, PortError};
@@ -15,6 +17,9 @@ pub(super) async fn is_current(
     ports: &Ports<'_>,
     plan: &mut Plan,
 ) -> Result<bool, PortError> {
+    if envelope.authority == Authority::Decision {
+        return Ok(true);
+    }
     let (contradicting, now): (&[AccountStatus], &str) = match envelope.event_type {
         EventType::UserDeactivated => (&[AccountStatus::Active], "active"),
         EventType::UserReactivated => (&[AccountStatus::Inactive, AccountStatus::Closed], "deactivated"),

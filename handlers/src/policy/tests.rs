@@ -465,3 +465,25 @@ async fn the_guard_matches_groups_by_id_and_believes_actors_only_when_signed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_decision_is_acted_on_whatever_atlassian_shows_now() {
+    let mut fake = world();
+    fake.status.insert("ann".into(), AccountStatus::Active);
+    let policy = policy(
+        r#"{"on": "user.deactivated", "actions": ["confluence.remove_from_all_groups"]}"#,
+        &[],
+    );
+    let mut decision = event(EventType::UserDeactivated, Some("ann"), "{}");
+    decision.authority = crate::event::Authority::Decision;
+    let plan = plan_of_with(&policy, &fake, &decision).await;
+    assert_eq!(plan.actions.len(), 3, "{plan:?}");
+    assert!(plan.note.is_none());
+    // The same as an observation: stale, nothing to do.
+    decision.authority = crate::event::Authority::Observation;
+    assert!(plan_of_with(&policy, &fake, &decision).await.is_empty());
+}
+
+async fn plan_of_with(policy: &Policy, fake: &Fake, envelope: &Envelope) -> Plan {
+    plan(policy, fake, envelope).await.unwrap()
+}

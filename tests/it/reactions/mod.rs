@@ -3,6 +3,7 @@
 //! the audit trail, approvals and what reached the exchange.
 
 mod approvals;
+mod decisions;
 mod deprovision;
 mod guard;
 mod plan_cli;
@@ -72,7 +73,19 @@ impl World {
     /// Sends a relay event (`{"type", "timestamp", "data"}`) through the ingress; returns the
     /// envelope id.
     pub async fn send(&self, event_type: &str, delivery_id: &str, data: Value) -> String {
-        let body = json!({"type": event_type, "timestamp": chrono::Utc::now().to_rfc3339(), "data": data})
+        self.send_at(event_type, delivery_id, data, chrono::Utc::now())
+            .await
+    }
+
+    /// Like [`World::send`], with the event's own (signed) time `at`.
+    pub async fn send_at(
+        &self,
+        event_type: &str,
+        delivery_id: &str,
+        data: Value,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> String {
+        let body = json!({"type": event_type, "timestamp": at.to_rfc3339(), "data": data})
             .to_string()
             .into_bytes();
         let headers = signing::standard_webhooks(WHSEC, delivery_id, signing::now(), &body);

@@ -106,6 +106,10 @@ allow_org_wide = true
     );
     assert!(stdout.contains("policy deprovision"), "{stdout}");
     assert!(
+        stdout.contains("authority: observation (from relay): checked against Atlassian's current state"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("confluence.remove_member group:g-eng/account:ann"),
         "{stdout}"
     );
@@ -129,6 +133,16 @@ allow_org_wide = true
     let json = plan(&config, &dir, &envelope, &["--format", "json"]).await;
     let plans: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(plans[0]["actions"].as_array().unwrap().len(), 2);
+
+    // The same event as a decision says so.
+    let mut decision = envelope.clone();
+    decision.authority = handlers::Authority::Decision;
+    let output = plan(&config, &dir, &decision, &[]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("authority: decision (from relay): acted on whatever Atlassian shows now"),
+        "{stdout}"
+    );
     sim.stop().await;
 }
 

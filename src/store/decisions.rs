@@ -1,0 +1,84 @@
+//! The latest decision about each account (`account_decisions`), so that decisions made
+//! elsewhere (a source with `authority = "decision"`) are ordered by their own time: a newer
+//! `user.reactivated` wins over an older `user.deactivated`, whichever arrives first.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError, from_millis, to_millis};
+
+/// A decision about an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub account_id: String,
+    pub decided_at: DateTime<Utc>,
+    pub event_id: String,
+    pub event_type: String,
+    pub source: String,
+}
+
+impl Store {
+    /// Records `decision` as the account's latest unless a newer one is recorded already; that
+    /// newer one is returned then (`decision` is superseded). Decisions are ordered by time,
+    /// then by event id (two at the same millisecond still have one order, the same in every
+    /// process). Recording the same decision again (a redelivery) is not a supersession.
+    pub async fn record_decision(&self, decision: &Decision) -> Result<Option<Decision>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        // One statement, so two workers recording decisions about one account at once cannot
+        // both win: the row only ever moves to a newer (time, event id).
+        let written = sqlx::query(
+            "INSERT INTO account_decisions (account_id, decided_at, event_id, event_type, source)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account_id) DO UPDATE SET
+                 decided_at = excluded.decided_at,
+                 event_id = excluded.event_id,
+                 event_type = excluded.event_type,
+                 source = excluded.source
+             WHERE excluded.decided_at > account_decisions.decided_at
+                OR (excluded.decided_at = account_decisions.decided_at
+                    AND excluded.event_id >= account_decisions.event_id)
+             RETURNING event_id",
+        )
+        .bind(&decision.account_id)
+        .bind(to_millis(decision.decided_at))
+        .bind(&decision.event_id)
+        .bind(&decision.event_type)
+        .bind(&decision.source)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if written.is_some() {
+            return Ok(None);
+        }
+        match latest_in(&mut conn, &decision.account_id).await? {
+            // A redelivery of the latest decision is not superseded by itself.
+            Some(latest) if latest.event_id == decision.event_id => Ok(None),
+            newer => Ok(newer),
+        }
+    }
+
+    /// The latest decision about `account_id`, if any.
+    pub async fn latest_decision(&self, account_id: &str) -> Result<Option<Decision>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        latest_in(&mut conn, account_id).await
+    }
+}
+
+async fn latest_in(conn: &mut sqlx::AnyConnection, account_id: &str) -> Result<Option<Decision>, StoreError> {
+    let row = sqlx::query(
+        "SELECT account_id, decided_at, event_id, event_type, source
+         FROM account_decisions WHERE account_id = $1",
+    )
+    .bind(account_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(Decision {
+            account_id: row.try_get("account_id")?,
+            decided_at: from_millis(row.try_get("decided_at")?)?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            source: row.try_get("source")?,
+        })
+    })
+    .transpose()
+}
