@@ -359,6 +359,11 @@ impl Application {
                 ));
             }
             background.extend(self.start_pollers(queue.clone(), stop_background.clone())?);
+            if let Some(clients) = self.clients.clone() {
+                // This process's share of the tenant's rate budget, among every worker's.
+                let (store, stop) = (self.store.clone(), stop_background.clone());
+                background.push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
+            }
             background.push(self.expire_approvals(stop_background.clone()));
             let handle = worker::start(
                 self.settings.clone(),

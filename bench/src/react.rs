@@ -2,6 +2,10 @@
 //! limit refills R requests a second per endpoint and method (as Atlassian's does). gatehouse's
 //! own limiter is set to the same R. Measures the time to converge (no membership left), the
 //! removal calls a second as a fraction of R, the 429s received, and the actions that failed.
+//!
+//! With `--tenant-wide`, the simulator instead allows R requests a second in total, every
+//! endpoint together (reads and writes alike), and gatehouse gets `tenant_per_second = R` (or,
+//! with `--no-tenant-budget`, only 429s to go by); the fraction reported is of every request.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +32,15 @@ pub struct ReactArgs {
     /// The simulator's bucket size.
     #[arg(long, default_value_t = 10)]
     pub burst: u32,
+    /// One budget of R for every request of the tenant, instead of R per endpoint.
+    #[arg(long)]
+    pub tenant_wide: bool,
+    /// With `--tenant-wide`: do not tell gatehouse the budget (it learns from 429s alone).
+    #[arg(long)]
+    pub no_tenant_budget: bool,
+    /// `Retry-After` the simulator sends with its 429s (none by default).
+    #[arg(long)]
+    pub retry_after: Option<u64>,
 }
 
 impl Default for ReactArgs {
@@ -37,6 +50,9 @@ impl Default for ReactArgs {
             groups: 10,
             rate: 50.0,
             burst: 10,
+            tenant_wide: false,
+            no_tenant_budget: false,
+            retry_after: None,
         }
     }
 }
@@ -45,6 +61,20 @@ pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The `[[sources]]`, `[atlassian]` and `[[policies]]` sections for gatehouse in front of `sim`.
 pub fn config(scratch: &Scratch, sim: &SimHandle, rate: f64, burst: u32) -> anyhow::Result<String> {
+    config_with(scratch, sim, rate, burst, None)
+}
+
+/// Like [`config`], with `tenant_per_second` (and `tenant_burst = burst`) when given.
+pub fn config_with(
+    scratch: &Scratch,
+    sim: &SimHandle,
+    rate: f64,
+    burst: u32,
+    tenant_per_second: Option<f64>,
+) -> anyhow::Result<String> {
+    let tenant = tenant_per_second.map_or(String::new(), |r| {
+        format!("tenant_per_second = {r}\ntenant_burst = {burst}\n")
+    });
     Ok(format!(
         r#"
 [[sources]]
@@ -56,7 +86,7 @@ secrets = [{{ id = "bench", value = "{relay}" }}]
 confluence_base_url = "{site}"
 auth = {{ kind = "basic", email = "bot@example.com", token = "{token}" }}
 [atlassian.rate_limit]
-reads_per_second = {rate}
+{tenant}reads_per_second = {rate}
 writes_per_second = {rate}
 burst = {burst}
 
@@ -161,16 +191,26 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
         let groups = (0..args.groups)
             .map(|g| SeedGroup::new(format!("g-{g:03}"), format!("team-{g:03}"), accounts.clone()))
             .collect();
-        let policy = Policy {
-            v1_max_limit: 200,
-            burst: Some(BurstPolicy {
-                capacity: args.burst,
-                per_second: args.rate,
-                retry_after_seconds: None,
-                near_limit: true,
-            }),
-            ..Policy::default()
+        let bucket = BurstPolicy {
+            capacity: args.burst,
+            per_second: args.rate,
+            retry_after_seconds: args.retry_after,
+            near_limit: true,
         };
+        let policy = if args.tenant_wide {
+            Policy {
+                v1_max_limit: 200,
+                tenant: Some(bucket),
+                ..Policy::default()
+            }
+        } else {
+            Policy {
+                v1_max_limit: 200,
+                burst: Some(bucket),
+                ..Policy::default()
+            }
+        };
+        let tenant_budget = (args.tenant_wide && !args.no_tenant_budget).then_some(args.rate);
         let sim = Simulator::start(
             Seed {
                 users,
@@ -186,7 +226,7 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
             &scratch,
             "serve",
             backend,
-            &config(&scratch, &sim, args.rate, args.burst)?,
+            &config_with(&scratch, &sim, args.rate, args.burst, tenant_budget)?,
         )
         .await?;
 
@@ -213,30 +253,46 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
             .filter(|r| r.method == "DELETE" && r.status == Some(204))
             .collect();
         let throttled = requests.iter().filter(|r| r.status == Some(429)).count();
+        // Per endpoint R: the removals a second; tenant-wide R: every answered request a second.
+        let counted: Vec<&LoggedRequest> = if args.tenant_wide {
+            requests
+                .iter()
+                .filter(|r| r.status.is_some_and(|s| (200..300).contains(&s)))
+                .collect()
+        } else {
+            deletes.clone()
+        };
         let (first, last) = (
-            deletes.first().map_or(0, |r| r.at_ms),
-            deletes.last().map_or(0, |r| r.at_ms),
+            counted.first().map_or(0, |r| r.at_ms),
+            counted.last().map_or(0, |r| r.at_ms),
         );
         let window = ((last - first).max(1) as f64) / 1000.0;
         // n calls spread over their first-to-last window make n - 1 intervals.
-        let achieved = (deletes.len().saturating_sub(1)) as f64 / window;
+        let achieved = (counted.len().saturating_sub(1)) as f64 / window;
+        let share_429 = throttled as f64 / requests.len().max(1) as f64 * 100.0;
         let (failed, dead) = failures(&running).await?;
         let rss = running.peak_rss_mib();
         running.stop().await?;
         sim.stop().await;
+        let (mode, what) = match (args.tenant_wide, tenant_budget) {
+            (false, _) => ("per endpoint", "removals/s"),
+            (true, Some(_)) => ("tenant-wide, tenant_per_second = R", "requests/s"),
+            (true, None) => ("tenant-wide, no budget configured", "requests/s"),
+        };
         results.add(
-            &format!("react ({backend})"),
+            &format!("react ({backend}, {mode})"),
             vec![
                 ("workload", format!("{} users × {} groups = {memberships} removals, R = {} req/s (burst {})", args.users, args.groups, args.rate, args.burst)),
                 ("converged in", format!("{:.1} s", converged.as_secs_f64())),
-                ("removals/s", format!("{achieved:.1} ({:.1} % of R)", achieved / args.rate * 100.0)),
-                ("429s received", throttled.to_string()),
+                (what, format!("{achieved:.1} ({:.1} % of R)", achieved / args.rate * 100.0)),
+                ("429s received", format!("{throttled} ({share_429:.2} % of {} requests)", requests.len())),
                 ("failed actions", format!("{failed} (dead letters: {dead})")),
                 ("peak RSS", format!("{rss:.1} MiB")),
             ],
             json!({
                 "backend": backend, "users": args.users, "groups": args.groups, "rate": args.rate, "burst": args.burst,
-                "removals": deletes.len(), "converged_seconds": converged.as_secs_f64(), "removals_per_second": achieved,
+                "mode": mode, "removals": deletes.len(), "requests": requests.len(),
+                "converged_seconds": converged.as_secs_f64(), "per_second": achieved,
                 "fraction_of_rate": achieved / args.rate, "throttled": throttled, "failed_actions": failed,
                 "dead_letters": dead, "peak_rss_mib": rss,
             }),

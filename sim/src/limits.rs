@@ -1,6 +1,7 @@
 //! The simulator's rate limits, as Atlassian applies them: a burst token bucket per endpoint and
 //! method (429, with or without `Retry-After` by policy, `X-RateLimit-*` headers on every answer,
-//! `X-RateLimit-NearLimit` when under 20%), and a tenant-wide Confluence quota whose 429 carries
+//! `X-RateLimit-NearLimit` when under 20%), optionally one bucket for every request of the tenant
+//! (its 429s look the same), and a tenant-wide Confluence quota whose 429 carries
 //! `RateLimit-Reason` and the reset time.
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::policy::Policy;
+use crate::policy::{BurstPolicy, Policy};
 
 /// Headers to add to an answer.
 pub(crate) type Headers = Vec<(&'static str, String)>;
@@ -22,7 +23,39 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
     buckets: HashMap<String, Bucket>,
+    tenant: Option<Bucket>,
     quota: Option<Window>,
+}
+
+/// Takes a token from `bucket` (made full on first use) under `policy`; on refusal, the headers
+/// of the 429.
+fn take(bucket: &mut Option<Bucket>, policy: &BurstPolicy, now: Instant) -> Result<f64, Headers> {
+    let capacity = f64::from(policy.capacity.max(1));
+    let bucket = bucket.get_or_insert(Bucket {
+        tokens: capacity,
+        updated: now,
+    });
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * policy.per_second).min(capacity);
+    bucket.updated = now;
+    if bucket.tokens < 1.0 {
+        let wait = if policy.per_second > 0.0 {
+            Duration::from_secs_f64((1.0 - bucket.tokens) / policy.per_second)
+        } else {
+            Duration::from_secs(3600)
+        };
+        let mut refused = vec![
+            ("x-ratelimit-limit", policy.capacity.to_string()),
+            ("x-ratelimit-remaining", "0".to_owned()),
+            ("x-ratelimit-reset", iso(Utc::now() + wait)),
+        ];
+        if let Some(seconds) = policy.retry_after_seconds {
+            refused.push(("retry-after", seconds.to_string()));
+        }
+        return Err(refused);
+    }
+    bucket.tokens -= 1.0;
+    Ok(bucket.tokens)
 }
 
 #[derive(Debug)]
@@ -81,40 +114,30 @@ impl Limits {
             }
             quota_window = Some(window);
         }
+        if let Some(tenant) = &policy.tenant
+            && let Err(refused) = take(&mut self.tenant, tenant, now)
+        {
+            self.quota = quota_window;
+            return Verdict::Refused("tenant", refused);
+        }
         if let Some(burst) = &policy.burst {
-            let capacity = f64::from(burst.capacity.max(1));
-            let bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
-                tokens: capacity,
-                updated: now,
-            });
-            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-            bucket.tokens = (bucket.tokens + elapsed * burst.per_second).min(capacity);
-            bucket.updated = now;
-            if bucket.tokens < 1.0 {
-                let wait = if burst.per_second > 0.0 {
-                    Duration::from_secs_f64((1.0 - bucket.tokens) / burst.per_second)
-                } else {
-                    Duration::from_secs(3600)
-                };
-                let mut refused = vec![
-                    ("x-ratelimit-limit", burst.capacity.to_string()),
-                    ("x-ratelimit-remaining", "0".to_owned()),
-                    ("x-ratelimit-reset", iso(Utc::now() + wait)),
-                ];
-                if let Some(seconds) = burst.retry_after_seconds {
-                    refused.push(("retry-after", seconds.to_string()));
-                }
-                self.quota = quota_window;
-                return Verdict::Refused("burst", refused);
+            let mut bucket = self.buckets.remove(key);
+            let taken = take(&mut bucket, burst, now);
+            if let Some(bucket) = bucket {
+                self.buckets.insert(key.to_owned(), bucket);
             }
-            bucket.tokens -= 1.0;
-            headers.push(("x-ratelimit-limit", burst.capacity.to_string()));
-            headers.push((
-                "x-ratelimit-remaining",
-                (bucket.tokens.floor() as u64).to_string(),
-            ));
-            if burst.near_limit && bucket.tokens < 0.2 * capacity {
-                headers.push(("x-ratelimit-nearlimit", "true".to_owned()));
+            match taken {
+                Err(refused) => {
+                    self.quota = quota_window;
+                    return Verdict::Refused("burst", refused);
+                }
+                Ok(left) => {
+                    headers.push(("x-ratelimit-limit", burst.capacity.to_string()));
+                    headers.push(("x-ratelimit-remaining", (left.floor() as u64).to_string()));
+                    if burst.near_limit && left < 0.2 * f64::from(burst.capacity.max(1)) {
+                        headers.push(("x-ratelimit-nearlimit", "true".to_owned()));
+                    }
+                }
             }
         }
         if let Some(mut window) = quota_window {

@@ -23,6 +23,10 @@ pub struct Policy {
     pub page_size_cycle: Vec<u32>,
     /// A burst token bucket per endpoint and method; `None` disables it.
     pub burst: Option<BurstPolicy>,
+    /// One token bucket every API request of the tenant draws from, whatever its endpoint (the
+    /// limit a real tenant meets first when many endpoints are busy at once); `None` disables
+    /// it. Its 429s look like burst ones.
+    pub tenant: Option<BurstPolicy>,
     /// A tenant-wide Confluence quota (the points quota of Connect/Forge/OAuth apps); `None`
     /// disables it.
     pub quota: Option<QuotaPolicy>,
@@ -42,6 +46,7 @@ impl Default for Policy {
             events_max_limit: 10,
             page_size_cycle: Vec::new(),
             burst: None,
+            tenant: None,
             quota: None,
             access_token_ttl_seconds: 3600,
             refresh_reuse_leeway_seconds: 600,

@@ -51,6 +51,9 @@ pub struct AtlassianClients {
     pub confluence: Option<ConfluenceClient>,
     pub scim: Option<ScimClient>,
     pub admin: Option<AdminClient>,
+    /// The pace they all keep, and the tenant whose budget it is.
+    limiter: Arc<RateLimiter>,
+    site: Arc<str>,
 }
 
 fn not_configured(what: &'static str, keys: &str) -> ApiError {
@@ -162,7 +165,15 @@ impl AtlassianClients {
             confluence,
             scim,
             admin,
+            limiter,
+            site: Arc::from(tenant),
         })
+    }
+
+    /// Keeps this process's share of the tenant's rate budget (see [`super::shares`]) until
+    /// `stop`.
+    pub async fn keep_share(&self, store: Store, stop: tokio_util::sync::CancellationToken) {
+        super::shares::keep_share(self.limiter.clone(), store, self.site.clone(), stop).await;
     }
 
     /// The Confluence client, or an error naming the missing config.

@@ -26,7 +26,7 @@ const MEMBERS: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/group/{groupId
 const ADD_MEMBER: Endpoint = Endpoint::new(Verb::Post, "POST /rest/api/group/userByGroupId", true);
 const REMOVE_MEMBER: Endpoint = Endpoint::new(Verb::Delete, "DELETE /rest/api/group/userByGroupId", true);
 /// A read, though a POST.
-const USERS_BULK: Endpoint = Endpoint::new(Verb::Post, "POST /api/v2/users-bulk", true);
+const USERS_BULK: Endpoint = Endpoint::new(Verb::Post, "POST /api/v2/users-bulk", true).reading();
 
 /// v1 pages: Atlassian allows up to 200 members per page (others less); the server lowers it as
 /// it likes, which the pager handles.

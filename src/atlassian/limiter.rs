@@ -1,19 +1,29 @@
-//! gatehouse's own pace towards Atlassian: a token bucket per (tenant, endpoint, method), pauses
-//! when Atlassian says so, and slowing down before Atlassian has to.
+//! gatehouse's own pace towards Atlassian: a budget per tenant that every call draws from, a
+//! token bucket per (tenant, endpoint, method) on top, pauses when Atlassian says so, and slowing
+//! down before Atlassian has to.
 //!
-//! - Every call takes a token from its endpoint's bucket first (`rate_limit` in config).
-//! - A burst 429 pauses that endpoint (every caller of it, not just the one that was refused)
-//!   for the backoff or `Retry-After`, and halves its rate: the pace was too fast.
+//! - Every call takes a token from its tenant's budget (`tenant_per_second`, `tenant_burst`) and
+//!   from its endpoint's bucket (`reads_per_second` or `writes_per_second`, by whether the
+//!   endpoint reads: a few POSTs do).
+//! - A burst 429 pauses that endpoint for exactly `Retry-After` when Atlassian gives one (the
+//!   backoff otherwise), never longer. When 429s come from several endpoints of a tenant within a
+//!   few seconds, the tenant as a whole is too fast: its budget drops to 70% (multiplicative
+//!   decrease) and grows back by about two requests a second per second of calm answers
+//!   (additive increase). A tenant with no configured budget learns one this way: it starts
+//!   unlimited and its first such decrease takes 70% of the rate it was actually getting. 429s
+//!   from one endpoint alone halve that endpoint's pace instead.
 //! - A 429 with a quota `RateLimit-Reason` pauses the whole tenant until `X-RateLimit-Reset`:
 //!   the quota is the tenant's, so every endpoint would be refused.
 //! - `X-RateLimit-NearLimit: true`, or `X-RateLimit-Remaining` under 20% of `X-RateLimit-Limit`,
-//!   halves the endpoint's rate (down to a tenth); calm answers win it back gradually (additive
-//!   increase, multiplicative decrease). `Remaining: 0` with a reset time pauses until then.
+//!   halves the endpoint's rate (down to a tenth); calm answers win it back gradually.
+//!   `Remaining: 0` with a reset time pauses until then.
+//! - With several gatehouse processes, each takes `share` of the tenant budget (1/N of N live
+//!   processes, kept by a lease in the store; see `crate::atlassian::shares`).
 //!
 //! The decisions are pure functions of the current instant ([`LimiterState`]), so they are tested
 //! without sleeping; [`RateLimiter::acquire`] adds the sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,28 +35,37 @@ use crate::config::{EndpointRateLimit, RateLimitSettings};
 
 use super::retry::parse_retry_after;
 
-/// Endpoints whose documented limit is far below the default pace.
-const BUILT_IN: &[(&str, EndpointRateLimit)] = &[(
-    // Atlassian documents 10 requests per minute for org event reads.
-    "GET /admin/v1/orgs/{orgId}/events-stream",
-    EndpointRateLimit {
-        per_second: 10.0 / 60.0,
-        burst: 10,
-    },
-)];
-
 /// Slowing never goes below this share of the configured rate.
 const SLOWEST_SHARE: f64 = 0.1;
 /// Each calm answer gives back this share of the configured rate.
 const RECOVERY_SHARE: f64 = 0.05;
+/// 429s from this many endpoints within [`CONGESTION_WINDOW`] mean the tenant is too fast.
+const CONGESTED_ENDPOINTS: usize = 2;
+const CONGESTION_WINDOW: Duration = Duration::from_secs(5);
+/// A tenant's budget is halved at most this often (one round of refusals, one decrease).
+const DECREASE_SPACING: Duration = Duration::from_secs(1);
+/// How far back a tenant's achieved rate is measured, for its first decrease.
+const MEASURE_WINDOW: Duration = Duration::from_secs(2);
+/// A learned tenant budget never goes below this (requests a second).
+const SLOWEST_TENANT: f64 = 0.5;
+/// A tenant too fast keeps this share of its rate (multiplicative decrease; TCP's CUBIC keeps
+/// 0.7 too: deep enough to clear the refusals, shallow enough to stay near the limit).
+const DECREASE: f64 = 0.7;
+/// Calm answers give back this many requests a second per second at the current rate (each
+/// answer adds `INCREASE / rate`).
+const INCREASE: f64 = 2.0;
 
 /// What one limiter bucket is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LimitKey {
+    /// The tenant's name: whose budget the call draws from.
+    pub site: Arc<str>,
     /// `{tenant}:{api}`: a quota pause stops this and only this.
     pub tenant: Arc<str>,
     /// The endpoint label, which starts with the method (`GET /rest/api/user`).
     pub endpoint: &'static str,
+    /// Whether the endpoint only reads (paced as a read, whatever its method).
+    pub read: bool,
 }
 
 /// What an answer's headers say about rate limits.
@@ -145,11 +164,139 @@ impl Bucket {
     }
 }
 
+/// A tenant's budget, shared by every endpoint of every API it has.
+#[derive(Debug)]
+struct TenantBudget {
+    tokens: f64,
+    updated: Instant,
+    /// `tenant_per_second`, if configured: the ceiling.
+    configured: Option<f64>,
+    burst: f64,
+    /// The current allowed rate; `None` while unlimited (no budget configured, nothing learned).
+    rate: Option<f64>,
+    /// This process's share of the budget (1/N of N live processes).
+    share: f64,
+    /// Recent 429s: when, and from which endpoint.
+    refusals: VecDeque<(Instant, &'static str)>,
+    /// Recent successful answers, to measure the rate actually achieved (refused requests do
+    /// not count: they are what exceeding it looks like).
+    served: VecDeque<Instant>,
+    decreased_at: Option<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl TenantBudget {
+    fn new(settings: &RateLimitSettings, now: Instant) -> Self {
+        let burst = f64::from(settings.tenant_burst.max(1));
+        TenantBudget {
+            tokens: burst,
+            updated: now,
+            configured: settings.tenant_per_second,
+            burst,
+            rate: settings.tenant_per_second,
+            share: 1.0,
+            refusals: VecDeque::new(),
+            served: VecDeque::new(),
+            decreased_at: None,
+            paused_until: None,
+        }
+    }
+
+    /// This process's rate now, if limited.
+    fn effective_rate(&self) -> Option<f64> {
+        self.rate.map(|rate| (rate * self.share).max(1e-3))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(rate) = self.effective_rate()
+            && now > self.updated
+        {
+            let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * rate).min(self.burst);
+        }
+        self.updated = self.updated.max(now);
+    }
+
+    /// The wait before a token, if there is none now.
+    fn wait(&self) -> Option<Duration> {
+        let rate = self.effective_rate()?;
+        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / rate))
+    }
+
+    fn take(&mut self) {
+        if self.rate.is_some() {
+            self.tokens -= 1.0;
+        }
+    }
+
+    /// Remembers a 429 from `endpoint`; true when the tenant as a whole is too fast (refusals
+    /// from several endpoints lately), after which its budget was halved.
+    fn refused(&mut self, endpoint: &'static str, now: Instant) -> bool {
+        self.refusals.push_back((now, endpoint));
+        while self
+            .refusals
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > CONGESTION_WINDOW)
+        {
+            self.refusals.pop_front();
+        }
+        let mut endpoints: Vec<&str> = self.refusals.iter().map(|(_, e)| *e).collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        if endpoints.len() < CONGESTED_ENDPOINTS {
+            return false;
+        }
+        let spaced = self
+            .decreased_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_SPACING);
+        if spaced {
+            self.decrease(now);
+        }
+        true
+    }
+
+    /// Multiplicative decrease: [`DECREASE`] of the current rate, or of what was achieved lately
+    /// when there was no limit yet.
+    fn decrease(&mut self, now: Instant) {
+        // What the whole tenant achieved lately (this process's share of it, scaled up).
+        let achieved = self.served.len() as f64 / MEASURE_WINDOW.as_secs_f64() / self.share.max(1e-3);
+        let current = self.rate.unwrap_or(achieved);
+        let floor = self
+            .configured
+            .map_or(SLOWEST_TENANT, |c| (c * SLOWEST_SHARE).max(SLOWEST_TENANT));
+        self.rate = Some((current * DECREASE).max(floor));
+        self.tokens = self.tokens.min(1.0);
+        self.decreased_at = Some(now);
+    }
+
+    /// A successful answer at `now`. Additive increase: about [`INCREASE`] requests a second
+    /// more for every second of calm answers (each answer adds `INCREASE / rate`), up to the
+    /// configured budget if any.
+    fn calm(&mut self, now: Instant) {
+        self.served.push_back(now);
+        while self
+            .served
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > MEASURE_WINDOW)
+        {
+            self.served.pop_front();
+        }
+        if let Some(rate) = self.rate {
+            let grown = rate + INCREASE / rate.max(1.0);
+            self.rate = Some(match self.configured {
+                Some(ceiling) => grown.min(ceiling),
+                None => grown,
+            });
+        }
+    }
+}
+
 /// The limiter's decisions, free of sleeping.
 #[derive(Debug)]
 pub struct LimiterState {
     settings: RateLimitSettings,
     tenants: HashMap<Arc<str>, Instant>,
+    budgets: HashMap<Arc<str>, TenantBudget>,
     buckets: HashMap<LimitKey, Bucket>,
 }
 
@@ -158,19 +305,17 @@ impl LimiterState {
         LimiterState {
             settings,
             tenants: HashMap::new(),
+            budgets: HashMap::new(),
             buckets: HashMap::new(),
         }
     }
 
     /// The configured pace of an endpoint.
-    pub fn rate_for(&self, endpoint: &str) -> EndpointRateLimit {
+    pub fn rate_for(&self, endpoint: &str, read: bool) -> EndpointRateLimit {
         if let Some(limit) = self.settings.endpoints.get(endpoint) {
             return *limit;
         }
-        if let Some((_, limit)) = BUILT_IN.iter().find(|(label, _)| *label == endpoint) {
-            return *limit;
-        }
-        let per_second = if endpoint.starts_with("GET ") {
+        let per_second = if read {
             self.settings.reads_per_second
         } else {
             self.settings.writes_per_second
@@ -182,52 +327,84 @@ impl LimiterState {
     }
 
     fn bucket(&mut self, key: &LimitKey, now: Instant) -> &mut Bucket {
-        let base = self.rate_for(key.endpoint);
+        let base = self.rate_for(key.endpoint, key.read);
         self.buckets
             .entry(key.clone())
             .or_insert_with(|| Bucket::new(base, now))
     }
 
-    /// Takes a token for `key` now, or says how long to wait before asking again.
+    fn budget(&mut self, site: &Arc<str>, now: Instant) -> &mut TenantBudget {
+        let settings = &self.settings;
+        self.budgets
+            .entry(site.clone())
+            .or_insert_with(|| TenantBudget::new(settings, now))
+    }
+
+    /// Takes a token for `key` now (from its tenant's budget and its endpoint's bucket), or says
+    /// how long to wait before asking again; nothing is taken unless both allow.
     pub fn try_acquire(&mut self, key: &LimitKey, now: Instant) -> Result<(), Duration> {
-        let tenant_pause = self
-            .tenants
-            .get(&key.tenant)
-            .map(|until| until.saturating_duration_since(now))
-            .filter(|wait| !wait.is_zero());
+        let paused = |until: Option<Instant>| {
+            until
+                .map(|until| until.saturating_duration_since(now))
+                .filter(|wait| !wait.is_zero())
+        };
+        let tenant_pause = paused(self.tenants.get(&key.tenant).copied());
+        let budget = self.budget(&key.site, now);
+        budget.refill(now);
+        let budget_wait = paused(budget.paused_until).or_else(|| budget.wait());
         let bucket = self.bucket(key, now);
-        let endpoint_pause = bucket
-            .paused_until
-            .map(|until| until.saturating_duration_since(now))
-            .filter(|wait| !wait.is_zero());
-        if let Some(wait) = tenant_pause.max(endpoint_pause) {
+        let endpoint_pause = paused(bucket.paused_until);
+        if let Some(wait) = [tenant_pause, budget_wait, endpoint_pause]
+            .into_iter()
+            .flatten()
+            .max()
+        {
             return Err(wait);
         }
         bucket.paused_until = None;
         bucket.refill(now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
+        if bucket.tokens < 1.0 {
+            return Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / bucket.rate.max(1e-6),
+            ));
         }
-        Err(Duration::from_secs_f64(
-            (1.0 - bucket.tokens) / bucket.rate.max(1e-6),
-        ))
+        bucket.tokens -= 1.0;
+        self.budget(&key.site, now).take();
+        Ok(())
     }
 
-    /// No call to `key`'s endpoint before `until` (a burst 429 at `now`). The endpoint also
-    /// halves its rate, once per pause however many refusals arrive together, and restarts
-    /// from a single token: a full burst right after the pause would only be refused again.
-    pub fn pause_endpoint(&mut self, key: &LimitKey, now: Instant, until: Instant) {
+    /// A burst 429 for `key` at `now`. The pace slows where the trouble is: the whole tenant
+    /// when 429s come from several of its endpoints (see the module docs), else that endpoint,
+    /// halving once per pause however many refusals arrive together. The endpoint is paused for
+    /// exactly `retry_after` when Atlassian gave one; without, for `backoff` when the trouble is
+    /// the endpoint's, and not at all when it is the tenant's (its slowed budget is the pause).
+    /// Either way the endpoint restarts from a single token: a full burst right after the pause
+    /// would only be refused again. Returns the pause, and whether the tenant was slowed.
+    pub fn refused(
+        &mut self,
+        key: &LimitKey,
+        now: Instant,
+        retry_after: Option<Duration>,
+        backoff: Duration,
+    ) -> (Duration, bool) {
+        let tenant_wide = self.budget(&key.site, now).refused(key.endpoint, now);
+        let pause = match (retry_after, tenant_wide) {
+            (Some(asked), _) => asked,
+            (None, true) => Duration::ZERO,
+            (None, false) => backoff,
+        };
+        let until = now + pause;
         let bucket = self.bucket(key, now);
         bucket.refill(now);
         let already_paused = bucket.paused_until.is_some_and(|p| p > now);
-        if !already_paused {
+        if !already_paused && !tenant_wide {
             bucket.slow_down();
         }
         bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
         bucket.tokens = bucket.tokens.min(1.0);
         // No tokens accrue while paused.
         bucket.updated = bucket.updated.max(until);
+        (pause, tenant_wide)
     }
 
     /// No call to any endpoint of `tenant` before `until`.
@@ -236,8 +413,16 @@ impl LimiterState {
         *entry = (*entry).max(until);
     }
 
+    /// This process's share of `site`'s budget (1/N of N live processes).
+    pub fn set_share(&mut self, site: &Arc<str>, share: f64, now: Instant) {
+        let budget = self.budget(site, now);
+        budget.refill(now);
+        budget.share = share.clamp(1e-3, 1.0);
+    }
+
     /// Adjusts `key`'s pace to what a successful answer said.
     pub fn observe(&mut self, key: &LimitKey, signals: &RateLimitSignals, now: Instant) -> PaceChange {
+        self.budget(&key.site, now).calm(now);
         let bucket = self.bucket(key, now);
         bucket.refill(now);
         if signals.remaining == Some(0)
@@ -260,6 +445,12 @@ impl LimiterState {
     #[cfg(test)]
     fn current_rate(&self, key: &LimitKey) -> Option<f64> {
         self.buckets.get(key).map(|b| b.rate)
+    }
+
+    /// The current tenant budget of `site` (requests per second), if limited.
+    #[cfg(test)]
+    fn tenant_rate(&self, site: &str) -> Option<f64> {
+        self.budgets.get(site).and_then(|b| b.rate)
     }
 }
 
@@ -308,13 +499,17 @@ mod tests {
 
     fn key(tenant: &str, endpoint: &'static str) -> LimitKey {
         LimitKey {
+            site: Arc::from(tenant.split(':').next().unwrap_or(tenant)),
             tenant: Arc::from(tenant),
             endpoint,
+            read: endpoint.starts_with("GET "),
         }
     }
 
     fn settings() -> RateLimitSettings {
         RateLimitSettings {
+            tenant_per_second: None,
+            tenant_burst: 10,
             reads_per_second: 10.0,
             writes_per_second: 5.0,
             burst: 3,
@@ -341,20 +536,65 @@ mod tests {
         let wait = state.try_acquire(&post, now).unwrap_err();
         assert!((wait.as_secs_f64() - 0.2).abs() < 1e-6, "{wait:?}");
         assert_eq!(state.try_acquire(&key("t", "GET /rest/api/group"), now), Ok(()));
+        // A POST that reads is paced as a read.
+        let bulk = LimitKey {
+            read: true,
+            ..key("t", "POST /api/v2/users-bulk")
+        };
+        for _ in 0..3 {
+            state.try_acquire(&bulk, now).unwrap();
+        }
+        let wait = state.try_acquire(&bulk, now).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
     }
 
     #[test]
-    fn endpoint_pauses_stop_one_endpoint_tenant_pauses_stop_all() {
+    fn one_tenant_budget_for_every_endpoint() {
+        let mut state = LimiterState::new(RateLimitSettings {
+            tenant_per_second: Some(4.0),
+            tenant_burst: 2,
+            ..settings()
+        });
+        let now = Instant::now();
+        let users = key("site:confluence", "GET /rest/api/user");
+        let scim = key("site:scim", "GET /Users");
+        assert_eq!(state.try_acquire(&users, now), Ok(()));
+        assert_eq!(state.try_acquire(&scim, now), Ok(()));
+        // The budget is spent, whatever endpoint or API asks next.
+        let wait = state
+            .try_acquire(&key("site:confluence", "GET /rest/api/group"), now)
+            .unwrap_err();
+        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
+        assert_eq!(state.try_acquire(&scim, now + wait), Ok(()));
+        // Another tenant has its own.
+        assert_eq!(
+            state.try_acquire(&key("other:confluence", "GET /rest/api/user"), now),
+            Ok(())
+        );
+        // Two processes: each takes half.
+        let site: Arc<str> = Arc::from("site");
+        let later = now + Duration::from_secs(10);
+        state.set_share(&site, 0.5, later);
+        state.try_acquire(&users, later).unwrap();
+        state.try_acquire(&users, later).unwrap();
+        let wait = state.try_acquire(&users, later).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+    }
+
+    #[test]
+    fn a_pause_lasts_exactly_as_asked_and_slows_one_endpoint() {
         let mut state = LimiterState::new(settings());
         let now = Instant::now();
         let users = key("site:confluence", "GET /rest/api/user");
         let groups = key("site:confluence", "GET /rest/api/group");
-        let scim = key("site:scim", "GET /Users");
-        state.pause_endpoint(&users, now, now + Duration::from_secs(2));
+        let asked = Some(Duration::from_secs(2));
+        assert_eq!(
+            state.refused(&users, now, asked, Duration::from_secs(9)),
+            (Duration::from_secs(2), false)
+        );
         assert_eq!(state.try_acquire(&users, now), Err(Duration::from_secs(2)));
-        // After the pause: one token, at half the rate (a second refusal in the same pause does
-        // not halve again).
-        state.pause_endpoint(&users, now, now + Duration::from_secs(1));
+        // A second refusal in the same pause does not halve again; the pause is not stretched.
+        state.refused(&users, now, Some(Duration::from_secs(1)), Duration::from_secs(9));
         assert_eq!(state.current_rate(&users), Some(5.0));
         let after = now + Duration::from_secs(2);
         assert_eq!(state.try_acquire(&users, after), Ok(()));
@@ -367,7 +607,7 @@ mod tests {
         let tenant: Arc<str> = Arc::from("site:confluence");
         state.pause_tenant(&tenant, now + Duration::from_secs(5));
         assert_eq!(state.try_acquire(&groups, now), Err(Duration::from_secs(5)));
-        assert_eq!(state.try_acquire(&users, now), Err(Duration::from_secs(5)));
+        let scim = key("site:scim", "GET /Users");
         assert_eq!(state.try_acquire(&scim, now), Ok(()));
         let later = now + Duration::from_secs(5);
         assert_eq!(state.try_acquire(&groups, later), Ok(()));
@@ -375,6 +615,72 @@ mod tests {
         state.pause_tenant(&tenant, later + Duration::from_secs(10));
         state.pause_tenant(&tenant, later + Duration::from_secs(1));
         assert_eq!(state.try_acquire(&groups, later), Err(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn refusals_from_several_endpoints_slow_the_tenant_and_calm_restores_it() {
+        let mut state = LimiterState::new(RateLimitSettings {
+            tenant_per_second: Some(20.0),
+            ..settings()
+        });
+        let now = Instant::now();
+        let users = key("site:confluence", "GET /rest/api/user");
+        let remove = key("site:confluence", "DELETE /rest/api/group/userByGroupId");
+        let backoff = Duration::from_secs(2);
+        assert_eq!(state.refused(&users, now, None, backoff), (backoff, false));
+        assert_eq!(state.tenant_rate("site"), Some(20.0));
+        // The tenant's trouble: its slowed budget paces the retry, not the endpoint's backoff.
+        assert_eq!(state.refused(&remove, now, None, backoff), (Duration::ZERO, true));
+        assert_eq!(state.tenant_rate("site"), Some(14.0));
+        // The endpoints are paused as asked, not slowed too.
+        assert_eq!(state.current_rate(&remove), Some(5.0));
+        // Several refusals in one round slow it once.
+        state.refused(&users, now, None, backoff);
+        assert_eq!(state.tenant_rate("site"), Some(14.0));
+        // Additive increase: about two requests a second per second of calm answers (a second
+        // at 14 a second is 14 answers).
+        let calm = RateLimitSignals::default();
+        for _ in 0..14 {
+            state.observe(&users, &calm, now);
+        }
+        let rate = state.tenant_rate("site").unwrap();
+        assert!(rate > 15.5 && rate < 16.5, "{rate}");
+        for _ in 0..10_000 {
+            state.observe(&users, &calm, now);
+        }
+        assert_eq!(
+            state.tenant_rate("site"),
+            Some(20.0),
+            "never above the configured budget"
+        );
+    }
+
+    #[test]
+    fn without_a_budget_one_is_learned_from_refusals() {
+        let mut state = LimiterState::new(RateLimitSettings {
+            reads_per_second: 1000.0,
+            writes_per_second: 1000.0,
+            burst: 1000,
+            ..settings()
+        });
+        let start = Instant::now();
+        let users = key("site:confluence", "GET /rest/api/user");
+        let remove = key("site:confluence", "DELETE /rest/api/group/userByGroupId");
+        assert_eq!(state.tenant_rate("site"), None, "unlimited until taught");
+        // 40 requests a second get through for a while...
+        let calm = RateLimitSignals::default();
+        for i in 0..80 {
+            let at = start + Duration::from_millis(i * 25);
+            let key = if i % 2 == 0 { &users } else { &remove };
+            state.try_acquire(key, at).unwrap();
+            state.observe(key, &calm, at);
+        }
+        // ...then both endpoints are refused: the budget becomes 70% of that.
+        let at = start + Duration::from_secs(2);
+        state.refused(&users, at, None, Duration::ZERO);
+        state.refused(&remove, at, None, Duration::ZERO);
+        let rate = state.tenant_rate("site").unwrap();
+        assert!((rate - 28.0).abs() < 1.5, "{rate}");
     }
 
     #[test]
@@ -419,7 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn overrides_and_built_ins() {
+    fn overrides() {
         let mut configured = settings();
         configured.endpoints.insert(
             "GET /rest/api/group".into(),
@@ -429,12 +735,9 @@ mod tests {
             },
         );
         let state = LimiterState::new(configured);
-        assert_eq!(state.rate_for("GET /rest/api/group").burst, 1);
-        assert_eq!(
-            state.rate_for("GET /admin/v1/orgs/{orgId}/events-stream").burst,
-            10
-        );
-        assert_eq!(state.rate_for("DELETE /x").per_second, 5.0);
+        assert_eq!(state.rate_for("GET /rest/api/group", true).burst, 1);
+        assert_eq!(state.rate_for("DELETE /x", false).per_second, 5.0);
+        assert_eq!(state.rate_for("POST /api/v2/users-bulk", true).per_second, 10.0);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! What every call gets, whichever client makes it ([`http`]):
 //! - credentials: Basic API token, bearer tokens, or OAuth 2.0 with rotating refresh tokens,
 //!   refreshed single-flight and persisted before use ([`auth`]);
-//! - a rate limiter per (tenant, endpoint, method) that pauses on 429 (`Retry-After` or
-//!   jittered backoff), pauses the whole tenant on a quota reason, and slows down when Atlassian
+//! - one rate budget per tenant that every call draws from (shared among processes,
+//!   [`shares`]), and a bucket per (tenant, endpoint, method) on top, that pause on 429 for
+//!   exactly `Retry-After` (jittered backoff without it), slow the tenant when 429s come from
+//!   several endpoints, pause the whole tenant on a quota reason, and slow down when Atlassian
 //!   says the limit is near ([`limiter`], [`retry`]);
 //! - retries only where safe (429 always; 5xx and timeouts only for idempotent calls), each
 //!   counted in metrics ([`metrics`]);
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod retry;
 pub mod scim;
+pub mod shares;
 
 pub use admin::{AdminClient, EventContext, EventsCursor, EventsPage, EventsQuery, OrgEvent};
 pub use clients::{AtlassianClients, ClientDeps};

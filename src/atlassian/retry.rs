@@ -1,10 +1,11 @@
-//! How long to wait before retrying an Atlassian call: jittered exponential backoff, never less
-//! than what Atlassian asked for (`Retry-After`).
+//! How long to wait before retrying an Atlassian call: exactly what Atlassian asked for
+//! (`Retry-After`) when it says, jittered exponential backoff when it does not.
 //!
-//! `delay(n) = max(Retry-After, min(base·2^(n-1), cap)·U(0.7, 1.3))` for the `n`th retry. The
-//! jitter spreads out clients that failed together, so they do not come back together; it is
-//! applied after the cap so that even long waits stay spread. The random source is injected
-//! ([`Jitter`]) so tests can pin it.
+//! `delay(n) = Retry-After`, or `min(base·2^(n-1), cap)·U(0.7, 1.3)` for the `n`th retry without
+//! one. Waiting longer than asked only wastes the tenant's budget; the jitter spreads out clients
+//! that failed together without guidance, so they do not come back together, and is applied after
+//! the cap so that even long waits stay spread. The random source is injected ([`Jitter`]) so
+//! tests can pin it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,10 +47,13 @@ impl Backoff {
         self
     }
 
-    /// The wait before retry number `retry` (1 for the first retry).
+    /// The wait before retry number `retry` (1 for the first retry): `retry_after` exactly when
+    /// given.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        let unit = (self.jitter)().clamp(0.0, 1.0);
-        exponential(self.base, self.cap, retry, unit).max(retry_after.unwrap_or_default())
+        retry_after.unwrap_or_else(|| {
+            let unit = (self.jitter)().clamp(0.0, 1.0);
+            exponential(self.base, self.cap, retry, unit)
+        })
     }
 }
 
@@ -101,11 +105,12 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_wins_when_longer() {
-        let backoff = Backoff::new(secs(2.0), secs(30.0)).with_jitter(Arc::new(|| 0.5));
-        assert_eq!(backoff.delay(1, None), secs(2.0));
+    fn retry_after_is_honoured_exactly() {
+        let backoff = Backoff::new(secs(2.0), secs(30.0)).with_jitter(Arc::new(|| 1.0));
+        assert_eq!(backoff.delay(1, None), secs(2.6));
         assert_eq!(backoff.delay(1, Some(secs(7.0))), secs(7.0));
-        assert_eq!(backoff.delay(3, Some(secs(1.0))), secs(8.0));
+        // Not stretched to the backoff, nor jittered: what Atlassian asked.
+        assert_eq!(backoff.delay(3, Some(secs(1.0))), secs(1.0));
     }
 
     #[test]

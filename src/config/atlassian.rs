@@ -185,6 +185,12 @@ impl Default for RetrySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
+    /// Requests per second for the whole tenant, every endpoint of every API together (shared
+    /// among gatehouse processes, each taking 1/N). Unset: no budget until Atlassian's 429s
+    /// teach one.
+    pub tenant_per_second: Option<f64>,
+    /// Requests the tenant budget allows at once before its pace applies.
+    pub tenant_burst: u32,
     /// GET (and read-only POST) requests per second per endpoint.
     pub reads_per_second: f64,
     /// Writes per second per endpoint.
@@ -199,6 +205,8 @@ pub struct RateLimitSettings {
 impl Default for RateLimitSettings {
     fn default() -> Self {
         RateLimitSettings {
+            tenant_per_second: None,
+            tenant_burst: 10,
             reads_per_second: 20.0,
             writes_per_second: 10.0,
             burst: 10,
@@ -428,6 +436,20 @@ pub(super) fn validate(
     }
     if limits.burst == 0 {
         error("atlassian.rate_limit.burst".into(), "must be at least 1".into());
+    }
+    if let Some(rate) = limits.tenant_per_second
+        && !(0.01..=100_000.0).contains(&rate)
+    {
+        error(
+            "atlassian.rate_limit.tenant_per_second".into(),
+            "must be between 0.01 and 100000".into(),
+        );
+    }
+    if limits.tenant_burst == 0 {
+        error(
+            "atlassian.rate_limit.tenant_burst".into(),
+            "must be at least 1".into(),
+        );
     }
     for (endpoint, limit) in &limits.endpoints {
         let key = format!("atlassian.rate_limit.endpoints.\"{endpoint}\"");

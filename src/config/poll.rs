@@ -25,6 +25,11 @@ pub struct PollSettings {
     /// Org event actions mapped to envelope types, over the defaults
     /// (`{ "user_suspended" = "user.deactivated" }`); unmapped actions become `other.<action>`.
     pub actions: BTreeMap<String, String>,
+    /// At most this many events-stream requests in any `window_seconds` (Atlassian's documented
+    /// limit: 10 a minute), across every process and restart: the request times are kept in the
+    /// store.
+    pub requests_per_window: u32,
+    pub window_seconds: u64,
 }
 
 impl Default for PollSettings {
@@ -36,6 +41,8 @@ impl Default for PollSettings {
             backfill_from: None,
             kind: "admin".to_owned(),
             actions: BTreeMap::new(),
+            requests_per_window: 10,
+            window_seconds: 60,
         }
     }
 }
@@ -97,6 +104,15 @@ pub(super) fn validate(settings: &super::Settings, errors: &mut Vec<ConfigError>
     }
     if poll.page_size == 0 {
         errors.push(ConfigError::new("poll.page_size", "must be at least 1"));
+    }
+    if poll.requests_per_window == 0 {
+        errors.push(ConfigError::new("poll.requests_per_window", "must be at least 1"));
+    }
+    if poll.window_seconds == 0 || poll.window_seconds > 86_400 {
+        errors.push(ConfigError::new(
+            "poll.window_seconds",
+            "must be between 1 and 86400",
+        ));
     }
     for (action, event_type) in &poll.actions {
         if let Err(error) = event_type.parse::<handlers::EventType>() {

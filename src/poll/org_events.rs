@@ -75,8 +75,30 @@ impl OrgEventsPoller {
         }
     }
 
-    /// Reads and queues one page; true when it held events (more may be waiting).
+    /// How long until the events-stream may be asked again: never more than
+    /// `poll.requests_per_window` requests in any `window_seconds`, counting every process's and
+    /// every earlier run's requests (their times are in the store).
+    async fn window_wait(&self) -> Result<Option<std::time::Duration>, PollError> {
+        let window = chrono::Duration::seconds(i64::try_from(self.settings.window_seconds).unwrap_or(60));
+        let now = Utc::now();
+        let recent = self.store.requests_since(CURSOR, now - window).await?;
+        let allowed = self.settings.requests_per_window as usize;
+        if recent.len() < allowed {
+            return Ok(None);
+        }
+        // The request whose leaving the window makes room for one more.
+        let frees = recent[recent.len() - allowed] + window;
+        Ok(Some(
+            (frees - now).to_std().unwrap_or_default() + std::time::Duration::from_millis(1),
+        ))
+    }
+
+    /// Reads and queues one page; true when it held events (more may be waiting). Waits first
+    /// while the events-stream's own limit says so.
     pub async fn poll_once(&self) -> Result<bool, PollError> {
+        while let Some(wait) = self.window_wait().await? {
+            tokio::time::sleep(wait).await;
+        }
         let cursor = self.store.poll_cursor(CURSOR).await?.map(EventsCursor);
         let query = EventsQuery {
             // Only the very first read starts from a time; after that the cursor says where.
@@ -88,7 +110,11 @@ impl OrgEventsPoller {
             to: None,
             limit: Some(self.settings.page_size),
         };
-        let page = self.admin.events_page(cursor.as_ref(), &query).await?;
+        let page = self.admin.events_page(cursor.as_ref(), &query).await;
+        // Counted from when the answer came, whatever it was: Atlassian saw the request before
+        // that, so the next one, a window after this, is a window after Atlassian's count too.
+        self.store.record_request(CURSOR, Utc::now()).await?;
+        let page = page?;
         for event in &page.events {
             let envelope = self.envelope(event)?;
             let message = OutgoingMessage::from_envelope(&envelope, &self.settings.kind)
@@ -160,8 +186,15 @@ impl OrgEventsPoller {
         let interval = std::time::Duration::from_secs(self.settings.interval_seconds);
         let store = self.store.clone();
         tracing::info!(org_id = ?self.org_id, interval_seconds = interval.as_secs(), "organization events poller started");
+        let stop = shutdown.clone();
         super::run_singleton(store, "org-events-poller", interval, shutdown, || async {
-            match self.poll_once().await {
+            // Waiting for the stream's limit (up to a minute) must not hold up a shutdown; a page
+            // cut short is read again, and the worker's dedupe absorbs what was queued of it.
+            let polled = tokio::select! {
+                _ = stop.cancelled() => return false,
+                polled = self.poll_once() => polled,
+            };
+            match polled {
                 Ok(more) => more,
                 Err(error) => {
                     tracing::warn!(%error, "polling the events-stream failed; retrying next round");

@@ -60,6 +60,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_decisions.sql"),
         include_str!("../../migrations/postgres/0008_decisions.sql"),
     ),
+    (
+        9,
+        "request log: rate-limited requests across processes and restarts",
+        include_str!("../../migrations/sqlite/0009_request_log.sql"),
+        include_str!("../../migrations/postgres/0009_request_log.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

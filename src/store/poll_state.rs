@@ -59,6 +59,53 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// How many live leases have names starting with `prefix` (processes sharing something,
+    /// each holding its own).
+    pub async fn live_leases(&self, prefix: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS live FROM leases
+             WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2 AND lease_until >= $3",
+        )
+        .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+        .bind(prefix)
+        .bind(to_millis(Utc::now()))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("live")?).unwrap_or(0))
+    }
+
+    /// Remembers that a request of kind `name` was made at `at` (and forgets those older than
+    /// a day).
+    pub async fn record_request(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO request_log (name, at) VALUES ($1, $2)")
+            .bind(name)
+            .bind(to_millis(at))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM request_log WHERE name = $1 AND at < $2")
+            .bind(name)
+            .bind(to_millis(at - chrono::Duration::days(1)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The times of requests of kind `name` made after `since`, oldest first.
+    pub async fn requests_since(
+        &self,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let rows = sqlx::query("SELECT at FROM request_log WHERE name = $1 AND at > $2 ORDER BY at")
+            .bind(name)
+            .bind(to_millis(since))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| from_millis(row.try_get("at")?)).collect()
+    }
+
     /// Gives a lease up (shutdown), so another process takes over at once.
     pub async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")

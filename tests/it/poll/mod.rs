@@ -4,11 +4,14 @@
 mod org_events;
 mod reconcile;
 
-use gatehouse::config::{AtlassianSettings, EndpointRateLimit};
+use gatehouse::config::{EndpointRateLimit, Settings};
 
 /// The simulator's events-stream, unthrottled for tests (Atlassian's own limit is 10 a minute,
-/// which the client keeps by default).
-pub fn fast_events(atlassian: &mut AtlassianSettings) {
+/// which the poller keeps by default).
+pub fn fast_events(settings: &mut Settings) {
+    settings.poll.requests_per_window = 1_000;
+    settings.poll.window_seconds = 1;
+    let atlassian = settings.atlassian.as_mut().expect("[atlassian] configured");
     atlassian.rate_limit.endpoints.insert(
         "GET /admin/v1/orgs/{orgId}/events-stream".to_owned(),
         EndpointRateLimit {

@@ -33,7 +33,7 @@ async fn a_deactivation_without_any_webhook_is_acted_on_after_the_next_poll() {
     let world = World::start(seed, deprovision, |s| {
         s.poll.org_events = true;
         s.poll.interval_seconds = 1;
-        fast_events(s.atlassian.as_mut().unwrap());
+        fast_events(s);
     })
     .await;
     // An admin deactivates Ann in Atlassian: Confluence Cloud sends no webhook for that.
@@ -91,7 +91,7 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
     settings.poll.interval_seconds = 1;
     settings.poll.page_size = 5;
     settings.poll.backfill_from = Some(chrono::DateTime::UNIX_EPOCH);
-    fast_events(settings.atlassian.as_mut().unwrap());
+    fast_events(&mut settings);
     let first = Scripted::new();
     let a = crate::helpers::TestApp::start_with(settings.clone(), None, Roles::WORKER, first.clone()).await;
     eventually(LONG, "the first page handled", || async {
@@ -144,5 +144,62 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
         "the second process resumed from the saved cursor"
     );
     b.stop().await;
+    sim.stop().await;
+}
+
+/// Atlassian allows the events-stream a few requests a minute: gatehouse keeps to that in every
+/// window, while draining a backlog and across a restart (the request times are in the store).
+#[tokio::test]
+async fn the_events_stream_limit_holds_in_every_window_and_across_a_restart() {
+    let seed = Seed {
+        users: (0..40).map(|i| SeedUser::new(format!("w-{i:02}"), "W")).collect(),
+        ..Seed::default()
+    };
+    let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Policy::default())
+        .await
+        .unwrap();
+    let http = crate::helpers::http();
+    for i in 0..40 {
+        let created = http
+            .post(sim.url("/_sim/events"))
+            .json(&json!({"action": "user_created", "account_id": format!("w-{i:02}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let dir = crate::helpers::TempDir::new();
+    let mut settings = crate::reactions::settings_for_sim(&sim, &dir);
+    settings.poll.org_events = true;
+    settings.poll.interval_seconds = 1;
+    // A backlog of 40 events at 2 a page is 20 pages: far more than the window allows.
+    settings.poll.page_size = 2;
+    settings.poll.backfill_from = Some(chrono::DateTime::UNIX_EPOCH);
+    settings.poll.requests_per_window = 3;
+    settings.poll.window_seconds = 2;
+    let first = Scripted::new();
+    let a = crate::helpers::TestApp::start_with(settings.clone(), None, Roles::WORKER, first.clone()).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    a.shutdown().await;
+    // Restarted at once: its first request must still respect the window.
+    let second = Scripted::new();
+    let b = crate::helpers::TestApp::start_with(settings, None, Roles::WORKER, second.clone()).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    b.stop().await;
+
+    let polls: Vec<i64> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/events-stream"))
+        .map(|r| r.at_ms)
+        .collect();
+    assert!(polls.len() >= 6, "it kept polling: {polls:?}");
+    for (i, first) in polls.iter().enumerate() {
+        let within = polls[i..].iter().take_while(|t| **t < first + 2_000).count();
+        assert!(
+            within <= 3,
+            "{within} requests within 2 s from {first}: {polls:?}"
+        );
+    }
     sim.stop().await;
 }
