@@ -51,9 +51,10 @@ pub struct AtlassianClients {
     pub confluence: Option<ConfluenceClient>,
     pub scim: Option<ScimClient>,
     pub admin: Option<AdminClient>,
-    /// The pace they all keep, and the tenant whose budget it is.
+    /// The pace they all keep, the tenant whose budget it is, and their metrics.
     limiter: Arc<RateLimiter>,
     site: Arc<str>,
+    metrics: super::metrics::AtlassianMetrics,
 }
 
 fn not_configured(what: &'static str, keys: &str) -> ApiError {
@@ -167,13 +168,21 @@ impl AtlassianClients {
             admin,
             limiter,
             site: Arc::from(tenant),
+            metrics: deps.metrics.clone(),
         })
     }
 
     /// Keeps this process's share of the tenant's rate budget (see [`super::shares`]) until
     /// `stop`.
     pub async fn keep_share(&self, store: Store, stop: tokio_util::sync::CancellationToken) {
-        super::shares::keep_share(self.limiter.clone(), store, self.site.clone(), stop).await;
+        super::shares::keep_share(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            store,
+            self.site.clone(),
+            stop,
+        )
+        .await;
     }
 
     /// The Confluence client, or an error naming the missing config.

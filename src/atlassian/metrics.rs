@@ -78,6 +78,8 @@ pub struct AtlassianMetrics {
     pub token_refreshes: Family<OutcomeLabels, Counter>,
     /// When each configured credential expires (unix seconds): alert on `… - time() < 30 days`.
     pub token_expiry_timestamp_seconds: Family<TokenLabels, Gauge>,
+    /// This process's share of its tenant's rate budget (1/N of N worker processes).
+    pub budget_share: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl AtlassianMetrics {
@@ -93,6 +95,7 @@ impl AtlassianMetrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             token_refreshes: Family::default(),
             token_expiry_timestamp_seconds: Family::default(),
+            budget_share: Gauge::default(),
         };
         registry.register(
             "requests",
@@ -128,6 +131,11 @@ impl AtlassianMetrics {
             "token_refreshes",
             "OAuth refresh-token rotations by outcome",
             metrics.token_refreshes.clone(),
+        );
+        registry.register(
+            "budget_share",
+            "This process's share of the tenant's rate budget (1/N of N worker processes)",
+            metrics.budget_share.clone(),
         );
         registry.register(
             "token_expiry_timestamp_seconds",

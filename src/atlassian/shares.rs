@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::limiter::RateLimiter;
+use super::metrics::AtlassianMetrics;
 use crate::store::Store;
 
 /// How often a process renews its lease and recounts the others.
@@ -19,7 +20,13 @@ const RENEW: Duration = Duration::from_secs(5);
 const LEASE: Duration = Duration::from_secs(15);
 
 /// Keeps this process's share of `site`'s budget up to date until `stop`.
-pub async fn keep_share(limiter: Arc<RateLimiter>, store: Store, site: Arc<str>, stop: CancellationToken) {
+pub async fn keep_share(
+    limiter: Arc<RateLimiter>,
+    metrics: AtlassianMetrics,
+    store: Store,
+    site: Arc<str>,
+    stop: CancellationToken,
+) {
     let prefix = format!("rate-share:{site}:");
     let owner = ulid::Ulid::generate().to_string();
     let name = format!("{prefix}{owner}");
@@ -36,6 +43,7 @@ pub async fn keep_share(limiter: Arc<RateLimiter>, store: Store, site: Arc<str>,
         match store.live_leases(&prefix).await {
             Ok(processes) => {
                 let share = 1.0 / processes.max(1) as f64;
+                metrics.budget_share.set(share);
                 limiter
                     .state()
                     .set_share(&site, share, tokio::time::Instant::now());
