@@ -18,7 +18,10 @@ use url::Url;
 use super::error::ApiError;
 use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
 
-const EVENTS_STREAM: Endpoint = Endpoint::new(Verb::Get, "GET /admin/v1/orgs/{orgId}/events-stream", true);
+/// Tried once per call: the poller counts every request against Atlassian's 10 a minute, and
+/// comes back next round.
+const EVENTS_STREAM: Endpoint =
+    Endpoint::new(Verb::Get, "GET /admin/v1/orgs/{orgId}/events-stream", true).once();
 /// Disabling a disabled account changes nothing.
 const DISABLE: Endpoint = Endpoint::new(
     Verb::Post,

@@ -67,6 +67,9 @@ pub struct Endpoint {
     /// It only reads, and is paced as a read: every GET, and the few POSTs that only read
     /// (`POST /api/v2/users-bulk`).
     pub read: bool,
+    /// Tried once per call, never retried inside the call (the events-stream, whose limit is
+    /// counted per request by its caller: a retry here would be a request it did not count).
+    pub once: bool,
 }
 
 impl Endpoint {
@@ -76,7 +79,19 @@ impl Endpoint {
             label,
             idempotent,
             read: matches!(verb, Verb::Get),
+            once: false,
         }
+    }
+
+    /// Marks an endpoint whose calls must not be retried inside the call.
+    pub const fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// Tries a call may make against errors (1 for [`Endpoint::once`]).
+    fn attempts(self, configured: u32) -> u32 {
+        if self.once { 1 } else { configured }
     }
 
     /// Marks an endpoint whose method is not GET as a read.
@@ -326,7 +341,7 @@ impl Executor {
                     tally.errors += 1;
                     // A connection that never opened carried nothing: safe to retry any call.
                     let retryable = endpoint.idempotent || error.is_connect();
-                    if retryable && tally.errors < inner.retry.max_attempts {
+                    if retryable && tally.errors < endpoint.attempts(inner.retry.max_attempts) {
                         let reason = if error.is_timeout() {
                             "timeout"
                         } else {
@@ -427,7 +442,7 @@ impl Executor {
                     request_id = error.request_id(),
                     "Atlassian rate limit: pausing"
                 );
-                if tally.throttled < MAX_THROTTLED {
+                if tally.throttled < endpoint.attempts(MAX_THROTTLED) {
                     // The limiter holds the pause, so every caller of the endpoint (or tenant)
                     // waits it out together; the wait counts against the call's budget.
                     Next::Retry(Duration::ZERO, "rate_limited")
@@ -441,7 +456,7 @@ impl Executor {
             }
             500..=599 | 408 | 425 if endpoint.idempotent => {
                 tally.errors += 1;
-                if tally.errors < inner.retry.max_attempts {
+                if tally.errors < endpoint.attempts(inner.retry.max_attempts) {
                     Next::Retry(
                         inner.retry.backoff.delay(tally.errors, signals.retry_after),
                         "server_error",

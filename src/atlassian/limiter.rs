@@ -207,14 +207,25 @@ impl TenantBudget {
         self.rate.map(|rate| (rate * self.share).max(1e-3))
     }
 
+    /// This process's burst: its share of the tenant's, at least one request.
+    fn effective_burst(&self) -> f64 {
+        (self.burst * self.share).max(1.0)
+    }
+
     fn refill(&mut self, now: Instant) {
         if let Some(rate) = self.effective_rate()
             && now > self.updated
         {
             let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * rate).min(self.burst);
+            self.tokens = (self.tokens + elapsed * rate).min(self.effective_burst());
         }
         self.updated = self.updated.max(now);
+    }
+
+    /// What the whole tenant achieved lately, in successful answers a second (this process's
+    /// share of them, scaled up).
+    fn achieved(&self) -> f64 {
+        self.served.len() as f64 / MEASURE_WINDOW.as_secs_f64() / self.share.max(1e-3)
     }
 
     /// The wait before a token, if there is none now.
@@ -251,6 +262,9 @@ impl TenantBudget {
             .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_SPACING);
         if spaced {
             self.decrease(now);
+            // One round of refusals, one decrease: later ones from requests sent before it must
+            // not count towards another.
+            self.refusals.clear();
         }
         true
     }
@@ -258,9 +272,8 @@ impl TenantBudget {
     /// Multiplicative decrease: [`DECREASE`] of the current rate, or of what was achieved lately
     /// when there was no limit yet.
     fn decrease(&mut self, now: Instant) {
-        // What the whole tenant achieved lately (this process's share of it, scaled up).
-        let achieved = self.served.len() as f64 / MEASURE_WINDOW.as_secs_f64() / self.share.max(1e-3);
-        let current = self.rate.unwrap_or(achieved);
+        // Nothing achieved yet (refused from the first request) leaves the floor to climb from.
+        let current = self.rate.unwrap_or_else(|| self.achieved());
         let floor = self
             .configured
             .map_or(SLOWEST_TENANT, |c| (c * SLOWEST_SHARE).max(SLOWEST_TENANT));
@@ -270,8 +283,10 @@ impl TenantBudget {
     }
 
     /// A successful answer at `now`. Additive increase: about [`INCREASE`] requests a second
-    /// more for every second of calm answers (each answer adds `INCREASE / rate`), up to the
-    /// configured budget if any.
+    /// more for every second of calm answers (each of this process's answers adds
+    /// `INCREASE / (rate · share)`, so N processes together grow the tenant's rate as one), up to
+    /// the configured budget; a learned budget grows at most to twice what is achieved, so a
+    /// quiet day does not inflate it past anything ever tried.
     fn calm(&mut self, now: Instant) {
         self.served.push_back(now);
         while self
@@ -282,11 +297,11 @@ impl TenantBudget {
             self.served.pop_front();
         }
         if let Some(rate) = self.rate {
-            let grown = rate + INCREASE / rate.max(1.0);
-            self.rate = Some(match self.configured {
-                Some(ceiling) => grown.min(ceiling),
-                None => grown,
-            });
+            let grown = rate + INCREASE / (rate * self.share).max(1.0);
+            let ceiling = self
+                .configured
+                .unwrap_or_else(|| (2.0 * self.achieved()).max(rate));
+            self.rate = Some(grown.min(ceiling.max(rate)));
         }
     }
 }
@@ -681,6 +696,36 @@ mod tests {
         state.refused(&remove, at, None, Duration::ZERO);
         let rate = state.tenant_rate("site").unwrap();
         assert!((rate - 28.0).abs() < 1.5, "{rate}");
+    }
+
+    #[test]
+    fn a_learned_budget_does_not_grow_past_what_is_used() {
+        let mut state = LimiterState::new(settings());
+        let start = Instant::now();
+        let users = key("site:confluence", "GET /rest/api/user");
+        let remove = key("site:confluence", "DELETE /rest/api/group/userByGroupId");
+        let calm = RateLimitSignals::default();
+        state.try_acquire(&users, start).unwrap();
+        state.observe(&users, &calm, start);
+        state.refused(&users, start, None, Duration::ZERO);
+        state.refused(&remove, start, None, Duration::ZERO);
+        let learned = state.tenant_rate("site").unwrap();
+        // A quiet day: one answer every ten seconds, for hours.
+        for i in 1..2_000 {
+            let at = start + Duration::from_secs(10 * i);
+            state.try_acquire(&users, at).unwrap();
+            state.observe(&users, &calm, at);
+        }
+        // One answer in the 2-second window is 0.5 a second achieved: at most twice that.
+        let rate = state.tenant_rate("site").unwrap();
+        assert!(rate <= learned.max(1.0) + 1e-9, "{rate} grew past what was used");
+        // Stale refusals from before a decrease do not cause another.
+        let later = start + Duration::from_secs(30_000);
+        state.refused(&users, later, None, Duration::ZERO);
+        state.refused(&remove, later, None, Duration::ZERO);
+        let once = state.tenant_rate("site").unwrap();
+        state.refused(&users, later + Duration::from_secs(2), None, Duration::ZERO);
+        assert_eq!(state.tenant_rate("site"), Some(once));
     }
 
     #[test]

@@ -103,7 +103,13 @@ async fn atlassian_now(settings: &Settings, store: &crate::store::Store, approva
         return String::new();
     };
     let mut out = format!("\n{}\n", super::plan::authority_line(&envelope));
-    let Some(account) = envelope.subject.account_id.as_deref() else {
+    // Only a decision stands against what Atlassian shows; an observation was checked already.
+    let Some(account) = envelope
+        .subject
+        .account_id
+        .as_deref()
+        .filter(|_| envelope.authority == handlers::Authority::Decision)
+    else {
         return out;
     };
     let clients = match atlassian_clients(settings, store, &Metrics::new()) {

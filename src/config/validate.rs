@@ -332,7 +332,11 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             ),
             (VerificationScheme::UrlToken, handlers::Authority::Decision) => warn(
                 format!("{key}.authority"),
-                "decision on a url-token source: whoever holds the token decides who leaves, whatever Atlassian shows; prefer standard-webhooks".into(),
+                "decision on a url-token source: whoever holds the token decides who leaves, whatever Atlassian shows, dated as it likes; prefer standard-webhooks".into(),
+            ),
+            (VerificationScheme::HubSignature, handlers::Authority::Decision) => warn(
+                format!("{key}.authority"),
+                "decision on a hub-signature source: only a body with its own `timestamp` is accepted (decisions are ordered by it); prefer standard-webhooks, whose signed timestamp serves when the body has none".into(),
             ),
             _ => {}
         }

@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use handlers::Authority;
 use serde_json::json;
 use tracing::Instrument;
 
@@ -185,7 +186,10 @@ async fn process(
         &verified,
     )
     .map_err(refusal)?;
-    let envelope = normalized.envelope;
+    let mut envelope = normalized.envelope;
+    if source.authority == Authority::Decision {
+        envelope.occurred_at = decision_time(source, normalized.payload_time, &delivery.headers)?;
+    }
     if !source.allows(&envelope.event_type) {
         return Err(IngressError::Refused {
             status: StatusCode::FORBIDDEN,
@@ -245,6 +249,42 @@ async fn process(
             }
         }
     }
+}
+
+/// When a decision was made, from signed bytes only (decisions are ordered by it): the payload's
+/// own `timestamp`, or for Standard Webhooks the signed `webhook-timestamp` when the payload has
+/// none. A decision with no signed time, or one dated beyond the source's tolerance in the
+/// future, is refused: it would otherwise outrank every real decision about the account.
+fn decision_time(
+    source: &SourceSettings,
+    payload_time: Option<chrono::DateTime<chrono::Utc>>,
+    headers: &HeaderMap,
+) -> Result<chrono::DateTime<chrono::Utc>, IngressError> {
+    let signed_header = || {
+        (source.scheme == VerificationScheme::StandardWebhooks)
+            .then(|| {
+                verify::header(headers, "webhook-timestamp")
+                    .or_else(|| verify::header(headers, "svix-timestamp"))
+            })
+            .flatten()
+            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+    };
+    let at = payload_time.or_else(signed_header).ok_or_else(|| IngressError::Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason: "missing_timestamp",
+        detail: format!(
+            "source `{}` decides (authority = \"decision\"): a decision needs its own signed `timestamp`, by which decisions about an account are ordered",
+            source.name
+        ),
+    })?;
+    let now = chrono::Utc::now();
+    let tolerance =
+        chrono::Duration::seconds(i64::try_from(source.tolerance_seconds()).unwrap_or(i64::MAX / 2));
+    if at > now + tolerance {
+        return Err(IngressError::Unauthorized(verify::VerifyError::NotYetValid));
+    }
+    Ok(at)
 }
 
 /// How a normalization failure is answered: a body that is not JSON is malformed; content refused

@@ -93,11 +93,16 @@ impl OrgEventsPoller {
         ))
     }
 
-    /// Reads and queues one page; true when it held events (more may be waiting). Waits first
-    /// while the events-stream's own limit says so.
+    /// Reads and queues one page; true when it held events (more may be waiting). Reads nothing
+    /// while the events-stream's own limit is spent (the next round looks again: waiting here
+    /// could outlast the poller's lease, and another process could start polling meanwhile).
     pub async fn poll_once(&self) -> Result<bool, PollError> {
-        while let Some(wait) = self.window_wait().await? {
-            tokio::time::sleep(wait).await;
+        if let Some(wait) = self.window_wait().await? {
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "the events-stream's limit is spent; next round"
+            );
+            return Ok(false);
         }
         let cursor = self.store.poll_cursor(CURSOR).await?.map(EventsCursor);
         let query = EventsQuery {
@@ -110,10 +115,13 @@ impl OrgEventsPoller {
             to: None,
             limit: Some(self.settings.page_size),
         };
+        // Counted before it is sent (a request cut short by shutdown still counts), then moved to
+        // when the answer came: Atlassian saw the request before that, so the next one, a window
+        // after this, is a window after Atlassian's count too.
+        let sent = Utc::now();
+        self.store.record_request(CURSOR, sent).await?;
         let page = self.admin.events_page(cursor.as_ref(), &query).await;
-        // Counted from when the answer came, whatever it was: Atlassian saw the request before
-        // that, so the next one, a window after this, is a window after Atlassian's count too.
-        self.store.record_request(CURSOR, Utc::now()).await?;
+        self.store.request_answered(CURSOR, sent, Utc::now()).await?;
         let page = page?;
         for event in &page.events {
             let envelope = self.envelope(event)?;

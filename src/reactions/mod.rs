@@ -19,7 +19,7 @@ use handlers::{Authority, Envelope, EventType, Handler, Plan, Ports, Scheme};
 
 use crate::atlassian::AtlassianClients;
 use crate::config::Settings;
-use crate::store::decisions::Decision;
+use crate::store::decisions::{self, Decision};
 use crate::store::{ApprovalState, Store};
 use crate::worker::{Process, ProcessError, Processed};
 
@@ -171,15 +171,7 @@ impl Reactor {
             return Ok(None);
         };
         if original.authority == Authority::Decision {
-            let latest = self
-                .store
-                .latest_decision(account)
-                .await
-                .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
-            return Ok(latest
-                .filter(|latest| latest.event_id != original.id.to_string())
-                .filter(|latest| newer(latest, original))
-                .map(|latest| superseded_by(&latest)));
+            return self.overtaken(original).await;
         }
         if original.event_type != EventType::UserDeactivated {
             return Ok(None);
@@ -201,17 +193,9 @@ impl Reactor {
         envelope: &Envelope,
         attempt: u32,
     ) -> Result<Option<String>, ProcessError> {
-        let lifecycle = matches!(
-            envelope.event_type,
-            EventType::UserCreated
-                | EventType::UserDeactivated
-                | EventType::UserReactivated
-                | EventType::UserRemoved
-        );
-        let Some(account) = envelope.subject.account_id.as_deref().filter(|_| lifecycle) else {
+        let Some(account) = decided_account(envelope) else {
             return Ok(None);
         };
-        let store_error = |e: crate::store::StoreError| ProcessError::transient(format!("store: {e}"));
         let decision = Decision {
             account_id: account.to_owned(),
             decided_at: envelope.occurred_at,
@@ -222,6 +206,8 @@ impl Reactor {
         if let Some(newer) = self.store.record_decision(&decision).await.map_err(store_error)? {
             return Ok(Some(superseded_by(&newer)));
         }
+        // The latest decision about the account: older decisions' plans still waiting for a
+        // person, which would now undo or repeat it, are superseded.
         for approval in self
             .store
             .pending_approvals_for(account)
@@ -231,18 +217,38 @@ impl Reactor {
             let Ok(older) = serde_json::from_str::<Envelope>(&approval.envelope) else {
                 continue;
             };
-            let older_decision = older.authority == Authority::Decision && older.id != envelope.id;
-            if older_decision && !newer_envelope(&older, envelope) {
-                let plan: Plan = serde_json::from_str(&approval.plan)
-                    .map_err(|e| ProcessError::permanent(format!("stored plan: {e}")))?;
-                let why = superseded_by(&decision);
-                self.executor
-                    .supersede(&approval, ApprovalState::Pending, &plan, &older, attempt, &why)
-                    .await?;
-                tracing::warn!(approval = %approval.id, %why, "a waiting plan was superseded by a newer decision");
+            let older_decision = decided_account(&older).is_some()
+                && older.id != envelope.id
+                && decisions::order(older.occurred_at, &older.id.to_string()) < decision.order();
+            if !older_decision {
+                continue;
             }
+            let Ok(plan) = serde_json::from_str::<Plan>(&approval.plan) else {
+                tracing::warn!(approval = %approval.id, "a waiting plan cannot be read; left for a person to reject");
+                continue;
+            };
+            let why = superseded_by(&decision);
+            self.executor
+                .supersede(&approval, ApprovalState::Pending, &plan, &older, attempt, &why)
+                .await?;
+            tracing::warn!(approval = %approval.id, %why, "a waiting plan was superseded by a newer decision");
         }
         Ok(None)
+    }
+
+    /// Whether a newer decision about the account has been recorded since `envelope`'s (a
+    /// decision) was: then it must not be performed.
+    async fn overtaken(&self, envelope: &Envelope) -> Result<Option<String>, ProcessError> {
+        let Some(account) = decided_account(envelope) else {
+            return Ok(None);
+        };
+        let latest = self.store.latest_decision(account).await.map_err(store_error)?;
+        Ok(latest
+            .filter(|latest| latest.event_id != envelope.id.to_string())
+            .filter(|latest| {
+                latest.order() > decisions::order(envelope.occurred_at, &envelope.id.to_string())
+            })
+            .map(|latest| superseded_by(&latest)))
     }
 
     /// Performs an approved plan, exactly as recorded, unless what it was about changed since.
@@ -321,6 +327,12 @@ impl Process for Reactor {
         if plans.is_empty() {
             return Ok(Processed::Skipped(no_policy(envelope)));
         }
+        // Planning read Atlassian, which takes time: a newer decision may have come meanwhile.
+        if envelope.authority == Authority::Decision
+            && let Some(why) = self.overtaken(envelope).await?
+        {
+            return Ok(Processed::Skipped(why));
+        }
         for plan in &plans {
             let ran = self.executor.run(plan, envelope, attempt).await?;
             tracing::info!(handler = %plan.handler, outcome = ?ran, "plan handled");
@@ -329,21 +341,34 @@ impl Process for Reactor {
     }
 
     fn ignores(&self, envelope: &Envelope) -> Option<String> {
-        let handled =
-            envelope.event_type == EventType::ApprovalGranted || self.planner.handles(&envelope.event_type);
+        // A decision about an account is ordered among the others even when no policy acts on
+        // it: an older decision arriving later must still find it newer.
+        let handled = envelope.event_type == EventType::ApprovalGranted
+            || self.planner.handles(&envelope.event_type)
+            || decided_account(envelope).is_some();
         (!handled).then(|| no_policy(envelope))
     }
 }
 
-/// Whether `decision` is newer than the decision `envelope` carries (by time, then event id).
-fn newer(decision: &Decision, envelope: &Envelope) -> bool {
-    (decision.decided_at, decision.event_id.as_str())
-        > (envelope.occurred_at, envelope.id.to_string().as_str())
+/// The account a decision about an account's lifecycle is about; `None` for anything else
+/// (observations, other types, no account).
+fn decided_account(envelope: &Envelope) -> Option<&str> {
+    let lifecycle = matches!(
+        envelope.event_type,
+        EventType::UserCreated
+            | EventType::UserDeactivated
+            | EventType::UserReactivated
+            | EventType::UserRemoved
+    );
+    envelope
+        .subject
+        .account_id
+        .as_deref()
+        .filter(|_| lifecycle && envelope.authority == Authority::Decision)
 }
 
-/// Whether decision `a` is newer than decision `b` (by time, then event id).
-fn newer_envelope(a: &Envelope, b: &Envelope) -> bool {
-    (a.occurred_at, a.id) > (b.occurred_at, b.id)
+fn store_error(error: crate::store::StoreError) -> ProcessError {
+    ProcessError::transient(format!("store: {error}"))
 }
 
 fn superseded_by(newer: &Decision) -> String {

@@ -17,6 +17,19 @@ pub struct Decision {
     pub source: String,
 }
 
+/// Where a decision stands among the others about its account: its time to the millisecond (as
+/// stored), then its event id. The store orders by exactly this, and so must everything else.
+pub fn order(decided_at: DateTime<Utc>, event_id: &str) -> (i64, String) {
+    (to_millis(decided_at), event_id.to_owned())
+}
+
+impl Decision {
+    /// This decision's place in the order (see [`order`]).
+    pub fn order(&self) -> (i64, String) {
+        order(self.decided_at, &self.event_id)
+    }
+}
+
 impl Store {
     /// Records `decision` as the account's latest unless a newer one is recorded already; that
     /// newer one is returned then (`decision` is superseded). Decisions are ordered by time,

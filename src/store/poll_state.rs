@@ -92,6 +92,22 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the request of kind `name` recorded at `sent` to `answered` (when its answer came).
+    pub async fn request_answered(
+        &self,
+        name: &str,
+        sent: DateTime<Utc>,
+        answered: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE request_log SET at = $1 WHERE name = $2 AND at = $3")
+            .bind(to_millis(answered))
+            .bind(name)
+            .bind(to_millis(sent))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// The times of requests of kind `name` made after `since`, oldest first.
     pub async fn requests_since(
         &self,

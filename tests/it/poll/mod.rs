@@ -4,19 +4,11 @@
 mod org_events;
 mod reconcile;
 
-use gatehouse::config::{EndpointRateLimit, Settings};
+use gatehouse::config::Settings;
 
 /// The simulator's events-stream, unthrottled for tests (Atlassian's own limit is 10 a minute,
 /// which the poller keeps by default).
 pub fn fast_events(settings: &mut Settings) {
     settings.poll.requests_per_window = 1_000;
     settings.poll.window_seconds = 1;
-    let atlassian = settings.atlassian.as_mut().expect("[atlassian] configured");
-    atlassian.rate_limit.endpoints.insert(
-        "GET /admin/v1/orgs/{orgId}/events-stream".to_owned(),
-        EndpointRateLimit {
-            per_second: 100.0,
-            burst: 100,
-        },
-    );
 }

@@ -193,7 +193,7 @@ async fn the_events_stream_limit_holds_in_every_window_and_across_a_restart() {
         .filter(|r| r.path.ends_with("/events-stream"))
         .map(|r| r.at_ms)
         .collect();
-    assert!(polls.len() >= 6, "it kept polling: {polls:?}");
+    assert!(polls.len() >= 4, "it kept polling: {polls:?}");
     for (i, first) in polls.iter().enumerate() {
         let within = polls[i..].iter().take_while(|t| **t < first + 2_000).count();
         assert!(

@@ -219,28 +219,118 @@ async fn a_newer_decision_supersedes_an_older_plan_still_waiting() {
     world.stop().await;
 }
 
-/// Two worker processes calling one tenant each take half of its budget (counted through
-/// leases in the store they share).
+/// A decision no policy acts on is still ordered: an older one arriving later is superseded.
 #[tokio::test]
-async fn worker_processes_share_the_tenant_budget() {
+async fn a_decision_no_policy_handles_still_orders_the_others() {
+    let leaver_only = r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups"]
+"#;
+    let world = World::start(active_ann(), policies(leaver_only), decisions).await;
+    let now = Utc::now();
+    // HR: ann stays (nothing to do about it here)...
+    let stays = world
+        .send_at("user.reactivated", "hr-2", json!({"account_id": "ann"}), now)
+        .await;
+    world.settled(&stays, &["skipped"]).await;
+    // ...and an older leave decision arriving afterwards must not take her groups.
+    let leaves = world
+        .send_at(
+            "user.deactivated",
+            "hr-1",
+            json!({"account_id": "ann"}),
+            now - Duration::hours(1),
+        )
+        .await;
+    world.settled(&leaves, &["skipped"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(world.groups_of("ann").await, ["team-x"]);
+    world.stop().await;
+}
+
+/// An observation that contradicts a decision waiting for approval (Atlassian reports the
+/// person active) does not cancel it; approved, it is performed.
+#[tokio::test]
+async fn an_observation_does_not_cancel_a_decision_waiting_for_approval() {
     let world = World::start(active_ann(), policies(LEAVER), |s| {
-        s.atlassian.as_mut().unwrap().rate_limit.tenant_per_second = Some(20.0);
+        decisions(s);
+        let mut seen = s.sources[0].clone();
+        seen.name = "seen".into();
+        seen.authority = Authority::Observation;
+        s.sources.push(seen);
     })
     .await;
-    let second =
-        crate::helpers::TestApp::start_roles(world.app.settings.clone(), None, gatehouse::app::Roles::WORKER)
-            .await;
-    let share = |app: &crate::helpers::TestApp| {
-        app.metrics
-            .render()
-            .lines()
-            .find_map(|l| l.strip_prefix("gatehouse_atlassian_budget_share "))
-            .map(|v| v.trim().to_owned())
-    };
-    eventually(LONG, "each process takes half", || async {
-        share(&world.app).as_deref() == Some("0.5") && share(&second).as_deref() == Some("0.5")
+    world
+        .send("user.deactivated", "hr-ann", json!({"account_id": "ann"}))
+        .await;
+    eventually(LONG, "the disable waits for a person", || async {
+        pending(&world).await.len() == 1
     })
     .await;
-    second.shutdown().await;
+    let waiting = pending(&world).await.remove(0);
+    let observed = world
+        .send_via(
+            "seen",
+            "user.reactivated",
+            "seen-ann",
+            json!({"account_id": "ann"}),
+        )
+        .await;
+    world.settled(&observed, &["received"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        world
+            .app
+            .store
+            .approval(&waiting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ApprovalState::Pending,
+        "the observation did not cancel the decision's plan"
+    );
+    approve(
+        &world.app.audit,
+        world.app.queue.as_ref(),
+        &waiting.id,
+        "security-lead",
+        gatehouse::config::Span::parse("7d").unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the disable performed", || async {
+        world
+            .requests()
+            .await
+            .iter()
+            .any(|r| r.path.ends_with("/lifecycle/disable"))
+    })
+    .await;
+    world.stop().await;
+}
+
+/// A decision without a signed time of its own cannot be ordered: refused, and one dated ahead
+/// of the source's tolerance too.
+#[tokio::test]
+async fn decisions_need_a_signed_time_that_is_not_in_the_future() {
+    let world = World::start(active_ann(), policies(LEAVER), decisions).await;
+    let future = world
+        .post_relay(
+            json!({"type": "user.deactivated", "timestamp": (Utc::now() + Duration::hours(2)).to_rfc3339(), "data": {"account_id": "ann"}}),
+            "hr-future",
+        )
+        .await;
+    assert_eq!(future, 401);
+    // Without a body timestamp, the signed webhook-timestamp dates it: accepted.
+    let undated = world
+        .post_relay(
+            json!({"type": "user.deactivated", "data": {"account_id": "ann"}}),
+            "hr-undated",
+        )
+        .await;
+    assert_eq!(undated, 202);
     world.stop().await;
 }

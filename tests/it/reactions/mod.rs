@@ -6,6 +6,7 @@ mod approvals;
 mod decisions;
 mod deprovision;
 mod guard;
+mod pacing;
 mod plan_cli;
 
 use std::time::Duration;
@@ -75,6 +76,33 @@ impl World {
     pub async fn send(&self, event_type: &str, delivery_id: &str, data: Value) -> String {
         self.send_at(event_type, delivery_id, data, chrono::Utc::now())
             .await
+    }
+
+    /// Like [`World::send`], through the source named `source` (signed with the same secret).
+    pub async fn send_via(&self, source: &str, event_type: &str, delivery_id: &str, data: Value) -> String {
+        let body = json!({"type": event_type, "timestamp": chrono::Utc::now().to_rfc3339(), "data": data})
+            .to_string()
+            .into_bytes();
+        let headers = signing::standard_webhooks(WHSEC, delivery_id, signing::now(), &body);
+        let response = self
+            .app
+            .post(&format!("/webhooks/{source}"), &body, &headers)
+            .await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert!(status == 202 || status == 200, "{status} {answer}");
+        answer["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Posts `body` to the relay source, signed; the status.
+    pub async fn post_relay(&self, body: Value, delivery_id: &str) -> u16 {
+        let body = body.to_string().into_bytes();
+        let headers = signing::standard_webhooks(WHSEC, delivery_id, signing::now(), &body);
+        self.app
+            .post("/webhooks/relay", &body, &headers)
+            .await
+            .status()
+            .as_u16()
     }
 
     /// Like [`World::send`], with the event's own (signed) time `at`.
