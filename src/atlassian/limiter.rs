@@ -6,11 +6,12 @@
 //!   from its endpoint's bucket (`reads_per_second` or `writes_per_second`, by whether the
 //!   endpoint reads: a few POSTs do).
 //! - A burst 429 pauses that endpoint for exactly `Retry-After` when Atlassian gives one (the
-//!   backoff otherwise), never longer. When 429s come from several endpoints of a tenant within a
-//!   few seconds, the tenant as a whole is too fast: its budget drops to 70% (multiplicative
-//!   decrease) and grows back by about two requests a second per second of calm answers
+//!   backoff otherwise), never longer. When 429s come from several endpoints of a tenant within ten
+//!   seconds, the tenant as a whole is too fast: its budget drops to 70% (multiplicative
+//!   decrease, at most once a second: later refusals answer requests sent before it) and grows back by about two requests a second per second of calm answers
 //!   (additive increase). A tenant with no configured budget learns one this way: it starts
-//!   unlimited and its first such decrease takes 70% of the rate it was actually getting. 429s
+//!   unlimited and its first such decrease takes 70% of the rate it was actually getting, and
+//!   grows back at most half past the rate found too fast (or twice what it achieves). 429s
 //!   from one endpoint alone halve that endpoint's pace instead.
 //! - A 429 with a quota `RateLimit-Reason` pauses the whole tenant until `X-RateLimit-Reset`:
 //!   the quota is the tenant's, so every endpoint would be refused.
@@ -41,11 +42,13 @@ const SLOWEST_SHARE: f64 = 0.1;
 const RECOVERY_SHARE: f64 = 0.05;
 /// 429s from this many endpoints within [`CONGESTION_WINDOW`] mean the tenant is too fast.
 const CONGESTED_ENDPOINTS: usize = 2;
-const CONGESTION_WINDOW: Duration = Duration::from_secs(5);
+const CONGESTION_WINDOW: Duration = Duration::from_secs(10);
 /// A tenant's budget is halved at most this often (one round of refusals, one decrease).
 const DECREASE_SPACING: Duration = Duration::from_secs(1);
 /// How far back a tenant's achieved rate is measured, for its first decrease.
 const MEASURE_WINDOW: Duration = Duration::from_secs(2);
+/// The achieved rate is never measured over less than this, lest one quick answer look fast.
+const SHORTEST_MEASURE: Duration = Duration::from_millis(250);
 /// A learned tenant budget never goes below this (requests a second).
 const SLOWEST_TENANT: f64 = 0.5;
 /// A tenant too fast keeps this share of its rate (multiplicative decrease; TCP's CUBIC keeps
@@ -181,7 +184,12 @@ struct TenantBudget {
     /// Recent successful answers, to measure the rate actually achieved (refused requests do
     /// not count: they are what exceeding it looks like).
     served: VecDeque<Instant>,
+    /// The first successful answer ever: until [`MEASURE_WINDOW`] has passed since, the rate
+    /// achieved is measured over the time there has been.
+    first_served: Option<Instant>,
     decreased_at: Option<Instant>,
+    /// The rate at the last decrease: the level known to be too fast.
+    too_fast: Option<f64>,
     paused_until: Option<Instant>,
 }
 
@@ -197,7 +205,9 @@ impl TenantBudget {
             share: 1.0,
             refusals: VecDeque::new(),
             served: VecDeque::new(),
+            first_served: None,
             decreased_at: None,
+            too_fast: None,
             paused_until: None,
         }
     }
@@ -224,8 +234,12 @@ impl TenantBudget {
 
     /// What the whole tenant achieved lately, in successful answers a second (this process's
     /// share of them, scaled up).
-    fn achieved(&self) -> f64 {
-        self.served.len() as f64 / MEASURE_WINDOW.as_secs_f64() / self.share.max(1e-3)
+    fn achieved(&self, now: Instant) -> f64 {
+        let measured = self
+            .first_served
+            .map_or(MEASURE_WINDOW, |first| now.saturating_duration_since(first))
+            .clamp(SHORTEST_MEASURE, MEASURE_WINDOW);
+        self.served.len() as f64 / measured.as_secs_f64() / self.share.max(1e-3)
     }
 
     /// The wait before a token, if there is none now.
@@ -241,7 +255,7 @@ impl TenantBudget {
     }
 
     /// Remembers a 429 from `endpoint`; true when the tenant as a whole is too fast (refusals
-    /// from several endpoints lately), after which its budget was halved.
+    /// from several endpoints lately), in which case its budget was lowered unless it just was.
     fn refused(&mut self, endpoint: &'static str, now: Instant) -> bool {
         self.refusals.push_back((now, endpoint));
         while self
@@ -257,14 +271,13 @@ impl TenantBudget {
         if endpoints.len() < CONGESTED_ENDPOINTS {
             return false;
         }
-        let spaced = self
+        // One round of refusals, one decrease: refusals within [`DECREASE_SPACING`] of the last
+        // decrease answer to requests sent before it, and are already answered by it.
+        if self
             .decreased_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_SPACING);
-        if spaced {
+            .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_SPACING)
+        {
             self.decrease(now);
-            // One round of refusals, one decrease: later ones from requests sent before it must
-            // not count towards another.
-            self.refusals.clear();
         }
         true
     }
@@ -273,7 +286,8 @@ impl TenantBudget {
     /// when there was no limit yet.
     fn decrease(&mut self, now: Instant) {
         // Nothing achieved yet (refused from the first request) leaves the floor to climb from.
-        let current = self.rate.unwrap_or_else(|| self.achieved());
+        let current = self.rate.unwrap_or_else(|| self.achieved(now));
+        self.too_fast = Some(current);
         let floor = self
             .configured
             .map_or(SLOWEST_TENANT, |c| (c * SLOWEST_SHARE).max(SLOWEST_TENANT));
@@ -285,10 +299,12 @@ impl TenantBudget {
     /// A successful answer at `now`. Additive increase: about [`INCREASE`] requests a second
     /// more for every second of calm answers (each of this process's answers adds
     /// `INCREASE / (rate · share)`, so N processes together grow the tenant's rate as one), up to
-    /// the configured budget; a learned budget grows at most to twice what is achieved, so a
-    /// quiet day does not inflate it past anything ever tried.
+    /// the configured budget; a learned budget grows back past the level found too fast by half
+    /// at most, or to twice what is achieved when that is more, so a quiet day does not inflate
+    /// it past anything ever tried while a busy one can still probe for more.
     fn calm(&mut self, now: Instant) {
         self.served.push_back(now);
+        self.first_served.get_or_insert(now);
         while self
             .served
             .front()
@@ -300,7 +316,7 @@ impl TenantBudget {
             let grown = rate + INCREASE / (rate * self.share).max(1.0);
             let ceiling = self
                 .configured
-                .unwrap_or_else(|| (2.0 * self.achieved()).max(rate));
+                .unwrap_or_else(|| (2.0 * self.achieved(now)).max(1.5 * self.too_fast.unwrap_or(0.0)));
             self.rate = Some(grown.min(ceiling.max(rate)));
         }
     }
@@ -705,27 +721,38 @@ mod tests {
         let users = key("site:confluence", "GET /rest/api/user");
         let remove = key("site:confluence", "DELETE /rest/api/group/userByGroupId");
         let calm = RateLimitSignals::default();
-        state.try_acquire(&users, start).unwrap();
-        state.observe(&users, &calm, start);
-        state.refused(&users, start, None, Duration::ZERO);
-        state.refused(&remove, start, None, Duration::ZERO);
+        // Twenty answers in the first second, then refusals from two endpoints: the tenant was
+        // too fast at 20 a second.
+        for i in 0..20 {
+            let at = start + Duration::from_millis(50 * i);
+            state.observe(&users, &calm, at);
+        }
+        let refused_at = start + Duration::from_secs(1);
+        state.refused(&users, refused_at, None, Duration::ZERO);
+        state.refused(&remove, refused_at, None, Duration::ZERO);
         let learned = state.tenant_rate("site").unwrap();
-        // A quiet day: one answer every ten seconds, for hours.
+        assert!((learned - 0.7 * 20.0).abs() < 1.0, "{learned}");
+        // A quiet day: one answer every ten seconds, for hours. It may probe past the level
+        // found too fast, by half at most, never on and on.
         for i in 1..2_000 {
-            let at = start + Duration::from_secs(10 * i);
+            let at = refused_at + Duration::from_secs(10 * i);
             state.try_acquire(&users, at).unwrap();
             state.observe(&users, &calm, at);
         }
-        // One answer in the 2-second window is 0.5 a second achieved: at most twice that.
         let rate = state.tenant_rate("site").unwrap();
-        assert!(rate <= learned.max(1.0) + 1e-9, "{rate} grew past what was used");
-        // Stale refusals from before a decrease do not cause another.
+        assert!(rate <= 1.5 * 20.0 + 1e-9, "{rate} grew past what was ever tried");
+        // Refusals of requests sent before a decrease (within its spacing) do not cause another;
+        // one after it does, and is the tenant's however few endpoints it came from.
         let later = start + Duration::from_secs(30_000);
         state.refused(&users, later, None, Duration::ZERO);
         state.refused(&remove, later, None, Duration::ZERO);
         let once = state.tenant_rate("site").unwrap();
-        state.refused(&users, later + Duration::from_secs(2), None, Duration::ZERO);
+        let (_, tenant_wide) =
+            state.refused(&users, later + Duration::from_millis(300), None, Duration::ZERO);
+        assert!(tenant_wide);
         assert_eq!(state.tenant_rate("site"), Some(once));
+        state.refused(&users, later + Duration::from_secs(2), None, Duration::ZERO);
+        assert!(state.tenant_rate("site").unwrap() < once);
     }
 
     #[test]
