@@ -1,6 +1,7 @@
 //! The organization APIs: `GET /admin/v1/orgs/{org_id}/events-stream` (cursor-paged, and the
 //! cursor keeps working past the last page, so a poller polls it) and user management
-//! `POST /users/{account_id}/manage/lifecycle/{disable|enable}`.
+//! `POST /users/{account_id}/manage/lifecycle/{disable|enable}`. The events-stream's world is
+//! the one its org id names; user management's, the one whose admin API key is presented.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::api::Api;
 use crate::log::Seq;
 use crate::paging::{QueryMap, decode_cursor, encode_cursor, number};
 use crate::seed::AccountStatus;
+use crate::tenant::Tenant;
 use crate::world::Refusal;
 use crate::{Shared, lock};
 
@@ -36,7 +38,7 @@ struct OrgPath {
 }
 
 async fn events_stream(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path(path): Path<OrgPath>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -57,12 +59,12 @@ async fn events_stream(
         (Ok(from), Ok(to)) => (from.map(|n| n as i64), to.map(|n| n as i64)),
         _ => return bad_request("from and to are epoch milliseconds"),
     };
-    let max = lock(&shared.policy).events_max_limit;
+    let max = lock(&tenant.policy).events_max_limit;
     let limit = match number(&query, "limit") {
-        Ok(requested) => shared.page_size(requested, max, max),
+        Ok(requested) => tenant.page_size(requested, max, max),
         Err(message) => return bad_request(&message),
     };
-    let world = lock(&shared.world);
+    let world = lock(&tenant.world);
     let mut data = Vec::new();
     // Where the next poll resumes: after the last event returned, or after everything scanned.
     let mut next = position;
@@ -92,29 +94,38 @@ struct AccountPath {
     account_id: String,
 }
 
-fn set_status(shared: &Shared, seq: Seq, account_id: &str, status: AccountStatus) -> Response {
+fn set_status(
+    shared: &Shared,
+    tenant: &Tenant,
+    seq: Seq,
+    account_id: &str,
+    status: AccountStatus,
+) -> Response {
     let actor = shared.log.actor(seq, "admin");
-    match lock(&shared.world).set_account_status(account_id, status, &actor) {
+    match lock(&tenant.world).set_account_status(account_id, status, &actor) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(Refusal::NotFound(message)) => Api::Admin.error(StatusCode::NOT_FOUND, &message),
         Err(Refusal::Conflict(message) | Refusal::Invalid(message)) => bad_request(&message),
     }
 }
 
-/// The body (`{"message": …}`) is optional and only shown to the user on Atlassian.
+/// The body (`{"message": …}`) is optional and only shown to the user on Atlassian. The world
+/// is the one whose admin API key the request presents (the gate chose it).
 async fn disable(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<AccountPath>,
     _message: axum::body::Bytes,
 ) -> Response {
-    set_status(&shared, seq, &path.account_id, AccountStatus::Inactive)
+    set_status(&shared, &tenant, seq, &path.account_id, AccountStatus::Inactive)
 }
 
 async fn enable(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<AccountPath>,
 ) -> Response {
-    set_status(&shared, seq, &path.account_id, AccountStatus::Active)
+    set_status(&shared, &tenant, seq, &path.account_id, AccountStatus::Active)
 }

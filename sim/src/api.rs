@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 /// A family of routes sharing authentication and error format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
-    /// `/wiki/...` on the site.
+    /// `/wiki/...` on the first tenant's site, `/sites/{cloudId}/wiki/...` on any tenant's.
     ConfluenceSite,
     /// `/ex/confluence/{cloudId}/wiki/...` on the gateway.
     ConfluenceGateway,
@@ -25,9 +25,21 @@ pub(crate) enum Api {
 /// The gateway prefix of Confluence routes.
 pub(crate) const GATEWAY_PREFIX: &str = "/ex/confluence/{cloud_id}";
 
+/// The prefix of a named tenant's site routes (a stand-in for `https://{site}.atlassian.net`).
+pub(crate) const SITE_PREFIX: &str = "/sites/{cloud_id}";
+
+/// The endpoint a route template stands for, whichever way it was reached: site, named site or
+/// gateway all give `/wiki/...`, so they share rate-limit buckets as on Atlassian.
+pub(crate) fn endpoint(route: &str) -> &str {
+    route
+        .strip_prefix(GATEWAY_PREFIX)
+        .or_else(|| route.strip_prefix(SITE_PREFIX))
+        .unwrap_or(route)
+}
+
 impl Api {
     pub fn of_route(route: &str) -> Api {
-        if route.starts_with("/wiki/") {
+        if route.starts_with("/wiki/") || route.starts_with("/sites/") {
             Api::ConfluenceSite
         } else if route.starts_with("/ex/confluence/") {
             Api::ConfluenceGateway

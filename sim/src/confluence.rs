@@ -1,6 +1,7 @@
 //! Confluence Cloud REST: the v1 user and group endpoints (id-based, and the deprecated
-//! name-based ones beside them) and v2 `users-bulk`. The router is mounted twice: on the site
-//! (`/wiki`) and on the gateway (`/ex/confluence/{cloud_id}/wiki`).
+//! name-based ones beside them) and v2 `users-bulk`. The router is mounted three times: on the
+//! first tenant's site (`/wiki`), on any tenant's site (`/sites/{cloud_id}/wiki`) and on the
+//! gateway (`/ex/confluence/{cloud_id}/wiki`); the handlers serve the world the gate chose.
 //!
 //! Group names are case-sensitive everywhere except the picker, which searches.
 
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use crate::api::confluence_error;
 use crate::log::Seq;
 use crate::paging::{QueryMap, cursor_page, offset_page};
+use crate::tenant::Tenant;
 use crate::world::{Account, Group, Refusal, World};
 use crate::{Shared, lock};
 
@@ -104,24 +106,24 @@ fn sorted_groups(world: &World, keep: impl Fn(&Group) -> bool) -> Vec<&Group> {
     groups
 }
 
-async fn user(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn user(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
     let account_id = match required(&query, "accountId") {
         Ok(id) => id,
         Err(response) => return response,
     };
-    match lock(&shared.world).accounts.get(account_id) {
+    match lock(&tenant.world).accounts.get(account_id) {
         Some(account) => Json(v1_user(account)).into_response(),
         None => not_found(format!("no user with accountId {account_id}")),
     }
 }
 
-async fn member_of(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn member_of(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
     let account_id = match required(&query, "accountId") {
         Ok(id) => id.to_owned(),
         Err(response) => return response,
     };
     let items: Vec<Value> = {
-        let world = lock(&shared.world);
+        let world = lock(&tenant.world);
         if !world.accounts.contains_key(&account_id) {
             return not_found(format!("no user with accountId {account_id}"));
         }
@@ -131,7 +133,7 @@ async fn member_of(State(shared): State<Arc<Shared>>, Query(query): Query<QueryM
             .collect()
     };
     page_response(offset_page(
-        &shared,
+        &tenant,
         items,
         &query,
         "/rest/api/user/memberof",
@@ -139,26 +141,26 @@ async fn member_of(State(shared): State<Arc<Shared>>, Query(query): Query<QueryM
     ))
 }
 
-async fn groups(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
-    let items: Vec<Value> = sorted_groups(&lock(&shared.world), |_| true)
+async fn groups(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+    let items: Vec<Value> = sorted_groups(&lock(&tenant.world), |_| true)
         .into_iter()
         .map(v1_group)
         .collect();
-    page_response(offset_page(&shared, items, &query, "/rest/api/group", &[]))
+    page_response(offset_page(&tenant, items, &query, "/rest/api/group", &[]))
 }
 
 /// Searches names case-insensitively (it is a search box), unlike every other endpoint.
-async fn picker(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn picker(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
     let needle = match required(&query, "query") {
         Ok(q) => q.to_lowercase(),
         Err(response) => return response,
     };
-    let items: Vec<Value> = sorted_groups(&lock(&shared.world), |g| g.name.to_lowercase().contains(&needle))
+    let items: Vec<Value> = sorted_groups(&lock(&tenant.world), |g| g.name.to_lowercase().contains(&needle))
         .into_iter()
         .map(v1_group)
         .collect();
     page_response(offset_page(
-        &shared,
+        &tenant,
         items,
         &query,
         "/rest/api/group/picker",
@@ -166,35 +168,35 @@ async fn picker(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>
     ))
 }
 
-async fn group_by_id(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn group_by_id(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
     let id = match required(&query, "id") {
         Ok(id) => id,
         Err(response) => return response,
     };
-    match lock(&shared.world).groups.get(id) {
+    match lock(&tenant.world).groups.get(id) {
         Some(group) => Json(v1_group(group)).into_response(),
         None => not_found(format!("no group with id {id}")),
     }
 }
 
 /// Deprecated; exact, case-sensitive name.
-async fn group_by_name(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn group_by_name(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
     let name = match required(&query, "name") {
         Ok(name) => name,
         Err(response) => return response,
     };
-    match lock(&shared.world).groups.values().find(|g| g.name == name) {
+    match lock(&tenant.world).groups.values().find(|g| g.name == name) {
         Some(group) => Json(v1_group(group)).into_response(),
         None => not_found(format!("no group named {name}")),
     }
 }
 
-fn member_page(shared: &Shared, group: Option<Group>, query: &QueryMap, path: &str) -> Response {
+fn member_page(tenant: &Tenant, group: Option<Group>, query: &QueryMap, path: &str) -> Response {
     let Some(group) = group else {
         return not_found("group not found");
     };
     let items: Vec<Value> = {
-        let world = lock(&shared.world);
+        let world = lock(&tenant.world);
         group
             .members
             .iter()
@@ -202,21 +204,21 @@ fn member_page(shared: &Shared, group: Option<Group>, query: &QueryMap, path: &s
             .map(v1_user)
             .collect()
     };
-    page_response(offset_page(shared, items, query, path, &[]))
+    page_response(offset_page(tenant, items, query, path, &[]))
 }
 
 async fn members_by_id(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path(path): Path<GroupPath>,
     Query(query): Query<QueryMap>,
 ) -> Response {
-    let group = lock(&shared.world).groups.get(&path.group).cloned();
+    let group = lock(&tenant.world).groups.get(&path.group).cloned();
     let link = format!("/rest/api/group/{}/membersByGroupId", path.group);
-    member_page(&shared, group, &query, &link)
+    member_page(&tenant, group, &query, &link)
 }
 
-fn group_named(shared: &Shared, name: &str) -> Option<Group> {
-    lock(&shared.world)
+fn group_named(tenant: &Tenant, name: &str) -> Option<Group> {
+    lock(&tenant.world)
         .groups
         .values()
         .find(|g| g.name == name)
@@ -224,24 +226,27 @@ fn group_named(shared: &Shared, name: &str) -> Option<Group> {
 }
 
 /// Deprecated: `/group/member?name=`.
-async fn members_by_name_query(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn members_by_name_query(
+    Extension(tenant): Extension<Arc<Tenant>>,
+    Query(query): Query<QueryMap>,
+) -> Response {
     let name = match required(&query, "name") {
         Ok(name) => name.to_owned(),
         Err(response) => return response,
     };
-    let group = group_named(&shared, &name);
-    member_page(&shared, group, &query, "/rest/api/group/member")
+    let group = group_named(&tenant, &name);
+    member_page(&tenant, group, &query, "/rest/api/group/member")
 }
 
 /// Deprecated: `/group/{groupName}/member`.
 async fn members_by_name_path(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path(path): Path<GroupPath>,
     Query(query): Query<QueryMap>,
 ) -> Response {
-    let group = group_named(&shared, &path.group);
+    let group = group_named(&tenant, &path.group);
     let link = format!("/rest/api/group/{}/member", path.group);
-    member_page(&shared, group, &query, &link)
+    member_page(&tenant, group, &query, &link)
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,9 +256,16 @@ struct AccountBody {
 }
 
 /// Adds (201) or removes (204, also when the account was not a member) a membership.
-fn change_membership(shared: &Shared, seq: Seq, group_id: &str, account_id: &str, add: bool) -> Response {
+fn change_membership(
+    shared: &Shared,
+    tenant: &Tenant,
+    seq: Seq,
+    group_id: &str,
+    account_id: &str,
+    add: bool,
+) -> Response {
     let actor = shared.log.actor(seq, "confluence");
-    let mut world = lock(&shared.world);
+    let mut world = lock(&tenant.world);
     let (changed, done) = if add {
         (
             world.add_member(group_id, account_id, &actor),
@@ -273,12 +285,13 @@ fn change_membership(shared: &Shared, seq: Seq, group_id: &str, account_id: &str
 
 async fn add_by_id(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
     Json(body): Json<AccountBody>,
 ) -> Response {
     match required(&query, "groupId") {
-        Ok(group_id) => change_membership(&shared, seq, group_id, &body.account_id, true),
+        Ok(group_id) => change_membership(&shared, &tenant, seq, group_id, &body.account_id, true),
         Err(response) => response,
     }
 }
@@ -286,6 +299,7 @@ async fn add_by_id(
 /// 204 also when the account was not a member.
 async fn remove_by_id(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -293,12 +307,13 @@ async fn remove_by_id(
         (Ok(g), Ok(a)) => (g, a),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    change_membership(&shared, seq, group_id, account_id, false)
+    change_membership(&shared, &tenant, seq, group_id, account_id, false)
 }
 
 /// Deprecated: `POST /group/user?name=`.
 async fn add_by_name(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
     Json(body): Json<AccountBody>,
@@ -307,15 +322,16 @@ async fn add_by_name(
         Ok(name) => name,
         Err(response) => return response,
     };
-    let Some(group) = group_named(&shared, name) else {
+    let Some(group) = group_named(&tenant, name) else {
         return not_found(format!("no group named {name}"));
     };
-    change_membership(&shared, seq, &group.id, &body.account_id, true)
+    change_membership(&shared, &tenant, seq, &group.id, &body.account_id, true)
 }
 
 /// Deprecated: `DELETE /group/user?name=&accountId=`.
 async fn remove_by_name(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -323,10 +339,10 @@ async fn remove_by_name(
         (Ok(n), Ok(a)) => (n, a),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    let Some(group) = group_named(&shared, name) else {
+    let Some(group) = group_named(&tenant, name) else {
         return not_found(format!("no group named {name}"));
     };
-    change_membership(&shared, seq, &group.id, account_id, false)
+    change_membership(&shared, &tenant, seq, &group.id, account_id, false)
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,7 +362,7 @@ fn v2_error(status: StatusCode, title: &str) -> Response {
 
 /// `POST /api/v2/users-bulk`: 1 to 100 account ids; unknown ones are left out; cursor-paged.
 async fn users_bulk(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Query(query): Query<QueryMap>,
     Json(body): Json<BulkBody>,
 ) -> Response {
@@ -354,7 +370,7 @@ async fn users_bulk(
         return v2_error(StatusCode::BAD_REQUEST, "accountIds must hold 1 to 100 ids");
     }
     let items: Vec<Value> = {
-        let world = lock(&shared.world);
+        let world = lock(&tenant.world);
         body.account_ids
             .iter()
             .filter_map(|id| world.accounts.get(id))
@@ -372,7 +388,7 @@ async fn users_bulk(
             })
             .collect()
     };
-    match cursor_page(&shared, items, &query, "/wiki/api/v2/users-bulk") {
+    match cursor_page(&tenant, items, &query, "/wiki/api/v2/users-bulk") {
         Ok((body, link)) => {
             let mut response = Json(body).into_response();
             if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {

@@ -2,10 +2,14 @@
 //! request log, change the policy, script faults, and change the world directly as an
 //! administrator would in Atlassian's UI (so tests can create drift for gatehouse to find).
 //!
+//! Every call acts on the first tenant, or on the one `?tenant={cloudId}` names (an unknown one
+//! answers 404). The request log is one for all tenants: `GET`/`DELETE /_sim/requests` read and
+//! clear all of it, or with `?tenant=` only the calls that tenant's world served.
+//!
 //! | Method and path | Body | Effect |
 //! |---|---|---|
 //! | `GET /_sim/state` | | [`StateSnapshot`](crate::StateSnapshot) |
-//! | `GET /_sim/requests`, `DELETE /_sim/requests` | | the request log; clear it |
+//! | `GET /_sim/requests`, `DELETE /_sim/requests` | | the request log; clear it (see above) |
 //! | `GET /_sim/policy`, `PUT /_sim/policy` | [`Policy`] | replaces it, resets rate-limit buckets |
 //! | `POST /_sim/faults`, `DELETE /_sim/faults` | a [`Fault`] or a list | adds; clears all |
 //! | `POST /_sim/accounts` | a seed user | adds an account (and its SCIM identity) |
@@ -16,17 +20,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::limits::Limits;
+use crate::gate::TENANT_PARAMETER;
+use crate::paging::QueryMap;
 use crate::policy::{Fault, Policy};
 use crate::seed::{AccountStatus, SeedUser};
+use crate::tenant::Tenant;
 use crate::world::Refusal;
 use crate::{Shared, lock};
 
@@ -58,34 +64,44 @@ fn refused(refusal: Refusal) -> Response {
     (status, Json(json!({"message": message}))).into_response()
 }
 
-async fn state(State(shared): State<Arc<Shared>>) -> Response {
-    Json(lock(&shared.world).snapshot()).into_response()
+async fn state(Extension(tenant): Extension<Arc<Tenant>>) -> Response {
+    Json(lock(&tenant.world).snapshot()).into_response()
 }
 
-async fn requests(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.log.entries()).into_response()
-}
-
-async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.log.clear();
-    StatusCode::NO_CONTENT
-}
-
-async fn get_policy(State(shared): State<Arc<Shared>>) -> Response {
-    Json(lock(&shared.policy).clone()).into_response()
-}
-
-async fn set_policy(State(shared): State<Arc<Shared>>, Json(policy): Json<Policy>) -> StatusCode {
-    shared.set_policy(policy);
-    StatusCode::NO_CONTENT
-}
-
-impl Shared {
-    /// Replaces the policy and starts rate limiting afresh.
-    pub(crate) fn set_policy(&self, policy: Policy) {
-        *lock(&self.policy) = policy;
-        *lock(&self.limits) = Limits::default();
+/// The whole log, or with `?tenant=` only the calls that tenant's world served.
+async fn requests(
+    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    Query(query): Query<QueryMap>,
+) -> Response {
+    let mut entries = shared.log.entries();
+    if query.contains_key(TENANT_PARAMETER) {
+        entries.retain(|r| r.cloud_id.as_deref() == Some(tenant.cloud_id.as_str()));
     }
+    Json(entries).into_response()
+}
+
+/// Clears the whole log, or with `?tenant=` only that tenant's calls.
+async fn clear_requests(
+    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    Query(query): Query<QueryMap>,
+) -> StatusCode {
+    if query.contains_key(TENANT_PARAMETER) {
+        shared.log.clear_tenant(&tenant.cloud_id);
+    } else {
+        shared.log.clear();
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn get_policy(Extension(tenant): Extension<Arc<Tenant>>) -> Response {
+    Json(lock(&tenant.policy).clone()).into_response()
+}
+
+async fn set_policy(Extension(tenant): Extension<Arc<Tenant>>, Json(policy): Json<Policy>) -> StatusCode {
+    tenant.set_policy(policy);
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,22 +111,22 @@ enum OneOrMany {
     Many(Vec<Fault>),
 }
 
-async fn add_faults(State(shared): State<Arc<Shared>>, Json(faults): Json<OneOrMany>) -> StatusCode {
+async fn add_faults(Extension(tenant): Extension<Arc<Tenant>>, Json(faults): Json<OneOrMany>) -> StatusCode {
     let faults = match faults {
         OneOrMany::One(fault) => vec![fault],
         OneOrMany::Many(faults) => faults,
     };
-    lock(&shared.faults).extend(faults);
+    lock(&tenant.faults).extend(faults);
     StatusCode::NO_CONTENT
 }
 
-async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
-    lock(&shared.faults).clear();
+async fn clear_faults(Extension(tenant): Extension<Arc<Tenant>>) -> StatusCode {
+    lock(&tenant.faults).clear();
     StatusCode::NO_CONTENT
 }
 
-async fn add_account(State(shared): State<Arc<Shared>>, Json(user): Json<SeedUser>) -> Response {
-    match lock(&shared.world).insert_user(user) {
+async fn add_account(Extension(tenant): Extension<Arc<Tenant>>, Json(user): Json<SeedUser>) -> Response {
+    match lock(&tenant.world).insert_user(user) {
         Ok(()) => StatusCode::CREATED.into_response(),
         Err(error) => (StatusCode::CONFLICT, Json(json!({"message": error.to_string()}))).into_response(),
     }
@@ -122,11 +138,11 @@ struct StatusBody {
 }
 
 async fn set_status(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path(account_id): Path<String>,
     Json(body): Json<StatusBody>,
 ) -> Response {
-    match lock(&shared.world).set_account_status(&account_id, body.status, ADMIN_UI) {
+    match lock(&tenant.world).set_account_status(&account_id, body.status, ADMIN_UI) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => refused(r),
     }
@@ -139,28 +155,28 @@ struct NewGroup {
     id: Option<String>,
 }
 
-async fn create_group(State(shared): State<Arc<Shared>>, Json(body): Json<NewGroup>) -> Response {
-    match lock(&shared.world).create_group(body.id, &body.name, ADMIN_UI) {
+async fn create_group(Extension(tenant): Extension<Arc<Tenant>>, Json(body): Json<NewGroup>) -> Response {
+    match lock(&tenant.world).create_group(body.id, &body.name, ADMIN_UI) {
         Ok(group) => (StatusCode::CREATED, Json(group)).into_response(),
         Err(r) => refused(r),
     }
 }
 
 async fn add_member(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path((group_id, account_id)): Path<(String, String)>,
 ) -> Response {
-    match lock(&shared.world).add_member(&group_id, &account_id, ADMIN_UI) {
+    match lock(&tenant.world).add_member(&group_id, &account_id, ADMIN_UI) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => refused(r),
     }
 }
 
 async fn remove_member(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path((group_id, account_id)): Path<(String, String)>,
 ) -> Response {
-    match lock(&shared.world).remove_member(&group_id, &account_id, ADMIN_UI) {
+    match lock(&tenant.world).remove_member(&group_id, &account_id, ADMIN_UI) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => refused(r),
     }
@@ -175,8 +191,8 @@ struct NewEvent {
     group_id: Option<String>,
 }
 
-async fn append_event(State(shared): State<Arc<Shared>>, Json(body): Json<NewEvent>) -> Response {
-    let mut world = lock(&shared.world);
+async fn append_event(Extension(tenant): Extension<Arc<Tenant>>, Json(body): Json<NewEvent>) -> Response {
+    let mut world = lock(&tenant.world);
     let group = match &body.group_id {
         None => None,
         Some(id) => match world.groups.get(id) {

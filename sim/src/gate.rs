@@ -1,22 +1,32 @@
-//! What stands in front of every simulated endpoint, in Atlassian's order: the request log, then
-//! scripted faults (delays, error statuses), authentication, rate limits; and on the way out the
-//! headers Atlassian adds (`X-ARequestId`, `X-RateLimit-*`, `Deprecation` on name-based
-//! endpoints).
+//! What stands in front of every simulated endpoint, in Atlassian's order: the request log, the
+//! choice of the tenant whose world answers (see [`crate::tenant`]), then that tenant's scripted
+//! faults (delays, error statuses), authentication, rate limits; and on the way out the headers
+//! Atlassian adds (`X-ARequestId`, `X-RateLimit-*`, `Deprecation` on name-based endpoints).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 
-use crate::api::{Api, GATEWAY_PREFIX};
+use crate::api::{Api, endpoint};
 use crate::limits::{Headers, Verdict};
 use crate::log::Seq;
+use crate::paging::QueryMap;
 use crate::policy::Fault;
+use crate::tenant::Tenant;
 use crate::{Shared, lock};
+
+/// The query parameter of `/_sim` calls naming the tenant they act on (by cloud id).
+pub(crate) const TENANT_PARAMETER: &str = "tenant";
+
+/// The largest OAuth token request read to find its `client_id` (real ones are a few hundred
+/// bytes).
+const TOKEN_REQUEST_LIMIT: usize = 64 * 1024;
 
 /// Routes Atlassian deprecated in favour of group-id ones; they still work here, flagged.
 const DEPRECATED: &[&str] = &[
@@ -39,7 +49,8 @@ pub(crate) async fn record(State(shared): State<Arc<Shared>>, mut request: Reque
     response
 }
 
-/// Runs after routing, so it knows the route template.
+/// Runs after routing, so it knows the route template. Picks the request's world first: every
+/// later step (faults, credentials, rate limits, the handler) is that world's.
 pub(crate) async fn gate(
     State(shared): State<Arc<Shared>>,
     matched: MatchedPath,
@@ -55,12 +66,18 @@ pub(crate) async fn gate(
         .unwrap_or(Seq(u64::MAX));
     shared.log.set_route(seq, &route);
     if api == Api::Control {
-        return next.run(request).await;
+        return control(&shared, request, next).await;
     }
     let path = request.uri().path().to_owned();
     let method = request.method().as_str().to_owned();
 
-    if let Some(fault) = take_fault(&shared, &method, &path) {
+    let (mut request, tenant) = match select_tenant(&shared, seq, api, &path, request).await {
+        Ok(selected) => selected,
+        Err(response) => return with_request_id(response),
+    };
+    shared.log.set_cloud_id(seq, &tenant.cloud_id);
+
+    if let Some(fault) = take_fault(&tenant, &method, &path) {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }
@@ -69,19 +86,19 @@ pub(crate) async fn gate(
         }
     }
 
-    let principal = match authenticate(&shared, api, &path, request.headers()) {
+    let principal = match authenticate(&tenant, api, request.headers()) {
         Ok(principal) => principal,
         Err(response) => return with_request_id(response),
     };
     shared.log.set_principal(seq, principal);
 
-    let endpoint = route.replacen(GATEWAY_PREFIX, "", 1);
+    let endpoint = endpoint(&route);
     let limit_headers = if api == Api::OAuth {
         Headers::new()
     } else {
         // Policy before limits, always in this order (`set_policy` never holds both).
-        let policy = lock(&shared.policy);
-        let verdict = lock(&shared.limits).check(
+        let policy = lock(&tenant.policy);
+        let verdict = lock(&tenant.limits).check(
             &format!("{method} {endpoint}"),
             api.is_confluence(),
             &policy,
@@ -102,6 +119,7 @@ pub(crate) async fn gate(
     if deprecated {
         shared.log.set_deprecated(seq);
     }
+    request.extensions_mut().insert(tenant);
     let mut response = next.run(request).await;
     add_headers(response.headers_mut(), limit_headers);
     if deprecated {
@@ -117,6 +135,87 @@ pub(crate) async fn gate(
         );
     }
     with_request_id(response)
+}
+
+/// A control call acts on the tenant its `?tenant={cloudId}` names, the first one without it.
+async fn control(shared: &Shared, mut request: Request, next: Next) -> Response {
+    let named = Query::<QueryMap>::try_from_uri(request.uri())
+        .ok()
+        .and_then(|Query(query)| query.get(TENANT_PARAMETER).cloned());
+    let tenant = match named {
+        None => shared.tenants.first(),
+        Some(cloud_id) => match shared.tenants.by_cloud_id(&cloud_id) {
+            Some(tenant) => tenant,
+            None => return Api::Control.error(StatusCode::NOT_FOUND, "no tenant with this cloud id"),
+        },
+    };
+    request.extensions_mut().insert(tenant.clone());
+    next.run(request).await
+}
+
+/// The world a request is for: named by its path (cloud id, directory id, org id), by the first
+/// tenant on `/wiki`, or, where the path names none, by the credential it presents (the admin
+/// API key on user management, the OAuth `client_id` in the token request's body, which is read
+/// here and put back). Unknown: the 404 or 401 Atlassian would answer.
+async fn select_tenant(
+    shared: &Shared,
+    seq: Seq,
+    api: Api,
+    path: &str,
+    request: Request,
+) -> Result<(Request, Arc<Tenant>), Response> {
+    let tenants = &shared.tenants;
+    let found = match api {
+        Api::ConfluenceSite if path.starts_with("/wiki/") => Some(tenants.first()),
+        Api::ConfluenceSite | Api::ConfluenceGateway => {
+            let position = if api == Api::ConfluenceSite { 2 } else { 3 };
+            let tenant = segment(path, position).and_then(|id| tenants.by_cloud_id(id));
+            Some(tenant.ok_or_else(|| api.error(StatusCode::NOT_FOUND, "no site with this cloud id"))?)
+        }
+        Api::Scim => {
+            let tenant = segment(path, 3).and_then(|id| tenants.by_directory_id(id));
+            Some(tenant.ok_or_else(|| api.error(StatusCode::NOT_FOUND, "no such directory"))?)
+        }
+        Api::Admin if path.starts_with("/admin/") => {
+            let tenant = segment(path, 4).and_then(|id| tenants.by_org_id(id));
+            Some(tenant.ok_or_else(|| api.error(StatusCode::NOT_FOUND, "no such organization"))?)
+        }
+        Api::Admin => {
+            let (scheme, credential) = credentials(request.headers());
+            let tenant = scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| tenants.by_admin_api_key(credential))
+                .flatten();
+            Some(tenant.ok_or_else(|| {
+                api.error(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid organization API key is required",
+                )
+            })?)
+        }
+        Api::OAuth => None,
+        Api::Control => Some(tenants.first()),
+    };
+    if let Some(tenant) = found {
+        return Ok((request, tenant.clone()));
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, TOKEN_REQUEST_LIMIT)
+        .await
+        .map_err(|_| api.error(StatusCode::PAYLOAD_TOO_LARGE, "token request too large"))?;
+    let client_id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|request| request.get("client_id")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match tenants.by_oauth_client(&client_id) {
+        Some(tenant) => Ok((Request::from_parts(parts, Body::from(body)), tenant.clone())),
+        None => {
+            shared
+                .log
+                .set_principal(seq, format!("refresh:{client_id}:bad-client"));
+            Err(crate::oauth::unknown_client())
+        }
+    }
 }
 
 fn add_headers(headers: &mut HeaderMap, extra: Headers) {
@@ -137,8 +236,8 @@ fn with_request_id(mut response: Response) -> Response {
 }
 
 /// The first scripted fault matching this request, consuming one of its uses.
-fn take_fault(shared: &Shared, method: &str, path: &str) -> Option<Fault> {
-    let mut faults = lock(&shared.faults);
+fn take_fault(tenant: &Tenant, method: &str, path: &str) -> Option<Fault> {
+    let mut faults = lock(&tenant.faults);
     let index = faults.iter().position(|f| {
         path.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
     })?;
@@ -184,29 +283,32 @@ fn segment(path: &str, n: usize) -> Option<&str> {
     path.split('/').nth(n)
 }
 
-/// Checks the credentials for `api`; the principal's description, or the 401/404 to answer.
-fn authenticate(shared: &Shared, api: Api, path: &str, headers: &HeaderMap) -> Result<String, Response> {
+/// The `Authorization` header's scheme and credential (empty when absent).
+fn credentials(headers: &HeaderMap) -> (&str, &str) {
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let (scheme, credential) = authorization.split_once(' ').unwrap_or((authorization, ""));
-    let world = lock(&shared.world);
+    (scheme, credential.trim())
+}
+
+/// Checks the credentials for `api` against the world the route selected (another tenant's
+/// credentials get 401, as on Atlassian); the principal's description, or the 401 to answer.
+fn authenticate(tenant: &Tenant, api: Api, headers: &HeaderMap) -> Result<String, Response> {
+    let (scheme, credential) = credentials(headers);
     let unauthorized = |message: &str| Err(api.error(StatusCode::UNAUTHORIZED, message));
     match api {
         Api::ConfluenceSite | Api::ConfluenceGateway => {
             let gateway = api == Api::ConfluenceGateway;
-            if gateway && segment(path, 3) != Some(world.cloud_id.as_str()) {
-                return Err(api.error(StatusCode::NOT_FOUND, "no site with this cloud id"));
-            }
             if scheme.eq_ignore_ascii_case("basic") {
                 let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(credential.trim())
+                    .decode(credential)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
                     .unwrap_or_default();
                 let (email, token) = decoded.split_once(':').unwrap_or(("", ""));
-                let Some(known) = world
+                let Some(known) = tenant
                     .credentials
                     .api_tokens
                     .iter()
@@ -226,7 +328,10 @@ fn authenticate(shared: &Shared, api: Api, path: &str, headers: &HeaderMap) -> R
                 if !gateway {
                     return unauthorized("OAuth access tokens work only through the gateway");
                 }
-                match world.oauth.access_principal(credential.trim(), Instant::now()) {
+                match lock(&tenant.world)
+                    .oauth
+                    .access_principal(credential, Instant::now())
+                {
                     Some(principal) => Ok(principal),
                     None => unauthorized("access token expired, revoked or unknown"),
                 }
@@ -235,20 +340,14 @@ fn authenticate(shared: &Shared, api: Api, path: &str, headers: &HeaderMap) -> R
             }
         }
         Api::Scim => {
-            if segment(path, 3) != Some(world.directory_id.as_str()) {
-                return Err(api.error(StatusCode::NOT_FOUND, "no such directory"));
-            }
-            if scheme.eq_ignore_ascii_case("bearer") && credential.trim() == world.credentials.scim_token {
+            if scheme.eq_ignore_ascii_case("bearer") && credential == tenant.credentials.scim_token {
                 Ok("scim-token".to_owned())
             } else {
                 unauthorized("a valid SCIM directory token is required")
             }
         }
         Api::Admin => {
-            if path.starts_with("/admin/") && segment(path, 4) != Some(world.org_id.as_str()) {
-                return Err(api.error(StatusCode::NOT_FOUND, "no such organization"));
-            }
-            if scheme.eq_ignore_ascii_case("bearer") && credential.trim() == world.credentials.admin_api_key {
+            if scheme.eq_ignore_ascii_case("bearer") && credential == tenant.credentials.admin_api_key {
                 Ok("admin-key".to_owned())
             } else {
                 unauthorized("a valid organization API key is required")

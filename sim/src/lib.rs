@@ -39,9 +39,9 @@ mod gate;
 mod limits;
 mod paging;
 mod scim;
+mod tenant;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -56,11 +56,11 @@ pub use seed::{
     AccountStatus, Seed, SeedApiToken, SeedCredentials, SeedError, SeedGroup, SeedOAuthClient, SeedScimGroup,
     SeedScimIdentity, SeedUser,
 };
+pub use tenant::TenantView;
 pub use world::{Account, Group, OrgEvent, ScimGroup, ScimUser, StateSnapshot};
 
-use crate::limits::Limits;
 use crate::log::RequestLog;
-use crate::world::World;
+use crate::tenant::{Tenant, Tenants};
 
 /// Locks a mutex, carrying on after a panic in another handler: the simulator's state stays
 /// usable for the assertions that follow.
@@ -68,16 +68,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Everything the handlers share.
+/// Everything the handlers share: the worlds, each with its own behaviour, and the one request
+/// log of the port they share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    world: Mutex<World>,
-    policy: Mutex<Policy>,
-    limits: Mutex<Limits>,
-    faults: Mutex<Vec<Fault>>,
+    tenants: Tenants,
     log: RequestLog,
-    /// Listing responses served so far (drives the policy's page-size cycle).
-    listings: AtomicU64,
 }
 
 /// Why the simulator did not start.
@@ -85,6 +81,18 @@ pub(crate) struct Shared {
 pub enum StartError {
     #[error(transparent)]
     Seed(#[from] SeedError),
+    #[error("no tenant to serve: the simulator needs at least one seed")]
+    NoTenants,
+    /// Requests pick their world by these, so each must belong to one tenant. The tenants are
+    /// named by their position in the list (values are left out: some are credentials).
+    #[error("tenants #{first} and #{second} share their {what}; every tenant needs its own")]
+    DuplicateTenantKey {
+        /// `cloud id`, `org id`, `directory id`, `API token`, `SCIM token`, `admin API key` or
+        /// `OAuth client id`.
+        what: &'static str,
+        first: usize,
+        second: usize,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -96,21 +104,41 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Simulator;
 
+/// Where [`Simulator::start`] and [`Simulator::start_tenants`] listen: a free port of 127.0.0.1.
+const ANY_LOCAL_PORT: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
+
 impl Simulator {
-    /// Starts a simulator on a free port of 127.0.0.1, in the current tokio runtime.
+    /// Starts a one-tenant simulator on a free port of 127.0.0.1, in the current tokio runtime.
     pub async fn start(seed: Seed, policy: Policy) -> Result<SimHandle, StartError> {
-        Simulator::serve(SocketAddr::from(([127, 0, 0, 1], 0)), seed, policy).await
+        Simulator::serve(SocketAddr::from(ANY_LOCAL_PORT), seed, policy).await
     }
 
-    /// Starts a simulator on `addr`.
+    /// Starts a one-tenant simulator on `addr`.
     pub async fn serve(addr: SocketAddr, seed: Seed, policy: Policy) -> Result<SimHandle, StartError> {
+        Simulator::serve_tenants(addr, vec![(seed, policy)]).await
+    }
+
+    /// Starts a simulator serving several isolated tenants on a free port of 127.0.0.1, in the
+    /// current tokio runtime. The first tenant is the one the one-tenant API shows.
+    pub async fn start_tenants(tenants: Vec<(Seed, Policy)>) -> Result<SimHandle, StartError> {
+        Simulator::serve_tenants(SocketAddr::from(ANY_LOCAL_PORT), tenants).await
+    }
+
+    /// Starts a simulator serving several isolated tenants on `addr`. Refuses an empty list and
+    /// two seeds sharing a cloud id, org id, directory id or any credential (see
+    /// [`StartError::DuplicateTenantKey`]).
+    pub async fn serve_tenants(
+        addr: SocketAddr,
+        tenants: Vec<(Seed, Policy)>,
+    ) -> Result<SimHandle, StartError> {
+        tenant::check_distinct(tenants.iter().map(|(seed, _)| seed))?;
+        let tenants = tenants
+            .into_iter()
+            .map(|(seed, policy)| Tenant::new(seed, policy).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
-            world: Mutex::new(World::from_seed(seed)?),
-            policy: Mutex::new(policy),
-            limits: Mutex::new(Limits::default()),
-            faults: Mutex::new(Vec::new()),
+            tenants: Tenants::new(tenants).ok_or(StartError::NoTenants)?,
             log: RequestLog::default(),
-            listings: AtomicU64::new(0),
         });
         let listener = TcpListener::bind(addr)
             .await
@@ -143,6 +171,7 @@ fn router(shared: Arc<Shared>) -> Router {
     let confluence = confluence::router();
     Router::new()
         .nest("/wiki", confluence.clone())
+        .nest("/sites/{cloud_id}/wiki", confluence.clone())
         .nest("/ex/confluence/{cloud_id}/wiki", confluence)
         .nest("/scim/directory/{directory_id}", scim::router())
         .merge(admin::router())
@@ -172,7 +201,7 @@ impl SimHandle {
         format!("http://{}{path}", self.addr)
     }
 
-    /// The Confluence site base (`…/wiki`), for Basic auth with unscoped tokens.
+    /// The first tenant's Confluence site base (`…/wiki`), for Basic auth with unscoped tokens.
     pub fn site_base_url(&self) -> String {
         self.url("/wiki")
     }
@@ -183,12 +212,9 @@ impl SimHandle {
         self.url("")
     }
 
-    /// The SCIM base, `…/scim/directory/{directoryId}`.
+    /// The first tenant's SCIM base, `…/scim/directory/{directoryId}`.
     pub fn scim_base_url(&self) -> String {
-        self.url(&format!(
-            "/scim/directory/{}",
-            lock(&self.shared.world).directory_id
-        ))
+        self.first().scim_base_url()
     }
 
     /// The OAuth token endpoint.
@@ -196,27 +222,56 @@ impl SimHandle {
         self.url("/oauth/token")
     }
 
+    /// The first tenant's cloud id.
     pub fn cloud_id(&self) -> String {
-        lock(&self.shared.world).cloud_id.clone()
+        self.first().cloud_id().to_owned()
     }
 
+    /// The first tenant's organization id.
     pub fn org_id(&self) -> String {
-        lock(&self.shared.world).org_id.clone()
+        self.first().org_id().to_owned()
     }
 
-    /// The simulator's state, as `GET /_sim/state` answers it.
+    /// The first tenant's state, as `GET /_sim/state` answers it.
     pub fn state(&self) -> StateSnapshot {
-        lock(&self.shared.world).snapshot()
+        self.first().state()
     }
 
-    /// The API calls received so far, oldest first (control calls under `/_sim` left out).
+    /// How many tenants this simulator serves (at least one).
+    pub fn tenant_count(&self) -> usize {
+        self.shared.tenants.len()
+    }
+
+    /// The tenant whose site has this cloud id.
+    pub fn tenant(&self, cloud_id: &str) -> Option<TenantView<'_>> {
+        self.shared
+            .tenants
+            .by_cloud_id(cloud_id)
+            .map(|tenant| self.view(tenant))
+    }
+
+    /// The tenant at `index` in the list the simulator was started with (0: the first).
+    pub fn tenant_at(&self, index: usize) -> Option<TenantView<'_>> {
+        self.shared.tenants.at(index).map(|tenant| self.view(tenant))
+    }
+
+    fn first(&self) -> TenantView<'_> {
+        self.view(self.shared.tenants.first())
+    }
+
+    fn view<'a>(&'a self, tenant: &'a Tenant) -> TenantView<'a> {
+        TenantView { handle: self, tenant }
+    }
+
+    /// The API calls received so far by every tenant, oldest first (control calls under `/_sim`
+    /// left out); [`LoggedRequest::cloud_id`] says which world served each.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         let mut all = self.shared.log.entries();
         all.retain(|r| !r.path.starts_with("/_sim"));
         all
     }
 
-    /// Forgets the calls logged so far.
+    /// Forgets the calls logged so far, of every tenant.
     pub fn clear_requests(&self) {
         self.shared.log.clear();
     }

@@ -36,6 +36,11 @@ pub struct LoggedRequest {
     pub rate_limited: Option<String>,
     /// A deprecated (name-based) endpoint was used.
     pub deprecated: bool,
+    /// The cloud id of the tenant whose world served (or refused) it; `None` when it matched no
+    /// world (an unknown cloud id, directory, org or credential, an unknown route) and for the
+    /// simulator's own `/_sim` calls.
+    #[serde(default)]
+    pub cloud_id: Option<String>,
 }
 
 impl LoggedRequest {
@@ -78,6 +83,7 @@ impl RequestLog {
                 status: None,
                 rate_limited: None,
                 deprecated: false,
+                cloud_id: None,
             },
         );
         Seq(seq)
@@ -99,6 +105,10 @@ impl RequestLog {
 
     pub fn set_rate_limited(&self, seq: Seq, why: &str) {
         self.update(seq, |e| e.rate_limited = Some(why.to_owned()));
+    }
+
+    pub fn set_cloud_id(&self, seq: Seq, cloud_id: &str) {
+        self.update(seq, |e| e.cloud_id = Some(cloud_id.to_owned()));
     }
 
     pub fn set_deprecated(&self, seq: Seq) {
@@ -128,5 +138,12 @@ impl RequestLog {
 
     pub fn clear(&self) {
         lock(&self.inner).entries.clear();
+    }
+
+    /// Forgets the entries one world served, keeping the others'.
+    pub fn clear_tenant(&self, cloud_id: &str) {
+        lock(&self.inner)
+            .entries
+            .retain(|_, entry| entry.cloud_id.as_deref() != Some(cloud_id));
     }
 }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::log::Seq;
 use crate::seed::SeedOAuthClient;
+use crate::tenant::Tenant;
 use crate::{Shared, lock};
 
 /// Counters tests assert on (`GET /_sim/state` → `oauth`).
@@ -27,7 +28,8 @@ pub struct OAuthStats {
     pub reuse_within_leeway: u64,
     /// Families revoked because a rotated token was reused after the leeway.
     pub families_revoked: u64,
-    /// Refused token requests (bad client, unknown or revoked token).
+    /// Refused token requests (wrong client secret, unknown or revoked token). A `client_id` no
+    /// tenant knows is refused before any world sees it, so it is not counted here.
     pub refused: u64,
     /// The refresh token each client should use next (test values, not secrets).
     pub latest_refresh_tokens: BTreeMap<String, String>,
@@ -222,19 +224,31 @@ pub(crate) struct TokenRequest {
     refresh_token: String,
 }
 
+/// The answer to a token request whose `client_id` no tenant knows (the gate answers it: there
+/// is no world to count it in).
+pub(crate) fn unknown_client() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "access_denied", "error_description": "Unauthorized"})),
+    )
+        .into_response()
+}
+
+/// The world is the one owning the request's `client_id` (the gate chose it).
 pub(crate) async fn token(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Json(request): Json<TokenRequest>,
 ) -> Response {
     let (ttl, leeway) = {
-        let policy = lock(&shared.policy);
+        let policy = lock(&tenant.policy);
         (
             Duration::from_secs(policy.access_token_ttl_seconds),
             Duration::from_secs(policy.refresh_reuse_leeway_seconds),
         )
     };
-    let result = lock(&shared.world)
+    let result = lock(&tenant.world)
         .oauth
         .refresh(&request, ttl, leeway, Instant::now());
     match result {

@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::{Shared, lock};
+use crate::lock;
+use crate::tenant::Tenant;
 
 /// Query parameters of a request.
 pub(crate) type QueryMap = HashMap<String, String>;
@@ -27,7 +28,7 @@ pub(crate) fn number(query: &QueryMap, name: &str) -> Result<Option<usize>, Stri
     }
 }
 
-impl Shared {
+impl Tenant {
     /// The page size this listing response uses: what the client asked for, capped by `max`, or
     /// by the next value of the policy's page-size cycle when there is one.
     pub(crate) fn page_size(&self, requested: Option<usize>, default: u32, max: u32) -> usize {
@@ -48,14 +49,14 @@ impl Shared {
 /// A Confluence v1 page: `{results, start, limit, size, _links}`. `path` and `fixed` rebuild the
 /// `next` link.
 pub(crate) fn offset_page(
-    shared: &Shared,
+    tenant: &Tenant,
     items: Vec<Value>,
     query: &QueryMap,
     path: &str,
     fixed: &[(&str, &str)],
 ) -> Result<Value, String> {
-    let max = lock(&shared.policy).v1_max_limit;
-    let limit = shared.page_size(number(query, "limit")?, 25, max);
+    let max = lock(&tenant.policy).v1_max_limit;
+    let limit = tenant.page_size(number(query, "limit")?, 25, max);
     // The trap: a cursor means nothing to v1; it answers the first page and stops there.
     let mixed = query.contains_key("cursor");
     let start = if mixed {
@@ -97,13 +98,13 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<usize> {
 /// `path` is the site-relative path (`/wiki/api/v2/...`), as Atlassian writes it even when the
 /// request came through the gateway.
 pub(crate) fn cursor_page(
-    shared: &Shared,
+    tenant: &Tenant,
     items: Vec<Value>,
     query: &QueryMap,
     path: &str,
 ) -> Result<(Value, Option<String>), String> {
-    let max = lock(&shared.policy).v2_max_limit;
-    let limit = shared.page_size(number(query, "limit")?, 25, max);
+    let max = lock(&tenant.policy).v2_max_limit;
+    let limit = tenant.page_size(number(query, "limit")?, 25, max);
     // The trap: `start` means nothing to v2; first page, no next link.
     let mixed = query.contains_key("start");
     let offset = match query.get("cursor") {
@@ -124,9 +125,9 @@ pub(crate) fn cursor_page(
 }
 
 /// A SCIM `ListResponse` (1-based `startIndex`).
-pub(crate) fn scim_page(shared: &Shared, items: Vec<Value>, query: &QueryMap) -> Result<Value, String> {
-    let max = lock(&shared.policy).scim_max_count;
-    let count = shared.page_size(number(query, "count")?, max, max);
+pub(crate) fn scim_page(tenant: &Tenant, items: Vec<Value>, query: &QueryMap) -> Result<Value, String> {
+    let max = lock(&tenant.policy).scim_max_count;
+    let count = tenant.page_size(number(query, "count")?, max, max);
     let start_index = number(query, "startIndex")?.unwrap_or(1).max(1);
     let from = start_index - 1;
     let end = (from + count).min(items.len());

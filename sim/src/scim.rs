@@ -1,4 +1,4 @@
-//! SCIM 2.0 under `/scim/directory/{directory_id}`: users (find by a single `eq` filter on
+//! SCIM 2.0 under `/scim/directory/{directory_id}` (the directory picks the tenant): users (find by a single `eq` filter on
 //! `userName` or `externalId`, create, get, `PATCH active`) and groups (find by `displayName`,
 //! `PATCH members`). Errors carry a *string* `status` and a `scimType`; a duplicate create is 409
 //! `uniqueness`; `Operations` is case-sensitive (`operations` is refused, as a well-known client
@@ -18,6 +18,7 @@ use crate::api::{scim_error, scim_json};
 use crate::log::Seq;
 use crate::paging::{QueryMap, scim_page};
 use crate::seed::{AccountStatus, SeedScimIdentity, SeedUser};
+use crate::tenant::Tenant;
 use crate::world::{Refusal, ScimGroup, ScimUser, World};
 use crate::{Shared, lock};
 
@@ -38,8 +39,8 @@ struct IdPath {
 }
 
 /// One page of a SCIM `ListResponse`, as `query` asks.
-fn scim_list(shared: &Shared, items: Vec<Value>, query: &QueryMap) -> Response {
-    match scim_page(shared, items, query) {
+fn scim_list(tenant: &Tenant, items: Vec<Value>, query: &QueryMap) -> Response {
+    match scim_page(tenant, items, query) {
         Ok(body) => scim_json(StatusCode::OK, body),
         Err(message) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &message),
     }
@@ -114,13 +115,13 @@ fn invalid_filter() -> Response {
 }
 
 async fn list_users(
-    State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Path(path): Path<std::collections::HashMap<String, String>>,
     Query(query): Query<QueryMap>,
 ) -> Response {
     let directory = path.get("directory_id").cloned().unwrap_or_default();
     let items: Vec<Value> = {
-        let world = lock(&shared.world);
+        let world = lock(&tenant.world);
         let matches: Box<dyn Fn(&ScimUser) -> bool> = match query.get("filter") {
             None => Box::new(|_| true),
             Some(filter) => match parse_filter(filter) {
@@ -140,11 +141,11 @@ async fn list_users(
             .map(|u| user_json(u, &directory))
             .collect()
     };
-    scim_list(&shared, items, &query)
+    scim_list(&tenant, items, &query)
 }
 
-async fn get_user(State(shared): State<Arc<Shared>>, Path(path): Path<IdPath>) -> Response {
-    match lock(&shared.world).scim_users.get(&path.id) {
+async fn get_user(Extension(tenant): Extension<Arc<Tenant>>, Path(path): Path<IdPath>) -> Response {
+    match lock(&tenant.world).scim_users.get(&path.id) {
         Some(user) => scim_json(StatusCode::OK, user_json(user, &path.directory_id)),
         None => scim_error(StatusCode::NOT_FOUND, None, "User not found"),
     }
@@ -169,6 +170,7 @@ struct NewUser {
 
 async fn create_user(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<std::collections::HashMap<String, String>>,
     Json(body): Json<NewUser>,
@@ -182,7 +184,7 @@ async fn create_user(
     }
     let directory = path.get("directory_id").cloned().unwrap_or_default();
     let actor = shared.log.actor(seq, "scim");
-    let mut world = lock(&shared.world);
+    let mut world = lock(&tenant.world);
     if world.scim_user_by_user_name(&body.user_name).is_some() {
         return scim_error(
             StatusCode::CONFLICT,
@@ -278,6 +280,7 @@ fn as_bool(value: &Value) -> Option<bool> {
 
 async fn patch_user(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<IdPath>,
     Json(body): Json<Value>,
@@ -287,7 +290,7 @@ async fn patch_user(
         Err(response) => return response,
     };
     let actor = shared.log.actor(seq, "scim");
-    let mut world = lock(&shared.world);
+    let mut world = lock(&tenant.world);
     if !world.scim_users.contains_key(&path.id) {
         return scim_error(StatusCode::NOT_FOUND, None, "User not found");
     }
@@ -344,9 +347,9 @@ async fn patch_user(
     }
 }
 
-async fn list_groups(State(shared): State<Arc<Shared>>, Query(query): Query<QueryMap>) -> Response {
+async fn list_groups(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
     let items: Vec<Value> = {
-        let world = lock(&shared.world);
+        let world = lock(&tenant.world);
         let wanted = match query.get("filter") {
             None => None,
             Some(filter) => match parse_filter(filter) {
@@ -365,11 +368,11 @@ async fn list_groups(State(shared): State<Arc<Shared>>, Query(query): Query<Quer
             .map(|g| group_json(g, &world))
             .collect()
     };
-    scim_list(&shared, items, &query)
+    scim_list(&tenant, items, &query)
 }
 
-async fn get_group(State(shared): State<Arc<Shared>>, Path(path): Path<IdPath>) -> Response {
-    let world = lock(&shared.world);
+async fn get_group(Extension(tenant): Extension<Arc<Tenant>>, Path(path): Path<IdPath>) -> Response {
+    let world = lock(&tenant.world);
     match world.scim_groups.get(&path.id) {
         Some(group) => scim_json(StatusCode::OK, group_json(group, &world)),
         None => scim_error(StatusCode::NOT_FOUND, None, "Group not found"),
@@ -386,6 +389,7 @@ fn member_filter(path: &str) -> Option<String> {
 
 async fn patch_group(
     State(shared): State<Arc<Shared>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<IdPath>,
     Json(body): Json<Value>,
@@ -395,7 +399,7 @@ async fn patch_group(
         Err(response) => return response,
     };
     let actor = shared.log.actor(seq, "scim");
-    let mut world = lock(&shared.world);
+    let mut world = lock(&tenant.world);
     if !world.scim_groups.contains_key(&path.id) {
         return scim_error(StatusCode::NOT_FOUND, None, "Group not found");
     }
