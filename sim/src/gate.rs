@@ -153,10 +153,10 @@ async fn control(shared: &Shared, mut request: Request, next: Next) -> Response 
     next.run(request).await
 }
 
-/// The world a request is for: named by its path (cloud id, directory id, org id), by the first
-/// tenant on `/wiki`, or, where the path names none, by the credential it presents (the admin
-/// API key on user management, the OAuth `client_id` in the token request's body, which is read
-/// here and put back). Unknown: the 404 or 401 Atlassian would answer.
+/// The world a request is for: named by its path (cloud id, directory id, org id), the first
+/// tenant on `/wiki`, or, where the path names none, the one whose credential it presents (the
+/// admin API key on user management, the OAuth `client_id` on the token endpoint). Unknown: the
+/// 404 or 401 Atlassian would answer.
 async fn select_tenant(
     shared: &Shared,
     seq: Seq,
@@ -165,49 +165,62 @@ async fn select_tenant(
     request: Request,
 ) -> Result<(Request, Arc<Tenant>), Response> {
     let tenants = &shared.tenants;
-    let found = match api {
-        Api::ConfluenceSite if path.starts_with("/wiki/") => Some(tenants.first()),
+    let not_found = |message: &str| api.error(StatusCode::NOT_FOUND, message);
+    let tenant = match api {
+        Api::ConfluenceSite if path.starts_with("/wiki/") => tenants.first(),
         Api::ConfluenceSite | Api::ConfluenceGateway => {
+            // `/sites/{cloud_id}/wiki/...` or `/ex/confluence/{cloud_id}/wiki/...`.
             let position = if api == Api::ConfluenceSite { 2 } else { 3 };
-            let tenant = segment(path, position).and_then(|id| tenants.by_cloud_id(id));
-            Some(tenant.ok_or_else(|| api.error(StatusCode::NOT_FOUND, "no site with this cloud id"))?)
+            segment(path, position)
+                .and_then(|id| tenants.by_cloud_id(id))
+                .ok_or_else(|| not_found("no site with this cloud id"))?
         }
-        Api::Scim => {
-            let tenant = segment(path, 3).and_then(|id| tenants.by_directory_id(id));
-            Some(tenant.ok_or_else(|| api.error(StatusCode::NOT_FOUND, "no such directory"))?)
-        }
-        Api::Admin if path.starts_with("/admin/") => {
-            let tenant = segment(path, 4).and_then(|id| tenants.by_org_id(id));
-            Some(tenant.ok_or_else(|| api.error(StatusCode::NOT_FOUND, "no such organization"))?)
-        }
+        Api::Scim => segment(path, 3)
+            .and_then(|id| tenants.by_directory_id(id))
+            .ok_or_else(|| not_found("no such directory"))?,
+        Api::Admin if path.starts_with("/admin/") => segment(path, 4)
+            .and_then(|id| tenants.by_org_id(id))
+            .ok_or_else(|| not_found("no such organization"))?,
         Api::Admin => {
             let (scheme, credential) = credentials(request.headers());
-            let tenant = scheme
+            scheme
                 .eq_ignore_ascii_case("bearer")
                 .then(|| tenants.by_admin_api_key(credential))
-                .flatten();
-            Some(tenant.ok_or_else(|| {
-                api.error(
-                    StatusCode::UNAUTHORIZED,
-                    "a valid organization API key is required",
-                )
-            })?)
+                .flatten()
+                .ok_or_else(|| {
+                    api.error(
+                        StatusCode::UNAUTHORIZED,
+                        "a valid organization API key is required",
+                    )
+                })?
         }
-        Api::OAuth => None,
-        Api::Control => Some(tenants.first()),
+        Api::OAuth => return select_by_oauth_client(shared, seq, request).await,
+        Api::Control => tenants.first(),
     };
-    if let Some(tenant) = found {
-        return Ok((request, tenant.clone()));
-    }
+    Ok((request, tenant.clone()))
+}
+
+/// The tenant owning the token request's `client_id`. The body is read here and put back for the
+/// handler; an unknown client gets the token endpoint's own 401.
+async fn select_by_oauth_client(
+    shared: &Shared,
+    seq: Seq,
+    request: Request,
+) -> Result<(Request, Arc<Tenant>), Response> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, TOKEN_REQUEST_LIMIT)
         .await
-        .map_err(|_| api.error(StatusCode::PAYLOAD_TOO_LARGE, "token request too large"))?;
+        .map_err(|_| {
+            Api::OAuth.error(
+                StatusCode::BAD_REQUEST,
+                "the token request's body could not be read (at most 64 KiB)",
+            )
+        })?;
     let client_id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|request| request.get("client_id")?.as_str().map(str::to_owned))
         .unwrap_or_default();
-    match tenants.by_oauth_client(&client_id) {
+    match shared.tenants.by_oauth_client(&client_id) {
         Some(tenant) => Ok((Request::from_parts(parts, Body::from(body)), tenant.clone())),
         None => {
             shared

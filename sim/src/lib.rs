@@ -3,8 +3,8 @@
 //!
 //! What it serves, on one port:
 //! - Confluence REST v1 users and groups (id-based endpoints and the deprecated name-based ones)
-//!   and v2 `users-bulk`, on the site (`/wiki/...`) and on the gateway
-//!   (`/ex/confluence/{cloudId}/wiki/...`);
+//!   and v2 `users-bulk`, on the site (`/wiki/...`, `/sites/{cloudId}/wiki/...`) and on the
+//!   gateway (`/ex/confluence/{cloudId}/wiki/...`);
 //! - SCIM 2.0 users and groups (`/scim/directory/{directoryId}/...`);
 //! - the organization events-stream and user-management lifecycle;
 //! - the OAuth token endpoint with rotating refresh tokens (`/oauth/token`);
@@ -19,7 +19,26 @@
 //! State is coherent across APIs (see [`world`]): deactivating through SCIM or user management
 //! shows as `accountStatus: inactive` in Confluence v2 and appends a `user_deactivated` org event.
 //!
-//! Tests start it in-process with [`Simulator::start`] on port 0.
+//! # Tenants
+//!
+//! One simulator can serve several tenants ([`Simulator::start_tenants`]), each a [`Seed`] (a
+//! site, its organization and SCIM directory) with its own [`Policy`], rate-limit buckets and
+//! quota, scripted faults and state: a 429 storm on one never reaches another. A request reaches
+//! the world its path names: the gateway and `/sites/{cloudId}/wiki` by cloud id, SCIM by
+//! directory id, the events-stream by org id (an unknown one answers 404 in that API's format);
+//! user management by the admin API key it presents and the token endpoint by its `client_id`
+//! (an unknown one answers 401). Credentials are checked in that world only, so one tenant's
+//! token on another's cloud id gets 401, as on Atlassian. Seeds sharing an identifier or a
+//! credential are refused at start ([`StartError::DuplicateTenantKey`]).
+//!
+//! The first tenant is the one the one-tenant API shows: [`Simulator::start`], `/wiki`, `/_sim`
+//! without `?tenant={cloudId}`, and [`SimHandle`]'s methods, except the request log, which is
+//! one for the whole port ([`SimHandle::requests`]; each [`LoggedRequest::cloud_id`] says which
+//! world served it). [`SimHandle::tenant`] gives a [`TenantView`] of any tenant: its URLs,
+//! state, requests, policy and faults.
+//!
+//! Tests start it in-process with [`Simulator::start`] (or [`Simulator::start_tenants`]) on
+//! port 0.
 
 // Handlers return early with a ready axum `Response` as their error; boxing it would buy nothing
 // in a test simulator.

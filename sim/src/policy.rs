@@ -1,6 +1,7 @@
 //! How the simulator behaves, as opposed to what it holds: page-size caps, rate limits, token
-//! lifetimes, and scripted faults. Tests change it at run time (`PUT /_sim/policy`,
-//! `POST /_sim/faults`) to reproduce Atlassian's quirks on demand.
+//! lifetimes, and scripted faults. Each tenant has its own. Tests change them at run time
+//! (`PUT /_sim/policy`, `POST /_sim/faults`, with `?tenant={cloudId}` for another tenant than
+//! the first, or [`TenantView`](crate::TenantView)) to reproduce Atlassian's quirks on demand.
 
 use serde::{Deserialize, Serialize};
 
