@@ -10,6 +10,7 @@
 //!
 //! Tests build the same application on port 0 (see `tests/it/helpers`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::queue::Queue;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::rabbitmq::RabbitQueue;
 use crate::reactions::live::LivePerformer;
+use crate::reactions::tenants::TenantReactors;
 use crate::reactions::{Executor, Planner, Reactor};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -118,43 +120,77 @@ pub async fn open_queue(settings: &Settings, store: &Store) -> anyhow::Result<Ar
     Ok(backend.queue())
 }
 
-/// The Atlassian clients `settings` ask for, if any.
+/// Every tenant's Atlassian clients, by tenant name (a tenant configured without any has none).
+pub type TenantClients = BTreeMap<String, Arc<AtlassianClients>>;
+
+/// The Atlassian clients of every configured tenant.
 pub fn atlassian_clients(
     settings: &Settings,
     store: &Store,
     metrics: &Metrics,
-) -> anyhow::Result<Option<Arc<AtlassianClients>>> {
+) -> anyhow::Result<TenantClients> {
     settings
-        .atlassian
-        .as_ref()
-        .map(|atlassian| {
-            AtlassianClients::build(
-                atlassian,
+        .tenant_configs()
+        .into_iter()
+        .map(|(key, tenant)| {
+            let clients = AtlassianClients::build(
+                tenant,
                 ClientDeps::new(Some(store.clone()), metrics.atlassian.clone()),
             )
-            .map(Arc::new)
-            .context("setting up the Atlassian clients")
+            .with_context(|| format!("setting up the Atlassian clients of {key}"))?;
+            Ok((tenant.tenant_name(), Arc::new(clients)))
         })
-        .transpose()
+        .collect()
 }
 
-/// The worker's processor: the configured policies, performing through the live clients.
+/// The clients of the tenant a command names (`--tenant`, or the only one), with its name.
+pub fn clients_for(
+    settings: &Settings,
+    requested: Option<&str>,
+    store: &Store,
+    metrics: &Metrics,
+) -> anyhow::Result<(String, Option<Arc<AtlassianClients>>)> {
+    let tenant = settings.choose_tenant(requested).map_err(anyhow::Error::msg)?;
+    let clients = match settings.tenant(&tenant) {
+        Some(config) => Some(Arc::new(
+            AtlassianClients::build(
+                config,
+                ClientDeps::new(Some(store.clone()), metrics.atlassian.clone()),
+            )
+            .with_context(|| format!("setting up the Atlassian clients of tenant `{tenant}`"))?,
+        )),
+        None => None,
+    };
+    Ok((tenant, clients))
+}
+
+/// The worker's processor: each tenant's policies, performing through its live clients.
 fn reactor(
     settings: &Settings,
     store: &Store,
     audit: &AuditLog,
     queue: Arc<dyn Queue>,
-    clients: Option<Arc<AtlassianClients>>,
+    clients: &TenantClients,
 ) -> Arc<dyn Process> {
-    let planner = Planner::from_settings(settings, clients.as_deref());
-    let performer = Arc::new(LivePerformer::new(clients, queue));
-    let executor = Executor::new(
-        store.clone(),
-        audit.clone(),
-        performer,
-        settings.reactions.dry_run,
-    );
-    Arc::new(Reactor::new(planner, executor, store.clone()))
+    let names = settings.tenant_names();
+    let reactors = names
+        .iter()
+        .map(|tenant| {
+            let clients = clients.get(tenant).cloned();
+            let planner = Planner::from_settings(settings, tenant, clients.as_deref());
+            let performer = Arc::new(LivePerformer::new(clients, queue.clone()));
+            let executor = Executor::new(
+                store.clone(),
+                audit.clone(),
+                performer,
+                settings.reactions.dry_run,
+            );
+            let reactor = Reactor::new(tenant, planner, executor, store.clone());
+            (tenant.clone(), Arc::new(reactor) as Arc<dyn Process>)
+        })
+        .collect();
+    let limit = settings.worker.effective_tenant_concurrency(names.len());
+    Arc::new(TenantReactors::new(reactors, limit))
 }
 
 /// A built, not yet running, gatehouse.
@@ -168,7 +204,7 @@ pub struct Application {
     audit: AuditLog,
     metrics: Arc<Metrics>,
     processor: Arc<dyn Process>,
-    clients: Option<Arc<AtlassianClients>>,
+    clients: TenantClients,
 }
 
 impl std::fmt::Debug for Application {
@@ -208,8 +244,8 @@ impl Application {
         install_crypto_provider();
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
-        if let Some(atlassian) = &settings.atlassian {
-            metrics.atlassian.observe_token_expiry(atlassian);
+        for (_, tenant) in settings.tenant_configs() {
+            metrics.atlassian.observe_token_expiry(tenant);
         }
         let store = open_store(&settings).await?;
         let unsealed = store
@@ -235,7 +271,7 @@ impl Application {
         let clients = atlassian_clients(&settings, &store, &metrics)?;
         let processor = match processor {
             Some(processor) => processor,
-            None => reactor(&settings, &store, &audit, backend.queue(), clients.clone()),
+            None => reactor(&settings, &store, &audit, backend.queue(), &clients),
         };
         Ok(Application {
             settings,
@@ -272,7 +308,7 @@ impl Application {
         self.audit.clone()
     }
 
-    /// The events-stream poller and the periodic reconciler, where configured.
+    /// The events-stream poller and the periodic reconciler of each tenant, where configured.
     fn start_pollers(
         &self,
         queue: Arc<dyn Queue>,
@@ -280,41 +316,50 @@ impl Application {
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
         let settings = &self.settings;
-        let clients = self.clients.as_deref();
-        if settings.poll.org_events {
-            let clients = clients.context("poll.org_events needs [atlassian]")?;
-            let poller = OrgEventsPoller::new(
-                clients.admin()?.clone(),
-                settings.atlassian.as_ref().and_then(|a| a.org_id.clone()),
-                queue.clone(),
-                self.store.clone(),
-                settings.poll.clone(),
-                self.metrics.poll.clone(),
-            );
-            tasks.push(tokio::spawn(poller.run(stop.clone())));
-        }
-        if settings.reconcile.enabled {
-            let clients = clients.context("reconcile.enabled needs [atlassian]")?;
-            let reconciler = Reconciler::new(
-                settings,
-                clients.confluence()?.clone(),
-                clients.scim().ok().cloned(),
-                self.store.clone(),
-                Some(queue),
-                self.metrics.poll.clone(),
-            );
-            let interval = Duration::from_secs(settings.reconcile.interval_seconds);
-            let store = self.store.clone();
-            tasks.push(tokio::spawn(async move {
-                run_singleton(store, "reconciler", interval, stop, || async {
-                    match reconciler.run_once(false, &Quiet).await {
-                        Ok(report) => tracing::info!(findings = report.findings.len(), "reconciled"),
-                        Err(error) => tracing::warn!(%error, "reconciling failed; retrying next round"),
-                    }
-                    false
-                })
-                .await;
-            }));
+        for (tenant, clients) in &self.clients {
+            let Some(config) = settings.tenant(tenant) else {
+                continue;
+            };
+            if settings.poll.org_events && config.polls_org_events() {
+                let poller = OrgEventsPoller::new(
+                    tenant,
+                    clients.admin()?.clone(),
+                    config.org_id.clone(),
+                    queue.clone(),
+                    self.store.clone(),
+                    settings.poll.clone(),
+                    self.metrics.poll.clone(),
+                );
+                tasks.push(tokio::spawn(poller.run(stop.clone())));
+            }
+            if settings.reconcile.enabled && config.auth.is_some() {
+                let reconciler = Reconciler::new(
+                    tenant,
+                    settings,
+                    clients.confluence()?.clone(),
+                    clients.scim().ok().cloned(),
+                    self.store.clone(),
+                    Some(queue.clone()),
+                    self.metrics.poll.clone(),
+                );
+                let interval = Duration::from_secs(settings.reconcile.interval_seconds);
+                let (store, stop, tenant) = (self.store.clone(), stop.clone(), tenant.clone());
+                tasks.push(tokio::spawn(async move {
+                    let lease = format!("reconciler@{tenant}");
+                    run_singleton(store, &lease, interval, stop, || async {
+                        match reconciler.run_once(false, &Quiet).await {
+                            Ok(report) => {
+                                tracing::info!(%tenant, findings = report.findings.len(), "reconciled")
+                            }
+                            Err(error) => {
+                                tracing::warn!(%tenant, %error, "reconciling failed; retrying next round")
+                            }
+                        }
+                        false
+                    })
+                    .await;
+                }));
+            }
         }
         Ok(tasks)
     }
@@ -359,9 +404,9 @@ impl Application {
                 ));
             }
             background.extend(self.start_pollers(queue.clone(), stop_background.clone())?);
-            if let Some(clients) = self.clients.clone() {
-                // This process's share of the tenant's rate budget, among every worker's.
-                let (store, stop) = (self.store.clone(), stop_background.clone());
+            for clients in self.clients.values() {
+                // This process's share of each tenant's rate budget, among every worker's.
+                let (clients, store, stop) = (clients.clone(), self.store.clone(), stop_background.clone());
                 background.push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
             }
             background.push(self.expire_approvals(stop_background.clone()));

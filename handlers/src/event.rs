@@ -315,10 +315,19 @@ impl fmt::Display for Authority {
     }
 }
 
-/// Which Atlassian tenant the event is about. Every field is optional: senders differ in what
-/// they say.
+/// The tenant of an envelope written before tenants were (and of a deployment that configures
+/// only the legacy `[atlassian]` section).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Which Atlassian tenant the event is about.
+///
+/// `name` is the configured tenant the event is bound to, set by gatehouse from how the event
+/// arrived (the source, the Connect installation, the poller), never from the body: it decides
+/// whose clients and policies act. The ids are what the sender said, for the record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,6 +431,12 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The configured tenant the event is bound to ([`DEFAULT_TENANT`] for envelopes from before
+    /// tenants).
+    pub fn tenant_name(&self) -> &str {
+        self.tenant.name.as_deref().unwrap_or(DEFAULT_TENANT)
+    }
+
     /// A new envelope received now, with a fresh id; the caller fills in what it knows.
     pub fn new(
         event_type: EventType,

@@ -14,8 +14,8 @@ pub mod policy;
 pub mod ports;
 
 pub use event::{
-    Actor, Authority, BadTypePattern, Delivery, Envelope, EventType, GroupRef, Scheme, Subject, Tenant,
-    TypePattern, UnknownEventType, internal_dedupe_key, source_dedupe_key,
+    Actor, Authority, BadTypePattern, DEFAULT_TENANT, Delivery, Envelope, EventType, GroupRef, Scheme,
+    Subject, Tenant, TypePattern, UnknownEventType, internal_dedupe_key, source_dedupe_key,
 };
 pub use handler::{Handler, Ports};
 pub use plan::{Action, Danger, Plan, PlannedAction};

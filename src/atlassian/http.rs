@@ -360,6 +360,7 @@ impl Executor {
                         .metrics
                         .retries
                         .get_or_create(&RetryLabels {
+                            tenant: inner.site.clone(),
                             api: inner.api.name(),
                             endpoint: endpoint.label,
                             reason,
@@ -429,6 +430,7 @@ impl Executor {
                     .metrics
                     .rate_limit_pauses
                     .get_or_create(&PauseLabels {
+                        tenant: inner.site.clone(),
                         api: inner.api.name(),
                         scope,
                     })
@@ -481,6 +483,7 @@ impl Executor {
                 .metrics
                 .slowdowns
                 .get_or_create(&EndpointLabels {
+                    tenant: self.inner.site.clone(),
                     api: self.inner.api.name(),
                     endpoint: key.endpoint,
                 })
@@ -495,6 +498,7 @@ impl Executor {
 
     fn endpoint_labels(&self, endpoint: Endpoint) -> EndpointLabels {
         EndpointLabels {
+            tenant: self.inner.site.clone(),
             api: self.inner.api.name(),
             endpoint: endpoint.label,
         }
@@ -549,6 +553,7 @@ impl Executor {
             .metrics
             .requests
             .get_or_create(&CallLabels {
+                tenant: inner.site.clone(),
                 api: inner.api.name(),
                 endpoint: endpoint.label,
                 outcome,

@@ -1,7 +1,9 @@
 //! The Atlassian clients' metrics, under `gatehouse_atlassian_…`.
 //!
-//! Labels are endpoint labels (a fixed set in the code), API names and outcome words; never ids
-//! from requests, so the number of series is bounded.
+//! Labels are the tenant's configured name, endpoint labels (a fixed set in the code), API names
+//! and outcome words; never ids from requests, so the number of series is bounded.
+
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +16,8 @@ use crate::config::AtlassianSettings;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
+    /// The configured tenant.
+    pub tenant: Arc<str>,
     pub api: &'static str,
     pub endpoint: &'static str,
     /// `2xx`, `4xx`, `429`, `5xx`, `error` (no answer).
@@ -22,6 +26,8 @@ pub struct CallLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
+    /// The configured tenant.
+    pub tenant: Arc<str>,
     pub api: &'static str,
     pub endpoint: &'static str,
     /// `rate_limited`, `server_error`, `timeout`, `connection`, `unauthorized`.
@@ -30,6 +36,8 @@ pub struct RetryLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PauseLabels {
+    /// The configured tenant.
+    pub tenant: Arc<str>,
     pub api: &'static str,
     /// `endpoint` (burst) or `tenant` (quota).
     pub scope: &'static str,
@@ -37,6 +45,8 @@ pub struct PauseLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
+    /// The configured tenant.
+    pub tenant: Arc<str>,
     pub api: &'static str,
     pub endpoint: &'static str,
 }
@@ -48,6 +58,8 @@ pub struct OutcomeLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
+    /// The configured tenant.
+    pub tenant: Arc<str>,
     /// `api_token`, `scim_token`, `admin_api_key`.
     pub token: &'static str,
 }
@@ -152,9 +164,13 @@ impl AtlassianMetrics {
 
     /// Publishes the configured credential expiry dates.
     pub fn observe_token_expiry(&self, settings: &AtlassianSettings) {
+        let tenant: Arc<str> = Arc::from(settings.tenant_name());
         for (token, _, at) in settings.token_expiries() {
             self.token_expiry_timestamp_seconds
-                .get_or_create(&TokenLabels { token })
+                .get_or_create(&TokenLabels {
+                    tenant: tenant.clone(),
+                    token,
+                })
                 .set(at.timestamp());
         }
     }
@@ -181,7 +197,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
             text.contains(
-                "gatehouse_atlassian_token_expiry_timestamp_seconds{token=\"api_token\"} 1803859200"
+                "gatehouse_atlassian_token_expiry_timestamp_seconds{tenant=\"default\",token=\"api_token\"} 1803859200"
             ),
             "{text}"
         );

@@ -216,6 +216,7 @@ mod tests {
                         handlers::Authority::Observation,
                         handlers::Authority::Decision,
                     ])),
+                    prop::option::of(text()),
                 ),
             )
                 .prop_map(
@@ -226,7 +227,7 @@ mod tests {
                         (dry_run, attempt),
                         outcome,
                         request_id,
-                        (warnings, authority),
+                        (warnings, authority, tenant),
                     )| {
                         NewRecord {
                             event_id: Ulid(event_id),
@@ -248,6 +249,7 @@ mod tests {
                             request_id,
                             warnings,
                             authority,
+                            tenant,
                         }
                     },
                 )

@@ -3,7 +3,7 @@
 //! Off unless `[audit] api_token` is set (no route at all: 404). With it, every request must carry
 //! `Authorization: Bearer <token>`; the comparison is constant-time (on SHA-256 digests, so not
 //! even the length leaks). Query parameters, all optional:
-//! `account_id`, `event_id`, `kind` (comma-separated), `since`, `until` (RFC 3339), `after_seq`,
+//! `account_id`, `tenant`, `event_id`, `kind` (comma-separated), `since`, `until` (RFC 3339), `after_seq`,
 //! `limit` (default `audit.page_size`, at most `audit.max_page_size`), `format` = `json`
 //! (default) | `jsonl` | `ocsf`.
 //!
@@ -60,6 +60,7 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 #[serde(deny_unknown_fields)]
 struct Params {
     account_id: Option<String>,
+    tenant: Option<String>,
     event_id: Option<String>,
     kind: Option<String>,
     since: Option<String>,
@@ -161,6 +162,7 @@ fn to_query(params: &Params, page_size: usize, max_page_size: usize) -> Result<A
     };
     Ok(AuditQuery {
         account_id: params.account_id.clone(),
+        tenant: params.tenant.clone(),
         event_id: params
             .event_id
             .as_deref()

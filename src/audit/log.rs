@@ -228,8 +228,8 @@ async fn insert(
     sqlx::query(
         "INSERT INTO audit_records (seq, id, time, event_id, kind, account_id, handler,
             action_type, action_target, action_org_wide, dry_run, attempt, outcome_status,
-            http_status, outcome_error, request_id, warnings, prev_hash, hash, authority)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            http_status, outcome_error, request_id, warnings, prev_hash, hash, authority, tenant)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(record.seq as i64)
     .bind(record.id.to_string())
@@ -251,6 +251,7 @@ async fn insert(
     .bind(&record.prev_hash)
     .bind(&record.hash)
     .bind(r.authority.map(|a| a.as_str()))
+    .bind(r.tenant.as_deref())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -259,7 +260,7 @@ async fn insert(
 /// The columns [`decode`] reads, in a `SELECT`.
 pub(crate) const COLUMNS: &str = "seq, id, time, event_id, kind, account_id, handler, action_type, \
      action_target, action_org_wide, dry_run, attempt, outcome_status, http_status, outcome_error, \
-     request_id, warnings, prev_hash, hash, authority";
+     request_id, warnings, prev_hash, hash, authority, tenant";
 
 /// A row's `seq`, even when the rest of it cannot be decoded.
 pub(crate) fn row_seq(row: &AnyRow) -> Result<i64, sqlx::Error> {
@@ -315,6 +316,7 @@ pub(crate) fn decode(row: &AnyRow) -> Result<AuditRecord, String> {
             Some("decision") => Some(handlers::Authority::Decision),
             Some(other) => return Err(format!("authority: unknown value `{other}`")),
         },
+        tenant: get(row, "tenant")?,
     };
     Ok(AuditRecord {
         seq: u64::try_from(seq).map_err(|_| format!("seq {seq} out of range"))?,

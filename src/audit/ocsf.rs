@@ -63,9 +63,7 @@ pub fn to_ocsf(record: &AuditRecord) -> Value {
     if let Some(error) = &r.outcome.error {
         event.insert("status_detail".into(), json!(error));
     }
-    event.insert(
-        "metadata".into(),
-        json!({
+    let mut metadata = json!({
             "version": OCSF_VERSION,
             "product": {
                 "name": "gatehouse",
@@ -76,8 +74,17 @@ pub fn to_ocsf(record: &AuditRecord) -> Value {
             "correlation_uid": r.event_id.to_string(),
             "original_time": format_time(record.time),
             "log_name": "gatehouse.audit",
-        }),
-    );
+    });
+    if let Some(tenant) = &r.tenant {
+        // The configured tenant: OCSF's tenant of a multi-tenant product, and the Atlassian
+        // organization the event happened in.
+        metadata["tenant_uid"] = json!(tenant);
+        event.insert(
+            "cloud".into(),
+            json!({"provider": "Atlassian", "account": {"uid": tenant, "name": tenant}}),
+        );
+    }
+    event.insert("metadata".into(), metadata);
     event.insert(
         "actor".into(),
         json!({"app_name": "gatehouse", "invoked_by": r.handler.clone().unwrap_or_else(|| "gatehouse".into())}),
@@ -287,6 +294,19 @@ mod tests {
         let event = to_ocsf(&record(AuditKind::Received, None));
         assert_eq!(event["class_uid"], 6003);
         assert_eq!(event["api"]["operation"], "gatehouse.received");
+    }
+
+    #[test]
+    fn the_tenant_is_the_cloud_account_and_the_metadata_tenant() {
+        let mut with = record(AuditKind::Executed, None);
+        with.record.tenant = Some("prod".to_owned());
+        let event = to_ocsf(&with);
+        assert_eq!(event["metadata"]["tenant_uid"], "prod");
+        assert_eq!(event["cloud"]["provider"], "Atlassian");
+        assert_eq!(event["cloud"]["account"]["uid"], "prod");
+        let without = to_ocsf(&record(AuditKind::Executed, None));
+        assert!(without.get("cloud").is_none());
+        assert!(without["metadata"].get("tenant_uid").is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::store::{Store, to_millis};
 pub struct AuditQuery {
     /// Records about this Atlassian account.
     pub account_id: Option<String>,
+    /// Records about this configured tenant.
+    pub tenant: Option<String>,
     /// Records about this event.
     pub event_id: Option<Ulid>,
     /// Records of any of these kinds (empty: every kind).
@@ -53,6 +55,12 @@ pub async fn query(store: &Store, query: &AuditQuery) -> Result<Vec<AuditRecord>
         conditions.push(format!(
             "account_id = {}",
             param(Bind::Text(account.clone()), &mut binds)
+        ));
+    }
+    if let Some(tenant) = &query.tenant {
+        conditions.push(format!(
+            "tenant = {}",
+            param(Bind::Text(tenant.clone()), &mut binds)
         ));
     }
     if let Some(event) = &query.event_id {

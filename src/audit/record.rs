@@ -32,10 +32,13 @@ pub enum AuditKind {
     Approved,
     /// A person rejected a pending plan.
     Rejected,
+    /// Something refused at the trust boundary that has no event to record it under (a Connect
+    /// install from a site no tenant names).
+    Refused,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::Received,
         AuditKind::Duplicate,
         AuditKind::Planned,
@@ -46,6 +49,7 @@ impl AuditKind {
         AuditKind::Replayed,
         AuditKind::Approved,
         AuditKind::Rejected,
+        AuditKind::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl AuditKind {
             AuditKind::Replayed => "replayed",
             AuditKind::Approved => "approved",
             AuditKind::Rejected => "rejected",
+            AuditKind::Refused => "refused",
         }
     }
 }
@@ -143,6 +148,10 @@ pub struct NewRecord {
     /// (absent on records about no event's authority, and on records written before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<handlers::Authority>,
+    /// The configured tenant the event belongs to (absent on records written before tenants,
+    /// and on records about no tenant, such as a refused Connect install).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl NewRecord {
@@ -160,7 +169,17 @@ impl NewRecord {
             request_id: None,
             warnings: Vec::new(),
             authority: None,
+            tenant: None,
         }
+    }
+
+    /// A record of `kind` about `envelope`'s event: its account, authority and tenant filled in.
+    pub fn about(envelope: &handlers::Envelope, kind: AuditKind) -> Self {
+        let mut record = NewRecord::new(envelope.id, kind);
+        record.account_id = envelope.subject.account_id.clone();
+        record.authority = Some(envelope.authority);
+        record.tenant = Some(envelope.tenant_name().to_owned());
+        record
     }
 
     /// Every free-text field a writer fills (all strings except `account_id`, an opaque

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use handlers::{Envelope, Plan};
 
 use super::{table, terminal};
-use crate::app::{atlassian_clients, open_queue, open_store};
+use crate::app::{clients_for, open_queue, open_store};
 use crate::audit::AuditLog;
 use crate::config::{Settings, Span};
 use crate::reactions::approvals::{approve, expires_at, reject};
@@ -48,7 +48,8 @@ fn who(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCommand) -> anyhow::Result<()> {
+    let tenant = settings.choose_tenant(tenant).map_err(anyhow::Error::msg)?;
     let store = open_store(&settings).await?;
     match command {
         ApprovalsCommand::List { state } => {
@@ -57,9 +58,14 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
                 let states: Vec<&str> = ApprovalState::ALL.iter().map(|s| s.as_str()).collect();
                 bail!("unknown state {name} ({})", states.join(", "));
             };
-            let approvals = store.approvals(state).await?;
+            let mut approvals = store.approvals(state).await?;
+            approvals.retain(|a| a.tenant() == tenant);
             print!("{}", list(&approvals, settings.reactions.approval_ttl)?);
-            eprintln!("{} {} approval(s)", approvals.len(), state.as_str());
+            eprintln!(
+                "{} {} approval(s) of tenant `{tenant}`",
+                approvals.len(),
+                state.as_str()
+            );
             Ok(())
         }
         ApprovalsCommand::Show { id } => {
@@ -67,15 +73,19 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
                 .approval(&id)
                 .await?
                 .with_context(|| format!("no approval {id}"))?;
+            let of = approval.tenant();
+            if of != tenant {
+                bail!("approval {id} is for tenant `{of}`, not `{tenant}`");
+            }
             print!("{}", show(&approval, settings.reactions.approval_ttl)?);
-            print!("{}", atlassian_now(&settings, &store, &approval).await);
+            print!("{}", atlassian_now(&settings, &tenant, &store, &approval).await);
             Ok(())
         }
         ApprovalsCommand::Approve { id, by } => {
             let queue = open_queue(&settings, &store).await?;
             let audit = AuditLog::from_settings(store, &settings);
             let ttl = settings.reactions.approval_ttl;
-            let result = approve(&audit, queue.as_ref(), &id, &who(by), ttl).await;
+            let result = approve(&audit, queue.as_ref(), (&tenant, &id), &who(by), ttl).await;
             queue.close().await;
             let approval = result?;
             eprintln!(
@@ -86,7 +96,7 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
         }
         ApprovalsCommand::Reject { id, by, reason } => {
             let audit = AuditLog::from_settings(store, &settings);
-            let approval = reject(&audit, &id, &who(by), reason.as_deref()).await?;
+            let approval = reject(&audit, (&tenant, &id), &who(by), reason.as_deref()).await?;
             eprintln!(
                 "rejected {} ({}): nothing will be performed",
                 approval.id, approval.handler
@@ -98,7 +108,12 @@ pub async fn run(settings: Settings, command: ApprovalsCommand) -> anyhow::Resul
 
 /// The event's authority, and what Atlassian shows about the account now: both, so a person
 /// approving a decision sees that Atlassian still disagrees (which does not cancel it).
-async fn atlassian_now(settings: &Settings, store: &crate::store::Store, approval: &Approval) -> String {
+async fn atlassian_now(
+    settings: &Settings,
+    tenant: &str,
+    store: &crate::store::Store,
+    approval: &Approval,
+) -> String {
     let Ok(envelope) = serde_json::from_str::<Envelope>(&approval.envelope) else {
         return String::new();
     };
@@ -112,8 +127,8 @@ async fn atlassian_now(settings: &Settings, store: &crate::store::Store, approva
     else {
         return out;
     };
-    let clients = match atlassian_clients(settings, store, &Metrics::new()) {
-        Ok(Some(clients)) => clients,
+    let clients = match clients_for(settings, Some(tenant), store, &Metrics::new()) {
+        Ok((_, Some(clients))) => clients,
         _ => return out,
     };
     let status = match clients.confluence() {

@@ -47,6 +47,9 @@ pub enum AuditCommand {
         /// Keep waiting for new records (Ctrl-C stops).
         #[arg(long)]
         follow: bool,
+        /// Only records about this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
     },
@@ -54,6 +57,9 @@ pub enum AuditCommand {
     Query {
         #[arg(long)]
         account_id: Option<String>,
+        /// Only records about this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
         #[arg(long)]
         event_id: Option<String>,
         /// One or more kinds, comma-separated (received, executed, failed, …).
@@ -80,6 +86,9 @@ pub enum AuditCommand {
         since: Option<String>,
         #[arg(long)]
         until: Option<String>,
+        /// Only records about this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
         /// Write here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -123,9 +132,15 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
     let result = async {
         let store = crate::app::open_store(settings).await?;
         let code = match args.command {
-            AuditCommand::Tail { from, follow, format } => tail(&store, from, follow, format).await,
+            AuditCommand::Tail {
+                from,
+                follow,
+                tenant,
+                format,
+            } => tail(&store, from, follow, tenant, format).await,
             AuditCommand::Query {
                 account_id,
+                tenant,
                 event_id,
                 kind,
                 since,
@@ -136,6 +151,7 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
             } => {
                 let query = AuditQuery {
                     account_id,
+                    tenant,
                     event_id: event_id
                         .map(|e| e.parse().context("--event-id must be a ULID"))
                         .transpose()?,
@@ -161,11 +177,13 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                 format,
                 since,
                 until,
+                tenant,
                 output,
             } => {
                 let query = AuditQuery {
                     since: since.as_deref().map(parse_time).transpose()?,
                     until: until.as_deref().map(parse_time).transpose()?,
+                    tenant,
                     ..AuditQuery::default()
                 };
                 let mut out = match &output {
@@ -278,7 +296,13 @@ async fn export(
     Ok(read as u64)
 }
 
-async fn tail(store: &Store, from: Option<String>, follow: bool, format: Format) -> anyhow::Result<ExitCode> {
+async fn tail(
+    store: &Store,
+    from: Option<String>,
+    follow: bool,
+    tenant: Option<String>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let (head, _) = crate::audit::log::head(store)
         .await
         .context("reading the audit head")?;
@@ -305,6 +329,7 @@ async fn tail(store: &Store, from: Option<String>, follow: bool, format: Format)
     }
     let mut query_spec = AuditQuery {
         after_seq: Some(after),
+        tenant,
         ..AuditQuery::default()
     };
     loop {

@@ -53,10 +53,17 @@ pub enum Format {
     Json,
 }
 
-pub async fn run(settings: &Settings, command: DirectoryCommand) -> ExitCode {
-    let Some(atlassian) = &settings.atlassian else {
+pub async fn run(settings: &Settings, tenant: Option<&str>, command: DirectoryCommand) -> ExitCode {
+    let tenant = match settings.choose_tenant(tenant) {
+        Ok(tenant) => tenant,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(atlassian) = settings.tenant(&tenant) else {
         eprintln!(
-            "config error: atlassian: not configured; `gatehouse directory` reads Confluence through it"
+            "config error: tenant `{tenant}` is not configured ([[tenants]] or [atlassian]); `gatehouse directory` reads Confluence through it"
         );
         return ExitCode::from(EXIT_CONFIG);
     };

@@ -48,7 +48,13 @@ pub enum DlqCommand {
     },
 }
 
-pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, tenant: Option<&str>, command: DlqCommand) -> anyhow::Result<()> {
+    // Any name goes: letters bound to a tenant no longer (or never) configured must still be
+    // reachable to replay or purge.
+    let tenant = match tenant {
+        Some(name) => name.to_owned(),
+        None => settings.choose_tenant(None).map_err(anyhow::Error::msg)?,
+    };
     if let DlqCommand::Replay {
         ids, all, event_type, ..
     } = &command
@@ -61,14 +67,15 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
     let store = open_store(&settings).await?;
     match command {
         DlqCommand::List { event_type } => {
-            let letters = store
+            let mut letters = store
                 .dead_letters(&DeadLetterFilter {
                     event_type,
                     limit: None,
                 })
                 .await?;
+            letters.retain(|letter| letter.tenant() == tenant);
             print!("{}", list(&letters));
-            eprintln!("{} dead letter(s)", letters.len());
+            eprintln!("{} dead letter(s) of tenant `{tenant}`", letters.len());
             Ok(())
         }
         DlqCommand::Show { id } => {
@@ -76,6 +83,12 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
                 .dead_letter(&id)
                 .await?
                 .with_context(|| format!("no dead letter {id}"))?;
+            if letter.tenant() != tenant {
+                bail!(
+                    "dead letter {id} is tenant `{}`'s, not `{tenant}`'s",
+                    letter.tenant()
+                );
+            }
             print!("{}", show(&letter, still_dead));
             Ok(())
         }
@@ -85,7 +98,7 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             event_type,
             dry_run,
         } => {
-            let letters = select(&store, &ids, event_type).await?;
+            let letters = select(&store, &tenant, &ids, event_type).await?;
             if dry_run {
                 print!("{}", list(&letters));
                 eprintln!("dry run: {} dead letter(s) would be replayed", letters.len());
@@ -113,7 +126,7 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             Ok(())
         }
         DlqCommand::Purge { ids, yes } => {
-            let letters = select(&store, &ids, None).await?;
+            let letters = select(&store, &tenant, &ids, None).await?;
             if !yes && !confirm(&format!("Purge {} dead letter(s) for good?", letters.len()))? {
                 bail!("not purged (confirm, or pass --yes)");
             }
@@ -130,23 +143,33 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
     }
 }
 
-/// The dead letters named by `ids`, or all of `event_type` (or all) when no ids are given.
+/// `tenant`'s dead letters named by `ids`, or all of `event_type` (or all) when no ids are
+/// given.
 async fn select(
     store: &Store,
+    tenant: &str,
     ids: &[String],
     event_type: Option<String>,
 ) -> anyhow::Result<Vec<DeadLetterRow>> {
     if ids.is_empty() {
-        return Ok(store
+        let mut letters = store
             .dead_letters(&DeadLetterFilter {
                 event_type,
                 limit: None,
             })
-            .await?);
+            .await?;
+        letters.retain(|letter| letter.tenant() == tenant);
+        return Ok(letters);
     }
     let mut letters = Vec::with_capacity(ids.len());
     for id in ids {
         match store.dead_letter(id).await? {
+            Some((letter, _)) if letter.tenant() != tenant => {
+                bail!(
+                    "dead letter {id} is tenant `{}`'s, not `{tenant}`'s",
+                    letter.tenant()
+                )
+            }
             Some((letter, true)) => letters.push(letter),
             Some((_, false)) => bail!("dead letter {id} was already replayed"),
             None => bail!("no dead letter {id}"),

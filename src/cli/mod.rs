@@ -57,6 +57,9 @@ pub enum Command {
     Worker,
     /// Manage dead letters.
     Dlq {
+        /// The tenant whose dead letters (default: the only tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
@@ -66,6 +69,9 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Plans waiting for a person's decision.
     Approvals {
+        /// The tenant whose plans (default: the only tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
     },
@@ -75,6 +81,9 @@ pub enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Complete Confluence listings for access reviews (groups, members).
     Directory {
+        /// The tenant whose site is read (default: the only tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
         #[command(subcommand)]
         command: directory::DirectoryCommand,
     },
@@ -101,16 +110,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
+            if let Some(note) = settings.tenant_note() {
+                eprintln!("note: {note}");
+            }
+            eprintln!("tenants: {}", settings.tenant_names().join(", "));
             eprintln!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
         }
         Command::Audit(args) => audit::run(args, &settings).await,
-        Command::Directory { command } => {
+        Command::Directory { tenant, command } => {
             telemetry::init(&settings.log);
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
-            directory::run(&settings, command).await
+            directory::run(&settings, tenant.as_deref(), command).await
         }
         Command::Serve | Command::Ingress | Command::Worker => {
             telemetry::init(&settings.log);
@@ -124,9 +137,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             report(serve(settings, roles).await)
         }
-        Command::Approvals { command } => {
+        Command::Approvals { tenant, command } => {
             quiet_logs(&settings);
-            report(approvals::run(settings, command).await)
+            report(approvals::run(settings, tenant.as_deref(), command).await)
         }
         Command::Reconcile(args) => {
             quiet_logs(&settings);
@@ -136,9 +149,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             quiet_logs(&settings);
             report(plan::run(settings, args).await)
         }
-        Command::Dlq { command } => {
+        Command::Dlq { tenant, command } => {
             quiet_logs(&settings);
-            report(dlq::run(settings, command).await)
+            report(dlq::run(settings, tenant.as_deref(), command).await)
         }
         Command::Store { command } => {
             quiet_logs(&settings);

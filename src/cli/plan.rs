@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use handlers::{Authority, Envelope, Plan};
 
 use super::terminal::safe;
-use crate::app::atlassian_clients;
+use crate::app::clients_for;
 use crate::config::Settings;
 use crate::reactions::Planner;
 use crate::telemetry::Metrics;
@@ -26,17 +26,23 @@ pub struct PlanArgs {
     pub event: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Plan as this tenant (its policies, its site). Default: the envelope's own tenant, else
+    /// the only tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(&args.event).with_context(|| format!("reading {}", args.event.display()))?;
-    let envelope: Envelope = serde_json::from_str(&text)
+    let mut envelope: Envelope = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an envelope", args.event.display()))?;
     // The store holds OAuth tokens the clients may need; nothing is written otherwise.
     let store = crate::app::open_store(&settings).await?;
-    let clients = atlassian_clients(&settings, &store, &Metrics::new())?;
-    let planner = Planner::from_settings(&settings, clients.as_deref());
+    let requested = args.tenant.as_deref().or(envelope.tenant.name.as_deref());
+    let (tenant, clients) = clients_for(&settings, requested, &store, &Metrics::new())?;
+    envelope.tenant.name = Some(tenant.clone());
+    let planner = Planner::from_settings(&settings, &tenant, clients.as_deref());
     let plans = planner
         .plans(&envelope)
         .await

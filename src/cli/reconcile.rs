@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::table;
-use crate::app::{atlassian_clients, open_queue, open_store};
+use crate::app::{clients_for, open_queue, open_store};
 use crate::config::Settings;
 use crate::poll::reconcile::{self, Reconciler};
 use crate::telemetry::Metrics;
@@ -18,6 +18,9 @@ pub struct ReconcileArgs {
     /// Print what would be queued; queue nothing and keep the snapshots as they are.
     #[arg(long)]
     pub dry_run: bool,
+    /// The tenant reconciled (default: the only tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 /// The CLI's progress: one bar (or plain lines) per phase.
@@ -47,10 +50,12 @@ pub async fn run(settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> 
         Some(open_queue(&settings, &store).await?)
     };
     let metrics = Metrics::new();
-    let Some(clients) = atlassian_clients(&settings, &store, &metrics)? else {
-        bail!("reconciling reads Atlassian: configure [atlassian]");
+    let (tenant, clients) = clients_for(&settings, args.tenant.as_deref(), &store, &metrics)?;
+    let Some(clients) = clients else {
+        bail!("reconciling reads Atlassian: configure tenant `{tenant}` ([[tenants]] or [atlassian])");
     };
     let reconciler = Reconciler::new(
+        &tenant,
         &settings,
         clients.confluence()?.clone(),
         clients.scim().ok().cloned(),

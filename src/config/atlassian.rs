@@ -1,5 +1,9 @@
-//! `[atlassian]`: where gatehouse reaches Atlassian Cloud, with which credentials, and how politely
-//! (rate limits, retries, timeouts).
+//! One Atlassian tenant (`[[tenants]]`, or the legacy single `[atlassian]` section, which is the
+//! tenant `default`): which site and organization it is, where gatehouse reaches it, with which
+//! credentials, and how politely (rate limits, retries, timeouts).
+//!
+//! The site (`confluence_base_url`'s host, `cloud_id`, `connect_client_key`) is also what binds
+//! Connect installations to the tenant: an install from a site no tenant names is refused.
 //!
 //! Each API is optional and switched on by its credentials: Confluence by `auth`, SCIM by
 //! `scim_base_url` + `scim_token`, the organization APIs (events-stream, user management) by
@@ -21,18 +25,29 @@ use super::validate::{Ending, check_url, ending};
 
 const ATLASSIAN_API: &str = "https://api.atlassian.com";
 
+/// The name of the tenant a legacy `[atlassian]` section (or a config with none) stands for.
+pub use handlers::DEFAULT_TENANT;
+
 fn default_api_base_url() -> String {
     ATLASSIAN_API.to_owned()
 }
 
-/// The `[atlassian]` section.
+/// One tenant: a `[[tenants]]` entry, or the `[atlassian]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AtlassianSettings {
-    /// Names this Atlassian tenant in rate-limiter keys and logs. Default: the cloud id, else the
-    /// Confluence site's host, else the org id.
+    /// Names the tenant in envelopes, audit records, metrics, CLI `--tenant` and everything kept
+    /// per tenant. Required in `[[tenants]]`; `[atlassian]` is the tenant `default`.
+    #[serde(default, alias = "tenant")]
+    pub name: Option<String>,
+    /// The site's cloud id: Connect installs and events claiming it bind to this tenant (and,
+    /// with OAuth or a scoped token, it must equal `auth.cloud_id`, which it defaults to).
     #[serde(default)]
-    pub tenant: Option<String>,
+    pub cloud_id: Option<String>,
+    /// The Connect `clientKey` of the site's installation, when known: only that installation
+    /// is accepted for this tenant (a re-install under another key is refused).
+    #[serde(default)]
+    pub connect_client_key: Option<String>,
     /// The Confluence site, e.g. `https://example.atlassian.net/wiki` (Basic auth with an
     /// unscoped token). Leave it out when `auth` names a `cloud_id`.
     #[serde(default)]
@@ -228,7 +243,9 @@ impl AtlassianSettings {
     /// default (tests and tools fill in the rest).
     pub fn new(auth: Option<AuthSettings>) -> Self {
         AtlassianSettings {
-            tenant: None,
+            name: None,
+            cloud_id: None,
+            connect_client_key: None,
             confluence_base_url: None,
             gateway_base_url: default_api_base_url(),
             scim_base_url: None,
@@ -260,26 +277,38 @@ impl AtlassianSettings {
         }
     }
 
-    /// The tenant name (see [`AtlassianSettings::tenant`]).
+    /// The tenant's name (see [`AtlassianSettings::name`]).
     pub fn tenant_name(&self) -> String {
-        if let Some(tenant) = &self.tenant {
-            return tenant.clone();
-        }
-        if let Some(cloud_id) = self.auth.as_ref().and_then(AuthSettings::gateway_cloud_id) {
-            return cloud_id.to_owned();
-        }
-        if let Some(host) = self
-            .confluence_base_url
-            .as_deref()
-            .and_then(|u| url::Url::parse(u).ok())
-            .and_then(|u| u.host_str().map(str::to_owned))
-        {
-            return host;
-        }
-        self.org_id.clone().unwrap_or_else(|| "default".to_owned())
+        self.name.clone().unwrap_or_else(|| DEFAULT_TENANT.to_owned())
     }
 
-    /// Every credential expiry date configured, by the metric label and config key naming it.
+    /// The site's cloud id: `cloud_id`, else the one the auth goes through the gateway with.
+    pub fn site_cloud_id(&self) -> Option<&str> {
+        self.cloud_id
+            .as_deref()
+            .or_else(|| self.auth.as_ref().and_then(AuthSettings::gateway_cloud_id))
+    }
+
+    /// Whether the organization's events-stream can be read (`org_id` and `admin_api_key`).
+    pub fn polls_org_events(&self) -> bool {
+        self.org_id.is_some() && self.admin_api_key.is_some()
+    }
+
+    /// Whether SCIM is configured (`scim_base_url` and `scim_token`).
+    pub fn scim_reachable(&self) -> bool {
+        self.scim_base_url.is_some() && self.scim_token.is_some()
+    }
+
+    /// The site's host (`example.atlassian.net`), from `confluence_base_url`.
+    pub fn site_host(&self) -> Option<String> {
+        self.confluence_base_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    }
+
+    /// Every credential expiry date configured, by the metric label and the config key naming it
+    /// (relative to the tenant's table).
     pub fn token_expiries(&self) -> Vec<(&'static str, &'static str, DateTime<Utc>)> {
         let mut expiries = Vec::new();
         if let Some(AuthSettings::Basic {
@@ -287,13 +316,13 @@ impl AtlassianSettings {
             ..
         }) = &self.auth
         {
-            expiries.push(("api_token", "atlassian.auth.token_expires_at", *at));
+            expiries.push(("api_token", "auth.token_expires_at", *at));
         }
         if let Some(at) = self.scim_token_expires_at {
-            expiries.push(("scim_token", "atlassian.scim_token_expires_at", at));
+            expiries.push(("scim_token", "scim_token_expires_at", at));
         }
         if let Some(at) = self.admin_api_key_expires_at {
-            expiries.push(("admin_api_key", "atlassian.admin_api_key_expires_at", at));
+            expiries.push(("admin_api_key", "admin_api_key_expires_at", at));
         }
         expiries
     }
@@ -312,23 +341,33 @@ fn check_id(key: &str, value: &str, error: &mut impl FnMut(String, String)) {
     }
 }
 
-/// Checks `[atlassian]`; called by the config's validation.
+/// Checks one tenant, whose keys start with `prefix` (`atlassian`, `tenants[1]`); called by the
+/// config's validation.
 pub(super) fn validate(
+    prefix: &str,
     settings: &AtlassianSettings,
     now: DateTime<Utc>,
     error: &mut impl FnMut(String, String),
     warn: &mut impl FnMut(String, String),
 ) {
-    check_url("atlassian.gateway_base_url", &settings.gateway_base_url, error);
-    check_url("atlassian.admin_base_url", &settings.admin_base_url, error);
+    check_url(
+        &format!("{prefix}.gateway_base_url"),
+        &settings.gateway_base_url,
+        error,
+    );
+    check_url(
+        &format!("{prefix}.admin_base_url"),
+        &settings.admin_base_url,
+        error,
+    );
     if let Some(url) = &settings.confluence_base_url {
-        check_url("atlassian.confluence_base_url", url, error);
+        check_url(&format!("{prefix}.confluence_base_url"), url, error);
     }
     match &settings.auth {
         None => {
             if settings.confluence_base_url.is_some() {
                 error(
-                    "atlassian.auth".into(),
+                    format!("{prefix}.auth"),
                     "required to call Confluence (basic or oauth)".into(),
                 );
             }
@@ -338,7 +377,7 @@ pub(super) fn validate(
                 AuthSettings::Basic { email, .. } => {
                     if !email.contains('@') {
                         error(
-                            "atlassian.auth.email".into(),
+                            format!("{prefix}.auth.email"),
                             "must be the email of the account that owns the API token".into(),
                         );
                     }
@@ -347,17 +386,17 @@ pub(super) fn validate(
                     client_id, token_url, ..
                 } => {
                     if client_id.trim().is_empty() {
-                        error("atlassian.auth.client_id".into(), "must not be empty".into());
+                        error(format!("{prefix}.auth.client_id"), "must not be empty".into());
                     }
-                    check_url("atlassian.auth.token_url", token_url, error);
+                    check_url(&format!("{prefix}.auth.token_url"), token_url, error);
                 }
             }
             match auth.gateway_cloud_id() {
                 Some(cloud_id) => {
-                    check_id("atlassian.auth.cloud_id", cloud_id, error);
+                    check_id(&format!("{prefix}.auth.cloud_id"), cloud_id, error);
                     if settings.confluence_base_url.is_some() {
                         error(
-                            "atlassian.confluence_base_url".into(),
+                            format!("{prefix}.confluence_base_url"),
                             "remove it: with a cloud_id (OAuth, scoped token) Confluence is reached through \
                              gateway_base_url/ex/confluence/{cloud_id}; a site URL answers 401"
                                 .into(),
@@ -365,7 +404,7 @@ pub(super) fn validate(
                     }
                 }
                 None if settings.confluence_base_url.is_none() => error(
-                    "atlassian.confluence_base_url".into(),
+                    format!("{prefix}.confluence_base_url"),
                     "required with a basic token (e.g. https://example.atlassian.net/wiki), or set \
                      atlassian.auth.cloud_id for a scoped token"
                         .into(),
@@ -375,48 +414,64 @@ pub(super) fn validate(
         }
     }
     match (&settings.scim_base_url, &settings.scim_token) {
-        (Some(url), Some(_)) => check_url("atlassian.scim_base_url", url, error),
+        (Some(url), Some(_)) => check_url(&format!("{prefix}.scim_base_url"), url, error),
         (Some(_), None) => error(
-            "atlassian.scim_token".into(),
+            format!("{prefix}.scim_token"),
             "required when scim_base_url is set".into(),
         ),
         (None, Some(_)) => error(
-            "atlassian.scim_base_url".into(),
+            format!("{prefix}.scim_base_url"),
             "required when scim_token is set".into(),
         ),
         (None, None) => {}
     }
     if let Some(org_id) = &settings.org_id {
-        check_id("atlassian.org_id", org_id, error);
+        check_id(&format!("{prefix}.org_id"), org_id, error);
     } else if settings.admin_api_key.is_some() {
         warn(
-            "atlassian.org_id".into(),
+            format!("{prefix}.org_id"),
             "not set: the organization events-stream cannot be read (user management still works)".into(),
         );
     }
-    if let Some(tenant) = &settings.tenant {
-        check_id("atlassian.tenant", tenant, error);
+    if let Some(cloud_id) = &settings.cloud_id {
+        check_id(&format!("{prefix}.cloud_id"), cloud_id, error);
+        if let Some(auth_cloud_id) = settings.auth.as_ref().and_then(AuthSettings::gateway_cloud_id)
+            && auth_cloud_id != cloud_id
+        {
+            error(
+                format!("{prefix}.cloud_id"),
+                format!("`{cloud_id}` differs from auth.cloud_id `{auth_cloud_id}`: one tenant is one site"),
+            );
+        }
+    }
+    if let Some(client_key) = &settings.connect_client_key
+        && client_key.trim().is_empty()
+    {
+        error(format!("{prefix}.connect_client_key"), "must not be empty".into());
     }
 
     let retry = &settings.retry;
     if retry.max_attempts == 0 {
-        error("atlassian.retry.max_attempts".into(), "must be at least 1".into());
+        error(
+            format!("{prefix}.retry.max_attempts"),
+            "must be at least 1".into(),
+        );
     }
     if retry.base_delay_ms == 0 || retry.base_delay_ms > retry.max_delay_ms {
         error(
-            "atlassian.retry.base_delay_ms".into(),
+            format!("{prefix}.retry.base_delay_ms"),
             "must be greater than 0 and at most max_delay_ms".into(),
         );
     }
     if settings.http.request_timeout_ms == 0 {
         error(
-            "atlassian.http.request_timeout_ms".into(),
+            format!("{prefix}.http.request_timeout_ms"),
             "must be greater than 0".into(),
         );
     }
     if settings.http.connect_timeout_ms == 0 {
         error(
-            "atlassian.http.connect_timeout_ms".into(),
+            format!("{prefix}.http.connect_timeout_ms"),
             "must be greater than 0".into(),
         );
     }
@@ -424,35 +479,35 @@ pub(super) fn validate(
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !positive(limits.reads_per_second) {
         error(
-            "atlassian.rate_limit.reads_per_second".into(),
+            format!("{prefix}.rate_limit.reads_per_second"),
             "must be greater than 0".into(),
         );
     }
     if !positive(limits.writes_per_second) {
         error(
-            "atlassian.rate_limit.writes_per_second".into(),
+            format!("{prefix}.rate_limit.writes_per_second"),
             "must be greater than 0".into(),
         );
     }
     if limits.burst == 0 {
-        error("atlassian.rate_limit.burst".into(), "must be at least 1".into());
+        error(format!("{prefix}.rate_limit.burst"), "must be at least 1".into());
     }
     if let Some(rate) = limits.tenant_per_second
         && !(0.01..=100_000.0).contains(&rate)
     {
         error(
-            "atlassian.rate_limit.tenant_per_second".into(),
+            format!("{prefix}.rate_limit.tenant_per_second"),
             "must be between 0.01 and 100000".into(),
         );
     }
     if limits.tenant_burst == 0 {
         error(
-            "atlassian.rate_limit.tenant_burst".into(),
+            format!("{prefix}.rate_limit.tenant_burst"),
             "must be at least 1".into(),
         );
     }
     for (endpoint, limit) in &limits.endpoints {
-        let key = format!("atlassian.rate_limit.endpoints.\"{endpoint}\"");
+        let key = format!("{prefix}.rate_limit.endpoints.\"{endpoint}\"");
         if !positive(limit.per_second) || limit.burst == 0 {
             error(
                 key,
@@ -467,15 +522,13 @@ pub(super) fn validate(
     }
 
     for (_, key, at) in settings.token_expiries() {
+        let key = format!("{prefix}.{key}");
         match ending(at, now) {
             Some(Ending::Past) => warn(
-                key.to_owned(),
+                key,
                 format!("expired at {at}: calls with it fail with 401 until it is replaced"),
             ),
-            Some(Ending::Soon) => warn(
-                key.to_owned(),
-                format!("expires at {at}: create a new one and rotate it in"),
-            ),
+            Some(Ending::Soon) => warn(key, format!("expires at {at}: create a new one and rotate it in")),
             None => {}
         }
     }
@@ -518,7 +571,10 @@ mod tests {
             atlassian.confluence_base().as_deref(),
             Some("https://example.atlassian.net/wiki")
         );
-        assert_eq!(atlassian.tenant_name(), "example.atlassian.net");
+        assert_eq!(atlassian.tenant_name(), "default");
+        assert_eq!(atlassian.site_host().as_deref(), Some("example.atlassian.net"));
+        assert_eq!(settings.tenant_names(), ["default"]);
+        assert!(settings.tenant_note().is_some_and(|n| n.contains("`default`")));
         let rendered = settings.to_redacted_toml();
         assert!(rendered.contains("token = \"env:PATH\""), "{rendered}");
         assert!(!rendered.contains(&std::env::var("PATH").unwrap()), "{rendered}");
@@ -539,7 +595,8 @@ mod tests {
             atlassian.confluence_base().as_deref(),
             Some("http://127.0.0.1:9/ex/confluence/cloud-1/wiki")
         );
-        assert_eq!(atlassian.tenant_name(), "cloud-1");
+        assert_eq!(atlassian.tenant_name(), "default");
+        assert_eq!(atlassian.site_cloud_id(), Some("cloud-1"));
         assert!(matches!(
             atlassian.auth,
             Some(AuthSettings::Oauth { ref token_url, .. }) if token_url == "https://auth.atlassian.com/oauth/token"

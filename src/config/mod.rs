@@ -14,6 +14,7 @@ mod poll;
 mod reactions;
 mod secret;
 mod span;
+mod tenants;
 mod validate;
 
 use std::fmt;
@@ -25,13 +26,15 @@ use handlers::{Authority, EventType, TypePattern};
 use serde::{Deserialize, Serialize};
 
 pub use atlassian::{
-    AtlassianSettings, AuthSettings, EndpointRateLimit, HttpSettings, RateLimitSettings, RetrySettings,
+    AtlassianSettings, AuthSettings, DEFAULT_TENANT, EndpointRateLimit, HttpSettings, RateLimitSettings,
+    RetrySettings,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{Secret, SensitiveUrl, redact_url};
 pub use span::Span;
+pub use tenants::Site;
 pub use validate::standard_webhooks_key;
 
 /// A config problem, with the key it is about.
@@ -119,7 +122,12 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     #[serde(default)]
     pub audit: AuditSettings,
-    /// Atlassian Cloud: where and how gatehouse calls it (absent: it calls nothing).
+    /// The Atlassian organizations and sites served, each with its own credentials and limits
+    /// (see [`tenants`]).
+    #[serde(default)]
+    pub tenants: Vec<AtlassianSettings>,
+    /// The older form of one tenant, read as the tenant `default` (absent with no `[[tenants]]`:
+    /// gatehouse calls nothing).
     #[serde(default)]
     pub atlassian: Option<AtlassianSettings>,
 }
@@ -238,6 +246,14 @@ impl QueueSettings {
             .unwrap_or(self.retry_delays_seconds.len() as u32 + 1)
     }
 
+    /// The first rung of the ladder waiting at least `wait` (the last one when none does).
+    pub fn rung_for(&self, wait: std::time::Duration) -> usize {
+        let rungs = self.retry_delays_seconds.len().max(1);
+        (0..rungs)
+            .find(|&rung| self.retry_delay(rung) >= wait)
+            .unwrap_or(rungs - 1)
+    }
+
     /// The delay of rung `rung` (the last rung repeats).
     pub fn retry_delay(&self, rung: usize) -> std::time::Duration {
         let seconds = self
@@ -326,6 +342,11 @@ impl Default for IngressSettings {
 pub struct WorkerSettings {
     /// Events processed at once by one process.
     pub concurrency: usize,
+    /// Events of one tenant processed at once by one process, so that a tenant Atlassian
+    /// throttles (its calls waiting out pauses) leaves slots for the others; its other events
+    /// go back to the queue for the first rung of the ladder, not counted as attempts. Default:
+    /// `concurrency` with one tenant, half of it (at least 1) with several.
+    pub tenant_concurrency: Option<usize>,
     /// On shutdown, in-flight events get this long to finish; the rest go back to the queue.
     pub shutdown_grace_seconds: u64,
     /// A claim on an event's dedupe key held by a worker that stopped renewing it (crashed) is
@@ -337,10 +358,23 @@ pub struct WorkerSettings {
     pub depth_sample_seconds: u64,
 }
 
+impl WorkerSettings {
+    /// Events of one tenant at once (see [`WorkerSettings::tenant_concurrency`]) when `tenants`
+    /// are served.
+    pub fn effective_tenant_concurrency(&self, tenants: usize) -> usize {
+        self.tenant_concurrency.unwrap_or(if tenants > 1 {
+            (self.concurrency / 2).max(1)
+        } else {
+            self.concurrency
+        })
+    }
+}
+
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             concurrency: 8,
+            tenant_concurrency: None,
             shutdown_grace_seconds: 30,
             claim_lease_seconds: 300,
             dedupe_retention_days: 30,
@@ -434,6 +468,11 @@ pub struct SourceSettings {
     /// `Retry-After`. Unlimited when absent.
     #[serde(default)]
     pub rate_per_second: Option<f64>,
+    /// The tenant this source's events belong to (required when there are several; a
+    /// `connect-jwt` source's events belong to the tenant of the installation that signed them,
+    /// and this, when given, limits the source to that tenant's installations).
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// `observation` (default): the sender reports Atlassian's state, checked against the
     /// current state before acting. `decision`: the sender decides (an HR system, an IdP), and is
     /// acted on whatever Atlassian shows now; its decisions are ordered by their own time.
@@ -462,6 +501,7 @@ impl SourceSettings {
             allow_types: None,
             max_in_flight: default_max_in_flight(),
             rate_per_second: None,
+            tenant: None,
             authority: Authority::Observation,
         }
     }

@@ -86,15 +86,13 @@ impl Default for ReconcileSettings {
 
 pub(super) fn validate(settings: &super::Settings, errors: &mut Vec<ConfigError>) {
     let poll = &settings.poll;
-    let atlassian = settings.atlassian.as_ref();
-    if poll.org_events {
-        match atlassian {
-            Some(a) if a.org_id.is_some() && a.admin_api_key.is_some() => {}
-            _ => errors.push(ConfigError::new(
-                "poll.org_events",
-                "polling the events-stream needs atlassian.org_id and atlassian.admin_api_key",
-            )),
-        }
+    let tenants = settings.tenant_configs();
+    // Each tenant that can is polled; at least one must be able to.
+    if poll.org_events && !tenants.iter().any(|(_, t)| t.polls_org_events()) {
+        errors.push(ConfigError::new(
+            "poll.org_events",
+            "polling the events-stream needs a tenant with org_id and admin_api_key",
+        ));
     }
     if poll.interval_seconds == 0 {
         errors.push(ConfigError::new(
@@ -129,18 +127,28 @@ pub(super) fn validate(settings: &super::Settings, errors: &mut Vec<ConfigError>
             "must be greater than 0",
         ));
     }
-    if reconcile.enabled && atlassian.and_then(|a| a.auth.as_ref()).is_none() {
+    if reconcile.enabled && !tenants.iter().any(|(_, t)| t.auth.is_some()) {
         errors.push(ConfigError::new(
             "reconcile.enabled",
-            "reconciling reads Confluence: configure atlassian.auth",
+            "reconciling reads Confluence: configure a tenant's auth",
         ));
     }
-    if reconcile.deactivated_from.contains(&DeactivationSource::Scim)
-        && atlassian.is_none_or(|a| a.scim_token.is_none() || a.scim_base_url.is_none())
-    {
-        errors.push(ConfigError::new(
-            "reconcile.deactivated_from",
-            "\"scim\" needs atlassian.scim_base_url and atlassian.scim_token",
-        ));
+    // Every tenant reconciled (those with Confluence) must have SCIM if SCIM is asked for.
+    if reconcile.deactivated_from.contains(&DeactivationSource::Scim) {
+        for (key, tenant) in &tenants {
+            if tenant.auth.is_none() || tenant.scim_reachable() {
+                continue;
+            }
+            errors.push(ConfigError::new(
+                "reconcile.deactivated_from",
+                format!("\"scim\" needs {key}.scim_base_url and {key}.scim_token"),
+            ));
+        }
+        if tenants.is_empty() {
+            errors.push(ConfigError::new(
+                "reconcile.deactivated_from",
+                "\"scim\" needs a tenant with scim_base_url and scim_token",
+            ));
+        }
     }
 }

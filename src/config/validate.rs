@@ -159,6 +159,17 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             ),
         );
     }
+    if let Some(limit) = worker.tenant_concurrency
+        && (limit == 0 || limit > worker.concurrency)
+    {
+        error(
+            "worker.tenant_concurrency".into(),
+            format!(
+                "must be between 1 and worker.concurrency ({})",
+                worker.concurrency
+            ),
+        );
+    }
     if worker.claim_lease_seconds == 0 {
         error(
             "worker.claim_lease_seconds".into(),
@@ -200,9 +211,9 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
                 .iter()
                 .any(|s| s.scheme == VerificationScheme::ConnectJwt)
                 || settings
-                    .atlassian
-                    .as_ref()
-                    .is_some_and(|a| matches!(a.auth, Some(crate::config::AuthSettings::Oauth { .. })));
+                    .tenant_configs()
+                    .iter()
+                    .any(|(_, a)| matches!(a.auth, Some(crate::config::AuthSettings::Oauth { .. })));
             if keeps_credentials {
                 warn(
                     "store.encryption_key".into(),
@@ -418,9 +429,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         }
     }
 
-    if let Some(atlassian) = &settings.atlassian {
-        super::atlassian::validate(atlassian, now, &mut error, &mut warn);
-    }
+    super::tenants::validate(settings, now, &mut errors, &mut warnings);
     errors.extend(settings.audit.validate());
     super::poll::validate(settings, &mut errors);
 
@@ -452,37 +461,48 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     }
 }
 
-/// What a policy's actions need from `[atlassian]`: Confluence for every policy (to read), SCIM
-/// for SCIM actions, the organization API key for lifecycle actions.
+/// What a policy's actions need from each tenant it acts for: Confluence for every policy (to
+/// read), SCIM for SCIM actions, the organization API key for lifecycle actions.
 fn policy_needs(settings: &Settings, i: usize, policy: &handlers::policy::PolicyConfig) -> Vec<ConfigError> {
     use handlers::policy::Capability;
     let key = format!("policies[{i}].actions");
-    let Some(atlassian) = &settings.atlassian else {
+    let tenants = settings.tenant_configs();
+    if tenants.is_empty() {
         return vec![ConfigError::new(
             key,
-            "policies act on Atlassian: configure the [atlassian] section",
+            "policies act on Atlassian: configure a tenant ([[tenants]], or the [atlassian] section)",
         )];
-    };
+    }
     let mut errors = Vec::new();
-    if atlassian.auth.is_none() {
-        errors.push(ConfigError::new(
-            key.clone(),
-            "policies read Confluence: configure atlassian.auth",
-        ));
-    }
-    if policy.actions.iter().any(|c| c.needs_scim())
-        && (atlassian.scim_base_url.is_none() || atlassian.scim_token.is_none())
-    {
-        errors.push(ConfigError::new(
-            key.clone(),
-            "SCIM actions need atlassian.scim_base_url and atlassian.scim_token",
-        ));
-    }
-    if policy.actions.contains(&Capability::LifecycleDisable) && atlassian.admin_api_key.is_none() {
-        errors.push(ConfigError::new(
-            key,
-            "lifecycle.disable needs atlassian.admin_api_key (the organization API key)",
-        ));
+    for (tenant_key, tenant) in tenants {
+        let name = tenant.tenant_name();
+        if !policy.applies_to_tenant(&name) {
+            continue;
+        }
+        if tenant.auth.is_none() {
+            errors.push(ConfigError::new(
+                key.clone(),
+                format!("policies read Confluence: configure {tenant_key}.auth (tenant `{name}`)"),
+            ));
+        }
+        if policy.actions.iter().any(|c| c.needs_scim())
+            && (tenant.scim_base_url.is_none() || tenant.scim_token.is_none())
+        {
+            errors.push(ConfigError::new(
+                key.clone(),
+                format!(
+                    "SCIM actions need {tenant_key}.scim_base_url and {tenant_key}.scim_token (tenant `{name}`)"
+                ),
+            ));
+        }
+        if policy.actions.contains(&Capability::LifecycleDisable) && tenant.admin_api_key.is_none() {
+            errors.push(ConfigError::new(
+                key.clone(),
+                format!(
+                    "lifecycle.disable needs {tenant_key}.admin_api_key, the organization API key (tenant `{name}`)"
+                ),
+            ));
+        }
     }
     errors
 }
@@ -501,7 +521,7 @@ pub fn standard_webhooks_key(value: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Lowercase ASCII letters and digits plus `extra`, starting with a letter or digit.
-fn is_name(name: &str, extra: &[char]) -> bool {
+pub(super) fn is_name(name: &str, extra: &[char]) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))

@@ -311,6 +311,7 @@ pub fn normalize(
             None
         }
     });
+    envelope.tenant.name = verified.tenant.clone();
     envelope.tenant.client_key = verified.client_key.clone();
     envelope.tenant.cloud_id = verified
         .cloud_id

@@ -23,8 +23,8 @@ use super::dedupe::{Claim, RecentKeys};
 use super::error::IngressError;
 use super::limits::Refusal;
 use super::normalize::{self, NormalizeError};
-use super::verify::{self, RequestParts, Verified};
-use crate::config::{SourceSettings, VerificationScheme};
+use super::verify::{self, RequestParts, Verified, VerifyError};
+use crate::config::{Settings, SourceSettings, VerificationScheme};
 use crate::queue::OutgoingMessage;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
 
@@ -332,7 +332,34 @@ async fn verify_delivery(
             .await
         }
     };
-    Ok(verified?)
+    let mut verified = verified?;
+    verified.tenant = Some(bind_tenant(&state.settings, source, &verified)?);
+    Ok(verified)
+}
+
+/// The tenant a verified delivery belongs to: the source's, or, for Connect, the tenant whose
+/// site the signing installation is (and which the source, if it names one, serves).
+fn bind_tenant(
+    settings: &Settings,
+    source: &SourceSettings,
+    verified: &Verified,
+) -> Result<String, VerifyError> {
+    if source.scheme != VerificationScheme::ConnectJwt {
+        return Ok(settings.source_tenant(source));
+    }
+    let site = crate::config::Site {
+        base_url: verified.site.as_deref().unwrap_or_default(),
+        cloud_id: verified.cloud_id.as_deref(),
+        client_key: verified.client_key.as_deref().unwrap_or_default(),
+    };
+    let tenant = settings.bind_site(site).map_err(VerifyError::UnboundSite)?;
+    match &source.tenant {
+        Some(served) if *served != tenant => Err(VerifyError::UnboundSite(format!(
+            "the installation is tenant `{tenant}`'s; source `{}` serves `{served}`",
+            source.name
+        ))),
+        _ => Ok(tenant),
+    }
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.

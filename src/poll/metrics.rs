@@ -7,11 +7,13 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
+    pub tenant: String,
     pub event_type: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RepairLabel {
+    pub tenant: String,
     pub kind: &'static str,
 }
 
@@ -31,12 +33,12 @@ impl PollMetrics {
         };
         registry.register(
             "poll_events",
-            "Organization events polled and queued, by type",
+            "Organization events polled and queued, by tenant and type",
             metrics.events.clone(),
         );
         registry.register(
             "reconcile_repaired",
-            "Findings the reconciler queued (non-zero: webhooks were missed), by kind",
+            "Findings the reconciler queued (non-zero: webhooks were missed), by tenant and kind",
             metrics.repaired.clone(),
         );
         metrics

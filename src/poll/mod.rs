@@ -28,7 +28,7 @@ pub use metrics::PollMetrics;
 /// once (more work is waiting).
 pub async fn run_singleton<F, Fut>(
     store: Store,
-    name: &'static str,
+    name: &str,
     interval: Duration,
     shutdown: CancellationToken,
     mut job: F,

@@ -18,7 +18,7 @@ use crate::config::PollSettings;
 use crate::queue::{OutgoingMessage, Queue};
 use crate::store::Store;
 
-/// The cursor's name in the store.
+/// The cursor's name in the store, before the tenant (`org-events@{tenant}`).
 pub const CURSOR: &str = "org-events";
 /// The envelope `source` (and dedupe-key namespace) of polled events.
 pub const SOURCE: &str = "org-events";
@@ -38,6 +38,10 @@ pub enum PollError {
 
 /// Polls one organization.
 pub struct OrgEventsPoller {
+    /// The tenant whose organization this is: its events carry it.
+    tenant: String,
+    /// The cursor's (and the request log's) name: [`CURSOR`]`@{tenant}`.
+    cursor: String,
     admin: AdminClient,
     org_id: Option<String>,
     queue: Arc<dyn Queue>,
@@ -50,6 +54,7 @@ pub struct OrgEventsPoller {
 impl std::fmt::Debug for OrgEventsPoller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrgEventsPoller")
+            .field("tenant", &self.tenant)
             .field("org_id", &self.org_id)
             .finish_non_exhaustive()
     }
@@ -57,6 +62,7 @@ impl std::fmt::Debug for OrgEventsPoller {
 
 impl OrgEventsPoller {
     pub fn new(
+        tenant: &str,
         admin: AdminClient,
         org_id: Option<String>,
         queue: Arc<dyn Queue>,
@@ -65,6 +71,8 @@ impl OrgEventsPoller {
         metrics: PollMetrics,
     ) -> Self {
         OrgEventsPoller {
+            tenant: tenant.to_owned(),
+            cursor: format!("{CURSOR}@{tenant}"),
             actions: ActionMap::new(&settings.actions),
             admin,
             org_id,
@@ -81,7 +89,7 @@ impl OrgEventsPoller {
     async fn window_wait(&self) -> Result<Option<std::time::Duration>, PollError> {
         let window = chrono::Duration::seconds(i64::try_from(self.settings.window_seconds).unwrap_or(60));
         let now = Utc::now();
-        let recent = self.store.requests_since(CURSOR, now - window).await?;
+        let recent = self.store.requests_since(&self.cursor, now - window).await?;
         let allowed = self.settings.requests_per_window as usize;
         if recent.len() < allowed {
             return Ok(None);
@@ -104,7 +112,7 @@ impl OrgEventsPoller {
             );
             return Ok(false);
         }
-        let cursor = self.store.poll_cursor(CURSOR).await?.map(EventsCursor);
+        let cursor = self.store.poll_cursor(&self.cursor).await?.map(EventsCursor);
         let query = EventsQuery {
             // Only the very first read starts from a time; after that the cursor says where.
             from: if cursor.is_none() {
@@ -119,9 +127,11 @@ impl OrgEventsPoller {
         // when the answer came: Atlassian saw the request before that, so the next one, a window
         // after this, is a window after Atlassian's count too.
         let sent = Utc::now();
-        self.store.record_request(CURSOR, sent).await?;
+        self.store.record_request(&self.cursor, sent).await?;
         let page = self.admin.events_page(cursor.as_ref(), &query).await;
-        self.store.request_answered(CURSOR, sent, Utc::now()).await?;
+        self.store
+            .request_answered(&self.cursor, sent, Utc::now())
+            .await?;
         let page = page?;
         for event in &page.events {
             let envelope = self.envelope(event)?;
@@ -134,9 +144,13 @@ impl OrgEventsPoller {
             };
             self.metrics
                 .events
-                .get_or_create(&TypeLabel { event_type: label })
+                .get_or_create(&TypeLabel {
+                    tenant: self.tenant.clone(),
+                    event_type: label,
+                })
                 .inc();
             tracing::info!(
+                tenant = %self.tenant,
                 org_event = %event.id,
                 action = %event.action,
                 event_type = %envelope.event_type,
@@ -146,7 +160,7 @@ impl OrgEventsPoller {
         }
         // Saved only now that every event of the page is durably queued.
         if let Some(next) = &page.next {
-            self.store.save_poll_cursor(CURSOR, next.as_str()).await?;
+            self.store.save_poll_cursor(&self.cursor, next.as_str()).await?;
         }
         Ok(!page.events.is_empty())
     }
@@ -159,12 +173,14 @@ impl OrgEventsPoller {
             self.actions.type_for(&event.action),
             SOURCE,
             Scheme::Poll,
-            handlers::internal_dedupe_key(SOURCE, &event.id),
+            // Event ids are only unique within an organization.
+            handlers::internal_dedupe_key(SOURCE, &format!("{}:{}", self.tenant, event.id)),
             payload,
         );
         if let Some(time) = event.time {
             envelope.occurred_at = time;
         }
+        envelope.tenant.name = Some(self.tenant.clone());
         envelope.tenant.org_id = self.org_id.clone();
         if let Some(user) = event.subject("users") {
             envelope.subject.account_id = Some(user.id.clone());
@@ -193,9 +209,10 @@ impl OrgEventsPoller {
     pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
         let interval = std::time::Duration::from_secs(self.settings.interval_seconds);
         let store = self.store.clone();
-        tracing::info!(org_id = ?self.org_id, interval_seconds = interval.as_secs(), "organization events poller started");
+        tracing::info!(tenant = %self.tenant, org_id = ?self.org_id, interval_seconds = interval.as_secs(), "organization events poller started");
         let stop = shutdown.clone();
-        super::run_singleton(store, "org-events-poller", interval, shutdown, || async {
+        let lease = format!("org-events-poller@{}", self.tenant);
+        super::run_singleton(store, &lease, interval, shutdown, || async {
             // Waiting for the stream's limit (up to a minute) must not hold up a shutdown; a page
             // cut short is read again, and the worker's dedupe absorbs what was queued of it.
             let polled = tokio::select! {

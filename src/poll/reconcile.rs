@@ -90,6 +90,8 @@ impl Progress for Quiet {
 }
 
 pub struct Reconciler {
+    /// The tenant reconciled: its site is read, its findings carry it.
+    tenant: String,
     confluence: ConfluenceClient,
     scim: Option<ScimClient>,
     store: Store,
@@ -104,6 +106,7 @@ pub struct Reconciler {
 impl std::fmt::Debug for Reconciler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reconciler")
+            .field("tenant", &self.tenant)
             .field("sources", &self.sources)
             .field("protected_groups", &self.protected_groups)
             .finish_non_exhaustive()
@@ -120,8 +123,10 @@ fn short_hash(parts: &[&str]) -> String {
 }
 
 impl Reconciler {
-    /// A reconciler for `settings`: `[reconcile]` plus what the policies keep and protect.
+    /// A reconciler of `tenant` for `settings`: `[reconcile]` plus what the tenant's policies
+    /// keep and protect.
     pub fn new(
+        tenant: &str,
         settings: &Settings,
         confluence: ConfluenceClient,
         scim: Option<ScimClient>,
@@ -132,13 +137,14 @@ impl Reconciler {
         let reconcile = &settings.reconcile;
         let mut ignore_groups: BTreeSet<String> = reconcile.ignore_groups.iter().cloned().collect();
         let mut protected_groups: BTreeSet<String> = reconcile.protected_groups.iter().cloned().collect();
-        for policy in &settings.policies {
+        for policy in settings.policies.iter().filter(|p| p.applies_to_tenant(tenant)) {
             if policy.on.contains(&EventType::UserDeactivated) {
                 ignore_groups.extend(policy.keep_groups.iter().cloned());
             }
             protected_groups.extend(policy.protected_groups.iter().map(|p| p.name.clone()));
         }
         Reconciler {
+            tenant: tenant.to_owned(),
             confluence,
             scim,
             store,
@@ -257,6 +263,7 @@ impl Reconciler {
             .await?
             .into_iter()
             .filter(|a| a.event_type == EventType::UserDeactivated.as_str())
+            .filter(|a| a.tenant() == self.tenant)
             .filter_map(|a| a.account_id)
             .collect();
         for account in deactivated {
@@ -277,7 +284,8 @@ impl Reconciler {
                 dedupe_key: handlers::internal_dedupe_key(
                     KIND,
                     &format!(
-                        "user.deactivated:{account}:{}:{}",
+                        "{}:user.deactivated:{account}:{}:{}",
+                        self.tenant,
                         short_hash(&ids),
                         Utc::now().format("%Y-%m-%d")
                     ),
@@ -331,7 +339,7 @@ impl Reconciler {
                 id: Some(group.id.clone()),
                 name: Some(group.name.clone()),
             };
-            match self.store.group_snapshot(&group.id).await? {
+            match self.store.group_snapshot(&self.tenant, &group.id).await? {
                 None => report.baselines.push(group.name.clone()),
                 Some(previous) => {
                     let before: BTreeSet<&String> = previous.members.iter().collect();
@@ -348,7 +356,12 @@ impl Reconciler {
                             report.findings.push(Finding {
                                 dedupe_key: handlers::internal_dedupe_key(
                                     KIND,
-                                    &format!("{}:{}:{account}:{since}", event_type.as_str(), group.id),
+                                    &format!(
+                                        "{}:{}:{}:{account}:{since}",
+                                        self.tenant,
+                                        event_type.as_str(),
+                                        group.id
+                                    ),
                                 ),
                                 event_type: event_type.clone(),
                                 account_id: (*account).clone(),
@@ -363,6 +376,7 @@ impl Reconciler {
                 }
             }
             snapshots.push(GroupSnapshot {
+                tenant: self.tenant.clone(),
                 group_id: group.id.clone(),
                 group_name: group.name.clone(),
                 members,
@@ -383,6 +397,7 @@ impl Reconciler {
             finding.dedupe_key.clone(),
             payload,
         );
+        envelope.tenant.name = Some(self.tenant.clone());
         envelope.subject.account_id = Some(finding.account_id.clone());
         envelope.subject.group = finding.group.clone();
         let message = OutgoingMessage::from_envelope(&envelope, KIND)
@@ -394,8 +409,15 @@ impl Reconciler {
             std::borrow::Cow::Borrowed(kind) => kind,
             std::borrow::Cow::Owned(_) => "other",
         };
-        self.metrics.repaired.get_or_create(&RepairLabel { kind }).inc();
+        self.metrics
+            .repaired
+            .get_or_create(&RepairLabel {
+                tenant: self.tenant.clone(),
+                kind,
+            })
+            .inc();
         tracing::warn!(
+            tenant = %self.tenant,
             finding = kind,
             account_id = %finding.account_id,
             group = finding.group.as_ref().and_then(|g| g.name.as_deref()).unwrap_or(""),

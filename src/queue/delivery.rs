@@ -131,10 +131,15 @@ impl Delivery {
     /// Not processed now, and not a failure (another worker holds the event): come back after
     /// the first rung of the ladder without counting an attempt.
     pub async fn postpone(self) -> Result<(), QueueError> {
+        self.postpone_at(0).await
+    }
+
+    /// Like [`Delivery::postpone`], coming back after rung `rung` of the ladder.
+    pub async fn postpone_at(self, rung: usize) -> Result<(), QueueError> {
         let attempts = self.attempt.saturating_sub(1);
         self.settle
             .retry(Retry {
-                rung: 0,
+                rung,
                 attempts,
                 history: self.history,
             })

@@ -50,6 +50,9 @@ pub fn letter_record(row: &DeadLetterRow, kind: AuditKind, outcome: Outcome) -> 
     let event_id = row.event_id.parse::<ulid::Ulid>().ok()?;
     let mut record = NewRecord::new(event_id, kind);
     record.account_id = row.subject.clone().filter(|s| !s.starts_with("group:"));
+    record.tenant = serde_json::from_str::<handlers::Envelope>(&row.body)
+        .ok()
+        .map(|envelope| envelope.tenant_name().to_owned());
     record.attempt = row.attempts;
     record.outcome = outcome;
     Some(record)

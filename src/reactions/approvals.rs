@@ -24,6 +24,12 @@ pub enum DecisionError {
         id: String,
         at: chrono::DateTime<chrono::Utc>,
     },
+    #[error("approval {id} is for tenant `{actual}`, not `{expected}`")]
+    OtherTenant {
+        id: String,
+        actual: String,
+        expected: String,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("audit trail: {0}")]
@@ -113,31 +119,43 @@ fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord 
     record.handler = Some(approval.handler.clone());
     record.account_id = approval.account_id.clone();
     record.outcome = Outcome::status(format!("{} by {by} (approval {})", kind.as_str(), approval.id));
-    // The decision is about the event's plan: it carries the event's authority.
-    record.authority = serde_json::from_str::<handlers::Envelope>(&approval.envelope)
-        .ok()
-        .map(|envelope| envelope.authority);
+    // The decision is about the event's plan: it carries the event's authority and tenant.
+    if let Ok(envelope) = serde_json::from_str::<handlers::Envelope>(&approval.envelope) {
+        record.authority = Some(envelope.authority);
+        record.tenant = Some(envelope.tenant_name().to_owned());
+    }
     record
 }
 
-async fn load(audit: &AuditLog, id: &str) -> Result<Approval, DecisionError> {
-    audit
+/// The approval `id`, which must be `tenant`'s: a person deciding for one tenant never decides
+/// another's plan by a mistyped id.
+async fn load(audit: &AuditLog, id: &str, tenant: &str) -> Result<Approval, DecisionError> {
+    let approval = audit
         .store()
         .approval(id)
         .await?
-        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))
+        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    let actual = approval.tenant();
+    if actual != tenant {
+        return Err(DecisionError::OtherTenant {
+            id: id.to_owned(),
+            actual,
+            expected: tenant.to_owned(),
+        });
+    }
+    Ok(approval)
 }
 
-/// Approves a pending plan (or re-queues an approved one whose queuing failed). A plan pending
-/// for longer than `ttl` is expired instead, and the approval refused.
+/// Approves `tenant`'s pending plan `id` (or re-queues an approved one whose queuing failed). A
+/// plan pending for longer than `ttl` is expired instead, and the approval refused.
 pub async fn approve(
     audit: &AuditLog,
     queue: &dyn Queue,
-    id: &str,
+    (tenant, id): (&str, &str),
     by: &str,
     ttl: Span,
 ) -> Result<Approval, DecisionError> {
-    let approval = load(audit, id).await?;
+    let approval = load(audit, id, tenant).await?;
     match approval.state {
         ApprovalState::Pending if expires_at(approval.created_at, ttl) <= chrono::Utc::now() => {
             expire(audit, &approval, ttl).await?;
@@ -174,19 +192,21 @@ pub async fn approve(
     )
     .map_err(unwritable)?;
     envelope.subject.account_id = approval.account_id.clone();
+    // The plan's own tenant performs it.
+    envelope.tenant.name = Some(tenant.to_owned());
     let message = own_events::message(&envelope).map_err(unwritable)?;
     queue.publish(&message).await?;
     Ok(approval)
 }
 
-/// Rejects a pending plan: nothing of it is performed.
+/// Rejects `tenant`'s pending plan `id`: nothing of it is performed.
 pub async fn reject(
     audit: &AuditLog,
-    id: &str,
+    (tenant, id): (&str, &str),
     by: &str,
     reason: Option<&str>,
 ) -> Result<Approval, DecisionError> {
-    let approval = load(audit, id).await?;
+    let approval = load(audit, id, tenant).await?;
     let mut record = decision_record(&approval, AuditKind::Rejected, by);
     record.outcome.error = reason.map(str::to_owned);
     if approval.state != ApprovalState::Pending

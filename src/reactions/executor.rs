@@ -315,8 +315,7 @@ impl Executor {
         planned: Option<&PlannedAction>,
         attempt: u32,
     ) -> NewRecord {
-        let mut record = NewRecord::new(envelope.id, kind);
-        record.authority = Some(envelope.authority);
+        let mut record = NewRecord::about(envelope, kind);
         record.handler = Some(plan.handler.clone());
         record.attempt = attempt;
         record.account_id = planned

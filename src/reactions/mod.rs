@@ -3,6 +3,10 @@
 //!
 //! `approval.granted` events (published when a person approves a pending plan) resume exactly the
 //! plan that was recorded, not a new one.
+//!
+//! A [`Reactor`] serves one tenant (its policies, its clients, its decisions); the
+//! [`tenants::TenantReactors`] in front of them hands each event to the reactor of the tenant it
+//! is bound to, and keeps one tenant's slow or throttled events from taking every slot.
 
 pub mod approvals;
 pub mod executor;
@@ -10,6 +14,7 @@ pub mod live;
 pub mod own_events;
 pub mod perform;
 mod read_once;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -73,15 +78,16 @@ impl Planner {
         }
     }
 
-    /// The `[[policies]]` of `settings`, reading through `clients` (config validation makes sure
-    /// policies come with an `[atlassian]` section).
-    pub fn from_settings(settings: &Settings, clients: Option<&AtlassianClients>) -> Self {
+    /// The `[[policies]]` of `settings` that act for `tenant`, reading through that tenant's
+    /// `clients` (config validation makes sure policies come with a tenant that has them).
+    pub fn from_settings(settings: &Settings, tenant: &str, clients: Option<&AtlassianClients>) -> Self {
         let shared = Arc::new(handlers::policy::Shared {
             product_groups: settings.reactions.product_groups.clone(),
         });
         let handlers = settings
             .policies
             .iter()
+            .filter(|config| config.applies_to_tenant(tenant))
             .map(|config| {
                 Arc::new(handlers::policy::Policy::new(config.clone(), shared.clone())) as Arc<dyn Handler>
             })
@@ -136,8 +142,10 @@ impl Planner {
     }
 }
 
-/// The worker's processor: plan with the policies, perform with the executor.
+/// One tenant's processor: plan with its policies, perform with the executor.
 pub struct Reactor {
+    /// The tenant served: its decisions and approvals are the only ones this reactor reads.
+    tenant: String,
     planner: Planner,
     executor: Executor,
     store: Store,
@@ -146,14 +154,16 @@ pub struct Reactor {
 impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
+            .field("tenant", &self.tenant)
             .field("planner", &self.planner)
             .finish_non_exhaustive()
     }
 }
 
 impl Reactor {
-    pub fn new(planner: Planner, executor: Executor, store: Store) -> Self {
+    pub fn new(tenant: &str, planner: Planner, executor: Executor, store: Store) -> Self {
         Reactor {
+            tenant: tenant.to_owned(),
             planner,
             executor,
             store,
@@ -197,6 +207,7 @@ impl Reactor {
             return Ok(None);
         };
         let decision = Decision {
+            tenant: self.tenant.clone(),
             account_id: account.to_owned(),
             decided_at: envelope.occurred_at,
             event_id: envelope.id.to_string(),
@@ -213,6 +224,8 @@ impl Reactor {
             .pending_approvals_for(account)
             .await
             .map_err(store_error)?
+            .into_iter()
+            .filter(|approval| approval.tenant() == self.tenant)
         {
             let Ok(older) = serde_json::from_str::<Envelope>(&approval.envelope) else {
                 continue;
@@ -242,7 +255,11 @@ impl Reactor {
         let Some(account) = decided_account(envelope) else {
             return Ok(None);
         };
-        let latest = self.store.latest_decision(account).await.map_err(store_error)?;
+        let latest = self
+            .store
+            .latest_decision(&self.tenant, account)
+            .await
+            .map_err(store_error)?;
         Ok(latest
             .filter(|latest| latest.event_id != envelope.id.to_string())
             .filter(|latest| {
@@ -280,6 +297,13 @@ impl Reactor {
             .map_err(|e| ProcessError::permanent(format!("stored plan: {e}")))?;
         let original: Envelope = serde_json::from_str(&approval.envelope)
             .map_err(|e| ProcessError::permanent(format!("stored envelope: {e}")))?;
+        if original.tenant_name() != self.tenant {
+            return Err(ProcessError::permanent(format!(
+                "approval {approval_id} is for tenant `{}`, not `{}`; refused",
+                original.tenant_name(),
+                self.tenant
+            )));
+        }
         if let Some(why) = self.superseded(&original).await? {
             self.executor
                 .supersede(

@@ -74,6 +74,16 @@ pub struct Approval {
     pub note: Option<String>,
 }
 
+impl Approval {
+    /// The tenant of the plan's event (see [`handlers::Envelope::tenant_name`]); a stored
+    /// envelope that cannot be read belongs to the default tenant, whose operators see it.
+    pub fn tenant(&self) -> String {
+        serde_json::from_str::<handlers::Envelope>(&self.envelope)
+            .map(|e| e.tenant_name().to_owned())
+            .unwrap_or_else(|_| handlers::DEFAULT_TENANT.to_owned())
+    }
+}
+
 const COLUMNS: &str = "id, event_id, handler, event_type, account_id, plan, envelope, state, created_at, decided_at, decided_by, note";
 
 fn from_row(row: &AnyRow) -> Result<Approval, StoreError> {

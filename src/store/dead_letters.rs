@@ -28,6 +28,16 @@ pub struct DeadLetterRow {
     pub dead_at: DateTime<Utc>,
 }
 
+impl DeadLetterRow {
+    /// The tenant the letter's envelope is bound to (see [`handlers::Envelope::tenant_name`]);
+    /// a body that is no envelope belongs to the default tenant, whose operators see it.
+    pub fn tenant(&self) -> String {
+        serde_json::from_str::<handlers::Envelope>(&self.body)
+            .map(|envelope| envelope.tenant_name().to_owned())
+            .unwrap_or_else(|_| handlers::DEFAULT_TENANT.to_owned())
+    }
+}
+
 const COLUMNS: &str = "id, event_id, event_type, subject, routing_key, message_id, body, reason, attempts,
      first_failure_at, last_failure_at, history, dead_at";
 

@@ -1,6 +1,8 @@
 //! The latest decision about each account (`account_decisions`), so that decisions made
 //! elsewhere (a source with `authority = "decision"`) are ordered by their own time: a newer
-//! `user.reactivated` wins over an older `user.deactivated`, whichever arrives first.
+//! `user.reactivated` wins over an older `user.deactivated`, whichever arrives first. Decisions
+//! are ordered per tenant: one person may belong to several organizations, each deciding for
+//! itself.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -10,6 +12,8 @@ use super::{Store, StoreError, from_millis, to_millis};
 /// A decision about an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The tenant the decision was made for.
+    pub tenant: String,
     pub account_id: String,
     pub decided_at: DateTime<Utc>,
     pub event_id: String,
@@ -40,9 +44,9 @@ impl Store {
         // One statement, so two workers recording decisions about one account at once cannot
         // both win: the row only ever moves to a newer (time, event id).
         let written = sqlx::query(
-            "INSERT INTO account_decisions (account_id, decided_at, event_id, event_type, source)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (account_id) DO UPDATE SET
+            "INSERT INTO account_decisions (tenant, account_id, decided_at, event_id, event_type, source)
+             VALUES ($6, $1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, account_id) DO UPDATE SET
                  decided_at = excluded.decided_at,
                  event_id = excluded.event_id,
                  event_type = excluded.event_type,
@@ -57,35 +61,46 @@ impl Store {
         .bind(&decision.event_id)
         .bind(&decision.event_type)
         .bind(&decision.source)
+        .bind(&decision.tenant)
         .fetch_optional(&mut *conn)
         .await?;
         if written.is_some() {
             return Ok(None);
         }
-        match latest_in(&mut conn, &decision.account_id).await? {
+        match latest_in(&mut conn, &decision.tenant, &decision.account_id).await? {
             // A redelivery of the latest decision is not superseded by itself.
             Some(latest) if latest.event_id == decision.event_id => Ok(None),
             newer => Ok(newer),
         }
     }
 
-    /// The latest decision about `account_id`, if any.
-    pub async fn latest_decision(&self, account_id: &str) -> Result<Option<Decision>, StoreError> {
+    /// The latest decision about `account_id` in `tenant`, if any.
+    pub async fn latest_decision(
+        &self,
+        tenant: &str,
+        account_id: &str,
+    ) -> Result<Option<Decision>, StoreError> {
         let mut conn = self.pool().acquire().await?;
-        latest_in(&mut conn, account_id).await
+        latest_in(&mut conn, tenant, account_id).await
     }
 }
 
-async fn latest_in(conn: &mut sqlx::AnyConnection, account_id: &str) -> Result<Option<Decision>, StoreError> {
+async fn latest_in(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    account_id: &str,
+) -> Result<Option<Decision>, StoreError> {
     let row = sqlx::query(
-        "SELECT account_id, decided_at, event_id, event_type, source
-         FROM account_decisions WHERE account_id = $1",
+        "SELECT tenant, account_id, decided_at, event_id, event_type, source
+         FROM account_decisions WHERE tenant = $1 AND account_id = $2",
     )
+    .bind(tenant)
     .bind(account_id)
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
         Ok(Decision {
+            tenant: row.try_get("tenant")?,
             account_id: row.try_get("account_id")?,
             decided_at: from_millis(row.try_get("decided_at")?)?,
             event_id: row.try_get("event_id")?,

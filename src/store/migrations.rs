@@ -66,6 +66,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_request_log.sql"),
         include_str!("../../migrations/postgres/0009_request_log.sql"),
     ),
+    (
+        10,
+        "tenants: audit records, decisions, group snapshots and poll state per tenant",
+        include_str!("../../migrations/sqlite/0010_tenants.sql"),
+        include_str!("../../migrations/postgres/0010_tenants.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -11,6 +11,8 @@ use super::{Store, StoreError, duration_millis, from_millis, to_millis};
 /// A protected group's members as last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSnapshot {
+    /// The tenant whose site the group is in.
+    pub tenant: String,
     pub group_id: String,
     pub group_name: String,
     /// Sorted account ids.
@@ -132,16 +134,23 @@ impl Store {
         Ok(())
     }
 
-    pub async fn group_snapshot(&self, group_id: &str) -> Result<Option<GroupSnapshot>, StoreError> {
+    pub async fn group_snapshot(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> Result<Option<GroupSnapshot>, StoreError> {
         let row = sqlx::query(
-            "SELECT group_id, group_name, members, taken_at FROM group_snapshots WHERE group_id = $1",
+            "SELECT tenant, group_id, group_name, members, taken_at FROM group_snapshots
+             WHERE tenant = $1 AND group_id = $2",
         )
+        .bind(tenant)
         .bind(group_id)
         .fetch_optional(self.pool())
         .await?;
         row.map(|row| {
             let members: String = row.try_get("members")?;
             Ok(GroupSnapshot {
+                tenant: row.try_get("tenant")?,
                 group_id: row.try_get("group_id")?,
                 group_name: row.try_get("group_name")?,
                 members: serde_json::from_str(&members)
@@ -156,14 +165,16 @@ impl Store {
         let members =
             serde_json::to_string(&snapshot.members).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO group_snapshots (group_id, group_name, members, taken_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (group_id) DO UPDATE SET
+            "INSERT INTO group_snapshots (tenant, group_id, group_name, members, taken_at)
+             VALUES ($5, $1, $2, $3, $4)
+             ON CONFLICT (tenant, group_id) DO UPDATE SET
                  group_name = excluded.group_name, members = excluded.members, taken_at = excluded.taken_at",
         )
         .bind(&snapshot.group_id)
         .bind(&snapshot.group_name)
         .bind(members)
         .bind(to_millis(snapshot.taken_at))
+        .bind(&snapshot.tenant)
         .execute(self.pool())
         .await?;
         Ok(())

@@ -12,6 +12,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
+    /// The tenant the event is bound to (`unknown` for a message that is no envelope).
+    pub tenant: String,
     pub outcome: &'static str,
 }
 
@@ -22,7 +24,8 @@ pub struct QueueLabel {
 
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
-    /// `ok`, `skipped`, `duplicate`, `retried`, `dead_lettered`, `busy`.
+    /// By tenant and outcome: `ok`, `skipped`, `duplicate`, `retried`, `dead_lettered`, `busy`,
+    /// `postponed` (the tenant's slots were full), `released`.
     pub attempts: Family<OutcomeLabel, Counter>,
     /// From delivery to settlement.
     pub processing_seconds: Histogram,
@@ -48,7 +51,7 @@ impl WorkerMetrics {
         };
         registry.register(
             "worker_attempts",
-            "Processing attempts by outcome",
+            "Processing attempts by tenant and outcome",
             metrics.attempts.clone(),
         );
         registry.register(
@@ -69,7 +72,12 @@ impl WorkerMetrics {
         metrics
     }
 
-    pub fn outcome(&self, outcome: &'static str) {
-        self.attempts.get_or_create(&OutcomeLabel { outcome }).inc();
+    pub fn outcome(&self, tenant: &str, outcome: &'static str) {
+        self.attempts
+            .get_or_create(&OutcomeLabel {
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 }

@@ -24,7 +24,7 @@ use crate::queue::{Queue, QueueError};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
-pub use processor::{Process, ProcessError, Processed};
+pub use processor::{Admission, Process, ProcessError, Processed};
 
 /// What one event's processing needs.
 struct Context {

@@ -37,7 +37,7 @@ pub(super) async fn handle(context: &Context, delivery: Delivery) {
             tracing::error!(%error, message_id = %delivery.message_id, "not an envelope; dead-lettering");
             let reason = format!("malformed envelope: {error}");
             settle(delivery.dead_letter(&reason, Some(&reason)).await);
-            metrics.outcome("dead_lettered");
+            metrics.outcome("unknown", "dead_lettered");
             return;
         }
     };
@@ -45,13 +45,14 @@ pub(super) async fn handle(context: &Context, delivery: Delivery) {
         "event",
         event_id = %envelope.id,
         event_type = %envelope.event_type,
+        tenant = %envelope.tenant_name(),
         dedupe_key = %envelope.dedupe_key,
         attempt = delivery.attempt,
     );
     let outcome = handle_envelope(context, delivery, &envelope)
         .instrument(span)
         .await;
-    metrics.outcome(outcome);
+    metrics.outcome(envelope.tenant_name(), outcome);
     metrics
         .processing_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -75,6 +76,17 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
     // must not both hold the claim.
     let owner = format!("{}/{}", context.owner, ulid::Ulid::generate());
     let owner = owner.as_str();
+
+    // Held until the delivery is settled (a tenant's share of the slots, say).
+    let _admitted = match context.processor.admit(envelope) {
+        super::Admission::Now(permit) => permit,
+        super::Admission::Later { why, after } => {
+            let rung = context.settings.queue.rung_for(after);
+            tracing::info!(%why, retry_in_ms = context.settings.queue.retry_delay(rung).as_millis() as u64, "not now; back later (no attempt counted)");
+            settle(delivery.postpone_at(rung).await);
+            return "postponed";
+        }
+    };
 
     // The claim and, on a first attempt, the `received` record commit together: one write. An
     // event nothing reacts to gets its one `skipped` record there instead, and is done.
@@ -260,9 +272,7 @@ async fn audit(context: &Context, what: &str, record: NewRecord) -> bool {
 
 /// An audit record about `envelope`.
 fn record(envelope: &Envelope, kind: AuditKind, attempt: u32) -> NewRecord {
-    let mut record = NewRecord::new(envelope.id, kind);
-    record.account_id = envelope.subject.account_id.clone();
-    record.authority = Some(envelope.authority);
+    let mut record = NewRecord::about(envelope, kind);
     record.attempt = attempt;
     record
 }

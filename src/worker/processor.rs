@@ -2,9 +2,12 @@
 //! runtime's processor is `reactions::Reactor` (the configured policies); tests plug in their
 //! own to script failures.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use handlers::Envelope;
 use handlers::ports::ErrorKind;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How processing ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +16,16 @@ pub enum Processed {
     Done,
     /// Nothing reacts to this event (recorded, then acked).
     Skipped(String),
+}
+
+/// Whether an event may start now, asked before anything is claimed or recorded.
+#[derive(Debug)]
+pub enum Admission {
+    /// Go ahead, holding this (if anything) until the delivery is settled.
+    Now(Option<OwnedSemaphorePermit>),
+    /// Not now, and not a failure (e.g. its tenant already has all the slots it may hold): give
+    /// the delivery back to come again after about `after`, without counting an attempt.
+    Later { why: String, after: Duration },
 }
 
 /// A failed attempt, classified for the retry logic.
@@ -61,5 +74,11 @@ pub trait Process: Send + Sync + 'static {
     /// sender cannot grow the audit trail by more than one record per delivery.
     fn ignores(&self, _envelope: &Envelope) -> Option<String> {
         None
+    }
+
+    /// Whether `envelope` may start now. Asked first, so an event sent back for later leaves
+    /// no trace but a log line and a metric, however often it comes back.
+    fn admit(&self, _envelope: &Envelope) -> Admission {
+        Admission::Now(None)
     }
 }

@@ -55,6 +55,11 @@ async fn connect_app_with(allow_types: Option<&[&str]>) -> (TestApp, Arc<AtomicU
     let (keys, hits) = key_server().await;
     let allow_types = allow_types.map(|types| types.iter().map(|t| t.parse().unwrap()).collect());
     let app = TestApp::spawn(move |s| {
+        // The one tenant: the site of the test installs.
+        let mut acme = gatehouse::config::AtlassianSettings::new(None);
+        acme.name = Some("acme".to_owned());
+        acme.cloud_id = Some("cloud-123".to_owned());
+        s.tenants.push(acme);
         s.connect.base_url = Some(BASE_URL.to_owned());
         s.connect.install_keys_url = keys;
         let mut confluence = source("confluence", VerificationScheme::ConnectJwt, vec![]);
@@ -240,7 +245,7 @@ async fn connect_webhooks_verify_with_the_installation_secret_and_qsh() {
     assert_eq!(seen.body["scheme"], "connect-jwt");
     assert_eq!(
         seen.body["tenant"],
-        json!({"cloud_id": "cloud-123", "client_key": CLIENT_KEY})
+        json!({"name": "acme", "cloud_id": "cloud-123", "client_key": CLIENT_KEY})
     );
     assert_eq!(seen.body["delivery"]["key_id"], CLIENT_KEY);
     assert_eq!(seen.body["subject"]["account_id"], "5b10-gone");
@@ -409,5 +414,140 @@ async fn connect_user_events_are_refused_unless_allowed() {
         observer.next(Duration::from_secs(5)).await.unwrap().routing_key,
         "confluence.group.created"
     );
+    app.stop().await;
+}
+
+/// An `installed` body for a site at `base_url` with cloud id `cloud_id`.
+fn lifecycle_body_for(event: &str, base_url: &str, cloud_id: &str) -> Vec<u8> {
+    json!({
+        "key": "gatehouse", "clientKey": CLIENT_KEY, "sharedSecret": SHARED_SECRET,
+        "baseUrl": base_url, "cloudId": cloud_id, "eventType": event, "productType": "confluence"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn installs_from_sites_no_tenant_names_are_refused_and_their_secrets_verify_nothing() {
+    let app = connect_app().await;
+    // An installation stored before sites were bound (the old hole): it must sign nothing.
+    app.store
+        .upsert_installation(&gatehouse::store::Installation {
+            client_key: "confluence:old-hole".to_owned(),
+            shared_secret: gatehouse::config::Secret::new("old-hole-secret-0123456789abcdef"),
+            base_url: "https://attacker.atlassian.net/wiki".to_owned(),
+            cloud_id: Some("cloud-evil".to_owned()),
+            installed_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let post = |path: &'static str, body: Vec<u8>| {
+        let app = &app;
+        async move {
+            let token = lifecycle_token(path, CLIENT_KEY, BASE_URL, "test-kid");
+            app.post(path, &body, &[("authorization", format!("JWT {token}"))])
+                .await
+        }
+    };
+    // Signed by Atlassian, for the app, but from a site no tenant names (any developer site can
+    // install a public descriptor): 403 with the reason.
+    let refused = post(
+        "/connect/installed",
+        lifecycle_body_for("installed", "https://attacker.atlassian.net/wiki", "cloud-evil"),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["reason"], "site_not_a_tenant");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("attacker.atlassian.net"),
+        "{answer}"
+    );
+    // The tenant's own cloud id claimed by another client key is refused too, once the tenant
+    // names its key; here the cloud id must match: a right host with the wrong cloud id is not
+    // the tenant's site.
+    let wrong_cloud = post(
+        "/connect/installed",
+        lifecycle_body_for("installed", "https://acme.atlassian.net/wiki", "cloud-other"),
+    )
+    .await;
+    assert_eq!(wrong_cloud.status(), 403);
+    // Uninstalls are bound the same way.
+    let uninstall = post(
+        "/connect/uninstalled",
+        lifecycle_body_for("uninstalled", "https://attacker.atlassian.net/wiki", "cloud-evil"),
+    )
+    .await;
+    assert_eq!(uninstall.status(), 403);
+
+    // No secret was stored: a webhook signed with the one the site would have had gets 401.
+    let path = "/webhooks/confluence/group_removed";
+    let hook = webhook_token(path, "", SHARED_SECRET, None, 120);
+    let response = app
+        .post(
+            path,
+            br#"{"group":{"name":"admins"}}"#,
+            &[("authorization", format!("JWT {hook}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["reason"],
+        "unknown_issuer"
+    );
+
+    // Each refusal is in the audit trail, with the site and the reason.
+    let refusals: Vec<_> = gatehouse::audit::query::query(
+        &app.store,
+        &gatehouse::audit::AuditQuery {
+            kinds: vec![gatehouse::audit::AuditKind::Refused],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    let first = &refusals[0].record;
+    let action = first.action.as_ref().unwrap();
+    assert_eq!(action.action_type, "connect.install");
+    assert_eq!(
+        action.target,
+        format!("site:attacker.atlassian.net/client:{CLIENT_KEY}")
+    );
+    assert_eq!(first.outcome.http_status, Some(403));
+    assert!(
+        first
+            .outcome
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not a configured tenant")
+    );
+    assert_eq!(
+        refusals[2].record.action.as_ref().unwrap().action_type,
+        "connect.uninstall"
+    );
+
+    // That old installation signs nothing either: its site is not a tenant's.
+    let now = signing::now();
+    let old = signing::connect_hs256(
+        json!({"iss": "confluence:old-hole", "iat": now - 5, "exp": now + 120, "qsh": signing::qsh("POST", path, "")}),
+        "old-hole-secret-0123456789abcdef",
+    );
+    let response = app
+        .post(
+            path,
+            br#"{"group":{"name":"admins"}}"#,
+            &[("authorization", format!("JWT {old}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.json::<Value>().await.unwrap()["reason"], "unbound_site");
+
+    // The tenant's own site installs, and its webhooks carry the tenant.
+    assert_eq!(install_signed_with(&app, "test-kid").await, 204);
     app.stop().await;
 }

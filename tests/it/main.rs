@@ -17,4 +17,5 @@ mod queue;
 mod reactions;
 mod store;
 mod store_seal;
+mod tenants;
 mod trust;

@@ -198,6 +198,10 @@ pub struct PolicyConfig {
     /// skipped with the reason.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The tenants this policy acts for (`[[tenants]]` names); empty: all. The worker gives
+    /// each tenant's events only to that tenant's policies.
+    #[serde(default)]
+    pub tenants: Vec<String>,
     pub actions: Vec<Capability>,
     /// `confluence.remove_from_all_groups`: groups the account keeps (exact names).
     #[serde(default)]
@@ -238,6 +242,11 @@ impl PolicyConfig {
     /// Does this policy act on events from `source`?
     pub fn accepts_source(&self, source: &str) -> bool {
         self.sources.is_empty() || self.sources.iter().any(|s| s == source)
+    }
+
+    /// Does this policy act for tenant `tenant`?
+    pub fn applies_to_tenant(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
     }
 
     /// Does `action` wait for approval under this policy?

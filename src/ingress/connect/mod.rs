@@ -6,6 +6,11 @@
 //! URL, its `qsh` must match the callback, and its `iss` must be the `clientKey` in the body. A
 //! re-install of a site we already know may instead be signed HS256 with the current shared
 //! secret (the pre-2021 flow), which is accepted too. Secrets are stored, never logged.
+//!
+//! The descriptor is public, so any Atlassian site can install the app and would receive a
+//! valid shared secret. Installs (and uninstalls) are therefore accepted only from sites a
+//! configured tenant names (`Settings::bind_site`): any other gets 403 with the reason, a
+//! warning in the log and a `refused` record in the audit trail, and no secret is stored.
 
 mod install_keys;
 mod installations;
@@ -25,7 +30,8 @@ use super::IngressState;
 use super::error::IngressError;
 use super::verify::{RequestParts, VerifyError, connect_jwt, jwt};
 use super::webhook::{is_json, read_body};
-use crate::config::Secret;
+use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::config::{Secret, Site};
 use crate::store::Installation;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
 
@@ -198,6 +204,15 @@ async fn handle_lifecycle(
     if payload.client_key != issuer {
         return Err(VerifyError::IssuerMismatch.into());
     }
+    let site = Site {
+        base_url: payload.base_url.as_deref().unwrap_or_default(),
+        cloud_id: payload.cloud_id.as_deref(),
+        client_key: &payload.client_key,
+    };
+    let tenant = match state.settings.bind_site(site) {
+        Ok(tenant) => tenant,
+        Err(why) => return Err(refuse(state, kind, site, why).await),
+    };
     match kind {
         Lifecycle::Installed => {
             let shared_secret = payload
@@ -216,7 +231,7 @@ async fn handle_lifecycle(
                 .put(installation.clone())
                 .await
                 .map_err(|e| IngressError::Unavailable(e.to_string()))?;
-            tracing::info!(client_key = %installation.client_key, site = %installation.base_url, "Connect app installed");
+            tracing::info!(%tenant, client_key = %installation.client_key, site = %installation.base_url, "Connect app installed");
         }
         Lifecycle::Uninstalled => {
             let existed = state
@@ -224,10 +239,44 @@ async fn handle_lifecycle(
                 .remove(&payload.client_key)
                 .await
                 .map_err(|e| IngressError::Unavailable(e.to_string()))?;
-            tracing::info!(client_key = %payload.client_key, existed, "Connect app uninstalled");
+            tracing::info!(%tenant, client_key = %payload.client_key, existed, "Connect app uninstalled");
         }
     }
     Ok(())
+}
+
+/// Refuses a lifecycle callback from a site no tenant names: recorded in the audit trail (503
+/// when it cannot be, so Atlassian tries again and the refusal is not lost), then 403.
+async fn refuse(state: &IngressState, kind: Lifecycle, site: Site<'_>, why: String) -> IngressError {
+    let what = match kind {
+        Lifecycle::Installed => "connect.install",
+        Lifecycle::Uninstalled => "connect.uninstall",
+    };
+    let host = url::Url::parse(site.base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown-site".to_owned());
+    let mut record = NewRecord::new(ulid::Ulid::generate(), AuditKind::Refused);
+    record.action = Some(ActionRef {
+        action_type: what.to_owned(),
+        target: format!("site:{host}/client:{}", site.client_key),
+        org_wide: false,
+    });
+    record.outcome = Outcome {
+        status: "refused".to_owned(),
+        http_status: Some(403),
+        error: Some(why.clone()),
+    };
+    let audit = AuditLog::from_settings(state.store.clone(), &state.settings);
+    if let Err(error) = audit.append(record).await {
+        return IngressError::Unavailable(format!("cannot record the refused {what}: {error}"));
+    }
+    tracing::warn!(site = %host, client_key = %site.client_key, reason = %why, "Connect {what} refused: the site is not a configured tenant");
+    IngressError::Refused {
+        status: StatusCode::FORBIDDEN,
+        reason: "site_not_a_tenant",
+        detail: why,
+    }
 }
 
 /// `GET /connect/atlassian-connect.json`: the descriptor, generated from config.

@@ -67,6 +67,8 @@ pub async fn verify(
         key_id: client_key.clone(),
         client_key: Some(client_key),
         cloud_id: installation.cloud_id.clone(),
+        site: Some(installation.base_url.clone()),
+        tenant: None,
     })
 }
 

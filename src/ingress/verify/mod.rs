@@ -37,6 +37,11 @@ pub struct Verified {
     pub client_key: Option<String>,
     /// Connect: the installation's cloud id, when it told us.
     pub cloud_id: Option<String>,
+    /// Connect: the installation's site (`baseUrl`), which binds it to a tenant.
+    pub site: Option<String>,
+    /// The tenant the delivery belongs to, bound by the ingress after verification (from the
+    /// source, or the Connect installation's site); never read from the body.
+    pub tenant: Option<String>,
 }
 
 impl Verified {
@@ -45,6 +50,8 @@ impl Verified {
             key_id: id.to_owned(),
             client_key: None,
             cloud_id: None,
+            site: None,
+            tenant: None,
         }
     }
 }
@@ -79,6 +86,10 @@ pub enum VerifyError {
     IssuerMismatch,
     #[error("signing key {0} is unknown")]
     UnknownKey(String),
+    /// A Connect installation whose site no configured tenant names (installed before tenants
+    /// were bound, or its tenant since removed), or another tenant's than the source serves.
+    #[error("the installation is not bound to this source's tenant: {0}")]
+    UnboundSite(String),
     /// Not the sender's fault: a store or key server gatehouse needs is unreachable (503).
     #[error("cannot verify now: {0}")]
     Unavailable(String),
@@ -100,6 +111,7 @@ impl VerifyError {
             VerifyError::WrongAudience => "wrong_audience",
             VerifyError::IssuerMismatch => "issuer_mismatch",
             VerifyError::UnknownKey(_) => "unknown_key",
+            VerifyError::UnboundSite(_) => "unbound_site",
             VerifyError::Unavailable(_) => "unavailable",
         }
     }

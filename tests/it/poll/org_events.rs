@@ -42,12 +42,9 @@ async fn a_deactivation_without_any_webhook_is_acted_on_after_the_next_poll() {
         world.groups_of("ann").await == ["all-staff"]
     })
     .await;
-    let polled = world
-        .app
-        .metrics
-        .render()
-        .lines()
-        .any(|l| l.starts_with(r#"gatehouse_poll_events_total{event_type="user.deactivated"}"#));
+    let polled = world.app.metrics.render().lines().any(|l| {
+        l.starts_with(r#"gatehouse_poll_events_total{tenant="default",event_type="user.deactivated"}"#)
+    });
     assert!(polled);
     world.stop().await;
 }
@@ -109,7 +106,7 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
     let cursor = gatehouse::store::Store::connect(&settings.store)
         .await
         .unwrap()
-        .poll_cursor("org-events")
+        .poll_cursor("org-events@default")
         .await
         .unwrap();
     assert!(cursor.is_some(), "a cursor was saved");

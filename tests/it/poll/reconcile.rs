@@ -40,7 +40,7 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
         world
             .app
             .store
-            .group_snapshot("g-admins")
+            .group_snapshot("default", "g-admins")
             .await
             .unwrap()
             .is_some()
@@ -61,7 +61,8 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
     assert_eq!(world.groups_of("admin-1").await, ["confluence-administrators"]);
     let metrics = world.app.metrics.render();
     assert!(
-        metrics.contains(r#"gatehouse_reconcile_repaired_total{kind="group.member_added"} 1"#),
+        metrics
+            .contains(r#"gatehouse_reconcile_repaired_total{tenant="default",kind="group.member_added"} 1"#),
         "{metrics}"
     );
     world.stop().await;
@@ -149,7 +150,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     .await
     .unwrap();
     assert!(
-        store.group_snapshot("g-x").await.unwrap().is_none(),
+        store.group_snapshot("default", "g-x").await.unwrap().is_none(),
         "no snapshot taken"
     );
     let queued = |store: gatehouse::store::Store| async move {
@@ -171,7 +172,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stderr.contains("1 finding(s) queued"), "{stderr}");
     eventually(LONG, "queued", || async { queued(store.clone()).await == 1 }).await;
-    assert!(store.group_snapshot("g-x").await.unwrap().is_some());
+    assert!(store.group_snapshot("default", "g-x").await.unwrap().is_some());
 
     // Its plan now waits for a person: later runs say so instead of queueing it again.
     let mut tx = store.begin_write().await.unwrap();

@@ -63,11 +63,17 @@ async fn a_transient_failure_twice_completes_on_the_third_attempt_after_the_ladd
         ["received", "failed", "failed"]
     );
     assert_eq!(
-        metric(&app, r#"gatehouse_worker_attempts_total{outcome="retried"}"#),
+        metric(
+            &app,
+            r#"gatehouse_worker_attempts_total{tenant="default",outcome="retried"}"#
+        ),
         2.0
     );
     eventually(LONG, "ok counted", || async {
-        metric(&app, r#"gatehouse_worker_attempts_total{outcome="ok"}"#) == 1.0
+        metric(
+            &app,
+            r#"gatehouse_worker_attempts_total{tenant="default",outcome="ok"}"#,
+        ) == 1.0
     })
     .await;
     app.stop().await;
@@ -153,7 +159,10 @@ async fn copies_of_one_fact_are_acted_on_once(backend: Backend) {
     // The same fact again (another delivery of it, e.g. a webhook and a poll).
     let copy = publish(&app, "dave", "fact-dave").await;
     eventually(LONG, "duplicate recorded", || async {
-        metric(&app, r#"gatehouse_worker_attempts_total{outcome="duplicate"}"#) == 1.0
+        metric(
+            &app,
+            r#"gatehouse_worker_attempts_total{tenant="default",outcome="duplicate"}"#,
+        ) == 1.0
     })
     .await;
     assert_eq!(processor.calls("dave").len(), 1);
@@ -179,7 +188,10 @@ async fn a_copy_arriving_while_its_fact_is_in_progress_waits_without_using_up_at
     // A copy of the same fact, consumed by the same process while the first is held.
     let copy = publish(&app, "frank", "fact-frank").await;
     eventually(LONG, "the copy found the fact busy several times", || async {
-        metric(&app, r#"gatehouse_worker_attempts_total{outcome="busy"}"#) >= 5.0
+        metric(
+            &app,
+            r#"gatehouse_worker_attempts_total{tenant="default",outcome="busy"}"#,
+        ) >= 5.0
     })
     .await;
     assert_eq!(processor.calls("frank").len(), 1, "the copy did not act");

@@ -89,7 +89,7 @@ pub async fn dead_letters(app: &TestApp) -> Vec<gatehouse::store::DeadLetterRow>
         .unwrap()
 }
 
-/// The value of a metric line, e.g. `gatehouse_worker_attempts_total{outcome="ok"}`.
+/// The value of a metric line, e.g. `gatehouse_worker_attempts_total{tenant="default",outcome="ok"}`.
 pub fn metric(app: &TestApp, series: &str) -> f64 {
     app.metrics
         .render()

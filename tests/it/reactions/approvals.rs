@@ -82,7 +82,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
     let approved = approve(
         &world.app.audit,
         world.app.queue.as_ref(),
-        &approval.id,
+        ("default", &approval.id),
         "security-lead",
         ttl(),
     )
@@ -120,7 +120,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
         approve(
             &world.app.audit,
             world.app.queue.as_ref(),
-            &approval.id,
+            ("default", &approval.id),
             "someone",
             ttl()
         )
@@ -135,7 +135,7 @@ async fn a_rejected_plan_is_never_performed() {
     let (world, event_id, approval) = leaver_awaiting_approval("dan").await;
     reject(
         &world.app.audit,
-        &approval.id,
+        ("default", &approval.id),
         "security-lead",
         Some("dan is a contractor, handled by HR"),
     )
@@ -156,7 +156,7 @@ async fn a_rejected_plan_is_never_performed() {
         approve(
             &world.app.audit,
             world.app.queue.as_ref(),
-            &approval.id,
+            ("default", &approval.id),
             "someone",
             ttl()
         )
@@ -239,7 +239,7 @@ async fn a_plan_nobody_approved_in_time_expires_and_never_runs() {
     let refused = approve(
         &world.app.audit,
         world.app.queue.as_ref(),
-        &approval.id,
+        ("default", &approval.id),
         "late",
         short,
     )
@@ -292,7 +292,7 @@ async fn an_approved_plan_for_someone_reactivated_since_does_not_run() {
     approve(
         &world.app.audit,
         world.app.queue.as_ref(),
-        &approval.id,
+        ("default", &approval.id),
         "security-lead",
         ttl(),
     )
@@ -342,7 +342,7 @@ allow_org_wide = true
     approve(
         &world.app.audit,
         world.app.queue.as_ref(),
-        &approval.id,
+        ("default", &approval.id),
         "security-lead",
         ttl(),
     )

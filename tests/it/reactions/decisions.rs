@@ -83,7 +83,7 @@ async fn a_decision_is_acted_on_though_atlassian_shows_the_person_active() {
     approve(
         &world.app.audit,
         world.app.queue.as_ref(),
-        &approval.id,
+        ("default", &approval.id),
         "security-lead",
         gatehouse::config::Span::parse("7d").unwrap(),
     )
@@ -295,7 +295,7 @@ async fn an_observation_does_not_cancel_a_decision_waiting_for_approval() {
     approve(
         &world.app.audit,
         world.app.queue.as_ref(),
-        &waiting.id,
+        ("default", &waiting.id),
         "security-lead",
         gatehouse::config::Span::parse("7d").unwrap(),
     )
