@@ -57,6 +57,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// The configured tenant.
+    pub tenant: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     /// The configured tenant.
     pub tenant: Arc<str>,
@@ -90,8 +96,8 @@ pub struct AtlassianMetrics {
     pub token_refreshes: Family<OutcomeLabels, Counter>,
     /// When each configured credential expires (unix seconds): alert on `… - time() < 30 days`.
     pub token_expiry_timestamp_seconds: Family<TokenLabels, Gauge>,
-    /// This process's share of its tenant's rate budget (1/N of N worker processes).
-    pub budget_share: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// This process's share of each tenant's rate budget (1/N of N worker processes).
+    pub budget_share: Family<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl AtlassianMetrics {
@@ -107,7 +113,7 @@ impl AtlassianMetrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             token_refreshes: Family::default(),
             token_expiry_timestamp_seconds: Family::default(),
-            budget_share: Gauge::default(),
+            budget_share: Family::default(),
         };
         registry.register(
             "requests",
@@ -146,7 +152,7 @@ impl AtlassianMetrics {
         );
         registry.register(
             "budget_share",
-            "This process's share of the tenant's rate budget (1/N of N worker processes)",
+            "This process's share of each tenant's rate budget (1/N of N worker processes)",
             metrics.budget_share.clone(),
         );
         registry.register(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::limiter::RateLimiter;
-use super::metrics::AtlassianMetrics;
+use super::metrics::{AtlassianMetrics, TenantLabels};
 use crate::store::Store;
 
 /// How often a process renews its lease and recounts the others.
@@ -43,7 +43,10 @@ pub async fn keep_share(
         match store.live_leases(&prefix).await {
             Ok(processes) => {
                 let share = 1.0 / processes.max(1) as f64;
-                metrics.budget_share.set(share);
+                metrics
+                    .budget_share
+                    .get_or_create(&TenantLabels { tenant: site.clone() })
+                    .set(share);
                 limiter
                     .state()
                     .set_share(&site, share, tokio::time::Instant::now());

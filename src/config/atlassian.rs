@@ -706,8 +706,22 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.into_iter().map(|e| e.key).collect(),
         };
-        // Only the store key and the Standard Webhooks secret, which PATH is not the shape of,
-        // are refused: the file parsed, and [atlassian] validated clean.
-        assert_eq!(keys, ["store.encryption_key", "sources[2].secrets[0].value"]);
+        // Only the store key and the Standard Webhooks secrets, which PATH is not the shape of,
+        // are refused: the file parsed, and both tenants validated clean.
+        assert_eq!(
+            keys,
+            [
+                "store.encryption_key",
+                "sources[2].secrets[0].value",
+                "sources[4].secrets[0].value"
+            ]
+        );
+        // Without those three, the file loads as two tenants.
+        let usable = patched
+            .replace("encryption_key = \"env:PATH\"", "")
+            .replace("secrets = [{ id = \"okta-relay\", value = \"env:PATH\" }]", "")
+            .replace("secrets = [{ id = \"sandbox-relay\", value = \"env:PATH\" }]", "");
+        let (settings, _) = load(&usable).unwrap();
+        assert_eq!(settings.tenant_names(), ["prod", "sandbox"]);
     }
 }

@@ -376,3 +376,177 @@ async fn a_tenant_throttled_hard_does_not_hold_up_the_other() {
     app.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn each_tenant_is_polled_and_reconciled_on_its_own() {
+    let ann = vec!["ann".to_owned()];
+    let sim = Simulator::start_tenants(vec![
+        (site("a", &ann), Policy::default()),
+        (site("b", &ann), Policy::default()),
+    ])
+    .await
+    .unwrap();
+    // No webhook at all: ann, deactivated on both sites, is found by each tenant's reconciler and
+    // handled by that tenant's policy; each organization's events-stream is read with its own
+    // cursor.
+    let app = two_tenants(&sim, |s| {
+        s.poll.org_events = true;
+        s.poll.interval_seconds = 1;
+        s.reconcile.enabled = true;
+        s.reconcile.interval_seconds = 1;
+        s.reconcile.protected_groups = vec!["team-1".to_owned()];
+    })
+    .await;
+    eventually(
+        LONG,
+        "each site's ann handled by its own tenant's policy",
+        || async {
+            groups_of(&sim, "a-cloud", "ann") == ["all-staff"]
+                && groups_of(&sim, "b-cloud", "ann") == ["all-staff", "team-2"]
+        },
+    )
+    .await;
+    eventually(LONG, "each tenant's snapshots and cursor are its own", || async {
+        let store = &app.store;
+        store.group_snapshot("a", "a-g1").await.unwrap().is_some()
+            && store.group_snapshot("b", "b-g1").await.unwrap().is_some()
+            && store.group_snapshot("a", "b-g1").await.unwrap().is_none()
+            && store.poll_cursor("org-events@a").await.unwrap().is_some()
+            && store.poll_cursor("org-events@b").await.unwrap().is_some()
+    })
+    .await;
+    // The findings were queued as each tenant's, and acted on by each tenant's policy only.
+    let of_b = records(&app, Some("b")).await;
+    assert!(
+        of_b.iter()
+            .any(|r| r.record.handler.as_deref() == Some("leaver-b"))
+    );
+    assert!(
+        of_b.iter()
+            .all(|r| r.record.handler.as_deref() != Some("leaver-a"))
+    );
+    for name in ["a", "b"] {
+        let polled = sim
+            .tenant(&format!("{name}-cloud"))
+            .unwrap()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/events-stream"))
+            .count();
+        assert!(polled > 0, "{name}'s events-stream was read");
+    }
+    app.stop().await;
+    sim.stop().await;
+}
+
+/// A config file for tenants `a` and `b` of `sim` (scoped tokens through the gateway, read from
+/// files), with each tenant's leaver policy and a SQLite store, written into `dir`.
+fn config_file(sim: &SimHandle, dir: &TempDir) -> std::path::PathBuf {
+    let mut tenants = String::new();
+    for name in ["a", "b"] {
+        let token = dir.0.join(format!("{name}-token"));
+        std::fs::write(&token, format!("{name}-api-token\n")).unwrap();
+        tenants.push_str(&format!(
+            "[[tenants]]\nname = \"{name}\"\ngateway_base_url = \"{api}\"\n\
+             auth = {{ kind = \"basic\", email = \"bot-{name}@example.com\", token = \"file:{token}\", cloud_id = \"{name}-cloud\" }}\n",
+            api = sim.api_base_url(),
+            token = token.display(),
+        ));
+    }
+    let config = dir.0.join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{store}/gatehouse.db\"\n{tenants}{LEAVERS}",
+            store = dir.0.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn gatehouse(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn commands_work_on_the_tenant_they_are_told() {
+    let sim = Simulator::start_tenants(vec![
+        (site("a", &["ann".to_owned()]), Policy::default()),
+        (site("b", &["bob".to_owned()]), Policy::default()),
+    ])
+    .await
+    .unwrap();
+    let dir = TempDir::new();
+    let config = config_file(&sim, &dir);
+
+    let (ok, _, stderr) = gatehouse(&config, &["check-config"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("tenants: a, b"), "{stderr}");
+
+    // With several tenants, a command that works on one must be told which.
+    let (ok, _, stderr) = gatehouse(&config, &["approvals", "list"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("name one with --tenant (a, b)"), "{stderr}");
+    let (ok, _, stderr) = gatehouse(&config, &["approvals", "list", "--tenant", "c"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("no tenant `c`"), "{stderr}");
+    let (ok, _, stderr) = gatehouse(&config, &["approvals", "--tenant", "b", "list"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("0 pending approval(s) of tenant `b`"), "{stderr}");
+
+    // Listings read the named tenant's site, with its credentials.
+    let (ok, stdout, stderr) = gatehouse(
+        &config,
+        &[
+            "directory",
+            "members",
+            "team-1",
+            "--tenant",
+            "b",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let members: Value = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["account_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bob"]);
+    assert!(sim.tenant("a-cloud").unwrap().requests().is_empty());
+
+    // A plan is made with the named tenant's policies.
+    let payload = serde_json::value::to_raw_value(&json!({})).unwrap();
+    let mut envelope = Envelope::new(
+        EventType::UserDeactivated,
+        "hr-b",
+        Scheme::StandardWebhooks,
+        "hr-b:1",
+        payload,
+    );
+    envelope.subject.account_id = Some("bob".to_owned());
+    let event = dir.0.join("event.json");
+    std::fs::write(&event, serde_json::to_string(&envelope).unwrap()).unwrap();
+    let event = event.display().to_string();
+    let (ok, stdout, stderr) = gatehouse(&config, &["plan", "--tenant", "b", "--event", &event]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("leaver-b"), "{stdout}");
+    assert!(!stdout.contains("leaver-a"), "{stdout}");
+    sim.stop().await;
+}

@@ -18,7 +18,7 @@ async fn worker_processes_share_the_tenant_budget() {
         app.metrics
             .render()
             .lines()
-            .find_map(|l| l.strip_prefix("gatehouse_atlassian_budget_share "))
+            .find_map(|l| l.strip_prefix("gatehouse_atlassian_budget_share{tenant=\"default\"} "))
             .map(|v| v.trim().to_owned())
     };
     eventually(LONG, "each process takes half", || async {
