@@ -124,6 +124,36 @@ fn default_account_type() -> String {
     "atlassian".to_owned()
 }
 
+impl Seed {
+    /// An empty site for tenant `name` whose ids and credentials all carry the name, so that
+    /// several can share one simulator: `{name}-cloud`, `{name}-org`, `{name}-directory`; an
+    /// (unscoped) API token `{name}-api-token` of `bot@{name}.example`, `{name}-scim-token`,
+    /// `{name}-admin-key`, and the OAuth client `{name}-client` (secret `{name}-secret`, first
+    /// refresh token `{name}-refresh-0`).
+    pub fn named(name: &str) -> Seed {
+        Seed {
+            cloud_id: format!("{name}-cloud"),
+            org_id: format!("{name}-org"),
+            directory_id: format!("{name}-directory"),
+            credentials: SeedCredentials {
+                api_tokens: vec![SeedApiToken {
+                    email: format!("bot@{name}.example"),
+                    token: format!("{name}-api-token"),
+                    scoped: false,
+                }],
+                scim_token: format!("{name}-scim-token"),
+                admin_api_key: format!("{name}-admin-key"),
+                oauth_clients: vec![SeedOAuthClient {
+                    client_id: format!("{name}-client"),
+                    client_secret: format!("{name}-secret"),
+                    refresh_token: format!("{name}-refresh-0"),
+                }],
+            },
+            ..Seed::default()
+        }
+    }
+}
+
 impl SeedUser {
     /// An active account with a hidden email and no SCIM identity.
     pub fn new(account_id: impl Into<String>, display_name: impl Into<String>) -> Self {

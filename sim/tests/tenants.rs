@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 
 use base64::Engine;
 use gatehouse_sim::{
-    AccountStatus, BurstPolicy, Fault, Policy, Seed, SeedApiToken, SeedCredentials, SeedGroup,
-    SeedOAuthClient, SeedUser, SimHandle, Simulator, StartError,
+    AccountStatus, BurstPolicy, Fault, Policy, Seed, SeedApiToken, SeedGroup, SeedUser, SimHandle, Simulator,
+    StartError,
 };
 use serde_json::{Value, json};
 
@@ -23,26 +23,9 @@ const GROUP: &str = "g-1";
 /// account in one group.
 fn seed(name: &str) -> Seed {
     Seed {
-        cloud_id: format!("{name}-cloud"),
-        org_id: format!("{name}-org"),
-        directory_id: format!("{name}-directory"),
-        credentials: SeedCredentials {
-            api_tokens: vec![SeedApiToken {
-                email: format!("bot@{name}.example"),
-                token: format!("{name}-api-token"),
-                scoped: false,
-            }],
-            scim_token: format!("{name}-scim-token"),
-            admin_api_key: format!("{name}-admin-key"),
-            oauth_clients: vec![SeedOAuthClient {
-                client_id: format!("{name}-client"),
-                client_secret: format!("{name}-secret"),
-                refresh_token: format!("{name}-refresh-0"),
-            }],
-        },
         users: vec![SeedUser::new(SHARED_ACCOUNT, "Ada").with_scim(format!("ada@{name}.example"), None)],
         groups: vec![SeedGroup::new(GROUP, "staff", vec![SHARED_ACCOUNT.to_owned()])],
-        ..Seed::default()
+        ..Seed::named(name)
     }
 }
 

@@ -6,10 +6,7 @@
 
 use gatehouse::config::{AtlassianSettings, AuthSettings, Secret, Settings, VerificationScheme};
 use gatehouse::queue::OutgoingMessage;
-use gatehouse_sim::{
-    AccountStatus, BurstPolicy, Policy, Seed, SeedApiToken, SeedCredentials, SeedGroup, SeedOAuthClient,
-    SeedUser, SimHandle, Simulator,
-};
+use gatehouse_sim::{AccountStatus, BurstPolicy, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator};
 use handlers::{Envelope, EventType, Scheme};
 use serde_json::{Value, json};
 
@@ -38,24 +35,7 @@ keep_groups = ["all-staff", "team-2"]
 /// `team-1`, `team-2` and `all-staff`.
 fn site(name: &str, people: &[String]) -> Seed {
     let members: Vec<String> = people.to_vec();
-    Seed {
-        cloud_id: format!("{name}-cloud"),
-        org_id: format!("{name}-org"),
-        directory_id: format!("{name}-directory"),
-        credentials: SeedCredentials {
-            api_tokens: vec![SeedApiToken {
-                email: format!("bot-{name}@example.com"),
-                token: format!("{name}-api-token"),
-                scoped: true,
-            }],
-            scim_token: format!("{name}-scim-token"),
-            admin_api_key: format!("{name}-admin-key"),
-            oauth_clients: vec![SeedOAuthClient {
-                client_id: format!("{name}-client"),
-                client_secret: format!("{name}-client-secret"),
-                refresh_token: format!("{name}-refresh-0"),
-            }],
-        },
+    let mut seed = Seed {
         users: people
             .iter()
             .map(|id| {
@@ -69,8 +49,11 @@ fn site(name: &str, people: &[String]) -> Seed {
             SeedGroup::new(format!("{name}-g2"), "team-2", members.clone()),
             SeedGroup::new(format!("{name}-all"), "all-staff", members),
         ],
-        ..Seed::default()
-    }
+        ..Seed::named(name)
+    };
+    // A scoped token: gatehouse reaches each site through the gateway, by its cloud id.
+    seed.credentials.api_tokens[0].scoped = true;
+    seed
 }
 
 /// Tenant `name` on the simulator: a scoped token through the gateway, SCIM and admin with its
@@ -78,7 +61,7 @@ fn site(name: &str, people: &[String]) -> Seed {
 fn tenant_settings(sim: &SimHandle, name: &str) -> AtlassianSettings {
     let cloud_id = format!("{name}-cloud");
     let mut tenant = AtlassianSettings::new(Some(AuthSettings::Basic {
-        email: format!("bot-{name}@example.com"),
+        email: format!("bot@{name}.example"),
         token: Secret::new(format!("{name}-api-token")),
         cloud_id: Some(cloud_id.clone()),
         token_expires_at: None,
@@ -91,13 +74,7 @@ fn tenant_settings(sim: &SimHandle, name: &str) -> AtlassianSettings {
     tenant.admin_base_url = sim.api_base_url();
     tenant.admin_api_key = Some(Secret::new(format!("{name}-admin-key")));
     tenant.org_id = Some(view.org_id().to_owned());
-    tenant.retry.base_delay_ms = 20;
-    tenant.retry.max_delay_ms = 200;
-    tenant.retry.max_wait_ms = 20_000;
-    tenant.http.request_timeout_ms = 5_000;
-    tenant.rate_limit.reads_per_second = 1_000.0;
-    tenant.rate_limit.writes_per_second = 1_000.0;
-    tenant.rate_limit.burst = 1_000;
+    crate::atlassian::quick_and_unpaced(&mut tenant);
     tenant
 }
 
@@ -448,7 +425,7 @@ fn config_file(sim: &SimHandle, dir: &TempDir) -> std::path::PathBuf {
         std::fs::write(&token, format!("{name}-api-token\n")).unwrap();
         tenants.push_str(&format!(
             "[[tenants]]\nname = \"{name}\"\ngateway_base_url = \"{api}\"\n\
-             auth = {{ kind = \"basic\", email = \"bot-{name}@example.com\", token = \"file:{token}\", cloud_id = \"{name}-cloud\" }}\n",
+             auth = {{ kind = \"basic\", email = \"bot@{name}.example\", token = \"file:{token}\", cloud_id = \"{name}-cloud\" }}\n",
             api = sim.api_base_url(),
             token = token.display(),
         ));

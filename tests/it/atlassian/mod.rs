@@ -57,6 +57,13 @@ pub fn settings_for(sim: &SimHandle) -> AtlassianSettings {
     settings.admin_base_url = sim.api_base_url();
     settings.admin_api_key = Some(Secret::new("sim-admin-key"));
     settings.org_id = Some(sim.org_id());
+    quick_and_unpaced(&mut settings);
+    settings
+}
+
+/// Fast retries (tests must not sleep seconds) and a pace that never gets in the way unless a
+/// test lowers it.
+pub fn quick_and_unpaced(settings: &mut AtlassianSettings) {
     settings.retry.base_delay_ms = 20;
     settings.retry.max_delay_ms = 200;
     settings.retry.max_wait_ms = 20_000;
@@ -64,7 +71,6 @@ pub fn settings_for(sim: &SimHandle) -> AtlassianSettings {
     settings.rate_limit.reads_per_second = 1_000.0;
     settings.rate_limit.writes_per_second = 1_000.0;
     settings.rate_limit.burst = 1_000;
-    settings
 }
 
 /// OAuth through the gateway with the default seed's client.
