@@ -59,6 +59,19 @@ impl Running {
         backend: &'static str,
         extra: &str,
     ) -> anyhow::Result<Running> {
+        Running::start_with(common, scratch, role, backend, "", extra).await
+    }
+
+    /// Like [`Running::start`], with `worker` (TOML lines) added to the `[worker]` table: TOML
+    /// does not let `extra` open that table a second time.
+    pub async fn start_with(
+        common: &Common,
+        scratch: &Scratch,
+        role: &str,
+        backend: &'static str,
+        worker: &str,
+        extra: &str,
+    ) -> anyhow::Result<Running> {
         let port = free_port()?;
         let prefix = format!("bench-{}", ulid::Ulid::generate().to_string().to_lowercase());
         let store_url = format!("sqlite://{}/gatehouse.db", scratch.0.display());
@@ -81,6 +94,7 @@ max_connections = 16
 [worker]
 concurrency = 16
 depth_sample_seconds = 5
+{worker}
 [audit.stream]
 enabled = false
 {extra}
@@ -154,17 +168,53 @@ enabled = false
     }
 
     /// SIGTERM, wait, then remove the run's queues from the broker.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_timed().await.map(|_| ())
+    }
+
+    /// Like [`Running::stop`], saying how the process ended: a measurement that claims a clean
+    /// shutdown needs the exit status, not just the absence of an error. A process still running
+    /// after 30 s is killed (when dropped) and reported as such.
+    pub async fn stop_timed(mut self) -> anyhow::Result<Stopped> {
+        let asked = Instant::now();
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let took = asked.elapsed();
         if self.backend == "rabbitmq" {
             delete_prefix(&self.amqp_url, &self.prefix).await;
         }
-        Ok(())
+        Ok(Stopped { exit, took })
+    }
+}
+
+/// How a gatehouse child ended after SIGTERM.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    /// Its exit status; `None` when it had not exited within the wait (it is then killed).
+    pub exit: Option<std::process::ExitStatus>,
+    /// From SIGTERM to exit (or to giving up).
+    pub took: Duration,
+}
+
+impl Stopped {
+    /// Exited by itself with status 0.
+    pub fn clean(&self) -> bool {
+        self.exit.is_some_and(|status| status.success())
+    }
+
+    pub fn describe(&self) -> String {
+        match self.exit {
+            Some(status) if status.success() => format!("cleanly in {:.1} s", self.took.as_secs_f64()),
+            Some(status) => format!("{status} after {:.1} s", self.took.as_secs_f64()),
+            None => format!("not within {:.0} s (killed)", self.took.as_secs_f64()),
+        }
     }
 }
 
@@ -219,6 +269,41 @@ pub async fn delete_prefix(amqp_url: &str, prefix: &str) {
     let stream = ::gatehouse::audit::stream::stream_name(prefix);
     topology.delete(&connection, &[&stream]).await;
     let _ = connection.close(200, "bench done".into()).await;
+}
+
+/// The queues under `prefix` (default retry ladder, as [`delete_prefix`] deletes them) still on
+/// the broker: deletion is best effort, so a bench that promises to leave nothing behind checks.
+/// Asks by name with a passive declare (a missing queue closes the channel: one per name).
+pub async fn leftover_queues(amqp_url: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let settings = ::gatehouse::config::QueueSettings {
+        prefix: prefix.to_owned(),
+        ..Default::default()
+    };
+    let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
+    let stream = ::gatehouse::audit::stream::stream_name(prefix);
+    let names: Vec<String> = [topology.work_queue(), topology.dead_queue(), stream.as_str()]
+        .into_iter()
+        .chain(topology.retry_queues())
+        .map(str::to_owned)
+        .collect();
+    let connection = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+    let mut left = Vec::new();
+    for name in names {
+        let channel = connection.create_channel().await?;
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        if channel
+            .queue_declare(name.as_str().into(), passive, lapin::types::FieldTable::default())
+            .await
+            .is_ok()
+        {
+            left.push(name);
+        }
+    }
+    let _ = connection.close(200, "checked".into()).await;
+    Ok(left)
 }
 
 /// `X-Hub-Signature: sha256=<hex>` for `body`.

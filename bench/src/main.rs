@@ -5,6 +5,8 @@
 //!   same number in flight); the ratio says what gatehouse costs.
 //! - `react`: every user deactivated at once against a simulator with a burst limit of R requests
 //!   a second: time to converge, calls a second as a fraction of R, 429s received, failed actions.
+//!   With `--tenants 2 --throttle-one`, one gatehouse serves two tenants, one throttled hard:
+//!   whether the other still gets its own R.
 //! - `e2e`: from a webhook's 202 to the last audit record of its plan, at a fixed rate.
 //! - `audit`: the audit trail's append cost and `verify` speed.
 //! - `parse`: the memory and time of reading a hostile 1 MiB body, next to building a
@@ -19,6 +21,7 @@ mod gatehouse;
 mod ingest;
 mod parse;
 mod react;
+mod react_tenants;
 mod report;
 mod stats;
 

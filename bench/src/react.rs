@@ -6,6 +6,10 @@
 //! With `--tenant-wide`, the simulator instead allows R requests a second in total, every
 //! endpoint together (reads and writes alike), and gatehouse gets `tenant_per_second = R` (or,
 //! with `--no-tenant-budget`, only 429s to go by); the fraction reported is of every request.
+//!
+//! With `--tenants N --throttle-one`, one gatehouse serves N simulated tenants, the first of them
+//! throttled hard, and what is measured is whether the others still get their own rate (see
+//! [`crate::react_tenants`]).
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +45,47 @@ pub struct ReactArgs {
     /// `Retry-After` the simulator sends with its 429s (none by default).
     #[arg(long)]
     pub retry_after: Option<u64>,
+    /// Tenants served by one gatehouse, each with its own site, source and policy. More than one
+    /// needs `--throttle-one` (it is what several are for).
+    #[arg(long, default_value_t = 1)]
+    pub tenants: usize,
+    /// With `--tenants N`: the first tenant, `a`, is throttled hard by the simulator, the
+    /// others allow R requests a second each (tenant-wide); measures the others.
+    #[arg(long)]
+    pub throttle_one: bool,
+}
+
+impl ReactArgs {
+    /// Refuses combinations that would measure something other than what they say.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.tenants >= 1, "--tenants must be at least 1");
+        anyhow::ensure!(
+            self.tenants == 1 || self.throttle_one,
+            "--tenants {} needs --throttle-one: several tenants are measured with the first one \
+             throttled hard (gatehouse-bench react --tenants 2 --throttle-one)",
+            self.tenants
+        );
+        anyhow::ensure!(
+            !self.throttle_one || self.tenants >= 2,
+            "--throttle-one needs --tenants 2 (or more): one tenant throttled, the others measured"
+        );
+        anyhow::ensure!(
+            self.tenants <= crate::react_tenants::MAX_TENANTS,
+            "--tenants {} is more than the {} this bench names (a, b, …)",
+            self.tenants,
+            crate::react_tenants::MAX_TENANTS
+        );
+        anyhow::ensure!(
+            self.users >= 1 && self.groups >= 1,
+            "--users and --groups must be at least 1"
+        );
+        anyhow::ensure!(
+            self.rate.is_finite() && self.rate > 0.0,
+            "--rate must be a positive number of requests a second"
+        );
+        anyhow::ensure!(self.burst >= 1, "--burst must be at least 1");
+        Ok(())
+    }
 }
 
 impl Default for ReactArgs {
@@ -53,6 +98,8 @@ impl Default for ReactArgs {
             tenant_wide: false,
             no_tenant_budget: false,
             retry_after: None,
+            tenants: 1,
+            throttle_one: false,
         }
     }
 }
@@ -108,8 +155,18 @@ pub async fn deactivate(
     accounts: &[String],
     parallel: usize,
 ) -> anyhow::Result<Vec<String>> {
+    deactivate_via(running, "relay", accounts, parallel).await
+}
+
+/// Like [`deactivate`], through source `source` (signed with [`WHSEC`]).
+pub async fn deactivate_via(
+    running: &Running,
+    source: &str,
+    accounts: &[String],
+    parallel: usize,
+) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::new();
-    let url = running.url("/webhooks/relay");
+    let url = running.url(&format!("/webhooks/{source}"));
     let sends = futures_util::stream::iter(accounts.iter().cloned().map(|account| {
         let http = http.clone();
         let url = url.clone();
@@ -169,12 +226,19 @@ pub fn inactive_users(accounts: &[String]) -> Vec<SeedUser> {
 
 /// Failed actions on the audit trail, and dead letters.
 pub async fn failures(running: &Running) -> anyhow::Result<(usize, u64)> {
+    failures_of(running, None).await
+}
+
+/// Like [`failures`], the audit records counted for `tenant` only when given (dead letters are
+/// counted for every tenant).
+pub async fn failures_of(running: &Running, tenant: Option<&str>) -> anyhow::Result<(usize, u64)> {
     let store = running.store().await?;
     let query = ::gatehouse::audit::AuditQuery {
         kinds: vec![
             ::gatehouse::audit::AuditKind::Failed,
             ::gatehouse::audit::AuditKind::DeadLettered,
         ],
+        tenant: tenant.map(str::to_owned),
         limit: 100_000,
         ..Default::default()
     };
@@ -185,6 +249,10 @@ pub async fn failures(running: &Running) -> anyhow::Result<(usize, u64)> {
 }
 
 pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> anyhow::Result<()> {
+    args.check()?;
+    if args.throttle_one {
+        return crate::react_tenants::run(common, args, results).await;
+    }
     for backend in common.backend.backends() {
         let accounts: Vec<String> = (0..args.users).map(|i| format!("u-{i:05}")).collect();
         let users = inactive_users(&accounts);
