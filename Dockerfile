@@ -3,9 +3,9 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY handlers/Cargo.toml handlers/Cargo.toml
-# The simulator and the benchmark harness are workspace members (tests, demos, measurements):
-# their manifests and placeholder targets let cargo load the workspace; neither is built into the
-# image.
+# The simulator (a dependency: `gatehouse demo` runs against it) and the benchmark harness are
+# workspace members: their manifests and placeholder targets let cargo load the workspace and
+# build the dependencies; the harness is not built into the image.
 COPY sim/Cargo.toml sim/Cargo.toml
 COPY bench/Cargo.toml bench/Cargo.toml
 RUN mkdir -p src/bin handlers/src sim/src bench/src \
@@ -16,7 +16,7 @@ RUN mkdir -p src/bin handlers/src sim/src bench/src \
  && rm -rf src handlers/src sim/src bench/src
 COPY . .
 # Make sure cargo rebuilds the real sources over the placeholders.
-RUN touch src/main.rs src/lib.rs handlers/src/lib.rs \
+RUN touch src/main.rs src/lib.rs handlers/src/lib.rs sim/src/lib.rs \
  && cargo build --release --locked --bins
 
 FROM debian:bookworm-slim

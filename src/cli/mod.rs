@@ -3,6 +3,7 @@
 //! 1 failure, 2 configuration error, 3 audit chain broken).
 
 mod approvals;
+mod demo;
 mod dlq;
 mod plan;
 mod progress;
@@ -49,6 +50,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch gatehouse do its job: a simulated organization, a story of signed webhooks, what
+    /// gatehouse did with each, and the audit trail (no broker, no Atlassian account, no config).
+    Demo(demo::DemoArgs),
+    #[command(flatten)]
+    Configured(Configured),
+}
+
+/// The commands that run with the config file.
+#[derive(Debug, Subcommand)]
+pub enum Configured {
     /// Run the ingress and the worker in one process.
     Serve,
     /// Run only the ingress (webhooks in, envelopes onto the queue).
@@ -95,7 +106,22 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    let (settings, warnings) = match Settings::load(&cli.config) {
+    match cli.command {
+        // The demo brings its own config (written next to its data).
+        Command::Demo(args) => {
+            // The story is the output; only errors are logged beside it.
+            telemetry::init(&crate::config::LogSettings {
+                level: "error".to_owned(),
+                ..crate::config::LogSettings::default()
+            });
+            report(demo::run(args).await)
+        }
+        Command::Configured(command) => run_configured(&cli.config, command).await,
+    }
+}
+
+async fn run_configured(config: &std::path::Path, command: Configured) -> ExitCode {
+    let (settings, warnings) = match Settings::load(config) {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors.0 {
@@ -104,8 +130,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match cli.command {
-        Command::CheckConfig => {
+    match command {
+        Configured::CheckConfig => {
             print!("{}", settings.to_redacted_toml());
             for warning in &warnings {
                 eprintln!("warning: {warning}");
@@ -114,46 +140,46 @@ pub async fn run(cli: Cli) -> ExitCode {
                 eprintln!("note: {note}");
             }
             eprintln!("tenants: {}", settings.tenant_names().join(", "));
-            eprintln!("config OK: {}", cli.config.display());
+            eprintln!("config OK: {}", config.display());
             ExitCode::SUCCESS
         }
-        Command::Audit(args) => audit::run(args, &settings).await,
-        Command::Directory { tenant, command } => {
+        Configured::Audit(args) => audit::run(args, &settings).await,
+        Configured::Directory { tenant, command } => {
             telemetry::init(&settings.log);
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
             directory::run(&settings, tenant.as_deref(), command).await
         }
-        Command::Serve | Command::Ingress | Command::Worker => {
+        Configured::Serve | Configured::Ingress | Configured::Worker => {
             telemetry::init(&settings.log);
             for warning in &warnings {
                 tracing::warn!(key = %warning.key, "{}", warning.message);
             }
-            let roles = match cli.command {
-                Command::Ingress => Roles::INGRESS,
-                Command::Worker => Roles::WORKER,
+            let roles = match command {
+                Configured::Ingress => Roles::INGRESS,
+                Configured::Worker => Roles::WORKER,
                 _ => Roles::ALL,
             };
             report(serve(settings, roles).await)
         }
-        Command::Approvals { tenant, command } => {
+        Configured::Approvals { tenant, command } => {
             quiet_logs(&settings);
             report(approvals::run(settings, tenant.as_deref(), command).await)
         }
-        Command::Reconcile(args) => {
+        Configured::Reconcile(args) => {
             quiet_logs(&settings);
             report(reconcile::run(settings, args).await)
         }
-        Command::Plan(args) => {
+        Configured::Plan(args) => {
             quiet_logs(&settings);
             report(plan::run(settings, args).await)
         }
-        Command::Dlq { tenant, command } => {
+        Configured::Dlq { tenant, command } => {
             quiet_logs(&settings);
             report(dlq::run(settings, tenant.as_deref(), command).await)
         }
-        Command::Store { command } => {
+        Configured::Store { command } => {
             quiet_logs(&settings);
             report(store::run(settings, command).await)
         }

@@ -10,6 +10,7 @@ mod atlassian;
 mod audit;
 mod broker_outage;
 mod connect;
+mod demo;
 mod ingress;
 mod logging;
 mod poll;

@@ -1,0 +1,607 @@
+//! `gatehouse demo`: the main job in one command, with nothing to install. It starts gatehouse on
+//! the embedded queue and SQLite in a folder of its own, in front of an in-process simulator of a
+//! small Atlassian organization, sends a short story of signed webhooks through the real ingress,
+//! and prints what gatehouse did with each, then the audit trail and its verification.
+//!
+//! Everything runs as it would in production (the same config loader, ingress, worker, policies,
+//! executor and audit trail); only Atlassian is simulated. The config it ran with is written
+//! next to the data, so `gatehouse --config DIR/gatehouse.toml …` works on the same state
+//! (`--keep-running` keeps the server and the simulator up for that).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Args;
+use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedScimGroup, SeedUser, SimHandle, Simulator};
+use ring::rand::SecureRandom;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Application;
+use crate::audit::{AuditKind, AuditQuery, AuditRecord};
+use crate::config::Settings;
+use crate::store::{ApprovalState, Store};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the data (store, config, secrets) here instead of a temporary folder removed at the
+    /// end.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Leave gatehouse and the simulator running after the story, for exploring (Ctrl-C stops).
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+/// The demo organization's tenant name.
+const TENANT: &str = "acme";
+
+/// The policies of the demo: the ones a deployment usually starts with (see
+/// `config/production.example.toml`).
+const POLICIES: &str = r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups"]
+keep_groups = ["all-staff"]
+
+[[policies]]
+name = "offboarding"
+on = "user.removed"
+actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
+keep_groups = ["all-staff"]
+allow_org_wide = true               # disabling the account everywhere waits for a person
+
+[[policies]]
+name = "welcome"
+on = "user.created"
+actions = ["confluence.add_to_groups"]
+groups = ["confluence-users", "all-staff"]
+
+[[policies]]
+name = "provisioning"
+on = "user.provision_requested"
+actions = ["scim.provision"]
+allowed_groups = ["confluence-users"]
+
+[[policies]]
+name = "admins-guard"
+on = "group.member_added"
+actions = ["confluence.revert_protected_membership"]
+protected_groups = [{ name = "confluence-administrators", allow = ["grace"] }]
+
+[[policies]]
+name = "group-hygiene"
+on = ["group.created", "group.removed"]
+actions = ["notify.group_changes"]
+naming = { prefixes = ["team-", "confluence-"], lowercase = true, max_length = 64 }
+protected_groups = [{ name = "confluence-administrators" }]
+"#;
+
+/// The organization: a dozen people, a few teams, and a protected administrators group that
+/// Mallory has just added herself to.
+fn organization() -> Seed {
+    let people = [
+        ("ada", "Ada Lovelace"),
+        ("alan", "Alan Turing"),
+        ("bob", "Bob Contractor"),
+        ("grace", "Grace Hopper"),
+        ("lin", "Lin Chen"),
+        ("mallory", "Mallory Intruder"),
+        ("omar", "Omar Haddad"),
+        ("priya", "Priya Nair"),
+        ("sam", "Sam Okafor"),
+        ("tess", "Tess Novak"),
+        ("yuki", "Yuki Sato"),
+        ("zoe", "Zoe Martin"),
+    ];
+    let everyone = |except: &[&str]| -> Vec<String> {
+        people
+            .iter()
+            .map(|(id, _)| (*id).to_owned())
+            .filter(|id| !except.contains(&id.as_str()))
+            .collect()
+    };
+    let names = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+    Seed {
+        users: people
+            .iter()
+            .map(|(id, name)| {
+                let user = SeedUser::new(*id, *name);
+                if *id == "ada" {
+                    // HR has already deactivated Ada's account; her groups are what is left.
+                    SeedUser {
+                        status: AccountStatus::Inactive,
+                        ..user
+                    }
+                } else {
+                    user.with_scim(format!("{id}@acme.example"), None)
+                }
+            })
+            .collect(),
+        groups: vec![
+            SeedGroup::new("g-users", "confluence-users", everyone(&["alan"])),
+            SeedGroup::new("g-staff", "all-staff", everyone(&["alan"])),
+            SeedGroup::new("g-red", "team-red", names(&["ada", "lin", "omar", "bob"])),
+            SeedGroup::new("g-blue", "team-blue", names(&["ada", "priya", "sam", "bob"])),
+            SeedGroup::new(
+                "g-admins",
+                "confluence-administrators",
+                names(&["grace", "mallory"]),
+            ),
+        ],
+        scim_groups: vec![SeedScimGroup {
+            id: Some("sg-users".to_owned()),
+            display_name: "confluence-users".to_owned(),
+            members: Vec::new(),
+            confluence_group_id: Some("g-users".to_owned()),
+        }],
+        ..Seed::named(TENANT)
+    }
+}
+
+/// One step of the story: what is sent, and what the simulator must show afterwards.
+struct Step {
+    title: &'static str,
+    event_type: &'static str,
+    data: Value,
+    expect: Expectation,
+}
+
+enum Expectation {
+    /// `account` is in exactly these groups.
+    GroupsOf(&'static str, &'static [&'static str]),
+    /// A SCIM user with this user name exists.
+    ScimUser(&'static str),
+    /// The plan waits for a person's approval, and nothing of it has run.
+    AwaitsApproval,
+}
+
+fn story() -> Vec<Step> {
+    vec![
+        Step {
+            title: "Ada leaves: HR says her last day was today",
+            event_type: "user.deactivated",
+            data: json!({"account_id": "ada"}),
+            expect: Expectation::GroupsOf("ada", &["all-staff"]),
+        },
+        Step {
+            title: "Alan joins: his Atlassian account was just created",
+            event_type: "user.created",
+            data: json!({"account_id": "alan"}),
+            expect: Expectation::GroupsOf("alan", &["all-staff", "confluence-users"]),
+        },
+        Step {
+            title: "HR asks for an account for Eve, a new hire",
+            event_type: "user.provision_requested",
+            data: json!({"email": "eve@acme.example", "name": "Eve Adams", "external_id": "hr-4711", "groups": ["confluence-users"]}),
+            expect: Expectation::ScimUser("eve@acme.example"),
+        },
+        Step {
+            title: "Mallory added herself to confluence-administrators",
+            event_type: "group.member_added",
+            data: json!({"account_id": "mallory", "group": {"name": "confluence-administrators"}}),
+            expect: Expectation::GroupsOf("mallory", &["all-staff", "confluence-users"]),
+        },
+        Step {
+            title: "Bob's contract ends: remove him, and disable his account everywhere",
+            event_type: "user.removed",
+            data: json!({"account_id": "bob"}),
+            expect: Expectation::AwaitsApproval,
+        },
+    ]
+}
+
+/// What the story showed: each step as expected or not, and the audit chain's state.
+#[derive(Debug)]
+pub struct Outcome {
+    pub steps_as_expected: usize,
+    pub steps: usize,
+    pub chain_intact: bool,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    crate::app::install_crypto_provider();
+    let (dir, temporary) = match &args.data {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("gatehouse-demo-{}", ulid::Ulid::generate())),
+            !args.keep_running,
+        ),
+    };
+    let result = run_in(&dir, !temporary, args.keep_running).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let outcome = result?;
+    anyhow::ensure!(
+        outcome.steps_as_expected == outcome.steps && outcome.chain_intact,
+        "the demo did not go as expected: {} of {} steps, chain {}",
+        outcome.steps_as_expected,
+        outcome.steps,
+        if outcome.chain_intact { "intact" } else { "BROKEN" }
+    );
+    Ok(())
+}
+
+/// The story in `dir` (`kept`: it stays after the run).
+async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(dir.join("secrets")).with_context(|| format!("creating {}", dir.display()))?;
+    let sim = Simulator::start(organization(), Policy::default())
+        .await
+        .context("starting the Atlassian simulator")?;
+    let hook_secret = webhook_secret()?;
+    let config = write_config(dir, &sim, &hook_secret)?;
+    let (settings, _) = Settings::load(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let app = Application::build(settings).await.context("starting gatehouse")?;
+    let addr = app.local_addr();
+    let store = app.store();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+
+    println!("gatehouse demo");
+    println!(
+        "  gatehouse      http://{addr} (embedded queue, SQLite in {})",
+        dir.display()
+    );
+    println!(
+        "  Atlassian      simulated at {} (organization `{TENANT}`: 12 people, 5 groups)",
+        sim.url("")
+    );
+    println!("  source         `hr`, Standard Webhooks, an HR system's decisions");
+    println!("  policies       leaver, offboarding, welcome, provisioning, admins-guard, group-hygiene");
+    println!();
+
+    let http = reqwest::Client::new();
+    let mut as_expected = 0;
+    let steps = story();
+    let mut waiting = None;
+    for (i, step) in steps.iter().enumerate() {
+        println!("{}. {}", i + 1, step.title);
+        let event_id = send(&http, addr, &hook_secret, step, i).await?;
+        let met = wait_for(&sim, &store, &event_id, &step.expect).await?;
+        for line in describe(&store, &event_id).await? {
+            println!("     {line}");
+        }
+        if let Expectation::AwaitsApproval = step.expect
+            && let Some(approval) = pending_approval(&store, &event_id).await?
+        {
+            waiting = Some(approval);
+        }
+        if met {
+            as_expected += 1;
+            println!("   ok: {}", expectation_text(&step.expect));
+        } else {
+            println!("   NOT AS EXPECTED: {}", expectation_text(&step.expect));
+        }
+        println!();
+    }
+
+    let records = crate::audit::query::query(
+        &store,
+        &AuditQuery {
+            limit: 0,
+            ..AuditQuery::default()
+        },
+    )
+    .await?;
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for record in &records {
+        *by_kind.entry(record.record.kind.as_str()).or_default() += 1;
+    }
+    let summary: Vec<String> = by_kind.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+    println!("audit trail: {} records ({})", records.len(), summary.join(", "));
+    let report = crate::audit::verify(&store, 1, |_| {}).await?;
+    let chain_intact = report.broken.is_none();
+    match &report.broken {
+        None => println!(
+            "audit verify: chain intact, {} records, head hash {}",
+            report.checked, report.head_hash
+        ),
+        Some(broken) => println!("audit verify: chain BROKEN at {broken}"),
+    }
+    println!();
+    next_steps(
+        dir,
+        &config,
+        addr,
+        &hook_secret,
+        waiting.as_deref(),
+        (kept, keep_running),
+    );
+
+    if keep_running {
+        println!("gatehouse and the simulator keep running; Ctrl-C stops them.");
+        super::cancel_on_signal(shutdown.clone()).await;
+    }
+    shutdown.cancel();
+    server.await.context("gatehouse stopped abnormally")??;
+    sim.stop().await;
+    Ok(Outcome {
+        steps_as_expected: as_expected,
+        steps: steps.len(),
+        chain_intact,
+    })
+}
+
+/// A fresh Standard Webhooks secret (`whsec_` and 32 random bytes in base64).
+fn webhook_secret() -> anyhow::Result<String> {
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("no randomness for the webhook secret"))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
+}
+
+/// Writes the demo's secrets and config into `dir`; the config's path.
+fn write_config(dir: &Path, sim: &SimHandle, hook_secret: &str) -> anyhow::Result<PathBuf> {
+    let secret = |name: &str, value: &str| -> anyhow::Result<String> {
+        let path = dir.join("secrets").join(name);
+        std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+        Ok(format!("file:{}", path.display()))
+    };
+    let text = format!(
+        r#"# Written by `gatehouse demo`: gatehouse in front of a simulated organization.
+[server]
+listen = "127.0.0.1:0"
+
+[log]
+level = "warn"
+
+[store]
+url = "sqlite://{store}"
+
+[queue]
+backend = "embedded"
+embedded_poll_ms = 50
+retry_delays_seconds = [1, 5, 30]
+
+[[tenants]]
+name = "{TENANT}"
+confluence_base_url = "{site}"
+auth = {{ kind = "basic", email = "bot@{TENANT}.example", token = "{api_token}" }}
+scim_base_url = "{scim}"
+scim_token = "{scim_token}"
+admin_base_url = "{api}"
+admin_api_key = "{admin_key}"
+org_id = "{org}"
+
+[[sources]]
+name = "hr"
+scheme = "standard-webhooks"
+authority = "decision"
+secrets = [{{ id = "demo", value = "{hook}" }}]
+
+[reactions]
+product_groups = ["confluence-users"]
+{POLICIES}"#,
+        store = dir.join("gatehouse.db").display(),
+        site = sim.site_base_url(),
+        api_token = secret("api-token", &format!("{TENANT}-api-token"))?,
+        scim = sim.scim_base_url(),
+        scim_token = secret("scim-token", &format!("{TENANT}-scim-token"))?,
+        api = sim.api_base_url(),
+        admin_key = secret("admin-key", &format!("{TENANT}-admin-key"))?,
+        org = sim.org_id(),
+        hook = secret("hr-webhook", hook_secret)?,
+    );
+    let path = dir.join("gatehouse.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Sends `step` as a signed relay webhook; the envelope id gatehouse answered with.
+async fn send(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    secret: &str,
+    step: &Step,
+    index: usize,
+) -> anyhow::Result<String> {
+    let body = json!({
+        "type": step.event_type,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "data": step.data,
+    })
+    .to_string();
+    let id = format!("demo-{}-{}", index + 1, ulid::Ulid::generate());
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let response = http
+        .post(format!("http://{addr}/webhooks/hr"))
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", &timestamp)
+        .header(
+            "webhook-signature",
+            format!("v1,{}", sign(secret, &id, &timestamp, &body)?),
+        )
+        .body(body)
+        .send()
+        .await
+        .context("sending a webhook to gatehouse")?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    println!(
+        "   sent {} (signed, POST /webhooks/hr): {}",
+        step.event_type,
+        status.as_u16()
+    );
+    anyhow::ensure!(status.is_success(), "gatehouse refused the webhook: {answer}");
+    answer["id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("gatehouse's answer names no event id")
+}
+
+/// The Standard Webhooks signature of `{id}.{timestamp}.{body}` (base64 HMAC-SHA256).
+fn sign(secret: &str, id: &str, timestamp: &str, body: &str) -> anyhow::Result<String> {
+    let key = crate::config::standard_webhooks_key(secret).map_err(anyhow::Error::msg)?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let tag = ring::hmac::sign(&key, format!("{id}.{timestamp}.{body}").as_bytes());
+    Ok(base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
+}
+
+/// Waits (up to 30 s) until the simulator shows what `expect` says and the event's outcome is
+/// recorded; whether it did.
+async fn wait_for(
+    sim: &SimHandle,
+    store: &Store,
+    event_id: &str,
+    expect: &Expectation,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let met = match expect {
+            Expectation::GroupsOf(account, groups) => {
+                let mut names: Vec<String> = sim
+                    .state()
+                    .groups
+                    .into_iter()
+                    .filter(|g| g.members.contains(*account))
+                    .map(|g| g.name)
+                    .collect();
+                names.sort();
+                names == *groups
+            }
+            Expectation::ScimUser(user_name) => sim.state().scim_user_by_name(user_name).is_some(),
+            Expectation::AwaitsApproval => pending_approval(store, event_id).await?.is_some(),
+        };
+        let settled = settled(&event_records(store, event_id).await?);
+        if met && settled {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the event's plans are done with: each action planned to run has its outcome
+/// recorded, or the plan waits for approval.
+fn settled(records: &[AuditRecord]) -> bool {
+    let with_action = |kinds: &[AuditKind], status: Option<&str>| {
+        records
+            .iter()
+            .filter(|r| r.record.action.is_some() && kinds.contains(&r.record.kind))
+            .filter(|r| status.is_none_or(|s| r.record.outcome.status == s))
+            .count()
+    };
+    let to_run = with_action(&[AuditKind::Planned], Some("planned"));
+    let ran = with_action(
+        &[AuditKind::Executed, AuditKind::Skipped, AuditKind::Failed],
+        None,
+    );
+    let waiting = with_action(&[AuditKind::Planned], Some("pending_approval"));
+    waiting > 0 || (to_run > 0 && ran >= to_run)
+}
+
+async fn event_records(store: &Store, event_id: &str) -> anyhow::Result<Vec<AuditRecord>> {
+    let query = AuditQuery {
+        event_id: Some(
+            event_id
+                .parse()
+                .context("gatehouse answered an event id that is no ULID")?,
+        ),
+        ..AuditQuery::default()
+    };
+    Ok(crate::audit::query::query(store, &query).await?)
+}
+
+/// What gatehouse did with the event: one line per action performed, skipped, failed or
+/// waiting for approval (the `planned` record before each performed action left out).
+async fn describe(store: &Store, event_id: &str) -> anyhow::Result<Vec<String>> {
+    Ok(event_records(store, event_id)
+        .await?
+        .iter()
+        .filter_map(|record| {
+            let r = &record.record;
+            let action = r.action.as_ref()?;
+            if r.kind == AuditKind::Planned && r.outcome.status == "planned" {
+                return None;
+            }
+            let handler = r.handler.as_deref().unwrap_or("-");
+            let outcome = match (&r.outcome.http_status, &r.outcome.error) {
+                (Some(status), _) => format!("{} ({status})", r.outcome.status),
+                (None, Some(error)) => format!("{}: {error}", r.outcome.status),
+                (None, None) => r.outcome.status.clone(),
+            };
+            let org_wide = if action.org_wide { " ORG-WIDE" } else { "" };
+            Some(format!(
+                "{:<9} {handler}: {}{org_wide} {} -> {outcome}",
+                r.kind.as_str(),
+                action.action_type,
+                action.target
+            ))
+        })
+        .collect())
+}
+
+async fn pending_approval(store: &Store, event_id: &str) -> anyhow::Result<Option<String>> {
+    Ok(store
+        .approvals(ApprovalState::Pending)
+        .await?
+        .into_iter()
+        .find(|a| a.event_id == event_id)
+        .map(|a| a.id))
+}
+
+fn expectation_text(expect: &Expectation) -> String {
+    match expect {
+        Expectation::GroupsOf(account, groups) => format!("{account} is in {}", groups.join(", ")),
+        Expectation::ScimUser(user_name) => format!("{user_name} exists in the SCIM directory"),
+        Expectation::AwaitsApproval => "the plan waits for a person's approval; nothing of it ran".to_owned(),
+    }
+}
+
+/// What to try next, with this run's paths, address and secret (commands that need the server
+/// only while it keeps running).
+fn next_steps(
+    dir: &Path,
+    config: &Path,
+    addr: std::net::SocketAddr,
+    secret: &str,
+    approval: Option<&str>,
+    (kept, running): (bool, bool),
+) {
+    if !kept && !running {
+        println!(
+            "explore it yourself: `gatehouse demo --keep-running` leaves gatehouse and the simulator up"
+        );
+        println!("(or `--data DIR` keeps the store and the audit trail), and prints what to try.");
+        return;
+    }
+    let config = config.display();
+    println!("try next:");
+    if running && let Some(id) = approval {
+        println!("  gatehouse --config {config} approvals show {id}");
+        println!("  gatehouse --config {config} approvals approve {id} --by you   # Bob's plan runs");
+    }
+    println!("  gatehouse --config {config} audit tail --from 1 --format table");
+    println!("  gatehouse --config {config} audit verify");
+    if running {
+        println!("  # a signed delivery of your own (Standard Webhooks), with the demo's secret:");
+        println!("  secret='{secret}'; id=msg-$(date +%s); ts=$(date +%s)");
+        println!(
+            r#"  body='{{"type":"user.deactivated","timestamp":"'$(date -u +%FT%TZ)'","data":{{"account_id":"lin"}}}}'"#
+        );
+        println!(
+            "  sig=$(printf '%s' \"$id.$ts.$body\" | openssl dgst -sha256 -mac HMAC -macopt hexkey:$(printf '%s' \"${{secret#whsec_}}\" | base64 -d | xxd -p -c 256) -binary | base64)"
+        );
+        println!(
+            "  curl -i http://{addr}/webhooks/hr -H 'content-type: application/json' -H \"webhook-id: $id\" -H \"webhook-timestamp: $ts\" -H \"webhook-signature: v1,$sig\" -d \"$body\""
+        );
+    } else {
+        println!(
+            "  (gatehouse demo --keep-running also lets you approve Bob's plan and send your own webhooks)"
+        );
+    }
+    println!("  (data, config and secrets: {})", dir.display());
+    println!();
+}

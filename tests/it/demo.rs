@@ -1,0 +1,48 @@
+//! `gatehouse demo`, as a newcomer runs it: the whole story goes as expected, the trail verifies,
+//! and the data it keeps is usable with the config it wrote.
+
+use crate::helpers::TempDir;
+
+async fn gatehouse(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {
+    let dir = TempDir::new();
+    let data = dir.0.join("demo");
+    let data = data.to_str().unwrap();
+    let (ok, stdout, stderr) = gatehouse(&["demo", "--data", data]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("\n   ok: ").count(), 5, "{stdout}");
+    assert!(!stdout.contains("NOT AS EXPECTED"), "{stdout}");
+    for seen in [
+        "ok: ada is in all-staff",
+        "ok: alan is in all-staff, confluence-users",
+        "ok: eve@acme.example exists in the SCIM directory",
+        "ok: mallory is in all-staff, confluence-users",
+        "lifecycle.disable ORG-WIDE account:bob -> pending_approval",
+        "audit verify: chain intact",
+    ] {
+        assert!(stdout.contains(seen), "`{seen}` missing from:\n{stdout}");
+    }
+    // What it kept works with the config it wrote: the trail verifies, Bob's plan still waits.
+    let config = format!("{data}/gatehouse.toml");
+    let (ok, stdout, stderr) = gatehouse(&["--config", &config, "audit", "verify"]).await;
+    assert!(ok && stdout.contains("chain intact"), "{stdout}\n{stderr}");
+    let (ok, _, stderr) = gatehouse(&["--config", &config, "approvals", "list"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("1 pending approval(s) of tenant `acme`"),
+        "{stderr}"
+    );
+}
