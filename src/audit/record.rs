@@ -1,6 +1,6 @@
 //! The audit record: what happened to an event, in the shape security teams consume.
 //!
-//! Public surface (design.md, "Audit record"): field names and the spelling of [`AuditKind`] are
+//! Public surface (docs/audit.md): field names and the spelling of [`AuditKind`] are
 //! stable. Writers describe what happened with a [`NewRecord`]; the audit log assigns `seq`, `id`,
 //! `time` and the hash chain and returns the full [`AuditRecord`].
 

@@ -212,8 +212,8 @@ pub struct RateLimitSettings {
     pub writes_per_second: f64,
     /// Requests allowed at once before the pace applies.
     pub burst: u32,
-    /// Per-endpoint overrides, keyed by the endpoint label (`GET /rest/api/user`, see the
-    /// README). The events-stream has a built-in 10 per minute.
+    /// Per-endpoint overrides, keyed by the endpoint label (`GET /rest/api/user`, see
+    /// docs/atlassian.md). The events-stream has a built-in 10 per minute.
     pub endpoints: BTreeMap<String, EndpointRateLimit>,
 }
 

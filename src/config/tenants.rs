@@ -147,7 +147,7 @@ impl Settings {
         (self.tenants.is_empty() && self.atlassian.is_some()).then(|| {
             format!(
                 "[atlassian] is read as one tenant named `{}`; to serve several, move it to a \
-                 [[tenants]] entry with that name (see README, \"Tenants\")",
+                 [[tenants]] entry with that name (see docs/tenants.md)",
                 self.tenant_names()[0]
             )
         })

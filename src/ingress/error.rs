@@ -1,6 +1,6 @@
 //! The ingress's one error type, and the status each error answers with.
 //!
-//! The mapping is public surface (design.md): senders retry only on 5xx/429/408/409/425, so our
+//! The mapping is public surface (docs/operations.md): senders retry only on 5xx/429/408/409/425, so our
 //! own trouble (broker, store, a key server) is always a 5xx and never a 4xx, and a 4xx always
 //! means the request itself is wrong.
 

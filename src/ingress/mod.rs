@@ -1,6 +1,6 @@
 //! The HTTP ingress: verify, dedupe, normalize and durably queue every webhook, then answer.
 //!
-//! Routes (design.md, "Public surface"):
+//! Routes (the public surface; docs/configuration.md and docs/operations.md):
 //! - `POST /webhooks/{source}` and `/webhooks/{source}/{event}`; for `url-token` sources also
 //!   `/webhooks/{source}/t/{token}[/{event}]`;
 //! - `POST /connect/installed`, `/connect/uninstalled`, `GET /connect/atlassian-connect.json`;

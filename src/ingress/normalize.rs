@@ -1,7 +1,7 @@
 //! Turning a verified delivery into an [`Envelope`]: which event it is, whom it is about, and the
 //! key that identifies the fact across copies.
 //!
-//! **Only signed bytes decide the event.** Senders disagree on shape (atlassian.md §2), so the
+//! **Only signed bytes decide the event.** Senders disagree on shape (docs/atlassian.md), so the
 //! body's own type is read, in order, from a Standard Webhooks relay's `type`, a Forge
 //! `eventType`, a Data Center `event` or Jira `webhookEvent`, and finally the entity key alone
 //! (`other.user`). Where the scheme does not sign the URL (hub-signature, standard-webhooks,
