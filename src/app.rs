@@ -67,29 +67,34 @@ impl Roles {
 
 /// The queue backend in use, kept concrete where a role needs backend-specific parts.
 #[derive(Debug, Clone)]
-enum Backend {
+enum RunningQueue {
     Embedded(Arc<EmbeddedQueue>),
     Rabbitmq(Arc<RabbitQueue>),
 }
 
-impl Backend {
+impl RunningQueue {
     fn queue(&self) -> Arc<dyn Queue> {
         match self {
-            Backend::Embedded(queue) => queue.clone(),
-            Backend::Rabbitmq(queue) => queue.clone(),
+            RunningQueue::Embedded(queue) => queue.clone(),
+            RunningQueue::Rabbitmq(queue) => queue.clone(),
         }
     }
 }
 
 /// Opens the queue backend the settings name (RabbitMQ connects in the background).
-fn open_backend(settings: &Settings, store: &Store, audit: &AuditLog, metrics: &Arc<Metrics>) -> Backend {
+fn open_backend(
+    settings: &Settings,
+    store: &Store,
+    audit: &AuditLog,
+    metrics: &Arc<Metrics>,
+) -> RunningQueue {
     match settings.queue.backend {
-        QueueBackend::Embedded => Backend::Embedded(Arc::new(EmbeddedQueue::new(
+        QueueBackend::Embedded => RunningQueue::Embedded(Arc::new(EmbeddedQueue::new(
             store.clone(),
             settings.queue.clone(),
             audit.clone(),
         ))),
-        QueueBackend::Rabbitmq => Backend::Rabbitmq(Arc::new(RabbitQueue::start(
+        QueueBackend::Rabbitmq => RunningQueue::Rabbitmq(Arc::new(RabbitQueue::start(
             settings.queue.clone(),
             metrics.clone(),
         ))),
@@ -107,7 +112,7 @@ pub async fn open_queue(settings: &Settings, store: &Store) -> anyhow::Result<Ar
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::from_settings(store.clone(), settings);
     let backend = open_backend(settings, store, &audit, &metrics);
-    if let Backend::Rabbitmq(rabbit) = &backend
+    if let RunningQueue::Rabbitmq(rabbit) = &backend
         && !rabbit
             .wait_ready(Duration::from_millis(
                 settings.queue.connect_timeout_ms.max(1_000) * 2,
@@ -199,7 +204,7 @@ pub struct Application {
     roles: Roles,
     listener: TcpListener,
     state: Arc<IngressState>,
-    backend: Backend,
+    backend: RunningQueue,
     store: Store,
     audit: AuditLog,
     metrics: Arc<Metrics>,
@@ -393,7 +398,7 @@ impl Application {
         let mut background = Vec::new();
         let stop_background = CancellationToken::new();
         let worker = if self.roles.worker {
-            if let Backend::Rabbitmq(rabbit) = &self.backend {
+            if let RunningQueue::Rabbitmq(rabbit) = &self.backend {
                 background.push(rabbit.start_dead_letter_recorder(self.store.clone(), self.audit.clone()));
                 // Subscribers replay the trail from the `.audit` stream; with the embedded
                 // backend they read it from the store (`audit tail`, `GET /audit`).

@@ -95,16 +95,16 @@ impl ConnectionMetrics {
 
 /// The connection-level limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub keep_alive_idle: Duration,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
 }
 
-impl From<&ServerSettings> for Limits {
+impl From<&ServerSettings> for ConnectionLimits {
     fn from(server: &ServerSettings) -> Self {
-        Limits {
+        ConnectionLimits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
             keep_alive_idle: Duration::from_secs(server.keep_alive_idle_seconds),
             max_connections: server.max_connections,
@@ -118,7 +118,7 @@ impl From<&ServerSettings> for Limits {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     metrics: ConnectionMetrics,
     shutdown: CancellationToken,
 ) {
@@ -236,7 +236,7 @@ async fn connection(
     stream: TcpStream,
     router: Router,
     builder: hyper::server::conn::http1::Builder,
-    limits: Limits,
+    limits: ConnectionLimits,
     metrics: ConnectionMetrics,
     shutdown: CancellationToken,
     _slot: (OwnedSemaphorePermit, PeerSlot),
@@ -350,7 +350,7 @@ impl Activity {
     }
 
     /// When the connection's timer runs out, if one is running.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -363,7 +363,7 @@ impl Activity {
     }
 
     /// Why the connection must close now, if it must.
-    fn expired(&self, limits: &Limits) -> Option<&'static str> {
+    fn expired(&self, limits: &ConnectionLimits) -> Option<&'static str> {
         let deadline = self.deadline(limits)?;
         if Instant::now() < deadline {
             return None;

@@ -10,7 +10,7 @@ use ::gatehouse::store::Store;
 use clap::Args;
 use serde_json::json;
 
-use crate::gatehouse::Scratch;
+use crate::harness::Scratch;
 use crate::report::Results;
 
 #[derive(Debug, Clone, Args)]

@@ -8,7 +8,7 @@ use gatehouse_sim::{Policy, Seed, SeedGroup, Simulator};
 use serde_json::json;
 
 use crate::Common;
-use crate::gatehouse::{Running, Scratch};
+use crate::harness::{Running, Scratch};
 use crate::react::{config, failures, inactive_users, send_deactivation};
 use crate::report::Results;
 use crate::stats::percentiles;

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::Common;
-use crate::gatehouse::{Running, Scratch, broker_cpu, delete_prefix, hub_signature, own_cpu};
+use crate::harness::{Running, Scratch, broker_cpu, delete_prefix, hub_signature, own_cpu};
 use crate::report::Results;
 use crate::stats::percentiles;
 

@@ -17,7 +17,7 @@
 
 mod audit;
 mod e2e;
-mod gatehouse;
+mod harness;
 mod ingest;
 mod parse;
 mod react;

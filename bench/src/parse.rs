@@ -66,7 +66,7 @@ fn body(shape: Shape, size: usize) -> Vec<u8> {
 }
 
 fn peak_rss_kib() -> u64 {
-    crate::gatehouse::peak_rss_kib("self")
+    crate::harness::peak_rss_kib("self")
 }
 
 /// The child's side: read one body the chosen way and print `peak-growth-kib micros`.

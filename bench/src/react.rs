@@ -21,7 +21,7 @@ use gatehouse_sim::{
 use serde_json::json;
 
 use crate::Common;
-use crate::gatehouse::{Running, Scratch, standard_webhooks};
+use crate::harness::{Running, Scratch, standard_webhooks};
 use crate::report::Results;
 
 #[derive(Debug, Clone, Args)]

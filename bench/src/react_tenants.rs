@@ -24,7 +24,7 @@ use gatehouse_sim::{BurstPolicy, LoggedRequest, Policy, Seed, SeedGroup, SimHand
 use serde_json::{Value, json};
 
 use crate::Common;
-use crate::gatehouse::{Running, Scratch, leftover_queues};
+use crate::harness::{Running, Scratch, leftover_queues};
 use crate::react::{ReactArgs, WHSEC, deactivate_via, failures_of, inactive_users};
 use crate::report::Results;
 

@@ -373,7 +373,7 @@ pub struct Actor {
 
 /// Facts about the delivery itself rather than the event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
+pub struct DeliveryFacts {
     /// The sender's delivery id (`X-Atlassian-Webhook-Identifier`, `webhook-id`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -424,7 +424,7 @@ pub struct Envelope {
     #[serde(default)]
     pub actor: Actor,
     #[serde(default)]
-    pub delivery: Delivery,
+    pub delivery: DeliveryFacts,
     /// The sender's JSON exactly as received (byte for byte), so nothing normalization dropped is
     /// lost to subscribers.
     pub payload: Box<RawValue>,
@@ -458,7 +458,7 @@ impl Envelope {
             tenant: Tenant::default(),
             subject: Subject::default(),
             actor: Actor::default(),
-            delivery: Delivery::default(),
+            delivery: DeliveryFacts::default(),
             payload,
         }
     }

@@ -14,7 +14,7 @@ pub mod policy;
 pub mod ports;
 
 pub use event::{
-    Actor, Authority, BadTypePattern, DEFAULT_TENANT, Delivery, Envelope, EventType, GroupRef, Scheme,
+    Actor, Authority, BadTypePattern, DEFAULT_TENANT, DeliveryFacts, Envelope, EventType, GroupRef, Scheme,
     Subject, Tenant, TypePattern, UnknownEventType, internal_dedupe_key, source_dedupe_key,
 };
 pub use handler::{Handler, Ports};

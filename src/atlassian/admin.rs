@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::error::ApiError;
-use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
+use super::http::{ApiCaller, Call, CallBody, Endpoint, Receipt, Verb, checked_id, url_with};
 
 /// Tried once per call: the poller counts every request against Atlassian's 10 a minute, and
 /// comes back next round.
@@ -155,19 +155,15 @@ fn parse_event(raw: Value) -> Result<OrgEvent, String> {
 /// Organization API calls; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
-    executor: Executor,
+    caller: ApiCaller,
     /// `https://api.atlassian.com` (or the simulator).
     base: Url,
     org_id: Option<String>,
 }
 
 impl AdminClient {
-    pub fn new(executor: Executor, base: Url, org_id: Option<String>) -> Self {
-        AdminClient {
-            executor,
-            base,
-            org_id,
-        }
+    pub fn new(caller: ApiCaller, base: Url, org_id: Option<String>) -> Self {
+        AdminClient { caller, base, org_id }
     }
 
     /// One page of organization events after `cursor` (from the start of the retained stream
@@ -199,7 +195,7 @@ impl AdminClient {
         if let Some(limit) = query.limit {
             call = call.query("limit", limit.to_string());
         }
-        let page: ApiPage = self.executor.send(&call).await?.json(EVENTS_STREAM.label)?;
+        let page: ApiPage = self.caller.send(&call).await?.json(EVENTS_STREAM.label)?;
         let events = page
             .data
             .into_iter()
@@ -228,9 +224,9 @@ impl AdminClient {
         );
         let mut call = Call::new(DISABLE, url);
         if let Some(message) = message {
-            call = call.body(Body::Json(json!({ "message": message })));
+            call = call.body(CallBody::Json(json!({ "message": message })));
         }
-        Ok(Receipt::from(&self.executor.send(&call).await?))
+        Ok(Receipt::from(&self.caller.send(&call).await?))
     }
 
     /// Reactivates a managed account.
@@ -240,7 +236,7 @@ impl AdminClient {
             &self.base,
             &["users", account_id, "manage", "lifecycle", "enable"],
         );
-        Ok(Receipt::from(&self.executor.send(&Call::new(ENABLE, url)).await?))
+        Ok(Receipt::from(&self.caller.send(&Call::new(ENABLE, url)).await?))
     }
 }
 

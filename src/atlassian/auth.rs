@@ -13,7 +13,7 @@
 //!   and the next attempt uses the stored token (still the live one, as far as gatehouse knows).
 //!
 //! Header values are marked sensitive, and every provider can [`Credentials::redact`] its secrets
-//! out of any text, which the executor applies to every error message.
+//! out of any text, which the caller applies to every error message.
 
 use std::fmt;
 use std::sync::Mutex;

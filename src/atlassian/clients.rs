@@ -1,5 +1,5 @@
 //! Building the clients from `[atlassian]`: one HTTP connection pool and one rate limiter shared
-//! by all, one executor per API with its own credentials.
+//! by all, one `ApiCaller` per API with its own credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +8,10 @@ use super::admin::AdminClient;
 use super::auth::{Credentials, OAuthClientConfig, OAuthSession, StaticCredentials};
 use super::confluence::ConfluenceClient;
 use super::error::ApiError;
-use super::http::{Api, Executor, RetryPolicy, base_url};
+use super::http::{Api, ApiCaller, RetryPolicy, base_url};
 use super::limiter::RateLimiter;
 use super::metrics::AtlassianMetrics;
-use super::retry::{Backoff, Jitter};
+use super::retry::{Jitter, RetryBackoff};
 use super::scim::ScimClient;
 use crate::config::{AtlassianSettings, AuthSettings};
 use crate::store::Store;
@@ -73,7 +73,7 @@ impl AtlassianClients {
             .build()
             .map_err(|e| ApiError::invalid("http client", format!("cannot build the HTTP client: {e}")))?;
         let limiter = Arc::new(RateLimiter::new(settings.rate_limit.clone()));
-        let mut backoff = Backoff::new(
+        let mut backoff = RetryBackoff::new(
             Duration::from_millis(settings.retry.base_delay_ms),
             Duration::from_millis(settings.retry.max_delay_ms),
         );
@@ -86,8 +86,8 @@ impl AtlassianClients {
             max_wait: Duration::from_millis(settings.retry.max_wait_ms),
         };
         let tenant = settings.tenant_name();
-        let executor = |api: Api, credentials: Arc<dyn Credentials>| {
-            Executor::new(
+        let caller = |api: Api, credentials: Arc<dyn Credentials>| {
+            ApiCaller::new(
                 api,
                 &tenant,
                 http.clone(),
@@ -134,10 +134,7 @@ impl AtlassianClients {
                     }
                 };
                 let base = base_url("atlassian.confluence_base_url", &base)?;
-                Some(ConfluenceClient::new(
-                    executor(Api::Confluence, credentials),
-                    base,
-                ))
+                Some(ConfluenceClient::new(caller(Api::Confluence, credentials), base))
             }
             _ => None,
         };
@@ -145,7 +142,7 @@ impl AtlassianClients {
             (Some(url), Some(token)) => {
                 let base = base_url("atlassian.scim_base_url", url)?;
                 Some(ScimClient::new(
-                    executor(Api::Scim, Arc::new(StaticCredentials::bearer(token)?)),
+                    caller(Api::Scim, Arc::new(StaticCredentials::bearer(token)?)),
                     base,
                 ))
             }
@@ -155,7 +152,7 @@ impl AtlassianClients {
             Some(key) => {
                 let base = base_url("atlassian.admin_base_url", &settings.admin_base_url)?;
                 Some(AdminClient::new(
-                    executor(Api::Admin, Arc::new(StaticCredentials::bearer(key)?)),
+                    caller(Api::Admin, Arc::new(StaticCredentials::bearer(key)?)),
                     base,
                     settings.org_id.clone(),
                 ))

@@ -14,8 +14,8 @@ use url::Url;
 use super::error::ApiError;
 use handlers::identifier::IdKind;
 
-use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
-use super::pagination::{CursorListing, OffsetListing, Progress, no_progress};
+use super::http::{ApiCaller, Call, CallBody, Endpoint, Receipt, Verb, checked_id, url_with};
+use super::pagination::{CursorListing, OffsetListing, PageProgress, no_progress};
 
 const USER: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/user", true);
 const MEMBER_OF: Endpoint = Endpoint::new(Verb::Get, "GET /rest/api/user/memberof", true);
@@ -98,14 +98,14 @@ impl From<ApiGroup> for Group {
 /// Confluence calls; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ConfluenceClient {
-    executor: Executor,
+    caller: ApiCaller,
     /// `…/wiki` (site or gateway).
     base: Url,
 }
 
 impl ConfluenceClient {
-    pub fn new(executor: Executor, base: Url) -> Self {
-        ConfluenceClient { executor, base }
+    pub fn new(caller: ApiCaller, base: Url) -> Self {
+        ConfluenceClient { caller, base }
     }
 
     fn v1(&self, segments: &[&str]) -> Url {
@@ -118,7 +118,7 @@ impl ConfluenceClient {
     pub async fn user(&self, account_id: &str) -> Result<Option<User>, ApiError> {
         let account_id = checked_id(USER, IdKind::Account, account_id)?;
         let call = Call::new(USER, self.v1(&["user"])).query("accountId", account_id);
-        match self.executor.send(&call).await {
+        match self.caller.send(&call).await {
             Ok(reply) => Ok(Some(User::from(reply.json::<ApiUser>(USER.label)?))),
             Err(error) if error.status() == Some(404) => Ok(None),
             Err(error) => Err(error),
@@ -129,7 +129,7 @@ impl ConfluenceClient {
     pub async fn member_groups(
         &self,
         account_id: &str,
-        progress: Progress<'_>,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<Group>, ApiError> {
         let account_id = checked_id(MEMBER_OF, IdKind::Account, account_id)?;
         let call = Call::new(MEMBER_OF, self.v1(&["user", "memberof"])).query("accountId", account_id);
@@ -137,13 +137,17 @@ impl ConfluenceClient {
     }
 
     /// Every group of the site.
-    pub async fn groups(&self, progress: Progress<'_>) -> Result<Vec<Group>, ApiError> {
+    pub async fn groups(&self, progress: PageProgress<'_>) -> Result<Vec<Group>, ApiError> {
         let call = Call::new(GROUPS, self.v1(&["group"]));
         self.v1_list::<ApiGroup, _>(call, progress).await
     }
 
     /// Every member of the group with this id.
-    pub async fn group_members(&self, group_id: &str, progress: Progress<'_>) -> Result<Vec<User>, ApiError> {
+    pub async fn group_members(
+        &self,
+        group_id: &str,
+        progress: PageProgress<'_>,
+    ) -> Result<Vec<User>, ApiError> {
         let group_id = checked_id(MEMBERS, IdKind::Group, group_id)?;
         let call = Call::new(MEMBERS, self.v1(&["group", group_id, "membersByGroupId"]));
         self.v1_list::<ApiUser, _>(call, progress).await
@@ -156,13 +160,13 @@ impl ConfluenceClient {
     }
 
     /// Every item of a v1 listing, converted.
-    async fn v1_list<A, T>(&self, call: Call, progress: Progress<'_>) -> Result<Vec<T>, ApiError>
+    async fn v1_list<A, T>(&self, call: Call, progress: PageProgress<'_>) -> Result<Vec<T>, ApiError>
     where
         A: DeserializeOwned,
         T: From<A>,
     {
         let found: Vec<A> = OffsetListing::new(call, V1_PAGE_SIZE)?
-            .collect(&self.executor, progress)
+            .collect(&self.caller, progress)
             .await?;
         Ok(found.into_iter().map(T::from).collect())
     }
@@ -199,8 +203,8 @@ impl ConfluenceClient {
         let account_id = checked_id(ADD_MEMBER, IdKind::Account, account_id)?;
         let call = Call::new(ADD_MEMBER, self.v1(&["group", "userByGroupId"]))
             .query("groupId", group_id)
-            .body(Body::Json(json!({ "accountId": account_id })));
-        Ok(Receipt::from(&self.executor.send(&call).await?))
+            .body(CallBody::Json(json!({ "accountId": account_id })));
+        Ok(Receipt::from(&self.caller.send(&call).await?))
     }
 
     /// Removes the account from the group. Success (204) also when it was not a member.
@@ -210,7 +214,7 @@ impl ConfluenceClient {
         let call = Call::new(REMOVE_MEMBER, self.v1(&["group", "userByGroupId"]))
             .query("groupId", group_id)
             .query("accountId", account_id);
-        Ok(Receipt::from(&self.executor.send(&call).await?))
+        Ok(Receipt::from(&self.caller.send(&call).await?))
     }
 
     /// Users and their status (v2), 100 ids per request, every page of each. Unknown ids are
@@ -222,9 +226,10 @@ impl ConfluenceClient {
         let url = url_with(&self.base, &["api", "v2", "users-bulk"]);
         let mut found = Vec::new();
         for chunk in account_ids.chunks(BULK_IDS) {
-            let call = Call::new(USERS_BULK, url.clone()).body(Body::Json(json!({ "accountIds": chunk })));
+            let call =
+                Call::new(USERS_BULK, url.clone()).body(CallBody::Json(json!({ "accountIds": chunk })));
             let users: Vec<ApiUser> = CursorListing::new(call, V2_PAGE_SIZE)?
-                .collect(&self.executor, &no_progress)
+                .collect(&self.caller, &no_progress)
                 .await?;
             found.extend(users.into_iter().map(|user| {
                 let status = parse_status(user.account_status.as_deref());

@@ -15,7 +15,7 @@
 //!
 //! The text never holds a credential: messages are built from Atlassian's error fields (never
 //! the request), cut short, and scrubbed of every secret the client knows before they leave the
-//! executor. URLs are not included (a URL could carry a cursor or an id, never a token, but the
+//! caller. URLs are not included (a URL could carry a cursor or an id, never a token, but the
 //! operation label names the endpoint well enough).
 
 use std::fmt;

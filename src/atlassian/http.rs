@@ -31,7 +31,7 @@ use super::auth::Credentials;
 use super::error::ApiError;
 use super::limiter::{LimitKey, PaceChange, RateLimitSignals, RateLimiter};
 use super::metrics::{AtlassianMetrics, CallLabels, EndpointLabels, PauseLabels, RetryLabels};
-use super::retry::Backoff;
+use super::retry::RetryBackoff;
 
 /// HTTP methods the clients use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,7 +101,7 @@ impl Endpoint {
     }
 }
 
-/// Which API an executor talks to (metrics label, limiter tenant suffix).
+/// Which API an `ApiCaller` talks to (metrics label, limiter tenant suffix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     Confluence,
@@ -121,7 +121,7 @@ impl Api {
 
 /// A request body.
 #[derive(Debug, Clone)]
-pub enum Body {
+pub enum CallBody {
     Json(serde_json::Value),
     /// JSON sent as `application/scim+json`.
     Scim(serde_json::Value),
@@ -133,7 +133,7 @@ pub struct Call {
     pub endpoint: Endpoint,
     pub url: Url,
     pub query: Vec<(&'static str, String)>,
-    pub body: Option<Body>,
+    pub body: Option<CallBody>,
 }
 
 impl Call {
@@ -151,7 +151,7 @@ impl Call {
         self
     }
 
-    pub fn body(mut self, body: Body) -> Self {
+    pub fn body(mut self, body: CallBody) -> Self {
         self.body = Some(body);
         self
     }
@@ -204,19 +204,19 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// How patient one executor is.
+/// How patient one `ApiCaller` is.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Tries per call against server errors and timeouts (429s are bounded by `max_wait`).
     pub max_attempts: u32,
-    pub backoff: Backoff,
+    pub backoff: RetryBackoff,
     /// The longest one call waits on rate-limit pauses, in total, before failing as transient.
     pub max_wait: Duration,
 }
 
 /// Makes the calls of one API; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Executor {
+pub struct ApiCaller {
     inner: Arc<Inner>,
 }
 
@@ -267,7 +267,7 @@ enum Next {
     Fail(ApiError),
 }
 
-impl Executor {
+impl ApiCaller {
     pub fn new(
         api: Api,
         tenant: &str,
@@ -277,7 +277,7 @@ impl Executor {
         retry: RetryPolicy,
         metrics: AtlassianMetrics,
     ) -> Self {
-        Executor {
+        ApiCaller {
             inner: Arc::new(Inner {
                 api,
                 site: Arc::from(tenant),
@@ -333,11 +333,11 @@ impl Executor {
                     self.observe(&key, &reply.headers);
                     return Ok(reply);
                 }
-                Err(Failure::Answer(answer)) => {
+                Err(AttemptFailure::Answer(answer)) => {
                     self.after_answer(&key, endpoint, &answer, &authorization, &mut tally)
                         .await
                 }
-                Err(Failure::Transport(error)) => {
+                Err(AttemptFailure::Transport(error)) => {
                     tally.errors += 1;
                     // A connection that never opened carried nothing: safe to retry any call.
                     let retryable = endpoint.idempotent || error.is_connect();
@@ -505,7 +505,7 @@ impl Executor {
     }
 
     /// One HTTP attempt.
-    async fn attempt(&self, call: &Call, authorization: &HeaderValue) -> Result<Reply, Failure> {
+    async fn attempt(&self, call: &Call, authorization: &HeaderValue) -> Result<Reply, AttemptFailure> {
         let inner = &self.inner;
         let endpoint = call.endpoint;
         let mut request = inner
@@ -517,8 +517,8 @@ impl Executor {
             request = request.query(&call.query);
         }
         match &call.body {
-            Some(Body::Json(value)) => request = request.json(value),
-            Some(Body::Scim(value)) => {
+            Some(CallBody::Json(value)) => request = request.json(value),
+            Some(CallBody::Scim(value)) => {
                 request = request
                     .header(CONTENT_TYPE, HeaderValue::from_static("application/scim+json"))
                     .body(value.to_string());
@@ -559,7 +559,7 @@ impl Executor {
                 outcome,
             })
             .inc();
-        let (status, headers, body) = result.map_err(Failure::Transport)?;
+        let (status, headers, body) = result.map_err(AttemptFailure::Transport)?;
         if (200..300).contains(&status) {
             Ok(Reply {
                 status,
@@ -568,7 +568,7 @@ impl Executor {
                 body,
             })
         } else {
-            Err(Failure::Answer(Answer {
+            Err(AttemptFailure::Answer(Answer {
                 status,
                 headers,
                 body,
@@ -577,7 +577,7 @@ impl Executor {
     }
 }
 
-enum Failure {
+enum AttemptFailure {
     Answer(Answer),
     Transport(reqwest::Error),
 }

@@ -1,5 +1,5 @@
 //! Atlassian Cloud clients: Confluence REST (v1 groups, v2 users), SCIM 2.0, the organization
-//! events-stream and user-management lifecycle, all through one executor that respects the real
+//! events-stream and user-management lifecycle, all through one `ApiCaller` that respects the real
 //! API's rules.
 //!
 //! What every call gets, whichever client makes it ([`http`]):
@@ -17,7 +17,7 @@
 //!
 //! Listings are complete: Confluence v1 offsets, v2 cursors and SCIM indexes are three distinct
 //! pager types that cannot be mixed ([`pagination`]). Handlers read through the ports of the
-//! `handlers` crate, implemented here ([`directory`]); the executor calls the write methods
+//! `handlers` crate, implemented here ([`directory`]); the reactions' executor calls the write methods
 //! directly. [`AtlassianClients::build`] makes all of them from `[atlassian]`.
 
 pub mod admin;
@@ -40,6 +40,6 @@ pub use confluence::{ConfluenceClient, UserStatus};
 pub use error::ApiError;
 pub use http::Receipt;
 pub use metrics::AtlassianMetrics;
-pub use pagination::{Progress, no_progress};
+pub use pagination::{PageProgress, no_progress};
 pub use retry::Jitter;
 pub use scim::{NewScimUser, ScimClient, ScimCreated};

@@ -20,10 +20,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::http::{Call, Executor};
+use super::http::{ApiCaller, Call};
 
 /// Called with the number of items fetched so far (progress bars).
-pub type Progress<'a> = &'a (dyn Fn(usize) + Send + Sync);
+pub type PageProgress<'a> = &'a (dyn Fn(usize) + Send + Sync);
 
 /// A progress callback that shows nothing.
 pub fn no_progress(_fetched: usize) {}
@@ -114,8 +114,8 @@ impl OffsetListing {
     /// Every item, page by page.
     pub async fn collect<T: DeserializeOwned>(
         &self,
-        executor: &Executor,
-        progress: Progress<'_>,
+        caller: &ApiCaller,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<T>, ApiError> {
         let operation = self.call.endpoint.label;
         let mut items = Vec::new();
@@ -129,7 +129,7 @@ impl OffsetListing {
                 .clone()
                 .query("start", current.start.to_string())
                 .query("limit", current.limit.to_string());
-            let reply = executor.send(&call).await?;
+            let reply = caller.send(&call).await?;
             let page: OffsetPage<T> = reply.json(operation)?;
             if let Some(echoed) = page.start
                 && echoed != current.start
@@ -245,8 +245,8 @@ impl CursorListing {
 
     pub async fn collect<T: DeserializeOwned>(
         &self,
-        executor: &Executor,
-        progress: Progress<'_>,
+        caller: &ApiCaller,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<T>, ApiError> {
         let operation = self.call.endpoint.label;
         let mut items = Vec::new();
@@ -256,7 +256,7 @@ impl CursorListing {
             if let Some(cursor) = pager.cursor() {
                 call = call.query("cursor", cursor);
             }
-            let reply = executor.send(&call).await?;
+            let reply = caller.send(&call).await?;
             let page: CursorPage<T> = reply.json(operation)?;
             items.extend(page.results);
             progress(items.len());
@@ -322,8 +322,8 @@ impl IndexListing {
 
     pub async fn collect<T: DeserializeOwned>(
         &self,
-        executor: &Executor,
-        progress: Progress<'_>,
+        caller: &ApiCaller,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<T>, ApiError> {
         let operation = self.call.endpoint.label;
         let mut items = Vec::new();
@@ -337,7 +337,7 @@ impl IndexListing {
                 .clone()
                 .query("startIndex", current.start_index.to_string())
                 .query("count", current.count.to_string());
-            let page: IndexPage<T> = executor.send(&call).await?.json(operation)?;
+            let page: IndexPage<T> = caller.send(&call).await?.json(operation)?;
             let next = current.next(page.resources.len(), page.total_results);
             items.extend(page.resources);
             progress(items.len());

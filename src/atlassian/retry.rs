@@ -17,24 +17,24 @@ pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// The backoff schedule of one client.
 #[derive(Clone)]
-pub struct Backoff {
+pub struct RetryBackoff {
     base: Duration,
     cap: Duration,
     jitter: Jitter,
 }
 
-impl std::fmt::Debug for Backoff {
+impl std::fmt::Debug for RetryBackoff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backoff")
+        f.debug_struct("RetryBackoff")
             .field("base", &self.base)
             .field("cap", &self.cap)
             .finish_non_exhaustive()
     }
 }
 
-impl Backoff {
+impl RetryBackoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff {
+        RetryBackoff {
             base,
             cap,
             jitter: Arc::new(fastrand::f64),
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_exactly() {
-        let backoff = Backoff::new(secs(2.0), secs(30.0)).with_jitter(Arc::new(|| 1.0));
+        let backoff = RetryBackoff::new(secs(2.0), secs(30.0)).with_jitter(Arc::new(|| 1.0));
         assert_eq!(backoff.delay(1, None), secs(2.6));
         assert_eq!(backoff.delay(1, Some(secs(7.0))), secs(7.0));
         // Not stretched to the backoff, nor jittered: what Atlassian asked.

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::error::ApiError;
-use super::http::{Body, Call, Endpoint, Executor, Receipt, Verb, checked_id, url_with};
-use super::pagination::{IndexListing, Progress, no_progress};
+use super::http::{ApiCaller, Call, CallBody, Endpoint, Receipt, Verb, checked_id, url_with};
+use super::pagination::{IndexListing, PageProgress, no_progress};
 
 const LIST_USERS: Endpoint = Endpoint::new(Verb::Get, "GET /Users", true);
 /// A timed-out create may have happened: not retried blindly (a retry by the worker finds the
@@ -116,21 +116,21 @@ pub fn eq_filter(attribute: &str, value: &str) -> String {
     format!("{attribute} eq \"{escaped}\"")
 }
 
-fn patch(operations: Value) -> Body {
-    Body::Scim(json!({ "schemas": [PATCH_OP], "Operations": operations }))
+fn patch(operations: Value) -> CallBody {
+    CallBody::Scim(json!({ "schemas": [PATCH_OP], "Operations": operations }))
 }
 
 /// SCIM calls; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ScimClient {
-    executor: Executor,
+    caller: ApiCaller,
     /// `…/scim/directory/{directoryId}`.
     base: Url,
 }
 
 impl ScimClient {
-    pub fn new(executor: Executor, base: Url) -> Self {
-        ScimClient { executor, base }
+    pub fn new(caller: ApiCaller, base: Url) -> Self {
+        ScimClient { caller, base }
     }
 
     /// Every resource of `resource` (`Users`, `Groups`) matching `filter`, every page.
@@ -139,7 +139,7 @@ impl ScimClient {
         endpoint: Endpoint,
         resource: &str,
         filter: Option<String>,
-        progress: Progress<'_>,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<T>, ApiError>
     where
         A: DeserializeOwned,
@@ -150,7 +150,7 @@ impl ScimClient {
             call = call.query("filter", filter);
         }
         let found: Vec<A> = IndexListing::new(call, PAGE_SIZE)?
-            .collect(&self.executor, progress)
+            .collect(&self.caller, progress)
             .await?;
         Ok(found.into_iter().map(T::from).collect())
     }
@@ -158,7 +158,7 @@ impl ScimClient {
     async fn find_users(
         &self,
         filter: Option<String>,
-        progress: Progress<'_>,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<ScimUser>, ApiError> {
         self.list::<ApiScimUser, _>(LIST_USERS, "Users", filter, progress)
             .await
@@ -183,7 +183,7 @@ impl ScimClient {
     }
 
     /// Every user of the directory.
-    pub async fn users(&self, progress: Progress<'_>) -> Result<Vec<ScimUser>, ApiError> {
+    pub async fn users(&self, progress: PageProgress<'_>) -> Result<Vec<ScimUser>, ApiError> {
         self.find_users(None, progress).await
     }
 
@@ -191,7 +191,7 @@ impl ScimClient {
     pub async fn user(&self, id: &str) -> Result<Option<ScimUser>, ApiError> {
         let id = checked_id(GET_USER, IdKind::ScimUser, id)?;
         let call = Call::new(GET_USER, url_with(&self.base, &["Users", id]));
-        match self.executor.send(&call).await {
+        match self.caller.send(&call).await {
             Ok(reply) => Ok(Some(reply.json::<ApiScimUser>(GET_USER.label)?.into())),
             Err(error) if error.status() == Some(404) => Ok(None),
             Err(error) => Err(error),
@@ -217,8 +217,8 @@ impl ScimClient {
         if let Some(email) = &new.email {
             body["emails"] = json!([{"value": email, "type": "work", "primary": true}]);
         }
-        let call = Call::new(CREATE_USER, url_with(&self.base, &["Users"])).body(Body::Scim(body));
-        match self.executor.send(&call).await {
+        let call = Call::new(CREATE_USER, url_with(&self.base, &["Users"])).body(CallBody::Scim(body));
+        match self.caller.send(&call).await {
             Ok(reply) => Ok(ScimCreated {
                 user: reply.json::<ApiScimUser>(CREATE_USER.label)?.into(),
                 created: true,
@@ -253,13 +253,13 @@ impl ScimClient {
         let call = Call::new(PATCH_USER, url_with(&self.base, &["Users", id])).body(patch(
             json!([{"op": "replace", "path": "active", "value": active}]),
         ));
-        Ok(Receipt::from(&self.executor.send(&call).await?))
+        Ok(Receipt::from(&self.caller.send(&call).await?))
     }
 
     async fn find_groups(
         &self,
         filter: Option<String>,
-        progress: Progress<'_>,
+        progress: PageProgress<'_>,
     ) -> Result<Vec<ScimGroup>, ApiError> {
         self.list::<ApiScimGroup, _>(LIST_GROUPS, "Groups", filter, progress)
             .await
@@ -275,7 +275,7 @@ impl ScimClient {
     }
 
     /// Every group of the directory.
-    pub async fn groups(&self, progress: Progress<'_>) -> Result<Vec<ScimGroup>, ApiError> {
+    pub async fn groups(&self, progress: PageProgress<'_>) -> Result<Vec<ScimGroup>, ApiError> {
         self.find_groups(None, progress).await
     }
 
@@ -286,7 +286,7 @@ impl ScimClient {
         let call = Call::new(PATCH_GROUP, url_with(&self.base, &["Groups", group_id])).body(patch(
             json!([{"op": "add", "path": "members", "value": [{"value": user_id}]}]),
         ));
-        Ok(Receipt::from(&self.executor.send(&call).await?))
+        Ok(Receipt::from(&self.caller.send(&call).await?))
     }
 
     /// Removes a user (by SCIM id) from a group.
@@ -296,7 +296,7 @@ impl ScimClient {
         let path = format!("members[{}]", eq_filter("value", user_id));
         let call = Call::new(PATCH_GROUP, url_with(&self.base, &["Groups", group_id]))
             .body(patch(json!([{"op": "remove", "path": path}])));
-        Ok(Receipt::from(&self.executor.send(&call).await?))
+        Ok(Receipt::from(&self.caller.send(&call).await?))
     }
 }
 

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::query::{AuditQuery, query};
 use super::record::AuditRecord;
 use crate::config::{AuditStreamSettings, Settings};
-use crate::queue::rabbitmq::backoff::{Backoff, pause};
+use crate::queue::rabbitmq::backoff::{ReconnectBackoff, pause};
 use crate::store::Store;
 
 /// The header carrying a record's `seq`.
@@ -245,7 +245,7 @@ struct Relay {
 
 impl Relay {
     async fn supervise(&self) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), self.max_delay);
+        let mut backoff = ReconnectBackoff::new(Duration::from_millis(200), self.max_delay);
         while !self.shutdown.is_cancelled() {
             let connected = tokio::select! {
                 _ = self.shutdown.cancelled() => break,

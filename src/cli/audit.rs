@@ -51,7 +51,7 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long, value_enum, default_value = "jsonl")]
-        format: Format,
+        format: RecordFormat,
     },
     /// Print the records matching every filter given.
     Query {
@@ -76,7 +76,7 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
         #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        format: RecordFormat,
     },
     /// Write the whole trail (or a time range) as JSON lines or OCSF events.
     Export {
@@ -104,7 +104,7 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub enum RecordFormat {
     Table,
     Jsonl,
     Ocsf,
@@ -164,7 +164,7 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                 };
                 let records = query_all(&store, query).await?;
                 let mut out = Output::stdout();
-                if format == Format::Table {
+                if format == RecordFormat::Table {
                     out.line(&table_header())?;
                 }
                 for record in &records {
@@ -191,8 +191,8 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                     None => Output::stdout(),
                 };
                 let format = match format {
-                    ExportFormat::Jsonl => Format::Jsonl,
-                    ExportFormat::Ocsf => Format::Ocsf,
+                    ExportFormat::Jsonl => RecordFormat::Jsonl,
+                    ExportFormat::Ocsf => RecordFormat::Ocsf,
                 };
                 let count = export(&store, query, format, &mut out).await?;
                 out.flush()?;
@@ -286,7 +286,7 @@ async fn query_all(store: &Store, mut query_spec: AuditQuery) -> anyhow::Result<
 async fn export(
     store: &Store,
     mut query_spec: AuditQuery,
-    format: Format,
+    format: RecordFormat,
     out: &mut Output,
 ) -> anyhow::Result<u64> {
     let read = for_each_batch(store, &mut query_spec, 0, |batch| {
@@ -301,7 +301,7 @@ async fn tail(
     from: Option<String>,
     follow: bool,
     tenant: Option<String>,
-    format: Format,
+    format: RecordFormat,
 ) -> anyhow::Result<ExitCode> {
     let (head, _) = crate::audit::log::head(store)
         .await
@@ -324,7 +324,7 @@ async fn tail(
         tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     }
     let mut out = Output::stdout();
-    if format == Format::Table {
+    if format == RecordFormat::Table {
         out.line(&table_header())?;
     }
     let mut query_spec = AuditQuery {
@@ -353,7 +353,7 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
         .await
         .context("reading the audit head")?;
     let total = head.saturating_sub(from.max(1) - 1);
-    let mut progress = super::progress::Progress::new("verifying", total);
+    let mut progress = super::progress::CommandProgress::new("verifying", total);
     let every = (total / 10).max(100_000);
     let report = verify(store, from, |_| progress.tick(every))
         .await
@@ -441,11 +441,11 @@ impl Output {
         Ok(())
     }
 
-    fn record(&mut self, record: &AuditRecord, format: Format) -> anyhow::Result<()> {
+    fn record(&mut self, record: &AuditRecord, format: RecordFormat) -> anyhow::Result<()> {
         let line = match format {
-            Format::Table => table_row(record),
-            Format::Jsonl => serde_json::to_string(record)?,
-            Format::Ocsf => serde_json::to_string(&to_ocsf(record))?,
+            RecordFormat::Table => table_row(record),
+            RecordFormat::Jsonl => serde_json::to_string(record)?,
+            RecordFormat::Ocsf => serde_json::to_string(&to_ocsf(record))?,
         };
         self.line(&line)
     }

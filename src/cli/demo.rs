@@ -197,7 +197,7 @@ fn story() -> Vec<Step> {
 
 /// What the story showed: each step as expected or not, and the audit chain's state.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct StoryOutcome {
     pub steps_as_expected: usize,
     pub steps: usize,
     pub chain_intact: bool,
@@ -228,7 +228,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The story in `dir` (`kept`: it stays after the run).
-async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<Outcome> {
+async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<StoryOutcome> {
     std::fs::create_dir_all(dir.join("secrets")).with_context(|| format!("creating {}", dir.display()))?;
     let sim = Simulator::start(organization(), Policy::default())
         .await
@@ -320,7 +320,7 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<Ou
     shutdown.cancel();
     server.await.context("gatehouse stopped abnormally")??;
     sim.stop().await;
-    Ok(Outcome {
+    Ok(StoryOutcome {
         steps_as_expected: as_expected,
         steps: steps.len(),
         chain_intact,

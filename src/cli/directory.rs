@@ -31,20 +31,20 @@ pub enum DirectoryCommand {
         /// GROUP is a group id.
         #[arg(long)]
         id: bool,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ListingFormat::Table)]
+        format: ListingFormat,
     },
     /// Every Confluence group an account belongs to.
     Groups {
         account_id: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ListingFormat::Table)]
+        format: ListingFormat,
     },
 }
 
 /// How listings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub enum ListingFormat {
     /// Aligned columns for reading.
     Table,
     /// RFC 4180 CSV with a header row, for spreadsheets.
@@ -114,7 +114,7 @@ async fn members(
     confluence: &ConfluenceClient,
     group: &str,
     by_id: bool,
-    format: Format,
+    format: ListingFormat,
 ) -> anyhow::Result<String> {
     let group = if by_id {
         Group {
@@ -152,7 +152,11 @@ async fn members(
     render_users(&users, format)
 }
 
-async fn groups(confluence: &ConfluenceClient, account_id: &str, format: Format) -> anyhow::Result<String> {
+async fn groups(
+    confluence: &ConfluenceClient,
+    account_id: &str,
+    format: ListingFormat,
+) -> anyhow::Result<String> {
     let bar = progress("groups");
     let fetched = confluence
         .member_groups(account_id, &|n| bar.set_message(format!("{n} groups fetched")))
@@ -163,7 +167,7 @@ async fn groups(confluence: &ConfluenceClient, account_id: &str, format: Format)
     render_groups(&groups, format)
 }
 
-fn render_users(users: &[User], format: Format) -> anyhow::Result<String> {
+fn render_users(users: &[User], format: ListingFormat) -> anyhow::Result<String> {
     let rows: Vec<Vec<String>> = users
         .iter()
         .map(|u| {
@@ -176,12 +180,12 @@ fn render_users(users: &[User], format: Format) -> anyhow::Result<String> {
         })
         .collect();
     match format {
-        Format::Json => Ok(serde_json::to_string_pretty(users)? + "\n"),
-        Format::Csv => Ok(csv(
+        ListingFormat::Json => Ok(serde_json::to_string_pretty(users)? + "\n"),
+        ListingFormat::Csv => Ok(csv(
             &["account_id", "display_name", "email", "account_type"],
             &rows,
         )),
-        Format::Table => {
+        ListingFormat::Table => {
             let shown: Vec<Vec<String>> = rows
                 .into_iter()
                 .map(|mut row| {
@@ -199,15 +203,15 @@ fn render_users(users: &[User], format: Format) -> anyhow::Result<String> {
     }
 }
 
-fn render_groups(groups: &[Group], format: Format) -> anyhow::Result<String> {
+fn render_groups(groups: &[Group], format: ListingFormat) -> anyhow::Result<String> {
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|g| vec![g.id.clone(), g.name.clone()])
         .collect();
     match format {
-        Format::Json => Ok(serde_json::to_string_pretty(groups)? + "\n"),
-        Format::Csv => Ok(csv(&["id", "name"], &rows)),
-        Format::Table => Ok(super::table::render(&["ID", "NAME"], &rows)),
+        ListingFormat::Json => Ok(serde_json::to_string_pretty(groups)? + "\n"),
+        ListingFormat::Csv => Ok(csv(&["id", "name"], &rows)),
+        ListingFormat::Table => Ok(super::table::render(&["ID", "NAME"], &rows)),
     }
 }
 
@@ -258,7 +262,7 @@ mod tests {
             user("b", "Grace \"Amazing\" Hopper", Some("g@x")),
         ];
         assert_eq!(
-            render_users(&users, Format::Csv).unwrap(),
+            render_users(&users, ListingFormat::Csv).unwrap(),
             "account_id,display_name,email,account_type\r\n\
              a,\"Lovelace, Ada\",,atlassian\r\n\
              b,\"Grace \"\"Amazing\"\" Hopper\",g@x,atlassian\r\n"
@@ -269,13 +273,13 @@ mod tests {
     fn tables_align_and_show_hidden_emails() {
         let users = [user("a", "Ada", None), user("bbbb", "Grace", Some("g@x"))];
         assert_eq!(
-            render_users(&users, Format::Table).unwrap(),
+            render_users(&users, ListingFormat::Table).unwrap(),
             "ACCOUNT ID  DISPLAY NAME  EMAIL     TYPE\n\
              a           Ada           (hidden)  atlassian\n\
              bbbb        Grace         g@x       atlassian\n"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&render_users(&users, Format::Json).unwrap()).unwrap();
+            serde_json::from_str(&render_users(&users, ListingFormat::Json).unwrap()).unwrap();
         assert!(json[0]["email"].is_null());
     }
 }

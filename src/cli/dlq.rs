@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::Subcommand;
 
-use super::progress::Progress;
+use super::progress::CommandProgress;
 use super::{table, terminal};
 use crate::app::{open_queue, open_store};
 use crate::config::Settings;
@@ -106,7 +106,7 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: DlqCommand) 
             }
             let queue = open_queue(&settings, &store).await?;
             let audit = crate::audit::AuditLog::from_settings(store.clone(), &settings);
-            let mut progress = Progress::new("replaying", letters.len() as u64);
+            let mut progress = CommandProgress::new("replaying", letters.len() as u64);
             let mut failed = 0;
             for letter in &letters {
                 match replay(&audit, queue.as_ref(), letter).await {
@@ -130,7 +130,7 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: DlqCommand) 
             if !yes && !confirm(&format!("Purge {} dead letter(s) for good?", letters.len()))? {
                 bail!("not purged (confirm, or pass --yes)");
             }
-            let mut progress = Progress::new("purging", letters.len() as u64);
+            let mut progress = CommandProgress::new("purging", letters.len() as u64);
             for letter in &letters {
                 store.purge_dead_letter(&letter.id).await?;
                 tracing::info!(dead_letter = %letter.id, event_id = %letter.event_id, "dead letter purged");

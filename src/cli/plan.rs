@@ -14,7 +14,7 @@ use crate::reactions::Planner;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
+pub enum PlanFormat {
     Text,
     Json,
 }
@@ -25,7 +25,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub event: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: PlanFormat,
     /// Plan as this tenant (its policies, its site). Default: the envelope's own tenant, else
     /// the only tenant.
     #[arg(long)]
@@ -48,8 +48,8 @@ pub async fn run(settings: Settings, args: PlanArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("planning failed: {e}"))?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
-        Format::Text => {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
+        PlanFormat::Text => {
             println!("{}", authority_line(&envelope));
             if plans.is_empty() {
                 println!("no policy handles {}", safe(&envelope.event_type.to_string()));

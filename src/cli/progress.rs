@@ -1,4 +1,4 @@
-//! Progress for long operations: a bar on a terminal, plain lines otherwise (logs, pipes, CI).
+//! Progress of long commands: a bar on a terminal, plain lines otherwise (logs, pipes, CI).
 
 use std::io::IsTerminal;
 
@@ -6,14 +6,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Reports progress through `total` items.
 #[derive(Debug)]
-pub struct Progress {
+pub struct CommandProgress {
     bar: Option<ProgressBar>,
     total: u64,
     done: u64,
     label: String,
 }
 
-impl Progress {
+impl CommandProgress {
     pub fn new(label: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
@@ -23,7 +23,7 @@ impl Progress {
             bar.set_message(label.to_owned());
             bar
         });
-        Progress {
+        CommandProgress {
             bar,
             total,
             done: 0,

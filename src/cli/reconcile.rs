@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use anyhow::bail;
 use clap::Args;
 
-use super::progress::Progress;
+use super::progress::CommandProgress;
 use super::table;
 use crate::app::{clients_for, open_queue, open_store};
 use crate::config::Settings;
@@ -24,15 +24,15 @@ pub struct ReconcileArgs {
 }
 
 /// The CLI's progress: one bar (or plain lines) per phase.
-struct Phases(Mutex<Option<Progress>>);
+struct Phases(Mutex<Option<CommandProgress>>);
 
-impl reconcile::Progress for Phases {
+impl reconcile::ReconcileProgress for Phases {
     fn phase(&self, name: &str, total: usize) {
         let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(previous) = current.take() {
             previous.finish();
         }
-        *current = Some(Progress::new(name, total as u64));
+        *current = Some(CommandProgress::new(name, total as u64));
     }
 
     fn step(&self, item: &str) {

@@ -28,7 +28,7 @@ struct Inner {
 
 /// What the caller should do with a delivery's key.
 #[derive(Debug)]
-pub enum Claim<'a> {
+pub enum RecentClaim<'a> {
     /// Publish it, then report the outcome through the guard.
     Fresh(PublishGuard<'a>),
     /// Already published recently.
@@ -70,16 +70,16 @@ impl RecentKeys {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn claim(&self, key: &str) -> Claim<'_> {
+    pub fn claim(&self, key: &str) -> RecentClaim<'_> {
         let mut inner = self.lock();
         match inner.slots.get(key) {
-            Some(Slot::Published(at)) if at.elapsed() < self.ttl => return Claim::Duplicate,
-            Some(Slot::InFlight(rx)) => return Claim::Wait(rx.clone()),
+            Some(Slot::Published(at)) if at.elapsed() < self.ttl => return RecentClaim::Duplicate,
+            Some(Slot::InFlight(rx)) => return RecentClaim::Wait(rx.clone()),
             _ => {}
         }
         let (tx, rx) = watch::channel(None);
         inner.slots.insert(key.to_owned(), Slot::InFlight(rx));
-        Claim::Fresh(PublishGuard {
+        RecentClaim::Fresh(PublishGuard {
             keys: self,
             key: key.to_owned(),
             tx,
@@ -167,44 +167,44 @@ mod tests {
     fn remembers_only_confirmed_keys() {
         let keys = RecentKeys::new(10, Duration::from_secs(60));
         match keys.claim("a") {
-            Claim::Fresh(guard) => guard.finish(false),
+            RecentClaim::Fresh(guard) => guard.finish(false),
             _ => panic!("first claim must be fresh"),
         }
         match keys.claim("a") {
-            Claim::Fresh(guard) => guard.finish(true),
+            RecentClaim::Fresh(guard) => guard.finish(true),
             _ => panic!("a failed publish must not be remembered"),
         }
-        assert!(matches!(keys.claim("a"), Claim::Duplicate));
+        assert!(matches!(keys.claim("a"), RecentClaim::Duplicate));
     }
 
     #[test]
     fn bounded_by_capacity_and_ttl() {
         let keys = RecentKeys::new(2, Duration::from_secs(60));
         for k in ["a", "b", "c"] {
-            if let Claim::Fresh(g) = keys.claim(k) {
+            if let RecentClaim::Fresh(g) = keys.claim(k) {
                 g.finish(true);
             }
         }
         assert_eq!(keys.len(), 2);
-        assert!(matches!(keys.claim("a"), Claim::Fresh(_)));
+        assert!(matches!(keys.claim("a"), RecentClaim::Fresh(_)));
         let short = RecentKeys::new(10, Duration::from_millis(0));
-        if let Claim::Fresh(g) = short.claim("x") {
+        if let RecentClaim::Fresh(g) = short.claim("x") {
             g.finish(true);
         }
-        assert!(matches!(short.claim("x"), Claim::Fresh(_)));
+        assert!(matches!(short.claim("x"), RecentClaim::Fresh(_)));
     }
 
     #[tokio::test]
     async fn concurrent_copy_waits_for_the_first_outcome() {
         let keys = RecentKeys::new(10, Duration::from_secs(60));
-        let Claim::Fresh(guard) = keys.claim("k") else {
+        let RecentClaim::Fresh(guard) = keys.claim("k") else {
             panic!()
         };
-        let Claim::Wait(rx) = keys.claim("k") else {
+        let RecentClaim::Wait(rx) = keys.claim("k") else {
             panic!("second claim must wait")
         };
         drop(guard); // the first publish was abandoned
         assert!(!RecentKeys::outcome(rx).await);
-        assert!(matches!(keys.claim("k"), Claim::Fresh(_)));
+        assert!(matches!(keys.claim("k"), RecentClaim::Fresh(_)));
     }
 }

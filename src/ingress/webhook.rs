@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::IngressState;
-use super::dedupe::{Claim, RecentKeys};
+use super::dedupe::{RecentClaim, RecentKeys};
 use super::error::IngressError;
 use super::limits::Refusal;
 use super::normalize::{self, NormalizeError};
@@ -40,7 +40,7 @@ pub struct DeliveryPath {
 }
 
 /// One delivery as the router hands it over.
-struct Delivery {
+struct IncomingRequest {
     source: String,
     event: Option<String>,
     path_token: Option<String>,
@@ -59,7 +59,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let delivery = Delivery {
+    let delivery = IncomingRequest {
         source: path.source,
         event: path.event,
         path_token: path.token,
@@ -83,7 +83,7 @@ enum Accepted {
     },
 }
 
-async fn handle(state: Arc<IngressState>, delivery: Delivery) -> Response {
+async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response {
     let known = state.settings.source(&delivery.source);
     // Only configured names become metric labels or log fields: a sender cannot invent series.
     let label = known.map_or("unknown", |s| s.name.as_str()).to_owned();
@@ -155,7 +155,7 @@ async fn handle(state: Arc<IngressState>, delivery: Delivery) -> Response {
 async fn process(
     state: &IngressState,
     source: &SourceSettings,
-    delivery: Delivery,
+    delivery: IncomingRequest,
 ) -> Result<Accepted, IngressError> {
     let limit = state.settings.server.max_body_bytes;
     if !is_json(&delivery.headers) {
@@ -216,13 +216,13 @@ async fn process(
         .map_err(|e| IngressError::Malformed(format!("cannot serialize envelope: {e}")))?;
     loop {
         match state.recent.claim(&envelope.dedupe_key) {
-            Claim::Duplicate => {
+            RecentClaim::Duplicate => {
                 tracing::info!("duplicate delivery; already queued");
                 return Ok(Accepted::Duplicate {
                     dedupe_key: envelope.dedupe_key,
                 });
             }
-            Claim::Wait(outcome) => {
+            RecentClaim::Wait(outcome) => {
                 if RecentKeys::outcome(outcome).await {
                     tracing::info!("duplicate delivery; its twin was just queued");
                     return Ok(Accepted::Duplicate {
@@ -231,7 +231,7 @@ async fn process(
                 }
                 // The twin's publish failed: try ourselves.
             }
-            Claim::Fresh(guard) => {
+            RecentClaim::Fresh(guard) => {
                 let published = state.queue.publish(&message).await;
                 guard.finish(published.is_ok());
                 published.map_err(|e| IngressError::Unavailable(e.to_string()))?;

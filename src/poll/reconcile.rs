@@ -74,8 +74,8 @@ struct Scan {
     members_of: BTreeMap<String, Vec<String>>,
 }
 
-/// Progress of a long run, for the CLI's progress bar.
-pub trait Progress: Send + Sync {
+/// The progress of a long run, for the CLI's progress bar.
+pub trait ReconcileProgress: Send + Sync {
     fn phase(&self, name: &str, total: usize);
     fn step(&self, item: &str);
 }
@@ -84,7 +84,7 @@ pub trait Progress: Send + Sync {
 #[derive(Debug)]
 pub struct Quiet;
 
-impl Progress for Quiet {
+impl ReconcileProgress for Quiet {
     fn phase(&self, _name: &str, _total: usize) {}
     fn step(&self, _item: &str) {}
 }
@@ -157,7 +157,11 @@ impl Reconciler {
     }
 
     /// One full comparison; queues the findings unless `dry_run`.
-    pub async fn run_once(&self, dry_run: bool, progress: &dyn Progress) -> Result<Report, ReconcileError> {
+    pub async fn run_once(
+        &self,
+        dry_run: bool,
+        progress: &dyn ReconcileProgress,
+    ) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
         let scan = self.deactivated_with_memberships(&mut report, progress).await?;
         let snapshots = self
@@ -181,7 +185,7 @@ impl Reconciler {
     async fn deactivated_with_memberships(
         &self,
         report: &mut Report,
-        progress: &dyn Progress,
+        progress: &dyn ReconcileProgress,
     ) -> Result<Option<Scan>, ReconcileError> {
         // account → the names of its groups that are not on the keep-list.
         let mut holdings: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -308,7 +312,7 @@ impl Reconciler {
         &self,
         report: &mut Report,
         scan: Option<&Scan>,
-        progress: &dyn Progress,
+        progress: &dyn ReconcileProgress,
     ) -> Result<Vec<GroupSnapshot>, ReconcileError> {
         let mut snapshots = Vec::new();
         progress.phase("comparing protected groups", self.protected_groups.len());

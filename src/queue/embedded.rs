@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::parked::{self, subject_of};
+use super::dead_letter_records::{self, subject_of};
 use super::{
     Consumer, DeadLetter, Delivery, Failure, OutgoingMessage, PublishError, Queue, QueueDepths, QueueError,
     Retry, Settle,
@@ -420,7 +420,7 @@ impl EmbeddedSettle {
             history: letter.history,
             dead_at: Utc::now(),
         };
-        parked::record_in(&mut tx, &self.queue.audit, &dead, audited).await?;
+        dead_letter_records::record_in(&mut tx, &self.queue.audit, &dead, audited).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -11,9 +11,9 @@
 //! the worker (ack, retry on a rung of the ladder, dead-letter, or release). Dead letters of both
 //! backends end up in the store (`store::dead_letters`), where `gatehouse dlq` manages them.
 
+pub mod dead_letter_records;
 pub mod delivery;
 pub mod embedded;
-pub mod parked;
 pub mod rabbitmq;
 pub mod replay;
 

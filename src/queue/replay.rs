@@ -23,7 +23,7 @@ pub enum ReplayError {
 pub async fn replay(audit: &AuditLog, queue: &dyn Queue, letter: &DeadLetterRow) -> Result<(), ReplayError> {
     let store = audit.store();
     let outcome = Outcome::status(format!("replayed dead letter {}", letter.id));
-    if let Some(record) = super::parked::letter_record(letter, AuditKind::Replayed, outcome) {
+    if let Some(record) = super::dead_letter_records::letter_record(letter, AuditKind::Replayed, outcome) {
         audit.append(record).await?;
     }
     let message = OutgoingMessage {

@@ -81,7 +81,7 @@ impl Planner {
     /// The `[[policies]]` of `settings` that act for `tenant`, reading through that tenant's
     /// `clients` (config validation makes sure policies come with a tenant that has them).
     pub fn from_settings(settings: &Settings, tenant: &str, clients: Option<&AtlassianClients>) -> Self {
-        let shared = Arc::new(handlers::policy::Shared {
+        let shared = Arc::new(handlers::policy::PolicyContext {
             product_groups: settings.reactions.product_groups.clone(),
         });
         let handlers = settings

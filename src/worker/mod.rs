@@ -6,9 +6,9 @@
 //! started, let in-flight events finish within the grace period, and leave anything still running
 //! after it unsettled, so the queue hands it out again. Nothing is acked that was not done.
 
+mod handling;
 mod housekeeping;
 pub mod metrics;
-mod process;
 pub mod processor;
 
 use std::sync::Arc;
@@ -120,7 +120,7 @@ async fn run(context: Arc<Context>, mut consumer: crate::queue::Consumer, stoppi
         };
         let context = context.clone();
         in_flight.spawn(async move {
-            process::handle(&context, delivery).await;
+            handling::handle(&context, delivery).await;
             drop(slot);
         });
     }

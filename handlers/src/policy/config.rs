@@ -168,7 +168,7 @@ pub enum ApprovalMode {
 /// types: organization-wide ones require approval, the rest do not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Approval {
+pub enum ApprovalRule {
     All(ApprovalMode),
     PerAction(BTreeMap<String, ApprovalMode>),
 }
@@ -227,7 +227,7 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub dry_run: Option<bool>,
     #[serde(default)]
-    pub approval: Option<Approval>,
+    pub approval: Option<ApprovalRule>,
 }
 
 impl PolicyConfig {
@@ -254,8 +254,8 @@ impl PolicyConfig {
         let default = action.org_wide();
         match &self.approval {
             None => default,
-            Some(Approval::All(mode)) => *mode == ApprovalMode::Required,
-            Some(Approval::PerAction(modes)) => match modes.get(action.type_name()) {
+            Some(ApprovalRule::All(mode)) => *mode == ApprovalMode::Required,
+            Some(ApprovalRule::PerAction(modes)) => match modes.get(action.type_name()) {
                 Some(mode) => *mode == ApprovalMode::Required,
                 None => default,
             },
@@ -316,7 +316,7 @@ impl PolicyConfig {
                 _ => {}
             }
         }
-        if let Some(Approval::PerAction(modes)) = &self.approval {
+        if let Some(ApprovalRule::PerAction(modes)) = &self.approval {
             for name in modes.keys() {
                 if !ACTION_TYPES.contains(&name.as_str()) {
                     problems.push((

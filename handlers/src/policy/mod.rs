@@ -21,11 +21,11 @@ use crate::handler::{Handler, Ports};
 use crate::plan::Plan;
 use crate::ports::PortError;
 
-pub use config::{Approval, ApprovalMode, Capability, NamingRule, PolicyConfig, ProtectedGroup};
+pub use config::{ApprovalMode, ApprovalRule, Capability, NamingRule, PolicyConfig, ProtectedGroup};
 
 /// Settings every policy shares.
 #[derive(Debug, Clone, Default)]
-pub struct Shared {
+pub struct PolicyContext {
     /// Group names mapped to the Confluence product in Atlassian Admin. Membership of any other
     /// group grants no access, which the plan warns about.
     pub product_groups: Vec<String>,
@@ -36,11 +36,11 @@ pub struct Shared {
 pub struct Policy {
     config: PolicyConfig,
     name: String,
-    shared: Arc<Shared>,
+    shared: Arc<PolicyContext>,
 }
 
 impl Policy {
-    pub fn new(config: PolicyConfig, shared: Arc<Shared>) -> Self {
+    pub fn new(config: PolicyConfig, shared: Arc<PolicyContext>) -> Self {
         Policy {
             name: config.display_name(),
             config,

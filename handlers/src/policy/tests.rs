@@ -84,7 +84,7 @@ fn policy(json: &str, product_groups: &[&str]) -> Policy {
     assert!(config.problems().is_empty(), "{:?}", config.problems());
     Policy::new(
         config,
-        Arc::new(Shared {
+        Arc::new(PolicyContext {
             product_groups: product_groups.iter().map(|s| s.to_string()).collect(),
         }),
     )

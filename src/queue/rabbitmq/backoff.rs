@@ -8,15 +8,15 @@ use tokio_util::sync::CancellationToken;
 /// Waits that double from `initial` up to `max`, each jittered to 50–100 % so a fleet of
 /// processes does not reconnect in lockstep after a broker restart.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub(crate) struct ReconnectBackoff {
     initial: Duration,
     max: Duration,
     delay: Duration,
 }
 
-impl Backoff {
+impl ReconnectBackoff {
     pub(crate) fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
+        ReconnectBackoff {
             initial,
             max: max.max(initial),
             delay: initial,

@@ -10,7 +10,7 @@
 
 pub(crate) mod backoff;
 mod consumer;
-mod dead_letters;
+mod dead_letter_recorder;
 pub mod headers;
 pub mod topology;
 
@@ -203,7 +203,7 @@ impl RabbitQueue {
         store: crate::store::Store,
         audit: crate::audit::AuditLog,
     ) -> JoinHandle<()> {
-        dead_letters::start(self.shared.clone(), store, audit)
+        dead_letter_recorder::start(self.shared.clone(), store, audit)
     }
 }
 
@@ -310,7 +310,7 @@ impl Queue for RabbitQueue {
 
 /// Keeps a healthy link installed until shutdown.
 async fn supervise(shared: Arc<Shared>) {
-    let mut backoff = backoff::Backoff::new(
+    let mut backoff = backoff::ReconnectBackoff::new(
         Duration::from_millis(100),
         Duration::from_millis(shared.settings.reconnect_max_delay_ms),
     );

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::{Shared, consumer, headers};
 use crate::audit::AuditLog;
 use crate::queue::QueueError;
-use crate::queue::parked::{self, subject_of};
+use crate::queue::dead_letter_records::{self, subject_of};
 use crate::store::{DeadLetterRow, Store};
 
 pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinHandle<()> {
@@ -42,7 +42,7 @@ pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinH
                 .is_none();
             let record = async {
                 let mut tx = store.begin_write().await?;
-                parked::record_in(&mut tx, &audit, &row, parked_by_broker).await?;
+                dead_letter_records::record_in(&mut tx, &audit, &row, parked_by_broker).await?;
                 tx.commit().await?;
                 Ok(())
             };
