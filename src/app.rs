@@ -37,11 +37,7 @@ use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::worker::{self, Process};
 
-/// Installs ring as rustls's process-wide crypto provider (reqwest and lapin both use rustls).
-/// Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::tls::install_crypto_provider;
 
 /// Which parts of gatehouse a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

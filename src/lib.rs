@@ -15,6 +15,8 @@ pub mod listener;
 pub mod poll;
 pub mod queue;
 pub mod reactions;
+mod reconnect;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = report::Results::default();
     match cli.command {
         Command::Ingest(args) => ingest::run(&common, &args, &mut results).await?,
+        Command::React(args) if args.throttle_one => react_tenants::run(&common, &args, &mut results).await?,
         Command::React(args) => react::run(&common, &args, &mut results).await?,
         Command::E2e(args) => e2e::run(&common, &args, &mut results).await?,
         Command::Audit(args) => audit::run(&args, &mut results).await?,

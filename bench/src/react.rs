@@ -55,6 +55,9 @@ pub struct ReactArgs {
     pub throttle_one: bool,
 }
 
+/// Tenants are named `a`, `b`, … — one letter each.
+pub const MAX_TENANTS: usize = 26;
+
 impl ReactArgs {
     /// Refuses combinations that would measure something other than what they say.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -70,10 +73,10 @@ impl ReactArgs {
             "--throttle-one needs --tenants 2 (or more): one tenant throttled, the others measured"
         );
         anyhow::ensure!(
-            self.tenants <= crate::react_tenants::MAX_TENANTS,
+            self.tenants <= MAX_TENANTS,
             "--tenants {} is more than the {} this bench names (a, b, …)",
             self.tenants,
-            crate::react_tenants::MAX_TENANTS
+            MAX_TENANTS
         );
         anyhow::ensure!(
             self.users >= 1 && self.groups >= 1,
@@ -250,9 +253,6 @@ pub async fn failures_of(running: &Running, tenant: Option<&str>) -> anyhow::Res
 
 pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> anyhow::Result<()> {
     args.check()?;
-    if args.throttle_one {
-        return crate::react_tenants::run(common, args, results).await;
-    }
     for backend in common.backend.backends() {
         let accounts: Vec<String> = (0..args.users).map(|i| format!("u-{i:05}")).collect();
         let users = inactive_users(&accounts);

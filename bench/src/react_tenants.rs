@@ -28,9 +28,6 @@ use crate::harness::{Running, Scratch, leftover_queues};
 use crate::react::{ReactArgs, WHSEC, deactivate_via, failures_of, inactive_users};
 use crate::report::Results;
 
-/// Tenants are named `a`, `b`, … — one letter each.
-pub const MAX_TENANTS: usize = 26;
-
 /// The throttled tenant's limit: one request every ten seconds in all, one at once, and no
 /// `Retry-After` to go by.
 const THROTTLE: BurstPolicy = BurstPolicy {
@@ -166,6 +163,7 @@ struct Measured {
 }
 
 pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> anyhow::Result<()> {
+    args.check()?;
     let names: Vec<String> = (0..args.tenants).map(tenant_name).collect();
     let memberships = args.users * args.groups;
     for backend in common.backend.backends() {

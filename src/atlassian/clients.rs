@@ -63,7 +63,7 @@ fn not_configured(what: &'static str, keys: &str) -> ApiError {
 
 impl AtlassianClients {
     pub fn build(settings: &AtlassianSettings, deps: ClientDeps) -> Result<Self, ApiError> {
-        crate::app::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.http.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.http.request_timeout_ms))

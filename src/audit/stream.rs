@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::query::{AuditQuery, query};
 use super::record::AuditRecord;
 use crate::config::{AuditStreamSettings, Settings};
-use crate::queue::rabbitmq::backoff::{ReconnectBackoff, pause};
+use crate::reconnect::{ReconnectBackoff, pause};
 use crate::store::Store;
 
 /// The header carrying a record's `seq`.

@@ -204,7 +204,7 @@ pub struct StoryOutcome {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::app::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let (dir, temporary) = match &args.data {
         Some(dir) => (dir.clone(), false),
         None => (

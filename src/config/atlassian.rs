@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Secret;
-use super::validate::{Ending, check_url, ending};
+use super::checks::{Ending, check_url, ending};
 
 const ATLASSIAN_API: &str = "https://api.atlassian.com";
 

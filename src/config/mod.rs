@@ -9,6 +9,7 @@
 
 mod atlassian;
 mod audit;
+mod checks;
 mod env_override;
 mod poll;
 mod reactions;
@@ -32,7 +33,7 @@ pub use atlassian::{
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use reactions::ReactionSettings;
-pub use secret::{Secret, SensitiveUrl, redact_url};
+pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
 pub use span::Span;
 pub use tenants::Site;
 pub use validate::standard_webhooks_key;

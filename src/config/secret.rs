@@ -113,6 +113,35 @@ impl<'de> Deserialize<'de> for Secret {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SensitiveUrl(String);
 
+/// The store's encryption key, decoded from its secret (base64 of 32 random bytes): checked once
+/// here, so whatever seals with it cannot fail for the key's sake.
+pub struct EncryptionKey {
+    bytes: [u8; 32],
+}
+
+impl EncryptionKey {
+    /// The key `secret` holds, or why it is not one.
+    pub fn parse(secret: &Secret) -> Result<EncryptionKey, String> {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(secret.expose().trim())
+            .map_err(|_| "the encryption key must be base64 (e.g. `openssl rand -base64 32`)".to_owned())?;
+        let bytes = <[u8; 32]>::try_from(decoded.as_slice())
+            .map_err(|_| format!("the encryption key must be 32 bytes, not {}", decoded.len()))?;
+        Ok(EncryptionKey { bytes })
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey(redacted)")
+    }
+}
+
 impl SensitiveUrl {
     pub fn new(url: impl Into<String>) -> Self {
         SensitiveUrl(url.into())

@@ -182,7 +182,7 @@ pub(super) fn validate(
             }
             (Some(name), _) => name.clone(),
         };
-        if !super::validate::is_name(&name, &['-', '_']) {
+        if !super::checks::is_name(&name, &['-', '_']) {
             error(
                 format!("{key}.name"),
                 format!("`{name}` must be lowercase letters, digits, `-` and `_`"),

@@ -4,47 +4,17 @@
 use std::collections::HashSet;
 
 use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
+use super::checks::{Ending, check_url, ending, is_name};
 use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
 
 /// The `source` of events gatehouse makes itself: no configured source may take these names
 /// (policies' `sources` and dedupe namespaces would confuse them).
-const RESERVED_SOURCE_NAMES: [&str; 3] = [
-    crate::poll::org_events::SOURCE,
-    crate::poll::reconcile::KIND,
-    crate::reactions::own_events::OWN_KIND,
-];
+const RESERVED_SOURCE_NAMES: [&str; 3] = handlers::RESERVED_SOURCES;
 
 /// The shortest shared secret a hub-signature or url-token source accepts.
 pub const MIN_SOURCE_SECRET_BYTES: usize = 16;
-
-/// How far ahead an expiring secret or credential is warned about.
-const EXPIRY_WARNING_DAYS: i64 = 30;
-
-/// Where a secret's end date stands, when it deserves a warning.
-pub(super) enum Ending {
-    Past,
-    Soon,
-}
-
-pub(super) fn ending(end: DateTime<Utc>, now: DateTime<Utc>) -> Option<Ending> {
-    if end < now {
-        Some(Ending::Past)
-    } else if end < now + Duration::days(EXPIRY_WARNING_DAYS) {
-        Some(Ending::Soon)
-    } else {
-        None
-    }
-}
-
-/// Reports `url` under `key` unless it is an absolute http(s) URL.
-pub(super) fn check_url(key: &str, url: &str, error: &mut impl FnMut(String, String)) {
-    match url::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && !parsed.cannot_be_a_base() => {}
-        _ => error(key.to_owned(), format!("`{url}` is not an http(s) URL")),
-    }
-}
 
 pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
     let mut errors = Vec::new();
@@ -201,7 +171,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     }
     match &settings.store.encryption_key {
         Some(key) => {
-            if let Err(message) = crate::store::sealing::Sealer::new(key) {
+            if let Err(message) = super::EncryptionKey::parse(key) {
                 error("store.encryption_key".into(), message);
             }
         }
@@ -518,11 +488,4 @@ pub fn standard_webhooks_key(value: &str) -> Result<Vec<u8>, String> {
         return Err("a Standard Webhooks secret must decode to at least 16 bytes".to_owned());
     }
     Ok(key)
-}
-
-/// Lowercase ASCII letters and digits plus `extra`, starting with a letter or digit.
-pub(super) fn is_name(name: &str, extra: &[char]) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
 }

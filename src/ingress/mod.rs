@@ -10,6 +10,7 @@
 //! Delivery routes are guarded by a global concurrency bound (excess load is shed with 503, not
 //! queued in memory) and a request timeout; bodies are limited while they are read.
 
+mod body;
 pub mod connect;
 pub mod dedupe;
 pub mod error;

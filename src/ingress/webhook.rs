@@ -9,16 +9,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use handlers::Authority;
 use serde_json::json;
 use tracing::Instrument;
 
 use super::IngressState;
+use super::body::{is_json, read_body};
 use super::dedupe::{RecentClaim, RecentKeys};
 use super::error::IngressError;
 use super::limits::Refusal;
@@ -359,74 +359,5 @@ fn bind_tenant(
             source.name
         ))),
         _ => Ok(tenant),
-    }
-}
-
-/// `application/json`, or any `application/*+json`, with or without parameters.
-pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-/// Reads at most `limit` bytes: a declared `Content-Length` over the limit is refused before
-/// reading anything, a body that grows past it is refused as soon as it does.
-pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngressError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(IngressError::PayloadTooLarge { limit });
-    }
-    let mut stream = body.into_data_stream();
-    let mut buffer = Vec::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| IngressError::Malformed(format!("cannot read body: {e}")))?;
-        if buffer.len() + chunk.len() > limit {
-            return Err(IngressError::PayloadTooLarge { limit });
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buffer))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn chunked_bodies_are_cut_off_at_the_limit() {
-        let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 100])));
-        let body = Body::from_stream(futures_util::stream::iter(chunks));
-        let error = read_body(body, &HeaderMap::new(), 1_000).await.unwrap_err();
-        assert!(matches!(error, IngressError::PayloadTooLarge { limit: 1_000 }));
-        let body = Body::from(vec![b'y'; 1_000]);
-        assert_eq!(
-            read_body(body, &HeaderMap::new(), 1_000).await.unwrap().len(),
-            1_000
-        );
-    }
-
-    #[test]
-    fn json_media_types() {
-        let with = |ct: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
-            is_json(&h)
-        };
-        assert!(with("application/json"));
-        assert!(with("Application/JSON; charset=utf-8"));
-        assert!(with("application/scim+json"));
-        assert!(!with("text/json"));
-        assert!(!with("application/x-www-form-urlencoded"));
-        assert!(!is_json(&HeaderMap::new()));
     }
 }

@@ -21,7 +21,7 @@ use crate::store::Store;
 /// The cursor's name in the store, before the tenant (`org-events@{tenant}`).
 pub const CURSOR: &str = "org-events";
 /// The envelope `source` (and dedupe-key namespace) of polled events.
-pub const SOURCE: &str = "org-events";
+pub const SOURCE: &str = handlers::ORG_EVENTS_SOURCE;
 
 /// Why one poll did not complete (the next one retries; nothing was skipped).
 #[derive(Debug, thiserror::Error)]

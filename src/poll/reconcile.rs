@@ -28,7 +28,7 @@ use crate::store::{ApprovalState, GroupSnapshot, Store, StoreError};
 
 /// The routing-key prefix, envelope `source` and dedupe-key namespace of reconciler findings
 /// (`reconcile.user.deactivated`).
-pub const KIND: &str = "reconcile";
+pub const KIND: &str = handlers::RECONCILE_SOURCE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {

@@ -8,8 +8,7 @@
 //! failure history travels with the message, so a dead letter shows every attempt.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 /// A queue operation that failed (the broker or the store went away, usually).
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +27,7 @@ impl From<crate::store::StoreError> for QueueError {
     }
 }
 
-/// One failed attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    pub attempt: u32,
-    pub at: DateTime<Utc>,
-    pub error: String,
-}
+pub use crate::store::Failure;
 
 /// At most this many failures are carried (the oldest are dropped), so headers stay small.
 const MAX_HISTORY: usize = 20;

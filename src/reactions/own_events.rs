@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::queue::OutgoingMessage;
 
 /// The routing-key prefix of envelopes gatehouse publishes itself (`gatehouse.policy.violation`).
-pub const OWN_KIND: &str = "gatehouse";
+pub const OWN_KIND: &str = handlers::OWN_SOURCE;
 
 /// The body of `approval.granted`: which recorded plan to perform.
 #[derive(Debug, Serialize, Deserialize)]

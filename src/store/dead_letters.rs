@@ -6,7 +6,15 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, from_millis, to_millis};
-use crate::queue::Failure;
+
+/// One failed attempt of a message, as its history carries it (on the queue, and here once it is
+/// dead).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub error: String,
+}
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq)]

@@ -27,7 +27,7 @@ use sqlx::{AnyPool, Executor};
 use crate::config::StoreSettings;
 
 pub use approvals::{Approval, ApprovalState, NewApproval};
-pub use dead_letters::{DeadLetterFilter, DeadLetterRow};
+pub use dead_letters::{DeadLetterFilter, DeadLetterRow, Failure};
 pub use dedupe::Claim;
 pub use installations::Installation;
 pub use oauth_tokens::{OAuthGrant, OAuthRotation};
@@ -110,10 +110,10 @@ impl Store {
         let sealer = settings
             .encryption_key
             .as_ref()
-            .map(sealing::Sealer::new)
+            .map(crate::config::EncryptionKey::parse)
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("store.encryption_key: {e}")))?
-            .map(std::sync::Arc::new);
+            .map(|key| std::sync::Arc::new(sealing::Sealer::new(&key)));
         let store = Store {
             pool,
             backend,

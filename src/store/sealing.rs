@@ -19,7 +19,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::StoreError;
-use crate::config::Secret;
+use crate::config::EncryptionKey;
 
 const PREFIX: &str = "sealed:v1:";
 
@@ -36,17 +36,16 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A sealer for a key given as base64 of 32 random bytes (`openssl rand -base64 32`).
-    pub fn new(key: &Secret) -> Result<Sealer, String> {
-        let bytes = STANDARD
-            .decode(key.expose().trim())
-            .map_err(|_| "the encryption key must be base64 (e.g. `openssl rand -base64 32`)".to_owned())?;
-        let key = UnboundKey::new(&AES_256_GCM, &bytes)
-            .map_err(|_| format!("the encryption key must be 32 bytes, not {}", bytes.len()))?;
-        Ok(Sealer {
+    /// A sealer for `key` (32 bytes: what AES-256 takes, so this cannot fail).
+    pub fn new(key: &EncryptionKey) -> Sealer {
+        let key = match UnboundKey::new(&AES_256_GCM, key.bytes()) {
+            Ok(key) => key,
+            Err(_) => unreachable!("AES-256-GCM takes any 32-byte key"),
+        };
+        Sealer {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),
-        })
+        }
     }
 
     pub fn seal(&self, value: &str, context: &str) -> Result<String, StoreError> {
@@ -113,9 +112,14 @@ pub fn open_without_key(stored: &str, context: &str) -> Result<String, StoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
+
+    fn key(bytes: &[u8]) -> Result<EncryptionKey, String> {
+        EncryptionKey::parse(&Secret::new(STANDARD.encode(bytes)))
+    }
 
     fn sealer() -> Sealer {
-        Sealer::new(&Secret::new(STANDARD.encode([7u8; 32]))).unwrap()
+        Sealer::new(&key(&[7u8; 32]).unwrap())
     }
 
     #[test]
@@ -133,7 +137,7 @@ mod tests {
             sealer.open(&sealed, "t.c:row-2").is_err(),
             "copied onto another row"
         );
-        let other = Sealer::new(&Secret::new(STANDARD.encode([8u8; 32]))).unwrap();
+        let other = Sealer::new(&key(&[8u8; 32]).unwrap());
         assert!(other.open(&sealed, "t.c:row-1").is_err(), "another key");
         assert!(open_without_key(&sealed, "t.c:row-1").is_err());
         assert_eq!(open_without_key("clear", "t.c:row-1").unwrap(), "clear");
@@ -157,11 +161,11 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        assert!(Sealer::new(&Secret::new("not base64!")).is_err());
-        assert!(
-            Sealer::new(&Secret::new(STANDARD.encode([1u8; 16])))
-                .unwrap_err()
-                .contains("32 bytes")
+        assert!(EncryptionKey::parse(&Secret::new("not base64!")).is_err());
+        assert!(key(&[1u8; 16]).unwrap_err().contains("32 bytes"));
+        assert_eq!(
+            format!("{:?}", key(&[9u8; 32]).unwrap()),
+            "EncryptionKey(redacted)"
         );
     }
 }

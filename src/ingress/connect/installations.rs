@@ -111,3 +111,10 @@ impl Installations {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl crate::ingress::verify::connect_jwt::InstallationLookup for Installations {
+    async fn installation(&self, client_key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
+        self.get(client_key).await
+    }
+}

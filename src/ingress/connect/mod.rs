@@ -27,9 +27,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::IngressState;
+use super::body::{is_json, read_body};
 use super::error::IngressError;
 use super::verify::{RequestParts, VerifyError, connect_jwt, jwt};
-use super::webhook::{is_json, read_body};
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::config::{Secret, Site};
 use crate::store::Installation;

@@ -5,7 +5,18 @@
 use chrono::{DateTime, Utc};
 
 use super::{RequestParts, Verified, VerifyError, header, jwt, qsh};
-use crate::ingress::connect::Installations;
+use crate::store::{Installation, StoreError};
+
+/// Where the installation a Connect token names is found (the ingress's cached
+/// `connect::Installations`; a map in tests).
+#[async_trait::async_trait]
+pub trait InstallationLookup: Send + Sync {
+    /// The installation of `client_key`, if the site installed the app.
+    async fn installation(
+        &self,
+        client_key: &str,
+    ) -> Result<Option<std::sync::Arc<Installation>>, StoreError>;
+}
 
 /// The token of a Connect request, from the header or the `jwt` query parameter.
 pub fn token<'a>(request: &RequestParts<'a>) -> Option<std::borrow::Cow<'a, str>> {
@@ -39,7 +50,7 @@ pub fn check_qsh(
 }
 
 pub async fn verify(
-    installations: &Installations,
+    installations: &dyn InstallationLookup,
     leeway_seconds: u64,
     base_path: &str,
     request: &RequestParts<'_>,
@@ -56,7 +67,7 @@ pub async fn verify(
         .clone()
         .ok_or(VerifyError::Missing("iss claim"))?;
     let installation = installations
-        .get(&client_key)
+        .installation(&client_key)
         .await
         .map_err(|e| VerifyError::Unavailable(e.to_string()))?
         .ok_or(VerifyError::UnknownIssuer)?;

@@ -8,7 +8,6 @@
 //! fail at once with [`PublishError::Unavailable`] (so the ingress answers 503 fast) and
 //! readiness is red. Nothing here restarts the process.
 
-pub(crate) mod backoff;
 mod consumer;
 mod dead_letter_recorder;
 pub mod headers;
@@ -310,7 +309,7 @@ impl Queue for RabbitQueue {
 
 /// Keeps a healthy link installed until shutdown.
 async fn supervise(shared: Arc<Shared>) {
-    let mut backoff = backoff::ReconnectBackoff::new(
+    let mut backoff = crate::reconnect::ReconnectBackoff::new(
         Duration::from_millis(100),
         Duration::from_millis(shared.settings.reconnect_max_delay_ms),
     );

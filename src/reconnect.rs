@@ -1,5 +1,5 @@
-//! Reconnect pacing shared by everything that keeps a RabbitMQ connection: the queue's link and
-//! the audit relay.
+//! Reconnect pacing shared by everything that keeps a connection to a service: the queue's
+//! RabbitMQ link and the audit relay's.
 
 use std::time::Duration;
 

@@ -1,0 +1,77 @@
+//! Reading a request body safely, for every route that takes one (webhooks, Connect lifecycle
+//! callbacks): the media type it must have, and a size bound enforced before and while reading.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use futures_util::StreamExt;
+
+use super::error::IngressError;
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads at most `limit` bytes: a declared `Content-Length` over the limit is refused before
+/// reading anything, a body that grows past it is refused as soon as it does.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngressError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(IngressError::PayloadTooLarge { limit });
+    }
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| IngressError::Malformed(format!("cannot read body: {e}")))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(IngressError::PayloadTooLarge { limit });
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunked_bodies_are_cut_off_at_the_limit() {
+        let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 100])));
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let error = read_body(body, &HeaderMap::new(), 1_000).await.unwrap_err();
+        assert!(matches!(error, IngressError::PayloadTooLarge { limit: 1_000 }));
+        let body = Body::from(vec![b'y'; 1_000]);
+        assert_eq!(
+            read_body(body, &HeaderMap::new(), 1_000).await.unwrap().len(),
+            1_000
+        );
+    }
+
+    #[test]
+    fn json_media_types() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/scim+json"));
+        assert!(!with("text/json"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}
