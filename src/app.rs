@@ -92,7 +92,7 @@ fn open_backend(
         ))),
         QueueBackend::Rabbitmq => RunningQueue::Rabbitmq(Arc::new(RabbitQueue::start(
             settings.queue.clone(),
-            metrics.clone(),
+            metrics.publish_confirm_seconds.clone(),
         ))),
     }
 }

@@ -1,5 +1,7 @@
 //! Prometheus metrics: one registry per process, the families every component updates, and the
-//! text exposition `/metrics` serves.
+//! text exposition `/metrics` serves. The parts below telemetry (queue, store, Atlassian clients,
+//! pollers, listener) define their own families and are handed them; the roles above it (the
+//! ingress, the worker) take theirs from here.
 //!
 //! Label values are always drawn from closed sets or from config (source names), never from
 //! request input, so a hostile sender cannot explode the number of series.
@@ -32,7 +34,7 @@ pub struct Metrics {
     pub verification_failures: Family<SourceReason, Counter>,
     /// Time from publish to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
-    pub worker: crate::worker::metrics::WorkerMetrics,
+    pub worker: super::WorkerMetrics,
     /// The events-stream poller and the reconciler.
     pub poll: crate::poll::PollMetrics,
     /// Calls to Atlassian: requests, retries, rate-limit pauses, token refreshes and expiry.
@@ -69,7 +71,7 @@ impl Metrics {
             "Time from publishing an envelope to the broker's confirm",
             publish_confirm_seconds.clone(),
         );
-        let worker = crate::worker::metrics::WorkerMetrics::register(&mut registry);
+        let worker = super::WorkerMetrics::register(&mut registry);
         let poll = crate::poll::PollMetrics::register(&mut registry);
         let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
         let connections = crate::listener::ConnectionMetrics::register(&mut registry);

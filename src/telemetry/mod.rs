@@ -6,6 +6,7 @@
 //! `config::Secret`).
 
 pub mod metrics;
+pub mod worker_metrics;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -13,6 +14,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use crate::config::{LogFormat, LogSettings};
 
 pub use metrics::Metrics;
+pub use worker_metrics::WorkerMetrics;
 
 /// Installs the global subscriber. Safe to call more than once (later calls are ignored), so
 /// tests that build several apps in one process do not fail.

@@ -10,7 +10,7 @@ use crate::queue::Queue;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
-use super::metrics::QueueLabel;
+use crate::telemetry::worker_metrics::QueueLabel;
 
 pub(super) async fn run(settings: Arc<Settings>, queue: Arc<dyn Queue>, store: Store, metrics: Arc<Metrics>) {
     let mut sample = tokio::time::interval(Duration::from_secs(settings.worker.depth_sample_seconds));

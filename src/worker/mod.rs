@@ -8,7 +8,6 @@
 
 mod handling;
 mod housekeeping;
-pub mod metrics;
 pub mod processor;
 
 use std::sync::Arc;

@@ -22,12 +22,12 @@ use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Consumer, OutgoingMessage, PublishError, Queue, QueueDepths, QueueError};
 use crate::config::QueueSettings;
-use crate::telemetry::Metrics;
 
 pub use topology::Topology;
 
@@ -61,7 +61,8 @@ impl Link {
 struct Shared {
     settings: QueueSettings,
     topology: Topology,
-    metrics: Arc<Metrics>,
+    /// Time from publish to the broker's confirm (`gatehouse_publish_confirm_seconds`).
+    publish_confirm_seconds: Histogram,
     link: RwLock<Option<Arc<Link>>>,
     /// Signalled every time a new link is installed (tests and CLI commands wait on it).
     connected: tokio::sync::Notify,
@@ -133,8 +134,7 @@ impl Shared {
         };
         match confirmation {
             Confirmation::Ack(None) => {
-                self.metrics
-                    .publish_confirm_seconds
+                self.publish_confirm_seconds
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
@@ -171,11 +171,11 @@ impl std::fmt::Debug for RabbitQueue {
 
 impl RabbitQueue {
     /// Starts the supervisor; returns at once, connected or not (readiness tells).
-    pub fn start(settings: QueueSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn start(settings: QueueSettings, publish_confirm_seconds: Histogram) -> Self {
         let shared = Arc::new(Shared {
             topology: Topology::new(&settings),
             settings,
-            metrics,
+            publish_confirm_seconds,
             link: RwLock::new(None),
             connected: tokio::sync::Notify::new(),
             shutdown: CancellationToken::new(),

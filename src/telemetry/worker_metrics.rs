@@ -1,4 +1,4 @@
-//! The worker's metrics: attempts by outcome, processing time, queue depths and age.
+//! The worker's metrics: attempts by tenant and outcome, processing time, queue depths and age.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
