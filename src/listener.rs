@@ -201,7 +201,7 @@ struct PeerSlot {
 impl Peers {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // Plain counts: a panic elsewhere cannot leave one half-written.
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locking::lock(&self.open)
     }
 
     /// A place for one more connection from `ip`, unless it has `max` open already.

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::metrics::{AtlassianMetrics, OutcomeLabels};
 use crate::config::Secret;
+use crate::locking::lock;
 use crate::store::{OAuthRotation, Store};
 
 /// The operation label of token refreshes.
@@ -183,10 +184,6 @@ struct TokenAnswer {
     expires_in: Option<u64>,
     #[serde(default)]
     refresh_token: Option<String>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn fingerprint(token: &Secret) -> String {

@@ -501,9 +501,7 @@ impl RateLimiter {
     /// The decisions (a poisoned lock only means another caller panicked mid-update of plain
     /// numbers: carry on with them).
     pub fn state(&self) -> MutexGuard<'_, LimiterState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locking::lock(&self.state)
     }
 
     /// Waits for a token for `key`. `Err(wait)` when that would take longer than `max_wait`

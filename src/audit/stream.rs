@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::query::{AuditQuery, query};
 use super::record::AuditRecord;
 use crate::config::{AuditStreamSettings, Settings};
-use crate::reconnect::{ReconnectBackoff, pause};
+use crate::pacing::{OutageBackoff, pause, sleep_unless};
 use crate::store::Store;
 
 /// The header carrying a record's `seq`.
@@ -245,7 +245,7 @@ struct Relay {
 
 impl Relay {
     async fn supervise(&self) {
-        let mut backoff = ReconnectBackoff::new(Duration::from_millis(200), self.max_delay);
+        let mut backoff = OutageBackoff::new(Duration::from_millis(200), self.max_delay);
         while !self.shutdown.is_cancelled() {
             let connected = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -341,10 +341,10 @@ impl Relay {
             )
             .await?;
             if batch.is_empty() {
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(poll) => continue,
+                if !sleep_unless(poll, &self.shutdown).await {
+                    return Ok(());
                 }
+                continue;
             }
             if let Some(first) = batch.first()
                 && first.seq != published + 1

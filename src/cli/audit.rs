@@ -341,9 +341,8 @@ async fn tail(
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        if !crate::pacing::sleep_unless(Duration::from_millis(500), &shutdown).await {
+            return Ok(ExitCode::SUCCESS);
         }
     }
 }

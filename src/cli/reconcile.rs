@@ -28,7 +28,7 @@ struct Phases(Mutex<Option<CommandProgress>>);
 
 impl reconcile::ReconcileProgress for Phases {
     fn phase(&self, name: &str, total: usize) {
-        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = crate::locking::lock(&self.0);
         if let Some(previous) = current.take() {
             previous.finish();
         }
@@ -36,7 +36,7 @@ impl reconcile::ReconcileProgress for Phases {
     }
 
     fn step(&self, item: &str) {
-        if let Some(progress) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let Some(progress) = crate::locking::lock(&self.0).as_mut() {
             progress.step(item);
         }
     }

@@ -67,7 +67,7 @@ impl RecentKeys {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the map inconsistent in a way that matters
         // (worst case: a forgotten key, which the worker's dedupe absorbs).
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locking::lock(&self.inner)
     }
 
     pub fn claim(&self, key: &str) -> RecentClaim<'_> {

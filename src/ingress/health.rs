@@ -40,7 +40,7 @@ impl Default for ReadinessProbe {
 
 impl ReadinessProbe {
     fn last(&self) -> Option<(Instant, bool)> {
-        *self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *crate::locking::lock(&self.last)
     }
 
     /// Whether the store answered its latest probe. Probes when the answer is older than a
@@ -59,7 +59,7 @@ impl ReadinessProbe {
             tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
             Ok(Ok(()))
         );
-        *self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), up));
+        *crate::locking::lock(&self.last) = Some((Instant::now(), up));
         up
     }
 }

@@ -38,7 +38,7 @@ impl TokenBucket {
     /// Takes a token, or says how long until one is there.
     pub fn take(&self) -> Result<(), Duration> {
         // A panic elsewhere cannot leave the two numbers inconsistent in a way that matters.
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = crate::locking::lock(&self.state);
         let (tokens, at) = &mut *state;
         let now = Instant::now();
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
@@ -113,10 +113,7 @@ impl SourceLimits {
             None => Self::spend(budget),
             Some(client_key) => {
                 let budget = {
-                    let mut installations = self
-                        .installations
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut installations = crate::locking::lock(&self.installations);
                     if installations.len() >= MAX_INSTALLATION_BUDGETS {
                         // Sites come and go; start over rather than grow without bound.
                         installations.clear();

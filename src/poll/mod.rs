@@ -50,9 +50,8 @@ pub async fn run_singleton<F, Fut>(
         if again && !shutdown.is_cancelled() {
             continue;
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+        if !crate::pacing::sleep_unless(interval, &shutdown).await {
+            break;
         }
     }
     let _ = store.release_lease(name, &owner).await;

@@ -216,9 +216,8 @@ impl EmbeddedQueue {
                 Err(error) => {
                     drop(permit);
                     tracing::warn!(%error, "embedded queue: cannot take the next message; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if !crate::pacing::sleep_unless(Duration::from_secs(1), &stop).await {
+                        return;
                     }
                 }
             }

@@ -33,7 +33,7 @@ impl<T: Clone> Memo<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, T>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locking::lock(&self.0)
     }
 }
 

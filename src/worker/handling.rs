@@ -286,17 +286,15 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = crate::pacing::OutageBackoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match call().await {
             Ok(value) => return Some(value),
             Err(error) => {
-                tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "store unavailable: cannot {what}; waiting");
-                tokio::select! {
-                    _ = context.stopping.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
+                tracing::error!(%error, retry_in_ms = backoff.delay().as_millis() as u64, "store unavailable: cannot {what}; waiting");
+                if !backoff.wait(&context.stopping).await {
+                    return None;
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     }

@@ -45,7 +45,7 @@ impl Installations {
 
     fn known(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<HashSet<String>>)>> {
         // Replaced whole, never half-written.
-        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locking::lock(&self.known)
     }
 
     /// The fresh set of installed client keys, reading it from the store when it is stale

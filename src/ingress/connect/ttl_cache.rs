@@ -22,9 +22,7 @@ impl<T> TtlCache<T> {
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<T>, Instant)>> {
         // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locking::lock(&self.entries)
     }
 
     /// The live entry for `key`, if any.

@@ -69,10 +69,10 @@ async fn run<T>(
             Ok(subscribed) => subscribed,
             Err(error) => {
                 tracing::warn!(%error, queue = %queue, "cannot subscribe; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                if !crate::pacing::sleep_unless(Duration::from_millis(500), &stop).await {
+                    return;
                 }
+                continue;
             }
         };
         tracing::info!(queue = %queue, prefetch, "consuming");
@@ -115,9 +115,8 @@ async fn run<T>(
                 },
             }
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        if !crate::pacing::sleep_unless(Duration::from_millis(200), &stop).await {
+            return;
         }
     }
 }

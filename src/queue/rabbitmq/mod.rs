@@ -309,7 +309,7 @@ impl Queue for RabbitQueue {
 
 /// Keeps a healthy link installed until shutdown.
 async fn supervise(shared: Arc<Shared>) {
-    let mut backoff = crate::reconnect::ReconnectBackoff::new(
+    let mut backoff = crate::pacing::OutageBackoff::new(
         Duration::from_millis(100),
         Duration::from_millis(shared.settings.reconnect_max_delay_ms),
     );
