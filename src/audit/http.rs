@@ -3,7 +3,8 @@
 //! Off unless `[audit] api_token` is set (no route at all: 404). With it, every request must carry
 //! `Authorization: Bearer <token>`; the comparison is constant-time (on SHA-256 digests, so not
 //! even the length leaks). Query parameters, all optional:
-//! `account_id`, `tenant`, `event_id`, `kind` (comma-separated), `since`, `until` (RFC 3339), `after_seq`,
+//! `account_id`, `tenant`, `event_id`, `kind` (comma-separated), `since`, `until` (RFC 3339, a
+//! date, or an age such as `24h`; parsed as `gatehouse audit query` parses them), `after_seq`,
 //! `limit` (default `audit.page_size`, at most `audit.max_page_size`), `format` = `json`
 //! (default) | `jsonl` | `ocsf`.
 //!
@@ -24,7 +25,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::ocsf::to_ocsf;
-use super::query::{AuditQuery, page};
+use super::query::{AuditFilters, AuditQuery, page};
 use crate::config::AuditSettings;
 use crate::store::Store;
 
@@ -146,32 +147,19 @@ async fn list(
 }
 
 fn to_query(params: &Params, page_size: usize, max_page_size: usize) -> Result<AuditQuery, String> {
-    let time = |name: &str, value: &Option<String>| {
-        value
+    AuditFilters {
+        account_id: params.account_id.as_deref(),
+        tenant: params.tenant.as_deref(),
+        event_id: params.event_id.as_deref(),
+        kinds: params
+            .kind
             .as_deref()
-            .map(|v| {
-                chrono::DateTime::parse_from_rfc3339(v)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|_| format!("{name} must be an RFC 3339 time"))
-            })
-            .transpose()
-    };
-    let kinds = match &params.kind {
-        Some(list) => super::log::parse_kinds(list.split(','))?,
-        None => Vec::new(),
-    };
-    Ok(AuditQuery {
-        account_id: params.account_id.clone(),
-        tenant: params.tenant.clone(),
-        event_id: params
-            .event_id
-            .as_deref()
-            .map(|e| e.parse().map_err(|_| "event_id must be a ULID".to_owned()))
-            .transpose()?,
-        kinds,
-        since: time("since", &params.since)?,
-        until: time("until", &params.until)?,
+            .map(|k| k.split(',').collect())
+            .unwrap_or_default(),
+        since: params.since.as_deref(),
+        until: params.until.as_deref(),
         after_seq: params.after_seq,
         limit: params.limit.unwrap_or(page_size).clamp(1, max_page_size),
-    })
+    }
+    .parse()
 }

@@ -35,6 +35,64 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// The filters as a person or a SIEM writes them (`gatehouse audit query --…`, `GET /audit?…`):
+/// parsed into an [`AuditQuery`] in one place, so both read the same values the same way.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilters<'a> {
+    pub account_id: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    /// A ULID.
+    pub event_id: Option<&'a str>,
+    /// Kind names (`received`, `executed`, …); blanks ignored.
+    pub kinds: Vec<&'a str>,
+    /// RFC 3339, a date (midnight UTC), or an age before now (`90s`, `15m`, `24h`, `7d`).
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+    pub after_seq: Option<u64>,
+    pub limit: usize,
+}
+
+impl AuditFilters<'_> {
+    /// The query these filters say, or what is wrong with one of them (named as written).
+    pub fn parse(&self) -> Result<AuditQuery, String> {
+        Ok(AuditQuery {
+            account_id: self.account_id.map(str::to_owned),
+            tenant: self.tenant.map(str::to_owned),
+            event_id: self
+                .event_id
+                .map(|e| e.parse().map_err(|_| format!("event_id `{e}` is not a ULID")))
+                .transpose()?,
+            kinds: super::log::parse_kinds(self.kinds.iter().copied())?,
+            since: self
+                .since
+                .map(|t| parse_time(t).map_err(|e| format!("since: {e}")))
+                .transpose()?,
+            until: self
+                .until
+                .map(|t| parse_time(t).map_err(|e| format!("until: {e}")))
+                .transpose()?,
+            after_seq: self.after_seq,
+            limit: self.limit,
+        })
+    }
+}
+
+/// RFC 3339, a date (midnight UTC), or an age (`90s`, `15m`, `24h`, `7d`) before now.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(midnight) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc());
+    }
+    crate::config::Span::parse(text)
+        .and_then(|age| Utc::now().checked_sub_signed(age.as_delta()))
+        .ok_or_else(|| format!("`{text}` is not a time (RFC 3339, YYYY-MM-DD, or an age like 15m, 24h, 7d)"))
+}
+
 /// One page and where the next starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditPage {

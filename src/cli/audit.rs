@@ -13,16 +13,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_CONFIG;
 use super::terminal::safe;
 use crate::audit::ocsf::to_ocsf;
-use crate::audit::query::{AuditQuery, first_seq_since, query};
-use crate::audit::{AuditRecord, hashing, log::parse_kinds, verify};
-use crate::config::{Settings, Span};
+use crate::audit::query::{AuditFilters, AuditQuery, first_seq_since, query};
+use crate::audit::{AuditRecord, hashing, verify};
+use crate::config::Settings;
 use crate::store::Store;
 
 /// `verify` found a broken link.
@@ -149,19 +149,18 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                 limit,
                 format,
             } => {
-                let query = AuditQuery {
-                    account_id,
-                    tenant,
-                    event_id: event_id
-                        .map(|e| e.parse().context("--event-id must be a ULID"))
-                        .transpose()?,
-                    kinds: parse_kinds(kind.iter().map(String::as_str))
-                        .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
-                    since: since.as_deref().map(parse_time).transpose()?,
-                    until: until.as_deref().map(parse_time).transpose()?,
+                let query = AuditFilters {
+                    account_id: account_id.as_deref(),
+                    tenant: tenant.as_deref(),
+                    event_id: event_id.as_deref(),
+                    kinds: kind.iter().map(String::as_str).collect(),
+                    since: since.as_deref(),
+                    until: until.as_deref(),
                     after_seq,
                     limit,
-                };
+                }
+                .parse()
+                .map_err(anyhow::Error::msg)?;
                 let records = query_all(&store, query).await?;
                 let mut out = Output::stdout();
                 if format == RecordFormat::Table {
@@ -180,12 +179,14 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                 tenant,
                 output,
             } => {
-                let query = AuditQuery {
-                    since: since.as_deref().map(parse_time).transpose()?,
-                    until: until.as_deref().map(parse_time).transpose()?,
-                    tenant,
-                    ..AuditQuery::default()
-                };
+                let query = AuditFilters {
+                    tenant: tenant.as_deref(),
+                    since: since.as_deref(),
+                    until: until.as_deref(),
+                    ..AuditFilters::default()
+                }
+                .parse()
+                .map_err(anyhow::Error::msg)?;
                 let mut out = match &output {
                     Some(path) => Output::file(path)?,
                     None => Output::stdout(),
@@ -224,22 +225,9 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-/// RFC 3339, a date (midnight UTC), or an age (`90s`, `15m`, `24h`, `7d`) before now.
+/// A time as the filters take it (see [`crate::audit::query::parse_time`]).
 pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    let text = text.trim();
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&Utc));
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        && let Some(midnight) = date.and_hms_opt(0, 0, 0)
-    {
-        return Ok(midnight.and_utc());
-    }
-    Span::parse(text)
-        .and_then(|age| Utc::now().checked_sub_signed(age.as_delta()))
-        .with_context(|| {
-            format!("`{text}` is not a time (RFC 3339, YYYY-MM-DD, or an age like 15m, 24h, 7d)")
-        })
+    crate::audit::query::parse_time(text).map_err(anyhow::Error::msg)
 }
 
 /// Hands every record `query_spec` selects after its `after_seq` to `each`, a batch at a time,

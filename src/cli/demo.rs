@@ -411,16 +411,15 @@ async fn send(
     })
     .to_string();
     let id = format!("demo-{}-{}", index + 1, ulid::Ulid::generate());
-    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let timestamp = chrono::Utc::now().timestamp();
+    let key = crate::config::standard_webhooks_key(secret).map_err(anyhow::Error::msg)?;
+    let signature = crate::ingress::verify::standard_webhooks::sign(&key, &id, timestamp, body.as_bytes());
     let response = http
         .post(format!("http://{addr}/webhooks/hr"))
         .header("content-type", "application/json")
         .header("webhook-id", &id)
-        .header("webhook-timestamp", &timestamp)
-        .header(
-            "webhook-signature",
-            format!("v1,{}", sign(secret, &id, &timestamp, &body)?),
-        )
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
         .body(body)
         .send()
         .await
@@ -437,14 +436,6 @@ async fn send(
         .as_str()
         .map(str::to_owned)
         .context("gatehouse's answer names no event id")
-}
-
-/// The Standard Webhooks signature of `{id}.{timestamp}.{body}` (base64 HMAC-SHA256).
-fn sign(secret: &str, id: &str, timestamp: &str, body: &str) -> anyhow::Result<String> {
-    let key = crate::config::standard_webhooks_key(secret).map_err(anyhow::Error::msg)?;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
-    let tag = ring::hmac::sign(&key, format!("{id}.{timestamp}.{body}").as_bytes());
-    Ok(base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
 }
 
 /// Waits (up to 30 s) until the simulator shows what `expect` says and the event's outcome is
