@@ -1,16 +1,21 @@
-//! One delivery, from receipt to settlement.
+//! One delivery, from receipt to settlement, in steps ([`Job`]'s methods), each of which either
+//! hands the delivery on or settles it ([`Settled`], the outcome label):
 //!
 //! 1. Parse the envelope; a body that is not one can never succeed: dead-letter it.
-//! 2. Claim the dedupe key. Already completed: a duplicate, recorded in the audit trail and acked
-//!    without acting. Held by another live delivery: someone is on it, come back after the first rung
-//!    without counting a failure. Each delivery claims as its own owner, so two copies handed to
-//!    the same process cannot both act.
-//! 3. On a first attempt the claim commits together with the `received` audit record. Process,
-//!    renewing the claim's lease meanwhile. A claim lost meanwhile (this worker stalled past its lease and another
-//!    took over) stops the processing: the delivery comes back later and finds the outcome.
-//! 4. Success: mark the claim completed (durable) and only then ack. Transient failure: record it,
-//!    release the claim and retry on the ladder, or dead-letter once attempts are exhausted.
-//!    Permanent failure: record it, release and dead-letter with the reason.
+//! 2. Admit it ([`Job::admit`]): a processor may send it back for later without counting an
+//!    attempt or recording anything (its tenant already holds all the slots it may).
+//! 3. Claim the dedupe key ([`Job::claim`]). Already completed: a duplicate, recorded in the audit
+//!    trail and acked without acting. Held by another live delivery: someone is on it, come back
+//!    after the first rung without counting a failure. Each delivery claims as its own owner, so
+//!    two copies handed to the same process cannot both act. On a first attempt the claim commits
+//!    together with the `received` audit record.
+//! 4. Process ([`Job::run`]), renewing the claim's lease meanwhile. A claim lost meanwhile (this
+//!    worker stalled past its lease and another took over) stops the processing: the delivery
+//!    comes back later and finds the outcome.
+//! 5. Settle ([`Job::settle`]). Success: mark the claim completed (durable) and only then ack.
+//!    Transient failure: record it, release the claim and retry on the ladder, or dead-letter once
+//!    attempts are exhausted. Permanent failure: record it, release and dead-letter with the
+//!    reason.
 //!
 //! Fail closed: whenever the store or the audit trail cannot be written, the worker waits for it
 //! while holding the delivery (so consumption stalls instead of failing events), never acting or
@@ -23,7 +28,7 @@ use handlers::Envelope;
 use handlers::ports::ErrorKind;
 use tracing::Instrument;
 
-use super::{Context, Processed};
+use super::{Context, ProcessError, Processed};
 use crate::audit::{AuditKind, NewRecord, Outcome};
 use crate::queue::Delivery;
 use crate::store::{Claim, dedupe};
@@ -65,202 +70,301 @@ pub(super) async fn handle(context: &Context, delivery: Delivery) {
     }
 }
 
-/// Returns the outcome label.
-async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envelope) -> &'static str {
-    let worker = &context.settings.worker;
-    let lease = Duration::from_secs(worker.claim_lease_seconds);
-    let retention = Duration::from_secs(worker.dedupe_retention_days * 86_400);
-    let key = envelope.dedupe_key.as_str();
-    let event_id = envelope.id.to_string();
-    // One owner per delivery, not per process: two copies of a fact consumed by the same worker
-    // must not both hold the claim.
-    let owner = format!("{}/{}", context.owner, ulid::Ulid::generate());
-    let owner = owner.as_str();
+/// How a delivery was settled (the `outcome` label of `gatehouse_worker_attempts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Processed and acked.
+    Done,
+    /// Nothing reacts to it (or the reactor said so), recorded as skipped and acked.
+    Skipped,
+    /// A copy of a fact already handled, recorded and acked.
+    Duplicate,
+    /// Another delivery holds the fact (or took it over): back after the first rung, no attempt
+    /// counted.
+    Busy,
+    /// Not admitted now (its tenant's slots are full): back later, no attempt counted.
+    Postponed,
+    /// Given back untouched (shutdown while the store was away).
+    Released,
+    /// Failed transiently: back after its rung of the ladder.
+    Retried,
+    /// Failed for good, or out of attempts: parked with its reason.
+    DeadLettered,
+}
 
-    // Held until the delivery is settled (a tenant's share of the slots, say).
-    let _admitted = match context.processor.admit(envelope) {
-        super::Admission::Now(permit) => permit,
-        super::Admission::Later { why, after } => {
-            let rung = context.settings.queue.rung_for(after);
-            tracing::info!(%why, retry_in_ms = context.settings.queue.retry_delay(rung).as_millis() as u64, "not now; back later (no attempt counted)");
-            settle(delivery.postpone_at(rung).await);
-            return "postponed";
-        }
-    };
-
-    // The claim and, on a first attempt, the `received` record commit together: one write. An
-    // event nothing reacts to gets its one `skipped` record there instead, and is done.
-    let ignored = context.processor.ignores(envelope);
-    let received = match &ignored {
-        None => record(envelope, AuditKind::Received, 1),
-        Some(why) => {
-            let mut skipped = record(envelope, AuditKind::Skipped, delivery.attempt);
-            skipped.outcome = Outcome::status("skipped");
-            skipped.outcome.error = Some(why.clone());
-            skipped
-        }
-    };
-    let records_with_claim = ignored.is_some() || delivery.attempt == 1;
-    let claim = persist(context, "claim the event", || async {
-        let claim_and_record = async {
-            let mut tx = context.store.begin_write().await?;
-            let claim = dedupe::claim_in(&mut tx, key, &event_id, owner, lease, retention).await?;
-            if claim == Claim::Acquired && records_with_claim {
-                context.audit.append_in(&mut tx, vec![received.clone()]).await?;
-            }
-            tx.commit().await?;
-            Ok(claim)
-        };
-        context
-            .audit
-            .bounded(claim_and_record, |timed_out| timed_out)
-            .await
-    });
-    let Some(claim) = claim.await else {
-        // Shutting down while the store is away: give the message back untouched.
-        settle(delivery.release().await);
-        return "released";
-    };
-    match claim {
-        Claim::Completed { event_id: first } => {
-            tracing::info!(first_event_id = %first, "duplicate of an event already handled; not acting again");
-            let mut duplicate = record(envelope, AuditKind::Duplicate, delivery.attempt);
-            duplicate.outcome = Outcome::status(format!("duplicate of event {first}"));
-            if !audit(context, "record the duplicate", duplicate).await {
-                settle(delivery.release().await);
-                return "released";
-            }
-            settle(delivery.ack().await);
-            return "duplicate";
-        }
-        Claim::Busy { owner } => {
-            tracing::info!(%owner, "another worker is handling this event now; checking back later");
-            settle(delivery.postpone().await);
-            return "busy";
-        }
-        Claim::Acquired => {}
-    }
-    if let Some(why) = &ignored {
-        tracing::info!(%why, "skipped");
-        return complete(context, delivery, key, owner, retention, "skipped").await;
-    }
-    // Gives the claim and the message back untouched (shutdown while the store is away).
-    let give_back = |delivery: Delivery| async move {
-        let _ = context.store.release_claim(key, owner).await;
-        settle(delivery.release().await);
-        "released"
-    };
-
-    // Renew the lease while processing. Polled in this task (not spawned), so a worker that is
-    // killed stops renewing at once and its claim can be taken over after the lease.
-    let renew = async {
-        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match context.store.renew_claim(key, owner, lease).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => tracing::warn!(%error, "cannot renew the claim on this event"),
-            }
-        }
-    };
-    let result = tokio::select! {
-        result = context.processor.process(envelope, delivery.attempt) => result,
-        () = renew => {
-            // Stopped at an await point. Actions recorded as executed are skipped by the new
-            // holder; one caught between its call and its record is performed again, which the
-            // performer treats as already done (e.g. removing a membership that is gone).
-            tracing::warn!("lost the claim on this event (lease expired and taken over); stopping");
-            settle(delivery.postpone().await);
-            return "busy";
-        }
-    };
-
-    match result {
-        Ok(processed) => {
-            if let Processed::Skipped(why) = &processed {
-                tracing::info!(%why, "skipped");
-                let mut skipped = record(envelope, AuditKind::Skipped, delivery.attempt);
-                skipped.outcome = Outcome::status("skipped");
-                skipped.outcome.error = Some(why.clone());
-                if !audit(context, "record the skip", skipped).await {
-                    return give_back(delivery).await;
-                }
-            }
-            let outcome = match processed {
-                Processed::Done => "ok",
-                Processed::Skipped(_) => "skipped",
-            };
-            complete(context, delivery, key, owner, retention, outcome).await
-        }
-        Err(error) => {
-            let max_attempts = context.settings.queue.max_attempts();
-            let parks = error.kind == ErrorKind::Permanent || delivery.attempt >= max_attempts;
-            let kind = if parks {
-                AuditKind::DeadLettered
-            } else {
-                AuditKind::Failed
-            };
-            let mut failed = record(envelope, kind, delivery.attempt);
-            failed.outcome = Outcome::error(error.message.clone());
-            if !audit(context, "record the failure", failed).await {
-                return give_back(delivery).await;
-            }
-            let _ = persist(context, "release the claim", || {
-                context.store.release_claim(key, owner)
-            })
-            .await;
-            if parks {
-                let reason = if error.kind == ErrorKind::Permanent {
-                    format!("permanent failure: {}", error.message)
-                } else {
-                    format!(
-                        "gave up after {} attempts; last error: {}",
-                        delivery.attempt, error.message
-                    )
-                };
-                tracing::error!(%reason, attempts = delivery.attempt, "dead-lettering");
-                settle(delivery.dead_letter(&reason, Some(&error.message)).await);
-                "dead_lettered"
-            } else {
-                let rung = usize::try_from(delivery.attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-                let delay = context.settings.queue.retry_delay(rung);
-                tracing::warn!(error = %error.message, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry");
-                settle(delivery.retry(rung, &error.message).await);
-                "retried"
-            }
+impl Settled {
+    fn label(self) -> &'static str {
+        match self {
+            Settled::Done => "ok",
+            Settled::Skipped => "skipped",
+            Settled::Duplicate => "duplicate",
+            Settled::Busy => "busy",
+            Settled::Postponed => "postponed",
+            Settled::Released => "released",
+            Settled::Retried => "retried",
+            Settled::DeadLettered => "dead_lettered",
         }
     }
 }
 
-/// Marks the claim completed (durably), then acks; returns `outcome`, or `released` when
-/// shutdown came first (the message comes back; the work is idempotent).
-async fn complete(
-    context: &Context,
-    delivery: Delivery,
-    key: &str,
-    owner: &str,
+/// One step of the way: go on (with what it handed over), or the delivery is settled.
+enum Step<T> {
+    Go(T),
+    Stop(Settled),
+}
+
+/// What every step of one delivery needs.
+struct Job<'a> {
+    context: &'a Context,
+    envelope: &'a Envelope,
+    key: &'a str,
+    event_id: String,
+    /// One owner per delivery, not per process: two copies of a fact consumed by the same
+    /// worker must not both hold the claim.
+    owner: String,
+    lease: Duration,
     retention: Duration,
-    outcome: &'static str,
-) -> &'static str {
-    let completed = persist(context, "record completion", || {
-        context.store.complete_claim(key, owner, retention)
-    });
-    match completed.await {
-        Some(true) => {}
-        Some(false) => {
-            tracing::warn!(
-                "the claim was taken over before completion was recorded; the new holder completes it"
-            )
+}
+
+/// Returns how the delivery was settled: admitted, claimed (with its first record), processed
+/// while the claim is renewed, then settled by the result.
+async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envelope) -> &'static str {
+    let worker = &context.settings.worker;
+    let job = Job {
+        context,
+        envelope,
+        key: envelope.dedupe_key.as_str(),
+        event_id: envelope.id.to_string(),
+        owner: format!("{}/{}", context.owner, ulid::Ulid::generate()),
+        lease: Duration::from_secs(worker.claim_lease_seconds),
+        retention: Duration::from_secs(worker.dedupe_retention_days * 86_400),
+    };
+    let settled = async {
+        // Held until the delivery is settled (a tenant's share of the slots, say).
+        let (_admitted, delivery) = match job.admit(delivery).await {
+            Step::Go(admitted) => admitted,
+            Step::Stop(settled) => return settled,
+        };
+        let ignored = context.processor.ignores(envelope);
+        let delivery = match job.claim(delivery, ignored.as_deref()).await {
+            Step::Go(delivery) => delivery,
+            Step::Stop(settled) => return settled,
+        };
+        if let Some(why) = &ignored {
+            tracing::info!(%why, "skipped");
+            return job.complete(delivery, Settled::Skipped).await;
         }
-        None => {
-            settle(delivery.release().await);
-            return "released";
+        let (delivery, result) = match job.run(delivery).await {
+            Step::Go(ran) => ran,
+            Step::Stop(settled) => return settled,
+        };
+        job.settle(delivery, result).await
+    };
+    settled.await.label()
+}
+
+impl Job<'_> {
+    /// Asks the processor whether the event may start now; if not, it comes back later and
+    /// nothing is recorded (however often that happens).
+    async fn admit(&self, delivery: Delivery) -> Step<(Option<tokio::sync::OwnedSemaphorePermit>, Delivery)> {
+        match self.context.processor.admit(self.envelope) {
+            super::Admission::Now(permit) => Step::Go((permit, delivery)),
+            super::Admission::Later { why, after } => {
+                let queue = &self.context.settings.queue;
+                let rung = queue.rung_for(after);
+                tracing::info!(%why, retry_in_ms = queue.retry_delay(rung).as_millis() as u64, "not now; back later (no attempt counted)");
+                settle(delivery.postpone_at(rung).await);
+                Step::Stop(Settled::Postponed)
+            }
         }
     }
-    settle(delivery.ack().await);
-    outcome
+
+    /// Claims the dedupe key. The claim and, on a first attempt, the `received` record commit
+    /// together: one write. An event nothing reacts to (`ignored`) gets its one `skipped` record
+    /// there instead.
+    async fn claim(&self, delivery: Delivery, ignored: Option<&str>) -> Step<Delivery> {
+        let context = self.context;
+        let first = match ignored {
+            None => record(self.envelope, AuditKind::Received, 1),
+            Some(why) => {
+                let mut skipped = record(self.envelope, AuditKind::Skipped, delivery.attempt);
+                skipped.outcome = Outcome::status("skipped");
+                skipped.outcome.error = Some(why.to_owned());
+                skipped
+            }
+        };
+        let records_with_claim = ignored.is_some() || delivery.attempt == 1;
+        let claim = persist(context, "claim the event", || async {
+            let claim_and_record = async {
+                let mut tx = context.store.begin_write().await?;
+                let claim = dedupe::claim_in(
+                    &mut tx,
+                    self.key,
+                    &self.event_id,
+                    &self.owner,
+                    self.lease,
+                    self.retention,
+                )
+                .await?;
+                if claim == Claim::Acquired && records_with_claim {
+                    context.audit.append_in(&mut tx, vec![first.clone()]).await?;
+                }
+                tx.commit().await?;
+                Ok(claim)
+            };
+            context
+                .audit
+                .bounded(claim_and_record, |timed_out| timed_out)
+                .await
+        });
+        let Some(claim) = claim.await else {
+            // Shutting down while the store is away: give the message back untouched.
+            settle(delivery.release().await);
+            return Step::Stop(Settled::Released);
+        };
+        match claim {
+            Claim::Acquired => Step::Go(delivery),
+            Claim::Completed { event_id: first } => {
+                tracing::info!(first_event_id = %first, "duplicate of an event already handled; not acting again");
+                let mut duplicate = record(self.envelope, AuditKind::Duplicate, delivery.attempt);
+                duplicate.outcome = Outcome::status(format!("duplicate of event {first}"));
+                if !audit(context, "record the duplicate", duplicate).await {
+                    settle(delivery.release().await);
+                    return Step::Stop(Settled::Released);
+                }
+                settle(delivery.ack().await);
+                Step::Stop(Settled::Duplicate)
+            }
+            Claim::Busy { owner } => {
+                tracing::info!(%owner, "another worker is handling this event now; checking back later");
+                settle(delivery.postpone().await);
+                Step::Stop(Settled::Busy)
+            }
+        }
+    }
+
+    /// Processes the event, renewing the claim's lease meanwhile. The renewal is polled in this
+    /// task (not spawned), so a worker that is killed stops renewing at once and its claim can be
+    /// taken over after the lease; a claim lost meanwhile stops the processing.
+    async fn run(&self, delivery: Delivery) -> Step<(Delivery, Result<Processed, ProcessError>)> {
+        let context = self.context;
+        let renew = async {
+            let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(100)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match context.store.renew_claim(self.key, &self.owner, self.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => tracing::warn!(%error, "cannot renew the claim on this event"),
+                }
+            }
+        };
+        tokio::select! {
+            result = context.processor.process(self.envelope, delivery.attempt) => Step::Go((delivery, result)),
+            () = renew => {
+                // Stopped at an await point. Actions recorded as executed are skipped by the new
+                // holder; one caught between its call and its record is performed again, which the
+                // performer treats as already done (e.g. removing a membership that is gone).
+                tracing::warn!("lost the claim on this event (lease expired and taken over); stopping");
+                settle(delivery.postpone().await);
+                Step::Stop(Settled::Busy)
+            }
+        }
+    }
+
+    /// Settles by the processing's result: success completes the claim, then acks; a failure is
+    /// recorded, the claim released, and the message retried on the ladder or dead-lettered.
+    async fn settle(&self, delivery: Delivery, result: Result<Processed, ProcessError>) -> Settled {
+        let context = self.context;
+        match result {
+            Ok(processed) => {
+                if let Processed::Skipped(why) = &processed {
+                    tracing::info!(%why, "skipped");
+                    let mut skipped = record(self.envelope, AuditKind::Skipped, delivery.attempt);
+                    skipped.outcome = Outcome::status("skipped");
+                    skipped.outcome.error = Some(why.clone());
+                    if !audit(context, "record the skip", skipped).await {
+                        return self.give_back(delivery).await;
+                    }
+                }
+                let settled = match processed {
+                    Processed::Done => Settled::Done,
+                    Processed::Skipped(_) => Settled::Skipped,
+                };
+                self.complete(delivery, settled).await
+            }
+            Err(error) => {
+                let max_attempts = context.settings.queue.max_attempts();
+                let parks = error.kind == ErrorKind::Permanent || delivery.attempt >= max_attempts;
+                let kind = if parks {
+                    AuditKind::DeadLettered
+                } else {
+                    AuditKind::Failed
+                };
+                let mut failed = record(self.envelope, kind, delivery.attempt);
+                failed.outcome = Outcome::error(error.message.clone());
+                if !audit(context, "record the failure", failed).await {
+                    return self.give_back(delivery).await;
+                }
+                let _ = persist(context, "release the claim", || {
+                    context.store.release_claim(self.key, &self.owner)
+                })
+                .await;
+                if parks {
+                    let reason = if error.kind == ErrorKind::Permanent {
+                        format!("permanent failure: {}", error.message)
+                    } else {
+                        format!(
+                            "gave up after {} attempts; last error: {}",
+                            delivery.attempt, error.message
+                        )
+                    };
+                    tracing::error!(%reason, attempts = delivery.attempt, "dead-lettering");
+                    settle(delivery.dead_letter(&reason, Some(&error.message)).await);
+                    Settled::DeadLettered
+                } else {
+                    let rung = usize::try_from(delivery.attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+                    let delay = context.settings.queue.retry_delay(rung);
+                    tracing::warn!(error = %error.message, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry");
+                    settle(delivery.retry(rung, &error.message).await);
+                    Settled::Retried
+                }
+            }
+        }
+    }
+
+    /// Marks the claim completed (durably), then acks; `Released` when shutdown came first (the
+    /// message comes back; the work is idempotent).
+    async fn complete(&self, delivery: Delivery, settled: Settled) -> Settled {
+        let context = self.context;
+        let completed = persist(context, "record completion", || {
+            context
+                .store
+                .complete_claim(self.key, &self.owner, self.retention)
+        });
+        match completed.await {
+            Some(true) => {}
+            Some(false) => {
+                tracing::warn!(
+                    "the claim was taken over before completion was recorded; the new holder completes it"
+                )
+            }
+            None => {
+                settle(delivery.release().await);
+                return Settled::Released;
+            }
+        }
+        settle(delivery.ack().await);
+        settled
+    }
+
+    /// Gives the claim and the message back untouched (shutdown while the store is away).
+    async fn give_back(&self, delivery: Delivery) -> Settled {
+        let _ = self.context.store.release_claim(self.key, &self.owner).await;
+        settle(delivery.release().await);
+        Settled::Released
+    }
 }
 
 /// Appends `record` to the audit trail, waiting while it cannot; false at shutdown.
