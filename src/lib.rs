@@ -10,6 +10,7 @@ pub mod atlassian;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod http_error;
 pub mod ingress;
 pub mod listener;
 mod locking;

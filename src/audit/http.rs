@@ -82,8 +82,15 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
         && bool::from(digest(token.trim().as_bytes()).ct_eq(&state.token_digest))
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": message.into()}))).into_response()
+/// An error answer in gatehouse's one shape; the code follows from the status.
+fn problem(status: StatusCode, reason: impl AsRef<str>) -> Response {
+    let error = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "internal",
+    };
+    crate::http_error::error_response(status, error, reason.as_ref())
 }
 
 async fn list(

@@ -4,10 +4,10 @@
 //! own trouble (broker, store, a key server) is always a 5xx and never a 4xx, and a 4xx always
 //! means the request itself is wrong.
 
+use crate::http_error::error_body;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::verify::VerifyError;
 
@@ -91,13 +91,11 @@ impl IntoResponse for IngressError {
         let body = match &self {
             // The reason code helps a legitimate sender fix its signing; the secret-bearing
             // details never leave the process.
-            IngressError::Unauthorized(why) => json!({"error": "unauthorized", "reason": why.reason()}),
+            IngressError::Unauthorized(why) => error_body("unauthorized", why.reason(), None),
             // Internal detail (broker or store messages) stays in the logs.
-            IngressError::Unavailable(_) => json!({"error": "unavailable", "reason": "retry later"}),
-            IngressError::Refused { reason, detail, .. } => {
-                json!({"error": "refused", "reason": reason, "detail": detail})
-            }
-            other => json!({"error": other.outcome(), "reason": other.to_string()}),
+            IngressError::Unavailable(_) => error_body("unavailable", "retry later", None),
+            IngressError::Refused { reason, detail, .. } => error_body("refused", reason, Some(detail)),
+            other => error_body(other.outcome(), &other.to_string(), None),
         };
         let retry_after = match &self {
             IngressError::RateLimited { retry_after } => {

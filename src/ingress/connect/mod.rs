@@ -283,11 +283,11 @@ async fn refuse(state: &IngressState, kind: Lifecycle, site: Site<'_>, why: Stri
 pub async fn descriptor(State(state): State<Arc<IngressState>>) -> Response {
     let connect = &state.settings.connect;
     let Some(base_url) = connect.base_url.as_deref() else {
-        return (
+        return crate::http_error::error_response(
             StatusCode::NOT_FOUND,
-            Json(json!({"error": "not_configured", "reason": "set connect.base_url to serve a descriptor"})),
-        )
-            .into_response();
+            "not_configured",
+            "set connect.base_url to serve a descriptor",
+        );
     };
     let source = connect.source.clone().or_else(|| {
         state
