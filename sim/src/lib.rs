@@ -48,6 +48,7 @@ pub mod api;
 pub mod control;
 pub mod log;
 pub mod oauth;
+mod oauth_grants;
 pub mod policy;
 pub mod seed;
 pub mod world;
@@ -69,7 +70,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use log::LoggedRequest;
-pub use oauth::OAuthStats;
+pub use oauth_grants::OAuthStats;
 pub use policy::{BurstPolicy, Fault, Policy, QuotaPolicy};
 pub use seed::{
     AccountStatus, Seed, SeedApiToken, SeedCredentials, SeedError, SeedGroup, SeedOAuthClient, SeedScimGroup,

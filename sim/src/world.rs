@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::oauth::OAuthState;
+use crate::oauth_grants::OAuthState;
 use crate::seed::{AccountStatus, Seed, SeedCredentials, SeedError, SeedUser};
 
 /// An Atlassian account.
@@ -116,7 +116,7 @@ pub struct StateSnapshot {
     pub scim_users: Vec<ScimUser>,
     pub scim_groups: Vec<ScimGroup>,
     pub events: Vec<OrgEvent>,
-    pub oauth: crate::oauth::OAuthStats,
+    pub oauth: crate::oauth_grants::OAuthStats,
 }
 
 impl StateSnapshot {
