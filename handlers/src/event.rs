@@ -385,6 +385,15 @@ pub struct DeliveryFacts {
     pub key_id: Option<String>,
 }
 
+/// The `source` of events the organization events-stream poller queues.
+pub const ORG_EVENTS_SOURCE: &str = "org-events";
+/// The `source` of the reconciler's findings.
+pub const RECONCILE_SOURCE: &str = "reconcile";
+/// The `source` of events gatehouse publishes itself (approvals, violation notices).
+pub const OWN_SOURCE: &str = "gatehouse";
+/// Source names gatehouse's own events carry, which no configured source may take.
+pub const RESERVED_SOURCES: [&str; 3] = [ORG_EVENTS_SOURCE, RECONCILE_SOURCE, OWN_SOURCE];
+
 /// The dedupe key of a delivery from `source`: its id is only unique within that sender.
 pub fn source_dedupe_key(source: &str, id: &str) -> String {
     format!("{source}:{id}")

@@ -14,8 +14,9 @@ pub mod policy;
 pub mod ports;
 
 pub use event::{
-    Actor, Authority, BadTypePattern, DEFAULT_TENANT, DeliveryFacts, Envelope, EventType, GroupRef, Scheme,
-    Subject, Tenant, TypePattern, UnknownEventType, internal_dedupe_key, source_dedupe_key,
+    Actor, Authority, BadTypePattern, DEFAULT_TENANT, DeliveryFacts, Envelope, EventType, GroupRef,
+    ORG_EVENTS_SOURCE, OWN_SOURCE, RECONCILE_SOURCE, RESERVED_SOURCES, Scheme, Subject, Tenant, TypePattern,
+    UnknownEventType, internal_dedupe_key, source_dedupe_key,
 };
 pub use handler::{Handler, Ports};
 pub use plan::{Action, Danger, Plan, PlannedAction};
