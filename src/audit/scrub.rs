@@ -41,8 +41,9 @@ pub fn secrets_in(settings: &Settings) -> Vec<Secret> {
     secrets.extend(settings.audit.hash_key.clone());
     secrets.extend(settings.audit.api_token.clone());
     secrets.extend(settings.store.encryption_key.clone());
-    if let Some(atlassian) = &settings.atlassian {
-        secrets.extend(atlassian.secrets());
+    // Every tenant's credentials, whichever way the tenants are configured.
+    for (_, tenant) in settings.tenant_configs() {
+        secrets.extend(tenant.secrets());
     }
     let urls = [settings.queue.url.expose(), settings.store.url.expose()];
     for url in urls {
@@ -337,6 +338,22 @@ mod tests {
         assert_eq!(scrub("got hunter2-configured-secret back"), "got *** back");
         // Too short to match literally.
         assert_eq!(Scrubber::new([Secret::new("abc")]).apply("abc"), "abc");
+    }
+
+    #[test]
+    fn every_tenants_credentials_are_known_secrets() {
+        let mut settings = Settings::default();
+        for name in ["prod", "sandbox"] {
+            let mut tenant = crate::config::AtlassianSettings::new(None);
+            tenant.name = Some(name.to_owned());
+            tenant.scim_token = Some(Secret::new(format!("{name}-scim-token-0123456789")));
+            settings.tenants.push(tenant);
+        }
+        let scrubber = Scrubber::new(secrets_in(&settings));
+        assert_eq!(
+            scrubber.apply("sandbox-scim-token-0123456789 and prod-scim-token-0123456789"),
+            "*** and ***"
+        );
     }
 
     #[test]

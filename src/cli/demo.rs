@@ -227,9 +227,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The story in `dir` (`kept`: it stays after the run).
+/// The story in `dir` (`kept`: it stays after the run). gatehouse and the simulator are stopped
+/// before this returns, whether the story went through or not.
 async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<StoryOutcome> {
-    std::fs::create_dir_all(dir.join("secrets")).with_context(|| format!("creating {}", dir.display()))?;
+    make_private_dir(dir)?;
+    make_private_dir(&dir.join("secrets"))?;
+    // Absolute, so the config it writes works from anywhere.
+    let dir = &std::fs::canonicalize(dir).with_context(|| format!("reading {}", dir.display()))?;
     let sim = Simulator::start(organization(), Policy::default())
         .await
         .context("starting the Atlassian simulator")?;
@@ -237,11 +241,43 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     let config = write_config(dir, &sim, &hook_secret)?;
     let (settings, _) = Settings::load(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let app = Application::build(settings).await.context("starting gatehouse")?;
-    let addr = app.local_addr();
-    let store = app.store();
+    let running = Running {
+        addr: app.local_addr(),
+        store: app.store(),
+        sim: &sim,
+        hook_secret: &hook_secret,
+    };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
+    let outcome = tell(&running, dir, &config, (kept, keep_running)).await;
+    if outcome.is_ok() && keep_running {
+        println!("gatehouse and the simulator keep running; Ctrl-C stops them.");
+        super::cancel_on_signal(shutdown.clone()).await;
+    }
+    shutdown.cancel();
+    let stopped = server.await.context("gatehouse stopped abnormally");
+    sim.stop().await;
+    stopped??;
+    outcome
+}
 
+/// The demo's running parts, as the story uses them.
+struct Running<'a> {
+    addr: std::net::SocketAddr,
+    store: Store,
+    sim: &'a SimHandle,
+    hook_secret: &'a str,
+}
+
+/// Tells the story against `running`, printing as it goes; then the audit trail and what to try
+/// next.
+async fn tell(
+    running: &Running<'_>,
+    dir: &Path,
+    config: &Path,
+    (kept, keep_running): (bool, bool),
+) -> anyhow::Result<StoryOutcome> {
+    let (addr, store, sim, hook_secret) = (running.addr, &running.store, running.sim, running.hook_secret);
     println!("gatehouse demo");
     println!(
         "  gatehouse      http://{addr} (embedded queue, SQLite in {})",
@@ -261,13 +297,13 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     let mut waiting = None;
     for (i, step) in steps.iter().enumerate() {
         println!("{}. {}", i + 1, step.title);
-        let event_id = send(&http, addr, &hook_secret, step, i).await?;
-        let met = wait_for(&sim, &store, &event_id, &step.expect).await?;
-        for line in describe(&store, &event_id).await? {
+        let event_id = send(&http, addr, hook_secret, step, i).await?;
+        let met = wait_for(sim, store, &event_id, &step.expect).await?;
+        for line in describe(store, &event_id).await? {
             println!("     {line}");
         }
         if let Expectation::AwaitsApproval = step.expect
-            && let Some(approval) = pending_approval(&store, &event_id).await?
+            && let Some(approval) = pending_approval(store, &event_id).await?
         {
             waiting = Some(approval);
         }
@@ -281,7 +317,7 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     }
 
     let records = crate::audit::query::query(
-        &store,
+        store,
         &AuditQuery {
             limit: 0,
             ..AuditQuery::default()
@@ -294,7 +330,7 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     }
     let summary: Vec<String> = by_kind.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
     println!("audit trail: {} records ({})", records.len(), summary.join(", "));
-    let report = crate::audit::verify(&store, 1, |_| {}).await?;
+    let report = crate::audit::verify(store, 1, |_| {}).await?;
     let chain_intact = report.broken.is_none();
     match &report.broken {
         None => println!(
@@ -306,25 +342,31 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     println!();
     next_steps(
         dir,
-        &config,
+        config,
         addr,
-        &hook_secret,
+        hook_secret,
         waiting.as_deref(),
         (kept, keep_running),
     );
 
-    if keep_running {
-        println!("gatehouse and the simulator keep running; Ctrl-C stops them.");
-        super::cancel_on_signal(shutdown.clone()).await;
-    }
-    shutdown.cancel();
-    server.await.context("gatehouse stopped abnormally")??;
-    sim.stop().await;
     Ok(StoryOutcome {
         steps_as_expected: as_expected,
         steps: steps.len(),
         chain_intact,
     })
+}
+
+/// Creates `dir` (and its parents), readable by this user only: the demo's store and secrets are
+/// in it.
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// A fresh Standard Webhooks secret (`whsec_` and 32 random bytes in base64).

@@ -214,6 +214,21 @@ pub(super) fn validate(
     }
     let tenant_names = settings.tenant_names();
     let several = tenant_names.len() > 1;
+    let sites = settings
+        .tenant_configs()
+        .iter()
+        .any(|(_, t)| t.site_host().is_some() || t.site_cloud_id().is_some());
+    if !sites
+        && let Some(i) = settings
+            .sources
+            .iter()
+            .position(|s| s.scheme == super::VerificationScheme::ConnectJwt)
+    {
+        warn(
+            format!("sources[{i}].scheme"),
+            "no tenant names a site (confluence_base_url or cloud_id): every Connect install will be refused (403) and every Connect webhook with it".into(),
+        );
+    }
     for (i, source) in settings.sources.iter().enumerate() {
         match &source.tenant {
             Some(name) if !tenant_names.contains(name) => error(

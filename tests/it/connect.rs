@@ -55,11 +55,13 @@ async fn connect_app_with(allow_types: Option<&[&str]>) -> (TestApp, Arc<AtomicU
     let (keys, hits) = key_server().await;
     let allow_types = allow_types.map(|types| types.iter().map(|t| t.parse().unwrap()).collect());
     let app = TestApp::spawn(move |s| {
-        // The one tenant: the site of the test installs.
-        let mut acme = gatehouse::config::AtlassianSettings::new(None);
-        acme.name = Some("acme".to_owned());
-        acme.cloud_id = Some("cloud-123".to_owned());
-        s.tenants.push(acme);
+        // Two tenants: `acme` is the site of the test installs; `beta` is another customer's.
+        for (name, cloud_id) in [("acme", "cloud-123"), ("beta", "cloud-beta")] {
+            let mut tenant = gatehouse::config::AtlassianSettings::new(None);
+            tenant.name = Some(name.to_owned());
+            tenant.cloud_id = Some(cloud_id.to_owned());
+            s.tenants.push(tenant);
+        }
         s.connect.base_url = Some(BASE_URL.to_owned());
         s.connect.install_keys_url = keys;
         let mut confluence = source("confluence", VerificationScheme::ConnectJwt, vec![]);
@@ -549,5 +551,41 @@ async fn installs_from_sites_no_tenant_names_are_refused_and_their_secrets_verif
 
     // The tenant's own site installs, and its webhooks carry the tenant.
     assert_eq!(install_signed_with(&app, "test-kid").await, 204);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reinstall_cannot_move_an_installation_to_another_tenant() {
+    let app = connect_app().await;
+    install(&app).await;
+    // Whoever holds acme's shared secret signs a re-install (HS256, the pre-2021 flow) naming
+    // beta's site: the token does not cover the body, so the binding must.
+    let path = "/connect/installed";
+    let now = signing::now();
+    let token = signing::connect_hs256(
+        json!({"iss": CLIENT_KEY, "iat": now, "exp": now + 60, "qsh": signing::qsh("POST", path, "")}),
+        SHARED_SECRET,
+    );
+    let body = lifecycle_body_for("installed", "https://beta.atlassian.net/wiki", "cloud-beta");
+    let response = app
+        .post(path, &body, &[("authorization", format!("JWT {token}"))])
+        .await;
+    assert_eq!(response.status(), 403);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot move it to tenant `beta`"),
+        "{answer}"
+    );
+    let kept = app.store.installation(CLIENT_KEY).await.unwrap().unwrap();
+    assert_eq!(kept.cloud_id.as_deref(), Some("cloud-123"), "still acme's");
+    // Re-installing on its own site still works.
+    let body = lifecycle_body("installed");
+    let response = app
+        .post(path, &body, &[("authorization", format!("JWT {token}"))])
+        .await;
+    assert_eq!(response.status(), 204);
     app.stop().await;
 }

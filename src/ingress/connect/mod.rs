@@ -213,6 +213,29 @@ async fn handle_lifecycle(
         Ok(tenant) => tenant,
         Err(why) => return Err(refuse(state, kind, site, why).await),
     };
+    // A known installation stays with its tenant: a re-install (signed with its current secret,
+    // whose token does not cover the body) must not move it to another tenant's site.
+    if let Some(known) = state
+        .installations
+        .get(&payload.client_key)
+        .await
+        .map_err(|e| IngressError::Unavailable(e.to_string()))?
+    {
+        let before = state.settings.bind_site(Site {
+            base_url: &known.base_url,
+            cloud_id: known.cloud_id.as_deref(),
+            client_key: &known.client_key,
+        });
+        if let Ok(before) = before
+            && before != tenant
+        {
+            let why = format!(
+                "installation {} is tenant `{before}`'s; a re-install cannot move it to tenant `{tenant}`",
+                payload.client_key
+            );
+            return Err(refuse(state, kind, site, why).await);
+        }
+    }
     match kind {
         Lifecycle::Installed => {
             let shared_secret = payload
