@@ -1,30 +1,29 @@
 //! RabbitMQ behind the [`Queue`] trait: a supervised connection that heals itself, publishes
 //! with confirms, and consumers that resubscribe after every reconnect.
 //!
-//! One background task (the supervisor) owns the connection. It connects, declares the topology,
-//! opens confirm-mode channels, and then waits until the connection breaks (broker restart,
-//! network cut, a channel error seen by a publisher) or shutdown is asked for; after a break it
-//! reconnects with capped exponential backoff. While there is no healthy connection, publishes
+//! One background task (the supervisor, [`connection`]) owns the connection and replaces it when
+//! it breaks. While there is no healthy connection, publishes
 //! fail at once with [`PublishError::Unavailable`] (so the ingress answers 503 fast) and
 //! readiness is red. Nothing here restarts the process.
 
+mod connection;
 mod consumer;
 mod dead_letter_recorder;
 pub mod headers;
 pub mod topology;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use connection::{Link, supervise};
 
 use super::{Consumer, OutgoingMessage, PublishError, Queue, QueueDepths, QueueError};
 use crate::config::QueueSettings;
@@ -34,29 +33,6 @@ pub use topology::Topology;
 /// AMQP `delivery_mode` 2: the broker writes the message to disk (with quorum queues, to a
 /// majority of nodes) before confirming it.
 const PERSISTENT: u8 = 2;
-
-/// A live connection with its publishing channels.
-struct Link {
-    connection: Connection,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
-    /// Cancelled by whoever notices this link is unusable; the supervisor then replaces it.
-    broken: CancellationToken,
-}
-
-impl Link {
-    /// Round-robin over the confirm channels, so many publishes are in flight at once.
-    fn channel(&self) -> &Channel {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[i]
-    }
-
-    fn healthy(&self) -> bool {
-        !self.broken.is_cancelled()
-            && self.connection.status().connected()
-            && self.channels.iter().all(|c| c.status().connected())
-    }
-}
 
 struct Shared {
     settings: QueueSettings,
@@ -305,137 +281,4 @@ impl Queue for RabbitQueue {
             let _ = handle.await;
         }
     }
-}
-
-/// Keeps a healthy link installed until shutdown.
-async fn supervise(shared: Arc<Shared>) {
-    let mut backoff = crate::pacing::OutageBackoff::new(
-        Duration::from_millis(100),
-        Duration::from_millis(shared.settings.reconnect_max_delay_ms),
-    );
-    let mut attempt: u32 = 0;
-    loop {
-        if shared.shutdown.is_cancelled() {
-            break;
-        }
-        attempt += 1;
-        let connect_timeout = Duration::from_millis(shared.settings.connect_timeout_ms);
-        let opened = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            opened = tokio::time::timeout(connect_timeout, open_link(&shared)) => opened,
-        };
-        match opened {
-            Ok(Ok(link)) => {
-                let link = Arc::new(link);
-                shared.set(Some(link.clone()));
-                shared.connected.notify_waiters();
-                tracing::info!(url = %shared.settings.url, attempt, "connected to RabbitMQ");
-                attempt = 0;
-                backoff.reset();
-                let reason = wait_until_broken(&shared, &link).await;
-                shared.set(None);
-                close_link(&link).await;
-                match reason {
-                    None => break,
-                    Some(reason) => tracing::warn!(%reason, "lost RabbitMQ connection; reconnecting"),
-                }
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, attempt, retry_in_ms = backoff.delay().as_millis() as u64, "cannot connect to RabbitMQ");
-            }
-            Err(_) => {
-                tracing::warn!(
-                    attempt,
-                    retry_in_ms = backoff.delay().as_millis() as u64,
-                    "connecting to RabbitMQ timed out"
-                );
-            }
-        }
-        if !backoff.wait(&shared.shutdown).await {
-            break;
-        }
-    }
-    if let Some(link) = shared.current() {
-        shared.set(None);
-        close_link(&link).await;
-    }
-}
-
-async fn open_link(shared: &Shared) -> Result<Link, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name("gatehouse".into());
-    let connection = Connection::connect(shared.settings.url.expose(), properties).await?;
-    match open_channels(shared, &connection).await {
-        Ok(channels) => Ok(Link {
-            connection,
-            channels,
-            next: AtomicUsize::new(0),
-            broken: CancellationToken::new(),
-        }),
-        Err(error) => {
-            // Dropping a connection does not close it: say goodbye so the broker frees it.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                connection.close(200, "setup failed".into()),
-            )
-            .await;
-            Err(error)
-        }
-    }
-}
-
-async fn open_channels(shared: &Shared, connection: &Connection) -> Result<Vec<Channel>, lapin::Error> {
-    let declare = connection.create_channel().await?;
-    shared.topology.declare(&declare).await?;
-    let _ = declare.close(200, "topology declared".into()).await;
-    let mut channels = Vec::with_capacity(shared.settings.publish_channels);
-    for _ in 0..shared.settings.publish_channels {
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        channels.push(channel);
-    }
-    Ok(channels)
-}
-
-/// Returns `None` on shutdown, or why the link broke.
-async fn wait_until_broken(shared: &Shared, link: &Link) -> Option<String> {
-    let mut events = link.connection.events_listener();
-    // Events report most failures at once; the poll catches a channel closed by the broker,
-    // which raises no connection event.
-    let mut poll = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return None,
-            _ = link.broken.cancelled() => return Some("a publish failed on this connection".to_owned()),
-            event = events.next() => match event {
-                Some(lapin::Event::Error(error)) => return Some(error.to_string()),
-                Some(lapin::Event::ConnectionBlocked(reason)) => {
-                    tracing::warn!(%reason, "RabbitMQ blocked publishing (resource alarm)");
-                }
-                Some(lapin::Event::ConnectionUnblocked) => tracing::info!("RabbitMQ unblocked publishing"),
-                Some(_) => {}
-                None => return Some("connection event stream ended".to_owned()),
-            },
-            _ = poll.tick() => {
-                if !link.healthy() {
-                    return Some("connection or channel closed".to_owned());
-                }
-            }
-        }
-    }
-}
-
-async fn close_link(link: &Link) {
-    // Best effort, bounded: a dead connection cannot say goodbye.
-    let close = async {
-        for channel in &link.channels {
-            if channel.status().connected() {
-                let _ = channel.wait_for_confirms().await;
-                let _ = channel.close(200, "bye".into()).await;
-            }
-        }
-        if link.connection.status().connected() {
-            let _ = link.connection.close(200, "bye".into()).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
 }
