@@ -10,10 +10,12 @@
 mod atlassian;
 mod audit;
 mod checks;
+mod connect;
 mod env_override;
 mod poll;
 mod reactions;
 mod secret;
+mod sources;
 mod span;
 mod tenants;
 mod validate;
@@ -23,7 +25,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use handlers::{Authority, EventType, TypePattern};
 use serde::{Deserialize, Serialize};
 
 pub use atlassian::{
@@ -31,12 +32,13 @@ pub use atlassian::{
     RetrySettings,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
+pub use connect::ConnectSettings;
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
+pub use sources::{SourceSecret, SourceSettings, VerificationScheme, standard_webhooks_key};
 pub use span::Span;
 pub use tenants::Site;
-pub use validate::standard_webhooks_key;
 
 /// A config problem, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -380,233 +382,6 @@ impl Default for WorkerSettings {
             claim_lease_seconds: 300,
             dedupe_retention_days: 30,
             depth_sample_seconds: 15,
-        }
-    }
-}
-
-/// The Atlassian Connect app gatehouse presents (only needed for `connect-jwt` sources).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConnectSettings {
-    /// The app key in the descriptor; unique across Atlassian Marketplace.
-    pub key: String,
-    pub name: String,
-    pub description: String,
-    /// The public URL Atlassian reaches gatehouse at. The descriptor's `baseUrl`, the `aud` of
-    /// lifecycle tokens, and the root that `qsh` paths are relative to.
-    pub base_url: Option<String>,
-    /// The `connect-jwt` source webhooks are delivered to (`/webhooks/{source}/{event}`).
-    pub source: Option<String>,
-    /// Where Atlassian publishes the RS256 keys that sign lifecycle callbacks (`{url}/{kid}`).
-    pub install_keys_url: String,
-    /// Connect webhook events to subscribe to, e.g. `user_created`, `group_removed`.
-    pub webhooks: Vec<String>,
-    /// Connect scopes requested in the descriptor.
-    pub scopes: Vec<String>,
-    /// Allowed clock skew for `exp`/`iat`.
-    pub jwt_leeway_seconds: u64,
-}
-
-impl Default for ConnectSettings {
-    fn default() -> Self {
-        ConnectSettings {
-            key: "gatehouse".to_owned(),
-            name: "gatehouse".to_owned(),
-            description: "Reacts to identity events with audited follow-up actions".to_owned(),
-            base_url: None,
-            source: None,
-            install_keys_url: "https://connect-install-keys.atlassian.com".to_owned(),
-            webhooks: [
-                "user_created",
-                "user_deactivated",
-                "user_reactivated",
-                "user_removed",
-                "group_created",
-                "group_removed",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-            scopes: vec!["READ".to_owned()],
-            jwt_leeway_seconds: 30,
-        }
-    }
-}
-
-/// One sender of webhooks: `POST /webhooks/{name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSettings {
-    /// Appears in the URL, in envelopes (`source`) and in metrics.
-    pub name: String,
-    pub scheme: VerificationScheme,
-    /// The routing-key prefix (`{kind}.{type}`, e.g. `confluence.user.removed`); defaults to the
-    /// name.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// Live secrets; several at once during a rotation. Not used by `connect-jwt`, whose secrets
-    /// come from Connect installations.
-    #[serde(default)]
-    pub secrets: Vec<SourceSecret>,
-    /// Allowed age (and clock skew) of a delivery's timestamp: the signed `webhook-timestamp`
-    /// (standard-webhooks), or the payload's own `timestamp` (hub-signature, whose signature
-    /// covers the body but carries no time of its own). Default: 300 s, and 3600 s for
-    /// hub-signature, whose senders retry for up to about 30 minutes.
-    #[serde(default)]
-    pub tolerance_seconds: Option<u64>,
-    /// `url-token`: the header carrying the token when it is not in the path.
-    #[serde(default = "default_token_header")]
-    pub token_header: String,
-    /// The event types this source may cause (`user.deactivated`, globs such as `user.*`,
-    /// `other.*`, `*`). A delivery of any other type is refused (403). Default: what the scheme
-    /// can produce (see [`SourceSettings::allowed_types`]).
-    #[serde(default)]
-    pub allow_types: Option<Vec<TypePattern>>,
-    /// Verified deliveries of this source being queued at once; beyond this, 503 with
-    /// `Retry-After`, so one noisy sender cannot take every slot of the ingress.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// Verified deliveries a second (with a burst of one second's worth); beyond this, 429 with
-    /// `Retry-After`. Unlimited when absent.
-    #[serde(default)]
-    pub rate_per_second: Option<f64>,
-    /// The tenant this source's events belong to (required when there are several; a
-    /// `connect-jwt` source's events belong to the tenant of the installation that signed them,
-    /// and this, when given, limits the source to that tenant's installations).
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// `observation` (default): the sender reports Atlassian's state, checked against the
-    /// current state before acting. `decision`: the sender decides (an HR system, an IdP), and is
-    /// acted on whatever Atlassian shows now; its decisions are ordered by their own time.
-    #[serde(default)]
-    pub authority: Authority,
-}
-
-fn default_token_header() -> String {
-    "x-gatehouse-token".to_owned()
-}
-
-fn default_max_in_flight() -> usize {
-    256
-}
-
-impl SourceSettings {
-    /// A source with the defaults for everything but its name, scheme and secrets.
-    pub fn new(name: impl Into<String>, scheme: VerificationScheme, secrets: Vec<SourceSecret>) -> Self {
-        SourceSettings {
-            name: name.into(),
-            scheme,
-            kind: None,
-            secrets,
-            tolerance_seconds: None,
-            token_header: default_token_header(),
-            allow_types: None,
-            max_in_flight: default_max_in_flight(),
-            rate_per_second: None,
-            tenant: None,
-            authority: Authority::Observation,
-        }
-    }
-
-    /// The routing-key prefix for this source's events.
-    pub fn kind(&self) -> &str {
-        self.kind.as_deref().unwrap_or(&self.name)
-    }
-
-    /// The effective timestamp tolerance.
-    pub fn tolerance_seconds(&self) -> u64 {
-        self.tolerance_seconds.unwrap_or(match self.scheme {
-            VerificationScheme::HubSignature => 3_600,
-            _ => 300,
-        })
-    }
-
-    /// May this source cause events of `event_type`?
-    pub fn allows(&self, event_type: &EventType) -> bool {
-        match &self.allow_types {
-            Some(patterns) => patterns.iter().any(|p| p.matches(event_type)),
-            None => self.scheme.default_types().iter().any(|p| {
-                p.parse::<TypePattern>()
-                    .is_ok_and(|pattern| pattern.matches(event_type))
-            }),
-        }
-    }
-
-    /// The effective `allow_types`, as written in config.
-    pub fn allowed_types(&self) -> Vec<String> {
-        match &self.allow_types {
-            Some(patterns) => patterns.iter().map(|p| p.to_string()).collect(),
-            None => self
-                .scheme
-                .default_types()
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
-        }
-    }
-}
-
-/// One secret of a source.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSecret {
-    /// Names the secret in logs, envelopes (`delivery.key_id`) and the audit trail; never the value.
-    pub id: String,
-    pub value: Secret,
-    /// After this instant the secret verifies nothing (end of a rotation).
-    #[serde(default)]
-    pub not_after: Option<DateTime<Utc>>,
-}
-
-impl SourceSecret {
-    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
-        self.not_after.is_none_or(|end| now <= end)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VerificationScheme {
-    ConnectJwt,
-    HubSignature,
-    StandardWebhooks,
-    UrlToken,
-}
-
-impl VerificationScheme {
-    /// The event types a sender using this scheme may cause unless its source says otherwise:
-    /// admin webhooks name users and groups coming and going; a relay speaks gatehouse's whole
-    /// vocabulary; a URL token proves so little that it may only cause `other.*` events. Connect
-    /// is held to group changes and `other.*`: any Atlassian site that installs the app gets a
-    /// valid secret, so user events from Connect must be allowed on purpose (and kept out of
-    /// destructive policies with `[[policies]] sources`).
-    pub fn default_types(self) -> &'static [&'static str] {
-        match self {
-            VerificationScheme::ConnectJwt => &["group.created", "group.removed", "other.*"],
-            VerificationScheme::HubSignature => &[
-                "user.created",
-                "user.deactivated",
-                "user.reactivated",
-                "user.removed",
-                "group.created",
-                "group.removed",
-                "other.*",
-            ],
-            VerificationScheme::StandardWebhooks => &["*"],
-            VerificationScheme::UrlToken => &["other.*"],
-        }
-    }
-
-    /// Whether the scheme's signature covers the request path (and so the `{event}` segment).
-    pub fn signs_path(self) -> bool {
-        self == VerificationScheme::ConnectJwt
-    }
-
-    pub fn envelope_scheme(self) -> handlers::Scheme {
-        match self {
-            VerificationScheme::ConnectJwt => handlers::Scheme::ConnectJwt,
-            VerificationScheme::HubSignature => handlers::Scheme::HubSignature,
-            VerificationScheme::StandardWebhooks => handlers::Scheme::StandardWebhooks,
-            VerificationScheme::UrlToken => handlers::Scheme::UrlToken,
         }
     }
 }

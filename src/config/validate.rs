@@ -1,21 +1,14 @@
 //! Whole-config checks that types cannot express: names that must be unique or URL-safe,
 //! references between sections, secrets in the shape their scheme needs.
 
-use std::collections::HashSet;
-
-use base64::Engine;
 use chrono::{DateTime, Utc};
 
-use super::checks::{Ending, check_url, ending, is_name};
+use super::checks::is_name;
+use super::sources::RESERVED_SOURCE_NAMES;
 use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
 
-/// The `source` of events gatehouse makes itself: no configured source may take these names
-/// (policies' `sources` and dedupe namespaces would confuse them).
-const RESERVED_SOURCE_NAMES: [&str; 3] = handlers::RESERVED_SOURCES;
-
-/// The shortest shared secret a hub-signature or url-token source accepts.
-pub const MIN_SOURCE_SECRET_BYTES: usize = 16;
-
+/// Checks the whole config, section by section (the sections with their own modules check
+/// themselves: sources, connect, tenants, audit, polling); the warnings, or every error found.
 pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -198,206 +191,8 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         error("ingress.dedupe_window_size".into(), "must be at least 1".into());
     }
 
-    let mut names = HashSet::new();
-    for (i, source) in settings.sources.iter().enumerate() {
-        let key = format!("sources[{i}]");
-        if !is_name(&source.name, &['-', '_']) {
-            error(
-                format!("{key}.name"),
-                format!("`{}` must be lowercase letters, digits, `-` and `_`", source.name),
-            );
-        } else if RESERVED_SOURCE_NAMES.contains(&source.name.as_str()) {
-            error(
-                format!("{key}.name"),
-                format!(
-                    "`{}` names gatehouse's own events ({}): choose another name",
-                    source.name,
-                    RESERVED_SOURCE_NAMES.join(", ")
-                ),
-            );
-        } else if !names.insert(source.name.as_str()) {
-            error(
-                format!("{key}.name"),
-                format!("`{}` is used by another source", source.name),
-            );
-        }
-        if let Some(kind) = &source.kind
-            && !is_name(kind, &['-', '_'])
-        {
-            error(
-                format!("{key}.kind"),
-                "must be lowercase letters, digits, `-` and `_`".into(),
-            );
-        }
-        let mut ids = HashSet::new();
-        for (j, secret) in source.secrets.iter().enumerate() {
-            let secret_key = format!("{key}.secrets[{j}]");
-            if secret.id.trim().is_empty() {
-                error(format!("{secret_key}.id"), "must not be empty".into());
-            } else if !ids.insert(secret.id.as_str()) {
-                error(
-                    format!("{secret_key}.id"),
-                    format!("`{}` is used twice in this source", secret.id),
-                );
-            }
-            if source.scheme == VerificationScheme::StandardWebhooks {
-                if let Err(message) = standard_webhooks_key(secret.value.expose()) {
-                    error(format!("{secret_key}.value"), message);
-                }
-            } else if secret.value.expose().len() < MIN_SOURCE_SECRET_BYTES {
-                // A short shared secret can be guessed offline from one captured signature.
-                error(
-                    format!("{secret_key}.value"),
-                    format!(
-                        "secret `{}` is {} bytes; use at least {MIN_SOURCE_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
-                        secret.id,
-                        secret.value.expose().len()
-                    ),
-                );
-            }
-            if let Some(end) = secret.not_after {
-                match ending(end, now) {
-                    Some(Ending::Past) => warn(
-                        format!("{secret_key}.not_after"),
-                        format!("secret `{}` expired at {end}; it verifies nothing", secret.id),
-                    ),
-                    Some(Ending::Soon) => warn(
-                        format!("{secret_key}.not_after"),
-                        format!("secret `{}` expires at {end}: rotate it", secret.id),
-                    ),
-                    None => {}
-                }
-            }
-        }
-        match source.scheme {
-            VerificationScheme::ConnectJwt => {
-                if !source.secrets.is_empty() {
-                    error(
-                        format!("{key}.secrets"),
-                        "connect-jwt sources take their secrets from Connect installations; remove `secrets`"
-                            .into(),
-                    );
-                }
-            }
-            _ => {
-                if !source.secrets.iter().any(|s| s.is_live(now)) {
-                    warn(
-                        format!("{key}.secrets"),
-                        format!(
-                            "source `{}` has no usable secret: it refuses every delivery",
-                            source.name
-                        ),
-                    );
-                }
-            }
-        }
-        if source.scheme == VerificationScheme::ConnectJwt {
-            let user_types: Vec<&str> = handlers::EventType::known()
-                .filter(|t| t.starts_with("user."))
-                .filter(|t| t.parse().is_ok_and(|t| source.allows(&t)))
-                .collect();
-            if !user_types.is_empty() {
-                warn(
-                    format!("{key}.allow_types"),
-                    format!(
-                        "allows {}: any Atlassian site that installs the app can send these; keep destructive policies to other sources (`[[policies]] sources`)",
-                        user_types.join(", ")
-                    ),
-                );
-            }
-        }
-        match (source.scheme, source.authority) {
-            (VerificationScheme::ConnectJwt, handlers::Authority::Decision) => error(
-                format!("{key}.authority"),
-                "a connect-jwt source reports what Atlassian observed; it cannot be a decision source".into(),
-            ),
-            (VerificationScheme::UrlToken, handlers::Authority::Decision) => warn(
-                format!("{key}.authority"),
-                "decision on a url-token source: whoever holds the token decides who leaves, whatever Atlassian shows, dated as it likes; prefer standard-webhooks".into(),
-            ),
-            (VerificationScheme::HubSignature, handlers::Authority::Decision) => warn(
-                format!("{key}.authority"),
-                "decision on a hub-signature source: only a body with its own `timestamp` is accepted (decisions are ordered by it); prefer standard-webhooks, whose signed timestamp serves when the body has none".into(),
-            ),
-            _ => {}
-        }
-        if source.tolerance_seconds == Some(0) {
-            error(
-                format!("{key}.tolerance_seconds"),
-                "must be greater than 0".into(),
-            );
-        }
-        if source.max_in_flight == 0 {
-            error(format!("{key}.max_in_flight"), "must be at least 1".into());
-        }
-        if let Some(rate) = source.rate_per_second
-            && !(0.001..=1_000_000.0).contains(&rate)
-        {
-            error(
-                format!("{key}.rate_per_second"),
-                "must be between 0.001 and 1000000".into(),
-            );
-        }
-        if source.scheme == VerificationScheme::UrlToken
-            && axum::http::HeaderName::from_bytes(source.token_header.as_bytes()).is_err()
-        {
-            error(
-                format!("{key}.token_header"),
-                "is not a valid HTTP header name".into(),
-            );
-        }
-    }
-
-    let connect_sources: Vec<&str> = settings
-        .sources
-        .iter()
-        .filter(|s| s.scheme == VerificationScheme::ConnectJwt)
-        .map(|s| s.name.as_str())
-        .collect();
-    let connect = &settings.connect;
-    if !connect_sources.is_empty() {
-        match &connect.base_url {
-            None => error(
-                "connect.base_url".into(),
-                "required when a connect-jwt source is configured (the URL Atlassian reaches gatehouse at)"
-                    .into(),
-            ),
-            Some(url) => check_url("connect.base_url", url, &mut error),
-        }
-        match &connect.source {
-            Some(name) if !connect_sources.contains(&name.as_str()) => error(
-                "connect.source".into(),
-                format!(
-                    "`{name}` is not a connect-jwt source (have: {})",
-                    connect_sources.join(", ")
-                ),
-            ),
-            None if connect_sources.len() > 1 => error(
-                "connect.source".into(),
-                format!(
-                    "several connect-jwt sources ({}); name the one webhooks go to",
-                    connect_sources.join(", ")
-                ),
-            ),
-            _ => {}
-        }
-    } else if let Some(name) = &connect.source {
-        error(
-            "connect.source".into(),
-            format!("`{name}` is not a connect-jwt source"),
-        );
-    }
-    if url::Url::parse(&connect.install_keys_url).is_err() {
-        error("connect.install_keys_url".into(), "is not a URL".into());
-    }
-    for (i, event) in connect.webhooks.iter().enumerate() {
-        if !is_name(event, &['_', ':']) {
-            error(
-                format!("connect.webhooks[{i}]"),
-                format!("`{event}` is not an event name"),
-            );
-        }
-    }
+    super::sources::validate(settings, now, &mut error, &mut warn);
+    super::connect::validate(settings, &mut error);
 
     super::tenants::validate(settings, now, &mut errors, &mut warnings);
     errors.extend(settings.audit.validate());
@@ -475,17 +270,4 @@ fn policy_needs(settings: &Settings, i: usize, policy: &handlers::policy::Policy
         }
     }
     errors
-}
-
-/// Decodes a Standard Webhooks signing key: `whsec_` followed by base64 (the prefix is optional,
-/// as in the reference libraries).
-pub fn standard_webhooks_key(value: &str) -> Result<Vec<u8>, String> {
-    let encoded = value.strip_prefix("whsec_").unwrap_or(value);
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| "a Standard Webhooks secret is `whsec_` followed by base64".to_owned())?;
-    if key.len() < 16 {
-        return Err("a Standard Webhooks secret must decode to at least 16 bytes".to_owned());
-    }
-    Ok(key)
 }
