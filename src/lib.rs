@@ -4,21 +4,25 @@
 //! the queue backends, the store, telemetry, and the wiring that starts and stops them
 //! ([`app::Application`]). Data flows ingress → queue → worker → handlers → executor → Atlassian
 //! and audit; the folder tree follows that flow.
+//!
+//! The modules exported are those the `gatehouse` binary, the benchmark harness and the
+//! integration tests use; the rest are the crate's own. Helpers only tests and benchmarks need
+//! are behind the `testing` feature.
 
 pub mod app;
 pub mod atlassian;
 pub mod audit;
 pub mod cli;
 pub mod config;
-pub mod http_error;
+mod http_error;
 pub mod ingress;
-pub mod listener;
+mod listener;
 mod locking;
 mod pacing;
-pub mod poll;
+mod poll;
 pub mod queue;
 pub mod reactions;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
+mod tls;
 pub mod worker;

@@ -17,9 +17,7 @@
 //! or a new prefix. Retry queues are named by their delay, so changing the ladder adds queues
 //! rather than clashing with the old ones (which drain into `.work` and can then be deleted).
 
-use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
@@ -98,7 +96,9 @@ impl Topology {
 
     /// Deletes the exchange, the queues, and `also` (e.g. the audit stream): for tests and
     /// benchmarks that leave nothing behind. Best effort; a queue that is not there is skipped.
+    #[cfg(any(test, feature = "testing"))]
     pub async fn delete(&self, connection: &lapin::Connection, also: &[&str]) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
         let queues = [self.work_queue(), self.dead_queue()]
             .into_iter()
             .chain(self.retry_queues())
