@@ -13,15 +13,18 @@ mod checks;
 mod connect;
 mod env_override;
 mod poll;
+mod queue;
 mod reactions;
 mod secret;
+mod server;
 mod sources;
 mod span;
+mod store;
 mod tenants;
 mod validate;
+mod worker;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -34,11 +37,15 @@ pub use atlassian::{
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use connect::ConnectSettings;
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
+pub use queue::{QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
+pub use server::{IngressSettings, LogFormat, LogSettings, ServerSettings};
 pub use sources::{SourceSecret, SourceSettings, VerificationScheme, standard_webhooks_key};
 pub use span::Span;
+pub use store::StoreSettings;
 pub use tenants::Site;
+pub use worker::WorkerSettings;
 
 /// A config problem, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,257 +140,6 @@ pub struct Settings {
     /// gatehouse calls nothing).
     #[serde(default)]
     pub atlassian: Option<AtlassianSettings>,
-}
-
-/// The HTTP listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerSettings {
-    /// Where the ingress listens. Port 0 picks a free port (tests).
-    pub listen: SocketAddr,
-    /// Bodies larger than this are refused with 413 before they are read in full.
-    pub max_body_bytes: usize,
-    /// A request that takes longer (usually a sender trickling its body) gets 408.
-    pub request_timeout_seconds: u64,
-    /// Requests beyond this many in flight get 503 at once instead of queueing in memory.
-    pub max_concurrent_requests: usize,
-    /// On SIGTERM, in-flight requests get this long to finish.
-    pub shutdown_grace_seconds: u64,
-    /// A request's line and headers must arrive within this once its first byte has; a client
-    /// that trickles them (or sends half a request line and stops) is disconnected.
-    pub header_read_timeout_seconds: u64,
-    /// A kept-alive connection with no request for this long is closed.
-    pub keep_alive_idle_seconds: u64,
-    /// Open connections at most; a connection beyond this is answered 503 at once and closed,
-    /// so idle or slow clients cannot hold every socket.
-    pub max_connections: usize,
-    /// Open connections from one client address at most (beyond: 503 at once). Behind a load
-    /// balancer every connection comes from its few addresses: raise it to `max_connections`.
-    pub max_connections_per_peer: usize,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 1024 * 1024,
-            request_timeout_seconds: 15,
-            max_concurrent_requests: 1024,
-            shutdown_grace_seconds: 30,
-            header_read_timeout_seconds: 10,
-            keep_alive_idle_seconds: 75,
-            max_connections: 4096,
-            max_connections_per_peer: 1024,
-        }
-    }
-}
-
-/// How gatehouse logs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `info,gatehouse::ingress=debug`; `RUST_LOG` wins when set.
-    pub level: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            format: LogFormat::Text,
-            level: "info".to_owned(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Which queue carries envelopes, and how to reach it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueSettings {
-    pub backend: QueueBackend,
-    /// AMQP URL of the RabbitMQ cluster (backend `rabbitmq`). Shown with its password hidden.
-    pub url: SensitiveUrl,
-    /// Every exchange and queue name starts with this, so several deployments (or tests) can
-    /// share one broker.
-    pub prefix: String,
-    /// How long a publish may wait for the broker's confirm before the request answers 503.
-    pub publish_timeout_ms: u64,
-    /// Publishes are spread over this many confirm-mode channels.
-    pub publish_channels: usize,
-    /// Giving up on one connection attempt after this long.
-    pub connect_timeout_ms: u64,
-    /// Reconnect backoff doubles from 100 ms up to this.
-    pub reconnect_max_delay_ms: u64,
-    /// Messages handed to one worker process at once (AMQP prefetch; embedded: rows locked).
-    pub prefetch: u16,
-    /// Redeliveries after which the broker parks a message it keeps getting back (a worker
-    /// crashing on it): RabbitMQ's `x-delivery-limit`; the embedded backend counts the same way.
-    /// On RabbitMQ every return counts, also a message given back at shutdown or when a channel
-    /// closes under it, so leave room for restarts and broker blips (RabbitMQ 4's own default
-    /// is 20).
-    pub delivery_limit: u32,
-    /// The retry ladder: a failed attempt n waits `retry_delays_seconds[n-1]` (the last rung
-    /// repeats). Each rung is a RabbitMQ queue whose TTL sends messages back to the work queue.
-    pub retry_delays_seconds: Vec<f64>,
-    /// Attempts before a transiently failing message is dead-lettered. Default: one more than
-    /// the rungs of the ladder.
-    pub max_attempts: Option<u32>,
-    /// Embedded backend: how often an idle worker looks for new messages.
-    pub embedded_poll_ms: u64,
-    /// Embedded backend: a delivery not settled within this long (the worker died) is handed out
-    /// again. Workers extend it while they process.
-    pub visibility_timeout_seconds: u64,
-}
-
-impl QueueSettings {
-    /// The effective attempt limit.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-            .unwrap_or(self.retry_delays_seconds.len() as u32 + 1)
-    }
-
-    /// The first rung of the ladder waiting at least `wait` (the last one when none does).
-    pub fn rung_for(&self, wait: std::time::Duration) -> usize {
-        let rungs = self.retry_delays_seconds.len().max(1);
-        (0..rungs)
-            .find(|&rung| self.retry_delay(rung) >= wait)
-            .unwrap_or(rungs - 1)
-    }
-
-    /// The delay of rung `rung` (the last rung repeats).
-    pub fn retry_delay(&self, rung: usize) -> std::time::Duration {
-        let seconds = self
-            .retry_delays_seconds
-            .get(rung)
-            .or(self.retry_delays_seconds.last())
-            .copied()
-            .unwrap_or(5.0);
-        std::time::Duration::from_secs_f64(seconds.max(0.0))
-    }
-}
-
-impl Default for QueueSettings {
-    fn default() -> Self {
-        QueueSettings {
-            backend: QueueBackend::Embedded,
-            url: SensitiveUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            prefix: "gatehouse".to_owned(),
-            publish_timeout_ms: 5_000,
-            publish_channels: 2,
-            connect_timeout_ms: 5_000,
-            reconnect_max_delay_ms: 5_000,
-            prefetch: 32,
-            delivery_limit: 20,
-            retry_delays_seconds: vec![5.0, 30.0, 120.0, 600.0, 3_600.0],
-            max_attempts: None,
-            embedded_poll_ms: 200,
-            visibility_timeout_seconds: 300,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueBackend {
-    /// A durable queue in the store: no external service needed.
-    Embedded,
-    Rabbitmq,
-}
-
-/// The SQL store: installations, dedupe claims, cursors, approvals and the audit trail.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSettings {
-    /// `sqlite://path/to/file.db` (created if missing) or `postgres://…`. Shown with its password
-    /// hidden.
-    pub url: SensitiveUrl,
-    pub max_connections: u32,
-    /// Seals the credentials the store keeps (Connect shared secrets, OAuth tokens) with
-    /// AES-256-GCM: base64 of 32 random bytes (`openssl rand -base64 32`), as a secret reference.
-    pub encryption_key: Option<Secret>,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            url: SensitiveUrl::new("sqlite://data/gatehouse.db"),
-            max_connections: 8,
-            encryption_key: None,
-        }
-    }
-}
-
-/// The ingress's own duplicate window (the authoritative dedupe is the worker's claim).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngressSettings {
-    /// How many recently published dedupe keys are remembered.
-    pub dedupe_window_size: usize,
-    /// How long a published dedupe key is remembered.
-    pub dedupe_window_seconds: u64,
-}
-
-impl Default for IngressSettings {
-    fn default() -> Self {
-        IngressSettings {
-            dedupe_window_size: 100_000,
-            dedupe_window_seconds: 3_600,
-        }
-    }
-}
-
-/// The worker role: how events are processed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorkerSettings {
-    /// Events processed at once by one process.
-    pub concurrency: usize,
-    /// Events of one tenant processed at once by one process, so that a tenant Atlassian
-    /// throttles (its calls waiting out pauses) leaves slots for the others; its other events
-    /// go back to the queue for the first rung of the ladder, not counted as attempts. Default:
-    /// `concurrency` with one tenant, half of it (at least 1) with several.
-    pub tenant_concurrency: Option<usize>,
-    /// On shutdown, in-flight events get this long to finish; the rest go back to the queue.
-    pub shutdown_grace_seconds: u64,
-    /// A claim on an event's dedupe key held by a worker that stopped renewing it (crashed) is
-    /// taken over after this long.
-    pub claim_lease_seconds: u64,
-    /// Completed dedupe keys are remembered this long (copies arriving later are duplicates).
-    pub dedupe_retention_days: u64,
-    /// How often queue depths are sampled for metrics.
-    pub depth_sample_seconds: u64,
-}
-
-impl WorkerSettings {
-    /// Events of one tenant at once (see [`WorkerSettings::tenant_concurrency`]) when `tenants`
-    /// are served.
-    pub fn effective_tenant_concurrency(&self, tenants: usize) -> usize {
-        self.tenant_concurrency.unwrap_or(if tenants > 1 {
-            (self.concurrency / 2).max(1)
-        } else {
-            self.concurrency
-        })
-    }
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        WorkerSettings {
-            concurrency: 8,
-            tenant_concurrency: None,
-            shutdown_grace_seconds: 30,
-            claim_lease_seconds: 300,
-            dedupe_retention_days: 30,
-            depth_sample_seconds: 15,
-        }
-    }
 }
 
 impl Settings {

@@ -1,196 +1,24 @@
-//! Whole-config checks that types cannot express: names that must be unique or URL-safe,
-//! references between sections, secrets in the shape their scheme needs.
+//! Whole-config checks that types cannot express: each section checks itself in its own module
+//! (server, queue, worker, store, sources, connect, tenants, audit, polling); what is left here
+//! is the order they run in and the policies, which refer to sources and tenants.
 
 use chrono::{DateTime, Utc};
 
-use super::checks::is_name;
 use super::sources::RESERVED_SOURCE_NAMES;
-use super::{ConfigError, ConfigErrors, ConfigWarning, Settings, VerificationScheme};
+use super::{ConfigError, ConfigErrors, ConfigWarning, Settings};
 
-/// Checks the whole config, section by section (the sections with their own modules check
-/// themselves: sources, connect, tenants, audit, polling); the warnings, or every error found.
+/// Checks the whole config, section by section; the warnings, or every error found (all of
+/// them, so one run shows every fix needed).
 pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut error = |key: String, message: String| errors.push(ConfigError { key, message });
     let mut warn = |key: String, message: String| warnings.push(ConfigWarning { key, message });
 
-    let server = &settings.server;
-    if server.max_body_bytes == 0 {
-        error("server.max_body_bytes".into(), "must be greater than 0".into());
-    }
-    if server.request_timeout_seconds == 0 {
-        error(
-            "server.request_timeout_seconds".into(),
-            "must be greater than 0".into(),
-        );
-    }
-    if server.max_concurrent_requests == 0 {
-        error(
-            "server.max_concurrent_requests".into(),
-            "must be greater than 0".into(),
-        );
-    }
-    for (key, value, max) in [
-        (
-            "server.header_read_timeout_seconds",
-            server.header_read_timeout_seconds,
-            3_600,
-        ),
-        (
-            "server.keep_alive_idle_seconds",
-            server.keep_alive_idle_seconds,
-            86_400,
-        ),
-        ("server.max_connections", server.max_connections as u64, 1_000_000),
-        (
-            "server.max_connections_per_peer",
-            server.max_connections_per_peer as u64,
-            1_000_000,
-        ),
-    ] {
-        if value == 0 || value > max {
-            error(key.into(), format!("must be between 1 and {max}"));
-        }
-    }
-
-    let queue = &settings.queue;
-    if !is_name(&queue.prefix, &['.', '-', '_']) {
-        error(
-            "queue.prefix".into(),
-            "must be non-empty and use only letters, digits, `.`, `-` and `_`".into(),
-        );
-    }
-    if queue.publish_timeout_ms == 0 {
-        error("queue.publish_timeout_ms".into(), "must be greater than 0".into());
-    }
-    if queue.publish_timeout_ms >= server.request_timeout_seconds.saturating_mul(1000) {
-        // Otherwise a slow broker would answer 408 (the sender's fault) instead of 503 (ours).
-        error(
-            "queue.publish_timeout_ms".into(),
-            "must be shorter than server.request_timeout_seconds".into(),
-        );
-    }
-    if queue.publish_channels == 0 {
-        error("queue.publish_channels".into(), "must be at least 1".into());
-    }
-    if !(queue.url.expose().starts_with("amqp://") || queue.url.expose().starts_with("amqps://")) {
-        error("queue.url".into(), "must be an amqp:// or amqps:// URL".into());
-    }
-    if queue.prefetch == 0 {
-        error("queue.prefetch".into(), "must be at least 1".into());
-    }
-    if queue.delivery_limit == 0 {
-        error("queue.delivery_limit".into(), "must be at least 1".into());
-    }
-    if queue.retry_delays_seconds.is_empty() {
-        error(
-            "queue.retry_delays_seconds".into(),
-            "needs at least one rung".into(),
-        );
-    }
-    for (i, delay) in queue.retry_delays_seconds.iter().enumerate() {
-        if !(delay.is_finite() && *delay >= 0.001 && *delay <= 86_400.0 * 7.0) {
-            error(
-                format!("queue.retry_delays_seconds[{i}]"),
-                "must be between 0.001 and 604800 seconds".into(),
-            );
-        }
-    }
-    if queue.max_attempts == Some(0) {
-        error("queue.max_attempts".into(), "must be at least 1".into());
-    }
-    if queue.embedded_poll_ms == 0 {
-        error("queue.embedded_poll_ms".into(), "must be greater than 0".into());
-    }
-    if queue.visibility_timeout_seconds == 0 {
-        error(
-            "queue.visibility_timeout_seconds".into(),
-            "must be greater than 0".into(),
-        );
-    }
-    let worker = &settings.worker;
-    if worker.concurrency == 0 {
-        error("worker.concurrency".into(), "must be at least 1".into());
-    }
-    if worker.concurrency > usize::from(queue.prefetch) {
-        error(
-            "worker.concurrency".into(),
-            format!(
-                "must not exceed queue.prefetch ({}): a worker cannot process more than it is handed",
-                queue.prefetch
-            ),
-        );
-    }
-    if let Some(limit) = worker.tenant_concurrency
-        && (limit == 0 || limit > worker.concurrency)
-    {
-        error(
-            "worker.tenant_concurrency".into(),
-            format!(
-                "must be between 1 and worker.concurrency ({})",
-                worker.concurrency
-            ),
-        );
-    }
-    if worker.claim_lease_seconds == 0 {
-        error(
-            "worker.claim_lease_seconds".into(),
-            "must be greater than 0".into(),
-        );
-    }
-    if worker.dedupe_retention_days == 0 {
-        error("worker.dedupe_retention_days".into(), "must be at least 1".into());
-    }
-    if worker.depth_sample_seconds == 0 {
-        error(
-            "worker.depth_sample_seconds".into(),
-            "must be greater than 0".into(),
-        );
-    }
-
-    let store_url = settings.store.url.expose();
-    if !(store_url.starts_with("sqlite:")
-        || store_url.starts_with("postgres://")
-        || store_url.starts_with("postgresql://"))
-    {
-        error(
-            "store.url".into(),
-            "must start with sqlite:, postgres:// or postgresql://".into(),
-        );
-    }
-    if settings.store.max_connections == 0 {
-        error("store.max_connections".into(), "must be at least 1".into());
-    }
-    match &settings.store.encryption_key {
-        Some(key) => {
-            if let Err(message) = super::EncryptionKey::parse(key) {
-                error("store.encryption_key".into(), message);
-            }
-        }
-        None => {
-            let keeps_credentials = settings
-                .sources
-                .iter()
-                .any(|s| s.scheme == VerificationScheme::ConnectJwt)
-                || settings
-                    .tenant_configs()
-                    .iter()
-                    .any(|(_, a)| matches!(a.auth, Some(crate::config::AuthSettings::Oauth { .. })));
-            if keeps_credentials {
-                warn(
-                    "store.encryption_key".into(),
-                    "not set: Connect shared secrets and OAuth tokens are stored in clear in the store"
-                        .into(),
-                );
-            }
-        }
-    }
-
-    if settings.ingress.dedupe_window_size == 0 {
-        error("ingress.dedupe_window_size".into(), "must be at least 1".into());
-    }
-
+    super::server::validate(settings, &mut error);
+    super::queue::validate(settings, &mut error);
+    super::worker::validate(settings, &mut error);
+    super::store::validate(settings, &mut error, &mut warn);
     super::sources::validate(settings, now, &mut error, &mut warn);
     super::connect::validate(settings, &mut error);
 

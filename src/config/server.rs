@@ -1,0 +1,139 @@
+//! `[server]`, `[log]` and `[ingress]`: the HTTP listener, logging, and the ingress's own
+//! duplicate window, with their checks.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Where the ingress listens. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Bodies larger than this are refused with 413 before they are read in full.
+    pub max_body_bytes: usize,
+    /// A request that takes longer (usually a sender trickling its body) gets 408.
+    pub request_timeout_seconds: u64,
+    /// Requests beyond this many in flight get 503 at once instead of queueing in memory.
+    pub max_concurrent_requests: usize,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_seconds: u64,
+    /// A request's line and headers must arrive within this once its first byte has; a client
+    /// that trickles them (or sends half a request line and stops) is disconnected.
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection with no request for this long is closed.
+    pub keep_alive_idle_seconds: u64,
+    /// Open connections at most; a connection beyond this is answered 503 at once and closed,
+    /// so idle or slow clients cannot hold every socket.
+    pub max_connections: usize,
+    /// Open connections from one client address at most (beyond: 503 at once). Behind a load
+    /// balancer every connection comes from its few addresses: raise it to `max_connections`.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout_seconds: 15,
+            max_concurrent_requests: 1024,
+            shutdown_grace_seconds: 30,
+            header_read_timeout_seconds: 10,
+            keep_alive_idle_seconds: 75,
+            max_connections: 4096,
+            max_connections_per_peer: 1024,
+        }
+    }
+}
+
+/// How gatehouse logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,gatehouse::ingress=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The ingress's own duplicate window (the authoritative dedupe is the worker's claim).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressSettings {
+    /// How many recently published dedupe keys are remembered.
+    pub dedupe_window_size: usize,
+    /// How long a published dedupe key is remembered.
+    pub dedupe_window_seconds: u64,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings {
+            dedupe_window_size: 100_000,
+            dedupe_window_seconds: 3_600,
+        }
+    }
+}
+
+/// Checks `[server]` and `[ingress]`.
+pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String, String)) {
+    let server = &settings.server;
+    if server.max_body_bytes == 0 {
+        error("server.max_body_bytes".into(), "must be greater than 0".into());
+    }
+    if server.request_timeout_seconds == 0 {
+        error(
+            "server.request_timeout_seconds".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if server.max_concurrent_requests == 0 {
+        error(
+            "server.max_concurrent_requests".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    for (key, value, max) in [
+        (
+            "server.header_read_timeout_seconds",
+            server.header_read_timeout_seconds,
+            3_600,
+        ),
+        (
+            "server.keep_alive_idle_seconds",
+            server.keep_alive_idle_seconds,
+            86_400,
+        ),
+        ("server.max_connections", server.max_connections as u64, 1_000_000),
+        (
+            "server.max_connections_per_peer",
+            server.max_connections_per_peer as u64,
+            1_000_000,
+        ),
+    ] {
+        if value == 0 || value > max {
+            error(key.into(), format!("must be between 1 and {max}"));
+        }
+    }
+
+    if settings.ingress.dedupe_window_size == 0 {
+        error("ingress.dedupe_window_size".into(), "must be at least 1".into());
+    }
+}
