@@ -183,21 +183,22 @@ async fn handle_lifecycle(
             decoded.check_time(chrono::Utc::now(), state.settings.connect.jwt_leeway_seconds)?;
             let key = state.install_keys.key(kid).await?;
             decoded.verify_rs256(&key)?;
+            connect_jwt::check_qsh(&decoded.claims, &request, &state.base_path)?;
         }
         "HS256" => {
-            // Only a site we already know can sign with its shared secret.
-            let known = state
-                .installations
-                .get(&issuer)
-                .await
-                .map_err(|e| IngressError::Unavailable(e.to_string()))?
-                .ok_or(VerifyError::UnknownIssuer)?;
-            decoded.verify_hs256(known.shared_secret.expose().as_bytes())?;
-            decoded.check_time(chrono::Utc::now(), state.settings.connect.jwt_leeway_seconds)?;
+            // Only a site we already know can sign with its shared secret: the very check its
+            // webhooks pass (installation, signature, time, qsh).
+            connect_jwt::verify(
+                &state.installations,
+                state.settings.connect.jwt_leeway_seconds,
+                &state.base_path,
+                &request,
+                chrono::Utc::now(),
+            )
+            .await?;
         }
         other => return Err(VerifyError::WrongAlgorithm(other.to_owned()).into()),
     }
-    connect_jwt::check_qsh(&decoded.claims, &request, &state.base_path)?;
 
     let payload: LifecyclePayload = serde_json::from_slice(&body)
         .map_err(|e| IngressError::Malformed(format!("lifecycle payload: {e}")))?;
