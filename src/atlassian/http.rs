@@ -217,11 +217,12 @@ pub struct RetryPolicy {
 /// Makes the calls of one API; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ApiCaller {
-    inner: Arc<Inner>,
+    inner: Arc<CallerSetup>,
 }
 
+/// What an [`ApiCaller`] calls with (shared by its clones).
 #[derive(Debug)]
-struct Inner {
+struct CallerSetup {
     api: Api,
     /// The tenant's name: the budget every call draws from.
     site: Arc<str>,
@@ -278,7 +279,7 @@ impl ApiCaller {
         metrics: AtlassianMetrics,
     ) -> Self {
         ApiCaller {
-            inner: Arc::new(Inner {
+            inner: Arc::new(CallerSetup {
                 api,
                 site: Arc::from(tenant),
                 tenant: Arc::from(format!("{tenant}:{}", api.name())),

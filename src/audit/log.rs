@@ -60,11 +60,12 @@ impl From<sqlx::Error> for AuditError {
 /// The handle writers append through; cheap to clone (one per worker task is fine).
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    inner: Arc<Inner>,
+    inner: Arc<LogParts>,
 }
 
+/// What an [`AuditLog`] writes with (shared by its clones).
 #[derive(Debug)]
-struct Inner {
+struct LogParts {
     store: Store,
     hasher: PiiHasher,
     scrubber: Scrubber,
@@ -87,7 +88,7 @@ impl AuditLog {
 
     fn with_known(store: Store, settings: &AuditSettings, known: impl IntoIterator<Item = Secret>) -> Self {
         AuditLog {
-            inner: Arc::new(Inner {
+            inner: Arc::new(LogParts {
                 store,
                 hasher: PiiHasher::new(settings),
                 scrubber: Scrubber::new(known),

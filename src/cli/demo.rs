@@ -144,7 +144,7 @@ fn organization() -> Seed {
 }
 
 /// One step of the story: what is sent, and what the simulator must show afterwards.
-struct Step {
+struct StoryStep {
     title: &'static str,
     event_type: &'static str,
     data: Value,
@@ -160,33 +160,33 @@ enum Expectation {
     AwaitsApproval,
 }
 
-fn story() -> Vec<Step> {
+fn story() -> Vec<StoryStep> {
     vec![
-        Step {
+        StoryStep {
             title: "Ada leaves: HR says her last day was today",
             event_type: "user.deactivated",
             data: json!({"account_id": "ada"}),
             expect: Expectation::GroupsOf("ada", &["all-staff"]),
         },
-        Step {
+        StoryStep {
             title: "Alan joins: his Atlassian account was just created",
             event_type: "user.created",
             data: json!({"account_id": "alan"}),
             expect: Expectation::GroupsOf("alan", &["all-staff", "confluence-users"]),
         },
-        Step {
+        StoryStep {
             title: "HR asks for an account for Eve, a new hire",
             event_type: "user.provision_requested",
             data: json!({"email": "eve@acme.example", "name": "Eve Adams", "external_id": "hr-4711", "groups": ["confluence-users"]}),
             expect: Expectation::ScimUser("eve@acme.example"),
         },
-        Step {
+        StoryStep {
             title: "Mallory added herself to confluence-administrators",
             event_type: "group.member_added",
             data: json!({"account_id": "mallory", "group": {"name": "confluence-administrators"}}),
             expect: Expectation::GroupsOf("mallory", &["all-staff", "confluence-users"]),
         },
-        Step {
+        StoryStep {
             title: "Bob's contract ends: remove him, and disable his account everywhere",
             event_type: "user.removed",
             data: json!({"account_id": "bob"}),
@@ -443,7 +443,7 @@ async fn send(
     http: &reqwest::Client,
     addr: std::net::SocketAddr,
     secret: &str,
-    step: &Step,
+    step: &StoryStep,
     index: usize,
 ) -> anyhow::Result<String> {
     let body = json!({

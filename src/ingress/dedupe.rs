@@ -20,7 +20,8 @@ enum Slot {
     InFlight(watch::Receiver<Option<bool>>),
 }
 
-struct Inner {
+/// The keys remembered, and the order they go in.
+struct Window {
     slots: HashMap<String, Slot>,
     /// Publication order, for evicting the oldest; may hold stale entries (checked on eviction).
     order: VecDeque<(String, Instant)>,
@@ -38,7 +39,7 @@ pub enum RecentClaim<'a> {
 }
 
 pub struct RecentKeys {
-    inner: Mutex<Inner>,
+    inner: Mutex<Window>,
     capacity: usize,
     ttl: Duration,
 }
@@ -55,7 +56,7 @@ impl std::fmt::Debug for RecentKeys {
 impl RecentKeys {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentKeys {
-            inner: Mutex::new(Inner {
+            inner: Mutex::new(Window {
                 slots: HashMap::new(),
                 order: VecDeque::new(),
             }),
@@ -64,7 +65,7 @@ impl RecentKeys {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
         // A panic while holding this lock cannot leave the map inconsistent in a way that matters
         // (worst case: a forgotten key, which the worker's dedupe absorbs).
         crate::locking::lock(&self.inner)

@@ -13,7 +13,7 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::BackendState;
 
 /// A live connection with its publishing channels.
 pub(super) struct Link {
@@ -39,7 +39,7 @@ impl Link {
 }
 
 /// Keeps a healthy link installed until shutdown.
-pub(super) async fn supervise(shared: Arc<Shared>) {
+pub(super) async fn supervise(shared: Arc<BackendState>) {
     let mut backoff = crate::pacing::OutageBackoff::new(
         Duration::from_millis(100),
         Duration::from_millis(shared.settings.reconnect_max_delay_ms),
@@ -92,7 +92,7 @@ pub(super) async fn supervise(shared: Arc<Shared>) {
     }
 }
 
-async fn open_link(shared: &Shared) -> Result<Link, lapin::Error> {
+async fn open_link(shared: &BackendState) -> Result<Link, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name("gatehouse".into());
     let connection = Connection::connect(shared.settings.url.expose(), properties).await?;
     match open_channels(shared, &connection).await {
@@ -114,7 +114,7 @@ async fn open_link(shared: &Shared) -> Result<Link, lapin::Error> {
     }
 }
 
-async fn open_channels(shared: &Shared, connection: &Connection) -> Result<Vec<Channel>, lapin::Error> {
+async fn open_channels(shared: &BackendState, connection: &Connection) -> Result<Vec<Channel>, lapin::Error> {
     let declare = connection.create_channel().await?;
     shared.topology.declare(&declare).await?;
     let _ = declare.close(200, "topology declared".into()).await;
@@ -128,7 +128,7 @@ async fn open_channels(shared: &Shared, connection: &Connection) -> Result<Vec<C
 }
 
 /// Returns `None` on shutdown, or why the link broke.
-async fn wait_until_broken(shared: &Shared, link: &Link) -> Option<String> {
+async fn wait_until_broken(shared: &BackendState, link: &Link) -> Option<String> {
     let mut events = link.connection.events_listener();
     // Events report most failures at once; the poll catches a channel closed by the broker,
     // which raises no connection event.

@@ -19,13 +19,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, headers};
+use super::{BackendState, headers};
 use crate::queue::{DeadLetter, Delivery, QueueError, Retry, Settle};
 
 /// Subscribes to `queue`, converting each raw delivery with `convert`; runs until `stop` or
 /// shutdown.
 pub(super) fn subscribe<T: Send + 'static>(
-    shared: Arc<Shared>,
+    shared: Arc<BackendState>,
     queue: String,
     prefetch: u16,
     convert: impl Fn(lapin::message::Delivery) -> T + Send + 'static,
@@ -37,7 +37,7 @@ pub(super) fn subscribe<T: Send + 'static>(
 }
 
 async fn run<T>(
-    shared: Arc<Shared>,
+    shared: Arc<BackendState>,
     queue: String,
     prefetch: u16,
     convert: impl Fn(lapin::message::Delivery) -> T,
@@ -122,7 +122,7 @@ async fn run<T>(
 }
 
 /// Wraps a raw work-queue delivery.
-pub(super) fn to_delivery(shared: Arc<Shared>, raw: lapin::message::Delivery) -> Delivery {
+pub(super) fn to_delivery(shared: Arc<BackendState>, raw: lapin::message::Delivery) -> Delivery {
     let table = raw.properties.headers().as_ref();
     let routing_key = table
         .and_then(|t| headers::text(t, headers::ROUTING_KEY))
@@ -152,7 +152,7 @@ pub(super) fn to_delivery(shared: Arc<Shared>, raw: lapin::message::Delivery) ->
 }
 
 struct RabbitSettle {
-    shared: Arc<Shared>,
+    shared: Arc<BackendState>,
     raw: lapin::message::Delivery,
     routing_key: String,
 }

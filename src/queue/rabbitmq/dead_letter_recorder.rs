@@ -15,13 +15,13 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use ring::digest;
 use tokio::task::JoinHandle;
 
-use super::{Shared, consumer, headers};
+use super::{BackendState, consumer, headers};
 use crate::audit::AuditLog;
 use crate::queue::QueueError;
 use crate::queue::dead_letter_records::{self, subject_of};
 use crate::store::{DeadLetterRow, Store};
 
-pub(super) fn start(shared: Arc<Shared>, store: Store, audit: AuditLog) -> JoinHandle<()> {
+pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) -> JoinHandle<()> {
     let queue = shared.topology.dead_queue().to_owned();
     let (mut deliveries, stop, task) = consumer::subscribe(shared.clone(), queue, 16, |raw| raw);
     tokio::spawn(async move {

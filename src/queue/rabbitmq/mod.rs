@@ -34,7 +34,8 @@ pub use topology::Topology;
 /// majority of nodes) before confirming it.
 const PERSISTENT: u8 = 2;
 
-struct Shared {
+/// What the queue's handle, its supervisor and its consumers share.
+struct BackendState {
     settings: QueueSettings,
     topology: Topology,
     /// Time from publish to the broker's confirm (`gatehouse_publish_confirm_seconds`).
@@ -45,7 +46,7 @@ struct Shared {
     shutdown: CancellationToken,
 }
 
-impl Shared {
+impl BackendState {
     fn current(&self) -> Option<Arc<Link>> {
         self.link.read().ok().and_then(|guard| guard.clone())
     }
@@ -132,7 +133,7 @@ impl Shared {
 
 /// The RabbitMQ queue backend.
 pub struct RabbitQueue {
-    shared: Arc<Shared>,
+    shared: Arc<BackendState>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -148,7 +149,7 @@ impl std::fmt::Debug for RabbitQueue {
 impl RabbitQueue {
     /// Starts the supervisor; returns at once, connected or not (readiness tells).
     pub fn start(settings: QueueSettings, publish_confirm_seconds: Histogram) -> Self {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(BackendState {
             topology: Topology::new(&settings),
             settings,
             publish_confirm_seconds,
