@@ -14,7 +14,7 @@ use crate::harness::Scratch;
 use crate::report::Results;
 
 #[derive(Debug, Clone, Args)]
-pub struct AuditArgs {
+pub struct AuditBenchArgs {
     /// A PostgreSQL database to measure too (it gets an audit table; use a scratch database).
     #[arg(long)]
     pub pg_url: Option<String>,
@@ -29,9 +29,9 @@ pub struct AuditArgs {
     pub bulk: usize,
 }
 
-impl Default for AuditArgs {
+impl Default for AuditBenchArgs {
     fn default() -> Self {
-        AuditArgs {
+        AuditBenchArgs {
             pg_url: None,
             sequential: 2_000,
             writers: 8,
@@ -61,7 +61,7 @@ fn record(i: usize) -> NewRecord {
     record
 }
 
-pub async fn run(args: &AuditArgs, results: &mut Results) -> anyhow::Result<()> {
+pub async fn run(args: &AuditBenchArgs, results: &mut Results) -> anyhow::Result<()> {
     let scratch = Scratch::new("audit")?;
     let mut targets = vec![("sqlite", format!("sqlite://{}/audit.db", scratch.0.display()))];
     if let Some(url) = &args.pg_url {

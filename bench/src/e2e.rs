@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use gatehouse_sim::{Policy, Seed, SeedGroup, Simulator};
+use gatehouse_sim::{Behaviour, Seed, SeedGroup, Simulator};
 use serde_json::json;
 
 use crate::Common;
@@ -43,9 +43,9 @@ pub async fn run(common: &Common, args: &E2eArgs, results: &mut Results) -> anyh
         };
         let sim = Simulator::start(
             seed,
-            Policy {
+            Behaviour {
                 v1_max_limit: 200,
-                ..Policy::default()
+                ..Behaviour::default()
             },
         )
         .await?;

@@ -31,11 +31,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-bench", about = "Measure gatehouse against its ceilings")]
-struct Cli {
+struct BenchCli {
     #[command(flatten)]
     common: Common,
     #[command(subcommand)]
-    command: Command,
+    command: Measurement,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,11 +77,11 @@ impl BackendChoice {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Measurement {
     Ingest(ingest::IngestArgs),
     React(react::ReactArgs),
     E2e(e2e::E2eArgs),
-    Audit(audit::AuditArgs),
+    Audit(audit::AuditBenchArgs),
     Parse(parse::ParseArgs),
     /// One parse, in this process (what `parse` runs in a child for each measurement).
     #[command(hide = true)]
@@ -100,26 +100,28 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ::gatehouse::app::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = BenchCli::parse();
     let common = cli.common;
     let mut results = report::Results::default();
     match cli.command {
-        Command::Ingest(args) => ingest::run(&common, &args, &mut results).await?,
-        Command::React(args) if args.throttle_one => react_tenants::run(&common, &args, &mut results).await?,
-        Command::React(args) => react::run(&common, &args, &mut results).await?,
-        Command::E2e(args) => e2e::run(&common, &args, &mut results).await?,
-        Command::Audit(args) => audit::run(&args, &mut results).await?,
-        Command::Parse(args) => parse::run(&args, &mut results)?,
-        Command::ParseProbe {
+        Measurement::Ingest(args) => ingest::run(&common, &args, &mut results).await?,
+        Measurement::React(args) if args.throttle_one => {
+            react_tenants::run(&common, &args, &mut results).await?
+        }
+        Measurement::React(args) => react::run(&common, &args, &mut results).await?,
+        Measurement::E2e(args) => e2e::run(&common, &args, &mut results).await?,
+        Measurement::Audit(args) => audit::run(&args, &mut results).await?,
+        Measurement::Parse(args) => parse::run(&args, &mut results)?,
+        Measurement::ParseProbe {
             reader,
             shape,
             body_bytes,
         } => return parse::probe(reader, shape, body_bytes),
-        Command::All => {
+        Measurement::All => {
             ingest::run(&common, &ingest::IngestArgs::default(), &mut results).await?;
             react::run(&common, &react::ReactArgs::default(), &mut results).await?;
             e2e::run(&common, &e2e::E2eArgs::default(), &mut results).await?;
-            audit::run(&audit::AuditArgs::default(), &mut results).await?;
+            audit::run(&audit::AuditBenchArgs::default(), &mut results).await?;
             parse::run(&parse::ParseArgs::default(), &mut results)?;
         }
     }

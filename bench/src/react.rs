@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures_util::StreamExt;
 use gatehouse_sim::{
-    AccountStatus, BurstPolicy, LoggedRequest, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator,
+    Behaviour, BurstPolicy, LoggedRequest, Seed, SeedGroup, SeedUser, SimAccountStatus, SimHandle, Simulator,
 };
 use serde_json::json;
 
@@ -221,7 +221,7 @@ pub fn inactive_users(accounts: &[String]) -> Vec<SeedUser> {
         .iter()
         .map(|id| {
             let mut user = SeedUser::new(id.clone(), id.clone());
-            user.status = AccountStatus::Inactive;
+            user.status = SimAccountStatus::Inactive;
             user
         })
         .collect()
@@ -266,16 +266,16 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
             near_limit: true,
         };
         let policy = if args.tenant_wide {
-            Policy {
+            Behaviour {
                 v1_max_limit: 200,
                 tenant: Some(bucket),
-                ..Policy::default()
+                ..Behaviour::default()
             }
         } else {
-            Policy {
+            Behaviour {
                 v1_max_limit: 200,
                 burst: Some(bucket),
-                ..Policy::default()
+                ..Behaviour::default()
             }
         };
         let tenant_budget = (args.tenant_wide && !args.no_tenant_budget).then_some(args.rate);

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_sim::{BurstPolicy, LoggedRequest, Policy, Seed, SeedGroup, SimHandle, Simulator};
+use gatehouse_sim::{Behaviour, BurstPolicy, LoggedRequest, Seed, SeedGroup, SimHandle, Simulator};
 use serde_json::{Value, json};
 
 use crate::Common;
@@ -180,10 +180,10 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
             .enumerate()
             .map(|(i, name)| {
                 let limit = if i == 0 { THROTTLE } else { measured_limit.clone() };
-                let policy = Policy {
+                let policy = Behaviour {
                     v1_max_limit: 200,
                     tenant: Some(limit),
-                    ..Policy::default()
+                    ..Behaviour::default()
                 };
                 (site(name, &accounts(name), args.groups), policy)
             })

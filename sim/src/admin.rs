@@ -13,15 +13,15 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::Api;
+use crate::api::SimApi;
 use crate::log::Seq;
 use crate::paging::{QueryMap, decode_cursor, encode_cursor, number};
-use crate::seed::AccountStatus;
-use crate::tenant::Tenant;
-use crate::world::Refusal;
-use crate::{Shared, lock};
+use crate::seed::SimAccountStatus;
+use crate::tenant::SimTenant;
+use crate::world::SimRefusal;
+use crate::{SimShared, lock};
 
-pub(crate) fn router() -> Router<Arc<Shared>> {
+pub(crate) fn router() -> Router<Arc<SimShared>> {
     Router::new()
         .route("/admin/v1/orgs/{org_id}/events-stream", get(events_stream))
         .route("/users/{account_id}/manage/lifecycle/disable", post(disable))
@@ -29,7 +29,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
 }
 
 fn bad_request(message: &str) -> Response {
-    Api::Admin.error(StatusCode::BAD_REQUEST, message)
+    SimApi::Admin.error(StatusCode::BAD_REQUEST, message)
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,7 +38,7 @@ struct OrgPath {
 }
 
 async fn events_stream(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path(path): Path<OrgPath>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -95,37 +95,43 @@ struct AccountPath {
 }
 
 fn set_status(
-    shared: &Shared,
-    tenant: &Tenant,
+    shared: &SimShared,
+    tenant: &SimTenant,
     seq: Seq,
     account_id: &str,
-    status: AccountStatus,
+    status: SimAccountStatus,
 ) -> Response {
     let actor = shared.log.actor(seq, "admin");
     match lock(&tenant.world).set_account_status(account_id, status, &actor) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(Refusal::NotFound(message)) => Api::Admin.error(StatusCode::NOT_FOUND, &message),
-        Err(Refusal::Conflict(message) | Refusal::Invalid(message)) => bad_request(&message),
+        Err(SimRefusal::NotFound(message)) => SimApi::Admin.error(StatusCode::NOT_FOUND, &message),
+        Err(SimRefusal::Conflict(message) | SimRefusal::Invalid(message)) => bad_request(&message),
     }
 }
 
 /// The body (`{"message": …}`) is optional and only shown to the user on Atlassian. The world
 /// is the one whose admin API key the request presents (the gate chose it).
 async fn disable(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<AccountPath>,
     _message: axum::body::Bytes,
 ) -> Response {
-    set_status(&shared, &tenant, seq, &path.account_id, AccountStatus::Inactive)
+    set_status(
+        &shared,
+        &tenant,
+        seq,
+        &path.account_id,
+        SimAccountStatus::Inactive,
+    )
 }
 
 async fn enable(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<AccountPath>,
 ) -> Response {
-    set_status(&shared, &tenant, seq, &path.account_id, AccountStatus::Active)
+    set_status(&shared, &tenant, seq, &path.account_id, SimAccountStatus::Active)
 }

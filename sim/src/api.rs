@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// A family of routes sharing authentication and error format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Api {
+pub(crate) enum SimApi {
     /// `/wiki/...` on the first tenant's site, `/sites/{cloudId}/wiki/...` on any tenant's.
     ConfluenceSite,
     /// `/ex/confluence/{cloudId}/wiki/...` on the gateway.
@@ -37,33 +37,33 @@ pub(crate) fn endpoint(route: &str) -> &str {
         .unwrap_or(route)
 }
 
-impl Api {
-    pub fn of_route(route: &str) -> Api {
+impl SimApi {
+    pub fn of_route(route: &str) -> SimApi {
         if route.starts_with("/wiki/") || route.starts_with("/sites/") {
-            Api::ConfluenceSite
+            SimApi::ConfluenceSite
         } else if route.starts_with("/ex/confluence/") {
-            Api::ConfluenceGateway
+            SimApi::ConfluenceGateway
         } else if route.starts_with("/scim/") {
-            Api::Scim
+            SimApi::Scim
         } else if route.starts_with("/admin/") || route.starts_with("/users/") {
-            Api::Admin
+            SimApi::Admin
         } else if route.starts_with("/oauth/") {
-            Api::OAuth
+            SimApi::OAuth
         } else {
-            Api::Control
+            SimApi::Control
         }
     }
 
     pub fn is_confluence(self) -> bool {
-        matches!(self, Api::ConfluenceSite | Api::ConfluenceGateway)
+        matches!(self, SimApi::ConfluenceSite | SimApi::ConfluenceGateway)
     }
 
     /// An error answer in this API's format.
     pub fn error(self, status: StatusCode, message: &str) -> Response {
         match self {
-            Api::ConfluenceSite | Api::ConfluenceGateway => confluence_error(status, message),
-            Api::Scim => scim_error(status, None, message),
-            Api::Admin | Api::OAuth | Api::Control => {
+            SimApi::ConfluenceSite | SimApi::ConfluenceGateway => confluence_error(status, message),
+            SimApi::Scim => scim_error(status, None, message),
+            SimApi::Admin | SimApi::OAuth | SimApi::Control => {
                 (status, Json(json!({"code": status.as_u16(), "message": message}))).into_response()
             }
         }

@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use crate::api::confluence_error;
 use crate::log::Seq;
 use crate::paging::{QueryMap, cursor_page, offset_page};
-use crate::tenant::Tenant;
-use crate::world::{Account, Group, Refusal, World};
-use crate::{Shared, lock};
+use crate::tenant::SimTenant;
+use crate::world::{Account, SimGroup, SimRefusal, World};
+use crate::{SimShared, lock};
 
-pub(crate) fn router() -> Router<Arc<Shared>> {
+pub(crate) fn router() -> Router<Arc<SimShared>> {
     Router::new()
         .route("/rest/api/user", get(user))
         .route("/rest/api/user/memberof", get(member_of))
@@ -54,11 +54,11 @@ fn not_found(message: impl AsRef<str>) -> Response {
     confluence_error(StatusCode::NOT_FOUND, message.as_ref())
 }
 
-fn refusal(refusal: Refusal) -> Response {
+fn refusal(refusal: SimRefusal) -> Response {
     match refusal {
-        Refusal::NotFound(m) => not_found(m),
-        Refusal::Conflict(m) => confluence_error(StatusCode::CONFLICT, &m),
-        Refusal::Invalid(m) => bad_request(m),
+        SimRefusal::NotFound(m) => not_found(m),
+        SimRefusal::Conflict(m) => confluence_error(StatusCode::CONFLICT, &m),
+        SimRefusal::Invalid(m) => bad_request(m),
     }
 }
 
@@ -84,7 +84,7 @@ fn v1_user(account: &Account) -> Value {
     })
 }
 
-fn v1_group(group: &Group) -> Value {
+fn v1_group(group: &SimGroup) -> Value {
     json!({
         "type": "group",
         "name": group.name,
@@ -100,13 +100,13 @@ fn page_response(page: Result<Value, String>) -> Response {
     }
 }
 
-fn sorted_groups(world: &World, keep: impl Fn(&Group) -> bool) -> Vec<&Group> {
-    let mut groups: Vec<&Group> = world.groups.values().filter(|g| keep(g)).collect();
+fn sorted_groups(world: &World, keep: impl Fn(&SimGroup) -> bool) -> Vec<&SimGroup> {
+    let mut groups: Vec<&SimGroup> = world.groups.values().filter(|g| keep(g)).collect();
     groups.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     groups
 }
 
-async fn user(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn user(Extension(tenant): Extension<Arc<SimTenant>>, Query(query): Query<QueryMap>) -> Response {
     let account_id = match required(&query, "accountId") {
         Ok(id) => id,
         Err(response) => return response,
@@ -117,7 +117,7 @@ async fn user(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<Que
     }
 }
 
-async fn member_of(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn member_of(Extension(tenant): Extension<Arc<SimTenant>>, Query(query): Query<QueryMap>) -> Response {
     let account_id = match required(&query, "accountId") {
         Ok(id) => id.to_owned(),
         Err(response) => return response,
@@ -141,7 +141,7 @@ async fn member_of(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Quer
     ))
 }
 
-async fn groups(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn groups(Extension(tenant): Extension<Arc<SimTenant>>, Query(query): Query<QueryMap>) -> Response {
     let items: Vec<Value> = sorted_groups(&lock(&tenant.world), |_| true)
         .into_iter()
         .map(v1_group)
@@ -150,7 +150,7 @@ async fn groups(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<Q
 }
 
 /// Searches names case-insensitively (it is a search box), unlike every other endpoint.
-async fn picker(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn picker(Extension(tenant): Extension<Arc<SimTenant>>, Query(query): Query<QueryMap>) -> Response {
     let needle = match required(&query, "query") {
         Ok(q) => q.to_lowercase(),
         Err(response) => return response,
@@ -168,7 +168,10 @@ async fn picker(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<Q
     ))
 }
 
-async fn group_by_id(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn group_by_id(
+    Extension(tenant): Extension<Arc<SimTenant>>,
+    Query(query): Query<QueryMap>,
+) -> Response {
     let id = match required(&query, "id") {
         Ok(id) => id,
         Err(response) => return response,
@@ -180,7 +183,10 @@ async fn group_by_id(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Qu
 }
 
 /// Deprecated; exact, case-sensitive name.
-async fn group_by_name(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn group_by_name(
+    Extension(tenant): Extension<Arc<SimTenant>>,
+    Query(query): Query<QueryMap>,
+) -> Response {
     let name = match required(&query, "name") {
         Ok(name) => name,
         Err(response) => return response,
@@ -191,7 +197,7 @@ async fn group_by_name(Extension(tenant): Extension<Arc<Tenant>>, Query(query): 
     }
 }
 
-fn member_page(tenant: &Tenant, group: Option<Group>, query: &QueryMap, path: &str) -> Response {
+fn member_page(tenant: &SimTenant, group: Option<SimGroup>, query: &QueryMap, path: &str) -> Response {
     let Some(group) = group else {
         return not_found("group not found");
     };
@@ -208,7 +214,7 @@ fn member_page(tenant: &Tenant, group: Option<Group>, query: &QueryMap, path: &s
 }
 
 async fn members_by_id(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path(path): Path<GroupPath>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -217,7 +223,7 @@ async fn members_by_id(
     member_page(&tenant, group, &query, &link)
 }
 
-fn group_named(tenant: &Tenant, name: &str) -> Option<Group> {
+fn group_named(tenant: &SimTenant, name: &str) -> Option<SimGroup> {
     lock(&tenant.world)
         .groups
         .values()
@@ -227,7 +233,7 @@ fn group_named(tenant: &Tenant, name: &str) -> Option<Group> {
 
 /// Deprecated: `/group/member?name=`.
 async fn members_by_name_query(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Query(query): Query<QueryMap>,
 ) -> Response {
     let name = match required(&query, "name") {
@@ -240,7 +246,7 @@ async fn members_by_name_query(
 
 /// Deprecated: `/group/{groupName}/member`.
 async fn members_by_name_path(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path(path): Path<GroupPath>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -257,8 +263,8 @@ struct AccountBody {
 
 /// Adds (201) or removes (204, also when the account was not a member) a membership.
 fn change_membership(
-    shared: &Shared,
-    tenant: &Tenant,
+    shared: &SimShared,
+    tenant: &SimTenant,
     seq: Seq,
     group_id: &str,
     account_id: &str,
@@ -284,8 +290,8 @@ fn change_membership(
 }
 
 async fn add_by_id(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
     Json(body): Json<AccountBody>,
@@ -298,8 +304,8 @@ async fn add_by_id(
 
 /// 204 also when the account was not a member.
 async fn remove_by_id(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -312,8 +318,8 @@ async fn remove_by_id(
 
 /// Deprecated: `POST /group/user?name=`.
 async fn add_by_name(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
     Json(body): Json<AccountBody>,
@@ -330,8 +336,8 @@ async fn add_by_name(
 
 /// Deprecated: `DELETE /group/user?name=&accountId=`.
 async fn remove_by_name(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Query(query): Query<QueryMap>,
 ) -> Response {
@@ -362,7 +368,7 @@ fn v2_error(status: StatusCode, title: &str) -> Response {
 
 /// `POST /api/v2/users-bulk`: 1 to 100 account ids; unknown ones are left out; cursor-paged.
 async fn users_bulk(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Query(query): Query<QueryMap>,
     Json(body): Json<BulkBody>,
 ) -> Response {

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `GET /_sim/state` | | [`StateSnapshot`](crate::StateSnapshot) |
 //! | `GET /_sim/requests`, `DELETE /_sim/requests` | | the request log; clear it (see above) |
-//! | `GET /_sim/policy`, `PUT /_sim/policy` | [`Policy`] | replaces it, resets rate-limit buckets |
+//! | `GET /_sim/policy`, `PUT /_sim/policy` | [`Behaviour`] | replaces it, resets rate-limit buckets |
 //! | `POST /_sim/faults`, `DELETE /_sim/faults` | a [`Fault`] or a list | adds; clears all |
 //! | `POST /_sim/accounts` | a seed user | adds an account (and its SCIM identity) |
 //! | `PUT /_sim/accounts/{account_id}/status` | `{"status": "inactive"}` | sets it (emits the event) |
@@ -28,18 +28,18 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::behaviour::{Behaviour, Fault};
 use crate::gate::TENANT_PARAMETER;
 use crate::paging::QueryMap;
-use crate::policy::{Fault, Policy};
-use crate::seed::{AccountStatus, SeedUser};
-use crate::tenant::Tenant;
-use crate::world::Refusal;
-use crate::{Shared, lock};
+use crate::seed::{SeedUser, SimAccountStatus};
+use crate::tenant::SimTenant;
+use crate::world::SimRefusal;
+use crate::{SimShared, lock};
 
 /// Who the events of direct changes name as their actor.
 const ADMIN_UI: &str = "admin-ui";
 
-pub(crate) fn router() -> Router<Arc<Shared>> {
+pub(crate) fn router() -> Router<Arc<SimShared>> {
     Router::new()
         .route("/_sim/state", get(state))
         .route("/_sim/requests", get(requests).delete(clear_requests))
@@ -55,23 +55,23 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/_sim/events", post(append_event))
 }
 
-fn refused(refusal: Refusal) -> Response {
+fn refused(refusal: SimRefusal) -> Response {
     let (status, message) = match refusal {
-        Refusal::NotFound(m) => (StatusCode::NOT_FOUND, m),
-        Refusal::Conflict(m) => (StatusCode::CONFLICT, m),
-        Refusal::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+        SimRefusal::NotFound(m) => (StatusCode::NOT_FOUND, m),
+        SimRefusal::Conflict(m) => (StatusCode::CONFLICT, m),
+        SimRefusal::Invalid(m) => (StatusCode::BAD_REQUEST, m),
     };
     (status, Json(json!({"message": message}))).into_response()
 }
 
-async fn state(Extension(tenant): Extension<Arc<Tenant>>) -> Response {
+async fn state(Extension(tenant): Extension<Arc<SimTenant>>) -> Response {
     Json(lock(&tenant.world).snapshot()).into_response()
 }
 
 /// The whole log, or with `?tenant=` only the calls that tenant's world served.
 async fn requests(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Query(query): Query<QueryMap>,
 ) -> Response {
     let mut entries = shared.log.entries();
@@ -83,8 +83,8 @@ async fn requests(
 
 /// Clears the whole log, or with `?tenant=` only that tenant's calls.
 async fn clear_requests(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Query(query): Query<QueryMap>,
 ) -> StatusCode {
     if query.contains_key(TENANT_PARAMETER) {
@@ -95,37 +95,43 @@ async fn clear_requests(
     StatusCode::NO_CONTENT
 }
 
-async fn get_policy(Extension(tenant): Extension<Arc<Tenant>>) -> Response {
+async fn get_policy(Extension(tenant): Extension<Arc<SimTenant>>) -> Response {
     Json(lock(&tenant.policy).clone()).into_response()
 }
 
-async fn set_policy(Extension(tenant): Extension<Arc<Tenant>>, Json(policy): Json<Policy>) -> StatusCode {
+async fn set_policy(
+    Extension(tenant): Extension<Arc<SimTenant>>,
+    Json(policy): Json<Behaviour>,
+) -> StatusCode {
     tenant.set_policy(policy);
     StatusCode::NO_CONTENT
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum OneOrMany {
+enum OneOrManyIds {
     One(Fault),
     Many(Vec<Fault>),
 }
 
-async fn add_faults(Extension(tenant): Extension<Arc<Tenant>>, Json(faults): Json<OneOrMany>) -> StatusCode {
+async fn add_faults(
+    Extension(tenant): Extension<Arc<SimTenant>>,
+    Json(faults): Json<OneOrManyIds>,
+) -> StatusCode {
     let faults = match faults {
-        OneOrMany::One(fault) => vec![fault],
-        OneOrMany::Many(faults) => faults,
+        OneOrManyIds::One(fault) => vec![fault],
+        OneOrManyIds::Many(faults) => faults,
     };
     lock(&tenant.faults).extend(faults);
     StatusCode::NO_CONTENT
 }
 
-async fn clear_faults(Extension(tenant): Extension<Arc<Tenant>>) -> StatusCode {
+async fn clear_faults(Extension(tenant): Extension<Arc<SimTenant>>) -> StatusCode {
     lock(&tenant.faults).clear();
     StatusCode::NO_CONTENT
 }
 
-async fn add_account(Extension(tenant): Extension<Arc<Tenant>>, Json(user): Json<SeedUser>) -> Response {
+async fn add_account(Extension(tenant): Extension<Arc<SimTenant>>, Json(user): Json<SeedUser>) -> Response {
     match lock(&tenant.world).insert_user(user) {
         Ok(()) => StatusCode::CREATED.into_response(),
         Err(error) => (StatusCode::CONFLICT, Json(json!({"message": error.to_string()}))).into_response(),
@@ -134,11 +140,11 @@ async fn add_account(Extension(tenant): Extension<Arc<Tenant>>, Json(user): Json
 
 #[derive(Debug, Deserialize)]
 struct StatusBody {
-    status: AccountStatus,
+    status: SimAccountStatus,
 }
 
 async fn set_status(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path(account_id): Path<String>,
     Json(body): Json<StatusBody>,
 ) -> Response {
@@ -155,7 +161,7 @@ struct NewGroup {
     id: Option<String>,
 }
 
-async fn create_group(Extension(tenant): Extension<Arc<Tenant>>, Json(body): Json<NewGroup>) -> Response {
+async fn create_group(Extension(tenant): Extension<Arc<SimTenant>>, Json(body): Json<NewGroup>) -> Response {
     match lock(&tenant.world).create_group(body.id, &body.name, ADMIN_UI) {
         Ok(group) => (StatusCode::CREATED, Json(group)).into_response(),
         Err(r) => refused(r),
@@ -163,7 +169,7 @@ async fn create_group(Extension(tenant): Extension<Arc<Tenant>>, Json(body): Jso
 }
 
 async fn add_member(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path((group_id, account_id)): Path<(String, String)>,
 ) -> Response {
     match lock(&tenant.world).add_member(&group_id, &account_id, ADMIN_UI) {
@@ -173,7 +179,7 @@ async fn add_member(
 }
 
 async fn remove_member(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path((group_id, account_id)): Path<(String, String)>,
 ) -> Response {
     match lock(&tenant.world).remove_member(&group_id, &account_id, ADMIN_UI) {
@@ -191,13 +197,13 @@ struct NewEvent {
     group_id: Option<String>,
 }
 
-async fn append_event(Extension(tenant): Extension<Arc<Tenant>>, Json(body): Json<NewEvent>) -> Response {
+async fn append_event(Extension(tenant): Extension<Arc<SimTenant>>, Json(body): Json<NewEvent>) -> Response {
     let mut world = lock(&tenant.world);
     let group = match &body.group_id {
         None => None,
         Some(id) => match world.groups.get(id) {
             Some(group) => Some((group.id.clone(), group.name.clone())),
-            None => return refused(Refusal::NotFound(format!("group {id} does not exist"))),
+            None => return refused(SimRefusal::NotFound(format!("group {id} does not exist"))),
         },
     };
     world.emit(&body.action, ADMIN_UI, body.account_id.as_deref(), group);

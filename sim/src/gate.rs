@@ -13,13 +13,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 
-use crate::api::{Api, endpoint};
+use crate::api::{SimApi, endpoint};
+use crate::behaviour::Fault;
 use crate::limits::{Headers, Verdict};
 use crate::log::Seq;
 use crate::paging::QueryMap;
-use crate::policy::Fault;
-use crate::tenant::Tenant;
-use crate::{Shared, lock};
+use crate::tenant::SimTenant;
+use crate::{SimShared, lock};
 
 /// The query parameter of `/_sim` calls naming the tenant they act on (by cloud id).
 pub(crate) const TENANT_PARAMETER: &str = "tenant";
@@ -37,7 +37,11 @@ const DEPRECATED: &[&str] = &[
 ];
 
 /// The outermost layer: logs every request, matched or not.
-pub(crate) async fn record(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn record(
+    State(shared): State<Arc<SimShared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let seq = shared.log.begin(
         request.method().as_str(),
         request.uri().path(),
@@ -52,20 +56,20 @@ pub(crate) async fn record(State(shared): State<Arc<Shared>>, mut request: Reque
 /// Runs after routing, so it knows the route template. Picks the request's world first: every
 /// later step (faults, credentials, rate limits, the handler) is that world's.
 pub(crate) async fn gate(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<SimShared>>,
     matched: MatchedPath,
     request: Request,
     next: Next,
 ) -> Response {
     let route = matched.as_str().to_owned();
-    let api = Api::of_route(&route);
+    let api = SimApi::of_route(&route);
     let seq = request
         .extensions()
         .get::<Seq>()
         .copied()
         .unwrap_or(Seq(u64::MAX));
     shared.log.set_route(seq, &route);
-    if api == Api::Control {
+    if api == SimApi::Control {
         return control(&shared, request, next).await;
     }
     let path = request.uri().path().to_owned();
@@ -93,10 +97,10 @@ pub(crate) async fn gate(
     shared.log.set_principal(seq, principal);
 
     let endpoint = endpoint(&route);
-    let limit_headers = if api == Api::OAuth {
+    let limit_headers = if api == SimApi::OAuth {
         Headers::new()
     } else {
-        // Policy before limits, always in this order (`set_policy` never holds both).
+        // The behaviour before the limits, always in this order (`set_policy` never holds both).
         let policy = lock(&tenant.policy);
         let verdict = lock(&tenant.limits).check(
             &format!("{method} {endpoint}"),
@@ -138,7 +142,7 @@ pub(crate) async fn gate(
 }
 
 /// A control call acts on the tenant its `?tenant={cloudId}` names, the first one without it.
-async fn control(shared: &Shared, mut request: Request, next: Next) -> Response {
+async fn control(shared: &SimShared, mut request: Request, next: Next) -> Response {
     let named = Query::<QueryMap>::try_from_uri(request.uri())
         .ok()
         .and_then(|Query(query)| query.get(TENANT_PARAMETER).cloned());
@@ -146,7 +150,7 @@ async fn control(shared: &Shared, mut request: Request, next: Next) -> Response 
         None => shared.tenants.first(),
         Some(cloud_id) => match shared.tenants.by_cloud_id(&cloud_id) {
             Some(tenant) => tenant,
-            None => return Api::Control.error(StatusCode::NOT_FOUND, "no tenant with this cloud id"),
+            None => return SimApi::Control.error(StatusCode::NOT_FOUND, "no tenant with this cloud id"),
         },
     };
     request.extensions_mut().insert(tenant.clone());
@@ -158,30 +162,30 @@ async fn control(shared: &Shared, mut request: Request, next: Next) -> Response 
 /// admin API key on user management, the OAuth `client_id` on the token endpoint). Unknown: the
 /// 404 or 401 Atlassian would answer.
 async fn select_tenant(
-    shared: &Shared,
+    shared: &SimShared,
     seq: Seq,
-    api: Api,
+    api: SimApi,
     path: &str,
     request: Request,
-) -> Result<(Request, Arc<Tenant>), Response> {
+) -> Result<(Request, Arc<SimTenant>), Response> {
     let tenants = &shared.tenants;
     let not_found = |message: &str| api.error(StatusCode::NOT_FOUND, message);
     let tenant = match api {
-        Api::ConfluenceSite if path.starts_with("/wiki/") => tenants.first(),
-        Api::ConfluenceSite | Api::ConfluenceGateway => {
+        SimApi::ConfluenceSite if path.starts_with("/wiki/") => tenants.first(),
+        SimApi::ConfluenceSite | SimApi::ConfluenceGateway => {
             // `/sites/{cloud_id}/wiki/...` or `/ex/confluence/{cloud_id}/wiki/...`.
-            let position = if api == Api::ConfluenceSite { 2 } else { 3 };
+            let position = if api == SimApi::ConfluenceSite { 2 } else { 3 };
             segment(path, position)
                 .and_then(|id| tenants.by_cloud_id(id))
                 .ok_or_else(|| not_found("no site with this cloud id"))?
         }
-        Api::Scim => segment(path, 3)
+        SimApi::Scim => segment(path, 3)
             .and_then(|id| tenants.by_directory_id(id))
             .ok_or_else(|| not_found("no such directory"))?,
-        Api::Admin if path.starts_with("/admin/") => segment(path, 4)
+        SimApi::Admin if path.starts_with("/admin/") => segment(path, 4)
             .and_then(|id| tenants.by_org_id(id))
             .ok_or_else(|| not_found("no such organization"))?,
-        Api::Admin => {
+        SimApi::Admin => {
             let (scheme, credential) = credentials(request.headers());
             scheme
                 .eq_ignore_ascii_case("bearer")
@@ -194,8 +198,8 @@ async fn select_tenant(
                     )
                 })?
         }
-        Api::OAuth => return select_by_oauth_client(shared, seq, request).await,
-        Api::Control => tenants.first(),
+        SimApi::OAuth => return select_by_oauth_client(shared, seq, request).await,
+        SimApi::Control => tenants.first(),
     };
     Ok((request, tenant.clone()))
 }
@@ -203,15 +207,15 @@ async fn select_tenant(
 /// The tenant owning the token request's `client_id`. The body is read here and put back for the
 /// handler; an unknown client gets the token endpoint's own 401.
 async fn select_by_oauth_client(
-    shared: &Shared,
+    shared: &SimShared,
     seq: Seq,
     request: Request,
-) -> Result<(Request, Arc<Tenant>), Response> {
+) -> Result<(Request, Arc<SimTenant>), Response> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, TOKEN_REQUEST_LIMIT)
         .await
         .map_err(|_| {
-            Api::OAuth.error(
+            SimApi::OAuth.error(
                 StatusCode::BAD_REQUEST,
                 "the token request's body could not be read (at most 64 KiB)",
             )
@@ -249,7 +253,7 @@ fn with_request_id(mut response: Response) -> Response {
 }
 
 /// The first scripted fault matching this request, consuming one of its uses.
-fn take_fault(tenant: &Tenant, method: &str, path: &str) -> Option<Fault> {
+fn take_fault(tenant: &SimTenant, method: &str, path: &str) -> Option<Fault> {
     let mut faults = lock(&tenant.faults);
     let index = faults.iter().position(|f| {
         path.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
@@ -264,7 +268,7 @@ fn take_fault(tenant: &Tenant, method: &str, path: &str) -> Option<Fault> {
     Some(fault)
 }
 
-fn fault_response(api: Api, fault: &Fault, status: u16, request_headers: &HeaderMap) -> Response {
+fn fault_response(api: SimApi, fault: &Fault, status: u16, request_headers: &HeaderMap) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = if fault.echo_authorization {
         let authorization = request_headers
@@ -308,12 +312,12 @@ fn credentials(headers: &HeaderMap) -> (&str, &str) {
 
 /// Checks the credentials for `api` against the world the route selected (another tenant's
 /// credentials get 401, as on Atlassian); the principal's description, or the 401 to answer.
-fn authenticate(tenant: &Tenant, api: Api, headers: &HeaderMap) -> Result<String, Response> {
+fn authenticate(tenant: &SimTenant, api: SimApi, headers: &HeaderMap) -> Result<String, Response> {
     let (scheme, credential) = credentials(headers);
     let unauthorized = |message: &str| Err(api.error(StatusCode::UNAUTHORIZED, message));
     match api {
-        Api::ConfluenceSite | Api::ConfluenceGateway => {
-            let gateway = api == Api::ConfluenceGateway;
+        SimApi::ConfluenceSite | SimApi::ConfluenceGateway => {
+            let gateway = api == SimApi::ConfluenceGateway;
             if scheme.eq_ignore_ascii_case("basic") {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(credential)
@@ -352,20 +356,20 @@ fn authenticate(tenant: &Tenant, api: Api, headers: &HeaderMap) -> Result<String
                 unauthorized("authentication required")
             }
         }
-        Api::Scim => {
+        SimApi::Scim => {
             if scheme.eq_ignore_ascii_case("bearer") && credential == tenant.credentials.scim_token {
                 Ok("scim-token".to_owned())
             } else {
                 unauthorized("a valid SCIM directory token is required")
             }
         }
-        Api::Admin => {
+        SimApi::Admin => {
             if scheme.eq_ignore_ascii_case("bearer") && credential == tenant.credentials.admin_api_key {
                 Ok("admin-key".to_owned())
             } else {
                 unauthorized("a valid organization API key is required")
             }
         }
-        Api::OAuth | Api::Control => Ok("anonymous".to_owned()),
+        SimApi::OAuth | SimApi::Control => Ok("anonymous".to_owned()),
     }
 }

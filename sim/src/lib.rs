@@ -22,7 +22,7 @@
 //! # Tenants
 //!
 //! One simulator can serve several tenants ([`Simulator::start_tenants`]), each a [`Seed`] (a
-//! site, its organization and SCIM directory) with its own [`Policy`], rate-limit buckets and
+//! site, its organization and SCIM directory) with its own [`Behaviour`], rate-limit buckets and
 //! quota, scripted faults and state: a 429 storm on one never reaches another. A request reaches
 //! the world its path names: the gateway and `/sites/{cloudId}/wiki` by cloud id, SCIM by
 //! directory id, the events-stream by org id (an unknown one answers 404 in that API's format);
@@ -45,11 +45,11 @@
 #![expect(clippy::result_large_err, reason = "early-return axum responses")]
 
 pub mod api;
+pub mod behaviour;
 pub mod control;
 pub mod log;
 pub mod oauth;
 mod oauth_grants;
-pub mod policy;
 pub mod seed;
 pub mod world;
 
@@ -69,18 +69,18 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use behaviour::{Behaviour, BurstPolicy, Fault, QuotaPolicy};
 pub use log::LoggedRequest;
 pub use oauth_grants::OAuthStats;
-pub use policy::{BurstPolicy, Fault, Policy, QuotaPolicy};
 pub use seed::{
-    AccountStatus, Seed, SeedApiToken, SeedCredentials, SeedError, SeedGroup, SeedOAuthClient, SeedScimGroup,
-    SeedScimIdentity, SeedUser,
+    Seed, SeedApiToken, SeedCredentials, SeedError, SeedGroup, SeedOAuthClient, SeedScimGroup,
+    SeedScimIdentity, SeedUser, SimAccountStatus,
 };
 pub use tenant::TenantView;
-pub use world::{Account, Group, OrgEvent, ScimGroup, ScimUser, StateSnapshot};
+pub use world::{Account, SimGroup, SimOrgEvent, SimScimGroup, SimScimUser, StateSnapshot};
 
 use crate::log::RequestLog;
-use crate::tenant::{Tenant, Tenants};
+use crate::tenant::{SimTenant, Tenants};
 
 /// Locks a mutex, carrying on after a panic in another handler: the simulator's state stays
 /// usable for the assertions that follow.
@@ -91,7 +91,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Everything the handlers share: the worlds, each with its own behaviour, and the one request
 /// log of the port they share.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct SimShared {
     tenants: Tenants,
     log: RequestLog,
 }
@@ -129,18 +129,18 @@ const ANY_LOCAL_PORT: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
 
 impl Simulator {
     /// Starts a one-tenant simulator on a free port of 127.0.0.1, in the current tokio runtime.
-    pub async fn start(seed: Seed, policy: Policy) -> Result<SimHandle, StartError> {
+    pub async fn start(seed: Seed, policy: Behaviour) -> Result<SimHandle, StartError> {
         Simulator::serve(SocketAddr::from(ANY_LOCAL_PORT), seed, policy).await
     }
 
     /// Starts a one-tenant simulator on `addr`.
-    pub async fn serve(addr: SocketAddr, seed: Seed, policy: Policy) -> Result<SimHandle, StartError> {
+    pub async fn serve(addr: SocketAddr, seed: Seed, policy: Behaviour) -> Result<SimHandle, StartError> {
         Simulator::serve_tenants(addr, vec![(seed, policy)]).await
     }
 
     /// Starts a simulator serving several isolated tenants on a free port of 127.0.0.1, in the
     /// current tokio runtime. The first tenant is the one the one-tenant API shows.
-    pub async fn start_tenants(tenants: Vec<(Seed, Policy)>) -> Result<SimHandle, StartError> {
+    pub async fn start_tenants(tenants: Vec<(Seed, Behaviour)>) -> Result<SimHandle, StartError> {
         Simulator::serve_tenants(SocketAddr::from(ANY_LOCAL_PORT), tenants).await
     }
 
@@ -149,14 +149,14 @@ impl Simulator {
     /// [`StartError::DuplicateTenantKey`]).
     pub async fn serve_tenants(
         addr: SocketAddr,
-        tenants: Vec<(Seed, Policy)>,
+        tenants: Vec<(Seed, Behaviour)>,
     ) -> Result<SimHandle, StartError> {
         tenant::check_distinct(tenants.iter().map(|(seed, _)| seed))?;
         let tenants = tenants
             .into_iter()
-            .map(|(seed, policy)| Tenant::new(seed, policy).map(Arc::new))
+            .map(|(seed, policy)| SimTenant::new(seed, policy).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SimShared {
             tenants: Tenants::new(tenants).ok_or(StartError::NoTenants)?,
             log: RequestLog::default(),
         });
@@ -187,7 +187,7 @@ impl Simulator {
 
 /// Every route, with the gate (faults, auth, rate limits) after routing and the request log
 /// around everything.
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<SimShared>) -> Router {
     let confluence = confluence::router();
     Router::new()
         .nest("/wiki", confluence.clone())
@@ -206,7 +206,7 @@ fn router(shared: Arc<Shared>) -> Router {
 #[derive(Debug)]
 pub struct SimHandle {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<SimShared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -279,7 +279,7 @@ impl SimHandle {
         self.view(self.shared.tenants.first())
     }
 
-    fn view<'a>(&'a self, tenant: &'a Tenant) -> TenantView<'a> {
+    fn view<'a>(&'a self, tenant: &'a SimTenant) -> TenantView<'a> {
         TenantView { handle: self, tenant }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::policy::{BurstPolicy, Policy};
+use crate::behaviour::{Behaviour, BurstPolicy};
 
 /// Headers to add to an answer.
 pub(crate) type Headers = Vec<(&'static str, String)>;
@@ -21,17 +21,17 @@ pub(crate) enum Verdict {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Limits {
-    buckets: HashMap<String, Bucket>,
-    tenant: Option<Bucket>,
-    quota: Option<Window>,
+pub(crate) struct SimLimits {
+    buckets: HashMap<String, SimBucket>,
+    tenant: Option<SimBucket>,
+    quota: Option<QuotaWindow>,
 }
 
 /// Takes a token from `bucket` (made full on first use) under `policy`; on refusal, the headers
 /// of the 429.
-fn take(bucket: &mut Option<Bucket>, policy: &BurstPolicy, now: Instant) -> Result<f64, Headers> {
+fn take(bucket: &mut Option<SimBucket>, policy: &BurstPolicy, now: Instant) -> Result<f64, Headers> {
     let capacity = f64::from(policy.capacity.max(1));
-    let bucket = bucket.get_or_insert(Bucket {
+    let bucket = bucket.get_or_insert(SimBucket {
         tokens: capacity,
         updated: now,
     });
@@ -59,13 +59,13 @@ fn take(bucket: &mut Option<Bucket>, policy: &BurstPolicy, now: Instant) -> Resu
 }
 
 #[derive(Debug)]
-struct Bucket {
+struct SimBucket {
     tokens: f64,
     updated: Instant,
 }
 
 #[derive(Debug)]
-struct Window {
+struct QuotaWindow {
     ends: Instant,
     ends_utc: DateTime<Utc>,
     used: u32,
@@ -80,17 +80,17 @@ fn ceil_seconds(duration: Duration) -> u64 {
     duration.as_millis().div_ceil(1000) as u64
 }
 
-impl Limits {
+impl SimLimits {
     /// Decides on one request to `key` (method and route), Confluence's quota applying when
     /// `confluence`.
-    pub fn check(&mut self, key: &str, confluence: bool, policy: &Policy, now: Instant) -> Verdict {
+    pub fn check(&mut self, key: &str, confluence: bool, policy: &Behaviour, now: Instant) -> Verdict {
         let mut headers = Headers::new();
         let mut quota_window = None;
         if confluence && let Some(quota) = &policy.quota {
             let window_length = Duration::from_millis(quota.window_ms.max(1));
             let window = match self.quota.take() {
                 Some(window) if window.ends > now => window,
-                _ => Window {
+                _ => QuotaWindow {
                     ends: now + window_length,
                     ends_utc: Utc::now() + window_length,
                     used: 0,

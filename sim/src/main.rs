@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gatehouse_sim::{Policy, Seed, Simulator};
+use gatehouse_sim::{Behaviour, Seed, Simulator};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,13 +29,13 @@ struct Args {
     /// Where to listen.
     #[arg(long, env = "GATEHOUSE_SIM_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// Behaviour knobs (JSON, see `Policy`) every tenant starts with; the defaults when absent.
+    /// Behaviour knobs (JSON, see `Behaviour`) every tenant starts with; the defaults when absent.
     /// Change them at run time with `PUT /_sim/policy?tenant={cloudId}`.
     #[arg(long)]
     policy: Option<PathBuf>,
 }
 
-fn load_policy(path: &PathBuf) -> Result<Policy, String> {
+fn load_policy(path: &PathBuf) -> Result<Behaviour, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not a valid policy: {e}", path.display()))
 }
@@ -64,7 +64,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => Policy::default(),
+        None => Behaviour::default(),
     };
     let tenants = seeds.into_iter().map(|seed| (seed, policy.clone())).collect();
     let sim = match Simulator::serve_tenants(args.listen, tenants).await {

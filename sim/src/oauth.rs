@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::log::Seq;
 use crate::oauth_grants::TokenRequest;
-use crate::tenant::Tenant;
-use crate::{Shared, lock};
+use crate::tenant::SimTenant;
+use crate::{SimShared, lock};
 
 /// The answer to a token request whose `client_id` no tenant knows (the gate answers it: there
 /// is no world to count it in).
@@ -27,8 +27,8 @@ pub(crate) fn unknown_client() -> Response {
 
 /// The world is the one owning the request's `client_id` (the gate chose it).
 pub(crate) async fn token(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Json(request): Json<TokenRequest>,
 ) -> Response {

@@ -38,7 +38,7 @@ struct RefreshToken {
 }
 
 #[derive(Debug)]
-struct AccessToken {
+struct IssuedAccessToken {
     client_id: String,
     family: u64,
     number: u64,
@@ -50,7 +50,7 @@ struct AccessToken {
 pub struct OAuthState {
     clients: HashMap<String, String>,
     refresh: HashMap<String, RefreshToken>,
-    access: HashMap<String, AccessToken>,
+    access: HashMap<String, IssuedAccessToken>,
     revoked: HashSet<u64>,
     next_number: u64,
     stats: OAuthStats,
@@ -182,7 +182,7 @@ impl OAuthState {
         );
         self.access.insert(
             access_token.clone(),
-            AccessToken {
+            IssuedAccessToken {
                 client_id: request.client_id.clone(),
                 family,
                 number,

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::lock;
-use crate::tenant::Tenant;
+use crate::tenant::SimTenant;
 
 /// Query parameters of a request.
 pub(crate) type QueryMap = HashMap<String, String>;
@@ -28,7 +28,7 @@ pub(crate) fn number(query: &QueryMap, name: &str) -> Result<Option<usize>, Stri
     }
 }
 
-impl Tenant {
+impl SimTenant {
     /// The page size this listing response uses: what the client asked for, capped by `max`, or
     /// by the next value of the policy's page-size cycle when there is one.
     pub(crate) fn page_size(&self, requested: Option<usize>, default: u32, max: u32) -> usize {
@@ -49,7 +49,7 @@ impl Tenant {
 /// A Confluence v1 page: `{results, start, limit, size, _links}`. `path` and `fixed` rebuild the
 /// `next` link.
 pub(crate) fn offset_page(
-    tenant: &Tenant,
+    tenant: &SimTenant,
     items: Vec<Value>,
     query: &QueryMap,
     path: &str,
@@ -98,7 +98,7 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<usize> {
 /// `path` is the site-relative path (`/wiki/api/v2/...`), as Atlassian writes it even when the
 /// request came through the gateway.
 pub(crate) fn cursor_page(
-    tenant: &Tenant,
+    tenant: &SimTenant,
     items: Vec<Value>,
     query: &QueryMap,
     path: &str,
@@ -125,7 +125,7 @@ pub(crate) fn cursor_page(
 }
 
 /// A SCIM `ListResponse` (1-based `startIndex`).
-pub(crate) fn scim_page(tenant: &Tenant, items: Vec<Value>, query: &QueryMap) -> Result<Value, String> {
+pub(crate) fn scim_page(tenant: &SimTenant, items: Vec<Value>, query: &QueryMap) -> Result<Value, String> {
     let max = lock(&tenant.policy).scim_max_count;
     let count = tenant.page_size(number(query, "count")?, max, max);
     let start_index = number(query, "startIndex")?.unwrap_or(1).max(1);

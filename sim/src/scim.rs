@@ -17,14 +17,14 @@ use serde_json::{Value, json};
 use crate::api::{scim_error, scim_json};
 use crate::log::Seq;
 use crate::paging::{QueryMap, scim_page};
-use crate::seed::{AccountStatus, SeedScimIdentity, SeedUser};
-use crate::tenant::Tenant;
-use crate::world::{Refusal, ScimGroup, ScimUser, World};
-use crate::{Shared, lock};
+use crate::seed::{SeedScimIdentity, SeedUser, SimAccountStatus};
+use crate::tenant::SimTenant;
+use crate::world::{SimRefusal, SimScimGroup, SimScimUser, World};
+use crate::{SimShared, lock};
 
 const EXTENSION: &str = "urn:scim:schemas:extension:atlassian-external:1.0";
 
-pub(crate) fn router() -> Router<Arc<Shared>> {
+pub(crate) fn router() -> Router<Arc<SimShared>> {
     Router::new()
         .route("/Users", get(list_users).post(create_user))
         .route("/Users/{id}", get(get_user).patch(patch_user))
@@ -39,22 +39,22 @@ struct IdPath {
 }
 
 /// One page of a SCIM `ListResponse`, as `query` asks.
-fn scim_list(tenant: &Tenant, items: Vec<Value>, query: &QueryMap) -> Response {
+fn scim_list(tenant: &SimTenant, items: Vec<Value>, query: &QueryMap) -> Response {
     match scim_page(tenant, items, query) {
         Ok(body) => scim_json(StatusCode::OK, body),
         Err(message) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &message),
     }
 }
 
-fn refusal(refusal: Refusal) -> Response {
+fn refusal(refusal: SimRefusal) -> Response {
     match refusal {
-        Refusal::NotFound(m) => scim_error(StatusCode::NOT_FOUND, None, &m),
-        Refusal::Conflict(m) => scim_error(StatusCode::CONFLICT, Some("uniqueness"), &m),
-        Refusal::Invalid(m) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &m),
+        SimRefusal::NotFound(m) => scim_error(StatusCode::NOT_FOUND, None, &m),
+        SimRefusal::Conflict(m) => scim_error(StatusCode::CONFLICT, Some("uniqueness"), &m),
+        SimRefusal::Invalid(m) => scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &m),
     }
 }
 
-fn user_json(user: &ScimUser, directory: &str) -> Value {
+fn user_json(user: &SimScimUser, directory: &str) -> Value {
     let mut body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", EXTENSION],
         "id": user.id,
@@ -71,18 +71,18 @@ fn user_json(user: &ScimUser, directory: &str) -> Value {
     body
 }
 
-fn group_json(group: &ScimGroup, world: &World) -> Value {
+fn group_json(group: &SimScimGroup, world: &World) -> Value {
     let members: Vec<Value> = group
         .members
         .iter()
         .map(|id| json!({"value": id, "display": world.scim_users.get(id).map(|u| u.user_name.clone())}))
         .collect();
     json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:SimGroup"],
         "id": group.id,
         "displayName": group.display_name,
         "members": members,
-        "meta": {"resourceType": "Group", "location": format!("/scim/directory/{}/Groups/{}", world.directory_id, group.id)},
+        "meta": {"resourceType": "SimGroup", "location": format!("/scim/directory/{}/Groups/{}", world.directory_id, group.id)},
     })
 }
 
@@ -115,14 +115,14 @@ fn invalid_filter() -> Response {
 }
 
 async fn list_users(
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Path(path): Path<std::collections::HashMap<String, String>>,
     Query(query): Query<QueryMap>,
 ) -> Response {
     let directory = path.get("directory_id").cloned().unwrap_or_default();
     let items: Vec<Value> = {
         let world = lock(&tenant.world);
-        let matches: Box<dyn Fn(&ScimUser) -> bool> = match query.get("filter") {
+        let matches: Box<dyn Fn(&SimScimUser) -> bool> = match query.get("filter") {
             None => Box::new(|_| true),
             Some(filter) => match parse_filter(filter) {
                 Some((attribute, value)) if attribute.eq_ignore_ascii_case("userName") => {
@@ -144,7 +144,7 @@ async fn list_users(
     scim_list(&tenant, items, &query)
 }
 
-async fn get_user(Extension(tenant): Extension<Arc<Tenant>>, Path(path): Path<IdPath>) -> Response {
+async fn get_user(Extension(tenant): Extension<Arc<SimTenant>>, Path(path): Path<IdPath>) -> Response {
     match lock(&tenant.world).scim_users.get(&path.id) {
         Some(user) => scim_json(StatusCode::OK, user_json(user, &path.directory_id)),
         None => scim_error(StatusCode::NOT_FOUND, None, "User not found"),
@@ -169,8 +169,8 @@ struct NewUser {
 }
 
 async fn create_user(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<std::collections::HashMap<String, String>>,
     Json(body): Json<NewUser>,
@@ -229,9 +229,9 @@ async fn create_user(
         email: email.or_else(|| Some(body.user_name.clone())),
         account_type: "atlassian".to_owned(),
         status: if active {
-            AccountStatus::Active
+            SimAccountStatus::Active
         } else {
-            AccountStatus::Inactive
+            SimAccountStatus::Inactive
         },
         scim: Some(SeedScimIdentity {
             id: Some(scim_id.clone()),
@@ -279,8 +279,8 @@ fn as_bool(value: &Value) -> Option<bool> {
 }
 
 async fn patch_user(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<IdPath>,
     Json(body): Json<Value>,
@@ -347,7 +347,10 @@ async fn patch_user(
     }
 }
 
-async fn list_groups(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Query<QueryMap>) -> Response {
+async fn list_groups(
+    Extension(tenant): Extension<Arc<SimTenant>>,
+    Query(query): Query<QueryMap>,
+) -> Response {
     let items: Vec<Value> = {
         let world = lock(&tenant.world);
         let wanted = match query.get("filter") {
@@ -371,11 +374,11 @@ async fn list_groups(Extension(tenant): Extension<Arc<Tenant>>, Query(query): Qu
     scim_list(&tenant, items, &query)
 }
 
-async fn get_group(Extension(tenant): Extension<Arc<Tenant>>, Path(path): Path<IdPath>) -> Response {
+async fn get_group(Extension(tenant): Extension<Arc<SimTenant>>, Path(path): Path<IdPath>) -> Response {
     let world = lock(&tenant.world);
     match world.scim_groups.get(&path.id) {
         Some(group) => scim_json(StatusCode::OK, group_json(group, &world)),
-        None => scim_error(StatusCode::NOT_FOUND, None, "Group not found"),
+        None => scim_error(StatusCode::NOT_FOUND, None, "SimGroup not found"),
     }
 }
 
@@ -388,8 +391,8 @@ fn member_filter(path: &str) -> Option<String> {
 }
 
 async fn patch_group(
-    State(shared): State<Arc<Shared>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    State(shared): State<Arc<SimShared>>,
+    Extension(tenant): Extension<Arc<SimTenant>>,
     Extension(seq): Extension<Seq>,
     Path(path): Path<IdPath>,
     Json(body): Json<Value>,
@@ -401,7 +404,7 @@ async fn patch_group(
     let actor = shared.log.actor(seq, "scim");
     let mut world = lock(&tenant.world);
     if !world.scim_groups.contains_key(&path.id) {
-        return scim_error(StatusCode::NOT_FOUND, None, "Group not found");
+        return scim_error(StatusCode::NOT_FOUND, None, "SimGroup not found");
     }
     for op in ops {
         let kind = op["op"].as_str().unwrap_or("").to_ascii_lowercase();

@@ -95,7 +95,7 @@ pub struct SeedOAuthClient {
 /// Where an account stands (Confluence v2 `accountStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AccountStatus {
+pub enum SimAccountStatus {
     #[default]
     Active,
     Inactive,
@@ -115,7 +115,7 @@ pub struct SeedUser {
     #[serde(default = "default_account_type")]
     pub account_type: String,
     #[serde(default)]
-    pub status: AccountStatus,
+    pub status: SimAccountStatus,
     #[serde(default)]
     pub scim: Option<SeedScimIdentity>,
 }
@@ -162,7 +162,7 @@ impl SeedUser {
             display_name: Some(display_name.into()),
             email: None,
             account_type: default_account_type(),
-            status: AccountStatus::Active,
+            status: SimAccountStatus::Active,
             scim: None,
         }
     }

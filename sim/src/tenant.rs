@@ -2,7 +2,7 @@
 //! its world.
 //!
 //! A tenant is one site with its organization and SCIM directory (one [`Seed`]), together with
-//! everything Atlassian keeps per tenant: the simulator's [`Policy`], its rate-limit buckets and
+//! everything Atlassian keeps per tenant: the simulator's [`Behaviour`], its rate-limit buckets and
 //! quota, its scripted faults and its listing counter. Nothing is shared between tenants but the
 //! port and the request log, so a 429 storm on one never touches another.
 //!
@@ -15,48 +15,48 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use crate::limits::Limits;
+use crate::behaviour::{Behaviour, Fault};
+use crate::limits::SimLimits;
 use crate::log::LoggedRequest;
-use crate::policy::{Fault, Policy};
 use crate::seed::{Seed, SeedCredentials};
 use crate::world::{StateSnapshot, World};
 use crate::{SimHandle, StartError, lock};
 
 /// One simulated world and its behaviour.
 #[derive(Debug)]
-pub(crate) struct Tenant {
+pub(crate) struct SimTenant {
     /// Copied from the seed and never changed: routing reads them without locking the world.
     pub cloud_id: String,
     pub org_id: String,
     pub directory_id: String,
     pub credentials: SeedCredentials,
     pub world: Mutex<World>,
-    pub policy: Mutex<Policy>,
-    pub limits: Mutex<Limits>,
+    pub policy: Mutex<Behaviour>,
+    pub limits: Mutex<SimLimits>,
     pub faults: Mutex<Vec<Fault>>,
     /// Listing responses served so far (drives the policy's page-size cycle).
     pub listings: AtomicU64,
 }
 
-impl Tenant {
-    pub fn new(seed: Seed, policy: Policy) -> Result<Tenant, StartError> {
-        Ok(Tenant {
+impl SimTenant {
+    pub fn new(seed: Seed, policy: Behaviour) -> Result<SimTenant, StartError> {
+        Ok(SimTenant {
             cloud_id: seed.cloud_id.clone(),
             org_id: seed.org_id.clone(),
             directory_id: seed.directory_id.clone(),
             credentials: seed.credentials.clone(),
             world: Mutex::new(World::from_seed(seed)?),
             policy: Mutex::new(policy),
-            limits: Mutex::new(Limits::default()),
+            limits: Mutex::new(SimLimits::default()),
             faults: Mutex::new(Vec::new()),
             listings: AtomicU64::new(0),
         })
     }
 
     /// Replaces the policy and starts rate limiting afresh.
-    pub fn set_policy(&self, policy: Policy) {
+    pub fn set_policy(&self, policy: Behaviour) {
         *lock(&self.policy) = policy;
-        *lock(&self.limits) = Limits::default();
+        *lock(&self.limits) = SimLimits::default();
     }
 
     /// Whether `client_id` is one of this tenant's OAuth apps.
@@ -125,18 +125,18 @@ pub(crate) fn check_distinct<'a>(seeds: impl IntoIterator<Item = &'a Seed>) -> R
 /// existed before there were several (`/wiki`, `/_sim` without `?tenant=`).
 #[derive(Debug)]
 pub(crate) struct Tenants {
-    first: Arc<Tenant>,
-    all: Vec<Arc<Tenant>>,
+    first: Arc<SimTenant>,
+    all: Vec<Arc<SimTenant>>,
 }
 
 impl Tenants {
     /// `None` for an empty list ([`check_distinct`] has said why by then).
-    pub fn new(all: Vec<Arc<Tenant>>) -> Option<Tenants> {
+    pub fn new(all: Vec<Arc<SimTenant>>) -> Option<Tenants> {
         let first = all.first()?.clone();
         Some(Tenants { first, all })
     }
 
-    pub fn first(&self) -> &Arc<Tenant> {
+    pub fn first(&self) -> &Arc<SimTenant> {
         &self.first
     }
 
@@ -144,31 +144,31 @@ impl Tenants {
         self.all.len()
     }
 
-    pub fn at(&self, index: usize) -> Option<&Arc<Tenant>> {
+    pub fn at(&self, index: usize) -> Option<&Arc<SimTenant>> {
         self.all.get(index)
     }
 
-    fn find(&self, matches: impl Fn(&Tenant) -> bool) -> Option<&Arc<Tenant>> {
+    fn find(&self, matches: impl Fn(&SimTenant) -> bool) -> Option<&Arc<SimTenant>> {
         self.all.iter().find(|tenant| matches(tenant))
     }
 
-    pub fn by_cloud_id(&self, cloud_id: &str) -> Option<&Arc<Tenant>> {
+    pub fn by_cloud_id(&self, cloud_id: &str) -> Option<&Arc<SimTenant>> {
         self.find(|t| t.cloud_id == cloud_id)
     }
 
-    pub fn by_org_id(&self, org_id: &str) -> Option<&Arc<Tenant>> {
+    pub fn by_org_id(&self, org_id: &str) -> Option<&Arc<SimTenant>> {
         self.find(|t| t.org_id == org_id)
     }
 
-    pub fn by_directory_id(&self, directory_id: &str) -> Option<&Arc<Tenant>> {
+    pub fn by_directory_id(&self, directory_id: &str) -> Option<&Arc<SimTenant>> {
         self.find(|t| t.directory_id == directory_id)
     }
 
-    pub fn by_admin_api_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+    pub fn by_admin_api_key(&self, key: &str) -> Option<&Arc<SimTenant>> {
         self.find(|t| t.credentials.admin_api_key == key)
     }
 
-    pub fn by_oauth_client(&self, client_id: &str) -> Option<&Arc<Tenant>> {
+    pub fn by_oauth_client(&self, client_id: &str) -> Option<&Arc<SimTenant>> {
         self.find(|t| t.has_oauth_client(client_id))
     }
 }
@@ -179,7 +179,7 @@ impl Tenants {
 #[derive(Debug, Clone, Copy)]
 pub struct TenantView<'a> {
     pub(crate) handle: &'a SimHandle,
-    pub(crate) tenant: &'a Tenant,
+    pub(crate) tenant: &'a SimTenant,
 }
 
 impl TenantView<'_> {
@@ -225,13 +225,13 @@ impl TenantView<'_> {
         mine
     }
 
-    pub fn policy(&self) -> Policy {
+    pub fn policy(&self) -> Behaviour {
         lock(&self.tenant.policy).clone()
     }
 
     /// Replaces this tenant's policy and resets its rate-limit buckets and quota (as
     /// `PUT /_sim/policy`); other tenants are untouched.
-    pub fn set_policy(&self, policy: Policy) {
+    pub fn set_policy(&self, policy: Behaviour) {
         self.tenant.set_policy(policy);
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::oauth_grants::OAuthState;
-use crate::seed::{AccountStatus, Seed, SeedCredentials, SeedError, SeedUser};
+use crate::seed::{Seed, SeedCredentials, SeedError, SeedUser, SimAccountStatus};
 
 /// An Atlassian account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,12 +25,12 @@ pub struct Account {
     pub display_name: Option<String>,
     pub email: Option<String>,
     pub account_type: String,
-    pub status: AccountStatus,
+    pub status: SimAccountStatus,
 }
 
 /// A Confluence group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Group {
+pub struct SimGroup {
     pub id: String,
     pub name: String,
     /// Account ids.
@@ -39,7 +39,7 @@ pub struct Group {
 
 /// A SCIM user record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScimUser {
+pub struct SimScimUser {
     pub id: String,
     pub user_name: String,
     pub external_id: Option<String>,
@@ -52,7 +52,7 @@ pub struct ScimUser {
 
 /// A SCIM group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScimGroup {
+pub struct SimScimGroup {
     pub id: String,
     pub display_name: String,
     /// SCIM user ids.
@@ -62,7 +62,7 @@ pub struct ScimGroup {
 
 /// An organization event, as the events-stream shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrgEvent {
+pub struct SimOrgEvent {
     /// Position in the stream (0-based); cursors point between positions.
     pub seq: u64,
     pub id: String,
@@ -74,7 +74,7 @@ pub struct OrgEvent {
     pub group: Option<(String, String)>,
 }
 
-impl OrgEvent {
+impl SimOrgEvent {
     /// The JSON:API-style shape of Atlassian's org events.
     pub fn to_json(&self, accounts: &BTreeMap<String, Account>) -> Value {
         let mut context = Vec::new();
@@ -112,10 +112,10 @@ impl OrgEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateSnapshot {
     pub accounts: Vec<Account>,
-    pub groups: Vec<Group>,
-    pub scim_users: Vec<ScimUser>,
-    pub scim_groups: Vec<ScimGroup>,
-    pub events: Vec<OrgEvent>,
+    pub groups: Vec<SimGroup>,
+    pub scim_users: Vec<SimScimUser>,
+    pub scim_groups: Vec<SimScimGroup>,
+    pub events: Vec<SimOrgEvent>,
     pub oauth: crate::oauth_grants::OAuthStats,
 }
 
@@ -124,11 +124,11 @@ impl StateSnapshot {
         self.accounts.iter().find(|a| a.account_id == account_id)
     }
 
-    pub fn group(&self, id: &str) -> Option<&Group> {
+    pub fn group(&self, id: &str) -> Option<&SimGroup> {
         self.groups.iter().find(|g| g.id == id)
     }
 
-    pub fn scim_user_by_name(&self, user_name: &str) -> Option<&ScimUser> {
+    pub fn scim_user_by_name(&self, user_name: &str) -> Option<&SimScimUser> {
         self.scim_users
             .iter()
             .find(|u| u.user_name.eq_ignore_ascii_case(user_name))
@@ -141,7 +141,7 @@ impl StateSnapshot {
 
 /// Why a mutation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub enum SimRefusal {
     NotFound(String),
     Conflict(String),
     Invalid(String),
@@ -155,10 +155,10 @@ pub struct World {
     pub directory_id: String,
     pub credentials: SeedCredentials,
     pub accounts: BTreeMap<String, Account>,
-    pub groups: BTreeMap<String, Group>,
-    pub scim_users: BTreeMap<String, ScimUser>,
-    pub scim_groups: BTreeMap<String, ScimGroup>,
-    pub events: Vec<OrgEvent>,
+    pub groups: BTreeMap<String, SimGroup>,
+    pub scim_users: BTreeMap<String, SimScimUser>,
+    pub scim_groups: BTreeMap<String, SimScimGroup>,
+    pub events: Vec<SimOrgEvent>,
     pub oauth: OAuthState,
     next_id: u64,
 }
@@ -202,7 +202,7 @@ impl World {
             }
             world.groups.insert(
                 id.clone(),
-                Group {
+                SimGroup {
                     id,
                     name: group.name,
                     members: group.members.into_iter().collect(),
@@ -235,7 +235,7 @@ impl World {
             }
             world.scim_groups.insert(
                 id.clone(),
-                ScimGroup {
+                SimScimGroup {
                     id,
                     display_name: group.display_name,
                     members,
@@ -264,11 +264,11 @@ impl World {
             let id = scim.id.clone().unwrap_or_else(|| self.generate_id("scim"));
             self.scim_users.insert(
                 id.clone(),
-                ScimUser {
+                SimScimUser {
                     id,
                     user_name: scim.user_name.clone(),
                     external_id: scim.external_id.clone(),
-                    active: scim.active.unwrap_or(user.status == AccountStatus::Active),
+                    active: scim.active.unwrap_or(user.status == SimAccountStatus::Active),
                     display_name: user.display_name.clone(),
                     email: user.email.clone().or_else(|| Some(scim.user_name.clone())),
                     account_id: user.account_id.clone(),
@@ -316,7 +316,7 @@ impl World {
         group: Option<(String, String)>,
     ) {
         let seq = self.events.len() as u64;
-        self.events.push(OrgEvent {
+        self.events.push(SimOrgEvent {
             seq,
             id: ulid::Ulid::generate().to_string().to_lowercase(),
             time: Utc::now(),
@@ -327,7 +327,7 @@ impl World {
         });
     }
 
-    pub fn scim_user_by_user_name(&self, user_name: &str) -> Option<&ScimUser> {
+    pub fn scim_user_by_user_name(&self, user_name: &str) -> Option<&SimScimUser> {
         // SCIM `userName` is not case-exact.
         self.scim_users
             .values()
@@ -339,50 +339,52 @@ impl World {
     pub fn set_account_status(
         &mut self,
         account_id: &str,
-        status: AccountStatus,
+        status: SimAccountStatus,
         actor: &str,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, SimRefusal> {
         let account = self
             .accounts
             .get_mut(account_id)
-            .ok_or_else(|| Refusal::NotFound(format!("account {account_id} does not exist")))?;
+            .ok_or_else(|| SimRefusal::NotFound(format!("account {account_id} does not exist")))?;
         if account.status == status {
             return Ok(false);
         }
         account.status = status;
         let action = match status {
-            AccountStatus::Active => "user_reactivated",
-            AccountStatus::Inactive => "user_deactivated",
-            AccountStatus::Closed => "user_closed",
+            SimAccountStatus::Active => "user_reactivated",
+            SimAccountStatus::Inactive => "user_deactivated",
+            SimAccountStatus::Closed => "user_closed",
         };
         self.emit(action, actor, Some(account_id), None);
         Ok(true)
     }
 
     /// SCIM `active`: changes the record and the account behind it.
-    pub fn set_scim_active(&mut self, scim_id: &str, active: bool, actor: &str) -> Result<(), Refusal> {
+    pub fn set_scim_active(&mut self, scim_id: &str, active: bool, actor: &str) -> Result<(), SimRefusal> {
         let user = self
             .scim_users
             .get_mut(scim_id)
-            .ok_or_else(|| Refusal::NotFound(format!("SCIM user {scim_id} does not exist")))?;
+            .ok_or_else(|| SimRefusal::NotFound(format!("SCIM user {scim_id} does not exist")))?;
         user.active = active;
         let account_id = user.account_id.clone();
         let status = if active {
-            AccountStatus::Active
+            SimAccountStatus::Active
         } else {
-            AccountStatus::Inactive
+            SimAccountStatus::Inactive
         };
         self.set_account_status(&account_id, status, actor).map(|_| ())
     }
 
-    pub fn add_member(&mut self, group_id: &str, account_id: &str, actor: &str) -> Result<bool, Refusal> {
+    pub fn add_member(&mut self, group_id: &str, account_id: &str, actor: &str) -> Result<bool, SimRefusal> {
         if !self.accounts.contains_key(account_id) {
-            return Err(Refusal::NotFound(format!("account {account_id} does not exist")));
+            return Err(SimRefusal::NotFound(format!(
+                "account {account_id} does not exist"
+            )));
         }
         let group = self
             .groups
             .get_mut(group_id)
-            .ok_or_else(|| Refusal::NotFound(format!("group {group_id} does not exist")))?;
+            .ok_or_else(|| SimRefusal::NotFound(format!("group {group_id} does not exist")))?;
         let added = group.members.insert(account_id.to_owned());
         if added {
             let named = (group.id.clone(), group.name.clone());
@@ -391,11 +393,16 @@ impl World {
         Ok(added)
     }
 
-    pub fn remove_member(&mut self, group_id: &str, account_id: &str, actor: &str) -> Result<bool, Refusal> {
+    pub fn remove_member(
+        &mut self,
+        group_id: &str,
+        account_id: &str,
+        actor: &str,
+    ) -> Result<bool, SimRefusal> {
         let group = self
             .groups
             .get_mut(group_id)
-            .ok_or_else(|| Refusal::NotFound(format!("group {group_id} does not exist")))?;
+            .ok_or_else(|| SimRefusal::NotFound(format!("group {group_id} does not exist")))?;
         let removed = group.members.remove(account_id);
         if removed {
             let named = (group.id.clone(), group.name.clone());
@@ -404,15 +411,20 @@ impl World {
         Ok(removed)
     }
 
-    pub fn create_group(&mut self, id: Option<String>, name: &str, actor: &str) -> Result<Group, Refusal> {
+    pub fn create_group(
+        &mut self,
+        id: Option<String>,
+        name: &str,
+        actor: &str,
+    ) -> Result<SimGroup, SimRefusal> {
         if self.groups.values().any(|g| g.name == name) {
-            return Err(Refusal::Conflict(format!("a group named {name} exists")));
+            return Err(SimRefusal::Conflict(format!("a group named {name} exists")));
         }
         let id = id.unwrap_or_else(|| self.generate_id("group"));
         if self.groups.contains_key(&id) {
-            return Err(Refusal::Conflict(format!("group id {id} exists")));
+            return Err(SimRefusal::Conflict(format!("group id {id} exists")));
         }
-        let group = Group {
+        let group = SimGroup {
             id: id.clone(),
             name: name.to_owned(),
             members: BTreeSet::new(),
@@ -429,16 +441,16 @@ impl World {
         scim_user_id: &str,
         add: bool,
         actor: &str,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), SimRefusal> {
         let account_id = self
             .scim_users
             .get(scim_user_id)
             .map(|u| u.account_id.clone())
-            .ok_or_else(|| Refusal::Invalid(format!("SCIM user {scim_user_id} does not exist")))?;
+            .ok_or_else(|| SimRefusal::Invalid(format!("SCIM user {scim_user_id} does not exist")))?;
         let group = self
             .scim_groups
             .get_mut(group_id)
-            .ok_or_else(|| Refusal::NotFound(format!("SCIM group {group_id} does not exist")))?;
+            .ok_or_else(|| SimRefusal::NotFound(format!("SCIM group {group_id} does not exist")))?;
         let changed = if add {
             group.members.insert(scim_user_id.to_owned())
         } else {

@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 
 use base64::Engine;
 use gatehouse_sim::{
-    AccountStatus, BurstPolicy, Fault, Policy, Seed, SeedApiToken, SeedGroup, SeedUser, SimHandle, Simulator,
-    StartError,
+    Behaviour, BurstPolicy, Fault, Seed, SeedApiToken, SeedGroup, SeedUser, SimAccountStatus, SimHandle,
+    Simulator, StartError,
 };
 use serde_json::{Value, json};
 
@@ -31,8 +31,8 @@ fn seed(name: &str) -> Seed {
 
 async fn two_tenants() -> SimHandle {
     Simulator::start_tenants(vec![
-        (seed("a"), Policy::default()),
-        (seed("b"), Policy::default()),
+        (seed("a"), Behaviour::default()),
+        (seed("b"), Behaviour::default()),
     ])
     .await
     .expect("two distinct tenants start")
@@ -202,17 +202,17 @@ async fn credentials_work_only_in_their_own_world() {
 async fn a_throttled_tenant_leaves_the_other_alone() {
     let sim = two_tenants().await;
     let a = sim.tenant("a-cloud").expect("a");
-    a.set_policy(Policy {
+    a.set_policy(Behaviour {
         tenant: Some(BurstPolicy {
             capacity: 1,
             per_second: 1.0,
             retry_after_seconds: Some(1),
             near_limit: true,
         }),
-        ..Policy::default()
+        ..Behaviour::default()
     });
     assert_eq!(a.policy().tenant.map(|t| t.capacity), Some(1));
-    assert_eq!(sim.tenant("b-cloud").expect("b").policy(), Policy::default());
+    assert_eq!(sim.tenant("b-cloud").expect("b").policy(), Behaviour::default());
     let mut a_statuses = Vec::new();
     let mut b_statuses = Vec::new();
     for _ in 0..5 {
@@ -252,7 +252,7 @@ async fn the_policy_and_state_of_another_tenant_over_http() {
             .map(|t| t.capacity),
         Some(1)
     );
-    assert_eq!(sim.tenant("a-cloud").expect("a").policy(), Policy::default());
+    assert_eq!(sim.tenant("a-cloud").expect("a").policy(), Behaviour::default());
     let (status, body) = call(addr, "GET", "/_sim/policy?tenant=b-cloud", None, None).await;
     assert_eq!((status, body["tenant"]["capacity"].clone()), (200, json!(1)));
     let (_, body) = call(addr, "GET", "/_sim/policy", None, None).await;
@@ -289,8 +289,8 @@ async fn user_management_acts_in_the_world_of_the_key() {
             .account(SHARED_ACCOUNT)
             .map(|a| a.status)
     };
-    assert_eq!(status_in("a-cloud"), Some(AccountStatus::Inactive));
-    assert_eq!(status_in("b-cloud"), Some(AccountStatus::Active));
+    assert_eq!(status_in("a-cloud"), Some(SimAccountStatus::Inactive));
+    assert_eq!(status_in("b-cloud"), Some(SimAccountStatus::Active));
     let (status, _) = call(sim.addr(), "POST", &disable, Some(bearer("no-such-key")), None).await;
     assert_eq!(status, 401);
     let logged = sim.requests();
@@ -457,7 +457,7 @@ async fn faults_are_scripted_per_tenant() {
 }
 
 /// The `what` of a refused start, or a description of why it was not refused so.
-async fn refusal(tenants: Vec<(Seed, Policy)>) -> Result<&'static str, String> {
+async fn refusal(tenants: Vec<(Seed, Behaviour)>) -> Result<&'static str, String> {
     match Simulator::start_tenants(tenants).await {
         Err(StartError::DuplicateTenantKey { what, first, second }) => {
             assert_eq!((first, second), (0, 1));
@@ -477,7 +477,7 @@ async fn start_refuses_tenants_sharing_an_id_or_a_credential() {
     let pair = |change: fn(&mut Seed)| {
         let mut b = seed("b");
         change(&mut b);
-        vec![(seed("a"), Policy::default()), (b, Policy::default())]
+        vec![(seed("a"), Behaviour::default()), (b, Behaviour::default())]
     };
     assert_eq!(
         refusal(pair(|b| b.cloud_id = "a-cloud".into())).await,
@@ -509,7 +509,7 @@ async fn start_refuses_tenants_sharing_an_id_or_a_credential() {
     );
     // Two default seeds are the same tenant twice.
     assert!(
-        refusal(vec![(Seed::default(), Policy::default()); 2])
+        refusal(vec![(Seed::default(), Behaviour::default()); 2])
             .await
             .is_ok()
     );
@@ -520,7 +520,7 @@ async fn start_refuses_tenants_sharing_an_id_or_a_credential() {
         token: "a-api-token".into(),
         scoped: true,
     });
-    let sim = Simulator::start_tenants(vec![(a, Policy::default()), (seed("b"), Policy::default())])
+    let sim = Simulator::start_tenants(vec![(a, Behaviour::default()), (seed("b"), Behaviour::default())])
         .await
         .expect("a token listed twice by one tenant");
     // Scoped tokens keep their rules on a named site: the gateway only.
@@ -543,7 +543,7 @@ async fn start_refuses_tenants_sharing_an_id_or_a_credential() {
 
 #[tokio::test]
 async fn one_tenant_start_is_unchanged() {
-    let sim = Simulator::start(seed("a"), Policy::default())
+    let sim = Simulator::start(seed("a"), Behaviour::default())
         .await
         .expect("starts");
     assert_eq!(sim.tenant_count(), 1);

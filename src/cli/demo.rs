@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use clap::Args;
-use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedScimGroup, SeedUser, SimHandle, Simulator};
+use gatehouse_sim::{
+    Behaviour, Seed, SeedGroup, SeedScimGroup, SeedUser, SimAccountStatus, SimHandle, Simulator,
+};
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -114,7 +116,7 @@ fn organization() -> Seed {
                 if *id == "ada" {
                     // HR has already deactivated Ada's account; her groups are what is left.
                     SeedUser {
-                        status: AccountStatus::Inactive,
+                        status: SimAccountStatus::Inactive,
                         ..user
                     }
                 } else {
@@ -234,14 +236,14 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     make_private_dir(&dir.join("secrets"))?;
     // Absolute, so the config it writes works from anywhere.
     let dir = &std::fs::canonicalize(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let sim = Simulator::start(organization(), Policy::default())
+    let sim = Simulator::start(organization(), Behaviour::default())
         .await
         .context("starting the Atlassian simulator")?;
     let hook_secret = webhook_secret()?;
     let config = write_config(dir, &sim, &hook_secret)?;
     let (settings, _) = Settings::load(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let app = Application::build(settings).await.context("starting gatehouse")?;
-    let running = Running {
+    let running = DemoParts {
         addr: app.local_addr(),
         store: app.store(),
         sim: &sim,
@@ -262,7 +264,7 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
 }
 
 /// The demo's running parts, as the story uses them.
-struct Running<'a> {
+struct DemoParts<'a> {
     addr: std::net::SocketAddr,
     store: Store,
     sim: &'a SimHandle,
@@ -272,7 +274,7 @@ struct Running<'a> {
 /// Tells the story against `running`, printing as it goes; then the audit trail and what to try
 /// next.
 async fn tell(
-    running: &Running<'_>,
+    running: &DemoParts<'_>,
     dir: &Path,
     config: &Path,
     (kept, keep_running): (bool, bool),

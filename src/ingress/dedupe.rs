@@ -21,7 +21,7 @@ enum Slot {
 }
 
 /// The keys remembered, and the order they go in.
-struct Window {
+struct RecentWindow {
     slots: HashMap<String, Slot>,
     /// Publication order, for evicting the oldest; may hold stale entries (checked on eviction).
     order: VecDeque<(String, Instant)>,
@@ -39,7 +39,7 @@ pub enum RecentClaim<'a> {
 }
 
 pub struct RecentKeys {
-    inner: Mutex<Window>,
+    inner: Mutex<RecentWindow>,
     capacity: usize,
     ttl: Duration,
 }
@@ -56,7 +56,7 @@ impl std::fmt::Debug for RecentKeys {
 impl RecentKeys {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentKeys {
-            inner: Mutex::new(Window {
+            inner: Mutex::new(RecentWindow {
                 slots: HashMap::new(),
                 order: VecDeque::new(),
             }),
@@ -65,7 +65,7 @@ impl RecentKeys {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentWindow> {
         // A panic while holding this lock cannot leave the map inconsistent in a way that matters
         // (worst case: a forgotten key, which the worker's dedupe absorbs).
         crate::locking::lock(&self.inner)

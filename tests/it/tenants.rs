@@ -6,7 +6,9 @@
 
 use gatehouse::config::{AtlassianSettings, AuthSettings, Secret, Settings, VerificationScheme};
 use gatehouse::queue::OutgoingMessage;
-use gatehouse_sim::{AccountStatus, BurstPolicy, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator};
+use gatehouse_sim::{
+    Behaviour, BurstPolicy, Seed, SeedGroup, SeedUser, SimAccountStatus, SimHandle, Simulator,
+};
 use handlers::{Envelope, EventType, Scheme};
 use serde_json::{Value, json};
 
@@ -40,7 +42,7 @@ fn site(name: &str, people: &[String]) -> Seed {
             .iter()
             .map(|id| {
                 let mut user = SeedUser::new(id.clone(), id.clone());
-                user.status = AccountStatus::Inactive;
+                user.status = SimAccountStatus::Inactive;
                 user
             })
             .collect(),
@@ -141,8 +143,8 @@ async fn each_tenant_acts_on_its_own_site_with_its_own_credentials_and_policies(
     // The same account id on both sites: one person in two organizations.
     let ann = vec!["ann".to_owned()];
     let sim = Simulator::start_tenants(vec![
-        (site("a", &ann), Policy::default()),
-        (site("b", &ann), Policy::default()),
+        (site("a", &ann), Behaviour::default()),
+        (site("b", &ann), Behaviour::default()),
     ])
     .await
     .unwrap();
@@ -285,18 +287,18 @@ async fn a_tenant_throttled_hard_does_not_hold_up_the_other() {
     let people = |name: &str| (0..8).map(|i| format!("{name}-u{i}")).collect::<Vec<_>>();
     // a's site answers one request every ten seconds in all (and 429 to the rest, with no
     // Retry-After to go by); b's answers whatever it is asked.
-    let throttled = Policy {
+    let throttled = Behaviour {
         tenant: Some(BurstPolicy {
             capacity: 1,
             per_second: 0.1,
             retry_after_seconds: None,
             near_limit: false,
         }),
-        ..Policy::default()
+        ..Behaviour::default()
     };
     let sim = Simulator::start_tenants(vec![
         (site("a", &people("a")), throttled),
-        (site("b", &people("b")), Policy::default()),
+        (site("b", &people("b")), Behaviour::default()),
     ])
     .await
     .unwrap();
@@ -358,8 +360,8 @@ async fn a_tenant_throttled_hard_does_not_hold_up_the_other() {
 async fn each_tenant_is_polled_and_reconciled_on_its_own() {
     let ann = vec!["ann".to_owned()];
     let sim = Simulator::start_tenants(vec![
-        (site("a", &ann), Policy::default()),
-        (site("b", &ann), Policy::default()),
+        (site("a", &ann), Behaviour::default()),
+        (site("b", &ann), Behaviour::default()),
     ])
     .await
     .unwrap();
@@ -460,8 +462,8 @@ async fn gatehouse(config: &std::path::Path, args: &[&str]) -> (bool, String, St
 #[tokio::test]
 async fn commands_work_on_the_tenant_they_are_told() {
     let sim = Simulator::start_tenants(vec![
-        (site("a", &["ann".to_owned()]), Policy::default()),
-        (site("b", &["bob".to_owned()]), Policy::default()),
+        (site("a", &["ann".to_owned()]), Behaviour::default()),
+        (site("b", &["bob".to_owned()]), Behaviour::default()),
     ])
     .await
     .unwrap();

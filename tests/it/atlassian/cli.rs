@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use gatehouse_sim::{Policy, Simulator};
+use gatehouse_sim::{Behaviour, Simulator};
 
 use super::{API_TOKEN, accounts, seed};
 use crate::helpers::TempDir;
@@ -48,7 +48,7 @@ async fn directory_members_and_groups_list_everything() {
                 ("grp-admins", "confluence-administrators", all[..2].to_vec()),
             ],
         ),
-        Policy::default(),
+        Behaviour::default(),
     )
     .await
     .unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gatehouse::atlassian::no_progress;
 use gatehouse::config::{AuthSettings, Secret};
-use gatehouse_sim::{Policy, Seed, SeedApiToken, SeedCredentials, Simulator};
+use gatehouse_sim::{Behaviour, Seed, SeedApiToken, SeedCredentials, Simulator};
 use handlers::ports::{AccountStatus, ConfluenceDirectory, ErrorKind};
 
 use super::{SimWorld, accounts, seed, settings_for};
@@ -26,7 +26,7 @@ fn engineering() -> Seed {
 
 #[tokio::test]
 async fn members_are_added_and_removed_by_group_id() {
-    let world = SimWorld::start(engineering(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(engineering(), Behaviour::default(), |_| {}).await;
     let confluence = world.confluence();
     let receipt = confluence.add_member("grp-eng", "acc-0003").await.unwrap();
     assert_eq!(receipt.status, 201);
@@ -78,7 +78,7 @@ async fn members_are_added_and_removed_by_group_id() {
 
 #[tokio::test]
 async fn group_names_are_exact_and_near_misses_are_found() {
-    let world = SimWorld::start(engineering(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(engineering(), Behaviour::default(), |_| {}).await;
     let confluence = world.confluence();
     let exact = confluence.group_named("Engineering").await.unwrap().unwrap();
     assert_eq!(exact.id, "grp-eng");
@@ -104,7 +104,7 @@ async fn group_names_are_exact_and_near_misses_are_found() {
 
 #[tokio::test]
 async fn the_port_reads_complete_and_null_emails_are_fine() {
-    let world = SimWorld::start(engineering(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(engineering(), Behaviour::default(), |_| {}).await;
     let port: Arc<dyn ConfluenceDirectory> = Arc::new(world.confluence().clone());
     let members = port.members_of("grp-users").await.unwrap();
     assert_eq!(members.len(), 4);
@@ -147,7 +147,7 @@ async fn scoped_tokens_work_through_the_gateway_only() {
             },
             ..engineering()
         },
-        Policy::default(),
+        Behaviour::default(),
     )
     .await
     .unwrap();
@@ -195,7 +195,7 @@ async fn scoped_tokens_work_through_the_gateway_only() {
 /// would normalize `grp/../x` into a request about another resource), and nothing is sent.
 #[tokio::test]
 async fn identifiers_are_checked_before_they_reach_a_url() {
-    let world = SimWorld::start(engineering(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(engineering(), Behaviour::default(), |_| {}).await;
     world.clear_requests().await;
     let confluence = world.confluence();
     for (group, account) in [

@@ -21,7 +21,7 @@ use gatehouse::atlassian::{
 use gatehouse::config::{AtlassianSettings, AuthSettings, Secret};
 use gatehouse::store::Store;
 use gatehouse_sim::{
-    Fault, LoggedRequest, Policy, Seed, SeedGroup, SeedUser, SimHandle, Simulator, StateSnapshot,
+    Behaviour, Fault, LoggedRequest, Seed, SeedGroup, SeedUser, SimHandle, Simulator, StateSnapshot,
 };
 use prometheus_client::registry::Registry;
 
@@ -92,7 +92,7 @@ impl SimWorld {
     /// `configure`.
     pub async fn start(
         seed: Seed,
-        policy: Policy,
+        policy: Behaviour,
         configure: impl FnOnce(&mut AtlassianSettings),
     ) -> SimWorld {
         let sim = Simulator::start(seed, policy).await.expect("simulator starts");

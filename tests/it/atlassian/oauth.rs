@@ -6,16 +6,16 @@ use futures_util::future::join_all;
 use gatehouse::atlassian::no_progress;
 use gatehouse::config::{AuthSettings, Secret, SensitiveUrl, StoreSettings};
 use gatehouse::store::Store;
-use gatehouse_sim::{Fault, Policy, Simulator};
+use gatehouse_sim::{Behaviour, Fault, Simulator};
 use handlers::ports::ErrorKind;
 
 use super::{SimWorld, accounts, detached_clients, oauth_settings_for, seed};
 use crate::helpers::TempDir;
 
-fn strict() -> Policy {
-    Policy {
+fn strict() -> Behaviour {
+    Behaviour {
         refresh_reuse_leeway_seconds: 0,
-        ..Policy::default()
+        ..Behaviour::default()
     }
 }
 
@@ -83,7 +83,7 @@ async fn a_chain_of_rotations_never_reuses_a_token() {
     // Access tokens that are never fresh enough to keep: every call refreshes.
     let sim = Simulator::start(
         group_seed(),
-        Policy {
+        Behaviour {
             access_token_ttl_seconds: 1,
             ..strict()
         },

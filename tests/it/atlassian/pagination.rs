@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use gatehouse::atlassian::no_progress;
-use gatehouse_sim::{Policy, SeedUser};
+use gatehouse_sim::{Behaviour, SeedUser};
 use serde_json::json;
 
 use super::{SimWorld, accounts, seed, to_route};
@@ -14,13 +14,13 @@ const PAGE: usize = 5;
 /// Sizes around the page size: 0, 1, page-1, page, page+1, and a few pages.
 const SIZES: [usize; 7] = [0, 1, PAGE - 1, PAGE, PAGE + 1, 2 * PAGE, 3 * PAGE + 2];
 
-fn small_pages() -> Policy {
-    Policy {
+fn small_pages() -> Behaviour {
+    Behaviour {
         v1_max_limit: PAGE as u32,
         v2_max_limit: PAGE as u32,
         scim_max_count: PAGE as u32,
         events_max_limit: PAGE as u32,
-        ..Policy::default()
+        ..Behaviour::default()
     }
 }
 
@@ -84,9 +84,9 @@ async fn v1_listings_survive_a_changing_page_size() {
     }
     let world = SimWorld::start(
         seed(users.clone(), groups),
-        Policy {
+        Behaviour {
             page_size_cycle: vec![3, 5, 2, 4, 1],
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |_| {},
     )
@@ -188,9 +188,9 @@ async fn v2_survives_a_changing_page_size() {
     let users = accounts("acc", 37);
     let world = SimWorld::start(
         seed(users.clone(), vec![]),
-        Policy {
+        Behaviour {
             page_size_cycle: vec![7, 2, 11, 1],
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |_| {},
     )

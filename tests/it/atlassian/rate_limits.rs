@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use gatehouse::atlassian::no_progress;
 use gatehouse::config::EndpointRateLimit;
-use gatehouse_sim::{BurstPolicy, Fault, LoggedRequest, Policy, QuotaPolicy};
+use gatehouse_sim::{Behaviour, BurstPolicy, Fault, LoggedRequest, QuotaPolicy};
 use handlers::ports::ErrorKind;
 
 use super::{SimWorld, accounts, seed};
@@ -28,14 +28,14 @@ async fn storm(retry_after_seconds: Option<u64>) {
     let ids: Vec<String> = users.iter().map(|u| u.account_id.clone()).collect();
     let world = SimWorld::start(
         seed(users, vec![]),
-        Policy {
+        Behaviour {
             burst: Some(BurstPolicy {
                 capacity: 5,
                 per_second: 10.0,
                 retry_after_seconds,
                 near_limit: false,
             }),
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |s| {
             // Faster than the simulator allows, so the storm happens.
@@ -101,14 +101,14 @@ async fn a_quota_reason_pauses_the_whole_tenant_until_the_reset() {
     let id = users[0].account_id.clone();
     let world = SimWorld::start(
         seed(users, vec![("g", "g", vec![id.clone()])]),
-        Policy {
+        Behaviour {
             quota: Some(QuotaPolicy {
                 requests: 6,
                 window_ms: 1_500,
                 reason: "confluence-quota-tenant-based".into(),
                 retry_after: false,
             }),
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |_| {},
     )
@@ -155,7 +155,7 @@ async fn a_quota_reason_pauses_the_whole_tenant_until_the_reset() {
 async fn a_pause_longer_than_the_budget_fails_fast_as_transient() {
     let users = accounts("acc", 1);
     let id = users[0].account_id.clone();
-    let world = SimWorld::start(seed(users, vec![]), Policy::default(), |s| {
+    let world = SimWorld::start(seed(users, vec![]), Behaviour::default(), |s| {
         s.retry.max_wait_ms = 300;
     })
     .await;
@@ -194,14 +194,14 @@ async fn near_limit_answers_slow_the_client_down() {
     let id = users[0].account_id.clone();
     let world = SimWorld::start(
         seed(users, vec![]),
-        Policy {
+        Behaviour {
             burst: Some(BurstPolicy {
                 capacity: 10,
                 per_second: 50.0,
                 retry_after_seconds: Some(1),
                 near_limit: true,
             }),
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |_| {},
     )
@@ -216,9 +216,13 @@ async fn near_limit_answers_slow_the_client_down() {
 async fn server_errors_are_retried_for_idempotent_calls_only() {
     let users = accounts("acc", 12);
     let members: Vec<String> = users.iter().map(|u| u.account_id.clone()).collect();
-    let world = SimWorld::start(seed(users, vec![("g", "g", members)]), Policy::default(), |s| {
-        s.retry.max_attempts = 4;
-    })
+    let world = SimWorld::start(
+        seed(users, vec![("g", "g", members)]),
+        Behaviour::default(),
+        |s| {
+            s.retry.max_attempts = 4;
+        },
+    )
     .await;
     world
         .fault(Fault::status("/membersByGroupId", 503, 2).method("GET"))
@@ -262,7 +266,7 @@ async fn server_errors_are_retried_for_idempotent_calls_only() {
 async fn slow_answers_time_out_and_are_retried() {
     let users = accounts("acc", 1);
     let id = users[0].account_id.clone();
-    let world = SimWorld::start(seed(users, vec![]), Policy::default(), |s| {
+    let world = SimWorld::start(seed(users, vec![]), Behaviour::default(), |s| {
         s.http.request_timeout_ms = 300;
     })
     .await;
@@ -282,7 +286,12 @@ async fn slow_answers_time_out_and_are_retried() {
 #[tokio::test]
 async fn client_errors_are_permanent_and_not_retried() {
     let users = accounts("acc", 1);
-    let world = SimWorld::start(seed(users, vec![("g", "g", vec![])]), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(
+        seed(users, vec![("g", "g", vec![])]),
+        Behaviour::default(),
+        |_| {},
+    )
+    .await;
     world.fault(Fault::status("/membersByGroupId", 403, 1)).await;
     let error = world
         .confluence()
@@ -316,14 +325,14 @@ async fn one_tenant_budget_holds_across_endpoints() {
     let groups = vec![("g-1", "team-1", ids.clone()), ("g-2", "team-2", ids.clone())];
     let world = SimWorld::start(
         seed(users, groups),
-        Policy {
+        Behaviour {
             tenant: Some(BurstPolicy {
                 capacity: 3,
                 per_second: 10.0,
                 retry_after_seconds: Some(1),
                 near_limit: false,
             }),
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |s| {
             s.rate_limit.tenant_per_second = Some(10.0);
@@ -364,14 +373,14 @@ async fn a_tenant_budget_is_learned_from_429s() {
     let groups = vec![("g-1", "team-1", ids.clone())];
     let world = SimWorld::start(
         seed(users, groups),
-        Policy {
+        Behaviour {
             tenant: Some(BurstPolicy {
                 capacity: 3,
                 per_second: 10.0,
                 retry_after_seconds: None,
                 near_limit: false,
             }),
-            ..Policy::default()
+            ..Behaviour::default()
         },
         |s| {
             s.rate_limit.reads_per_second = 50.0;

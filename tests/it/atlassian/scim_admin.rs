@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use gatehouse::atlassian::{NewScimUser, no_progress};
-use gatehouse_sim::{Policy, Seed, SeedScimGroup, SeedUser};
+use gatehouse_sim::{Behaviour, Seed, SeedScimGroup, SeedUser};
 use handlers::ports::{AccountStatus, ErrorKind, ScimDirectory};
 
 use super::{SimWorld, seed};
@@ -50,7 +50,7 @@ fn new_user(user_name: &str, external_id: Option<&str>) -> NewScimUser {
 
 #[tokio::test]
 async fn creating_an_existing_user_finds_it_instead_of_failing() {
-    let world = SimWorld::start(directory(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(directory(), Behaviour::default(), |_| {}).await;
     let scim = world.scim();
     let created = scim
         .create_user(&new_user("new@example.com", Some("okta-new")))
@@ -94,7 +94,7 @@ async fn creating_an_existing_user_finds_it_instead_of_failing() {
 
 #[tokio::test]
 async fn unknown_users_are_404_and_permanent() {
-    let world = SimWorld::start(directory(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(directory(), Behaviour::default(), |_| {}).await;
     let scim = world.scim();
     assert_eq!(scim.user("no-such-id").await.unwrap(), None);
     let error = scim.set_active("no-such-id", false).await.unwrap_err();
@@ -113,7 +113,7 @@ async fn unknown_users_are_404_and_permanent() {
 
 #[tokio::test]
 async fn finding_by_user_name_external_id_and_display_name() {
-    let world = SimWorld::start(directory(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(directory(), Behaviour::default(), |_| {}).await;
     let port: Arc<dyn ScimDirectory> = Arc::new(world.scim().clone());
     let ada = port.user_by_user_name("Ada@Example.com").await.unwrap().unwrap();
     assert_eq!(ada.atlassian_account_id.as_deref(), Some("acc-ada"));
@@ -141,7 +141,7 @@ async fn finding_by_user_name_external_id_and_display_name() {
 
 #[tokio::test]
 async fn deactivation_shows_in_confluence_and_in_the_event_stream() {
-    let world = SimWorld::start(directory(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(directory(), Behaviour::default(), |_| {}).await;
     let scim = world.scim();
     let grace = scim
         .user_by_user_name("grace@example.com")
@@ -193,7 +193,7 @@ async fn deactivation_shows_in_confluence_and_in_the_event_stream() {
 
 #[tokio::test]
 async fn scim_group_membership_is_mirrored_to_the_synced_confluence_group() {
-    let world = SimWorld::start(directory(), Policy::default(), |_| {}).await;
+    let world = SimWorld::start(directory(), Behaviour::default(), |_| {}).await;
     let scim = world.scim();
     let ada = scim.user_by_user_name("ada@example.com").await.unwrap().unwrap();
     let group = scim.group_by_display_name("Engineering").await.unwrap().unwrap();

@@ -6,7 +6,7 @@ use base64::Engine;
 use gatehouse::atlassian::{ApiError, no_progress};
 use gatehouse::config::{AuthSettings, LogFormat, LogSettings, Secret, SensitiveUrl, StoreSettings};
 use gatehouse::store::Store;
-use gatehouse_sim::{Fault, Policy, Seed, SeedApiToken, SeedCredentials, SeedOAuthClient, Simulator};
+use gatehouse_sim::{Behaviour, Fault, Seed, SeedApiToken, SeedCredentials, SeedOAuthClient, Simulator};
 use handlers::ports::PortError;
 
 use super::{SimWorld, accounts, settings_for};
@@ -66,7 +66,7 @@ async fn tokens_never_appear_in_logs_or_errors() {
         false,
         capture.clone(),
     ));
-    let sim = Simulator::start(seed(), Policy::default()).await.unwrap();
+    let sim = Simulator::start(seed(), Behaviour::default()).await.unwrap();
     let mut settings = settings_for(&sim);
     settings.auth = Some(AuthSettings::Basic {
         email: "bot@example.com".into(),

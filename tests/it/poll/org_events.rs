@@ -55,7 +55,7 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
         users: (0..25).map(|i| SeedUser::new(format!("u-{i:02}"), "U")).collect(),
         ..Seed::default()
     };
-    let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Policy::default())
+    let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Behaviour::default())
         .await
         .unwrap();
     let dir = crate::helpers::TempDir::new();
@@ -152,7 +152,7 @@ async fn the_events_stream_limit_holds_in_every_window_and_across_a_restart() {
         users: (0..40).map(|i| SeedUser::new(format!("w-{i:02}"), "W")).collect(),
         ..Seed::default()
     };
-    let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Policy::default())
+    let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Behaviour::default())
         .await
         .unwrap();
     let http = crate::helpers::http();

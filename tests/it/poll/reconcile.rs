@@ -2,7 +2,7 @@
 //! reverted; a deactivated account still holding groups is found; a dry run changes nothing and
 //! says what it would do.
 
-use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedUser, Simulator};
+use gatehouse_sim::{Behaviour, Seed, SeedGroup, SeedUser, SimAccountStatus, Simulator};
 
 use crate::helpers::TempDir;
 use crate::queue::eventually;
@@ -113,7 +113,7 @@ async fn reconcile(config: &std::path::Path, dry_run: bool) -> (bool, String, St
 #[tokio::test]
 async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     let mut gone = SeedUser::new("gone", "Gone");
-    gone.status = AccountStatus::Inactive;
+    gone.status = SimAccountStatus::Inactive;
     let seed = Seed {
         users: vec![gone, SeedUser::new("stays", "Stays")],
         groups: vec![
@@ -122,7 +122,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         ],
         ..Seed::default()
     };
-    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
     let dir = TempDir::new();
     let config = config(&dir, &sim);
 

@@ -4,7 +4,7 @@
 use gatehouse::config::Span;
 use gatehouse::reactions::approvals::{DecisionError, approve, expire_overdue, reject};
 use gatehouse::store::ApprovalState;
-use gatehouse_sim::{AccountStatus, Seed, SeedGroup, SeedUser};
+use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
 use serde_json::json;
 
 use super::{LONG, World, policies};
@@ -26,7 +26,7 @@ fn leavers() -> Seed {
     let mut users = Vec::new();
     for id in ["cara", "dan"] {
         let mut user = SeedUser::new(id, id);
-        user.status = AccountStatus::Inactive;
+        user.status = SimAccountStatus::Inactive;
         users.push(user);
     }
     Seed {

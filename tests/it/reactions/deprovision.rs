@@ -19,7 +19,7 @@ keep_groups = ["all-staff"]
 /// `ann` (deactivated) in 120 groups plus `all-staff`.
 fn crowded() -> Seed {
     let mut ann = SeedUser::new("ann", "Ann");
-    ann.status = gatehouse_sim::AccountStatus::Inactive;
+    ann.status = gatehouse_sim::SimAccountStatus::Inactive;
     let mut groups: Vec<SeedGroup> = (0..120)
         .map(|i| SeedGroup::new(format!("g-{i:03}"), format!("team-{i:03}"), vec!["ann".into()]))
         .collect();

@@ -12,7 +12,7 @@ mod plan_cli;
 use std::time::Duration;
 
 use gatehouse::config::{Settings, VerificationScheme};
-use gatehouse_sim::{LoggedRequest, Policy, Seed, SimHandle, Simulator, StateSnapshot};
+use gatehouse_sim::{Behaviour, LoggedRequest, Seed, SimHandle, Simulator, StateSnapshot};
 use handlers::policy::PolicyConfig;
 use serde_json::{Value, json};
 
@@ -58,7 +58,7 @@ impl World {
         policies: Vec<PolicyConfig>,
         configure: impl FnOnce(&mut Settings),
     ) -> World {
-        let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+        let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
         let dir = TempDir::new();
         let mut settings = settings_for_sim(&sim, &dir);
         settings.policies = policies;

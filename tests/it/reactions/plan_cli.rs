@@ -2,7 +2,7 @@
 //! changed or queued. (The binary runs as a child process awaited asynchronously: the in-process
 //! simulator must keep serving meanwhile.)
 
-use gatehouse_sim::{AccountStatus, Policy, Seed, SeedGroup, SeedUser, Simulator};
+use gatehouse_sim::{Behaviour, Seed, SeedGroup, SeedUser, SimAccountStatus, Simulator};
 
 use crate::helpers::TempDir;
 
@@ -73,7 +73,7 @@ fn envelope(event_type: handlers::EventType, account: &str) -> handlers::Envelop
 #[tokio::test]
 async fn plan_prints_what_would_happen_and_changes_nothing() {
     let mut ann = SeedUser::new("ann", "Ann");
-    ann.status = AccountStatus::Inactive;
+    ann.status = SimAccountStatus::Inactive;
     let seed = Seed {
         users: vec![ann],
         groups: vec![
@@ -82,7 +82,7 @@ async fn plan_prints_what_would_happen_and_changes_nothing() {
         ],
         ..Seed::default()
     };
-    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
     let dir = TempDir::new();
     let config = config_for(
         &sim,
@@ -153,7 +153,7 @@ async fn escape_sequences_a_sender_wrote_cannot_hide_what_a_plan_does() {
         groups: vec![SeedGroup::new("g-admins", "confluence-administrators", vec![])],
         ..Seed::default()
     };
-    let sim = Simulator::start(seed, Policy::default()).await.unwrap();
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
     let dir = TempDir::new();
     let config = config_for(
         &sim,

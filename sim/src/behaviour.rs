@@ -5,11 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Behaviour knobs. The defaults are small on purpose: listings need several pages even with a
+/// How the simulator behaves. The defaults are small on purpose: listings need several pages even with a
 /// handful of items, so a client that stops after the first page is caught at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Policy {
+pub struct Behaviour {
     /// Largest `limit` Confluence v1 honours (Atlassian: 200 for members); a larger request is
     /// silently capped and the response's `limit` says so.
     pub v1_max_limit: u32,
@@ -38,9 +38,9 @@ pub struct Policy {
     pub refresh_reuse_leeway_seconds: u64,
 }
 
-impl Default for Policy {
+impl Default for Behaviour {
     fn default() -> Self {
-        Policy {
+        Behaviour {
             v1_max_limit: 25,
             v2_max_limit: 25,
             scim_max_count: 10,
