@@ -57,11 +57,10 @@ impl RetryBackoff {
     }
 }
 
-/// `min(base·2^(retry-1), cap)·(0.7 + 0.6·unit)`.
+/// `min(base·2^(retry-1), cap)·(0.7 + 0.6·unit)`: the one backoff schedule
+/// ([`crate::pacing::doubling`]), jittered around its value.
 pub fn exponential(base: Duration, cap: Duration, retry: u32, unit: f64) -> Duration {
-    let doublings = retry.saturating_sub(1).min(30);
-    let raw = base.saturating_mul(1u32 << doublings).min(cap);
-    raw.mul_f64(0.7 + 0.6 * unit.clamp(0.0, 1.0))
+    crate::pacing::doubling(base, cap, retry).mul_f64(0.7 + 0.6 * unit.clamp(0.0, 1.0))
 }
 
 /// `Retry-After`: delay-seconds, or an HTTP date.
