@@ -70,10 +70,13 @@ impl Settings {
     /// The tenant `source`'s events belong to: its `tenant`, or the only one there is
     /// (validation makes sure one of the two holds).
     pub fn source_tenant(&self, source: &SourceSettings) -> String {
-        source
-            .tenant
-            .clone()
-            .unwrap_or_else(|| self.tenant_names().swap_remove(0))
+        // On every delivery: the only tenant's name without listing them all.
+        source.tenant.clone().unwrap_or_else(|| {
+            self.tenants
+                .first()
+                .or(self.atlassian.as_ref())
+                .map_or_else(|| DEFAULT_TENANT.to_owned(), AtlassianSettings::tenant_name)
+        })
     }
 
     /// The tenant a command works on: `requested` if it is one, else the only tenant; an error

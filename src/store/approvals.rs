@@ -78,9 +78,7 @@ impl Approval {
     /// The tenant of the plan's event (see [`handlers::Envelope::tenant_name`]); a stored
     /// envelope that cannot be read belongs to the default tenant, whose operators see it.
     pub fn tenant(&self) -> String {
-        serde_json::from_str::<handlers::Envelope>(&self.envelope)
-            .map(|e| e.tenant_name().to_owned())
-            .unwrap_or_else(|_| handlers::DEFAULT_TENANT.to_owned())
+        super::envelope_tenant(&self.envelope)
     }
 }
 

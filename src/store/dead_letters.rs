@@ -40,9 +40,7 @@ impl DeadLetterRow {
     /// The tenant the letter's envelope is bound to (see [`handlers::Envelope::tenant_name`]);
     /// a body that is no envelope belongs to the default tenant, whose operators see it.
     pub fn tenant(&self) -> String {
-        serde_json::from_str::<handlers::Envelope>(&self.body)
-            .map(|envelope| envelope.tenant_name().to_owned())
-            .unwrap_or_else(|_| handlers::DEFAULT_TENANT.to_owned())
+        super::envelope_tenant(&self.body)
     }
 }
 

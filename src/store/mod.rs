@@ -34,6 +34,21 @@ pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 pub use poll_state::GroupSnapshot;
 pub use sealed_columns::SealedColumn;
 
+/// The tenant a stored envelope (an approval's, a dead letter's) is bound to, read without
+/// parsing the rest of it (see [`handlers::Envelope::tenant_name`]); text that is no envelope
+/// belongs to the default tenant, whose operators see it.
+pub fn envelope_tenant(json: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Bound {
+        #[serde(default)]
+        tenant: handlers::Tenant,
+    }
+    serde_json::from_str::<Bound>(json)
+        .ok()
+        .and_then(|bound| bound.tenant.name)
+        .unwrap_or_else(|| handlers::DEFAULT_TENANT.to_owned())
+}
+
 /// Which database is underneath.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

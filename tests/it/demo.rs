@@ -1,20 +1,7 @@
 //! `gatehouse demo`, as a newcomer runs it: the whole story goes as expected, the trail verifies,
 //! and the data it keeps is usable with the config it wrote.
 
-use crate::helpers::TempDir;
-
-async fn gatehouse(args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use crate::helpers::{TempDir, run_gatehouse as gatehouse};
 
 #[tokio::test]
 async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {

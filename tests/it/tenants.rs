@@ -444,19 +444,12 @@ fn config_file(sim: &SimHandle, dir: &TempDir) -> std::path::PathBuf {
     config
 }
 
+/// Runs `gatehouse` with `args` and `--config config`.
 async fn gatehouse(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let config = config.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--config", config.as_str()]);
+    crate::helpers::run_gatehouse(&all).await
 }
 
 #[tokio::test]

@@ -297,3 +297,18 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+/// Runs the `gatehouse` binary with `args` (awaited asynchronously, so an in-process simulator
+/// keeps serving meanwhile): whether it succeeded, its stdout and its stderr.
+pub async fn run_gatehouse(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
