@@ -45,7 +45,7 @@ pub struct Running {
     amqp_url: String,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -314,9 +314,19 @@ pub fn hub_signature(secret: &str, body: &[u8]) -> String {
 
 /// Standard Webhooks headers for `body`.
 pub fn standard_webhooks(whsec: &str, id: &str, body: &[u8]) -> anyhow::Result<Vec<(&'static str, String)>> {
+    standard_webhooks_at(whsec, id, body, chrono::Utc::now().timestamp())
+}
+
+/// Standard Webhooks headers for `body`, sent as of `timestamp` (unix seconds): a sender whose
+/// clock is off.
+pub fn standard_webhooks_at(
+    whsec: &str,
+    id: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.decode(whsec.trim_start_matches("whsec_"))?;
-    let timestamp = chrono::Utc::now().timestamp();
     let signature = ::gatehouse::ingress::verify::standard_webhooks::sign(&key, id, timestamp, body);
     Ok(vec![
         ("webhook-id", id.to_owned()),

@@ -9,6 +9,7 @@
 //!   whether the other still gets its own R.
 //! - `e2e`: from a webhook's 202 to the last audit record of its plan, at a fixed rate.
 //! - `audit`: the audit trail's append cost and `verify` speed.
+//! - `faults`: reliability under faults, counted (see [`faults`]; RELIABILITY.md).
 //! - `parse`: the memory and time of reading a hostile 1 MiB body, next to building a
 //!   `serde_json::Value` of it.
 //!
@@ -17,6 +18,7 @@
 
 mod audit;
 mod e2e;
+mod faults;
 mod harness;
 mod ingest;
 mod parse;
@@ -83,6 +85,9 @@ enum Measurement {
     E2e(e2e::E2eArgs),
     Audit(audit::AuditBenchArgs),
     Parse(parse::ParseArgs),
+    /// Faults with counted outcomes: brokers, stores and gatehouse killed, Atlassian failing,
+    /// senders misbehaving; exits non-zero when an invariant breaks.
+    Faults(faults::FaultArgs),
     /// One parse, in this process (what `parse` runs in a child for each measurement).
     #[command(hide = true)]
     ParseProbe {
@@ -112,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         Measurement::E2e(args) => e2e::run(&common, &args, &mut results).await?,
         Measurement::Audit(args) => audit::run(&args, &mut results).await?,
         Measurement::Parse(args) => parse::run(&args, &mut results)?,
+        Measurement::Faults(args) => faults::run(&common, &args, &mut results).await?,
         Measurement::ParseProbe {
             reader,
             shape,

@@ -108,6 +108,10 @@ pub struct Fault {
     /// Wait this long first (a slow response).
     #[serde(default)]
     pub delay_ms: u64,
+    /// Drop the connection instead of answering, the request not handled (a connection reset
+    /// mid-exchange: the client sees a transport error, not a status).
+    #[serde(default)]
+    pub reset: bool,
     /// How many matching requests it affects; `None`: every one until cleared.
     #[serde(default)]
     pub times: Option<u32>,
@@ -134,6 +138,7 @@ impl Fault {
             path_contains: path_contains.into(),
             status: Some(status),
             delay_ms: 0,
+            reset: false,
             times: Some(times),
             retry_after_seconds: None,
             rate_limit_reason: None,
@@ -147,6 +152,15 @@ impl Fault {
         Fault {
             status: None,
             delay_ms,
+            ..Fault::status(path_contains, 0, times)
+        }
+    }
+
+    /// The connection of the next `times` matching requests dropped without an answer.
+    pub fn reset(path_contains: impl Into<String>, times: u32) -> Self {
+        Fault {
+            status: None,
+            reset: true,
             ..Fault::status(path_contains, 0, times)
         }
     }

@@ -85,6 +85,9 @@ pub(crate) async fn gate(
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }
+        if fault.reset {
+            drop_connection();
+        }
         if let Some(status) = fault.status {
             return with_request_id(fault_response(api, &fault, status, request.headers()));
         }
@@ -250,6 +253,14 @@ fn with_request_id(mut response: Response) -> Response {
             .insert(HeaderName::from_static("x-arequestid"), value);
     }
     response
+}
+
+/// Ends the connection serving this request without an answer: unwinding out of the handler
+/// ends the connection's task, which closes the socket mid-exchange, as a reset would.
+/// `resume_unwind` skips the panic hook, so nothing is printed; the simulator's other
+/// connections are served by other tasks and go on.
+fn drop_connection() -> ! {
+    std::panic::resume_unwind(Box::new("simulated connection reset"))
 }
 
 /// The first scripted fault matching this request, consuming one of its uses.

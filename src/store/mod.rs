@@ -119,6 +119,14 @@ impl Store {
                     Ok(())
                 })
             })
+            // A connection whose transaction could not end (a COMMIT refused by a full disk,
+            // after which SQLite has already rolled back and the ROLLBACK on drop fails too)
+            // still counts itself inside it, and every later `begin` on it fails: the pool
+            // would hand out a poisoned connection forever. Such a connection is closed
+            // instead of reused; closing it also ends whatever SQLite still held.
+            .before_acquire(|conn, _meta| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await
             .map_err(connect_error)?;

@@ -181,6 +181,57 @@ async fn sqlite_store_migrates_and_round_trips() {
     round_trips(format!("sqlite://{}/nested/store.db", dir.0.display())).await;
 }
 
+/// A full disk makes SQLite end a transaction by itself (SQLITE_FULL rolls it back), after which
+/// the ROLLBACK sqlx sends on drop fails and the connection still counts itself inside a
+/// transaction: every later `begin` on it failed, and the pool handed it out forever (found by
+/// the fault suite's full-disk scenario). The store must close such a connection and go on.
+#[tokio::test]
+async fn a_connection_a_full_disk_left_inside_a_transaction_is_not_reused() {
+    let dir = TempDir::new();
+    let store = Store::connect(&StoreSettings {
+        url: SensitiveUrl::new(format!("sqlite://{}/store.db", dir.0.display())),
+        max_connections: 1,
+        encryption_key: None,
+    })
+    .await
+    .unwrap();
+    {
+        let mut conn = store.pool().acquire().await.unwrap();
+        sqlx::query("CREATE TABLE filler (b BLOB)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        // The one connection's database may not grow: a full disk, as SQLite sees it.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 1
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    let mut tx = store.begin_write().await.unwrap();
+    let full = sqlx::query("INSERT INTO filler VALUES (zeroblob(1000000))")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(full.to_string().contains("full"), "{full}");
+    drop(tx);
+    // The disk has room again (a new connection has no cap): the store writes at once.
+    let mut tx = store.begin_write().await.expect("a usable connection");
+    sqlx::query("INSERT INTO filler VALUES (x'00')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.count_dead_letters().await.unwrap(), 0);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn postgres_store_migrates_and_round_trips() {
     let db = PgDatabase::create().await;
