@@ -16,7 +16,9 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::Common;
-use crate::harness::{Running, Scratch, broker_cpu, delete_prefix, hub_signature, own_cpu};
+use crate::harness::{
+    Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, hub_signature, own_cpu, peak_rss_kib,
+};
 use crate::report::Results;
 use crate::stats::percentiles;
 
@@ -41,6 +43,12 @@ impl Default for IngestArgs {
 }
 
 const SECRET: &str = "bench-hub-secret-0123456789abcdef";
+
+/// Where the bodies are sent, on gatehouse and on the minimal relay alike.
+const WEBHOOK_PATH: &str = "/webhooks/confluence/user_deactivated";
+
+/// The routing key gatehouse gives these events (the relay and the raw ceiling use it too).
+const ROUTING_KEY: &str = "confluence.user.deactivated";
 
 /// An admin-webhook `user_deactivated` body of about `size` bytes (Atlassian's user object is
 /// large: avatars, time zone, locale, …). It names its own event and carries a current timestamp,
@@ -83,12 +91,20 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
         // Warm up connections and caches; not measured.
         let warmup: Arc<Vec<Vec<u8>>> =
             Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
-        drive(&running, warmup, args.concurrency).await?;
+        let url = running.url(WEBHOOK_PATH);
+        drive(&url, warmup.clone(), args.concurrency).await?;
         let before = (running.cpu(), own_cpu(), broker_cpu());
-        let measured = drive(&running, bodies.clone(), args.concurrency).await?;
+        let measured = drive(&url, bodies.clone(), args.concurrency).await?;
         let cpu = Cpu::since(before, running.cpu(), args.requests);
         let rss = running.peak_rss_mib();
         running.stop().await?;
+
+        // The minimal relay, on RabbitMQ (the baseline issue 15 holds gatehouse against).
+        let relay = if backend == "rabbitmq" {
+            Some(minimal_relay(common, warmup.clone(), bodies.clone(), args.concurrency).await?)
+        } else {
+            None
+        };
 
         let before = (Duration::ZERO, own_cpu(), broker_cpu());
         let ceiling = match backend {
@@ -100,26 +116,66 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
         let p = percentiles(&mut latencies);
         let rate = args.requests as f64 / measured.elapsed.as_secs_f64();
         let ratio = rate / ceiling;
-        results.add(
-            &format!("ingest ({backend})"),
-            vec![
-                ("requests", format!("{} × {} B at concurrency {}", args.requests, args.body_bytes, args.concurrency)),
-                ("accepted/s", format!("{rate:.0}")),
-                ("not accepted", measured.failures.to_string()),
-                ("latency to 202", format!("p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms", p.p50_ms, p.p99_ms, p.p999_ms)),
-                ("raw ceiling/s", format!("{ceiling:.0}")),
-                ("ratio", format!("{:.1} %", ratio * 100.0)),
-                ("CPU per message", format!(
+        let mut rows = vec![
+            (
+                "requests",
+                format!(
+                    "{} × {} B at concurrency {}",
+                    args.requests, args.body_bytes, args.concurrency
+                ),
+            ),
+            ("accepted/s", format!("{rate:.0}")),
+            ("not accepted", measured.failures.to_string()),
+            (
+                "latency to 202",
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+                    p.p50_ms, p.p99_ms, p.p999_ms
+                ),
+            ),
+            ("raw ceiling/s", format!("{ceiling:.0}")),
+            ("ratio", format!("{:.1} %", ratio * 100.0)),
+            (
+                "CPU per message",
+                format!(
                     "gatehouse {:.0} µs, load generator {:.0} µs, broker {:.0} µs (raw: publisher {:.0} µs, broker {:.0} µs)",
                     cpu.gatehouse_us, cpu.driver_us, cpu.broker_us, raw_cpu.driver_us, raw_cpu.broker_us
-                )),
-                ("peak RSS", format!("{rss:.1} MiB")),
-            ],
+                ),
+            ),
+            ("peak RSS", format!("{rss:.1} MiB")),
+        ];
+        let mut relay_json = serde_json::Value::Null;
+        if let Some(relay) = relay {
+            let mut relay_latencies = relay.driven.latencies;
+            let rp = percentiles(&mut relay_latencies);
+            let relay_rate = args.requests as f64 / relay.driven.elapsed.as_secs_f64();
+            rows.push(("minimal relay", format!(
+                "{relay_rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU per message, peak RSS {:.1} MiB, {} not accepted",
+                rp.p50_ms, rp.p99_ms, relay.cpu_us, relay.rss_mib, relay.driven.failures
+            )));
+            rows.push((
+                "gatehouse / relay",
+                format!(
+                    "accepted/s {:.2}× (target ≥ 0.9), p99 {:.2}× (≤ 1.2), CPU per message {:.2}× (≤ 1.15)",
+                    rate / relay_rate,
+                    p.p99_ms / rp.p99_ms,
+                    cpu.gatehouse_us / relay.cpu_us
+                ),
+            ));
+            relay_json = json!({
+                "accepted_per_second": relay_rate, "latency": rp, "cpu_us_per_message": relay.cpu_us,
+                "peak_rss_mib": relay.rss_mib, "failures": relay.driven.failures,
+                "gatehouse_over_relay": {"throughput": rate / relay_rate, "p99": p.p99_ms / rp.p99_ms, "cpu": cpu.gatehouse_us / relay.cpu_us},
+            });
+        }
+        results.add(
+            &format!("ingest ({backend})"),
+            rows,
             json!({
                 "backend": backend, "requests": args.requests, "concurrency": args.concurrency, "body_bytes": args.body_bytes,
                 "accepted_per_second": rate, "failures": measured.failures, "latency": p,
                 "ceiling_per_second": ceiling, "ratio": ratio, "peak_rss_mib": rss,
-                "cpu_us_per_message": cpu, "raw_cpu_us_per_message": raw_cpu,
+                "cpu_us_per_message": cpu, "raw_cpu_us_per_message": raw_cpu, "minimal_relay": relay_json,
             }),
         );
     }
@@ -153,12 +209,12 @@ struct Driven {
 }
 
 /// Sends every body once, `concurrency` at a time; each request is timed to its answer.
-async fn drive(running: &Running, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<Driven> {
+async fn drive(url: &str, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<Driven> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
     let next = Arc::new(AtomicUsize::new(0));
-    let url = running.url("/webhooks/confluence/user_deactivated");
+    let url = url.to_owned();
     let started = Instant::now();
     let workers = (0..concurrency).map(|_| {
         let http = http.clone();
@@ -206,6 +262,75 @@ async fn drive(running: &Running, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize)
     })
 }
 
+/// The minimal relay's run: the same bodies, load and queue as gatehouse's.
+struct RelayRun {
+    driven: Driven,
+    cpu_us: f64,
+    rss_mib: f64,
+}
+
+/// Runs the minimal relay ([`crate::relay`]) as a child process in front of a fresh copy of
+/// gatehouse's topology, and drives the same load through it.
+async fn minimal_relay(
+    common: &Common,
+    warmup: Arc<Vec<Vec<u8>>>,
+    bodies: Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+) -> anyhow::Result<RelayRun> {
+    let prefix = format!(
+        "bench-relay-{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let settings = ::gatehouse::config::QueueSettings {
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
+    let connection =
+        lapin::Connection::connect(&common.amqp_url, lapin::ConnectionProperties::default()).await?;
+    topology.declare(&connection.create_channel().await?).await?;
+    let _ = connection.close(200, "declared".into()).await;
+    let port = free_port()?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("relay")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--amqp-url", &common.amqp_url])
+        .args(["--exchange", topology.events_exchange()])
+        .args(["--routing-key", ROUTING_KEY])
+        .args(["--secret", SECRET])
+        .kill_on_drop(true)
+        .spawn()?;
+    let measured = async {
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await?;
+        let url = format!("{base}{WEBHOOK_PATH}");
+        drive(&url, warmup, concurrency).await?;
+        let pid = child.id().unwrap_or(0);
+        let before = cpu_of(pid);
+        let driven = drive(&url, bodies.clone(), concurrency).await?;
+        let cpu_us = cpu_of(pid).saturating_sub(before).as_secs_f64() * 1e6 / bodies.len().max(1) as f64;
+        let rss_mib = peak_rss_kib(&pid.to_string()) as f64 / 1024.0;
+        anyhow::Ok(RelayRun {
+            driven,
+            cpu_us,
+            rss_mib,
+        })
+    }
+    .await;
+    let _ = child.kill().await;
+    delete_prefix(&common.amqp_url, &prefix).await;
+    measured
+}
+
+async fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !reqwest::get(url).await.is_ok_and(|r| r.status() == 200) {
+        anyhow::ensure!(Instant::now() < deadline, "{url} not ready after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Confirmed publishes of `bodies` to the same topology gatehouse uses, `concurrency` in flight.
 async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
     let prefix = format!("bench-raw-{}", ulid::Ulid::generate().to_string().to_lowercase());
@@ -243,7 +368,7 @@ async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: u
             let confirmed = channel
                 .basic_publish(
                     exchange.as_str().into(),
-                    "confluence.user.deactivated".into(),
+                    ROUTING_KEY.into(),
                     options,
                     &body,
                     properties,
@@ -298,7 +423,7 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
                 let message = OutgoingMessage {
-                    routing_key: "confluence.user.deactivated".to_owned(),
+                    routing_key: ROUTING_KEY.to_owned(),
                     message_id: format!("raw-{i}"),
                     event_id: format!("raw-{i}"),
                     event_type: "user.deactivated".to_owned(),

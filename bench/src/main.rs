@@ -1,8 +1,9 @@
 //! `gatehouse-bench`: performance claims, measured side by side in one run.
 //!
-//! - `ingest`: signed webhooks against a running gatehouse ingress, and, in the same run, the raw
-//!   ceiling of the queue underneath (confirmed publishes of the same bodies, same queue type,
-//!   same number in flight); the ratio says what gatehouse costs.
+//! - `ingest`: signed webhooks against a running gatehouse ingress, and, in the same run, the
+//!   least a relay can do (on RabbitMQ: [`relay`], HMAC check and confirmed publish, nothing
+//!   else) and the raw ceiling of the queue underneath (confirmed publishes of the same bodies,
+//!   same queue type, same number in flight); the ratios say what gatehouse costs.
 //! - `react`: every user deactivated at once against a simulator with a burst limit of R requests
 //!   a second: time to converge, calls a second as a fraction of R, 429s received, failed actions.
 //!   With `--tenants 2 --throttle-one`, one gatehouse serves two tenants, one throttled hard:
@@ -24,6 +25,7 @@ mod ingest;
 mod parse;
 mod react;
 mod react_tenants;
+mod relay;
 mod report;
 mod stats;
 
@@ -98,6 +100,9 @@ enum Measurement {
         #[arg(long)]
         body_bytes: usize,
     },
+    /// The minimal relay `ingest` measures gatehouse against (run by `ingest` as a child).
+    #[command(hide = true)]
+    Relay(relay::RelayArgs),
     /// All of them with their defaults.
     All,
 }
@@ -117,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         Measurement::E2e(args) => e2e::run(&common, &args, &mut results).await?,
         Measurement::Audit(args) => audit::run(&args, &mut results).await?,
         Measurement::Parse(args) => parse::run(&args, &mut results)?,
+        Measurement::Relay(args) => return relay::serve(args).await,
         Measurement::Faults(args) => faults::run(&common, &args, &mut results).await?,
         Measurement::ParseProbe {
             reader,

@@ -212,6 +212,36 @@ async fn near_limit_answers_slow_the_client_down() {
     assert!(world.metric("gatehouse_atlassian_slowdowns_total", &[]) > 0.0);
 }
 
+/// A connection dropped without an answer is a transport error: transient, retried like a 5xx.
+#[tokio::test]
+async fn a_dropped_connection_is_retried() {
+    let users = accounts("acc", 3);
+    let members: Vec<String> = users.iter().map(|u| u.account_id.clone()).collect();
+    let world = SimWorld::start(
+        seed(users, vec![("g", "g", members)]),
+        Behaviour::default(),
+        |s| {
+            s.retry.max_attempts = 4;
+        },
+    )
+    .await;
+    world
+        .fault(Fault::reset("/membersByGroupId", 2).method("GET"))
+        .await;
+    let members = world.confluence().group_members("g", &no_progress).await.unwrap();
+    assert_eq!(members.len(), 3);
+    let requests = world.requests().await;
+    assert_eq!(requests.len(), 3, "two dropped, then the page");
+    assert!(requests[..2].iter().all(|r| r.status.is_none()), "{requests:?}");
+
+    // Dropped every time: the call gives up, transient, after max_attempts.
+    world.clear_requests().await;
+    world.fault(Fault::reset(USER_ROUTE, 10)).await;
+    let error = world.confluence().user("acc-0001").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert_eq!(world.requests().await.len(), 4);
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_for_idempotent_calls_only() {
     let users = accounts("acc", 12);
