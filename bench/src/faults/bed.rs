@@ -17,7 +17,8 @@ use crate::react::inactive_users;
 /// Groups each leaver is in: three removals per event.
 pub const GROUPS: usize = 3;
 
-/// How long an acknowledged event may take to settle after the load and the faults ended.
+/// How long settling may go without one more acknowledged event acted on (or dead-lettered)
+/// before the rest count as lost.
 pub const SETTLE: Duration = Duration::from_secs(90);
 
 /// What the run was asked for.

@@ -81,15 +81,17 @@ async fn dead_accounts(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, String>
 }
 
 /// Waits until every acknowledged event was acted on, or dead-lettered when `dead_counts`, or
-/// until `within` passed; the accounts still waiting.
+/// until `stalled` passed without one more settling (a backlog of thousands takes as long as it
+/// takes; an event that never settles is lost); the accounts still waiting.
 pub async fn settle(
     fleet: &Fleet,
     sim: &SimHandle,
     tally: &Tally,
-    within: Duration,
+    stalled: Duration,
     dead_counts: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let deadline = Instant::now() + within;
+    let mut last_progress = Instant::now();
+    let mut fewest = usize::MAX;
     loop {
         let members = still_members(sim);
         let dead = if dead_counts {
@@ -103,7 +105,11 @@ pub async fn settle(
             .filter(|a| members.contains(&a.account) && !dead.contains_key(&a.account))
             .map(|a| a.account.clone())
             .collect();
-        if waiting.is_empty() || Instant::now() > deadline {
+        if waiting.len() < fewest {
+            fewest = waiting.len();
+            last_progress = Instant::now();
+        }
+        if waiting.is_empty() || last_progress.elapsed() > stalled {
             return Ok(waiting);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

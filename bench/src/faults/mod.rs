@@ -160,7 +160,9 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
         })
         .collect();
     if !broken.is_empty() {
+        // The figures of a broken run are kept too: they are what to look at.
         results.print();
+        results.write(&common.out)?;
         anyhow::bail!("invariants broken:\n  {}", broken.join("\n  "));
     }
     Ok(())
