@@ -159,12 +159,7 @@ enabled = false
 
     /// The store the child writes (opened alongside it).
     pub async fn store(&self) -> anyhow::Result<::gatehouse::store::Store> {
-        let settings = ::gatehouse::config::StoreSettings {
-            url: ::gatehouse::config::SensitiveUrl::new(self.store_url.clone()),
-            max_connections: 2,
-            encryption_key: None,
-        };
-        Ok(::gatehouse::store::Store::connect(&settings).await?)
+        open_store(&self.store_url).await
     }
 
     /// SIGTERM, wait, then remove the run's queues from the broker.
@@ -216,6 +211,16 @@ impl Stopped {
             None => format!("not within {:.0} s (killed)", self.took.as_secs_f64()),
         }
     }
+}
+
+/// The store at `url`, opened beside the gatehouse processes that write it (two connections).
+pub async fn open_store(url: &str) -> anyhow::Result<::gatehouse::store::Store> {
+    let settings = ::gatehouse::config::StoreSettings {
+        url: ::gatehouse::config::SensitiveUrl::new(url.to_owned()),
+        max_connections: 2,
+        encryption_key: None,
+    };
+    Ok(::gatehouse::store::Store::connect(&settings).await?)
 }
 
 /// CPU time (user + system) process `pid` has used, from `/proc/{pid}/stat`.

@@ -277,18 +277,7 @@ async fn minimal_relay(
     bodies: Arc<Vec<Vec<u8>>>,
     concurrency: usize,
 ) -> anyhow::Result<RelayRun> {
-    let prefix = format!(
-        "bench-relay-{}",
-        ulid::Ulid::generate().to_string().to_lowercase()
-    );
-    let settings = ::gatehouse::config::QueueSettings {
-        prefix: prefix.clone(),
-        ..Default::default()
-    };
-    let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
-    let connection =
-        lapin::Connection::connect(&common.amqp_url, lapin::ConnectionProperties::default()).await?;
-    topology.declare(&connection.create_channel().await?).await?;
+    let (prefix, topology, connection) = declare_topology(common, "bench-relay").await?;
     let _ = connection.close(200, "declared".into()).await;
     let port = free_port()?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
@@ -331,9 +320,13 @@ async fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Confirmed publishes of `bodies` to the same topology gatehouse uses, `concurrency` in flight.
-async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
-    let prefix = format!("bench-raw-{}", ulid::Ulid::generate().to_string().to_lowercase());
+/// A fresh copy of gatehouse's RabbitMQ topology under a new prefix starting with `name`
+/// (removed with [`delete_prefix`]), and the connection that declared it.
+async fn declare_topology(
+    common: &Common,
+    name: &str,
+) -> anyhow::Result<(String, ::gatehouse::queue::rabbitmq::Topology, lapin::Connection)> {
+    let prefix = format!("{name}-{}", ulid::Ulid::generate().to_string().to_lowercase());
     let settings = ::gatehouse::config::QueueSettings {
         prefix: prefix.clone(),
         ..Default::default()
@@ -342,6 +335,12 @@ async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: u
     let connection =
         lapin::Connection::connect(&common.amqp_url, lapin::ConnectionProperties::default()).await?;
     topology.declare(&connection.create_channel().await?).await?;
+    Ok((prefix, topology, connection))
+}
+
+/// Confirmed publishes of `bodies` to the same topology gatehouse uses, `concurrency` in flight.
+async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
+    let (prefix, topology, connection) = declare_topology(common, "bench-raw").await?;
     let mut channels = Vec::new();
     for _ in 0..4 {
         let channel = connection.create_channel().await?;

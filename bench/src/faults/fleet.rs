@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::harness::{Scratch, delete_prefix, free_port};
+use crate::harness::{Scratch, delete_prefix, free_port, open_store};
 use crate::react::WHSEC;
 
 /// What the config says beyond the defaults the suite always uses.
@@ -47,8 +47,10 @@ pub struct Fleet {
     /// Where webhooks go: the `serve` or `ingress` process listens here, restarts included.
     pub ingress_port: u16,
     members: Vec<Member>,
-    /// When each `-9` of a process that acts (`serve`, `worker`) happened, unix milliseconds.
-    pub acting_kills_ms: Vec<i64>,
+    /// When the workers lost track of calls in flight, unix milliseconds from..to: a `-9` of a
+    /// process that acts (`serve`, `worker`; an instant), or the store gone (its outage), when a
+    /// call's outcome could not be recorded.
+    pub interruptions_ms: Vec<(i64, i64)>,
 }
 
 impl Fleet {
@@ -133,7 +135,7 @@ actions = ["confluence.remove_from_all_groups"]
             store_url: config.store_url.clone(),
             ingress_port: free_port()?,
             members: Vec::new(),
-            acting_kills_ms: Vec::new(),
+            interruptions_ms: Vec::new(),
         })
     }
 
@@ -204,7 +206,8 @@ actions = ["confluence.remove_from_all_groups"]
             bail!("gatehouse {} is not running", member.role);
         };
         if member.role != "ingress" {
-            self.acting_kills_ms.push(chrono::Utc::now().timestamp_millis());
+            let now = chrono::Utc::now().timestamp_millis();
+            self.interruptions_ms.push((now, now));
         }
         child.start_kill().context("kill -9")?;
         let _ = child.wait().await;
@@ -235,12 +238,7 @@ actions = ["confluence.remove_from_all_groups"]
 
     /// The store the fleet writes.
     pub async fn store(&self) -> anyhow::Result<::gatehouse::store::Store> {
-        let settings = ::gatehouse::config::StoreSettings {
-            url: ::gatehouse::config::SensitiveUrl::new(self.store_url.clone()),
-            max_connections: 2,
-            encryption_key: None,
-        };
-        Ok(::gatehouse::store::Store::connect(&settings).await?)
+        open_store(&self.store_url).await
     }
 
     /// SIGTERM to every member; the fleet's store and queues are still there to be read.

@@ -33,8 +33,9 @@ pub struct Counts {
     pub dead_lettered: usize,
     /// Removals the simulator performed more than once (the same membership removed again).
     pub actions_repeated: usize,
-    /// Removal calls in flight when a process that acts was killed (the bound on repeats).
-    pub in_flight_at_kills: usize,
+    /// Removal calls in flight when a process that acts was killed, or made while the store was
+    /// gone (the bound on repeats: calls whose outcome could not be recorded).
+    pub in_flight_at_faults: usize,
     /// Acknowledged, but neither acted on nor dead-lettered in the time allowed.
     pub lost: usize,
     /// The slowest answer and the slowest 5xx, milliseconds.
@@ -117,7 +118,7 @@ pub async fn settle(
 }
 
 /// Counts the scenario and checks the invariants every scenario holds: nothing lost, no action
-/// repeated beyond the calls in flight at a kill, the audit chain intact to its head, and `seq`
+/// repeated beyond the calls in flight at a kill or made while the store was gone, the audit chain intact to its head, and `seq`
 /// without gaps. Call after [`settle`].
 pub async fn account(
     fleet: &Fleet,
@@ -192,20 +193,15 @@ pub async fn account(
         *removals.entry(key).or_default() += 1;
     }
     counts.actions_repeated = removals.values().map(|n| n - 1).sum();
-    counts.in_flight_at_kills = fleet
-        .acting_kills_ms
+    counts.in_flight_at_faults = requests
         .iter()
-        .map(|&kill| {
-            requests
-                .iter()
-                .filter(|r| {
-                    is_removal(r)
-                        && r.at_ms <= kill
-                        && r.done_ms.is_none_or(|done| done >= kill - IN_FLIGHT_GRACE_MS)
+        .filter(|r| {
+            is_removal(r)
+                && fleet.interruptions_ms.iter().any(|&(from, to)| {
+                    r.at_ms <= to && r.done_ms.is_none_or(|done| done >= from - IN_FLIGHT_GRACE_MS)
                 })
-                .count()
         })
-        .sum();
+        .count();
 
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     let gapless = seqs.iter().enumerate().all(|(i, &seq)| seq == i as u64 + 1);
@@ -219,11 +215,11 @@ pub async fn account(
             ),
         ),
         Check::new(
-            "repeated ≤ in flight at kills",
-            counts.actions_repeated <= counts.in_flight_at_kills,
+            "repeated ≤ in flight at faults",
+            counts.actions_repeated <= counts.in_flight_at_faults,
             format!(
                 "{} repeated, {} in flight",
-                counts.actions_repeated, counts.in_flight_at_kills
+                counts.actions_repeated, counts.in_flight_at_faults
             ),
         ),
         Check::new(
@@ -240,8 +236,8 @@ pub async fn account(
     Ok((counts, checks))
 }
 
-/// A removal reaching the simulator a worker may still not have recorded when killed: answered
-/// this long before the kill or later.
+/// A removal a worker may still not have recorded when killed (or the store went): answered
+/// this long before or later.
 const IN_FLIGHT_GRACE_MS: i64 = 250;
 
 fn is_removal(request: &gatehouse_sim::LoggedRequest) -> bool {
@@ -262,7 +258,7 @@ pub fn to_json(
         "refused_4xx": counts.refused, "no_answer": counts.no_answer,
         "queued": counts.queued, "acted": counts.acted, "dead_lettered": counts.dead_lettered,
         "duplicates_absorbed": counts.duplicates_absorbed, "actions_repeated": counts.actions_repeated,
-        "in_flight_at_kills": counts.in_flight_at_kills, "lost": counts.lost,
+        "in_flight_at_faults": counts.in_flight_at_faults, "lost": counts.lost,
         "slowest_ms": counts.slowest_ms, "slowest_5xx_ms": counts.slowest_unavailable_ms,
         "checks": checks.iter().map(|c| json!({"name": c.name, "held": c.held, "detail": c.detail})).collect::<Vec<_>>(),
         "notes": notes,

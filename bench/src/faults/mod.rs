@@ -2,8 +2,8 @@
 //! load (a fresh delivery id per request, each about a fresh leaver), breaks something, lets it
 //! heal, and counts from the outside what was sent, acknowledged, queued, acted on, duplicated,
 //! repeated and lost; then checks the invariants (lost = 0, actions repeated ≤ calls in flight
-//! at a kill, the audit chain verifies, `seq` has no gaps, plus the scenario's own). The run
-//! exits non-zero when any invariant is broken.
+//! at a kill or made while the store was gone, the audit chain verifies, `seq` has no gaps, plus
+//! the scenario's own). The run exits non-zero when any invariant is broken.
 //!
 //! It starts its own RabbitMQ node, PostgreSQL cluster and tmpfs ([`services`]) so that it may
 //! kill them; the machine's shared services are never touched. `--quick` runs every scenario in
@@ -183,8 +183,8 @@ fn report(outcomes: &[Outcome], results: &mut Results) {
             ),
             ("duplicates absorbed", c.duplicates_absorbed.to_string()),
             (
-                "actions repeated (in flight at kills)",
-                format!("{} ({})", c.actions_repeated, c.in_flight_at_kills),
+                "actions repeated (in flight at faults)",
+                format!("{} ({})", c.actions_repeated, c.in_flight_at_faults),
             ),
             ("lost", c.lost.to_string()),
             (

@@ -270,21 +270,25 @@ impl OwnPostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    async fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+    /// PostgreSQL's `tool`, as the `postgres` user when this is root (PostgreSQL refuses root).
+    fn command(&self, tool: &str) -> std::process::Command {
         let path = self.bin.join(tool);
-        let mut command = if as_root() {
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
+        if as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
         } else {
-            tokio::process::Command::new(&path)
-        };
-        let output = command
+            std::process::Command::new(path)
+        }
+    }
+
+    async fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let output = tokio::process::Command::from(self.command(tool))
             .args(args)
             .current_dir(&self.scratch.0)
             .output()
             .await
-            .with_context(|| format!("running {}", path.display()))?;
+            .with_context(|| format!("running {tool}"))?;
         anyhow::ensure!(
             output.status.success(),
             "{tool} failed: {}",
@@ -317,16 +321,9 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let pg_ctl = self.bin.join("pg_ctl");
         let data = self.data();
-        let mut command = if as_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-            c
-        } else {
-            std::process::Command::new(&pg_ctl)
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -32,9 +32,13 @@ pub async fn postgres_down(run: &Run, amqp_url: &str) -> anyhow::Result<Outcome>
     bed.fleet.start("worker").await?;
     let load = bed.load(run, total, Sending::Once);
     tokio::time::sleep(run.secs(3.0, 5.0)).await;
+    let down_at = chrono::Utc::now().timestamp_millis();
     postgres.stop().await?;
     tokio::time::sleep(down_for).await;
     postgres.start_again().await?;
+    bed.fleet
+        .interruptions_ms
+        .push((down_at, chrono::Utc::now().timestamp_millis()));
     let tally = load.drain(total * 2).await;
     let mut notes = BTreeSet::new();
     notes.insert(format!("PostgreSQL down {} s", down_for.as_secs()));
@@ -75,9 +79,13 @@ pub async fn sqlite_full_disk(run: &Run, amqp_url: &str) -> anyhow::Result<Outco
     bed.fleet.start("serve").await?;
     let load = bed.load(run, total, Sending::Once);
     tokio::time::sleep(run.secs(3.0, 5.0)).await;
+    let full_at = chrono::Utc::now().timestamp_millis();
     let filled = disk.fill()?;
     tokio::time::sleep(full_for).await;
     disk.free()?;
+    bed.fleet
+        .interruptions_ms
+        .push((full_at, chrono::Utc::now().timestamp_millis()));
     let tally = load.drain(total * 2).await;
     // Checked once everything settled, the worker still writing.
     super::ledger::settle(&bed.fleet, &bed.sim, &tally, super::bed::SETTLE, true).await?;
