@@ -28,7 +28,7 @@ for target in "${TARGETS[@]}"; do
     status=0
     GATEHOUSE_FUZZ_TARGET=$target "$BIN" "corpus-work/$target" "corpus/$target" \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=8192 -timeout=5 \
-        -rss_limit_mb=2048 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
+        -rss_limit_mb=2048 -dict=gatehouse.dict -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
     took=$(( $(date +%s) - start ))
     runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
     slow=$(grep -c '^SLOW_EXECUTION' "$log" || true)
