@@ -15,8 +15,8 @@
 //!    by code point; `name=value`, a repeated name once with its values joined by `,`; pairs
 //!    joined by `&`.
 //!
-//! Where gatehouse (like the reference implementations in Node and Python) sorts by the decoded
-//! name and value instead, the two orders can differ: a byte that is percent-encoded sorts as
+//! Where gatehouse (like the Python generator of the Connect fixtures) sorts by the decoded name
+//! and value instead, the two orders can differ: a byte that is percent-encoded sorts as
 //! `%` (below every unreserved character) in one and as itself in the other, e.g. the values `é`
 //! and `z`. [`in_scope`] says whether an input avoids that known difference, which is reported
 //! in fuzz/README.md rather than decided here.
