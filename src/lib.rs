@@ -14,6 +14,8 @@ pub mod atlassian;
 pub mod audit;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http_error;
 pub mod ingress;
 mod listener;

@@ -94,19 +94,19 @@ pub struct EventsPage {
 }
 
 #[derive(Debug, Deserialize)]
-struct ApiPage {
+pub(crate) struct ApiPage {
     #[serde(default)]
     data: Vec<Value>,
     #[serde(default)]
-    meta: ApiMeta,
+    pub(crate) meta: ApiMeta,
     #[serde(default)]
     links: ApiLinks,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ApiMeta {
+pub(crate) struct ApiMeta {
     #[serde(default)]
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +150,21 @@ fn parse_event(raw: Value) -> Result<OrgEvent, String> {
         context: attributes.context,
         raw,
     })
+}
+
+/// The events and the cursor of a page as Atlassian sent it; an error names an unreadable event.
+pub(crate) fn events_page_from(page: ApiPage) -> Result<EventsPage, String> {
+    let events = page
+        .data
+        .into_iter()
+        .map(parse_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = page
+        .meta
+        .next
+        .or_else(|| page.links.next.as_deref().and_then(super::pagination::cursor_of))
+        .map(EventsCursor);
+    Ok(EventsPage { events, next })
 }
 
 /// Organization API calls; cheap to clone.
@@ -196,18 +211,7 @@ impl AdminClient {
             call = call.query("limit", limit.to_string());
         }
         let page: ApiPage = self.caller.send(&call).await?.json(EVENTS_STREAM.label)?;
-        let events = page
-            .data
-            .into_iter()
-            .map(parse_event)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| ApiError::unreadable(EVENTS_STREAM.label, message))?;
-        let next = page
-            .meta
-            .next
-            .or_else(|| page.links.next.as_deref().and_then(super::pagination::cursor_of))
-            .map(EventsCursor);
-        Ok(EventsPage { events, next })
+        events_page_from(page).map_err(|message| ApiError::unreadable(EVENTS_STREAM.label, message))
     }
 
     /// Deactivates a managed account (every product, organization-wide). `message` is shown to

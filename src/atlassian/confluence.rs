@@ -45,7 +45,7 @@ pub struct UserStatus {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ApiUser {
+pub(crate) struct ApiUser {
     account_id: String,
     #[serde(default)]
     display_name: Option<String>,
@@ -56,7 +56,7 @@ struct ApiUser {
     #[serde(default)]
     account_type: Option<String>,
     #[serde(default)]
-    account_status: Option<String>,
+    pub(crate) account_status: Option<String>,
 }
 
 impl From<ApiUser> for User {
@@ -71,7 +71,7 @@ impl From<ApiUser> for User {
     }
 }
 
-fn parse_status(status: Option<&str>) -> AccountStatus {
+pub(crate) fn parse_status(status: Option<&str>) -> AccountStatus {
     match status {
         Some("active") => AccountStatus::Active,
         Some("inactive") => AccountStatus::Inactive,
@@ -81,7 +81,7 @@ fn parse_status(status: Option<&str>) -> AccountStatus {
 }
 
 #[derive(Debug, Deserialize)]
-struct ApiGroup {
+pub(crate) struct ApiGroup {
     id: String,
     name: String,
 }

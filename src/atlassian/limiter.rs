@@ -115,10 +115,11 @@ impl RateLimitSignals {
             .is_some_and(|r| r.to_ascii_lowercase().contains("quota"))
     }
 
-    /// Under 20% left.
+    /// Under 20% left. Saturating: a `Remaining` past `u64::MAX / 5` once overflowed (a panic
+    /// in debug builds, a wrong answer in release ones; found by fuzzing).
     fn running_low(&self) -> bool {
         self.near_limit
-            || matches!((self.remaining, self.limit), (Some(left), Some(limit)) if limit > 0 && left * 5 < limit)
+            || matches!((self.remaining, self.limit), (Some(left), Some(limit)) if limit > 0 && left.saturating_mul(5) < limit)
     }
 }
 
@@ -792,6 +793,20 @@ mod tests {
         };
         assert_eq!(state.observe(&get, &exhausted, now), PaceChange::Paused);
         assert_eq!(state.try_acquire(&get, now), Err(Duration::from_secs(3)));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/atlassian_answer/regression-remaining-u64-max).
+    #[test]
+    fn a_huge_remaining_count_is_plenty_not_an_overflow() {
+        let mut state = LimiterState::new(settings());
+        let now = Instant::now();
+        let get = key("t", "GET /rest/api/user");
+        let plenty = RateLimitSignals {
+            remaining: Some(u64::MAX),
+            limit: Some(100),
+            ..Default::default()
+        };
+        assert_eq!(state.observe(&get, &plenty, now), PaceChange::Unchanged);
     }
 
     #[test]

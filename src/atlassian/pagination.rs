@@ -55,21 +55,21 @@ fn too_many_pages(call: &Call) -> ApiError {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Links {
+pub(crate) struct Links {
     #[serde(default)]
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 /// A Confluence v1 page.
 #[derive(Debug, Deserialize)]
-struct OffsetPage<T> {
-    results: Vec<T>,
+pub(crate) struct OffsetPage<T> {
+    pub(crate) results: Vec<T>,
     #[serde(default)]
-    start: Option<u64>,
+    pub(crate) start: Option<u64>,
     #[serde(default)]
-    limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
     #[serde(default, rename = "_links")]
-    links: Links,
+    pub(crate) links: Links,
 }
 
 /// Where the next v1 page starts.
@@ -156,10 +156,10 @@ impl OffsetListing {
 
 /// A Confluence v2 page.
 #[derive(Debug, Deserialize)]
-struct CursorPage<T> {
-    results: Vec<T>,
+pub(crate) struct CursorPage<T> {
+    pub(crate) results: Vec<T>,
     #[serde(default, rename = "_links")]
-    links: Links,
+    pub(crate) links: Links,
 }
 
 /// The `cursor` query parameter of a (possibly relative) link.
@@ -274,11 +274,11 @@ impl CursorListing {
 /// A SCIM `ListResponse`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
-struct IndexPage<T> {
+pub(crate) struct IndexPage<T> {
     #[serde(default)]
-    total_results: Option<u64>,
+    pub(crate) total_results: Option<u64>,
     #[serde(default, rename = "Resources")]
-    resources: Vec<T>,
+    pub(crate) resources: Vec<T>,
 }
 
 /// Where the next SCIM page starts (1-based).

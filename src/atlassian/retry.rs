@@ -63,20 +63,26 @@ pub fn exponential(base: Duration, cap: Duration, retry: u32, unit: f64) -> Dura
     crate::pacing::doubling(base, cap, retry).mul_f64(0.7 + 0.6 * unit.clamp(0.0, 1.0))
 }
 
-/// `Retry-After`: delay-seconds, or an HTTP date.
+/// The longest wait a `Retry-After` is taken for. Longer ones (a day is already far past any
+/// pause Atlassian asks for) are cut to it: `Retry-After: 18446744073709551615` once overflowed
+/// the limiter's `Instant` arithmetic and panicked the caller (found by fuzzing).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// `Retry-After`: delay-seconds, or an HTTP date; at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = value.parse::<f64>()
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else if let Ok(seconds) = value.parse::<f64>()
         && seconds.is_finite()
         && seconds >= 0.0
     {
-        return Some(Duration::from_secs_f64(seconds.min(86_400.0)));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or_default())
+        Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64()))
+    } else {
+        let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+        (at - now).to_std().unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -131,5 +137,33 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    /// Found by fuzzing (fuzz/corpus/atlassian_answer/regression-retry-after-u64-max): a huge
+    /// `Retry-After` overflowed `Instant + Duration` in the limiter and panicked the caller.
+    #[test]
+    fn huge_waits_are_cut_to_a_day_and_pause_the_limiter_without_overflow() {
+        let now = Utc::now();
+        for huge in [
+            "18446744073709551615",
+            "9223372036854775807",
+            "1e300",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(huge, now), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        let mut state = crate::atlassian::limiter::LimiterState::new(Default::default());
+        let key = crate::atlassian::limiter::LimitKey {
+            site: "s".into(),
+            tenant: "s:confluence".into(),
+            endpoint: "GET /rest/api/user",
+            read: true,
+        };
+        let instant = tokio::time::Instant::now();
+        let asked = parse_retry_after("18446744073709551615", now);
+        assert_eq!(
+            state.refused(&key, instant, asked, Duration::ZERO).0,
+            MAX_RETRY_AFTER
+        );
     }
 }

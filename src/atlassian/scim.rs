@@ -70,7 +70,7 @@ struct Extension {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ApiScimUser {
+pub(crate) struct ApiScimUser {
     id: String,
     user_name: String,
     #[serde(default)]
@@ -96,7 +96,7 @@ impl From<ApiScimUser> for ScimUser {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ApiScimGroup {
+pub(crate) struct ApiScimGroup {
     id: String,
     display_name: String,
 }

@@ -11,7 +11,7 @@ mod atlassian;
 mod audit;
 mod checks;
 mod connect;
-mod env_override;
+pub(crate) mod env_override;
 mod poll;
 mod queue;
 mod reactions;

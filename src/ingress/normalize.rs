@@ -390,9 +390,10 @@ fn occurred_at(top: &Top<'_>) -> Option<DateTime<Utc>> {
             .ok()
             .map(|t| t.with_timezone(&Utc)),
         // Connect and Jira: epoch milliseconds. A number too small to be milliseconds since 1973
-        // is a sender counting seconds.
+        // is a sender counting seconds. (`unsigned_abs`: `i64::MIN.abs()` overflows, a panic
+        // in debug builds; found by fuzzing.)
         None => raw.get().parse::<i64>().ok().and_then(|n| {
-            if n.abs() < SECONDS_OR_MILLIS {
+            if n.unsigned_abs() < SECONDS_OR_MILLIS.unsigned_abs() {
                 Utc.timestamp_opt(n, 0).single()
             } else {
                 Utc.timestamp_millis_opt(n).single()
@@ -661,6 +662,14 @@ mod tests {
             let e = run_as(VerificationScheme::HubSignature, None, &body).unwrap();
             assert_eq!(e.occurred_at.timestamp(), expected, "{timestamp}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/normalize/regression-timestamp-i64-min).
+    #[test]
+    fn the_most_negative_timestamp_is_no_time_not_an_overflow() {
+        let body = r#"{"event":"user_created","timestamp":-9223372036854775808}"#;
+        let e = run_as(VerificationScheme::HubSignature, None, body).unwrap();
+        assert!(e.occurred_at <= Utc::now());
     }
 
     mod properties {

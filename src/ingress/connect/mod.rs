@@ -44,14 +44,14 @@ const LIFECYCLE: &str = "connect-lifecycle";
 /// The lifecycle payload fields gatehouse uses (Atlassian sends more).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LifecyclePayload {
-    client_key: String,
+pub(crate) struct LifecyclePayload {
+    pub(crate) client_key: String,
     #[serde(default)]
-    shared_secret: Option<String>,
+    pub(crate) shared_secret: Option<String>,
     #[serde(default)]
-    base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     #[serde(default)]
-    cloud_id: Option<String>,
+    pub(crate) cloud_id: Option<String>,
 }
 
 impl std::fmt::Debug for LifecyclePayload {
