@@ -14,6 +14,9 @@ pub mod atlassian;
 pub mod audit;
 pub mod cli;
 pub mod config;
+// The fuzz targets: built for the library's own tests (CI's short run) and for the fuzz harness
+// (`fuzz/`, feature `fuzzing`), never into the binary.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod http_error;
