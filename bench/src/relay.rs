@@ -36,7 +36,7 @@ pub struct RelayArgs {
     pub secret: String,
 }
 
-struct Relay {
+struct MinimalRelay {
     key: ring::hmac::Key,
     channels: Vec<Channel>,
     next: AtomicUsize,
@@ -53,7 +53,7 @@ pub async fn serve(args: RelayArgs) -> anyhow::Result<()> {
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         channels.push(channel);
     }
-    let relay = Arc::new(Relay {
+    let relay = Arc::new(MinimalRelay {
         key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, args.secret.as_bytes()),
         channels,
         next: AtomicUsize::new(0),
@@ -69,7 +69,7 @@ pub async fn serve(args: RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn relay_one(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn relay_one(State(relay): State<Arc<MinimalRelay>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let signed = headers
         .get("x-hub-signature")
         .and_then(|v| v.to_str().ok())

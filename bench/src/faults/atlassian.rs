@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gatehouse_sim::{Behaviour, Fault, QuotaPolicy};
 
-use super::bed::{Backing, Bed, Outcome, Run, SETTLE};
+use super::bed::{Backing, Bed, Run, SETTLE, ScenarioOutcome};
 use super::ledger::{self, Check};
 use super::load::Sending;
 
@@ -48,7 +48,7 @@ fn phases() -> Vec<(&'static str, Vec<Fault>)> {
     ]
 }
 
-pub async fn faults(run: &Run, backing: &Backing, quota_for: Duration) -> anyhow::Result<Outcome> {
+pub async fn faults(run: &Run, backing: &Backing, quota_for: Duration) -> anyhow::Result<ScenarioOutcome> {
     let phase = run.secs(3.0, 15.0);
     let all = phases();
     let total = phase * (all.len() as u32 + 1) + quota_for;

@@ -10,7 +10,7 @@ use gatehouse_sim::{Behaviour, Seed, SeedGroup, SimHandle, Simulator};
 
 use super::fleet::{Fleet, FleetConfig};
 use super::ledger::{self, Check, Counts};
-use super::load::{Load, Sending, Tally};
+use super::load::{Load, LoadTally, Sending};
 use crate::harness::Scratch;
 use crate::react::inactive_users;
 
@@ -39,7 +39,7 @@ impl Run {
 
 /// One scenario's result.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct ScenarioOutcome {
     pub scenario: &'static str,
     pub backend: &'static str,
     pub counts: Counts,
@@ -47,7 +47,7 @@ pub struct Outcome {
     pub notes: BTreeSet<String>,
 }
 
-impl Outcome {
+impl ScenarioOutcome {
     pub fn held(&self) -> bool {
         self.checks.iter().all(|c| c.held)
     }
@@ -149,10 +149,10 @@ impl Bed {
     pub async fn finish(
         self,
         scenario: &'static str,
-        tally: &Tally,
+        tally: &LoadTally,
         mut extra: Vec<Check>,
         notes: BTreeSet<String>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<ScenarioOutcome> {
         ledger::settle(&self.fleet, &self.sim, tally, SETTLE, true).await?;
         // Counted with every process stopped, so the store holds still while it is read.
         let logs = self.fleet.log_tails(40);
@@ -167,7 +167,7 @@ impl Bed {
         if !checks.iter().all(|c| c.held) {
             eprintln!("{scenario}: an invariant broke\n{logs}");
         }
-        Ok(Outcome {
+        Ok(ScenarioOutcome {
             scenario,
             backend,
             counts,

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::bed::{Backing, Bed, Outcome, Run};
+use super::bed::{Backing, Bed, Run, ScenarioOutcome};
 use super::ledger::Check;
 use super::load::Sending;
 use super::services::OwnBroker;
@@ -41,7 +41,7 @@ fn no_hang(slowest_5xx_ms: u128) -> Check {
 }
 
 /// Killed -9 a third of the way in, started again at once.
-pub async fn kill(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<Outcome> {
+pub async fn kill(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<ScenarioOutcome> {
     let total = run.secs(12.0, 60.0);
     let mut bed = fleet_of_two(run, broker, total).await?;
     let load = bed.load(run, total, Sending::Once);
@@ -61,7 +61,7 @@ pub async fn kill(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<Outcome> 
 }
 
 /// SIGSTOP for 20 s (5 s quick) under load, then SIGCONT.
-pub async fn freeze(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<Outcome> {
+pub async fn freeze(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<ScenarioOutcome> {
     let frozen_for = run.secs(5.0, 20.0);
     let total = frozen_for + run.secs(6.0, 20.0);
     let mut bed = fleet_of_two(run, broker, total).await?;
@@ -79,7 +79,7 @@ pub async fn freeze(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<Outcome
 
 /// A memory alarm (`vm_memory_high_watermark` far below what the node uses): the broker blocks
 /// publishers (`connection.blocked`) until the watermark is raised again.
-pub async fn memory_alarm(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<Outcome> {
+pub async fn memory_alarm(run: &Run, broker: &mut OwnBroker) -> anyhow::Result<ScenarioOutcome> {
     let alarm_for = run.secs(4.0, 20.0);
     let total = alarm_for + run.secs(6.0, 20.0);
     let mut bed = fleet_of_two(run, broker, total).await?;

@@ -9,7 +9,7 @@ use gatehouse_sim::SimHandle;
 use serde_json::json;
 
 use super::fleet::Fleet;
-use super::load::Tally;
+use super::load::LoadTally;
 
 /// The counts of one scenario.
 #[derive(Debug, Default, Clone)]
@@ -87,7 +87,7 @@ async fn dead_accounts(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, String>
 pub async fn settle(
     fleet: &Fleet,
     sim: &SimHandle,
-    tally: &Tally,
+    tally: &LoadTally,
     stalled: Duration,
     dead_counts: bool,
 ) -> anyhow::Result<Vec<String>> {
@@ -123,7 +123,7 @@ pub async fn settle(
 pub async fn account(
     fleet: &Fleet,
     sim: &SimHandle,
-    tally: &Tally,
+    tally: &LoadTally,
     dead_counts: bool,
 ) -> anyhow::Result<(Counts, Vec<Check>)> {
     let members = still_members(sim);

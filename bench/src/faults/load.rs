@@ -25,11 +25,11 @@ pub enum Sending {
 
 /// What the load was answered.
 #[derive(Debug, Default, Clone)]
-pub struct Tally {
+pub struct LoadTally {
     /// Requests sent (copies included).
     pub sent: u64,
     /// 202: acknowledged, the promise that it will be acted on.
-    pub accepted: Vec<Accepted>,
+    pub accepted: Vec<Acknowledged>,
     /// 200 `duplicate`: a copy recognized at the door.
     pub duplicates: u64,
     /// 5xx: refused for now (the sender retries).
@@ -44,9 +44,9 @@ pub struct Tally {
     pub slowest_unavailable: Duration,
 }
 
-impl Tally {
+impl LoadTally {
     /// Adds `other`'s answers to these.
-    pub fn merge(&mut self, other: Tally) {
+    pub fn merge(&mut self, other: LoadTally) {
         self.sent += other.sent;
         self.accepted.extend(other.accepted);
         self.duplicates += other.duplicates;
@@ -60,7 +60,7 @@ impl Tally {
 
 /// An acknowledged webhook.
 #[derive(Debug, Clone)]
-pub struct Accepted {
+pub struct Acknowledged {
     pub account: String,
     pub event_id: String,
 }
@@ -68,7 +68,7 @@ pub struct Accepted {
 /// Load running in the background.
 #[derive(Debug)]
 pub struct Load {
-    tally: Arc<Mutex<Tally>>,
+    tally: Arc<Mutex<LoadTally>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +87,7 @@ impl Load {
         parallel: usize,
         sending: Sending,
     ) -> Load {
-        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally = Arc::new(Mutex::new(LoadTally::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(send_all(
             url,
@@ -102,14 +102,14 @@ impl Load {
     }
 
     /// Stops sending, waits for the answers in flight, and returns the tally.
-    pub async fn finish(self) -> Tally {
+    pub async fn finish(self) -> LoadTally {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.task.await;
         self.tally.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// Waits until every account was sent (or `limit` passed), then finishes.
-    pub async fn drain(self, limit: Duration) -> Tally {
+    pub async fn drain(self, limit: Duration) -> LoadTally {
         let deadline = Instant::now() + limit;
         while !self.task.is_finished() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -124,7 +124,7 @@ async fn send_all(
     per_second: f64,
     parallel: usize,
     sending: Sending,
-    tally: Arc<Mutex<Tally>>,
+    tally: Arc<Mutex<LoadTally>>,
     stop: Arc<AtomicBool>,
 ) {
     let Ok(http) = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() else {
@@ -172,16 +172,16 @@ async fn send_all(
 
 /// How one request was answered, and how long it took.
 #[derive(Debug)]
-enum Answer {
+enum Answered {
     Status(u16, Option<String>, Duration),
     Nothing(Duration),
 }
 
-async fn send_one(http: &reqwest::Client, url: &str, delivery_id: &str, body: &[u8], skew: i64) -> Answer {
+async fn send_one(http: &reqwest::Client, url: &str, delivery_id: &str, body: &[u8], skew: i64) -> Answered {
     let started = Instant::now();
     let timestamp = chrono::Utc::now().timestamp() + skew;
     let Ok(headers) = standard_webhooks_at(WHSEC, delivery_id, body, timestamp) else {
-        return Answer::Nothing(started.elapsed());
+        return Answered::Nothing(started.elapsed());
     };
     let mut request = http
         .post(url)
@@ -202,36 +202,36 @@ async fn send_one(http: &reqwest::Client, url: &str, delivery_id: &str, body: &[
             } else {
                 None
             };
-            Answer::Status(status, id, started.elapsed())
+            Answered::Status(status, id, started.elapsed())
         }
-        Err(_) => Answer::Nothing(started.elapsed()),
+        Err(_) => Answered::Nothing(started.elapsed()),
     }
 }
 
-fn record(tally: &mut Tally, account: String, answer: Answer) {
+fn record(tally: &mut LoadTally, account: String, answer: Answered) {
     tally.sent += 1;
     let took = match answer {
-        Answer::Status(202, event_id, took) => {
-            tally.accepted.push(Accepted {
+        Answered::Status(202, event_id, took) => {
+            tally.accepted.push(Acknowledged {
                 account,
                 event_id: event_id.unwrap_or_default(),
             });
             took
         }
-        Answer::Status(200, _, took) => {
+        Answered::Status(200, _, took) => {
             tally.duplicates += 1;
             took
         }
-        Answer::Status(status, _, took) if status >= 500 => {
+        Answered::Status(status, _, took) if status >= 500 => {
             tally.unavailable += 1;
             tally.slowest_unavailable = tally.slowest_unavailable.max(took);
             took
         }
-        Answer::Status(_, _, took) => {
+        Answered::Status(_, _, took) => {
             tally.refused += 1;
             took
         }
-        Answer::Nothing(took) => {
+        Answered::Nothing(took) => {
             tally.no_answer += 1;
             took
         }

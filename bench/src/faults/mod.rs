@@ -26,7 +26,7 @@ use clap::{Args, ValueEnum};
 
 use crate::Common;
 use crate::report::Results;
-use bed::{Backing, Outcome, Run};
+use bed::{Backing, Run, ScenarioOutcome};
 
 #[derive(Debug, Clone, Args)]
 pub struct FaultArgs {
@@ -168,7 +168,7 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
     Ok(())
 }
 
-fn report(outcomes: &[Outcome], results: &mut Results) {
+fn report(outcomes: &[ScenarioOutcome], results: &mut Results) {
     for outcome in outcomes {
         let c = &outcome.counts;
         let mut rows = vec![

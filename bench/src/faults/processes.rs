@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use gatehouse_sim::Fault;
 
-use super::bed::{Backing, Bed, Outcome, Run};
+use super::bed::{Backing, Bed, Run, ScenarioOutcome};
 use super::load::Sending;
 
 /// Each removal call takes this long in the simulator, so plans are long enough to interrupt.
 const REMOVAL_DELAY_MS: u64 = 60;
 
-pub async fn kill_gatehouse(run: &Run, backing: &Backing) -> anyhow::Result<Outcome> {
+pub async fn kill_gatehouse(run: &Run, backing: &Backing) -> anyhow::Result<ScenarioOutcome> {
     let kills = if run.quick { 2 } else { 5 };
     let between = run.secs(3.0, 6.0);
     let total = between * (kills + 1);

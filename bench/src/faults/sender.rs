@@ -4,20 +4,20 @@
 
 use std::collections::BTreeSet;
 
-use super::bed::{Backing, Bed, Outcome, Run};
+use super::bed::{Backing, Bed, Run, ScenarioOutcome};
 use super::ledger::Check;
 use super::load::Sending;
 
 /// The Standard Webhooks source's timestamp tolerance (gatehouse's default for the scheme).
 const TOLERANCE_SECONDS: i64 = 300;
 
-pub async fn skew_and_duplicates(run: &Run, backing: &Backing) -> anyhow::Result<Outcome> {
+pub async fn skew_and_duplicates(run: &Run, backing: &Backing) -> anyhow::Result<ScenarioOutcome> {
     let each = run.secs(2.0, 10.0);
     let mut bed = Bed::new(run, backing, each * 5, 2_000).await?;
     bed.fleet.start("serve").await?;
     let mut notes = BTreeSet::new();
     let mut checks = Vec::new();
-    let mut all = super::load::Tally::default();
+    let mut all = super::load::LoadTally::default();
     let within = TOLERANCE_SECONDS - 60;
     let beyond = TOLERANCE_SECONDS + 60;
     for (skew, inside) in [(-within, true), (within, true), (-beyond, false), (beyond, false)] {

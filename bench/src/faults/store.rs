@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::bed::{Backing, Bed, Outcome, Run};
+use super::bed::{Backing, Bed, Run, ScenarioOutcome};
 use super::ledger::Check;
 use super::load::Sending;
 use super::services::{OwnPostgres, SmallDisk};
@@ -17,7 +17,7 @@ use crate::harness::Scratch;
 const STORE_WAIT: Duration = Duration::from_millis(6_500);
 
 /// PostgreSQL stopped (fast shutdown, clients cut) for a while under load, then started.
-pub async fn postgres_down(run: &Run, amqp_url: &str) -> anyhow::Result<Outcome> {
+pub async fn postgres_down(run: &Run, amqp_url: &str) -> anyhow::Result<ScenarioOutcome> {
     let postgres = OwnPostgres::start().await?;
     // Longer than the store's acquire timeout (5 s), so requests meet the outage, not a wait.
     let down_for = run.secs(8.0, 20.0);
@@ -65,7 +65,7 @@ pub async fn postgres_down(run: &Run, amqp_url: &str) -> anyhow::Result<Outcome>
 }
 
 /// SQLite on a small tmpfs that is filled up under load, then freed.
-pub async fn sqlite_full_disk(run: &Run, amqp_url: &str) -> anyhow::Result<Outcome> {
+pub async fn sqlite_full_disk(run: &Run, amqp_url: &str) -> anyhow::Result<ScenarioOutcome> {
     let disk = SmallDisk::mount(16)?;
     let full_for = run.secs(4.0, 20.0);
     let total = full_for + run.secs(8.0, 20.0);
