@@ -103,10 +103,7 @@ enabled = false
         );
         let path = scratch.0.join("gatehouse.toml");
         std::fs::write(&path, config)?;
-        let binary = match &common.gatehouse {
-            Some(binary) => binary.clone(),
-            None => std::env::current_exe()?.with_file_name("gatehouse"),
-        };
+        let binary = gatehouse_binary(common)?;
         let child = tokio::process::Command::new(&binary)
             .arg(role)
             .arg("--config")
@@ -122,28 +119,12 @@ enabled = false
             store_url,
             amqp_url: common.amqp_url.clone(),
         };
-        running.wait_ready(Duration::from_secs(30)).await?;
+        wait_ready(&running.url("/readyz"), Duration::from_secs(30)).await?;
         Ok(running)
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(response) = http.get(self.url("/readyz")).send().await
-                && response.status() == 200
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("gatehouse did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// CPU time the process has used so far.
@@ -211,6 +192,27 @@ impl Stopped {
             None => format!("not within {:.0} s (killed)", self.took.as_secs_f64()),
         }
     }
+}
+
+/// The gatehouse binary to run: `--gatehouse`, or the one next to this binary.
+pub fn gatehouse_binary(common: &Common) -> anyhow::Result<PathBuf> {
+    Ok(match &common.gatehouse {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe()?.with_file_name("gatehouse"),
+    })
+}
+
+/// Waits until `url` (a `/readyz`) answers 200.
+pub async fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while !http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+        if Instant::now() > deadline {
+            bail!("{url} not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// The store at `url`, opened beside the gatehouse processes that write it (two connections).

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::Common;
 use crate::harness::{
     Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, hub_signature, own_cpu, peak_rss_kib,
+    wait_ready,
 };
 use crate::report::Results;
 use crate::stats::percentiles;
@@ -309,15 +310,6 @@ async fn minimal_relay(
     let _ = child.kill().await;
     delete_prefix(&common.amqp_url, &prefix).await;
     measured
-}
-
-async fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !reqwest::get(url).await.is_ok_and(|r| r.status() == 200) {
-        anyhow::ensure!(Instant::now() < deadline, "{url} not ready after {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
 }
 
 /// A fresh copy of gatehouse's RabbitMQ topology under a new prefix starting with `name`

@@ -122,7 +122,8 @@ impl Bed {
                 backend: backing.backend,
                 amqp_url: backing.amqp_url.clone(),
                 store_url,
-                site: sim.site_base_url(),
+                // gatehouse's own pace well above the load, so faults alone slow it.
+                sections: crate::react::config(&scratch, &sim, 500.0, 50)?,
                 publish_timeout_ms,
                 request_timeout_ms: 1_000,
             },
@@ -159,7 +160,7 @@ impl Bed {
         let backend = self.fleet.backend;
         let Bed { sim, fleet, .. } = self;
         let fleet = fleet.stop().await;
-        let counted = ledger::account(&fleet, &sim, tally, true).await;
+        let counted = ledger::account(&fleet, &sim, tally).await;
         fleet.forget().await;
         sim.stop().await;
         let (counts, mut checks) = counted?;

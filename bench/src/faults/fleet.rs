@@ -3,12 +3,11 @@
 //! same port, store and queue, as an orchestrator would restart a crashed container.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::harness::{Scratch, delete_prefix, free_port, open_store};
-use crate::react::WHSEC;
+use crate::harness::{Scratch, delete_prefix, free_port, open_store, wait_ready};
 
 /// What the config says beyond the defaults the suite always uses.
 #[derive(Debug, Clone)]
@@ -17,8 +16,9 @@ pub struct FleetConfig {
     pub backend: &'static str,
     pub amqp_url: String,
     pub store_url: String,
-    /// The simulated site.
-    pub site: String,
+    /// The `[[sources]]`, `[atlassian]` and `[[policies]]` sections (the `react` bench's, in
+    /// front of the simulator).
+    pub sections: String,
     /// How long a publish may wait for the broker's confirm.
     pub publish_timeout_ms: u64,
     /// Atlassian calls: a whole request's timeout.
@@ -57,8 +57,6 @@ impl Fleet {
     /// Writes the config into `scratch`; starts nothing yet.
     pub fn configure(binary: PathBuf, scratch: &Scratch, config: &FleetConfig) -> anyhow::Result<Fleet> {
         let prefix = format!("faults-{}", ulid::Ulid::generate().to_string().to_lowercase());
-        let relay = scratch.secret("relay", WHSEC)?;
-        let token = scratch.secret("api-token", "sim-api-token")?;
         let text = format!(
             r#"
 [server]
@@ -90,14 +88,7 @@ depth_sample_seconds = 5
 [audit.stream]
 enabled = false
 
-[[sources]]
-name = "relay"
-scheme = "standard-webhooks"
-secrets = [{{ id = "faults", value = "{relay}" }}]
-
-[atlassian]
-confluence_base_url = "{site}"
-auth = {{ kind = "basic", email = "bot@example.com", token = "{token}" }}
+{sections}
 [atlassian.http]
 connect_timeout_ms = 1000
 request_timeout_ms = {request_timeout}
@@ -106,21 +97,12 @@ max_attempts = 4
 base_delay_ms = 50
 max_delay_ms = 1000
 max_wait_ms = 2000
-[atlassian.rate_limit]
-reads_per_second = 500
-writes_per_second = 500
-burst = 50
-
-[[policies]]
-name = "deprovision"
-on = "user.deactivated"
-actions = ["confluence.remove_from_all_groups"]
 "#,
             backend = config.backend,
             amqp = config.amqp_url,
             publish_timeout = config.publish_timeout_ms,
             store = config.store_url,
-            site = config.site,
+            sections = config.sections,
             request_timeout = config.request_timeout_ms,
         );
         let path = scratch.0.join("gatehouse.toml");
@@ -178,9 +160,12 @@ actions = ["confluence.remove_from_all_groups"]
             .with_context(|| format!("starting {}", self.binary.display()))?;
         member.child = Some(child);
         let port = member.port;
-        wait_ready(port, Duration::from_secs(60))
-            .await
-            .with_context(|| format!("gatehouse {} on port {port}", self.members[index].role))
+        wait_ready(
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(60),
+        )
+        .await
+        .with_context(|| format!("gatehouse {} on port {port}", self.members[index].role))
     }
 
     /// The last `lines` lines each process wrote (for a scenario that broke).
@@ -264,21 +249,5 @@ actions = ["confluence.remove_from_all_groups"]
         if self.backend == "rabbitmq" {
             delete_prefix(&self.amqp_url, &self.prefix).await;
         }
-    }
-}
-
-async fn wait_ready(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(response) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await
-            && response.status() == 200
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("not ready after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

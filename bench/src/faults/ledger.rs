@@ -61,24 +61,53 @@ impl Check {
     }
 }
 
-/// Accounts still holding a membership in the simulator.
-fn still_members(sim: &SimHandle) -> HashSet<String> {
-    sim.state()
-        .groups
-        .iter()
-        .flat_map(|g| g.members.iter().cloned())
-        .collect()
+/// Where an acknowledged event stands, seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Its person has no membership left in the simulator.
+    Acted,
+    /// Parked in the dead-letter queue (not replayed).
+    DeadLettered,
+    Waiting,
 }
 
-/// Accounts of live dead letters (not replayed), by account.
-async fn dead_accounts(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, String>> {
-    let store = fleet.store().await?;
-    let rows = store.dead_letters(&Default::default()).await;
-    store.close().await;
-    Ok(rows?
-        .into_iter()
-        .filter_map(|row| row.subject.map(|s| (s, row.reason)))
-        .collect())
+/// The simulator's memberships and the live dead letters' accounts, read once.
+#[derive(Debug)]
+struct Outside {
+    members: HashSet<String>,
+    dead: HashSet<String>,
+}
+
+impl Outside {
+    /// Reads them; dead letters only from `store` when given (when they count as settled).
+    async fn read(sim: &SimHandle, store: Option<&::gatehouse::store::Store>) -> anyhow::Result<Outside> {
+        let members = sim
+            .state()
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().cloned())
+            .collect();
+        let dead = match store {
+            Some(store) => store
+                .dead_letters(&Default::default())
+                .await?
+                .into_iter()
+                .filter_map(|row| row.subject)
+                .collect(),
+            None => HashSet::new(),
+        };
+        Ok(Outside { members, dead })
+    }
+
+    fn fate(&self, account: &str) -> Fate {
+        if !self.members.contains(account) {
+            Fate::Acted
+        } else if self.dead.contains(account) {
+            Fate::DeadLettered
+        } else {
+            Fate::Waiting
+        }
+    }
 }
 
 /// Waits until every acknowledged event was acted on, or dead-lettered when `dead_counts`, or
@@ -91,19 +120,23 @@ pub async fn settle(
     stalled: Duration,
     dead_counts: bool,
 ) -> anyhow::Result<Vec<String>> {
+    let store = if dead_counts {
+        Some(fleet.store().await?)
+    } else {
+        None
+    };
     let mut last_progress = Instant::now();
     let mut fewest = usize::MAX;
-    loop {
-        let members = still_members(sim);
-        let dead = if dead_counts {
-            dead_accounts(fleet).await.unwrap_or_default()
-        } else {
-            BTreeMap::new()
+    let waiting = loop {
+        // A read refused under load (a busy store) is tried again at the next poll.
+        let Ok(outside) = Outside::read(sim, store.as_ref()).await else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
         };
         let waiting: Vec<String> = tally
             .accepted
             .iter()
-            .filter(|a| members.contains(&a.account) && !dead.contains_key(&a.account))
+            .filter(|a| outside.fate(&a.account) == Fate::Waiting)
             .map(|a| a.account.clone())
             .collect();
         if waiting.len() < fewest {
@@ -111,28 +144,27 @@ pub async fn settle(
             last_progress = Instant::now();
         }
         if waiting.is_empty() || last_progress.elapsed() > stalled {
-            return Ok(waiting);
+            break waiting;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if let Some(store) = store {
+        store.close().await;
     }
+    Ok(waiting)
 }
 
-/// Counts the scenario and checks the invariants every scenario holds: nothing lost, no action
-/// repeated beyond the calls in flight at a kill or made while the store was gone, the audit chain intact to its head, and `seq`
-/// without gaps. Call after [`settle`].
+/// Counts the scenario and checks the invariants every scenario holds: nothing lost (acted on
+/// or dead-lettered), no action repeated beyond the calls in flight at a kill or made while the
+/// store was gone, the audit chain intact to its head, and `seq` without gaps. Call after
+/// [`settle`], with the fleet stopped.
 pub async fn account(
     fleet: &Fleet,
     sim: &SimHandle,
     tally: &LoadTally,
-    dead_counts: bool,
 ) -> anyhow::Result<(Counts, Vec<Check>)> {
-    let members = still_members(sim);
-    let dead = if dead_counts {
-        dead_accounts(fleet).await?
-    } else {
-        BTreeMap::new()
-    };
     let store = fleet.store().await?;
+    let outside = Outside::read(sim, Some(&store)).await?;
     let records = ::gatehouse::audit::query::query(
         &store,
         &::gatehouse::audit::AuditQuery {
@@ -165,17 +197,14 @@ pub async fn account(
         ..Counts::default()
     };
     for accepted in &tally.accepted {
-        let is_dead = dead.contains_key(&accepted.account);
-        let acted = !members.contains(&accepted.account);
-        if received.contains(&accepted.event_id) || is_dead || acted {
+        let fate = outside.fate(&accepted.account);
+        if fate != Fate::Waiting || received.contains(&accepted.event_id) {
             counts.queued += 1;
         }
-        if acted {
-            counts.acted += 1;
-        } else if is_dead {
-            counts.dead_lettered += 1;
-        } else {
-            counts.lost += 1;
+        match fate {
+            Fate::Acted => counts.acted += 1,
+            Fate::DeadLettered => counts.dead_lettered += 1,
+            Fate::Waiting => counts.lost += 1,
         }
     }
 

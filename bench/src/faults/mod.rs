@@ -80,10 +80,7 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
     } else {
         args.scenario.clone()
     };
-    let binary = match &common.gatehouse {
-        Some(binary) => binary.clone(),
-        None => std::env::current_exe()?.with_file_name("gatehouse"),
-    };
+    let binary = crate::harness::gatehouse_binary(common)?;
     anyhow::ensure!(
         binary.exists(),
         "no gatehouse binary at {} (build it, or pass --gatehouse)",
