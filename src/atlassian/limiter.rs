@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::config::{EndpointRateLimit, RateLimitSettings};
 
-use super::retry::parse_retry_after;
+use super::retry::{MAX_RETRY_AFTER, parse_retry_after};
 
 /// Slowing never goes below this share of the configured rate.
 const SLOWEST_SHARE: f64 = 0.1;
@@ -91,10 +91,15 @@ impl RateLimitSignals {
         let retry_after = text("retry-after")
             .or_else(|| text("beta-retry-after"))
             .and_then(|v| parse_retry_after(v, now));
+        // Cut like `Retry-After`: a reset in the year 9999 would pause an endpoint (or the
+        // whole tenant, for a quota) for as long as the process lives.
         let reset_in = text("x-ratelimit-reset").and_then(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .ok()
-                .map(|at| (at.with_timezone(&Utc) - now).to_std().unwrap_or_default())
+            DateTime::parse_from_rfc3339(v).ok().map(|at| {
+                (at.with_timezone(&Utc) - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(MAX_RETRY_AFTER)
+            })
         });
         RateLimitSignals {
             retry_after,
@@ -847,6 +852,16 @@ mod tests {
         let signals = RateLimitSignals::from_headers(&burst, now);
         assert_eq!(signals.retry_after, Some(Duration::from_secs(2)));
         assert!(!signals.is_quota());
+    }
+
+    /// An answer cannot pause gatehouse for longer than a day, whatever reset time it names.
+    #[test]
+    fn a_reset_far_in_the_future_is_cut_to_a_day() {
+        let now = Utc::now();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-reset", "9999-12-31T23:59:59Z".parse().unwrap());
+        let signals = RateLimitSignals::from_headers(&headers, now);
+        assert_eq!(signals.reset_in, Some(MAX_RETRY_AFTER));
     }
 
     #[tokio::test]

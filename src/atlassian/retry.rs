@@ -63,8 +63,8 @@ pub fn exponential(base: Duration, cap: Duration, retry: u32, unit: f64) -> Dura
     crate::pacing::doubling(base, cap, retry).mul_f64(0.7 + 0.6 * unit.clamp(0.0, 1.0))
 }
 
-/// The longest wait a `Retry-After` is taken for. Longer ones (a day is already far past any
-/// pause Atlassian asks for) are cut to it: `Retry-After: 18446744073709551615` once overflowed
+/// The longest wait a `Retry-After` (or an `X-RateLimit-Reset`) is taken for. Longer ones (a
+/// day is already far past any pause Atlassian asks for) are cut to it: `Retry-After: 18446744073709551615` once overflowed
 /// the limiter's `Instant` arithmetic and panicked the caller (found by fuzzing).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
