@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc instead of glibc's allocator: request handling allocates many small, short-lived
-/// buffers across threads, where glibc spent about a fifth of the ingress's CPU (see
-/// BENCHMARKS.md).
+/// buffers across threads, where glibc spent about a fifth of the ingress's CPU. Built without
+/// transparent huge pages (Cargo.toml), which kept every touched 2 MiB of its arenas resident
+/// (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,8 +1,9 @@
 //! `ingest`: N signed webhooks (realistic Connect user-event bodies) at concurrency C against a
 //! gatehouse ingress, measured to the 202; then, in the same run, the ceiling of the queue
 //! underneath: the same bodies published raw (RabbitMQ: confirmed, persistent, mandatory, to the
-//! same topic exchange and quorum queue, as many in flight; embedded: inserted through the same
-//! store-backed queue, as many at once).
+//! same topic exchange and quorum queue, as many in flight; embedded: the same durable insert
+//! into the same table, committed in groups as large as the concurrency, back to back: the best
+//! batching SQLite allows).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -387,9 +388,10 @@ async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: u
     Ok(bodies.len() as f64 / elapsed.as_secs_f64())
 }
 
-/// Inserts of `bodies` through the embedded queue on a fresh store, `concurrency` at a time.
+/// The most SQLite can do with `bodies` at `concurrency`: the same durable insert into the same
+/// table of a fresh store (same `synchronous` setting), grouped as well as `concurrency`
+/// concurrent publishers could ever be, one transaction per `concurrency` rows, back to back.
 async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
-    use ::gatehouse::queue::{OutgoingMessage, Queue};
     let scratch = Scratch::new("raw-embedded")?;
     let store = ::gatehouse::store::Store::connect(&::gatehouse::config::StoreSettings {
         url: ::gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/raw.db", scratch.0.display())),
@@ -397,36 +399,27 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
         encryption_key: None,
     })
     .await?;
-    let audit = ::gatehouse::audit::AuditLog::new(store.clone(), &Default::default());
-    let queue = Arc::new(::gatehouse::queue::embedded::EmbeddedQueue::new(
-        store,
-        Default::default(),
-        audit,
-    ));
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let queue = queue.clone();
-        let next = next.clone();
-        let bodies = bodies.clone();
-        async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { break };
-                let message = OutgoingMessage {
-                    routing_key: ROUTING_KEY.to_owned(),
-                    message_id: format!("raw-{i}"),
-                    event_id: format!("raw-{i}"),
-                    event_type: "user.deactivated".to_owned(),
-                    body: body.clone(),
-                };
-                queue.publish(&message).await?;
-            }
-            Ok::<(), ::gatehouse::queue::PublishError>(())
+    for (group, chunk) in bodies.chunks(concurrency.max(1)).enumerate() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = store.begin_write().await?;
+        for (j, body) in chunk.iter().enumerate() {
+            let id = format!("raw-{group}-{j}");
+            sqlx::query(
+                "INSERT INTO queue_messages
+                     (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
+                 VALUES ($1, $2, $3, $4, $5, 0, $6, '[]', $6)",
+            )
+            .bind(ROUTING_KEY)
+            .bind(&id)
+            .bind(&id)
+            .bind("user.deactivated")
+            .bind(std::str::from_utf8(body)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
-    });
-    for outcome in join_all(workers).await {
-        outcome?;
+        tx.commit().await?;
     }
     Ok(bodies.len() as f64 / started.elapsed().as_secs_f64())
 }

@@ -73,11 +73,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// The most keys the ingress's duplicate window may hold: at most 1.2 GiB reserved.
+pub const MAX_DEDUPE_WINDOW: usize = 10_000_000;
+
 /// The ingress's own duplicate window (the authoritative dedupe is the worker's claim).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressSettings {
-    /// How many recently published dedupe keys are remembered.
+    /// How many recently published dedupe keys are remembered (each takes at most
+    /// `ingress::dedupe::BYTES_PER_ENTRY` bytes, whatever the key's length).
     pub dedupe_window_size: usize,
     /// How long a published dedupe key is remembered.
     pub dedupe_window_seconds: u64,
@@ -133,7 +137,14 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
         }
     }
 
-    if settings.ingress.dedupe_window_size == 0 {
-        error("ingress.dedupe_window_size".into(), "must be at least 1".into());
+    let window = settings.ingress.dedupe_window_size;
+    if window == 0 || window > MAX_DEDUPE_WINDOW {
+        error(
+            "ingress.dedupe_window_size".into(),
+            format!(
+                "must be between 1 and {MAX_DEDUPE_WINDOW} (each entry takes at most {} bytes, and the window is reserved up front)",
+                crate::ingress::dedupe::BYTES_PER_ENTRY
+            ),
+        );
     }
 }

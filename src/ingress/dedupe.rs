@@ -7,12 +7,44 @@
 //!   so the sender's retry goes through;
 //! - a copy arriving while the first is still being published waits for that outcome, instead of
 //!   answering "duplicate" for a publish that may yet fail.
+//!
+//! **Bounded in bytes.** A key is remembered by a 128-bit fingerprint, a hash keyed with this
+//! process's own random keys, not by its text: every entry takes the same few bytes however long
+//! the key, and the window reserves its full size up front (so it never grows, and never holds
+//! two tables while rehashing). `dedupe_window_size` entries take at most
+//! `dedupe_window_size × BYTES_PER_ENTRY` bytes (the default 100,000: at most 12.2 MiB; pages
+//! are only touched as keys arrive). Two different keys
+//! sharing a fingerprint would make a fresh delivery look like a copy; with 128 bits and keys an
+//! outsider cannot know, that takes about 2^64 keys, not a crafted pair.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+/// The most memory one remembered key takes: its bucket in the map (fingerprint, slot and a
+/// control byte; a map reserved for `n` keys has at most `2 × 8/7 × n` buckets) and its place
+/// in the eviction order (a test checks the sum).
+pub const BYTES_PER_ENTRY: usize = 128;
+
+/// A key's identity in the window: two independent keyed 64-bit hashes of its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Fingerprint(u64, u64);
+
+/// This process's hash keys, drawn at random when the window is built.
+struct Fingerprinter(RandomState, RandomState);
+
+impl Fingerprinter {
+    fn new() -> Self {
+        Fingerprinter(RandomState::new(), RandomState::new())
+    }
+
+    fn of(&self, key: &str) -> Fingerprint {
+        Fingerprint(self.0.hash_one(key), self.1.hash_one(key))
+    }
+}
 
 enum Slot {
     Published(Instant),
@@ -22,9 +54,27 @@ enum Slot {
 
 /// The keys remembered, and the order they go in.
 struct RecentWindow {
-    slots: HashMap<String, Slot>,
+    slots: HashMap<Fingerprint, Slot>,
     /// Publication order, for evicting the oldest; may hold stale entries (checked on eviction).
-    order: VecDeque<(String, Instant)>,
+    order: VecDeque<(Fingerprint, Instant)>,
+}
+
+impl RecentWindow {
+    /// Forgets the oldest published keys until at most `keep` are held, and every expired one.
+    /// (Keys being published are not in `order`, and stay.)
+    fn evict(&mut self, keep: usize, ttl: Duration) {
+        while self.slots.len() > keep
+            || self.order.len() > keep
+            || self.order.front().is_some_and(|(_, at)| at.elapsed() >= ttl)
+        {
+            let Some((old, at)) = self.order.pop_front() else {
+                break;
+            };
+            if matches!(self.slots.get(&old), Some(Slot::Published(t)) if *t == at) {
+                self.slots.remove(&old);
+            }
+        }
+    }
 }
 
 /// What the caller should do with a delivery's key.
@@ -40,6 +90,7 @@ pub enum RecentClaim<'a> {
 
 pub struct RecentKeys {
     inner: Mutex<RecentWindow>,
+    fingerprints: Fingerprinter,
     capacity: usize,
     ttl: Duration,
 }
@@ -57,9 +108,10 @@ impl RecentKeys {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentKeys {
             inner: Mutex::new(RecentWindow {
-                slots: HashMap::new(),
-                order: VecDeque::new(),
+                slots: HashMap::with_capacity(capacity.max(1)),
+                order: VecDeque::with_capacity(capacity.max(1)),
             }),
+            fingerprints: Fingerprinter::new(),
             capacity: capacity.max(1),
             ttl,
         }
@@ -72,17 +124,20 @@ impl RecentKeys {
     }
 
     pub fn claim(&self, key: &str) -> RecentClaim<'_> {
+        let key = self.fingerprints.of(key);
         let mut inner = self.lock();
-        match inner.slots.get(key) {
+        match inner.slots.get(&key) {
             Some(Slot::Published(at)) if at.elapsed() < self.ttl => return RecentClaim::Duplicate,
             Some(Slot::InFlight(rx)) => return RecentClaim::Wait(rx.clone()),
             _ => {}
         }
+        // Room for one more, so the map stays within what it reserved.
+        inner.evict(self.capacity.saturating_sub(1), self.ttl);
         let (tx, rx) = watch::channel(None);
-        inner.slots.insert(key.to_owned(), Slot::InFlight(rx));
+        inner.slots.insert(key, Slot::InFlight(rx));
         RecentClaim::Fresh(PublishGuard {
             keys: self,
-            key: key.to_owned(),
+            key,
             tx,
             done: false,
         })
@@ -97,27 +152,15 @@ impl RecentKeys {
         }
     }
 
-    fn finish(&self, key: &str, published: bool) {
+    fn finish(&self, key: Fingerprint, published: bool) {
         let mut inner = self.lock();
         if published {
             let now = Instant::now();
-            inner.slots.insert(key.to_owned(), Slot::Published(now));
-            inner.order.push_back((key.to_owned(), now));
-            while inner.slots.len() > self.capacity
-                || inner
-                    .order
-                    .front()
-                    .is_some_and(|(_, at)| at.elapsed() >= self.ttl)
-            {
-                let Some((old, at)) = inner.order.pop_front() else {
-                    break;
-                };
-                if matches!(inner.slots.get(&old), Some(Slot::Published(t)) if *t == at) {
-                    inner.slots.remove(&old);
-                }
-            }
+            inner.slots.insert(key, Slot::Published(now));
+            inner.order.push_back((key, now));
+            inner.evict(self.capacity, self.ttl);
         } else {
-            inner.slots.remove(key);
+            inner.slots.remove(&key);
         }
     }
 
@@ -135,7 +178,7 @@ impl RecentKeys {
 #[derive(Debug)]
 pub struct PublishGuard<'a> {
     keys: &'a RecentKeys,
-    key: String,
+    key: Fingerprint,
     tx: watch::Sender<Option<bool>>,
     done: bool,
 }
@@ -148,7 +191,7 @@ impl PublishGuard<'_> {
     fn report(&mut self, published: bool) {
         if !self.done {
             self.done = true;
-            self.keys.finish(&self.key, published);
+            self.keys.finish(self.key, published);
             let _ = self.tx.send(Some(published));
         }
     }
@@ -193,6 +236,38 @@ mod tests {
             g.finish(true);
         }
         assert!(matches!(short.claim("x"), RecentClaim::Fresh(_)));
+    }
+
+    #[test]
+    fn an_entry_takes_at_most_the_bytes_stated() {
+        let bucket = std::mem::size_of::<(Fingerprint, Slot)>() + 1;
+        let order = std::mem::size_of::<(Fingerprint, Instant)>();
+        // At most 2 × 8/7 buckets per reserved key (the next power of two above 8/7 of it).
+        assert!(bucket * 16 / 7 + order <= BYTES_PER_ENTRY, "{bucket} + {order}");
+    }
+
+    #[test]
+    fn the_window_never_outgrows_what_it_reserved() {
+        let keys = RecentKeys::new(1_000, Duration::from_secs(60));
+        let (slots, order) = {
+            let inner = keys.lock();
+            (inner.slots.capacity(), inner.order.capacity())
+        };
+        for i in 0..5_000 {
+            // Long keys cost no more than short ones.
+            if let RecentClaim::Fresh(g) = keys.claim(&format!("{i}:{}", "k".repeat(i % 300))) {
+                g.finish(true);
+            }
+        }
+        let inner = keys.lock();
+        assert_eq!(inner.slots.len(), 1_000);
+        // Tombstones lower the map's free room until it rehashes in place; it never grows.
+        assert!(
+            inner.slots.capacity() <= slots,
+            "{} > {slots}",
+            inner.slots.capacity()
+        );
+        assert_eq!(inner.order.capacity(), order);
     }
 
     #[tokio::test]

@@ -14,7 +14,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use handlers::Authority;
-use serde_json::json;
 use tracing::Instrument;
 
 use super::IngressState;
@@ -71,6 +70,17 @@ pub async fn receive(
     handle(state, delivery).await
 }
 
+/// The body of a 2xx answer (written straight from this, not through a JSON map).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    event_type: Option<&'a str>,
+    dedupe_key: &'a str,
+}
+
 /// What happened to an accepted delivery.
 enum Accepted {
     Published {
@@ -121,12 +131,22 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
             dedupe_key,
         }) => (
             StatusCode::ACCEPTED,
-            Json(json!({"status": "accepted", "id": event_id, "type": event_type, "dedupe_key": dedupe_key})),
+            Json(Answer {
+                status: "accepted",
+                id: Some(&event_id),
+                event_type: Some(&event_type),
+                dedupe_key: &dedupe_key,
+            }),
         )
             .into_response(),
         Ok(Accepted::Duplicate { dedupe_key }) => (
             StatusCode::OK,
-            Json(json!({"status": "duplicate", "dedupe_key": dedupe_key})),
+            Json(Answer {
+                status: "duplicate",
+                id: None,
+                event_type: None,
+                dedupe_key: &dedupe_key,
+            }),
         )
             .into_response(),
         Err(error) => {

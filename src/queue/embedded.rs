@@ -1,7 +1,8 @@
 //! The embedded queue: the work queue as rows in the store, for deployments with no broker.
 //!
 //! Same semantics as RabbitMQ, on SQL:
-//! - publish is an `INSERT`, durable when the transaction commits;
+//! - publish is an `INSERT`, durable when the transaction commits (publishes that arrive together
+//!   share one transaction: [`group_commit`]);
 //! - a worker takes a message by locking its row until a visibility timeout (extended while it
 //!   works), so a crashed worker's message comes back;
 //! - a retry makes the row invisible until the ladder's delay has passed;
@@ -23,6 +24,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod group_commit;
+
+use group_commit::GroupCommit;
+
 use super::dead_letter_records::{self, subject_of};
 use super::{
     Consumer, DeadLetter, Delivery, Failure, OutgoingMessage, PublishError, Queue, QueueDepths, QueueError,
@@ -43,41 +48,23 @@ pub struct EmbeddedQueue {
     owner: String,
     /// Wakes idle consumers of this process when a message is published here.
     published: Arc<Notify>,
+    /// Where publishes go: concurrent ones share a commit.
+    new_messages: Arc<GroupCommit>,
     closed: CancellationToken,
 }
 
 impl EmbeddedQueue {
     pub fn new(store: Store, settings: QueueSettings, audit: AuditLog) -> Self {
+        let published = Arc::new(Notify::new());
         EmbeddedQueue {
+            new_messages: Arc::new(GroupCommit::new(store.clone(), published.clone())),
             store,
             settings: Arc::new(settings),
             audit,
             owner: format!("embedded-{}", ulid::Ulid::generate()),
-            published: Arc::new(Notify::new()),
+            published,
             closed: CancellationToken::new(),
         }
-    }
-
-    async fn insert(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
-        let now = to_millis(Utc::now());
-        let body = String::from_utf8(message.body.clone())
-            .map_err(|_| PublishError::Broker("envelope is not UTF-8".to_owned()))?;
-        sqlx::query(
-            "INSERT INTO queue_messages
-                 (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, '[]', $6)",
-        )
-        .bind(&message.routing_key)
-        .bind(&message.message_id)
-        .bind(&message.event_id)
-        .bind(&message.event_type)
-        .bind(body)
-        .bind(now)
-        .execute(self.store.pool())
-        .await
-        .map_err(|e| PublishError::Broker(format!("store: {e}")))?;
-        self.published.notify_waiters();
-        Ok(())
     }
 
     /// Locks the next visible message for this process, if there is one. Each take locks with a
@@ -239,11 +226,11 @@ struct Taken {
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
-        self.insert(message).await
+        self.new_messages.insert(message).await
     }
 
     async fn requeue(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
-        self.insert(message).await
+        self.new_messages.insert(message).await
     }
 
     async fn consume(&self, prefetch: u16) -> Result<Consumer, QueueError> {

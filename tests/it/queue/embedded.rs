@@ -46,3 +46,111 @@ async fn a_message_redelivered_past_its_limit_is_parked_with_its_audit_record() 
     assert_eq!(audit_kinds(&app, &event_id).await, vec!["dead_lettered"]);
     app.shutdown().await;
 }
+
+/// An embedded queue on a fresh SQLite store with one connection (so a cap set on it holds).
+async fn lone_queue(
+    dir: &TempDir,
+) -> (
+    gatehouse::store::Store,
+    std::sync::Arc<gatehouse::queue::embedded::EmbeddedQueue>,
+) {
+    use gatehouse::config::{SensitiveUrl, StoreSettings};
+    let store = gatehouse::store::Store::connect(&StoreSettings {
+        url: SensitiveUrl::new(format!("sqlite://{}/queue.db", dir.0.display())),
+        max_connections: 1,
+        encryption_key: None,
+    })
+    .await
+    .unwrap();
+    let audit = gatehouse::audit::AuditLog::new(store.clone(), &Default::default());
+    let queue = gatehouse::queue::embedded::EmbeddedQueue::new(store.clone(), Default::default(), audit);
+    (store, std::sync::Arc::new(queue))
+}
+
+fn message(i: usize) -> gatehouse::queue::OutgoingMessage {
+    gatehouse::queue::OutgoingMessage {
+        routing_key: "confluence.user.deactivated".into(),
+        message_id: format!("group-{i}"),
+        event_id: format!("event-{i}"),
+        event_type: "user.deactivated".into(),
+        body: format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(2_000)).into_bytes(),
+    }
+}
+
+async fn queued_rows(store: &gatehouse::store::Store) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Publishes arriving together share commits (group commit); each is answered only once its row
+/// is durable, and every one is there, once.
+#[tokio::test]
+async fn concurrent_publishes_are_all_committed_once() {
+    use gatehouse::queue::Queue;
+    let dir = TempDir::new();
+    let (store, queue) = lone_queue(&dir).await;
+    let publishes = (0..300).map(|i| {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.publish(&message(i)).await })
+    });
+    for outcome in futures_util::future::join_all(publishes).await {
+        outcome.unwrap().unwrap();
+    }
+    assert_eq!(queued_rows(&store).await, 300);
+    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT message_id) FROM queue_messages")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(distinct, 300);
+    // And a worker takes them.
+    let mut consumer = queue.consume(1).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), consumer.deliveries.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.body.starts_with(b"{\"n\":"));
+    drop(first);
+    consumer.stop().await;
+    store.close().await;
+}
+
+/// A commit that fails fails every publish waiting on it: a publish is answered as queued
+/// exactly when its row is there.
+#[tokio::test]
+async fn a_failed_group_commit_fails_every_publish_in_it() {
+    use gatehouse::queue::Queue;
+    let dir = TempDir::new();
+    let (store, queue) = lone_queue(&dir).await;
+    // One row the store refuses, as a full disk or a lost connection would refuse its batch.
+    sqlx::query(
+        "CREATE TRIGGER refuse_one BEFORE INSERT ON queue_messages
+         WHEN NEW.message_id = 'group-7'
+         BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let publishes = (0..200).map(|i| {
+        let queue = queue.clone();
+        tokio::spawn(async move { (i, queue.publish(&message(i)).await) })
+    });
+    let mut answered_queued = Vec::new();
+    for outcome in futures_util::future::join_all(publishes).await {
+        match outcome.unwrap() {
+            (i, Ok(())) => answered_queued.push(format!("group-{i}")),
+            (7, Err(error)) => assert!(error.to_string().contains("refused for the test"), "{error}"),
+            (_, Err(_)) => {}
+        }
+    }
+    assert!(!answered_queued.contains(&"group-7".to_owned()));
+    let mut stored: Vec<String> = sqlx::query_scalar("SELECT message_id FROM queue_messages")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    answered_queued.sort();
+    stored.sort();
+    assert_eq!(stored, answered_queued);
+    store.close().await;
+}
