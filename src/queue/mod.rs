@@ -44,12 +44,16 @@ impl OutgoingMessage {
     /// Serializes an envelope for publication under `kind` (the routing-key prefix).
     pub fn from_envelope(envelope: &Envelope, kind: &str) -> Result<Self, serde_json::Error> {
         let event_type = envelope.event_type.as_str().into_owned();
+        // Sized for the payload and the envelope's own fields, so serializing does not regrow
+        // (and copy) the buffer several times on the way.
+        let mut body = Vec::with_capacity(envelope.payload.get().len() + 1024);
+        serde_json::to_writer(&mut body, envelope)?;
         Ok(OutgoingMessage {
             routing_key: format!("{kind}.{event_type}"),
             message_id: envelope.dedupe_key.clone(),
             event_id: envelope.id.to_string(),
             event_type,
-            body: serde_json::to_vec(envelope)?,
+            body,
         })
     }
 }
