@@ -12,8 +12,12 @@
 //! - `keep_alive_idle_seconds`: a connection that has been served, with no request in flight and
 //!   nothing sent or received for this long, is closed.
 //!
-//! Request heads are read into a buffer of at most [`MAX_HEAD_BUFFER`] with at most
-//! [`MAX_HEADERS`] headers, so a full house of connections holds little memory.
+//! Request heads are read into a buffer of at most [`MAX_HEAD_BUFFER`] with at most 100 headers,
+//! so a full house of connections holds little memory. The 100 is hyper's own default, which it
+//! keeps in a buffer on the stack: setting it explicitly (even to the same number) makes hyper
+//! fill a heap buffer of that many slots twice a request, about 1,700 instructions a webhook
+//! (`bench/callgrind/ingest.sh`). The integration test
+//! `trust::a_request_head_may_carry_a_hundred_headers_and_no_more` holds hyper to it.
 //!
 //! Both timers are kept per connection by [`Activity`], which the socket wrapper and the request
 //! service update; hyper's own header timer is installed too, as a backstop (it counts from the
@@ -51,8 +55,6 @@ use crate::config::ServerSettings;
 /// hyper's read buffer per connection (its default is about 400 KiB): ample for any webhook's
 /// head, and a bound on what thousands of slow connections can hold.
 pub const MAX_HEAD_BUFFER: usize = 64 * 1024;
-/// Headers a request may carry.
-pub const MAX_HEADERS: usize = 100;
 
 /// What a connection over the cap is told before it is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 55\r\n\r\n{\"error\":\"unavailable\",\"reason\":\"too many connections\"}";
@@ -129,8 +131,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         // A backstop only: twice the longer of our own timers, so ours always fire first.
         .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle) * 2)
-        .max_buf_size(MAX_HEAD_BUFFER)
-        .max_headers(MAX_HEADERS);
+        .max_buf_size(MAX_HEAD_BUFFER);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -353,6 +353,30 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     app.stop().await;
 }
 
+/// The listener's header limit (hyper's default): a head with 100 headers is served, one with 101 is refused (431)
+/// before any handler runs.
+#[tokio::test]
+async fn a_request_head_may_carry_a_hundred_headers_and_no_more() {
+    let app = TestApp::spawn(|_| {}).await;
+    for (headers, status) in [(100, "200"), (101, "431")] {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+        for i in 2..headers {
+            head.push_str(&format!("x-extra-{i}: {i}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&answer).unwrap(),
+            format!("HTTP/1.1 {status}"),
+            "{headers} headers"
+        );
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn connections_beyond_the_cap_get_503_at_once() {
     refused_beyond_four(|s| s.server.max_connections = 4).await;
