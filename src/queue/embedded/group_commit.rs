@@ -23,11 +23,7 @@ const MAX_BATCH: usize = 256;
 
 /// A message waiting for its commit.
 struct Pending {
-    routing_key: String,
-    message_id: String,
-    event_id: String,
-    event_type: String,
-    body: String,
+    message: OutgoingMessage,
     /// Told once the transaction holding the row committed, or why it did not.
     committed: oneshot::Sender<Result<(), String>>,
 }
@@ -60,15 +56,13 @@ impl GroupCommit {
 
     /// Inserts `message` as a visible row; returns once it is durable.
     pub(super) async fn insert(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
-        let body = String::from_utf8(message.body.clone())
-            .map_err(|_| PublishError::Broker("envelope is not UTF-8".to_owned()))?;
+        // The body is stored as text: refuse anything else here, not inside someone's batch.
+        if std::str::from_utf8(&message.body).is_err() {
+            return Err(PublishError::Broker("envelope is not UTF-8".to_owned()));
+        }
         let (committed, outcome) = oneshot::channel();
         let pending = Pending {
-            routing_key: message.routing_key.clone(),
-            message_id: message.message_id.clone(),
-            event_id: message.event_id.clone(),
-            event_type: message.event_type.clone(),
-            body,
+            message: message.clone(),
             committed,
         };
         let committer = self.committer.get_or_init(|| {
@@ -132,17 +126,18 @@ enum CommitError {
 async fn insert_all(store: &Store, batch: &[Pending]) -> Result<(), CommitError> {
     let now = to_millis(chrono::Utc::now());
     let mut tx = store.begin_write().await.map_err(CommitError::Unreachable)?;
-    for row in batch {
+    for Pending { message, .. } in batch {
         sqlx::query(
             "INSERT INTO queue_messages
                  (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
              VALUES ($1, $2, $3, $4, $5, 0, $6, '[]', $6)",
         )
-        .bind(&row.routing_key)
-        .bind(&row.message_id)
-        .bind(&row.event_id)
-        .bind(&row.event_type)
-        .bind(&row.body)
+        .bind(&message.routing_key)
+        .bind(&message.message_id)
+        .bind(&message.event_id)
+        .bind(&message.event_type)
+        // Checked when it was handed in, so nothing is ever replaced here.
+        .bind(String::from_utf8_lossy(&message.body).into_owned())
         .bind(now)
         .execute(&mut *tx)
         .await?;
