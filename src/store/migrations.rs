@@ -72,6 +72,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_tenants.sql"),
         include_str!("../../migrations/postgres/0010_tenants.sql"),
     ),
+    (
+        11,
+        "account claims: one account acted on at a time across workers",
+        include_str!("../../migrations/sqlite/0011_account_claims.sql"),
+        include_str!("../../migrations/postgres/0011_account_claims.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 //! (locking, upserts), [`Backend`] says which one is underneath. Each table's queries live in the
 //! submodule that owns it.
 
+pub mod account_claims;
 pub mod approvals;
 pub mod dead_letters;
 pub mod decisions;
@@ -26,6 +27,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::StoreSettings;
 
+pub use account_claims::AccountClaim;
 pub use approvals::{Approval, ApprovalState, NewApproval};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, Failure};
 pub use dedupe::Claim;

@@ -25,7 +25,8 @@ pub struct QueueLabel {
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
     /// By tenant and outcome: `ok`, `skipped`, `duplicate`, `retried`, `dead_lettered`, `busy`,
-    /// `postponed` (the tenant's slots were full), `released`.
+    /// `account_busy` (another event about the account was being acted on), `postponed` (the
+    /// tenant's slots were full), `released`.
     pub attempts: Family<OutcomeLabel, Counter>,
     /// From delivery to settlement.
     pub processing_seconds: Histogram,

@@ -4,15 +4,19 @@
 //! 1. Parse the envelope; a body that is not one can never succeed: dead-letter it.
 //! 2. Admit it ([`Job::admit`]): a processor may send it back for later without counting an
 //!    attempt or recording anything (its tenant already holds all the slots it may).
-//! 3. Claim the dedupe key ([`Job::claim`]). Already completed: a duplicate, recorded in the audit
+//! 3. Hold the account it is about ([`Job::hold_account`]): one delivery acts on an account at a
+//!    time across every worker (`crate::store::account_claims` says why); held by another: come
+//!    back after the first rung without counting an attempt or recording anything. Let go once
+//!    the delivery is settled.
+//! 4. Claim the dedupe key ([`Job::claim`]). Already completed: a duplicate, recorded in the audit
 //!    trail and acked without acting. Held by another live delivery: someone is on it, come back
 //!    after the first rung without counting a failure. Each delivery claims as its own owner, so
 //!    two copies handed to the same process cannot both act. On a first attempt the claim commits
 //!    together with the `received` audit record.
-//! 4. Process ([`Job::run`]), renewing the claim's lease meanwhile. A claim lost meanwhile (this
+//! 5. Process ([`Job::run`]), renewing the claims' leases meanwhile. A claim lost meanwhile (this
 //!    worker stalled past its lease and another took over) stops the processing: the delivery
 //!    comes back later and finds the outcome.
-//! 5. Settle ([`Job::settle`]). Success: mark the claim completed (durable) and only then ack.
+//! 6. Settle ([`Job::settle`]). Success: mark the claim completed (durable) and only then ack.
 //!    Transient failure: record it, release the claim and retry on the ladder, or dead-letter once
 //!    attempts are exhausted. Permanent failure: record it, release and dead-letter with the
 //!    reason.
@@ -31,7 +35,7 @@ use tracing::Instrument;
 use super::{Context, ProcessError, Processed};
 use crate::audit::{AuditKind, NewRecord, Outcome};
 use crate::queue::Delivery;
-use crate::store::{Claim, dedupe};
+use crate::store::{AccountClaim, Claim, dedupe};
 
 pub(super) async fn handle(context: &Context, delivery: Delivery) {
     let started = Instant::now();
@@ -82,6 +86,9 @@ enum Settled {
     /// Another delivery holds the fact (or took it over): back after the first rung, no attempt
     /// counted.
     Busy,
+    /// Another delivery is acting on the same account: back after the first rung, no attempt
+    /// counted.
+    AccountBusy,
     /// Not admitted now (its tenant's slots are full): back later, no attempt counted.
     Postponed,
     /// Given back untouched (shutdown while the store was away).
@@ -99,6 +106,7 @@ impl Settled {
             Settled::Skipped => "skipped",
             Settled::Duplicate => "duplicate",
             Settled::Busy => "busy",
+            Settled::AccountBusy => "account_busy",
             Settled::Postponed => "postponed",
             Settled::Released => "released",
             Settled::Retried => "retried",
@@ -122,6 +130,9 @@ struct Job<'a> {
     /// One owner per delivery, not per process: two copies of a fact consumed by the same
     /// worker must not both hold the claim.
     owner: String,
+    /// The (tenant, account) this delivery acts on, held one delivery at a time; `None` for
+    /// events about no account and those nothing reacts to.
+    account: Option<(&'a str, &'a str)>,
     lease: Duration,
     retention: Duration,
 }
@@ -130,12 +141,19 @@ struct Job<'a> {
 /// while the claim is renewed, then settled by the result.
 async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envelope) -> &'static str {
     let worker = &context.settings.worker;
+    let ignored = context.processor.ignores(envelope);
     let job = Job {
         context,
         envelope,
         key: envelope.dedupe_key.as_str(),
         event_id: envelope.id.to_string(),
         owner: format!("{}/{}", context.owner, ulid::Ulid::generate()),
+        account: envelope
+            .subject
+            .account_id
+            .as_deref()
+            .filter(|_| ignored.is_none())
+            .map(|account| (envelope.tenant_name(), account)),
         lease: Duration::from_secs(worker.claim_lease_seconds),
         retention: Duration::from_secs(worker.dedupe_retention_days * 86_400),
     };
@@ -145,7 +163,10 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
             Step::Go(admitted) => admitted,
             Step::Stop(settled) => return settled,
         };
-        let ignored = context.processor.ignores(envelope);
+        let delivery = match job.hold_account(delivery).await {
+            Step::Go(delivery) => delivery,
+            Step::Stop(settled) => return settled,
+        };
         let delivery = match job.claim(delivery, ignored.as_deref()).await {
             Step::Go(delivery) => delivery,
             Step::Stop(settled) => return settled,
@@ -160,7 +181,11 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
         };
         job.settle(delivery, result).await
     };
-    settled.await.label()
+    let settled = settled.await;
+    if settled != Settled::AccountBusy {
+        job.let_account_go().await;
+    }
+    settled.label()
 }
 
 impl Job<'_> {
@@ -176,6 +201,44 @@ impl Job<'_> {
                 settle(delivery.postpone_at(rung).await);
                 Step::Stop(Settled::Postponed)
             }
+        }
+    }
+
+    /// Holds the account the event is about, waiting while the store cannot say; another
+    /// delivery acting on it sends this one back for later, recording nothing.
+    async fn hold_account(&self, delivery: Delivery) -> Step<Delivery> {
+        let Some((tenant, account)) = self.account else {
+            return Step::Go(delivery);
+        };
+        let store = &self.context.store;
+        let claim = persist(self.context, "claim the account", || {
+            store.claim_account(tenant, account, &self.owner, &self.event_id, self.lease)
+        });
+        match claim.await {
+            Some(AccountClaim::Acquired) => Step::Go(delivery),
+            Some(AccountClaim::Busy { event_id }) => {
+                tracing::info!(account, acting_on = %event_id, "another event about this account is being acted on; checking back later");
+                settle(delivery.postpone().await);
+                Step::Stop(Settled::AccountBusy)
+            }
+            None => {
+                settle(delivery.release().await);
+                Step::Stop(Settled::Released)
+            }
+        }
+    }
+
+    /// Lets the account go once the delivery is settled. One try: a claim left behind (the store
+    /// went away just now) is free when its lease runs out.
+    async fn let_account_go(&self) {
+        if let Some((tenant, account)) = self.account
+            && let Err(error) = self
+                .context
+                .store
+                .release_account(tenant, account, &self.owner)
+                .await
+        {
+            tracing::warn!(%error, account, "cannot let the account go; it is free again when the lease runs out");
         }
     }
 
@@ -243,9 +306,10 @@ impl Job<'_> {
         }
     }
 
-    /// Processes the event, renewing the claim's lease meanwhile. The renewal is polled in this
-    /// task (not spawned), so a worker that is killed stops renewing at once and its claim can be
-    /// taken over after the lease; a claim lost meanwhile stops the processing.
+    /// Processes the event, renewing the claims' leases (the event's and its account's)
+    /// meanwhile. The renewal is polled in this task (not spawned), so a worker that is killed
+    /// stops renewing at once and its claims can be taken over after the lease; a claim lost
+    /// meanwhile stops the processing.
     async fn run(&self, delivery: Delivery) -> Step<(Delivery, Result<Processed, ProcessError>)> {
         let context = self.context;
         let renew = async {
@@ -258,6 +322,17 @@ impl Job<'_> {
                     Ok(false) => return,
                     Err(error) => tracing::warn!(%error, "cannot renew the claim on this event"),
                 }
+                if let Some((tenant, account)) = self.account {
+                    match context
+                        .store
+                        .renew_account_claim(tenant, account, &self.owner, self.lease)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(error) => tracing::warn!(%error, "cannot renew the claim on this account"),
+                    }
+                }
             }
         };
         tokio::select! {
@@ -266,7 +341,7 @@ impl Job<'_> {
                 // Stopped at an await point. Actions recorded as executed are skipped by the new
                 // holder; one caught between its call and its record is performed again, which the
                 // performer treats as already done (e.g. removing a membership that is gone).
-                tracing::warn!("lost the claim on this event (lease expired and taken over); stopping");
+                tracing::warn!("lost a claim on this event or its account (lease expired and taken over); stopping");
                 settle(delivery.postpone().await);
                 Step::Stop(Settled::Busy)
             }

@@ -1,5 +1,5 @@
 //! Periodic chores of a worker process: sampling queue depths for metrics, and forgetting
-//! dedupe claims past their retention.
+//! dedupe claims past their retention and account claims nobody will let go.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,12 +18,23 @@ pub(super) async fn run(settings: Arc<Settings>, queue: Arc<dyn Queue>, store: S
     loop {
         tokio::select! {
             _ = sample.tick() => sample_depths(queue.as_ref(), &store, &metrics).await,
-            _ = purge.tick() => match store.purge_expired_claims().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "forgot dedupe claims past their retention"),
-                Err(error) => tracing::warn!(%error, "cannot purge expired dedupe claims"),
-            },
+            _ = purge.tick() => purge_claims(&store).await,
         }
+    }
+}
+
+/// Forgets dedupe claims past their retention and account claims of workers that died holding
+/// them.
+async fn purge_claims(store: &Store) {
+    match store.purge_expired_claims().await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "forgot dedupe claims past their retention"),
+        Err(error) => tracing::warn!(%error, "cannot purge expired dedupe claims"),
+    }
+    match store.purge_abandoned_account_claims().await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "forgot account claims of workers that died holding them"),
+        Err(error) => tracing::warn!(%error, "cannot purge abandoned account claims"),
     }
 }
 

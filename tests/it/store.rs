@@ -1,11 +1,12 @@
 //! The store on both databases: migrations apply (and re-apply as a no-op), installations
-//! round-trip, dedupe claims move as the worker relies on, a dead letter that comes back after a
+//! round-trip, dedupe claims move as the worker relies on, an account is held by one delivery at
+//! a time, a dead letter that comes back after a
 //! replay is dead again. PostgreSQL runs against a private database created for the test.
 
 use gatehouse::config::{Secret, SensitiveUrl, StoreSettings};
 use std::time::Duration;
 
-use gatehouse::store::{Claim, DeadLetterFilter, DeadLetterRow, Installation, Store};
+use gatehouse::store::{AccountClaim, Claim, DeadLetterFilter, DeadLetterRow, Installation, Store};
 use sqlx::Connection;
 
 use crate::helpers::{TempDir, pg_admin_url, unique};
@@ -75,6 +76,7 @@ async fn round_trips(url: String) {
     assert!(store.delete_installation("c1").await.unwrap());
     assert!(!store.delete_installation("c1").await.unwrap());
     claims_move_as_the_worker_relies_on(&store).await;
+    accounts_are_held_one_delivery_at_a_time(&store).await;
     dead_letter_comes_back_after_a_replay(&store).await;
     store.close().await;
 }
@@ -127,6 +129,58 @@ async fn claims_move_as_the_worker_relies_on(store: &Store) {
         store.claim("other", "e5", "e", lease, keep).await.unwrap(),
         Claim::Acquired
     );
+}
+
+/// One delivery holds an account at a time (per tenant); a stalled holder is taken over after
+/// its lease, and then can neither renew nor let go of what is no longer its own.
+async fn accounts_are_held_one_delivery_at_a_time(store: &Store) {
+    let lease = Duration::from_secs(60);
+    let claim = |tenant: &'static str, owner: &'static str, event: &'static str, lease: Duration| async move {
+        store
+            .claim_account(tenant, "ann", owner, event, lease)
+            .await
+            .unwrap()
+    };
+    assert_eq!(claim("t1", "a", "e1", lease).await, AccountClaim::Acquired);
+    assert_eq!(
+        claim("t1", "a", "e1", lease).await,
+        AccountClaim::Acquired,
+        "the same delivery claiming again (a retried write)"
+    );
+    assert_eq!(
+        claim("t1", "b", "e2", lease).await,
+        AccountClaim::Busy {
+            event_id: "e1".into()
+        }
+    );
+    // The same account id in another tenant is another person's.
+    assert_eq!(claim("t2", "b", "e2", lease).await, AccountClaim::Acquired);
+    // `a` stalls past a lease of zero; `b` takes over.
+    assert!(
+        store
+            .renew_account_claim("t1", "ann", "a", Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(claim("t1", "b", "e2", lease).await, AccountClaim::Acquired);
+    assert!(
+        !store.renew_account_claim("t1", "ann", "a", lease).await.unwrap(),
+        "a lost it"
+    );
+    store.release_account("t1", "ann", "a").await.unwrap();
+    assert_eq!(
+        claim("t1", "c", "e3", lease).await,
+        AccountClaim::Busy {
+            event_id: "e2".into()
+        },
+        "a former holder letting go does not free the account"
+    );
+    store.release_account("t1", "ann", "b").await.unwrap();
+    assert_eq!(claim("t1", "c", "e3", lease).await, AccountClaim::Acquired);
+    store.release_account("t1", "ann", "c").await.unwrap();
+    store.release_account("t2", "ann", "b").await.unwrap();
+    assert_eq!(store.purge_abandoned_account_claims().await.unwrap(), 0);
 }
 
 /// A broker-parked message's id derives from its content: replayed and parked again, it must

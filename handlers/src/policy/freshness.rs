@@ -1,6 +1,6 @@
 //! Observations of an account's status can arrive stale or reordered (webhooks are best effort,
 //! polls lag, a deactivation can arrive after the reactivation that undid it). So before acting on
-//! an observed deactivation or reactivation, the account's current status is read, and an event
+//! an observed deactivation, reactivation or creation, the account's current status is read, and an event
 //! that the current status contradicts is left alone: the newer change wins. A *decision* (HR or
 //! the IdP says so) is not checked: Atlassian showing the person active is the very thing to
 //! change; decisions are ordered among themselves by the runtime.
@@ -22,7 +22,11 @@ pub(super) async fn is_current(
     }
     let (contradicting, now): (&[AccountStatus], &str) = match envelope.event_type {
         EventType::UserDeactivated => (&[AccountStatus::Active], "active"),
-        EventType::UserReactivated => (&[AccountStatus::Inactive, AccountStatus::Closed], "deactivated"),
+        // A person created and deactivated in quick succession: the creation's default groups
+        // would give a leaver access again.
+        EventType::UserReactivated | EventType::UserCreated => {
+            (&[AccountStatus::Inactive, AccountStatus::Closed], "deactivated")
+        }
         _ => return Ok(true),
     };
     let account = account_of(envelope)?;

@@ -226,6 +226,10 @@ async fn default_groups_warn_about_unmapped_and_missing_groups() {
     fake.status.insert("bob".into(), AccountStatus::Inactive);
     let stale = plan_for(&policy, &fake, EventType::UserReactivated, "bob").await;
     assert!(stale.is_empty() && stale.note.is_some());
+    // So does a creation observed after the person was deactivated.
+    let stale = plan_for(&policy, &fake, EventType::UserCreated, "bob").await;
+    assert!(stale.is_empty());
+    assert!(stale.note.unwrap().contains("deactivated now"));
 }
 
 async fn plan_for(policy: &Policy, fake: &Fake, event_type: EventType, account: &str) -> Plan {

@@ -6,6 +6,7 @@ mod approvals;
 mod decisions;
 mod deprovision;
 mod guard;
+mod one_account;
 mod pacing;
 mod plan_cli;
 
@@ -138,6 +139,18 @@ impl World {
             .http
             .put(self.sim.url(&format!("/_sim/accounts/{account}/status")))
             .json(&json!({"status": status}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    /// Scripts a fault (a delay, an error status) into the simulator.
+    pub async fn fault(&self, fault: gatehouse_sim::Fault) {
+        let response = self
+            .http
+            .post(self.sim.url("/_sim/faults"))
+            .json(&fault)
             .send()
             .await
             .unwrap();
