@@ -12,6 +12,7 @@
 pub mod app;
 pub mod atlassian;
 pub mod audit;
+pub mod broker;
 pub mod cli;
 pub mod config;
 // The fuzz targets: built for the library's own tests (CI's short run) and for the fuzz harness

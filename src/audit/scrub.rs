@@ -45,7 +45,12 @@ pub fn secrets_in(settings: &Settings) -> Vec<Secret> {
     for (_, tenant) in settings.tenant_configs() {
         secrets.extend(tenant.secrets());
     }
-    let urls = [settings.queue.url.expose(), settings.store.url.expose()];
+    let urls = settings
+        .queue
+        .url
+        .iter()
+        .map(|url| url.expose())
+        .chain([settings.store.url.expose()]);
     for url in urls {
         if let Ok(parsed) = url::Url::parse(url)
             && let Some(password) = parsed.password()

@@ -36,12 +36,13 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::query::{AuditQuery, query};
 use super::record::AuditRecord;
+use crate::broker::connect_first;
 use crate::config::{AuditStreamSettings, Settings};
 use crate::pacing::{OutageBackoff, pause, sleep_unless};
 use crate::store::Store;
@@ -234,7 +235,7 @@ impl AuditRelay {
 
 struct Relay {
     store: Store,
-    url: crate::config::SensitiveUrl,
+    url: crate::config::BrokerUrls,
     prefix: String,
     connect_timeout: Duration,
     confirm_timeout: Duration,
@@ -249,10 +250,11 @@ impl Relay {
         while !self.shutdown.is_cancelled() {
             let connected = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                c = tokio::time::timeout(self.connect_timeout, Connection::connect(self.url.expose(), ConnectionProperties::default().with_connection_name("gatehouse-audit-relay".into()))) => c,
+                c = connect_first(&self.url, "gatehouse-audit-relay", self.connect_timeout) => c,
             };
             let waited = match connected {
-                Ok(Ok(connection)) => {
+                Ok((connection, node)) => {
+                    tracing::debug!(%node, "audit relay connected to RabbitMQ");
                     let result = self.lead(&connection).await;
                     let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into()))
                         .await;
@@ -269,12 +271,8 @@ impl Relay {
                         }
                     }
                 }
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, url = %self.url, "audit relay cannot connect to RabbitMQ");
-                    backoff.wait(&self.shutdown).await
-                }
-                Err(_) => {
-                    tracing::warn!(url = %self.url, "audit relay: connecting to RabbitMQ timed out");
+                Err(error) => {
+                    tracing::warn!(%error, "audit relay cannot connect to RabbitMQ");
                     backoff.wait(&self.shutdown).await
                 }
             };

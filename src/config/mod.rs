@@ -37,7 +37,7 @@ pub use atlassian::{
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use connect::ConnectSettings;
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
-pub use queue::{QueueBackend, QueueSettings};
+pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
 pub use server::{IngressSettings, LogFormat, LogSettings, ServerSettings};
@@ -208,6 +208,43 @@ mod tests {
         let (settings, warnings) = load(include_str!("../../config/default.toml"), &[]).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(settings.sources.is_empty());
+    }
+
+    #[test]
+    fn the_broker_url_names_one_node_or_a_cluster() {
+        let one = load("[queue]\nurl = \"amqp://u:pw@a:5672/%2f\"", &[]).unwrap().0;
+        assert_eq!(one.queue.url, BrokerUrls::new("amqp://u:pw@a:5672/%2f"));
+        let listed = "[queue]\nurl = [\"amqp://u:pw@a:5672/%2f\", \"amqp://u:pw@b:5672/%2f\"]\nquorum_initial_group_size = 3";
+        let (cluster, _) = load(listed, &[]).unwrap();
+        let nodes: Vec<&str> = cluster.queue.url.iter().map(|u| u.expose()).collect();
+        assert_eq!(nodes, ["amqp://u:pw@a:5672/%2f", "amqp://u:pw@b:5672/%2f"]);
+        assert_eq!(cluster.queue.quorum_initial_group_size, Some(3));
+        // Passwords stay hidden wherever the list is shown.
+        assert!(!format!("{} {:?}", cluster.queue.url, cluster.queue.url).contains("pw"));
+        assert!(!cluster.to_redacted_toml().contains("pw"));
+        // One variable may name several nodes; a comma inside a password splits nothing.
+        let (from_env, _) = load(
+            "",
+            &[(
+                "GATEHOUSE__QUEUE__URL",
+                "amqp://u:pw@a:1/%2f, amqps://u:pw@b:2/%2f",
+            )],
+        )
+        .unwrap();
+        assert_eq!(from_env.queue.url.len(), 2);
+        let (comma, _) = load("", &[("GATEHOUSE__QUEUE__URL", "amqp://u:p,w@a:1/%2f")]).unwrap();
+        assert_eq!(comma.queue.url, BrokerUrls::new("amqp://u:p,w@a:1/%2f"));
+        assert_eq!(comma.queue.url.len(), 1);
+        // Each node is checked on its own, and at least one is needed.
+        assert_eq!(
+            error_keys("[queue]\nurl = [\"amqp://a\", \"http://b\"]"),
+            ["queue.url[1]"]
+        );
+        assert_eq!(error_keys("[queue]\nurl = []"), ["queue.url"]);
+        assert_eq!(
+            error_keys("[queue]\nquorum_initial_group_size = 0"),
+            ["queue.quorum_initial_group_size"]
+        );
     }
 
     #[test]

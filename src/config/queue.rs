@@ -1,6 +1,8 @@
 //! `[queue]`: which queue carries envelopes, how to reach it, and its retry ladder, with its
 //! checks.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::SensitiveUrl;
@@ -11,8 +13,10 @@ use super::checks::is_name;
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSettings {
     pub backend: QueueBackend,
-    /// AMQP URL of the RabbitMQ cluster (backend `rabbitmq`). Shown with its password hidden.
-    pub url: SensitiveUrl,
+    /// AMQP URL of the RabbitMQ node, or a list of the cluster's nodes (backend `rabbitmq`):
+    /// gatehouse connects to the first that answers, in order, and to the next one when it loses
+    /// it. Shown with passwords hidden.
+    pub url: BrokerUrls,
     /// Every exchange and queue name starts with this, so several deployments (or tests) can
     /// share one broker.
     pub prefix: String,
@@ -38,6 +42,11 @@ pub struct QueueSettings {
     /// Attempts before a transiently failing message is dead-lettered. Default: one more than
     /// the rungs of the ladder.
     pub max_attempts: Option<u32>,
+    /// Quorum queues are created with this many replicas (`x-quorum-initial-group-size`):
+    /// set it to the cluster's size (3 or 5) so that every node holds a copy. Unset: RabbitMQ's
+    /// default. Only applied when a queue is created; changing it later needs
+    /// `rabbitmq-queues grow`/`shrink`, not a new declaration.
+    pub quorum_initial_group_size: Option<u16>,
     /// Embedded backend: how often an idle worker looks for new messages.
     pub embedded_poll_ms: u64,
     /// Embedded backend: a delivery not settled within this long (the worker died) is handed out
@@ -76,7 +85,7 @@ impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             backend: QueueBackend::Embedded,
-            url: SensitiveUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            url: BrokerUrls::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             prefix: "gatehouse".to_owned(),
             publish_timeout_ms: 5_000,
             publish_channels: 2,
@@ -86,9 +95,97 @@ impl Default for QueueSettings {
             delivery_limit: 20,
             retry_delays_seconds: vec![5.0, 30.0, 120.0, 600.0, 3_600.0],
             max_attempts: None,
+            quorum_initial_group_size: None,
             embedded_poll_ms: 200,
             visibility_timeout_seconds: 300,
         }
+    }
+}
+
+/// The AMQP URLs of one RabbitMQ cluster's nodes, in the order they are tried (at least one).
+///
+/// In a file: one string or a list. From the environment (`GATEHOUSE__QUEUE__URL`), a single
+/// value may name several nodes separated by commas, as long as every part is an `amqp://` or
+/// `amqps://` URL (so a comma inside a password never splits one URL in two).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrls(Vec<SensitiveUrl>);
+
+impl BrokerUrls {
+    /// One node.
+    pub fn new(url: impl Into<String>) -> Self {
+        BrokerUrls::parse_one(url.into())
+    }
+
+    /// The cluster's nodes, in the order they are tried.
+    pub fn list(urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        BrokerUrls(urls.into_iter().map(|url| SensitiveUrl::new(url)).collect())
+    }
+
+    fn parse_one(value: String) -> Self {
+        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        let several = parts.len() > 1
+            && parts
+                .iter()
+                .all(|part| part.starts_with("amqp://") || part.starts_with("amqps://"));
+        if several {
+            BrokerUrls::list(parts)
+        } else {
+            BrokerUrls(vec![SensitiveUrl::new(value)])
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &SensitiveUrl> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+impl fmt::Display for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, url) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            fmt::Display::fmt(url, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for BrokerUrls {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(serializer),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerUrls {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(url) => BrokerUrls::parse_one(url),
+            OneOrMany::Many(urls) => BrokerUrls::list(urls),
+        })
     }
 }
 
@@ -123,8 +220,29 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
     if queue.publish_channels == 0 {
         error("queue.publish_channels".into(), "must be at least 1".into());
     }
-    if !(queue.url.expose().starts_with("amqp://") || queue.url.expose().starts_with("amqps://")) {
-        error("queue.url".into(), "must be an amqp:// or amqps:// URL".into());
+    if queue.url.is_empty() {
+        error(
+            "queue.url".into(),
+            "needs at least one amqp:// or amqps:// URL".into(),
+        );
+    }
+    for (i, url) in queue.url.iter().enumerate() {
+        if !(url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://")) {
+            let key = if queue.url.len() == 1 {
+                "queue.url".to_owned()
+            } else {
+                format!("queue.url[{i}]")
+            };
+            error(key, "must be an amqp:// or amqps:// URL".into());
+        }
+    }
+    if let Some(size) = queue.quorum_initial_group_size
+        && !(1..=9).contains(&size)
+    {
+        error(
+            "queue.quorum_initial_group_size".into(),
+            "must be between 1 and 9 (the nodes holding a copy of each quorum queue)".into(),
+        );
     }
     if queue.prefetch == 0 {
         error("queue.prefetch".into(), "must be at least 1".into());

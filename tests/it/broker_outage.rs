@@ -11,7 +11,7 @@ use crate::helpers::{Observer, TcpProxy, TestApp, broker_addr, secret, signing, 
 async fn app_behind(proxy: &TcpProxy, publish_timeout_ms: u64) -> TestApp {
     let url = proxy.amqp_url();
     TestApp::spawn(move |s| {
-        s.queue.url = gatehouse::config::SensitiveUrl::new(url);
+        s.queue.url = gatehouse::config::BrokerUrls::new(url);
         s.queue.publish_timeout_ms = publish_timeout_ms;
         s.sources.push(source(
             "admin",
@@ -148,7 +148,7 @@ async fn starting_while_the_broker_is_down_serves_503_until_it_appears() {
     proxy.cut();
     let dir = crate::helpers::TempDir::new();
     let mut settings = crate::helpers::test_settings(&dir);
-    settings.queue.url = gatehouse::config::SensitiveUrl::new(proxy.amqp_url());
+    settings.queue.url = gatehouse::config::BrokerUrls::new(proxy.amqp_url());
     settings.sources.push(source(
         "admin",
         VerificationScheme::HubSignature,
@@ -237,7 +237,7 @@ async fn load_beyond_the_concurrency_bound_is_shed_with_503_and_slow_senders_get
     let proxy = TcpProxy::start(broker_addr()).await;
     let url = proxy.amqp_url();
     let app = TestApp::spawn(move |s| {
-        s.queue.url = gatehouse::config::SensitiveUrl::new(url);
+        s.queue.url = gatehouse::config::BrokerUrls::new(url);
         s.queue.publish_timeout_ms = 600;
         s.server.max_concurrent_requests = 1;
         s.server.request_timeout_seconds = 1;

@@ -3,6 +3,11 @@
 //! result as the current [`Link`], and watches it until it breaks (broker restart, network cut, a
 //! channel error a publisher saw) or shutdown is asked for; after a break it reconnects with the
 //! outage backoff.
+//!
+//! With several nodes in `queue.url` (a cluster), each connection goes to the first node that
+//! answers, in order ([`connect_first`]); losing it, the next attempt starts over from the first,
+//! so a dead node is skipped as soon as it refuses and a node that comes back is used again after
+//! the next loss.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,10 +15,20 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
 use super::BackendState;
+use crate::broker::{Unreachable, connect_first};
+
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error("setting up the connection: {0}")]
+    Setup(#[from] lapin::Error),
+}
 
 /// A live connection with its publishing channels.
 pub(super) struct Link {
@@ -22,6 +37,8 @@ pub(super) struct Link {
     next: AtomicUsize,
     /// Cancelled by whoever notices this link is unusable; the supervisor then replaces it.
     pub(super) broken: CancellationToken,
+    /// The node it is connected to (password hidden).
+    node: String,
 }
 
 impl Link {
@@ -50,7 +67,11 @@ pub(super) async fn supervise(shared: Arc<BackendState>) {
             break;
         }
         attempt += 1;
-        let connect_timeout = Duration::from_millis(shared.settings.connect_timeout_ms);
+        // Each node gets the connect timeout; setting up the channels on the one that answered
+        // gets one more.
+        let nodes = u32::try_from(shared.settings.url.len()).unwrap_or(u32::MAX);
+        let connect_timeout =
+            Duration::from_millis(shared.settings.connect_timeout_ms).saturating_mul(nodes.saturating_add(1));
         let opened = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             opened = tokio::time::timeout(connect_timeout, open_link(&shared)) => opened,
@@ -60,7 +81,7 @@ pub(super) async fn supervise(shared: Arc<BackendState>) {
                 let link = Arc::new(link);
                 shared.set(Some(link.clone()));
                 shared.connected.notify_waiters();
-                tracing::info!(url = %shared.settings.url, attempt, "connected to RabbitMQ");
+                tracing::info!(node = %link.node, attempt, "connected to RabbitMQ");
                 attempt = 0;
                 backoff.reset();
                 let reason = wait_until_broken(&shared, &link).await;
@@ -92,15 +113,20 @@ pub(super) async fn supervise(shared: Arc<BackendState>) {
     }
 }
 
-async fn open_link(shared: &BackendState) -> Result<Link, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name("gatehouse".into());
-    let connection = Connection::connect(shared.settings.url.expose(), properties).await?;
+async fn open_link(shared: &BackendState) -> Result<Link, OpenError> {
+    let (connection, node) = connect_first(
+        &shared.settings.url,
+        "gatehouse",
+        Duration::from_millis(shared.settings.connect_timeout_ms),
+    )
+    .await?;
     match open_channels(shared, &connection).await {
         Ok(channels) => Ok(Link {
             connection,
             channels,
             next: AtomicUsize::new(0),
             broken: CancellationToken::new(),
+            node,
         }),
         Err(error) => {
             // Dropping a connection does not close it: say goodbye so the broker frees it.
@@ -109,7 +135,7 @@ async fn open_link(shared: &BackendState) -> Result<Link, lapin::Error> {
                 connection.close(200, "setup failed".into()),
             )
             .await;
-            Err(error)
+            Err(error.into())
         }
     }
 }

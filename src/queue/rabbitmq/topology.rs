@@ -35,6 +35,8 @@ pub struct Topology {
     /// Each distinct delay once, with its queue.
     retry_queues: Vec<(u64, String)>,
     delivery_limit: u32,
+    /// Replicas of each quorum queue at creation (`None`: RabbitMQ's default).
+    quorum_initial_group_size: Option<u16>,
 }
 
 fn text(value: &str) -> AMQPValue {
@@ -63,6 +65,7 @@ impl Topology {
             retry_by_rung,
             retry_queues: delays_ms.into_iter().map(|d| (d, retry_queue(d))).collect(),
             delivery_limit: settings.delivery_limit,
+            quorum_initial_group_size: settings.quorum_initial_group_size,
         }
     }
 
@@ -118,6 +121,21 @@ impl Topology {
         }
     }
 
+    /// The arguments every queue of gatehouse starts from: a quorum queue (replicated, durable,
+    /// fsynced on a majority before the confirm), on as many nodes as configured.
+    fn quorum(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), text("quorum"));
+        if let Some(size) = self.quorum_initial_group_size {
+            // How many nodes hold a copy; a majority of them must confirm each publish.
+            arguments.insert(
+                "x-quorum-initial-group-size".into(),
+                AMQPValue::LongUInt(u32::from(size)),
+            );
+        }
+        arguments
+    }
+
     /// Declares everything on `channel`.
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions {
@@ -142,16 +160,13 @@ impl Topology {
             )
             .await?;
 
-        let mut dead = FieldTable::default();
         // Replicated and fsynced on a majority: a parked event must survive losing a node.
-        dead.insert("x-queue-type".into(), text("quorum"));
         channel
-            .queue_declare(self.dead_queue().into(), durable, dead)
+            .queue_declare(self.dead_queue().into(), durable, self.quorum())
             .await?;
 
-        let mut work = FieldTable::default();
         // Replicated, durable, and it counts redeliveries (needed for x-delivery-limit).
-        work.insert("x-queue-type".into(), text("quorum"));
+        let mut work = self.quorum();
         // A message handed back this many times without an ack (a worker crashing on it, a
         // channel dying mid-handler) is a poison message: stop redelivering it...
         work.insert(
@@ -182,10 +197,9 @@ impl Topology {
             .await?;
 
         for (delay, queue) in &self.retry_queues {
-            let mut retry = FieldTable::default();
             // Durable and replicated like the work queue: a message waiting for its retry is
             // still an accepted event.
-            retry.insert("x-queue-type".into(), text("quorum"));
+            let mut retry = self.quorum();
             // The rung's delay: every message waits exactly this long (one TTL per queue keeps
             // FIFO expiry correct)...
             retry.insert(

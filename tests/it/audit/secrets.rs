@@ -65,7 +65,8 @@ async fn records_hold_no_secret_and_only_hashed_personal_data() {
     let dir = TempDir::new();
     let mut settings = Settings::default();
     settings.store.url = SensitiveUrl::new(sqlite_url(&dir));
-    settings.queue.url = SensitiveUrl::new(format!("amqp://gatehouse:{AMQP_PASSWORD}@127.0.0.1:5672/%2f"));
+    settings.queue.url =
+        gatehouse::config::BrokerUrls::new(format!("amqp://gatehouse:{AMQP_PASSWORD}@127.0.0.1:5672/%2f"));
     settings.audit.hash_key = Some(Secret::new(HASH_KEY));
     settings.audit.api_token = Some(Secret::new(API_TOKEN));
     settings.audit.hash_fields = vec![PiiKind::Email, PiiKind::DisplayName];

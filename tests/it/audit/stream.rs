@@ -20,7 +20,7 @@ use crate::helpers::{TempDir, amqp_url, unique};
 
 fn settings(dir: &TempDir) -> Settings {
     let mut settings = Settings::default();
-    settings.queue.url = SensitiveUrl::new(amqp_url());
+    settings.queue.url = gatehouse::config::BrokerUrls::new(amqp_url());
     settings.queue.prefix = unique("gh-audit");
     settings.queue.reconnect_max_delay_ms = 500;
     settings.store.url = SensitiveUrl::new(sqlite_url(dir));

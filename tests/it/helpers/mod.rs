@@ -89,7 +89,7 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.shutdown_grace_seconds = 5;
     settings.queue.backend = QueueBackend::Rabbitmq;
-    settings.queue.url = SensitiveUrl::new(amqp_url());
+    settings.queue.url = gatehouse::config::BrokerUrls::new(amqp_url());
     settings.queue.prefix = unique("gh-test");
     settings.queue.publish_timeout_ms = 5_000;
     settings.queue.reconnect_max_delay_ms = 500;

@@ -51,6 +51,13 @@ pub async fn worker(settings: Settings, processor: Arc<Scripted>) -> TestApp {
 
 /// Publishes a `user.deactivated` for `account` with dedupe key `key`; returns the event id.
 pub async fn publish(app: &TestApp, account: &str, key: &str) -> String {
+    let (message, event_id) = message(account, key);
+    app.queue.publish(&message).await.unwrap();
+    event_id
+}
+
+/// A `user.deactivated` for `account` with dedupe key `key`, and its event id.
+pub fn message(account: &str, key: &str) -> (OutgoingMessage, String) {
     let payload = RawValue::from_string(format!(r#"{{"account":"{account}"}}"#)).unwrap();
     let mut envelope = Envelope::new(
         EventType::UserDeactivated,
@@ -61,8 +68,7 @@ pub async fn publish(app: &TestApp, account: &str, key: &str) -> String {
     );
     envelope.subject.account_id = Some(account.to_owned());
     let message = OutgoingMessage::from_envelope(&envelope, "test").unwrap();
-    app.queue.publish(&message).await.unwrap();
-    envelope.id.to_string()
+    (message, envelope.id.to_string())
 }
 
 /// Polls `check` until it holds, panicking with `what` after `timeout`.

@@ -19,7 +19,7 @@ async fn the_consumer_resubscribes_after_the_broker_connection_is_lost() {
     let dir = TempDir::new();
     let proxy = TcpProxy::start(broker_addr()).await;
     let mut settings = settings(Backend::Rabbitmq, &dir);
-    settings.queue.url = gatehouse::config::SensitiveUrl::new(proxy.amqp_url());
+    settings.queue.url = gatehouse::config::BrokerUrls::new(proxy.amqp_url());
     let processor = Scripted::new();
     let app = worker(settings, processor.clone()).await;
     publish(&app, "before", "fact-before").await;
@@ -38,6 +38,39 @@ async fn the_consumer_resubscribes_after_the_broker_connection_is_lost() {
         processor.completions("after") == 1
     })
     .await;
+    assert_eq!(processor.calls("before").len(), 1);
+    app.stop().await;
+}
+
+/// `queue.url` naming two nodes (two proxies to the one broker): the first is used while it
+/// answers; cut for good, gatehouse goes on through the second without anyone restoring it.
+#[tokio::test]
+async fn with_several_nodes_the_connection_fails_over_to_the_next_one() {
+    let dir = TempDir::new();
+    let first = TcpProxy::start(broker_addr()).await;
+    let second = TcpProxy::start(broker_addr()).await;
+    let mut settings = settings(Backend::Rabbitmq, &dir);
+    settings.queue.url = gatehouse::config::BrokerUrls::list([first.amqp_url(), second.amqp_url()]);
+    let processor = Scripted::new();
+    let app = worker(settings, processor.clone()).await;
+    publish(&app, "before", "fact-before").await;
+    eventually(LONG, "handled before the cut", || async {
+        processor.completions("before") == 1
+    })
+    .await;
+
+    first.cut();
+    // Back through the second node: publishing and consuming both resume.
+    eventually(LONG, "published through the second node", || async {
+        let (message, _) = super::message("after", "fact-after");
+        app.queue.publish(&message).await.is_ok()
+    })
+    .await;
+    eventually(LONG, "handled after the failover", || async {
+        processor.completions("after") == 1
+    })
+    .await;
+    assert!(app.ready().await);
     assert_eq!(processor.calls("before").len(), 1);
     app.stop().await;
 }
