@@ -269,7 +269,11 @@ pub async fn delete_prefix(amqp_url: &str, prefix: &str) {
         ..Default::default()
     };
     let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
-    let Ok(connection) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
+    // `amqp_url` may name a cluster's nodes (comma-separated), as `queue.url` may.
+    let nodes = ::gatehouse::config::BrokerUrls::new(amqp_url);
+    let Ok((connection, _)) =
+        ::gatehouse::broker::connect_first(&nodes, "gatehouse-bench", std::time::Duration::from_secs(5))
+            .await
     else {
         return;
     };

@@ -327,7 +327,7 @@ async fn declare_topology(
     let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);
     let connection =
         lapin::Connection::connect(&common.amqp_url, lapin::ConnectionProperties::default()).await?;
-    topology.declare(&connection.create_channel().await?).await?;
+    topology.declare(&connection).await?;
     Ok((prefix, topology, connection))
 }
 

@@ -70,6 +70,8 @@ pub struct Backing {
     pub amqp_url: String,
     /// `None`: a SQLite file in the bed's scratch folder.
     pub store_url: Option<String>,
+    /// `queue.quorum_initial_group_size` (on a cluster).
+    pub quorum_initial_group_size: Option<u16>,
 }
 
 impl Bed {
@@ -126,6 +128,7 @@ impl Bed {
                 sections: crate::react::config(&scratch, &sim, 500.0, 50)?,
                 publish_timeout_ms,
                 request_timeout_ms: 1_000,
+                quorum_initial_group_size: backing.quorum_initial_group_size,
             },
         )?;
         Ok(Bed {
@@ -137,13 +140,20 @@ impl Bed {
         })
     }
 
-    /// Starts load over the next unused leavers (enough for `seconds`).
+    /// Starts load over the next unused leavers (enough for `seconds`), spread round robin over
+    /// every ingress process running.
     pub fn load(&mut self, run: &Run, seconds: Duration, sending: Sending) -> Load {
         let wanted = ((run.rate * seconds.as_secs_f64()) as usize).max(1);
         let end = (self.next + wanted).min(self.accounts.len());
         let batch = self.accounts[self.next..end].to_vec();
         self.next = end;
-        Load::start(self.fleet.url("/webhooks/relay"), batch, run.rate, 64, sending)
+        Load::start(
+            self.fleet.ingress_urls("/webhooks/relay"),
+            batch,
+            run.rate,
+            64,
+            sending,
+        )
     }
 
     /// Settles, counts and checks, then stops everything; the scenario's outcome.

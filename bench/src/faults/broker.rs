@@ -22,6 +22,7 @@ fn backing(broker: &OwnBroker) -> Backing {
         backend: "rabbitmq",
         amqp_url: broker.amqp_url(),
         store_url: None,
+        quorum_initial_group_size: None,
     }
 }
 

@@ -23,6 +23,8 @@ pub struct FleetConfig {
     pub publish_timeout_ms: u64,
     /// Atlassian calls: a whole request's timeout.
     pub request_timeout_ms: u64,
+    /// `queue.quorum_initial_group_size` (a cluster: its size).
+    pub quorum_initial_group_size: Option<u16>,
 }
 
 /// A role's process.
@@ -44,7 +46,8 @@ pub struct Fleet {
     pub backend: &'static str,
     amqp_url: String,
     pub store_url: String,
-    /// Where webhooks go: the `serve` or `ingress` process listens here, restarts included.
+    /// Where webhooks go: the first `serve` or `ingress` process listens here, restarts
+    /// included (more ingress processes get ports of their own).
     pub ingress_port: u16,
     members: Vec<Member>,
     /// When the workers lost track of calls in flight, unix milliseconds from..to: a `-9` of a
@@ -71,7 +74,7 @@ publish_timeout_ms = {publish_timeout}
 publish_channels = 2
 prefetch = 32
 reconnect_max_delay_ms = 1000
-# A short ladder, so that a run sees events retried and dead-lettered in seconds.
+{group_size}# A short ladder, so that a run sees events retried and dead-lettered in seconds.
 retry_delays_seconds = [0.5, 1.0, 2.0]
 embedded_poll_ms = 50
 # A killed worker's deliveries come back after this (embedded backend).
@@ -104,6 +107,10 @@ max_wait_ms = 2000
             store = config.store_url,
             sections = config.sections,
             request_timeout = config.request_timeout_ms,
+            group_size = config
+                .quorum_initial_group_size
+                .map(|size| format!("quorum_initial_group_size = {size}\n"))
+                .unwrap_or_default(),
         );
         let path = scratch.0.join("gatehouse.toml");
         std::fs::write(&path, text)?;
@@ -125,12 +132,28 @@ max_wait_ms = 2000
         format!("http://127.0.0.1:{}{path}", self.ingress_port)
     }
 
+    /// `path` on every process that takes webhooks (the first ingress's port when none runs
+    /// yet), for a load balancer's round robin.
+    pub fn ingress_urls(&self, path: &str) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.role != "worker")
+            .map(|m| format!("http://127.0.0.1:{}{path}", m.port))
+            .collect();
+        if urls.is_empty() {
+            urls.push(self.url(path));
+        }
+        urls
+    }
+
     /// Starts `role` (`serve`, `ingress` or `worker`) and waits until it is ready; its index.
     pub async fn start(&mut self, role: &'static str) -> anyhow::Result<usize> {
-        let port = if role == "worker" {
-            free_port()?
-        } else {
+        let first_ingress = role != "worker" && self.members.iter().all(|m| m.role == "worker");
+        let port = if first_ingress {
             self.ingress_port
+        } else {
+            free_port()?
         };
         self.members.push(Member {
             role,

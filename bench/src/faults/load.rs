@@ -42,6 +42,8 @@ pub struct LoadTally {
     pub slowest: Duration,
     /// The slowest 5xx.
     pub slowest_unavailable: Duration,
+    /// When the first and the last 5xx or unanswered request came back.
+    pub unavailable_between: Option<(Instant, Instant)>,
 }
 
 impl LoadTally {
@@ -55,6 +57,18 @@ impl LoadTally {
         self.no_answer += other.no_answer;
         self.slowest = self.slowest.max(other.slowest);
         self.slowest_unavailable = self.slowest_unavailable.max(other.slowest_unavailable);
+        self.unavailable_between = match (self.unavailable_between, other.unavailable_between) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (one, other) => one.or(other),
+        };
+    }
+
+    fn unavailable_now(&mut self) {
+        let now = Instant::now();
+        self.unavailable_between = Some(match self.unavailable_between {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
     }
 }
 
@@ -78,10 +92,10 @@ pub struct Load {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Load {
-    /// Sends to `url` at `per_second`, at most `parallel` in flight, one account of `accounts`
-    /// per delivery, until stopped or out of accounts.
+    /// Sends to `urls` in turn at `per_second`, at most `parallel` in flight, one account of
+    /// `accounts` per delivery, until stopped or out of accounts.
     pub fn start(
-        url: String,
+        urls: Vec<String>,
         accounts: Vec<String>,
         per_second: f64,
         parallel: usize,
@@ -90,7 +104,7 @@ impl Load {
         let tally = Arc::new(Mutex::new(LoadTally::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(send_all(
-            url,
+            urls,
             accounts,
             per_second,
             parallel,
@@ -119,7 +133,7 @@ impl Load {
 }
 
 async fn send_all(
-    url: String,
+    urls: Vec<String>,
     accounts: Vec<String>,
     per_second: f64,
     parallel: usize,
@@ -134,7 +148,7 @@ async fn send_all(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second.max(0.1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sends = tokio::task::JoinSet::new();
-    for account in accounts {
+    for (sent, account) in accounts.into_iter().enumerate() {
         ticker.tick().await;
         if stop.load(Ordering::SeqCst) {
             break;
@@ -153,7 +167,9 @@ async fn send_all(
                 return;
             };
             let http = http.clone();
-            let url = url.clone();
+            let Some(url) = urls.get(sent % urls.len().max(1)).cloned() else {
+                return;
+            };
             let account = account.clone();
             let delivery_id = delivery_id.clone();
             let body = body.clone();
@@ -225,6 +241,7 @@ fn record(tally: &mut LoadTally, account: String, answer: Answered) {
         Answered::Status(status, _, took) if status >= 500 => {
             tally.unavailable += 1;
             tally.slowest_unavailable = tally.slowest_unavailable.max(took);
+            tally.unavailable_now();
             took
         }
         Answered::Status(_, _, took) => {
@@ -233,6 +250,7 @@ fn record(tally: &mut LoadTally, account: String, answer: Answered) {
         }
         Answered::Nothing(took) => {
             tally.no_answer += 1;
+            tally.unavailable_now();
             took
         }
     };

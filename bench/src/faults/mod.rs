@@ -12,6 +12,7 @@
 mod atlassian;
 mod bed;
 mod broker;
+mod cluster;
 mod fleet;
 mod ledger;
 mod load;
@@ -49,12 +50,18 @@ pub struct FaultArgs {
 pub enum Scenario {
     /// RabbitMQ killed -9 and restarted.
     BrokerKill,
+    /// A three-node RabbitMQ cluster, two ingress and three worker processes: the node leading
+    /// the queues killed -9 and restarted.
+    Cluster,
     /// RabbitMQ frozen with SIGSTOP, then SIGCONT.
     BrokerFreeze,
     /// A RabbitMQ memory alarm blocking publishers.
     BrokerAlarm,
     /// gatehouse's ingress and worker killed -9 mid-plan (both backends).
     GatehouseKill,
+    /// One of three workers killed -9 mid-plan and left dead: the others take over (both
+    /// backends).
+    WorkerTakeover,
     /// PostgreSQL stopped and started (embedded backend).
     PostgresDown,
     /// SQLite on a full disk (embedded backend).
@@ -69,7 +76,11 @@ impl Scenario {
     fn needs_broker(self) -> bool {
         matches!(
             self,
-            Scenario::BrokerKill | Scenario::BrokerFreeze | Scenario::BrokerAlarm | Scenario::GatehouseKill
+            Scenario::BrokerKill
+                | Scenario::BrokerFreeze
+                | Scenario::BrokerAlarm
+                | Scenario::GatehouseKill
+                | Scenario::WorkerTakeover
         )
     }
 }
@@ -106,6 +117,7 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
         backend: "embedded",
         amqp_url: amqp_url.clone(),
         store_url: None,
+        quorum_initial_group_size: None,
     };
     let mut outcomes = Vec::new();
     for scenario in scenarios {
@@ -114,16 +126,23 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
         let mut ran = Vec::new();
         match (scenario, broker.as_mut()) {
             (Scenario::BrokerKill, Some(broker)) => ran.push(broker::kill(&run, broker).await),
+            (Scenario::Cluster, _) => {
+                eprintln!("starting a RabbitMQ cluster of the suite's own (3 nodes)");
+                let mut nodes = services::OwnCluster::start(3).await?;
+                ran.push(cluster::leader_killed(&run, &mut nodes).await);
+                nodes.stop().await;
+            }
             (Scenario::BrokerFreeze, Some(broker)) => ran.push(broker::freeze(&run, broker).await),
             (Scenario::BrokerAlarm, Some(broker)) => ran.push(broker::memory_alarm(&run, broker).await),
             (Scenario::GatehouseKill, Some(broker)) => {
-                let rabbitmq = Backing {
-                    backend: "rabbitmq",
-                    amqp_url: broker.amqp_url(),
-                    store_url: None,
-                };
+                let rabbitmq = own_broker(broker);
                 ran.push(processes::kill_gatehouse(&run, &rabbitmq).await);
                 ran.push(processes::kill_gatehouse(&run, &embedded).await);
+            }
+            (Scenario::WorkerTakeover, Some(broker)) => {
+                let rabbitmq = own_broker(broker);
+                ran.push(processes::worker_taken_over(&run, &rabbitmq).await);
+                ran.push(processes::worker_taken_over(&run, &embedded).await);
             }
             (Scenario::PostgresDown, _) => ran.push(store::postgres_down(&run, &amqp_url).await),
             (Scenario::FullDisk, _) => ran.push(store::sqlite_full_disk(&run, &amqp_url).await),
@@ -163,6 +182,16 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
         anyhow::bail!("invariants broken:\n  {}", broken.join("\n  "));
     }
     Ok(())
+}
+
+/// The fleet on the suite's own RabbitMQ node.
+fn own_broker(broker: &services::OwnBroker) -> Backing {
+    Backing {
+        backend: "rabbitmq",
+        amqp_url: broker.amqp_url(),
+        store_url: None,
+        quorum_initial_group_size: None,
+    }
 }
 
 fn report(outcomes: &[ScenarioOutcome], results: &mut Results) {

@@ -2,6 +2,9 @@
 //! slowed down so that a kill always lands with removals in flight. Each kill is followed by a
 //! restart, as an orchestrator would; the worker's deliveries come back (redelivery on RabbitMQ,
 //! the visibility timeout on the embedded queue) and its claims are taken over.
+//!
+//! Scaled out, a worker killed for good: its deliveries are taken over by the other workers,
+//! with nobody restarting it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -49,5 +52,35 @@ pub async fn kill_gatehouse(run: &Run, backing: &Backing) -> anyhow::Result<Scen
         kills / 2
     ));
     bed.finish("gatehouse killed -9 mid-plan", &tally, vec![], notes)
+        .await
+}
+
+/// Three workers share the queue; one is killed -9 a third of the way in and stays dead. The two
+/// others take over what it held once the queue hands it out again (at once on RabbitMQ, after
+/// the visibility timeout on the embedded queue) and its claims' leases run out.
+pub async fn worker_taken_over(run: &Run, backing: &Backing) -> anyhow::Result<ScenarioOutcome> {
+    let total = run.secs(9.0, 40.0);
+    let mut bed = Bed::new(run, backing, total, 2_000).await?;
+    bed.sim
+        .tenant_at(0)
+        .ok_or_else(|| anyhow::anyhow!("the simulator has no tenant"))?
+        .add_fault(Fault {
+            times: None,
+            ..Fault::delay("/group/userByGroupId", REMOVAL_DELAY_MS, 0).method("DELETE")
+        });
+    bed.fleet.start("ingress").await?;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(bed.fleet.start("worker").await?);
+    }
+    let load = bed.load(run, total, Sending::Once);
+    tokio::time::sleep(total / 3).await;
+    bed.fleet.kill9(workers[0]).await?;
+    let tally = load.drain(total * 2).await;
+    let mut notes = BTreeSet::new();
+    notes.insert(format!(
+        "1 ingress + 3 workers; one worker killed -9 and not restarted, removals slowed to {REMOVAL_DELAY_MS} ms"
+    ));
+    bed.finish("a worker of three killed -9 for good", &tally, vec![], notes)
         .await
 }

@@ -158,8 +158,8 @@ impl OwnBroker {
         signal(self.beam_pid().context("no broker pid")?, "CONT")
     }
 
-    /// `rabbitmqctl -n {node} {args}`.
-    pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+    /// `rabbitmqctl -n {node} {args}`; what it printed.
+    pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let ctl = program(&["/usr/lib/rabbitmq/bin/rabbitmqctl"], "rabbitmqctl");
         let output = tokio::process::Command::new(ctl)
             .arg("-n")
@@ -174,7 +174,7 @@ impl OwnBroker {
             args.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         );
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Stops the node (politely, then for good) and removes its folders.
@@ -190,6 +190,72 @@ impl OwnBroker {
             }
         }
         self.reap().await;
+    }
+}
+
+/// A RabbitMQ cluster of the suite's own: [`OwnBroker`] nodes joined to the first, each on its
+/// own ports and folders (what `scripts/rabbitmq-cluster` stands up by hand).
+#[derive(Debug)]
+pub struct OwnCluster {
+    pub nodes: Vec<OwnBroker>,
+}
+
+impl OwnCluster {
+    /// Starts `size` nodes and joins them into one cluster.
+    pub async fn start(size: usize) -> anyhow::Result<OwnCluster> {
+        let started = futures_util::future::join_all((0..size).map(|_| OwnBroker::start())).await;
+        // Nodes that did start are stopped by their drop if another failed.
+        let nodes = started.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let first = nodes.first().context("a cluster needs a node")?.node.clone();
+        for node in &nodes[1..] {
+            for step in [
+                &["stop_app"][..],
+                &["reset"],
+                &["join_cluster", &first],
+                &["start_app"],
+            ] {
+                node.ctl(step)
+                    .await
+                    .with_context(|| format!("joining {} to {first}", node.node))?;
+            }
+        }
+        Ok(OwnCluster { nodes })
+    }
+
+    /// Every node's AMQP URL, in order, as one `queue.url` value.
+    pub fn amqp_urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(OwnBroker::amqp_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node leading quorum queue `queue` (its index), asked of a running node.
+    pub async fn leader_of(&self, queue: &str) -> anyhow::Result<usize> {
+        let mut last_error = None;
+        for asked in &self.nodes {
+            match asked.ctl(&["-q", "list_queues", "name", "leader"]).await {
+                Ok(listing) => {
+                    let leader = listing
+                        .lines()
+                        .find_map(|line| line.split_once('\t').filter(|(name, _)| *name == queue))
+                        .map(|(_, leader)| leader.trim().to_owned())
+                        .with_context(|| format!("no queue {queue} in the listing"))?;
+                    return self
+                        .nodes
+                        .iter()
+                        .position(|n| n.node == leader)
+                        .with_context(|| format!("{queue} is led by {leader}, not one of ours"));
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+    }
+
+    pub async fn stop(self) {
+        futures_util::future::join_all(self.nodes.into_iter().map(OwnBroker::stop)).await;
     }
 }
 

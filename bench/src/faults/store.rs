@@ -26,6 +26,7 @@ pub async fn postgres_down(run: &Run, amqp_url: &str) -> anyhow::Result<Scenario
         backend: "embedded",
         amqp_url: amqp_url.to_owned(),
         store_url: Some(postgres.url()),
+        quorum_initial_group_size: None,
     };
     let mut bed = Bed::new(run, &backing, total, 2_000).await?;
     bed.fleet.start("ingress").await?;
@@ -73,6 +74,7 @@ pub async fn sqlite_full_disk(run: &Run, amqp_url: &str) -> anyhow::Result<Scena
         backend: "embedded",
         amqp_url: amqp_url.to_owned(),
         store_url: None,
+        quorum_initial_group_size: None,
     };
     let store_url = format!("sqlite://{}/gatehouse.db", disk.path().display());
     let mut bed = Bed::build(run, &backing, total, 2_000, Scratch::new("faults")?, store_url).await?;

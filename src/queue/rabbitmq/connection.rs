@@ -141,9 +141,7 @@ async fn open_link(shared: &BackendState) -> Result<Link, OpenError> {
 }
 
 async fn open_channels(shared: &BackendState, connection: &Connection) -> Result<Vec<Channel>, lapin::Error> {
-    let declare = connection.create_channel().await?;
-    shared.topology.declare(&declare).await?;
-    let _ = declare.close(200, "topology declared".into()).await;
+    shared.topology.declare(connection).await?;
     let mut channels = Vec::with_capacity(shared.settings.publish_channels);
     for _ in 0..shared.settings.publish_channels {
         let channel = connection.create_channel().await?;

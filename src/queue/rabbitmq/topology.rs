@@ -16,10 +16,16 @@
 //! red) instead of silently running on the old shape; change such arguments with a RabbitMQ policy
 //! or a new prefix. Retry queues are named by their delay, so changing the ladder adds queues
 //! rather than clashing with the old ones (which drain into `.work` and can then be deleted).
+//!
+//! One argument is let through: `x-quorum-initial-group-size` only matters when a queue is
+//! created, yet RabbitMQ checks it like the others. A queue created with another replica count
+//! (or before `queue.quorum_initial_group_size` was set) is declared again with the count it has,
+//! so every other argument is still checked, and a warning says to grow or shrink it with
+//! `rabbitmq-queues` if the count should change.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::QueueSettings;
 
@@ -37,6 +43,26 @@ pub struct Topology {
     delivery_limit: u32,
     /// Replicas of each quorum queue at creation (`None`: RabbitMQ's default).
     quorum_initial_group_size: Option<u16>,
+}
+
+/// The argument giving a quorum queue's replica count at creation.
+const GROUP_SIZE: &str = "x-quorum-initial-group-size";
+
+/// When `error` is RabbitMQ refusing a declaration only for its replica count, the count the
+/// queue has (`None`: created without one). RabbitMQ words it `inequivalent arg
+/// 'x-quorum-initial-group-size' for queue …: received '2' but current is '3'`, or `… received
+/// none but current is the value '3' of type 'unsignedint'`, or `… current is none`.
+fn existing_group_size(error: &str) -> Option<Option<u32>> {
+    if !error.contains(&format!("inequivalent arg '{GROUP_SIZE}'")) {
+        return None;
+    }
+    let current = error.split("but current is ").nth(1)?;
+    if current.starts_with("none") {
+        return Some(None);
+    }
+    let quoted = current.strip_prefix("the value ").unwrap_or(current);
+    let value = quoted.strip_prefix('\'')?.split('\'').next()?;
+    value.parse().ok().map(Some)
 }
 
 fn text(value: &str) -> AMQPValue {
@@ -128,21 +154,69 @@ impl Topology {
         arguments.insert("x-queue-type".into(), text("quorum"));
         if let Some(size) = self.quorum_initial_group_size {
             // How many nodes hold a copy; a majority of them must confirm each publish.
-            arguments.insert(
-                "x-quorum-initial-group-size".into(),
-                AMQPValue::LongUInt(u32::from(size)),
-            );
+            arguments.insert(GROUP_SIZE.into(), AMQPValue::LongUInt(u32::from(size)));
         }
         arguments
     }
 
-    /// Declares everything on `channel`.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares everything on `connection` (on channels of its own, closed afterwards).
+    pub async fn declare(&self, connection: &Connection) -> Result<(), lapin::Error> {
+        let mut channel = connection.create_channel().await?;
+        let declared = self.declare_on(connection, &mut channel).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "topology declared".into()).await;
+        }
+        declared
+    }
+
+    /// Declares `queue` with `arguments`; one created with another replica count is declared
+    /// again with its own (see the module's documentation).
+    async fn declare_queue(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+        queue: &str,
+        arguments: FieldTable,
+    ) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions {
             // Survives a broker restart (quorum queues are always durable; stated for clarity).
             durable: true,
             ..QueueDeclareOptions::default()
         };
+        let error = match channel
+            .queue_declare(queue.into(), durable, arguments.clone())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let Some(existing) = existing_group_size(&error.to_string()) else {
+            return Err(error);
+        };
+        tracing::warn!(
+            queue,
+            configured = ?self.quorum_initial_group_size,
+            existing = ?existing,
+            "the queue was created with another replica count; queue.quorum_initial_group_size applies to new queues only (change this one with `rabbitmq-queues grow` or `shrink`)"
+        );
+        // The failed declaration closed the channel.
+        *channel = connection.create_channel().await?;
+        let mut again: std::collections::BTreeMap<_, _> = arguments
+            .inner()
+            .iter()
+            .filter(|(key, _)| key.as_str() != GROUP_SIZE)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        if let Some(size) = existing {
+            again.insert(GROUP_SIZE.into(), AMQPValue::LongUInt(size));
+        }
+        channel
+            .queue_declare(queue.into(), durable, FieldTable::from(again))
+            .await
+            .map(|_| ())
+    }
+
+    async fn declare_on(&self, connection: &Connection, channel: &mut Channel) -> Result<(), lapin::Error> {
         channel
             .exchange_declare(
                 self.events_exchange().into(),
@@ -161,8 +235,7 @@ impl Topology {
             .await?;
 
         // Replicated and fsynced on a majority: a parked event must survive losing a node.
-        channel
-            .queue_declare(self.dead_queue().into(), durable, self.quorum())
+        self.declare_queue(connection, channel, self.dead_queue(), self.quorum())
             .await?;
 
         // Replicated, durable, and it counts redeliveries (needed for x-delivery-limit).
@@ -181,8 +254,7 @@ impl Topology {
         // (requires reject-publish overflow).
         work.insert("x-dead-letter-strategy".into(), text("at-least-once"));
         work.insert("x-overflow".into(), text("reject-publish"));
-        channel
-            .queue_declare(self.work_queue().into(), durable, work)
+        self.declare_queue(connection, channel, self.work_queue(), work)
             .await?;
         channel
             .queue_bind(
@@ -212,10 +284,41 @@ impl Topology {
             retry.insert("x-dead-letter-routing-key".into(), text(self.work_queue()));
             retry.insert("x-dead-letter-strategy".into(), text("at-least-once"));
             retry.insert("x-overflow".into(), text("reject-publish"));
-            channel
-                .queue_declare(queue.as_str().into(), durable, retry)
-                .await?;
+            self.declare_queue(connection, channel, queue, retry).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::existing_group_size;
+
+    #[test]
+    fn the_replica_count_a_queue_has_is_read_from_rabbitmqs_refusal() {
+        let refused = |current: &str| {
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue 'gh.dead' in vhost '/': received none but current is {current}"
+            )
+        };
+        assert_eq!(
+            existing_group_size(&refused("the value '3' of type 'unsignedint'")),
+            Some(Some(3))
+        );
+        assert_eq!(existing_group_size(&refused("none")), Some(None));
+        assert_eq!(
+            existing_group_size(
+                "PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue 'gh.dead' in vhost '/': received '2' but current is '3'"
+            ),
+            Some(Some(3))
+        );
+        // Any other refusal stands.
+        assert_eq!(
+            existing_group_size(
+                "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'gh.work': received the value '5' but current is the value '20'"
+            ),
+            None
+        );
+        assert_eq!(existing_group_size(&refused("something new")), None);
     }
 }
