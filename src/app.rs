@@ -317,6 +317,7 @@ impl Application {
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
         let settings = &self.settings;
+        let singleton_lease = Duration::from_secs(settings.worker.singleton_lease_seconds);
         for (tenant, clients) in &self.clients {
             let Some(config) = settings.tenant(tenant) else {
                 continue;
@@ -331,7 +332,7 @@ impl Application {
                     settings.poll.clone(),
                     self.metrics.poll.clone(),
                 );
-                tasks.push(tokio::spawn(poller.run(stop.clone())));
+                tasks.push(tokio::spawn(poller.run(singleton_lease, stop.clone())));
             }
             if settings.reconcile.enabled && config.auth.is_some() {
                 let reconciler = Reconciler::new(
@@ -347,7 +348,7 @@ impl Application {
                 let (store, stop, tenant) = (self.store.clone(), stop.clone(), tenant.clone());
                 tasks.push(tokio::spawn(async move {
                     let lease = format!("reconciler@{tenant}");
-                    run_singleton(store, &lease, interval, stop, || async {
+                    run_singleton(store, &lease, interval, singleton_lease, stop, || async {
                         match reconciler.run_once(false, &Quiet).await {
                             Ok(report) => {
                                 tracing::info!(%tenant, findings = report.findings.len(), "reconciled")
@@ -388,29 +389,36 @@ impl Application {
         })
     }
 
-    /// Serves until `shutdown` is cancelled, then shuts down gracefully.
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully. Dropped before that
+    /// (its task aborted), it ends its background jobs with it, as a crash would.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let queue = self.backend.queue();
-        let mut background = Vec::new();
+        let mut background = Background(Vec::new());
         let stop_background = CancellationToken::new();
         let worker = if self.roles.worker {
             if let RunningQueue::Rabbitmq(rabbit) = &self.backend {
-                background.push(rabbit.start_dead_letter_recorder(self.store.clone(), self.audit.clone()));
+                background
+                    .0
+                    .push(rabbit.start_dead_letter_recorder(self.store.clone(), self.audit.clone()));
                 // Subscribers replay the trail from the `.audit` stream; with the embedded
                 // backend they read it from the store (`audit tail`, `GET /audit`).
-                background.push(AuditRelay::start(
+                background.0.push(AuditRelay::start(
                     self.store.clone(),
                     &self.settings,
                     stop_background.clone(),
                 ));
             }
-            background.extend(self.start_pollers(queue.clone(), stop_background.clone())?);
+            background
+                .0
+                .extend(self.start_pollers(queue.clone(), stop_background.clone())?);
             for clients in self.clients.values() {
                 // This process's share of each tenant's rate budget, among every worker's.
                 let (clients, store, stop) = (clients.clone(), self.store.clone(), stop_background.clone());
-                background.push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
+                background
+                    .0
+                    .push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
             }
-            background.push(self.expire_approvals(stop_background.clone()));
+            background.0.push(self.expire_approvals(stop_background.clone()));
             let handle = worker::start(
                 self.settings.clone(),
                 queue.clone(),
@@ -464,11 +472,24 @@ impl Application {
         }
         queue.close().await;
         stop_background.cancel();
-        for task in background {
+        for task in background.0.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         self.store.close().await;
         tracing::info!("gatehouse stopped");
         Ok(())
+    }
+}
+
+/// The background jobs of a running process (pollers, relays, sweeps): awaited on a graceful
+/// shutdown, aborted when [`Application::run`] is dropped, so nothing of a process that was
+/// ended at once (a test's kill) goes on holding leases in the background.
+struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }

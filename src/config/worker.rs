@@ -18,6 +18,10 @@ pub struct WorkerSettings {
     /// A claim on an event's dedupe key held by a worker that stopped renewing it (crashed) is
     /// taken over after this long.
     pub claim_lease_seconds: u64,
+    /// The jobs one worker process runs for all of them (the events-stream poller, the
+    /// reconciler) are held with a lease renewed every third of this: a process that died
+    /// holding them leaves them to another within this long.
+    pub singleton_lease_seconds: u64,
     /// Completed dedupe keys are remembered this long (copies arriving later are duplicates).
     pub dedupe_retention_days: u64,
     /// How often queue depths are sampled for metrics.
@@ -43,6 +47,7 @@ impl Default for WorkerSettings {
             tenant_concurrency: None,
             shutdown_grace_seconds: 30,
             claim_lease_seconds: 300,
+            singleton_lease_seconds: 30,
             dedupe_retention_days: 30,
             depth_sample_seconds: 15,
         }
@@ -74,6 +79,12 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
                 "must be between 1 and worker.concurrency ({})",
                 worker.concurrency
             ),
+        );
+    }
+    if !(3..=3_600).contains(&worker.singleton_lease_seconds) {
+        error(
+            "worker.singleton_lease_seconds".into(),
+            "must be between 3 and 3600 (it is renewed every third of it)".into(),
         );
     }
     if worker.claim_lease_seconds == 0 {

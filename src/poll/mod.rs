@@ -17,19 +17,25 @@ pub mod reconcile;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
 pub use metrics::PollMetrics;
 
-/// Runs `job` every `interval` while this process holds the lease `name` (taken over from a
-/// process that stopped renewing it after three intervals). `job` returns true to run again at
-/// once (more work is waiting).
+/// Runs `job` every `interval` while this process holds the lease `name`, one process at a time
+/// among all that share the store. The holder renews the lease every third of `lease`, while the
+/// job runs too, so however long the interval or the job, a holder that died (stopped renewing)
+/// leaves the job to another process within `lease`; the others look every third of it, and the
+/// one that takes over runs the job at once. `job` returns true to run again at once (more work
+/// is waiting).
 pub async fn run_singleton<F, Fut>(
     store: Store,
     name: &str,
     interval: Duration,
+    lease: Duration,
     shutdown: CancellationToken,
     mut job: F,
 ) where
@@ -37,22 +43,71 @@ pub async fn run_singleton<F, Fut>(
     Fut: std::future::Future<Output = bool>,
 {
     let owner = format!("{name}-{}", ulid::Ulid::generate());
-    let ttl = (interval * 3).max(Duration::from_secs(30));
+    let look_every = (lease / 3).max(Duration::from_millis(100));
+    // When the job is due next while this process holds the lease.
+    let mut due = Instant::now();
     loop {
-        let again = match store.acquire_lease(name, &owner, ttl).await {
-            Ok(true) => job().await,
-            Ok(false) => false,
+        let holding = match store.acquire_lease(name, &owner, lease).await {
+            Ok(holding) => holding,
             Err(error) => {
-                tracing::warn!(%error, job = name, "cannot take the lease; skipping this round");
+                tracing::warn!(%error, job = name, "cannot take or renew the lease; skipping this round");
                 false
             }
         };
-        if again && !shutdown.is_cancelled() {
-            continue;
+        let mut wait = look_every;
+        if holding {
+            if Instant::now() >= due {
+                let again = run_renewing(&store, name, &owner, lease, look_every, job()).await;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                if again {
+                    continue;
+                }
+                due = Instant::now() + interval;
+            }
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        } else {
+            // Another process runs it; taken over later, it runs at once.
+            due = Instant::now();
         }
-        if !crate::pacing::sleep_unless(interval, &shutdown).await {
+        if !crate::pacing::sleep_unless(wait, &shutdown).await {
             break;
         }
     }
     let _ = store.release_lease(name, &owner).await;
+}
+
+/// Runs `job` to its end, renewing the lease every `every` meanwhile. Losing it (this process
+/// stalled past the lease) does not stop the job: the work it does is deduplicated downstream;
+/// the warning says two ran at once.
+async fn run_renewing(
+    store: &Store,
+    name: &str,
+    owner: &str,
+    lease: Duration,
+    every: Duration,
+    job: impl std::future::Future<Output = bool>,
+) -> bool {
+    let renew = async {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match store.acquire_lease(name, owner, lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        job = name,
+                        "lost the lease while running (stalled past it); another process may run the job too"
+                    )
+                }
+                Err(error) => tracing::warn!(%error, job = name, "cannot renew the lease"),
+            }
+        }
+    };
+    tokio::select! {
+        again = job => again,
+        () = renew => false,
+    }
 }

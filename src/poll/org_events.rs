@@ -205,14 +205,15 @@ impl OrgEventsPoller {
         Ok(envelope)
     }
 
-    /// Polls until `shutdown`, as the one poller among all processes.
-    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+    /// Polls until `shutdown`, as the one poller among all processes (held with `lease`, see
+    /// [`super::run_singleton`]).
+    pub async fn run(self, lease: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
         let interval = std::time::Duration::from_secs(self.settings.interval_seconds);
         let store = self.store.clone();
         tracing::info!(tenant = %self.tenant, org_id = ?self.org_id, interval_seconds = interval.as_secs(), "organization events poller started");
         let stop = shutdown.clone();
-        let lease = format!("org-events-poller@{}", self.tenant);
-        super::run_singleton(store, &lease, interval, shutdown, || async {
+        let name = format!("org-events-poller@{}", self.tenant);
+        super::run_singleton(store, &name, interval, lease, shutdown, || async {
             // Waiting for the stream's limit (up to a minute) must not hold up a shutdown; a page
             // cut short is read again, and the worker's dedupe absorbs what was queued of it.
             let polled = tokio::select! {

@@ -1,6 +1,7 @@
 //! The relay copies every record to the `{prefix}.audit` stream once, in order: a plain AMQP
 //! consumer replays it from an offset or a timestamp and sees each seq once; a restarted relay
-//! resumes after the last seq in the stream; two relays at once do not duplicate anything.
+//! resumes after the last seq in the stream; two relays at once do not duplicate anything, and
+//! the standby takes over when the active one dies.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use super::{open_store, sample, sqlite_url};
-use crate::helpers::{TempDir, amqp_url, unique};
+use crate::helpers::{TcpProxy, TempDir, amqp_url, broker_addr, unique};
 
 fn settings(dir: &TempDir) -> Settings {
     let mut settings = Settings::default();
@@ -203,6 +204,47 @@ async fn consumers_replay_from_an_offset_and_relays_resume_without_duplicates() 
     shutdown.cancel();
     relay.await.unwrap();
     other.await.unwrap();
+    store.close().await;
+    delete_stream(&prefix).await;
+}
+
+/// Two relays (two processes); the one holding the lock loses its broker connection for good
+/// (its process killed, or its node). The other takes over and resumes after the last seq in
+/// the stream: every record relayed, none twice.
+#[tokio::test]
+async fn when_the_active_relay_dies_the_standby_takes_over_without_duplicates() {
+    let dir = TempDir::new();
+    let settings = settings(&dir);
+    let prefix = settings.queue.prefix.clone();
+    let store = open_store(&sqlite_url(&dir)).await;
+    let log = AuditLog::new(store.clone(), &AuditSettings::default());
+    append(&log, 0..20).await;
+
+    // The first relay reaches RabbitMQ through a proxy and takes the lock before the other
+    // starts.
+    let proxy = TcpProxy::start(broker_addr()).await;
+    let mut through_proxy = settings.clone();
+    through_proxy.queue.url = gatehouse::config::BrokerUrls::new(proxy.amqp_url());
+    let shutdown = CancellationToken::new();
+    let first = AuditRelay::start(store.clone(), &through_proxy, shutdown.clone());
+    wait_for_messages(&prefix, 20).await;
+    let standby = AuditRelay::start(open_store(&sqlite_url(&dir)).await, &settings, shutdown.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    proxy.cut();
+    append(&log, 20..45).await;
+    let all = consume(
+        &prefix,
+        AMQPValue::LongString("first".into()),
+        45,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(all, (1..=45).collect::<Vec<_>>(), "each seq exactly once");
+
+    shutdown.cancel();
+    first.await.unwrap();
+    standby.await.unwrap();
     store.close().await;
     delete_stream(&prefix).await;
 }

@@ -7,7 +7,11 @@ use gatehouse::app::Roles;
 use gatehouse_sim::{Fault, Seed, SeedGroup, SeedUser};
 use serde_json::json;
 
+use gatehouse::config::Settings;
+use gatehouse_sim::SimHandle;
+
 use super::fast_events;
+use crate::helpers::TcpProxy;
 use crate::queue::eventually;
 use crate::queue::scripted::Scripted;
 use crate::reactions::{LONG, World, policies};
@@ -49,8 +53,9 @@ async fn a_deactivation_without_any_webhook_is_acted_on_after_the_next_poll() {
     world.stop().await;
 }
 
-#[tokio::test]
-async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
+/// A simulator whose organization has 25 `user_created` events (`u-00`..`u-24`) waiting, its
+/// pages served slowly, and worker settings polling it five at a time from the beginning.
+async fn slow_stream(dir: &crate::helpers::TempDir) -> (SimHandle, Settings) {
     let seed = Seed {
         users: (0..25).map(|i| SeedUser::new(format!("u-{i:02}"), "U")).collect(),
         ..Seed::default()
@@ -58,7 +63,6 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
     let sim = gatehouse_sim::Simulator::start(seed, gatehouse_sim::Behaviour::default())
         .await
         .unwrap();
-    let dir = crate::helpers::TempDir::new();
     gatehouse::app::install_crypto_provider();
     let http = crate::helpers::http();
     for i in 0..25 {
@@ -70,7 +74,7 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
             .unwrap();
         assert_eq!(created.status(), 201);
     }
-    // Pages come slowly, so the first process stops with the stream half read.
+    // Pages come slowly, so a process can be stopped with the stream half read.
     let slow = Fault::delay("events-stream", 300, 1_000);
     assert_eq!(
         http.post(sim.url("/_sim/faults"))
@@ -81,14 +85,33 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
             .status(),
         204
     );
-
-    let mut settings = crate::reactions::settings_for_sim(&sim, &dir);
+    let mut settings = crate::reactions::settings_for_sim(&sim, dir);
     settings.worker.concurrency = 2;
     settings.poll.org_events = true;
     settings.poll.interval_seconds = 1;
     settings.poll.page_size = 5;
     settings.poll.backfill_from = Some(chrono::DateTime::UNIX_EPOCH);
     fast_events(&mut settings);
+    (sim, settings)
+}
+
+/// Polls of the events-stream in `requests` made without a cursor (from the beginning).
+fn polls_without_cursor(requests: &[gatehouse_sim::LoggedRequest]) -> (usize, usize) {
+    let polls: Vec<&gatehouse_sim::LoggedRequest> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/events-stream"))
+        .collect();
+    let without = polls
+        .iter()
+        .filter(|r| !r.query.as_deref().unwrap_or("").contains("cursor="))
+        .count();
+    (polls.len(), without)
+}
+
+#[tokio::test]
+async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
+    let dir = crate::helpers::TempDir::new();
+    let (sim, settings) = slow_stream(&dir).await;
     let first = Scripted::new();
     let a = crate::helpers::TestApp::start_with(settings.clone(), None, Roles::WORKER, first.clone()).await;
     eventually(LONG, "the first page handled", || async {
@@ -126,20 +149,62 @@ async fn a_restart_mid_stream_resumes_from_the_saved_cursor() {
         assert_eq!(total(i), 1, "u-{i:02} acted on exactly once");
     }
     // The second process started from the cursor, not from the beginning.
-    let requests = sim.requests();
-    let polls: Vec<&gatehouse_sim::LoggedRequest> = requests[asked_before..]
-        .iter()
-        .filter(|r| r.path.ends_with("/events-stream"))
-        .collect();
-    assert!(!polls.is_empty());
-    let without_cursor = polls
-        .iter()
-        .filter(|r| !r.query.as_deref().unwrap_or("").contains("cursor="))
-        .count();
+    let (polls, without_cursor) = polls_without_cursor(&sim.requests()[asked_before..]);
+    assert!(polls > 0);
     assert_eq!(
         without_cursor, 0,
         "the second process resumed from the saved cursor"
     );
+    b.stop().await;
+    sim.stop().await;
+}
+
+/// Two worker processes share the organization; the first to start holds the poller. Killed
+/// mid-stream (no goodbye: its lease is left to run out, its broker connection dropped), it
+/// leaves the poller to the other within the lease, which reads on from the saved cursor:
+/// every event acted on exactly once, no page lost.
+#[tokio::test]
+async fn a_killed_pollers_lease_is_taken_over_by_another_process() {
+    let dir = crate::helpers::TempDir::new();
+    let (sim, mut settings) = slow_stream(&dir).await;
+    settings.worker.singleton_lease_seconds = 3;
+    // What the killed process was in the middle of is taken over quickly too.
+    settings.worker.claim_lease_seconds = 2;
+    // The first process reaches RabbitMQ through a proxy, so killing it drops its connection.
+    let proxy = TcpProxy::start(crate::helpers::broker_addr()).await;
+    let mut settings_a = settings.clone();
+    settings_a.queue.url = gatehouse::config::BrokerUrls::new(proxy.amqp_url());
+    let first = Scripted::new();
+    let a = crate::helpers::TestApp::start_with(settings_a, None, Roles::WORKER, first.clone()).await;
+    eventually(LONG, "the first pages handled", || async {
+        (0..25)
+            .filter(|i| first.completions(&format!("u-{i:02}")) == 1)
+            .count()
+            >= 5
+    })
+    .await;
+    // The second process stands by: the first holds the lease.
+    let second = Scripted::new();
+    let b = crate::helpers::TestApp::start_with(settings, None, Roles::WORKER, second.clone()).await;
+    a.kill();
+    proxy.cut();
+    let asked_before = sim.requests().len();
+    let total = |i: usize| first.completions(&format!("u-{i:02}")) + second.completions(&format!("u-{i:02}"));
+    eventually(LONG, "every event handled after the takeover", || async {
+        (0..25).all(|i| total(i) >= 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..25 {
+        assert_eq!(total(i), 1, "u-{i:02} acted on exactly once");
+    }
+    assert!(
+        first.completions("u-24") == 0,
+        "the first process read the whole stream before its kill"
+    );
+    let (polls, without_cursor) = polls_without_cursor(&sim.requests()[asked_before..]);
+    assert!(polls > 0, "the second process polled");
+    assert_eq!(without_cursor, 0, "it read on from the saved cursor");
     b.stop().await;
     sim.stop().await;
 }
