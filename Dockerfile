@@ -33,5 +33,9 @@ USER 10001:10001
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/default.toml \
     GATEHOUSE__SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
+# Ready = RabbitMQ (or the embedded queue's store) and the store reachable; the probe asks the
+# listener the config names, so it follows GATEHOUSE__SERVER__LISTEN.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/gatehouse", "probe"]
 ENTRYPOINT ["/usr/local/bin/gatehouse"]
 CMD ["serve"]

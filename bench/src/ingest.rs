@@ -47,7 +47,7 @@ impl Default for IngestArgs {
 const SECRET: &str = "bench-hub-secret-0123456789abcdef";
 
 /// Where the bodies are sent, on gatehouse and on the minimal relay alike.
-const WEBHOOK_PATH: &str = "/webhooks/confluence/user_deactivated";
+pub const WEBHOOK_PATH: &str = "/webhooks/confluence/user_deactivated";
 
 /// The routing key gatehouse gives these events (the relay and the raw ceiling use it too).
 const ROUTING_KEY: &str = "confluence.user.deactivated";
@@ -85,18 +85,15 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.requests).map(|i| body(i, args.body_bytes)).collect());
     for backend in common.backend.backends() {
         let scratch = Scratch::new("ingest")?;
-        let extra = format!(
-            "[[sources]]\nname = \"confluence\"\nscheme = \"hub-signature\"\nsecrets = [{{ id = \"bench\", value = \"{}\" }}]\n",
-            scratch.secret("hub-secret", SECRET)?
-        );
+        let extra = source(&scratch)?;
         let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
         // Warm up connections and caches; not measured.
         let warmup: Arc<Vec<Vec<u8>>> =
             Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
         let url = running.url(WEBHOOK_PATH);
-        drive(&url, warmup.clone(), args.concurrency).await?;
+        drive(std::slice::from_ref(&url), warmup.clone(), args.concurrency).await?;
         let before = (running.cpu(), own_cpu(), broker_cpu());
-        let measured = drive(&url, bodies.clone(), args.concurrency).await?;
+        let measured = drive(std::slice::from_ref(&url), bodies.clone(), args.concurrency).await?;
         let cpu = Cpu::since(before, running.cpu(), args.requests);
         let rss = running.peak_rss_mib();
         running.stop().await?;
@@ -204,34 +201,45 @@ impl Cpu {
     }
 }
 
-struct Driven {
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    failures: usize,
+pub struct Driven {
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+    pub failures: usize,
 }
 
-/// Sends every body once, `concurrency` at a time; each request is timed to its answer.
-async fn drive(url: &str, bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<Driven> {
+/// The `[[sources]]` entry the bodies are signed for (hub-signature, source `confluence`).
+pub fn source(scratch: &Scratch) -> anyhow::Result<String> {
+    Ok(format!(
+        "[[sources]]\nname = \"confluence\"\nscheme = \"hub-signature\"\nsecrets = [{{ id = \"bench\", value = \"{}\" }}]\n",
+        scratch.secret("hub-secret", SECRET)?
+    ))
+}
+
+/// Sends every body once, `concurrency` at a time, to `urls` in turn (a load balancer's round
+/// robin); each request is timed to its answer.
+pub async fn drive(urls: &[String], bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<Driven> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
+    anyhow::ensure!(!urls.is_empty(), "nowhere to send to");
     let next = Arc::new(AtomicUsize::new(0));
-    let url = url.to_owned();
+    let urls: Arc<Vec<String>> = Arc::new(urls.to_vec());
     let started = Instant::now();
     let workers = (0..concurrency).map(|_| {
         let http = http.clone();
         let next = next.clone();
         let bodies = bodies.clone();
-        let url = url.clone();
+        let urls = urls.clone();
         async move {
             let mut latencies = Vec::new();
             let mut failures = 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
+                let url = &urls[i % urls.len()];
                 let sent = Instant::now();
                 let response = http
-                    .post(&url)
+                    .post(url)
                     .header("content-type", "application/json")
                     .header("x-hub-signature", hub_signature(SECRET, body))
                     .header(
@@ -295,10 +303,10 @@ async fn minimal_relay(
         let base = format!("http://127.0.0.1:{port}");
         wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await?;
         let url = format!("{base}{WEBHOOK_PATH}");
-        drive(&url, warmup, concurrency).await?;
+        drive(std::slice::from_ref(&url), warmup, concurrency).await?;
         let pid = child.id().unwrap_or(0);
         let before = cpu_of(pid);
-        let driven = drive(&url, bodies.clone(), concurrency).await?;
+        let driven = drive(std::slice::from_ref(&url), bodies.clone(), concurrency).await?;
         let cpu_us = cpu_of(pid).saturating_sub(before).as_secs_f64() * 1e6 / bodies.len().max(1) as f64;
         let rss_mib = peak_rss_kib(&pid.to_string()) as f64 / 1024.0;
         anyhow::Ok(RelayRun {

@@ -27,6 +27,7 @@ mod react;
 mod react_tenants;
 mod relay;
 mod report;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
@@ -87,6 +88,9 @@ enum Measurement {
     E2e(e2e::E2eArgs),
     Audit(audit::AuditBenchArgs),
     Parse(parse::ParseArgs),
+    /// Scaling out: reactions with 1, 2 and 4 worker processes (below and at the tenant's
+    /// limit), ingest with 1 and 2 ingress processes on a cluster (`--cluster`).
+    Scale(scale::ScaleArgs),
     /// Faults with counted outcomes: brokers, stores and gatehouse killed, Atlassian failing,
     /// senders misbehaving; exits non-zero when an invariant breaks.
     Faults(faults::FaultArgs),
@@ -124,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Measurement::Parse(args) => parse::run(&args, &mut results)?,
         Measurement::Relay(args) => return relay::serve(args).await,
         Measurement::Faults(args) => faults::run(&common, &args, &mut results).await?,
+        Measurement::Scale(args) => scale::run(&common, &args, &mut results).await?,
         Measurement::ParseProbe {
             reader,
             shape,

@@ -168,11 +168,21 @@ pub async fn deactivate_via(
     accounts: &[String],
     parallel: usize,
 ) -> anyhow::Result<Vec<String>> {
+    deactivate_via_urls(&[running.url(&format!("/webhooks/{source}"))], accounts, parallel).await
+}
+
+/// Like [`deactivate`], to the webhook `urls` in turn (several ingress processes behind a round
+/// robin).
+pub async fn deactivate_via_urls(
+    urls: &[String],
+    accounts: &[String],
+    parallel: usize,
+) -> anyhow::Result<Vec<String>> {
+    anyhow::ensure!(!urls.is_empty(), "nowhere to send to");
     let http = reqwest::Client::new();
-    let url = running.url(&format!("/webhooks/{source}"));
-    let sends = futures_util::stream::iter(accounts.iter().cloned().map(|account| {
+    let sends = futures_util::stream::iter(accounts.iter().cloned().enumerate().map(|(i, account)| {
         let http = http.clone();
-        let url = url.clone();
+        let url = urls[i % urls.len()].clone();
         async move {
             let (id, _) = send_deactivation(&http, &url, &account, &format!("deact-{account}")).await?;
             Ok(id)

@@ -1,11 +1,12 @@
 //! The command line: the roles (`serve`, `ingress`, `worker`), operator commands (`dlq`,
-//! `audit`, `directory`, `store`, `check-config`), and the exit codes scripts rely on (0 fine,
+//! `audit`, `directory`, `store`, `check-config`, `probe`), and the exit codes scripts rely on (0 fine,
 //! 1 failure, 2 configuration error, 3 audit chain broken).
 
 mod approvals;
 mod demo;
 mod dlq;
 mod plan;
+mod probe;
 mod progress;
 mod reconcile;
 mod store;
@@ -98,6 +99,13 @@ pub enum Configured {
         #[command(subcommand)]
         command: directory::DirectoryCommand,
     },
+    /// Ask the gatehouse running with this config whether it is ready (exit 0) or not (exit 1):
+    /// for container health checks.
+    Probe {
+        /// Ask whether it is alive (`/healthz`) instead of ready (`/readyz`).
+        #[arg(long)]
+        live: bool,
+    },
     /// Work on the store itself (seal credentials stored in clear).
     Store {
         #[command(subcommand)]
@@ -144,6 +152,7 @@ async fn run_configured(config: &std::path::Path, command: Configured) -> ExitCo
             ExitCode::SUCCESS
         }
         Configured::Audit(args) => audit::run(args, &settings).await,
+        Configured::Probe { live } => probe::run(&settings, live).await,
         Configured::Directory { tenant, command } => {
             telemetry::init(&settings.log);
             for warning in &warnings {

@@ -14,6 +14,7 @@ mod demo;
 mod ingress;
 mod logging;
 mod poll;
+mod probe;
 mod queue;
 mod reactions;
 mod store;

@@ -129,6 +129,7 @@ impl Bed {
                 publish_timeout_ms,
                 request_timeout_ms: 1_000,
                 quorum_initial_group_size: backing.quorum_initial_group_size,
+                worker_concurrency: 16,
             },
         )?;
         Ok(Bed {

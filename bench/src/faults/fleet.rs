@@ -25,6 +25,8 @@ pub struct FleetConfig {
     pub request_timeout_ms: u64,
     /// `queue.quorum_initial_group_size` (a cluster: its size).
     pub quorum_initial_group_size: Option<u16>,
+    /// Events one worker process handles at once (its prefetch is twice that).
+    pub worker_concurrency: usize,
 }
 
 /// A role's process.
@@ -72,7 +74,7 @@ url = "{amqp}"
 prefix = "{prefix}"
 publish_timeout_ms = {publish_timeout}
 publish_channels = 2
-prefetch = 32
+prefetch = {prefetch}
 reconnect_max_delay_ms = 1000
 {group_size}# A short ladder, so that a run sees events retried and dead-lettered in seconds.
 retry_delays_seconds = [0.5, 1.0, 2.0]
@@ -83,7 +85,7 @@ visibility_timeout_seconds = 5
 url = "{store}"
 max_connections = 8
 [worker]
-concurrency = 16
+concurrency = {concurrency}
 # A killed worker's claims are taken over after this.
 claim_lease_seconds = 5
 shutdown_grace_seconds = 5
@@ -107,6 +109,8 @@ max_wait_ms = 2000
             store = config.store_url,
             sections = config.sections,
             request_timeout = config.request_timeout_ms,
+            concurrency = config.worker_concurrency,
+            prefetch = config.worker_concurrency * 2,
             group_size = config
                 .quorum_initial_group_size
                 .map(|size| format!("quorum_initial_group_size = {size}\n"))
@@ -205,6 +209,15 @@ max_wait_ms = 2000
             }
         }
         out
+    }
+
+    /// The process ids of the running members in `role`.
+    pub fn pids(&self, role: &str) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter(|m| m.role == role)
+            .filter_map(|m| m.child.as_ref().and_then(tokio::process::Child::id))
+            .collect()
     }
 
     /// `kill -9` of member `index`.

@@ -13,12 +13,12 @@ mod atlassian;
 mod bed;
 mod broker;
 mod cluster;
-mod fleet;
+pub mod fleet;
 mod ledger;
 mod load;
 mod processes;
 mod sender;
-mod services;
+pub mod services;
 mod store;
 
 use std::time::{Duration, Instant};

@@ -117,7 +117,7 @@ impl OwnBroker {
     }
 
     /// The node's Erlang VM, from its pid file.
-    fn beam_pid(&self) -> Option<u32> {
+    pub fn beam_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.scratch.0.join("pid"))
             .ok()?
             .trim()
