@@ -359,3 +359,69 @@ pub fn peak_rss_kib(pid: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A database of its own on a PostgreSQL server (the machine's: creating and dropping a
+/// database leaves the server as it was), dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin: &str) -> anyhow::Result<PgDatabase> {
+        let name = format!("gh_bench_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        let url = url_with_path(admin, &name)?;
+        Ok(PgDatabase {
+            admin: admin.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    pub async fn drop_now(self) {
+        if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// `url` naming database `name` instead of its own.
+fn url_with_path(url: &str, name: &str) -> anyhow::Result<String> {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("//"))
+        .ok_or_else(|| anyhow::anyhow!("{url} is not a postgres://…/database URL"))?;
+    Ok(match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_path;
+
+    #[test]
+    fn a_database_url_is_pointed_at_another_database() {
+        assert_eq!(
+            url_with_path("postgres://postgres@127.0.0.1:5432/postgres", "x").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            url_with_path("postgres://u:p@h/db?sslmode=disable", "x").unwrap(),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert!(url_with_path("nonsense", "x").is_err());
+    }
+}

@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use gatehouse_sim::{Behaviour, BurstPolicy, Fault, Seed, SeedGroup, Simulator};
 use serde_json::json;
-use sqlx::Connection;
 
 use crate::Common;
 use crate::faults::fleet::{Fleet, FleetConfig};
 use crate::faults::services::OwnCluster;
-use crate::harness::{Scratch, cpu_of, own_cpu};
+use crate::harness::{PgDatabase, Scratch, cpu_of, own_cpu};
 use crate::react::{config_with, deactivate_via_urls, inactive_users};
 use crate::report::Results;
 use crate::stats::percentiles;
@@ -62,53 +61,6 @@ pub struct ScaleArgs {
     /// Webhooks per ingest round.
     #[arg(long, default_value_t = 10_000)]
     pub requests: usize,
-}
-
-/// A database of its own on the PostgreSQL server, dropped by [`Database::drop_now`].
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(admin: &str) -> anyhow::Result<Database> {
-        let name = format!("gh_scale_{}", ulid::Ulid::generate().to_string().to_lowercase());
-        let mut conn = sqlx::PgConnection::connect(admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        let url = url_with_path(admin, &name)?;
-        Ok(Database {
-            admin: admin.to_owned(),
-            name,
-            url,
-        })
-    }
-
-    async fn drop_now(self) {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut conn)
-            .await;
-        }
-    }
-}
-
-/// `url` naming database `name` instead of its own.
-fn url_with_path(url: &str, name: &str) -> anyhow::Result<String> {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let (server, _) = base
-        .rsplit_once('/')
-        .filter(|(server, _)| server.contains("//"))
-        .ok_or_else(|| anyhow::anyhow!("{url} is not a postgres://…/database URL"))?;
-    Ok(match query {
-        Some(query) => format!("{server}/{name}?{query}"),
-        None => format!("{server}/{name}"),
-    })
 }
 
 /// What one reactions round measured.
@@ -163,7 +115,7 @@ async fn reactions_round(
         ..Fault::delay("/rest/", args.latency_ms, 0)
     });
     let scratch = Scratch::new("scale")?;
-    let database = Database::create(&args.pg_url).await?;
+    let database = PgDatabase::create(&args.pg_url).await?;
     // gatehouse's own pace: far above what the processes reach, or the tenant's limit (split).
     let (pace, budget) = if limited {
         (args.limit, Some(args.limit))
@@ -265,7 +217,7 @@ async fn ingest_round(
 ) -> anyhow::Result<serde_json::Value> {
     let binary = crate::harness::gatehouse_binary(common)?;
     let scratch = Scratch::new("scale-ingest")?;
-    let database = Database::create(&args.pg_url).await?;
+    let database = PgDatabase::create(&args.pg_url).await?;
     let sim = Simulator::start(Seed::default(), Behaviour::default()).await?;
     let sections = format!(
         "{}\n{}",
@@ -453,20 +405,7 @@ pub async fn run(common: &Common, args: &ScaleArgs, results: &mut Results) -> an
 
 #[cfg(test)]
 mod tests {
-    use super::{steady_window, url_with_path};
-
-    #[test]
-    fn a_database_url_is_pointed_at_another_database() {
-        assert_eq!(
-            url_with_path("postgres://postgres@127.0.0.1:5432/postgres", "x").unwrap(),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            url_with_path("postgres://u:p@h/db?sslmode=disable", "x").unwrap(),
-            "postgres://u:p@h/x?sslmode=disable"
-        );
-        assert!(url_with_path("nonsense", "x").is_err());
-    }
+    use super::steady_window;
 
     #[test]
     fn the_steady_window_leaves_out_the_ramp_and_the_tail() {

@@ -44,6 +44,14 @@ pub struct FaultArgs {
     /// minutes, 8 s with --quick).
     #[arg(long)]
     pub quota_seconds: Option<u64>,
+    /// A PostgreSQL server where scenarios that share the embedded queue between processes
+    /// create a database of their own (and drop it); the server itself is never stopped.
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        env = "GATEHOUSE_TEST_PG_URL"
+    )]
+    pub pg_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,8 +67,8 @@ pub enum Scenario {
     BrokerAlarm,
     /// gatehouse's ingress and worker killed -9 mid-plan (both backends).
     GatehouseKill,
-    /// One of three workers killed -9 mid-plan and left dead: the others take over (both
-    /// backends).
+    /// One of three workers killed -9 mid-plan and left dead: the others take over (RabbitMQ,
+    /// and the embedded queue on PostgreSQL).
     WorkerTakeover,
     /// PostgreSQL stopped and started (embedded backend).
     PostgresDown,
@@ -142,7 +150,14 @@ pub async fn run(common: &Common, args: &FaultArgs, results: &mut Results) -> an
             (Scenario::WorkerTakeover, Some(broker)) => {
                 let rabbitmq = own_broker(broker);
                 ran.push(processes::worker_taken_over(&run, &rabbitmq).await);
-                ran.push(processes::worker_taken_over(&run, &embedded).await);
+                // Several processes share the embedded queue on PostgreSQL, as they would.
+                let database = crate::harness::PgDatabase::create(&args.pg_url).await?;
+                let on_postgres = Backing {
+                    store_url: Some(database.url.clone()),
+                    ..embedded.clone()
+                };
+                ran.push(processes::worker_taken_over(&run, &on_postgres).await);
+                database.drop_now().await;
             }
             (Scenario::PostgresDown, _) => ran.push(store::postgres_down(&run, &amqp_url).await),
             (Scenario::FullDisk, _) => ran.push(store::sqlite_full_disk(&run, &amqp_url).await),

@@ -1,7 +1,8 @@
 //! One account at a time across workers: a `user.created` and a `user.deactivated` about one
 //! person, decided by HR a second apart and arriving together, handed to three worker processes
 //! sharing the queue and the store, never leave the leaver in the default groups, whichever
-//! worker takes which and in whatever order.
+//! worker takes which and in whatever order: on RabbitMQ, and on the embedded queue in
+//! PostgreSQL.
 
 use std::time::Duration;
 
@@ -11,9 +12,12 @@ use gatehouse_sim::{Fault, Seed, SeedGroup, SeedUser};
 use handlers::Authority;
 use serde_json::json;
 
+use gatehouse::config::{QueueBackend, SensitiveUrl};
+
 use super::{World, policies};
 use crate::helpers::TestApp;
 use crate::queue::{eventually, metric};
+use crate::store::PgDatabase;
 
 const JOINER_AND_LEAVER: &str = r#"
 [[policies]]
@@ -49,7 +53,20 @@ fn settled(apps: &[&TestApp]) -> f64 {
 }
 
 #[tokio::test]
-async fn a_joiner_who_leaves_at_once_is_left_in_no_group_by_several_workers() {
+async fn a_joiner_who_leaves_at_once_is_left_in_no_group_by_several_workers_on_rabbitmq() {
+    joiner_who_leaves_at_once(None).await;
+}
+
+/// The same with the embedded queue, the three processes sharing it and the store in one
+/// PostgreSQL database (what a deployment without a broker scales out on).
+#[tokio::test]
+async fn a_joiner_who_leaves_at_once_is_left_in_no_group_by_several_workers_on_postgres() {
+    let database = PgDatabase::create().await;
+    joiner_who_leaves_at_once(Some(&database.url)).await;
+    database.drop_now().await;
+}
+
+async fn joiner_who_leaves_at_once(postgres: Option<&str>) {
     let people: Vec<String> = (0..PEOPLE).map(|i| format!("person-{i}")).collect();
     let seed = Seed {
         users: people
@@ -69,6 +86,11 @@ async fn a_joiner_who_leaves_at_once_is_left_in_no_group_by_several_workers() {
         // Small, so the three processes share the deliveries.
         settings.queue.prefetch = 2;
         settings.worker.concurrency = 2;
+        if let Some(url) = postgres {
+            settings.queue.backend = QueueBackend::Embedded;
+            settings.queue.embedded_poll_ms = 25;
+            settings.store.url = SensitiveUrl::new(url);
+        }
     })
     .await;
     // Two more worker processes on the same queue and store.
