@@ -47,6 +47,10 @@ pub struct ScaleArgs {
     /// The tenant-wide limit of the rate-limited rounds, requests a second (every endpoint).
     #[arg(long, default_value_t = 60.0)]
     pub limit: f64,
+    /// The simulated tenant's burst at that limit (gatehouse is told half of it: on a shared
+    /// 2-core machine the simulator's own stalls bunch requests up).
+    #[arg(long, default_value_t = 10)]
+    pub limit_burst: u32,
     /// PostgreSQL server for the shared store (a database is created per round and dropped).
     #[arg(
         long,
@@ -73,6 +77,8 @@ struct Round {
     /// Every answered call a second over the same window.
     calls_per_second: f64,
     throttled: usize,
+    /// When each 429 came, in ms after the first call (ramp-up, or the steady state?).
+    throttled_at_ms: Vec<i64>,
     seconds: f64,
 }
 
@@ -91,7 +97,7 @@ async fn reactions_round(
     let behaviour = Behaviour {
         v1_max_limit: 200,
         tenant: limited.then_some(BurstPolicy {
-            capacity: 5,
+            capacity: args.limit_burst,
             per_second: args.limit,
             retry_after_seconds: None,
             near_limit: true,
@@ -129,7 +135,7 @@ async fn reactions_round(
             backend: "rabbitmq",
             amqp_url: common.amqp_url.clone(),
             store_url: database.url.clone(),
-            sections: config_with(&scratch, &sim, pace, 5, budget)?,
+            sections: config_with(&scratch, &sim, pace, (args.limit_burst / 2).max(1), budget)?,
             publish_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
             quorum_initial_group_size: None,
@@ -190,6 +196,11 @@ async fn reactions_round(
         removals_per_second: within(&removals).saturating_sub(1) as f64 / window,
         calls_per_second: within(&answered).saturating_sub(1) as f64 / window,
         throttled: requests.iter().filter(|r| r.status == Some(429)).count(),
+        throttled_at_ms: requests
+            .iter()
+            .filter(|r| r.status == Some(429))
+            .map(|r| r.at_ms - requests.first().map_or(0, |first| first.at_ms))
+            .collect(),
         seconds,
     })
 }
@@ -285,6 +296,7 @@ pub async fn run(common: &Common, args: &ScaleArgs, results: &mut Results) -> an
         args.limit.is_finite() && args.limit > 0.0,
         "--limit must be a positive number of requests a second"
     );
+    anyhow::ensure!(args.limit_burst >= 1, "--limit-burst must be at least 1");
     let mut rounds = Vec::new();
     for limited in [false, true] {
         for &workers in &args.workers {
@@ -314,8 +326,10 @@ pub async fn run(common: &Common, args: &ScaleArgs, results: &mut Results) -> an
                 args.concurrency,
                 if limited {
                     format!(
-                        "; tenant limit {:.0} requests/s, split between the processes",
-                        args.limit
+                        "; tenant limit {:.0} requests/s (burst {}; gatehouse told {}), split between the processes",
+                        args.limit,
+                        args.limit_burst,
+                        (args.limit_burst / 2).max(1)
                     )
                 } else {
                     String::new()
@@ -340,7 +354,8 @@ pub async fn run(common: &Common, args: &ScaleArgs, results: &mut Results) -> an
             json_rounds.push(json!({
                 "workers": round.workers, "removals": round.removals,
                 "removals_per_second": round.removals_per_second, "speedup": round.removals_per_second / base,
-                "calls_per_second": round.calls_per_second, "throttled": round.throttled, "seconds": round.seconds,
+                "calls_per_second": round.calls_per_second, "throttled": round.throttled,
+                "throttled_at_ms": round.throttled_at_ms, "seconds": round.seconds,
             }));
         }
         results.add(

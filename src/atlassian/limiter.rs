@@ -450,11 +450,14 @@ impl LimiterState {
         *entry = (*entry).max(until);
     }
 
-    /// This process's share of `site`'s budget (1/N of N live processes).
+    /// This process's share of `site`'s budget (1/N of N live processes). The tokens saved up
+    /// under a larger share go too: N processes each holding the whole burst would spend N
+    /// bursts at once (a burst of 429s when load arrives after they all started idle).
     pub fn set_share(&mut self, site: &Arc<str>, share: f64, now: Instant) {
         let budget = self.budget(site, now);
         budget.refill(now);
         budget.share = share.clamp(1e-3, 1.0);
+        budget.tokens = budget.tokens.min(budget.effective_burst());
     }
 
     /// Adjusts `key`'s pace to what a successful answer said.
@@ -606,11 +609,11 @@ mod tests {
             state.try_acquire(&key("other:confluence", "GET /rest/api/user"), now),
             Ok(())
         );
-        // Two processes: each takes half.
+        // Two processes: each takes half, of the rate and of the burst (the full burst saved up
+        // alone is not kept: two processes would spend two at once).
         let site: Arc<str> = Arc::from("site");
         let later = now + Duration::from_secs(10);
         state.set_share(&site, 0.5, later);
-        state.try_acquire(&users, later).unwrap();
         state.try_acquire(&users, later).unwrap();
         let wait = state.try_acquire(&users, later).unwrap_err();
         assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
