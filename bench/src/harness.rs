@@ -264,8 +264,20 @@ pub fn broker_cpu() -> Duration {
 
 /// Deletes gatehouse's objects under `prefix` (default retry ladder) from the broker.
 pub async fn delete_prefix(amqp_url: &str, prefix: &str) {
+    delete_prefix_with_ladder(
+        amqp_url,
+        prefix,
+        &::gatehouse::config::QueueSettings::default().retry_delays_seconds,
+    )
+    .await;
+}
+
+/// Like [`delete_prefix`], for a config whose retry ladder is `retry_delays_seconds` (a retry
+/// queue per rung: the default ladder's names would leave them behind).
+pub async fn delete_prefix_with_ladder(amqp_url: &str, prefix: &str, retry_delays_seconds: &[f64]) {
     let settings = ::gatehouse::config::QueueSettings {
         prefix: prefix.to_owned(),
+        retry_delays_seconds: retry_delays_seconds.to_vec(),
         ..Default::default()
     };
     let topology = ::gatehouse::queue::rabbitmq::Topology::new(&settings);

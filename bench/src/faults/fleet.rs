@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::harness::{Scratch, delete_prefix, free_port, open_store, wait_ready};
+use crate::harness::{Scratch, delete_prefix_with_ladder, free_port, open_store, wait_ready};
+
+/// The fleet's retry ladder: short, so that a run sees events retried and dead-lettered in
+/// seconds (and its queues are deleted by these names).
+const RETRY_LADDER: [f64; 3] = [0.5, 1.0, 2.0];
 
 /// What the config says beyond the defaults the suite always uses.
 #[derive(Debug, Clone)]
@@ -77,7 +81,7 @@ publish_channels = 2
 prefetch = {prefetch}
 reconnect_max_delay_ms = 1000
 {group_size}# A short ladder, so that a run sees events retried and dead-lettered in seconds.
-retry_delays_seconds = [0.5, 1.0, 2.0]
+retry_delays_seconds = {ladder:?}
 embedded_poll_ms = 50
 # A killed worker's deliveries come back after this (embedded backend).
 visibility_timeout_seconds = 5
@@ -109,6 +113,7 @@ max_wait_ms = 2000
             store = config.store_url,
             sections = config.sections,
             request_timeout = config.request_timeout_ms,
+            ladder = RETRY_LADDER,
             concurrency = config.worker_concurrency,
             prefetch = config.worker_concurrency * 2,
             group_size = config
@@ -283,7 +288,7 @@ max_wait_ms = 2000
     /// Removes the run's queues from the broker (after [`Fleet::stop`]).
     pub async fn forget(self) {
         if self.backend == "rabbitmq" {
-            delete_prefix(&self.amqp_url, &self.prefix).await;
+            delete_prefix_with_ladder(&self.amqp_url, &self.prefix, &RETRY_LADDER).await;
         }
     }
 }
