@@ -225,6 +225,23 @@ pub async fn send_deactivation(
     Ok((answer["id"].as_str().unwrap_or_default().to_owned(), accepted_at))
 }
 
+/// Waits until no group of `sim` has a member left; the time since `started`. Fails once
+/// `deadline` (since `started`) passed with memberships left.
+pub async fn converge(sim: &SimHandle, started: Instant, deadline: Duration) -> anyhow::Result<Duration> {
+    loop {
+        let left: usize = sim.state().groups.iter().map(|g| g.members.len()).sum();
+        if left == 0 {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "{left} memberships left after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Deactivated accounts with these ids (the status a `user.deactivated` is checked against).
 pub fn inactive_users(accounts: &[String]) -> Vec<SeedUser> {
     accounts
@@ -312,19 +329,7 @@ pub async fn run(common: &Common, args: &ReactArgs, results: &mut Results) -> an
         let started = Instant::now();
         deactivate(&running, &accounts, 32).await?;
         let deadline = Duration::from_secs_f64(memberships as f64 / args.rate * 3.0 + 60.0);
-        loop {
-            let left: usize = sim.state().groups.iter().map(|g| g.members.len()).sum();
-            if left == 0 {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < deadline,
-                "{left} memberships left after {:?}",
-                started.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let converged = started.elapsed();
+        let converged = converge(&sim, started, deadline).await?;
         let requests = sim.requests();
         let deletes: Vec<&LoggedRequest> = requests
             .iter()

@@ -24,7 +24,7 @@ use crate::Common;
 use crate::faults::fleet::{Fleet, FleetConfig};
 use crate::faults::services::OwnCluster;
 use crate::harness::{PgDatabase, Scratch, cpu_of, own_cpu};
-use crate::react::{config_with, deactivate_via_urls, inactive_users};
+use crate::react::{config_with, converge, deactivate_via_urls, inactive_users};
 use crate::report::Results;
 use crate::stats::percentiles;
 
@@ -155,19 +155,7 @@ async fn reactions_round(
         let memberships = args.users * args.groups;
         let deadline =
             Duration::from_secs_f64(memberships as f64 * 4.0 / args.limit.min(20.0 * workers as f64) + 60.0);
-        loop {
-            let left: usize = sim.state().groups.iter().map(|g| g.members.len()).sum();
-            if left == 0 {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < deadline,
-                "{left} memberships left after {:?}",
-                started.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        anyhow::Ok(started.elapsed())
+        converge(&sim, started, deadline).await
     }
     .await;
     let fleet = fleet.stop().await;

@@ -22,13 +22,7 @@ pub async fn kill_gatehouse(run: &Run, backing: &Backing) -> anyhow::Result<Scen
     let between = run.secs(3.0, 6.0);
     let total = between * (kills + 1);
     let mut bed = Bed::new(run, backing, total, 2_000).await?;
-    bed.sim
-        .tenant_at(0)
-        .ok_or_else(|| anyhow::anyhow!("the simulator has no tenant"))?
-        .add_fault(Fault {
-            times: None,
-            ..Fault::delay("/group/userByGroupId", REMOVAL_DELAY_MS, 0).method("DELETE")
-        });
+    slow_removals(&bed)?;
     let ingress = bed.fleet.start("ingress").await?;
     let worker = bed.fleet.start("worker").await?;
     let load = bed.load(run, total, Sending::Once);
@@ -61,13 +55,7 @@ pub async fn kill_gatehouse(run: &Run, backing: &Backing) -> anyhow::Result<Scen
 pub async fn worker_taken_over(run: &Run, backing: &Backing) -> anyhow::Result<ScenarioOutcome> {
     let total = run.secs(9.0, 40.0);
     let mut bed = Bed::new(run, backing, total, 2_000).await?;
-    bed.sim
-        .tenant_at(0)
-        .ok_or_else(|| anyhow::anyhow!("the simulator has no tenant"))?
-        .add_fault(Fault {
-            times: None,
-            ..Fault::delay("/group/userByGroupId", REMOVAL_DELAY_MS, 0).method("DELETE")
-        });
+    slow_removals(&bed)?;
     bed.fleet.start("ingress").await?;
     let mut workers = Vec::new();
     for _ in 0..3 {
@@ -83,4 +71,17 @@ pub async fn worker_taken_over(run: &Run, backing: &Backing) -> anyhow::Result<S
     ));
     bed.finish("a worker of three killed -9 for good", &tally, vec![], notes)
         .await
+}
+
+/// Every removal call takes [`REMOVAL_DELAY_MS`] in the simulator, so a kill always lands with
+/// removals in flight.
+fn slow_removals(bed: &Bed) -> anyhow::Result<()> {
+    bed.sim
+        .tenant_at(0)
+        .ok_or_else(|| anyhow::anyhow!("the simulator has no tenant"))?
+        .add_fault(Fault {
+            times: None,
+            ..Fault::delay("/group/userByGroupId", REMOVAL_DELAY_MS, 0).method("DELETE")
+        });
+    Ok(())
 }

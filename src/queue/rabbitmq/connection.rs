@@ -10,7 +10,7 @@
 //! the next loss.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -30,6 +30,12 @@ enum OpenError {
     Setup(#[from] lapin::Error),
 }
 
+/// How long every publish on a link may be refused before the link is replaced.
+const REFUSED_FOR: Duration = Duration::from_secs(1);
+/// ...and how many refusals in a row that takes at least (one stray nack after a quiet second
+/// is not a stuck channel).
+const REFUSED_AT_LEAST: u32 = 3;
+
 /// A live connection with its publishing channels.
 pub(super) struct Link {
     pub(super) connection: Connection,
@@ -39,6 +45,10 @@ pub(super) struct Link {
     pub(super) broken: CancellationToken,
     /// The node it is connected to (password hidden).
     node: String,
+    /// Refusals since the last confirm, and when the first of them came (ms since `opened`).
+    nacks_in_a_row: AtomicU32,
+    first_nack_ms: AtomicU64,
+    opened: std::time::Instant,
 }
 
 impl Link {
@@ -46,6 +56,37 @@ impl Link {
     pub(super) fn channel(&self) -> &Channel {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         &self.channels[i]
+    }
+
+    /// A confirm: the refusals in a row, if any, are over.
+    pub(super) fn confirmed(&self) {
+        if self.nacks_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.nacks_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A refusal (nack). When every publish on this link has been refused for
+    /// [`REFUSED_FOR`] (and at least [`REFUSED_AT_LEAST`] times), the link is given up: a
+    /// channel opened while a quorum queue was electing a new leader can stay bound to the one
+    /// that died and refuse everything from then on, while a new channel publishes at once
+    /// (seen on RabbitMQ 3.10 with the leader's node killed under load; the fault suite's
+    /// cluster scenario).
+    pub(super) fn refused(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let in_a_row = self.nacks_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row == 1 {
+            self.first_nack_ms.store(now, Ordering::Relaxed);
+            return;
+        }
+        let since = Duration::from_millis(now.saturating_sub(self.first_nack_ms.load(Ordering::Relaxed)));
+        if in_a_row >= REFUSED_AT_LEAST && since >= REFUSED_FOR && !self.broken.is_cancelled() {
+            tracing::warn!(
+                node = %self.node,
+                refused = in_a_row,
+                "every publish on this connection refused for a while; opening a new one"
+            );
+            self.broken.cancel();
+        }
     }
 
     pub(super) fn healthy(&self) -> bool {
@@ -127,6 +168,9 @@ async fn open_link(shared: &BackendState) -> Result<Link, OpenError> {
             next: AtomicUsize::new(0),
             broken: CancellationToken::new(),
             node,
+            nacks_in_a_row: AtomicU32::new(0),
+            first_nack_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         }),
         Err(error) => {
             // Dropping a connection does not close it: say goodbye so the broker frees it.

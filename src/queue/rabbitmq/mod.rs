@@ -111,12 +111,16 @@ impl BackendState {
         };
         match confirmation {
             Confirmation::Ack(None) => {
+                link.confirmed();
                 self.publish_confirm_seconds
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
             Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable(routing_key.to_owned())),
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::Nack(_) => {
+                link.refused();
+                Err(PublishError::Nacked)
+            }
             Confirmation::NotRequested => {
                 link.broken.cancel();
                 Err(PublishError::Broker("channel is not in confirm mode".to_owned()))

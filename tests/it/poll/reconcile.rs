@@ -1,10 +1,12 @@
 //! The reconciler: a membership added directly in Atlassian to a protected group is found and
 //! reverted; a deactivated account still holding groups is found; a dry run changes nothing and
-//! says what it would do.
+//! says what it would do; a killed holder's reconciler is taken over by another process.
 
 use gatehouse_sim::{Behaviour, Seed, SeedGroup, SeedUser, SimAccountStatus, Simulator};
 
-use crate::helpers::TempDir;
+use gatehouse::app::Roles;
+
+use crate::helpers::{TempDir, TestApp};
 use crate::queue::eventually;
 use crate::reactions::{LONG, World, policies};
 
@@ -66,6 +68,83 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
         "{metrics}"
     );
     world.stop().await;
+}
+
+/// The reconciler runs in one process at a time. Its holder runs it once (an hour apart) and is
+/// then killed; another process takes the lease over within `singleton_lease_seconds` and runs
+/// it at once, finding what was changed meanwhile.
+#[tokio::test]
+async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
+    let seed = Seed {
+        users: vec![
+            SeedUser::new("admin-1", "Admin"),
+            SeedUser::new("mallory", "Mallory"),
+        ],
+        groups: vec![SeedGroup::new(
+            "g-admins",
+            "confluence-administrators",
+            vec!["admin-1".into()],
+        )],
+        ..Seed::default()
+    };
+    let guard = policies(
+        r#"
+        [[policies]]
+        on = "group.member_added"
+        actions = ["confluence.revert_protected_membership"]
+        protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
+        "#,
+    );
+    // The embedded queue: a killed process leaves no broker connection holding deliveries.
+    let world = World::start(seed, guard, |s| {
+        s.queue.backend = gatehouse::config::QueueBackend::Embedded;
+        s.queue.embedded_poll_ms = 25;
+        s.reconcile.enabled = true;
+        s.reconcile.interval_seconds = 3_600;
+        s.worker.singleton_lease_seconds = 3;
+    })
+    .await;
+    eventually(LONG, "the first process's baseline snapshot", || async {
+        world
+            .app
+            .store
+            .group_snapshot("default", "g-admins")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let second = TestApp::start_roles(world.app.settings.clone(), None, Roles::WORKER).await;
+    let World { sim, app: first, .. } = world;
+    // Someone adds Mallory in the admin console; the holder would not look again for an hour.
+    let added = crate::helpers::http()
+        .put(sim.url("/_sim/groups/g-admins/members/mallory"))
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success(), "{}", added.status());
+    first.kill();
+    let in_group = || {
+        sim.state()
+            .groups
+            .iter()
+            .any(|g| g.name == "confluence-administrators" && g.members.contains("mallory"))
+    };
+    assert!(in_group());
+    eventually(
+        LONG,
+        "the second process reconciled and removed mallory",
+        || async { !in_group() },
+    )
+    .await;
+    let metrics = second.metrics.render();
+    assert!(
+        metrics
+            .contains(r#"gatehouse_reconcile_repaired_total{tenant="default",kind="group.member_added"} 1"#),
+        "{metrics}"
+    );
+    second.stop().await;
+    sim.stop().await;
 }
 
 fn config(dir: &TempDir, sim: &gatehouse_sim::SimHandle) -> std::path::PathBuf {
