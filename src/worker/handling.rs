@@ -25,7 +25,7 @@
 //! while holding the delivery (so consumption stalls instead of failing events), never acting or
 //! acking unrecorded. At shutdown a delivery still waiting is given back untouched.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use handlers::Envelope;
@@ -133,6 +133,8 @@ struct Job<'a> {
     /// The (tenant, account) this delivery acts on, held one delivery at a time; `None` for
     /// events about no account and those nothing reacts to.
     account: Option<(&'a str, &'a str)>,
+    /// Whether this delivery holds its account now (so that settling lets it go).
+    holds_account: AtomicBool,
     lease: Duration,
     retention: Duration,
 }
@@ -154,6 +156,7 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
             .as_deref()
             .filter(|_| ignored.is_none())
             .map(|account| (envelope.tenant_name(), account)),
+        holds_account: AtomicBool::new(false),
         lease: Duration::from_secs(worker.claim_lease_seconds),
         retention: Duration::from_secs(worker.dedupe_retention_days * 86_400),
     };
@@ -182,9 +185,7 @@ async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envel
         job.settle(delivery, result).await
     };
     let settled = settled.await;
-    if settled != Settled::AccountBusy {
-        job.let_account_go().await;
-    }
+    job.let_account_go().await;
     settled.label()
 }
 
@@ -215,7 +216,10 @@ impl Job<'_> {
             store.claim_account(tenant, account, &self.owner, &self.event_id, self.lease)
         });
         match claim.await {
-            Some(AccountClaim::Acquired) => Step::Go(delivery),
+            Some(AccountClaim::Acquired) => {
+                self.holds_account.store(true, Ordering::Relaxed);
+                Step::Go(delivery)
+            }
             Some(AccountClaim::Busy { event_id }) => {
                 tracing::info!(account, acting_on = %event_id, "another event about this account is being acted on; checking back later");
                 settle(delivery.postpone().await);
@@ -232,6 +236,7 @@ impl Job<'_> {
     /// went away just now) is free when its lease runs out.
     async fn let_account_go(&self) {
         if let Some((tenant, account)) = self.account
+            && self.holds_account.load(Ordering::Relaxed)
             && let Err(error) = self
                 .context
                 .store
