@@ -3,8 +3,8 @@
 use super::{LONG, World, policies};
 use crate::queue::eventually;
 
-/// Two worker processes calling one tenant each take half of its budget (counted through
-/// leases in the store they share).
+/// Two worker processes calling one tenant each take half of 95 % of its budget (counted
+/// through leases in the store they share; several leave 5 % as slack together).
 #[tokio::test]
 async fn worker_processes_share_the_tenant_budget() {
     let world = World::start(ann(), policies(LEAVER), |s| {
@@ -21,8 +21,13 @@ async fn worker_processes_share_the_tenant_budget() {
             .find_map(|l| l.strip_prefix("gatehouse_atlassian_budget_share{tenant=\"default\"} "))
             .map(|v| v.trim().to_owned())
     };
-    eventually(LONG, "each process takes half", || async {
-        share(&world.app).as_deref() == Some("0.5") && share(&second).as_deref() == Some("0.5")
+    let half = |app: &crate::helpers::TestApp| {
+        share(app)
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| (v - 0.475).abs() < 1e-9)
+    };
+    eventually(LONG, "each process takes half of 95 %", || async {
+        half(&world.app) && half(&second)
     })
     .await;
     second.shutdown().await;
