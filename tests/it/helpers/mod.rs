@@ -295,6 +295,18 @@ pub async fn delete_topology(settings: &Settings) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // A test that fails never reaches `stop`: delete its queues all the same, or failing
+        // runs pile quorum queues up on the shared broker. On a thread of its own, as a drop
+        // cannot await and the test's runtime may be unwinding.
+        if std::thread::panicking() && self.settings.queue.backend == QueueBackend::Rabbitmq {
+            let settings = self.settings.clone();
+            let cleanup = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    runtime.block_on(delete_topology(&settings));
+                }
+            });
+            let _ = cleanup.join();
+        }
     }
 }
 
