@@ -178,13 +178,13 @@ impl<'de> Deserialize<'de> for BrokerUrls {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
-        enum OneOrMany {
+        enum UrlOrUrls {
             One(String),
             Many(Vec<String>),
         }
-        Ok(match OneOrMany::deserialize(deserializer)? {
-            OneOrMany::One(url) => BrokerUrls::parse_one(url),
-            OneOrMany::Many(urls) => BrokerUrls::list(urls),
+        Ok(match UrlOrUrls::deserialize(deserializer)? {
+            UrlOrUrls::One(url) => BrokerUrls::parse_one(url),
+            UrlOrUrls::Many(urls) => BrokerUrls::list(urls),
         })
     }
 }

@@ -72,7 +72,7 @@ pub async fn receive(
 
 /// The body of a 2xx answer (written straight from this, not through a JSON map).
 #[derive(serde::Serialize)]
-struct Answer<'a> {
+struct AcceptedBody<'a> {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
@@ -131,7 +131,7 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
             dedupe_key,
         }) => (
             StatusCode::ACCEPTED,
-            Json(Answer {
+            Json(AcceptedBody {
                 status: "accepted",
                 id: Some(&event_id),
                 event_type: Some(&event_type),
@@ -141,7 +141,7 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
             .into_response(),
         Ok(Accepted::Duplicate { dedupe_key }) => (
             StatusCode::OK,
-            Json(Answer {
+            Json(AcceptedBody {
                 status: "duplicate",
                 id: None,
                 event_type: None,
