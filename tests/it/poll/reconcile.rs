@@ -101,7 +101,7 @@ async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
         s.queue.embedded_poll_ms = 25;
         s.reconcile.enabled = true;
         s.reconcile.interval_seconds = 3_600;
-        s.worker.singleton_lease_seconds = 3;
+        s.worker.singleton_lease_seconds = 5;
     })
     .await;
     eventually(LONG, "the first process's baseline snapshot", || async {
@@ -114,15 +114,17 @@ async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
             .is_some()
     })
     .await;
-    let second = TestApp::start_roles(world.app.settings.clone(), None, Roles::WORKER).await;
-    let World { sim, app: first, .. } = world;
     // Someone adds Mallory in the admin console; the holder would not look again for an hour.
+    // (Added before the second process starts: on a loaded machine it may take the lease from a
+    // holder that stalled past it even before the kill, and must still find her.)
     let added = crate::helpers::http()
-        .put(sim.url("/_sim/groups/g-admins/members/mallory"))
+        .put(world.sim.url("/_sim/groups/g-admins/members/mallory"))
         .send()
         .await
         .unwrap();
     assert!(added.status().is_success(), "{}", added.status());
+    let second = TestApp::start_roles(world.app.settings.clone(), None, Roles::WORKER).await;
+    let World { sim, app: first, .. } = world;
     first.kill();
     let in_group = || {
         sim.state()
