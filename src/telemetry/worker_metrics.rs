@@ -28,6 +28,9 @@ pub struct WorkerMetrics {
     /// `account_busy` (another event about the account was being acted on), `postponed` (the
     /// tenant's slots were full), `released`.
     pub attempts: Family<OutcomeLabel, Counter>,
+    /// Deliveries that found their account held by another and waited for it in the worker
+    /// (those that waited in vain are `account_busy` attempts as well).
+    pub account_waits: Counter,
     /// From delivery to settlement.
     pub processing_seconds: Histogram,
     /// `work`, `retry`, `dead`.
@@ -44,6 +47,7 @@ impl WorkerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = WorkerMetrics {
             attempts: Family::default(),
+            account_waits: Counter::default(),
             // 1 ms … ~65 s: a log line is instant, a plan under a rate limit takes a while.
             processing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             queue_depth: Family::default(),
@@ -54,6 +58,11 @@ impl WorkerMetrics {
             "worker_attempts",
             "Processing attempts by tenant and outcome",
             metrics.attempts.clone(),
+        );
+        registry.register(
+            "worker_account_waits",
+            "Deliveries that waited for another event about the same account to finish",
+            metrics.account_waits.clone(),
         );
         registry.register(
             "worker_processing_seconds",

@@ -5,9 +5,9 @@
 //! 2. Admit it ([`Job::admit`]): a processor may send it back for later without counting an
 //!    attempt or recording anything (its tenant already holds all the slots it may).
 //! 3. Hold the account it is about ([`Job::hold_account`]): one delivery acts on an account at a
-//!    time across every worker (`crate::store::account_claims` says why); held by another: come
-//!    back after the first rung without counting an attempt or recording anything. Let go once
-//!    the delivery is settled.
+//!    time across every worker (`crate::store::account_claims` says why); held by another: wait
+//!    for it a little, then come back after the first rung without counting an attempt or
+//!    recording anything. Let go once the delivery is settled.
 //! 4. Claim the dedupe key ([`Job::claim`]). Already completed: a duplicate, recorded in the audit
 //!    trail and acked without acting. Held by another live delivery: someone is on it, come back
 //!    after the first rung without counting a failure. Each delivery claims as its own owner, so
@@ -139,6 +139,10 @@ struct Job<'a> {
     retention: Duration,
 }
 
+/// How long a delivery waits in the worker for another event about the same account to finish
+/// before it goes back to the queue (a slot is held meanwhile).
+const ACCOUNT_WAIT: Duration = Duration::from_secs(2);
+
 /// Returns how the delivery was settled: admitted, claimed (with its first record), processed
 /// while the claim is renewed, then settled by the result.
 async fn handle_envelope(context: &Context, delivery: Delivery, envelope: &Envelope) -> &'static str {
@@ -205,17 +209,38 @@ impl Job<'_> {
         }
     }
 
-    /// Holds the account the event is about, waiting while the store cannot say; another
-    /// delivery acting on it sends this one back for later, recording nothing.
+    /// Holds the account the event is about, waiting while the store cannot say. Held by
+    /// another delivery, it waits in the worker for up to [`ACCOUNT_WAIT`] (the other is usually
+    /// done within a plan's time: a leaver's removals should not sit out a retry rung for it),
+    /// then sends this one back for later, recording nothing.
     async fn hold_account(&self, delivery: Delivery) -> Step<Delivery> {
         let Some((tenant, account)) = self.account else {
             return Step::Go(delivery);
         };
-        let store = &self.context.store;
-        let claim = persist(self.context, "claim the account", || {
-            store.claim_account(tenant, account, &self.owner, &self.event_id, self.lease)
-        });
-        match claim.await {
+        let context = self.context;
+        let claim = || {
+            persist(context, "claim the account", || {
+                context
+                    .store
+                    .claim_account(tenant, account, &self.owner, &self.event_id, self.lease)
+            })
+        };
+        let mut claimed = claim().await;
+        if matches!(claimed, Some(AccountClaim::Busy { .. })) {
+            context.metrics.worker.account_waits.inc();
+            let waiting_since = Instant::now();
+            let mut pause = Duration::from_millis(25);
+            while matches!(claimed, Some(AccountClaim::Busy { .. }))
+                && waiting_since.elapsed() + pause <= ACCOUNT_WAIT
+            {
+                if !crate::pacing::sleep_unless(pause, &context.stopping).await {
+                    break;
+                }
+                pause = (pause * 2).min(Duration::from_millis(400));
+                claimed = claim().await;
+            }
+        }
+        match claimed {
             Some(AccountClaim::Acquired) => {
                 self.holds_account.store(true, Ordering::Relaxed);
                 Step::Go(delivery)

@@ -187,13 +187,13 @@ async fn a_copy_arriving_while_its_fact_is_in_progress_waits_without_using_up_at
     .await;
     // A copy of the same fact, consumed by the same process while the first is held.
     let copy = publish(&app, "frank", "fact-frank").await;
-    // It finds frank's account held (a copy is about the same person), which sends it back the
-    // same way a held fact does.
+    // It finds frank's account held (a copy is about the same person): it waits for it a
+    // little, then goes back the same way a held fact does, more often than it has attempts.
     eventually(LONG, "the copy found the account busy several times", || async {
         metric(
             &app,
             r#"gatehouse_worker_attempts_total{tenant="default",outcome="account_busy"}"#,
-        ) >= 5.0
+        ) >= 4.0
     })
     .await;
     assert_eq!(processor.calls("frank").len(), 1, "the copy did not act");
