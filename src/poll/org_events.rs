@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use handlers::identifier::{self, IdKind};
 use handlers::{Envelope, GroupRef, Scheme};
 
 use super::mapping::ActionMap;
@@ -183,7 +184,7 @@ impl OrgEventsPoller {
         envelope.tenant.name = Some(self.tenant.clone());
         envelope.tenant.org_id = self.org_id.clone();
         if let Some(user) = event.subject("users") {
-            envelope.subject.account_id = Some(user.id.clone());
+            envelope.subject.account_id = checked(IdKind::Account, &user.id, event);
             envelope.subject.email = user
                 .attributes
                 .get("email")
@@ -192,7 +193,7 @@ impl OrgEventsPoller {
         }
         if let Some(group) = event.subject("groups") {
             envelope.subject.group = Some(GroupRef {
-                id: Some(group.id.clone()),
+                id: checked(IdKind::Group, &group.id, event),
                 name: group
                     .attributes
                     .get("name")
@@ -200,7 +201,10 @@ impl OrgEventsPoller {
                     .map(str::to_owned),
             });
         }
-        envelope.actor.account_id = event.actor_id.clone();
+        envelope.actor.account_id = event
+            .actor_id
+            .as_deref()
+            .and_then(|id| checked(IdKind::Account, id, event));
         envelope.delivery.id = Some(event.id.clone());
         Ok(envelope)
     }
@@ -229,5 +233,19 @@ impl OrgEventsPoller {
             }
         })
         .await;
+    }
+}
+
+/// `id` when it looks like an Atlassian id of `kind` (as the webhook normalizer requires);
+/// otherwise none, with a warning. The event is still queued and recorded, naming no one, so no
+/// policy acts on what it says and the poller is not stuck on the page (refusing the event would
+/// leave the cursor before it for good).
+fn checked(kind: IdKind, id: &str, event: &OrgEvent) -> Option<String> {
+    match identifier::check(kind, id) {
+        Ok(id) => Some(id.to_owned()),
+        Err(error) => {
+            tracing::warn!(org_event = %event.id, %error, "an org event names an id that is none; queued without it");
+            None
+        }
     }
 }

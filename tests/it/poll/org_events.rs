@@ -1,5 +1,7 @@
-//! The poller: a deactivation made in Atlassian (no webhook) is acted on after the next poll; a
-//! restart mid-stream resumes from the saved cursor, losing nothing and acting on nothing twice.
+//! The poller: a deactivation made in Atlassian (no webhook) is acted on after the next poll; an
+//! event naming a malformed id names no one and does not stop the stream; a restart mid-stream
+//! resumes from the saved cursor, losing nothing and acting on nothing twice; a killed poller is
+//! taken over.
 
 use std::time::Duration;
 
@@ -15,6 +17,74 @@ use crate::helpers::TcpProxy;
 use crate::queue::eventually;
 use crate::queue::scripted::Scripted;
 use crate::reactions::{LONG, World, policies};
+
+/// An org event naming an account id that is none (a path, here) is queued without it, so no
+/// policy acts on it and no request carries it, and the poller goes on past it: the next event
+/// on the stream is acted on.
+#[tokio::test]
+async fn an_org_event_with_a_malformed_id_is_queued_naming_no_one_and_the_poller_goes_on() {
+    let seed = Seed {
+        users: vec![SeedUser::new("ann", "Ann")],
+        groups: vec![SeedGroup::new("g-a", "team-a", vec!["ann".into()])],
+        ..Seed::default()
+    };
+    let deprovision = policies(
+        r#"
+        [[policies]]
+        on = "user.deactivated"
+        actions = ["confluence.remove_from_all_groups"]
+        "#,
+    );
+    let world = World::start(seed, deprovision, |s| {
+        s.poll.org_events = true;
+        s.poll.interval_seconds = 1;
+        fast_events(s);
+    })
+    .await;
+    let forged = crate::helpers::http()
+        .post(world.sim.url("/_sim/events"))
+        .json(
+            &json!({"action": "user_deactivated", "account_id": "../group/member?groupId=g-a&accountId=ann"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 201);
+    world.set_status("ann", "inactive").await;
+    eventually(LONG, "ann's own deactivation acted on", || async {
+        world.groups_of("ann").await.is_empty()
+    })
+    .await;
+    let polled = world.app.metrics.render();
+    assert!(
+        polled.contains(r#"gatehouse_poll_events_total{tenant="default",event_type="user.deactivated"} 2"#),
+        "{polled}"
+    );
+    // Both were received; the forged one names no one.
+    let received = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            kinds: vec![gatehouse::audit::AuditKind::Received],
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let accounts: Vec<Option<String>> = received.iter().map(|r| r.record.account_id.clone()).collect();
+    assert_eq!(received.len(), 2, "{accounts:?}");
+    assert!(accounts.contains(&Some("ann".to_owned())), "{accounts:?}");
+    assert!(accounts.contains(&None), "{accounts:?}");
+    // The forged id reached no request.
+    let requests = world.requests().await;
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.path.contains("..") && !r.query.as_deref().unwrap_or("").contains("..")),
+        "{requests:?}"
+    );
+    world.stop().await;
+}
 
 #[tokio::test]
 async fn a_deactivation_without_any_webhook_is_acted_on_after_the_next_poll() {
