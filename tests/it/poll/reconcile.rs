@@ -10,8 +10,9 @@ use crate::helpers::{TempDir, TestApp};
 use crate::queue::eventually;
 use crate::reactions::{LONG, World, policies};
 
-#[tokio::test]
-async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted() {
+/// `admin-1` in `confluence-administrators`, `mallory` in nothing, and a policy that reverts any
+/// membership of that group but `admin-1`'s.
+fn admins_and_their_guard() -> (Seed, Vec<handlers::policy::PolicyConfig>) {
     let seed = Seed {
         users: vec![
             SeedUser::new("admin-1", "Admin"),
@@ -32,6 +33,12 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
         protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
         "#,
     );
+    (seed, guard)
+}
+
+#[tokio::test]
+async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted() {
+    let (seed, guard) = admins_and_their_guard();
     let world = World::start(seed, guard, |s| {
         s.reconcile.enabled = true;
         s.reconcile.interval_seconds = 1;
@@ -75,26 +82,7 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
 /// it at once, finding what was changed meanwhile.
 #[tokio::test]
 async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
-    let seed = Seed {
-        users: vec![
-            SeedUser::new("admin-1", "Admin"),
-            SeedUser::new("mallory", "Mallory"),
-        ],
-        groups: vec![SeedGroup::new(
-            "g-admins",
-            "confluence-administrators",
-            vec!["admin-1".into()],
-        )],
-        ..Seed::default()
-    };
-    let guard = policies(
-        r#"
-        [[policies]]
-        on = "group.member_added"
-        actions = ["confluence.revert_protected_membership"]
-        protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
-        "#,
-    );
+    let (seed, guard) = admins_and_their_guard();
     // The embedded queue: a killed process leaves no broker connection holding deliveries.
     let world = World::start(seed, guard, |s| {
         s.queue.backend = gatehouse::config::QueueBackend::Embedded;
