@@ -178,11 +178,15 @@ impl TestApp {
         test_app
     }
 
-    /// Kills the process's work at once, as a crash would: nothing is settled or closed.
-    pub fn kill(mut self) {
+    /// Kills the process's work at once, as a crash would: nothing is settled or closed. Its
+    /// data folder, if it owns one, is handed back: other processes may still be using the
+    /// store in it (dropping it would delete their database under them).
+    #[must_use = "dropping the folder deletes the store other processes may share"]
+    pub fn kill(mut self) -> Option<TempDir> {
         if let Some(handle) = self.handle.take() {
             handle.abort();
         }
+        self._dir.take()
     }
 
     /// Spawns gatehouse with test defaults plus `configure`.

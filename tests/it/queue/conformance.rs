@@ -231,7 +231,7 @@ async fn a_killed_workers_message_is_redelivered_and_processed_once(backend: Bac
     })
     .await;
 
-    a.kill();
+    let _ = a.kill(); // started without a folder of its own
     proxy.cut();
 
     let healthy = Scripted::new();
