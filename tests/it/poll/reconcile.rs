@@ -36,15 +36,9 @@ fn admins_and_their_guard() -> (Seed, Vec<handlers::policy::PolicyConfig>) {
     (seed, guard)
 }
 
-#[tokio::test]
-async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted() {
-    let (seed, guard) = admins_and_their_guard();
-    let world = World::start(seed, guard, |s| {
-        s.reconcile.enabled = true;
-        s.reconcile.interval_seconds = 1;
-    })
-    .await;
-    // The first run takes the snapshot.
+/// Waits for the reconciler's first snapshot of the admins, then adds `mallory` to them
+/// directly in Atlassian.
+async fn baseline_then_mallory(world: &World) {
     eventually(LONG, "a baseline snapshot", || async {
         world
             .app
@@ -55,13 +49,25 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
             .is_some()
     })
     .await;
-    // Someone adds Mallory in the admin console: no webhook exists for that.
     let added = crate::helpers::http()
         .put(world.sim.url("/_sim/groups/g-admins/members/mallory"))
         .send()
         .await
         .unwrap();
     assert!(added.status().is_success(), "{}", added.status());
+}
+
+#[tokio::test]
+async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted() {
+    let (seed, guard) = admins_and_their_guard();
+    let world = World::start(seed, guard, |s| {
+        s.reconcile.enabled = true;
+        s.reconcile.interval_seconds = 1;
+    })
+    .await;
+    // The first run takes the snapshot; then someone adds Mallory in the admin console (no
+    // webhook exists for that).
+    baseline_then_mallory(&world).await;
     assert_eq!(world.groups_of("mallory").await, ["confluence-administrators"]);
     eventually(LONG, "mallory removed again", || async {
         world.groups_of("mallory").await.is_empty()
@@ -92,25 +98,11 @@ async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
         s.worker.singleton_lease_seconds = 5;
     })
     .await;
-    eventually(LONG, "the first process's baseline snapshot", || async {
-        world
-            .app
-            .store
-            .group_snapshot("default", "g-admins")
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    // Someone adds Mallory in the admin console; the holder would not look again for an hour.
-    // (Added before the second process starts: on a loaded machine it may take the lease from a
-    // holder that stalled past it even before the kill, and must still find her.)
-    let added = crate::helpers::http()
-        .put(world.sim.url("/_sim/groups/g-admins/members/mallory"))
-        .send()
-        .await
-        .unwrap();
-    assert!(added.status().is_success(), "{}", added.status());
+    // The holder takes the snapshot; Mallory is added after it, and the holder would not look
+    // again for an hour. (Added before the second process starts: on a loaded machine it may
+    // take the lease from a holder that stalled past it even before the kill, and must still
+    // find her.)
+    baseline_then_mallory(&world).await;
     let second = TestApp::start_roles(world.app.settings.clone(), None, Roles::WORKER).await;
     let World { sim, app: first, .. } = world;
     // The store's folder stays: the second process works in it.
