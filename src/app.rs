@@ -419,6 +419,17 @@ impl Application {
                     .push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
             }
             background.0.push(self.expire_approvals(stop_background.clone()));
+            let sender = crate::outbound::sender::Sender::from_settings(
+                &self.settings,
+                self.store.clone(),
+                self.metrics.outbound.clone(),
+            )
+            .context("setting up outbound deliveries")?;
+            if !sender.is_empty() {
+                background
+                    .0
+                    .push(tokio::spawn(sender.run(stop_background.clone())));
+            }
             let handle = worker::start(
                 self.settings.clone(),
                 queue.clone(),

@@ -24,6 +24,7 @@ mod http_error;
 pub mod ingress;
 mod listener;
 mod locking;
+pub mod outbound;
 mod pacing;
 mod poll;
 pub mod queue;

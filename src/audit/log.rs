@@ -29,6 +29,7 @@ use super::hashing::PiiHasher;
 use super::record::{ActionRef, AuditKind, AuditRecord, NewRecord, Outcome};
 use super::scrub::Scrubber;
 use crate::config::{AuditSettings, Secret};
+use crate::outbound::Outbox;
 use crate::store::{Backend, Store, StoreError, from_millis, to_millis};
 
 /// The PostgreSQL advisory lock key that serializes appends (ASCII `gh-audit`).
@@ -70,6 +71,8 @@ struct LogParts {
     hasher: PiiHasher,
     scrubber: Scrubber,
     timeout: Duration,
+    /// The outbound deliveries records (and the events and approvals written beside them) make.
+    outbox: Outbox,
 }
 
 impl AuditLog {
@@ -77,28 +80,44 @@ impl AuditLog {
     /// secrets; a process uses [`AuditLog::from_settings`].
     pub fn new(store: Store, settings: &AuditSettings) -> Self {
         let known = settings.hash_key.iter().chain(settings.api_token.iter()).cloned();
-        AuditLog::with_known(store, settings, known)
+        AuditLog::with_known(store, settings, known, Outbox::default())
     }
 
     /// The log a process should use: `[audit]` settings, with every secret of `settings` known
     /// to the scrubber ([`super::scrub::secrets_in`]).
     pub fn from_settings(store: Store, settings: &crate::config::Settings) -> Self {
-        AuditLog::with_known(store, &settings.audit, super::scrub::secrets_in(settings))
+        AuditLog::with_known(
+            store,
+            &settings.audit,
+            super::scrub::secrets_in(settings),
+            Outbox::from_settings(settings),
+        )
     }
 
-    fn with_known(store: Store, settings: &AuditSettings, known: impl IntoIterator<Item = Secret>) -> Self {
+    fn with_known(
+        store: Store,
+        settings: &AuditSettings,
+        known: impl IntoIterator<Item = Secret>,
+        outbox: Outbox,
+    ) -> Self {
         AuditLog {
             inner: Arc::new(LogParts {
                 store,
                 hasher: PiiHasher::new(settings),
                 scrubber: Scrubber::new(known),
                 timeout: Duration::from_millis(settings.append_timeout_ms),
+                outbox,
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Which outbound deliveries what is written beside the trail makes.
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
     }
 
     /// Appends one record; `Ok` once it is committed, with its `seq`, `id`, `time` and hashes.
@@ -206,6 +225,11 @@ impl AuditLog {
             insert(tx, &full).await?;
             prev_hash = full.hash.clone();
             written.push(full);
+        }
+        // Subscribed endpoints get the records with them, or neither is written.
+        let deliveries = self.inner.outbox.for_records(&written)?;
+        if !deliveries.is_empty() {
+            crate::store::outbox::enqueue_in(tx, &deliveries).await?;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq as i64)

@@ -1,10 +1,11 @@
 //! The command line: the roles (`serve`, `ingress`, `worker`), operator commands (`dlq`,
-//! `audit`, `directory`, `store`, `check-config`, `probe`), and the exit codes scripts rely on (0 fine,
+//! `outbound`, `audit`, `directory`, `store`, `check-config`, `probe`), and the exit codes scripts rely on (0 fine,
 //! 1 failure, 2 configuration error, 3 audit chain broken).
 
 mod approvals;
 mod demo;
 mod dlq;
+mod outbound;
 mod plan;
 mod probe;
 mod progress;
@@ -86,6 +87,12 @@ pub enum Configured {
         tenant: Option<String>,
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
+    },
+    /// The outbox: signed deliveries to `[[outbound]]` endpoints and Slack messages (list, show,
+    /// replay).
+    Outbound {
+        #[command(subcommand)]
+        command: outbound::OutboundCommand,
     },
     /// Print the plans an envelope would produce; performs and queues nothing.
     Plan(plan::PlanArgs),
@@ -187,6 +194,10 @@ async fn run_configured(config: &std::path::Path, command: Configured) -> ExitCo
         Configured::Dlq { tenant, command } => {
             quiet_logs(&settings);
             report(dlq::run(settings, tenant.as_deref(), command).await)
+        }
+        Configured::Outbound { command } => {
+            quiet_logs(&settings);
+            report(outbound::run(settings, command).await)
         }
         Configured::Store { command } => {
             quiet_logs(&settings);

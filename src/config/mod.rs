@@ -7,11 +7,13 @@
 //! not do what the operator probably wants (a source that can verify nothing, a secret about to
 //! expire); `gatehouse check-config` prints them.
 
+mod approvals;
 mod atlassian;
 mod audit;
 mod checks;
 mod connect;
 pub(crate) mod env_override;
+mod outbound;
 mod poll;
 mod queue;
 mod reactions;
@@ -30,12 +32,16 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use approvals::{ApprovalsSettings, SlackSettings};
 pub use atlassian::{
     AtlassianSettings, AuthSettings, DEFAULT_TENANT, EndpointRateLimit, HttpSettings, RateLimitSettings,
     RetrySettings,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use connect::ConnectSettings;
+pub use outbound::{
+    OutboundSettings, RESERVED_OUTBOUND_NAMES, SLACK_OUTBOX, is_private_address, target_problem,
+};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
@@ -132,6 +138,12 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Where people decide on plans that wait for approval (besides `gatehouse approvals`).
+    #[serde(default)]
+    pub approvals: ApprovalsSettings,
+    /// Endpoints that receive signed deliveries of events and audit records.
+    #[serde(default)]
+    pub outbound: Vec<OutboundSettings>,
     /// The Atlassian organizations and sites served, each with its own credentials and limits
     /// (see [`tenants`]).
     #[serde(default)]

@@ -21,6 +21,8 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     super::store::validate(settings, &mut error, &mut warn);
     super::sources::validate(settings, now, &mut error, &mut warn);
     super::connect::validate(settings, &mut error);
+    super::outbound::validate(settings, now, &mut error, &mut warn);
+    super::approvals::validate(settings, &mut error);
 
     super::tenants::validate(settings, now, &mut errors, &mut warnings);
     errors.extend(settings.audit.validate());

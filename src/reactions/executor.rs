@@ -220,6 +220,15 @@ impl Executor {
                     .append_in(&mut tx, records)
                     .await
                     .map_err(audit_error)?;
+                // Where people decide (Slack) hears of it with the plan, or neither is written.
+                let asks = self
+                    .audit
+                    .outbox()
+                    .for_approval(&approval.id, approval.created_at, plan, envelope)
+                    .map_err(|e| ProcessError::permanent(format!("approval message: {e}")))?;
+                crate::store::outbox::enqueue_in(&mut tx, &asks)
+                    .await
+                    .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
             }
             tx.commit().await.map_err(audit_error)?;
             Ok((approval, created))

@@ -78,6 +78,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0011_account_claims.sql"),
         include_str!("../../migrations/postgres/0011_account_claims.sql"),
     ),
+    (
+        12,
+        "outbox: signed deliveries to outbound endpoints and Slack, and their attempts",
+        include_str!("../../migrations/sqlite/0012_outbox.sql"),
+        include_str!("../../migrations/postgres/0012_outbox.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ pub mod executed_actions;
 mod installations;
 mod migrations;
 mod oauth_tokens;
+pub mod outbox;
 pub mod poll_state;
 mod sealed_columns;
 pub mod sealing;

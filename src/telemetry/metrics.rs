@@ -41,6 +41,8 @@ pub struct Metrics {
     pub atlassian: crate::atlassian::AtlassianMetrics,
     /// HTTP connections: open, and closed by gatehouse's own limits.
     pub connections: crate::listener::ConnectionMetrics,
+    /// Outbound deliveries: attempts, their time, what waits.
+    pub outbound: crate::outbound::OutboundMetrics,
 }
 
 impl Default for Metrics {
@@ -75,7 +77,9 @@ impl Metrics {
         let poll = crate::poll::PollMetrics::register(&mut registry);
         let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
         let connections = crate::listener::ConnectionMetrics::register(&mut registry);
+        let outbound = crate::outbound::OutboundMetrics::register(&mut registry);
         Metrics {
+            outbound,
             connections,
             registry,
             atlassian,

@@ -301,6 +301,11 @@ impl Job<'_> {
                 .await?;
                 if claim == Claim::Acquired && records_with_claim {
                     context.audit.append_in(&mut tx, vec![first.clone()]).await?;
+                    // Endpoints following this type get the event once, with its claim.
+                    let deliveries = context.audit.outbox().for_event(self.envelope)?;
+                    if !deliveries.is_empty() {
+                        crate::store::outbox::enqueue_in(&mut tx, &deliveries).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(claim)

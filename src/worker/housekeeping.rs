@@ -1,5 +1,6 @@
 //! Periodic chores of a worker process: sampling queue depths for metrics, and forgetting
-//! dedupe claims past their retention and account claims nobody will let go.
+//! dedupe claims past their retention, account claims nobody will let go, and outbound
+//! deliveries delivered long ago.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,10 @@ pub(super) async fn run(settings: Arc<Settings>, queue: Arc<dyn Queue>, store: S
     }
 }
 
+/// How long a delivered outbound delivery (and its attempts) is kept for `gatehouse outbound`;
+/// dead ones are kept until replayed.
+const DELIVERED_OUTBOUND_DAYS: i64 = 7;
+
 /// Forgets dedupe claims past their retention and account claims of workers that died holding
 /// them.
 async fn purge_claims(store: &Store) {
@@ -30,6 +35,12 @@ async fn purge_claims(store: &Store) {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "forgot dedupe claims past their retention"),
         Err(error) => tracing::warn!(%error, "cannot purge expired dedupe claims"),
+    }
+    let before = chrono::Utc::now() - chrono::Duration::days(DELIVERED_OUTBOUND_DAYS);
+    match store.forget_delivered_outbound(before).await {
+        Ok(0) => {}
+        Ok(forgotten) => tracing::info!(forgotten, "forgot outbound deliveries delivered over a week ago"),
+        Err(error) => tracing::warn!(%error, "cannot forget old outbound deliveries"),
     }
     match store.purge_abandoned_account_claims().await {
         Ok(0) => {}

@@ -9,6 +9,7 @@ pub mod connect_jwt;
 pub mod hub_signature;
 pub mod jwt;
 pub mod qsh;
+pub mod slack_signature;
 pub mod standard_webhooks;
 pub mod url_token;
 

@@ -4,6 +4,7 @@
 
 pub mod observer;
 pub mod proxy;
+pub mod receiver;
 pub mod signing;
 
 use std::net::SocketAddr;

@@ -94,3 +94,17 @@ pub fn connect_rs256(claims: serde_json::Value, kid: &str) -> String {
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+/// Slack's request signature headers: `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{body}`.
+pub fn slack(signing_secret: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, signing_secret.as_bytes());
+    let mut signed = format!("v0:{timestamp}:").into_bytes();
+    signed.extend_from_slice(body);
+    vec![
+        ("x-slack-request-timestamp", timestamp.to_string()),
+        (
+            "x-slack-signature",
+            format!("v0={}", hex::encode(hmac::sign(&key, &signed).as_ref())),
+        ),
+    ]
+}

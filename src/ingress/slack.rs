@@ -1,0 +1,277 @@
+//! `POST /slack/actions`: Slack's interactive callback, where the Approve / Reject clicks on
+//! approval messages arrive (`[approvals.slack]`).
+//!
+//! The signature is checked on the raw body before anything parses it. A click is a decision
+//! only when it is signed, fresh, and by one of `approvals.slack.approvers`; it then goes through
+//! exactly the path `gatehouse approvals` takes (the approval and its audit record in one
+//! transaction, an approved plan performed via the queue). Everything else decides nothing and is
+//! recorded as `refused`. Whoever clicked hears back through the click's `response_url`, sent
+//! from the outbox: the message is replaced with who decided and the result, or the clicker alone
+//! is told why nothing was decided.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::IngressState;
+use super::error::IngressError;
+use super::verify::{RequestParts, slack_signature};
+use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::config::SlackSettings;
+use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
+use crate::reactions::approvals::{DecisionError, approve, reject};
+use crate::telemetry::metrics::{SourceOutcome, SourceReason};
+
+/// The metrics' and the audit trail's name for these requests.
+const SOURCE: &str = "slack";
+
+/// The parts of a `block_actions` payload a decision needs.
+#[derive(Debug, Deserialize)]
+struct Interaction {
+    #[serde(rename = "type")]
+    kind: String,
+    user: SlackUser,
+    #[serde(default)]
+    response_url: Option<String>,
+    #[serde(default)]
+    actions: Vec<SlackAction>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlackUser {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlackAction {
+    action_id: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    action_ts: Option<String>,
+}
+
+/// The route.
+pub async fn actions(State(state): State<Arc<IngressState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(slack) = state.settings.approvals.slack.as_ref() else {
+        return IngressError::UnknownSource.into_response();
+    };
+    let outcome = handle(&state, slack, &headers, &body).await;
+    let label = match &outcome {
+        Ok(word) => word,
+        Err(error) => error.outcome(),
+    };
+    state
+        .metrics
+        .ingress_requests
+        .get_or_create(&SourceOutcome {
+            source: SOURCE.to_owned(),
+            outcome: label,
+        })
+        .inc();
+    match outcome {
+        // Slack wants a quick empty 200; what the clicker sees comes through the response_url.
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle(
+    state: &IngressState,
+    slack: &SlackSettings,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'static str, IngressError> {
+    let audit = AuditLog::from_settings(state.store.clone(), &state.settings);
+    let request = RequestParts {
+        method: &Method::POST,
+        path: "/slack/actions",
+        query: None,
+        headers,
+        body,
+    };
+    if let Err(error) = slack_signature::verify(
+        &slack.signing_secret,
+        slack.tolerance_seconds,
+        &request,
+        Utc::now(),
+    ) {
+        state
+            .metrics
+            .verification_failures
+            .get_or_create(&SourceReason {
+                source: SOURCE.to_owned(),
+                reason: error.reason(),
+            })
+            .inc();
+        tracing::warn!(reason = error.reason(), "Slack click refused: {error}");
+        let refused = refusal(
+            "slack.click",
+            "unverified",
+            401,
+            format!("verification failed: {error}"),
+        );
+        record(&audit, refused).await?;
+        return Err(IngressError::Unauthorized(error));
+    }
+    let interaction = parse(body)?;
+    if interaction.kind != "block_actions" {
+        return Ok("ignored");
+    }
+    let Some(action) = interaction
+        .actions
+        .iter()
+        .find(|a| a.action_id == APPROVE || a.action_id == REJECT)
+    else {
+        return Ok("ignored");
+    };
+    let approval_id = action
+        .value
+        .as_deref()
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .ok_or_else(|| IngressError::Malformed("the button carries no approval id".into()))?;
+    let user = printable(&interaction.user.id, 32);
+    let click = action
+        .action_ts
+        .as_deref()
+        .map(|ts| printable(ts, 32))
+        .unwrap_or_else(|| ulid::Ulid::generate().to_string());
+    let result = if !slack.is_approver(&interaction.user.id) {
+        let why = format!("Slack user {user} is not in approvals.slack.approvers");
+        tracing::warn!(
+            approval = approval_id,
+            user,
+            "a Slack click by someone who may not decide: nothing decided"
+        );
+        let mut refused = refusal(
+            &format!("slack.{}", action.action_id),
+            &format!("approval:{}", printable(approval_id, 64)),
+            403,
+            why.clone(),
+        );
+        if let Ok(Some(approval)) = state.store.approval(approval_id).await {
+            refused.event_id = approval.event_id.parse().unwrap_or(refused.event_id);
+            refused.account_id = approval.account_id.clone();
+            refused.tenant = Some(approval.tenant());
+        }
+        record(&audit, refused).await?;
+        ClickResult::Refused("you are not one of the approvers".into())
+    } else {
+        decide(state, &audit, approval_id, &action.action_id, &interaction.user).await?
+    };
+    if let Some(url) = &interaction.response_url {
+        if slack.is_response_url(url) {
+            let update = click_update(url, approval_id, &click, &result)
+                .map_err(|e| IngressError::Unavailable(format!("cannot write the Slack update: {e}")))?;
+            state
+                .store
+                .enqueue_outbound(&[update])
+                .await
+                .map_err(|e| IngressError::Unavailable(format!("cannot queue the Slack update: {e}")))?;
+        } else {
+            tracing::warn!(
+                "a Slack click's response_url is not under approvals.slack.hooks_url; not answered"
+            );
+        }
+    }
+    Ok(match result {
+        ClickResult::Decided { .. } => "decided",
+        ClickResult::Refused(_) => "refused",
+    })
+}
+
+/// The decision itself, through the path the CLI takes.
+async fn decide(
+    state: &IngressState,
+    audit: &AuditLog,
+    approval_id: &str,
+    action: &str,
+    user: &SlackUser,
+) -> Result<ClickResult, IngressError> {
+    let approval = match state.store.approval(approval_id).await {
+        Ok(Some(approval)) => approval,
+        Ok(None) => {
+            return Ok(ClickResult::Refused(format!(
+                "there is no approval {approval_id}"
+            )));
+        }
+        Err(error) => return Err(IngressError::Unavailable(format!("store: {error}"))),
+    };
+    let tenant = approval.tenant();
+    let by = match &user.username {
+        Some(name) => format!("slack:{} ({})", printable(&user.id, 32), printable(name, 64)),
+        None => format!("slack:{}", printable(&user.id, 32)),
+    };
+    let ttl = state.settings.reactions.approval_ttl;
+    let decided = if action == APPROVE {
+        approve(audit, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
+            .await
+            .map(|_| "approved")
+    } else {
+        reject(audit, (&tenant, approval_id), &by, Some("rejected in Slack"))
+            .await
+            .map(|_| "rejected")
+    };
+    match decided {
+        Ok(decision) => {
+            tracing::info!(approval = approval_id, %by, decision, "decided in Slack");
+            Ok(ClickResult::Decided {
+                decision,
+                by: user.id.clone(),
+            })
+        }
+        Err(
+            error @ (DecisionError::Unknown(_)
+            | DecisionError::AlreadyDecided { .. }
+            | DecisionError::Expired { .. }
+            | DecisionError::OtherTenant { .. }),
+        ) => Ok(ClickResult::Refused(error.to_string())),
+        // Our own trouble: Slack shows the clicker that it failed, and a click later retries.
+        Err(error) => Err(IngressError::Unavailable(error.to_string())),
+    }
+}
+
+/// Slack posts `payload=<JSON>` form-encoded.
+fn parse(body: &[u8]) -> Result<Interaction, IngressError> {
+    let payload = url::form_urlencoded::parse(body)
+        .find(|(key, _)| key == "payload")
+        .map(|(_, value)| value)
+        .ok_or_else(|| IngressError::Malformed("no `payload` field".into()))?;
+    serde_json::from_str(&payload).map_err(|e| IngressError::Malformed(format!("payload: {e}")))
+}
+
+/// `text` without control characters, at most `max` characters (it came from Slack, and goes
+/// into the audit trail and logs).
+fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+fn refusal(action_type: &str, target: &str, status: u16, why: String) -> NewRecord {
+    let mut record = NewRecord::new(ulid::Ulid::generate(), AuditKind::Refused);
+    record.action = Some(ActionRef {
+        action_type: action_type.to_owned(),
+        target: target.to_owned(),
+        org_wide: false,
+    });
+    record.outcome = Outcome {
+        status: "refused".to_owned(),
+        http_status: Some(status),
+        error: Some(why),
+    };
+    record
+}
+
+async fn record(audit: &AuditLog, record: NewRecord) -> Result<(), IngressError> {
+    audit
+        .append(record)
+        .await
+        .map(|_| ())
+        .map_err(|e| IngressError::Unavailable(format!("cannot record the refused click: {e}")))
+}

@@ -1,0 +1,532 @@
+//! Sends the outbox: per endpoint, up to `max_in_flight` deliveries at once on tasks of their
+//! own, so a slow or dead endpoint holds only its own deliveries. Each attempt ends in one of
+//! three ways, recorded with its compact attempt row:
+//! - delivered: a 2xx (for Slack, a 2xx whose body does not say `"ok": false`);
+//! - retried on the endpoint's ladder: a 5xx, 429, 408 or 425 (a `Retry-After` is honoured when
+//!   longer than the rung), a timeout, a connection failure;
+//! - dead, with the reason: the ladder is spent, or retrying cannot help (another 4xx, a
+//!   redirect, which is never followed, a target refused as private).
+//!
+//! A delivery is taken under a lease longer than an attempt can last; a sender that dies
+//! mid-attempt leaves it to be taken again when the lease runs out (at least once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{Endpoint, EndpointOutcome, OutboundMetrics};
+use super::{signing, target};
+use crate::atlassian::retry::parse_retry_after;
+use crate::config::{SLACK_OUTBOX, Secret, Settings, SlackSettings, SourceSecret, target_problem};
+use crate::pacing::sleep_unless;
+use crate::store::Store;
+use crate::store::outbox::{Attempt, Settlement, Taken};
+
+/// How often an idle endpoint looks for due deliveries (a read; taking one is a write).
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The longest `Retry-After` honoured; a receiver asking for more is retried after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
+/// How long attempts in flight may finish after shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How much of a refusing receiver's body is kept with the attempt.
+const ERROR_BODY_CHARS: usize = 200;
+
+/// How an endpoint's deliveries are made.
+#[derive(Debug)]
+enum Style {
+    /// `[[outbound]]`: Standard Webhooks signatures.
+    Signed { url: String, secrets: Vec<SourceSecret> },
+    /// `[approvals.slack]`: new messages to the incoming webhook or `chat.postMessage` (with the
+    /// bot token), updates to a click's `response_url`.
+    Slack {
+        post_url: String,
+        bot_token: Option<Secret>,
+        settings: Box<SlackSettings>,
+    },
+}
+
+/// One endpoint's deliveries.
+#[derive(Debug)]
+struct Route {
+    name: String,
+    style: Style,
+    client: reqwest::Client,
+    timeout: Duration,
+    ladder: Vec<Duration>,
+    max_in_flight: usize,
+    allow_http: bool,
+    allow_private: bool,
+}
+
+/// What one attempt came to, before the ladder is applied.
+#[derive(Debug)]
+enum Outcome {
+    Delivered,
+    /// Worth another try, after at least this long when the receiver said so.
+    Retryable(String, Option<Duration>),
+    /// Retrying cannot help.
+    Permanent(String),
+}
+
+/// Every endpoint's sender.
+#[derive(Debug)]
+pub struct Sender {
+    store: Store,
+    metrics: OutboundMetrics,
+    routes: Vec<Arc<Route>>,
+}
+
+impl Sender {
+    /// The senders of every configured endpoint, and Slack's when configured.
+    pub fn from_settings(
+        settings: &Settings,
+        store: Store,
+        metrics: OutboundMetrics,
+    ) -> anyhow::Result<Sender> {
+        let seconds = |list: &[u64]| list.iter().map(|s| Duration::from_secs(*s)).collect();
+        let mut routes = Vec::new();
+        for endpoint in &settings.outbound {
+            let timeout = Duration::from_secs(endpoint.timeout_seconds);
+            routes.push(Arc::new(Route {
+                name: endpoint.name.clone(),
+                style: Style::Signed {
+                    url: endpoint.url.clone(),
+                    secrets: endpoint.secrets.clone(),
+                },
+                client: target::client(timeout, endpoint.allow_private_addresses)?,
+                timeout,
+                ladder: seconds(&endpoint.retry_seconds),
+                max_in_flight: endpoint.max_in_flight,
+                allow_http: endpoint.allow_http,
+                allow_private: endpoint.allow_private_addresses,
+            }));
+        }
+        if let Some(slack) = &settings.approvals.slack {
+            let timeout = Duration::from_secs(slack.timeout_seconds);
+            routes.push(Arc::new(Route {
+                name: SLACK_OUTBOX.to_owned(),
+                style: Style::Slack {
+                    post_url: slack.post_url(),
+                    bot_token: slack.bot_token.clone(),
+                    settings: Box::new(slack.clone()),
+                },
+                client: target::client(timeout, slack.allow_private_addresses)?,
+                timeout,
+                ladder: seconds(&slack.retry_seconds),
+                // Slack allows about one message a second per channel.
+                max_in_flight: 1,
+                allow_http: slack.allow_http,
+                allow_private: slack.allow_private_addresses,
+            }));
+        }
+        Ok(Sender {
+            store,
+            metrics,
+            routes,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Sends until `stop`, then lets attempts in flight finish (each is bounded by its timeout).
+    pub async fn run(self, stop: CancellationToken) {
+        let sender = Arc::new(self);
+        let mut routes = JoinSet::new();
+        for route in &sender.routes {
+            routes.spawn(sender.clone().run_route(route.clone(), stop.clone()));
+        }
+        routes.spawn(sender.clone().sample_backlog(stop.clone()));
+        while routes.join_next().await.is_some() {}
+    }
+
+    /// Keeps the backlog gauges current.
+    async fn sample_backlog(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            match self.store.outbound_backlog().await {
+                Ok(backlog) => {
+                    let now = Utc::now();
+                    for route in &self.routes {
+                        let label = Endpoint {
+                            endpoint: route.name.clone(),
+                        };
+                        let (count, oldest) = backlog
+                            .iter()
+                            .find(|(name, ..)| name == &route.name)
+                            .map_or((0, 0), |(_, count, oldest)| {
+                                (*count, (now - *oldest).num_seconds().max(0))
+                            });
+                        self.metrics
+                            .pending
+                            .get_or_create(&label)
+                            .set(i64::try_from(count).unwrap_or(i64::MAX));
+                        self.metrics
+                            .oldest_pending_seconds
+                            .get_or_create(&label)
+                            .set(oldest);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the outbox backlog for metrics"),
+            }
+            if !sleep_unless(Duration::from_secs(15), &stop).await {
+                return;
+            }
+        }
+    }
+
+    async fn run_route(self: Arc<Self>, route: Arc<Route>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(route.max_in_flight));
+        let mut attempts = JoinSet::new();
+        // Longer than any attempt: a live sender always settles before another may take over.
+        let lease = route.timeout * 2 + Duration::from_secs(30);
+        loop {
+            while attempts.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                _ = stop.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let taken = match self.store.has_due_outbound(&route.name).await {
+                Ok(true) => self.store.take_outbound(&route.name, lease).await,
+                Ok(false) => Ok(None),
+                Err(error) => Err(error),
+            };
+            match taken {
+                Ok(Some(taken)) => {
+                    let (sender, route) = (self.clone(), route.clone());
+                    attempts.spawn(async move {
+                        sender.deliver(&route, taken).await;
+                        drop(slot);
+                    });
+                }
+                Ok(None) => {
+                    drop(slot);
+                    if !sleep_unless(IDLE_POLL, &stop).await {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    drop(slot);
+                    tracing::warn!(endpoint = %route.name, %error, "cannot read the outbox; trying again in a second");
+                    if !sleep_unless(Duration::from_secs(1), &stop).await {
+                        break;
+                    }
+                }
+            }
+        }
+        // Attempts in flight finish within a grace period; any still hanging are dropped, and
+        // their deliveries are taken again once their lease runs out.
+        let finish = async { while attempts.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
+            tracing::info!(endpoint = %route.name, "outbound attempts still in flight at shutdown; they are sent again after their lease");
+        }
+    }
+
+    /// One attempt at `taken`, settled and recorded.
+    async fn deliver(&self, route: &Route, taken: Taken) {
+        let delivery = &taken.delivery;
+        let at = Utc::now();
+        let started = Instant::now();
+        let outcome = route.attempt(&taken, at).await;
+        let elapsed = started.elapsed();
+        let label = Endpoint {
+            endpoint: route.name.clone(),
+        };
+        self.metrics
+            .attempt_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+        let (settlement, status, error) = route.settle(delivery.failures, at, outcome);
+        let word = match &settlement {
+            Settlement::Delivered => "delivered",
+            Settlement::Retry(_) => "retried",
+            Settlement::Dead => "dead",
+        };
+        self.metrics
+            .attempts
+            .get_or_create(&EndpointOutcome {
+                endpoint: route.name.clone(),
+                outcome: word,
+            })
+            .inc();
+        match &settlement {
+            Settlement::Delivered => {
+                tracing::debug!(endpoint = %route.name, delivery = %delivery.id, "outbound delivery delivered")
+            }
+            Settlement::Retry(next) => {
+                tracing::info!(endpoint = %route.name, delivery = %delivery.id, error = error.as_deref().unwrap_or(""), %next, "outbound delivery failed; retrying")
+            }
+            Settlement::Dead => {
+                tracing::warn!(endpoint = %route.name, delivery = %delivery.id, error = error.as_deref().unwrap_or(""), "outbound delivery is dead (gatehouse outbound replay sends it again)")
+            }
+        }
+        let attempt = Attempt {
+            attempt: delivery.attempts,
+            at,
+            millis: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            status,
+            error,
+        };
+        match self.store.settle_outbound(&taken, &attempt, &settlement).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(endpoint = %route.name, delivery = %delivery.id, "the delivery's lease ran out during the attempt; another sender has it")
+            }
+            Err(error) => {
+                tracing::warn!(endpoint = %route.name, delivery = %delivery.id, %error, "cannot record the attempt; the delivery is taken again when its lease runs out")
+            }
+        }
+    }
+}
+
+impl Route {
+    /// Makes one attempt (no retries here: the outbox's ladder retries).
+    async fn attempt(&self, taken: &Taken, at: DateTime<Utc>) -> (Outcome, Option<u16>) {
+        let delivery = &taken.delivery;
+        let body = delivery.payload.as_bytes().to_vec();
+        let mut request;
+        match &self.style {
+            Style::Signed { url, secrets } => {
+                let Some(signed) = signing::sign(&delivery.id, at, &body, secrets) else {
+                    return (
+                        Outcome::Permanent(
+                            "no live secret to sign with (outbound secrets have all ended)".into(),
+                        ),
+                        None,
+                    );
+                };
+                request = self
+                    .client
+                    .post(url)
+                    .header("webhook-id", signed.id)
+                    .header("webhook-timestamp", signed.timestamp)
+                    .header("webhook-signature", signed.signature);
+            }
+            Style::Slack {
+                post_url,
+                bot_token,
+                settings,
+            } => match &delivery.url {
+                // A click's response_url: checked again, it came from a (signed) request.
+                Some(url) if !settings.is_response_url(url) => {
+                    return (
+                        Outcome::Permanent(format!("{url} is not under approvals.slack.hooks_url")),
+                        None,
+                    );
+                }
+                Some(url) => request = self.client.post(url),
+                None => {
+                    request = self.client.post(post_url);
+                    if let Some(token) = bot_token {
+                        request = request.bearer_auth(token.expose());
+                    }
+                }
+            },
+        }
+        let url = match (&self.style, &delivery.url) {
+            (Style::Slack { .. }, Some(url)) => url.as_str(),
+            (Style::Slack { post_url, .. }, None) => post_url.as_str(),
+            (Style::Signed { url, .. }, _) => url.as_str(),
+        };
+        if let Some(problem) = target_problem(url, self.allow_http, self.allow_private) {
+            return (Outcome::Permanent(format!("refused target: {problem}")), None);
+        }
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return (self.failed_to_send(&error), None),
+        };
+        let status = response.status();
+        let code = Some(status.as_u16());
+        if status.is_success() {
+            if matches!(self.style, Style::Slack { .. }) {
+                return (slack_verdict(response).await, code);
+            }
+            return (Outcome::Delivered, code);
+        }
+        if status.is_redirection() {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("nowhere")
+                .to_owned();
+            return (
+                Outcome::Permanent(format!("answered {status} to {to}: redirects are not followed")),
+                code,
+            );
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let said = body_excerpt(response).await;
+        let what = format!("answered {status}{said}");
+        let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
+        if retryable {
+            (Outcome::Retryable(what, retry_after), code)
+        } else {
+            (Outcome::Permanent(format!("{what}: retrying cannot help")), code)
+        }
+    }
+
+    fn failed_to_send(&self, error: &reqwest::Error) -> Outcome {
+        if let Some(refused) = target::refused_target(error) {
+            return Outcome::Permanent(refused);
+        }
+        if error.is_timeout() {
+            return Outcome::Retryable(format!("no answer within {}s", self.timeout.as_secs()), None);
+        }
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            reason = format!("{reason}: {inner}");
+            source = inner.source();
+        }
+        Outcome::Retryable(format!("could not send: {reason}"), None)
+    }
+
+    /// Applies the ladder: `failures` before this attempt. Returns the settlement, the status and
+    /// the error to record.
+    fn settle(
+        &self,
+        failures: u32,
+        at: DateTime<Utc>,
+        (outcome, status): (Outcome, Option<u16>),
+    ) -> (Settlement, Option<u16>, Option<String>) {
+        match outcome {
+            Outcome::Delivered => (Settlement::Delivered, status, None),
+            Outcome::Permanent(reason) => (Settlement::Dead, status, Some(reason)),
+            Outcome::Retryable(reason, retry_after) => match self.ladder.get(failures as usize) {
+                Some(rung) => {
+                    let wait = retry_after.map_or(*rung, |asked| asked.min(MAX_RETRY_AFTER).max(*rung));
+                    let next = at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                    (Settlement::Retry(next), status, Some(reason))
+                }
+                None => (
+                    Settlement::Dead,
+                    status,
+                    Some(format!("gave up after {} attempts: {reason}", failures + 1)),
+                ),
+            },
+        }
+    }
+}
+
+/// Slack answers 200 with `{"ok": false, "error": …}` for refusals of the Web API; incoming
+/// webhooks and response URLs answer `ok` or `{"ok": true}`.
+async fn slack_verdict(response: reqwest::Response) -> Outcome {
+    let Ok(text) = response.text().await else {
+        return Outcome::Delivered;
+    };
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        ok: bool,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    match serde_json::from_str::<Answer>(&text) {
+        Ok(Answer { ok: false, error }) => {
+            let error = error.unwrap_or_else(|| "unknown".to_owned());
+            if error == "ratelimited" {
+                Outcome::Retryable("Slack: ratelimited".to_owned(), None)
+            } else {
+                Outcome::Permanent(format!("Slack refused the message: {error}"))
+            }
+        }
+        _ => Outcome::Delivered,
+    }
+}
+
+/// `: <the first characters of the body>`, printable only, or nothing.
+async fn body_excerpt(response: reqwest::Response) -> String {
+    let text = response.text().await.unwrap_or_default();
+    let excerpt: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(ERROR_BODY_CHARS)
+        .collect();
+    if excerpt.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", excerpt.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(ladder: &[u64]) -> Route {
+        Route {
+            name: "soar".into(),
+            style: Style::Signed {
+                url: "https://soar.example.com/".into(),
+                secrets: Vec::new(),
+            },
+            client: reqwest::Client::new(),
+            timeout: Duration::from_secs(10),
+            ladder: ladder.iter().map(|s| Duration::from_secs(*s)).collect(),
+            max_in_flight: 1,
+            allow_http: false,
+            allow_private: false,
+        }
+    }
+
+    #[test]
+    fn the_ladder_retries_honours_retry_after_and_ends_dead_with_the_reason() {
+        crate::app::install_crypto_provider();
+        let route = route(&[5, 30]);
+        let at = Utc::now();
+        let retry = |failures, after| {
+            route.settle(
+                failures,
+                at,
+                (Outcome::Retryable("answered 503".into(), after), Some(503)),
+            )
+        };
+        assert_eq!(
+            retry(0, None).0,
+            Settlement::Retry(at + chrono::Duration::seconds(5))
+        );
+        assert_eq!(
+            retry(1, None).0,
+            Settlement::Retry(at + chrono::Duration::seconds(30))
+        );
+        // A longer Retry-After wins over the rung, up to an hour; a shorter one does not.
+        let asked = Some(Duration::from_secs(120));
+        assert_eq!(
+            retry(0, asked).0,
+            Settlement::Retry(at + chrono::Duration::seconds(120))
+        );
+        let huge = Some(Duration::from_secs(86_400));
+        assert_eq!(
+            retry(0, huge).0,
+            Settlement::Retry(at + chrono::Duration::seconds(3_600))
+        );
+        assert_eq!(
+            retry(1, Some(Duration::from_secs(1))).0,
+            Settlement::Retry(at + chrono::Duration::seconds(30))
+        );
+        let (dead, status, error) = retry(2, None);
+        assert_eq!(dead, Settlement::Dead);
+        assert_eq!(status, Some(503));
+        assert_eq!(error.unwrap(), "gave up after 3 attempts: answered 503");
+        let (dead, _, error) = route.settle(0, at, (Outcome::Permanent("answered 400".into()), Some(400)));
+        assert_eq!(dead, Settlement::Dead);
+        assert_eq!(error.unwrap(), "answered 400");
+    }
+}

@@ -1,0 +1,320 @@
+//! Outbound webhooks end to end: a leaver's event and the audit records of what was done reach a
+//! local receiver, signed per Standard Webhooks (checked here with an independent HMAC), retried
+//! through 5xx and 429, dead after the ladder with the reason, replayable; a slow endpoint holds
+//! up neither another endpoint nor the reactions. On RabbitMQ with SQLite, and on the embedded
+//! queue with PostgreSQL.
+
+use std::time::Duration;
+
+use gatehouse::audit::AuditKind;
+use gatehouse::config::{OutboundSettings, QueueBackend, SensitiveUrl, Settings};
+use gatehouse::store::outbox::{DeliveryState, OutboundDelivery};
+use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
+use serde_json::json;
+
+use crate::helpers::receiver::{Received, Receiver, Reply};
+use crate::helpers::{secret, signing};
+use crate::queue::eventually;
+use crate::reactions::{LONG, World, policies};
+use crate::store::PgDatabase;
+
+/// Two keys, as during a rotation: each delivery carries a signature by each.
+const KEY_A: &str = "whsec_c291dGgtYm91bmQta2V5LW51bWJlci1vbmUh";
+const KEY_B: &str = "whsec_c291dGgtYm91bmQta2V5LW51bWJlci10d28h";
+
+const LEAVER: &str = r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups"]
+"#;
+
+fn leavers(names: &[&str]) -> Seed {
+    let mut users = Vec::new();
+    for id in names {
+        let mut user = SeedUser::new(*id, *id);
+        user.status = SimAccountStatus::Inactive;
+        users.push(user);
+    }
+    Seed {
+        users,
+        groups: vec![SeedGroup::new(
+            "g-x",
+            "team-x",
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        )],
+        ..Seed::default()
+    }
+}
+
+/// An endpoint on the local receiver (plain HTTP on loopback, allowed on purpose), with one-second
+/// rungs.
+fn endpoint(name: &str, url: String) -> OutboundSettings {
+    let mut endpoint = OutboundSettings::new(name, url, vec![secret("a", KEY_A), secret("b", KEY_B)]);
+    endpoint.allow_http = true;
+    endpoint.allow_private_addresses = true;
+    endpoint.retry_seconds = vec![1, 1, 1];
+    endpoint
+}
+
+/// Checks a delivery's signatures as a receiver would, with an HMAC computed here: every
+/// configured key must have signed it, over `{id}.{timestamp}.{body}`.
+fn assert_signed(request: &Received) {
+    let id = request.header("webhook-id").expect("webhook-id");
+    let timestamp: i64 = request.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 300);
+    let signatures: Vec<&str> = request.header("webhook-signature").unwrap().split(' ').collect();
+    for key in [KEY_A, KEY_B] {
+        let expected = signing::standard_webhooks(key, id, timestamp, &request.body);
+        assert!(
+            signatures.contains(&expected[2].1.as_str()),
+            "no valid signature by {key} among {signatures:?}"
+        );
+    }
+}
+
+async fn deliveries(world: &World, endpoint: &str) -> Vec<OutboundDelivery> {
+    world
+        .app
+        .store
+        .outbound_deliveries(Some(endpoint), None, 1_000)
+        .await
+        .unwrap()
+}
+
+async fn all_in(world: &World, endpoint: &str, state: DeliveryState, count: usize) {
+    eventually(
+        LONG,
+        &format!("{count} {endpoint} deliveries {}", state.as_str()),
+        || async {
+            let all = deliveries(world, endpoint).await;
+            all.len() == count && all.iter().all(|d| d.state == state)
+        },
+    )
+    .await;
+}
+
+async fn signed_and_retried(configure: impl FnOnce(&mut Settings)) {
+    let receiver = Receiver::start().await;
+    // The first attempt meets a 503, the second a 429 asking for three seconds' patience.
+    receiver.script(
+        "/soar",
+        [
+            Reply::status(503),
+            Reply::Answer(429, vec![("retry-after", "3".to_owned())], String::new()),
+        ],
+    );
+    let world = World::start(leavers(&["cara"]), policies(LEAVER), |settings| {
+        let mut soar = endpoint("soar", receiver.url("/soar"));
+        soar.types = vec!["user.*".parse().unwrap()];
+        soar.audit_kinds = vec![AuditKind::Executed];
+        settings.outbound.push(soar);
+        configure(settings);
+    })
+    .await;
+    let event_id = world
+        .send("user.deactivated", "msg-cara", json!({"account_id": "cara"}))
+        .await;
+    world.settled(&event_id, &["executed"]).await;
+    assert!(world.groups_of("cara").await.is_empty());
+    // The event and the one `executed` record: nothing else of the trail was subscribed to.
+    all_in(&world, "soar", DeliveryState::Delivered, 2).await;
+
+    let requests = receiver.requests("/soar");
+    assert_eq!(requests.len(), 4, "two deliveries, tried four times in all");
+    for request in &requests {
+        assert_signed(request);
+        assert_eq!(request.header("content-type"), Some("application/json"));
+    }
+    let event = requests
+        .iter()
+        .map(Received::json)
+        .find(|body| body["type"] == "user.deactivated")
+        .expect("the event was delivered");
+    assert_eq!(event["data"]["id"], event_id.as_str());
+    assert_eq!(event["data"]["subject"]["account_id"], "cara");
+    let record = requests
+        .iter()
+        .map(Received::json)
+        .find(|body| body["type"] == "audit.executed")
+        .expect("the executed record was delivered");
+    assert_eq!(record["data"]["kind"], "executed");
+    assert_eq!(record["data"]["event_id"], event_id.as_str());
+    assert_eq!(record["data"]["hash"].as_str().unwrap().len(), 64);
+
+    // Each delivery kept its id through its retries, and every attempt is on record: between
+    // them, the 503, the 429 and the two 200s. The 429 asked for 3 s, longer than the 1 s rung.
+    let mut statuses = Vec::new();
+    for delivery in deliveries(&world, "soar").await {
+        let (_, attempts) = world
+            .app
+            .store
+            .outbound_delivery(&delivery.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let sent = requests
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(delivery.id.as_str()))
+            .count();
+        assert_eq!(sent, attempts.len());
+        assert_eq!(attempts.last().unwrap().status, Some(200));
+        assert!(attempts.last().unwrap().error.is_none());
+        for pair in attempts.windows(2) {
+            let waited = pair[1].at - pair[0].at;
+            match pair[0].status {
+                Some(429) => assert!(waited >= chrono::Duration::seconds(3), "{waited}"),
+                _ => assert!(waited >= chrono::Duration::seconds(1), "{waited}"),
+            }
+            assert!(pair[0].error.as_deref().unwrap().contains("answered"));
+        }
+        statuses.extend(attempts.iter().map(|a| a.status.unwrap()));
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 503]);
+
+    let metrics = world.app.metrics().await;
+    assert!(
+        metrics.contains(r#"gatehouse_outbound_attempts_total{endpoint="soar",outcome="delivered"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gatehouse_outbound_attempts_total{endpoint="soar",outcome="retried"} 2"#),
+        "{metrics}"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn events_and_records_reach_the_endpoint_signed_and_retried_on_rabbitmq() {
+    signed_and_retried(|_| {}).await;
+}
+
+#[tokio::test]
+async fn events_and_records_reach_the_endpoint_signed_and_retried_on_the_embedded_queue() {
+    let database = PgDatabase::create().await;
+    let url = database.url.clone();
+    signed_and_retried(move |settings| {
+        settings.queue.backend = QueueBackend::Embedded;
+        settings.queue.embedded_poll_ms = 25;
+        settings.store.url = SensitiveUrl::new(url);
+    })
+    .await;
+    database.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_delivery_is_dead_after_the_ladder_or_at_once_when_retrying_cannot_help_and_replays() {
+    let receiver = Receiver::start().await;
+    receiver.always("/down", Reply::Answer(500, Vec::new(), "database is down".into()));
+    receiver.always(
+        "/moved",
+        Reply::Answer(302, vec![("location", "http://10.0.0.1/".into())], String::new()),
+    );
+    receiver.always("/gone", Reply::Answer(410, Vec::new(), "no such hook".into()));
+    let world = World::start(leavers(&["dan"]), policies(LEAVER), |settings| {
+        for (name, path) in [("down", "/down"), ("moved", "/moved"), ("gone", "/gone")] {
+            let mut endpoint = endpoint(name, receiver.url(path));
+            endpoint.types = vec!["user.deactivated".parse().unwrap()];
+            endpoint.retry_seconds = vec![1];
+            settings.outbound.push(endpoint);
+        }
+    })
+    .await;
+    let event_id = world
+        .send("user.deactivated", "msg-dan", json!({"account_id": "dan"}))
+        .await;
+    for name in ["down", "moved", "gone"] {
+        all_in(&world, name, DeliveryState::Dead, 1).await;
+    }
+    let reason = |name: &'static str| {
+        let world = &world;
+        async move { deliveries(world, name).await[0].last_error.clone().unwrap() }
+    };
+    assert_eq!(
+        reason("down").await,
+        "gave up after 2 attempts: answered 500 Internal Server Error: database is down"
+    );
+    assert_eq!(receiver.requests("/down").len(), 2);
+    // A redirect is not followed (it pointed into the private network), and a 410 is not retried.
+    assert!(
+        reason("moved").await.contains("redirects are not followed"),
+        "{}",
+        reason("moved").await
+    );
+    assert_eq!(receiver.requests("/moved").len(), 1);
+    assert!(reason("gone").await.contains("410"));
+    assert_eq!(receiver.requests("/gone").len(), 1);
+    // None of it held up the reaction.
+    assert!(world.groups_of("dan").await.is_empty());
+
+    // The receiver is fixed; replaying sends the same delivery (same id) again.
+    receiver.always("/down", Reply::status(204));
+    let dead = deliveries(&world, "down").await.remove(0);
+    assert!(world.app.store.replay_outbound(&dead.id).await.unwrap());
+    assert!(
+        !world
+            .app
+            .store
+            .replay_outbound("01NOSUCHDELIVERY000000000")
+            .await
+            .unwrap()
+    );
+    all_in(&world, "down", DeliveryState::Delivered, 1).await;
+    let requests = receiver.requests("/down");
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2].header("webhook-id"), Some(dead.id.as_str()));
+    assert_eq!(requests[2].json()["data"]["id"], event_id.as_str());
+    let (_, attempts) = world
+        .app
+        .store
+        .outbound_delivery(&dead.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempts.len(), 3);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_holds_up_neither_another_endpoint_nor_the_reactions() {
+    let slow = Receiver::start().await;
+    slow.always("/slow", Reply::Hang(Duration::from_secs(60)));
+    let fast = Receiver::start().await;
+    let people = ["p1", "p2", "p3", "p4", "p5", "p6"];
+    let world = World::start(leavers(&people), policies(LEAVER), |settings| {
+        let mut stuck = endpoint("stuck", slow.url("/slow"));
+        stuck.types = vec!["user.*".parse().unwrap()];
+        stuck.timeout_seconds = 60;
+        stuck.max_in_flight = 2;
+        let mut quick = endpoint("quick", fast.url("/fast"));
+        quick.types = vec!["user.*".parse().unwrap()];
+        settings.outbound.extend([stuck, quick]);
+    })
+    .await;
+    for person in people {
+        world
+            .send(
+                "user.deactivated",
+                &format!("msg-{person}"),
+                json!({"account_id": person}),
+            )
+            .await;
+    }
+    all_in(&world, "quick", DeliveryState::Delivered, people.len()).await;
+    eventually(LONG, "every leaver removed", || async {
+        let mut all_gone = true;
+        for person in people {
+            all_gone &= world.groups_of(person).await.is_empty();
+        }
+        all_gone
+    })
+    .await;
+    // Meanwhile the stuck endpoint has its two attempts hanging and the rest waiting.
+    let stuck = deliveries(&world, "stuck").await;
+    assert_eq!(stuck.len(), people.len());
+    assert!(stuck.iter().all(|d| d.state == DeliveryState::Pending));
+    assert_eq!(slow.requests("/slow").len(), 2);
+    assert_eq!(fast.requests("/fast").len(), people.len());
+    world.stop().await;
+}

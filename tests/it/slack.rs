@@ -1,0 +1,316 @@
+//! Approvals in Slack, against a local fake of Slack's endpoints: a plan that waits is posted
+//! (Block Kit, `ORG-WIDE` marked, Approve / Reject carrying the approval id); a signed click by an
+//! approver decides through the same path as `gatehouse approvals` and replaces the message with
+//! who decided; forged, stale and non-approver clicks decide nothing and are recorded.
+
+use gatehouse::audit::{AuditKind, AuditQuery, AuditRecord};
+use gatehouse::config::{Secret, SlackSettings};
+use gatehouse::store::ApprovalState;
+use gatehouse::store::outbox::DeliveryState;
+use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
+use serde_json::{Value, json};
+
+use crate::helpers::receiver::{Receiver, Reply};
+use crate::helpers::signing;
+use crate::queue::eventually;
+use crate::reactions::{LONG, World, policies};
+
+const SIGNING_SECRET: &str = "3c1b6d52e0a94f8f9a17c0de51ac4cbb";
+const APPROVER: &str = "U0APPROVER";
+const RESPONSE_PATH: &str = "/actions/T0/42/r3sp0nse";
+
+const ORG_WIDE: &str = r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups", "lifecycle.disable"]
+allow_org_wide = true
+"#;
+
+fn leaver(id: &str) -> Seed {
+    let mut user = SeedUser::new(id, id);
+    user.status = SimAccountStatus::Inactive;
+    Seed {
+        users: vec![user],
+        groups: vec![SeedGroup::new("g-x", "team-x", vec![id.to_owned()])],
+        ..Seed::default()
+    }
+}
+
+/// `[approvals.slack]` on the fake: through an incoming webhook, or with a bot token.
+fn slack_on(fake: &Receiver, bot: bool) -> SlackSettings {
+    let mut slack = SlackSettings::with_webhook(
+        Secret::new(fake.url("/services/T0/B0/hook")),
+        Secret::new(SIGNING_SECRET),
+        vec![APPROVER.to_owned()],
+    );
+    if bot {
+        slack.webhook_url = None;
+        slack.bot_token = Some(Secret::new("xoxb-0000-test"));
+        slack.channel = Some("C0APPROVALS".to_owned());
+        slack.api_url = fake.url("/api");
+    }
+    slack.hooks_url = fake.url("/actions/");
+    slack.allow_http = true;
+    slack.allow_private_addresses = true;
+    slack.retry_seconds = vec![1, 1];
+    slack
+}
+
+/// A plan waiting for `account`, and the message Slack got about it.
+async fn waiting(world: &World, fake: &Receiver, post_path: &str, account: &str) -> (String, Value) {
+    world
+        .send(
+            "user.deactivated",
+            &format!("msg-{account}"),
+            json!({"account_id": account}),
+        )
+        .await;
+    eventually(LONG, "the approval message posted", || async {
+        let posted = world
+            .app
+            .store
+            .outbound_deliveries(Some("slack"), Some(DeliveryState::Delivered), 10);
+        !posted.await.unwrap().is_empty()
+    })
+    .await;
+    let approvals = world.app.store.approvals(ApprovalState::Pending).await.unwrap();
+    assert_eq!(approvals.len(), 1);
+    let message = fake.requests(post_path).last().unwrap().json();
+    (approvals[0].id.clone(), message)
+}
+
+/// Slack's form body for a click on `action` of approval `id` by `user`.
+fn click(user: &str, action: &str, id: &str, response_url: &str) -> Vec<u8> {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": "sam"},
+        "team": {"id": "T0"},
+        "response_url": response_url,
+        "actions": [{"action_id": action, "block_id": "approval", "value": id, "type": "button", "action_ts": format!("{}.000100", chrono::Utc::now().timestamp_micros())}]
+    });
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish()
+        .into_bytes()
+}
+
+async fn post_click(world: &World, body: &[u8], headers: Vec<(&'static str, String)>) -> u16 {
+    let mut request = world
+        .app
+        .http
+        .post(world.app.url("/slack/actions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn signed_click(world: &World, body: &[u8]) -> u16 {
+    let headers = signing::slack(SIGNING_SECRET, chrono::Utc::now().timestamp(), body);
+    post_click(world, body, headers).await
+}
+
+async fn records(world: &World, kind: AuditKind) -> Vec<AuditRecord> {
+    let query = AuditQuery {
+        kinds: vec![kind],
+        limit: 1_000,
+        ..Default::default()
+    };
+    gatehouse::audit::query::query(&world.app.store, &query)
+        .await
+        .unwrap()
+}
+
+fn text_of(message: &Value) -> String {
+    message.to_string()
+}
+
+#[tokio::test]
+async fn an_approver_approves_in_slack_and_the_plan_is_performed_as_recorded() {
+    let fake = Receiver::start().await;
+    // Slack's Web API answers 200 with `ok: false` when it wants a caller to slow down.
+    fake.script(
+        "/api/chat.postMessage",
+        [Reply::Answer(
+            200,
+            Vec::new(),
+            r#"{"ok":false,"error":"ratelimited"}"#.into(),
+        )],
+    );
+    fake.always(
+        "/api/chat.postMessage",
+        Reply::Answer(200, Vec::new(), r#"{"ok":true,"ts":"1.2"}"#.into()),
+    );
+    let world = World::start(leaver("cara"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, true));
+    })
+    .await;
+    let (id, message) = waiting(&world, &fake, "/api/chat.postMessage", "cara").await;
+    let posts = fake.requests("/api/chat.postMessage");
+    assert_eq!(posts.len(), 2, "the rate-limited post was retried");
+    assert_eq!(posts[1].header("authorization"), Some("Bearer xoxb-0000-test"));
+    assert_eq!(message["channel"], "C0APPROVALS");
+    let text = text_of(&message);
+    assert!(text.contains("`cara`"), "{text}");
+    assert!(text.contains("`leaver`"), "{text}");
+    assert!(text.contains("*ORG-WIDE* `lifecycle.disable`"), "{text}");
+    let buttons = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .unwrap()["elements"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let values: Vec<(&str, &str)> = buttons
+        .iter()
+        .map(|b| (b["action_id"].as_str().unwrap(), b["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(values, [("approve", id.as_str()), ("reject", id.as_str())]);
+    // Nothing happened yet.
+    assert_eq!(world.groups_of("cara").await, ["team-x"]);
+
+    let response_url = fake.url(RESPONSE_PATH);
+    assert_eq!(
+        signed_click(&world, &click(APPROVER, "approve", &id, &response_url)).await,
+        200
+    );
+    eventually(LONG, "the approved plan performed", || async {
+        world.app.store.approval(&id).await.unwrap().unwrap().state == ApprovalState::Executed
+    })
+    .await;
+    assert!(world.groups_of("cara").await.is_empty());
+    let approved = records(&world, AuditKind::Approved).await;
+    assert_eq!(approved.len(), 1);
+    assert_eq!(
+        approved[0].record.outcome.status,
+        format!("approved by slack:{APPROVER} (sam) (approval {id})")
+    );
+    assert_eq!(records(&world, AuditKind::Executed).await.len(), 2);
+    eventually(LONG, "the message replaced with the decision", || async {
+        !fake.requests(RESPONSE_PATH).is_empty()
+    })
+    .await;
+    let update = fake.requests(RESPONSE_PATH)[0].json();
+    assert_eq!(update["replace_original"], true);
+    assert!(
+        text_of(&update).contains(&format!("*Approved* by <@{APPROVER}>")),
+        "{update}"
+    );
+
+    // A second click decides nothing more, and says so to the clicker alone.
+    assert_eq!(
+        signed_click(&world, &click(APPROVER, "reject", &id, &response_url)).await,
+        200
+    );
+    eventually(LONG, "the second click answered", || async {
+        fake.requests(RESPONSE_PATH).len() == 2
+    })
+    .await;
+    let second = fake.requests(RESPONSE_PATH)[1].json();
+    assert_eq!(second["response_type"], "ephemeral");
+    assert!(second["text"].as_str().unwrap().contains("already"), "{second}");
+    assert_eq!(records(&world, AuditKind::Rejected).await.len(), 0);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn forged_stale_and_non_approver_clicks_decide_nothing_and_are_recorded() {
+    let fake = Receiver::start().await;
+    let world = World::start(leaver("dan"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, false));
+    })
+    .await;
+    let (id, message) = waiting(&world, &fake, "/services/T0/B0/hook", "dan").await;
+    assert!(message.get("channel").is_none());
+    let response_url = fake.url(RESPONSE_PATH);
+    let approve = click(APPROVER, "approve", &id, &response_url);
+
+    // Forged: signed with another secret.
+    let forged = signing::slack(
+        "not-the-signing-secret-at-all!!",
+        chrono::Utc::now().timestamp(),
+        &approve,
+    );
+    assert_eq!(post_click(&world, &approve, forged).await, 401);
+    // Stale: signed correctly ten minutes ago (a replay).
+    let stale = signing::slack(SIGNING_SECRET, chrono::Utc::now().timestamp() - 600, &approve);
+    assert_eq!(post_click(&world, &approve, stale).await, 401);
+    // Unsigned.
+    assert_eq!(post_click(&world, &approve, Vec::new()).await, 401);
+    // Signed, by someone who may not decide.
+    let intruder = click("U0INTRUDER", "approve", &id, &response_url);
+    assert_eq!(signed_click(&world, &intruder).await, 200);
+
+    assert_eq!(
+        world.app.store.approval(&id).await.unwrap().unwrap().state,
+        ApprovalState::Pending
+    );
+    assert_eq!(records(&world, AuditKind::Approved).await.len(), 0);
+    let refused = records(&world, AuditKind::Refused).await;
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|r| r.record.outcome.error.as_deref().unwrap())
+        .collect();
+    assert_eq!(refused.len(), 4, "{reasons:?}");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("verification failed"))
+            .count(),
+        3,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].contains("U0INTRUDER is not in approvals.slack.approvers"),
+        "{reasons:?}"
+    );
+    assert_eq!(refused[3].record.account_id.as_deref(), Some("dan"));
+    eventually(LONG, "the intruder told", || async {
+        !fake.requests(RESPONSE_PATH).is_empty()
+    })
+    .await;
+    let told = fake.requests(RESPONSE_PATH)[0].json();
+    assert_eq!(told["response_type"], "ephemeral");
+    assert!(
+        told["text"]
+            .as_str()
+            .unwrap()
+            .contains("not one of the approvers")
+    );
+    assert!(
+        world
+            .app
+            .metrics()
+            .await
+            .contains(r#"gatehouse_verification_failures_total{source="slack",reason="expired"} 1"#)
+    );
+
+    // The approver rejects: nothing is performed.
+    assert_eq!(
+        signed_click(&world, &click(APPROVER, "reject", &id, &response_url)).await,
+        200
+    );
+    eventually(LONG, "the rejection recorded", || async {
+        world.app.store.approval(&id).await.unwrap().unwrap().state == ApprovalState::Rejected
+    })
+    .await;
+    let rejected = records(&world, AuditKind::Rejected).await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        rejected[0].record.outcome.error.as_deref(),
+        Some("rejected in Slack")
+    );
+    eventually(LONG, "the message replaced with the rejection", || async {
+        fake.requests(RESPONSE_PATH).len() == 2
+    })
+    .await;
+    assert!(text_of(&fake.requests(RESPONSE_PATH)[1].json()).contains("*Rejected* by"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(world.groups_of("dan").await, ["team-x"]);
+    world.stop().await;
+}
