@@ -180,12 +180,7 @@ fn reactor(
             let clients = clients.get(tenant).cloned();
             let planner = Planner::from_settings(settings, tenant, clients.as_deref());
             let performer = Arc::new(LivePerformer::new(clients, queue.clone()));
-            let executor = Executor::new(
-                store.clone(),
-                audit.clone(),
-                performer,
-                settings.reactions.dry_run,
-            );
+            let executor = Executor::new(store.clone(), audit.clone(), performer, settings);
             let reactor = Reactor::new(tenant, planner, executor, store.clone());
             (tenant.clone(), Arc::new(reactor) as Arc<dyn Process>)
         })
@@ -447,7 +442,15 @@ impl Application {
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_seconds);
         let addr = self.local_addr();
-        let router = ingress::router(self.state.clone(), self.roles.ingress);
+        let mut router = ingress::router(self.state.clone(), self.roles.ingress);
+        if self.roles.ingress {
+            router = router.merge(crate::slack_actions::router(
+                self.settings.clone(),
+                self.store.clone(),
+                queue.clone(),
+                self.metrics.clone(),
+            ));
+        }
         let server = crate::listener::serve(
             self.listener,
             router,

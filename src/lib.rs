@@ -29,6 +29,7 @@ mod pacing;
 mod poll;
 pub mod queue;
 pub mod reactions;
+mod slack_actions;
 pub mod store;
 pub mod telemetry;
 mod tls;

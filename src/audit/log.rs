@@ -25,11 +25,11 @@ use sqlx::any::AnyRow;
 use ulid::Ulid;
 
 use super::chain::{self, GENESIS};
+use super::followers::TrailFollowers;
 use super::hashing::PiiHasher;
 use super::record::{ActionRef, AuditKind, AuditRecord, NewRecord, Outcome};
 use super::scrub::Scrubber;
 use crate::config::{AuditSettings, Secret};
-use crate::outbound::Outbox;
 use crate::store::{Backend, Store, StoreError, from_millis, to_millis};
 
 /// The PostgreSQL advisory lock key that serializes appends (ASCII `gh-audit`).
@@ -71,8 +71,8 @@ struct LogParts {
     hasher: PiiHasher,
     scrubber: Scrubber,
     timeout: Duration,
-    /// The outbound deliveries records (and the events and approvals written beside them) make.
-    outbox: Outbox,
+    /// The endpoints that get records of some kinds, with the records.
+    followers: TrailFollowers,
 }
 
 impl AuditLog {
@@ -80,7 +80,7 @@ impl AuditLog {
     /// secrets; a process uses [`AuditLog::from_settings`].
     pub fn new(store: Store, settings: &AuditSettings) -> Self {
         let known = settings.hash_key.iter().chain(settings.api_token.iter()).cloned();
-        AuditLog::with_known(store, settings, known, Outbox::default())
+        AuditLog::with_known(store, settings, known, TrailFollowers::default())
     }
 
     /// The log a process should use: `[audit]` settings, with every secret of `settings` known
@@ -90,7 +90,7 @@ impl AuditLog {
             store,
             &settings.audit,
             super::scrub::secrets_in(settings),
-            Outbox::from_settings(settings),
+            TrailFollowers::from_settings(settings),
         )
     }
 
@@ -98,7 +98,7 @@ impl AuditLog {
         store: Store,
         settings: &AuditSettings,
         known: impl IntoIterator<Item = Secret>,
-        outbox: Outbox,
+        followers: TrailFollowers,
     ) -> Self {
         AuditLog {
             inner: Arc::new(LogParts {
@@ -106,18 +106,13 @@ impl AuditLog {
                 hasher: PiiHasher::new(settings),
                 scrubber: Scrubber::new(known),
                 timeout: Duration::from_millis(settings.append_timeout_ms),
-                outbox,
+                followers,
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
-    }
-
-    /// Which outbound deliveries what is written beside the trail makes.
-    pub fn outbox(&self) -> &Outbox {
-        &self.inner.outbox
     }
 
     /// Appends one record; `Ok` once it is committed, with its `seq`, `id`, `time` and hashes.
@@ -227,7 +222,7 @@ impl AuditLog {
             written.push(full);
         }
         // Subscribed endpoints get the records with them, or neither is written.
-        let deliveries = self.inner.outbox.for_records(&written)?;
+        let deliveries = self.inner.followers.deliveries(&written)?;
         if !deliveries.is_empty() {
             crate::store::outbox::enqueue_in(tx, &deliveries).await?;
         }

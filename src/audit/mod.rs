@@ -15,6 +15,7 @@
 //! What this module must not do: act on anything. It records; workers decide.
 
 pub mod chain;
+pub mod followers;
 pub mod hashing;
 pub mod http;
 pub mod log;

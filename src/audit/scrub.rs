@@ -41,6 +41,17 @@ pub fn secrets_in(settings: &Settings) -> Vec<Secret> {
     secrets.extend(settings.audit.hash_key.clone());
     secrets.extend(settings.audit.api_token.clone());
     secrets.extend(settings.store.encryption_key.clone());
+    secrets.extend(
+        settings
+            .outbound
+            .iter()
+            .flat_map(|endpoint| endpoint.secrets.iter().map(|s| s.value.clone())),
+    );
+    if let Some(slack) = &settings.approvals.slack {
+        secrets.push(slack.signing_secret.clone());
+        secrets.extend(slack.bot_token.clone());
+        secrets.extend(slack.webhook_url.clone());
+    }
     // Every tenant's credentials, whichever way the tenants are configured.
     for (_, tenant) in settings.tenant_configs() {
         secrets.extend(tenant.secrets());

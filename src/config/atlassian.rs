@@ -706,22 +706,42 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.into_iter().map(|e| e.key).collect(),
         };
-        // Only the store key and the Standard Webhooks secrets, which PATH is not the shape of,
-        // are refused: the file parsed, and both tenants validated clean.
+        // Only the store key, the Standard Webhooks secrets and the Slack bot token, which PATH
+        // is not the shape of, are refused: the file parsed, and both tenants validated clean.
         assert_eq!(
             keys,
             [
                 "store.encryption_key",
                 "sources[2].secrets[0].value",
-                "sources[4].secrets[0].value"
+                "sources[4].secrets[0].value",
+                "outbound[0].secrets[0].value",
+                "approvals.slack.bot_token"
             ]
         );
-        // Without those three, the file loads as two tenants.
+        // Without those, the file loads as two tenants, with Slack approvals and an endpoint.
         let usable = patched
             .replace("encryption_key = \"env:PATH\"", "")
             .replace("secrets = [{ id = \"okta-relay\", value = \"env:PATH\" }]", "")
-            .replace("secrets = [{ id = \"sandbox-relay\", value = \"env:PATH\" }]", "");
-        let (settings, _) = load(&usable).unwrap();
+            .replace("secrets = [{ id = \"sandbox-relay\", value = \"env:PATH\" }]", "")
+            .replace(
+                "{ id = \"soar-2026-12\", value = \"env:PATH\" }",
+                "{ id = \"soar-2026-12\", value = \"SOAR_KEY\" }",
+            )
+            .replace("bot_token = \"env:PATH\"", "bot_token = \"SLACK_TOKEN\"");
+        // Those two, of the right shape, from files of this test's own.
+        let dir = std::env::temp_dir().join(format!("gh-production-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, token) = (dir.join("soar"), dir.join("slack"));
+        std::fs::write(&key, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        std::fs::write(&token, "xoxb-1-2-3").unwrap();
+        let usable = usable
+            .replace("SOAR_KEY", &format!("file:{}", key.display()))
+            .replace("SLACK_TOKEN", &format!("file:{}", token.display()));
+        let loaded = load(&usable);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (settings, _) = loaded.unwrap();
         assert_eq!(settings.tenant_names(), ["prod", "sandbox"]);
+        assert_eq!(settings.outbound[0].name, "soar");
+        assert!(settings.approvals.slack.is_some());
     }
 }

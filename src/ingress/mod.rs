@@ -5,7 +5,6 @@
 //!   `/webhooks/{source}/t/{token}[/{event}]`;
 //! - `POST /connect/installed`, `/connect/uninstalled`, `GET /connect/atlassian-connect.json`;
 //! - `GET /healthz`, `/readyz`, `/metrics`;
-//! - `POST /slack/actions`, Slack's clicks on approval messages, when `[approvals.slack]` is set;
 //! - `GET /audit` when `[audit] api_token` is set (see `crate::audit::http`).
 //!
 //! Delivery routes are guarded by a global concurrency bound (excess load is shed with 503, not
@@ -18,7 +17,6 @@ pub mod error;
 mod health;
 pub mod limits;
 pub mod normalize;
-mod slack;
 pub mod verify;
 mod webhook;
 
@@ -85,9 +83,6 @@ impl IngressState {
     }
 }
 
-/// The largest Slack interaction payload read.
-const SLACK_BODY_LIMIT: usize = 256 * 1024;
-
 /// The HTTP router: health, readiness and metrics always; deliveries and Connect when this
 /// process runs the ingress role.
 pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
@@ -104,11 +99,6 @@ pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
         .route("/webhooks/{source}/t/{token}/{event}", post(webhook::receive))
         .route("/connect/installed", post(connect::installed))
         .route("/connect/uninstalled", post(connect::uninstalled))
-        // Slack's clicks are small; its whole message comes along, so allow some room.
-        .route(
-            "/slack/actions",
-            post(slack::actions).layer(DefaultBodyLimit::max(SLACK_BODY_LIMIT)),
-        )
         .layer(guarded)
         // Bodies are limited while they are read (see `webhook::read_body`).
         .layer(DefaultBodyLimit::disable());

@@ -19,6 +19,8 @@ use handlers::{Envelope, Plan, PlannedAction};
 
 use super::perform::Perform;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
+use crate::config::{Settings, Span};
+use crate::outbound::Outbox;
 use crate::store::executed_actions::{self, ExecutedAction};
 use crate::store::{Approval, ApprovalState, NewApproval, Store, approvals};
 use crate::worker::ProcessError;
@@ -43,6 +45,10 @@ pub struct Executor {
     performer: Arc<dyn Perform>,
     /// The global dry-run setting (a plan's own setting wins).
     dry_run: bool,
+    /// Where people decide hears of a plan that starts waiting (Slack), with the plan.
+    outbox: Outbox,
+    /// How long a plan waits for a decision (`reactions.approval_ttl`), for the message.
+    approval_ttl: Span,
 }
 
 impl std::fmt::Debug for Executor {
@@ -59,12 +65,14 @@ fn audit_error(error: impl std::fmt::Display) -> ProcessError {
 }
 
 impl Executor {
-    pub fn new(store: Store, audit: AuditLog, performer: Arc<dyn Perform>, dry_run: bool) -> Self {
+    pub fn new(store: Store, audit: AuditLog, performer: Arc<dyn Perform>, settings: &Settings) -> Self {
         Executor {
             store,
             audit,
             performer,
-            dry_run,
+            dry_run: settings.reactions.dry_run,
+            outbox: Outbox::from_settings(settings),
+            approval_ttl: settings.reactions.approval_ttl,
         }
     }
 
@@ -221,10 +229,10 @@ impl Executor {
                     .await
                     .map_err(audit_error)?;
                 // Where people decide (Slack) hears of it with the plan, or neither is written.
+                let expires = super::approvals::expires_at(approval.created_at, self.approval_ttl);
                 let asks = self
-                    .audit
-                    .outbox()
-                    .for_approval(&approval.id, approval.created_at, plan, envelope)
+                    .outbox
+                    .for_approval(&approval.id, plan, envelope, expires)
                     .map_err(|e| ProcessError::permanent(format!("approval message: {e}")))?;
                 crate::store::outbox::enqueue_in(&mut tx, &asks)
                     .await

@@ -52,6 +52,27 @@ pub struct NewDelivery {
     pub payload: String,
 }
 
+/// The body every endpoint receives, in Standard Webhooks' recommended shape:
+/// `{"type": …, "timestamp": …, "data": …}`.
+pub fn payload(
+    message_type: &str,
+    timestamp: DateTime<Utc>,
+    data: &impl serde::Serialize,
+) -> Result<String, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Payload<'a, T> {
+        #[serde(rename = "type")]
+        message_type: &'a str,
+        timestamp: DateTime<Utc>,
+        data: &'a T,
+    }
+    serde_json::to_string(&Payload {
+        message_type,
+        timestamp,
+        data,
+    })
+}
+
 /// One delivery, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundDelivery {

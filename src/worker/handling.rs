@@ -302,7 +302,7 @@ impl Job<'_> {
                 if claim == Claim::Acquired && records_with_claim {
                     context.audit.append_in(&mut tx, vec![first.clone()]).await?;
                     // Endpoints following this type get the event once, with its claim.
-                    let deliveries = context.audit.outbox().for_event(self.envelope)?;
+                    let deliveries = context.outbox.for_event(self.envelope)?;
                     if !deliveries.is_empty() {
                         crate::store::outbox::enqueue_in(&mut tx, &deliveries).await?;
                     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::config::Settings;
+use crate::outbound::Outbox;
 use crate::queue::{Queue, QueueError};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -32,6 +33,8 @@ struct Context {
     audit: AuditLog,
     processor: Arc<dyn Process>,
     metrics: Arc<Metrics>,
+    /// The outbound deliveries an event makes, written with its claim.
+    outbox: Outbox,
     /// Identifies this worker's claims.
     owner: String,
     /// Cancelled when shutdown begins (claim retries stop waiting).
@@ -84,6 +87,7 @@ pub async fn start(
         audit,
         processor,
         metrics: metrics.clone(),
+        outbox: Outbox::from_settings(&settings),
         owner: format!("worker-{}", ulid::Ulid::generate()),
         stopping: stopping.clone(),
     });

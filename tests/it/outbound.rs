@@ -318,3 +318,109 @@ async fn a_slow_endpoint_holds_up_neither_another_endpoint_nor_the_reactions() {
     assert_eq!(fast.requests("/fast").len(), people.len());
     world.stop().await;
 }
+
+/// Runs `gatehouse outbound …` with `config`.
+async fn outbound_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("--config")
+        .arg(config)
+        .arg("outbound")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_lists_shows_and_replays_dead_deliveries() {
+    use gatehouse::store::outbox::{Attempt, NewDelivery, Settlement};
+
+    let dir = crate::helpers::TempDir::new();
+    let config = dir.0.join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\nurl = \"sqlite://{}/gatehouse.db\"\n", dir.0.display()),
+    )
+    .unwrap();
+    let settings = gatehouse::config::StoreSettings {
+        url: SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
+        max_connections: 2,
+        encryption_key: None,
+    };
+    let store = gatehouse::store::Store::connect(&settings).await.unwrap();
+    let new = |key: &str| NewDelivery {
+        endpoint: "soar".into(),
+        source_key: key.into(),
+        message_type: "user.deactivated".into(),
+        url: None,
+        payload: r#"{"type":"user.deactivated"}"#.into(),
+    };
+    assert_eq!(
+        store
+            .enqueue_outbound(&[new("event:1"), new("event:2")])
+            .await
+            .unwrap(),
+        2
+    );
+    // Offered again, nothing more is written.
+    assert_eq!(store.enqueue_outbound(&[new("event:1")]).await.unwrap(), 0);
+    let taken = store
+        .take_outbound("soar", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let attempt = Attempt {
+        attempt: 1,
+        at: chrono::Utc::now(),
+        millis: 12,
+        status: Some(410),
+        error: Some("answered 410 Gone: retrying cannot help".into()),
+    };
+    assert!(
+        store
+            .settle_outbound(&taken, &attempt, &Settlement::Dead)
+            .await
+            .unwrap()
+    );
+    // A settlement by a sender whose lease another took over writes nothing.
+    assert!(
+        !store
+            .settle_outbound(&taken, &attempt, &Settlement::Delivered)
+            .await
+            .unwrap()
+    );
+    let dead_id = taken.delivery.id.clone();
+
+    let (ok, listed, said) = outbound_cli(&config, &["list", "--state", "dead"]).await;
+    assert!(ok, "{said}");
+    assert!(
+        listed.contains(&dead_id) && listed.contains("410 Gone"),
+        "{listed}"
+    );
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let (ok, shown, _) = outbound_cli(&config, &["show", &dead_id]).await;
+    assert!(ok);
+    assert!(
+        shown.contains("state:     dead") && shown.contains("12 ms"),
+        "{shown}"
+    );
+    let (ok, _, said) = outbound_cli(&config, &["list", "--state", "lost"]).await;
+    assert!(!ok);
+    assert!(said.contains("unknown state lost"), "{said}");
+    let (ok, _, said) = outbound_cli(&config, &["replay", "--dead"]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("1 of 1 deliveries will be sent again"), "{said}");
+    let (delivery, _) = store.outbound_delivery(&dead_id).await.unwrap().unwrap();
+    assert_eq!(delivery.state, DeliveryState::Pending);
+    assert_eq!(delivery.failures, 0);
+    // A pending one cannot be replayed: it is on its way.
+    let (ok, _, said) = outbound_cli(&config, &["replay", &dead_id]).await;
+    assert!(!ok);
+    assert!(said.contains("still pending"), "{said}");
+    store.close().await;
+}

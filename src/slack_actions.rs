@@ -10,22 +10,58 @@
 //! is told why nothing was decided.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::IngressState;
-use super::error::IngressError;
-use super::verify::{RequestParts, slack_signature};
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
-use crate::config::SlackSettings;
+use crate::config::{Settings, SlackSettings};
+use crate::ingress::IngressError;
+use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
+use crate::queue::Queue;
 use crate::reactions::approvals::{DecisionError, approve, reject};
+use crate::store::Store;
+use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
+
+/// The largest interaction read: a click carries the whole message it was on.
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// What deciding on a click needs.
+#[derive(Debug)]
+struct ClickState {
+    settings: Arc<Settings>,
+    slack: SlackSettings,
+    store: Store,
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+}
+
+/// `POST /slack/actions` when `[approvals.slack]` is configured (an empty router otherwise).
+pub fn router(settings: Arc<Settings>, store: Store, queue: Arc<dyn Queue>, metrics: Arc<Metrics>) -> Router {
+    let Some(slack) = settings.approvals.slack.clone() else {
+        return Router::new();
+    };
+    let state = Arc::new(ClickState {
+        settings,
+        slack,
+        store,
+        queue,
+        metrics,
+    });
+    Router::new()
+        .route("/slack/actions", post(actions))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
 
 /// The metrics' and the audit trail's name for these requests.
 const SOURCE: &str = "slack";
@@ -58,12 +94,11 @@ struct SlackAction {
     action_ts: Option<String>,
 }
 
-/// The route.
-pub async fn actions(State(state): State<Arc<IngressState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(slack) = state.settings.approvals.slack.as_ref() else {
-        return IngressError::UnknownSource.into_response();
-    };
-    let outcome = handle(&state, slack, &headers, &body).await;
+async fn actions(State(state): State<Arc<ClickState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let timeout = Duration::from_secs(state.settings.server.request_timeout_seconds);
+    let outcome = tokio::time::timeout(timeout, handle(&state, &state.slack, &headers, &body))
+        .await
+        .unwrap_or(Err(IngressError::Timeout));
     let label = match &outcome {
         Ok(word) => word,
         Err(error) => error.outcome(),
@@ -84,7 +119,7 @@ pub async fn actions(State(state): State<Arc<IngressState>>, headers: HeaderMap,
 }
 
 async fn handle(
-    state: &IngressState,
+    state: &ClickState,
     slack: &SlackSettings,
     headers: &HeaderMap,
     body: &[u8],
@@ -189,7 +224,7 @@ async fn handle(
 
 /// The decision itself, through the path the CLI takes.
 async fn decide(
-    state: &IngressState,
+    state: &ClickState,
     audit: &AuditLog,
     approval_id: &str,
     action: &str,
