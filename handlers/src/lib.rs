@@ -6,6 +6,7 @@
 //! themselves ([`policy`]). It knows nothing of HTTP, AMQP or SQL; the runtime in the `gatehouse` package
 //! depends on it, never the other way round, so everything here is testable without a network.
 
+pub mod audit_kind;
 pub mod event;
 pub mod handler;
 pub mod identifier;
@@ -13,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod ports;
 
+pub use audit_kind::AuditKind;
 pub use event::{
     Actor, Authority, BadTypePattern, DEFAULT_TENANT, DeliveryFacts, Envelope, EventType, GroupRef,
     ORG_EVENTS_SOURCE, OWN_SOURCE, RECONCILE_SOURCE, RESERVED_SOURCES, Scheme, Subject, Tenant, TypePattern,

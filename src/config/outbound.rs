@@ -10,13 +10,12 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use handlers::TypePattern;
+use handlers::{AuditKind, TypePattern};
 use serde::{Deserialize, Serialize};
 
 use super::SourceSecret;
 use super::checks::{Ending, ending, is_name};
 use super::sources::standard_webhooks_key;
-use crate::audit::AuditKind;
 
 /// Names the outbox keeps for deliveries that are not `[[outbound]]` endpoints.
 pub const RESERVED_OUTBOUND_NAMES: [&str; 1] = [SLACK_OUTBOX];
