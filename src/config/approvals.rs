@@ -269,6 +269,12 @@ mod tests {
             crate::config::Secret::new("0123456789abcdef"),
             vec!["U1".into()],
         );
+        // Its secrets never show.
+        let shown = format!("{slack:?}");
+        assert!(
+            !shown.contains("0123456789abcdef") && !shown.contains("services/T/B/x"),
+            "{shown}"
+        );
         assert!(slack.is_response_url("https://hooks.slack.com/actions/T0/1/abc"));
         assert!(!slack.is_response_url("https://hooks.slack.com.evil.example/actions/x"));
         assert!(!slack.is_response_url("http://hooks.slack.com/actions/x"));

@@ -424,3 +424,51 @@ async fn the_cli_lists_shows_and_replays_dead_deliveries() {
     assert!(said.contains("still pending"), "{said}");
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_policy_violation_gatehouse_publishes_itself_reaches_the_endpoint() {
+    let receiver = Receiver::start().await;
+    let seed = Seed {
+        users: vec![
+            SeedUser::new("admin-1", "Admin"),
+            SeedUser::new("mallory", "Mallory"),
+        ],
+        groups: vec![SeedGroup::new(
+            "g-admins",
+            "confluence-administrators",
+            vec!["admin-1".into(), "mallory".into()],
+        )],
+        ..Seed::default()
+    };
+    let guard = r#"
+[[policies]]
+name = "admins-guard"
+on = "group.member_added"
+actions = ["confluence.revert_protected_membership"]
+protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
+"#;
+    let world = World::start(seed, policies(guard), |settings| {
+        let mut soar = endpoint("soar", receiver.url("/soar"));
+        soar.types = vec!["policy.violation".parse().unwrap()];
+        settings.outbound.push(soar);
+    })
+    .await;
+    let event_id = world
+        .send(
+            "group.member_added",
+            "msg-intrusion",
+            json!({"account_id": "mallory", "group": {"name": "confluence-administrators"}}),
+        )
+        .await;
+    // Only the violation: the group event itself is not subscribed to.
+    all_in(&world, "soar", DeliveryState::Delivered, 1).await;
+    let requests = receiver.requests("/soar");
+    assert_eq!(requests.len(), 1);
+    assert_signed(&requests[0]);
+    let body = requests[0].json();
+    assert_eq!(body["type"], "policy.violation");
+    assert_eq!(body["data"]["subject"]["account_id"], "mallory");
+    assert_eq!(body["data"]["payload"]["event_id"], event_id.as_str());
+    assert!(world.groups_of("mallory").await.is_empty());
+    world.stop().await;
+}
