@@ -11,6 +11,7 @@ mod atlassian;
 mod audit;
 mod checks;
 mod connect;
+mod console;
 pub(crate) mod env_override;
 mod poll;
 mod queue;
@@ -36,6 +37,7 @@ pub use atlassian::{
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use connect::ConnectSettings;
+pub use console::{ConsoleSettings, IpNetwork, OperatorRole, OperatorSettings, PasswordHash};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
@@ -132,6 +134,9 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     #[serde(default)]
     pub audit: AuditSettings,
+    /// The operator console (`/console`), off by default.
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// The Atlassian organizations and sites served, each with its own credentials and limits
     /// (see [`tenants`]).
     #[serde(default)]
