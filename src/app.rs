@@ -359,6 +359,7 @@ impl Application {
                                     findings: report.findings_json(),
                                     groups_scanned: report.groups_scanned as u64,
                                     accounts_checked: report.accounts_checked as u64,
+                                    awaiting_approval: serde_json::json!(report.awaiting_approval).to_string(),
                                     error: None,
                                 }
                             }
@@ -370,6 +371,7 @@ impl Application {
                                     findings: "[]".to_owned(),
                                     groups_scanned: 0,
                                     accounts_checked: 0,
+                                    awaiting_approval: "[]".to_owned(),
                                     error: Some(error.to_string()),
                                 }
                             }

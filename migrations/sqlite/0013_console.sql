@@ -18,5 +18,6 @@ CREATE TABLE reconcile_runs (
     findings         TEXT NOT NULL,      -- JSON array of {event_type, account_id, group, reason}
     groups_scanned   BIGINT NOT NULL,
     accounts_checked BIGINT NOT NULL,
+    awaiting_approval TEXT NOT NULL,     -- JSON array of accounts whose plan already waits for a person
     error            TEXT                -- the run failed: why (findings then empty)
 );

@@ -15,6 +15,9 @@ pub struct ReconcileRun {
     pub findings: String,
     pub groups_scanned: u64,
     pub accounts_checked: u64,
+    /// A JSON array of the deactivated accounts still holding groups whose plan already waits
+    /// for a person (found, not queued again).
+    pub awaiting_approval: String,
     /// Why the run failed, when it did.
     pub error: Option<String>,
 }
@@ -23,18 +26,19 @@ impl Store {
     /// Replaces `run.tenant`'s last run with `run`.
     pub async fn record_reconcile_run(&self, run: &ReconcileRun) -> Result<(), StoreError> {
         // Both databases accept this upsert as written.
-        let sql =
-            "INSERT INTO reconcile_runs (tenant, ran_at, findings, groups_scanned, accounts_checked, error)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+        let sql = "INSERT INTO reconcile_runs
+                 (tenant, ran_at, findings, groups_scanned, accounts_checked, awaiting_approval, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (tenant) DO UPDATE SET ran_at = excluded.ran_at, findings = excluded.findings,
                      groups_scanned = excluded.groups_scanned, accounts_checked = excluded.accounts_checked,
-                     error = excluded.error";
+                     awaiting_approval = excluded.awaiting_approval, error = excluded.error";
         sqlx::query(sql)
             .bind(&run.tenant)
             .bind(to_millis(run.ran_at))
             .bind(&run.findings)
             .bind(i64::try_from(run.groups_scanned).unwrap_or(i64::MAX))
             .bind(i64::try_from(run.accounts_checked).unwrap_or(i64::MAX))
+            .bind(&run.awaiting_approval)
             .bind(run.error.as_deref())
             .execute(self.pool())
             .await?;
@@ -44,7 +48,7 @@ impl Store {
     /// `tenant`'s last reconciler run, if one was recorded.
     pub async fn last_reconcile_run(&self, tenant: &str) -> Result<Option<ReconcileRun>, StoreError> {
         let row = sqlx::query(
-            "SELECT tenant, ran_at, findings, groups_scanned, accounts_checked, error
+            "SELECT tenant, ran_at, findings, groups_scanned, accounts_checked, awaiting_approval, error
              FROM reconcile_runs WHERE tenant = $1",
         )
         .bind(tenant)
@@ -59,6 +63,7 @@ impl Store {
                 findings: row.try_get("findings")?,
                 groups_scanned: u64::try_from(groups).unwrap_or(0),
                 accounts_checked: u64::try_from(accounts).unwrap_or(0),
+                awaiting_approval: row.try_get("awaiting_approval")?,
                 error: row.try_get("error")?,
             })
         })

@@ -570,6 +570,7 @@ async fn the_status_page_shows_sources_the_queue_and_the_reconcilers_last_run() 
             .to_string(),
             groups_scanned: 2,
             accounts_checked: 3,
+            awaiting_approval: json!(["cara"]).to_string(),
             error: None,
         })
         .await
@@ -968,20 +969,20 @@ async fn screenshots() {
         .expect("Chromium is needed for screenshots");
     let world = console_world(|settings| {
         settings.reconcile.enabled = true;
-        settings.reconcile.interval_seconds = 3_600;
+        settings.reconcile.interval_seconds = 2;
         settings.sources[0].secrets[0].not_after = Some(chrono::Utc::now() + chrono::Duration::days(12));
     })
     .await;
     let dan = pending_leaver(&world, "dan").await;
     let cara = pending_leaver(&world, "cara").await;
-    eventually(LONG, "the reconciler's run", || async {
+    eventually(LONG, "a successful reconciler run", || async {
         world
             .app
             .store
             .last_reconcile_run("default")
             .await
             .unwrap()
-            .is_some()
+            .is_some_and(|run| run.error.is_none())
     })
     .await;
     let base = base(&world);

@@ -95,7 +95,7 @@ fn view(approval: &Approval, ttl: crate::config::Span) -> ApprovalView {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Done {
+pub struct DecidedNotice {
     /// The approval just decided, and how (to say so at the top of the page).
     decided: Option<String>,
     result: Option<String>,
@@ -105,7 +105,7 @@ pub struct Done {
 pub async fn list(
     State(state): State<Arc<ConsoleState>>,
     operator: Operator,
-    Query(done): Query<Done>,
+    Query(done): Query<DecidedNotice>,
 ) -> Result<Response, ConsoleError> {
     let ttl = state.settings.reactions.approval_ttl;
     let pending: Vec<ApprovalView> = state

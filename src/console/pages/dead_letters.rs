@@ -50,7 +50,7 @@ fn view(letter: &DeadLetterRow) -> LetterView {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Done {
+pub struct ReplayedNotice {
     replayed: Option<String>,
 }
 
@@ -58,7 +58,7 @@ pub struct Done {
 pub async fn list(
     State(state): State<Arc<ConsoleState>>,
     operator: Operator,
-    Query(done): Query<Done>,
+    Query(done): Query<ReplayedNotice>,
 ) -> Result<Response, ConsoleError> {
     let letters: Vec<LetterView> = state
         .store

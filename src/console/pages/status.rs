@@ -50,6 +50,8 @@ struct ReconcileView {
     groups_scanned: u64,
     accounts_checked: u64,
     findings: Vec<FindingView>,
+    /// Accounts found again whose plan already waits for a person.
+    awaiting_approval: Vec<String>,
     error: Option<String>,
 }
 
@@ -117,6 +119,7 @@ pub async fn show(
                 groups_scanned: 0,
                 accounts_checked: 0,
                 findings: Vec::new(),
+                awaiting_approval: Vec::new(),
                 error: None,
             },
             Some(run) => {
@@ -140,6 +143,7 @@ pub async fn show(
                     groups_scanned: run.groups_scanned,
                     accounts_checked: run.accounts_checked,
                     findings,
+                    awaiting_approval: serde_json::from_str(&run.awaiting_approval).unwrap_or_default(),
                     error: run.error,
                 }
             }
