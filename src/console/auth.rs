@@ -135,6 +135,12 @@ impl SignInGuard {
         checked && has_own
     }
 
+    /// Makes the decoy hash now, so the first sign-in with an unknown name costs no more than
+    /// the others.
+    pub async fn warm_up(&self) {
+        let _ = self.decoy().await;
+    }
+
     async fn decoy(&self) -> Option<String> {
         self.decoy
             .get_or_try_init(|| async {

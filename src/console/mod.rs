@@ -78,6 +78,10 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
         audit,
         queue,
     });
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let warm = state.clone();
+        runtime.spawn(async move { warm.sign_ins.warm_up().await });
+    }
     Router::new()
         .route("/console", get(pages::home))
         .route("/console/", get(pages::home))

@@ -193,6 +193,10 @@ impl FromRequestParts<Arc<ConsoleState>> for Operator {
                     set_cookie: None,
                 });
             }
+            // Clients without a cookie jar begin a session a request: forget the expired ones.
+            if let Err(error) = state.store.delete_expired_console_sessions().await {
+                tracing::debug!(%error, "console: cannot forget expired sessions now");
+            }
             let id = begin(state, &operator.name, BY_PROXY).await?;
             tracing::info!(operator = %operator.name, "console: signed in through the trusted proxy");
             return Ok(Operator {

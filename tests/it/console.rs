@@ -462,6 +462,46 @@ async fn wrong_passwords_are_refused_then_the_name_is_locked() {
 }
 
 #[tokio::test]
+async fn the_cli_makes_a_password_hash_the_console_accepts() {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["console", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"a brand new passphrase\n").await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("brand new"));
+
+    let world = console_world(|settings| {
+        settings.console.operators.push(OperatorSettings {
+            name: "cli-made".to_owned(),
+            role: OperatorRole::Viewer,
+            password_hash: Some(PasswordHash::from(hash)),
+        });
+    })
+    .await;
+    assert!(
+        sign_in(&world, "cli-made", "a brand new passphrase")
+            .await
+            .is_ok()
+    );
+    assert!(sign_in(&world, "cli-made", PASSWORD).await.is_err());
+    world.stop().await;
+}
+
+#[tokio::test]
 async fn signing_out_ends_the_session() {
     let world = console_world(|_| {}).await;
     let alice = sign_in(&world, "alice", PASSWORD).await.unwrap();
