@@ -18,8 +18,6 @@ pub enum ConsoleError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
     /// The request was understood but the thing is no longer in a state to do it.
     #[error("{0}")]
     Conflict(String),
@@ -65,7 +63,6 @@ impl ConsoleError {
             ConsoleError::NotSignedIn => StatusCode::SEE_OTHER,
             ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
-            ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConsoleError::Conflict(_) => StatusCode::CONFLICT,
             ConsoleError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -420,6 +420,12 @@ async fn an_admin_replays_a_dead_letter() {
     )
     .await;
     assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let (_, listed) = page_as(&world, &alice, &location).await;
+    assert!(listed.contains(&format!("Dead letter {id} replayed")), "{listed}");
+    // Only a letter really replayed is said to be.
+    let (_, spoofed) = page_as(&world, &alice, "/console/dead-letters?replayed=everything").await;
+    assert!(!spoofed.contains("id=\"notice\""), "{spoofed}");
     let (_, still_dead) = world.app.store.dead_letter(&id).await.unwrap().unwrap();
     assert!(!still_dead, "marked replayed");
     let (_, letter) = page_as(&world, &alice, &format!("/console/dead-letters/{id}")).await;

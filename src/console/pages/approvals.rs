@@ -115,14 +115,7 @@ pub async fn list(
         .iter()
         .map(|a| view(a, ttl))
         .collect();
-    let notice = (|| {
-        let result = match done.result.as_deref()? {
-            "approved" => "approved: the plan is queued and will be performed as recorded",
-            "rejected" => "rejected: nothing of it will be performed",
-            _ => return None,
-        };
-        Some(format!("Approval {} {result}.", done.decided?))
-    })();
+    let notice = decided_notice(&done);
     page(
         &operator,
         "approvals.html",
@@ -133,6 +126,18 @@ pub async fn list(
             "ttl": ttl.to_string(),
         }),
     )
+}
+
+/// What the page says about the decision just made, if it was told of one.
+fn decided_notice(done: &DecidedNotice) -> Option<String> {
+    let result = match done.result.as_deref()? {
+        "approved" => "approved: the plan is queued and will be performed as recorded",
+        "rejected" => "rejected: nothing of it will be performed",
+        _ => return None,
+    };
+    // Only an approval id is echoed (a link cannot make the page say anything else).
+    let id: ulid::Ulid = done.decided.as_deref()?.parse().ok()?;
+    Some(format!("Approval {id} {result}."))
 }
 
 /// The approval `id` and its tenant (decisions are made in the plan's own tenant).

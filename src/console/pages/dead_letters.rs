@@ -71,9 +71,16 @@ pub async fn list(
         .map(view)
         .collect();
     let total = state.store.count_dead_letters().await?;
-    let notice = done
-        .replayed
-        .map(|id| format!("Dead letter {id} replayed: the event is back on the work queue."));
+    // Said only of a letter that was indeed replayed (a link cannot make the page say more).
+    let notice = match done.replayed {
+        Some(id) => match state.store.dead_letter(&id).await? {
+            Some((_, false)) => Some(format!(
+                "Dead letter {id} replayed: the event is back on the work queue."
+            )),
+            _ => None,
+        },
+        None => None,
+    };
     page(
         &operator,
         "dead_letters.html",
