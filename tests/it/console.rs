@@ -508,6 +508,62 @@ async fn the_cli_makes_a_password_hash_the_console_accepts() {
 }
 
 #[tokio::test]
+async fn sessions_decisions_and_reconciler_runs_work_on_postgresql() {
+    let db = crate::store::PgDatabase::create().await;
+    let url = db.url.clone();
+    let world = console_world(move |settings| {
+        settings.store.url = gatehouse::config::SensitiveUrl::new(url);
+    })
+    .await;
+    let approval = pending_leaver(&world, "dan").await;
+    let april = sign_in(&world, "april", PASSWORD).await.unwrap();
+    let (status, page) = page_as(&world, &april, "/console/approvals").await;
+    assert_eq!(status, 200);
+    let response = post_as(
+        &world,
+        &april,
+        &format!("/console/approvals/{}/reject", approval.id),
+        &[("csrf", csrf_in(&page).as_str()), ("reason", "handled by HR")],
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    let decided = world.app.store.approval(&approval.id).await.unwrap().unwrap();
+    assert_eq!(decided.state, ApprovalState::Rejected);
+    assert_eq!(decided.decided_by.as_deref(), Some("console:april"));
+    // The last run replaces the one before.
+    for (checked, error) in [(1, Some("first")), (7, None)] {
+        world
+            .app
+            .store
+            .record_reconcile_run(&ReconcileRun {
+                tenant: "default".to_owned(),
+                ran_at: chrono::Utc::now(),
+                findings: "[]".to_owned(),
+                groups_scanned: 1,
+                accounts_checked: checked,
+                awaiting_approval: "[]".to_owned(),
+                error: error.map(str::to_owned),
+            })
+            .await
+            .unwrap();
+    }
+    let run = world
+        .app
+        .store
+        .last_reconcile_run("default")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.accounts_checked, run.error), (7, None));
+    let response = post_as(&world, &april, "/console/sign-out", &[("csrf", &csrf_in(&page))]).await;
+    assert!(redirects_to_sign_in(&response));
+    let (status, _) = page_as(&world, &april, "/console/approvals").await;
+    assert_eq!(status, 303);
+    world.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
 async fn signing_out_ends_the_session() {
     let world = console_world(|_| {}).await;
     let alice = sign_in(&world, "alice", PASSWORD).await.unwrap();
