@@ -33,7 +33,7 @@ use crate::queue::rabbitmq::RabbitQueue;
 use crate::reactions::live::LivePerformer;
 use crate::reactions::tenants::TenantReactors;
 use crate::reactions::{Executor, Planner, Reactor};
-use crate::store::Store;
+use crate::store::{ReconcileRun, Store};
 use crate::telemetry::Metrics;
 use crate::worker::{self, Process};
 
@@ -341,16 +341,39 @@ impl Application {
                 );
                 let interval = Duration::from_secs(settings.reconcile.interval_seconds);
                 let (store, stop, tenant) = (self.store.clone(), stop.clone(), tenant.clone());
+                let runs = self.store.clone();
                 tasks.push(tokio::spawn(async move {
                     let lease = format!("reconciler@{tenant}");
                     run_singleton(store, &lease, interval, singleton_lease, stop, || async {
-                        match reconciler.run_once(false, &Quiet).await {
+                        let run = match reconciler.run_once(false, &Quiet).await {
                             Ok(report) => {
-                                tracing::info!(%tenant, findings = report.findings.len(), "reconciled")
+                                tracing::info!(%tenant, findings = report.findings.len(), "reconciled");
+                                ReconcileRun {
+                                    tenant: tenant.clone(),
+                                    ran_at: chrono::Utc::now(),
+                                    findings: report.findings_json(),
+                                    groups_scanned: report.groups_scanned as u64,
+                                    accounts_checked: report.accounts_checked as u64,
+                                    awaiting_approval: serde_json::json!(report.awaiting_approval).to_string(),
+                                    error: None,
+                                }
                             }
                             Err(error) => {
-                                tracing::warn!(%tenant, %error, "reconciling failed; retrying next round")
+                                tracing::warn!(%tenant, %error, "reconciling failed; retrying next round");
+                                ReconcileRun {
+                                    tenant: tenant.clone(),
+                                    ran_at: chrono::Utc::now(),
+                                    findings: "[]".to_owned(),
+                                    groups_scanned: 0,
+                                    accounts_checked: 0,
+                                    awaiting_approval: "[]".to_owned(),
+                                    error: Some(error.to_string()),
+                                }
                             }
+                        };
+                        // Kept for the operator console; the run's work is done either way.
+                        if let Err(error) = runs.record_reconcile_run(&run).await {
+                            tracing::warn!(%tenant, %error, "cannot record the reconciler's run for the console");
                         }
                         false
                     })
@@ -442,7 +465,12 @@ impl Application {
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_seconds);
         let addr = self.local_addr();
-        let mut router = ingress::router(self.state.clone(), self.roles.ingress);
+        let mut router = ingress::router(self.state.clone(), self.roles.ingress).merge(crate::console::router(
+            self.settings.clone(),
+            self.store.clone(),
+            self.audit.clone(),
+            queue.clone(),
+        ));
         if self.roles.ingress {
             router = router.merge(crate::slack_actions::router(
                 self.settings.clone(),
@@ -451,10 +479,13 @@ impl Application {
                 self.metrics.clone(),
             ));
         }
+        let mut limits = crate::listener::ConnectionLimits::from(&self.settings.server);
+        // The console believes a proxy's user header only from configured proxy addresses.
+        limits.peer_addresses = self.settings.console.enabled;
         let server = crate::listener::serve(
             self.listener,
             router,
-            (&self.settings.server).into(),
+            limits,
             self.metrics.connections.clone(),
             shutdown.clone(),
         );

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 // The fuzz targets: built for the library's own tests (CI's short run) and for the fuzz harness
 // (`fuzz/`, feature `fuzzing`), never into the binary.
 #[cfg(any(test, feature = "fuzzing"))]

@@ -102,6 +102,9 @@ pub struct ConnectionLimits {
     pub keep_alive_idle: Duration,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// Hand each request its connection's peer address (axum's `ConnectInfo`), for the operator
+    /// console's trusted-proxy check; off otherwise, as it costs an allocation per request.
+    pub peer_addresses: bool,
 }
 
 impl From<&ServerSettings> for ConnectionLimits {
@@ -111,6 +114,7 @@ impl From<&ServerSettings> for ConnectionLimits {
             keep_alive_idle: Duration::from_secs(server.keep_alive_idle_seconds),
             max_connections: server.max_connections,
             max_connections_per_peer: server.max_connections_per_peer,
+            peer_addresses: false,
         }
     }
 }
@@ -168,7 +172,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         connections.spawn(connection(
-            stream,
+            (stream, limits.peer_addresses.then_some(peer)),
             router.clone(),
             builder.clone(),
             limits,
@@ -233,8 +237,9 @@ impl Drop for PeerSlot {
 }
 
 /// One connection, until the client closes it, a timer does, or shutdown has let it finish.
+/// `peer` is handed to requests when `limits.peer_addresses` asks for it.
 async fn connection(
-    stream: TcpStream,
+    (stream, peer): (TcpStream, Option<std::net::SocketAddr>),
     router: Router,
     builder: hyper::server::conn::http1::Builder,
     limits: ConnectionLimits,
@@ -251,6 +256,7 @@ async fn connection(
     let service = RequestService {
         router,
         activity: activity.clone(),
+        peer,
     };
     let served = builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
     let mut served = std::pin::pin!(served);
@@ -437,6 +443,8 @@ impl AsyncWrite for Watched {
 struct RequestService {
     router: Router,
     activity: Arc<Activity>,
+    /// The connection's peer, when requests are to carry it.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Service<hyper::Request<Incoming>> for RequestService {
@@ -449,8 +457,11 @@ impl Service<hyper::Request<Incoming>> for RequestService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: hyper::Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::begin(self.activity.clone());
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        }
         let mut router = self.router.clone();
         Box::pin(async move {
             let response = router.call(request.map(Body::new)).await;

@@ -3,6 +3,7 @@
 //! 1 failure, 2 configuration error, 3 audit chain broken).
 
 mod approvals;
+mod console;
 mod demo;
 mod dlq;
 mod outbound;
@@ -55,6 +56,11 @@ pub enum Command {
     /// Watch gatehouse do its job: a simulated organization, a story of signed webhooks, what
     /// gatehouse did with each, and the audit trail (no broker, no Atlassian account, no config).
     Demo(demo::DemoArgs),
+    /// The operator console's tools (`hash-password`).
+    Console {
+        #[command(subcommand)]
+        command: console::ConsoleCommand,
+    },
     #[command(flatten)]
     Configured(Configured),
 }
@@ -131,6 +137,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             });
             report(demo::run(args).await)
         }
+        // Needs no config: it hashes a password for one.
+        Command::Console { command } => report(console::run(command)),
         Command::Configured(command) => run_configured(&cli.config, command).await,
     }
 }

@@ -12,6 +12,7 @@ mod atlassian;
 mod audit;
 mod checks;
 mod connect;
+mod console;
 pub(crate) mod env_override;
 mod outbound;
 mod poll;
@@ -42,6 +43,7 @@ pub use connect::ConnectSettings;
 pub use outbound::{
     OutboundSettings, RESERVED_OUTBOUND_NAMES, SLACK_OUTBOX, is_private_address, target_problem,
 };
+pub use console::{ConsoleSettings, IpNetwork, OperatorRole, OperatorSettings, PasswordHash};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
@@ -144,6 +146,9 @@ pub struct Settings {
     /// Endpoints that receive signed deliveries of events and audit records.
     #[serde(default)]
     pub outbound: Vec<OutboundSettings>,
+    /// The operator console (`/console`), off by default.
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// The Atlassian organizations and sites served, each with its own credentials and limits
     /// (see [`tenants`]).
     #[serde(default)]

@@ -1,5 +1,5 @@
 //! Whole-config checks that types cannot express: each section checks itself in its own module
-//! (server, queue, worker, store, sources, connect, tenants, audit, polling); what is left here
+//! (server, queue, worker, store, sources, connect, tenants, audit, polling, console); what is left here
 //! is the order they run in and the policies, which refer to sources and tenants.
 
 use chrono::{DateTime, Utc};
@@ -27,6 +27,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     super::tenants::validate(settings, now, &mut errors, &mut warnings);
     errors.extend(settings.audit.validate());
     super::poll::validate(settings, &mut errors);
+    super::console::validate(settings, &mut errors);
 
     for (i, policy) in settings.policies.iter().enumerate() {
         for (key, message) in policy.problems() {

@@ -66,6 +66,26 @@ pub struct Report {
     pub awaiting_approval: Vec<String>,
 }
 
+impl Report {
+    /// The findings as a JSON array (`event_type`, `account_id`, `group`, `reason`), as the store
+    /// keeps the last run for the operator console.
+    pub fn findings_json(&self) -> String {
+        let findings: Vec<serde_json::Value> = self
+            .findings
+            .iter()
+            .map(|finding| {
+                serde_json::json!({
+                    "event_type": finding.event_type.to_string(),
+                    "account_id": finding.account_id,
+                    "group": finding.group.as_ref().and_then(|g| g.name.clone().or_else(|| g.id.clone())),
+                    "reason": finding.reason,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(findings).to_string()
+    }
+}
+
 /// The site's groups and the members of those not on the keep-list, as one run read them.
 #[derive(Debug)]
 struct Scan {

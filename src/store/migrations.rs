@@ -84,6 +84,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0012_outbox.sql"),
         include_str!("../../migrations/postgres/0012_outbox.sql"),
     ),
+    (
+        13,
+        "console: operator sessions and the reconciler's last run per tenant",
+        include_str!("../../migrations/sqlite/0013_console.sql"),
+        include_str!("../../migrations/postgres/0013_console.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 
 pub mod account_claims;
 pub mod approvals;
+pub mod console_sessions;
 pub mod dead_letters;
 pub mod decisions;
 pub mod dedupe;
@@ -17,6 +18,7 @@ mod migrations;
 mod oauth_tokens;
 pub mod outbox;
 pub mod poll_state;
+pub mod reconcile_runs;
 mod sealed_columns;
 pub mod sealing;
 
@@ -30,11 +32,13 @@ use crate::config::StoreSettings;
 
 pub use account_claims::AccountClaim;
 pub use approvals::{Approval, ApprovalState, NewApproval};
+pub use console_sessions::ConsoleSession;
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, Failure};
 pub use dedupe::Claim;
 pub use installations::Installation;
 pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 pub use poll_state::GroupSnapshot;
+pub use reconcile_runs::ReconcileRun;
 pub use sealed_columns::SealedColumn;
 
 /// The tenant a stored envelope (an approval's, a dead letter's) is bound to, read without

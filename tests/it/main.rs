@@ -10,6 +10,7 @@ mod atlassian;
 mod audit;
 mod broker_outage;
 mod connect;
+mod console;
 mod demo;
 mod ingress;
 mod logging;

@@ -1,0 +1,187 @@
+//! The audit trail: records filtered by person, kind, time and tenant (read with
+//! `audit::query`, as `gatehouse audit query` and `GET /audit` read them), each expandable to
+//! the whole record, under a badge saying whether the hash chain verifies up to its head.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use super::super::session::Operator;
+use super::super::{ConsoleError, ConsoleState};
+use super::{Frame, page, time};
+use crate::audit::query::{AuditFilters, page as audit_page};
+use crate::audit::{AuditKind, VerifyReport, verify};
+use crate::store::Store;
+
+/// Records per page.
+const PAGE_SIZE: usize = 100;
+
+/// How long one verification of the chain is shown before the next page view walks it again.
+const BADGE_TTL: Duration = Duration::from_secs(15);
+
+/// The last verification of the chain: walking it is linear in its length, so page views share
+/// one walk for a few seconds.
+#[derive(Debug, Default)]
+pub struct ChainBadgeCache(tokio::sync::Mutex<Option<(Instant, Badge)>>);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Badge {
+    intact: bool,
+    head_seq: u64,
+    checked: u64,
+    /// The first broken link, when there is one.
+    broken: Option<String>,
+    at: String,
+}
+
+impl ChainBadgeCache {
+    async fn get(&self, store: &Store) -> Result<Badge, ConsoleError> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, badge)) = cached.as_ref()
+            && at.elapsed() < BADGE_TTL
+        {
+            return Ok(badge.clone());
+        }
+        let report: VerifyReport = verify(store, 1, |_| {}).await?;
+        let badge = Badge {
+            intact: report.is_intact(),
+            head_seq: report.head_seq,
+            checked: report.checked,
+            broken: report.broken.as_ref().map(|b| b.to_string()),
+            at: time(chrono::Utc::now()),
+        };
+        *cached = Some((Instant::now(), badge.clone()));
+        Ok(badge)
+    }
+}
+
+/// The filters, as the form sends them (empty fields mean no filter).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Filters {
+    #[serde(default)]
+    account_id: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    after_seq: Option<u64>,
+}
+
+fn given(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|t| !t.is_empty())
+}
+
+#[derive(Debug, Serialize)]
+struct RecordView {
+    seq: u64,
+    time: String,
+    kind: &'static str,
+    tenant: Option<String>,
+    account: Option<String>,
+    handler: Option<String>,
+    action: Option<String>,
+    org_wide: bool,
+    status: String,
+    error: Option<String>,
+    failed: bool,
+    /// The whole record, pretty-printed, for the expanded view.
+    json: String,
+}
+
+/// `GET /console/audit`.
+pub async fn list(
+    State(state): State<Arc<ConsoleState>>,
+    operator: Operator,
+    Query(mut filters): Query<Filters>,
+) -> Result<Response, ConsoleError> {
+    // The last day unless the form says otherwise (an empty field: all of it).
+    let since = filters.since.get_or_insert_with(|| "24h".to_owned()).clone();
+    let parsed = AuditFilters {
+        account_id: given(&filters.account_id),
+        tenant: given(&filters.tenant),
+        event_id: None,
+        kinds: given(&filters.kind).into_iter().collect(),
+        since: given(&since),
+        until: given(&filters.until),
+        after_seq: filters.after_seq,
+        limit: PAGE_SIZE,
+    }
+    .parse();
+    let (records, next, problem) = match parsed {
+        Ok(query) => {
+            let found = audit_page(&state.store, &query).await?;
+            (found.records, found.next_after_seq, None)
+        }
+        Err(problem) => (Vec::new(), None, Some(problem)),
+    };
+    let records: Vec<RecordView> = records
+        .iter()
+        .map(|r| RecordView {
+            seq: r.seq,
+            time: time(r.time),
+            kind: r.record.kind.as_str(),
+            tenant: r.record.tenant.clone(),
+            account: r.record.account_id.clone(),
+            handler: r.record.handler.clone(),
+            action: r
+                .record
+                .action
+                .as_ref()
+                .map(|a| format!("{} {}", a.action_type, a.target)),
+            org_wide: r.record.action.as_ref().is_some_and(|a| a.org_wide),
+            status: r.record.outcome.status.clone(),
+            error: r.record.outcome.error.clone(),
+            failed: matches!(
+                r.record.kind,
+                AuditKind::Failed | AuditKind::DeadLettered | AuditKind::Refused
+            ),
+            json: serde_json::to_string_pretty(r).unwrap_or_default(),
+        })
+        .collect();
+    let next_query = next.map(|after| {
+        let next = Filters {
+            after_seq: Some(after),
+            ..filters.clone()
+        };
+        query_string(&next)
+    });
+    let badge = state.chain_badge.get(&state.store).await?;
+    let kinds: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+    page(
+        &operator,
+        "audit.html",
+        serde_json::json!({
+            "frame": Frame::new(&operator, "audit"),
+            "filters": filters,
+            "kinds": kinds,
+            "tenants": state.settings.tenant_names(),
+            "records": records,
+            "problem": problem,
+            "next_query": next_query,
+            "badge": badge,
+        }),
+    )
+}
+
+/// The filters as a query string (for the next page's link).
+fn query_string(filters: &Filters) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("account_id", &filters.account_id)
+        .append_pair("kind", &filters.kind)
+        .append_pair("since", filters.since.as_deref().unwrap_or_default())
+        .append_pair("until", &filters.until)
+        .append_pair("tenant", &filters.tenant);
+    if let Some(after) = filters.after_seq {
+        query.append_pair("after_seq", &after.to_string());
+    }
+    query.finish()
+}
