@@ -465,12 +465,13 @@ impl Application {
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_seconds);
         let addr = self.local_addr();
-        let mut router = ingress::router(self.state.clone(), self.roles.ingress).merge(crate::console::router(
-            self.settings.clone(),
-            self.store.clone(),
-            self.audit.clone(),
-            queue.clone(),
-        ));
+        let mut router =
+            ingress::router(self.state.clone(), self.roles.ingress).merge(crate::console::router(
+                self.settings.clone(),
+                self.store.clone(),
+                self.audit.clone(),
+                queue.clone(),
+            ));
         if self.roles.ingress {
             router = router.merge(crate::slack_actions::router(
                 self.settings.clone(),

@@ -36,3 +36,41 @@ pub(super) fn is_name(name: &str, extra: &[char]) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
 }
+
+/// Checks the secrets of one source or endpoint, under `key` (`sources[0]`): each has a
+/// non-empty id used once in its `owner` (`source`, `endpoint`), and an end date, when it has one,
+/// that is not past or near (a warning: the secret then `does` nothing, e.g. "verifies").
+pub(super) fn check_secret_ids_and_ends(
+    key: &str,
+    secrets: &[super::SourceSecret],
+    (owner, does): (&str, &str),
+    now: DateTime<Utc>,
+    error: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+) {
+    let mut ids = std::collections::HashSet::new();
+    for (j, secret) in secrets.iter().enumerate() {
+        let secret_key = format!("{key}.secrets[{j}]");
+        if secret.id.trim().is_empty() {
+            error(format!("{secret_key}.id"), "must not be empty".into());
+        } else if !ids.insert(secret.id.as_str()) {
+            error(
+                format!("{secret_key}.id"),
+                format!("`{}` is used twice in this {owner}", secret.id),
+            );
+        }
+        if let Some(end) = secret.not_after {
+            match ending(end, now) {
+                Some(Ending::Past) => warn(
+                    format!("{secret_key}.not_after"),
+                    format!("secret `{}` expired at {end}; it {does} nothing", secret.id),
+                ),
+                Some(Ending::Soon) => warn(
+                    format!("{secret_key}.not_after"),
+                    format!("secret `{}` expires at {end}: rotate it", secret.id),
+                ),
+                None => {}
+            }
+        }
+    }
+}

@@ -40,10 +40,10 @@ pub use atlassian::{
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use connect::ConnectSettings;
+pub use console::{ConsoleSettings, IpNetwork, OperatorRole, OperatorSettings, PasswordHash};
 pub use outbound::{
     OutboundSettings, RESERVED_OUTBOUND_NAMES, SLACK_OUTBOX, is_private_address, target_problem,
 };
-pub use console::{ConsoleSettings, IpNetwork, OperatorRole, OperatorSettings, PasswordHash};
 pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;

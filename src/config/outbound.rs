@@ -14,7 +14,7 @@ use handlers::{AuditKind, TypePattern};
 use serde::{Deserialize, Serialize};
 
 use super::SourceSecret;
-use super::checks::{Ending, ending, is_name};
+use super::checks::{check_secret_ids_and_ends, is_name};
 use super::sources::standard_webhooks_key;
 
 /// Names the outbox keeps for deliveries that are not `[[outbound]]` endpoints.
@@ -239,33 +239,10 @@ pub(super) fn validate(
                 "give at least one `whsec_…` key: receivers verify every delivery".into(),
             );
         }
-        let mut ids = HashSet::new();
+        check_secret_ids_and_ends(&key, &endpoint.secrets, ("endpoint", "signs"), now, error, warn);
         for (j, secret) in endpoint.secrets.iter().enumerate() {
-            let secret_key = format!("{key}.secrets[{j}]");
-            if secret.id.trim().is_empty() {
-                error(format!("{secret_key}.id"), "must not be empty".into());
-            } else if !ids.insert(secret.id.as_str()) {
-                error(
-                    format!("{secret_key}.id"),
-                    format!("`{}` is used twice in this endpoint", secret.id),
-                );
-            }
             if let Err(message) = standard_webhooks_key(secret.value.expose()) {
-                error(format!("{secret_key}.value"), message);
-            }
-            match secret
-                .not_after
-                .and_then(|end| ending(end, now).map(|e| (end, e)))
-            {
-                Some((end, Ending::Past)) => warn(
-                    format!("{secret_key}.not_after"),
-                    format!("secret `{}` ended at {end}; it signs nothing", secret.id),
-                ),
-                Some((end, Ending::Soon)) => warn(
-                    format!("{secret_key}.not_after"),
-                    format!("secret `{}` ends at {end}: rotate it", secret.id),
-                ),
-                None => {}
+                error(format!("{key}.secrets[{j}].value"), message);
             }
         }
         if !endpoint.secrets.is_empty() && !endpoint.secrets.iter().any(|s| s.is_live(now)) {

@@ -9,7 +9,7 @@ use handlers::{Authority, EventType, TypePattern};
 use serde::{Deserialize, Serialize};
 
 use super::Secret;
-use super::checks::{Ending, ending, is_name};
+use super::checks::{check_secret_ids_and_ends, is_name};
 
 /// The `source` of events gatehouse makes itself: no configured source may take these names
 /// (policies' `sources` and dedupe namespaces would confuse them).
@@ -248,17 +248,9 @@ pub(super) fn validate(
                 "must be lowercase letters, digits, `-` and `_`".into(),
             );
         }
-        let mut ids = HashSet::new();
+        check_secret_ids_and_ends(&key, &source.secrets, ("source", "verifies"), now, error, warn);
         for (j, secret) in source.secrets.iter().enumerate() {
             let secret_key = format!("{key}.secrets[{j}]");
-            if secret.id.trim().is_empty() {
-                error(format!("{secret_key}.id"), "must not be empty".into());
-            } else if !ids.insert(secret.id.as_str()) {
-                error(
-                    format!("{secret_key}.id"),
-                    format!("`{}` is used twice in this source", secret.id),
-                );
-            }
             if source.scheme == VerificationScheme::StandardWebhooks {
                 if let Err(message) = standard_webhooks_key(secret.value.expose()) {
                     error(format!("{secret_key}.value"), message);
@@ -273,19 +265,6 @@ pub(super) fn validate(
                         secret.value.expose().len()
                     ),
                 );
-            }
-            if let Some(end) = secret.not_after {
-                match ending(end, now) {
-                    Some(Ending::Past) => warn(
-                        format!("{secret_key}.not_after"),
-                        format!("secret `{}` expired at {end}; it verifies nothing", secret.id),
-                    ),
-                    Some(Ending::Soon) => warn(
-                        format!("{secret_key}.not_after"),
-                        format!("secret `{}` expires at {end}: rotate it", secret.id),
-                    ),
-                    None => {}
-                }
             }
         }
         match source.scheme {
