@@ -25,7 +25,7 @@ use crate::audit::{AuditLog, AuditRelay};
 use crate::config::{QueueBackend, Settings};
 use crate::ingress::{self, IngressState};
 use crate::poll::org_events::OrgEventsPoller;
-use crate::poll::reconcile::{Quiet, Reconciler};
+use crate::poll::reconcile::Reconciler;
 use crate::poll::run_singleton;
 use crate::queue::Queue;
 use crate::queue::embedded::EmbeddedQueue;
@@ -33,7 +33,7 @@ use crate::queue::rabbitmq::RabbitQueue;
 use crate::reactions::live::LivePerformer;
 use crate::reactions::tenants::TenantReactors;
 use crate::reactions::{Executor, Planner, Reactor};
-use crate::store::{ReconcileRun, Store};
+use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::worker::{self, Process};
 
@@ -341,41 +341,22 @@ impl Application {
                 );
                 let interval = Duration::from_secs(settings.reconcile.interval_seconds);
                 let (store, stop, tenant) = (self.store.clone(), stop.clone(), tenant.clone());
-                let runs = self.store.clone();
+                let retry = Duration::from_secs(settings.reconcile.retry_after_failure_seconds);
                 tasks.push(tokio::spawn(async move {
                     let lease = format!("reconciler@{tenant}");
-                    run_singleton(store, &lease, interval, singleton_lease, stop, || async {
-                        let run = match reconciler.run_once(false, &Quiet).await {
-                            Ok(report) => {
-                                tracing::info!(%tenant, findings = report.findings.len(), "reconciled");
-                                ReconcileRun {
-                                    tenant: tenant.clone(),
-                                    ran_at: chrono::Utc::now(),
-                                    findings: report.findings_json(),
-                                    groups_scanned: report.groups_scanned as u64,
-                                    accounts_checked: report.accounts_checked as u64,
-                                    awaiting_approval: serde_json::json!(report.awaiting_approval).to_string(),
-                                    error: None,
-                                }
-                            }
-                            Err(error) => {
-                                tracing::warn!(%tenant, %error, "reconciling failed; retrying next round");
-                                ReconcileRun {
-                                    tenant: tenant.clone(),
-                                    ran_at: chrono::Utc::now(),
-                                    findings: "[]".to_owned(),
-                                    groups_scanned: 0,
-                                    accounts_checked: 0,
-                                    awaiting_approval: "[]".to_owned(),
-                                    error: Some(error.to_string()),
-                                }
-                            }
-                        };
-                        // Kept for the operator console; the run's work is done either way.
-                        if let Err(error) = runs.record_reconcile_run(&run).await {
-                            tracing::warn!(%tenant, %error, "cannot record the reconciler's run for the console");
+                    // Failed rounds in a row: a failed round is tried again after `retry`,
+                    // doubling, rather than a whole interval later (a broker still connecting at
+                    // start must not cost the first reconciliation 15 minutes).
+                    let failures = std::sync::atomic::AtomicU32::new(0);
+                    run_singleton(store, &lease, interval, singleton_lease, stop.clone(), || async {
+                        if !reconciler.run_recorded().await {
+                            failures.store(0, std::sync::atomic::Ordering::Relaxed);
+                            return false;
                         }
-                        false
+                        let failed = failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        let wait = crate::pacing::doubling(retry, interval, failed);
+                        // Waiting as long as the interval is just the next round.
+                        wait < interval && crate::pacing::sleep_unless(wait, &stop).await
                     })
                     .await;
                 }));

@@ -64,6 +64,9 @@ pub struct ReconcileSettings {
     /// Reconcile periodically in worker processes (`gatehouse reconcile` runs it on demand).
     pub enabled: bool,
     pub interval_seconds: u64,
+    /// After a failed round, the next is tried this long later, doubling while rounds keep
+    /// failing, up to `interval_seconds`.
+    pub retry_after_failure_seconds: u64,
     pub deactivated_from: Vec<DeactivationSource>,
     /// Groups whose members are compared with the last snapshot, besides the policies'
     /// `protected_groups`.
@@ -77,6 +80,7 @@ impl Default for ReconcileSettings {
         ReconcileSettings {
             enabled: false,
             interval_seconds: 900,
+            retry_after_failure_seconds: 30,
             deactivated_from: vec![DeactivationSource::Confluence],
             protected_groups: Vec::new(),
             ignore_groups: Vec::new(),
@@ -124,6 +128,12 @@ pub(super) fn validate(settings: &super::Settings, errors: &mut Vec<ConfigError>
     if reconcile.interval_seconds == 0 {
         errors.push(ConfigError::new(
             "reconcile.interval_seconds",
+            "must be greater than 0",
+        ));
+    }
+    if reconcile.retry_after_failure_seconds == 0 {
+        errors.push(ConfigError::new(
+            "reconcile.retry_after_failure_seconds",
             "must be greater than 0",
         ));
     }

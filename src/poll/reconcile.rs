@@ -24,7 +24,7 @@ use super::metrics::{PollMetrics, RepairLabel};
 use crate::atlassian::{ApiError, ConfluenceClient, ScimClient};
 use crate::config::{DeactivationSource, Settings};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
-use crate::store::{ApprovalState, GroupSnapshot, Store, StoreError};
+use crate::store::{ApprovalState, GroupSnapshot, ReconcileRun, Store, StoreError};
 
 /// The routing-key prefix, envelope `source` and dedupe-key namespace of reconciler findings
 /// (`reconcile.user.deactivated`).
@@ -143,6 +143,43 @@ fn short_hash(parts: &[&str]) -> String {
 }
 
 impl Reconciler {
+    /// One background round: reconciles (queuing what it finds) and keeps the run, or why it
+    /// failed, for the operator console. True when the round failed.
+    pub async fn run_recorded(&self) -> bool {
+        let tenant = &self.tenant;
+        let run = match self.run_once(false, &Quiet).await {
+            Ok(report) => {
+                tracing::info!(%tenant, findings = report.findings.len(), "reconciled");
+                ReconcileRun {
+                    tenant: tenant.clone(),
+                    ran_at: chrono::Utc::now(),
+                    findings: report.findings_json(),
+                    groups_scanned: report.groups_scanned as u64,
+                    accounts_checked: report.accounts_checked as u64,
+                    awaiting_approval: serde_json::json!(report.awaiting_approval).to_string(),
+                    error: None,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%tenant, %error, "reconciling failed; retrying after reconcile.retry_after_failure_seconds");
+                ReconcileRun {
+                    tenant: tenant.clone(),
+                    ran_at: chrono::Utc::now(),
+                    findings: "[]".to_owned(),
+                    groups_scanned: 0,
+                    accounts_checked: 0,
+                    awaiting_approval: "[]".to_owned(),
+                    error: Some(error.to_string()),
+                }
+            }
+        };
+        // Kept for the operator console; the run's work is done either way.
+        if let Err(error) = self.store.record_reconcile_run(&run).await {
+            tracing::warn!(%tenant, %error, "cannot record the reconciler's run for the console");
+        }
+        run.error.is_some()
+    }
+
     /// A reconciler of `tenant` for `settings`: `[reconcile]` plus what the tenant's policies
     /// keep and protect.
     pub fn new(

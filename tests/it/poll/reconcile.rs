@@ -158,6 +158,47 @@ ignore_groups = ["all-staff"]
     config
 }
 
+#[tokio::test]
+async fn a_failed_round_is_tried_again_soon_not_a_whole_interval_later() {
+    let (seed, guard) = admins_and_their_guard();
+    // Atlassian refuses the first group listing for good (a 403 is not retried by the client):
+    // the first round fails.
+    let refusal = gatehouse_sim::Fault::status("/rest/api/group", 403, 1);
+    let world = World::start_with_faults(seed, guard, vec![refusal], |settings| {
+        settings.reconcile.enabled = true;
+        settings.reconcile.interval_seconds = 3_600;
+        settings.reconcile.retry_after_failure_seconds = 1;
+    })
+    .await;
+    eventually(LONG, "a successful round after the failed one", || async {
+        world
+            .app
+            .store
+            .last_reconcile_run("default")
+            .await
+            .unwrap()
+            .is_some_and(|run| run.error.is_none())
+    })
+    .await;
+    let refused = world
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.status == Some(403))
+        .count();
+    assert_eq!(refused, 1, "the first round met the refusal");
+    assert!(
+        world
+            .app
+            .store
+            .group_snapshot("default", "g-admins")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    world.stop().await;
+}
+
 async fn reconcile(config: &std::path::Path, dry_run: bool) -> (bool, String, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     command.args(["reconcile", "--config"]).arg(config);

@@ -59,7 +59,28 @@ impl World {
         policies: Vec<PolicyConfig>,
         configure: impl FnOnce(&mut Settings),
     ) -> World {
+        World::start_with_faults(seed, policies, Vec::new(), configure).await
+    }
+
+    /// Like [`World::start`], with `faults` scripted into the simulator before gatehouse starts
+    /// (so its first calls meet them).
+    pub async fn start_with_faults(
+        seed: Seed,
+        policies: Vec<PolicyConfig>,
+        faults: Vec<gatehouse_sim::Fault>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> World {
         let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
+        let http = crate::helpers::http();
+        for fault in faults {
+            let response = http
+                .post(sim.url("/_sim/faults"))
+                .json(&fault)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204);
+        }
         let dir = TempDir::new();
         let mut settings = settings_for_sim(&sim, &dir);
         settings.policies = policies;
