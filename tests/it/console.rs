@@ -1,5 +1,5 @@
 //! The operator console: in a real browser (headless Chromium over chromedriver, driven by
-//! fantoccini) an operator signs in, sees the plan a `user.deactivated` event is waiting with,
+//! a small WebDriver client) an operator signs in, sees the plan a `user.deactivated` event is waiting with,
 //! approves it, and watches its actions executed in the audit view while the simulated
 //! organization changes; a viewer cannot approve; a forged form is refused. Over plain HTTP: the
 //! security headers, CSRF and role refusals, the redirect of every page to the sign-in page,
@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
 use gatehouse::config::{OperatorRole, OperatorSettings, PasswordHash, Settings};
 use gatehouse::store::{ApprovalState, ReconcileRun};
 use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
 use serde_json::json;
 
 use crate::helpers::TempDir;
+use crate::helpers::webdriver::{Element, WebDriver};
 use crate::queue::eventually;
 use crate::reactions::{LONG, World, policies};
 
@@ -732,7 +732,7 @@ async fn the_background_reconciler_records_its_last_run() {
 /// Headless Chromium under a chromedriver this test started; the driver is killed by its pid
 /// when dropped.
 struct Browser {
-    client: Client,
+    client: WebDriver,
     driver: tokio::process::Child,
     profile: TempDir,
 }
@@ -787,12 +787,7 @@ impl Browser {
                 ],
             }),
         );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&url)
-            .await
-            .expect("a chromedriver session");
+        let client = WebDriver::new_session(&url, serde_json::Value::Object(capabilities)).await;
         Some(Browser {
             client,
             driver: child,
@@ -801,25 +796,20 @@ impl Browser {
     }
 
     async fn goto(&self, url: &str) {
-        self.client.goto(url).await.unwrap();
+        self.client.goto(url).await;
     }
 
     /// Waits (generously: the machine may be busy) for the element `css`.
-    async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
-            .wait()
-            .at_most(LONG)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("waiting for {css}: {e}"))
+    async fn wait_for(&self, css: &str) -> Element<'_> {
+        self.client.wait_for(css, LONG).await
     }
 
     async fn text_of(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.unwrap()
+        self.wait_for(css).await.text().await
     }
 
     async fn path(&self) -> String {
-        self.client.current_url().await.unwrap().path().to_owned()
+        self.client.current_path().await
     }
 
     /// Signs `name` in through the sign-in form at `base`.
@@ -828,19 +818,15 @@ impl Browser {
         // Not signed in: the sign-in page, whatever was asked for.
         self.wait_for("#sign-in-form").await;
         assert_eq!(self.path().await, "/console/sign-in");
-        self.wait_for("#name").await.send_keys(name).await.unwrap();
-        self.wait_for("#password")
-            .await
-            .send_keys(PASSWORD)
-            .await
-            .unwrap();
-        self.wait_for("#sign-in").await.click().await.unwrap();
+        self.wait_for("#name").await.send_keys(name).await;
+        self.wait_for("#password").await.send_keys(PASSWORD).await;
+        self.wait_for("#sign-in").await.click().await;
         // The Secure session cookie was kept over http://127.0.0.1 (a secure context to Chromium).
         assert_eq!(self.text_of("#operator").await, name);
     }
 
     async fn screenshot(&self, name: &str) {
-        let png = self.client.screenshot().await.unwrap();
+        let png = self.client.screenshot().await;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("docs/console")
             .join(format!("{name}.png"));
@@ -849,7 +835,7 @@ impl Browser {
     }
 
     async fn close(mut self) {
-        let _ = self.client.clone().close().await;
+        self.client.close().await;
         let _ = self.driver.start_kill();
         let _ = self.driver.wait().await;
         // Drop ends whatever of Chromium is left.
@@ -921,8 +907,7 @@ async fn in_the_browser_an_operator_approves_a_leavers_plan_and_watches_it_perfo
         .wait_for(&format!("#approve-{}", approval.id))
         .await
         .click()
-        .await
-        .unwrap();
+        .await;
     let notice = browser.text_of("#notice").await;
     assert!(notice.contains("approved"), "{notice}");
 
@@ -949,28 +934,12 @@ async fn in_the_browser_an_operator_approves_a_leavers_plan_and_watches_it_perfo
     let records = browser.text_of("#records").await;
     assert!(records.contains("approved"), "{records}");
     assert!(records.contains("lifecycle.disable"), "{records}");
-    let executed = browser
-        .client
-        .find_all(Locator::Css("details.kind-executed"))
-        .await
-        .unwrap();
+    let executed = browser.client.find_all("details.kind-executed").await;
     assert!(executed.len() >= 2, "{records}");
     // Each record expands to the whole of it.
     let approved = browser.wait_for("details.kind-approved").await;
-    approved
-        .find(Locator::Css("summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let whole = approved
-        .find(Locator::Css("pre"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    approved.find("summary").await.click().await;
+    let whole = approved.find("pre").await.text().await;
     assert!(whole.contains("console:alice"), "{whole}");
     assert!(whole.contains(&approval.event_id), "{whole}");
 
@@ -981,9 +950,8 @@ async fn in_the_browser_an_operator_approves_a_leavers_plan_and_watches_it_perfo
     browser.wait_for("#records").await;
     let others = browser
         .client
-        .find_all(Locator::Css("details.record:not(.kind-executed)"))
-        .await
-        .unwrap();
+        .find_all("details.record:not(.kind-executed)")
+        .await;
     assert!(others.is_empty());
 
     browser.close().await;
@@ -1004,20 +972,15 @@ async fn in_the_browser_a_viewer_cannot_approve() {
     assert!(
         browser
             .client
-            .find_all(Locator::Css("button.approve, button.reject"))
+            .find_all("button.approve, button.reject")
             .await
-            .unwrap()
             .is_empty(),
         "a viewer gets no decision buttons"
     );
     // A crafted POST from the viewer's own session, with its valid CSRF token, is refused.
-    let cookie = browser
-        .client
-        .get_named_cookie("gatehouse_console")
-        .await
-        .unwrap();
-    let cookie = format!("gatehouse_console={}", cookie.value());
-    let token = csrf_in(&browser.client.source().await.unwrap());
+    let cookie = browser.client.cookie("gatehouse_console").await.unwrap();
+    let cookie = format!("gatehouse_console={cookie}");
+    let token = csrf_in(&browser.client.source().await);
     let response = post_as(
         &world,
         &cookie,
@@ -1050,8 +1013,7 @@ async fn in_the_browser_a_form_stripped_of_its_csrf_token_is_refused() {
              form.querySelector('input[name=csrf]').remove(); form.submit();",
             vec![json!(format!("approve-{}", approval.id))],
         )
-        .await
-        .unwrap();
+        .await;
     let message = browser.text_of("#error-message").await;
     assert!(message.contains("CSRF"), "{message}");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1098,8 +1060,7 @@ async fn screenshots() {
         .wait_for(&format!("#approve-{}", dan.id))
         .await
         .click()
-        .await
-        .unwrap();
+        .await;
     browser.wait_for("#notice").await;
     eventually(LONG, "dan's plan performed", || async {
         state_of(&world, &dan.id).await == ApprovalState::Executed
@@ -1107,12 +1068,7 @@ async fn screenshots() {
     .await;
     browser.goto(&format!("{base}/console/audit?since=")).await;
     let last = browser.wait_for("details.kind-approved").await;
-    last.find(Locator::Css("summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    last.find("summary").await.click().await;
     browser.screenshot("audit").await;
     park_a_dead_letter(&world).await;
     browser.goto(&format!("{base}/console/dead-letters")).await;

@@ -6,6 +6,7 @@ pub mod observer;
 pub mod proxy;
 pub mod receiver;
 pub mod signing;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
