@@ -82,27 +82,24 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
         let warm = state.clone();
         runtime.spawn(async move { warm.sign_ins.warm_up().await });
     }
+    let pages = Router::new()
+        .route("/", get(pages::home))
+        .route("/console.css", get(stylesheet))
+        .route("/sign-in", get(pages::sign_in::form).post(pages::sign_in::submit))
+        .route("/sign-out", post(pages::sign_in::sign_out))
+        .route("/approvals", get(pages::approvals::list))
+        .route("/approvals/{id}/approve", post(pages::approvals::approve))
+        .route("/approvals/{id}/reject", post(pages::approvals::reject))
+        .route("/audit", get(pages::audit::list))
+        .route("/dead-letters", get(pages::dead_letters::list))
+        .route("/dead-letters/{id}", get(pages::dead_letters::show))
+        .route("/dead-letters/{id}/replay", post(pages::dead_letters::replay))
+        .route("/status", get(pages::status::show))
+        // Only under /console: every other path keeps the ingress's own answers.
+        .fallback(not_found);
     Router::new()
-        .route("/console", get(pages::home))
+        .nest("/console", pages)
         .route("/console/", get(pages::home))
-        .route("/console/console.css", get(stylesheet))
-        .route(
-            "/console/sign-in",
-            get(pages::sign_in::form).post(pages::sign_in::submit),
-        )
-        .route("/console/sign-out", post(pages::sign_in::sign_out))
-        .route("/console/approvals", get(pages::approvals::list))
-        .route("/console/approvals/{id}/approve", post(pages::approvals::approve))
-        .route("/console/approvals/{id}/reject", post(pages::approvals::reject))
-        .route("/console/audit", get(pages::audit::list))
-        .route("/console/dead-letters", get(pages::dead_letters::list))
-        .route("/console/dead-letters/{id}", get(pages::dead_letters::show))
-        .route(
-            "/console/dead-letters/{id}/replay",
-            post(pages::dead_letters::replay),
-        )
-        .route("/console/status", get(pages::status::show))
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)

@@ -219,6 +219,8 @@ async fn every_console_answer_carries_a_strict_content_security_policy() {
         "/console/approvals",
         "/console/console.css",
         "/console/nope",
+        "/console",
+        "/console/",
     ] {
         let response = client().get(world.app.url(path)).send().await.unwrap();
         let headers = response.headers();
@@ -241,6 +243,10 @@ async fn every_console_answer_carries_a_strict_content_security_policy() {
         .unwrap();
     assert!(!page.contains("<script") && !page.contains("style="), "{page}");
     assert!(page.contains("href=\"/console/console.css\""), "{page}");
+    // Paths outside /console keep the ingress's own answers, whatever the console's are.
+    let outside = client().get(world.app.url("/nope")).send().await.unwrap();
+    assert_eq!(outside.status(), 404);
+    assert!(outside.headers().get("content-security-policy").is_none());
     world.stop().await;
 }
 
