@@ -11,10 +11,22 @@ use sqlx::Connection;
 
 use crate::helpers::{TempDir, pg_admin_url, unique};
 
-/// A private PostgreSQL database, dropped by [`PgDatabase::drop_now`].
+/// A private PostgreSQL database, dropped by [`PgDatabase::drop_now`], or when dropped itself (a
+/// test that failed before its end leaves nothing on the shared server).
 pub struct PgDatabase {
     pub url: String,
     name: String,
+    dropped: bool,
+}
+
+/// Drops database `name` (its connections ended).
+async fn drop_database(name: &str) {
+    let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await;
 }
 
 impl PgDatabase {
@@ -33,17 +45,29 @@ impl PgDatabase {
         PgDatabase {
             url: url.to_string(),
             name,
+            dropped: false,
         }
     }
 
-    pub async fn drop_now(self) {
-        let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
-        .await;
+    pub async fn drop_now(mut self) {
+        drop_database(&self.name).await;
+        self.dropped = true;
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // Unwinding from a failed test, maybe inside a runtime: a thread and a runtime of its own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(drop_database(&name));
+            }
+        })
+        .join();
     }
 }
 
@@ -362,4 +386,23 @@ async fn stored_credentials_are_sealed_at_rest_with_a_key() {
         error.contains("store.encryption_key is not configured"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_test_database_is_dropped_even_when_its_test_never_reaches_drop_now() {
+    let database = PgDatabase::create().await;
+    let name = database.name.clone();
+    let exists = |name: String| async move {
+        let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            == 1
+    };
+    assert!(exists(name.clone()).await);
+    // As a failing test's unwinding would.
+    drop(database);
+    assert!(!exists(name).await);
 }
