@@ -31,6 +31,10 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     /// Records with a greater `seq` (the previous page's last).
     pub after_seq: Option<u64>,
+    /// Records with a smaller `seq` (the previous page's last, reading newest first).
+    pub before_seq: Option<u64>,
+    /// Newest first (`seq` descending) instead of in chain order.
+    pub newest_first: bool,
     /// At most this many records (0: no limit).
     pub limit: usize,
 }
@@ -72,6 +76,8 @@ impl AuditFilters<'_> {
                 .map(|t| parse_time(t).map_err(|e| format!("until: {e}")))
                 .transpose()?,
             after_seq: self.after_seq,
+            before_seq: None,
+            newest_first: false,
             limit: self.limit,
         })
     }
@@ -101,7 +107,7 @@ pub struct AuditPage {
     pub next_after_seq: Option<u64>,
 }
 
-/// Reads the records `query` selects, in `seq` order.
+/// Reads the records `query` selects, in `seq` order (descending when `newest_first`).
 pub async fn query(store: &Store, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
     let mut conditions = Vec::new();
     let mut binds: Vec<Bind> = Vec::new();
@@ -151,12 +157,20 @@ pub async fn query(store: &Store, query: &AuditQuery) -> Result<Vec<AuditRecord>
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         conditions.push(format!("seq > {}", param(Bind::Int(after), &mut binds)));
     }
+    if let Some(before) = query.before_seq {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        conditions.push(format!("seq < {}", param(Bind::Int(before), &mut binds)));
+    }
     let mut sql = format!("SELECT {COLUMNS} FROM audit_records");
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    sql.push_str(" ORDER BY seq");
+    sql.push_str(if query.newest_first {
+        " ORDER BY seq DESC"
+    } else {
+        " ORDER BY seq"
+    });
     if query.limit > 0 {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         sql.push_str(&format!(" LIMIT {}", param(Bind::Int(limit), &mut binds)));

@@ -250,6 +250,47 @@ async fn every_console_answer_carries_a_strict_content_security_policy() {
     world.stop().await;
 }
 
+/// The `seq`s of the records a console audit page lists, in page order.
+fn seqs_in(page: &str) -> Vec<u64> {
+    page.split("id=\"record-")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_page_shows_the_newest_records_first_and_pages_back_without_gaps() {
+    let world = console_world(|_| {}).await;
+    let records: Vec<gatehouse::audit::NewRecord> = (0..105)
+        .map(|_| {
+            let mut record = gatehouse::audit::NewRecord::new(
+                ulid::Ulid::generate(),
+                gatehouse::audit::AuditKind::Skipped,
+            );
+            record.account_id = Some("paging".to_owned());
+            record
+        })
+        .collect();
+    let written = world.app.audit.append_all(records).await.unwrap();
+    let all: Vec<u64> = written.iter().rev().map(|r| r.seq).collect();
+    let alice = sign_in(&world, "alice", PASSWORD).await.unwrap();
+    let (status, first) = page_as(&world, &alice, "/console/audit?account_id=paging").await;
+    assert_eq!(status, 200);
+    assert_eq!(seqs_in(&first), all[..100]);
+    let before_link = first
+        .split("\" id=\"next-page\"")
+        .next()
+        .expect("a link to older records");
+    let start = "href=\"/console/audit?";
+    let link = before_link[before_link.rfind(start).unwrap() + start.len()..].replace("&amp;", "&");
+    assert!(link.starts_with("account_id=paging&"), "{link}");
+    assert!(link.contains(&format!("before_seq={}", all[99])), "{link}");
+    let (_, older) = page_as(&world, &alice, &format!("/console/audit?{link}")).await;
+    assert_eq!(seqs_in(&older), all[100..]);
+    assert!(!older.contains("id=\"next-page\""));
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn the_console_is_absent_until_enabled() {
     let world = World::start(leavers(), policies(LEAVER), |_| {}).await;

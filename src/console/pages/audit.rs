@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, time};
-use crate::audit::query::{AuditFilters, page as audit_page};
+use crate::audit::query::{AuditFilters, query as audit_query};
 use crate::audit::{AuditKind, VerifyReport, verify};
 use crate::store::Store;
 
@@ -71,8 +71,9 @@ pub struct Filters {
     until: String,
     #[serde(default)]
     tenant: String,
+    /// Where the page starts: records older than this `seq` (the previous page's last).
     #[serde(default)]
-    after_seq: Option<u64>,
+    before_seq: Option<u64>,
 }
 
 fn given(text: &str) -> Option<&str> {
@@ -111,14 +112,20 @@ pub async fn list(
         kinds: given(&filters.kind).into_iter().collect(),
         since: given(&since),
         until: given(&filters.until),
-        after_seq: filters.after_seq,
+        after_seq: None,
         limit: PAGE_SIZE,
     }
     .parse();
-    let (records, next, problem) = match parsed {
-        Ok(query) => {
-            let found = audit_page(&state.store, &query).await?;
-            (found.records, found.next_after_seq, None)
+    let (records, older, problem) = match parsed {
+        Ok(mut query) => {
+            // Newest first: what just happened is what an operator looks for.
+            query.newest_first = true;
+            query.before_seq = filters.before_seq;
+            let records = audit_query(&state.store, &query).await?;
+            let older = (records.len() == PAGE_SIZE)
+                .then(|| records.last().map(|r| r.seq))
+                .flatten();
+            (records, older, None)
         }
         Err(problem) => (Vec::new(), None, Some(problem)),
     };
@@ -146,9 +153,9 @@ pub async fn list(
             json: serde_json::to_string_pretty(r).unwrap_or_default(),
         })
         .collect();
-    let next_query = next.map(|after| {
+    let next_query = older.map(|before| {
         let next = Filters {
-            after_seq: Some(after),
+            before_seq: Some(before),
             ..filters.clone()
         };
         query_string(&next)
@@ -180,8 +187,8 @@ fn query_string(filters: &Filters) -> String {
         .append_pair("since", filters.since.as_deref().unwrap_or_default())
         .append_pair("until", &filters.until)
         .append_pair("tenant", &filters.tenant);
-    if let Some(after) = filters.after_seq {
-        query.append_pair("after_seq", &after.to_string());
+    if let Some(before) = filters.before_seq {
+        query.append_pair("before_seq", &before.to_string());
     }
     query.finish()
 }
