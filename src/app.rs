@@ -456,7 +456,7 @@ impl Application {
         if self.roles.ingress {
             router = router.merge(crate::slack_actions::router(
                 self.settings.clone(),
-                self.store.clone(),
+                (self.store.clone(), self.audit.clone()),
                 queue.clone(),
                 self.metrics.clone(),
             ));

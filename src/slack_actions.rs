@@ -27,7 +27,7 @@ use crate::ingress::IngressError;
 use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
-use crate::reactions::approvals::{DecisionError, approve, reject};
+use crate::reactions::approvals::{DecisionError, approve, reject, tenant_of};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
@@ -41,12 +41,18 @@ struct ClickState {
     settings: Arc<Settings>,
     slack: SlackSettings,
     store: Store,
+    audit: AuditLog,
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
 }
 
 /// `POST /slack/actions` when `[approvals.slack]` is configured (an empty router otherwise).
-pub fn router(settings: Arc<Settings>, store: Store, queue: Arc<dyn Queue>, metrics: Arc<Metrics>) -> Router {
+pub fn router(
+    settings: Arc<Settings>,
+    (store, audit): (Store, AuditLog),
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+) -> Router {
     let Some(slack) = settings.approvals.slack.clone() else {
         return Router::new();
     };
@@ -54,6 +60,7 @@ pub fn router(settings: Arc<Settings>, store: Store, queue: Arc<dyn Queue>, metr
         settings,
         slack,
         store,
+        audit,
         queue,
         metrics,
     });
@@ -96,7 +103,7 @@ struct SlackAction {
 
 async fn actions(State(state): State<Arc<ClickState>>, headers: HeaderMap, body: Bytes) -> Response {
     let timeout = Duration::from_secs(state.settings.server.request_timeout_seconds);
-    let outcome = tokio::time::timeout(timeout, handle(&state, &state.slack, &headers, &body))
+    let outcome = tokio::time::timeout(timeout, handle(&state, &headers, &body))
         .await
         .unwrap_or(Err(IngressError::Timeout));
     let label = match &outcome {
@@ -118,13 +125,8 @@ async fn actions(State(state): State<Arc<ClickState>>, headers: HeaderMap, body:
     }
 }
 
-async fn handle(
-    state: &ClickState,
-    slack: &SlackSettings,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<&'static str, IngressError> {
-    let audit = AuditLog::from_settings(state.store.clone(), &state.settings);
+async fn handle(state: &ClickState, headers: &HeaderMap, body: &[u8]) -> Result<&'static str, IngressError> {
+    let (slack, audit) = (&state.slack, &state.audit);
     let request = RequestParts {
         method: &Method::POST,
         path: "/slack/actions",
@@ -153,7 +155,7 @@ async fn handle(
             401,
             format!("verification failed: {error}"),
         );
-        record(&audit, refused).await?;
+        record(audit, refused).await?;
         return Err(IngressError::Unauthorized(error));
     }
     let interaction = parse(body)?;
@@ -196,10 +198,10 @@ async fn handle(
             refused.account_id = approval.account_id.clone();
             refused.tenant = Some(approval.tenant());
         }
-        record(&audit, refused).await?;
+        record(audit, refused).await?;
         ClickResult::Refused("you are not one of the approvers".into())
     } else {
-        decide(state, &audit, approval_id, &action.action_id, &interaction.user).await?
+        decide(state, audit, approval_id, &action.action_id, &interaction.user).await?
     };
     if let Some(url) = &interaction.response_url {
         if slack.is_response_url(url) {
@@ -230,16 +232,11 @@ async fn decide(
     action: &str,
     user: &SlackUser,
 ) -> Result<ClickResult, IngressError> {
-    let approval = match state.store.approval(approval_id).await {
-        Ok(Some(approval)) => approval,
-        Ok(None) => {
-            return Ok(ClickResult::Refused(format!(
-                "there is no approval {approval_id}"
-            )));
-        }
-        Err(error) => return Err(IngressError::Unavailable(format!("store: {error}"))),
+    let tenant = match tenant_of(&state.store, approval_id).await {
+        Ok(tenant) => tenant,
+        Err(error @ DecisionError::Unknown(_)) => return Ok(ClickResult::Refused(error.to_string())),
+        Err(error) => return Err(IngressError::Unavailable(error.to_string())),
     };
-    let tenant = approval.tenant();
     let by = match &user.username {
         Some(name) => format!("slack:{} ({})", printable(&user.id, 32), printable(name, 64)),
         None => format!("slack:{}", printable(&user.id, 32)),

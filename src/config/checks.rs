@@ -7,12 +7,14 @@ use chrono::{DateTime, Duration, Utc};
 const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// Where a secret's end date stands, when it deserves a warning.
-pub(super) enum Ending {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
     Past,
     Soon,
 }
 
-pub(super) fn ending(end: DateTime<Utc>, now: DateTime<Utc>) -> Option<Ending> {
+/// Past, within the warning period (30 days), or `None`: far enough away.
+pub fn ending(end: DateTime<Utc>, now: DateTime<Utc>) -> Option<Ending> {
     if end < now {
         Some(Ending::Past)
     } else if end < now + Duration::days(EXPIRY_WARNING_DAYS) {

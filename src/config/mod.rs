@@ -39,6 +39,7 @@ pub use atlassian::{
     RetrySettings,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
+pub use checks::{Ending, ending};
 pub use connect::ConnectSettings;
 pub use console::{ConsoleSettings, IpNetwork, OperatorRole, OperatorSettings, PasswordHash};
 pub use outbound::{

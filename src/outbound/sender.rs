@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{Endpoint, EndpointOutcome, OutboundMetrics};
 use super::{signing, target};
 use crate::atlassian::retry::parse_retry_after;
-use crate::config::{SLACK_OUTBOX, Secret, Settings, SlackSettings, SourceSecret, target_problem};
+use crate::config::{SLACK_OUTBOX, Settings, SlackSettings, SourceSecret, target_problem};
 use crate::pacing::sleep_unless;
 use crate::store::Store;
 use crate::store::outbox::{Attempt, Settlement, Taken};
@@ -38,6 +38,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How much of a refusing receiver's body is kept with the attempt.
 const ERROR_BODY_CHARS: usize = 200;
 
+/// How much of a refusing receiver's body is read to find those characters.
+const ERROR_BODY_BYTES: usize = 4 * 1024;
+
+/// How much of Slack's answer is read (its `{"ok": …}` is a few hundred bytes).
+const SLACK_ANSWER_BYTES: usize = 64 * 1024;
+
 /// How an endpoint's deliveries are made.
 #[derive(Debug)]
 enum Style {
@@ -45,11 +51,7 @@ enum Style {
     Signed { url: String, secrets: Vec<SourceSecret> },
     /// `[approvals.slack]`: new messages to the incoming webhook or `chat.postMessage` (with the
     /// bot token), updates to a click's `response_url`.
-    Slack {
-        post_url: String,
-        bot_token: Option<Secret>,
-        settings: Box<SlackSettings>,
-    },
+    Slack(Box<SlackSettings>),
 }
 
 /// One endpoint's deliveries.
@@ -112,11 +114,7 @@ impl Sender {
             let timeout = Duration::from_secs(slack.timeout_seconds);
             routes.push(Arc::new(Route {
                 name: SLACK_OUTBOX.to_owned(),
-                style: Style::Slack {
-                    post_url: slack.post_url(),
-                    bot_token: slack.bot_token.clone(),
-                    settings: Box::new(slack.clone()),
-                },
+                style: Style::Slack(Box::new(slack.clone())),
                 client: target::client(timeout, slack.allow_private_addresses)?,
                 timeout,
                 ladder: seconds(&slack.retry_seconds),
@@ -294,9 +292,24 @@ impl Route {
     async fn attempt(&self, taken: &Taken, at: DateTime<Utc>) -> (Outcome, Option<u16>) {
         let delivery = &taken.delivery;
         let body = delivery.payload.as_bytes().to_vec();
-        let mut request;
+        let url = match (&self.style, &delivery.url) {
+            (Style::Signed { url, .. }, _) => url.clone(),
+            // A click's response_url: checked again, it came from a (signed) request.
+            (Style::Slack(slack), Some(url)) if !slack.is_response_url(url) => {
+                return (
+                    Outcome::Permanent(format!("{url} is not under approvals.slack.hooks_url")),
+                    None,
+                );
+            }
+            (Style::Slack(_), Some(url)) => url.clone(),
+            (Style::Slack(slack), None) => slack.post_url(),
+        };
+        if let Some(problem) = target_problem(&url, self.allow_http, self.allow_private) {
+            return (Outcome::Permanent(format!("refused target: {problem}")), None);
+        }
+        let mut request = self.client.post(&url);
         match &self.style {
-            Style::Signed { url, secrets } => {
+            Style::Signed { secrets, .. } => {
                 let Some(signed) = signing::sign(&delivery.id, at, &body, secrets) else {
                     return (
                         Outcome::Permanent(
@@ -305,41 +318,17 @@ impl Route {
                         None,
                     );
                 };
-                request = self
-                    .client
-                    .post(url)
+                request = request
                     .header("webhook-id", signed.id)
                     .header("webhook-timestamp", signed.timestamp)
                     .header("webhook-signature", signed.signature);
             }
-            Style::Slack {
-                post_url,
-                bot_token,
-                settings,
-            } => match &delivery.url {
-                // A click's response_url: checked again, it came from a (signed) request.
-                Some(url) if !settings.is_response_url(url) => {
-                    return (
-                        Outcome::Permanent(format!("{url} is not under approvals.slack.hooks_url")),
-                        None,
-                    );
+            // New messages go to the Web API with the bot token; response URLs need none.
+            Style::Slack(slack) => {
+                if let (None, Some(token)) = (&delivery.url, &slack.bot_token) {
+                    request = request.bearer_auth(token.expose());
                 }
-                Some(url) => request = self.client.post(url),
-                None => {
-                    request = self.client.post(post_url);
-                    if let Some(token) = bot_token {
-                        request = request.bearer_auth(token.expose());
-                    }
-                }
-            },
-        }
-        let url = match (&self.style, &delivery.url) {
-            (Style::Slack { .. }, Some(url)) => url.as_str(),
-            (Style::Slack { post_url, .. }, None) => post_url.as_str(),
-            (Style::Signed { url, .. }, _) => url.as_str(),
-        };
-        if let Some(problem) = target_problem(url, self.allow_http, self.allow_private) {
-            return (Outcome::Permanent(format!("refused target: {problem}")), None);
+            }
         }
         request = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -351,7 +340,7 @@ impl Route {
         let status = response.status();
         let code = Some(status.as_u16());
         if status.is_success() {
-            if matches!(self.style, Style::Slack { .. }) {
+            if matches!(self.style, Style::Slack(_)) {
                 return (slack_verdict(response).await, code);
             }
             return (Outcome::Delivered, code);
@@ -429,9 +418,7 @@ impl Route {
 /// Slack answers 200 with `{"ok": false, "error": …}` for refusals of the Web API; incoming
 /// webhooks and response URLs answer `ok` or `{"ok": true}`.
 async fn slack_verdict(response: reqwest::Response) -> Outcome {
-    let Ok(text) = response.text().await else {
-        return Outcome::Delivered;
-    };
+    let text = read_at_most(response, SLACK_ANSWER_BYTES).await;
     #[derive(serde::Deserialize)]
     struct Answer {
         ok: bool,
@@ -440,7 +427,12 @@ async fn slack_verdict(response: reqwest::Response) -> Outcome {
     }
     match serde_json::from_str::<Answer>(&text) {
         Ok(Answer { ok: false, error }) => {
-            let error = error.unwrap_or_else(|| "unknown".to_owned());
+            let error: String = error
+                .unwrap_or_else(|| "unknown".to_owned())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(ERROR_BODY_CHARS)
+                .collect();
             if error == "ratelimited" {
                 Outcome::Retryable("Slack: ratelimited".to_owned(), None)
             } else {
@@ -453,7 +445,7 @@ async fn slack_verdict(response: reqwest::Response) -> Outcome {
 
 /// `: <the first characters of the body>`, printable only, or nothing.
 async fn body_excerpt(response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
+    let text = read_at_most(response, ERROR_BODY_BYTES).await;
     let excerpt: String = text
         .chars()
         .filter(|c| !c.is_control())
@@ -464,6 +456,19 @@ async fn body_excerpt(response: reqwest::Response) -> String {
     } else {
         format!(": {}", excerpt.trim())
     }
+}
+
+/// The first `limit` bytes of a receiver's answer (lossily UTF-8): however much it sends, no more
+/// is read into memory.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk[..chunk.len().min(limit - bytes.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]

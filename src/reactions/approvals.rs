@@ -11,7 +11,7 @@ use super::own_events;
 use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::config::Span;
 use crate::queue::{PublishError, Queue};
-use crate::store::{Approval, ApprovalState, StoreError, approvals};
+use crate::store::{Approval, ApprovalState, Store, StoreError, approvals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecisionError {
@@ -125,6 +125,16 @@ fn decision_record(approval: &Approval, kind: AuditKind, by: &str) -> NewRecord 
         record.tenant = Some(envelope.tenant_name().to_owned());
     }
     record
+}
+
+/// The tenant of approval `id`: the console and Slack decide in the plan's own tenant (their
+/// operators are not bound to one, as a CLI run is).
+pub async fn tenant_of(store: &Store, id: &str) -> Result<String, DecisionError> {
+    let approval = store
+        .approval(id)
+        .await?
+        .ok_or_else(|| DecisionError::Unknown(id.to_owned()))?;
+    Ok(approval.tenant())
 }
 
 /// The approval `id`, which must be `tenant`'s: a person deciding for one tenant never decides

@@ -742,16 +742,7 @@ async fn the_background_reconciler_records_its_last_run() {
     })
     .await;
     // A run before the broker is connected fails (and is recorded so); the next one succeeds.
-    eventually(LONG, "a recorded, successful reconciler run", || async {
-        world
-            .app
-            .store
-            .last_reconcile_run("default")
-            .await
-            .unwrap()
-            .is_some_and(|run| run.error.is_none())
-    })
-    .await;
+    world.reconciled().await;
     let run = world
         .app
         .store
@@ -1086,16 +1077,7 @@ async fn screenshots() {
     .await;
     let dan = pending_leaver(&world, "dan").await;
     let cara = pending_leaver(&world, "cara").await;
-    eventually(LONG, "a successful reconciler run", || async {
-        world
-            .app
-            .store
-            .last_reconcile_run("default")
-            .await
-            .unwrap()
-            .is_some_and(|run| run.error.is_none())
-    })
-    .await;
+    world.reconciled().await;
     let base = base(&world);
     browser.goto(&format!("{base}/console/sign-in")).await;
     browser.wait_for("#sign-in-form").await;

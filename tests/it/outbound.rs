@@ -212,8 +212,15 @@ async fn a_delivery_is_dead_after_the_ladder_or_at_once_when_retrying_cannot_hel
         Reply::Answer(302, vec![("location", "http://10.0.0.1/".into())], String::new()),
     );
     receiver.always("/gone", Reply::Answer(410, Vec::new(), "no such hook".into()));
+    // A receiver that answers with a megabyte: a little of it is read, less is kept.
+    receiver.always("/loud", Reply::Answer(400, Vec::new(), "x".repeat(1 << 20)));
     let world = World::start(leavers(&["dan"]), policies(LEAVER), |settings| {
-        for (name, path) in [("down", "/down"), ("moved", "/moved"), ("gone", "/gone")] {
+        for (name, path) in [
+            ("down", "/down"),
+            ("moved", "/moved"),
+            ("gone", "/gone"),
+            ("loud", "/loud"),
+        ] {
             let mut endpoint = endpoint(name, receiver.url(path));
             endpoint.types = vec!["user.deactivated".parse().unwrap()];
             endpoint.retry_seconds = vec![1];
@@ -224,7 +231,7 @@ async fn a_delivery_is_dead_after_the_ladder_or_at_once_when_retrying_cannot_hel
     let event_id = world
         .send("user.deactivated", "msg-dan", json!({"account_id": "dan"}))
         .await;
-    for name in ["down", "moved", "gone"] {
+    for name in ["down", "moved", "gone", "loud"] {
         all_in(&world, name, DeliveryState::Dead, 1).await;
     }
     let reason = |name: &'static str| {
@@ -245,6 +252,9 @@ async fn a_delivery_is_dead_after_the_ladder_or_at_once_when_retrying_cannot_hel
     assert_eq!(receiver.requests("/moved").len(), 1);
     assert!(reason("gone").await.contains("410"));
     assert_eq!(receiver.requests("/gone").len(), 1);
+    let loud = reason("loud").await;
+    assert!(loud.starts_with("answered 400 Bad Request: xxx"), "{loud}");
+    assert!(loud.len() < 300, "{} characters kept", loud.len());
     // None of it held up the reaction.
     assert!(world.groups_of("dan").await.is_empty());
 

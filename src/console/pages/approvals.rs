@@ -15,7 +15,7 @@ use super::super::csrf::{self, Form};
 use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
-use crate::reactions::approvals::{approve as approve_plan, expires_at, reject as reject_plan};
+use crate::reactions::approvals::{approve as approve_plan, expires_at, reject as reject_plan, tenant_of};
 use crate::store::{Approval, ApprovalState};
 
 /// The longest rejection reason kept.
@@ -140,16 +140,6 @@ fn decided_notice(done: &DecidedNotice) -> Option<String> {
     Some(format!("Approval {id} {result}."))
 }
 
-/// The approval `id` and its tenant (decisions are made in the plan's own tenant).
-async fn tenant_of(state: &ConsoleState, id: &str) -> Result<String, ConsoleError> {
-    let approval = state
-        .store
-        .approval(id)
-        .await?
-        .ok_or_else(|| ConsoleError::NotFound(format!("no approval {id}")))?;
-    Ok(approval.tenant())
-}
-
 /// `POST /console/approvals/{id}/approve`.
 pub async fn approve(
     State(state): State<Arc<ConsoleState>>,
@@ -159,7 +149,7 @@ pub async fn approve(
 ) -> Result<Response, ConsoleError> {
     csrf::check(&operator, &Form::parse(&body))?;
     operator.require(operator.role.may_decide_approvals(), "approve plans")?;
-    let tenant = tenant_of(&state, &id).await?;
+    let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
     let approval = approve_plan(
         &state.audit,
@@ -191,7 +181,7 @@ pub async fn reject(
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|r| r.chars().take(MAX_REASON).collect::<String>());
-    let tenant = tenant_of(&state, &id).await?;
+    let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
     let approval = reject_plan(&state.audit, (&tenant, &id), &by, reason.as_deref()).await?;
     tracing::info!(approval = %approval.id, handler = %approval.handler, %by, "console: rejected");

@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
-
-/// Secrets ending within this are flagged.
-const EXPIRING_DAYS: i64 = 30;
+use crate::config::{Ending, ending};
 
 #[derive(Debug, Serialize)]
 struct SecretView {
@@ -93,11 +91,12 @@ pub async fn show(
                 .map(|secret| SecretView {
                     id: secret.id.clone(),
                     not_after: secret.not_after.map(time),
-                    state: match secret.not_after {
+                    // The same judgement as `check-config`'s warnings.
+                    state: match secret.not_after.map(|end| ending(end, now)) {
                         None => "no end date",
-                        Some(end) if end < now => "expired",
-                        Some(end) if end < now + Duration::days(EXPIRING_DAYS) => "expiring",
-                        Some(_) => "live",
+                        Some(Some(Ending::Past)) => "expired",
+                        Some(Some(Ending::Soon)) => "expiring",
+                        Some(None) => "live",
                     },
                     left: secret
                         .not_after

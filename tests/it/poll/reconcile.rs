@@ -170,16 +170,7 @@ async fn a_failed_round_is_tried_again_soon_not_a_whole_interval_later() {
         settings.reconcile.retry_after_failure_seconds = 1;
     })
     .await;
-    eventually(LONG, "a successful round after the failed one", || async {
-        world
-            .app
-            .store
-            .last_reconcile_run("default")
-            .await
-            .unwrap()
-            .is_some_and(|run| run.error.is_none())
-    })
-    .await;
+    world.reconciled().await;
     let refused = world
         .requests()
         .await

@@ -212,6 +212,19 @@ impl World {
             .collect()
     }
 
+    /// Waits for a successful round of the background reconciler of the default tenant.
+    pub async fn reconciled(&self) {
+        eventually(LONG, "a recorded, successful reconciler round", || async {
+            self.app
+                .store
+                .last_reconcile_run("default")
+                .await
+                .unwrap()
+                .is_some_and(|run| run.error.is_none())
+        })
+        .await;
+    }
+
     /// Waits until the worker settled everything it was given (nothing in flight, queue empty).
     pub async fn settled(&self, event_id: &str, kinds_present: &[&str]) {
         eventually(LONG, &format!("event {event_id} settled"), || async {
