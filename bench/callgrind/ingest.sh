@@ -3,6 +3,7 @@
 # repeatable on a noisy machine where CPU time is not (BENCHMARKS.md, "Counted, not timed").
 #
 #   bench/callgrind/ingest.sh [REQUESTS]        # default 2000, after 200 not counted
+#   CALLGRIND_KEEP=DIR bench/callgrind/ingest.sh  # also keeps both profiles in DIR
 #
 # Needs valgrind, python3, the release binaries (cargo build --release -p gatehouse -p
 # gatehouse-bench) and the machine's RabbitMQ on 127.0.0.1:5672 (guest/guest); declares a
@@ -79,6 +80,8 @@ count() {
     kill -TERM "$pid"; wait "$pid" || true
     local dump
     dump=$(ls "$work/$label".*.1)
+    # Kept for callgrind_annotate when asked: CALLGRIND_KEEP=/some/dir.
+    if [[ -n ${CALLGRIND_KEEP:-} ]]; then cp "$dump" "$CALLGRIND_KEEP/$label.callgrind"; fi
     local total sha
     total=$(callgrind_annotate --inclusive=yes "$dump" | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
     sha=$(callgrind_annotate --inclusive=yes --threshold=100 "$dump" \

@@ -7,6 +7,7 @@
 //! or logging a config (or any struct holding one) cannot leak it.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -18,6 +19,9 @@ pub struct Secret {
     /// code); safe to show.
     reference: String,
     value: String,
+    /// The value as an HMAC-SHA256 key, derived on first use (see [`Secret::hmac_sha256`]);
+    /// boxed, as a key holds two hash states and most secrets never need one.
+    hmac_key: OnceLock<Box<ring::hmac::Key>>,
 }
 
 impl Secret {
@@ -27,6 +31,7 @@ impl Secret {
         Secret {
             reference: "<inline>".to_owned(),
             value: value.into(),
+            hmac_key: OnceLock::new(),
         }
     }
 
@@ -65,12 +70,25 @@ impl Secret {
         Ok(Secret {
             reference: reference.to_owned(),
             value,
+            hmac_key: OnceLock::new(),
         })
     }
 
     /// The secret value. Call it only where the value is used, never to log or format it.
     pub fn expose(&self) -> &str {
         &self.value
+    }
+
+    /// The value's bytes as an HMAC-SHA256 key, derived once and kept: deriving a key hashes two
+    /// blocks (the padded inner and outer keys), which a verifier would otherwise pay on every
+    /// delivery.
+    pub fn hmac_sha256(&self) -> &ring::hmac::Key {
+        self.hmac_key.get_or_init(|| {
+            Box::new(ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                self.value.as_bytes(),
+            ))
+        })
     }
 
     /// The reference, safe to display.

@@ -108,12 +108,15 @@ impl SourceSettings {
 
     /// May this source cause events of `event_type`?
     pub fn allows(&self, event_type: &EventType) -> bool {
+        let name = event_type.as_str();
         match &self.allow_types {
-            Some(patterns) => patterns.iter().any(|p| p.matches(event_type)),
-            None => self.scheme.default_types().iter().any(|p| {
-                p.parse::<TypePattern>()
-                    .is_ok_and(|pattern| pattern.matches(event_type))
-            }),
+            Some(patterns) => patterns.iter().any(|p| p.matches_name(&name)),
+            // Fixed in code and each a valid pattern (a test parses them): not parsed per event.
+            None => self
+                .scheme
+                .default_types()
+                .iter()
+                .any(|p| handlers::event::pattern_matches(p, &name)),
         }
     }
 
@@ -344,5 +347,32 @@ pub(super) fn validate(
                 "is not a valid HTTP header name".into(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `allows` matches the defaults without parsing them, so each must be a valid pattern.
+    #[test]
+    fn every_default_type_is_a_valid_pattern() {
+        for scheme in [
+            VerificationScheme::ConnectJwt,
+            VerificationScheme::HubSignature,
+            VerificationScheme::StandardWebhooks,
+            VerificationScheme::UrlToken,
+        ] {
+            for pattern in scheme.default_types() {
+                assert!(pattern.parse::<TypePattern>().is_ok(), "{scheme:?}: {pattern}");
+            }
+        }
+        let hub = SourceSettings::new("jira", VerificationScheme::HubSignature, vec![]);
+        assert!(hub.allows(&EventType::UserDeactivated));
+        assert!(hub.allows(&EventType::other("page_created")));
+        assert!(!hub.allows(&EventType::GroupMemberAdded));
+        let token = SourceSettings::new("hook", VerificationScheme::UrlToken, vec![]);
+        assert!(!token.allows(&EventType::UserRemoved));
+        assert!(token.allows(&EventType::other("anything")));
     }
 }

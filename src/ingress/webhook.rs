@@ -232,7 +232,7 @@ async fn process(
     let span = tracing::Span::current();
     span.record("event_id", tracing::field::display(&envelope.id));
     span.record("dedupe_key", envelope.dedupe_key.as_str());
-    let message = OutgoingMessage::from_envelope(&envelope, source.kind())
+    let message = OutgoingMessage::from_delivery(&envelope, normalized.payload, source.kind())
         .map_err(|e| IngressError::Malformed(format!("cannot serialize envelope: {e}")))?;
     loop {
         match state.recent.claim(&envelope.dedupe_key) {

@@ -21,11 +21,13 @@ pub fn verify(
     let hex_digest = value
         .strip_prefix("sha256=")
         .ok_or(VerifyError::Malformed("X-Hub-Signature (expected sha256=<hex>)"))?;
-    let signature = hex::decode(hex_digest).map_err(|_| VerifyError::Malformed("X-Hub-Signature hex"))?;
+    // Decoded onto the stack: a SHA-256 tag is 32 bytes, and any other length is no signature.
+    let mut signature = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut signature)
+        .map_err(|_| VerifyError::Malformed("X-Hub-Signature hex"))?;
     for secret in live {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.value.expose().as_bytes());
         // `ring::hmac::verify` compares in constant time.
-        if hmac::verify(&key, request.body, &signature).is_ok() {
+        if hmac::verify(secret.value.hmac_sha256(), request.body, &signature).is_ok() {
             return Ok(Verified::by_secret(&secret.id));
         }
     }
