@@ -18,7 +18,7 @@
 //! outsider cannot know, that takes about 2^64 keys, not a crafted pair.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,37 @@ use tokio::sync::watch;
 pub const BYTES_PER_ENTRY: usize = 128;
 
 /// A key's identity in the window: two independent keyed 64-bit hashes of its text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fingerprint(u64, u64);
+
+impl Hash for Fingerprint {
+    /// Its first half is already a keyed hash of the key, uniform and unknown to outsiders: the
+    /// map takes it as it is rather than hashing it again.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// The map's hasher: passes a [`Fingerprint`]'s first half through (anything else written to it
+/// is folded in, so it stays a hasher for any input).
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(32) ^ n;
+    }
+}
 
 /// This process's hash keys, drawn at random when the window is built.
 struct Fingerprinter(RandomState, RandomState);
@@ -54,7 +83,7 @@ enum Slot {
 
 /// The keys remembered, and the order they go in.
 struct RecentWindow {
-    slots: HashMap<Fingerprint, Slot>,
+    slots: HashMap<Fingerprint, Slot, BuildHasherDefault<FingerprintHasher>>,
     /// Publication order, for evicting the oldest; may hold stale entries (checked on eviction).
     order: VecDeque<(Fingerprint, Instant)>,
 }
@@ -108,7 +137,7 @@ impl RecentKeys {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentKeys {
             inner: Mutex::new(RecentWindow {
-                slots: HashMap::with_capacity(capacity.max(1)),
+                slots: HashMap::with_capacity_and_hasher(capacity.max(1), BuildHasherDefault::default()),
                 order: VecDeque::with_capacity(capacity.max(1)),
             }),
             fingerprints: Fingerprinter::new(),

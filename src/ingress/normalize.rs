@@ -105,15 +105,15 @@ struct Top<'a> {
     #[serde(rename = "userAccountId", borrow)]
     user_account_id: Option<&'a RawValue>,
     #[serde(borrow)]
-    actor: Option<&'a RawValue>,
+    actor: Nested<UserView<'a>>,
     #[serde(rename = "cloudId", borrow)]
     cloud_id: Option<&'a RawValue>,
     // Whom it is about: at the top of Atlassian payloads, in `data` (read as a `Top` of its own)
     // for relays.
     #[serde(borrow)]
-    user: Option<&'a RawValue>,
+    user: Nested<UserView<'a>>,
     #[serde(borrow)]
-    group: Option<&'a RawValue>,
+    group: Nested<GroupView<'a>>,
     #[serde(borrow)]
     account_id: Option<&'a RawValue>,
     #[serde(rename = "accountId", borrow)]
@@ -159,6 +159,81 @@ fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
 
 fn is_object(raw: Option<&RawValue>) -> bool {
     raw.is_some_and(|r| r.get().starts_with('{'))
+}
+
+/// An object-valued field, read in the same pass as the object holding it (not skipped and then
+/// parsed again); any other value there is skipped and reads as an empty view.
+#[derive(Default)]
+enum Nested<T> {
+    #[default]
+    Absent,
+    Object(T),
+    NotAnObject,
+}
+
+impl<T: Default> Nested<T> {
+    fn is_object(&self) -> bool {
+        matches!(self, Nested::Object(_))
+    }
+
+    /// The view, or an empty one when the field is missing or not an object.
+    fn or_empty(self) -> T {
+        match self {
+            Nested::Object(view) => view,
+            Nested::Absent | Nested::NotAnObject => T::default(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
+
+        struct NestedVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for NestedVisitor<T> {
+            type Value = Nested<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Nested::Object)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Nested::NotAnObject)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+        }
+
+        deserializer.deserialize_any(NestedVisitor(std::marker::PhantomData))
+    }
 }
 
 /// A view of an object-valued field; a missing or non-object field is an empty view.
@@ -283,7 +358,7 @@ pub fn normalize<'a>(
     }
     // Reading the fields checks the whole body: fields not read are skipped by a parser that
     // still refuses anything that is not JSON (so the body is carried without a second check).
-    let top: Top<'_> = serde_json::from_str(text_body).map_err(NormalizeError::NotJson)?;
+    let mut top: Top<'_> = serde_json::from_str(text_body).map_err(NormalizeError::NotJson)?;
 
     let relay = text(top.kind).is_some() && is_object(top.data);
     let from_body = body_type(&top, relay);
@@ -318,14 +393,14 @@ pub fn normalize<'a>(
     }
     // A relay's `data` names the subject; Atlassian payloads name it at the top.
     if relay {
-        fill_subject(&mut envelope, &view::<Top<'_>>(top.data)?)?;
+        fill_subject(&mut envelope, &mut view::<Top<'_>>(top.data)?)?;
     } else {
-        fill_subject(&mut envelope, &top)?;
+        fill_subject(&mut envelope, &mut top)?;
     }
     let actor = match text(top.user_account_id) {
         Some(id) => Some(id),
         None => {
-            let actor: UserView<'_> = view(top.actor)?;
+            let actor = std::mem::take(&mut top.actor).or_empty();
             text(actor.account_id).or_else(|| text(actor.account_id_camel))
         }
     };
@@ -371,10 +446,10 @@ fn body_type(top: &Top<'_>, relay: bool) -> EventType {
         return from_event_name(&name);
     }
     // Otherwise only the entity key says what it is about.
-    if is_object(top.user) {
+    if top.user.is_object() {
         return EventType::other("user");
     }
-    if is_object(top.group) {
+    if top.group.is_object() {
         return EventType::other("group");
     }
     EventType::other("unknown")
@@ -430,8 +505,8 @@ fn occurred_at(top: &Top<'_>) -> Option<DateTime<Utc>> {
     }
 }
 
-fn fill_subject(envelope: &mut Envelope, subject: &Top<'_>) -> Result<(), NormalizeError> {
-    let user: UserView<'_> = view(subject.user)?;
+fn fill_subject(envelope: &mut Envelope, subject: &mut Top<'_>) -> Result<(), NormalizeError> {
+    let user = std::mem::take(&mut subject.user).or_empty();
     let account_id = text(user.account_id_camel)
         .or_else(|| text(user.account_id))
         .or_else(|| text(subject.account_id))
@@ -442,8 +517,7 @@ fn fill_subject(envelope: &mut Envelope, subject: &Top<'_>) -> Result<(), Normal
     envelope.subject.email = text(user.email)
         .or_else(|| text(subject.email))
         .map(Cow::into_owned);
-    if is_object(subject.group) {
-        let group: GroupView<'_> = view(subject.group)?;
+    if let Nested::Object(group) = std::mem::take(&mut subject.group) {
         let group = GroupRef {
             id: text(group.id)
                 .or_else(|| text(group.group_id))
