@@ -26,7 +26,7 @@
 
 use std::borrow::Cow;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use chrono::{DateTime, TimeZone, Utc};
 use handlers::identifier::{self, BadIdentifier, IdKind};
 use handlers::{Envelope, EventType, GroupRef, source_dedupe_key};
@@ -40,6 +40,12 @@ use crate::config::{SourceSettings, VerificationScheme};
 /// A delivery id longer than this (or with odd characters) is replaced by its digest, so the key
 /// fits an AMQP `message_id` and cannot smuggle anything into logs.
 const MAX_KEY_LEN: usize = 128;
+
+// Headers read from every delivery, named once (see `verify::header`).
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
+const ATLASSIAN_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-atlassian-webhook-identifier");
+const ATLASSIAN_WEBHOOK_RETRY: HeaderName = HeaderName::from_static("x-atlassian-webhook-retry");
 
 /// Numeric timestamps below this are seconds, above it milliseconds (1e11 ms is March 1973;
 /// 1e11 s is the year 5138).
@@ -308,12 +314,12 @@ fn delivery_id(scheme: VerificationScheme, headers: &HeaderMap) -> Option<&str> 
     match scheme {
         // Signed: part of what the signature covers.
         VerificationScheme::StandardWebhooks => {
-            header(headers, "webhook-id").or_else(|| header(headers, "svix-id"))
+            header(headers, WEBHOOK_ID).or_else(|| header(headers, SVIX_ID))
         }
         // The body is signed and the header is not: the body's digest is the key.
         VerificationScheme::HubSignature => None,
         VerificationScheme::ConnectJwt | VerificationScheme::UrlToken => {
-            header(headers, "x-atlassian-webhook-identifier")
+            header(headers, ATLASSIAN_WEBHOOK_ID)
         }
     }
 }
@@ -420,10 +426,10 @@ pub fn normalize<'a>(
         .clone()
         .or_else(|| text(top.cloud_id).map(Cow::into_owned));
     envelope.delivery.id = delivery_id(source.scheme, headers)
-        .or_else(|| header(headers, "x-atlassian-webhook-identifier"))
+        .or_else(|| header(headers, ATLASSIAN_WEBHOOK_ID))
         .filter(|id| id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned);
-    envelope.delivery.retry = header(headers, "x-atlassian-webhook-retry").and_then(|r| r.parse().ok());
+    envelope.delivery.retry = header(headers, ATLASSIAN_WEBHOOK_RETRY).and_then(|r| r.parse().ok());
     envelope.delivery.key_id = Some(verified.key_id.clone());
     Ok(Normalized {
         envelope,

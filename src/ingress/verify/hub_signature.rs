@@ -3,11 +3,15 @@
 //! GitHub-style senders send both, the plain header then holding a SHA-1 HMAC: the `-256` header
 //! wins whenever it is present, and SHA-1 is never accepted.
 
+use axum::http::HeaderName;
 use chrono::{DateTime, Utc};
 use ring::hmac;
 
 use super::{RequestParts, Verified, VerifyError, header, live_secrets};
 use crate::config::SourceSecret;
+
+const SIGNATURE_256: HeaderName = HeaderName::from_static("x-hub-signature-256");
+const SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature");
 
 pub fn verify(
     secrets: &[SourceSecret],
@@ -15,8 +19,8 @@ pub fn verify(
     now: DateTime<Utc>,
 ) -> Result<Verified, VerifyError> {
     let live = live_secrets(secrets, now)?;
-    let value = header(request.headers, "x-hub-signature-256")
-        .or_else(|| header(request.headers, "x-hub-signature"))
+    let value = header(request.headers, SIGNATURE_256)
+        .or_else(|| header(request.headers, SIGNATURE))
         .ok_or(VerifyError::Missing("X-Hub-Signature header"))?;
     let hex_digest = value
         .strip_prefix("sha256=")

@@ -12,8 +12,8 @@ use super::{RequestParts, Verified, VerifyError, check_window, header, live_secr
 use crate::config::{SourceSecret, standard_webhooks_key};
 
 fn either<'a>(request: &'a RequestParts<'_>, name: &str) -> Option<&'a str> {
-    header(request.headers, &format!("webhook-{name}"))
-        .or_else(|| header(request.headers, &format!("svix-{name}")))
+    header(request.headers, format!("webhook-{name}"))
+        .or_else(|| header(request.headers, format!("svix-{name}")))
 }
 
 pub fn verify(
