@@ -397,8 +397,9 @@ async fn raw_rabbitmq(common: &Common, bodies: Arc<Vec<Vec<u8>>>, concurrency: u
 }
 
 /// The most SQLite can do with `bodies` at `concurrency`: the same durable insert into the same
-/// table of a fresh store (same `synchronous` setting), grouped as well as `concurrency`
-/// concurrent publishers could ever be, one transaction per `concurrency` rows, back to back.
+/// table of a fresh store (same `synchronous` setting, and gatehouse's own statement shapes,
+/// `queue::embedded::insert_messages`), grouped as well as `concurrency` concurrent publishers
+/// could ever be, one transaction per `concurrency` rows, back to back.
 async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<f64> {
     let scratch = Scratch::new("raw-embedded")?;
     let store = ::gatehouse::store::Store::connect(&::gatehouse::config::StoreSettings {
@@ -407,26 +408,23 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
         encryption_key: None,
     })
     .await?;
+    let messages: Vec<::gatehouse::queue::OutgoingMessage> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| ::gatehouse::queue::OutgoingMessage {
+            routing_key: ROUTING_KEY.to_owned(),
+            message_id: format!("raw-{i}"),
+            event_id: format!("raw-{i}"),
+            event_type: "user.deactivated".to_owned(),
+            body: body.clone(),
+        })
+        .collect();
     let started = Instant::now();
-    for (group, chunk) in bodies.chunks(concurrency.max(1)).enumerate() {
+    for chunk in messages.chunks(concurrency.max(1)) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut tx = store.begin_write().await?;
-        for (j, body) in chunk.iter().enumerate() {
-            let id = format!("raw-{group}-{j}");
-            sqlx::query(
-                "INSERT INTO queue_messages
-                     (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
-                 VALUES ($1, $2, $3, $4, $5, 0, $6, '[]', $6)",
-            )
-            .bind(ROUTING_KEY)
-            .bind(&id)
-            .bind(&id)
-            .bind("user.deactivated")
-            .bind(std::str::from_utf8(body)?)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let rows: Vec<&::gatehouse::queue::OutgoingMessage> = chunk.iter().collect();
+        ::gatehouse::queue::embedded::insert_messages(&mut tx, &rows, now).await?;
         tx.commit().await?;
     }
     Ok(bodies.len() as f64 / started.elapsed().as_secs_f64())

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 mod group_commit;
 
 use group_commit::GroupCommit;
+pub use group_commit::insert_messages;
 
 use super::dead_letter_records::{self, subject_of};
 use super::{
