@@ -104,6 +104,18 @@ async fn concurrent_publishes_are_all_committed_once() {
         .await
         .unwrap();
     assert_eq!(distinct, 300);
+    // Batches go in as multi-row statements: every row holds its own message's values.
+    let matching: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM queue_messages
+          WHERE event_id = 'event-' || substr(message_id, 7)
+            AND body LIKE '{\"n\":' || substr(message_id, 7) || ',%'
+            AND routing_key = 'confluence.user.deactivated' AND event_type = 'user.deactivated'
+            AND visible_at = created_at AND deliveries = 0 AND history = '[]'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(matching, 300);
     // And a worker takes them.
     let mut consumer = queue.consume(1).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), consumer.deliveries.recv())
