@@ -10,6 +10,7 @@
 //! is told why nothing was decided.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::config::{Settings, SlackSettings};
 use crate::ingress::IngressError;
+use crate::ingress::limits::TokenBucket;
 use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
@@ -44,6 +46,43 @@ struct ClickState {
     audit: AuditLog,
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
+    unverified: UnverifiedRecords,
+}
+
+/// How many unverified clicks reach the audit trail (`unverified_records_per_minute`): anyone
+/// can post to this route, and the trail keeps every record, so a flood is recorded by count.
+#[derive(Debug)]
+struct UnverifiedRecords {
+    budget: TokenBucket,
+    /// Unverified clicks not recorded since the last one that was.
+    unrecorded: AtomicU64,
+}
+
+impl UnverifiedRecords {
+    fn per_minute(records: u32) -> Self {
+        let records = f64::from(records.max(1));
+        UnverifiedRecords {
+            budget: TokenBucket::new(records / 60.0, records),
+            unrecorded: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this click is to be recorded, `n` the clicks left unrecorded before it;
+    /// `None` when it is only counted.
+    fn admit(&self) -> Option<u64> {
+        match self.budget.take() {
+            Ok(()) => Some(self.unrecorded.swap(0, Ordering::Relaxed)),
+            Err(_) => {
+                self.unrecorded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// A record that could not be written: its click and those before it count as unrecorded.
+    fn not_written(&self, skipped: u64) {
+        self.unrecorded.fetch_add(skipped + 1, Ordering::Relaxed);
+    }
 }
 
 /// `POST /slack/actions` when `[approvals.slack]` is configured (an empty router otherwise).
@@ -57,6 +96,7 @@ pub fn router(
         return Router::new();
     };
     let state = Arc::new(ClickState {
+        unverified: UnverifiedRecords::per_minute(slack.unverified_records_per_minute),
         settings,
         slack,
         store,
@@ -149,13 +189,18 @@ async fn handle(state: &ClickState, headers: &HeaderMap, body: &[u8]) -> Result<
             })
             .inc();
         tracing::warn!(reason = error.reason(), "Slack click refused: {error}");
-        let refused = refusal(
-            "slack.click",
-            "unverified",
-            401,
-            format!("verification failed: {error}"),
-        );
-        record(audit, refused).await?;
+        if let Some(skipped) = state.unverified.admit() {
+            let mut why = format!("verification failed: {error}");
+            if skipped > 0 {
+                why.push_str(&format!(
+                    "; {skipped} more unverified clicks before this one were not recorded (approvals.slack.unverified_records_per_minute)"
+                ));
+            }
+            if let Err(failed) = record(audit, refusal("slack.click", "unverified", 401, why)).await {
+                state.unverified.not_written(skipped);
+                return Err(failed);
+            }
+        }
         return Err(IngressError::Unauthorized(error));
     }
     let interaction = parse(body)?;
@@ -306,4 +351,28 @@ async fn record(audit: &AuditLog, record: NewRecord) -> Result<(), IngressError>
         .await
         .map(|_| ())
         .map_err(|e| IngressError::Unavailable(format!("cannot record the refused click: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_clicks_beyond_the_budget_are_counted_into_the_next_record() {
+        // Two a minute: a burst of two, then one every 30 s.
+        let records = UnverifiedRecords::per_minute(2);
+        assert_eq!(records.admit(), Some(0));
+        assert_eq!(records.admit(), Some(0));
+        assert_eq!(records.admit(), None);
+        assert_eq!(records.admit(), None);
+        assert_eq!(records.unrecorded.load(Ordering::Relaxed), 2);
+        // A record that could not be written gives its clicks back to the count.
+        records.not_written(2);
+        assert_eq!(records.unrecorded.load(Ordering::Relaxed), 5);
+        // Once a record is allowed again, it carries the count.
+        let refilled = UnverifiedRecords::per_minute(60 * 60);
+        refilled.unrecorded.store(7, Ordering::Relaxed);
+        assert_eq!(refilled.admit(), Some(7));
+        assert_eq!(refilled.admit(), Some(0));
+    }
 }

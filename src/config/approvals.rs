@@ -44,6 +44,13 @@ pub struct SlackSettings {
     /// Allowed age (and skew) of `X-Slack-Request-Timestamp`.
     #[serde(default = "default_tolerance_seconds")]
     pub tolerance_seconds: u64,
+    /// Unverified clicks (unsigned, forged, stale) recorded in the audit trail, at most, a minute
+    /// (a burst of as many, then one every 60/n seconds). Anyone can post to `/slack/actions`: a
+    /// flood must not grow the trail, which keeps every record. The clicks not recorded are
+    /// still counted (`gatehouse_verification_failures_total{source="slack"}`), and the next
+    /// record says how many there were.
+    #[serde(default = "default_unverified_records_per_minute")]
+    pub unverified_records_per_minute: u32,
     /// One post's bound.
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
@@ -70,6 +77,10 @@ fn default_tolerance_seconds() -> u64 {
     300
 }
 
+fn default_unverified_records_per_minute() -> u32 {
+    10
+}
+
 fn default_timeout_seconds() -> u64 {
     10
 }
@@ -90,6 +101,7 @@ impl SlackSettings {
             api_url: default_api_url(),
             hooks_url: default_hooks_url(),
             tolerance_seconds: default_tolerance_seconds(),
+            unverified_records_per_minute: default_unverified_records_per_minute(),
             timeout_seconds: default_timeout_seconds(),
             retry_seconds: default_retry_seconds(),
             allow_http: false,
@@ -181,6 +193,12 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
             };
             error(format!("{key}.{name}"), problem);
         }
+    }
+    if slack.unverified_records_per_minute == 0 {
+        error(
+            format!("{key}.unverified_records_per_minute"),
+            "must be at least 1: unverified clicks must leave a trace in the audit trail".into(),
+        );
     }
     if slack.signing_secret.expose().len() < 16 {
         error(

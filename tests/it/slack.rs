@@ -314,3 +314,42 @@ async fn forged_stale_and_non_approver_clicks_decide_nothing_and_are_recorded() 
     assert_eq!(world.groups_of("dan").await, ["team-x"]);
     world.stop().await;
 }
+
+/// Anyone can post to `/slack/actions`: a flood of forged clicks is refused one by one, but
+/// reaches the audit trail only up to `unverified_records_per_minute`; every click is counted.
+#[tokio::test]
+async fn a_flood_of_forged_clicks_is_counted_not_recorded_one_by_one() {
+    let fake = Receiver::start().await;
+    let world = World::start(leaver("fay"), policies(ORG_WIDE), |settings| {
+        let mut slack = slack_on(&fake, false);
+        slack.unverified_records_per_minute = 3;
+        settings.approvals.slack = Some(slack);
+    })
+    .await;
+    let approve = click(APPROVER, "approve", "01JNOAPPROVAL", &fake.url(RESPONSE_PATH));
+    for _ in 0..8 {
+        let forged = signing::slack(
+            "not-the-signing-secret-at-all!!",
+            chrono::Utc::now().timestamp(),
+            &approve,
+        );
+        assert_eq!(post_click(&world, &approve, forged).await, 401);
+    }
+    let refused = records(&world, AuditKind::Refused).await;
+    assert_eq!(refused.len(), 3);
+    assert!(refused.iter().all(|r| {
+        r.record
+            .outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("verification failed"))
+    }));
+    assert!(
+        world
+            .app
+            .metrics()
+            .await
+            .contains(r#"gatehouse_verification_failures_total{source="slack",reason="bad_signature"} 8"#)
+    );
+    world.stop().await;
+}
