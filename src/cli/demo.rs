@@ -6,7 +6,8 @@
 //! Everything runs as it would in production (the same config loader, ingress, worker, policies,
 //! executor and audit trail); only Atlassian is simulated. The config it ran with is written
 //! next to the data, so `gatehouse --config DIR/gatehouse.toml …` works on the same state
-//! (`--keep-running` keeps the server and the simulator up for that).
+//! (`--keep-running` keeps the server and the simulator up for that). The operator console is on,
+//! with one admin, `demo`, whose fresh password is printed and kept in `secrets/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -240,7 +241,8 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
         .await
         .context("starting the Atlassian simulator")?;
     let hook_secret = webhook_secret()?;
-    let config = write_config(dir, &sim, &hook_secret)?;
+    let console_password = random_text(18, "the console password")?;
+    let config = write_config(dir, &sim, &hook_secret, &console_password)?;
     let (settings, _) = Settings::load(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let app = Application::build(settings).await.context("starting gatehouse")?;
     let running = DemoParts {
@@ -248,6 +250,7 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
         store: app.store(),
         sim: &sim,
         hook_secret: &hook_secret,
+        console_password: &console_password,
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
@@ -269,6 +272,8 @@ struct DemoParts<'a> {
     store: Store,
     sim: &'a SimHandle,
     hook_secret: &'a str,
+    /// The console's `demo` admin signs in with it.
+    console_password: &'a str,
 }
 
 /// Tells the story against `running`, printing as it goes; then the audit trail and what to try
@@ -345,7 +350,7 @@ async fn tell(
     next_steps(
         dir,
         config,
-        addr,
+        (addr, running.console_password),
         hook_secret,
         waiting.as_deref(),
         (kept, keep_running),
@@ -383,8 +388,23 @@ fn webhook_secret() -> anyhow::Result<String> {
     ))
 }
 
-/// Writes the demo's secrets and config into `dir`; the config's path.
-fn write_config(dir: &Path, sim: &SimHandle, hook_secret: &str) -> anyhow::Result<PathBuf> {
+/// `bytes` random bytes as URL-safe base64 (something typed or pasted, such as a password).
+fn random_text(bytes: usize, what: &str) -> anyhow::Result<String> {
+    let mut value = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut value)
+        .map_err(|_| anyhow::anyhow!("no randomness for {what}"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value))
+}
+
+/// Writes the demo's secrets and config into `dir`; the config's path. The console's admin
+/// password is kept beside its hash (`secrets/console-password`), for a later `--config` run.
+fn write_config(
+    dir: &Path,
+    sim: &SimHandle,
+    hook_secret: &str,
+    console_password: &str,
+) -> anyhow::Result<PathBuf> {
     let secret = |name: &str, value: &str| -> anyhow::Result<String> {
         let path = dir.join("secrets").join(name);
         std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
@@ -405,6 +425,14 @@ url = "sqlite://{store}"
 backend = "embedded"
 embedded_poll_ms = 50
 retry_delays_seconds = [1, 5, 30]
+
+[console]
+enabled = true
+
+[[console.operators]]
+name = "demo"
+role = "admin"
+password_hash = "{console_hash}"
 
 [[tenants]]
 name = "{TENANT}"
@@ -434,6 +462,11 @@ product_groups = ["confluence-users"]
         admin_key = secret("admin-key", &format!("{TENANT}-admin-key"))?,
         org = sim.org_id(),
         hook = secret("hr-webhook", hook_secret)?,
+        console_hash = {
+            secret("console-password", console_password)?;
+            let hash = crate::console::hash_password(console_password).map_err(anyhow::Error::msg)?;
+            secret("console-admin-hash", &hash)?
+        },
     );
     let path = dir.join("gatehouse.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -600,7 +633,7 @@ fn expectation_text(expect: &Expectation) -> String {
 fn next_steps(
     dir: &Path,
     config: &Path,
-    addr: std::net::SocketAddr,
+    (addr, console_password): (std::net::SocketAddr, &str),
     secret: &str,
     approval: Option<&str>,
     (kept, running): (bool, bool),
@@ -614,6 +647,11 @@ fn next_steps(
     }
     let config = config.display();
     println!("try next:");
+    if running {
+        println!(
+            "  open http://{addr}/console and sign in as `demo` with `{console_password}` (an admin: approvals, the trail, dead letters)"
+        );
+    }
     if running && let Some(id) = approval {
         println!("  gatehouse --config {config} approvals show {id}");
         println!("  gatehouse --config {config} approvals approve {id} --by you   # Bob's plan runs");
@@ -637,6 +675,9 @@ fn next_steps(
             "  (gatehouse demo --keep-running also lets you approve Bob's plan and send your own webhooks)"
         );
     }
-    println!("  (data, config and secrets: {})", dir.display());
+    println!(
+        "  (data, config and secrets: {}; the console's password is in secrets/console-password)",
+        dir.display()
+    );
     println!();
 }

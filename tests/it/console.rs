@@ -17,8 +17,8 @@ use gatehouse::store::{ApprovalState, ReconcileRun};
 use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
 use serde_json::json;
 
-use crate::helpers::TempDir;
 use crate::helpers::webdriver::{Element, WebDriver};
+use crate::helpers::{TempDir, TestApp};
 use crate::queue::eventually;
 use crate::reactions::{LONG, World, policies};
 
@@ -167,13 +167,18 @@ fn csrf_in(html: &str) -> String {
 
 /// Signs `name` in over HTTP; the session cookie (`gatehouse_console=…`).
 async fn sign_in(world: &World, name: &str, password: &str) -> Result<String, reqwest::Response> {
+    sign_in_at(&world.app, name, password).await
+}
+
+/// Signs `name` in to `app`'s console over HTTP; the session cookie.
+pub async fn sign_in_at(app: &TestApp, name: &str, password: &str) -> Result<String, reqwest::Response> {
     let http = client();
-    let form = http.get(world.app.url("/console/sign-in")).send().await.unwrap();
+    let form = http.get(app.url("/console/sign-in")).send().await.unwrap();
     assert_eq!(form.status(), 200);
     let nonce = set_cookie(&form, "gatehouse_console_sign_in").unwrap();
     let token = csrf_in(&form.text().await.unwrap());
     let response = http
-        .post(world.app.url("/console/sign-in"))
+        .post(app.url("/console/sign-in"))
         .header("cookie", nonce)
         .form_pairs(&[("csrf", token.as_str()), ("name", name), ("password", password)])
         .send()

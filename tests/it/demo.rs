@@ -1,7 +1,8 @@
 //! `gatehouse demo`, as a newcomer runs it: the whole story goes as expected, the trail verifies,
 //! and the data it keeps is usable with the config it wrote.
 
-use crate::helpers::{TempDir, run_gatehouse as gatehouse};
+use crate::console::sign_in_at;
+use crate::helpers::{TempDir, TestApp, run_gatehouse as gatehouse};
 
 #[tokio::test]
 async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {
@@ -32,4 +33,14 @@ async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {
         stderr.contains("1 pending approval(s) of tenant `acme`"),
         "{stderr}"
     );
+    // The console is on, with a `demo` admin whose password was kept with the other secrets.
+    let password = std::fs::read_to_string(format!("{data}/secrets/console-password")).unwrap();
+    assert!(password.len() >= 20, "{password}");
+    let (settings, _) = gatehouse::config::Settings::load(std::path::Path::new(&config)).unwrap();
+    assert!(settings.console.enabled);
+    let app = TestApp::start(settings, None).await;
+    assert!(sign_in_at(&app, "demo", "not-the-password").await.is_err());
+    let session = sign_in_at(&app, "demo", &password).await;
+    assert!(session.is_ok_and(|cookie| cookie.starts_with("gatehouse_console=")));
+    app.stop().await;
 }
