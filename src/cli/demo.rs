@@ -410,6 +410,8 @@ fn write_config(
         std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
         Ok(format!("file:{}", path.display()))
     };
+    secret("console-password", console_password)?;
+    let console_hash = crate::console::hash_password(console_password).map_err(anyhow::Error::msg)?;
     let text = format!(
         r#"# Written by `gatehouse demo`: gatehouse in front of a simulated organization.
 [server]
@@ -462,11 +464,7 @@ product_groups = ["confluence-users"]
         admin_key = secret("admin-key", &format!("{TENANT}-admin-key"))?,
         org = sim.org_id(),
         hook = secret("hr-webhook", hook_secret)?,
-        console_hash = {
-            secret("console-password", console_password)?;
-            let hash = crate::console::hash_password(console_password).map_err(anyhow::Error::msg)?;
-            secret("console-admin-hash", &hash)?
-        },
+        console_hash = secret("console-admin-hash", &console_hash)?,
     );
     let path = dir.join("gatehouse.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

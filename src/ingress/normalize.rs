@@ -168,26 +168,23 @@ fn is_object(raw: Option<&RawValue>) -> bool {
 }
 
 /// An object-valued field, read in the same pass as the object holding it (not skipped and then
-/// parsed again); any other value there is skipped and reads as an empty view.
-#[derive(Default)]
-enum Nested<T> {
-    #[default]
-    Absent,
-    Object(T),
-    NotAnObject,
+/// parsed again): its view when it is an object; any other value there is skipped.
+struct Nested<T>(Option<T>);
+
+impl<T> Default for Nested<T> {
+    fn default() -> Self {
+        Nested(None)
+    }
 }
 
 impl<T: Default> Nested<T> {
     fn is_object(&self) -> bool {
-        matches!(self, Nested::Object(_))
+        self.0.is_some()
     }
 
     /// The view, or an empty one when the field is missing or not an object.
     fn or_empty(self) -> T {
-        match self {
-            Nested::Object(view) => view,
-            Nested::Absent | Nested::NotAnObject => T::default(),
-        }
+        self.0.unwrap_or_default()
     }
 }
 
@@ -205,36 +202,36 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(Nested::Object)
+                T::deserialize(MapAccessDeserializer::new(map)).map(|view| Nested(Some(view)))
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
 
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
 
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
 
             fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
 
             fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
 
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
 
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Nested::NotAnObject)
+                Ok(Nested(None))
             }
         }
 
@@ -523,7 +520,7 @@ fn fill_subject(envelope: &mut Envelope, subject: &mut Top<'_>) -> Result<(), No
     envelope.subject.email = text(user.email)
         .or_else(|| text(subject.email))
         .map(Cow::into_owned);
-    if let Nested::Object(group) = std::mem::take(&mut subject.group) {
+    if let Nested(Some(group)) = std::mem::take(&mut subject.group) {
         let group = GroupRef {
             id: text(group.id)
                 .or_else(|| text(group.group_id))

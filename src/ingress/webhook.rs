@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use handlers::Authority;
 use tracing::Instrument;
@@ -42,9 +43,7 @@ struct IncomingRequest {
     source: String,
     event: Option<String>,
     path_token: Option<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: Parts,
     body: Body,
 }
 
@@ -55,14 +54,12 @@ pub async fn receive(
     Path(path): Path<DeliveryPath>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (head, body) = request.into_parts();
     let delivery = IncomingRequest {
         source: path.source,
         event: path.event,
         path_token: path.token,
-        method: parts.method,
-        uri: parts.uri,
-        headers: parts.headers,
+        head,
         body,
     };
     handle(state, delivery).await
@@ -191,15 +188,16 @@ async fn process(
     delivery: IncomingRequest,
 ) -> Result<Accepted, IngressError> {
     let limit = state.settings.server.max_body_bytes;
-    if !is_json(&delivery.headers) {
+    let head = &delivery.head;
+    if !is_json(&head.headers) {
         return Err(IngressError::UnsupportedMediaType);
     }
-    let body = read_body(delivery.body, &delivery.headers, limit).await?;
+    let body = read_body(delivery.body, &head.headers, limit).await?;
     let request = RequestParts {
-        method: &delivery.method,
-        path: delivery.uri.path(),
-        query: delivery.uri.query(),
-        headers: &delivery.headers,
+        method: &head.method,
+        path: head.uri.path(),
+        query: head.uri.query(),
+        headers: &head.headers,
         body: &body,
     };
     let verified = verify_delivery(state, source, &request, delivery.path_token.as_deref()).await?;
@@ -211,17 +209,11 @@ async fn process(
             Refusal::RateLimited(retry_after) => IngressError::RateLimited { retry_after },
             Refusal::Busy => IngressError::SourceBusy,
         })?;
-    let normalized = normalize::normalize(
-        source,
-        delivery.event.as_deref(),
-        &delivery.headers,
-        &body,
-        &verified,
-    )
-    .map_err(refusal)?;
+    let normalized = normalize::normalize(source, delivery.event.as_deref(), &head.headers, &body, &verified)
+        .map_err(refusal)?;
     let mut envelope = normalized.envelope;
     if source.authority == Authority::Decision {
-        envelope.occurred_at = decision_time(source, normalized.payload_time, &delivery.headers)?;
+        envelope.occurred_at = decision_time(source, normalized.payload_time, &head.headers)?;
     }
     if !source.allows(&envelope.event_type) {
         return Err(IngressError::Refused {

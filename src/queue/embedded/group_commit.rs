@@ -151,14 +151,14 @@ pub async fn insert_messages(
     now_millis: i64,
 ) -> Result<(), sqlx::Error> {
     let mut rest = messages;
-    while !rest.is_empty() {
-        let (index, rows) = ROWS_PER_STATEMENT
-            .iter()
-            .enumerate()
-            .find(|(_, rows)| **rows <= rest.len())
-            .map_or((ROWS_PER_STATEMENT.len() - 1, 1), |(index, rows)| (index, *rows));
-        let (chunk, after) = rest.split_at(rows);
-        let mut query = sqlx::query(insert_statement(index));
+    // The largest shape that fits what is left; the last shape, one row, always does.
+    while let Some((rows, statement)) = ROWS_PER_STATEMENT
+        .iter()
+        .zip(insert_statements())
+        .find(|(rows, _)| **rows <= rest.len())
+    {
+        let (chunk, after) = rest.split_at(*rows);
+        let mut query = sqlx::query(statement.as_str());
         for message in chunk {
             let body = std::str::from_utf8(&message.body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             query = query
@@ -175,38 +175,34 @@ pub async fn insert_messages(
     Ok(())
 }
 
-/// The `INSERT` of `ROWS_PER_STATEMENT[index]` rows, written once.
-fn insert_statement(index: usize) -> &'static str {
-    static STATEMENTS: OnceLock<Vec<String>> = OnceLock::new();
-    let statements = STATEMENTS.get_or_init(|| {
-        ROWS_PER_STATEMENT
-            .iter()
-            .map(|rows| {
-                let values: Vec<String> = (0..*rows)
-                    .map(|row| {
-                        let at = row * BINDS_PER_ROW;
-                        format!(
-                            "(${}, ${}, ${}, ${}, ${}, 0, ${}, '[]', ${})",
-                            at + 1,
-                            at + 2,
-                            at + 3,
-                            at + 4,
-                            at + 5,
-                            at + 6,
-                            at + 6
-                        )
-                    })
-                    .collect();
-                format!(
-                    "INSERT INTO queue_messages
-                         (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
-                     VALUES {}",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    });
-    statements.get(index).map_or("", String::as_str)
+/// The `INSERT` of each of [`ROWS_PER_STATEMENT`]'s shapes, in its order, written once.
+fn insert_statements() -> &'static [String; ROWS_PER_STATEMENT.len()] {
+    static STATEMENTS: OnceLock<[String; ROWS_PER_STATEMENT.len()]> = OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        ROWS_PER_STATEMENT.map(|rows| {
+            let values: Vec<String> = (0..rows)
+                .map(|row| {
+                    let at = row * BINDS_PER_ROW;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, 0, ${}, '[]', ${})",
+                        at + 1,
+                        at + 2,
+                        at + 3,
+                        at + 4,
+                        at + 5,
+                        at + 6,
+                        at + 6
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO queue_messages
+                     (routing_key, message_id, event_id, event_type, body, deliveries, visible_at, history, created_at)
+                 VALUES {}",
+                values.join(", ")
+            )
+        })
+    })
 }
 
 #[cfg(test)]
@@ -215,8 +211,7 @@ mod tests {
 
     #[test]
     fn every_shape_binds_six_values_a_row() {
-        for (index, rows) in ROWS_PER_STATEMENT.iter().enumerate() {
-            let statement = insert_statement(index);
+        for (rows, statement) in ROWS_PER_STATEMENT.iter().zip(insert_statements()) {
             assert_eq!(statement.matches("'[]'").count(), *rows);
             let last = rows * BINDS_PER_ROW;
             assert!(
