@@ -10,6 +10,7 @@ pub mod audit_kind;
 pub mod event;
 pub mod handler;
 pub mod identifier;
+pub mod json_text;
 pub mod plan;
 pub mod policy;
 pub mod ports;

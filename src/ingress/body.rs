@@ -23,7 +23,9 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Reads at most `limit` bytes: a declared `Content-Length` over the limit is refused before
-/// reading anything, a body that grows past it is refused as soon as it does.
+/// reading anything, a body that grows past it is refused as soon as it does. A body that
+/// arrives in one chunk (a webhook usually does: it is in hyper's read buffer with its head) is
+/// returned as that chunk, not copied.
 pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngressError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -33,15 +35,26 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         return Err(IngressError::PayloadTooLarge { limit });
     }
     let mut stream = body.into_data_stream();
-    let mut buffer = Vec::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+    let mut first: Option<Bytes> = None;
+    let mut joined = Vec::new();
+    let mut read = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| IngressError::Malformed(format!("cannot read body: {e}")))?;
-        if buffer.len() + chunk.len() > limit {
+        read += chunk.len();
+        if read > limit {
             return Err(IngressError::PayloadTooLarge { limit });
         }
-        buffer.extend_from_slice(&chunk);
+        if first.is_none() && joined.is_empty() {
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(earlier) = first.take() {
+            joined.reserve(declared.map_or(8 * 1024, |l| l as usize).max(read));
+            joined.extend_from_slice(&earlier);
+        }
+        joined.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(buffer))
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 #[cfg(test)]
@@ -58,6 +71,31 @@ mod tests {
         assert_eq!(
             read_body(body, &HeaderMap::new(), 1_000).await.unwrap().len(),
             1_000
+        );
+        // Several chunks are joined in order, up to and including the limit.
+        let chunks = (0..10u8).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![b'a' + i; 100])));
+        let joined = read_body(
+            Body::from_stream(futures_util::stream::iter(chunks)),
+            &HeaderMap::new(),
+            1_000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(joined.len(), 1_000);
+        assert!(
+            joined
+                .chunks(100)
+                .enumerate()
+                .all(|(i, c)| c.iter().all(|&b| b == b'a' + i as u8))
+        );
+        let empty = Body::from_stream(futures_util::stream::iter(
+            Vec::<Result<Bytes, std::io::Error>>::new(),
+        ));
+        assert!(
+            read_body(empty, &HeaderMap::new(), 1_000)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 

@@ -7,13 +7,14 @@
 //! - `GET /healthz`, `/readyz`, `/metrics`;
 //! - `GET /audit` when `[audit] api_token` is set (see `crate::audit::http`).
 //!
-//! Delivery routes are guarded by a global concurrency bound (excess load is shed with 503, not
+//! Delivery routes are guarded ([`guard`]) by a global concurrency bound (excess load is shed with 503, not
 //! queued in memory) and a request timeout; bodies are limited while they are read.
 
 mod body;
 pub mod connect;
 pub mod dedupe;
 pub mod error;
+mod guard;
 mod health;
 pub mod limits;
 pub mod normalize;
@@ -23,13 +24,9 @@ mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{BoxError, Router};
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::config::Settings;
 use crate::queue::Queue;
@@ -87,11 +84,10 @@ impl IngressState {
 /// process runs the ingress role.
 pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
     let server = &state.settings.server;
-    let guarded = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(overloaded_or_timed_out))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
-        .timeout(Duration::from_secs(server.request_timeout_seconds));
+    let guarded = guard::GuardLayer::new(
+        server.max_concurrent_requests,
+        Duration::from_secs(server.request_timeout_seconds),
+    );
     let deliveries = Router::new()
         .route("/webhooks/{source}", post(webhook::receive))
         .route("/webhooks/{source}/{event}", post(webhook::receive))
@@ -117,12 +113,4 @@ pub fn router(state: Arc<IngressState>, deliveries_enabled: bool) -> Router {
             state.store.clone(),
             &state.settings.audit,
         ))
-}
-
-async fn overloaded_or_timed_out(error: BoxError) -> axum::response::Response {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        IngressError::Timeout.into_response()
-    } else {
-        IngressError::Unavailable(format!("overloaded: {error}")).into_response()
-    }
 }

@@ -136,8 +136,7 @@ impl OrgEventsPoller {
         let page = page?;
         for event in &page.events {
             let envelope = self.envelope(event)?;
-            let message = OutgoingMessage::from_envelope(&envelope, &self.settings.kind)
-                .map_err(|e| PollError::Envelope(e.to_string()))?;
+            let message = OutgoingMessage::from_envelope(&envelope, &self.settings.kind);
             self.queue.publish(&message).await?;
             let label = match &envelope.event_type {
                 handlers::EventType::Other(_) => "other".to_owned(),

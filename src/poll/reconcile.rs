@@ -461,8 +461,7 @@ impl Reconciler {
         envelope.tenant.name = Some(self.tenant.clone());
         envelope.subject.account_id = Some(finding.account_id.clone());
         envelope.subject.group = finding.group.clone();
-        let message = OutgoingMessage::from_envelope(&envelope, KIND)
-            .map_err(|e| ReconcileError::Store(StoreError::Corrupt(e.to_string())))?;
+        let message = OutgoingMessage::from_envelope(&envelope, KIND);
         let queue = self.queue.as_ref().ok_or(ReconcileError::NoQueue)?;
         queue.publish(&message).await?;
         // Findings are of known types, whose names are static.

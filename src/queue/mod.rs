@@ -42,20 +42,18 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     /// Serializes an envelope for publication under `kind` (the routing-key prefix).
-    pub fn from_envelope(envelope: &Envelope, kind: &str) -> Result<Self, serde_json::Error> {
-        // Sized for the payload and the envelope's own fields, so serializing does not regrow
-        // (and copy) the buffer several times on the way.
-        let mut body = Vec::with_capacity(envelope.payload.get().len() + 1024);
-        serde_json::to_writer(&mut body, envelope)?;
-        Ok(Self::with_body(envelope, kind, body))
+    pub fn from_envelope(envelope: &Envelope, kind: &str) -> Self {
+        let mut body = Vec::new();
+        envelope.write_json(&mut body);
+        Self::with_body(envelope, kind, body)
     }
 
     /// Serializes a delivery's envelope with its payload, `payload`: JSON text already parsed in
     /// full (the ingress's verified body; see [`Envelope::write_with_payload`]).
-    pub fn from_delivery(envelope: &Envelope, payload: &str, kind: &str) -> Result<Self, serde_json::Error> {
-        let mut body = Vec::with_capacity(payload.len() + 1024);
-        envelope.write_with_payload(payload, &mut body)?;
-        Ok(Self::with_body(envelope, kind, body))
+    pub fn from_delivery(envelope: &Envelope, payload: &str, kind: &str) -> Self {
+        let mut body = Vec::new();
+        envelope.write_with_payload(payload, &mut body);
+        Self::with_body(envelope, kind, body)
     }
 
     fn with_body(envelope: &Envelope, kind: &str, body: Vec<u8>) -> Self {

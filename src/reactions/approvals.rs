@@ -204,7 +204,7 @@ pub async fn approve(
     envelope.subject.account_id = approval.account_id.clone();
     // The plan's own tenant performs it.
     envelope.tenant.name = Some(tenant.to_owned());
-    let message = own_events::message(&envelope).map_err(unwritable)?;
+    let message = own_events::message(&envelope);
     queue.publish(&message).await?;
     Ok(approval)
 }

@@ -91,8 +91,7 @@ impl LivePerformer {
         notice.subject.account_id = violation.account_id.clone();
         notice.subject.group = violation.group.clone();
         notice.actor.account_id = violation.actor_account_id.clone();
-        let message =
-            own_events::message(&notice).map_err(|e| ActionError::permanent(format!("notice: {e}")))?;
+        let message = own_events::message(&notice);
         self.queue
             .publish(&message)
             .await

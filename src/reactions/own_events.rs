@@ -32,6 +32,6 @@ pub fn envelope(
 }
 
 /// `envelope` ready to publish.
-pub fn message(envelope: &Envelope) -> Result<OutgoingMessage, serde_json::Error> {
+pub fn message(envelope: &Envelope) -> OutgoingMessage {
     OutgoingMessage::from_envelope(envelope, OWN_KIND)
 }

@@ -443,7 +443,7 @@ async fn park_a_dead_letter(world: &World) -> String {
         "forged-approval",
         payload,
     );
-    let message = gatehouse::queue::OutgoingMessage::from_envelope(&envelope, "relay").unwrap();
+    let message = gatehouse::queue::OutgoingMessage::from_envelope(&envelope, "relay");
     world.app.queue.publish(&message).await.unwrap();
     eventually(LONG, "the forged approval dead-lettered", || async {
         !crate::queue::dead_letters(&world.app).await.is_empty()

@@ -55,9 +55,9 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["status"], "accepted");
-    // The body is signed and the delivery id header is not: the key is the body's digest.
+    // The body is signed and the delivery id header is not: the key is made from the body's HMAC.
     let key = answer["dedupe_key"].as_str().unwrap().to_owned();
-    assert!(key.starts_with("admin:sha256:"), "{key}");
+    assert_eq!(key, signing::hub_dedupe_key("admin", HUB_A, &body));
 
     let seen = observer.all(QUIET.max(Duration::from_millis(800))).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -88,6 +88,22 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
         .await;
     assert_eq!(again.status(), 200);
     assert_eq!(again.json::<Value>().await.unwrap()["status"], "duplicate");
+    // A replay under a fresh (unsigned) delivery id is the same signed body: a duplicate too.
+    let replayed = app
+        .post(
+            "/webhooks/admin/user_deactivated",
+            &body,
+            &[
+                ("x-hub-signature", signing::hub_signature(HUB_A, &body)),
+                ("x-atlassian-webhook-identifier", "hook-9999".to_owned()),
+            ],
+        )
+        .await;
+    assert_eq!(replayed.status(), 200);
+    assert_eq!(
+        replayed.json::<Value>().await.unwrap()["dedupe_key"],
+        key.as_str()
+    );
     assert!(observer.all(QUIET).await.is_empty());
 
     // The rotated (second) secret is accepted too, and says so.
@@ -103,11 +119,9 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
     let seen = observer.next(WAIT).await.unwrap();
     assert_eq!(seen.body["delivery"]["key_id"], "hub-2");
     assert_eq!(seen.routing_key, "admin.user.removed");
-    assert!(
-        seen.body["dedupe_key"]
-            .as_str()
-            .unwrap()
-            .starts_with("admin:sha256:")
+    assert_eq!(
+        seen.body["dedupe_key"],
+        signing::hub_dedupe_key("admin", HUB_B, &other).as_str()
     );
 
     let metrics = app.metrics().await;
@@ -116,7 +130,7 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"gatehouse_ingress_requests_total{source="admin",outcome="duplicate"} 1"#),
+        metrics.contains(r#"gatehouse_ingress_requests_total{source="admin",outcome="duplicate"} 2"#),
         "{metrics}"
     );
     assert!(

@@ -260,7 +260,7 @@ async fn each_tenant_acts_on_its_own_site_with_its_own_credentials_and_policies(
     stray.tenant.name = Some("ghost".to_owned());
     stray.subject.account_id = Some("ann".to_owned());
     app.queue
-        .publish(&OutgoingMessage::from_envelope(&stray, "hr-a").unwrap())
+        .publish(&OutgoingMessage::from_envelope(&stray, "hr-a"))
         .await
         .unwrap();
     eventually(LONG, "the stray envelope is dead-lettered", || async {

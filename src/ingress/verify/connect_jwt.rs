@@ -80,6 +80,7 @@ pub async fn verify(
         cloud_id: installation.cloud_id.clone(),
         site: Some(installation.base_url.clone()),
         tenant: None,
+        body_tag: None,
     })
 }
 

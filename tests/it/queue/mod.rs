@@ -67,7 +67,7 @@ pub fn message(account: &str, key: &str) -> (OutgoingMessage, String) {
         payload,
     );
     envelope.subject.account_id = Some(account.to_owned());
-    let message = OutgoingMessage::from_envelope(&envelope, "test").unwrap();
+    let message = OutgoingMessage::from_envelope(&envelope, "test");
     (message, envelope.id.to_string())
 }
 

@@ -207,7 +207,7 @@ async fn an_approval_from_anyone_but_gatehouse_is_not_believed() {
         "forged-approval",
         payload,
     );
-    let message = gatehouse::queue::OutgoingMessage::from_envelope(&envelope, "relay").unwrap();
+    let message = gatehouse::queue::OutgoingMessage::from_envelope(&envelope, "relay");
     world.app.queue.publish(&message).await.unwrap();
     eventually(LONG, "the forged approval dead-lettered", || async {
         world

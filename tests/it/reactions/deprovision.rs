@@ -89,7 +89,9 @@ async fn a_deactivation_removes_every_group_but_the_keep_list_and_copies_change_
     world
         .app
         .queue
-        .publish(&gatehouse::queue::OutgoingMessage::from_envelope(&envelope, "relay").unwrap())
+        .publish(&gatehouse::queue::OutgoingMessage::from_envelope(
+            &envelope, "relay",
+        ))
         .await
         .unwrap();
     world.settled(&copy, &["duplicate"]).await;
