@@ -47,6 +47,8 @@ pub struct IngressState {
     pub install_keys: connect::InstallKeys,
     /// Each source's in-flight and rate budget.
     pub limits: limits::SourceLimits,
+    /// Each configured source's `accepted` and `duplicate` counters, in `settings.sources` order.
+    pub accepted_counters: Vec<webhook::AcceptedCounters>,
     /// The store's reachability for `/readyz`, probed at most once a second.
     pub readiness: health::ReadinessProbe,
     /// The path of `connect.base_url` (e.g. `/atlassian`), which `qsh` paths are relative to.
@@ -69,6 +71,11 @@ impl IngressState {
             ),
             installations: connect::Installations::new(store.clone()),
             limits: limits::SourceLimits::new(&settings.sources),
+            accepted_counters: settings
+                .sources
+                .iter()
+                .map(|source| webhook::AcceptedCounters::new(&source.name))
+                .collect(),
             readiness: health::ReadinessProbe::default(),
             install_keys: connect::InstallKeys::new(&settings.connect.install_keys_url),
             base_path,

@@ -293,25 +293,24 @@ fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
+    prefixed_sha256_hex("", parts)
+}
+
+/// `prefix` followed by the lowercase hex SHA-256 of `parts`, in one string.
+fn prefixed_sha256_hex(prefix: &str, parts: &[&[u8]]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut ctx = digest::Context::new(&digest::SHA256);
     for part in parts {
         ctx.update(part);
     }
     // By table, not `hex::encode` (a char iterator collected): this runs on every delivery.
-    let mut text = String::with_capacity(64);
+    let mut text = String::with_capacity(prefix.len() + 64);
+    text.push_str(prefix);
     for byte in ctx.finish().as_ref() {
         text.push(char::from(DIGITS[usize::from(byte >> 4)]));
         text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
     text
-}
-
-fn prefixed(prefix: &str, text: &str) -> String {
-    let mut joined = String::with_capacity(prefix.len() + text.len());
-    joined.push_str(prefix);
-    joined.push_str(text);
-    joined
 }
 
 /// The id that identifies a delivery's fact within its source, per the scheme's guarantees.
@@ -332,12 +331,14 @@ fn delivery_id(scheme: VerificationScheme, headers: &HeaderMap) -> Option<&str> 
 /// The dedupe key of a verified delivery (see the module docs).
 pub fn dedupe_key(source: &SourceSettings, headers: &HeaderMap, body: &[u8], verified: &Verified) -> String {
     let local = match (delivery_id(source.scheme, headers), &verified.body_tag) {
-        (Some(id), _) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
-        (Some(id), _) => prefixed("sha256:", &sha256_hex(&[id.as_bytes()])),
+        (Some(id), _) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            Cow::Borrowed(id)
+        }
+        (Some(id), _) => Cow::Owned(prefixed_sha256_hex("sha256:", &[id.as_bytes()])),
         // The body's HMAC, hashed once more: 32 bytes rather than the whole body again, and what
         // is published is not itself a valid signature of the body.
-        (None, Some(tag)) => prefixed("hmac:", &sha256_hex(&[tag])),
-        (None, None) => prefixed("sha256:", &sha256_hex(&[body])),
+        (None, Some(tag)) => Cow::Owned(prefixed_sha256_hex("hmac:", &[tag])),
+        (None, None) => Cow::Owned(prefixed_sha256_hex("sha256:", &[body])),
     };
     match &verified.client_key {
         // The installation's client key (verified: the token's issuer), kept short and plain.
