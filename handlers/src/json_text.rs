@@ -121,8 +121,10 @@ fn first_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
         let word = u64::from_le_bytes([
             chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
         ]);
-        if needs_escape(word) {
-            return chunk.iter().position(|&b| escapes(b)).map(|i| offset + i);
+        if needs_escape(word)
+            && let Some(at) = chunk.iter().position(|&b| escapes(b))
+        {
+            return Some(offset + at);
         }
         offset += 8;
     }

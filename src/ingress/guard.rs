@@ -25,7 +25,6 @@ use super::IngressError;
 #[derive(Debug, Clone)]
 pub struct GuardLayer {
     permits: Arc<Semaphore>,
-    max_in_flight: usize,
     timeout: Duration,
 }
 
@@ -33,7 +32,6 @@ impl GuardLayer {
     pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
         GuardLayer {
             permits: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
             timeout,
         }
     }
@@ -72,10 +70,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let Ok(permit) = self.bound.permits.clone().try_acquire_owned() else {
-            let shed = IngressError::Unavailable(format!(
-                "overloaded: {} requests already in flight",
-                self.bound.max_in_flight
-            ));
+            let shed = IngressError::Unavailable("overloaded: every request place is taken".to_owned());
             return Box::pin(std::future::ready(Ok(shed.into_response())));
         };
         let answer = self.inner.call(request);

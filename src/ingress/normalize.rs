@@ -12,9 +12,8 @@
 //! queued; types only gatehouse publishes are never believed from outside.
 //!
 //! **Dedupe keys** are `{source}:{id}`: the signed `webhook-id` for Standard Webhooks (an unsigned
-//! header never overrides it), `hmac:` and the SHA-256 of the signed body's verified HMAC for
-//! hub-signature (its delivery id header is unsigned, and a replay with a fresh one must still be
-//! a duplicate; the HMAC already identifies the body, so the body is not hashed twice), and the
+//! header never overrides it), the digest of the signed body for hub-signature (its delivery id
+//! header is unsigned, and a replay with a fresh one must still be a duplicate), and the
 //! `X-Atlassian-Webhook-Identifier` header otherwise (or the body's digest when there is none),
 //! which Atlassian keeps unique per site only: for Connect the key also names the installation
 //! (`{source}:{client key}:{id}`), so one site cannot claim another's ids.
@@ -320,7 +319,7 @@ fn delivery_id(scheme: VerificationScheme, headers: &HeaderMap) -> Option<&str> 
         VerificationScheme::StandardWebhooks => {
             header(headers, WEBHOOK_ID).or_else(|| header(headers, SVIX_ID))
         }
-        // The body is signed and the header is not: the signed body is the key.
+        // The body is signed and the header is not: the body's digest is the key.
         VerificationScheme::HubSignature => None,
         VerificationScheme::ConnectJwt | VerificationScheme::UrlToken => {
             header(headers, ATLASSIAN_WEBHOOK_ID)
@@ -330,15 +329,13 @@ fn delivery_id(scheme: VerificationScheme, headers: &HeaderMap) -> Option<&str> 
 
 /// The dedupe key of a verified delivery (see the module docs).
 pub fn dedupe_key(source: &SourceSettings, headers: &HeaderMap, body: &[u8], verified: &Verified) -> String {
-    let local = match (delivery_id(source.scheme, headers), &verified.body_tag) {
-        (Some(id), _) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => {
-            Cow::Borrowed(id)
-        }
-        (Some(id), _) => Cow::Owned(prefixed_sha256_hex("sha256:", &[id.as_bytes()])),
-        // The body's HMAC, hashed once more: 32 bytes rather than the whole body again, and what
-        // is published is not itself a valid signature of the body.
-        (None, Some(tag)) => Cow::Owned(prefixed_sha256_hex("hmac:", &[tag])),
-        (None, None) => Cow::Owned(prefixed_sha256_hex("sha256:", &[body])),
+    // The body's own digest, not its HMAC (which the verifier has at hand): the HMAC depends on
+    // which of the source's secrets signed it, so a body re-signed during a rotation, and every
+    // key the worker stored before, would no longer match.
+    let local = match delivery_id(source.scheme, headers) {
+        Some(id) if id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => Cow::Borrowed(id),
+        Some(id) => Cow::Owned(prefixed_sha256_hex("sha256:", &[id.as_bytes()])),
+        None => Cow::Owned(prefixed_sha256_hex("sha256:", &[body])),
     };
     match &verified.client_key {
         // The installation's client key (verified: the token's issuer), kept short and plain.
@@ -712,32 +709,15 @@ mod tests {
             key(VerificationScheme::StandardWebhooks, "relay", &headers, b"{}"),
             "relay:msg_1"
         );
-        // hub-signature: the signed body (by its verified HMAC), whatever the unsigned header says.
-        let hub_key = |headers: &HeaderMap, tag: [u8; 32]| {
-            let verified = Verified {
-                body_tag: Some(tag),
-                ..Verified::by_secret("k")
-            };
-            dedupe_key(
-                &source(VerificationScheme::HubSignature),
-                headers,
-                b"{}",
-                &verified,
-            )
-        };
-        let hub = hub_key(&headers, [7; 32]);
-        assert_eq!(
-            hub,
-            format!("confluence:hmac:{}", sha256_hex(&[&[7; 32]])),
-            "the tag itself, a valid signature, is never published"
-        );
+        // hub-signature: the signed body's digest, whatever the unsigned header says.
+        let hub = key(VerificationScheme::HubSignature, "admin", &headers, b"{}");
+        assert_eq!(hub, format!("admin:sha256:{}", sha256_hex(&[b"{}"])));
         let mut other_id = headers.clone();
         other_id.insert("x-atlassian-webhook-identifier", "zzz".parse().unwrap());
-        assert_eq!(hub, hub_key(&other_id, [7; 32]));
-        assert_ne!(hub, hub_key(&headers, [8; 32]));
-        // Without a tag (no verifier gives none for hub-signature), the body's own digest.
-        let untagged = key(VerificationScheme::HubSignature, "admin", &headers, b"{}");
-        assert_eq!(untagged, format!("admin:sha256:{}", sha256_hex(&[b"{}"])));
+        assert_eq!(
+            hub,
+            key(VerificationScheme::HubSignature, "admin", &other_id, b"{}")
+        );
         // Connect: the delivery id, namespaced by source.
         assert_eq!(
             key(VerificationScheme::ConnectJwt, "a", &headers, b"{}"),

@@ -164,8 +164,11 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
     .instrument(span.clone())
     .await;
     let _entered = span.enter();
-    match (&result, known) {
-        (Ok(accepted), Some(index)) => state.accepted_counters[index].count(
+    match (
+        &result,
+        known.and_then(|index| state.accepted_counters.get(index)),
+    ) {
+        (Ok(accepted), Some(counters)) => counters.count(
             &state.metrics.ingress_requests,
             matches!(accepted, Accepted::Duplicate { .. }),
         ),

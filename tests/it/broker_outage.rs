@@ -85,7 +85,7 @@ async fn an_unconfirmed_publish_answers_503_and_a_retry_goes_through() {
     let seen = observer.all(Duration::from_secs(1)).await;
     assert!((1..=2).contains(&seen.len()), "{seen:?}");
     let key = seen[0].message_id.clone().unwrap();
-    assert!(key.starts_with("admin:hmac:"), "{key}");
+    assert!(key.starts_with("admin:sha256:"), "{key}");
     assert!(seen.iter().all(|m| m.message_id.as_deref() == Some(key.as_str())));
     app.stop().await;
 }

@@ -80,7 +80,6 @@ pub async fn verify(
         cloud_id: installation.cloud_id.clone(),
         site: Some(installation.base_url.clone()),
         tenant: None,
-        body_tag: None,
     })
 }
 

@@ -44,10 +44,6 @@ pub struct Verified {
     /// The tenant the delivery belongs to, bound by the ingress after verification (from the
     /// source, or the Connect installation's site); never read from the body.
     pub tenant: Option<String>,
-    /// hub-signature: the HMAC-SHA256 of the body that verified, under the secret `key_id`
-    /// names. It identifies the signed body as well as a digest of it would, so the dedupe key
-    /// is made from it rather than from a second pass of SHA-256 over the body.
-    pub body_tag: Option<[u8; 32]>,
 }
 
 impl Verified {
@@ -58,7 +54,6 @@ impl Verified {
             cloud_id: None,
             site: None,
             tenant: None,
-            body_tag: None,
         }
     }
 }

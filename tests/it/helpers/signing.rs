@@ -10,13 +10,11 @@ pub fn hub_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
 }
 
-/// The dedupe key gatehouse gives a hub-signed body under `source`: `hmac:` and the SHA-256 of
-/// the body's HMAC (never the HMAC itself, which is a valid signature).
-pub fn hub_dedupe_key(source: &str, secret: &str, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = hmac::sign(&key, body);
-    let digest = ring::digest::digest(&ring::digest::SHA256, tag.as_ref());
-    format!("{source}:hmac:{}", hex::encode(digest.as_ref()))
+/// The dedupe key gatehouse gives a hub-signed body under `source`: the body's SHA-256, whichever
+/// of the source's secrets signed it.
+pub fn hub_dedupe_key(source: &str, body: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    format!("{source}:sha256:{}", hex::encode(digest.as_ref()))
 }
 
 /// Standard Webhooks headers for a `whsec_…` secret, signed at `timestamp`.
