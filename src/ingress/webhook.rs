@@ -303,14 +303,14 @@ async fn process(
     loop {
         match state.recent.claim(&envelope.dedupe_key) {
             RecentClaim::Duplicate => {
-                tracing::info!("duplicate delivery; already queued");
+                tracing::debug!("duplicate delivery; already queued");
                 return Ok(Accepted::Duplicate {
                     dedupe_key: envelope.dedupe_key,
                 });
             }
             RecentClaim::Wait(outcome) => {
                 if RecentKeys::outcome(outcome).await {
-                    tracing::info!("duplicate delivery; its twin was just queued");
+                    tracing::debug!("duplicate delivery; its twin was just queued");
                     return Ok(Accepted::Duplicate {
                         dedupe_key: envelope.dedupe_key,
                     });
@@ -321,7 +321,11 @@ async fn process(
                 let published = state.queue.publish(&message).await;
                 guard.finish(published.is_ok());
                 published.map_err(|e| IngressError::Unavailable(e.to_string()))?;
-                tracing::info!(
+                // At debug: a line for every accepted delivery, formatted and written to stderr
+                // on the hot path, cost more CPU than everything else gatehouse adds to a
+                // minimal relay (BENCHMARKS.md, "Fifth step"). Refusals and failures stay at
+                // info and above; the metrics and the audit trail count every delivery.
+                tracing::debug!(
                     event_type = %envelope.event_type,
                     routing_key = %message.routing_key,
                     key_id = %verified.key_id,
