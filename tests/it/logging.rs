@@ -47,6 +47,7 @@ async fn request_logs_carry_source_and_event_id_and_never_secrets() {
         false,
         capture.clone(),
     ));
+    let _interest = crate::helpers::interest_from_every_subscriber();
 
     let app = TestApp::spawn(|s| {
         s.sources.push(source(

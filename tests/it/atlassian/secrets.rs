@@ -66,6 +66,7 @@ async fn tokens_never_appear_in_logs_or_errors() {
         false,
         capture.clone(),
     ));
+    let _interest = crate::helpers::interest_from_every_subscriber();
     let sim = Simulator::start(seed(), Behaviour::default()).await.unwrap();
     let mut settings = settings_for(&sim);
     settings.auth = Some(AuthSettings::Basic {

@@ -62,6 +62,7 @@ async fn records_hold_no_secret_and_only_hashed_personal_data() {
         false,
         capture.clone(),
     ));
+    let _interest = crate::helpers::interest_from_every_subscriber();
     let dir = TempDir::new();
     let mut settings = Settings::default();
     settings.store.url = SensitiveUrl::new(sqlite_url(&dir));

@@ -330,3 +330,15 @@ pub async fn run_gatehouse(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Keeps a second dispatcher registered while a test captures logs with a scoped subscriber.
+///
+/// With exactly one dispatcher registered, tracing decides a callsite's interest from whichever
+/// thread reaches it first: a parallel test (no subscriber) reaching the ingress's `debug!` lines
+/// first marks them "never", and the capturing test then sees nothing. With two, every callsite is
+/// asked of every live dispatcher, so the capturing thread's lines are always offered to it.
+pub fn interest_from_every_subscriber() -> tracing::Dispatch {
+    let second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::callsite::rebuild_interest_cache();
+    second
+}
