@@ -484,20 +484,12 @@ impl Envelope {
     /// in the pass that reads its fields; building a `RawValue` would check (and copy) it a second
     /// time, the largest single cost of a delivery after its signature.
     pub fn write_with_payload(&self, payload: &str, out: &mut Vec<u8>) {
-        use crate::json_text::{ObjectWriter, push_string, push_string_contents, push_u64};
+        use crate::json_text::{ObjectWriter, push_u64};
         out.reserve(payload.len() + 1024);
         let mut envelope = ObjectWriter::begin(out);
         let mut id = [0; ulid::ULID_LEN];
         envelope.string("id", self.id.array_to_str(&mut id));
-        let event_type = envelope.field("type");
-        match &self.event_type {
-            EventType::Other(name) => {
-                event_type.extend_from_slice(b"\"other.");
-                push_string_contents(event_type, name);
-                event_type.push(b'"');
-            }
-            known => push_string(event_type, &known.as_str()),
-        }
+        envelope.string("type", &self.event_type.as_str());
         envelope.string("source", &self.source);
         envelope.string("scheme", self.scheme.as_str());
         envelope.string("authority", self.authority.as_str());

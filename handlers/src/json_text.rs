@@ -16,9 +16,8 @@ pub fn push_string(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
 }
 
-/// Appends `value` escaped as inside a JSON string, without the quotes (for a string written in
-/// parts, such as `other.{name}`).
-pub fn push_string_contents(out: &mut Vec<u8>, value: &str) {
+/// Appends `value` escaped as inside a JSON string, without the quotes.
+fn push_string_contents(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     let mut from = 0;
     while let Some(at) = first_to_escape(bytes, from) {

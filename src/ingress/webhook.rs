@@ -110,21 +110,21 @@ impl AcceptedCounters {
         }
     }
 
-    fn count(&self, family: &Family<SourceOutcome, Counter>, duplicate: bool) {
-        let (cell, outcome) = if duplicate {
-            (&self.duplicate, "duplicate")
-        } else {
-            (&self.accepted, "accepted")
+    /// The counter for `outcome` when it is one of the two kept here.
+    fn counter(&self, family: &Family<SourceOutcome, Counter>, outcome: &'static str) -> Option<&Counter> {
+        let cell = match outcome {
+            "accepted" => &self.accepted,
+            "duplicate" => &self.duplicate,
+            _ => return None,
         };
-        let counter = cell.get_or_init(|| {
+        Some(cell.get_or_init(|| {
             family
                 .get_or_create(&SourceOutcome {
                     source: self.source.clone(),
                     outcome,
                 })
                 .clone()
-        });
-        counter.inc();
+        }))
     }
 }
 
@@ -164,30 +164,28 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
     .instrument(span.clone())
     .await;
     let _entered = span.enter();
-    match (
-        &result,
-        known.and_then(|index| state.accepted_counters.get(index)),
-    ) {
-        (Ok(accepted), Some(counters)) => counters.count(
-            &state.metrics.ingress_requests,
-            matches!(accepted, Accepted::Duplicate { .. }),
-        ),
-        _ => {
-            let outcome = match &result {
-                Ok(Accepted::Published { .. }) => "accepted",
-                Ok(Accepted::Duplicate { .. }) => "duplicate",
-                Err(error) => error.outcome(),
-            };
-            state
-                .metrics
-                .ingress_requests
+    let outcome = match &result {
+        Ok(Accepted::Published { .. }) => "accepted",
+        Ok(Accepted::Duplicate { .. }) => "duplicate",
+        Err(error) => error.outcome(),
+    };
+    let family = &state.metrics.ingress_requests;
+    match known
+        .and_then(|index| state.accepted_counters.get(index))
+        .and_then(|counters| counters.counter(family, outcome))
+    {
+        Some(counter) => {
+            counter.inc();
+        }
+        None => {
+            family
                 .get_or_create(&SourceOutcome {
                     source: label.to_owned(),
                     outcome,
                 })
                 .inc();
         }
-    }
+    };
     match result {
         Ok(Accepted::Published {
             event_id,
