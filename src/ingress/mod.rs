@@ -11,6 +11,7 @@
 //! queued in memory) and a request timeout; bodies are limited while they are read.
 
 mod body;
+mod body_view;
 pub mod connect;
 pub mod dedupe;
 pub mod error;

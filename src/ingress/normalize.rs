@@ -18,11 +18,11 @@
 //! which Atlassian keeps unique per site only: for Connect the key also names the installation
 //! (`{source}:{client key}:{id}`), so one site cannot claim another's ids.
 //!
-//! **Bounded work.** The body is read through borrowed views (raw slices of the text, no
-//! `serde_json::Value` tree), after an allocation-free scan refuses nesting deeper than
-//! [`MAX_DEPTH`]: a 1 MiB body costs one parse and little else. The payload is carried byte for
-//! byte, written into the message straight from the body (the parse that read the fields has
-//! checked all of it).
+//! **Bounded work.** The body is read in one pass ([`super::body_view`]) that checks all of it
+//! is JSON, refuses nesting deeper than [`MAX_DEPTH`] without recursing, and keeps the fields
+//! read as raw slices of the text (no `serde_json::Value` tree): a 1 MiB body costs one pass and
+//! little else. The payload is carried byte for byte, written into the message straight from
+//! the body.
 
 use std::borrow::Cow;
 
@@ -31,9 +31,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use handlers::identifier::{self, BadIdentifier, IdKind};
 use handlers::{Envelope, EventType, GroupRef, source_dedupe_key};
 use ring::digest;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::body_view::{Raw, Top, ViewError};
 use super::verify::{Verified, header};
 use crate::config::{SourceSettings, VerificationScheme};
 
@@ -89,70 +89,9 @@ pub struct Normalized<'a> {
 /// JSON's whitespace, which is not part of the value it surrounds.
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
-/// The fields gatehouse reads from a payload (or a relay's `data`); everything else is skipped
-/// without being built.
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct Top<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(rename = "eventType", borrow)]
-    forge_event: Option<&'a RawValue>,
-    #[serde(borrow)]
-    event: Option<&'a RawValue>,
-    #[serde(rename = "webhookEvent", borrow)]
-    webhook_event: Option<&'a RawValue>,
-    #[serde(borrow)]
-    timestamp: Option<&'a RawValue>,
-    #[serde(rename = "eventCreatedDate", borrow)]
-    event_created_date: Option<&'a RawValue>,
-    #[serde(rename = "userAccountId", borrow)]
-    user_account_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    actor: Nested<UserView<'a>>,
-    #[serde(rename = "cloudId", borrow)]
-    cloud_id: Option<&'a RawValue>,
-    // Whom it is about: at the top of Atlassian payloads, in `data` (read as a `Top` of its own)
-    // for relays.
-    #[serde(borrow)]
-    user: Nested<UserView<'a>>,
-    #[serde(borrow)]
-    group: Nested<GroupView<'a>>,
-    #[serde(borrow)]
-    account_id: Option<&'a RawValue>,
-    #[serde(rename = "accountId", borrow)]
-    account_id_camel: Option<&'a RawValue>,
-    #[serde(borrow)]
-    email: Option<&'a RawValue>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct UserView<'a> {
-    #[serde(rename = "accountId", borrow)]
-    account_id_camel: Option<&'a RawValue>,
-    #[serde(borrow)]
-    account_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    email: Option<&'a RawValue>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct GroupView<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(rename = "groupId", borrow)]
-    group_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    name: Option<&'a RawValue>,
-}
-
 /// A field's text when it is a non-empty string, borrowed unless it holds escapes.
-fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    let json = raw?.get();
+fn text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
+    let json = raw?;
     if !json.starts_with('"') {
         return None;
     }
@@ -163,89 +102,31 @@ fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
     (!value.is_empty()).then_some(value)
 }
 
-fn is_object(raw: Option<&RawValue>) -> bool {
-    raw.is_some_and(|r| r.get().starts_with('{'))
+fn is_object(raw: Raw<'_>) -> bool {
+    raw.is_some_and(|r| r.starts_with('{'))
 }
 
-/// An object-valued field, read in the same pass as the object holding it (not skipped and then
-/// parsed again): its view when it is an object; any other value there is skipped.
-struct Nested<T>(Option<T>);
-
-impl<T> Default for Nested<T> {
-    fn default() -> Self {
-        Nested(None)
-    }
+/// The fields of `text` (a body, or a relay's `data`), or why it cannot be read.
+fn read_view(text: &str) -> Result<Top<'_>, NormalizeError> {
+    Top::read(text, MAX_DEPTH).map_err(|error| explain(text, error))
 }
 
-impl<T: Default> Nested<T> {
-    fn is_object(&self) -> bool {
-        self.0.is_some()
+/// Why [`Top::read`] refused `text`, named as precisely as the separate checks name it: the
+/// depth scan first, then serde_json's message (which says where the body stops being JSON).
+fn explain(text: &str, error: ViewError) -> NormalizeError {
+    use serde::de::Error as _;
+    if nests_deeper_than(text.as_bytes(), MAX_DEPTH) {
+        return NormalizeError::TooDeep;
     }
-
-    /// The view, or an empty one when the field is missing or not an object.
-    fn or_empty(self) -> T {
-        self.0.unwrap_or_default()
+    if let ViewError::Duplicate(name) = error {
+        return NormalizeError::NotJson(serde_json::Error::custom(format!("duplicate field `{name}`")));
     }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
-
-        struct NestedVisitor<T>(std::marker::PhantomData<T>);
-
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for NestedVisitor<T> {
-            type Value = Nested<T>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(|view| Nested(Some(view)))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Nested(None))
-            }
-
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Nested(None))
-            }
-
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Nested(None))
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Nested(None))
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Nested(None))
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Nested(None))
-            }
-
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Nested(None))
-            }
-        }
-
-        deserializer.deserialize_any(NestedVisitor(std::marker::PhantomData))
-    }
-}
-
-/// A view of an object-valued field; a missing or non-object field is an empty view.
-fn view<'a, T: Deserialize<'a> + Default>(raw: Option<&'a RawValue>) -> Result<T, NormalizeError> {
-    match raw {
-        Some(raw) if raw.get().starts_with('{') => {
-            serde_json::from_str(raw.get()).map_err(NormalizeError::NotJson)
-        }
-        _ => Ok(T::default()),
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Err(error) => NormalizeError::NotJson(error),
+        Ok(_) if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') => NormalizeError::NotAnObject,
+        // The reader refused what serde_json accepts: refused all the same (the tests hold the
+        // two to the same answers).
+        Ok(_) => NormalizeError::NotJson(serde_json::Error::custom("the body could not be read")),
     }
 }
 
@@ -360,17 +241,9 @@ pub fn normalize<'a>(
     verified: &Verified,
 ) -> Result<Normalized<'a>, NormalizeError> {
     let text_body = std::str::from_utf8(body).map_err(|_| NormalizeError::NotUtf8)?;
-    if nests_deeper_than(body, MAX_DEPTH) {
-        return Err(NormalizeError::TooDeep);
-    }
-    if !text_body.trim_start().starts_with('{') {
-        // Still report JSON errors as such.
-        serde_json::from_str::<serde::de::IgnoredAny>(text_body).map_err(NormalizeError::NotJson)?;
-        return Err(NormalizeError::NotAnObject);
-    }
-    // Reading the fields checks the whole body: fields not read are skipped by a parser that
-    // still refuses anything that is not JSON (so the body is carried without a second check).
-    let mut top: Top<'_> = serde_json::from_str(text_body).map_err(NormalizeError::NotJson)?;
+    // One pass checks the whole body is JSON (so it is carried without a second check) and
+    // finds the fields read below.
+    let mut top = read_view(text_body)?;
 
     let relay = text(top.kind).is_some() && is_object(top.data);
     let from_body = body_type(&top, relay);
@@ -405,14 +278,14 @@ pub fn normalize<'a>(
     }
     // A relay's `data` names the subject; Atlassian payloads name it at the top.
     if relay {
-        fill_subject(&mut envelope, &mut view::<Top<'_>>(top.data)?)?;
+        fill_subject(&mut envelope, &mut read_view(top.data.unwrap_or_default())?)?;
     } else {
         fill_subject(&mut envelope, &mut top)?;
     }
     let actor = match text(top.user_account_id) {
         Some(id) => Some(id),
         None => {
-            let actor = std::mem::take(&mut top.actor).or_empty();
+            let actor = top.actor.take().unwrap_or_default();
             text(actor.account_id).or_else(|| text(actor.account_id_camel))
         }
     };
@@ -458,10 +331,10 @@ fn body_type(top: &Top<'_>, relay: bool) -> EventType {
         return from_event_name(&name);
     }
     // Otherwise only the entity key says what it is about.
-    if top.user.is_object() {
+    if top.user.is_some() {
         return EventType::other("user");
     }
-    if top.group.is_object() {
+    if top.group.is_some() {
         return EventType::other("group");
     }
     EventType::other("unknown")
@@ -507,7 +380,7 @@ fn occurred_at(top: &Top<'_>) -> Option<DateTime<Utc>> {
         // Connect and Jira: epoch milliseconds. A number too small to be milliseconds since 1973
         // is a sender counting seconds. (`unsigned_abs`: `i64::MIN.abs()` overflows, a panic
         // in debug builds; found by fuzzing.)
-        None => raw.get().parse::<i64>().ok().and_then(|n| {
+        None => raw.parse::<i64>().ok().and_then(|n| {
             if n.unsigned_abs() < SECONDS_OR_MILLIS.unsigned_abs() {
                 Utc.timestamp_opt(n, 0).single()
             } else {
@@ -518,7 +391,7 @@ fn occurred_at(top: &Top<'_>) -> Option<DateTime<Utc>> {
 }
 
 fn fill_subject(envelope: &mut Envelope, subject: &mut Top<'_>) -> Result<(), NormalizeError> {
-    let user = std::mem::take(&mut subject.user).or_empty();
+    let user = subject.user.take().unwrap_or_default();
     let account_id = text(user.account_id_camel)
         .or_else(|| text(user.account_id))
         .or_else(|| text(subject.account_id))
@@ -529,7 +402,7 @@ fn fill_subject(envelope: &mut Envelope, subject: &mut Top<'_>) -> Result<(), No
     envelope.subject.email = text(user.email)
         .or_else(|| text(subject.email))
         .map(Cow::into_owned);
-    if let Nested(Some(group)) = std::mem::take(&mut subject.group) {
+    if let Some(group) = subject.group.take() {
         let group = GroupRef {
             id: text(group.id)
                 .or_else(|| text(group.group_id))
