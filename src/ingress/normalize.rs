@@ -18,7 +18,7 @@
 //! which Atlassian keeps unique per site only: for Connect the key also names the installation
 //! (`{source}:{client key}:{id}`), so one site cannot claim another's ids.
 //!
-//! **Bounded work.** The body is read in one pass ([`super::body_view`]) that checks all of it
+//! **Bounded work.** The body is read in one pass (`ingress::body_view`) that checks all of it
 //! is JSON, refuses nesting deeper than [`MAX_DEPTH`] without recursing, and keeps the fields
 //! read as raw slices of the text (no `serde_json::Value` tree): a 1 MiB body costs one pass and
 //! little else. The payload is carried byte for byte, written into the message straight from
