@@ -94,7 +94,8 @@ cat > "$work/gatehouse.toml" <<EOF
 [server]
 listen = "127.0.0.1:$gh_port"
 [log]
-level = "warn"
+# The default level, as deployed: its one span per delivery is part of what is counted.
+level = "info"
 [queue]
 backend = "rabbitmq"
 url = "$amqp"
