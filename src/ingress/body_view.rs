@@ -12,12 +12,14 @@
 //! It is as strict as serde_json's own check of a body (`IgnoredAny`), which the tests hold it
 //! to on arbitrary input. When it refuses a body, the refusal is explained by the slower checks
 //! the ingress made before ([`super::normalize`]): depth first, then serde_json's error message.
-//! A known field named twice is refused, as serde's derived views refused it.
+//! Two things more are refused, as serde's derived views refused them: a known field named
+//! twice, and a key that does not decode to text (an unpaired UTF-16 surrogate escape) in an
+//! object whose fields are read.
 
 use std::borrow::Cow;
 
-/// Why a body was not read. Only [`ViewError::Duplicate`] is reported as it is; the others are
-/// explained again by the checks that name the error precisely.
+/// Why a body was not read. [`ViewError::Duplicate`] and [`ViewError::KeyNotText`] are reported
+/// as they are; the others are explained again by the checks that name the error precisely.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ViewError {
     /// Not JSON, or not an object at the top.
@@ -26,7 +28,13 @@ pub enum ViewError {
     TooDeep,
     /// A field the views read appears twice in one object.
     Duplicate(String),
+    /// A key of an object whose fields are read is not text: its escapes hold an unpaired
+    /// UTF-16 surrogate (`"\ud800"`), which JSON's grammar allows and no string can hold.
+    KeyNotText,
 }
+
+/// The deepest nesting the reader can follow: one bit a level in a `u64`.
+pub const MAX_NESTING: usize = 63;
 
 /// The raw JSON text of a field's value (`"text"`, `123`, `{...}`); a `null` is no value.
 pub type Raw<'a> = Option<&'a str>;
@@ -195,8 +203,9 @@ impl<'a> Reader<'a> {
             bytes: text.as_bytes(),
             at: 0,
             depth: 0,
-            // Open containers are remembered one bit each in a `u64`.
-            max_depth: max_depth.min(63),
+            // Open containers are remembered one bit each in a `u64` (normalize's limit is
+            // checked against this at compile time).
+            max_depth: max_depth.min(MAX_NESTING),
         }
     }
 
@@ -260,8 +269,22 @@ impl<'a> Reader<'a> {
     }
 
     /// A key and its `:` (whitespace before the key already skipped); the key's text unescaped.
-    /// A key whose escapes do not decode to text (a lone surrogate) matches no field.
+    /// A key whose escapes do not decode to text (an unpaired UTF-16 surrogate) is refused, as
+    /// serde's views refused it: the objects whose fields are read are the ones a handler may
+    /// deserialize again.
     fn key(&mut self) -> Result<Cow<'a, str>, ViewError> {
+        let (quoted, escaped) = self.skip_key()?;
+        if !escaped {
+            return Ok(Cow::Borrowed(&quoted[1..quoted.len() - 1]));
+        }
+        serde_json::from_str(quoted)
+            .map(Cow::Owned)
+            .map_err(|_| ViewError::KeyNotText)
+    }
+
+    /// Checks and skips a key and its `:`, returning the key as written (with its quotes) and
+    /// whether it holds an escape. Keys inside values nobody reads are not decoded.
+    fn skip_key(&mut self) -> Result<(&'a str, bool), ViewError> {
         if self.peek() != Some(b'"') {
             return Err(ViewError::Invalid);
         }
@@ -270,10 +293,7 @@ impl<'a> Reader<'a> {
         let quoted = self.text.get(start..self.at).ok_or(ViewError::Invalid)?;
         self.whitespace();
         self.expect(b':')?;
-        if !escaped {
-            return Ok(Cow::Borrowed(&quoted[1..quoted.len() - 1]));
-        }
-        Ok(Cow::Owned(serde_json::from_str(quoted).unwrap_or_default()))
+        Ok((quoted, escaped))
     }
 
     /// The value at the reader as a view when it is an object; any other value is skipped.
@@ -317,7 +337,7 @@ impl<'a> Reader<'a> {
                         self.depth -= 1;
                     } else {
                         if open == b'{' {
-                            self.key()?;
+                            self.skip_key()?;
                             self.whitespace();
                         }
                         continue 'value;
@@ -341,7 +361,7 @@ impl<'a> Reader<'a> {
                         self.at += 1;
                         self.whitespace();
                         if in_object {
-                            self.key()?;
+                            self.skip_key()?;
                             self.whitespace();
                         }
                         continue 'value;
@@ -452,7 +472,8 @@ mod tests {
     use serde::Deserialize;
     use serde_json::value::RawValue;
 
-    const MAX: usize = 8;
+    /// Low, so that generated bodies cross it often.
+    const MAX: usize = 4;
 
     /// What serde's derived views read (as normalize read bodies before this reader), the
     /// reference the reader is held to: each field the raw text of its value, nested views
@@ -611,6 +632,13 @@ mod tests {
                     "{text:?}: {name} refused, serde read it"
                 );
             }
+            Err(ViewError::KeyNotText) => {
+                // Refused at the key, before whatever follows it: serde's views too.
+                prop_assert!(
+                    object && by_serde(text).is_err(),
+                    "{text:?}: a key refused, serde read it"
+                );
+            }
             Err(ViewError::Invalid) => prop_assert!(!(json && object) || deep, "refused JSON: {text:?}"),
         }
         Ok(())
@@ -641,6 +669,8 @@ mod tests {
         "us\\u0065r",
         "\\\"",
         "e\\/mail",
+        "\\ud800",
+        "x\\uDC00",
     ];
 
     fn whitespace() -> impl Strategy<Value = &'static str> {
@@ -688,7 +718,7 @@ mod tests {
                 break;
             }
             let at = at % bytes.len();
-            const BYTES: &[u8] = b"{}[]\",:\\ 0-9eE.+a\x01tnu";
+            const BYTES: &[u8] = b"{}[]\",:\\ 0-9eE.+a\x01\x0b\x0ctnudDfls";
             let byte = BYTES[usize::from(byte) % BYTES.len()];
             match op % 3 {
                 0 => {
@@ -718,7 +748,16 @@ mod tests {
         }
 
         #[test]
-        fn any_text_is_refused_or_read_as_serde_reads_it(text in any::<String>()) {
+        fn any_text_is_refused_or_read_as_serde_reads_it(
+            text in prop_oneof![
+                any::<String>().prop_map(|text| format!("{{{text}")),
+                prop::collection::vec(prop::sample::select(vec![
+                    "{", "}", "[", "]", "\"", ":", ",", "\\", "a", "0", "-", ".", "e", "null", "true",
+                    " ", "\n", "\t", "\r", "\u{b}", "\u{c}", "\u{a0}", "\u{2028}", "\u{feff}", "\u{1}",
+                    "\"type\"", "\"user\"", "\"group\"", "\"accountId\"", "u", "d800", "\"x\"",
+                ]), 0..40).prop_map(|pieces| format!("{{{}", pieces.concat())),
+            ]
+        ) {
             agrees_with_serde(&text)?;
         }
     }
@@ -753,9 +792,34 @@ mod tests {
 
     #[test]
     fn nesting_beyond_the_limit_is_too_deep_and_at_it_is_read() {
-        let nested = |levels: usize| format!("{{\"a\":{}1{}}}", "[".repeat(levels), "]".repeat(levels));
-        assert!(Top::read(&nested(MAX - 1), MAX).is_ok());
-        assert_eq!(Top::read(&nested(MAX), MAX).unwrap_err(), ViewError::TooDeep);
+        // `pairs` of `open` inside the top object: as deep as the top plus each `open`'s levels.
+        for (open, close, levels) in [("[", "]", 1), ("{\"a\":", "}", 1), ("[{\"b\":", "}]", 2)] {
+            let nested = |pairs: usize| format!("{{\"a\":{}1{}}}", open.repeat(pairs), close.repeat(pairs));
+            let at_limit = (MAX - 1) / levels;
+            assert!(Top::read(&nested(at_limit), MAX).is_ok(), "{}", nested(at_limit));
+            let beyond = MAX / levels;
+            assert_eq!(
+                Top::read(&nested(beyond), MAX).unwrap_err(),
+                ViewError::TooDeep,
+                "{}",
+                nested(beyond)
+            );
+        }
+        // The views' own objects count too.
+        assert!(Top::read(r#"{"user":{"a":[[1]]}}"#, MAX).is_ok());
+        assert_eq!(
+            Top::read(r#"{"user":{"a":[[[1]]]}}"#, MAX).unwrap_err(),
+            ViewError::TooDeep
+        );
+    }
+
+    #[test]
+    fn keys_that_are_not_text_are_refused_where_fields_are_read() {
+        for body in [r#"{"\ud800":1}"#, r#"{"user":{"\udc00x":1}}"#] {
+            assert_eq!(Top::read(body, MAX).unwrap_err(), ViewError::KeyNotText, "{body}");
+        }
+        // Inside values nobody reads, a key is checked as JSON and not decoded.
+        assert!(Top::read(r#"{"other":{"\ud800":1},"user":{"x":{"\ud800":[]}}}"#, MAX).is_ok());
     }
 
     #[test]

@@ -54,6 +54,7 @@ const SECONDS_OR_MILLIS: i64 = 100_000_000_000;
 /// The deepest nesting of arrays and objects accepted. Atlassian's payloads nest three or four
 /// levels; the limit keeps any parser from recursing on a hostile body.
 pub const MAX_DEPTH: usize = 32;
+const _: () = assert!(MAX_DEPTH <= super::body_view::MAX_NESTING);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NormalizeError {
@@ -118,8 +119,16 @@ fn explain(text: &str, error: ViewError) -> NormalizeError {
     if nests_deeper_than(text.as_bytes(), MAX_DEPTH) {
         return NormalizeError::TooDeep;
     }
-    if let ViewError::Duplicate(name) = error {
-        return NormalizeError::NotJson(serde_json::Error::custom(format!("duplicate field `{name}`")));
+    match error {
+        ViewError::Duplicate(name) => {
+            return NormalizeError::NotJson(serde_json::Error::custom(format!("duplicate field `{name}`")));
+        }
+        ViewError::KeyNotText => {
+            return NormalizeError::NotJson(serde_json::Error::custom(
+                "a field name holds an unpaired UTF-16 surrogate escape",
+            ));
+        }
+        ViewError::Invalid | ViewError::TooDeep => {}
     }
     match serde_json::from_str::<serde::de::IgnoredAny>(text) {
         Err(error) => NormalizeError::NotJson(error),
