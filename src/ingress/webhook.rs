@@ -159,7 +159,9 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
         let source = known
             .map(|i| &state.settings.sources[i])
             .ok_or(IngressError::UnknownSource)?;
-        process(&state, source, delivery).await
+        // Boxed: the delivery's state machine (body, envelope, the publish in flight) is large,
+        // and the layers above moved it by value a dozen times a delivery (600 instructions).
+        Box::pin(process(&state, source, delivery)).await
     }
     .instrument(span.clone())
     .await;
