@@ -155,17 +155,28 @@ async fn handle(state: Arc<IngressState>, delivery: IncomingRequest) -> Response
         event_id = tracing::field::Empty,
         dedupe_key = tracing::field::Empty,
     );
-    let result = async {
-        let source = known
-            .map(|i| &state.settings.sources[i])
-            .ok_or(IngressError::UnknownSource)?;
-        // Boxed: the delivery's state machine (body, envelope, the publish in flight) is large,
-        // and the layers above moved it by value a dozen times a delivery (600 instructions).
-        Box::pin(process(&state, source, delivery)).await
+    // One span for the delivery, its answer and the line reporting a refusal: entered on each
+    // poll, not once more afterwards for the answer.
+    async {
+        let result = match known {
+            // Boxed: the delivery's state machine (body, envelope, the publish in flight) is
+            // large, and the layers above moved it by value a dozen times a delivery.
+            Some(index) => Box::pin(process(&state, &state.settings.sources[index], delivery)).await,
+            None => Err(IngressError::UnknownSource),
+        };
+        respond(&state, known, label, result)
     }
-    .instrument(span.clone())
-    .await;
-    let _entered = span.enter();
+    .instrument(span)
+    .await
+}
+
+/// Counts a delivery's outcome and answers it; a refusal is logged (inside the delivery's span).
+fn respond(
+    state: &IngressState,
+    known: Option<usize>,
+    label: &str,
+    result: Result<Accepted, IngressError>,
+) -> Response {
     let outcome = match &result {
         Ok(Accepted::Published { .. }) => "accepted",
         Ok(Accepted::Duplicate { .. }) => "duplicate",
