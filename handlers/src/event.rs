@@ -469,7 +469,8 @@ fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S:
 fn rfc3339_text(at: &DateTime<Utc>) -> String {
     let mut text = Vec::with_capacity(30);
     push_rfc3339(&mut text, at);
-    String::from_utf8(text).unwrap_or_else(|_| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    // ASCII (or chrono's own text): nothing is lost.
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Appends `at` as chrono's `to_rfc3339_opts(AutoSi, true)` writes it, filled in place (chrono's
@@ -481,14 +482,10 @@ fn push_rfc3339(out: &mut Vec<u8>, at: &DateTime<Utc>) {
     let (date, time) = (at.naive_utc().date(), at.naive_utc().time());
     let nanos = time.nanosecond();
     let year = date.year();
-    let Ok(year @ 0..=9999) = u32::try_from(year) else {
+    let (Ok(year @ 0..=9999), false) = (u32::try_from(year), nanos >= 1_000_000_000) else {
         out.extend_from_slice(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes());
         return;
     };
-    if nanos >= 1_000_000_000 {
-        out.extend_from_slice(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes());
-        return;
-    }
     // `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` at most, filled in place with constant divisions.
     let mut text = *b"0000-00-00T00:00:00.000000000Z";
     let mut put = |from: usize, width: usize, mut value: u32| {

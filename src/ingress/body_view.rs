@@ -91,39 +91,22 @@ impl<'a> Top<'a> {
         let mut top = Top::default();
         let mut seen = Seen::default();
         reader.object(|reader, key| {
-            // Each field has its own bit in `seen`, to refuse it named twice.
-            let (bit, slot) = match &*key {
-                "type" => (0, &mut top.kind),
-                "data" => (1, &mut top.data),
-                "eventType" => (2, &mut top.forge_event),
-                "event" => (3, &mut top.event),
-                "webhookEvent" => (4, &mut top.webhook_event),
-                "timestamp" => (5, &mut top.timestamp),
-                "eventCreatedDate" => (6, &mut top.event_created_date),
-                "userAccountId" => (7, &mut top.user_account_id),
-                "cloudId" => (8, &mut top.cloud_id),
-                "account_id" => (9, &mut top.account_id),
-                "accountId" => (10, &mut top.account_id_camel),
-                "email" => (11, &mut top.email),
+            // The nested views take the bits after the raw fields' (see `Fields for Top`).
+            match &*key {
                 "actor" => {
                     seen.once(12, &key)?;
-                    top.actor = reader.view(UserView::fill)?;
-                    return Ok(());
+                    top.actor = reader.view()?;
                 }
                 "user" => {
                     seen.once(13, &key)?;
-                    top.user = reader.view(UserView::fill)?;
-                    return Ok(());
+                    top.user = reader.view()?;
                 }
                 "group" => {
                     seen.once(14, &key)?;
-                    top.group = reader.view(GroupView::fill)?;
-                    return Ok(());
+                    top.group = reader.view()?;
                 }
-                _ => return reader.value().map(drop),
-            };
-            seen.once(bit, &key)?;
-            *slot = non_null(reader.value()?);
+                _ => reader.member(&mut top, &mut seen, &key)?,
+            }
             Ok(())
         })?;
         reader.whitespace();
@@ -134,31 +117,51 @@ impl<'a> Top<'a> {
     }
 }
 
-impl<'a> UserView<'a> {
-    fn fill(&mut self, reader: &mut Reader<'a>, key: &str, seen: &mut Seen) -> Result<(), ViewError> {
-        let (bit, slot) = match key {
-            "accountId" => (0, &mut self.account_id_camel),
-            "account_id" => (1, &mut self.account_id),
-            "email" => (2, &mut self.email),
-            _ => return reader.value().map(drop),
-        };
-        seen.once(bit, key)?;
-        *slot = non_null(reader.value()?);
-        Ok(())
+/// A view's fields that hold a raw value: for a key, the field's own bit in [`Seen`] (to refuse
+/// it named twice) and its slot.
+trait Fields<'a>: Default {
+    fn slot(&mut self, key: &str) -> Option<(u8, &mut Raw<'a>)>;
+}
+
+impl<'a> Fields<'a> for Top<'a> {
+    fn slot(&mut self, key: &str) -> Option<(u8, &mut Raw<'a>)> {
+        Some(match key {
+            "type" => (0, &mut self.kind),
+            "data" => (1, &mut self.data),
+            "eventType" => (2, &mut self.forge_event),
+            "event" => (3, &mut self.event),
+            "webhookEvent" => (4, &mut self.webhook_event),
+            "timestamp" => (5, &mut self.timestamp),
+            "eventCreatedDate" => (6, &mut self.event_created_date),
+            "userAccountId" => (7, &mut self.user_account_id),
+            "cloudId" => (8, &mut self.cloud_id),
+            "account_id" => (9, &mut self.account_id),
+            "accountId" => (10, &mut self.account_id_camel),
+            "email" => (11, &mut self.email),
+            _ => return None,
+        })
     }
 }
 
-impl<'a> GroupView<'a> {
-    fn fill(&mut self, reader: &mut Reader<'a>, key: &str, seen: &mut Seen) -> Result<(), ViewError> {
-        let (bit, slot) = match key {
+impl<'a> Fields<'a> for UserView<'a> {
+    fn slot(&mut self, key: &str) -> Option<(u8, &mut Raw<'a>)> {
+        Some(match key {
+            "accountId" => (0, &mut self.account_id_camel),
+            "account_id" => (1, &mut self.account_id),
+            "email" => (2, &mut self.email),
+            _ => return None,
+        })
+    }
+}
+
+impl<'a> Fields<'a> for GroupView<'a> {
+    fn slot(&mut self, key: &str) -> Option<(u8, &mut Raw<'a>)> {
+        Some(match key {
             "id" => (0, &mut self.id),
             "groupId" => (1, &mut self.group_id),
             "name" => (2, &mut self.name),
-            _ => return reader.value().map(drop),
-        };
-        seen.once(bit, key)?;
-        *slot = non_null(reader.value()?);
-        Ok(())
+            _ => return None,
+        })
     }
 }
 
@@ -297,10 +300,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The value at the reader as a view when it is an object; any other value is skipped.
-    fn view<T: Default>(
-        &mut self,
-        fill: fn(&mut T, &mut Self, &str, &mut Seen) -> Result<(), ViewError>,
-    ) -> Result<Option<T>, ViewError> {
+    fn view<T: Fields<'a>>(&mut self) -> Result<Option<T>, ViewError> {
         self.whitespace();
         if self.peek() != Some(b'{') {
             self.value()?;
@@ -308,8 +308,23 @@ impl<'a> Reader<'a> {
         }
         let mut view = T::default();
         let mut seen = Seen::default();
-        self.object(|reader, key| fill(&mut view, reader, &key, &mut seen))?;
+        self.object(|reader, key| reader.member(&mut view, &mut seen, &key))?;
         Ok(Some(view))
+    }
+
+    /// Reads the value of the member named `key` into its field of `fields` (`null` as none),
+    /// refusing a field named twice; the value of a member no field reads is checked and skipped.
+    fn member<T: Fields<'a>>(&mut self, fields: &mut T, seen: &mut Seen, key: &str) -> Result<(), ViewError> {
+        match fields.slot(key) {
+            Some((bit, slot)) => {
+                seen.once(bit, key)?;
+                *slot = non_null(self.value()?);
+            }
+            None => {
+                self.value()?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks and skips one value (with whatever it nests), returning its raw text.
