@@ -6,11 +6,9 @@
 //! batching SQLite allows).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation};
 use serde_json::json;
@@ -18,9 +16,9 @@ use tokio::sync::Semaphore;
 
 use crate::Common;
 use crate::harness::{
-    Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, hub_signature, own_cpu, peak_rss_kib,
-    wait_ready,
+    Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, own_cpu, peak_rss_kib, wait_ready,
 };
+use crate::load::{Driven, Load};
 use crate::report::Results;
 use crate::stats::percentiles;
 
@@ -44,7 +42,7 @@ impl Default for IngestArgs {
     }
 }
 
-const SECRET: &str = "bench-hub-secret-0123456789abcdef";
+pub const SECRET: &str = "bench-hub-secret-0123456789abcdef";
 
 /// Where the bodies are sent, on gatehouse and on the minimal relay alike.
 pub const WEBHOOK_PATH: &str = "/webhooks/confluence/user_deactivated";
@@ -91,9 +89,12 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
         let warmup: Arc<Vec<Vec<u8>>> =
             Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
         let url = running.url(WEBHOOK_PATH);
-        drive(std::slice::from_ref(&url), warmup.clone(), args.concurrency).await?;
+        Load::prepare(SECRET, &warmup)?
+            .drive(std::slice::from_ref(&url), args.concurrency)
+            .await?;
+        let load = Load::prepare(SECRET, &bodies)?;
         let before = (running.cpu(), own_cpu(), broker_cpu());
-        let measured = drive(std::slice::from_ref(&url), bodies.clone(), args.concurrency).await?;
+        let measured = load.drive(std::slice::from_ref(&url), args.concurrency).await?;
         let cpu = Cpu::since(before, running.cpu(), args.requests);
         let rss = running.peak_rss_mib();
         running.stop().await?;
@@ -201,75 +202,12 @@ impl Cpu {
     }
 }
 
-pub struct Driven {
-    pub elapsed: Duration,
-    pub latencies: Vec<Duration>,
-    pub failures: usize,
-}
-
 /// The `[[sources]]` entry the bodies are signed for (hub-signature, source `confluence`).
 pub fn source(scratch: &Scratch) -> anyhow::Result<String> {
     Ok(format!(
         "[[sources]]\nname = \"confluence\"\nscheme = \"hub-signature\"\nsecrets = [{{ id = \"bench\", value = \"{}\" }}]\n",
         scratch.secret("hub-secret", SECRET)?
     ))
-}
-
-/// Sends every body once, `concurrency` at a time, to `urls` in turn (a load balancer's round
-/// robin); each request is timed to its answer.
-pub async fn drive(urls: &[String], bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::Result<Driven> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    anyhow::ensure!(!urls.is_empty(), "nowhere to send to");
-    let next = Arc::new(AtomicUsize::new(0));
-    let urls: Arc<Vec<String>> = Arc::new(urls.to_vec());
-    let started = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let http = http.clone();
-        let next = next.clone();
-        let bodies = bodies.clone();
-        let urls = urls.clone();
-        async move {
-            let mut latencies = Vec::new();
-            let mut failures = 0;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { break };
-                let url = &urls[i % urls.len()];
-                let sent = Instant::now();
-                let response = http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature", hub_signature(SECRET, body))
-                    .header(
-                        "x-atlassian-webhook-identifier",
-                        format!("bench-{}-{i}", ulid::Ulid::generate()),
-                    )
-                    .body(body.clone())
-                    .send()
-                    .await;
-                latencies.push(sent.elapsed());
-                if !matches!(&response, Ok(r) if r.status() == 202) {
-                    failures += 1;
-                }
-            }
-            (latencies, failures)
-        }
-    });
-    let outcomes = join_all(workers).await;
-    let elapsed = started.elapsed();
-    let mut latencies = Vec::with_capacity(bodies.len());
-    let mut failures = 0;
-    for (mut l, f) in outcomes {
-        latencies.append(&mut l);
-        failures += f;
-    }
-    Ok(Driven {
-        elapsed,
-        latencies,
-        failures,
-    })
 }
 
 /// The minimal relay's run: the same bodies, load and queue as gatehouse's.
@@ -303,10 +241,13 @@ async fn minimal_relay(
         let base = format!("http://127.0.0.1:{port}");
         wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await?;
         let url = format!("{base}{WEBHOOK_PATH}");
-        drive(std::slice::from_ref(&url), warmup, concurrency).await?;
+        Load::prepare(SECRET, &warmup)?
+            .drive(std::slice::from_ref(&url), concurrency)
+            .await?;
+        let load = Load::prepare(SECRET, &bodies)?;
         let pid = child.id().unwrap_or(0);
         let before = cpu_of(pid);
-        let driven = drive(std::slice::from_ref(&url), bodies.clone(), concurrency).await?;
+        let driven = load.drive(std::slice::from_ref(&url), concurrency).await?;
         let cpu_us = cpu_of(pid).saturating_sub(before).as_secs_f64() * 1e6 / bodies.len().max(1) as f64;
         let rss_mib = peak_rss_kib(&pid.to_string()) as f64 / 1024.0;
         anyhow::Ok(RelayRun {

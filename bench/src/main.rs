@@ -22,6 +22,7 @@ mod e2e;
 mod faults;
 mod harness;
 mod ingest;
+mod load;
 mod parse;
 mod react;
 mod react_tenants;

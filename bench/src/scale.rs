@@ -24,6 +24,7 @@ use crate::Common;
 use crate::faults::fleet::{Fleet, FleetConfig};
 use crate::faults::services::OwnCluster;
 use crate::harness::{PgDatabase, Scratch, cpu_of, own_cpu};
+use crate::load::Load;
 use crate::react::{config_with, converge, deactivate_via_urls, inactive_users};
 use crate::report::Results;
 use crate::stats::percentiles;
@@ -244,14 +245,15 @@ async fn ingest_round(
         let urls = fleet.ingress_urls(crate::ingest::WEBHOOK_PATH);
         let warmup: Arc<Vec<Vec<u8>>> =
             Arc::new((0..200).map(|i| crate::ingest::body(5_000_000 + i, 2_048)).collect());
-        crate::ingest::drive(&urls, warmup, 64).await?;
+        Load::prepare(crate::ingest::SECRET, &warmup)?.drive(&urls, 64).await?;
         let bodies: Arc<Vec<Vec<u8>>> =
             Arc::new((0..args.requests).map(|i| crate::ingest::body(i, 2_048)).collect());
+        let load = Load::prepare(crate::ingest::SECRET, &bodies)?;
         let pids = fleet.pids("ingress");
         let brokers: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.beam_pid()).collect();
         let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_of(p)).sum::<Duration>();
         let before = (cpu(&pids), cpu(&brokers), own_cpu());
-        let driven = crate::ingest::drive(&urls, bodies, 64).await?;
+        let driven = load.drive(&urls, 64).await?;
         let per_message = |spent: Duration| spent.as_secs_f64() * 1e6 / args.requests.max(1) as f64;
         let gatehouse_us = per_message(cpu(&pids).saturating_sub(before.0));
         let cluster_us = per_message(cpu(&brokers).saturating_sub(before.1));
