@@ -139,7 +139,7 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
                 "CPU per message",
                 format!(
                     "gatehouse {:.0} µs, load generator {:.0} µs, broker {:.0} µs (raw: publisher {:.0} µs, broker {:.0} µs)",
-                    cpu.gatehouse_us, cpu.driver_us, cpu.broker_us, raw_cpu.driver_us, raw_cpu.broker_us
+                    cpu.server_us, cpu.driver_us, cpu.broker_us, raw_cpu.driver_us, raw_cpu.broker_us
                 ),
             ),
             ("peak RSS", format!("{rss:.1} MiB")),
@@ -150,8 +150,8 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
             let rp = percentiles(&mut relay_latencies);
             let relay_rate = args.requests as f64 / relay.driven.elapsed.as_secs_f64();
             rows.push(("minimal relay", format!(
-                "{relay_rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU per message, peak RSS {:.1} MiB, {} not accepted",
-                rp.p50_ms, rp.p99_ms, relay.cpu_us, relay.rss_mib, relay.driven.failures
+                "{relay_rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, CPU per message {:.0} µs (load generator {:.0} µs, broker {:.0} µs), peak RSS {:.1} MiB, {} not accepted",
+                rp.p50_ms, rp.p99_ms, relay.cpu.server_us, relay.cpu.driver_us, relay.cpu.broker_us, relay.rss_mib, relay.driven.failures
             )));
             rows.push((
                 "gatehouse / relay",
@@ -159,13 +159,14 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
                     "accepted/s {:.2}× (target ≥ 0.9), p99 {:.2}× (≤ 1.2), CPU per message {:.2}× (≤ 1.15)",
                     rate / relay_rate,
                     p.p99_ms / rp.p99_ms,
-                    cpu.gatehouse_us / relay.cpu_us
+                    cpu.server_us / relay.cpu.server_us
                 ),
             ));
             relay_json = json!({
-                "accepted_per_second": relay_rate, "latency": rp, "cpu_us_per_message": relay.cpu_us,
+                "accepted_per_second": relay_rate, "latency": rp, "cpu_us_per_message": relay.cpu.server_us,
+                "load_generator_cpu_us_per_message": relay.cpu.driver_us, "broker_cpu_us_per_message": relay.cpu.broker_us,
                 "peak_rss_mib": relay.rss_mib, "failures": relay.driven.failures,
-                "gatehouse_over_relay": {"throughput": rate / relay_rate, "p99": p.p99_ms / rp.p99_ms, "cpu": cpu.gatehouse_us / relay.cpu_us},
+                "gatehouse_over_relay": {"throughput": rate / relay_rate, "p99": p.p99_ms / rp.p99_ms, "cpu": cpu.server_us / relay.cpu.server_us},
             });
         }
         results.add(
@@ -185,17 +186,18 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
 /// CPU microseconds per message, by process, over a measured phase.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Cpu {
-    gatehouse_us: f64,
+    /// The server measured: gatehouse, or the minimal relay.
+    server_us: f64,
     /// This process: the HTTP load generator, or the raw publisher.
     driver_us: f64,
     broker_us: f64,
 }
 
 impl Cpu {
-    fn since(before: (Duration, Duration, Duration), gatehouse_now: Duration, messages: usize) -> Cpu {
+    fn since(before: (Duration, Duration, Duration), server_now: Duration, messages: usize) -> Cpu {
         let per = |spent: Duration| spent.as_secs_f64() * 1e6 / messages.max(1) as f64;
         Cpu {
-            gatehouse_us: per(gatehouse_now.saturating_sub(before.0)),
+            server_us: per(server_now.saturating_sub(before.0)),
             driver_us: per(own_cpu().saturating_sub(before.1)),
             broker_us: per(broker_cpu().saturating_sub(before.2)),
         }
@@ -213,7 +215,7 @@ pub fn source(scratch: &Scratch) -> anyhow::Result<String> {
 /// The minimal relay's run: the same bodies, load and queue as gatehouse's.
 struct RelayRun {
     driven: Driven,
-    cpu_us: f64,
+    cpu: Cpu,
     rss_mib: f64,
 }
 
@@ -246,15 +248,11 @@ async fn minimal_relay(
             .await?;
         let load = Load::prepare(SECRET, &bodies)?;
         let pid = child.id().unwrap_or(0);
-        let before = cpu_of(pid);
+        let before = (cpu_of(pid), own_cpu(), broker_cpu());
         let driven = load.drive(std::slice::from_ref(&url), concurrency).await?;
-        let cpu_us = cpu_of(pid).saturating_sub(before).as_secs_f64() * 1e6 / bodies.len().max(1) as f64;
+        let cpu = Cpu::since(before, cpu_of(pid), bodies.len());
         let rss_mib = peak_rss_kib(&pid.to_string()) as f64 / 1024.0;
-        anyhow::Ok(RelayRun {
-            driven,
-            cpu_us,
-            rss_mib,
-        })
+        anyhow::Ok(RelayRun { driven, cpu, rss_mib })
     }
     .await;
     let _ = child.kill().await;
