@@ -96,9 +96,14 @@ fn text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     if !json.starts_with('"') {
         return None;
     }
-    let value = match serde_json::from_str::<&str>(json) {
-        Ok(borrowed) => Cow::Borrowed(borrowed),
-        Err(_) => Cow::Owned(serde_json::from_str::<String>(json).ok()?),
+    // The reader checked the token (closed, no control characters): without an escape, its text
+    // is what lies between the quotes.
+    let value = match json.get(1..json.len() - 1) {
+        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+        _ => match serde_json::from_str::<&str>(json) {
+            Ok(borrowed) => Cow::Borrowed(borrowed),
+            Err(_) => Cow::Owned(serde_json::from_str::<String>(json).ok()?),
+        },
     };
     (!value.is_empty()).then_some(value)
 }
@@ -434,6 +439,23 @@ mod tests {
 
     fn source(scheme: VerificationScheme) -> SourceSettings {
         SourceSettings::new("confluence", scheme, vec![])
+    }
+
+    #[test]
+    fn a_field_text_is_borrowed_as_it_is_or_decoded_from_its_escapes() {
+        let read = |json: &str| text(Some(json)).map(|t| (matches!(t, Cow::Borrowed(_)), t.into_owned()));
+        assert_eq!(read(r#""Ada Lovelace""#), Some((true, "Ada Lovelace".to_owned())));
+        assert_eq!(read(r#""Zoë 名前""#), Some((true, "Zoë 名前".to_owned())));
+        assert_eq!(
+            read(r#""say \"hi\"\n""#),
+            Some((false, "say \"hi\"\n".to_owned()))
+        );
+        assert_eq!(read(r#""a\/b""#), Some((false, "a/b".to_owned())));
+        assert_eq!(read(r#""\u00e9""#), Some((false, "é".to_owned())));
+        assert_eq!(read(r#""""#), None, "an empty string is no text");
+        for not_text in ["null", "42", "{\"a\":1}", "[\"a\"]", "true"] {
+            assert_eq!(read(not_text), None, "{not_text}");
+        }
     }
 
     fn run_as(
