@@ -19,10 +19,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// The most memory one remembered key takes: its bucket in the map (fingerprint, slot and a
 /// control byte; a map reserved for `n` keys has at most `2 × 8/7 × n` buckets) and its place
@@ -77,8 +78,43 @@ impl Fingerprinter {
 
 enum Slot {
     Published(Instant),
-    /// Being published; the value turns `Some(confirmed)` when the publish ends.
-    InFlight(watch::Receiver<Option<bool>>),
+    /// Being published; copies wait on it for the outcome.
+    InFlight(Arc<InFlight>),
+}
+
+/// A publish in progress, which copies of its key wait on. Lighter than a `watch` channel (one
+/// `Notify` instead of eight, no version counter), as one is made for every delivery.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// [`PUBLISHING`], then [`FAILED`] or [`CONFIRMED`].
+    outcome: AtomicU8,
+    ended: Notify,
+}
+
+const PUBLISHING: u8 = 0;
+const FAILED: u8 = 1;
+const CONFIRMED: u8 = 2;
+
+impl InFlight {
+    fn end(&self, published: bool) {
+        let outcome = if published { CONFIRMED } else { FAILED };
+        self.outcome.store(outcome, Ordering::Release);
+        self.ended.notify_waiters();
+    }
+
+    /// Waits until the publish ended; `true` when it was confirmed.
+    pub async fn outcome(&self) -> bool {
+        loop {
+            // Registered before the outcome is read, so an end in between still wakes us.
+            let ended = self.ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            match self.outcome.load(Ordering::Acquire) {
+                PUBLISHING => ended.await,
+                outcome => return outcome == CONFIRMED,
+            }
+        }
+    }
 }
 
 /// The keys remembered, and the order they go in.
@@ -113,8 +149,8 @@ pub enum RecentClaim<'a> {
     Fresh(PublishGuard<'a>),
     /// Already published recently.
     Duplicate,
-    /// Another request is publishing the same key; wait for its outcome.
-    Wait(watch::Receiver<Option<bool>>),
+    /// Another request is publishing the same key; wait for its [`InFlight::outcome`].
+    Wait(Arc<InFlight>),
 }
 
 pub struct RecentKeys {
@@ -157,28 +193,19 @@ impl RecentKeys {
         let mut inner = self.lock();
         match inner.slots.get(&key) {
             Some(Slot::Published(at)) if at.elapsed() < self.ttl => return RecentClaim::Duplicate,
-            Some(Slot::InFlight(rx)) => return RecentClaim::Wait(rx.clone()),
+            Some(Slot::InFlight(flight)) => return RecentClaim::Wait(flight.clone()),
             _ => {}
         }
         // Room for one more, so the map stays within what it reserved.
         inner.evict(self.capacity.saturating_sub(1), self.ttl);
-        let (tx, rx) = watch::channel(None);
-        inner.slots.insert(key, Slot::InFlight(rx));
+        let flight = Arc::new(InFlight::default());
+        inner.slots.insert(key, Slot::InFlight(flight.clone()));
         RecentClaim::Fresh(PublishGuard {
             keys: self,
             key,
-            tx,
+            flight,
             done: false,
         })
-    }
-
-    /// Waits for a claim's outcome; `true` when the other publish was confirmed.
-    pub async fn outcome(mut rx: watch::Receiver<Option<bool>>) -> bool {
-        match rx.wait_for(Option::is_some).await {
-            Ok(value) => value.unwrap_or(false),
-            // The guard was dropped without reporting: treat as failed.
-            Err(_) => false,
-        }
     }
 
     fn finish(&self, key: Fingerprint, published: bool) {
@@ -208,7 +235,7 @@ impl RecentKeys {
 pub struct PublishGuard<'a> {
     keys: &'a RecentKeys,
     key: Fingerprint,
-    tx: watch::Sender<Option<bool>>,
+    flight: Arc<InFlight>,
     done: bool,
 }
 
@@ -221,7 +248,7 @@ impl PublishGuard<'_> {
         if !self.done {
             self.done = true;
             self.keys.finish(self.key, published);
-            let _ = self.tx.send(Some(published));
+            self.flight.end(published);
         }
     }
 }
@@ -305,11 +332,41 @@ mod tests {
         let RecentClaim::Fresh(guard) = keys.claim("k") else {
             panic!()
         };
-        let RecentClaim::Wait(rx) = keys.claim("k") else {
+        let RecentClaim::Wait(flight) = keys.claim("k") else {
             panic!("second claim must wait")
         };
         drop(guard); // the first publish was abandoned
-        assert!(!RecentKeys::outcome(rx).await);
+        assert!(!flight.outcome().await);
         assert!(matches!(keys.claim("k"), RecentClaim::Fresh(_)));
+    }
+
+    #[tokio::test]
+    async fn every_copy_already_waiting_is_woken_with_the_outcome() {
+        for published in [true, false] {
+            let keys = RecentKeys::new(10, Duration::from_secs(60));
+            let RecentClaim::Fresh(guard) = keys.claim("k") else {
+                panic!()
+            };
+            let waiting: Vec<_> = (0..3)
+                .map(|_| {
+                    let RecentClaim::Wait(flight) = keys.claim("k") else {
+                        panic!("copies must wait")
+                    };
+                    tokio::spawn(async move { flight.outcome().await })
+                })
+                .collect();
+            // Let each copy get as far as waiting before the publish ends.
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            assert!(waiting.iter().all(|copy| !copy.is_finished()));
+            guard.finish(published);
+            for copy in waiting {
+                let outcome = tokio::time::timeout(Duration::from_secs(10), copy).await;
+                assert_eq!(outcome.expect("a waiting copy was not woken").unwrap(), published);
+            }
+            let after = keys.claim("k");
+            assert_eq!(matches!(after, RecentClaim::Duplicate), published, "{after:?}");
+        }
     }
 }

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::IngressState;
 use super::body::{is_json, read_body};
-use super::dedupe::{RecentClaim, RecentKeys};
+use super::dedupe::RecentClaim;
 use super::error::IngressError;
 use super::limits::Refusal;
 use super::normalize::{self, NormalizeError};
@@ -317,8 +317,8 @@ async fn process(
                     dedupe_key: envelope.dedupe_key,
                 });
             }
-            RecentClaim::Wait(outcome) => {
-                if RecentKeys::outcome(outcome).await {
+            RecentClaim::Wait(flight) => {
+                if flight.outcome().await {
                     record_ids_if(tracing::enabled!(tracing::Level::DEBUG), &envelope);
                     tracing::debug!("duplicate delivery; its twin was just queued");
                     return Ok(Accepted::Duplicate {
