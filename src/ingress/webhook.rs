@@ -245,14 +245,19 @@ fn respond(
     }
 }
 
-/// A 2xx answer.
+/// A 2xx answer. Built as it goes out: `(status, headers, Vec)` would have set
+/// `application/octet-stream` first only to replace it, and a `Vec` with room to spare becomes
+/// `Bytes` through an allocation of its own (a boxed slice does not; shrinking it within its
+/// size class leaves it where it is).
 fn answer(status: StatusCode, body: &AcceptedBody<'_>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body.to_json(),
-    )
-        .into_response()
+    let mut response = Response::new(Body::from(axum::body::Bytes::from(
+        body.to_json().into_boxed_slice(),
+    )));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 async fn process(
