@@ -30,6 +30,10 @@ pub struct IngestArgs {
     pub concurrency: usize,
     #[arg(long, default_value_t = 2_048)]
     pub body_bytes: usize,
+    /// Runs the minimal relay before gatehouse instead of after it (RabbitMQ), to see what the
+    /// order costs whichever goes first.
+    #[arg(long)]
+    pub relay_first: bool,
 }
 
 impl Default for IngestArgs {
@@ -38,6 +42,7 @@ impl Default for IngestArgs {
             requests: 20_000,
             concurrency: 64,
             body_bytes: 2_048,
+            relay_first: false,
         }
     }
 }
@@ -81,29 +86,28 @@ pub fn body(i: usize, size: usize) -> Vec<u8> {
 
 pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> anyhow::Result<()> {
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.requests).map(|i| body(i, args.body_bytes)).collect());
+    // Warms up connections and caches; not measured.
+    let warmup: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
     for backend in common.backend.backends() {
-        let scratch = Scratch::new("ingest")?;
-        let extra = source(&scratch)?;
-        let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
-        // Warm up connections and caches; not measured.
-        let warmup: Arc<Vec<Vec<u8>>> =
-            Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
-        let url = running.url(WEBHOOK_PATH);
-        Load::prepare(SECRET, &warmup)?
-            .drive(std::slice::from_ref(&url), args.concurrency)
-            .await?;
-        let load = Load::prepare(SECRET, &bodies)?;
-        let before = (running.cpu(), own_cpu(), broker_cpu());
-        let measured = load.drive(std::slice::from_ref(&url), args.concurrency).await?;
-        let cpu = Cpu::since(before, running.cpu(), args.requests);
-        let rss = running.peak_rss_mib();
-        running.stop().await?;
-
-        // The minimal relay, on RabbitMQ (the baseline issue 15 holds gatehouse against).
-        let relay = if backend == "rabbitmq" {
-            Some(minimal_relay(common, warmup.clone(), bodies.clone(), args.concurrency).await?)
+        // The minimal relay, on RabbitMQ (the baseline issue 15 holds gatehouse against), before
+        // or after gatehouse: whichever goes first meets the broker still settling the last run.
+        let relay_phase = || async {
+            if backend == "rabbitmq" {
+                minimal_relay(common, warmup.clone(), bodies.clone(), args.concurrency)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (relay, measured, cpu, rss) = if args.relay_first {
+            let relay = relay_phase().await?;
+            let (measured, cpu, rss) = gatehouse_phase(common, backend, &warmup, &bodies, args).await?;
+            (relay, measured, cpu, rss)
         } else {
-            None
+            let (measured, cpu, rss) = gatehouse_phase(common, backend, &warmup, &bodies, args).await?;
+            (relay_phase().await?, measured, cpu, rss)
         };
 
         let before = (Duration::ZERO, own_cpu(), broker_cpu());
@@ -154,6 +158,15 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
                 rp.p50_ms, rp.p99_ms, relay.cpu.server_us, relay.cpu.driver_us, relay.cpu.broker_us, relay.rss_mib, relay.driven.failures
             )));
             rows.push((
+                "order",
+                if args.relay_first {
+                    "the minimal relay, then gatehouse"
+                } else {
+                    "gatehouse, then the minimal relay"
+                }
+                .to_owned(),
+            ));
+            rows.push((
                 "gatehouse / relay",
                 format!(
                     "accepted/s {:.2}× (target ≥ 0.9), p99 {:.2}× (≤ 1.2), CPU per message {:.2}× (≤ 1.15)",
@@ -165,7 +178,7 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
             relay_json = json!({
                 "accepted_per_second": relay_rate, "latency": rp, "cpu_us_per_message": relay.cpu.server_us,
                 "load_generator_cpu_us_per_message": relay.cpu.driver_us, "broker_cpu_us_per_message": relay.cpu.broker_us,
-                "peak_rss_mib": relay.rss_mib, "failures": relay.driven.failures,
+                "peak_rss_mib": relay.rss_mib, "failures": relay.driven.failures, "ran_first": args.relay_first,
                 "gatehouse_over_relay": {"throughput": rate / relay_rate, "p99": p.p99_ms / rp.p99_ms, "cpu": cpu.server_us / relay.cpu.server_us},
             });
         }
@@ -181,6 +194,31 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
         );
     }
     Ok(())
+}
+
+/// gatehouse ingress on `backend`, driven with `bodies` after `warmup`: what the load saw, the CPU
+/// per message and gatehouse's peak RSS.
+async fn gatehouse_phase(
+    common: &Common,
+    backend: &'static str,
+    warmup: &[Vec<u8>],
+    bodies: &[Vec<u8>],
+    args: &IngestArgs,
+) -> anyhow::Result<(Driven, Cpu, f64)> {
+    let scratch = Scratch::new("ingest")?;
+    let extra = source(&scratch)?;
+    let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
+    let url = running.url(WEBHOOK_PATH);
+    Load::prepare(SECRET, warmup)?
+        .drive(std::slice::from_ref(&url), args.concurrency)
+        .await?;
+    let load = Load::prepare(SECRET, bodies)?;
+    let before = (running.cpu(), own_cpu(), broker_cpu());
+    let measured = load.drive(std::slice::from_ref(&url), args.concurrency).await?;
+    let cpu = Cpu::since(before, running.cpu(), bodies.len());
+    let rss = running.peak_rss_mib();
+    running.stop().await?;
+    Ok((measured, cpu, rss))
 }
 
 /// CPU microseconds per message, by process, over a measured phase.
