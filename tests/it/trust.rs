@@ -302,6 +302,19 @@ async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// A connection that has been answered one request and is kept alive.
+async fn served_once(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 15];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200 OK");
+    stream
+}
+
 #[tokio::test]
 async fn half_sent_requests_and_idle_connections_are_closed() {
     let app = TestApp::spawn(|s| {
@@ -317,24 +330,10 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     }
     // A connection that says nothing at all is idle; one that finished a request is too.
     let mut silent = TcpStream::connect(app.addr).await.unwrap();
-    let mut kept_alive = TcpStream::connect(app.addr).await.unwrap();
-    kept_alive
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = [0u8; 15];
-    kept_alive.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 200 OK");
+    let mut kept_alive = served_once(app.addr).await;
     // One served a request, then starts another and stalls in its head (hyper's own header
     // timer is off: this is gatehouse's timer alone).
-    let mut served_then_slow = TcpStream::connect(app.addr).await.unwrap();
-    served_then_slow
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 15];
-    served_then_slow.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200 OK");
+    let mut served_then_slow = served_once(app.addr).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     served_then_slow
         .write_all(b"POST /webhooks/relay HT")
@@ -419,15 +418,7 @@ async fn refused_beyond_four(configure: impl FnOnce(&mut gatehouse::config::Sett
     assert!(already < 4, "{already}");
     let mut held = Vec::new();
     for _ in already..4 {
-        let mut stream = TcpStream::connect(app.addr).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = [0u8; 15];
-        stream.read_exact(&mut answer).await.unwrap();
-        assert_eq!(&answer, b"HTTP/1.1 200 OK");
-        held.push(stream);
+        held.push(served_once(app.addr).await);
     }
     let mut extra = TcpStream::connect(app.addr).await.unwrap();
     let mut refused = Vec::new();
