@@ -8,7 +8,8 @@
 //!   write).
 //! - `header_read_timeout_seconds`: once the first byte of a request has arrived, its line and
 //!   headers must follow within this, or the connection is closed; a new connection must send
-//!   its first request within it too.
+//!   its first request within it too. (Bytes of a next request that arrive while one is still
+//!   being answered, pipelined, start no timer: such a connection is held to the idle timeout.)
 //! - `keep_alive_idle_seconds`: a connection that has been served, with no request in flight and
 //!   nothing sent or received for this long, is closed.
 //!

@@ -116,9 +116,9 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
             _ => raw_embedded(bodies.clone(), args.concurrency).await?,
         };
         let raw_cpu = Cpu::since(before, Duration::ZERO, args.requests);
+        let rate = measured.accepted_per_second();
         let mut latencies = measured.latencies;
         let p = percentiles(&mut latencies);
-        let rate = args.requests as f64 / measured.elapsed.as_secs_f64();
         let ratio = rate / ceiling;
         let mut rows = vec![
             (
@@ -150,9 +150,9 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
         ];
         let mut relay_json = serde_json::Value::Null;
         if let Some(relay) = relay {
+            let relay_rate = relay.driven.accepted_per_second();
             let mut relay_latencies = relay.driven.latencies;
             let rp = percentiles(&mut relay_latencies);
-            let relay_rate = args.requests as f64 / relay.driven.elapsed.as_secs_f64();
             rows.push(("minimal relay", format!(
                 "{relay_rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, CPU per message {:.0} µs (load generator {:.0} µs, broker {:.0} µs), peak RSS {:.1} MiB, {} not accepted",
                 rp.p50_ms, rp.p99_ms, relay.cpu.server_us, relay.cpu.driver_us, relay.cpu.broker_us, relay.rss_mib, relay.driven.failures

@@ -1,9 +1,10 @@
 //! The load generator `ingest` and `scale` send webhooks with, to gatehouse and to the minimal
 //! relay alike. Like wrk: a fixed number of HTTP/1.1 keep-alive connections, one request in
-//! flight on each, and every request built, signed and given its own delivery id before the
-//! clock starts. What it spends during the run is the exchange alone, so the 2 cores it shares
-//! with the server and the broker go to what is measured (reqwest, used before, spent about
-//! 80 µs of CPU a request here: more than gatehouse itself).
+//! flight on each, and every body signed and given its own delivery id before the clock starts
+//! (during the run a request is assembled from those shared parts). What it spends during the
+//! run is little more than the exchange, so the 2 cores it shares with the server and the broker
+//! go to what is measured (reqwest, used before, spent about 80 µs of CPU a request here: more
+//! than gatehouse itself).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,22 +14,31 @@ use axum::body::Bytes;
 use futures_util::future::join_all;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::harness::hub_signature;
 
-/// The header that names a delivery; gatehouse dedupes on it, so every request has its own.
+/// The header that names a delivery. Every request has its own, as a sender's deliveries do
+/// (on a hub-signature source gatehouse dedupes on the body's digest instead: the bodies
+/// `ingest` sends are each different too).
 const DELIVERY_HEADER: &str = "x-atlassian-webhook-identifier";
 
 /// What a run measured.
 pub struct Driven {
     pub elapsed: Duration,
-    /// One per request, to its answer (or its failure).
+    /// One per accepted request, to its 202.
     pub latencies: Vec<Duration>,
     /// Requests not answered 202, including those that failed on the wire.
     pub failures: usize,
+}
+
+impl Driven {
+    /// Requests answered 202, per second of the run.
+    pub fn accepted_per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
 }
 
 /// Webhooks ready to send: each body with its `X-Hub-Signature` and a delivery id unique across
@@ -62,10 +72,9 @@ impl Load {
         Ok(Load { requests })
     }
 
-    /// Sends every request once over `concurrency` connections to each of `urls`, each request
-    /// to the next URL in turn (a load balancer's round robin), and times each to its answer.
-    /// The connections are opened before the clock starts; one the server closes is opened again
-    /// (the request on it counts as a failure).
+    /// Sends every request once, `concurrency` at a time, each to the next of `urls` in turn (a
+    /// load balancer's round robin), and times each to its answer. Each of the `concurrency`
+    /// senders keeps a connection to every URL, opened before the clock starts.
     pub async fn drive(&self, urls: &[String], concurrency: usize) -> anyhow::Result<Driven> {
         anyhow::ensure!(!urls.is_empty(), "nowhere to send to");
         let targets = urls
@@ -124,6 +133,16 @@ impl Target {
         })
     }
 
+    /// `prepared` as a request to this target: its parts are shared, not copied.
+    fn request(&self, prepared: &Prepared) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+        Request::post(self.path.as_str())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("x-hub-signature", prepared.signature.clone())
+            .header(DELIVERY_HEADER, prepared.delivery.clone())
+            .body(Full::new(prepared.body.clone()))
+    }
+
     async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
@@ -150,7 +169,8 @@ impl Worker {
         Ok(Worker { connections })
     }
 
-    /// Takes the next unsent request until none is left; returns latencies and failures.
+    /// Takes the next unsent request until none is left; returns the latencies of the accepted
+    /// ones and the number of the others.
     async fn run(mut self, load: &Load, targets: &[Target], next: &AtomicUsize) -> (Vec<Duration>, usize) {
         let mut latencies = Vec::new();
         let mut failures = 0;
@@ -161,54 +181,65 @@ impl Worker {
             };
             let which = i % targets.len();
             let sent = Instant::now();
-            let accepted = self.send(&targets[which], which, prepared).await;
-            latencies.push(sent.elapsed());
-            if !accepted {
+            if self.send(&targets[which], which, prepared).await {
+                latencies.push(sent.elapsed());
+            } else {
                 failures += 1;
             }
         }
         (latencies, failures)
     }
 
-    /// Whether the request was answered 202. A connection that failed is dropped, to be opened
-    /// again for the next request.
+    /// Whether the request was answered 202. A request that never left (the server had closed
+    /// the connection since its last answer) is sent once more on a new connection, as an HTTP
+    /// client's pool does; one that was sent and not answered is a failure. A connection that
+    /// failed, or whose answer said `Connection: close`, is dropped and opened again when next
+    /// needed.
     async fn send(&mut self, target: &Target, which: usize, prepared: &Prepared) -> bool {
-        let connection = match &mut self.connections[which] {
-            Some(open) => open,
-            slot @ None => match target.connect().await {
-                Ok(opened) => slot.insert(opened),
-                Err(_) => return false,
-            },
+        let Ok(mut request) = target.request(prepared) else {
+            return false;
         };
-        let request = Request::post(target.path.as_str())
-            .header(HOST, target.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("x-hub-signature", prepared.signature.clone())
-            .header(DELIVERY_HEADER, prepared.delivery.clone())
-            .body(Full::new(prepared.body.clone()));
-        let answered = match request {
-            Ok(request) => match async {
-                connection.ready().await?;
-                connection.send_request(request).await
+        for _ in 0..2 {
+            let Some(connection) = self.connection(target, which).await else {
+                return false;
+            };
+            if connection.ready().await.is_err() {
+                self.connections[which] = None;
+                continue;
             }
-            .await
-            {
-                // The body is read to the end so the connection can carry the next request.
+            match connection.try_send_request(request).await {
                 Ok(response) => {
                     let status = response.status();
-                    response.into_body().collect().await.is_ok().then_some(status)
+                    let closes = response
+                        .headers()
+                        .get(CONNECTION)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                    // Read to the end, so the connection can carry the next request.
+                    let read = response.into_body().collect().await.is_ok();
+                    if closes || !read {
+                        self.connections[which] = None;
+                    }
+                    return read && status == StatusCode::ACCEPTED;
                 }
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
-        match answered {
-            Some(status) => status == StatusCode::ACCEPTED,
-            None => {
-                self.connections[which] = None;
-                false
+                Err(mut failed) => {
+                    self.connections[which] = None;
+                    match failed.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return false,
+                    }
+                }
             }
         }
+        false
+    }
+
+    /// This worker's open connection to target `which`, opened if it has none.
+    async fn connection(&mut self, target: &Target, which: usize) -> Option<&mut SendRequest<Full<Bytes>>> {
+        if self.connections[which].is_none() {
+            self.connections[which] = Some(target.connect().await.ok()?);
+        }
+        self.connections[which].as_mut()
     }
 }
 
@@ -219,6 +250,7 @@ mod tests {
 
     use axum::Router;
     use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
     use axum::routing::post;
 
     use super::*;
@@ -241,10 +273,11 @@ mod tests {
                 if let Ok(mut seen) = record.lock() {
                     seen.push((header(DELIVERY_HEADER), header("x-hub-signature"), body));
                 }
+                // A refusal closes its connection, as an overloaded server's 503 does.
                 if refuse {
-                    StatusCode::INTERNAL_SERVER_ERROR
+                    (StatusCode::INTERNAL_SERVER_ERROR, [(CONNECTION, "close")]).into_response()
                 } else {
-                    StatusCode::ACCEPTED
+                    StatusCode::ACCEPTED.into_response()
                 }
             }),
         );
@@ -268,9 +301,9 @@ mod tests {
             .collect();
         let first = Load::prepare("s3cret", &bodies)?;
         let driven = first.drive(std::slice::from_ref(&url), 16).await?;
-        assert_eq!(driven.latencies.len(), 500);
         assert_eq!(driven.failures, 10, "the ten refused bodies, and only those");
-        // A second load of the same bodies: new delivery ids all the same.
+        assert_eq!(driven.latencies.len(), 490, "one latency per accepted request");
+        // A second load of the same bodies still gets delivery ids of its own.
         Load::prepare("s3cret", &bodies)?
             .drive(&[url.clone(), url], 4)
             .await?;

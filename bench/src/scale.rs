@@ -13,7 +13,6 @@
 //!
 //! Each round runs on a fresh simulator, database and queue prefix, and removes them after.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -243,11 +242,9 @@ async fn ingest_round(
             fleet.start("ingress").await?;
         }
         let urls = fleet.ingress_urls(crate::ingest::WEBHOOK_PATH);
-        let warmup: Arc<Vec<Vec<u8>>> =
-            Arc::new((0..200).map(|i| crate::ingest::body(5_000_000 + i, 2_048)).collect());
+        let warmup: Vec<Vec<u8>> = (0..200).map(|i| crate::ingest::body(5_000_000 + i, 2_048)).collect();
         Load::prepare(crate::ingest::SECRET, &warmup)?.drive(&urls, 64).await?;
-        let bodies: Arc<Vec<Vec<u8>>> =
-            Arc::new((0..args.requests).map(|i| crate::ingest::body(i, 2_048)).collect());
+        let bodies: Vec<Vec<u8>> = (0..args.requests).map(|i| crate::ingest::body(i, 2_048)).collect();
         let load = Load::prepare(crate::ingest::SECRET, &bodies)?;
         let pids = fleet.pids("ingress");
         let brokers: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.beam_pid()).collect();
@@ -258,11 +255,12 @@ async fn ingest_round(
         let gatehouse_us = per_message(cpu(&pids).saturating_sub(before.0));
         let cluster_us = per_message(cpu(&brokers).saturating_sub(before.1));
         let driver_us = per_message(own_cpu().saturating_sub(before.2));
+        let accepted_per_second = driven.accepted_per_second();
         let mut latencies = driven.latencies;
         let p = percentiles(&mut latencies);
         anyhow::Ok(json!({
             "ingresses": ingresses,
-            "accepted_per_second": args.requests as f64 / driven.elapsed.as_secs_f64(),
+            "accepted_per_second": accepted_per_second,
             "not_accepted": driven.failures,
             "latency": p,
             "cpu_us_per_message": {"ingresses": gatehouse_us, "cluster": cluster_us, "load_generator": driver_us},

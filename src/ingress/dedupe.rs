@@ -79,13 +79,14 @@ impl Fingerprinter {
 enum Slot {
     Published(Instant),
     /// Being published; copies wait on it for the outcome.
-    InFlight(Arc<InFlight>),
+    InFlight(Arc<PendingPublish>),
 }
 
 /// A publish in progress, which copies of its key wait on. Lighter than a `watch` channel (one
-/// `Notify` instead of eight, no version counter), as one is made for every delivery.
-#[derive(Debug, Default)]
-pub struct InFlight {
+/// `Notify` instead of eight, no version counter), as one is made for every delivery. Only a
+/// [`PublishGuard`] makes one, and its drop always ends it, so no copy waits for ever.
+#[derive(Debug)]
+pub struct PendingPublish {
     /// [`PUBLISHING`], then [`FAILED`] or [`CONFIRMED`].
     outcome: AtomicU8,
     ended: Notify,
@@ -95,7 +96,14 @@ const PUBLISHING: u8 = 0;
 const FAILED: u8 = 1;
 const CONFIRMED: u8 = 2;
 
-impl InFlight {
+impl PendingPublish {
+    fn new() -> Self {
+        PendingPublish {
+            outcome: AtomicU8::new(PUBLISHING),
+            ended: Notify::new(),
+        }
+    }
+
     fn end(&self, published: bool) {
         let outcome = if published { CONFIRMED } else { FAILED };
         self.outcome.store(outcome, Ordering::Release);
@@ -149,8 +157,8 @@ pub enum RecentClaim<'a> {
     Fresh(PublishGuard<'a>),
     /// Already published recently.
     Duplicate,
-    /// Another request is publishing the same key; wait for its [`InFlight::outcome`].
-    Wait(Arc<InFlight>),
+    /// Another request is publishing the same key; wait for its [`PendingPublish::outcome`].
+    Wait(Arc<PendingPublish>),
 }
 
 pub struct RecentKeys {
@@ -198,7 +206,7 @@ impl RecentKeys {
         }
         // Room for one more, so the map stays within what it reserved.
         inner.evict(self.capacity.saturating_sub(1), self.ttl);
-        let flight = Arc::new(InFlight::default());
+        let flight = Arc::new(PendingPublish::new());
         inner.slots.insert(key, Slot::InFlight(flight.clone()));
         RecentClaim::Fresh(PublishGuard {
             keys: self,
@@ -235,7 +243,7 @@ impl RecentKeys {
 pub struct PublishGuard<'a> {
     keys: &'a RecentKeys,
     key: Fingerprint,
-    flight: Arc<InFlight>,
+    flight: Arc<PendingPublish>,
     done: bool,
 }
 
@@ -247,6 +255,8 @@ impl PublishGuard<'_> {
     fn report(&mut self, published: bool) {
         if !self.done {
             self.done = true;
+            // The window first, then the waiters: a copy woken by a failure claims the key
+            // again and must find it free, not this publish still pending.
             self.keys.finish(self.key, published);
             self.flight.end(published);
         }

@@ -90,12 +90,17 @@ pub struct Normalized<'a> {
 /// JSON's whitespace, which is not part of the value it surrounds.
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
-/// A field's text when it is a non-empty string, borrowed unless it holds escapes.
+/// A field's text when it is a non-empty string, borrowed unless it holds escapes. `raw` is a
+/// token the body reader ([`body_view`](super::body_view)) has checked: a whole JSON value.
 fn text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     let json = raw?;
     if !json.starts_with('"') {
         return None;
     }
+    debug_assert!(
+        json.len() >= 2 && json.ends_with('"'),
+        "not a checked string token: {json}"
+    );
     // The reader checked the token (closed, no control characters): without an escape, its text
     // is what lies between the quotes.
     let value = match json.get(1..json.len() - 1) {
