@@ -127,9 +127,9 @@ enabled = false
         format!("http://{}{path}", self.addr)
     }
 
-    /// CPU time the process has used so far.
-    pub fn cpu(&self) -> Duration {
-        self.child.id().map_or(Duration::ZERO, cpu_of)
+    /// The process's id (0 once it has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
     }
 
     /// The process's peak resident set (`VmHWM`), in MiB.

@@ -87,28 +87,34 @@ pub fn body(i: usize, size: usize) -> Vec<u8> {
 pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> anyhow::Result<()> {
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.requests).map(|i| body(i, args.body_bytes)).collect());
     // Warms up connections and caches; not measured.
-    let warmup: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect());
+    let warmup: Vec<Vec<u8>> = (0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect();
     for backend in common.backend.backends() {
         // The minimal relay, on RabbitMQ (the baseline issue 15 holds gatehouse against), before
         // or after gatehouse: whichever goes first meets the broker still settling the last run.
         let relay_phase = || async {
             if backend == "rabbitmq" {
-                minimal_relay(common, warmup.clone(), bodies.clone(), args.concurrency)
+                minimal_relay(common, &warmup, &bodies, args.concurrency)
                     .await
                     .map(Some)
             } else {
                 Ok(None)
             }
         };
-        let (relay, measured, cpu, rss) = if args.relay_first {
+        let (relay, gatehouse) = if args.relay_first {
             let relay = relay_phase().await?;
-            let (measured, cpu, rss) = gatehouse_phase(common, backend, &warmup, &bodies, args).await?;
-            (relay, measured, cpu, rss)
+            (
+                relay,
+                gatehouse_phase(common, backend, &warmup, &bodies, args.concurrency).await?,
+            )
         } else {
-            let (measured, cpu, rss) = gatehouse_phase(common, backend, &warmup, &bodies, args).await?;
-            (relay_phase().await?, measured, cpu, rss)
+            let gatehouse = gatehouse_phase(common, backend, &warmup, &bodies, args.concurrency).await?;
+            (relay_phase().await?, gatehouse)
         };
+        let ServerRun {
+            driven: measured,
+            cpu,
+            rss_mib: rss,
+        } = gatehouse;
 
         let before = (Duration::ZERO, own_cpu(), broker_cpu());
         let ceiling = match backend {
@@ -196,29 +202,51 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
     Ok(())
 }
 
-/// gatehouse ingress on `backend`, driven with `bodies` after `warmup`: what the load saw, the CPU
-/// per message and gatehouse's peak RSS.
+/// gatehouse ingress on `backend`, measured as [`measure`] does.
 async fn gatehouse_phase(
     common: &Common,
     backend: &'static str,
     warmup: &[Vec<u8>],
     bodies: &[Vec<u8>],
-    args: &IngestArgs,
-) -> anyhow::Result<(Driven, Cpu, f64)> {
+    concurrency: usize,
+) -> anyhow::Result<ServerRun> {
     let scratch = Scratch::new("ingest")?;
     let extra = source(&scratch)?;
     let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
     let url = running.url(WEBHOOK_PATH);
-    Load::prepare(SECRET, warmup)?
-        .drive(std::slice::from_ref(&url), args.concurrency)
-        .await?;
-    let load = Load::prepare(SECRET, bodies)?;
-    let before = (running.cpu(), own_cpu(), broker_cpu());
-    let measured = load.drive(std::slice::from_ref(&url), args.concurrency).await?;
-    let cpu = Cpu::since(before, running.cpu(), bodies.len());
-    let rss = running.peak_rss_mib();
+    let run = measure(&url, running.pid(), warmup, bodies, concurrency).await;
     running.stop().await?;
-    Ok((measured, cpu, rss))
+    run
+}
+
+/// One server's measured phase.
+struct ServerRun {
+    driven: Driven,
+    cpu: Cpu,
+    /// The server's peak RSS.
+    rss_mib: f64,
+}
+
+/// Warms the server `pid` up through `url` with `warmup` (not measured), then drives `bodies`
+/// through it, `concurrency` at a time: what the load saw, the CPU each process spent a message
+/// and the server's peak RSS.
+async fn measure(
+    url: &str,
+    pid: u32,
+    warmup: &[Vec<u8>],
+    bodies: &[Vec<u8>],
+    concurrency: usize,
+) -> anyhow::Result<ServerRun> {
+    let url = [url.to_owned()];
+    Load::prepare(SECRET, warmup)?.drive(&url, concurrency).await?;
+    let load = Load::prepare(SECRET, bodies)?;
+    let before = (cpu_of(pid), own_cpu(), broker_cpu());
+    let driven = load.drive(&url, concurrency).await?;
+    Ok(ServerRun {
+        driven,
+        cpu: Cpu::since(before, cpu_of(pid), bodies.len()),
+        rss_mib: peak_rss_kib(&pid.to_string()) as f64 / 1024.0,
+    })
 }
 
 /// CPU microseconds per message, by process, over a measured phase.
@@ -250,21 +278,14 @@ pub fn source(scratch: &Scratch) -> anyhow::Result<String> {
     ))
 }
 
-/// The minimal relay's run: the same bodies, load and queue as gatehouse's.
-struct RelayRun {
-    driven: Driven,
-    cpu: Cpu,
-    rss_mib: f64,
-}
-
 /// Runs the minimal relay ([`crate::relay`]) as a child process in front of a fresh copy of
 /// gatehouse's topology, and drives the same load through it.
 async fn minimal_relay(
     common: &Common,
-    warmup: Arc<Vec<Vec<u8>>>,
-    bodies: Arc<Vec<Vec<u8>>>,
+    warmup: &[Vec<u8>],
+    bodies: &[Vec<u8>],
     concurrency: usize,
-) -> anyhow::Result<RelayRun> {
+) -> anyhow::Result<ServerRun> {
     let (prefix, topology, connection) = declare_topology(common, "bench-relay").await?;
     let _ = connection.close(200, "declared".into()).await;
     let port = free_port()?;
@@ -280,17 +301,14 @@ async fn minimal_relay(
     let measured = async {
         let base = format!("http://127.0.0.1:{port}");
         wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await?;
-        let url = format!("{base}{WEBHOOK_PATH}");
-        Load::prepare(SECRET, &warmup)?
-            .drive(std::slice::from_ref(&url), concurrency)
-            .await?;
-        let load = Load::prepare(SECRET, &bodies)?;
-        let pid = child.id().unwrap_or(0);
-        let before = (cpu_of(pid), own_cpu(), broker_cpu());
-        let driven = load.drive(std::slice::from_ref(&url), concurrency).await?;
-        let cpu = Cpu::since(before, cpu_of(pid), bodies.len());
-        let rss_mib = peak_rss_kib(&pid.to_string()) as f64 / 1024.0;
-        anyhow::Ok(RelayRun { driven, cpu, rss_mib })
+        measure(
+            &format!("{base}{WEBHOOK_PATH}"),
+            child.id().unwrap_or(0),
+            warmup,
+            bodies,
+            concurrency,
+        )
+        .await
     }
     .await;
     let _ = child.kill().await;

@@ -171,6 +171,20 @@ fn has_control(bytes: &[u8]) -> bool {
     bytes.iter().fold(u8::MAX, |least, &byte| least.min(byte)) < 0x20
 }
 
+/// The text of a string token this reader has checked (`quoted` with its quotes; `escaped` when
+/// it holds a `\`): what lies between the quotes when nothing is escaped, else decoded. `None`
+/// when its escapes decode to no text (an unpaired UTF-16 surrogate).
+pub fn unquote(quoted: &str, escaped: bool) -> Option<Cow<'_, str>> {
+    debug_assert!(
+        quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'),
+        "not a checked string token: {quoted}"
+    );
+    match quoted.get(1..quoted.len() - 1) {
+        Some(inner) if !escaped => Some(Cow::Borrowed(inner)),
+        _ => serde_json::from_str(quoted).ok().map(Cow::Owned),
+    }
+}
+
 /// A field's raw value, `null` being none (as serde reads an `Option`).
 fn non_null(raw: &str) -> Raw<'_> {
     (raw != "null").then_some(raw)
@@ -277,12 +291,7 @@ impl<'a> Reader<'a> {
     /// deserialize again.
     fn key(&mut self) -> Result<Cow<'a, str>, ViewError> {
         let (quoted, escaped) = self.skip_key()?;
-        if !escaped {
-            return Ok(Cow::Borrowed(&quoted[1..quoted.len() - 1]));
-        }
-        serde_json::from_str(quoted)
-            .map(Cow::Owned)
-            .map_err(|_| ViewError::KeyNotText)
+        unquote(quoted, escaped).ok_or(ViewError::KeyNotText)
     }
 
     /// Checks and skips a key and its `:`, returning the key as written (with its quotes) and

@@ -33,7 +33,7 @@ use handlers::{Envelope, EventType, GroupRef, source_dedupe_key};
 use ring::digest;
 use serde_json::value::RawValue;
 
-use super::body_view::{Raw, Top, ViewError};
+use super::body_view::{Raw, Top, ViewError, unquote};
 use super::verify::{Verified, header};
 use crate::config::{SourceSettings, VerificationScheme};
 
@@ -91,25 +91,10 @@ pub struct Normalized<'a> {
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
 /// A field's text when it is a non-empty string, borrowed unless it holds escapes. `raw` is a
-/// token the body reader ([`body_view`](super::body_view)) has checked: a whole JSON value.
+/// token the body reader has checked.
 fn text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
-    let json = raw?;
-    if !json.starts_with('"') {
-        return None;
-    }
-    debug_assert!(
-        json.len() >= 2 && json.ends_with('"'),
-        "not a checked string token: {json}"
-    );
-    // The reader checked the token (closed, no control characters): without an escape, its text
-    // is what lies between the quotes.
-    let value = match json.get(1..json.len() - 1) {
-        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
-        _ => match serde_json::from_str::<&str>(json) {
-            Ok(borrowed) => Cow::Borrowed(borrowed),
-            Err(_) => Cow::Owned(serde_json::from_str::<String>(json).ok()?),
-        },
-    };
+    let json = raw.filter(|json| json.starts_with('"'))?;
+    let value = unquote(json, json.contains('\\'))?;
     (!value.is_empty()).then_some(value)
 }
 
