@@ -20,7 +20,7 @@ use crate::harness::{
 };
 use crate::load::{Driven, Load};
 use crate::report::Results;
-use crate::stats::percentiles;
+use crate::stats::{Percentiles, median, percentiles};
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
@@ -34,6 +34,11 @@ pub struct IngestArgs {
     /// order costs whichever goes first.
     #[arg(long)]
     pub relay_first: bool,
+    /// Measures this many rounds, the order swapped every other round, and reports each
+    /// figure's median (and each round's ratios): one run that a noisy, shared machine's drift
+    /// does not decide.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 impl Default for IngestArgs {
@@ -43,6 +48,7 @@ impl Default for IngestArgs {
             concurrency: 64,
             body_bytes: 2_048,
             relay_first: false,
+            rounds: 1,
         }
     }
 }
@@ -85,62 +91,56 @@ pub fn body(i: usize, size: usize) -> Vec<u8> {
 }
 
 pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> anyhow::Result<()> {
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.requests).map(|i| body(i, args.body_bytes)).collect());
     // Warms up connections and caches; not measured.
     let warmup: Vec<Vec<u8>> = (0..200).map(|i| body(1_000_000 + i, args.body_bytes)).collect();
+    let rounds = args.rounds.max(1);
     for backend in common.backend.backends() {
-        // The minimal relay, on RabbitMQ (the baseline issue 15 holds gatehouse against), before
-        // or after gatehouse: whichever goes first meets the broker still settling the last run.
-        let relay_phase = || async {
-            if backend == "rabbitmq" {
-                minimal_relay(common, &warmup, &bodies, args.concurrency)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
+        let mut measured = Vec::with_capacity(rounds);
+        let mut bodies = Vec::new();
+        for round in 0..rounds {
+            // Made again each round: a hub-signature source refuses a payload older than its
+            // tolerance, and many rounds take minutes.
+            bodies = (0..args.requests).map(|i| body(i, args.body_bytes)).collect();
+            // Every other round swaps the order, so whichever phase meets the broker still
+            // settling the last one is gatehouse as often as the relay.
+            let relay_first = args.relay_first != (round % 2 == 1);
+            if rounds > 1 {
+                eprintln!("ingest ({backend}): round {} of {rounds}", round + 1);
             }
-        };
-        let (relay, gatehouse) = if args.relay_first {
-            let relay = relay_phase().await?;
-            (
-                relay,
-                gatehouse_phase(common, backend, &warmup, &bodies, args.concurrency).await?,
-            )
-        } else {
-            let gatehouse = gatehouse_phase(common, backend, &warmup, &bodies, args.concurrency).await?;
-            (relay_phase().await?, gatehouse)
-        };
-        let ServerRun {
-            driven: measured,
-            cpu,
-            rss_mib: rss,
-        } = gatehouse;
+            measured.push(one_round(common, backend, &warmup, &bodies, args.concurrency, relay_first).await?);
+        }
 
         let before = (Duration::ZERO, own_cpu(), broker_cpu());
+        let bodies = Arc::new(bodies);
         let ceiling = match backend {
             "rabbitmq" => raw_rabbitmq(common, bodies.clone(), args.concurrency).await?,
             _ => raw_embedded(bodies.clone(), args.concurrency).await?,
         };
         let raw_cpu = Cpu::since(before, Duration::ZERO, args.requests);
-        let rate = measured.accepted_per_second();
-        let mut latencies = measured.latencies;
-        let p = percentiles(&mut latencies);
-        let ratio = rate / ceiling;
+        let gatehouse = Phase::median(measured.iter().map(|round| &round.gatehouse));
+        let ratio = gatehouse.accepted_per_second / ceiling;
         let mut rows = vec![
             (
                 "requests",
                 format!(
-                    "{} × {} B at concurrency {}",
-                    args.requests, args.body_bytes, args.concurrency
+                    "{} × {} B at concurrency {}{}",
+                    args.requests,
+                    args.body_bytes,
+                    args.concurrency,
+                    if rounds > 1 {
+                        format!(", {rounds} rounds (the medians of every figure below)")
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
-            ("accepted/s", format!("{rate:.0}")),
-            ("not accepted", measured.failures.to_string()),
+            ("accepted/s", format!("{:.0}", gatehouse.accepted_per_second)),
+            ("not accepted", gatehouse.failures.to_string()),
             (
                 "latency to 202",
                 format!(
                     "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
-                    p.p50_ms, p.p99_ms, p.p999_ms
+                    gatehouse.latency.p50_ms, gatehouse.latency.p99_ms, gatehouse.latency.p999_ms
                 ),
             ),
             ("raw ceiling/s", format!("{ceiling:.0}")),
@@ -149,43 +149,59 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
                 "CPU per message",
                 format!(
                     "gatehouse {:.0} µs, load generator {:.0} µs, broker {:.0} µs (raw: publisher {:.0} µs, broker {:.0} µs)",
-                    cpu.server_us, cpu.driver_us, cpu.broker_us, raw_cpu.driver_us, raw_cpu.broker_us
+                    gatehouse.cpu.server_us,
+                    gatehouse.cpu.driver_us,
+                    gatehouse.cpu.broker_us,
+                    raw_cpu.driver_us,
+                    raw_cpu.broker_us
                 ),
             ),
-            ("peak RSS", format!("{rss:.1} MiB")),
+            ("peak RSS", format!("{:.1} MiB", gatehouse.peak_rss_mib)),
         ];
+        let relay = measured
+            .iter()
+            .all(|round| round.relay.is_some())
+            .then(|| Phase::median(measured.iter().filter_map(|round| round.relay.as_ref())));
         let mut relay_json = serde_json::Value::Null;
         if let Some(relay) = relay {
-            let relay_rate = relay.driven.accepted_per_second();
-            let mut relay_latencies = relay.driven.latencies;
-            let rp = percentiles(&mut relay_latencies);
             rows.push(("minimal relay", format!(
-                "{relay_rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, CPU per message {:.0} µs (load generator {:.0} µs, broker {:.0} µs), peak RSS {:.1} MiB, {} not accepted",
-                rp.p50_ms, rp.p99_ms, relay.cpu.server_us, relay.cpu.driver_us, relay.cpu.broker_us, relay.rss_mib, relay.driven.failures
+                "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms, CPU per message {:.0} µs (load generator {:.0} µs, broker {:.0} µs), peak RSS {:.1} MiB, {} not accepted",
+                relay.accepted_per_second, relay.latency.p50_ms, relay.latency.p99_ms, relay.cpu.server_us,
+                relay.cpu.driver_us, relay.cpu.broker_us, relay.peak_rss_mib, relay.failures
             )));
-            rows.push((
-                "order",
-                if args.relay_first {
-                    "the minimal relay, then gatehouse"
-                } else {
-                    "gatehouse, then the minimal relay"
-                }
-                .to_owned(),
-            ));
+            let versus: Vec<Ratios> = measured.iter().filter_map(Round::ratios).collect();
+            let median = Ratios::median(&versus);
+            rows.push(("order", order(&measured)));
             rows.push((
                 "gatehouse / relay",
                 format!(
-                    "accepted/s {:.2}× (target ≥ 0.9), p99 {:.2}× (≤ 1.2), CPU per message {:.2}× (≤ 1.15)",
-                    rate / relay_rate,
-                    p.p99_ms / rp.p99_ms,
-                    cpu.server_us / relay.cpu.server_us
+                    "accepted/s {:.2}× (target ≥ 0.9), p99 {:.2}× (≤ 1.2), CPU per message {:.2}× (≤ 1.15){}",
+                    median.throughput,
+                    median.p99,
+                    median.cpu,
+                    if rounds > 1 {
+                        ": the medians of the rounds' own ratios"
+                    } else {
+                        ""
+                    }
                 ),
             ));
+            if rounds > 1 {
+                let each: Vec<String> = versus
+                    .iter()
+                    .map(|r| format!("{:.2}/{:.2}/{:.2}", r.throughput, r.p99, r.cpu))
+                    .collect();
+                rows.push((
+                    "each round",
+                    format!("accepted/s / p99 / CPU: {}", each.join(", ")),
+                ));
+            }
             relay_json = json!({
-                "accepted_per_second": relay_rate, "latency": rp, "cpu_us_per_message": relay.cpu.server_us,
-                "load_generator_cpu_us_per_message": relay.cpu.driver_us, "broker_cpu_us_per_message": relay.cpu.broker_us,
-                "peak_rss_mib": relay.rss_mib, "failures": relay.driven.failures, "ran_first": args.relay_first,
-                "gatehouse_over_relay": {"throughput": rate / relay_rate, "p99": p.p99_ms / rp.p99_ms, "cpu": cpu.server_us / relay.cpu.server_us},
+                "accepted_per_second": relay.accepted_per_second, "latency": relay.latency,
+                "cpu_us_per_message": relay.cpu.server_us, "load_generator_cpu_us_per_message": relay.cpu.driver_us,
+                "broker_cpu_us_per_message": relay.cpu.broker_us, "peak_rss_mib": relay.peak_rss_mib,
+                "failures": relay.failures, "ran_first": args.relay_first && rounds == 1,
+                "gatehouse_over_relay": median,
             });
         }
         results.add(
@@ -193,13 +209,151 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
             rows,
             json!({
                 "backend": backend, "requests": args.requests, "concurrency": args.concurrency, "body_bytes": args.body_bytes,
-                "accepted_per_second": rate, "failures": measured.failures, "latency": p,
-                "ceiling_per_second": ceiling, "ratio": ratio, "peak_rss_mib": rss,
-                "cpu_us_per_message": cpu, "raw_cpu_us_per_message": raw_cpu, "minimal_relay": relay_json,
+                "accepted_per_second": gatehouse.accepted_per_second, "failures": gatehouse.failures, "latency": gatehouse.latency,
+                "ceiling_per_second": ceiling, "ratio": ratio, "peak_rss_mib": gatehouse.peak_rss_mib,
+                "cpu_us_per_message": gatehouse.cpu, "raw_cpu_us_per_message": raw_cpu, "minimal_relay": relay_json,
+                "rounds": measured,
             }),
         );
     }
     Ok(())
+}
+
+/// Which server went first: the one order, or how many rounds had each.
+fn order(rounds: &[Round]) -> String {
+    let relay_first = rounds.iter().filter(|round| round.relay_first).count();
+    match (rounds.len(), relay_first) {
+        (1, 0) => "gatehouse, then the minimal relay".to_owned(),
+        (1, _) => "the minimal relay, then gatehouse".to_owned(),
+        (n, r) => format!(
+            "rounds with gatehouse first: {}, with the minimal relay first: {r}",
+            n - r
+        ),
+    }
+}
+
+/// One round: gatehouse and, on RabbitMQ, the minimal relay, in the order asked for.
+async fn one_round(
+    common: &Common,
+    backend: &'static str,
+    warmup: &[Vec<u8>],
+    bodies: &[Vec<u8>],
+    concurrency: usize,
+    relay_first: bool,
+) -> anyhow::Result<Round> {
+    let relay_phase = || async {
+        if backend == "rabbitmq" {
+            minimal_relay(common, warmup, bodies, concurrency)
+                .await
+                .map(|run| Some(Phase::from(run)))
+        } else {
+            Ok(None)
+        }
+    };
+    let gatehouse_phase = || async {
+        gatehouse_phase(common, backend, warmup, bodies, concurrency)
+            .await
+            .map(Phase::from)
+    };
+    let (relay, gatehouse) = if relay_first {
+        let relay = relay_phase().await?;
+        (relay, gatehouse_phase().await?)
+    } else {
+        let gatehouse = gatehouse_phase().await?;
+        (relay_phase().await?, gatehouse)
+    };
+    Ok(Round {
+        gatehouse,
+        relay,
+        relay_first,
+    })
+}
+
+/// What one round measured.
+#[derive(Debug, serde::Serialize)]
+struct Round {
+    gatehouse: Phase,
+    relay: Option<Phase>,
+    relay_first: bool,
+}
+
+impl Round {
+    /// gatehouse against the relay in this round, when it ran.
+    fn ratios(&self) -> Option<Ratios> {
+        let relay = self.relay.as_ref()?;
+        Some(Ratios {
+            throughput: self.gatehouse.accepted_per_second / relay.accepted_per_second,
+            p99: self.gatehouse.latency.p99_ms / relay.latency.p99_ms,
+            cpu: self.gatehouse.cpu.server_us / relay.cpu.server_us,
+        })
+    }
+}
+
+/// gatehouse's figures over the relay's.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Ratios {
+    throughput: f64,
+    p99: f64,
+    cpu: f64,
+}
+
+impl Ratios {
+    /// Each ratio's median over the rounds (each taken on its own).
+    fn median(all: &[Ratios]) -> Ratios {
+        Ratios {
+            throughput: median(all.iter().map(|r| r.throughput)),
+            p99: median(all.iter().map(|r| r.p99)),
+            cpu: median(all.iter().map(|r| r.cpu)),
+        }
+    }
+}
+
+/// One server's phase, summed up.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Phase {
+    accepted_per_second: f64,
+    latency: Percentiles,
+    cpu: Cpu,
+    peak_rss_mib: f64,
+    failures: usize,
+}
+
+impl From<ServerRun> for Phase {
+    fn from(run: ServerRun) -> Phase {
+        let accepted_per_second = run.driven.accepted_per_second();
+        let mut latencies = run.driven.latencies;
+        Phase {
+            accepted_per_second,
+            latency: percentiles(&mut latencies),
+            cpu: run.cpu,
+            peak_rss_mib: run.rss_mib,
+            failures: run.driven.failures,
+        }
+    }
+}
+
+impl Phase {
+    /// Every figure's median over `phases` (each taken on its own); the highest peak RSS and
+    /// every failure.
+    fn median<'a>(phases: impl Iterator<Item = &'a Phase> + Clone) -> Phase {
+        let of = |figure: fn(&Phase) -> f64| median(phases.clone().map(figure));
+        Phase {
+            accepted_per_second: of(|p| p.accepted_per_second),
+            latency: Percentiles {
+                p50_ms: of(|p| p.latency.p50_ms),
+                p99_ms: of(|p| p.latency.p99_ms),
+                p999_ms: of(|p| p.latency.p999_ms),
+                max_ms: of(|p| p.latency.max_ms),
+            },
+            cpu: Cpu {
+                server_us: of(|p| p.cpu.server_us),
+                driver_us: of(|p| p.cpu.driver_us),
+                broker_us: of(|p| p.cpu.broker_us),
+            },
+            peak_rss_mib: phases.clone().map(|p| p.peak_rss_mib).fold(0.0, f64::max),
+            failures: phases.map(|p| p.failures).sum(),
+        }
+    }
 }
 
 /// gatehouse ingress on `backend`, measured as [`measure`] does.

@@ -1,4 +1,4 @@
-//! Percentiles of latency samples.
+//! Percentiles of latency samples, and the median of a figure measured several times.
 
 use std::time::Duration;
 
@@ -28,6 +28,22 @@ pub fn percentiles(samples: &mut [Duration]) -> Percentiles {
     }
 }
 
+/// The middle of `values` (the mean of the two middle ones when their number is even); 0 when
+/// there are none.
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +57,12 @@ mod tests {
             (500.0, 990.0, 999.0, 1000.0)
         );
         assert_eq!(percentiles(&mut []).p50_ms, 0.0);
+    }
+
+    #[test]
+    fn medians_of_odd_even_and_no_values() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
     }
 }
