@@ -86,7 +86,7 @@ level = "warn"
 backend = "{backend}"
 url = "{amqp}"
 prefix = "{prefix}"
-publish_channels = 4
+publish_channels = 2
 prefetch = 64
 [store]
 url = "{store_url}"
