@@ -578,3 +578,66 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
     }
     Ok(bodies.len() as f64 / started.elapsed().as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(rate: f64, p99_ms: f64, server_us: f64, rss: f64, failures: usize) -> Phase {
+        Phase {
+            accepted_per_second: rate,
+            latency: Percentiles {
+                p50_ms: p99_ms / 2.0,
+                p99_ms,
+                p999_ms: p99_ms * 2.0,
+                max_ms: p99_ms * 3.0,
+            },
+            cpu: Cpu {
+                server_us,
+                driver_us: 20.0,
+                broker_us: 60.0,
+            },
+            peak_rss_mib: rss,
+            failures,
+        }
+    }
+
+    #[test]
+    fn rounds_are_summed_up_by_medians_and_paired_ratios() {
+        let rounds = vec![
+            Round {
+                gatehouse: phase(8_000.0, 10.0, 50.0, 38.0, 0),
+                relay: Some(phase(10_000.0, 8.0, 25.0, 21.0, 0)),
+                relay_first: false,
+            },
+            Round {
+                gatehouse: phase(9_000.0, 12.0, 40.0, 39.5, 2),
+                relay: Some(phase(9_000.0, 12.0, 40.0, 20.0, 0)),
+                relay_first: true,
+            },
+            Round {
+                gatehouse: phase(6_000.0, 30.0, 60.0, 37.0, 1),
+                relay: Some(phase(12_000.0, 10.0, 30.0, 22.0, 0)),
+                relay_first: false,
+            },
+        ];
+        let gatehouse = Phase::median(rounds.iter().map(|round| &round.gatehouse));
+        assert_eq!(gatehouse.accepted_per_second, 8_000.0);
+        assert_eq!(gatehouse.latency.p99_ms, 12.0);
+        assert_eq!(gatehouse.cpu.server_us, 50.0);
+        assert_eq!(gatehouse.peak_rss_mib, 39.5, "the highest peak, not a median");
+        assert_eq!(gatehouse.failures, 3, "every failure counts");
+
+        // Each round's ratios first, then their medians: not the ratio of the medians.
+        let ratios: Vec<Ratios> = rounds.iter().filter_map(Round::ratios).collect();
+        let median = Ratios::median(&ratios);
+        assert_eq!(median.throughput, 0.8);
+        assert_eq!(median.p99, 1.25);
+        assert_eq!(median.cpu, 2.0);
+        assert_eq!(
+            order(&rounds),
+            "rounds with gatehouse first: 2, with the minimal relay first: 1"
+        );
+        assert_eq!(order(&rounds[1..2]), "the minimal relay, then gatehouse");
+    }
+}
