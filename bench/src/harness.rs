@@ -81,7 +81,7 @@ impl Running {
 listen = "127.0.0.1:{port}"
 max_concurrent_requests = 8192
 [log]
-level = "warn"
+level = {log_level:?}
 [queue]
 backend = "{backend}"
 url = "{amqp}"
@@ -100,6 +100,7 @@ enabled = false
 {extra}
 "#,
             amqp = common.amqp_url,
+            log_level = common.log_level,
         );
         let path = scratch.0.join("gatehouse.toml");
         std::fs::write(&path, config)?;

@@ -63,6 +63,12 @@ pub struct Common {
     /// Where the JSON results go.
     #[arg(long, global = true, default_value = "bench-results.json")]
     out: PathBuf,
+    /// gatehouse's `log.level` in the processes `ingest`, `react` and `e2e` start (`scale` and
+    /// the fault suite run theirs at `warn`). `warn` by default, which leaves out the delivery's
+    /// span that gatehouse's own default (`info`) keeps: `--log-level info` measures the default
+    /// configuration.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
