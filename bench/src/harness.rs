@@ -86,7 +86,7 @@ level = {log_level:?}
 backend = "{backend}"
 url = "{amqp}"
 prefix = "{prefix}"
-publish_channels = 2
+publish_channels = 2  # gatehouse's default, as many as the minimal relay has
 prefetch = 64
 [store]
 url = "{store_url}"

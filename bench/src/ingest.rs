@@ -128,7 +128,9 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
                     args.body_bytes,
                     args.concurrency,
                     if rounds > 1 {
-                        format!(", {rounds} rounds (the medians of every figure below)")
+                        format!(
+                            ", {rounds} rounds (below: medians, except failures summed and the highest peak RSS)"
+                        )
                     } else {
                         String::new()
                     }
