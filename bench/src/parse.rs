@@ -87,7 +87,7 @@ pub fn probe(reader: Reader, shape: Shape, size: usize) -> anyhow::Result<()> {
                 None,
                 &Default::default(),
                 &body,
-                &verified,
+                verified,
             )?;
             std::hint::black_box(&normalized);
         }

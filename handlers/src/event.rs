@@ -54,6 +54,21 @@ const KNOWN_TYPES: &[(&str, EventType)] = &[
 ];
 
 impl EventType {
+    /// The type whose wire name is `name` (`user.removed`, `other.<name>`), if it is one. Unlike
+    /// `parse`, it makes no error to throw away for a name that is not one: the ingress asks
+    /// this of an Atlassian name (`user_deactivated`) on every delivery before mapping it.
+    pub fn from_wire_name(name: &str) -> Option<EventType> {
+        if let Some((_, t)) = KNOWN_TYPES.iter().find(|(known, _)| *known == name) {
+            return Some(t.clone());
+        }
+        match name.strip_prefix("other.") {
+            Some(rest) if !rest.is_empty() && EventType::other(rest) == EventType::Other(rest.to_owned()) => {
+                Some(EventType::Other(rest.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
     /// An `other.<name>` type for a name gatehouse does not map.
     ///
     /// The name becomes part of an AMQP routing key, so it is reduced to lowercase ASCII letters,
@@ -215,15 +230,7 @@ impl FromStr for EventType {
     type Err = UnknownEventType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some((_, t)) = KNOWN_TYPES.iter().find(|(name, _)| *name == s) {
-            return Ok(t.clone());
-        }
-        match s.strip_prefix("other.") {
-            Some(name) if !name.is_empty() && EventType::other(name) == EventType::Other(name.to_owned()) => {
-                Ok(EventType::Other(name.to_owned()))
-            }
-            _ => Err(UnknownEventType(s.to_owned())),
-        }
+        EventType::from_wire_name(s).ok_or_else(|| UnknownEventType(s.to_owned()))
     }
 }
 
@@ -715,6 +722,22 @@ mod tests {
         assert_eq!(EventType::other("  ").as_str(), "other.unknown");
         assert!("other.a.b".parse::<EventType>().is_err());
         assert!("user.exploded".parse::<EventType>().is_err());
+        assert_eq!(
+            "user_deactivated".parse::<EventType>(),
+            Err(UnknownEventType("user_deactivated".to_owned())),
+            "parse names what it could not read"
+        );
+        for not_a_wire_name in ["user_deactivated", "other.", "other.A", "other.a.b", ""] {
+            assert_eq!(
+                EventType::from_wire_name(not_a_wire_name),
+                None,
+                "{not_a_wire_name}"
+            );
+        }
+        assert_eq!(
+            EventType::from_wire_name("user.removed"),
+            Some(EventType::UserRemoved)
+        );
         assert_eq!(
             "other.page_created".parse::<EventType>().unwrap(),
             EventType::other("page_created")

@@ -68,7 +68,7 @@ pub fn normalize(data: &[u8]) {
     if let Some(hint) = &hint {
         let _ = normalize::from_event_name(hint);
     }
-    let result = normalize::normalize(source, hint.as_deref(), &headers, body, &verified);
+    let result = normalize::normalize(source, hint.as_deref(), &headers, body, verified.clone());
     if std::str::from_utf8(body).is_ok() && normalize::nests_deeper_than(body, MAX_DEPTH) {
         assert!(matches!(result, Err(NormalizeError::TooDeep)), "{result:?}");
     }
@@ -92,7 +92,7 @@ pub fn normalize(data: &[u8]) {
         );
     }
     // Normalizing is deterministic.
-    match normalize::normalize(source, hint.as_deref(), &headers, body, &verified) {
+    match normalize::normalize(source, hint.as_deref(), &headers, body, verified) {
         Ok(again) => {
             assert_eq!(again.envelope.event_type, envelope.event_type);
             assert_eq!(again.envelope.dedupe_key, envelope.dedupe_key);

@@ -242,7 +242,7 @@ pub fn normalize<'a>(
     event_hint: Option<&str>,
     headers: &HeaderMap,
     body: &'a [u8],
-    verified: &Verified,
+    verified: Verified,
 ) -> Result<Normalized<'a>, NormalizeError> {
     let text_body = std::str::from_utf8(body).map_err(|_| NormalizeError::NotUtf8)?;
     // One pass checks the whole body is JSON (so it is carried without a second check) and
@@ -272,7 +272,7 @@ pub fn normalize<'a>(
         event_type,
         source.name.clone(),
         source.scheme.envelope_scheme(),
-        dedupe_key(source, headers, body, verified),
+        dedupe_key(source, headers, body, &verified),
         RawValue::NULL.to_owned(),
     );
     envelope.authority = source.authority;
@@ -302,18 +302,18 @@ pub fn normalize<'a>(
             None
         }
     });
-    envelope.tenant.name = verified.tenant.clone();
-    envelope.tenant.client_key = verified.client_key.clone();
+    // Moved, not copied: what verification proved is the envelope's from here on.
+    envelope.tenant.name = verified.tenant;
+    envelope.tenant.client_key = verified.client_key;
     envelope.tenant.cloud_id = verified
         .cloud_id
-        .clone()
         .or_else(|| text(top.cloud_id).map(Cow::into_owned));
     envelope.delivery.id = delivery_id(source.scheme, headers)
         .or_else(|| header(headers, ATLASSIAN_WEBHOOK_ID))
         .filter(|id| id.len() <= MAX_KEY_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned);
     envelope.delivery.retry = header(headers, ATLASSIAN_WEBHOOK_RETRY).and_then(|r| r.parse().ok());
-    envelope.delivery.key_id = Some(verified.key_id.clone());
+    envelope.delivery.key_id = Some(verified.key_id);
     Ok(Normalized {
         envelope,
         payload: text_body.trim_matches(JSON_WHITESPACE),
@@ -346,7 +346,7 @@ fn body_type(top: &Top<'_>, relay: bool) -> EventType {
 
 /// Connect / Data Center event names (`user_deactivated`), and gatehouse's own dotted names.
 pub fn from_event_name(name: &str) -> EventType {
-    if let Ok(known) = name.parse::<EventType>() {
+    if let Some(known) = EventType::from_wire_name(name) {
         return known;
     }
     match name {
@@ -458,7 +458,7 @@ mod tests {
             hint,
             &HeaderMap::new(),
             body.as_bytes(),
-            &Verified::by_secret("k1"),
+            Verified::by_secret("k1"),
         )
         .map(|n| published(&n))
     }
@@ -759,7 +759,7 @@ mod tests {
                 hint in prop::option::of("[a-z_.]{0,20}"),
             ) {
                 let source = SourceSettings::new("src", scheme, vec![]);
-                let normalized = normalize(&source, hint.as_deref(), &HeaderMap::new(), &body, &Verified::by_secret("k"));
+                let normalized = normalize(&source, hint.as_deref(), &HeaderMap::new(), &body, Verified::by_secret("k"));
                 if let Ok(normalized) = normalized {
                     let e = published(&normalized);
                     prop_assert_eq!(e.payload.get().as_bytes(), &body[..]);

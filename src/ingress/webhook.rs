@@ -288,7 +288,7 @@ async fn process(
             Refusal::RateLimited(retry_after) => IngressError::RateLimited { retry_after },
             Refusal::Busy => IngressError::SourceBusy,
         })?;
-    let normalized = normalize::normalize(source, delivery.event.as_deref(), &head.headers, &body, &verified)
+    let normalized = normalize::normalize(source, delivery.event.as_deref(), &head.headers, &body, verified)
         .map_err(refusal)?;
     let mut envelope = normalized.envelope;
     if source.authority == Authority::Decision {
@@ -348,7 +348,7 @@ async fn process(
                 tracing::debug!(
                     event_type = %envelope.event_type,
                     routing_key = %message.routing_key,
-                    key_id = %verified.key_id,
+                    key_id = %envelope.delivery.key_id.as_deref().unwrap_or_default(),
                     "delivery queued"
                 );
                 return Ok(Accepted::Published {
