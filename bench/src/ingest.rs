@@ -18,7 +18,7 @@ use crate::Common;
 use crate::harness::{
     Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, own_cpu, peak_rss_kib, wait_ready,
 };
-use crate::load::{Driven, Load};
+use crate::load::Load;
 use crate::report::Results;
 use crate::stats::{Percentiles, median, percentiles};
 
@@ -107,7 +107,12 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
             if rounds > 1 {
                 eprintln!("ingest ({backend}): round {} of {rounds}", round + 1);
             }
-            measured.push(one_round(common, backend, &warmup, &bodies, args.concurrency, relay_first).await?);
+            let workload = Workload {
+                warmup: &warmup,
+                bodies: &bodies,
+                concurrency: args.concurrency,
+            };
+            measured.push(one_round(common, backend, &workload, relay_first).await?);
         }
 
         let before = (Duration::ZERO, own_cpu(), broker_cpu());
@@ -234,35 +239,33 @@ fn order(rounds: &[Round]) -> String {
     }
 }
 
+/// What each server is sent: `warmup` first (not measured), then `bodies`, `concurrency` at
+/// a time.
+struct Workload<'a> {
+    warmup: &'a [Vec<u8>],
+    bodies: &'a [Vec<u8>],
+    concurrency: usize,
+}
+
 /// One round: gatehouse and, on RabbitMQ, the minimal relay, in the order asked for.
 async fn one_round(
     common: &Common,
     backend: &'static str,
-    warmup: &[Vec<u8>],
-    bodies: &[Vec<u8>],
-    concurrency: usize,
+    workload: &Workload<'_>,
     relay_first: bool,
 ) -> anyhow::Result<Round> {
-    let relay_phase = || async {
-        if backend == "rabbitmq" {
-            minimal_relay(common, warmup, bodies, concurrency)
-                .await
-                .map(|run| Some(Phase::from(run)))
-        } else {
-            Ok(None)
+    let relay = || async {
+        match backend {
+            "rabbitmq" => minimal_relay(common, workload).await.map(Some),
+            _ => Ok(None),
         }
     };
-    let gatehouse_phase = || async {
-        gatehouse_phase(common, backend, warmup, bodies, concurrency)
-            .await
-            .map(Phase::from)
-    };
     let (relay, gatehouse) = if relay_first {
-        let relay = relay_phase().await?;
-        (relay, gatehouse_phase().await?)
+        let relay = relay().await?;
+        (relay, gatehouse_phase(common, backend, workload).await?)
     } else {
-        let gatehouse = gatehouse_phase().await?;
-        (relay_phase().await?, gatehouse)
+        let gatehouse = gatehouse_phase(common, backend, workload).await?;
+        (relay().await?, gatehouse)
     };
     Ok(Round {
         gatehouse,
@@ -320,20 +323,6 @@ struct Phase {
     failures: usize,
 }
 
-impl From<ServerRun> for Phase {
-    fn from(run: ServerRun) -> Phase {
-        let accepted_per_second = run.driven.accepted_per_second();
-        let mut latencies = run.driven.latencies;
-        Phase {
-            accepted_per_second,
-            latency: percentiles(&mut latencies),
-            cpu: run.cpu,
-            peak_rss_mib: run.rss_mib,
-            failures: run.driven.failures,
-        }
-    }
-}
-
 impl Phase {
     /// Every figure's median over `phases` (each taken on its own); the highest peak RSS and
     /// every failure.
@@ -362,46 +351,37 @@ impl Phase {
 async fn gatehouse_phase(
     common: &Common,
     backend: &'static str,
-    warmup: &[Vec<u8>],
-    bodies: &[Vec<u8>],
-    concurrency: usize,
-) -> anyhow::Result<ServerRun> {
+    workload: &Workload<'_>,
+) -> anyhow::Result<Phase> {
     let scratch = Scratch::new("ingest")?;
     let extra = source(&scratch)?;
     let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
     let url = running.url(WEBHOOK_PATH);
-    let run = measure(&url, running.pid(), warmup, bodies, concurrency).await;
+    let run = measure(&url, running.pid(), workload).await;
     running.stop().await?;
     run
 }
 
-/// One server's measured phase.
-struct ServerRun {
-    driven: Driven,
-    cpu: Cpu,
-    /// The server's peak RSS.
-    rss_mib: f64,
-}
-
-/// Warms the server `pid` up through `url` with `warmup` (not measured), then drives `bodies`
-/// through it, `concurrency` at a time: what the load saw, the CPU each process spent a message
-/// and the server's peak RSS.
-async fn measure(
-    url: &str,
-    pid: u32,
-    warmup: &[Vec<u8>],
-    bodies: &[Vec<u8>],
-    concurrency: usize,
-) -> anyhow::Result<ServerRun> {
+/// Warms the server `pid` up through `url` with the workload's warm-up (not measured), then
+/// drives its bodies through it: what the load saw, the CPU each process spent a message and
+/// the server's peak RSS.
+async fn measure(url: &str, pid: u32, workload: &Workload<'_>) -> anyhow::Result<Phase> {
     let url = [url.to_owned()];
-    Load::prepare(SECRET, warmup)?.drive(&url, concurrency).await?;
-    let load = Load::prepare(SECRET, bodies)?;
+    Load::prepare(SECRET, workload.warmup)?
+        .drive(&url, workload.concurrency)
+        .await?;
+    let load = Load::prepare(SECRET, workload.bodies)?;
     let before = (cpu_of(pid), own_cpu(), broker_cpu());
-    let driven = load.drive(&url, concurrency).await?;
-    Ok(ServerRun {
-        driven,
-        cpu: Cpu::since(before, cpu_of(pid), bodies.len()),
-        rss_mib: peak_rss_kib(&pid.to_string()) as f64 / 1024.0,
+    let driven = load.drive(&url, workload.concurrency).await?;
+    let cpu = Cpu::since(before, cpu_of(pid), workload.bodies.len());
+    let accepted_per_second = driven.accepted_per_second();
+    let mut latencies = driven.latencies;
+    Ok(Phase {
+        accepted_per_second,
+        latency: percentiles(&mut latencies),
+        cpu,
+        peak_rss_mib: peak_rss_kib(&pid.to_string()) as f64 / 1024.0,
+        failures: driven.failures,
     })
 }
 
@@ -436,12 +416,7 @@ pub fn source(scratch: &Scratch) -> anyhow::Result<String> {
 
 /// Runs the minimal relay ([`crate::relay`]) as a child process in front of a fresh copy of
 /// gatehouse's topology, and drives the same load through it.
-async fn minimal_relay(
-    common: &Common,
-    warmup: &[Vec<u8>],
-    bodies: &[Vec<u8>],
-    concurrency: usize,
-) -> anyhow::Result<ServerRun> {
+async fn minimal_relay(common: &Common, workload: &Workload<'_>) -> anyhow::Result<Phase> {
     let (prefix, topology, connection) = declare_topology(common, "bench-relay").await?;
     let _ = connection.close(200, "declared".into()).await;
     let port = free_port()?;
@@ -460,9 +435,7 @@ async fn minimal_relay(
         measure(
             &format!("{base}{WEBHOOK_PATH}"),
             child.id().unwrap_or(0),
-            warmup,
-            bodies,
-            concurrency,
+            workload,
         )
         .await
     }

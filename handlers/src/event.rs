@@ -61,12 +61,10 @@ impl EventType {
         if let Some((_, t)) = KNOWN_TYPES.iter().find(|(known, _)| *known == name) {
             return Some(t.clone());
         }
-        match name.strip_prefix("other.") {
-            Some(rest) if !rest.is_empty() && EventType::other(rest) == EventType::Other(rest.to_owned()) => {
-                Some(EventType::Other(rest.to_owned()))
-            }
-            _ => None,
-        }
+        // `other.<name>` only as `other` would write it: the name already sanitized.
+        let rest = name.strip_prefix("other.").filter(|rest| !rest.is_empty())?;
+        let other = EventType::other(rest);
+        matches!(&other, EventType::Other(cleaned) if cleaned == rest).then_some(other)
     }
 
     /// An `other.<name>` type for a name gatehouse does not map.
