@@ -49,7 +49,7 @@ pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
-pub use server::{IngressSettings, LogFormat, LogSettings, ServerSettings};
+pub use server::{IngressSettings, LogFormat, LogSettings, MAX_DEDUPE_WINDOW, ServerSettings};
 pub use sources::{SourceSecret, SourceSettings, VerificationScheme, standard_webhooks_key};
 pub use span::Span;
 pub use store::StoreSettings;

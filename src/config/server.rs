@@ -73,15 +73,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// The most keys the ingress's duplicate window may hold: at most 1.2 GiB reserved.
+/// The most keys the ingress's duplicate window may hold: 1.0 GiB reserved
+/// (`ingress::dedupe::reserved_bytes`).
 pub const MAX_DEDUPE_WINDOW: usize = 10_000_000;
 
 /// The ingress's own duplicate window (the authoritative dedupe is the worker's claim).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressSettings {
-    /// How many recently published dedupe keys are remembered (each takes at most
-    /// `ingress::dedupe::BYTES_PER_ENTRY` bytes, whatever the key's length).
+    /// How many recently published dedupe keys are remembered (reserved up front: see
+    /// `ingress::dedupe::reserved_bytes`; at most `BYTES_PER_ENTRY` bytes a key, whatever its
+    /// length).
     pub dedupe_window_size: usize,
     /// How long a published dedupe key is remembered.
     pub dedupe_window_seconds: u64,

@@ -10,12 +10,15 @@
 //!
 //! **Bounded in bytes.** A key is remembered by a 128-bit fingerprint, a hash keyed with this
 //! process's own random keys, not by its text: every entry takes the same few bytes however long
-//! the key, and the window reserves its full size up front (so it never grows, and never holds
-//! two tables while rehashing). `dedupe_window_size` entries take at most
-//! `dedupe_window_size × BYTES_PER_ENTRY` bytes (the default 100,000: at most 12.2 MiB; pages
-//! are only touched as keys arrive). Two different keys
-//! sharing a fingerprint would make a fresh delivery look like a copy; with 128 bits and keys an
-//! outsider cannot know, that takes about 2^64 keys, not a crafted pair.
+//! the key. The window reserves its full size up front and never grows: its map is reserved for
+//! twice the keys it holds, because a hash map that removes as many keys as it inserts fills with
+//! tombstones, and hashbrown clears those by rehashing in place only while the map is at most
+//! half full; fuller, it moves into a table of twice the size. Reserved for just its keys, the
+//! window did that once it was full: 11.3 MiB for the default 100,000 instead of the 12.2 it
+//! stated, and 15.4 MiB while it held both tables (gatehouse's peak RSS passed 48 MiB). [`reserved_bytes`] says what a window of `n` keys takes (the default: 8.5 MiB),
+//! never more than [`BYTES_PER_ENTRY`] a key; pages are only touched as keys arrive. Two
+//! different keys sharing a fingerprint would make a fresh delivery look like a copy; with 128
+//! bits and keys an outsider cannot know, that takes about 2^64 keys, not a crafted pair.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
@@ -25,10 +28,29 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// The most memory one remembered key takes: its bucket in the map (fingerprint, slot and a
-/// control byte; a map reserved for `n` keys has at most `2 × 8/7 × n` buckets) and its place
-/// in the eviction order (a test checks the sum).
-pub const BYTES_PER_ENTRY: usize = 128;
+/// The most memory one remembered key takes, [`reserved_bytes`] divided by the window's size at
+/// its worst (a test checks it for every size up to a million).
+pub const BYTES_PER_ENTRY: usize = 140;
+
+/// What a window of `capacity` keys reserves: its published keys' map (a bucket is a key, its
+/// time and a control byte; hashbrown's buckets are the next power of two above 8/7 of what it is
+/// reserved for, here twice `capacity`) and its eviction order. The publishes in flight, at most
+/// one per request being served, come on top.
+pub fn reserved_bytes(capacity: usize) -> usize {
+    let capacity = capacity.max(1);
+    let buckets = map_buckets(2 * capacity);
+    let bucket = std::mem::size_of::<(Fingerprint, Millis)>() + 1;
+    buckets * bucket + capacity * std::mem::size_of::<(Fingerprint, Millis)>()
+}
+
+/// How many buckets hashbrown gives a map reserved for `keys` (≥ 8 of them).
+fn map_buckets(keys: usize) -> usize {
+    (keys * 8).div_ceil(7).next_power_of_two()
+}
+
+/// A time in the window: milliseconds since it was made (a `u64` where an `Instant` takes 16
+/// bytes).
+type Millis = u64;
 
 /// A key's identity in the window: two independent keyed 64-bit hashes of its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,12 +98,6 @@ impl Fingerprinter {
     }
 }
 
-enum Slot {
-    Published(Instant),
-    /// Being published; copies wait on it for the outcome.
-    InFlight(Arc<PendingPublish>),
-}
-
 /// A publish in progress, which copies of its key wait on. Lighter than a `watch` channel (one
 /// `Notify` instead of eight, no version counter), as one is made for every delivery. Only a
 /// [`PublishGuard`] makes one, and its drop always ends it, so no copy waits for ever.
@@ -127,24 +143,29 @@ impl PendingPublish {
 
 /// The keys remembered, and the order they go in.
 struct RecentWindow {
-    slots: HashMap<Fingerprint, Slot, BuildHasherDefault<FingerprintHasher>>,
+    /// Published keys and when; reserved for twice the window's size, so it always rehashes in
+    /// place (see the module's comment).
+    published: HashMap<Fingerprint, Millis, BuildHasherDefault<FingerprintHasher>>,
+    /// Keys being published now, which copies wait on: one per request in flight at most, apart
+    /// from the window's size (a key moves to `published` once confirmed).
+    in_flight: HashMap<Fingerprint, Arc<PendingPublish>, BuildHasherDefault<FingerprintHasher>>,
     /// Publication order, for evicting the oldest; may hold stale entries (checked on eviction).
-    order: VecDeque<(Fingerprint, Instant)>,
+    order: VecDeque<(Fingerprint, Millis)>,
 }
 
 impl RecentWindow {
-    /// Forgets the oldest published keys until at most `keep` are held, and every expired one.
-    /// (Keys being published are not in `order`, and stay.)
-    fn evict(&mut self, keep: usize, ttl: Duration) {
-        while self.slots.len() > keep
+    /// Forgets the oldest published keys until at most `keep` are held, and every one published
+    /// at `expired_at` or before.
+    fn evict(&mut self, keep: usize, expired_at: Option<Millis>) {
+        while self.published.len() > keep
             || self.order.len() > keep
-            || self.order.front().is_some_and(|(_, at)| at.elapsed() >= ttl)
+            || self.order.front().is_some_and(|(_, at)| Some(*at) <= expired_at)
         {
             let Some((old, at)) = self.order.pop_front() else {
                 break;
             };
-            if matches!(self.slots.get(&old), Some(Slot::Published(t)) if *t == at) {
-                self.slots.remove(&old);
+            if self.published.get(&old) == Some(&at) {
+                self.published.remove(&old);
             }
         }
     }
@@ -164,6 +185,8 @@ pub enum RecentClaim<'a> {
 pub struct RecentKeys {
     inner: Mutex<RecentWindow>,
     fingerprints: Fingerprinter,
+    /// What [`Millis`] count from.
+    epoch: Instant,
     capacity: usize,
     ttl: Duration,
 }
@@ -179,13 +202,16 @@ impl std::fmt::Debug for RecentKeys {
 
 impl RecentKeys {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
+        let capacity = capacity.max(1);
         RecentKeys {
             inner: Mutex::new(RecentWindow {
-                slots: HashMap::with_capacity_and_hasher(capacity.max(1), BuildHasherDefault::default()),
-                order: VecDeque::with_capacity(capacity.max(1)),
+                published: HashMap::with_capacity_and_hasher(2 * capacity, BuildHasherDefault::default()),
+                in_flight: HashMap::default(),
+                order: VecDeque::with_capacity(capacity),
             }),
             fingerprints: Fingerprinter::new(),
-            capacity: capacity.max(1),
+            epoch: Instant::now(),
+            capacity,
             ttl,
         }
     }
@@ -196,18 +222,28 @@ impl RecentKeys {
         crate::locking::lock(&self.inner)
     }
 
+    fn now(&self) -> Millis {
+        Millis::try_from(self.epoch.elapsed().as_millis()).unwrap_or(Millis::MAX)
+    }
+
+    /// The latest time a key published then is forgotten by now; `None` before one ttl passed.
+    fn expired_at(&self, now: Millis) -> Option<Millis> {
+        let ttl = Millis::try_from(self.ttl.as_millis()).unwrap_or(Millis::MAX);
+        now.checked_sub(ttl)
+    }
+
     pub fn claim(&self, key: &str) -> RecentClaim<'_> {
         let key = self.fingerprints.of(key);
+        let expired_at = self.expired_at(self.now());
         let mut inner = self.lock();
-        match inner.slots.get(&key) {
-            Some(Slot::Published(at)) if at.elapsed() < self.ttl => return RecentClaim::Duplicate,
-            Some(Slot::InFlight(flight)) => return RecentClaim::Wait(flight.clone()),
-            _ => {}
+        if let Some(flight) = inner.in_flight.get(&key) {
+            return RecentClaim::Wait(flight.clone());
         }
-        // Room for one more, so the map stays within what it reserved.
-        inner.evict(self.capacity.saturating_sub(1), self.ttl);
+        if inner.published.get(&key).is_some_and(|at| Some(*at) > expired_at) {
+            return RecentClaim::Duplicate;
+        }
         let flight = Arc::new(PendingPublish::new());
-        inner.slots.insert(key, Slot::InFlight(flight.clone()));
+        inner.in_flight.insert(key, flight.clone());
         RecentClaim::Fresh(PublishGuard {
             keys: self,
             key,
@@ -217,19 +253,20 @@ impl RecentKeys {
     }
 
     fn finish(&self, key: Fingerprint, published: bool) {
+        let now = self.now();
         let mut inner = self.lock();
+        inner.in_flight.remove(&key);
         if published {
-            let now = Instant::now();
-            inner.slots.insert(key, Slot::Published(now));
+            // Room for one more, so the map and the order stay within what they reserved.
+            inner.evict(self.capacity - 1, self.expired_at(now));
+            inner.published.insert(key, now);
             inner.order.push_back((key, now));
-            inner.evict(self.capacity, self.ttl);
-        } else {
-            inner.slots.remove(&key);
         }
     }
 
+    /// Keys remembered as published.
     pub fn len(&self) -> usize {
-        self.lock().slots.len()
+        self.lock().published.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -306,34 +343,84 @@ mod tests {
 
     #[test]
     fn an_entry_takes_at_most_the_bytes_stated() {
-        let bucket = std::mem::size_of::<(Fingerprint, Slot)>() + 1;
-        let order = std::mem::size_of::<(Fingerprint, Instant)>();
-        // At most 2 × 8/7 buckets per reserved key (the next power of two above 8/7 of it).
-        assert!(bucket * 16 / 7 + order <= BYTES_PER_ENTRY, "{bucket} + {order}");
+        let mut worst = 0.0_f64;
+        for capacity in (1..=1_000_000)
+            .step_by(997)
+            .chain([1, 7, 8, 57, 100_000, 1_000_000])
+        {
+            let bytes = reserved_bytes(capacity);
+            assert!(bytes <= capacity * BYTES_PER_ENTRY, "{capacity}: {bytes}");
+            worst = worst.max(bytes as f64 / capacity as f64);
+        }
+        assert!(
+            worst > (BYTES_PER_ENTRY - 10) as f64,
+            "the bound is loose: {worst}"
+        );
+        // The default, as config/default.toml states it, and the most allowed.
+        assert_eq!(reserved_bytes(100_000), 8_953_600);
+        assert_eq!(reserved_bytes(crate::config::MAX_DEDUPE_WINDOW), 1_078_860_800);
+    }
+
+    #[test]
+    fn a_key_is_forgotten_after_its_time_and_remembered_again_when_published_again() {
+        let keys = RecentKeys::new(10, Duration::from_millis(30));
+        for _ in 0..2 {
+            let RecentClaim::Fresh(guard) = keys.claim("a") else {
+                panic!("a key not seen for its time is fresh")
+            };
+            guard.finish(true);
+            assert!(matches!(keys.claim("a"), RecentClaim::Duplicate));
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        // Publishing it again evicted its first, expired, place in the order, not the new one.
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys.lock().order.len(), 1);
+    }
+
+    #[test]
+    fn the_map_gets_the_buckets_reserved_bytes_counts() {
+        for capacity in [1, 3, 100, 1_700, 100_000] {
+            let keys = RecentKeys::new(capacity, Duration::from_secs(60));
+            let usable = keys.lock().published.capacity();
+            // hashbrown uses 7/8 of its buckets (all of them below eight).
+            let buckets = map_buckets(2 * capacity);
+            let expected = if buckets <= 8 {
+                buckets - 1
+            } else {
+                buckets / 8 * 7
+            };
+            assert_eq!(usable, expected, "capacity {capacity}");
+            assert!(usable >= 2 * capacity);
+        }
     }
 
     #[test]
     fn the_window_never_outgrows_what_it_reserved() {
-        let keys = RecentKeys::new(1_000, Duration::from_secs(60));
-        let (slots, order) = {
-            let inner = keys.lock();
-            (inner.slots.capacity(), inner.order.capacity())
-        };
-        for i in 0..5_000 {
-            // Long keys cost no more than short ones.
-            if let RecentClaim::Fresh(g) = keys.claim(&format!("{i}:{}", "k".repeat(i % 300))) {
-                g.finish(true);
+        // 1,700 keys fill 83 % of the buckets a map reserved for just them gets: the size at which
+        // tombstones made it move into a table of twice the size.
+        for capacity in [1_000, 1_700] {
+            let keys = RecentKeys::new(capacity, Duration::from_secs(60));
+            let (published, order) = {
+                let inner = keys.lock();
+                (inner.published.capacity(), inner.order.capacity())
+            };
+            for i in 0..20 * capacity {
+                // Long keys cost no more than short ones.
+                if let RecentClaim::Fresh(g) = keys.claim(&format!("{i}:{}", "k".repeat(i % 300))) {
+                    g.finish(true);
+                }
             }
+            let inner = keys.lock();
+            assert_eq!(inner.published.len(), capacity);
+            assert!(inner.in_flight.is_empty());
+            // Tombstones lower the map's free room until it rehashes in place; it never grows.
+            assert!(
+                inner.published.capacity() <= published,
+                "{capacity}: {} > {published}",
+                inner.published.capacity()
+            );
+            assert_eq!(inner.order.capacity(), order);
         }
-        let inner = keys.lock();
-        assert_eq!(inner.slots.len(), 1_000);
-        // Tombstones lower the map's free room until it rehashes in place; it never grows.
-        assert!(
-            inner.slots.capacity() <= slots,
-            "{} > {slots}",
-            inner.slots.capacity()
-        );
-        assert_eq!(inner.order.capacity(), order);
     }
 
     #[tokio::test]
