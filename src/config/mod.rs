@@ -269,6 +269,7 @@ mod tests {
     fn errors_name_the_key() {
         assert_eq!(error_keys("[server]\nlistn = \"x\""), ["server.listn"]);
         assert_eq!(error_keys("[server]\nlisten = \"nope\""), ["server.listen"]);
+        assert_eq!(error_keys("[log]\nlevel = \"inf\""), ["log.level"]);
         assert_eq!(
             error_keys("[[sources]]\nname = \"a\"\nscheme = \"magic\""),
             ["sources[0].scheme"]

@@ -98,8 +98,11 @@ impl Default for IngressSettings {
     }
 }
 
-/// Checks `[server]` and `[ingress]`.
+/// Checks `[server]`, `[ingress]` and `[log]`.
 pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String, String)) {
+    if let Err(why) = check_log_filter(&settings.log.level) {
+        error("log.level".into(), why);
+    }
     let server = &settings.server;
     if server.max_body_bytes == 0 {
         error("server.max_body_bytes".into(), "must be greater than 0".into());
@@ -148,5 +151,71 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
                 crate::ingress::dedupe::BYTES_PER_ENTRY
             ),
         );
+    }
+}
+
+/// Checks a `log.level` as the logger will read it: a filter `tracing` can parse, every
+/// directive of which names a level. `tracing` reads a bare word that is not a level as a target
+/// with every level on, so a typo such as `inf` would keep the lines of a target nothing logs to
+/// and silence every other line, errors included; and a filter it cannot parse would be replaced
+/// by `info` without a word.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const EXAMPLE: &str = "e.g. `info` or `info,gatehouse::ingress=debug`";
+    if filter.split(',').all(|directive| directive.trim().is_empty()) {
+        return Err(format!("is empty; name a level, {EXAMPLE}"));
+    }
+    if filter.contains(char::is_whitespace) {
+        // `tracing` misreads a directive with a space around it (`warn, lapin=error`).
+        return Err(format!(
+            "`{filter}` has spaces; separate its directives with commas alone, {EXAMPLE}"
+        ));
+    }
+    if let Err(why) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+        return Err(format!("`{filter}` is not a log filter ({why}); {EXAMPLE}"));
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && directive.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            return Err(format!(
+                "`{directive}` is not a level (trace, debug, info, warn, error or off), and a target \
+                 or span with no level would turn every other line off; give it one after `=`, \
+                 e.g. `{directive}=debug`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_filter;
+
+    #[test]
+    fn a_log_filter_names_a_level_in_every_directive() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "info,gatehouse::ingress=debug",
+            "warn,lapin=error",
+            "info,[webhook]=debug",
+            "info,[webhook{source=admin}]=trace",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("inf", "`inf` is not a level"),
+            ("info,gatehouse", "`gatehouse` is not a level"),
+            ("[webhook]", "`[webhook]` is not a level"),
+            ("gatehouse=loud", "is not a log filter"),
+            ("info,=debug", "is not a log filter"),
+            ("", "is empty"),
+            (" , ", "is empty"),
+            (",", "is empty"),
+            ("warn, lapin=error", "has spaces"),
+            ("info ", "has spaces"),
+        ] {
+            let why = check_log_filter(bad).expect_err(bad);
+            assert!(why.contains(says), "{bad}: {why}");
+        }
     }
 }
