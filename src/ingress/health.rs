@@ -89,6 +89,8 @@ pub async fn readyz(State(state): State<Arc<IngressState>>) -> impl IntoResponse
 }
 
 pub async fn metrics(State(state): State<Arc<IngressState>>) -> impl IntoResponse {
+    let held = i64::try_from(state.recent.len()).unwrap_or(i64::MAX);
+    state.metrics.dedupe_window_keys.set(held);
     (
         [(
             header::CONTENT_TYPE,

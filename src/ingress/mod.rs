@@ -65,6 +65,10 @@ impl IngressState {
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();
+        let reserved = dedupe::reserved_bytes(settings.ingress.dedupe_window_size);
+        metrics
+            .dedupe_window_reserved_bytes
+            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
         IngressState {
             recent: dedupe::RecentKeys::new(
                 settings.ingress.dedupe_window_size,

@@ -9,6 +9,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -34,6 +35,10 @@ pub struct Metrics {
     pub verification_failures: Family<SourceReason, Counter>,
     /// Time from publish to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
+    /// Dedupe keys the ingress's window holds (read when `/metrics` is asked, not per delivery).
+    pub dedupe_window_keys: Gauge,
+    /// The memory the window reserved up front for `ingress.dedupe_window_size` keys.
+    pub dedupe_window_reserved_bytes: Gauge,
     pub worker: super::WorkerMetrics,
     /// The events-stream poller and the reconciler.
     pub poll: crate::poll::PollMetrics,
@@ -73,6 +78,18 @@ impl Metrics {
             "Time from publishing an envelope to the broker's confirm",
             publish_confirm_seconds.clone(),
         );
+        let dedupe_window_keys = Gauge::default();
+        registry.register(
+            "ingress_dedupe_window_keys",
+            "Recently published dedupe keys the ingress remembers (at most ingress.dedupe_window_size)",
+            dedupe_window_keys.clone(),
+        );
+        let dedupe_window_reserved_bytes = Gauge::default();
+        registry.register(
+            "ingress_dedupe_window_reserved_bytes",
+            "Memory the ingress's dedupe window reserved up front for ingress.dedupe_window_size keys",
+            dedupe_window_reserved_bytes.clone(),
+        );
         let worker = super::WorkerMetrics::register(&mut registry);
         let poll = crate::poll::PollMetrics::register(&mut registry);
         let atlassian = crate::atlassian::AtlassianMetrics::register(&mut registry);
@@ -86,6 +103,8 @@ impl Metrics {
             ingress_requests,
             verification_failures,
             publish_confirm_seconds,
+            dedupe_window_keys,
+            dedupe_window_reserved_bytes,
             worker,
             poll,
         }

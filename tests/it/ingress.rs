@@ -137,6 +137,18 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
         metrics.contains("gatehouse_publish_confirm_seconds_count 2"),
         "{metrics}"
     );
+    // The window remembers the two published keys, in what it reserved for the default size.
+    assert!(
+        metrics.contains("gatehouse_ingress_dedupe_window_keys 2\n"),
+        "{metrics}"
+    );
+    let reserved = gatehouse::ingress::dedupe::reserved_bytes(100_000);
+    assert!(
+        metrics.contains(&format!(
+            "gatehouse_ingress_dedupe_window_reserved_bytes {reserved}\n"
+        )),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
