@@ -15,10 +15,14 @@
 //! tombstones, and hashbrown clears those by rehashing in place only while the map is at most
 //! half full; fuller, it moves into a table of twice the size. Reserved for just its keys, the
 //! window did that once it was full: 11.3 MiB for the default 100,000 instead of the 12.2 it
-//! stated, and 15.4 MiB while it held both tables (gatehouse's peak RSS passed 48 MiB). [`reserved_bytes`] says what a window of `n` keys takes (the default: 8.5 MiB),
-//! never more than [`BYTES_PER_ENTRY`] a key; pages are only touched as keys arrive. Two
-//! different keys sharing a fingerprint would make a fresh delivery look like a copy; with 128
-//! bits and keys an outsider cannot know, that takes about 2^64 keys, not a crafted pair.
+//! stated, and 15.4 MiB while it held both tables (gatehouse's peak RSS rose to 47.3 MiB of the
+//! 48 its benchmark allows: BENCHMARKS.md, "Ninth step"). [`reserved_bytes`] says what a window
+//! of `n` keys takes (the default: 8.5 MiB), never more than [`BYTES_PER_ENTRY`] a key. Its
+//! pages are touched as keys arrive: the order's one by one, the map's (where a key lands at
+//! random) all within the first few thousand keys.
+//!
+//! Two different keys sharing a fingerprint would make a fresh delivery look like a copy; with
+//! 128 bits and keys an outsider cannot know, that takes about 2^64 keys, not a crafted pair.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
@@ -43,7 +47,8 @@ pub fn reserved_bytes(capacity: usize) -> usize {
     buckets * bucket + capacity * std::mem::size_of::<(Fingerprint, Millis)>()
 }
 
-/// How many buckets hashbrown gives a map reserved for `keys` (≥ 8 of them).
+/// How many buckets hashbrown gives a map reserved for `keys` (for the even numbers from 2 the
+/// window asks for; a test holds it to the map's own capacity).
 fn map_buckets(keys: usize) -> usize {
     (keys * 8).div_ceil(7).next_power_of_two()
 }
