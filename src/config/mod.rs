@@ -49,7 +49,9 @@ pub use poll::{DeactivationSource, PollSettings, ReconcileSettings};
 pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
-pub use server::{IngressSettings, LogFormat, LogSettings, MAX_DEDUPE_WINDOW, ServerSettings};
+pub use server::{
+    IngressSettings, LogFormat, LogSettings, MAX_DEDUPE_WINDOW, ServerSettings, check_log_filter,
+};
 pub use sources::{SourceSecret, SourceSettings, VerificationScheme, standard_webhooks_key};
 pub use span::Span;
 pub use store::StoreSettings;

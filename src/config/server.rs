@@ -159,7 +159,7 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
 /// with every level on, so a typo such as `inf` would keep the lines of a target nothing logs to
 /// and silence every other line, errors included; and a filter it cannot parse would be replaced
 /// by `info` without a word.
-fn check_log_filter(filter: &str) -> Result<(), String> {
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
     const EXAMPLE: &str = "e.g. `info` or `info,gatehouse::ingress=debug`";
     if filter.split(',').all(|directive| directive.trim().is_empty()) {
         return Err(format!("is empty; name a level, {EXAMPLE}"));
