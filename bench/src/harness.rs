@@ -226,6 +226,29 @@ pub async fn open_store(url: &str) -> anyhow::Result<::gatehouse::store::Store> 
     Ok(::gatehouse::store::Store::connect(&settings).await?)
 }
 
+/// The sum of the samples of `metric` whose labels include every one of `labels` (`k="v"`), in
+/// gatehouse's `/metrics` text (with no `labels`, an unlabelled sample counts too); 0 when there
+/// are none (a counter never incremented).
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(metric)?;
+            let (set, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let pairs: Vec<&str> = set.split(',').collect();
+            labels
+                .iter()
+                .all(|l| pairs.contains(l))
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())
+                .flatten()
+        })
+        // An empty sum of floats is -0, which would print as "-0".
+        .sum::<f64>()
+        + 0.0
+}
+
 /// CPU time (user + system) process `pid` has used, from `/proc/{pid}/stat`.
 pub fn cpu_of(pid: u32) -> Duration {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -423,7 +446,32 @@ fn url_with_path(url: &str, name: &str) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::url_with_path;
+    use super::{metric_sum, url_with_path};
+
+    #[test]
+    fn metrics_are_summed_by_name_and_labels() {
+        let text = "# TYPE x gauge\n\
+            gatehouse_window_keys 60200\n\
+            gatehouse_window_keys_total 7\n\
+            gatehouse_attempts_total{tenant=\"a\",outcome=\"ok\"} 3\n\
+            gatehouse_attempts_total{tenant=\"b\",outcome=\"ok\"} 4\n\
+            gatehouse_attempts_total{tenant=\"a\",outcome=\"retried\"} 5\n";
+        // An unlabelled sample, not one whose name merely starts the same.
+        assert_eq!(metric_sum(text, "gatehouse_window_keys", &[]), 60_200.0);
+        assert_eq!(
+            metric_sum(text, "gatehouse_attempts_total", &["outcome=\"ok\""]),
+            7.0
+        );
+        assert_eq!(
+            metric_sum(
+                text,
+                "gatehouse_attempts_total",
+                &["tenant=\"a\"", "outcome=\"retried\""]
+            ),
+            5.0
+        );
+        assert_eq!(metric_sum(text, "gatehouse_missing", &[]), 0.0);
+    }
 
     #[test]
     fn a_database_url_is_pointed_at_another_database() {

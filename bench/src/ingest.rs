@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 
 use crate::Common;
 use crate::harness::{
-    Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, own_cpu, peak_rss_kib, wait_ready,
+    Running, Scratch, broker_cpu, cpu_of, delete_prefix, free_port, metric_sum, own_cpu, peak_rss_kib,
+    wait_ready,
 };
 use crate::load::Load;
 use crate::report::Results;
@@ -163,7 +164,18 @@ pub async fn run(common: &Common, args: &IngestArgs, results: &mut Results) -> a
                     raw_cpu.broker_us
                 ),
             ),
-            ("peak RSS", format!("{:.1} MiB", gatehouse.peak_rss_mib)),
+            (
+                "peak RSS",
+                format!(
+                    "{:.1} MiB{}",
+                    gatehouse.peak_rss_mib,
+                    gatehouse.dedupe_window.map_or(String::new(), |window| format!(
+                        " (its dedupe window holding {:.0} keys in the {:.1} MiB it reserved)",
+                        window.keys,
+                        window.reserved_bytes / (1024.0 * 1024.0)
+                    ))
+                ),
+            ),
         ];
         let relay = measured
             .iter()
@@ -321,6 +333,34 @@ struct Phase {
     cpu: Cpu,
     peak_rss_mib: f64,
     failures: usize,
+    /// gatehouse's dedupe window at the end of the phase: its memory is reserved up front, so
+    /// the peak RSS does not depend on how full it got, but the figure says whether the run
+    /// filled it (the default holds 100,000 keys).
+    dedupe_window: Option<DedupeWindow>,
+}
+
+/// What gatehouse's `/metrics` says of its dedupe window.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct DedupeWindow {
+    keys: f64,
+    reserved_bytes: f64,
+}
+
+impl DedupeWindow {
+    /// Read from gatehouse's `/metrics` (`None` when it cannot be read: the figure is a note, not
+    /// a measurement the run depends on).
+    async fn of(running: &Running) -> Option<DedupeWindow> {
+        let text = reqwest::get(running.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(DedupeWindow {
+            keys: metric_sum(&text, "gatehouse_ingress_dedupe_window_keys", &[]),
+            reserved_bytes: metric_sum(&text, "gatehouse_ingress_dedupe_window_reserved_bytes", &[]),
+        })
+    }
 }
 
 impl Phase {
@@ -342,7 +382,11 @@ impl Phase {
                 broker_us: of(|p| p.cpu.broker_us),
             },
             peak_rss_mib: phases.clone().map(|p| p.peak_rss_mib).fold(0.0, f64::max),
-            failures: phases.map(|p| p.failures).sum(),
+            failures: phases.clone().map(|p| p.failures).sum(),
+            // The fullest: the rounds send the same number of webhooks.
+            dedupe_window: phases
+                .filter_map(|p| p.dedupe_window)
+                .max_by(|a, b| a.keys.total_cmp(&b.keys)),
         }
     }
 }
@@ -358,8 +402,12 @@ async fn gatehouse_phase(
     let running = Running::start(common, &scratch, "ingress", backend, &extra).await?;
     let url = running.url(WEBHOOK_PATH);
     let run = measure(&url, running.pid(), workload).await;
+    let window = DedupeWindow::of(&running).await;
     running.stop().await?;
-    run
+    Ok(Phase {
+        dedupe_window: window,
+        ..run?
+    })
 }
 
 /// Warms the server `pid` up through `url` with the workload's warm-up (not measured), then
@@ -382,6 +430,7 @@ async fn measure(url: &str, pid: u32, workload: &Workload<'_>) -> anyhow::Result
         cpu,
         peak_rss_mib: peak_rss_kib(&pid.to_string()) as f64 / 1024.0,
         failures: driven.failures,
+        dedupe_window: None,
     })
 }
 
@@ -574,6 +623,7 @@ mod tests {
             },
             peak_rss_mib: rss,
             failures,
+            dedupe_window: None,
         }
     }
 
@@ -596,7 +646,19 @@ mod tests {
                 relay_first: false,
             },
         ];
+        let mut rounds = rounds;
+        for (round, keys) in rounds.iter_mut().zip([60_000.0, 100_000.0, 80_000.0]) {
+            round.gatehouse.dedupe_window = Some(DedupeWindow {
+                keys,
+                reserved_bytes: 8_953_600.0,
+            });
+        }
         let gatehouse = Phase::median(rounds.iter().map(|round| &round.gatehouse));
+        assert_eq!(
+            gatehouse.dedupe_window.map(|window| window.keys),
+            Some(100_000.0),
+            "the fullest window"
+        );
         assert_eq!(gatehouse.accepted_per_second, 8_000.0);
         assert_eq!(gatehouse.latency.p99_ms, 12.0);
         assert_eq!(gatehouse.cpu.server_us, 50.0);

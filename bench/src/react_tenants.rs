@@ -24,7 +24,7 @@ use gatehouse_sim::{Behaviour, BurstPolicy, LoggedRequest, Seed, SeedGroup, SimH
 use serde_json::{Value, json};
 
 use crate::Common;
-use crate::harness::{Running, Scratch, leftover_queues};
+use crate::harness::{Running, Scratch, leftover_queues, metric_sum};
 use crate::react::{ReactArgs, WHSEC, deactivate_via, failures_of, inactive_users};
 use crate::report::Results;
 
@@ -126,25 +126,6 @@ fn requests_of(sim: &SimHandle, name: &str) -> anyhow::Result<Vec<LoggedRequest>
         .tenant(&format!("{name}-cloud"))
         .ok_or_else(|| anyhow::anyhow!("the simulator has no tenant {name}"))?;
     Ok(view.requests())
-}
-
-/// The sum of the samples of `metric` whose labels include every one of `labels` (`k="v"`), in
-/// gatehouse's `/metrics` text; 0 when there are none (a counter never incremented).
-fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
-            let (set, value) = rest.split_once("} ")?;
-            let pairs: Vec<&str> = set.split(',').collect();
-            labels
-                .iter()
-                .all(|l| pairs.contains(l))
-                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())
-                .flatten()
-        })
-        // An empty sum of floats is -0, which would print as "-0".
-        .sum::<f64>()
-        + 0.0
 }
 
 /// One measured (unthrottled) tenant.
