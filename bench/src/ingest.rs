@@ -347,8 +347,9 @@ struct DedupeWindow {
 }
 
 impl DedupeWindow {
-    /// Read from gatehouse's `/metrics` (`None` when it cannot be read: the figure is a note, not
-    /// a measurement the run depends on).
+    /// Read from gatehouse's `/metrics`; `None` when it cannot be read or does not say (a binary
+    /// from before the gauges, run with `--gatehouse`): the figure is a note, not a measurement
+    /// the run depends on.
     async fn of(running: &Running) -> Option<DedupeWindow> {
         let text = reqwest::get(running.url("/metrics"))
             .await
@@ -356,9 +357,10 @@ impl DedupeWindow {
             .text()
             .await
             .ok()?;
-        Some(DedupeWindow {
+        let reserved_bytes = metric_sum(&text, "gatehouse_ingress_dedupe_window_reserved_bytes", &[]);
+        (reserved_bytes > 0.0).then(|| DedupeWindow {
             keys: metric_sum(&text, "gatehouse_ingress_dedupe_window_keys", &[]),
-            reserved_bytes: metric_sum(&text, "gatehouse_ingress_dedupe_window_reserved_bytes", &[]),
+            reserved_bytes,
         })
     }
 }
@@ -629,7 +631,7 @@ mod tests {
 
     #[test]
     fn rounds_are_summed_up_by_medians_and_paired_ratios() {
-        let rounds = vec![
+        let mut rounds = vec![
             Round {
                 gatehouse: phase(8_000.0, 10.0, 50.0, 38.0, 0),
                 relay: Some(phase(10_000.0, 8.0, 25.0, 21.0, 0)),
@@ -646,7 +648,6 @@ mod tests {
                 relay_first: false,
             },
         ];
-        let mut rounds = rounds;
         for (round, keys) in rounds.iter_mut().zip([60_000.0, 100_000.0, 80_000.0]) {
             round.gatehouse.dedupe_window = Some(DedupeWindow {
                 keys,
