@@ -339,32 +339,6 @@ struct Phase {
     dedupe_window: Option<DedupeWindow>,
 }
 
-/// What gatehouse's `/metrics` says of its dedupe window.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-struct DedupeWindow {
-    keys: f64,
-    reserved_bytes: f64,
-}
-
-impl DedupeWindow {
-    /// Read from gatehouse's `/metrics`; `None` when it cannot be read or does not say (a binary
-    /// from before the gauges, run with `--gatehouse`): the figure is a note, not a measurement
-    /// the run depends on.
-    async fn of(running: &Running) -> Option<DedupeWindow> {
-        let text = reqwest::get(running.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let reserved_bytes = metric_sum(&text, "gatehouse_ingress_dedupe_window_reserved_bytes", &[]);
-        (reserved_bytes > 0.0).then(|| DedupeWindow {
-            keys: metric_sum(&text, "gatehouse_ingress_dedupe_window_keys", &[]),
-            reserved_bytes,
-        })
-    }
-}
-
 impl Phase {
     /// Every figure's median over `phases` (each taken on its own); the highest peak RSS and
     /// every failure.
@@ -390,6 +364,32 @@ impl Phase {
                 .filter_map(|p| p.dedupe_window)
                 .max_by(|a, b| a.keys.total_cmp(&b.keys)),
         }
+    }
+}
+
+/// What gatehouse's `/metrics` says of its dedupe window.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct DedupeWindow {
+    keys: f64,
+    reserved_bytes: f64,
+}
+
+impl DedupeWindow {
+    /// Read from gatehouse's `/metrics`; `None` when it cannot be read or does not say (a binary
+    /// from before the gauges, run with `--gatehouse`): the figure is a note, not a measurement
+    /// the run depends on.
+    async fn of(running: &Running) -> Option<DedupeWindow> {
+        let text = reqwest::get(running.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let reserved_bytes = metric_sum(&text, "gatehouse_ingress_dedupe_window_reserved_bytes", &[]);
+        (reserved_bytes > 0.0).then(|| DedupeWindow {
+            keys: metric_sum(&text, "gatehouse_ingress_dedupe_window_keys", &[]),
+            reserved_bytes,
+        })
     }
 }
 

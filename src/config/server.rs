@@ -173,7 +173,7 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
     if let Err(why) = tracing_subscriber::EnvFilter::builder().parse(filter) {
         return Err(format!("`{filter}` is not a log filter ({why}); {EXAMPLE}"));
     }
-    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+    for directive in filter.split(',').filter(|d| !d.is_empty()) {
         if !directive.contains('=') && directive.parse::<tracing::level_filters::LevelFilter>().is_err() {
             return Err(format!(
                 "`{directive}` is not a level (trace, debug, info, warn, error or off), and a target \

@@ -193,14 +193,15 @@ pub struct RecentKeys {
     /// What [`Millis`] count from.
     epoch: Instant,
     capacity: usize,
-    ttl: Duration,
+    /// How long a published key is remembered.
+    ttl: Millis,
 }
 
 impl std::fmt::Debug for RecentKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecentKeys")
             .field("capacity", &self.capacity)
-            .field("ttl", &self.ttl)
+            .field("ttl_ms", &self.ttl)
             .finish()
     }
 }
@@ -217,7 +218,7 @@ impl RecentKeys {
             fingerprints: Fingerprinter::new(),
             epoch: Instant::now(),
             capacity,
-            ttl,
+            ttl: Millis::try_from(ttl.as_millis()).unwrap_or(Millis::MAX),
         }
     }
 
@@ -233,8 +234,7 @@ impl RecentKeys {
 
     /// The latest time a key published then is forgotten by now; `None` before one ttl passed.
     fn expired_at(&self, now: Millis) -> Option<Millis> {
-        let ttl = Millis::try_from(self.ttl.as_millis()).unwrap_or(Millis::MAX);
-        now.checked_sub(ttl)
+        now.checked_sub(self.ttl)
     }
 
     pub fn claim(&self, key: &str) -> RecentClaim<'_> {
