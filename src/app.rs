@@ -263,6 +263,7 @@ impl Application {
             backend.queue(),
             store.clone(),
             metrics.clone(),
+            roles.ingress,
         ));
         let clients = atlassian_clients(&settings, &store, &metrics)?;
         let processor = match processor {

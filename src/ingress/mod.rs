@@ -57,7 +57,16 @@ pub struct IngressState {
 }
 
 impl IngressState {
-    pub fn new(settings: Arc<Settings>, queue: Arc<dyn Queue>, store: Store, metrics: Arc<Metrics>) -> Self {
+    /// `deliveries`: whether this process takes deliveries (the ingress role). A worker-only
+    /// process serves health and metrics from the same state but no webhook, so its dedupe
+    /// window holds a single key instead of reserving `ingress.dedupe_window_size` of them.
+    pub fn new(
+        settings: Arc<Settings>,
+        queue: Arc<dyn Queue>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        deliveries: bool,
+    ) -> Self {
         let base_path = settings
             .connect
             .base_url
@@ -65,13 +74,18 @@ impl IngressState {
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();
-        let reserved = dedupe::reserved_bytes(settings.ingress.dedupe_window_size);
+        let window_keys = if deliveries {
+            settings.ingress.dedupe_window_size
+        } else {
+            1
+        };
+        let reserved = dedupe::reserved_bytes(window_keys);
         metrics
             .dedupe_window_reserved_bytes
             .set(i64::try_from(reserved).unwrap_or(i64::MAX));
         IngressState {
             recent: dedupe::RecentKeys::new(
-                settings.ingress.dedupe_window_size,
+                window_keys,
                 Duration::from_secs(settings.ingress.dedupe_window_seconds),
             ),
             installations: connect::Installations::new(store.clone()),

@@ -152,6 +152,35 @@ async fn hub_signature_delivery_lands_exactly_once_and_duplicates_get_200() {
     app.stop().await;
 }
 
+/// A worker-only process takes no deliveries, so it reserves no duplicate window for them: the
+/// default 100,000 keys would be 8.5 MiB it never uses.
+#[tokio::test]
+async fn a_worker_only_process_takes_no_delivery_and_reserves_no_dedupe_window() {
+    let ingress = hub_app().await;
+    let worker = TestApp::start_roles(ingress.settings.clone(), None, gatehouse::app::Roles::WORKER).await;
+    let body = user_event("user_deactivated", "5b10-ann");
+    let signed = [("x-hub-signature", signing::hub_signature(HUB_A, &body))];
+    let refused = worker
+        .post("/webhooks/admin/user_deactivated", &body, &signed)
+        .await;
+    assert_eq!(refused.status(), 404);
+
+    let reserved = |metrics: &str| -> usize {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gatehouse_ingress_dedupe_window_reserved_bytes "))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no reserved-bytes gauge in {metrics}"))
+    };
+    let window = gatehouse::ingress::dedupe::reserved_bytes;
+    assert_eq!(reserved(&worker.metrics().await), window(1));
+    assert_eq!(reserved(&ingress.metrics().await), window(100_000));
+    assert!(window(1) < 1_024, "{}", window(1));
+    // The two share the prefix: the last one out deletes its queues.
+    worker.shutdown().await;
+    ingress.stop().await;
+}
+
 #[tokio::test]
 async fn hub_signature_forgeries_are_refused_and_nothing_is_queued() {
     let app = hub_app().await;
