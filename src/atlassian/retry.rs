@@ -58,7 +58,7 @@ impl RetryBackoff {
 }
 
 /// `min(base·2^(retry-1), cap)·(0.7 + 0.6·unit)`: the one backoff schedule
-/// ([`crate::pacing::doubling`]), jittered around its value.
+/// (`crate::pacing::doubling`), jittered around its value.
 pub fn exponential(base: Duration, cap: Duration, retry: u32, unit: f64) -> Duration {
     crate::pacing::doubling(base, cap, retry).mul_f64(0.7 + 0.6 * unit.clamp(0.0, 1.0))
 }

@@ -5,7 +5,7 @@
 //! Meanwhile the sum may briefly exceed the budget (by one process's share, for a few seconds),
 //! which the 429 handling absorbs.
 //!
-//! Several processes together take [`SHARED`] of the budget, not all of it: each paces itself
+//! Several processes together take `SHARED` of the budget, not all of it: each paces itself
 //! exactly, but their calls reach Atlassian with independent timing jitter, and N pacers adding
 //! up to exactly the limit drift into it now and then (measured: 10 × 429 in 800 calls with four
 //! workers at 100 %, none at 95 %; `gatehouse-bench scale`). One process alone takes it all.

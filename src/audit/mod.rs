@@ -7,7 +7,7 @@
 //! - [`hashing`] and [`scrub`]: what is done to a record's text before it is written (HMAC of
 //!   emails and display names; secrets removed).
 //! - [`query`]: filtered, `seq`-paged reads (CLI, `GET /audit`, the relay).
-//! - [`verify`]: walks the chain and names the first broken link.
+//! - [`mod@verify`]: walks the chain and names the first broken link.
 //! - [`ocsf`]: records as OCSF 3001 / 3006 / 6003 events.
 //! - [`stream`]: [`AuditRelay`], which copies records once, in order, to the RabbitMQ stream.
 //! - [`http`]: `GET /audit` behind a bearer token.

@@ -116,7 +116,7 @@ impl Scrubber {
     /// already ran (a `whsec_` key removed from inside a URL lets the URL's authority run on to
     /// the next `@`; a redaction can complete a configured secret that starts or ends with `*`).
     /// So passes repeat until one changes nothing. Every replacement turns something that is not
-    /// `***` into `***`, so that comes quickly; text still changing after [`MAX_PASSES`] (only
+    /// `***` into `***`, so that comes quickly; text still changing after `MAX_PASSES` (only
     /// crafted text gets there) is replaced whole, failing towards hiding.
     pub fn apply(&self, text: &str) -> String {
         let mut out = text.to_owned();

@@ -153,7 +153,7 @@ pub struct Settings {
     #[serde(default)]
     pub console: ConsoleSettings,
     /// The Atlassian organizations and sites served, each with its own credentials and limits
-    /// (see [`tenants`]).
+    /// (see `config::tenants`).
     #[serde(default)]
     pub tenants: Vec<AtlassianSettings>,
     /// The older form of one tenant, read as the tenant `default` (absent with no `[[tenants]]`:

@@ -7,11 +7,11 @@
 //!
 //! Security, in one place so it can be reviewed at once:
 //! - every page but the sign-in page and the stylesheet needs a signed-in operator
-//!   ([`session`]); a `viewer` decides nothing, an `approver` decides approvals, an `admin` also
-//!   replays dead letters ([`auth`] checks the role on every action, 403 otherwise);
+//!   (`session`); a `viewer` decides nothing, an `approver` decides approvals, an `admin` also
+//!   replays dead letters (`auth` checks the role on every action, 403 otherwise);
 //! - sessions are 256-bit random ids in an `HttpOnly; Secure; SameSite=Strict; Path=/console`
 //!   cookie, kept hashed in the store, with an expiry;
-//! - every form carries a per-session CSRF token ([`csrf`]), checked in constant time before
+//! - every form carries a per-session CSRF token (`csrf`), checked in constant time before
 //!   anything is done (403 otherwise);
 //! - every answer carries a strict Content-Security-Policy (no script, no inline style), `nosniff`,
 //!   `no-referrer`, `no-store`, and cannot be framed;

@@ -7,7 +7,7 @@
 //! - `GET /healthz`, `/readyz`, `/metrics`;
 //! - `GET /audit` when `[audit] api_token` is set (see `crate::audit::http`).
 //!
-//! Delivery routes are guarded ([`guard`]) by a global concurrency bound (excess load is shed with 503, not
+//! Delivery routes are guarded (`guard`) by a global concurrency bound (excess load is shed with 503, not
 //! queued in memory) and a request timeout; bodies are limited while they are read.
 
 mod body;

@@ -55,7 +55,7 @@ pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest
     }
 }
 
-/// Why the error chain of a failed request says it was refused by [`PublicOnly`], if it was.
+/// Why the error chain of a failed request says it was refused by `PublicOnly`, if it was.
 pub fn refused_target(error: &reqwest::Error) -> Option<String> {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(e) = source {

@@ -2,7 +2,7 @@
 //!
 //! Same semantics as RabbitMQ, on SQL:
 //! - publish is an `INSERT`, durable when the transaction commits (publishes that arrive together
-//!   share one transaction: [`group_commit`]);
+//!   share one transaction: `embedded::group_commit`);
 //! - a worker takes a message by locking its row until a visibility timeout (extended while it
 //!   works), so a crashed worker's message comes back;
 //! - a retry makes the row invisible until the ladder's delay has passed;

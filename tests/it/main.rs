@@ -19,6 +19,7 @@ mod poll;
 mod probe;
 mod queue;
 mod reactions;
+mod simulator;
 mod slack;
 mod store;
 mod store_seal;

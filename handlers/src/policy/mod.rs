@@ -1,9 +1,9 @@
 //! The reactions gatehouse ships, configured by `[[policies]]` entries.
 //!
 //! A [`Policy`] is one entry: the events it reacts to, the capabilities it uses, their settings.
-//! Planning is split by concern, one file each: [`deprovision`] (a person leaves),
-//! [`onboarding`] (default groups), [`provision`] (SCIM provisioning requests),
-//! [`guard`] (protected groups and group naming).
+//! Planning is split by concern, one file each: `deprovision` (a person leaves),
+//! `onboarding` (default groups), `provision` (SCIM provisioning requests),
+//! `guard` (protected groups and group naming).
 
 pub mod config;
 mod deprovision;

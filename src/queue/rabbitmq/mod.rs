@@ -1,7 +1,7 @@
 //! RabbitMQ behind the [`Queue`] trait: a supervised connection that heals itself, publishes
 //! with confirms, and consumers that resubscribe after every reconnect.
 //!
-//! One background task (the supervisor, [`connection`]) owns the connection and replaces it when
+//! One background task (the supervisor, `connection`) owns the connection and replaces it when
 //! it breaks. While there is no healthy connection, publishes
 //! fail at once with [`PublishError::Unavailable`] (so the ingress answers 503 fast) and
 //! readiness is red. Nothing here restarts the process.
@@ -176,7 +176,7 @@ impl RabbitQueue {
             .is_ok_and(|link| link.is_some())
     }
 
-    /// Starts moving `.dead` into the store's dead letters (see [`dead_letters`]). Runs until
+    /// Starts moving `.dead` into the store's dead letters (see [`crate::store::dead_letters`]). Runs until
     /// the queue is closed.
     pub fn start_dead_letter_recorder(
         &self,

@@ -1,12 +1,9 @@
 //! Several tenants in one simulator, as a client sees them over HTTP: each request reaches its
 //! own world (by cloud id, directory id, org id or credential), credentials work only in their
-//! own world, and one tenant's rate limits, faults and state never touch another's.
-//!
-//! The crate has no HTTP client among its dependencies, so [`call`] speaks just enough HTTP/1.1
-//! over a `std` socket (one request per connection), off the runtime's threads.
+//! own world, and one tenant's rate limits, faults and state never touch another's. (The
+//! simulator's own contract; the clients against it are in `atlassian`.)
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use base64::Engine;
 use gatehouse_sim::{
@@ -48,7 +45,7 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// One HTTP/1.1 request; the status and the body as JSON (`Null` when empty or not JSON).
+/// One request; the status and the body as JSON (`Null` when empty or not JSON).
 async fn call(
     addr: SocketAddr,
     method: &str,
@@ -56,34 +53,18 @@ async fn call(
     authorization: Option<String>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let method = method.to_owned();
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(addr).expect("connect");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(authorization) = authorization {
-            head.push_str(&format!("Authorization: {authorization}\r\n"));
-        }
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        stream.write_all(head.as_bytes()).expect("write head");
-        stream.write_all(body.as_bytes()).expect("write body");
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).expect("read answer");
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let status = answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status line");
-        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    })
-    .await
-    .expect("the request thread")
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut request = crate::helpers::http().request(method, format!("http://{addr}{path}"));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.expect("the simulator answers");
+    let status = answer.status().as_u16();
+    let text = answer.text().await.expect("an answer's body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn members_of(sim: &SimHandle, cloud_id: &str) -> Vec<String> {
