@@ -244,15 +244,31 @@ impl Application {
             metrics.atlassian.observe_token_expiry(tenant);
         }
         let store = open_store(&settings).await?;
-        let unsealed = store
-            .count_unsealed()
+        let census = store
+            .credential_census()
             .await
             .context("checking stored credentials")?;
         anyhow::ensure!(
-            unsealed == 0,
-            "{unsealed} credential(s) in the store are in clear although store.encryption_key is set: \
-             seal them with `gatehouse store seal`"
+            census.in_clear == 0,
+            "{} credential(s) in the store are in clear although store.encryption_key is set: \
+             seal them with `gatehouse store seal`",
+            census.in_clear
         );
+        if census.under_retired_key > 0 {
+            tracing::warn!(
+                credentials = census.under_retired_key,
+                "stored credentials are sealed under a retired key: reseal them with \
+                 `gatehouse store seal`, then drop the key from store.retired_encryption_keys"
+            );
+        }
+        if census.unopenable > 0 {
+            tracing::error!(
+                credentials = census.unopenable,
+                "stored credentials open with no configured key (store.encryption_key, \
+                 store.retired_encryption_keys): the Connect sites and OAuth grants they belong to \
+                 fail until the key that sealed them is listed again"
+            );
+        }
         let audit = AuditLog::from_settings(store.clone(), &settings);
         let backend = open_backend(&settings, &store, &audit, &metrics);
         let listener = TcpListener::bind(settings.server.listen)

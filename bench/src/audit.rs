@@ -72,6 +72,7 @@ pub async fn run(args: &AuditBenchArgs, results: &mut Results) -> anyhow::Result
             url: SensitiveUrl::new(url),
             max_connections: 8,
             encryption_key: None,
+            retired_encryption_keys: Vec::new(),
         })
         .await?;
         let log = AuditLog::new(store.clone(), &AuditSettings::default());

@@ -222,6 +222,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<::gatehouse::store::Store> 
         url: ::gatehouse::config::SensitiveUrl::new(url.to_owned()),
         max_connections: 2,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     };
     Ok(::gatehouse::store::Store::connect(&settings).await?)
 }

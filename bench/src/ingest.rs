@@ -581,6 +581,7 @@ async fn raw_embedded(bodies: Arc<Vec<Vec<u8>>>, concurrency: usize) -> anyhow::
         url: ::gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/raw.db", scratch.0.display())),
         max_connections: 16,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await?;
     let messages: Vec<::gatehouse::queue::OutgoingMessage> = bodies

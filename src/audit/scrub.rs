@@ -41,6 +41,7 @@ pub fn secrets_in(settings: &Settings) -> Vec<Secret> {
     secrets.extend(settings.audit.hash_key.clone());
     secrets.extend(settings.audit.api_token.clone());
     secrets.extend(settings.store.encryption_key.clone());
+    secrets.extend(settings.store.retired_encryption_keys.iter().cloned());
     secrets.extend(
         settings
             .outbound

@@ -1,6 +1,7 @@
 //! `gatehouse store`: work on the store itself. `seal` seals in place the credentials written in
-//! clear before `store.encryption_key` was set; with a key, gatehouse refuses them (and the roles
-//! refuse to start) until they are sealed.
+//! clear before `store.encryption_key` was set (with a key, gatehouse refuses them, and the roles
+//! refuse to start, until they are sealed) and reseals under it those a retired key sealed
+//! (`store.retired_encryption_keys`, while the key is rotated).
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -10,10 +11,12 @@ use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Seal the credentials stored in clear with store.encryption_key.
+    /// Seal the credentials stored in clear, or under a retired key, with store.encryption_key.
     ///
-    /// Connect shared secrets and OAuth tokens written before the key was set, each bound to its
-    /// row; all or nothing. Values already sealed are checked and left alone.
+    /// Connect shared secrets and OAuth tokens written before the key was set or rotated, each
+    /// bound to its row; all or nothing. Values already sealed with the key are checked and left
+    /// alone. After a rotation, drop the old key from store.retired_encryption_keys once this
+    /// reports nothing left to reseal.
     Seal {
         /// Print what would be sealed, change nothing.
         #[arg(long)]
@@ -38,11 +41,27 @@ async fn seal(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     let report = store.seal_in_place(dry_run).await;
     store.close().await;
     let report = report.context("sealing stored credentials")?;
-    let verb = if dry_run { "would seal" } else { "sealed" };
+    let (verb, reseal) = if dry_run {
+        ("would seal", "would reseal")
+    } else {
+        ("sealed", "resealed")
+    };
     for column in &report {
         println!(
             "{verb} {} value(s) in {} ({} already sealed)",
             column.sealed, column.column, column.already_sealed
+        );
+        if column.resealed > 0 {
+            println!(
+                "{reseal} {} value(s) in {} from a retired key to store.encryption_key",
+                column.resealed, column.column
+            );
+        }
+    }
+    if !settings.store.retired_encryption_keys.is_empty() && !dry_run {
+        // All or nothing: having succeeded, no value is left under a retired key.
+        eprintln!(
+            "every credential is sealed with store.encryption_key: store.retired_encryption_keys can go"
         );
     }
     if dry_run {

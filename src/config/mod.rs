@@ -288,6 +288,60 @@ mod tests {
     }
 
     #[test]
+    fn retired_encryption_keys_are_checked_with_their_key() {
+        use base64::Engine;
+        let dir = std::env::temp_dir().join(format!("gh-retired-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, byte: u8| {
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                base64::engine::general_purpose::STANDARD.encode([byte; 32]),
+            )
+            .unwrap();
+            format!("file:{}", path.display())
+        };
+        let (current, old, older) = (file("current", 1), file("old", 2), file("older", 3));
+        let short = dir.join("short");
+        std::fs::write(&short, "c2hvcnQ=").unwrap();
+        let short = format!("file:{}", short.display());
+        let config = |key: Option<&str>, retired: &[&str]| {
+            let mut text = String::from("[store]\n");
+            if let Some(key) = key {
+                text.push_str(&format!("encryption_key = \"{key}\"\n"));
+            }
+            let list: Vec<String> = retired.iter().map(|r| format!("\"{r}\"")).collect();
+            text.push_str(&format!("retired_encryption_keys = [{}]\n", list.join(", ")));
+            text
+        };
+        let (settings, _) = load(&config(Some(&current), &[&old, &older]), &[]).unwrap();
+        assert_eq!(settings.store.retired_encryption_keys.len(), 2);
+        let refused = |text: String| {
+            let errors = load(&text, &[]).unwrap_err();
+            errors
+                .0
+                .into_iter()
+                .map(|e| (e.key, e.message))
+                .collect::<Vec<_>>()
+        };
+        let errors = refused(config(None, &[&old]));
+        assert_eq!(errors[0].0, "store.retired_encryption_keys[0]");
+        assert!(errors[0].1.contains("store.encryption_key"), "{errors:?}");
+        let errors = refused(config(Some(&current), &[&old, &current]));
+        assert_eq!(errors[0].0, "store.retired_encryption_keys[1]");
+        assert!(errors[0].1.contains("itself"), "{errors:?}");
+        let errors = refused(config(Some(&current), &[&old, &old]));
+        assert_eq!(errors[0].0, "store.retired_encryption_keys[1]");
+        assert!(errors[0].1.contains("twice"), "{errors:?}");
+        let errors = refused(config(Some(&current), &[&short]));
+        assert_eq!(errors[0].0, "store.retired_encryption_keys[0]");
+        assert!(errors[0].1.contains("32 bytes"), "{errors:?}");
+        // Shown by reference, never by value.
+        assert!(!format!("{:?}", settings.store).contains("AQEBAQ"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn short_secrets_and_bad_type_patterns_are_refused_with_their_key() {
         let path = std::env::temp_dir().join(format!("gh-short-secret-{}", std::process::id()));
         std::fs::write(&path, "only-15-bytes!!").unwrap();

@@ -39,7 +39,7 @@ pub use installations::Installation;
 pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 pub use poll_state::GroupSnapshot;
 pub use reconcile_runs::ReconcileRun;
-pub use sealed_columns::SealedColumn;
+pub use sealed_columns::{CredentialCensus, SealedColumn};
 
 /// The tenant a stored envelope (an approval's, a dead letter's) is bound to, read without
 /// parsing the rest of it (see [`handlers::Envelope::tenant_name`]); text that is no envelope
@@ -137,13 +137,21 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_error)?;
-        let sealer = settings
-            .encryption_key
-            .as_ref()
+        let retired = settings
+            .retired_encryption_keys
+            .iter()
             .map(crate::config::EncryptionKey::parse)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("store.encryption_key: {e}")))?
-            .map(|key| std::sync::Arc::new(sealing::Sealer::new(&key)));
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("store.retired_encryption_keys: {e}")))?;
+        let sealer = match settings.encryption_key.as_ref() {
+            Some(key) => {
+                let key = crate::config::EncryptionKey::parse(key)
+                    .map_err(|e| StoreError::Corrupt(format!("store.encryption_key: {e}")))?;
+                Some(std::sync::Arc::new(sealing::Sealer::new(&key, &retired)))
+            }
+            None if !retired.is_empty() => return Err(StoreError::NoKey),
+            None => None,
+        };
         let store = Store {
             pool,
             backend,

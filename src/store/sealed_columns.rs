@@ -1,6 +1,7 @@
 //! The columns that hold sealed credentials, taken together, for a store written before
-//! `store.encryption_key` was set: counting the values still in clear (the roles refuse to start
-//! on any, [`Store::count_unsealed`]) and sealing them in place (`gatehouse store seal`,
+//! `store.encryption_key` was set or before it was rotated: counting the values still in clear
+//! (the roles refuse to start on any) and those under a retired key ([`Store::credential_census`]),
+//! and sealing them in place under the current key (`gatehouse store seal`,
 //! [`Store::seal_in_place`]).
 //!
 //! Each value is sealed bound to its row with the context its table's own write path uses (the
@@ -9,7 +10,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::sealing;
+use super::sealing::{self, OpenedWith};
 use super::{Store, StoreError, installations, oauth_tokens};
 use crate::config::Secret;
 
@@ -59,6 +60,20 @@ pub struct SealedColumn {
     pub sealed: usize,
     /// Values that were sealed already (and open with the key).
     pub already_sealed: usize,
+    /// Values that were sealed under a retired key and are now sealed under the current one (on
+    /// a dry run: would be).
+    pub resealed: usize,
+}
+
+/// The state of every stored credential, as start-up reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialCensus {
+    /// In clear although a key is set: refused, never used.
+    pub in_clear: usize,
+    /// Sealed under one of `store.retired_encryption_keys`: still opens, waits to be resealed.
+    pub under_retired_key: usize,
+    /// Sealed under no configured key: fails wherever it is read.
+    pub unopenable: usize,
 }
 
 /// Every `(row key, stored value)` of `column`. The values are credentials (or sealed ones), so
@@ -73,28 +88,41 @@ async fn rows(column: &Column, conn: &mut AnyConnection) -> Result<Vec<(String, 
 }
 
 impl Store {
+    /// How every stored credential stands against the configured keys. All zero without a key:
+    /// then clear is how credentials are stored.
+    pub async fn credential_census(&self) -> Result<CredentialCensus, StoreError> {
+        let mut census = CredentialCensus::default();
+        let Some(sealer) = self.sealer.as_deref() else {
+            return Ok(census);
+        };
+        let mut conn = self.pool().acquire().await?;
+        for column in &COLUMNS {
+            for (key, value) in rows(column, &mut conn).await? {
+                if !sealing::is_sealed(value.expose()) {
+                    census.in_clear += 1;
+                    continue;
+                }
+                match sealer.open_with(value.expose(), &(column.context)(&key)) {
+                    Ok((_, OpenedWith::Current)) => {}
+                    Ok((_, OpenedWith::Retired)) => census.under_retired_key += 1,
+                    Err(_) => census.unopenable += 1,
+                }
+            }
+        }
+        Ok(census)
+    }
+
     /// How many stored credentials are in clear although `store.encryption_key` is set (they
     /// would not open). Always 0 without a key: then clear is how credentials are stored.
     pub async fn count_unsealed(&self) -> Result<usize, StoreError> {
-        if self.sealer.is_none() {
-            return Ok(0);
-        }
-        let mut conn = self.pool().acquire().await?;
-        let mut count = 0;
-        for column in &COLUMNS {
-            count += rows(column, &mut conn)
-                .await?
-                .iter()
-                .filter(|(_, value)| !sealing::is_sealed(value.expose()))
-                .count();
-        }
-        Ok(count)
+        Ok(self.credential_census().await?.in_clear)
     }
 
-    /// Seals, with the configured key, every credential stored in clear, in one transaction: all
-    /// of them or, on any error, none. Values already sealed are left alone, but must open with
-    /// the key: one that does not (another key, another row's value) is an error and nothing is
-    /// changed. With `dry_run`, only reads and reports what it would do.
+    /// Seals, with the configured key, every credential stored in clear or sealed under a retired
+    /// key, in one transaction: all of them or, on any error, none. Values already sealed with
+    /// the key are left alone; one that opens with no configured key (a key dropped too soon,
+    /// another row's value) is an error and nothing is changed. With `dry_run`, only reads and
+    /// reports what it would do.
     pub async fn seal_in_place(&self, dry_run: bool) -> Result<Vec<SealedColumn>, StoreError> {
         let sealer = self.sealer.as_deref().ok_or(StoreError::NoKey)?;
         let mut tx = if dry_run {
@@ -104,30 +132,38 @@ impl Store {
         };
         let mut report = Vec::with_capacity(COLUMNS.len());
         let mut unopenable = Vec::new();
-        let mut in_clear = Vec::new();
+        // (column, row key, context, the value as stored, the credential it holds)
+        let mut to_seal = Vec::new();
         for column in &COLUMNS {
             let mut done = SealedColumn {
                 column: column.name,
                 sealed: 0,
                 already_sealed: 0,
+                resealed: 0,
             };
             for (key, value) in rows(column, &mut tx).await? {
                 let context = (column.context)(&key);
                 if !sealing::is_sealed(value.expose()) {
                     done.sealed += 1;
-                    in_clear.push((column, key, context, value));
-                } else if sealer.open(value.expose(), &context).is_ok() {
-                    done.already_sealed += 1;
-                } else {
-                    unopenable.push(context);
+                    let plain = value.clone();
+                    to_seal.push((column, key, context, value, plain));
+                    continue;
+                }
+                match sealer.open_with(value.expose(), &context) {
+                    Ok((_, OpenedWith::Current)) => done.already_sealed += 1,
+                    Ok((plain, OpenedWith::Retired)) => {
+                        done.resealed += 1;
+                        to_seal.push((column, key, context, value, Secret::new(plain)));
+                    }
+                    Err(_) => unopenable.push(context),
                 }
             }
             report.push(done);
         }
         if !unopenable.is_empty() {
             return Err(StoreError::Corrupt(format!(
-                "{} sealed value(s) do not open with store.encryption_key (another key?): {}; \
-                 nothing was sealed",
+                "{} sealed value(s) do not open with store.encryption_key or any of \
+                 store.retired_encryption_keys (another key?): {}; nothing was sealed",
                 unopenable.len(),
                 unopenable.join(", ")
             )));
@@ -136,11 +172,11 @@ impl Store {
             tx.rollback().await?;
             return Ok(report);
         }
-        for (column, key, context, value) in in_clear {
+        for (column, key, context, stored, plain) in to_seal {
             let updated = sqlx::query(column.update)
-                .bind(sealer.seal(value.expose(), &context)?)
+                .bind(sealer.seal(plain.expose(), &context)?)
                 .bind(&key)
-                .bind(value.expose())
+                .bind(stored.expose())
                 .execute(&mut *tx)
                 .await?;
             // Only on PostgreSQL can another writer get in (SQLite holds the write lock).

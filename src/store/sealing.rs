@@ -12,6 +12,12 @@
 //! their choosing) past the seal. Values written before the key was set are sealed in place by
 //! `gatehouse store seal` (see `sealed_columns.rs`), and the roles refuse to start while
 //! any are left.
+//!
+//! **Rotating the key**: the new key becomes `store.encryption_key` and the old one is listed in
+//! `store.retired_encryption_keys`. Every value is sealed with the new key; one that does not open
+//! with it is tried with each retired key (the format names no key: GCM's tag tells a wrong key
+//! apart, so a value opens with the key that sealed it or with none), until `gatehouse store
+//! seal` has resealed it under the new key.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,27 +29,39 @@ use crate::config::EncryptionKey;
 
 const PREFIX: &str = "sealed:v1:";
 
-/// Seals and opens values under one key.
+/// Seals values under the current key; opens them under it or, while they wait to be resealed,
+/// under a retired one.
 pub struct Sealer {
     key: LessSafeKey,
+    retired: Vec<LessSafeKey>,
     random: SystemRandom,
+}
+
+/// Which key a sealed value opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedWith {
+    /// `store.encryption_key`.
+    Current,
+    /// One of `store.retired_encryption_keys`: `gatehouse store seal` reseals it.
+    Retired,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sealer(AES-256-GCM, key redacted)")
+        write!(
+            f,
+            "Sealer(AES-256-GCM, key redacted, {} retired key(s) redacted)",
+            self.retired.len()
+        )
     }
 }
 
 impl Sealer {
-    /// A sealer for `key` (32 bytes: what AES-256 takes, so this cannot fail).
-    pub fn new(key: &EncryptionKey) -> Sealer {
-        let key = match UnboundKey::new(&AES_256_GCM, key.bytes()) {
-            Ok(key) => key,
-            Err(_) => unreachable!("AES-256-GCM takes any 32-byte key"),
-        };
+    /// A sealer for `key`, also opening what the `retired` keys sealed.
+    pub fn new(key: &EncryptionKey, retired: &[EncryptionKey]) -> Sealer {
         Sealer {
-            key: LessSafeKey::new(key),
+            key: aead_key(key),
+            retired: retired.iter().map(aead_key).collect(),
             random: SystemRandom::new(),
         }
     }
@@ -69,28 +87,49 @@ impl Sealer {
     /// Opens a sealed value bound to `context`; a value in clear is refused
     /// ([`StoreError::Unsealed`]).
     pub fn open(&self, stored: &str, context: &str) -> Result<String, StoreError> {
+        self.open_with(stored, context).map(|(plain, _)| plain)
+    }
+
+    /// Like [`Sealer::open`], also saying which key opened it.
+    pub fn open_with(&self, stored: &str, context: &str) -> Result<(String, OpenedWith), StoreError> {
         let Some(encoded) = stored.strip_prefix(PREFIX) else {
             return Err(StoreError::Unsealed {
                 context: context.to_owned(),
             });
         };
         let unreadable = || {
-            StoreError::Corrupt(format!(
-                "{context}: sealed value does not open with store.encryption_key"
-            ))
+            let keys = if self.retired.is_empty() {
+                "store.encryption_key (sealed under a key since replaced? list that one in \
+                 store.retired_encryption_keys)"
+            } else {
+                "store.encryption_key or any of store.retired_encryption_keys"
+            };
+            StoreError::Corrupt(format!("{context}: sealed value does not open with {keys}"))
         };
         let bytes = STANDARD.decode(encoded).map_err(|_| unreadable())?;
         if bytes.len() < NONCE_LEN {
             return Err(unreadable());
         }
         let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
-        let mut sealed = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut sealed)
-            .map_err(|_| unreadable())?;
-        String::from_utf8(plain.to_vec()).map_err(|_| unreadable())
+        let keys = std::iter::once((&self.key, OpenedWith::Current))
+            .chain(self.retired.iter().map(|key| (key, OpenedWith::Retired)));
+        for (key, which) in keys {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
+            let mut attempt = sealed.to_vec();
+            if let Ok(plain) = key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut attempt) {
+                let plain = String::from_utf8(plain.to_vec()).map_err(|_| unreadable())?;
+                return Ok((plain, which));
+            }
+        }
+        Err(unreadable())
+    }
+}
+
+/// `key` for AES-256-GCM (32 bytes: what AES-256 takes, so this cannot fail).
+fn aead_key(key: &EncryptionKey) -> LessSafeKey {
+    match UnboundKey::new(&AES_256_GCM, key.bytes()) {
+        Ok(key) => LessSafeKey::new(key),
+        Err(_) => unreachable!("AES-256-GCM takes any 32-byte key"),
     }
 }
 
@@ -119,7 +158,7 @@ mod tests {
     }
 
     fn sealer() -> Sealer {
-        Sealer::new(&key(&[7u8; 32]).unwrap())
+        Sealer::new(&key(&[7u8; 32]).unwrap(), &[])
     }
 
     #[test]
@@ -137,8 +176,12 @@ mod tests {
             sealer.open(&sealed, "t.c:row-2").is_err(),
             "copied onto another row"
         );
-        let other = Sealer::new(&key(&[8u8; 32]).unwrap());
-        assert!(other.open(&sealed, "t.c:row-1").is_err(), "another key");
+        let other = Sealer::new(&key(&[8u8; 32]).unwrap(), &[]);
+        let error = other.open(&sealed, "t.c:row-1").unwrap_err().to_string();
+        assert!(
+            error.contains("t.c:row-1") && error.contains("store.retired_encryption_keys"),
+            "another key: {error}"
+        );
         assert!(open_without_key(&sealed, "t.c:row-1").is_err());
         assert_eq!(open_without_key("clear", "t.c:row-1").unwrap(), "clear");
     }
@@ -157,6 +200,42 @@ mod tests {
             assert!(!is_sealed(clear));
         }
         assert!(is_sealed(&sealer.seal("x", "t.c:row-1").unwrap()));
+    }
+
+    #[test]
+    fn a_rotated_key_opens_what_the_retired_one_sealed_and_seals_with_the_new_one() {
+        let (old, new, unrelated) = ([7u8; 32], [8u8; 32], [9u8; 32]);
+        let under_old = sealer().seal("shared-secret", "t.c:row-1").unwrap();
+        let rotated = Sealer::new(
+            &key(&new).unwrap(),
+            &[key(&unrelated).unwrap(), key(&old).unwrap()],
+        );
+        assert_eq!(
+            rotated.open_with(&under_old, "t.c:row-1").unwrap(),
+            ("shared-secret".to_owned(), OpenedWith::Retired)
+        );
+        assert!(
+            rotated.open(&under_old, "t.c:row-2").is_err(),
+            "still bound to its row"
+        );
+        let resealed = rotated.seal("shared-secret", "t.c:row-1").unwrap();
+        assert_eq!(
+            rotated.open_with(&resealed, "t.c:row-1").unwrap().1,
+            OpenedWith::Current
+        );
+        // New values are the new key's alone: the old key cannot open them.
+        assert!(sealer().open(&resealed, "t.c:row-1").is_err());
+        // A key nobody listed opens nothing, and the error says which keys were tried.
+        let unlisted = Sealer::new(&key(&unrelated).unwrap(), &[])
+            .seal("x", "t.c:row-1")
+            .unwrap();
+        let only_new = Sealer::new(&key(&new).unwrap(), &[key(&old).unwrap()]);
+        let error = only_new.open(&unlisted, "t.c:row-1").unwrap_err().to_string();
+        assert!(
+            error.contains("store.encryption_key or any of store.retired_encryption_keys"),
+            "{error}"
+        );
+        assert!(!format!("{only_new:?}").contains("8, 8"), "{only_new:?}");
     }
 
     #[test]

@@ -361,6 +361,7 @@ async fn the_cli_lists_shows_and_replays_dead_deliveries() {
         url: SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 2,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     };
     let store = gatehouse::store::Store::connect(&settings).await.unwrap();
     let new = |key: &str| NewDelivery {

@@ -76,6 +76,7 @@ async fn round_trips(url: String) {
         url: SensitiveUrl::new(url),
         max_connections: 4,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     };
     let store = Store::connect(&settings).await.unwrap();
     // Migrating again is a no-op.
@@ -270,6 +271,7 @@ async fn a_connection_a_full_disk_left_inside_a_transaction_is_not_reused() {
         url: SensitiveUrl::new(format!("sqlite://{}/store.db", dir.0.display())),
         max_connections: 1,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap();
@@ -323,6 +325,7 @@ async fn an_unreachable_store_is_a_clear_error() {
         url: SensitiveUrl::new("postgres://nobody@127.0.0.1:1/none"),
         max_connections: 1,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     };
     let error = Store::connect(&settings).await.unwrap_err().to_string();
     assert!(
@@ -341,6 +344,7 @@ async fn stored_credentials_are_sealed_at_rest_with_a_key() {
         url: SensitiveUrl::new(url.clone()),
         max_connections: 2,
         encryption_key: Some(key),
+        retired_encryption_keys: Vec::new(),
     };
     let store = Store::connect(&settings).await.unwrap();
     let secret = "connect-shared-secret-5f0e2a91c7";
@@ -378,6 +382,7 @@ async fn stored_credentials_are_sealed_at_rest_with_a_key() {
         url: SensitiveUrl::new(url),
         max_connections: 2,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap();

@@ -1,7 +1,8 @@
 //! Credentials written in clear before `store.encryption_key` was set, on both databases: with
 //! the key they are refused (reads and the roles' start-up, naming `gatehouse store seal`), so a
 //! value planted in clear is never taken as a credential; the command (the real binary) seals
-//! them in place, bound to their rows, all or nothing, once.
+//! them in place, bound to their rows, all or nothing, once. A rotated key: values the retired
+//! key sealed still open until the command reseals them under the new one.
 
 use std::process::Output;
 
@@ -9,7 +10,7 @@ use base64::Engine;
 use chrono::{Duration, Utc};
 use gatehouse::app::Application;
 use gatehouse::config::{QueueBackend, Secret, SensitiveUrl, StoreSettings};
-use gatehouse::store::{Installation, OAuthRotation, Store};
+use gatehouse::store::{CredentialCensus, Installation, OAuthRotation, Store};
 
 use crate::helpers::{TempDir, test_settings};
 use crate::store::PgDatabase;
@@ -24,6 +25,7 @@ fn store_settings(url: &str, key: Option<&Secret>) -> StoreSettings {
         url: SensitiveUrl::new(url),
         max_connections: 4,
         encryption_key: key.cloned(),
+        retired_encryption_keys: Vec::new(),
     }
 }
 
@@ -264,6 +266,188 @@ async fn refused_until_sealed(url: String) {
     let (out, err) = text(&keyless);
     assert_eq!(keyless.status.code(), Some(1), "{out}{err}");
     assert!(err.contains("store.encryption_key is not configured"), "{err}");
+}
+
+/// A key as config holds it, and a file holding it.
+fn key_file(dir: &TempDir, name: &str, byte: u8) -> (Secret, std::path::PathBuf) {
+    let key = Secret::new(base64::engine::general_purpose::STANDARD.encode([byte; 32]));
+    let path = dir.0.join(name);
+    std::fs::write(&path, format!("{}\n", key.expose())).unwrap();
+    (key, path)
+}
+
+fn rotated_settings(url: &str, key: &Secret, retired: &[&Secret]) -> StoreSettings {
+    StoreSettings {
+        retired_encryption_keys: retired.iter().map(|k| (*k).clone()).collect(),
+        ..store_settings(url, Some(key))
+    }
+}
+
+async fn rotated_key_reseals(url: String) {
+    let dir = TempDir::new();
+    let (old, old_file) = key_file(&dir, "old.key", 3);
+    let (new, new_file) = key_file(&dir, "new.key", 4);
+    let config = dir.0.join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[queue]\nbackend = \"embedded\"\n[store]\nurl = \"{url}\"\nencryption_key = \"file:{}\"\n\
+             retired_encryption_keys = [\"file:{}\"]\n",
+            new_file.display(),
+            old_file.display()
+        ),
+    )
+    .unwrap();
+    let no_key_printed = |output: &Output| {
+        let (out, err) = text(output);
+        for key in [&old, &new] {
+            assert!(
+                !out.contains(key.expose()) && !err.contains(key.expose()),
+                "a key was printed"
+            );
+        }
+        (out, err)
+    };
+
+    // Sealed under the old key: one installation, one grant.
+    let before = Store::connect(&store_settings(&url, Some(&old))).await.unwrap();
+    before
+        .upsert_installation(&installation("site-1", SHARED_SECRET))
+        .await
+        .unwrap();
+    before
+        .seed_oauth_grant("other@cloud", &Secret::new(OTHER_REFRESH), "fp-o")
+        .await
+        .unwrap();
+    before.close().await;
+    let sealed_by_old = raw_after_close(&url, RAW_SECRET, "site-1").await;
+
+    // The new key alone opens none of them, and says where the old one goes.
+    let new_only = Store::connect(&store_settings(&url, Some(&new))).await.unwrap();
+    let error = new_only.installation("site-1").await.unwrap_err().to_string();
+    assert!(
+        error.contains("connect_installations.shared_secret:site-1")
+            && error.contains("store.retired_encryption_keys"),
+        "{error}"
+    );
+    assert_eq!(
+        new_only.credential_census().await.unwrap(),
+        CredentialCensus {
+            in_clear: 0,
+            under_retired_key: 0,
+            unopenable: 2
+        }
+    );
+    new_only.close().await;
+
+    // With the old key retired: everything opens, new values are the new key's, the roles start.
+    let rotated = Store::connect(&rotated_settings(&url, &new, &[&old]))
+        .await
+        .unwrap();
+    let opened = rotated.installation("site-1").await.unwrap().unwrap();
+    assert_eq!(opened.shared_secret.expose(), SHARED_SECRET);
+    let grant = rotated.oauth_grant("other@cloud").await.unwrap().unwrap();
+    assert_eq!(grant.refresh_token.expose(), OTHER_REFRESH);
+    rotated
+        .upsert_installation(&installation("site-2", "second-site-secret"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated.credential_census().await.unwrap(),
+        CredentialCensus {
+            in_clear: 0,
+            under_retired_key: 2,
+            unopenable: 0
+        }
+    );
+    let old_only = Store::connect(&store_settings(&url, Some(&old))).await.unwrap();
+    assert!(
+        old_only.installation("site-2").await.is_err(),
+        "a new value is sealed with the new key, not the retired one"
+    );
+    old_only.close().await;
+    let mut settings = test_settings(&dir);
+    settings.queue.backend = QueueBackend::Embedded;
+    settings.store = rotated_settings(&url, &new, &[&old]);
+    drop(
+        Application::build(settings)
+            .await
+            .expect("starts with a retired key"),
+    );
+
+    // A dry run reports and changes nothing.
+    let dry = gatehouse(&config, &["store", "seal", "--dry-run"]);
+    let (out, err) = no_key_printed(&dry);
+    assert!(dry.status.success(), "{out}{err}");
+    for line in [
+        "would seal 0 value(s) in connect_installations.shared_secret (1 already sealed)",
+        "would reseal 1 value(s) in connect_installations.shared_secret from a retired key to store.encryption_key",
+        "would reseal 1 value(s) in oauth_tokens.refresh_token from a retired key to store.encryption_key",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
+    assert!(!out.contains("access_token from"), "{out}");
+    assert_eq!(raw(&rotated, RAW_SECRET, "site-1").await, sealed_by_old);
+
+    // Resealing moves every value to the new key, bound to its row as before.
+    let resealed = gatehouse(&config, &["store", "seal"]);
+    let (out, err) = no_key_printed(&resealed);
+    assert!(resealed.status.success(), "{out}{err}");
+    for line in [
+        "sealed 0 value(s) in connect_installations.shared_secret (1 already sealed)",
+        "resealed 1 value(s) in connect_installations.shared_secret from a retired key to store.encryption_key",
+        "resealed 1 value(s) in oauth_tokens.refresh_token from a retired key to store.encryption_key",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
+    assert!(err.contains("store.retired_encryption_keys can go"), "{err}");
+    let now_sealed = raw(&rotated, RAW_SECRET, "site-1").await;
+    assert!(now_sealed.starts_with("sealed:v1:") && now_sealed != sealed_by_old);
+    rotated.close().await;
+
+    // The old key can go: the new one alone opens everything.
+    let after = Store::connect(&store_settings(&url, Some(&new))).await.unwrap();
+    assert_eq!(
+        after.credential_census().await.unwrap(),
+        CredentialCensus::default()
+    );
+    let opened = after.installation("site-1").await.unwrap().unwrap();
+    assert_eq!(opened.shared_secret.expose(), SHARED_SECRET);
+    let grant = after.oauth_grant("other@cloud").await.unwrap().unwrap();
+    assert_eq!(grant.refresh_token.expose(), OTHER_REFRESH);
+    assert_eq!(grant.generation, 0, "resealing is not a rotation of the grant");
+    after.close().await;
+
+    // Idempotent: nothing left to reseal.
+    let again = gatehouse(&config, &["store", "seal"]);
+    let (out, err) = no_key_printed(&again);
+    assert!(again.status.success(), "{out}{err}");
+    assert!(!out.contains("resealed"), "{out}");
+    assert!(
+        out.contains("sealed 0 value(s) in connect_installations.shared_secret (2 already sealed)"),
+        "{out}"
+    );
+}
+
+/// The value as stored, read through a store opened (and closed) for it.
+async fn raw_after_close(url: &str, sql: &'static str, key: &str) -> String {
+    let store = Store::connect(&store_settings(url, None)).await.unwrap();
+    let value = raw(&store, sql, key).await;
+    store.close().await;
+    value
+}
+
+#[tokio::test]
+async fn sqlite_a_rotated_key_reads_the_retired_ones_values_until_resealed() {
+    let dir = TempDir::new();
+    rotated_key_reseals(format!("sqlite://{}/store.db", dir.0.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_a_rotated_key_reads_the_retired_ones_values_until_resealed() {
+    let db = PgDatabase::create().await;
+    rotated_key_reseals(db.url.clone()).await;
+    db.drop_now().await;
 }
 
 #[tokio::test]

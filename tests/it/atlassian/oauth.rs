@@ -24,6 +24,7 @@ async fn store(dir: &TempDir) -> Store {
         url: SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 4,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap()

@@ -114,6 +114,7 @@ async fn tokens_never_appear_in_logs_or_errors() {
         url: SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 2,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap();

@@ -12,6 +12,7 @@ async fn grant_lifecycle(url: String) {
         url: SensitiveUrl::new(url),
         max_connections: 4,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap();

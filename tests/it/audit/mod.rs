@@ -22,6 +22,7 @@ pub async fn open_store(url: &str) -> Store {
         url: SensitiveUrl::new(url),
         max_connections: 4,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap()

@@ -240,6 +240,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
         max_connections: 2,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap();

@@ -59,6 +59,7 @@ async fn lone_queue(
         url: SensitiveUrl::new(format!("sqlite://{}/queue.db", dir.0.display())),
         max_connections: 1,
         encryption_key: None,
+        retired_encryption_keys: Vec::new(),
     })
     .await
     .unwrap();
