@@ -366,13 +366,21 @@ async fn rotated_key_reseals(url: String) {
         "a new value is sealed with the new key, not the retired one"
     );
     old_only.close().await;
+    // The roles start, and say what waits for `store seal`; with the new key alone they would
+    // start too, and say what no key opens.
     let mut settings = test_settings(&dir);
     settings.queue.backend = QueueBackend::Embedded;
     settings.store = rotated_settings(&url, &new, &[&old]);
-    drop(
-        Application::build(settings)
-            .await
-            .expect("starts with a retired key"),
+    let logged = starts_logging(settings.clone()).await;
+    assert!(
+        logged.contains("sealed under a retired key") && logged.contains(r#""credentials":2"#),
+        "{logged}"
+    );
+    settings.store = store_settings(&url, Some(&new));
+    let logged = starts_logging(settings.clone()).await;
+    assert!(
+        logged.contains("open with no configured key") && logged.contains(r#""credentials":2"#),
+        "{logged}"
     );
 
     // A dry run reports and changes nothing.
@@ -427,6 +435,20 @@ async fn rotated_key_reseals(url: String) {
         out.contains("sealed 0 value(s) in connect_installations.shared_secret (2 already sealed)"),
         "{out}"
     );
+}
+
+/// What building gatehouse with `settings` logs at `warn` and above (it must build).
+async fn starts_logging(settings: gatehouse::config::Settings) -> String {
+    let capture = crate::logging::Capture::default();
+    let log = gatehouse::config::LogSettings {
+        format: gatehouse::config::LogFormat::Json,
+        level: "warn".into(),
+    };
+    let _guard =
+        tracing::subscriber::set_default(gatehouse::telemetry::subscriber(&log, false, capture.clone()));
+    let _interest = crate::helpers::interest_from_every_subscriber();
+    drop(Application::build(settings).await.expect("starts"));
+    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
 }
 
 /// The value as stored, read through a store opened (and closed) for it.
