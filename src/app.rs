@@ -386,6 +386,7 @@ impl Application {
     /// `reactions.approval_ttl` (every worker may sweep; each expiry is written once).
     fn expire_approvals(&self, stop: CancellationToken) -> JoinHandle<()> {
         let audit = self.audit.clone();
+        let outbox = crate::outbound::Outbox::from_settings(&self.settings);
         let ttl = self.settings.reactions.approval_ttl;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -394,7 +395,7 @@ impl Application {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match crate::reactions::approvals::expire_overdue(&audit, ttl).await {
+                match crate::reactions::approvals::expire_overdue(&audit, &outbox, ttl).await {
                     Ok(0) => {}
                     Ok(expired) => tracing::info!(expired, "expired plans that waited too long for approval"),
                     Err(error) => {

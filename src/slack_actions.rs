@@ -27,6 +27,7 @@ use crate::config::{Settings, SlackSettings};
 use crate::ingress::IngressError;
 use crate::ingress::limits::TokenBucket;
 use crate::ingress::verify::{RequestParts, slack_signature};
+use crate::outbound::Outbox;
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
 use crate::reactions::approvals::{DecisionError, approve, reject, tenant_of};
@@ -287,14 +288,27 @@ async fn decide(
         None => format!("slack:{}", printable(&user.id, 32)),
     };
     let ttl = state.settings.reactions.approval_ttl;
+    // No settlement update: the click's own (to its `response_url`) replaces the message.
+    let no_update = Outbox::default();
     let decided = if action == APPROVE {
-        approve(audit, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
-            .await
-            .map(|_| "approved")
+        approve(
+            (audit, &no_update),
+            state.queue.as_ref(),
+            (&tenant, approval_id),
+            &by,
+            ttl,
+        )
+        .await
+        .map(|_| "approved")
     } else {
-        reject(audit, (&tenant, approval_id), &by, Some("rejected in Slack"))
-            .await
-            .map(|_| "rejected")
+        reject(
+            (audit, &no_update),
+            (&tenant, approval_id),
+            &by,
+            Some("rejected in Slack"),
+        )
+        .await
+        .map(|_| "rejected")
     };
     match decided {
         Ok(decision) => {

@@ -10,6 +10,7 @@ use super::{table, terminal};
 use crate::app::{clients_for, open_queue, open_store};
 use crate::audit::AuditLog;
 use crate::config::{Settings, Span};
+use crate::outbound::Outbox;
 use crate::reactions::approvals::{approve, expires_at, reject};
 use crate::store::{Approval, ApprovalState};
 use crate::telemetry::Metrics;
@@ -84,8 +85,9 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
         ApprovalsCommand::Approve { id, by } => {
             let queue = open_queue(&settings, &store).await?;
             let audit = AuditLog::from_settings(store, &settings);
+            let outbox = Outbox::from_settings(&settings);
             let ttl = settings.reactions.approval_ttl;
-            let result = approve(&audit, queue.as_ref(), (&tenant, &id), &who(by), ttl).await;
+            let result = approve((&audit, &outbox), queue.as_ref(), (&tenant, &id), &who(by), ttl).await;
             queue.close().await;
             let approval = result?;
             eprintln!(
@@ -96,7 +98,8 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
         }
         ApprovalsCommand::Reject { id, by, reason } => {
             let audit = AuditLog::from_settings(store, &settings);
-            let approval = reject(&audit, (&tenant, &id), &who(by), reason.as_deref()).await?;
+            let outbox = Outbox::from_settings(&settings);
+            let approval = reject((&audit, &outbox), (&tenant, &id), &who(by), reason.as_deref()).await?;
             eprintln!(
                 "rejected {} ({}): nothing will be performed",
                 approval.id, approval.handler

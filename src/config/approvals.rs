@@ -117,6 +117,13 @@ impl SlackSettings {
         }
     }
 
+    /// Where a posted message is replaced (`chat.update`): with a bot token only (a message posted
+    /// through an incoming webhook cannot be changed afterwards).
+    pub fn update_url(&self) -> Option<String> {
+        (self.webhook_url.is_none() && self.bot_token.is_some())
+            .then(|| format!("{}/chat.update", self.api_url.trim_end_matches('/')))
+    }
+
     /// May `user` (a Slack user id) decide?
     pub fn is_approver(&self, user: &str) -> bool {
         self.approvers.iter().any(|a| a == user)

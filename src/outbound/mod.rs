@@ -4,7 +4,8 @@
 //! Everything goes through the outbox (`store::outbox`), a queue of its own in the store on both
 //! queue backends. A delivery is written in the very transaction of what it carries: an event's
 //! with the worker's claim of the event ([`Outbox::for_event`]), an audit record's with the record
-//! (`audit::followers`), a Slack message with its pending approval ([`Outbox::for_approval`]). So
+//! (`audit::followers`), a Slack message with its pending approval ([`Outbox::for_approval`]), its
+//! replacement with the settlement that ended the approval ([`Outbox::for_settlement`]). So
 //! nothing is sent that did not happen, and nothing that happened is lost between the two.
 //! [`sender`] then sends each at least once, per endpoint, on tasks of its own: a slow endpoint
 //! delays only its own deliveries, never another's or the reactions.
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use handlers::{Envelope, Plan};
 
 use crate::config::{OutboundSettings, Settings, SlackSettings};
+use crate::store::ApprovalState;
 use crate::store::outbox::{NewDelivery, payload};
 
 pub use metrics::OutboundMetrics;
@@ -70,6 +72,24 @@ impl Outbox {
                 payload: body.clone(),
             })
             .collect())
+    }
+
+    /// The update replacing approval `approval_id`'s Slack message once it moved to `to` outside
+    /// Slack (a click's own update does that for decisions made in Slack), when Slack is
+    /// configured with a bot token.
+    pub fn for_settlement(
+        &self,
+        approval_id: &str,
+        to: ApprovalState,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Vec<NewDelivery>, serde_json::Error> {
+        match &self.slack {
+            Some(slack) => Ok(slack::settled_update(slack, approval_id, to, by, note)?
+                .into_iter()
+                .collect()),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The Slack message asking to decide on approval `approval_id` of `plan`, waiting until

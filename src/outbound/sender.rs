@@ -9,6 +9,11 @@
 //!
 //! A delivery is taken under a lease longer than an attempt can last; a sender that dies
 //! mid-attempt leaves it to be taken again when the lease runs out (at least once).
+//!
+//! Slack, with a bot token: where an approval's request went (`chat.postMessage` answers with
+//! the channel and the message's `ts`) is remembered, and a settlement's update is sent as
+//! `chat.update` of that message; until the request has been posted, the update waits on the
+//! ladder.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +24,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Endpoint, EndpointOutcome, OutboundMetrics};
-use super::{signing, target};
+use super::{signing, slack, target};
 use crate::atlassian::retry::parse_retry_after;
 use crate::config::{SLACK_OUTBOX, Settings, SlackSettings, SourceSecret, target_problem};
 use crate::pacing::sleep_unless;
 use crate::store::Store;
 use crate::store::outbox::{Attempt, Settlement, Taken};
+use crate::store::slack_messages::SlackMessage;
 
 /// How often an idle endpoint looks for due deliveries (a read; taking one is a write).
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -235,7 +241,18 @@ impl Sender {
         let delivery = &taken.delivery;
         let at = Utc::now();
         let started = Instant::now();
-        let outcome = route.attempt(&taken, at).await;
+        let mut posted = None;
+        let outcome = match self.updating(route, &taken).await {
+            Ok(updating) => route.attempt(&taken, at, updating.as_ref(), &mut posted).await,
+            Err(waits) => (waits, None),
+        };
+        if let (Some(message), Outcome::Delivered) = (posted, &outcome.0)
+            && delivery.message_type == slack::REQUEST
+            && let Some(approval) = slack::approval_of(&delivery.source_key)
+            && let Err(error) = self.store.record_slack_message(approval, &message).await
+        {
+            tracing::warn!(endpoint = %route.name, delivery = %delivery.id, %error, "cannot remember where the approval's Slack message went; a later settlement will not replace it");
+        }
         let elapsed = started.elapsed();
         let label = Endpoint {
             endpoint: route.name.clone(),
@@ -285,15 +302,64 @@ impl Sender {
             }
         }
     }
+
+    /// For a settlement's update to Slack, the message it replaces: `Err` (retry later) while
+    /// the request has not been posted yet, or the store cannot say.
+    async fn updating(&self, route: &Route, taken: &Taken) -> Result<Option<SlackMessage>, Outcome> {
+        let delivery = &taken.delivery;
+        if !matches!(route.style, Style::Slack(_)) || delivery.message_type != slack::SETTLED_UPDATE {
+            return Ok(None);
+        }
+        let Some(approval) = slack::approval_of(&delivery.source_key) else {
+            return Err(Outcome::Permanent(format!(
+                "{} names no approval",
+                delivery.source_key
+            )));
+        };
+        match self.store.slack_message(approval).await {
+            Ok(Some(message)) => Ok(Some(message)),
+            Ok(None) => Err(Outcome::Retryable(
+                "the approval's request is not posted to Slack yet".to_owned(),
+                None,
+            )),
+            Err(error) => Err(Outcome::Retryable(
+                format!("cannot read where the approval's request went: {error}"),
+                None,
+            )),
+        }
+    }
 }
 
 impl Route {
-    /// Makes one attempt (no retries here: the outbox's ladder retries).
-    async fn attempt(&self, taken: &Taken, at: DateTime<Utc>) -> (Outcome, Option<u16>) {
+    /// Makes one attempt (no retries here: the outbox's ladder retries). `updating`: the message
+    /// a settlement's update replaces; `posted` is set to where a new Slack message went, when
+    /// Slack said.
+    async fn attempt(
+        &self,
+        taken: &Taken,
+        at: DateTime<Utc>,
+        updating: Option<&SlackMessage>,
+        posted: &mut Option<SlackMessage>,
+    ) -> (Outcome, Option<u16>) {
         let delivery = &taken.delivery;
-        let body = delivery.payload.as_bytes().to_vec();
+        let mut body = delivery.payload.as_bytes().to_vec();
         let url = match (&self.style, &delivery.url) {
             (Style::Signed { url, .. }, _) => url.clone(),
+            (Style::Slack(slack), None) if delivery.message_type == slack::SETTLED_UPDATE => {
+                let (Some(url), Some(message)) = (slack.update_url(), updating) else {
+                    return (
+                        Outcome::Permanent(
+                            "a settlement's update needs a bot token and a posted request".into(),
+                        ),
+                        None,
+                    );
+                };
+                match with_message(&delivery.payload, message) {
+                    Ok(update) => body = update,
+                    Err(error) => return (Outcome::Permanent(format!("unreadable update: {error}")), None),
+                }
+                url
+            }
             // A click's response_url: checked again, it came from a (signed) request.
             (Style::Slack(slack), Some(url)) if !slack.is_response_url(url) => {
                 return (
@@ -323,7 +389,8 @@ impl Route {
                     .header("webhook-timestamp", signed.timestamp)
                     .header("webhook-signature", signed.signature);
             }
-            // New messages go to the Web API with the bot token; response URLs need none.
+            // New messages and settlements' updates go to the Web API with the bot token;
+            // response URLs need none.
             Style::Slack(slack) => {
                 if let (None, Some(token)) = (&delivery.url, &slack.bot_token) {
                     request = request.bearer_auth(token.expose());
@@ -341,7 +408,9 @@ impl Route {
         let code = Some(status.as_u16());
         if status.is_success() {
             if matches!(self.style, Style::Slack(_)) {
-                return (slack_verdict(response).await, code);
+                let (verdict, answered) = slack_verdict(response).await;
+                *posted = answered;
+                return (verdict, code);
             }
             return (Outcome::Delivered, code);
         }
@@ -416,31 +485,54 @@ impl Route {
 }
 
 /// Slack answers 200 with `{"ok": false, "error": …}` for refusals of the Web API; incoming
-/// webhooks and response URLs answer `ok` or `{"ok": true}`.
-async fn slack_verdict(response: reqwest::Response) -> Outcome {
+/// webhooks and response URLs answer `ok` or `{"ok": true}`. A `chat.postMessage` that went
+/// through also says where (`channel`, `ts`): returned when both are there and plausible (short,
+/// printable), as what a settlement's update will name.
+async fn slack_verdict(response: reqwest::Response) -> (Outcome, Option<SlackMessage>) {
     let text = read_at_most(response, SLACK_ANSWER_BYTES).await;
     #[derive(serde::Deserialize)]
     struct Answer {
         ok: bool,
         #[serde(default)]
         error: Option<String>,
+        #[serde(default)]
+        channel: Option<String>,
+        #[serde(default)]
+        ts: Option<String>,
     }
+    let plausible = |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic());
     match serde_json::from_str::<Answer>(&text) {
-        Ok(Answer { ok: false, error }) => {
+        Ok(Answer { ok: false, error, .. }) => {
             let error: String = error
                 .unwrap_or_else(|| "unknown".to_owned())
                 .chars()
                 .filter(|c| !c.is_control())
                 .take(ERROR_BODY_CHARS)
                 .collect();
-            if error == "ratelimited" {
+            let outcome = if error == "ratelimited" {
                 Outcome::Retryable("Slack: ratelimited".to_owned(), None)
             } else {
                 Outcome::Permanent(format!("Slack refused the message: {error}"))
-            }
+            };
+            (outcome, None)
         }
-        _ => Outcome::Delivered,
+        Ok(Answer {
+            channel: Some(channel),
+            ts: Some(ts),
+            ..
+        }) if plausible(&channel) && plausible(&ts) => {
+            (Outcome::Delivered, Some(SlackMessage { channel, ts }))
+        }
+        _ => (Outcome::Delivered, None),
     }
+}
+
+/// A settlement's update (`{"text", "blocks"}`) addressed to `message`, as `chat.update` takes it.
+fn with_message(payload: &str, message: &SlackMessage) -> Result<Vec<u8>, serde_json::Error> {
+    let mut update: serde_json::Map<String, serde_json::Value> = serde_json::from_str(payload)?;
+    update.insert("channel".to_owned(), message.channel.clone().into());
+    update.insert("ts".to_owned(), message.ts.clone().into());
+    serde_json::to_vec(&update)
 }
 
 /// `: <the first characters of the body>`, printable only, or nothing.

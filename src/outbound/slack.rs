@@ -1,6 +1,9 @@
 //! The Slack messages of approvals (Block Kit): the request posted when a plan starts waiting
-//! (who, which policy, each action with `ORG-WIDE` marked, the warnings, Approve / Reject), and
-//! the update that replaces it once someone decided in Slack.
+//! (who, which policy, each action with `ORG-WIDE` marked, the warnings, Approve / Reject), the
+//! update that replaces it once someone decided in Slack (through the click's `response_url`),
+//! and, with a bot token, the one that replaces it once the plan was settled anywhere else (the
+//! CLI, the console, an expiry, a superseded plan: `chat.update`), so no message keeps offering
+//! buttons for a plan already settled.
 //!
 //! Everything shown comes from the plan and the envelope, which hold text from Atlassian and
 //! senders: it is escaped for Slack's mrkdwn (`&`, `<`, `>`), so a group named `<!channel>`
@@ -10,11 +13,22 @@ use handlers::{Envelope, Plan};
 use serde_json::{Value, json};
 
 use crate::config::{SLACK_OUTBOX, SlackSettings};
+use crate::store::ApprovalState;
 use crate::store::outbox::NewDelivery;
 
 /// The `action_id`s of the two buttons.
 pub const APPROVE: &str = "approve";
 pub const REJECT: &str = "reject";
+
+/// The outbox's `message_type`s of Slack deliveries: the request, a click's update (to its
+/// `response_url`), and a settlement's update (`chat.update` of the request).
+pub const REQUEST: &str = "slack.approval";
+pub const CLICK_UPDATE: &str = "slack.update";
+pub const SETTLED_UPDATE: &str = "slack.settled";
+
+/// The `source_key` prefix of a settlement's update; `{approval id}:{state}` follows (an approved
+/// plan may be superseded later: each settlement is its own update).
+const SETTLED_KEY: &str = "settled:";
 
 /// Slack's limit on a section's text is 3,000 characters; a longer plan is cut with a pointer to
 /// the full one.
@@ -122,7 +136,7 @@ pub fn approval_request(
     Ok(NewDelivery {
         endpoint: SLACK_OUTBOX.to_owned(),
         source_key: format!("approval:{approval_id}"),
-        message_type: "slack.approval".to_owned(),
+        message_type: REQUEST.to_owned(),
         url: None,
         payload: serde_json::to_string(&message)?,
     })
@@ -173,10 +187,69 @@ pub fn click_update(
     Ok(NewDelivery {
         endpoint: SLACK_OUTBOX.to_owned(),
         source_key: format!("click:{approval_id}:{click}"),
-        message_type: "slack.update".to_owned(),
+        message_type: CLICK_UPDATE.to_owned(),
         url: Some(response_url.to_owned()),
         payload: serde_json::to_string(&message)?,
     })
+}
+
+/// The approval a request's delivery (`approval:{id}`) or a settlement's update
+/// (`settled:{id}:{state}`) is about.
+pub fn approval_of(source_key: &str) -> Option<&str> {
+    source_key.strip_prefix("approval:").or_else(|| {
+        source_key
+            .strip_prefix(SETTLED_KEY)
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(id, _)| id)
+    })
+}
+
+/// The update replacing approval `approval_id`'s request once it moved to `to` (by `by`, with
+/// `note`) outside Slack, when the request can be changed (a bot token posted it) and `to`
+/// settles it. Its `channel` and `ts` are filled in when it is sent, from where the request
+/// went.
+pub fn settled_update(
+    slack: &SlackSettings,
+    approval_id: &str,
+    to: ApprovalState,
+    by: &str,
+    note: Option<&str>,
+) -> Result<Option<NewDelivery>, serde_json::Error> {
+    if slack.update_url().is_none() {
+        return Ok(None);
+    }
+    let id = code(approval_id);
+    let text = match to {
+        ApprovalState::Approved => format!(
+            "*Approved* by {}: the plan is queued and will be performed as recorded (approval {id})",
+            code(by)
+        ),
+        ApprovalState::Rejected => format!(
+            "*Rejected* by {}: nothing of the plan will be performed (approval {id}){}",
+            code(by),
+            note.map(|why| format!("\n>{}", escape(why))).unwrap_or_default()
+        ),
+        ApprovalState::Expired => format!(
+            "*Expired*: nobody decided within `reactions.approval_ttl`, so the plan will not run \
+             (approval {id})"
+        ),
+        ApprovalState::Superseded => format!(
+            "*Superseded*: {}; the plan will not run (approval {id})",
+            escape(note.unwrap_or("what it was about changed"))
+        ),
+        ApprovalState::Pending | ApprovalState::Executed => return Ok(None),
+    };
+    let message = json!({
+        "text": text,
+        "blocks": [{ "type": "section", "text": mrkdwn(text.clone()) }],
+    });
+    Ok(Some(NewDelivery {
+        endpoint: SLACK_OUTBOX.to_owned(),
+        source_key: format!("{SETTLED_KEY}{approval_id}:{}", to.as_str()),
+        message_type: SETTLED_UPDATE.to_owned(),
+        url: None,
+        payload: serde_json::to_string(&message)?,
+    }))
 }
 
 fn capitalized(word: &str) -> String {
@@ -190,6 +263,75 @@ fn capitalized(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bot() -> SlackSettings {
+        let mut slack = SlackSettings::with_webhook(
+            crate::config::Secret::new("https://hooks.slack.com/services/T/B/x"),
+            crate::config::Secret::new("signing-secret-0123456789"),
+            vec!["U1".to_owned()],
+        );
+        slack.webhook_url = None;
+        slack.bot_token = Some(crate::config::Secret::new("xoxb-1"));
+        slack.channel = Some("C1".to_owned());
+        slack
+    }
+
+    #[test]
+    fn each_settlement_replaces_the_request_once_and_says_what_became_of_the_plan() {
+        let slack = bot();
+        let text = |to, note| {
+            let update = settled_update(&slack, "01AP", to, "ops <b>", note)
+                .unwrap()
+                .unwrap();
+            assert_eq!(update.message_type, SETTLED_UPDATE);
+            assert_eq!(update.url, None, "to chat.update, with the bot token");
+            assert_eq!(approval_of(&update.source_key), Some("01AP"));
+            let message: Value = serde_json::from_str(&update.payload).unwrap();
+            assert!(message.get("channel").is_none(), "filled in when sent");
+            (update.source_key, message["text"].as_str().unwrap().to_owned())
+        };
+        let (approved_key, approved) = text(ApprovalState::Approved, None);
+        assert_eq!(
+            approved,
+            "*Approved* by `ops &lt;b&gt;`: the plan is queued and will be performed as recorded (approval `01AP`)"
+        );
+        let (_, rejected) = text(ApprovalState::Rejected, Some("<!here> no"));
+        assert!(
+            rejected.ends_with("(approval `01AP`)\n>&lt;!here&gt; no"),
+            "{rejected}"
+        );
+        assert!(text(ApprovalState::Expired, None).1.starts_with("*Expired*"));
+        let (superseded_key, superseded) = text(ApprovalState::Superseded, Some("account active again"));
+        assert!(
+            superseded.starts_with("*Superseded*: account active again;"),
+            "{superseded}"
+        );
+        assert_ne!(
+            approved_key, superseded_key,
+            "an approved plan superseded later updates again"
+        );
+        for unsettled in [ApprovalState::Pending, ApprovalState::Executed] {
+            assert!(
+                settled_update(&slack, "01AP", unsettled, "x", None)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // An incoming webhook's message cannot be changed.
+        let webhook = SlackSettings {
+            webhook_url: Some(crate::config::Secret::new(
+                "https://hooks.slack.com/services/T/B/x",
+            )),
+            ..bot()
+        };
+        assert!(
+            settled_update(&webhook, "01AP", ApprovalState::Approved, "x", None)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(approval_of("approval:01AP"), Some("01AP"));
+        assert_eq!(approval_of("click:01AP:1.2"), None);
+    }
 
     #[test]
     fn text_from_atlassian_cannot_mention_or_link() {

@@ -3,13 +3,15 @@
 //! retries; rejecting records the decision and nothing is performed. A plan nobody decided on
 //! within `reactions.approval_ttl` expires: it is recorded as skipped and never runs, and
 //! approving it is refused. A decision (or an expiry) and its audit record commit together or
-//! not at all.
+//! not at all, and so does the update replacing the plan's Slack message with it (a bot token's
+//! message; [`Outbox::for_settlement`]).
 
 use handlers::EventType;
 
 use super::own_events;
 use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::config::Span;
+use crate::outbound::Outbox;
 use crate::queue::{PublishError, Queue};
 use crate::store::{Approval, ApprovalState, Store, StoreError, approvals};
 
@@ -38,22 +40,28 @@ pub enum DecisionError {
     Queue(#[from] PublishError),
 }
 
-/// Moves `approval` from `from` to `to` and appends `record`, in one transaction; false (and
-/// nothing written) when someone decided first.
+/// Moves `approval` from `from` to `to` and appends `record`, with the update of its Slack
+/// message that `outbox` makes of it, in one transaction; false (and nothing written) when
+/// someone decided first.
 pub async fn transition(
     audit: &AuditLog,
+    outbox: &Outbox,
     approval: &Approval,
     (from, to): (ApprovalState, ApprovalState),
     by: &str,
     note: Option<&str>,
     record: NewRecord,
 ) -> Result<bool, DecisionError> {
+    let announce = outbox
+        .for_settlement(&approval.id, to, by, note)
+        .map_err(|e| DecisionError::Store(StoreError::Corrupt(format!("slack update: {e}"))))?;
     let write = async {
         let mut tx = audit.store().begin_write().await?;
         if !approvals::decide(&mut tx, &approval.id, from, to, Some(by), note).await? {
             return Ok(false);
         }
         audit.append_in(&mut tx, vec![record]).await?;
+        crate::store::outbox::enqueue_in(&mut tx, &announce).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(true)
     };
@@ -62,14 +70,23 @@ pub async fn transition(
 
 /// A decision on a pending plan.
 async fn decide(
-    audit: &AuditLog,
+    (audit, outbox): (&AuditLog, &Outbox),
     approval: &Approval,
     to: ApprovalState,
     by: &str,
     note: Option<&str>,
     record: NewRecord,
 ) -> Result<bool, DecisionError> {
-    transition(audit, approval, (ApprovalState::Pending, to), by, note, record).await
+    transition(
+        audit,
+        outbox,
+        approval,
+        (ApprovalState::Pending, to),
+        by,
+        note,
+        record,
+    )
+    .await
 }
 
 /// When a pending approval created at `created_at` expires.
@@ -81,14 +98,18 @@ pub fn expires_at(created_at: chrono::DateTime<chrono::Utc>, ttl: Span) -> chron
 
 /// Expires `approval` (pending past its time): state `expired` and a `skipped` record, together.
 /// False when someone decided it first.
-async fn expire(audit: &AuditLog, approval: &Approval, ttl: Span) -> Result<bool, DecisionError> {
+async fn expire(
+    (audit, outbox): (&AuditLog, &Outbox),
+    approval: &Approval,
+    ttl: Span,
+) -> Result<bool, DecisionError> {
     let mut record = decision_record(approval, AuditKind::Skipped, "gatehouse");
     record.outcome = Outcome::status(format!(
         "expired: no decision within {ttl} (approval {}); the plan will not run",
         approval.id
     ));
     decide(
-        audit,
+        (audit, outbox),
         approval,
         ApprovalState::Expired,
         "gatehouse",
@@ -99,13 +120,13 @@ async fn expire(audit: &AuditLog, approval: &Approval, ttl: Span) -> Result<bool
 }
 
 /// Expires every pending approval older than `ttl` (the worker runs this periodically); how many.
-pub async fn expire_overdue(audit: &AuditLog, ttl: Span) -> Result<usize, DecisionError> {
+pub async fn expire_overdue(audit: &AuditLog, outbox: &Outbox, ttl: Span) -> Result<usize, DecisionError> {
     let before = chrono::Utc::now()
         .checked_sub_signed(ttl.as_delta())
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let mut expired = 0;
     for approval in audit.store().pending_approvals_before(before).await? {
-        if expire(audit, &approval, ttl).await? {
+        if expire((audit, outbox), &approval, ttl).await? {
             tracing::warn!(approval = %approval.id, handler = %approval.handler, "a plan waited longer than reactions.approval_ttl; expired, it will not run");
             expired += 1;
         }
@@ -157,9 +178,10 @@ async fn load(audit: &AuditLog, id: &str, tenant: &str) -> Result<Approval, Deci
 }
 
 /// Approves `tenant`'s pending plan `id` (or re-queues an approved one whose queuing failed). A
-/// plan pending for longer than `ttl` is expired instead, and the approval refused.
+/// plan pending for longer than `ttl` is expired instead, and the approval refused. `outbox`
+/// makes the update of the plan's Slack message (none for a click, which updates its own).
 pub async fn approve(
-    audit: &AuditLog,
+    (audit, outbox): (&AuditLog, &Outbox),
     queue: &dyn Queue,
     (tenant, id): (&str, &str),
     by: &str,
@@ -168,7 +190,7 @@ pub async fn approve(
     let approval = load(audit, id, tenant).await?;
     match approval.state {
         ApprovalState::Pending if expires_at(approval.created_at, ttl) <= chrono::Utc::now() => {
-            expire(audit, &approval, ttl).await?;
+            expire((audit, outbox), &approval, ttl).await?;
             return Err(DecisionError::Expired {
                 id: id.to_owned(),
                 at: expires_at(approval.created_at, ttl),
@@ -176,7 +198,16 @@ pub async fn approve(
         }
         ApprovalState::Pending => {
             let record = decision_record(&approval, AuditKind::Approved, by);
-            if !decide(audit, &approval, ApprovalState::Approved, by, None, record).await? {
+            if !decide(
+                (audit, outbox),
+                &approval,
+                ApprovalState::Approved,
+                by,
+                None,
+                record,
+            )
+            .await?
+            {
                 return Err(DecisionError::AlreadyDecided {
                     id: id.to_owned(),
                     state: "decided",
@@ -211,7 +242,7 @@ pub async fn approve(
 
 /// Rejects `tenant`'s pending plan `id`: nothing of it is performed.
 pub async fn reject(
-    audit: &AuditLog,
+    (audit, outbox): (&AuditLog, &Outbox),
     (tenant, id): (&str, &str),
     by: &str,
     reason: Option<&str>,
@@ -220,7 +251,15 @@ pub async fn reject(
     let mut record = decision_record(&approval, AuditKind::Rejected, by);
     record.outcome.error = reason.map(str::to_owned);
     if approval.state != ApprovalState::Pending
-        || !decide(audit, &approval, ApprovalState::Rejected, by, reason, record).await?
+        || !decide(
+            (audit, outbox),
+            &approval,
+            ApprovalState::Rejected,
+            by,
+            reason,
+            record,
+        )
+        .await?
     {
         return Err(DecisionError::AlreadyDecided {
             id: id.to_owned(),

@@ -90,6 +90,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0013_console.sql"),
         include_str!("../../migrations/postgres/0013_console.sql"),
     ),
+    (
+        14,
+        "slack messages: where each approval's request was posted",
+        include_str!("../../migrations/sqlite/0014_slack_messages.sql"),
+        include_str!("../../migrations/postgres/0014_slack_messages.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ pub mod poll_state;
 pub mod reconcile_runs;
 mod sealed_columns;
 pub mod sealing;
+pub mod slack_messages;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! Approvals in Slack, against a local fake of Slack's endpoints: a plan that waits is posted
 //! (Block Kit, `ORG-WIDE` marked, Approve / Reject carrying the approval id); a signed click by an
 //! approver decides through the same path as `gatehouse approvals` and replaces the message with
-//! who decided; forged, stale and non-approver clicks decide nothing and are recorded.
+//! who decided; forged, stale and non-approver clicks decide nothing and are recorded. With a bot
+//! token, a plan settled outside Slack (the CLI, the console) replaces the message too.
 
 use gatehouse::audit::{AuditKind, AuditQuery, AuditRecord};
 use gatehouse::config::{Secret, SlackSettings};
@@ -216,6 +217,184 @@ async fn an_approver_approves_in_slack_and_the_plan_is_performed_as_recorded() {
     assert!(second["text"].as_str().unwrap().contains("already"), "{second}");
     assert_eq!(records(&world, AuditKind::Rejected).await.len(), 0);
     world.stop().await;
+}
+
+/// Decided outside Slack, as `gatehouse approvals` and the console decide.
+async fn decide_outside_slack(world: &World, id: &str, approve: bool, by: &str) {
+    let outbox = gatehouse::outbound::Outbox::from_settings(&world.app.settings);
+    let deciders = (&world.app.audit, &outbox);
+    let tenant = gatehouse::reactions::approvals::tenant_of(&world.app.store, id)
+        .await
+        .unwrap();
+    if approve {
+        let ttl = world.app.settings.reactions.approval_ttl;
+        gatehouse::reactions::approvals::approve(deciders, world.app.queue.as_ref(), (&tenant, id), by, ttl)
+            .await
+            .unwrap();
+    } else {
+        gatehouse::reactions::approvals::reject(deciders, (&tenant, id), by, Some("not a leaver <!channel>"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted() {
+    let fake = Receiver::start().await;
+    // The request's first post fails.
+    fake.script(
+        "/api/chat.postMessage",
+        [Reply::Answer(503, Vec::new(), String::new())],
+    );
+    fake.always(
+        "/api/chat.postMessage",
+        Reply::Answer(
+            200,
+            Vec::new(),
+            r#"{"ok":true,"channel":"C0APPROVALS","ts":"1764900000.000100"}"#.into(),
+        ),
+    );
+    fake.always(
+        "/api/chat.update",
+        Reply::Answer(200, Vec::new(), r#"{"ok":true}"#.into()),
+    );
+    let world = World::start(leaver("erin"), policies(ORG_WIDE), |settings| {
+        let mut slack = slack_on(&fake, true);
+        // The request's second post comes 3 s after its first: the approval, a moment after the
+        // plan starts waiting, finds no message to update yet.
+        slack.retry_seconds = vec![3, 3];
+        settings.approvals.slack = Some(slack);
+    })
+    .await;
+    world
+        .send("user.deactivated", "msg-erin", json!({"account_id": "erin"}))
+        .await;
+    eventually(LONG, "the plan waiting", || async {
+        !world
+            .app
+            .store
+            .approvals(ApprovalState::Pending)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let id = world.app.store.approvals(ApprovalState::Pending).await.unwrap()[0]
+        .id
+        .clone();
+    decide_outside_slack(&world, &id, true, "ops-alice").await;
+
+    eventually(LONG, "the message replaced", || async {
+        !fake.requests("/api/chat.update").is_empty()
+    })
+    .await;
+    let posts = fake.requests("/api/chat.postMessage");
+    assert_eq!(posts.len(), 2, "posted once the first post failed");
+    let update = fake.requests("/api/chat.update")[0].clone();
+    assert_eq!(update.header("authorization"), Some("Bearer xoxb-0000-test"));
+    let update = update.json();
+    assert_eq!(update["channel"], "C0APPROVALS");
+    assert_eq!(update["ts"], "1764900000.000100");
+    let text = text_of(&update);
+    assert!(
+        text.contains(&format!("*Approved* by `ops-alice`: the plan is queued and will be performed as recorded (approval `{id}`)")),
+        "{text}"
+    );
+    assert!(!text.contains("\"actions\""), "no buttons left: {text}");
+    eventually(LONG, "the approved plan performed", || async {
+        world.app.store.approval(&id).await.unwrap().unwrap().state == ApprovalState::Executed
+    })
+    .await;
+    assert!(world.groups_of("erin").await.is_empty());
+    // The update waited on its ladder until the request was posted, then went through.
+    let settled = world
+        .app
+        .store
+        .outbound_deliveries(Some("slack"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.message_type == "slack.settled")
+        .unwrap();
+    let (_, attempts) = world
+        .app
+        .store
+        .outbound_delivery(&settled.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not posted to Slack yet")),
+        "{attempts:?}"
+    );
+    let last = attempts.last().unwrap();
+    assert_eq!((last.status, last.error.as_deref()), (Some(200), None));
+    // Exactly one update: the plan's execution is not a settlement of its own.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(fake.requests("/api/chat.update").len(), 1);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejection_outside_slack_replaces_a_bot_message_and_leaves_a_webhook_one() {
+    for bot in [true, false] {
+        let fake = Receiver::start().await;
+        fake.always(
+            "/api/chat.postMessage",
+            Reply::Answer(
+                200,
+                Vec::new(),
+                r#"{"ok":true,"channel":"C0APPROVALS","ts":"1764900000.000200"}"#.into(),
+            ),
+        );
+        fake.always(
+            "/api/chat.update",
+            Reply::Answer(200, Vec::new(), r#"{"ok":true}"#.into()),
+        );
+        let world = World::start(leaver("finn"), policies(ORG_WIDE), |settings| {
+            settings.approvals.slack = Some(slack_on(&fake, bot));
+        })
+        .await;
+        let post_path = if bot {
+            "/api/chat.postMessage"
+        } else {
+            "/services/T0/B0/hook"
+        };
+        let (id, _) = waiting(&world, &fake, post_path, "finn").await;
+        decide_outside_slack(&world, &id, false, "ops-bob").await;
+        assert_eq!(
+            world.app.store.approval(&id).await.unwrap().unwrap().state,
+            ApprovalState::Rejected
+        );
+        if bot {
+            eventually(LONG, "the message replaced", || async {
+                !fake.requests("/api/chat.update").is_empty()
+            })
+            .await;
+            let text = text_of(&fake.requests("/api/chat.update")[0].json());
+            assert!(
+                text.contains("*Rejected* by `ops-bob`: nothing of the plan will be performed"),
+                "{text}"
+            );
+            // The reason is quoted, escaped: it notifies no one.
+            assert!(text.contains("not a leaver &lt;!channel&gt;"), "{text}");
+        } else {
+            // An incoming webhook's message cannot be changed: nothing is queued for it.
+            let slack = world
+                .app
+                .store
+                .outbound_deliveries(Some("slack"), None, 10)
+                .await
+                .unwrap();
+            assert_eq!(slack.len(), 1, "only the request: {slack:?}");
+            assert!(fake.requests("/api/chat.update").is_empty());
+        }
+        world.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use super::super::csrf::{self, Form};
 use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
+use crate::outbound::Outbox;
 use crate::reactions::approvals::{approve as approve_plan, expires_at, reject as reject_plan, tenant_of};
 use crate::store::{Approval, ApprovalState};
 
@@ -151,8 +152,9 @@ pub async fn approve(
     operator.require(operator.role.may_decide_approvals(), "approve plans")?;
     let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
+    let outbox = Outbox::from_settings(&state.settings);
     let approval = approve_plan(
-        &state.audit,
+        (&state.audit, &outbox),
         state.queue.as_ref(),
         (&tenant, &id),
         &by,
@@ -183,7 +185,8 @@ pub async fn reject(
         .map(|r| r.chars().take(MAX_REASON).collect::<String>());
     let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
-    let approval = reject_plan(&state.audit, (&tenant, &id), &by, reason.as_deref()).await?;
+    let outbox = Outbox::from_settings(&state.settings);
+    let approval = reject_plan((&state.audit, &outbox), (&tenant, &id), &by, reason.as_deref()).await?;
     tracing::info!(approval = %approval.id, handler = %approval.handler, %by, "console: rejected");
     Ok(operator.respond(Redirect::to(&format!(
         "/console/approvals?decided={}&result=rejected",

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{LONG, World, policies};
 use crate::queue::eventually;
+use gatehouse::outbound::Outbox;
 
 fn ttl() -> Span {
     Span::parse("7d").unwrap()
@@ -80,7 +81,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
 
     // Someone changes the world meanwhile: the approved plan is still the recorded one.
     let approved = approve(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",
@@ -118,7 +119,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
     // Approving again does nothing more.
     assert!(
         approve(
-            &world.app.audit,
+            (&world.app.audit, &Outbox::default()),
             world.app.queue.as_ref(),
             ("default", &approval.id),
             "someone",
@@ -134,7 +135,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
 async fn a_rejected_plan_is_never_performed() {
     let (world, event_id, approval) = leaver_awaiting_approval("dan").await;
     reject(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         ("default", &approval.id),
         "security-lead",
         Some("dan is a contractor, handled by HR"),
@@ -154,7 +155,7 @@ async fn a_rejected_plan_is_never_performed() {
     );
     assert!(
         approve(
-            &world.app.audit,
+            (&world.app.audit, &Outbox::default()),
             world.app.queue.as_ref(),
             ("default", &approval.id),
             "someone",
@@ -237,7 +238,7 @@ async fn a_plan_nobody_approved_in_time_expires_and_never_runs() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     // Approving it now is refused, and the refusal expires it.
     let refused = approve(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "late",
@@ -250,7 +251,12 @@ async fn a_plan_nobody_approved_in_time_expires_and_never_runs() {
     );
     assert_eq!(state_of(&world, &approval.id).await, ApprovalState::Expired);
     // The sweep finds nothing more to do; the plan never runs.
-    assert_eq!(expire_overdue(&world.app.audit, short).await.unwrap(), 0);
+    assert_eq!(
+        expire_overdue(&world.app.audit, &Outbox::default(), short)
+            .await
+            .unwrap(),
+        0
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(world.groups_of("dan").await, ["team-x"]);
     assert!(world.requests().await.iter().all(|r| r.method != "DELETE"));
@@ -278,8 +284,18 @@ async fn the_periodic_sweep_expires_overdue_plans_once() {
     let (world, _, approval) = leaver_awaiting_approval("cara").await;
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let short = Span::parse("1s").unwrap();
-    assert_eq!(expire_overdue(&world.app.audit, short).await.unwrap(), 1);
-    assert_eq!(expire_overdue(&world.app.audit, short).await.unwrap(), 0);
+    assert_eq!(
+        expire_overdue(&world.app.audit, &Outbox::default(), short)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        expire_overdue(&world.app.audit, &Outbox::default(), short)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(state_of(&world, &approval.id).await, ApprovalState::Expired);
     world.stop().await;
 }
@@ -290,7 +306,7 @@ async fn an_approved_plan_for_someone_reactivated_since_does_not_run() {
     // While the plan waited, cara came back.
     world.set_status("cara", "active").await;
     approve(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",
@@ -340,7 +356,7 @@ allow_org_wide = true
     .await;
     let approval = pending(&world).await.remove(0);
     approve(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",

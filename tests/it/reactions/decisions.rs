@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{LONG, World, policies};
 use crate::queue::eventually;
+use gatehouse::outbound::Outbox;
 
 /// Groups go at once; the organization-wide disable waits for a person.
 const LEAVER: &str = r#"
@@ -81,7 +82,7 @@ async fn a_decision_is_acted_on_though_atlassian_shows_the_person_active() {
     let approval = pending(&world).await.remove(0);
     assert_eq!(approval.handler, "leaver-org");
     approve(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",
@@ -293,7 +294,7 @@ async fn an_observation_does_not_cancel_a_decision_waiting_for_approval() {
         "the observation did not cancel the decision's plan"
     );
     approve(
-        &world.app.audit,
+        (&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &waiting.id),
         "security-lead",
