@@ -219,6 +219,23 @@ async fn an_approver_approves_in_slack_and_the_plan_is_performed_as_recorded() {
     world.stop().await;
 }
 
+/// The fake answers `chat.postMessage` as Slack does (where the message went: the channel's id
+/// and the message's `ts`), and `chat.update` with `ok`.
+fn answers_as_the_web_api(fake: &Receiver, ts: &str) {
+    fake.always(
+        "/api/chat.postMessage",
+        Reply::Answer(
+            200,
+            Vec::new(),
+            json!({"ok": true, "channel": "C0APPROVALS", "ts": ts}).to_string(),
+        ),
+    );
+    fake.always(
+        "/api/chat.update",
+        Reply::Answer(200, Vec::new(), r#"{"ok":true}"#.into()),
+    );
+}
+
 /// Decided outside Slack, as `gatehouse approvals` and the console decide.
 async fn decide_outside_slack(world: &World, id: &str, approve: bool, by: &str) {
     let outbox = gatehouse::outbound::Outbox::from_settings(&world.app.settings);
@@ -246,18 +263,7 @@ async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted()
         "/api/chat.postMessage",
         [Reply::Answer(503, Vec::new(), String::new())],
     );
-    fake.always(
-        "/api/chat.postMessage",
-        Reply::Answer(
-            200,
-            Vec::new(),
-            r#"{"ok":true,"channel":"C0APPROVALS","ts":"1764900000.000100"}"#.into(),
-        ),
-    );
-    fake.always(
-        "/api/chat.update",
-        Reply::Answer(200, Vec::new(), r#"{"ok":true}"#.into()),
-    );
+    answers_as_the_web_api(&fake, "1764900000.000100");
     let world = World::start(leaver("erin"), policies(ORG_WIDE), |settings| {
         let mut slack = slack_on(&fake, true);
         // The request's second post comes 3 s after its first: the approval, a moment after the
@@ -343,18 +349,7 @@ async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted()
 async fn a_rejection_outside_slack_replaces_a_bot_message_and_leaves_a_webhook_one() {
     for bot in [true, false] {
         let fake = Receiver::start().await;
-        fake.always(
-            "/api/chat.postMessage",
-            Reply::Answer(
-                200,
-                Vec::new(),
-                r#"{"ok":true,"channel":"C0APPROVALS","ts":"1764900000.000200"}"#.into(),
-            ),
-        );
-        fake.always(
-            "/api/chat.update",
-            Reply::Answer(200, Vec::new(), r#"{"ok":true}"#.into()),
-        );
+        answers_as_the_web_api(&fake, "1764900000.000200");
         let world = World::start(leaver("finn"), policies(ORG_WIDE), |settings| {
             settings.approvals.slack = Some(slack_on(&fake, bot));
         })
