@@ -395,7 +395,12 @@ impl Application {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match crate::reactions::approvals::expire_overdue(&audit, &outbox, ttl).await {
+                match crate::reactions::approvals::expire_overdue(
+                    crate::reactions::approvals::Deciders::new(&audit, &outbox),
+                    ttl,
+                )
+                .await
+                {
                     Ok(0) => {}
                     Ok(expired) => tracing::info!(expired, "expired plans that waited too long for approval"),
                     Err(error) => {

@@ -30,7 +30,7 @@ use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::Outbox;
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
-use crate::reactions::approvals::{DecisionError, approve, reject, tenant_of};
+use crate::reactions::approvals::{Deciders, DecisionError, approve, reject, tenant_of};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
@@ -288,27 +288,16 @@ async fn decide(
         None => format!("slack:{}", printable(&user.id, 32)),
     };
     let ttl = state.settings.reactions.approval_ttl;
-    // No settlement update: the click's own (to its `response_url`) replaces the message.
-    let no_update = Outbox::default();
+    let outbox = Outbox::from_settings(&state.settings);
+    let deciders = Deciders::clicked(audit, &outbox);
     let decided = if action == APPROVE {
-        approve(
-            (audit, &no_update),
-            state.queue.as_ref(),
-            (&tenant, approval_id),
-            &by,
-            ttl,
-        )
-        .await
-        .map(|_| "approved")
+        approve(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
+            .await
+            .map(|_| "approved")
     } else {
-        reject(
-            (audit, &no_update),
-            (&tenant, approval_id),
-            &by,
-            Some("rejected in Slack"),
-        )
-        .await
-        .map(|_| "rejected")
+        reject(deciders, (&tenant, approval_id), &by, Some("rejected in Slack"))
+            .await
+            .map(|_| "rejected")
     };
     match decided {
         Ok(decision) => {

@@ -11,7 +11,7 @@ use crate::app::{clients_for, open_queue, open_store};
 use crate::audit::AuditLog;
 use crate::config::{Settings, Span};
 use crate::outbound::Outbox;
-use crate::reactions::approvals::{approve, expires_at, reject};
+use crate::reactions::approvals::{Deciders, approve, expires_at, reject};
 use crate::store::{Approval, ApprovalState};
 use crate::telemetry::Metrics;
 
@@ -87,7 +87,14 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
             let audit = AuditLog::from_settings(store, &settings);
             let outbox = Outbox::from_settings(&settings);
             let ttl = settings.reactions.approval_ttl;
-            let result = approve((&audit, &outbox), queue.as_ref(), (&tenant, &id), &who(by), ttl).await;
+            let result = approve(
+                Deciders::new(&audit, &outbox),
+                queue.as_ref(),
+                (&tenant, &id),
+                &who(by),
+                ttl,
+            )
+            .await;
             queue.close().await;
             let approval = result?;
             eprintln!(
@@ -99,7 +106,13 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
         ApprovalsCommand::Reject { id, by, reason } => {
             let audit = AuditLog::from_settings(store, &settings);
             let outbox = Outbox::from_settings(&settings);
-            let approval = reject((&audit, &outbox), (&tenant, &id), &who(by), reason.as_deref()).await?;
+            let approval = reject(
+                Deciders::new(&audit, &outbox),
+                (&tenant, &id),
+                &who(by),
+                reason.as_deref(),
+            )
+            .await?;
             eprintln!(
                 "rejected {} ({}): nothing will be performed",
                 approval.id, approval.handler

@@ -49,7 +49,10 @@ impl From<DecisionError> for ConsoleError {
             DecisionError::AlreadyDecided { .. }
             | DecisionError::Expired { .. }
             | DecisionError::OtherTenant { .. } => ConsoleError::Conflict(error.to_string()),
-            DecisionError::Store(_) | DecisionError::Audit(_) | DecisionError::Queue(_) => {
+            DecisionError::Store(_)
+            | DecisionError::Audit(_)
+            | DecisionError::Queue(_)
+            | DecisionError::SlackUpdate(_) => {
                 tracing::warn!(%error, "console: a decision failed");
                 ConsoleError::Unavailable(error.to_string())
             }

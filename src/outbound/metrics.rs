@@ -37,7 +37,7 @@ impl OutboundMetrics {
         let attempts = Family::<EndpointOutcome, Counter>::default();
         registry.register(
             "outbound_attempts",
-            "Outbound delivery attempts by endpoint and outcome (delivered, retried, dead)",
+            "Outbound delivery attempts by endpoint and outcome (delivered, retried, dead; waited, skipped)",
             attempts.clone(),
         );
         // 5 ms … ~80 s: a nearby receiver answers in milliseconds, a timeout takes seconds.

@@ -12,8 +12,10 @@
 //!
 //! Slack, with a bot token: where an approval's request went (`chat.postMessage` answers with
 //! the channel and the message's `ts`) is remembered, and a settlement's update is sent as
-//! `chat.update` of that message; until the request has been posted, the update waits on the
-//! ladder.
+//! `chat.update` of that message. While the request is still to be posted, the update waits for
+//! it (without spending its own ladder); when the request will never be posted that way (Slack
+//! refused it, an incoming webhook or an older gatehouse posted it), the update is dead with that
+//! reason; one a later settlement of the same approval has overtaken is not sent at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +30,9 @@ use super::{signing, slack, target};
 use crate::atlassian::retry::parse_retry_after;
 use crate::config::{SLACK_OUTBOX, Settings, SlackSettings, SourceSecret, target_problem};
 use crate::pacing::sleep_unless;
-use crate::store::Store;
-use crate::store::outbox::{Attempt, Settlement, Taken};
+use crate::store::outbox::{Attempt, DeliveryState, Settlement, Taken};
 use crate::store::slack_messages::SlackMessage;
+use crate::store::{Store, StoreError};
 
 /// How often an idle endpoint looks for due deliveries (a read; taking one is a write).
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -79,6 +81,11 @@ enum Outcome {
     Delivered,
     /// Worth another try, after at least this long when the receiver said so.
     Retryable(String, Option<Duration>),
+    /// Not attempted: what it needs is not there yet, and may be at this time (no rung spent).
+    Waits(String, DateTime<Utc>),
+    /// Not sent, and never to be: something later made it pointless (settled as delivered, with
+    /// the reason).
+    Obsolete(String),
     /// Retrying cannot help.
     Permanent(String),
 }
@@ -263,8 +270,11 @@ impl Sender {
             .observe(elapsed.as_secs_f64());
         let (settlement, status, error) = route.settle(delivery.failures, at, outcome);
         let word = match &settlement {
+            // Settled without being sent: see `Outcome::Obsolete`.
+            Settlement::Delivered if error.is_some() => "skipped",
             Settlement::Delivered => "delivered",
             Settlement::Retry(_) => "retried",
+            Settlement::Wait(_) => "waited",
             Settlement::Dead => "dead",
         };
         self.metrics
@@ -280,6 +290,9 @@ impl Sender {
             }
             Settlement::Retry(next) => {
                 tracing::info!(endpoint = %route.name, delivery = %delivery.id, error = error.as_deref().unwrap_or(""), %next, "outbound delivery failed; retrying")
+            }
+            Settlement::Wait(next) => {
+                tracing::debug!(endpoint = %route.name, delivery = %delivery.id, why = error.as_deref().unwrap_or(""), %next, "outbound delivery waits")
             }
             Settlement::Dead => {
                 tracing::warn!(endpoint = %route.name, delivery = %delivery.id, error = error.as_deref().unwrap_or(""), "outbound delivery is dead (gatehouse outbound replay sends it again)")
@@ -303,28 +316,50 @@ impl Sender {
         }
     }
 
-    /// For a settlement's update to Slack, the message it replaces: `Err` (retry later) while
-    /// the request has not been posted yet, or the store cannot say.
+    /// For a settlement's update to Slack, the message it replaces. `Err` when it is not to be
+    /// sent now: overtaken by a later settlement of the approval, waiting for the request to be
+    /// posted, or with nothing to replace (the request was not posted through `chat.postMessage`).
     async fn updating(&self, route: &Route, taken: &Taken) -> Result<Option<SlackMessage>, Outcome> {
         let delivery = &taken.delivery;
         if !matches!(route.style, Style::Slack(_)) || delivery.message_type != slack::SETTLED_UPDATE {
             return Ok(None);
         }
-        let Some(approval) = slack::approval_of(&delivery.source_key) else {
+        let unreadable =
+            |error: StoreError| Outcome::Retryable(format!("cannot read the store: {error}"), None);
+        let Some((approval, announced)) = slack::settled_of(&delivery.source_key) else {
             return Err(Outcome::Permanent(format!(
-                "{} names no approval",
+                "{} names no approval and state",
                 delivery.source_key
             )));
         };
-        match self.store.slack_message(approval).await {
-            Ok(Some(message)) => Ok(Some(message)),
-            Ok(None) => Err(Outcome::Retryable(
+        if let Some(current) = self.store.approval(approval).await.map_err(unreadable)?
+            && !slack::still_current(announced, current.state)
+        {
+            return Err(Outcome::Obsolete(format!(
+                "approval {approval} is {} now: its own update replaces the message",
+                current.state.as_str()
+            )));
+        }
+        if let Some(message) = self.store.slack_message(approval).await.map_err(unreadable)? {
+            return Ok(Some(message));
+        }
+        let request = self
+            .store
+            .outbound_delivery_of(SLACK_OUTBOX, &slack::request_key(approval))
+            .await
+            .map_err(unreadable)?;
+        match request {
+            // Due again just after the request's next attempt (or in a moment, if it is being
+            // made now).
+            Some(request) if request.state == DeliveryState::Pending => Err(Outcome::Waits(
                 "the approval's request is not posted to Slack yet".to_owned(),
-                None,
+                request.next_attempt_at.max(Utc::now()) + chrono::Duration::milliseconds(500),
             )),
-            Err(error) => Err(Outcome::Retryable(
-                format!("cannot read where the approval's request went: {error}"),
-                None,
+            _ => Err(Outcome::Permanent(
+                "nothing to replace: the approval's request was not posted through \
+                 chat.postMessage (Slack refused it, or an incoming webhook or an older gatehouse \
+                 posted it)"
+                    .to_owned(),
             )),
         }
     }
@@ -467,6 +502,8 @@ impl Route {
     ) -> (Settlement, Option<u16>, Option<String>) {
         match outcome {
             Outcome::Delivered => (Settlement::Delivered, status, None),
+            Outcome::Waits(reason, until) => (Settlement::Wait(until), status, Some(reason)),
+            Outcome::Obsolete(reason) => (Settlement::Delivered, status, Some(reason)),
             Outcome::Permanent(reason) => (Settlement::Dead, status, Some(reason)),
             Outcome::Retryable(reason, retry_after) => match self.ladder.get(failures as usize) {
                 Some(rung) => {

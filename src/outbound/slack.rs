@@ -135,7 +135,7 @@ pub fn approval_request(
     }
     Ok(NewDelivery {
         endpoint: SLACK_OUTBOX.to_owned(),
-        source_key: format!("approval:{approval_id}"),
+        source_key: request_key(approval_id),
         message_type: REQUEST.to_owned(),
         url: None,
         payload: serde_json::to_string(&message)?,
@@ -193,15 +193,31 @@ pub fn click_update(
     })
 }
 
-/// The approval a request's delivery (`approval:{id}`) or a settlement's update
-/// (`settled:{id}:{state}`) is about.
+/// The `source_key` of approval `approval_id`'s request.
+pub fn request_key(approval_id: &str) -> String {
+    format!("approval:{approval_id}")
+}
+
+/// The approval a request's delivery (`approval:{id}`) is about.
 pub fn approval_of(source_key: &str) -> Option<&str> {
-    source_key.strip_prefix("approval:").or_else(|| {
-        source_key
-            .strip_prefix(SETTLED_KEY)
-            .and_then(|rest| rest.split_once(':'))
-            .map(|(id, _)| id)
-    })
+    source_key.strip_prefix("approval:")
+}
+
+/// The approval a settlement's update (`settled:{id}:{state}`) is about, and the state it
+/// announces.
+pub fn settled_of(source_key: &str) -> Option<(&str, ApprovalState)> {
+    let (id, state) = source_key.strip_prefix(SETTLED_KEY)?.split_once(':')?;
+    Some((id, ApprovalState::parse(state)?))
+}
+
+/// Is an update announcing `announced` still what approval's `current` state says? An approved
+/// plan that ran is still approved; any other move (an approved plan superseded) overtakes it.
+pub fn still_current(announced: ApprovalState, current: ApprovalState) -> bool {
+    let settled = |state| match state {
+        ApprovalState::Executed => ApprovalState::Approved,
+        other => other,
+    };
+    settled(announced) == settled(current)
 }
 
 /// The update replacing approval `approval_id`'s request once it moved to `to` (by `by`, with
@@ -285,7 +301,7 @@ mod tests {
                 .unwrap();
             assert_eq!(update.message_type, SETTLED_UPDATE);
             assert_eq!(update.url, None, "to chat.update, with the bot token");
-            assert_eq!(approval_of(&update.source_key), Some("01AP"));
+            assert_eq!(settled_of(&update.source_key), Some(("01AP", to)));
             let message: Value = serde_json::from_str(&update.payload).unwrap();
             assert!(message.get("channel").is_none(), "filled in when sent");
             (update.source_key, message["text"].as_str().unwrap().to_owned())
@@ -329,8 +345,16 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(approval_of("approval:01AP"), Some("01AP"));
+        assert_eq!(approval_of(&request_key("01AP")), Some("01AP"));
         assert_eq!(approval_of("click:01AP:1.2"), None);
+        assert_eq!(settled_of("settled:01AP:nonsense"), None);
+        // A later settlement overtakes an earlier one; a plan that ran is still approved.
+        assert!(still_current(ApprovalState::Approved, ApprovalState::Executed));
+        assert!(!still_current(ApprovalState::Approved, ApprovalState::Superseded));
+        assert!(still_current(
+            ApprovalState::Superseded,
+            ApprovalState::Superseded
+        ));
     }
 
     #[test]

@@ -38,23 +38,55 @@ pub enum DecisionError {
     Audit(#[from] AuditError),
     #[error("approved, but the plan could not be queued (run approve again): {0}")]
     Queue(#[from] PublishError),
+    #[error("cannot write the update of the plan's Slack message: {0}")]
+    SlackUpdate(#[from] serde_json::Error),
+}
+
+/// Who settles plans, and which updates of a plan's Slack message their settlements make.
+#[derive(Debug, Clone, Copy)]
+pub struct Deciders<'a> {
+    pub audit: &'a AuditLog,
+    pub outbox: &'a Outbox,
+    /// Decisions come from Slack clicks, whose own update (to the click's `response_url`)
+    /// replaces the message: they are not announced again. An expiry a click runs into still is.
+    pub clicked: bool,
+}
+
+impl<'a> Deciders<'a> {
+    /// Deciding outside Slack (the CLI, the console, the worker).
+    pub fn new(audit: &'a AuditLog, outbox: &'a Outbox) -> Self {
+        Deciders {
+            audit,
+            outbox,
+            clicked: false,
+        }
+    }
+
+    /// Deciding by Slack clicks.
+    pub fn clicked(audit: &'a AuditLog, outbox: &'a Outbox) -> Self {
+        Deciders {
+            clicked: true,
+            ..Deciders::new(audit, outbox)
+        }
+    }
 }
 
 /// Moves `approval` from `from` to `to` and appends `record`, with the update of its Slack
-/// message that `outbox` makes of it, in one transaction; false (and nothing written) when
-/// someone decided first.
+/// message that `outbox` makes of it (none without one), in one transaction; false (and nothing
+/// written) when someone decided first.
 pub async fn transition(
     audit: &AuditLog,
-    outbox: &Outbox,
+    outbox: Option<&Outbox>,
     approval: &Approval,
     (from, to): (ApprovalState, ApprovalState),
     by: &str,
     note: Option<&str>,
     record: NewRecord,
 ) -> Result<bool, DecisionError> {
-    let announce = outbox
-        .for_settlement(&approval.id, to, by, note)
-        .map_err(|e| DecisionError::Store(StoreError::Corrupt(format!("slack update: {e}"))))?;
+    let announce = match outbox {
+        Some(outbox) => outbox.for_settlement(&approval.id, to, by, note)?,
+        None => Vec::new(),
+    };
     let write = async {
         let mut tx = audit.store().begin_write().await?;
         if !approvals::decide(&mut tx, &approval.id, from, to, Some(by), note).await? {
@@ -70,16 +102,17 @@ pub async fn transition(
 
 /// A decision on a pending plan.
 async fn decide(
-    (audit, outbox): (&AuditLog, &Outbox),
+    deciders: Deciders<'_>,
     approval: &Approval,
     to: ApprovalState,
     by: &str,
     note: Option<&str>,
     record: NewRecord,
 ) -> Result<bool, DecisionError> {
+    let announced = (!deciders.clicked || to == ApprovalState::Expired).then_some(deciders.outbox);
     transition(
-        audit,
-        outbox,
+        deciders.audit,
+        announced,
         approval,
         (ApprovalState::Pending, to),
         by,
@@ -98,18 +131,14 @@ pub fn expires_at(created_at: chrono::DateTime<chrono::Utc>, ttl: Span) -> chron
 
 /// Expires `approval` (pending past its time): state `expired` and a `skipped` record, together.
 /// False when someone decided it first.
-async fn expire(
-    (audit, outbox): (&AuditLog, &Outbox),
-    approval: &Approval,
-    ttl: Span,
-) -> Result<bool, DecisionError> {
+async fn expire(deciders: Deciders<'_>, approval: &Approval, ttl: Span) -> Result<bool, DecisionError> {
     let mut record = decision_record(approval, AuditKind::Skipped, "gatehouse");
     record.outcome = Outcome::status(format!(
         "expired: no decision within {ttl} (approval {}); the plan will not run",
         approval.id
     ));
     decide(
-        (audit, outbox),
+        deciders,
         approval,
         ApprovalState::Expired,
         "gatehouse",
@@ -120,13 +149,14 @@ async fn expire(
 }
 
 /// Expires every pending approval older than `ttl` (the worker runs this periodically); how many.
-pub async fn expire_overdue(audit: &AuditLog, outbox: &Outbox, ttl: Span) -> Result<usize, DecisionError> {
+pub async fn expire_overdue(deciders: Deciders<'_>, ttl: Span) -> Result<usize, DecisionError> {
+    let audit = deciders.audit;
     let before = chrono::Utc::now()
         .checked_sub_signed(ttl.as_delta())
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let mut expired = 0;
     for approval in audit.store().pending_approvals_before(before).await? {
-        if expire((audit, outbox), &approval, ttl).await? {
+        if expire(deciders, &approval, ttl).await? {
             tracing::warn!(approval = %approval.id, handler = %approval.handler, "a plan waited longer than reactions.approval_ttl; expired, it will not run");
             expired += 1;
         }
@@ -181,16 +211,16 @@ async fn load(audit: &AuditLog, id: &str, tenant: &str) -> Result<Approval, Deci
 /// plan pending for longer than `ttl` is expired instead, and the approval refused. `outbox`
 /// makes the update of the plan's Slack message (none for a click, which updates its own).
 pub async fn approve(
-    (audit, outbox): (&AuditLog, &Outbox),
+    deciders: Deciders<'_>,
     queue: &dyn Queue,
     (tenant, id): (&str, &str),
     by: &str,
     ttl: Span,
 ) -> Result<Approval, DecisionError> {
-    let approval = load(audit, id, tenant).await?;
+    let approval = load(deciders.audit, id, tenant).await?;
     match approval.state {
         ApprovalState::Pending if expires_at(approval.created_at, ttl) <= chrono::Utc::now() => {
-            expire((audit, outbox), &approval, ttl).await?;
+            expire(deciders, &approval, ttl).await?;
             return Err(DecisionError::Expired {
                 id: id.to_owned(),
                 at: expires_at(approval.created_at, ttl),
@@ -198,16 +228,7 @@ pub async fn approve(
         }
         ApprovalState::Pending => {
             let record = decision_record(&approval, AuditKind::Approved, by);
-            if !decide(
-                (audit, outbox),
-                &approval,
-                ApprovalState::Approved,
-                by,
-                None,
-                record,
-            )
-            .await?
-            {
+            if !decide(deciders, &approval, ApprovalState::Approved, by, None, record).await? {
                 return Err(DecisionError::AlreadyDecided {
                     id: id.to_owned(),
                     state: "decided",
@@ -242,24 +263,16 @@ pub async fn approve(
 
 /// Rejects `tenant`'s pending plan `id`: nothing of it is performed.
 pub async fn reject(
-    (audit, outbox): (&AuditLog, &Outbox),
+    deciders: Deciders<'_>,
     (tenant, id): (&str, &str),
     by: &str,
     reason: Option<&str>,
 ) -> Result<Approval, DecisionError> {
-    let approval = load(audit, id, tenant).await?;
+    let approval = load(deciders.audit, id, tenant).await?;
     let mut record = decision_record(&approval, AuditKind::Rejected, by);
     record.outcome.error = reason.map(str::to_owned);
     if approval.state != ApprovalState::Pending
-        || !decide(
-            (audit, outbox),
-            &approval,
-            ApprovalState::Rejected,
-            by,
-            reason,
-            record,
-        )
-        .await?
+        || !decide(deciders, &approval, ApprovalState::Rejected, by, reason, record).await?
     {
         return Err(DecisionError::AlreadyDecided {
             id: id.to_owned(),

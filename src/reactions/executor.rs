@@ -182,7 +182,7 @@ impl Executor {
         record.outcome.error = Some(why.to_owned());
         let moved = super::approvals::transition(
             &self.audit,
-            &self.outbox,
+            Some(&self.outbox),
             approval,
             (from, ApprovalState::Superseded),
             "gatehouse",

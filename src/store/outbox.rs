@@ -108,6 +108,9 @@ pub enum Settlement {
     Delivered,
     /// Try again at this time.
     Retry(DateTime<Utc>),
+    /// Not attempted yet, for a reason of gatehouse's own (a Slack update waiting for the message
+    /// it replaces): due again at this time, without spending a rung of the ladder.
+    Wait(DateTime<Utc>),
     Dead,
 }
 
@@ -263,6 +266,7 @@ impl Store {
         let (state, next, failed, finished) = match settlement {
             Settlement::Delivered => ("delivered", now, 0, Some(now)),
             Settlement::Retry(at) => ("pending", to_millis(*at), 1, None),
+            Settlement::Wait(at) => ("pending", to_millis(*at), 0, None),
             Settlement::Dead => ("dead", now, 1, Some(now)),
         };
         let mut tx = self.begin_write().await?;
@@ -320,6 +324,22 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// `endpoint`'s delivery of `source_key`, if there is one.
+    pub async fn outbound_delivery_of(
+        &self,
+        endpoint: &str,
+        source_key: &str,
+    ) -> Result<Option<OutboundDelivery>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM outbound_deliveries WHERE endpoint = $1 AND source_key = $2"
+        )))
+        .bind(endpoint)
+        .bind(source_key)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(from_row).transpose()
     }
 
     /// One delivery and its attempts, oldest first.

@@ -8,6 +8,8 @@
 //! context functions are shared, not copied), so it opens exactly as if it had been written
 //! sealed.
 
+use std::borrow::Cow;
+
 use sqlx::{AnyConnection, Row};
 
 use super::sealing::{self, OpenedWith};
@@ -77,9 +79,19 @@ pub struct CredentialCensus {
 }
 
 /// Every `(row key, stored value)` of `column`. The values are credentials (or sealed ones), so
-/// they stay wrapped.
-async fn rows(column: &Column, conn: &mut AnyConnection) -> Result<Vec<(String, Secret)>, StoreError> {
-    sqlx::query(column.select)
+/// they stay wrapped. `lock` (PostgreSQL, in a transaction) holds the rows until it ends, so a
+/// token refreshed meanwhile waits for the seal instead of failing it.
+async fn rows(
+    column: &Column,
+    conn: &mut AnyConnection,
+    lock: bool,
+) -> Result<Vec<(String, Secret)>, StoreError> {
+    let select = if lock {
+        Cow::Owned(format!("{} FOR UPDATE", column.select))
+    } else {
+        Cow::Borrowed(column.select)
+    };
+    sqlx::query(sqlx::AssertSqlSafe(select))
         .fetch_all(conn)
         .await?
         .iter()
@@ -97,7 +109,7 @@ impl Store {
         };
         let mut conn = self.pool().acquire().await?;
         for column in &COLUMNS {
-            for (key, value) in rows(column, &mut conn).await? {
+            for (key, value) in rows(column, &mut conn, false).await? {
                 if !sealing::is_sealed(value.expose()) {
                     census.in_clear += 1;
                     continue;
@@ -130,6 +142,8 @@ impl Store {
         } else {
             self.begin_write().await?
         };
+        // SQLite's write transaction already keeps every other writer out.
+        let lock = !dry_run && self.backend() == super::Backend::Postgres;
         let mut report = Vec::with_capacity(COLUMNS.len());
         let mut unopenable = Vec::new();
         // (column, row key, context, the value as stored, the credential it holds)
@@ -141,7 +155,7 @@ impl Store {
                 already_sealed: 0,
                 resealed: 0,
             };
-            for (key, value) in rows(column, &mut tx).await? {
+            for (key, value) in rows(column, &mut tx, lock).await? {
                 let context = (column.context)(&key);
                 if !sealing::is_sealed(value.expose()) {
                     done.sealed += 1;
@@ -182,8 +196,8 @@ impl Store {
             // Only on PostgreSQL can another writer get in (SQLite holds the write lock).
             if updated.rows_affected() != 1 {
                 return Err(StoreError::Corrupt(format!(
-                    "{context} changed while it was being sealed (is a gatehouse without the key \
-                     running on this store?); nothing was sealed, run again"
+                    "{context} changed while it was being sealed (a gatehouse without the key \
+                     writing to this store?); nothing was sealed, run again"
                 )));
             }
         }

@@ -239,7 +239,7 @@ fn answers_as_the_web_api(fake: &Receiver, ts: &str) {
 /// Decided outside Slack, as `gatehouse approvals` and the console decide.
 async fn decide_outside_slack(world: &World, id: &str, approve: bool, by: &str) {
     let outbox = gatehouse::outbound::Outbox::from_settings(&world.app.settings);
-    let deciders = (&world.app.audit, &outbox);
+    let deciders = gatehouse::reactions::approvals::Deciders::new(&world.app.audit, &outbox);
     let tenant = gatehouse::reactions::approvals::tenant_of(&world.app.store, id)
         .await
         .unwrap();
@@ -255,26 +255,34 @@ async fn decide_outside_slack(world: &World, id: &str, approve: bool, by: &str) 
     }
 }
 
-#[tokio::test]
-async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted() {
-    let fake = Receiver::start().await;
-    // The request's first post fails.
-    fake.script(
-        "/api/chat.postMessage",
-        [Reply::Answer(503, Vec::new(), String::new())],
-    );
-    answers_as_the_web_api(&fake, "1764900000.000100");
-    let world = World::start(leaver("erin"), policies(ORG_WIDE), |settings| {
-        let mut slack = slack_on(&fake, true);
-        // The request's second post comes 3 s after its first: the approval, a moment after the
-        // plan starts waiting, finds no message to update yet.
-        slack.retry_seconds = vec![3, 3];
-        settings.approvals.slack = Some(slack);
-    })
-    .await;
+/// The Slack outbox's delivery of type `message_type` and its attempts (there is one).
+async fn slack_delivery(
+    world: &World,
+    message_type: &str,
+) -> (
+    gatehouse::store::outbox::OutboundDelivery,
+    Vec<gatehouse::store::outbox::Attempt>,
+) {
+    let found = world
+        .app
+        .store
+        .outbound_deliveries(Some("slack"), None, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.message_type == message_type)
+        .unwrap_or_else(|| panic!("no {message_type} delivery"));
     world
-        .send("user.deactivated", "msg-erin", json!({"account_id": "erin"}))
-        .await;
+        .app
+        .store
+        .outbound_delivery(&found.id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The plan waiting in `world` (there is one).
+async fn pending_approval(world: &World) -> String {
     eventually(LONG, "the plan waiting", || async {
         !world
             .app
@@ -285,17 +293,53 @@ async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted()
             .is_empty()
     })
     .await;
-    let id = world.app.store.approvals(ApprovalState::Pending).await.unwrap()[0]
+    world.app.store.approvals(ApprovalState::Pending).await.unwrap()[0]
         .id
-        .clone();
+        .clone()
+}
+
+#[tokio::test]
+async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted() {
+    let fake = Receiver::start().await;
+    // Slack is down: the request cannot be posted.
+    fake.always(
+        "/api/chat.postMessage",
+        Reply::Answer(503, Vec::new(), String::new()),
+    );
+    let world = World::start(leaver("erin"), policies(ORG_WIDE), |settings| {
+        let mut slack = slack_on(&fake, true);
+        slack.retry_seconds = vec![1; 10];
+        settings.approvals.slack = Some(slack);
+    })
+    .await;
+    world
+        .send("user.deactivated", "msg-erin", json!({"account_id": "erin"}))
+        .await;
+    let id = pending_approval(&world).await;
     decide_outside_slack(&world, &id, true, "ops-alice").await;
 
+    // The update waits for the request, without spending its ladder.
+    eventually(LONG, "the update waiting for the request", || async {
+        !slack_delivery(&world, "slack.settled").await.1.is_empty()
+    })
+    .await;
+    let (waiting, attempts) = slack_delivery(&world, "slack.settled").await;
+    assert_eq!(waiting.failures, 0);
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not posted to Slack yet")),
+        "{attempts:?}"
+    );
+    assert!(fake.requests("/api/chat.update").is_empty());
+
+    // Slack is back: the request is posted, then replaced.
+    answers_as_the_web_api(&fake, "1764900000.000100");
     eventually(LONG, "the message replaced", || async {
         !fake.requests("/api/chat.update").is_empty()
     })
     .await;
-    let posts = fake.requests("/api/chat.postMessage");
-    assert_eq!(posts.len(), 2, "posted once the first post failed");
     let update = fake.requests("/api/chat.update")[0].clone();
     assert_eq!(update.header("authorization"), Some("Bearer xoxb-0000-test"));
     let update = update.json();
@@ -312,36 +356,81 @@ async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted()
     })
     .await;
     assert!(world.groups_of("erin").await.is_empty());
-    // The update waited on its ladder until the request was posted, then went through.
-    let settled = world
-        .app
-        .store
-        .outbound_deliveries(Some("slack"), None, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.message_type == "slack.settled")
-        .unwrap();
-    let (_, attempts) = world
-        .app
-        .store
-        .outbound_delivery(&settled.id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(attempts.len() >= 2, "{attempts:?}");
-    assert!(
-        attempts[0]
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("not posted to Slack yet")),
-        "{attempts:?}"
-    );
-    let last = attempts.last().unwrap();
-    assert_eq!((last.status, last.error.as_deref()), (Some(200), None));
     // Exactly one update: the plan's execution is not a settlement of its own.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(fake.requests("/api/chat.update").len(), 1);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_slack_refused_leaves_its_update_dead_with_the_reason() {
+    let fake = Receiver::start().await;
+    fake.always(
+        "/api/chat.postMessage",
+        Reply::Answer(
+            200,
+            Vec::new(),
+            r#"{"ok":false,"error":"channel_not_found"}"#.into(),
+        ),
+    );
+    let world = World::start(leaver("gus"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, true));
+    })
+    .await;
+    world
+        .send("user.deactivated", "msg-gus", json!({"account_id": "gus"}))
+        .await;
+    let id = pending_approval(&world).await;
+    eventually(LONG, "the request dead", || async {
+        slack_delivery(&world, "slack.approval").await.0.state == DeliveryState::Dead
+    })
+    .await;
+    decide_outside_slack(&world, &id, false, "ops-bob").await;
+    eventually(LONG, "the update settled", || async {
+        slack_delivery(&world, "slack.settled").await.0.state != DeliveryState::Pending
+    })
+    .await;
+    let (update, attempts) = slack_delivery(&world, "slack.settled").await;
+    assert_eq!(update.state, DeliveryState::Dead);
+    assert_eq!(attempts.len(), 1, "not retried: {attempts:?}");
+    assert!(
+        update
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("nothing to replace")),
+        "{update:?}"
+    );
+    assert!(fake.requests("/api/chat.update").is_empty());
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_click_on_an_overdue_plan_expires_it_and_replaces_the_message() {
+    let fake = Receiver::start().await;
+    answers_as_the_web_api(&fake, "1764900000.000300");
+    let world = World::start(leaver("hal"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, true));
+        settings.reactions.approval_ttl = gatehouse::config::Span::parse("2s").unwrap();
+    })
+    .await;
+    let (id, _) = waiting(&world, &fake, "/api/chat.postMessage", "hal").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let response_url = fake.url(RESPONSE_PATH);
+    assert_eq!(
+        signed_click(&world, &click(APPROVER, "approve", &id, &response_url)).await,
+        200
+    );
+    assert_eq!(
+        world.app.store.approval(&id).await.unwrap().unwrap().state,
+        ApprovalState::Expired
+    );
+    eventually(LONG, "the message replaced", || async {
+        !fake.requests("/api/chat.update").is_empty()
+    })
+    .await;
+    let text = text_of(&fake.requests("/api/chat.update")[0].json());
+    assert!(text.contains("*Expired*"), "{text}");
+    assert!(world.groups_of("hal").await == ["team-x"], "the plan did not run");
     world.stop().await;
 }
 
@@ -390,6 +479,60 @@ async fn a_rejection_outside_slack_replaces_a_bot_message_and_leaves_a_webhook_o
         }
         world.stop().await;
     }
+}
+
+#[tokio::test]
+async fn an_update_a_later_settlement_overtook_is_not_sent() {
+    let fake = Receiver::start().await;
+    answers_as_the_web_api(&fake, "1764900000.000400");
+    let world = World::start(leaver("ida"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, true));
+    })
+    .await;
+    let (id, _) = waiting(&world, &fake, "/api/chat.postMessage", "ida").await;
+    decide_outside_slack(&world, &id, false, "ops-bob").await;
+    eventually(LONG, "the rejection shown", || async {
+        !fake.requests("/api/chat.update").is_empty()
+    })
+    .await;
+    // An update announcing another settlement turns up late (one retried past a later one).
+    let slack = world.app.settings.approvals.slack.clone().unwrap();
+    let late = gatehouse::outbound::slack::settled_update(&slack, &id, ApprovalState::Approved, "x", None)
+        .unwrap()
+        .unwrap();
+    world.app.store.enqueue_outbound(&[late]).await.unwrap();
+    eventually(LONG, "the late update settled", || async {
+        world
+            .app
+            .store
+            .outbound_deliveries(Some("slack"), Some(DeliveryState::Pending), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let late = world
+        .app
+        .store
+        .outbound_deliveries(Some("slack"), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.source_key.ends_with(":approved"))
+        .unwrap();
+    assert_eq!(late.state, DeliveryState::Delivered);
+    assert!(
+        late.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("is rejected now")),
+        "{late:?}"
+    );
+    assert_eq!(
+        fake.requests("/api/chat.update").len(),
+        1,
+        "the late one was not sent"
+    );
+    world.stop().await;
 }
 
 #[tokio::test]

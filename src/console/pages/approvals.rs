@@ -16,7 +16,9 @@ use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
 use crate::outbound::Outbox;
-use crate::reactions::approvals::{approve as approve_plan, expires_at, reject as reject_plan, tenant_of};
+use crate::reactions::approvals::{
+    Deciders, approve as approve_plan, expires_at, reject as reject_plan, tenant_of,
+};
 use crate::store::{Approval, ApprovalState};
 
 /// The longest rejection reason kept.
@@ -154,7 +156,7 @@ pub async fn approve(
     let by = operator.attributed();
     let outbox = Outbox::from_settings(&state.settings);
     let approval = approve_plan(
-        (&state.audit, &outbox),
+        Deciders::new(&state.audit, &outbox),
         state.queue.as_ref(),
         (&tenant, &id),
         &by,
@@ -186,7 +188,13 @@ pub async fn reject(
     let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
     let outbox = Outbox::from_settings(&state.settings);
-    let approval = reject_plan((&state.audit, &outbox), (&tenant, &id), &by, reason.as_deref()).await?;
+    let approval = reject_plan(
+        Deciders::new(&state.audit, &outbox),
+        (&tenant, &id),
+        &by,
+        reason.as_deref(),
+    )
+    .await?;
     tracing::info!(approval = %approval.id, handler = %approval.handler, %by, "console: rejected");
     Ok(operator.respond(Redirect::to(&format!(
         "/console/approvals?decided={}&result=rejected",

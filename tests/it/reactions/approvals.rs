@@ -2,7 +2,7 @@
 //! recorded plan; a rejected plan is never performed.
 
 use gatehouse::config::Span;
-use gatehouse::reactions::approvals::{DecisionError, approve, expire_overdue, reject};
+use gatehouse::reactions::approvals::{Deciders, DecisionError, approve, expire_overdue, reject};
 use gatehouse::store::ApprovalState;
 use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
 use serde_json::json;
@@ -81,7 +81,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
 
     // Someone changes the world meanwhile: the approved plan is still the recorded one.
     let approved = approve(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",
@@ -119,7 +119,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
     // Approving again does nothing more.
     assert!(
         approve(
-            (&world.app.audit, &Outbox::default()),
+            Deciders::new(&world.app.audit, &Outbox::default()),
             world.app.queue.as_ref(),
             ("default", &approval.id),
             "someone",
@@ -135,7 +135,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
 async fn a_rejected_plan_is_never_performed() {
     let (world, event_id, approval) = leaver_awaiting_approval("dan").await;
     reject(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         ("default", &approval.id),
         "security-lead",
         Some("dan is a contractor, handled by HR"),
@@ -155,7 +155,7 @@ async fn a_rejected_plan_is_never_performed() {
     );
     assert!(
         approve(
-            (&world.app.audit, &Outbox::default()),
+            Deciders::new(&world.app.audit, &Outbox::default()),
             world.app.queue.as_ref(),
             ("default", &approval.id),
             "someone",
@@ -238,7 +238,7 @@ async fn a_plan_nobody_approved_in_time_expires_and_never_runs() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     // Approving it now is refused, and the refusal expires it.
     let refused = approve(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "late",
@@ -252,7 +252,7 @@ async fn a_plan_nobody_approved_in_time_expires_and_never_runs() {
     assert_eq!(state_of(&world, &approval.id).await, ApprovalState::Expired);
     // The sweep finds nothing more to do; the plan never runs.
     assert_eq!(
-        expire_overdue(&world.app.audit, &Outbox::default(), short)
+        expire_overdue(Deciders::new(&world.app.audit, &Outbox::default()), short)
             .await
             .unwrap(),
         0
@@ -285,13 +285,13 @@ async fn the_periodic_sweep_expires_overdue_plans_once() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let short = Span::parse("1s").unwrap();
     assert_eq!(
-        expire_overdue(&world.app.audit, &Outbox::default(), short)
+        expire_overdue(Deciders::new(&world.app.audit, &Outbox::default()), short)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        expire_overdue(&world.app.audit, &Outbox::default(), short)
+        expire_overdue(Deciders::new(&world.app.audit, &Outbox::default()), short)
             .await
             .unwrap(),
         0
@@ -306,7 +306,7 @@ async fn an_approved_plan_for_someone_reactivated_since_does_not_run() {
     // While the plan waited, cara came back.
     world.set_status("cara", "active").await;
     approve(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",
@@ -356,7 +356,7 @@ allow_org_wide = true
     .await;
     let approval = pending(&world).await.remove(0);
     approve(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",

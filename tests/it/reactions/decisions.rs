@@ -4,7 +4,7 @@
 
 use chrono::{Duration, Utc};
 use gatehouse::config::Settings;
-use gatehouse::reactions::approvals::approve;
+use gatehouse::reactions::approvals::{Deciders, approve};
 use gatehouse::store::ApprovalState;
 use gatehouse_sim::{Seed, SeedGroup, SeedUser};
 use handlers::Authority;
@@ -82,7 +82,7 @@ async fn a_decision_is_acted_on_though_atlassian_shows_the_person_active() {
     let approval = pending(&world).await.remove(0);
     assert_eq!(approval.handler, "leaver-org");
     approve(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &approval.id),
         "security-lead",
@@ -294,7 +294,7 @@ async fn an_observation_does_not_cancel_a_decision_waiting_for_approval() {
         "the observation did not cancel the decision's plan"
     );
     approve(
-        (&world.app.audit, &Outbox::default()),
+        Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
         ("default", &waiting.id),
         "security-lead",
