@@ -48,6 +48,8 @@ struct ClickState {
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     unverified: UnverifiedRecords,
+    /// What a settlement a click runs into (an expiry) sends to Slack.
+    outbox: Outbox,
 }
 
 /// How many unverified clicks reach the audit trail (`unverified_records_per_minute`): anyone
@@ -98,6 +100,7 @@ pub fn router(
     };
     let state = Arc::new(ClickState {
         unverified: UnverifiedRecords::per_minute(slack.unverified_records_per_minute),
+        outbox: Outbox::from_settings(&settings),
         settings,
         slack,
         store,
@@ -288,8 +291,7 @@ async fn decide(
         None => format!("slack:{}", printable(&user.id, 32)),
     };
     let ttl = state.settings.reactions.approval_ttl;
-    let outbox = Outbox::from_settings(&state.settings);
-    let deciders = Deciders::clicked(audit, &outbox);
+    let deciders = Deciders::clicked(audit, &state.outbox);
     let decided = if action == APPROVE {
         approve(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
             .await

@@ -52,6 +52,8 @@ pub struct ConsoleState {
     pub(crate) store: Store,
     pub(crate) audit: AuditLog,
     pub(crate) queue: Arc<dyn Queue>,
+    /// What a decision sends to Slack (the plan's message replaced).
+    pub(crate) outbox: crate::outbound::Outbox,
     pub(crate) sign_ins: auth::SignInGuard,
     pub(crate) chain_badge: pages::audit::ChainBadgeCache,
 }
@@ -73,6 +75,7 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
     let state = Arc::new(ConsoleState {
         sign_ins: auth::SignInGuard::new(&settings.console),
         chain_badge: pages::audit::ChainBadgeCache::default(),
+        outbox: crate::outbound::Outbox::from_settings(&settings),
         settings,
         store,
         audit,

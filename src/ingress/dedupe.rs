@@ -269,6 +269,11 @@ impl RecentKeys {
         }
     }
 
+    /// What this window reserved ([`reserved_bytes`] of its size).
+    pub fn reserved_bytes(&self) -> usize {
+        reserved_bytes(self.capacity)
+    }
+
     /// Keys remembered as published.
     pub fn len(&self) -> usize {
         self.lock().published.len()

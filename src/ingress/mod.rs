@@ -79,15 +79,15 @@ impl IngressState {
         } else {
             1
         };
-        let reserved = dedupe::reserved_bytes(window_keys);
+        let recent = dedupe::RecentKeys::new(
+            window_keys,
+            Duration::from_secs(settings.ingress.dedupe_window_seconds),
+        );
         metrics
             .dedupe_window_reserved_bytes
-            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
+            .set(i64::try_from(recent.reserved_bytes()).unwrap_or(i64::MAX));
         IngressState {
-            recent: dedupe::RecentKeys::new(
-                window_keys,
-                Duration::from_secs(settings.ingress.dedupe_window_seconds),
-            ),
+            recent,
             installations: connect::Installations::new(store.clone()),
             limits: limits::SourceLimits::new(&settings.sources),
             accepted_counters: settings

@@ -526,7 +526,11 @@ impl Route {
 /// through also says where (`channel`, `ts`): returned when both are there and plausible (short,
 /// printable), as what a settlement's update will name.
 async fn slack_verdict(response: reqwest::Response) -> (Outcome, Option<SlackMessage>) {
-    let text = read_at_most(response, SLACK_ANSWER_BYTES).await;
+    verdict_of(&read_at_most(response, SLACK_ANSWER_BYTES).await)
+}
+
+/// [`slack_verdict`] of an answer's text.
+fn verdict_of(text: &str) -> (Outcome, Option<SlackMessage>) {
     #[derive(serde::Deserialize)]
     struct Answer {
         ok: bool,
@@ -538,7 +542,7 @@ async fn slack_verdict(response: reqwest::Response) -> (Outcome, Option<SlackMes
         ts: Option<String>,
     }
     let plausible = |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic());
-    match serde_json::from_str::<Answer>(&text) {
+    match serde_json::from_str::<Answer>(text) {
         Ok(Answer { ok: false, error, .. }) => {
             let error: String = error
                 .unwrap_or_else(|| "unknown".to_owned())
@@ -603,6 +607,42 @@ async fn read_at_most(mut response: reqwest::Response, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn where_slack_says_a_message_went_is_kept_only_when_plausible() {
+        let (outcome, posted) = verdict_of(r#"{"ok":true,"channel":"C0APPROVALS","ts":"1764900000.000100"}"#);
+        assert!(matches!(outcome, Outcome::Delivered));
+        assert_eq!(
+            posted,
+            Some(SlackMessage {
+                channel: "C0APPROVALS".into(),
+                ts: "1764900000.000100".into()
+            })
+        );
+        let long = "C".repeat(65);
+        for answer in [
+            r#"{"ok":true}"#.to_owned(),
+            "ok".to_owned(),
+            r#"{"ok":true,"channel":"C1"}"#.to_owned(),
+            format!(r#"{{"ok":true,"channel":"{long}","ts":"1.2"}}"#),
+            r#"{"ok":true,"channel":"C1 <!here>","ts":"1.2"}"#.to_owned(),
+            r#"{"ok":true,"channel":"C1","ts":"1.2
+"}"#
+            .to_owned(),
+            r#"{"ok":true,"channel":"","ts":"1.2"}"#.to_owned(),
+        ] {
+            let (outcome, posted) = verdict_of(&answer);
+            assert!(matches!(outcome, Outcome::Delivered), "{answer}");
+            assert_eq!(posted, None, "{answer}");
+        }
+        let (outcome, posted) = verdict_of(r#"{"ok":false,"error":"ratelimited","channel":"C1","ts":"1.2"}"#);
+        assert!(matches!(outcome, Outcome::Retryable(..)));
+        assert_eq!(posted, None);
+        assert!(matches!(
+            verdict_of(r#"{"ok":false,"error":"channel_not_found"}"#).0,
+            Outcome::Permanent(why) if why.contains("channel_not_found")
+        ));
+    }
 
     fn route(ladder: &[u64]) -> Route {
         Route {

@@ -208,8 +208,8 @@ async fn load(audit: &AuditLog, id: &str, tenant: &str) -> Result<Approval, Deci
 }
 
 /// Approves `tenant`'s pending plan `id` (or re-queues an approved one whose queuing failed). A
-/// plan pending for longer than `ttl` is expired instead, and the approval refused. `outbox`
-/// makes the update of the plan's Slack message (none for a click, which updates its own).
+/// plan pending for longer than `ttl` is expired instead, and the approval refused. `deciders`
+/// say whether the plan's Slack message is to be replaced with the decision.
 pub async fn approve(
     deciders: Deciders<'_>,
     queue: &dyn Queue,

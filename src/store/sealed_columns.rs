@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use sqlx::{AnyConnection, Row};
 
-use super::sealing::{self, OpenedWith};
+use super::sealing::Standing;
 use super::{Store, StoreError, installations, oauth_tokens};
 use crate::config::Secret;
 
@@ -110,14 +110,11 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         for column in &COLUMNS {
             for (key, value) in rows(column, &mut conn, false).await? {
-                if !sealing::is_sealed(value.expose()) {
-                    census.in_clear += 1;
-                    continue;
-                }
-                match sealer.open_with(value.expose(), &(column.context)(&key)) {
-                    Ok((_, OpenedWith::Current)) => {}
-                    Ok((_, OpenedWith::Retired)) => census.under_retired_key += 1,
-                    Err(_) => census.unopenable += 1,
+                match sealer.standing(value.expose(), &(column.context)(&key)) {
+                    Standing::InClear => census.in_clear += 1,
+                    Standing::Current => {}
+                    Standing::Retired(_) => census.under_retired_key += 1,
+                    Standing::Unopenable => census.unopenable += 1,
                 }
             }
         }
@@ -157,19 +154,18 @@ impl Store {
             };
             for (key, value) in rows(column, &mut tx, lock).await? {
                 let context = (column.context)(&key);
-                if !sealing::is_sealed(value.expose()) {
-                    done.sealed += 1;
-                    let plain = value.clone();
-                    to_seal.push((column, key, context, value, plain));
-                    continue;
-                }
-                match sealer.open_with(value.expose(), &context) {
-                    Ok((_, OpenedWith::Current)) => done.already_sealed += 1,
-                    Ok((plain, OpenedWith::Retired)) => {
-                        done.resealed += 1;
-                        to_seal.push((column, key, context, value, Secret::new(plain)));
+                match sealer.standing(value.expose(), &context) {
+                    Standing::InClear => {
+                        done.sealed += 1;
+                        let plain = value.clone();
+                        to_seal.push((column, key, context, value, plain));
                     }
-                    Err(_) => unopenable.push(context),
+                    Standing::Current => done.already_sealed += 1,
+                    Standing::Retired(plain) => {
+                        done.resealed += 1;
+                        to_seal.push((column, key, context, value, plain));
+                    }
+                    Standing::Unopenable => unopenable.push(context),
                 }
             }
             report.push(done);
@@ -193,7 +189,8 @@ impl Store {
                 .bind(stored.expose())
                 .execute(&mut *tx)
                 .await?;
-            // Only on PostgreSQL can another writer get in (SQLite holds the write lock).
+            // The rows are held (SQLite's write lock, PostgreSQL's `FOR UPDATE`): this would take a
+            // writer that ignores both.
             if updated.rows_affected() != 1 {
                 return Err(StoreError::Corrupt(format!(
                     "{context} changed while it was being sealed (a gatehouse without the key \

@@ -25,7 +25,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::StoreError;
-use crate::config::EncryptionKey;
+use crate::config::{EncryptionKey, Secret};
 
 const PREFIX: &str = "sealed:v1:";
 
@@ -122,6 +122,34 @@ impl Sealer {
             }
         }
         Err(unreadable())
+    }
+}
+
+/// Where a stored credential stands against the configured keys (its `Debug` shows a secret's
+/// reference, never the credential).
+#[derive(Debug)]
+pub enum Standing {
+    /// Not sealed: refused while a key is set.
+    InClear,
+    /// Sealed with `store.encryption_key`.
+    Current,
+    /// Sealed with a retired key, holding this credential: to be resealed.
+    Retired(Secret),
+    /// Sealed with no configured key (or bound to another row): it opens nowhere.
+    Unopenable,
+}
+
+impl Sealer {
+    /// How `stored`, bound to `context`, stands (what `gatehouse store seal` and start-up count).
+    pub fn standing(&self, stored: &str, context: &str) -> Standing {
+        if !is_sealed(stored) {
+            return Standing::InClear;
+        }
+        match self.open_with(stored, context) {
+            Ok((_, OpenedWith::Current)) => Standing::Current,
+            Ok((plain, OpenedWith::Retired)) => Standing::Retired(Secret::new(plain)),
+            Err(_) => Standing::Unopenable,
+        }
     }
 }
 

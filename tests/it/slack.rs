@@ -255,6 +255,16 @@ async fn decide_outside_slack(world: &World, id: &str, approve: bool, by: &str) 
     }
 }
 
+/// Every delivery of the Slack outbox, newest first.
+async fn slack_deliveries(world: &World) -> Vec<gatehouse::store::outbox::OutboundDelivery> {
+    world
+        .app
+        .store
+        .outbound_deliveries(Some("slack"), None, 20)
+        .await
+        .unwrap()
+}
+
 /// The Slack outbox's delivery of type `message_type` and its attempts (there is one).
 async fn slack_delivery(
     world: &World,
@@ -263,12 +273,8 @@ async fn slack_delivery(
     gatehouse::store::outbox::OutboundDelivery,
     Vec<gatehouse::store::outbox::Attempt>,
 ) {
-    let found = world
-        .app
-        .store
-        .outbound_deliveries(Some("slack"), None, 20)
+    let found = slack_deliveries(world)
         .await
-        .unwrap()
         .into_iter()
         .find(|d| d.message_type == message_type)
         .unwrap_or_else(|| panic!("no {message_type} delivery"));
@@ -468,12 +474,7 @@ async fn a_rejection_outside_slack_replaces_a_bot_message_and_leaves_a_webhook_o
             assert!(text.contains("not a leaver &lt;!channel&gt;"), "{text}");
         } else {
             // An incoming webhook's message cannot be changed: nothing is queued for it.
-            let slack = world
-                .app
-                .store
-                .outbound_deliveries(Some("slack"), None, 10)
-                .await
-                .unwrap();
+            let slack = slack_deliveries(&world).await;
             assert_eq!(slack.len(), 1, "only the request: {slack:?}");
             assert!(fake.requests("/api/chat.update").is_empty());
         }
@@ -511,12 +512,8 @@ async fn an_update_a_later_settlement_overtook_is_not_sent() {
             .is_empty()
     })
     .await;
-    let late = world
-        .app
-        .store
-        .outbound_deliveries(Some("slack"), None, 10)
+    let late = slack_deliveries(&world)
         .await
-        .unwrap()
         .into_iter()
         .find(|d| d.source_key.ends_with(":approved"))
         .unwrap();

@@ -15,7 +15,6 @@ use super::super::csrf::{self, Form};
 use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
-use crate::outbound::Outbox;
 use crate::reactions::approvals::{
     Deciders, approve as approve_plan, expires_at, reject as reject_plan, tenant_of,
 };
@@ -154,9 +153,8 @@ pub async fn approve(
     operator.require(operator.role.may_decide_approvals(), "approve plans")?;
     let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
-    let outbox = Outbox::from_settings(&state.settings);
     let approval = approve_plan(
-        Deciders::new(&state.audit, &outbox),
+        Deciders::new(&state.audit, &state.outbox),
         state.queue.as_ref(),
         (&tenant, &id),
         &by,
@@ -187,9 +185,8 @@ pub async fn reject(
         .map(|r| r.chars().take(MAX_REASON).collect::<String>());
     let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
-    let outbox = Outbox::from_settings(&state.settings);
     let approval = reject_plan(
-        Deciders::new(&state.audit, &outbox),
+        Deciders::new(&state.audit, &state.outbox),
         (&tenant, &id),
         &by,
         reason.as_deref(),
