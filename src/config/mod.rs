@@ -50,7 +50,8 @@ pub use queue::{BrokerUrls, QueueBackend, QueueSettings};
 pub use reactions::ReactionSettings;
 pub use secret::{EncryptionKey, Secret, SensitiveUrl, redact_url};
 pub use server::{
-    IngressSettings, LogFormat, LogSettings, MAX_DEDUPE_WINDOW, ServerSettings, check_log_filter,
+    DEDUPE_BYTES_PER_KEY, IngressSettings, LogFormat, LogSettings, MAX_DEDUPE_WINDOW, ServerSettings,
+    check_log_filter,
 };
 pub use sources::{SourceSecret, SourceSettings, VerificationScheme, standard_webhooks_key};
 pub use span::Span;

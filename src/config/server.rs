@@ -77,12 +77,17 @@ pub enum LogFormat {
 /// (`ingress::dedupe::reserved_bytes`).
 pub const MAX_DEDUPE_WINDOW: usize = 10_000_000;
 
+/// The most memory the ingress's dedupe window takes for each key it is sized for, whatever the
+/// key's length: the bound `ingress.dedupe_window_size` is stated in. The window
+/// (`ingress::dedupe::reserved_bytes`) is held to it by a test, at sizes up to a million.
+pub const DEDUPE_BYTES_PER_KEY: usize = 140;
+
 /// The ingress's own duplicate window (the authoritative dedupe is the worker's claim).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressSettings {
     /// How many recently published dedupe keys are remembered (reserved up front: see
-    /// `ingress::dedupe::reserved_bytes`; at most `BYTES_PER_ENTRY` bytes a key, whatever its
+    /// `ingress::dedupe::reserved_bytes`; at most [`DEDUPE_BYTES_PER_KEY`] bytes a key, whatever its
     /// length).
     pub dedupe_window_size: usize,
     /// How long a published dedupe key is remembered.
@@ -148,7 +153,7 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
             "ingress.dedupe_window_size".into(),
             format!(
                 "must be between 1 and {MAX_DEDUPE_WINDOW} (each entry takes at most {} bytes, and the window is reserved up front)",
-                crate::ingress::dedupe::BYTES_PER_ENTRY
+                DEDUPE_BYTES_PER_KEY
             ),
         );
     }

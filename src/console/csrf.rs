@@ -47,7 +47,7 @@ impl Form {
 
 /// Refuses (403) a form of `operator`'s session without its token.
 pub fn check(operator: &Operator, form: &Form) -> Result<(), ConsoleError> {
-    let expected = operator.csrf_token();
+    let expected = token(operator.session_id());
     match form.get(FIELD) {
         Some(sent) if equal(sent, &expected) => Ok(()),
         _ => {

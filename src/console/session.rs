@@ -81,11 +81,6 @@ impl Operator {
         format!("console:{}", self.name)
     }
 
-    /// The CSRF token every form of this session carries.
-    pub fn csrf_token(&self) -> String {
-        super::csrf::token(&self.session_id)
-    }
-
     pub fn session_id(&self) -> &str {
         &self.session_id
     }

@@ -17,9 +17,10 @@
 //! window did that once it was full: 11.3 MiB for the default 100,000 instead of the 12.2 it
 //! stated, and 15.4 MiB while it held both tables (gatehouse's peak RSS rose to 47.3 MiB of the
 //! 48 its benchmark allows: BENCHMARKS.md, "Ninth step"). [`reserved_bytes`] says what a window
-//! of `n` keys takes (the default: 8.5 MiB), never more than [`BYTES_PER_ENTRY`] a key. Its
-//! pages are touched as keys arrive: the order's one by one, the map's (where a key lands at
-//! random) all within the first few thousand keys.
+//! of `n` keys takes (the default: 8.5 MiB), never more than
+//! [`DEDUPE_BYTES_PER_KEY`](crate::config::DEDUPE_BYTES_PER_KEY) a key (the bound the configuration
+//! states). Its pages are touched as keys arrive: the order's one by one, the map's (where a key
+//! lands at random) all within the first few thousand keys.
 //!
 //! Two different keys sharing a fingerprint would make a fresh delivery look like a copy; with
 //! 128 bits and keys an outsider cannot know, that takes about 2^64 keys, not a crafted pair.
@@ -31,10 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-
-/// The most memory one remembered key takes, [`reserved_bytes`] divided by the window's size at
-/// its worst (a test checks it for every size up to a million).
-pub const BYTES_PER_ENTRY: usize = 140;
 
 /// What a window of `capacity` keys reserves: its published keys' map (a bucket is a key, its
 /// time and a control byte; hashbrown's buckets are the next power of two above 8/7 of what it is
@@ -319,6 +316,7 @@ impl Drop for PublishGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEDUPE_BYTES_PER_KEY;
 
     #[test]
     fn remembers_only_confirmed_keys() {
@@ -359,11 +357,11 @@ mod tests {
             .chain([1, 7, 8, 57, 100_000, 1_000_000])
         {
             let bytes = reserved_bytes(capacity);
-            assert!(bytes <= capacity * BYTES_PER_ENTRY, "{capacity}: {bytes}");
+            assert!(bytes <= capacity * DEDUPE_BYTES_PER_KEY, "{capacity}: {bytes}");
             worst = worst.max(bytes as f64 / capacity as f64);
         }
         assert!(
-            worst > (BYTES_PER_ENTRY - 10) as f64,
+            worst > (DEDUPE_BYTES_PER_KEY - 10) as f64,
             "the bound is loose: {worst}"
         );
         // The default, as config/default.toml states it, and the most allowed.

@@ -36,7 +36,7 @@ impl Frame {
         Frame {
             operator: operator.name.clone(),
             role: operator.role.as_str(),
-            csrf: operator.csrf_token(),
+            csrf: super::csrf::token(operator.session_id()),
             active,
             may_decide: operator.role.may_decide_approvals(),
             may_replay: operator.role.may_replay_dead_letters(),
