@@ -214,11 +214,13 @@ impl Reactor {
             event_type: envelope.event_type.to_string(),
             source: envelope.source.clone(),
         };
-        if let Some(newer) = self.store.record_decision(&decision).await.map_err(store_error)? {
+        if let Some(newer) = self.store.record_decision(&decision).await.map_err(store_error)?
+            && contradicts(&newer.event_type, &envelope.event_type)
+        {
             return Ok(Some(superseded_by(&newer)));
         }
-        // The latest decision about the account: older decisions' plans still waiting for a
-        // person, which would now undo or repeat it, are superseded.
+        // The latest decision about the account (or one a newer decision agrees with): older
+        // decisions' plans still waiting for a person, which would now undo it, are superseded.
         for approval in self
             .store
             .pending_approvals_for(account)
@@ -230,10 +232,11 @@ impl Reactor {
             let Ok(older) = serde_json::from_str::<Envelope>(&approval.envelope) else {
                 continue;
             };
-            let older_decision = decided_account(&older).is_some()
+            let undone = decided_account(&older).is_some()
                 && older.id != envelope.id
-                && decisions::order(older.occurred_at, &older.id.to_string()) < decision.order();
-            if !older_decision {
+                && decisions::order(older.occurred_at, &older.id.to_string()) < decision.order()
+                && contradicts(&decision.event_type, &older.event_type);
+            if !undone {
                 continue;
             }
             let Ok(plan) = serde_json::from_str::<Plan>(&approval.plan) else {
@@ -249,8 +252,8 @@ impl Reactor {
         Ok(None)
     }
 
-    /// Whether a newer decision about the account has been recorded since `envelope`'s (a
-    /// decision) was: then it must not be performed.
+    /// Whether a newer decision about the account that points the other way has been recorded
+    /// since `envelope`'s (a decision) was: then it must not be performed.
     async fn overtaken(&self, envelope: &Envelope) -> Result<Option<String>, ProcessError> {
         let Some(account) = decided_account(envelope) else {
             return Ok(None);
@@ -265,6 +268,7 @@ impl Reactor {
             .filter(|latest| {
                 latest.order() > decisions::order(envelope.occurred_at, &envelope.id.to_string())
             })
+            .filter(|latest| contradicts(&latest.event_type, &envelope.event_type))
             .map(|latest| superseded_by(&latest)))
     }
 
@@ -389,6 +393,36 @@ fn decided_account(envelope: &Envelope) -> Option<&str> {
         .account_id
         .as_deref()
         .filter(|_| lifecycle && envelope.authority == Authority::Decision)
+}
+
+/// Which way a decision about an account's lifecycle points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// The person is to have access: created, reactivated.
+    Joins,
+    /// The person is to lose it: deactivated, removed.
+    Leaves,
+}
+
+fn lifecycle(event_type: &EventType) -> Option<Lifecycle> {
+    match event_type {
+        EventType::UserCreated | EventType::UserReactivated => Some(Lifecycle::Joins),
+        EventType::UserDeactivated | EventType::UserRemoved => Some(Lifecycle::Leaves),
+        _ => None,
+    }
+}
+
+/// Whether the newer decision (`newer`, a type as the store keeps it) undoes an older one of
+/// type `older`. Only a decision pointing the other way does: an HR system's `user.deactivated`
+/// is not cancelled by a newer `user.removed`, nor by another source's newer `user.deactivated`
+/// that no policy acts on; performing it goes the way the latest decision points. A type the
+/// store holds that this build does not know is taken to undo, as every newer decision once did.
+fn contradicts(newer: &str, older: &EventType) -> bool {
+    let newer = EventType::from_wire_name(newer);
+    match (newer.as_ref().and_then(lifecycle), lifecycle(older)) {
+        (Some(newer), Some(older)) => newer != older,
+        _ => true,
+    }
 }
 
 fn store_error(error: crate::store::StoreError) -> ProcessError {

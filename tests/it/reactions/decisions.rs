@@ -251,6 +251,76 @@ actions = ["confluence.remove_from_all_groups"]
     world.stop().await;
 }
 
+/// Only a decision pointing the other way undoes an older one: an HR leaver decision is
+/// performed, and its plan keeps waiting for approval, though newer decisions that agree with it
+/// (a removal no policy acts on) were recorded before and after it.
+#[tokio::test]
+async fn a_newer_decision_pointing_the_same_way_cancels_nothing() {
+    let world = World::start(active_ann(), policies(LEAVER), decisions).await;
+    let now = Utc::now();
+    let removed = world
+        .send_at(
+            "user.removed",
+            "hr-2",
+            json!({"account_id": "ann"}),
+            now - Duration::minutes(1),
+        )
+        .await;
+    world.settled(&removed, &["skipped"]).await;
+    // Older, arriving later: still performed.
+    world
+        .send_at(
+            "user.deactivated",
+            "hr-1",
+            json!({"account_id": "ann"}),
+            now - Duration::minutes(5),
+        )
+        .await;
+    eventually(LONG, "ann's groups removed", || async {
+        world.groups_of("ann").await.is_empty()
+    })
+    .await;
+    eventually(LONG, "the disable waits for a person", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let waiting = pending(&world).await.remove(0);
+    // Newer than the waiting plan, and agreeing with it: the plan keeps waiting.
+    let removed_again = world
+        .send_at("user.removed", "hr-3", json!({"account_id": "ann"}), now)
+        .await;
+    world.settled(&removed_again, &["skipped"]).await;
+    assert_eq!(
+        world
+            .app
+            .store
+            .approval(&waiting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ApprovalState::Pending
+    );
+    approve(
+        Deciders::new(&world.app.audit, &Outbox::default()),
+        world.app.queue.as_ref(),
+        ("default", &waiting.id),
+        "security-lead",
+        gatehouse::config::Span::parse("7d").unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the disable performed", || async {
+        world
+            .requests()
+            .await
+            .iter()
+            .any(|r| r.path.ends_with("/lifecycle/disable"))
+    })
+    .await;
+    world.stop().await;
+}
+
 /// An observation that contradicts a decision waiting for approval (Atlassian reports the
 /// person active) does not cancel it; approved, it is performed.
 #[tokio::test]
