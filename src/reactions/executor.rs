@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use handlers::ports::ErrorKind;
 use handlers::{Envelope, Plan, PlannedAction};
 
 use super::perform::Perform;
@@ -123,6 +124,11 @@ impl Executor {
             self.audit.append(record).await.map_err(audit_error)?;
         }
 
+        // Actions are independent of each other: one that can never succeed (a group deleted
+        // meanwhile, a group the IdP manages) must not keep a leaver in every group after it.
+        // A transient failure stops the plan at once instead: the retry performs what is left,
+        // and what was done is not done again.
+        let mut refused: Vec<String> = Vec::new();
         for planned in &pending {
             match self.performer.perform(&planned.action, envelope).await {
                 Ok(performed) => {
@@ -152,12 +158,19 @@ impl Executor {
                         planned.action.target(),
                         error.message
                     );
-                    return Err(ProcessError {
-                        kind: error.kind,
-                        message,
-                    });
+                    if error.kind == ErrorKind::Transient {
+                        return Err(ProcessError::transient(message));
+                    }
+                    refused.push(message);
                 }
             }
+        }
+        if let Some(first) = refused.first() {
+            return Err(ProcessError::permanent(format!(
+                "{} of {} action(s) failed for good, the others performed; first: {first}",
+                refused.len(),
+                pending.len()
+            )));
         }
         Ok(Ran::Done {
             performed: pending.len(),

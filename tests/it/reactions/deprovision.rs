@@ -206,3 +206,49 @@ async fn a_late_reactivation_does_not_undo_a_newer_deactivation() {
     assert!(world.groups_of("bob").await.is_empty());
     world.stop().await;
 }
+
+/// A removal Atlassian refuses for good (a group the IdP manages, one deleted meanwhile) does not
+/// keep the leaver in the groups after it: every other removal is performed, and the event is
+/// dead-lettered naming what failed.
+#[tokio::test]
+async fn a_removal_refused_for_good_does_not_stop_the_others() {
+    let mut ann = SeedUser::new("ann", "Ann");
+    ann.status = gatehouse_sim::SimAccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![ann],
+        groups: (0..3)
+            .map(|i| SeedGroup::new(format!("g-{i}"), format!("team-{i}"), vec!["ann".into()]))
+            .collect(),
+        ..Seed::default()
+    };
+    let world = World::start(seed, policies(DEPROVISION), |_| {}).await;
+    // The first removal is refused: 403, which no retry fixes.
+    world
+        .fault(gatehouse_sim::Fault::status("/userByGroupId", 403, 1).method("DELETE"))
+        .await;
+    let event_id = world
+        .send("user.deactivated", "msg-ann-403", json!({"account_id": "ann"}))
+        .await;
+    eventually(LONG, "the event dead-lettered", || async {
+        !crate::queue::dead_letters(&world.app).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        world.groups_of("ann").await.len(),
+        1,
+        "only the refused one is left"
+    );
+    assert_eq!(deletes(&world.requests().await), 3);
+    let audit = world.audit(&event_id).await;
+    let count = |kind: &str| audit.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!((count("executed"), count("failed")), (2, 1), "{audit:?}");
+    let letter = crate::queue::dead_letters(&world.app).await.remove(0);
+    assert_eq!(letter.event_id, event_id);
+    assert!(
+        letter.reason.contains("1 of 3 action(s) failed for good")
+            && letter.reason.contains("confluence.remove_member"),
+        "{}",
+        letter.reason
+    );
+    world.stop().await;
+}
