@@ -31,7 +31,7 @@ use crate::outbound::Outbox;
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
 use crate::reactions::approvals::{Deciders, DecisionError, approve, reject, tenant_of};
-use crate::store::Store;
+use crate::store::{ApprovalState, Store};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
 
@@ -295,14 +295,19 @@ async fn decide(
     let decided = if action == APPROVE {
         approve(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
             .await
-            .map(|_| "approved")
+            .map(|before| (before.state == ApprovalState::Approved, "approved"))
     } else {
         reject(deciders, (&tenant, approval_id), &by, Some("rejected in Slack"))
             .await
-            .map(|_| "rejected")
+            .map(|_| (false, "rejected"))
     };
     match decided {
-        Ok(decision) => {
+        // Approved before this click (a stale message, a replayed click): `approve` queued it
+        // again in case its queuing had failed, but this clicker decided nothing.
+        Ok((true, _)) => Ok(ClickResult::Refused(format!(
+            "approval {approval_id} was already approved"
+        ))),
+        Ok((false, decision)) => {
             tracing::info!(approval = approval_id, %by, decision, "decided in Slack");
             Ok(ClickResult::Decided {
                 decision,

@@ -6,7 +6,7 @@ mod approvals;
 mod console;
 mod demo;
 mod dlq;
-mod outbound;
+pub mod outbound;
 mod plan;
 mod probe;
 mod progress;

@@ -8,7 +8,8 @@ use clap::Subcommand;
 
 use super::table;
 use crate::app::open_store;
-use crate::config::Settings;
+use crate::config::{SLACK_OUTBOX, Settings};
+use crate::outbound::slack;
 use crate::store::outbox::{DeliveryState, OutboundDelivery};
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +103,7 @@ pub async fn run(settings: Settings, command: OutboundCommand) -> anyhow::Result
             };
             let mut replayed = 0;
             for id in &ids {
+                forget_posted_request(&store, id).await?;
                 if store.replay_outbound(id).await? {
                     replayed += 1;
                 } else {
@@ -113,6 +115,30 @@ pub async fn run(settings: Settings, command: OutboundCommand) -> anyhow::Result
                 bail!("{} could not be replayed", ids.len() - replayed);
             }
         }
+    }
+    Ok(())
+}
+
+/// An approval's Slack request replayed after it was posted is posted again on purpose (the
+/// message was lost or deleted): the sender must not take it for a post whose settlement a crash
+/// lost, and the new message is the one a settlement's update replaces.
+async fn forget_posted_request(store: &crate::store::Store, id: &str) -> anyhow::Result<()> {
+    let Some((delivery, _)) = store.outbound_delivery(id).await? else {
+        return Ok(());
+    };
+    if delivery.endpoint != SLACK_OUTBOX
+        || delivery.message_type != slack::REQUEST
+        || delivery.state == DeliveryState::Pending
+    {
+        return Ok(());
+    }
+    if let Some(approval) = slack::approval_of(&delivery.source_key)
+        && store.forget_slack_message(approval).await?
+    {
+        eprintln!(
+            "{id}: approval {approval}'s request is posted to Slack again; its earlier message keeps \
+             its buttons, and a settlement now replaces the new one"
+        );
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 //! `chat.update` of that message. While the request is still to be posted, the update waits for
 //! it (without spending its own ladder); when the request will never be posted that way (Slack
 //! refused it, an incoming webhook or an older gatehouse posted it), the update is dead with that
-//! reason; one a later settlement of the same approval has overtaken is not sent at all.
+//! reason; one a later settlement of the same approval has overtaken is not sent at all. A
+//! request Slack is known to have (posted by an attempt that ended before it was settled) is not
+//! posted again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -318,14 +320,32 @@ impl Sender {
 
     /// For a settlement's update to Slack, the message it replaces. `Err` when it is not to be
     /// sent now: overtaken by a later settlement of the approval, waiting for the request to be
-    /// posted, or with nothing to replace (the request was not posted through `chat.postMessage`).
+    /// posted, or with nothing to replace (the request was not posted through `chat.postMessage`);
+    /// and for an approval's request, when Slack already has it (below).
     async fn updating(&self, route: &Route, taken: &Taken) -> Result<Option<SlackMessage>, Outcome> {
         let delivery = &taken.delivery;
-        if !matches!(route.style, Style::Slack(_)) || delivery.message_type != slack::SETTLED_UPDATE {
+        if !matches!(route.style, Style::Slack(_)) {
             return Ok(None);
         }
         let unreadable =
             |error: StoreError| Outcome::Retryable(format!("cannot read the store: {error}"), None);
+        if delivery.message_type == slack::REQUEST {
+            // Posted and remembered by an attempt whose settlement was lost (the process ended
+            // between the two): posting it again would leave a second message with live
+            // buttons, which no settlement's update would ever replace.
+            if let Some(approval) = slack::approval_of(&delivery.source_key)
+                && let Some(posted) = self.store.slack_message(approval).await.map_err(unreadable)?
+            {
+                return Err(Outcome::Obsolete(format!(
+                    "already posted to Slack (channel {}, ts {}) by an attempt that was not recorded",
+                    posted.channel, posted.ts
+                )));
+            }
+            return Ok(None);
+        }
+        if delivery.message_type != slack::SETTLED_UPDATE {
+            return Ok(None);
+        }
         let Some((approval, announced)) = slack::settled_of(&delivery.source_key) else {
             return Err(Outcome::Permanent(format!(
                 "{} names no approval and state",
@@ -355,12 +375,17 @@ impl Sender {
                 "the approval's request is not posted to Slack yet".to_owned(),
                 request.next_attempt_at.max(Utc::now()) + chrono::Duration::milliseconds(500),
             )),
-            _ => Err(Outcome::Permanent(
-                "nothing to replace: the approval's request was not posted through \
-                 chat.postMessage (Slack refused it, or an incoming webhook or an older gatehouse \
-                 posted it)"
-                    .to_owned(),
-            )),
+            // Posted meanwhile: another sender remembered the message and settled the request
+            // after it was looked for above.
+            _ => match self.store.slack_message(approval).await.map_err(unreadable)? {
+                Some(message) => Ok(Some(message)),
+                None => Err(Outcome::Permanent(
+                    "nothing to replace: the approval's request was not posted through \
+                     chat.postMessage (Slack refused it, or an incoming webhook or an older gatehouse \
+                     posted it)"
+                        .to_owned(),
+                )),
+            },
         }
     }
 }
@@ -437,7 +462,7 @@ impl Route {
             .body(body);
         let response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return (self.failed_to_send(&error), None),
+            Err(error) => return (self.failed_to_send(error), None),
         };
         let status = response.status();
         let code = Some(status.as_u16());
@@ -476,15 +501,19 @@ impl Route {
         }
     }
 
-    fn failed_to_send(&self, error: &reqwest::Error) -> Outcome {
-        if let Some(refused) = target::refused_target(error) {
+    /// Why a request did not reach its endpoint, without the endpoint's URL: reqwest names it in
+    /// its errors, and a Slack incoming webhook's URL (or a click's `response_url`) is the
+    /// credential itself. The reason is logged, stored and shown by `gatehouse outbound`.
+    fn failed_to_send(&self, error: reqwest::Error) -> Outcome {
+        let error = error.without_url();
+        if let Some(refused) = target::refused_target(&error) {
             return Outcome::Permanent(refused);
         }
         if error.is_timeout() {
             return Outcome::Retryable(format!("no answer within {}s", self.timeout.as_secs()), None);
         }
         let mut reason = error.to_string();
-        let mut source = std::error::Error::source(error);
+        let mut source = std::error::Error::source(&error);
         while let Some(inner) = source {
             reason = format!("{reason}: {inner}");
             source = inner.source();

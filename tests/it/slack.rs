@@ -216,6 +216,20 @@ async fn an_approver_approves_in_slack_and_the_plan_is_performed_as_recorded() {
     assert_eq!(second["response_type"], "ephemeral");
     assert!(second["text"].as_str().unwrap().contains("already"), "{second}");
     assert_eq!(records(&world, AuditKind::Rejected).await.len(), 0);
+    // Nor does Approve again (a stale message, a replayed click): the clicker is not credited.
+    assert_eq!(
+        signed_click(&world, &click(APPROVER, "approve", &id, &response_url)).await,
+        200
+    );
+    eventually(LONG, "the third click answered", || async {
+        fake.requests(RESPONSE_PATH).len() == 3
+    })
+    .await;
+    let third = fake.requests(RESPONSE_PATH)[2].json();
+    assert_eq!(third["response_type"], "ephemeral");
+    assert!(third["text"].as_str().unwrap().contains("already"), "{third}");
+    assert!(!text_of(&third).contains("*Approved* by"), "{third}");
+    assert_eq!(records(&world, AuditKind::Approved).await.len(), 1);
     world.stop().await;
 }
 
@@ -365,6 +379,181 @@ async fn a_plan_approved_outside_slack_replaces_its_message_once_it_was_posted()
     // Exactly one update: the plan's execution is not a settlement of its own.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(fake.requests("/api/chat.update").len(), 1);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_slack_already_has_is_not_posted_again() {
+    let fake = Receiver::start().await;
+    fake.always(
+        "/api/chat.postMessage",
+        Reply::Answer(503, Vec::new(), String::new()),
+    );
+    let world = World::start(leaver("hal"), policies(ORG_WIDE), |settings| {
+        let mut slack = slack_on(&fake, true);
+        slack.retry_seconds = vec![1; 10];
+        settings.approvals.slack = Some(slack);
+    })
+    .await;
+    world
+        .send("user.deactivated", "msg-hal", json!({"account_id": "hal"}))
+        .await;
+    let id = pending_approval(&world).await;
+    eventually(LONG, "a first attempt at the request", || async {
+        !slack_delivery(&world, "slack.approval").await.1.is_empty()
+    })
+    .await;
+    // An attempt Slack took and gatehouse remembered, whose settlement was then lost (the
+    // process ended between the two): the request is still pending in the outbox.
+    let posted = gatehouse::store::slack_messages::SlackMessage {
+        channel: "C0APPROVALS".to_owned(),
+        ts: "1764900000.000200".to_owned(),
+    };
+    world.app.store.record_slack_message(&id, &posted).await.unwrap();
+    let posts = fake.requests("/api/chat.postMessage").len();
+    answers_as_the_web_api(&fake, "1764900000.000999");
+
+    eventually(LONG, "the request settled", || async {
+        slack_delivery(&world, "slack.approval").await.0.state == DeliveryState::Delivered
+    })
+    .await;
+    assert_eq!(
+        fake.requests("/api/chat.postMessage").len(),
+        posts,
+        "not posted again"
+    );
+    let (request, _) = slack_delivery(&world, "slack.approval").await;
+    assert!(
+        request.last_error.as_deref().is_some_and(
+            |e| e.contains("already posted to Slack (channel C0APPROVALS, ts 1764900000.000200)")
+        ),
+        "{request:?}"
+    );
+    // The message Slack has is the one a settlement replaces.
+    decide_outside_slack(&world, &id, false, "ops-bob").await;
+    eventually(LONG, "the message replaced", || async {
+        !fake.requests("/api/chat.update").is_empty()
+    })
+    .await;
+    assert_eq!(
+        fake.requests("/api/chat.update")[0].json()["ts"],
+        "1764900000.000200"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_incoming_webhook_is_retried_without_its_url_in_the_reason() {
+    let fake = Receiver::start().await;
+    // A port nothing listens on: every attempt fails to connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let hook = format!("http://127.0.0.1:{port}/services/T0/B0/s3cretHookToken");
+    let world = World::start(leaver("ivy"), policies(ORG_WIDE), |settings| {
+        let mut slack = slack_on(&fake, false);
+        slack.webhook_url = Some(Secret::new(hook.clone()));
+        settings.approvals.slack = Some(slack);
+    })
+    .await;
+    world
+        .send("user.deactivated", "msg-ivy", json!({"account_id": "ivy"}))
+        .await;
+    pending_approval(&world).await;
+    eventually(LONG, "an attempt at the request", || async {
+        !slack_delivery(&world, "slack.approval").await.1.is_empty()
+    })
+    .await;
+    let (request, attempts) = slack_delivery(&world, "slack.approval").await;
+    let reason = attempts[0].error.clone().unwrap_or_default();
+    assert!(reason.starts_with("could not send"), "{reason}");
+    // The incoming webhook's URL is its credential: not in what is stored, logged or shown.
+    for text in [reason.as_str(), request.last_error.as_deref().unwrap_or_default()] {
+        assert!(!text.contains("s3cretHookToken"), "{text}");
+    }
+    world.stop().await;
+}
+
+/// Approve clicked again on a plan approved but not yet performed (a stale message, a replayed
+/// click): the clicker decided nothing, and Slack says so to them alone.
+#[tokio::test]
+async fn approve_clicked_on_an_approved_plan_credits_nobody() {
+    let fake = Receiver::start().await;
+    answers_as_the_web_api(&fake, "1764900000.000300");
+    let world = World::start(leaver("kim"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, true));
+    })
+    .await;
+    let (id, _) = waiting(&world, &fake, "/api/chat.postMessage", "kim").await;
+    // Atlassian is down: the approved plan stays approved, retried later.
+    world
+        .fault(gatehouse_sim::Fault::status("/userByGroupId", 503, 10_000))
+        .await;
+    let response_url = fake.url(RESPONSE_PATH);
+    for _ in 0..2 {
+        assert_eq!(
+            signed_click(&world, &click(APPROVER, "approve", &id, &response_url)).await,
+            200
+        );
+    }
+    eventually(LONG, "both clicks answered", || async {
+        fake.requests(RESPONSE_PATH).len() == 2
+    })
+    .await;
+    assert_eq!(
+        world.app.store.approval(&id).await.unwrap().unwrap().state,
+        ApprovalState::Approved
+    );
+    let second = fake.requests(RESPONSE_PATH)[1].json();
+    assert_eq!(second["response_type"], "ephemeral");
+    assert!(
+        second["text"].as_str().unwrap().contains("already approved"),
+        "{second}"
+    );
+    assert_eq!(records(&world, AuditKind::Approved).await.len(), 1);
+    world.stop().await;
+}
+
+/// `gatehouse outbound replay` of a request Slack has: posted again on purpose (the message was
+/// lost or deleted), and the new message is the one a settlement replaces.
+#[tokio::test]
+async fn a_request_replayed_by_an_operator_is_posted_again_and_its_new_message_replaced() {
+    let fake = Receiver::start().await;
+    answers_as_the_web_api(&fake, "1764900000.000100");
+    let world = World::start(leaver("jo"), policies(ORG_WIDE), |settings| {
+        settings.approvals.slack = Some(slack_on(&fake, true));
+    })
+    .await;
+    let (id, _) = waiting(&world, &fake, "/api/chat.postMessage", "jo").await;
+    eventually(LONG, "where the message went remembered", || async {
+        world.app.store.slack_message(&id).await.unwrap().is_some()
+    })
+    .await;
+    answers_as_the_web_api(&fake, "1764900000.000200");
+    let (request, _) = slack_delivery(&world, "slack.approval").await;
+    gatehouse::cli::outbound::run(
+        world.app.settings.clone(),
+        gatehouse::cli::outbound::OutboundCommand::Replay {
+            ids: vec![request.id.clone()],
+            dead: false,
+            endpoint: None,
+        },
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the request posted again", || async {
+        fake.requests("/api/chat.postMessage").len() == 2
+    })
+    .await;
+    decide_outside_slack(&world, &id, false, "ops-bob").await;
+    eventually(LONG, "the message replaced", || async {
+        !fake.requests("/api/chat.update").is_empty()
+    })
+    .await;
+    assert_eq!(
+        fake.requests("/api/chat.update")[0].json()["ts"],
+        "1764900000.000200"
+    );
     world.stop().await;
 }
 
