@@ -131,13 +131,25 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: DlqCommand) 
                 bail!("not purged (confirm, or pass --yes)");
             }
             let mut progress = CommandProgress::new("purging", letters.len() as u64);
+            let mut gone = 0;
             for letter in &letters {
-                store.purge_dead_letter(&letter.id).await?;
+                // Replayed (from the console, or another run) since it was listed: not purged.
+                if !store.purge_dead_letter(&letter.id).await? {
+                    gone += 1;
+                    progress.step(&format!(
+                        "{} no longer dead (replayed meanwhile): not purged",
+                        letter.id
+                    ));
+                    continue;
+                }
                 tracing::info!(dead_letter = %letter.id, event_id = %letter.event_id, "dead letter purged");
                 progress.step(&format!("{} purged", letter.id));
             }
             progress.finish();
-            eprintln!("{} purged", letters.len());
+            eprintln!("{} purged", letters.len() - gone);
+            if gone > 0 {
+                bail!("{gone} dead letter(s) were replayed meanwhile and not purged");
+            }
             Ok(())
         }
     }

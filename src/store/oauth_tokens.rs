@@ -85,6 +85,9 @@ impl Store {
 
     /// Makes sure the grant has a row: inserts the configured token when there is none, and
     /// replaces the row when the configured token changed (`fingerprint`). Returns the row.
+    /// Several processes may seed at once (PostgreSQL's transaction does not lock a row it only
+    /// read): the insert yields to one made meanwhile, and the replacement applies only to the
+    /// row as it was read, so a stalled process never puts back a seed another already rotated.
     pub async fn seed_oauth_grant(
         &self,
         grant_key: &str,
@@ -111,7 +114,8 @@ impl Store {
             None => {
                 sqlx::query(
                     "INSERT INTO oauth_tokens (grant_key, refresh_token, seed_fingerprint, generation, updated_at)
-                     VALUES ($1, $2, $3, 0, $4)",
+                     VALUES ($1, $2, $3, 0, $4)
+                     ON CONFLICT (grant_key) DO NOTHING",
                 )
                 .bind(grant_key)
                 .bind(self.seal(refresh_token.expose(), &refresh_context(grant_key))?)
@@ -124,13 +128,15 @@ impl Store {
                 sqlx::query(
                     "UPDATE oauth_tokens SET refresh_token = $2, seed_fingerprint = $3, access_token = NULL,
                         access_expires_at = NULL, generation = $4, lease_until = NULL, updated_at = $5
-                     WHERE grant_key = $1",
+                     WHERE grant_key = $1 AND generation = $6 AND seed_fingerprint = $7",
                 )
                 .bind(grant_key)
                 .bind(self.seal(refresh_token.expose(), &refresh_context(grant_key))?)
                 .bind(fingerprint)
                 .bind(generation + 1)
                 .bind(now)
+                .bind(generation)
+                .bind(&stored_fingerprint)
                 .execute(&mut *tx)
                 .await?;
             }

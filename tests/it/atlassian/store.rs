@@ -94,6 +94,38 @@ async fn grant_lifecycle(url: String) {
     assert_eq!(reseeded.refresh_token.expose(), "rt-new");
     assert_eq!(reseeded.generation, 2);
     assert!(reseeded.access_token.is_none() && reseeded.lease_until.is_none());
+
+    // Processes starting together all seed a fresh grant: one row, and none of them fails.
+    let seeds = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .seed_oauth_grant("fresh@cloud", &Secret::new("rt-f"), "fp-f")
+                .await
+        })
+    });
+    for seeded in futures_util::future::join_all(seeds).await {
+        let seeded = seeded.unwrap().unwrap();
+        assert_eq!((seeded.generation, seeded.refresh_token.expose()), (0, "rt-f"));
+    }
+    // A new token in every process's config at once: the row is replaced once.
+    store
+        .seed_oauth_grant("fresh@cloud", &Secret::new("rt-g"), "fp-g")
+        .await
+        .unwrap();
+    let seeds = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .seed_oauth_grant("fresh@cloud", &Secret::new("rt-h"), "fp-h")
+                .await
+        })
+    });
+    for seeded in futures_util::future::join_all(seeds).await {
+        seeded.unwrap().unwrap();
+    }
+    let settled = store.oauth_grant("fresh@cloud").await.unwrap().unwrap();
+    assert_eq!((settled.generation, settled.refresh_token.expose()), (2, "rt-h"));
     store.close().await;
 }
 

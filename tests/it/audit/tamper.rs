@@ -193,5 +193,14 @@ async fn verify_from_a_seq_trusts_the_record_before_it() {
     let later = verify(&store, 5, |seq| seen.push(seq)).await.unwrap();
     assert!(later.is_intact(), "{later:?}");
     assert_eq!(seen, (5..=N as u64).collect::<Vec<_>>());
+    // Just past the head: nothing new since the last check.
+    let nothing_new = verify(&store, N as u64 + 1, |_| {}).await.unwrap();
+    assert!(
+        nothing_new.is_intact() && nothing_new.checked == 0,
+        "{nothing_new:?}"
+    );
+    // Further: the records before it are not there, which is not intact.
+    let cut = verify(&store, N as u64 + 5, |_| {}).await.unwrap();
+    assert_eq!(cut.broken.unwrap().seq, N as u64 + 4);
     store.close().await;
 }
