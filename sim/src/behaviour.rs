@@ -115,7 +115,7 @@ pub struct Fault {
     /// How many matching requests it affects; `None`: every one until cleared.
     #[serde(default)]
     pub times: Option<u32>,
-    /// With a 429: the `Retry-After` header.
+    /// The `Retry-After` header, with any status (a 429, or a 503 during maintenance).
     #[serde(default)]
     pub retry_after_seconds: Option<u64>,
     /// With a 429: `RateLimit-Reason` (e.g. `confluence-quota-global-based`).

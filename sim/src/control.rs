@@ -17,6 +17,7 @@
 //! | `POST /_sim/groups` | `{"name", "id"?}` | creates a Confluence group |
 //! | `PUT`/`DELETE /_sim/groups/{group_id}/members/{account_id}` | | adds/removes a membership |
 //! | `POST /_sim/events` | `{"action", "account_id"?, "group_id"?}` | appends an org event |
+//! | `POST /_sim/events/raw` | any JSON | appends an org event served exactly as given (a malformed one, say) |
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub(crate) fn router() -> Router<Arc<SimShared>> {
             put(add_member).delete(remove_member),
         )
         .route("/_sim/events", post(append_event))
+        .route("/_sim/events/raw", post(append_raw_event))
 }
 
 fn refused(refusal: SimRefusal) -> Response {
@@ -208,4 +210,14 @@ async fn append_event(Extension(tenant): Extension<Arc<SimTenant>>, Json(body): 
     };
     world.emit(&body.action, ADMIN_UI, body.account_id.as_deref(), group);
     StatusCode::CREATED.into_response()
+}
+
+/// Any JSON, served as the next event of the stream: how tests reproduce an event Atlassian's
+/// documented shape does not cover.
+async fn append_raw_event(
+    Extension(tenant): Extension<Arc<SimTenant>>,
+    Json(raw): Json<serde_json::Value>,
+) -> StatusCode {
+    lock(&tenant.world).emit_raw(raw);
+    StatusCode::CREATED
 }

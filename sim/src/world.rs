@@ -72,11 +72,18 @@ pub struct SimOrgEvent {
     pub actor: String,
     pub account_id: Option<String>,
     pub group: Option<(String, String)>,
+    /// Served exactly as it is instead of the documented shape, when set: an event a test
+    /// injects as it likes (`POST /_sim/events/raw`), well-formed or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Value>,
 }
 
 impl SimOrgEvent {
-    /// The JSON:API-style shape of Atlassian's org events.
+    /// The JSON:API-style shape of Atlassian's org events (or the injected [`SimOrgEvent::raw`]).
     pub fn to_json(&self, accounts: &BTreeMap<String, Account>) -> Value {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
         let mut context = Vec::new();
         if let Some(account_id) = &self.account_id {
             let account = accounts.get(account_id);
@@ -324,6 +331,24 @@ impl World {
             actor: actor.to_owned(),
             account_id: account_id.map(str::to_owned),
             group,
+            raw: None,
+        });
+    }
+
+    /// Appends an org event served exactly as `raw` (its `id` and `attributes.action`, when
+    /// strings, are what the state shows; it is timed now, for `from`/`to`).
+    pub fn emit_raw(&mut self, raw: Value) {
+        let seq = self.events.len() as u64;
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+        self.events.push(SimOrgEvent {
+            seq,
+            id: text(raw.get("id")).unwrap_or_else(|| ulid::Ulid::generate().to_string().to_lowercase()),
+            time: Utc::now(),
+            action: text(raw.get("attributes").and_then(|a| a.get("action"))).unwrap_or_default(),
+            actor: String::new(),
+            account_id: None,
+            group: None,
+            raw: Some(raw),
         });
     }
 

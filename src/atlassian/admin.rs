@@ -88,15 +88,35 @@ impl OrgEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventsPage {
     pub events: Vec<OrgEvent>,
+    /// Events of the page that cannot be read as the documented shape. They are left out rather
+    /// than failing the page: the cursor can only move past a whole page, so one unreadable
+    /// event would otherwise hold back every later event of the stream, for good.
+    pub skipped: Vec<SkippedEvent>,
     /// Where to continue; keeps working past the end (poll it later). `None` only when Atlassian
     /// sent no cursor at all.
     pub next: Option<EventsCursor>,
 }
 
+/// An event of a page that could not be read. Names it without repeating what it says (an
+/// event's attributes name people).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEvent {
+    /// Its id, when it has one (a number is shown as one; cut to [`MAX_SHOWN_ID`] characters).
+    pub id: Option<String>,
+    /// Where it was in the page (0 for the first).
+    pub position: usize,
+    /// What is wrong with it, with any string it quotes replaced by `"…"`.
+    pub reason: String,
+}
+
+/// Longest piece of an unreadable event's id repeated in logs: a real id is a UUID; anything
+/// longer is not one and need not be logged whole.
+const MAX_SHOWN_ID: usize = 64;
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct ApiPage {
     #[serde(default)]
-    data: Vec<Value>,
+    pub(crate) data: Vec<Value>,
     #[serde(default)]
     pub(crate) meta: ApiMeta,
     #[serde(default)]
@@ -134,14 +154,14 @@ struct ApiActor {
 }
 
 fn parse_event(raw: Value) -> Result<OrgEvent, String> {
-    let id = raw
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or("an event without an id")?
-        .to_owned();
+    let id = match raw.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => return Err("its id is not a string".to_owned()),
+        None => return Err("it has no id".to_owned()),
+    };
     let attributes: ApiAttributes =
         serde_json::from_value(raw.get("attributes").cloned().unwrap_or(Value::Null))
-            .map_err(|e| format!("event {id}: {e}"))?;
+            .map_err(|e| format!("its attributes: {}", without_strings(&e.to_string())))?;
     Ok(OrgEvent {
         id,
         action: attributes.action,
@@ -152,19 +172,64 @@ fn parse_event(raw: Value) -> Result<OrgEvent, String> {
     })
 }
 
-/// The events and the cursor of a page as Atlassian sent it; an error names an unreadable event.
-pub(crate) fn events_page_from(page: ApiPage) -> Result<EventsPage, String> {
-    let events = page
-        .data
-        .into_iter()
-        .map(parse_event)
-        .collect::<Result<Vec<_>, _>>()?;
+/// `text` with every double-quoted string in it replaced by `"…"`: serde quotes the value it
+/// did not expect (`invalid type: string "ann@example.com", expected …`), and what an event
+/// holds may name a person, which a log line about it must not.
+fn without_strings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        // Serde writes strings as Rust debug strings: a quote inside one is escaped.
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// An event's id as a log line may show it, when it has one.
+fn shown_id(raw: &Value) -> Option<String> {
+    match raw.get("id") {
+        Some(Value::String(id)) => Some(id.chars().take(MAX_SHOWN_ID).collect()),
+        Some(Value::Number(id)) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// The events and the cursor of a page as Atlassian sent it. Each event is read on its own: one
+/// that cannot be read is set aside in [`EventsPage::skipped`], and the others and the cursor
+/// are kept.
+pub(crate) fn events_page_from(page: ApiPage) -> EventsPage {
+    let mut events = Vec::with_capacity(page.data.len());
+    let mut skipped = Vec::new();
+    for (position, raw) in page.data.into_iter().enumerate() {
+        let id = shown_id(&raw);
+        match parse_event(raw) {
+            Ok(event) => events.push(event),
+            Err(reason) => skipped.push(SkippedEvent { id, position, reason }),
+        }
+    }
     let next = page
         .meta
         .next
         .or_else(|| page.links.next.as_deref().and_then(super::pagination::cursor_of))
         .map(EventsCursor);
-    Ok(EventsPage { events, next })
+    EventsPage {
+        events,
+        skipped,
+        next,
+    }
 }
 
 /// Organization API calls; cheap to clone.
@@ -210,8 +275,10 @@ impl AdminClient {
         if let Some(limit) = query.limit {
             call = call.query("limit", limit.to_string());
         }
+        // Only an unreadable envelope fails the page; an unreadable event is skipped (see
+        // `EventsPage::skipped`).
         let page: ApiPage = self.caller.send(&call).await?.json(EVENTS_STREAM.label)?;
-        events_page_from(page).map_err(|message| ApiError::unreadable(EVENTS_STREAM.label, message))
+        Ok(events_page_from(page))
     }
 
     /// Deactivates a managed account (every product, organization-wide). `message` is shown to
@@ -267,5 +334,78 @@ mod tests {
         assert!(event.time.is_some());
         assert_eq!(event.raw, raw);
         assert!(parse_event(serde_json::json!({"attributes": {}})).is_err());
+    }
+
+    fn good(id: &str, account: &str) -> Value {
+        serde_json::json!({
+            "id": id, "type": "events",
+            "attributes": {
+                "time": "2022-12-15T00:35:15.890Z", "action": "user_deactivated",
+                "context": [{"type": "users", "id": account}]
+            }
+        })
+    }
+
+    /// Each way an event can be unreadable costs that event only: the page's other events and
+    /// its cursor are kept, and the skipped event is named without what it says.
+    #[test]
+    fn an_unreadable_event_is_skipped_and_the_rest_of_the_page_kept() {
+        let broken = [
+            // A context item without an id.
+            serde_json::json!({"id": "e-ctx", "attributes": {"action": "user_deactivated",
+                "context": [{"type": "users", "attributes": {"email": "ann@example.com"}}]}}),
+            // A numeric id.
+            serde_json::json!({"id": 42, "attributes": {"action": "user_deactivated"}}),
+            // A time in another format.
+            serde_json::json!({"id": "e-time", "attributes": {"action": "user_deactivated",
+                "time": "15/12/2022 00:35"}}),
+            // No attributes at all.
+            serde_json::json!({"id": "e-bare", "type": "events"}),
+            // A context that is not a list: serde's message quotes the string it found.
+            serde_json::json!({"id": "e-email", "attributes": {"context": "ann@example.com"}}),
+            // Not an event.
+            serde_json::json!("ann@example.com"),
+        ];
+        for (n, bad) in broken.iter().enumerate() {
+            let page: ApiPage = serde_json::from_value(serde_json::json!({
+                "data": [good("e-1", "acc-1"), bad, good("e-2", "acc-2")],
+                "meta": {"next": "c-2"},
+            }))
+            .unwrap();
+            let page = events_page_from(page);
+            let read: Vec<&str> = page.events.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(read, ["e-1", "e-2"], "case {n}");
+            assert_eq!(page.next, Some(EventsCursor("c-2".into())), "case {n}");
+            assert_eq!(page.skipped.len(), 1, "case {n}");
+            let skipped = &page.skipped[0];
+            assert_eq!(skipped.position, 1, "case {n}");
+            assert!(!skipped.reason.is_empty(), "case {n}");
+            assert!(!skipped.reason.contains("ann@"), "case {n}: {}", skipped.reason);
+        }
+        let ids = |bad: Value| {
+            let page: ApiPage = serde_json::from_value(serde_json::json!({"data": [bad]})).unwrap();
+            events_page_from(page).skipped[0].id.clone()
+        };
+        assert_eq!(ids(broken[0].clone()).as_deref(), Some("e-ctx"));
+        assert_eq!(ids(broken[1].clone()).as_deref(), Some("42"));
+        assert_eq!(ids(broken[5].clone()), None);
+        let long = "x".repeat(1_000);
+        assert_eq!(
+            ids(serde_json::json!({"id": long})).map(|id| id.len()),
+            Some(MAX_SHOWN_ID)
+        );
+    }
+
+    #[test]
+    fn quoted_strings_are_left_out_of_reasons() {
+        assert_eq!(
+            without_strings(r#"invalid type: string "ann@example.com", expected a sequence"#),
+            r#"invalid type: string "…", expected a sequence"#
+        );
+        assert_eq!(
+            without_strings(r#"string "a \"quoted\" b" and "c""#),
+            r#"string "…" and "…""#
+        );
+        assert_eq!(without_strings("missing field `id`"), "missing field `id`");
     }
 }

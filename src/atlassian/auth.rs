@@ -41,6 +41,12 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 const LEASE: Duration = Duration::from_secs(30);
 /// How often a process waiting on another's lease looks again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
+/// An access token's lifetime when the token endpoint does not say (Atlassian's last an hour).
+const DEFAULT_ACCESS_LIFETIME_SECONDS: i64 = 3600;
+/// The longest an access token is believed to last, whatever the token endpoint says: far past
+/// Atlassian's hour, and far below what `DateTime` arithmetic can hold (chrono panics on a
+/// lifetime past about 9.2e15 s, and a date past year 262143 overflows).
+const MAX_ACCESS_LIFETIME_SECONDS: i64 = 365 * 24 * 3600;
 
 /// What authenticates requests to one API.
 #[async_trait]
@@ -146,6 +152,22 @@ struct AccessToken {
     expires_at: DateTime<Utc>,
 }
 
+/// When an access token the token endpoint says lasts `expires_in` seconds ends, counted from
+/// `now`: at most a year later; `now` itself for zero, a negative lifetime or one that is not a
+/// number of seconds, so such a token counts as expired and the next call refreshes it. Never
+/// panics, whatever Atlassian (or a proxy) sends.
+fn access_expiry(now: DateTime<Utc>, expires_in: Option<&serde_json::Number>) -> DateTime<Utc> {
+    let seconds = match expires_in {
+        None => DEFAULT_ACCESS_LIFETIME_SECONDS,
+        // Saturating: a float cast clamps to i64's range (and is exact for whole seconds).
+        Some(number) => number.as_f64().map_or(0, |s| s as i64),
+    }
+    .clamp(0, MAX_ACCESS_LIFETIME_SECONDS);
+    chrono::Duration::try_seconds(seconds)
+        .and_then(|lifetime| now.checked_add_signed(lifetime))
+        .unwrap_or(now)
+}
+
 /// Whether an access token ending at `expires_at` is still good to send at `now`.
 fn fresh(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     expires_at - now > chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default()
@@ -180,8 +202,11 @@ impl fmt::Debug for OAuthSession {
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
+    /// Any JSON number: a negative or huge one is read (and bounded, see [`access_expiry`])
+    /// rather than making the answer unreadable, which would lose a refresh token Atlassian has
+    /// already rotated.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Number>,
     #[serde(default)]
     refresh_token: Option<String>,
 }
@@ -309,7 +334,7 @@ impl OAuthSession {
                 .map(Secret::new)
                 .unwrap_or_else(|| grant.refresh_token.clone());
             self.remember(&refresh);
-            let expires_at = Utc::now() + chrono::Duration::seconds(answer.expires_in.unwrap_or(3600) as i64);
+            let expires_at = access_expiry(Utc::now(), answer.expires_in.as_ref());
             let rotation = OAuthRotation {
                 refresh_token: &refresh,
                 access_token: &access,
@@ -430,6 +455,46 @@ impl Credentials for OAuthSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lifetime a token endpoint answer gives, read as the session reads it.
+    fn lifetime(expires_in: &str) -> chrono::Duration {
+        let now = Utc::now();
+        let answer: TokenAnswer =
+            serde_json::from_str(&format!(r#"{{"access_token": "a", "expires_in": {expires_in}}}"#)).unwrap();
+        access_expiry(now, answer.expires_in.as_ref()) - now
+    }
+
+    #[test]
+    fn token_lifetimes_are_bounded_and_never_panic() {
+        let year = chrono::Duration::days(365);
+        assert_eq!(lifetime("3600"), chrono::Duration::hours(1));
+        assert_eq!(lifetime("3600.0"), chrono::Duration::hours(1));
+        assert_eq!(lifetime("null"), chrono::Duration::hours(1));
+        // Huge: a year at most (chrono panicked past ~9.2e15 s, the date overflowed past ~8e12 s).
+        for huge in [
+            u64::MAX.to_string(),
+            i64::MAX.to_string(),
+            "9300000000000000".to_owned(),
+            "8000000000000".to_owned(),
+            "1e300".to_owned(),
+        ] {
+            assert_eq!(lifetime(&huge), year, "{huge}");
+        }
+        // Zero or negative: expired now, refreshed before the next use.
+        let min = i64::MIN.to_string();
+        for expired in ["0", "-1", "-3600", min.as_str(), "-1e300"] {
+            assert_eq!(lifetime(expired), chrono::Duration::zero(), "{expired}");
+            let now = Utc::now();
+            assert!(!fresh(now + lifetime(expired), now), "{expired}");
+        }
+        // Absent: Atlassian's hour.
+        let answer: TokenAnswer = serde_json::from_str(r#"{"access_token": "a"}"#).unwrap();
+        let now = Utc::now();
+        assert_eq!(
+            access_expiry(now, answer.expires_in.as_ref()) - now,
+            chrono::Duration::hours(1)
+        );
+    }
 
     #[tokio::test]
     async fn basic_auth_is_sensitive_and_redactable() {

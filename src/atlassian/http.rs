@@ -9,7 +9,11 @@
 //!   caller waits it out, not only the refused one. A call's waits share one budget
 //!   (`retry.max_wait_ms`); past it the call fails as transient and the worker retries later.
 //! - 5xx, 408, 425 and timeouts are retried only for idempotent calls (a POST that timed out may
-//!   have happened), up to `retry.max_attempts` tries.
+//!   have happened), up to `retry.max_attempts` tries. The wait before retrying a 5xx, 408 or
+//!   425 (exactly `Retry-After` when given) draws on the same budget as 429s: Atlassian in
+//!   maintenance may answer 503 with `Retry-After: 3600`, and sleeping that out would hold the
+//!   worker, its tenant slot and the account's claim for an hour a try. A wait past what is left
+//!   of the budget fails the call at once, as transient, and the worker retries later.
 //! - A connection that could not be opened is retried for every call (nothing was sent).
 //! - 401 with OAuth: one retry with a refreshed access token.
 //! - Everything else is returned at once, classified ([`ApiError`]).
@@ -335,7 +339,8 @@ impl ApiCaller {
                     return Ok(reply);
                 }
                 Err(AttemptFailure::Answer(answer)) => {
-                    self.after_answer(&key, endpoint, &answer, &authorization, &mut tally)
+                    let budget = inner.retry.max_wait.saturating_sub(started.elapsed());
+                    self.after_answer(&key, endpoint, &answer, &authorization, budget, &mut tally)
                         .await
                 }
                 Err(AttemptFailure::Transport(error)) => {
@@ -384,13 +389,15 @@ impl ApiCaller {
         }
     }
 
-    /// Decides what a non-2xx answer means.
+    /// Decides what a non-2xx answer means. `budget` is what is left of the call's wait budget
+    /// (`retry.max_wait`).
     async fn after_answer(
         &self,
         key: &LimitKey,
         endpoint: Endpoint,
         answer: &Answer,
         authorization: &HeaderValue,
+        budget: Duration,
         tally: &mut Tally,
     ) -> Next {
         let inner = &self.inner;
@@ -459,13 +466,25 @@ impl ApiCaller {
             }
             500..=599 | 408 | 425 if endpoint.idempotent => {
                 tally.errors += 1;
-                if tally.errors < endpoint.attempts(inner.retry.max_attempts) {
-                    Next::Retry(
-                        inner.retry.backoff.delay(tally.errors, signals.retry_after),
-                        "server_error",
-                    )
-                } else {
+                if tally.errors >= endpoint.attempts(inner.retry.max_attempts) {
+                    return Next::Fail(error);
+                }
+                let delay = inner.retry.backoff.delay(tally.errors, signals.retry_after);
+                if delay > budget {
+                    // The same budget as 429s: a long `Retry-After` (maintenance) is waited out
+                    // on the worker's retry ladder, not asleep in this call.
+                    tracing::info!(
+                        api = inner.api.name(),
+                        endpoint = endpoint.label,
+                        status = answer.status,
+                        delay_ms = delay.as_millis() as u64,
+                        budget_ms = budget.as_millis() as u64,
+                        request_id = error.request_id(),
+                        "Atlassian asked to wait longer than this call may (retry.max_wait_ms): failing as transient"
+                    );
                     Next::Fail(error)
+                } else {
+                    Next::Retry(delay, "server_error")
                 }
             }
             _ => Next::Fail(error),

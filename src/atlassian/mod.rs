@@ -34,7 +34,7 @@ pub mod retry;
 pub mod scim;
 pub mod shares;
 
-pub use admin::{AdminClient, EventContext, EventsCursor, EventsPage, EventsQuery, OrgEvent};
+pub use admin::{AdminClient, EventContext, EventsCursor, EventsPage, EventsQuery, OrgEvent, SkippedEvent};
 pub use clients::{AtlassianClients, ClientDeps};
 pub use confluence::{ConfluenceClient, UserStatus};
 pub use error::ApiError;

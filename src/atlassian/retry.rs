@@ -65,7 +65,8 @@ pub fn exponential(base: Duration, cap: Duration, retry: u32, unit: f64) -> Dura
 
 /// The longest wait a `Retry-After` (or an `X-RateLimit-Reset`) is taken for. Longer ones (a
 /// day is already far past any pause Atlassian asks for) are cut to it: `Retry-After: 18446744073709551615` once overflowed
-/// the limiter's `Instant` arithmetic and panicked the caller (found by fuzzing).
+/// the limiter's `Instant` arithmetic and panicked the caller (found by fuzzing). A call itself
+/// never sleeps this long: its waits share `retry.max_wait_ms` (see `http`).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// `Retry-After`: delay-seconds, or an HTTP date; at most [`MAX_RETRY_AFTER`].

@@ -179,8 +179,10 @@ pub struct RetrySettings {
     /// Backoff: `min(base·2^n, max)·U(0.7, 1.3)`, or `Retry-After` when longer.
     pub base_delay_ms: u64,
     pub max_delay_ms: u64,
-    /// The longest a call waits for a rate-limit pause (a quota reset can be an hour away);
-    /// beyond it the call fails as transient at once, without touching Atlassian.
+    /// The longest a call waits, in total, for rate-limit pauses (a quota reset can be an hour
+    /// away) and for the `Retry-After` of a 5xx, 408 or 425 (maintenance can ask for an hour);
+    /// a wait beyond what is left of it fails the call as transient at once, and the worker
+    /// retries later.
     pub max_wait_ms: u64,
 }
 

@@ -12,6 +12,11 @@ pub struct TypeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RepairLabel {
     pub tenant: String,
     pub kind: &'static str,
@@ -21,6 +26,9 @@ pub struct RepairLabel {
 pub struct PollMetrics {
     /// Org events queued, by envelope type (`other` for unmapped actions).
     pub events: Family<TypeLabel, Counter>,
+    /// Org events skipped because they could not be read. Non-zero means an event (perhaps a
+    /// deactivation) was not acted on: its log line names it.
+    pub unreadable: Family<TenantLabel, Counter>,
     /// Findings the reconciler queued. Non-zero means webhooks were missed.
     pub repaired: Family<RepairLabel, Counter>,
 }
@@ -29,12 +37,18 @@ impl PollMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = PollMetrics {
             events: Family::default(),
+            unreadable: Family::default(),
             repaired: Family::default(),
         };
         registry.register(
             "poll_events",
             "Organization events polled and queued, by tenant and type",
             metrics.events.clone(),
+        );
+        registry.register(
+            "poll_events_unreadable",
+            "Organization events skipped as unreadable (not acted on), by tenant",
+            metrics.unreadable.clone(),
         );
         registry.register(
             "reconcile_repaired",

@@ -4,7 +4,9 @@
 //! A restart resumes exactly where the last saved cursor points; a crash between queuing a page
 //! and saving its cursor queues that page again, and the worker's dedupe claim (the org event id
 //! is the dedupe key) absorbs the copies. The stream keeps its cursor valid past the last event,
-//! so an empty page just means "poll again later".
+//! so an empty page just means "poll again later". An event that cannot be read is skipped with
+//! a warning naming it (and counted in `gatehouse_poll_events_unreadable_total`): the cursor
+//! only moves past whole pages, so failing on it would stop the stream there for good.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use handlers::identifier::{self, IdKind};
 use handlers::{Envelope, GroupRef, Scheme};
 
 use super::mapping::ActionMap;
-use super::metrics::{PollMetrics, TypeLabel};
+use super::metrics::{PollMetrics, TenantLabel, TypeLabel};
 use crate::atlassian::{AdminClient, EventsCursor, EventsQuery, OrgEvent};
 use crate::config::PollSettings;
 use crate::queue::{OutgoingMessage, Queue};
@@ -102,9 +104,10 @@ impl OrgEventsPoller {
         ))
     }
 
-    /// Reads and queues one page; true when it held events (more may be waiting). Reads nothing
-    /// while the events-stream's own limit is spent (the next round looks again: waiting here
-    /// could outlast the poller's lease, and another process could start polling meanwhile).
+    /// Reads and queues one page; true when it held events, readable or not (more may be
+    /// waiting). Reads nothing while the events-stream's own limit is spent (the next round
+    /// looks again: waiting here could outlast the poller's lease, and another process could
+    /// start polling meanwhile).
     pub async fn poll_once(&self) -> Result<bool, PollError> {
         if let Some(wait) = self.window_wait().await? {
             tracing::debug!(
@@ -162,7 +165,25 @@ impl OrgEventsPoller {
         if let Some(next) = &page.next {
             self.store.save_poll_cursor(&self.cursor, next.as_str()).await?;
         }
-        Ok(!page.events.is_empty())
+        // Skipped, not retried: the same event would be unreadable again, and waiting for it
+        // would hold back every event after it. Counted and logged once the cursor is past it
+        // (a page read again after a failure to queue it is not counted twice).
+        for skipped in &page.skipped {
+            self.metrics
+                .unreadable
+                .get_or_create(&TenantLabel {
+                    tenant: self.tenant.clone(),
+                })
+                .inc();
+            tracing::warn!(
+                tenant = %self.tenant,
+                org_event = skipped.id.as_deref().unwrap_or("(no id)"),
+                position = skipped.position,
+                reason = %skipped.reason,
+                "an org event cannot be read: skipped, not acted on (the rest of its page was queued)"
+            );
+        }
+        Ok(!page.events.is_empty() || !page.skipped.is_empty())
     }
 
     /// The envelope for an org event.

@@ -292,6 +292,61 @@ async fn server_errors_are_retried_for_idempotent_calls_only() {
     assert_eq!(world.requests().await.len(), 4);
 }
 
+/// Atlassian in maintenance answers 503 with `Retry-After: 3600`: the call does not sleep for an
+/// hour (holding its worker); the wait is past its budget (`retry.max_wait_ms`), so it fails at
+/// once as transient, carrying the wait asked for, and the worker's retry ladder takes over. A
+/// `Retry-After` within the budget is still waited out and retried.
+#[tokio::test]
+async fn a_5xx_retry_after_longer_than_the_budget_fails_fast_as_transient() {
+    let users = accounts("acc", 1);
+    let id = users[0].account_id.clone();
+    let world = SimWorld::start(seed(users, vec![]), Behaviour::default(), |s| {
+        s.retry.max_attempts = 4;
+        s.retry.max_wait_ms = 5_000;
+    })
+    .await;
+    world
+        .fault(Fault {
+            retry_after_seconds: Some(3600),
+            ..Fault::status(USER_ROUTE, 503, 10)
+        })
+        .await;
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(30), world.confluence().user(&id)).await;
+    let error = answer
+        .expect("the call waited out Retry-After: 3600")
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert_eq!(error.status(), Some(503));
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(3600)));
+    assert_eq!(world.requests().await.len(), 1, "retried within the call");
+
+    // A short `Retry-After` fits in the budget: waited out, then retried.
+    assert_eq!(
+        world.control(reqwest::Method::DELETE, "/_sim/faults", None).await,
+        204
+    );
+    world.clear_requests().await;
+    world
+        .fault(Fault {
+            retry_after_seconds: Some(1),
+            ..Fault::status(USER_ROUTE, 503, 1)
+        })
+        .await;
+    let started = std::time::Instant::now();
+    world.confluence().user(&id).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After not honoured"
+    );
+    assert_eq!(world.requests().await.len(), 2, "a 503, then the user");
+}
+
 #[tokio::test]
 async fn slow_answers_time_out_and_are_retried() {
     let users = accounts("acc", 1);

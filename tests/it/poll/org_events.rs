@@ -96,6 +96,96 @@ async fn an_org_event_with_a_malformed_id_is_queued_naming_no_one_and_the_poller
     world.stop().await;
 }
 
+/// An org event that cannot be read at all (here a context item without an id), served between
+/// two deactivations in one page, is skipped and counted: both deactivations on its page are
+/// acted on, the cursor moves past the page, and a deactivation on the next page is acted on too.
+#[tokio::test]
+async fn an_unreadable_org_event_is_skipped_and_the_rest_of_its_page_and_the_stream_acted_on() {
+    let seed = Seed {
+        users: vec![
+            SeedUser::new("ann", "Ann"),
+            SeedUser::new("bob", "Bob"),
+            SeedUser::new("cat", "Cat"),
+        ],
+        groups: vec![SeedGroup::new(
+            "g-a",
+            "team-a",
+            vec!["ann".into(), "bob".into(), "cat".into()],
+        )],
+        ..Seed::default()
+    };
+    let deprovision = policies(
+        r#"
+        [[policies]]
+        on = "user.deactivated"
+        actions = ["confluence.remove_from_all_groups"]
+        "#,
+    );
+    // The stream is unavailable until the page is in place, so the first page read holds all
+    // three events.
+    let unavailable = Fault {
+        times: None,
+        ..Fault::status("events-stream", 503, 0)
+    };
+    let world = World::start_with_faults(seed, deprovision, vec![unavailable], |s| {
+        s.poll.org_events = true;
+        s.poll.interval_seconds = 1;
+        s.poll.backfill_from = Some(chrono::Utc::now() - chrono::Duration::minutes(5));
+        fast_events(s);
+    })
+    .await;
+    let http = crate::helpers::http();
+    world.set_status("ann", "inactive").await;
+    let broken = http
+        .post(world.sim.url("/_sim/events/raw"))
+        .json(&json!({
+            "id": "e-broken", "type": "events",
+            "attributes": {
+                "time": "2026-01-01T00:00:00Z", "action": "user_deactivated",
+                "context": [{"type": "users", "attributes": {"email": "dan@example.com"}}]
+            }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 201);
+    world.set_status("bob", "inactive").await;
+    let cleared = http.delete(world.sim.url("/_sim/faults")).send().await.unwrap();
+    assert_eq!(cleared.status(), 204);
+
+    eventually(LONG, "ann's and bob's deactivations acted on", || async {
+        world.groups_of("ann").await.is_empty() && world.groups_of("bob").await.is_empty()
+    })
+    .await;
+    let pages: Vec<_> = world
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.path.ends_with("/events-stream") && r.status == Some(200))
+        .collect();
+    assert!(!pages.is_empty());
+    assert!(
+        !pages[0].query.as_deref().unwrap_or("").contains("cursor="),
+        "the three events were on the first page read: {pages:?}"
+    );
+    // The next page: the stream goes on past the unreadable event.
+    world.set_status("cat", "inactive").await;
+    eventually(LONG, "cat's deactivation, on a later page, acted on", || async {
+        world.groups_of("cat").await.is_empty()
+    })
+    .await;
+    let metrics = world.app.metrics.render();
+    assert!(
+        metrics.contains(r#"gatehouse_poll_events_total{tenant="default",event_type="user.deactivated"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gatehouse_poll_events_unreadable_total{tenant="default"} 1"#),
+        "{metrics}"
+    );
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn a_deactivation_without_any_webhook_is_acted_on_after_the_next_poll() {
     let seed = Seed {
