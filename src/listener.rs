@@ -355,7 +355,9 @@ impl Activity {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// When the connection's timer runs out, if one is running.
+    /// When the connection's timer runs out, if one is running. None while a request is in
+    /// flight: its route bounds that time (every route that reads a body answers within
+    /// `server.request_timeout_seconds`, 408 after).
     fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::config::{Settings, SlackSettings};
 use crate::ingress::IngressError;
+use crate::ingress::body::read_body;
 use crate::ingress::limits::TokenBucket;
 use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::Outbox;
@@ -109,8 +110,8 @@ pub fn router(
         metrics,
     });
     Router::new()
+        // Bodies are limited while they are read (`read_body`, in the handler's timeout).
         .route("/slack/actions", post(actions))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -145,11 +146,16 @@ struct SlackAction {
     action_ts: Option<String>,
 }
 
-async fn actions(State(state): State<Arc<ClickState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn actions(State(state): State<Arc<ClickState>>, headers: HeaderMap, body: Body) -> Response {
     let timeout = Duration::from_secs(state.settings.server.request_timeout_seconds);
-    let outcome = tokio::time::timeout(timeout, handle(&state, &headers, &body))
-        .await
-        .unwrap_or(Err(IngressError::Timeout));
+    // The body is read inside the timeout: anyone can post here, and a click announcing a body
+    // it never sends would otherwise hold its connection (and this task) for ever.
+    let outcome = tokio::time::timeout(timeout, async {
+        let body = read_body(body, &headers, BODY_LIMIT).await?;
+        handle(&state, &headers, &body).await
+    })
+    .await
+    .unwrap_or(Err(IngressError::Timeout));
     let label = match &outcome {
         Ok(word) => word,
         Err(error) => error.outcome(),

@@ -27,8 +27,10 @@ pub struct ServerSettings {
     /// Open connections at most; a connection beyond this is answered 503 at once and closed,
     /// so idle or slow clients cannot hold every socket.
     pub max_connections: usize,
-    /// Open connections from one client address at most (beyond: 503 at once). Behind a load
-    /// balancer every connection comes from its few addresses: raise it to `max_connections`.
+    /// Open connections from one client address at most (beyond: 503 at once). A quarter of
+    /// `max_concurrent_requests` by default, so no one address can take every request place
+    /// (a request needs a connection). Behind a load balancer every connection comes from its
+    /// few addresses: raise it to `max_connections`.
     pub max_connections_per_peer: usize,
 }
 
@@ -43,7 +45,7 @@ impl Default for ServerSettings {
             header_read_timeout_seconds: 10,
             keep_alive_idle_seconds: 75,
             max_connections: 4096,
-            max_connections_per_peer: 1024,
+            max_connections_per_peer: 256,
         }
     }
 }

@@ -26,6 +26,7 @@ mod session;
 mod templates;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +37,7 @@ use axum::routing::{get, post};
 
 use crate::audit::AuditLog;
 use crate::config::Settings;
+use crate::ingress::guard::GuardLayer;
 use crate::queue::Queue;
 use crate::store::Store;
 
@@ -72,6 +74,14 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
     if !settings.console.enabled {
         return Router::new();
     }
+    // Every console request is answered within `server.request_timeout_seconds` (408 after),
+    // reading of its form included: the sign-in form is open to anyone, and a body announced
+    // and never sent would otherwise hold its connection for ever. The console has places of
+    // its own, so a flood of deliveries does not lock operators out, nor the reverse.
+    let bound = GuardLayer::new(
+        settings.server.max_concurrent_requests,
+        Duration::from_secs(settings.server.request_timeout_seconds),
+    );
     let state = Arc::new(ConsoleState {
         sign_ins: auth::SignInGuard::new(&settings.console),
         chain_badge: pages::audit::ChainBadgeCache::default(),
@@ -104,6 +114,7 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
         .nest("/console", pages)
         .route("/console/", get(pages::home))
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(bound)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

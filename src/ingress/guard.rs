@@ -1,7 +1,7 @@
 //! The bound every delivery route runs under: at most `server.max_concurrent_requests` in flight
 //! across all of them (the rest are shed at once with 503, never queued in memory), and each
 //! answered within `server.request_timeout_seconds` (else 408, which also cuts off a sender that
-//! announces a body and never sends it).
+//! announces a body and never sends it). The console's routes run under one of their own.
 //!
 //! One layer with one future. It replaced tower's load-shed, global concurrency limit and timeout
 //! layers behind an error handler: four services cloned and four futures polled on every

@@ -10,12 +10,12 @@
 //! Delivery routes are guarded (`guard`) by a global concurrency bound (excess load is shed with 503, not
 //! queued in memory) and a request timeout; bodies are limited while they are read.
 
-mod body;
+pub(crate) mod body;
 mod body_view;
 pub mod connect;
 pub mod dedupe;
 pub mod error;
-mod guard;
+pub(crate) mod guard;
 mod health;
 pub mod limits;
 pub mod normalize;

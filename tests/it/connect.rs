@@ -589,3 +589,189 @@ async fn a_reinstall_cannot_move_an_installation_to_another_tenant() {
     assert_eq!(response.status(), 204);
     app.stop().await;
 }
+
+/// An installation stored before sites were bound (or whose tenant was removed) holds a shared
+/// secret no tenant ever vouched for: a re-install signed with it (HS256, whose token does not
+/// cover the body) naming a tenant's site must not make it that tenant's. Only Atlassian's
+/// signed install (RS256) may bind it.
+#[tokio::test]
+async fn an_unbound_installation_cannot_bind_itself_to_a_tenant_with_its_own_secret() {
+    const OLD_KEY: &str = "confluence:old-hole";
+    const OLD_SECRET: &str = "old-hole-secret-0123456789abcdef";
+    let app = connect_app().await;
+    app.store
+        .upsert_installation(&gatehouse::store::Installation {
+            client_key: OLD_KEY.to_owned(),
+            shared_secret: gatehouse::config::Secret::new(OLD_SECRET),
+            base_url: "https://attacker.atlassian.net/wiki".to_owned(),
+            cloud_id: Some("cloud-evil".to_owned()),
+            installed_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let path = "/connect/installed";
+    let body = json!({
+        "key": "gatehouse", "clientKey": OLD_KEY, "sharedSecret": "a-secret-of-its-choosing-0123456789",
+        "baseUrl": "https://acme.atlassian.net/wiki", "cloudId": "cloud-123", "eventType": "installed",
+        "productType": "confluence"
+    })
+    .to_string()
+    .into_bytes();
+    let now = signing::now();
+    let token = signing::connect_hs256(
+        json!({"iss": OLD_KEY, "iat": now, "exp": now + 60, "qsh": signing::qsh("POST", path, "")}),
+        OLD_SECRET,
+    );
+    let response = app
+        .post(path, &body, &[("authorization", format!("JWT {token}"))])
+        .await;
+    assert_eq!(response.status(), 403);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["reason"], "site_not_a_tenant");
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("bound to no tenant") && detail.contains("signed by Atlassian"),
+        "{answer}"
+    );
+    // Nothing moved: still the old site and secret, and still signing nothing.
+    let kept = app.store.installation(OLD_KEY).await.unwrap().unwrap();
+    assert_eq!(kept.cloud_id.as_deref(), Some("cloud-evil"));
+    assert_eq!(kept.shared_secret.expose(), OLD_SECRET);
+    let hook_path = "/webhooks/confluence/group_removed";
+    let hook = signing::connect_hs256(
+        json!({"iss": OLD_KEY, "iat": now, "exp": now + 60, "qsh": signing::qsh("POST", hook_path, "")}),
+        "a-secret-of-its-choosing-0123456789",
+    );
+    let response = app
+        .post(
+            hook_path,
+            br#"{"group":{"name":"admins"}}"#,
+            &[("authorization", format!("JWT {hook}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    // The refusal is in the audit trail, with the reason.
+    let refusals = gatehouse::audit::query::query(
+        &app.store,
+        &gatehouse::audit::AuditQuery {
+            kinds: vec![gatehouse::audit::AuditKind::Refused],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let refusal = &refusals[0].record;
+    assert_eq!(
+        refusal.action.as_ref().unwrap().target,
+        format!("site:acme.atlassian.net/client:{OLD_KEY}")
+    );
+    assert!(
+        refusal
+            .outcome
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("bound to no tenant")
+    );
+
+    // Atlassian's own signed install of that site binds it.
+    let token = lifecycle_token(path, OLD_KEY, BASE_URL, "test-kid");
+    let response = app
+        .post(path, &body, &[("authorization", format!("JWT {token}"))])
+        .await;
+    assert_eq!(response.status(), 204);
+    let bound = app.store.installation(OLD_KEY).await.unwrap().unwrap();
+    assert_eq!(bound.cloud_id.as_deref(), Some("cloud-123"));
+    app.stop().await;
+}
+
+/// A `group_created` webhook for `group` to `app`, signed as installation `iss` with `secret`:
+/// the status and the answer's reason.
+async fn group_created(app: &TestApp, iss: &str, secret: &str, group: &str) -> (u16, Value) {
+    let path = "/webhooks/confluence/group_created";
+    let now = signing::now();
+    let token = signing::connect_hs256(
+        json!({"iss": iss, "iat": now - 5, "exp": now + 120, "qsh": signing::qsh("POST", path, "")}),
+        secret,
+    );
+    let response = app
+        .post(
+            path,
+            json!({"group": {"name": group}}).to_string().as_bytes(),
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Two ingress processes on one store: a site installed, or re-installed with a new secret,
+/// through one is recognized by the other at once, not after its cache expires (Connect never
+/// retries a webhook answered 401: it would be lost). Before, the other process answered
+/// `unknown_issuer` for up to 10 s and `bad_signature` for up to a minute.
+#[tokio::test]
+async fn an_install_through_one_process_is_honoured_by_another_at_once() {
+    let one = connect_app().await;
+    let other = TestApp::start_roles(one.settings.clone(), None, gatehouse::app::Roles::INGRESS).await;
+    let observer = Observer::new(one.prefix(), "confluence.#").await;
+    install(&one).await;
+    // The other process reads the installation (and the set of installed keys) into its caches.
+    assert_eq!(
+        group_created(&other, CLIENT_KEY, SHARED_SECRET, "g-1").await.0,
+        202
+    );
+
+    // A new site (beta's) installs through the first process.
+    const BETA_KEY: &str = "confluence:beta";
+    const BETA_SECRET: &str = "beta-shared-secret-0123456789abcdef";
+    let body = json!({
+        "key": "gatehouse", "clientKey": BETA_KEY, "sharedSecret": BETA_SECRET,
+        "baseUrl": "https://beta.atlassian.net/wiki", "cloudId": "cloud-beta", "eventType": "installed",
+        "productType": "confluence"
+    })
+    .to_string()
+    .into_bytes();
+    let token = lifecycle_token("/connect/installed", BETA_KEY, BASE_URL, "test-kid");
+    let installed = one
+        .post(
+            "/connect/installed",
+            &body,
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    assert_eq!(installed.status(), 204);
+    let (status, answer) = group_created(&other, BETA_KEY, BETA_SECRET, "g-2").await;
+    assert_eq!(status, 202, "{answer}");
+
+    // acme re-installs through the first process with a new secret.
+    const NEW_SECRET: &str = "rotated-shared-secret-0123456789abcd";
+    let mut body: Value = serde_json::from_slice(&lifecycle_body("installed")).unwrap();
+    body["sharedSecret"] = json!(NEW_SECRET);
+    let token = lifecycle_token("/connect/installed", CLIENT_KEY, BASE_URL, "test-kid");
+    let reinstalled = one
+        .post(
+            "/connect/installed",
+            body.to_string().as_bytes(),
+            &[("authorization", format!("JWT {token}"))],
+        )
+        .await;
+    assert_eq!(reinstalled.status(), 204);
+    let (status, answer) = group_created(&other, CLIENT_KEY, NEW_SECRET, "g-3").await;
+    assert_eq!(status, 202, "{answer}");
+    // The old secret signs nothing any more.
+    let (status, answer) = group_created(&other, CLIENT_KEY, SHARED_SECRET, "g-4").await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["reason"], "bad_signature");
+
+    // What was accepted was queued, each for its own tenant.
+    let mut tenants = Vec::new();
+    for _ in 0..3 {
+        let seen = observer.next(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(seen.routing_key, "confluence.group.created");
+        tenants.push(seen.body["tenant"]["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tenants, ["acme", "beta", "acme"]);
+    other.shutdown().await;
+    one.stop().await;
+}

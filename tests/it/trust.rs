@@ -369,6 +369,72 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     app.stop().await;
 }
 
+/// What the server answers on `stream` until it closes it (at most `within`): the answer's
+/// text, and whether it closed.
+async fn answer_and_close(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return (String::from_utf8_lossy(&answer).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&answer).into_owned(), true),
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+/// A body announced and never sent, on the routes that read one besides the deliveries
+/// (Slack's clicks, open to anyone; the console's sign-in form, open to anyone): answered 408
+/// and closed once the request timeout is over, instead of holding the connection and its task
+/// for ever (before, neither was ever answered).
+#[tokio::test]
+async fn slow_bodies_on_slack_clicks_and_console_forms_get_408_and_are_closed() {
+    let app = TestApp::spawn(|s| {
+        s.server.request_timeout_seconds = 1;
+        s.queue.publish_timeout_ms = 600;
+        s.approvals.slack = Some(gatehouse::config::SlackSettings::with_webhook(
+            gatehouse::config::Secret::new("https://hooks.slack.com/services/T0/B0/x"),
+            gatehouse::config::Secret::new("slack-signing-secret-0123456789"),
+            vec!["U0APPROVER".to_owned()],
+        ));
+        s.console.enabled = true;
+        s.console.operators = vec![gatehouse::config::OperatorSettings {
+            name: "alice".to_owned(),
+            role: gatehouse::config::OperatorRole::Admin,
+            password_hash: Some(gatehouse::config::PasswordHash::from(
+                gatehouse::console::hash_password("correct horse battery staple").unwrap(),
+            )),
+        }];
+    })
+    .await;
+    for (path, content_type, length) in [
+        ("/slack/actions", "application/x-www-form-urlencoded", 200_000),
+        ("/console/sign-in", "application/x-www-form-urlencoded", 10_000),
+    ] {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\np"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // Generous: the timeout is 1 s; what matters is that an answer comes at all.
+        let (answer, closed) = answer_and_close(&mut stream, Duration::from_secs(20)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer:?}");
+        assert!(closed, "{path}: the connection is still held");
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"gatehouse_ingress_requests_total{source="slack",outcome="timeout"} 1"#),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
 /// The listener's header limit (hyper's default): a head with 100 headers is served, one with 101 is refused (431)
 /// before any handler runs.
 #[tokio::test]

@@ -7,14 +7,21 @@
 //!
 //! Misses are answered from memory too: the set of every installed client key is kept and
 //! reloaded at most every [`KNOWN_KEYS_TTL`], so a flood of tokens naming random issuers costs
-//! one small store query per interval in all, not one per request. The price: a site installed
-//! through *another* process is recognized here up to that long after its install.
+//! one small store query per interval in all, not one per request.
+//!
+//! Connect never retries a webhook it got 401 for, so a token the cache refuses is checked once
+//! more against the store ([`Installations::reread`]) before it is: a site installed, or
+//! re-installed with a new secret, through *another* process is recognized at once instead of
+//! after up to a minute of lost webhooks. Re-reads are bounded, so forged tokens cannot turn
+//! into store queries: at most one per client key per [`REREAD_INTERVAL`], and at most
+//! [`REREADS_PER_SECOND`] in all (beyond that the cache's answer stands, as before).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ttl_cache::TtlCache;
+use crate::ingress::limits::TokenBucket;
 use crate::store::{Installation, Store, StoreError};
 
 const TTL: Duration = Duration::from_secs(60);
@@ -22,6 +29,10 @@ const TTL: Duration = Duration::from_secs(60);
 pub const KNOWN_KEYS_TTL: Duration = Duration::from_secs(10);
 /// Bounds memory (only installations that exist are cached).
 const MAX_ENTRIES: usize = 10_000;
+/// A client key's installation is re-read past the cache at most this often.
+pub const REREAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Re-reads past the cache, for all client keys together, at most (the burst as well).
+pub const REREADS_PER_SECOND: f64 = 10.0;
 
 #[derive(Debug)]
 pub struct Installations {
@@ -31,6 +42,30 @@ pub struct Installations {
     known: Mutex<Option<(Instant, Arc<HashSet<String>>)>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    rereads: Rereads,
+}
+
+/// How often the cache may be bypassed (see the module docs).
+#[derive(Debug)]
+struct Rereads {
+    /// The client keys re-read in the last [`REREAD_INTERVAL`].
+    recent: TtlCache<()>,
+    /// Re-reads left for all client keys together.
+    budget: TokenBucket,
+}
+
+impl Rereads {
+    fn new() -> Self {
+        Rereads {
+            recent: TtlCache::new(REREAD_INTERVAL, MAX_ENTRIES),
+            budget: TokenBucket::new(REREADS_PER_SECOND, REREADS_PER_SECOND),
+        }
+    }
+
+    /// Whether `client_key` may be re-read now (and counts it if so).
+    fn admit(&self, client_key: &str) -> bool {
+        self.recent.claim(client_key, Arc::new(())) && self.budget.take().is_ok()
+    }
 }
 
 impl Installations {
@@ -40,6 +75,7 @@ impl Installations {
             cache: TtlCache::new(TTL, MAX_ENTRIES),
             known: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
+            rereads: Rereads::new(),
         }
     }
 
@@ -85,6 +121,32 @@ impl Installations {
         Ok(found)
     }
 
+    /// The installation for `client_key` read from the store, past the cache (which it then
+    /// updates), for a token the cached answer refused: a bad signature against a cached secret,
+    /// or an issuer the cached set of keys does not know. `Ok(None)` when there is none, or
+    /// when this key or all keys together were re-read too often lately (see the module docs).
+    pub async fn reread(&self, client_key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
+        if !self.rereads.admit(client_key) {
+            return Ok(None);
+        }
+        let found = self.store.installation(client_key).await?.map(Arc::new);
+        match &found {
+            Some(installation) => {
+                self.cache.insert(client_key, installation.clone());
+                self.update_known(|keys| {
+                    keys.insert(client_key.to_owned());
+                });
+            }
+            None => {
+                self.cache.remove(client_key);
+                self.update_known(|keys| {
+                    keys.remove(client_key);
+                });
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn put(&self, installation: Installation) -> Result<(), StoreError> {
         self.store.upsert_installation(&installation).await?;
         let key = installation.client_key.clone();
@@ -116,5 +178,35 @@ impl Installations {
 impl crate::ingress::verify::connect_jwt::InstallationLookup for Installations {
     async fn installation(&self, client_key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
         self.get(client_key).await
+    }
+
+    async fn reread(&self, client_key: &str) -> Result<Option<Arc<Installation>>, StoreError> {
+        Installations::reread(self, client_key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of tokens (forged, or naming random issuers) cannot turn into store queries: one
+    /// re-read per client key per interval, and a budget for all keys together.
+    #[test]
+    fn rereads_are_bounded_per_client_key_and_in_all() {
+        let rereads = Rereads::new();
+        assert!(rereads.admit("confluence:a"));
+        for _ in 0..100 {
+            assert!(!rereads.admit("confluence:a"), "once per interval per key");
+        }
+        let others = (0..1_000)
+            .filter(|n| rereads.admit(&format!("forged:{n}")))
+            .count();
+        // The rest of the burst, plus what refilled while the loop ran (generous: a few
+        // seconds' worth on a slow machine, and still a small share of the thousand).
+        let burst = REREADS_PER_SECOND as usize - 1;
+        assert!(
+            (burst..burst + 50).contains(&others),
+            "{others} of 1,000 random keys re-read"
+        );
     }
 }

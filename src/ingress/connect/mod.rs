@@ -164,6 +164,7 @@ async fn handle_lifecycle(
         .iss
         .clone()
         .ok_or(VerifyError::Missing("iss claim"))?;
+    let signed_by_atlassian = decoded.header.alg == "RS256";
     match decoded.header.alg.as_str() {
         "RS256" => {
             let kid = decoded
@@ -215,7 +216,9 @@ async fn handle_lifecycle(
         Err(why) => return Err(refuse(state, kind, site, why).await),
     };
     // A known installation stays with its tenant: a re-install (signed with its current secret,
-    // whose token does not cover the body) must not move it to another tenant's site.
+    // whose token does not cover the body) must not move it to another tenant's site. One that
+    // binds to no tenant (stored before sites were bound, or its tenant removed) is bound by
+    // Atlassian's word alone: its own secret, which was never a tenant's, cannot make it one.
     if let Some(known) = state
         .installations
         .get(&payload.client_key)
@@ -227,13 +230,20 @@ async fn handle_lifecycle(
             cloud_id: known.cloud_id.as_deref(),
             client_key: &known.client_key,
         });
-        if let Ok(before) = before
-            && before != tenant
-        {
-            let why = format!(
+        let why = match before {
+            Ok(before) if before != tenant => Some(format!(
                 "installation {} is tenant `{before}`'s; a re-install cannot move it to tenant `{tenant}`",
                 payload.client_key
-            );
+            )),
+            Ok(_) => None,
+            Err(_) if signed_by_atlassian => None,
+            Err(_) => Some(format!(
+                "installation {} is bound to no tenant; only an install signed by Atlassian (RS256) \
+                 may bind it to tenant `{tenant}`, not one signed with its own shared secret",
+                payload.client_key
+            )),
+        };
+        if let Some(why) = why {
             return Err(refuse(state, kind, site, why).await);
         }
     }

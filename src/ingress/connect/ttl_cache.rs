@@ -51,6 +51,23 @@ impl<T> TtlCache<T> {
         entries.insert(key.to_owned(), (value, Instant::now()));
     }
 
+    /// Inserts `value` for `key` unless a live entry is there already; whether it did. One
+    /// check under one lock: of callers racing for the same key, one wins.
+    pub fn claim(&self, key: &str, value: Arc<T>) -> bool {
+        let mut entries = self.entries();
+        if entries.get(key).is_some_and(|(_, at)| at.elapsed() < self.ttl) {
+            return false;
+        }
+        if entries.len() >= self.max_entries {
+            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (value, Instant::now()));
+        true
+    }
+
     pub fn remove(&self, key: &str) {
         self.entries().remove(key);
     }

@@ -16,6 +16,14 @@ pub trait InstallationLookup: Send + Sync {
         &self,
         client_key: &str,
     ) -> Result<Option<std::sync::Arc<Installation>>, StoreError>;
+
+    /// The installation of `client_key` read again past any cache, when what `installation`
+    /// answered refused a token (another process may have installed or re-installed the site
+    /// since). `None` when there is none, or nothing fresher to say: a lookup without a cache
+    /// has nothing to re-read.
+    async fn reread(&self, _client_key: &str) -> Result<Option<std::sync::Arc<Installation>>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The token of a Connect request, from the header or the `jwt` query parameter.
@@ -66,12 +74,22 @@ pub async fn verify(
         .iss
         .clone()
         .ok_or(VerifyError::Missing("iss claim"))?;
-    let installation = installations
+    let cached = installations
         .installation(&client_key)
         .await
-        .map_err(|e| VerifyError::Unavailable(e.to_string()))?
-        .ok_or(VerifyError::UnknownIssuer)?;
-    decoded.verify_hs256(installation.shared_secret.expose().as_bytes())?;
+        .map_err(unavailable)?;
+    let installation = match cached {
+        Some(cached) => match signed_with(&decoded, &cached) {
+            Ok(()) => cached,
+            // A re-install through another process may have replaced the secret.
+            Err(VerifyError::BadSignature) => {
+                read_again(installations, &client_key, &decoded, VerifyError::BadSignature).await?
+            }
+            Err(other) => return Err(other),
+        },
+        // The site may have been installed through another process since the cache looked.
+        None => read_again(installations, &client_key, &decoded, VerifyError::UnknownIssuer).await?,
+    };
     decoded.check_time(now, leeway_seconds)?;
     check_qsh(&decoded.claims, request, base_path)?;
     Ok(Verified {
@@ -83,8 +101,36 @@ pub async fn verify(
     })
 }
 
+fn unavailable(error: StoreError) -> VerifyError {
+    VerifyError::Unavailable(error.to_string())
+}
+
+fn signed_with(token: &jwt::UnverifiedToken<'_>, installation: &Installation) -> Result<(), VerifyError> {
+    token.verify_hs256(installation.shared_secret.expose().as_bytes())
+}
+
+/// The installation `client_key` names, read again past the cache, if the token is signed with
+/// its secret; `refused` (what the cached answer said) when there is nothing fresher. Connect
+/// never retries a webhook refused with 401, so a stale cache must not be what refuses it.
+async fn read_again(
+    installations: &dyn InstallationLookup,
+    client_key: &str,
+    token: &jwt::UnverifiedToken<'_>,
+    refused: VerifyError,
+) -> Result<std::sync::Arc<Installation>, VerifyError> {
+    let fresh = installations
+        .reread(client_key)
+        .await
+        .map_err(unavailable)?
+        .ok_or(refused)?;
+    signed_with(token, &fresh)?;
+    Ok(fresh)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::http::{HeaderMap, Method};
     use chrono::TimeZone;
     use serde_json::Value;
@@ -202,6 +248,93 @@ mod tests {
             decoded.verify_hs256(&key),
             Err(VerifyError::WrongAlgorithm(_))
         ));
+    }
+
+    /// A cache that answers `cached`, while the store already holds `stored`; counts re-reads.
+    struct StaleCache {
+        cached: Option<Arc<Installation>>,
+        stored: Option<Arc<Installation>>,
+        rereads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl InstallationLookup for StaleCache {
+        async fn installation(&self, _: &str) -> Result<Option<Arc<Installation>>, StoreError> {
+            Ok(self.cached.clone())
+        }
+
+        async fn reread(&self, _: &str) -> Result<Option<Arc<Installation>>, StoreError> {
+            self.rereads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.stored.clone())
+        }
+    }
+
+    fn installed(secret: &str) -> Option<Arc<Installation>> {
+        Some(Arc::new(Installation {
+            client_key: "confluence:re".into(),
+            shared_secret: crate::config::Secret::new(secret),
+            base_url: "https://acme.atlassian.net/wiki".into(),
+            cloud_id: None,
+            installed_at: Utc::now(),
+        }))
+    }
+
+    /// Verifies a webhook signed with `secret` against `lookup`; the outcome and the re-reads.
+    async fn webhook(lookup: &StaleCache, secret: &str) -> (Result<Verified, VerifyError>, usize) {
+        let now = Utc::now().timestamp();
+        let path = "/webhooks/confluence";
+        let token = jwt::encode_hs256(
+            &serde_json::json!({"iss": "confluence:re", "iat": now, "exp": now + 60, "qsh": qsh::qsh("POST", path, None, "")}),
+            secret.as_bytes(),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("JWT {token}").parse().unwrap());
+        let method = Method::POST;
+        let outcome = verify(
+            lookup,
+            30,
+            "",
+            &request(&method, path, None, &headers),
+            Utc::now(),
+        )
+        .await;
+        (outcome, lookup.rereads.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn stale(cached: Option<Arc<Installation>>, stored: Option<Arc<Installation>>) -> StaleCache {
+        StaleCache {
+            cached,
+            stored,
+            rereads: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_the_cache_refuses_is_checked_once_against_the_store() {
+        // Re-installed elsewhere with a new secret: the cached old one would refuse it.
+        let (outcome, rereads) = webhook(
+            &stale(installed("old-secret"), installed("new-secret")),
+            "new-secret",
+        )
+        .await;
+        assert_eq!(outcome.unwrap().client_key.as_deref(), Some("confluence:re"));
+        assert_eq!(rereads, 1);
+        // Installed elsewhere since the cache looked.
+        let (outcome, rereads) = webhook(&stale(None, installed("new-secret")), "new-secret").await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(rereads, 1);
+        // A cached secret that verifies costs no re-read.
+        let (outcome, rereads) = webhook(&stale(installed("new-secret"), None), "new-secret").await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(rereads, 0);
+        // Forged: refused as the cache said, after one re-read (which the lookup bounds).
+        let (outcome, rereads) =
+            webhook(&stale(installed("old-secret"), installed("new-secret")), "forged").await;
+        assert_eq!(outcome, Err(VerifyError::BadSignature));
+        assert_eq!(rereads, 1);
+        let (outcome, rereads) = webhook(&stale(None, None), "forged").await;
+        assert_eq!(outcome, Err(VerifyError::UnknownIssuer));
+        assert_eq!(rereads, 1);
     }
 
     #[test]
