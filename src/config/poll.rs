@@ -23,7 +23,7 @@ pub struct PollSettings {
     /// The routing-key prefix of polled events (`admin.user.deactivated`).
     pub kind: String,
     /// Org event actions mapped to envelope types, over the defaults
-    /// (`{ "user_suspended" = "user.deactivated" }`); unmapped actions become `other.<action>`.
+    /// (`{ "user_offboarded" = "user.deactivated" }`); unmapped actions become `other.<action>`.
     pub actions: BTreeMap<String, String>,
     /// At most this many events-stream requests in any `window_seconds` (Atlassian's documented
     /// limit: 10 a minute), across every process and restart: the request times are kept in the

@@ -11,8 +11,12 @@ const DEFAULTS: &[(&str, EventType)] = &[
     ("user_created", EventType::UserCreated),
     ("user_added_to_org", EventType::UserCreated),
     ("user_deactivated", EventType::UserDeactivated),
-    ("user_suspended", EventType::UserDeactivated),
-    ("user_access_revoked", EventType::UserDeactivated),
+    // Access to the organization taken away, the account itself left active (what an external,
+    // unmanaged account can only be): as a removal, whose plan does not wait for Atlassian to
+    // show the account deactivated. As a deactivation it was always judged stale, the account
+    // being active, and the person kept every group.
+    ("user_suspended", EventType::UserRemoved),
+    ("user_access_revoked", EventType::UserRemoved),
     ("user_reactivated", EventType::UserReactivated),
     ("user_restored", EventType::UserReactivated),
     ("user_removed", EventType::UserRemoved),
@@ -72,6 +76,8 @@ mod tests {
         let map = ActionMap::new(&overrides);
         assert_eq!(map.type_for("user_deactivated"), EventType::UserDeactivated);
         assert_eq!(map.type_for("user_offboarded"), EventType::UserDeactivated);
+        assert_eq!(map.type_for("user_suspended"), EventType::UserRemoved);
+        assert_eq!(map.type_for("user_access_revoked"), EventType::UserRemoved);
         assert_eq!(
             map.type_for("group_created"),
             EventType::other("group_created_custom")

@@ -96,6 +96,47 @@ async fn an_org_event_with_a_malformed_id_is_queued_naming_no_one_and_the_poller
     world.stop().await;
 }
 
+/// Access suspended in the organization (the account stays active, as an external account's
+/// does): the person's groups go, though Atlassian shows the account active.
+#[tokio::test]
+async fn a_suspended_account_that_stays_active_loses_its_groups() {
+    let seed = Seed {
+        users: vec![SeedUser::new("eve", "Eve")],
+        groups: vec![SeedGroup::new("g-a", "team-a", vec!["eve".into()])],
+        ..Seed::default()
+    };
+    let deprovision = policies(
+        r#"
+        [[policies]]
+        on = ["user.deactivated", "user.removed"]
+        actions = ["confluence.remove_from_all_groups"]
+        "#,
+    );
+    let world = World::start(seed, deprovision, |s| {
+        s.poll.org_events = true;
+        s.poll.interval_seconds = 1;
+        fast_events(s);
+    })
+    .await;
+    let suspended = crate::helpers::http()
+        .post(world.sim.url("/_sim/events"))
+        .json(&json!({"action": "user_suspended", "account_id": "eve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suspended.status(), 201);
+    eventually(LONG, "eve's groups removed", || async {
+        world.groups_of("eve").await.is_empty()
+    })
+    .await;
+    let polled = world.app.metrics.render();
+    assert!(
+        polled.contains(r#"gatehouse_poll_events_total{tenant="default",event_type="user.removed"} 1"#),
+        "{polled}"
+    );
+    world.stop().await;
+}
+
 /// An org event that cannot be read at all (here a context item without an id), served between
 /// two deactivations in one page, is skipped and counted: both deactivations on its page are
 /// acted on, the cursor moves past the page, and a deactivation on the next page is acted on too.
