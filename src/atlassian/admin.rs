@@ -101,7 +101,7 @@ pub struct EventsPage {
 /// event's attributes name people).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedEvent {
-    /// Its id, when it has one (a number is shown as one; cut to [`MAX_SHOWN_ID`] characters).
+    /// Its id, when it has one (a number is shown as one; cut to 64 characters).
     pub id: Option<String>,
     /// Where it was in the page (0 for the first).
     pub position: usize,
