@@ -472,7 +472,13 @@ impl ApiCaller {
                 let delay = inner.retry.backoff.delay(tally.errors, signals.retry_after);
                 if delay > budget {
                     // The same budget as 429s: a long `Retry-After` (maintenance) is waited out
-                    // on the worker's retry ladder, not asleep in this call.
+                    // on the worker's retry ladder, not asleep in this call; and the endpoint is
+                    // paused as asked, so the ladder's retries meanwhile fail here without
+                    // sending anything.
+                    if let Some(asked) = signals.retry_after {
+                        let until = tokio::time::Instant::now() + asked;
+                        inner.limiter.state().pause_endpoint(key, until);
+                    }
                     tracing::info!(
                         api = inner.api.name(),
                         endpoint = endpoint.label,

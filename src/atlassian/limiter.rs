@@ -444,6 +444,13 @@ impl LimiterState {
         (pause, tenant_wide)
     }
 
+    /// No call to `key`'s endpoint before `until`, its pace unchanged: Atlassian asked for the
+    /// wait with a server error (`503` and `Retry-After` in maintenance), not a rate limit.
+    pub fn pause_endpoint(&mut self, key: &LimitKey, until: Instant) {
+        let bucket = self.bucket(key, until);
+        bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
+    }
+
     /// No call to any endpoint of `tenant` before `until`.
     pub fn pause_tenant(&mut self, tenant: &Arc<str>, until: Instant) {
         let entry = self.tenants.entry(tenant.clone()).or_insert(until);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -339,13 +339,6 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
     let (head, _) = crate::audit::log::head(store)
         .await
         .context("reading the audit head")?;
-    if from > head + 1 {
-        bail!(
-            "--from {from} is past the chain's head (seq {head}): there is nothing there to verify. \
-             If records up to {} were there before, the chain was cut back",
-            from - 1
-        );
-    }
     let total = head.saturating_sub(from.max(1) - 1);
     let mut progress = super::progress::CommandProgress::new("verifying", total);
     let every = (total / 10).max(100_000);
@@ -366,6 +359,13 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
                 "chain BROKEN at {broken} ({} records before it verified)",
                 report.checked
             );
+            if from > report.head_seq + 1 {
+                eprintln!(
+                    "--from {from} is past the chain's head (seq {}): if records up to {} were there before, the chain was cut back",
+                    report.head_seq,
+                    from - 1
+                );
+            }
             Ok(ExitCode::from(EXIT_CHAIN_BROKEN))
         }
     }

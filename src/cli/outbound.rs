@@ -103,8 +103,14 @@ pub async fn run(settings: Settings, command: OutboundCommand) -> anyhow::Result
             };
             let mut replayed = 0;
             for id in &ids {
-                forget_posted_request(&store, id).await?;
-                if store.replay_outbound(id).await? {
+                let posted = posted_request(&store, id).await?;
+                if store.replay_outbound(id, posted.as_deref()).await? {
+                    if let Some(approval) = posted {
+                        eprintln!(
+                            "{id}: approval {approval}'s request is posted to Slack again; an earlier \
+                             message keeps its buttons (with a bot token, a settlement replaces the new one)"
+                        );
+                    }
                     replayed += 1;
                 } else {
                     eprintln!("{id}: no such delivery, or it is still pending");
@@ -119,28 +125,19 @@ pub async fn run(settings: Settings, command: OutboundCommand) -> anyhow::Result
     Ok(())
 }
 
-/// An approval's Slack request replayed after it was posted is posted again on purpose (the
-/// message was lost or deleted): the sender must not take it for a post whose settlement a crash
-/// lost, and the new message is the one a settlement's update replaces.
-async fn forget_posted_request(store: &crate::store::Store, id: &str) -> anyhow::Result<()> {
+/// The approval whose Slack request delivery `id` is, when it was sent (not pending): replayed,
+/// it is posted again on purpose (the message was lost or deleted), so where the earlier post
+/// went is forgotten with the replay.
+async fn posted_request(store: &crate::store::Store, id: &str) -> anyhow::Result<Option<String>> {
     let Some((delivery, _)) = store.outbound_delivery(id).await? else {
-        return Ok(());
+        return Ok(None);
     };
-    if delivery.endpoint != SLACK_OUTBOX
-        || delivery.message_type != slack::REQUEST
-        || delivery.state == DeliveryState::Pending
-    {
-        return Ok(());
-    }
-    if let Some(approval) = slack::approval_of(&delivery.source_key)
-        && store.forget_slack_message(approval).await?
-    {
-        eprintln!(
-            "{id}: approval {approval}'s request is posted to Slack again; its earlier message keeps \
-             its buttons, and a settlement now replaces the new one"
-        );
-    }
-    Ok(())
+    let request = delivery.endpoint == SLACK_OUTBOX
+        && delivery.message_type == slack::REQUEST
+        && delivery.state != DeliveryState::Pending;
+    Ok(request
+        .then(|| slack::approval_of(&delivery.source_key).map(str::to_owned))
+        .flatten())
 }
 
 fn parse_state(name: &str) -> anyhow::Result<DeliveryState> {

@@ -74,10 +74,12 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
     if !settings.console.enabled {
         return Router::new();
     }
-    // Every console request is answered within `server.request_timeout_seconds` (408 after),
-    // reading of its form included: the sign-in form is open to anyone, and a body announced
-    // and never sent would otherwise hold its connection for ever. The console has places of
-    // its own, so a flood of deliveries does not lock operators out, nor the reverse.
+    // Every form is answered within `server.request_timeout_seconds` (408 after), reading of
+    // its body included: the sign-in form is open to anyone, and a body announced and never
+    // sent would otherwise hold its connection for ever. Pages (GET) read no body and are not
+    // bounded: the audit page checks the whole chain, which on a long trail takes longer. The
+    // console has places of its own, so a flood of deliveries does not lock operators out, nor
+    // the reverse.
     let bound = GuardLayer::new(
         settings.server.max_concurrent_requests,
         Duration::from_secs(settings.server.request_timeout_seconds),
@@ -98,15 +100,27 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/console.css", get(stylesheet))
-        .route("/sign-in", get(pages::sign_in::form).post(pages::sign_in::submit))
-        .route("/sign-out", post(pages::sign_in::sign_out))
+        .route(
+            "/sign-in",
+            get(pages::sign_in::form).merge(post(pages::sign_in::submit).layer(bound.clone())),
+        )
+        .route("/sign-out", post(pages::sign_in::sign_out).layer(bound.clone()))
         .route("/approvals", get(pages::approvals::list))
-        .route("/approvals/{id}/approve", post(pages::approvals::approve))
-        .route("/approvals/{id}/reject", post(pages::approvals::reject))
+        .route(
+            "/approvals/{id}/approve",
+            post(pages::approvals::approve).layer(bound.clone()),
+        )
+        .route(
+            "/approvals/{id}/reject",
+            post(pages::approvals::reject).layer(bound.clone()),
+        )
         .route("/audit", get(pages::audit::list))
         .route("/dead-letters", get(pages::dead_letters::list))
         .route("/dead-letters/{id}", get(pages::dead_letters::show))
-        .route("/dead-letters/{id}/replay", post(pages::dead_letters::replay))
+        .route(
+            "/dead-letters/{id}/replay",
+            post(pages::dead_letters::replay).layer(bound),
+        )
         .route("/status", get(pages::status::show))
         // Only under /console: every other path keeps the ingress's own answers.
         .fallback(not_found);
@@ -114,7 +128,6 @@ pub fn router(settings: Arc<Settings>, store: Store, audit: AuditLog, queue: Arc
         .nest("/console", pages)
         .route("/console/", get(pages::home))
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(bound)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

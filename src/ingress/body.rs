@@ -1,5 +1,5 @@
 //! Reading a request body safely, for every route that takes one (webhooks, Connect lifecycle
-//! callbacks): the media type it must have, and a size bound enforced before and while reading.
+//! callbacks, Slack clicks): the media type it must have, and a size bound enforced before and while reading.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};

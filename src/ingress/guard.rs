@@ -21,7 +21,8 @@ use tower::{Layer, Service};
 
 use super::IngressError;
 
-/// Wraps each delivery route in a [`Guard`]; every route shares the one set of permits.
+/// Wraps routes in a [`Guard`]; the routes of one layer (and its clones) share its set of
+/// permits: the delivery routes one, the console's forms another.
 #[derive(Debug, Clone)]
 pub struct GuardLayer {
     permits: Arc<Semaphore>,

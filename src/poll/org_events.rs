@@ -167,7 +167,9 @@ impl OrgEventsPoller {
         }
         // Skipped, not retried: the same event would be unreadable again, and waiting for it
         // would hold back every event after it. Counted and logged once the cursor is past it
-        // (a page read again after a failure to queue it is not counted twice).
+        // (a page read again after a failure to queue it is not counted twice); a page that came
+        // without a cursor is read again from where the last one left off, and its unreadable
+        // events are counted each time it is.
         for skipped in &page.skipped {
             self.metrics
                 .unreadable

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use handlers::ports::ErrorKind;
-use handlers::{Envelope, Plan, PlannedAction};
+use handlers::{Action, Envelope, Plan, PlannedAction};
 
 use super::perform::Perform;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
@@ -58,6 +58,18 @@ impl std::fmt::Debug for Executor {
             .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a refusal of `action` stops the plan: what comes after it builds on it (a SCIM
+/// user's group memberships need the user created).
+fn stops_the_plan(action: &Action) -> bool {
+    matches!(action, Action::ScimCreateUser { .. })
+}
+
+/// Whether `action` is held back once an earlier action of its plan was refused: a violation
+/// notice reports what the plan did ("removed again"), which is no longer true.
+fn needs_what_came_before(action: &Action) -> bool {
+    matches!(action, Action::Notify { .. })
 }
 
 fn audit_error(error: impl std::fmt::Display) -> ProcessError {
@@ -124,12 +136,18 @@ impl Executor {
             self.audit.append(record).await.map_err(audit_error)?;
         }
 
-        // Actions are independent of each other: one that can never succeed (a group deleted
-        // meanwhile, a group the IdP manages) must not keep a leaver in every group after it.
-        // A transient failure stops the plan at once instead: the retry performs what is left,
-        // and what was done is not done again.
+        // An action that can never succeed (a group deleted meanwhile, a group the IdP manages)
+        // must not keep a leaver in every group after it: the actions after a refused one are
+        // still performed, unless they need it (see `needs_what_came_before`). A transient
+        // failure stops the plan at once instead: the retry performs what is left, and what was
+        // done is not done again.
         let mut refused: Vec<String> = Vec::new();
+        let mut held_back = 0;
         for planned in &pending {
+            if !refused.is_empty() && needs_what_came_before(&planned.action) {
+                held_back += 1;
+                continue;
+            }
             match self.performer.perform(&planned.action, envelope).await {
                 Ok(performed) => {
                     let mut record = self.record(plan, envelope, AuditKind::Executed, Some(planned), attempt);
@@ -159,15 +177,29 @@ impl Executor {
                         error.message
                     );
                     if error.kind == ErrorKind::Transient {
-                        return Err(ProcessError::transient(message));
+                        return Err(ProcessError::transient(match refused.first() {
+                            Some(first) => format!(
+                                "{message} (before it, {} action(s) failed for good; first: {first})",
+                                refused.len()
+                            ),
+                            None => message,
+                        }));
+                    }
+                    if stops_the_plan(&planned.action) {
+                        return Err(ProcessError::permanent(message));
                     }
                     refused.push(message);
                 }
             }
         }
         if let Some(first) = refused.first() {
+            let held = if held_back > 0 {
+                format!(", {held_back} held back as they report or build on the others")
+            } else {
+                String::new()
+            };
             return Err(ProcessError::permanent(format!(
-                "{} of {} action(s) failed for good, the others performed; first: {first}",
+                "{} of {} action(s) failed for good, the others performed{held}; first: {first}",
                 refused.len(),
                 pending.len()
             )));

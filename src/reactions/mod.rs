@@ -171,7 +171,8 @@ impl Reactor {
     }
 
     /// Why an approved plan must not run any more, if so, read now rather than when the plan was
-    /// made. A decision's plan yields only to a newer decision about the account (what Atlassian
+    /// made. A decision's plan yields only to a newer decision about the account that points
+    /// the other way (what Atlassian
     /// shows does not count: changing it is the point). An observed deactivation's plan yields
     /// when the person is active again (reactivated while the plan waited); not an observed
     /// removal: a person removed from a site usually keeps an active account, which is exactly
@@ -196,8 +197,9 @@ impl Reactor {
     }
 
     /// Orders a decision about an account's lifecycle among the others about that account: an
-    /// older one is superseded (why, returned) and never performed; the latest supersedes the
-    /// plans of older decisions still waiting for approval.
+    /// older one that a newer one contradicts is superseded (why, returned) and never
+    /// performed; the latest supersedes the plans of older decisions still waiting for approval
+    /// that it contradicts (see [`contradicts`]).
     async fn order_decision(
         &self,
         envelope: &Envelope,

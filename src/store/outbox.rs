@@ -377,9 +377,12 @@ impl Store {
         Ok(Some((from_row(&row)?, attempts)))
     }
 
-    /// Sends a delivery again from the first rung: a dead one, or a delivered one a receiver
-    /// lost. False when there is no such delivery or it is still pending.
-    pub async fn replay_outbound(&self, id: &str) -> Result<bool, StoreError> {
+    /// Sends delivery `id` again from the first rung; false when there is none, or it is still
+    /// pending. `forget_posted`: the approval whose Slack message this delivery posted, forgotten
+    /// in the same transaction, so that the new post is the message a settlement's update
+    /// replaces (and the sender does not take the replay for a post whose settlement was lost).
+    pub async fn replay_outbound(&self, id: &str, forget_posted: Option<&str>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE outbound_deliveries
              SET state = 'pending', failures = 0, next_attempt_at = $1, finished_at = NULL,
@@ -388,10 +391,20 @@ impl Store {
         )
         .bind(to_millis(Utc::now()))
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        Ok(updated == 1)
+        if updated != 1 {
+            return Ok(false);
+        }
+        if let Some(approval_id) = forget_posted {
+            sqlx::query("DELETE FROM slack_messages WHERE approval_id = $1")
+                .bind(approval_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Pending deliveries per endpoint, and the oldest one's creation (for metrics).

@@ -37,17 +37,6 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets where approval `approval_id`'s message went, so that the next post of its request
-    /// is the message a settlement's update replaces; whether there was one.
-    pub async fn forget_slack_message(&self, approval_id: &str) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM slack_messages WHERE approval_id = $1")
-            .bind(approval_id)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        Ok(deleted > 0)
-    }
-
     /// Where approval `approval_id`'s message went, once Slack said.
     pub async fn slack_message(&self, approval_id: &str) -> Result<Option<SlackMessage>, StoreError> {
         let row = sqlx::query("SELECT channel, ts FROM slack_messages WHERE approval_id = $1")

@@ -261,12 +261,12 @@ async fn a_delivery_is_dead_after_the_ladder_or_at_once_when_retrying_cannot_hel
     // The receiver is fixed; replaying sends the same delivery (same id) again.
     receiver.always("/down", Reply::status(204));
     let dead = deliveries(&world, "down").await.remove(0);
-    assert!(world.app.store.replay_outbound(&dead.id).await.unwrap());
+    assert!(world.app.store.replay_outbound(&dead.id, None).await.unwrap());
     assert!(
         !world
             .app
             .store
-            .replay_outbound("01NOSUCHDELIVERY000000000")
+            .replay_outbound("01NOSUCHDELIVERY000000000", None)
             .await
             .unwrap()
     );

@@ -64,7 +64,16 @@ impl Rereads {
 
     /// Whether `client_key` may be re-read now (and counts it if so).
     fn admit(&self, client_key: &str) -> bool {
-        self.recent.claim(client_key, Arc::new(())) && self.budget.take().is_ok()
+        if !self.recent.claim(client_key, Arc::new(())) {
+            return false;
+        }
+        if self.budget.take().is_err() {
+            // Not re-read: the key's next token may still be (a flood of forged issuers spent
+            // the budget; a real re-install's webhook must not lose its turn to them).
+            self.recent.remove(client_key);
+            return false;
+        }
+        true
     }
 }
 

@@ -74,6 +74,55 @@ async fn a_protected_group_intrusion_is_reverted_and_a_violation_is_published() 
     world.stop().await;
 }
 
+/// The revert refused for good (a group the IdP manages): no notice says the intruder was
+/// removed again, and the event is dead-lettered saying why.
+#[tokio::test]
+async fn a_revert_refused_for_good_publishes_no_notice_claiming_it_was_done() {
+    let seed = Seed {
+        users: vec![SeedUser::new("mallory", "Mallory")],
+        groups: vec![SeedGroup::new(
+            "g-admins",
+            "confluence-administrators",
+            vec!["mallory".into()],
+        )],
+        ..Seed::default()
+    };
+    let world = World::start(seed, policies(GUARD), |_| {}).await;
+    world
+        .fault(gatehouse_sim::Fault::status("/userByGroupId", 403, 1).method("DELETE"))
+        .await;
+    let violations = Observer::new(world.app.prefix(), "*.policy.violation").await;
+    let event_id = world
+        .send(
+            "group.member_added",
+            "msg-intrusion-403",
+            json!({"account_id": "mallory", "group": {"name": "confluence-administrators"}}),
+        )
+        .await;
+    eventually(LONG, "the event dead-lettered", || async {
+        !crate::queue::dead_letters(&world.app).await.is_empty()
+    })
+    .await;
+    let letter = crate::queue::dead_letters(&world.app).await.remove(0);
+    assert_eq!(letter.event_id, event_id);
+    assert!(
+        letter
+            .reason
+            .contains("1 held back as they report or build on the others"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(world.groups_of("mallory").await, ["confluence-administrators"]);
+    assert!(
+        violations
+            .next(std::time::Duration::from_millis(800))
+            .await
+            .is_none(),
+        "no notice claims mallory was removed"
+    );
+    world.stop().await;
+}
+
 const PROVISION: &str = r#"
 [[policies]]
 name = "provisioning"
