@@ -484,6 +484,11 @@ impl Application {
                 self.metrics.clone(),
             ));
         }
+        // Every answer in the one error shape, also for what no route serves (the console
+        // answers its own paths with its pages).
+        let router = router
+            .fallback(crate::http_error::no_such_route)
+            .method_not_allowed_fallback(crate::http_error::method_not_allowed);
         let mut limits = crate::listener::ConnectionLimits::from(&self.settings.server);
         // The console believes a proxy's user header only from configured proxy addresses.
         limits.peer_addresses = self.settings.console.enabled;

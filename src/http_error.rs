@@ -20,3 +20,17 @@ pub fn error_body(error: &str, reason: &str, detail: Option<&str>) -> Value {
 pub fn error_response(status: StatusCode, error: &str, reason: &str) -> Response {
     (status, Json(error_body(error, reason, None))).into_response()
 }
+
+/// The answer for a path no route serves (axum's own is an empty 404).
+pub async fn no_such_route() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The answer for a route asked with a method it does not take (axum's own is an empty 405).
+pub async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take this method",
+    )
+}

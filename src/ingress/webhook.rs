@@ -9,6 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -54,9 +55,15 @@ struct IncomingRequest {
 /// cloned (the `HeaderMap`, `Method` and `Uri` extractors each copy theirs).
 pub async fn receive(
     State(state): State<Arc<IngressState>>,
-    Path(path): Path<DeliveryPath>,
+    path: Result<Path<DeliveryPath>, PathRejection>,
     request: Request,
 ) -> Response {
+    // A path that cannot be read (a broken percent-escape) is answered in the one error shape,
+    // not with axum's plain text.
+    let Ok(Path(path)) = path else {
+        return IngressError::Malformed("the URL's path cannot be read (percent-encoding)".into())
+            .into_response();
+    };
     let (head, body) = request.into_parts();
     let delivery = IncomingRequest {
         source: path.source,

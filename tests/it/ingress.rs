@@ -446,6 +446,22 @@ async fn limits_media_type_unknown_source_and_malformed_bodies() {
         .await;
     assert_eq!(response.status(), 400);
 
+    // What no route serves is answered in the same error shape as everything else.
+    let error_of = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, body["error"].as_str().unwrap_or_default().to_owned())
+    };
+    let broken_escape = app.post("/webhooks/ad%FFmin", &array, &[]).await;
+    assert_eq!(error_of(broken_escape).await, (400, "malformed".to_owned()));
+    let nowhere = app.http.get(app.url("/nowhere")).send().await.unwrap();
+    assert_eq!(error_of(nowhere).await, (404, "not_found".to_owned()));
+    let wrong_method = app.http.get(app.url("/webhooks/admin")).send().await.unwrap();
+    assert_eq!(
+        error_of(wrong_method).await,
+        (405, "method_not_allowed".to_owned())
+    );
+
     assert!(observer.all(QUIET).await.is_empty());
     let metrics = app.metrics().await;
     assert!(
