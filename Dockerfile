@@ -33,6 +33,8 @@ USER 10001:10001
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/default.toml \
     GATEHOUSE__SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
+# The SQLite store of the default config (the embedded queue and the audit trail live in it).
+VOLUME ["/var/lib/gatehouse/data"]
 # Ready = RabbitMQ (or the embedded queue's store) and the store reachable; the probe asks the
 # listener the config names, so it follows GATEHOUSE__SERVER__LISTEN.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

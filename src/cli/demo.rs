@@ -243,7 +243,10 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     let hook_secret = webhook_secret()?;
     let console_password = random_text(18, "the console password")?;
     let config = write_config(dir, &sim, &hook_secret, &console_password)?;
-    let (settings, _) = Settings::load(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    // The environment's `GATEHOUSE__…` overrides are not applied: a demo run inside a
+    // deployment must not write its story into that deployment's store (or need its broker).
+    let (settings, _) =
+        Settings::load_with(&config, std::iter::empty()).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let app = Application::build(settings).await.context("starting gatehouse")?;
     let running = DemoParts {
         addr: app.local_addr(),

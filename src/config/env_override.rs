@@ -13,11 +13,29 @@ use super::ConfigError;
 /// The prefix of the environment variables that override config keys.
 pub const PREFIX: &str = "GATEHOUSE__";
 
+/// The `GATEHOUSE__…` variables of this process. Others are not read at all, so a variable of
+/// some other program that is not UTF-8 cannot stop gatehouse (`std::env::vars` panics on one);
+/// one of ours that is not UTF-8 is an error naming it.
+pub fn from_process() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut ours = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|name| name.starts_with(PREFIX)) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::new(name, "is not valid UTF-8"))?;
+        ours.push((name.to_owned(), value));
+    }
+    Ok(ours)
+}
+
 /// Applies every `GATEHOUSE__…` variable in `vars` to `root`.
 pub fn apply(root: &mut Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
     let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
-    // Sorted so that appending by index (`…__0__`, then `…__1__`) is deterministic.
-    vars.sort();
+    // Sorted so that appending by index (`…__0__`, then `…__1__`) is deterministic, and indexes
+    // as numbers: `…__2__` before `…__10__`.
+    vars.sort_by(|(a, _), (b, _)| segments(a).cmp(segments(b)));
     for (name, raw) in vars {
         let path: Vec<String> = name[PREFIX.len()..]
             .split("__")
@@ -32,6 +50,11 @@ pub fn apply(root: &mut Table, vars: impl IntoIterator<Item = (String, String)>)
         set(root, &path, parse_value(&raw)).map_err(|message| ConfigError::new(&name, message))?;
     }
     Ok(())
+}
+
+/// A variable's name as the sort key of [`apply`]: its segments, a number as a number.
+fn segments(name: &str) -> impl Iterator<Item = (Option<u64>, &str)> {
+    name.split("__").map(|segment| (segment.parse().ok(), segment))
 }
 
 fn parse_value(raw: &str) -> Value {
@@ -133,6 +156,25 @@ mod tests {
         assert_eq!(root["sources"][0]["name"].as_str(), Some("b"));
         assert_eq!(root["sources"][1]["name"].as_str(), Some("c"));
         assert_eq!(root["queue"]["backend"].as_str(), Some("rabbitmq"));
+    }
+
+    #[test]
+    fn entries_are_appended_in_the_order_of_their_index_as_a_number() {
+        let vars: Vec<(String, String)> = (0..12)
+            .rev()
+            .map(|i| (format!("GATEHOUSE__SOURCES__{i}__NAME"), format!("s{i}")))
+            .collect();
+        let mut root = Table::new();
+        root.insert("sources".into(), Value::Array(Vec::new()));
+        apply(&mut root, vars).unwrap();
+        let names: Vec<&str> = root["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+        assert_eq!(names, expected);
     }
 
     #[test]

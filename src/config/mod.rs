@@ -167,9 +167,19 @@ impl Settings {
     /// Reads `path`, applies `GATEHOUSE__…` variables from the process environment, resolves
     /// secrets and validates.
     pub fn load(path: &Path) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
+        let overrides = env_override::from_process()?;
+        Settings::load_with(path, overrides)
+    }
+
+    /// Like [`Settings::load`], with `env` instead of the process environment (`gatehouse demo`
+    /// gives none: it promises to need no configuration, so none may leak in).
+    pub fn load_with(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
-        Settings::from_toml(&text, std::env::vars())
+        Settings::from_toml(&text, env)
     }
 
     /// Like [`Settings::load`], from text and an explicit environment (tests).
@@ -273,6 +283,10 @@ mod tests {
         assert_eq!(error_keys("[server]\nlistn = \"x\""), ["server.listn"]);
         assert_eq!(error_keys("[server]\nlisten = \"nope\""), ["server.listen"]);
         assert_eq!(error_keys("[log]\nlevel = \"inf\""), ["log.level"]);
+        assert_eq!(
+            error_keys("[queue]\nconnect_timeout_ms = 0"),
+            ["queue.connect_timeout_ms"]
+        );
         assert_eq!(
             error_keys("[[sources]]\nname = \"a\"\nscheme = \"magic\""),
             ["sources[0].scheme"]

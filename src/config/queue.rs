@@ -210,6 +210,10 @@ pub(super) fn validate(settings: &super::Settings, error: &mut impl FnMut(String
     if queue.publish_timeout_ms == 0 {
         error("queue.publish_timeout_ms".into(), "must be greater than 0".into());
     }
+    if queue.connect_timeout_ms == 0 {
+        // Not "no timeout": every connection attempt would time out at once, for ever.
+        error("queue.connect_timeout_ms".into(), "must be greater than 0".into());
+    }
     if queue.publish_timeout_ms >= server.request_timeout_seconds.saturating_mul(1000) {
         // Otherwise a slow broker would answer 408 (the sender's fault) instead of 503 (ours).
         error(

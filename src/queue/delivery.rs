@@ -93,7 +93,8 @@ impl Delivery {
         redelivered: bool,
         settle: Box<dyn Settle>,
     ) -> Self {
-        let attempt = history.last().map_or(1, |f| f.attempt + 1);
+        // The history came in a header anyone who may publish could have written.
+        let attempt = history.last().map_or(1, |f| f.attempt.saturating_add(1));
         Delivery {
             body,
             routing_key,

@@ -9,7 +9,23 @@ async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {
     let dir = TempDir::new();
     let data = dir.0.join("demo");
     let data = data.to_str().unwrap();
-    let (ok, stdout, stderr) = gatehouse(&["demo", "--data", data]).await;
+    // Run inside a deployment, whose overrides must not reach it (its store, its broker).
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["demo", "--data", data])
+        .env("GATEHOUSE__QUEUE__BACKEND", "rabbitmq")
+        .env("GATEHOUSE__QUEUE__URL", "amqp://nobody@127.0.0.1:1/%2f")
+        .env(
+            "GATEHOUSE__STORE__URL",
+            "postgres://nobody@127.0.0.1:1/production",
+        )
+        .output()
+        .await
+        .unwrap();
+    let (ok, stdout, stderr) = (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
     assert!(ok, "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("\n   ok: ").count(), 5, "{stdout}");
     assert!(!stdout.contains("NOT AS EXPECTED"), "{stdout}");
@@ -27,6 +43,21 @@ async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {
     let config = format!("{data}/gatehouse.toml");
     let (ok, stdout, stderr) = gatehouse(&["--config", &config, "audit", "verify"]).await;
     assert!(ok && stdout.contains("chain intact"), "{stdout}\n{stderr}");
+    // Another program's variable that is not UTF-8 does not stop gatehouse reading its config.
+    let checked = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["--config", &config, "check-config"])
+        .env(
+            "OTHER_PROGRAMS_VARIABLE",
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(vec![0xff, 0xfe]),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let (ok, _, stderr) = gatehouse(&["--config", &config, "approvals", "list"]).await;
     assert!(ok, "{stderr}");
     assert!(

@@ -40,35 +40,50 @@ pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) ->
                 .as_ref()
                 .and_then(|t| headers::text(t, headers::DEAD_REASON))
                 .is_none();
-            let record = async {
+            let record = || async {
                 let mut tx = store.begin_write().await?;
                 dead_letter_records::record_in(&mut tx, &audit, &row, parked_by_broker).await?;
                 tx.commit().await?;
                 Ok(())
             };
-            match audit.bounded(record, |e| QueueError(e.to_string())).await {
-                Ok(_) => {
-                    tracing::warn!(
-                        dead_letter = %row.id,
-                        event_id = %row.event_id,
-                        event_type = %row.event_type,
-                        reason = %row.reason,
-                        attempts = row.attempts,
-                        "event dead-lettered"
-                    );
-                    let _ = raw.acker.ack(BasicAckOptions::default()).await;
+            // Kept unacked and retried here while the store is away, not handed back: every
+            // redelivery counts against a quorum queue's delivery limit (20 by default on
+            // RabbitMQ 4), past which the broker drops a message from `.dead`, which has no
+            // dead-letter exchange of its own.
+            let mut delay = Duration::from_secs(1);
+            let recorded = loop {
+                match audit.bounded(record(), |e| QueueError(e.to_string())).await {
+                    Ok(()) => break true,
+                    Err(error) => {
+                        tracing::error!(%error, retry_in_s = delay.as_secs(), "cannot record a dead letter yet; it stays in the dead queue");
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => break false,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "cannot record a dead letter; it stays in the dead queue");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    let _ = raw
-                        .acker
-                        .nack(BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        })
-                        .await;
-                }
+            };
+            if recorded {
+                tracing::warn!(
+                    dead_letter = %row.id,
+                    event_id = %row.event_id,
+                    event_type = %row.event_type,
+                    reason = %row.reason,
+                    attempts = row.attempts,
+                    "event dead-lettered"
+                );
+                let _ = raw.acker.ack(BasicAckOptions::default()).await;
+            } else {
+                // Shutting down: back to `.dead` for the next recorder.
+                let _ = raw
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await;
+                break;
             }
         }
         stop.cancel();

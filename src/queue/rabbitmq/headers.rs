@@ -41,10 +41,20 @@ pub fn set_text(table: &mut FieldTable, name: &str, value: &str) {
     table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
 }
 
-/// The reason the broker gave when it dead-lettered a message itself (`x-first-death-reason`,
-/// e.g. `delivery_limit`), if it did.
+/// The reason the broker gave when it last dead-lettered a message itself (e.g.
+/// `delivery_limit`), if it did: the newest `x-death` entry's (RabbitMQ keeps it first), not
+/// `x-first-death-reason`, which a message that went through a retry queue carries from that
+/// queue's expiry (`expired`) however it was parked afterwards.
 pub fn broker_death_reason(table: Option<&FieldTable>) -> Option<String> {
-    table.and_then(|t| text(t, "x-first-death-reason"))
+    let table = table?;
+    let newest = match table.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+            Some(AMQPValue::FieldTable(newest)) => text(newest, "reason"),
+            _ => None,
+        },
+        _ => None,
+    };
+    newest.or_else(|| text(table, "x-first-death-reason"))
 }
 
 /// The routing key a message had before the broker first dead-lettered it (the oldest
@@ -78,4 +88,50 @@ pub fn record_failures(table: &mut FieldTable, attempts: u32, history: &[Failure
         set_text(table, LAST_ERROR, &last.error);
     }
     set_text(table, ROUTING_KEY, routing_key);
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::{FieldArray, LongString, ShortString};
+
+    use super::*;
+
+    fn death(reason: &str) -> AMQPValue {
+        let mut entry = FieldTable::default();
+        entry.insert(
+            ShortString::from("reason"),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        AMQPValue::FieldTable(entry)
+    }
+
+    /// A message that expired out of a retry queue, then was parked at the delivery limit:
+    /// parked for the delivery limit, whatever its first death was.
+    #[test]
+    fn the_newest_death_gives_the_reason() {
+        let mut table = FieldTable::default();
+        table.insert(
+            ShortString::from("x-first-death-reason"),
+            AMQPValue::LongString(LongString::from("expired")),
+        );
+        table.insert(
+            ShortString::from("x-death"),
+            AMQPValue::FieldArray(FieldArray::from(vec![death("delivery_limit"), death("expired")])),
+        );
+        assert_eq!(
+            broker_death_reason(Some(&table)).as_deref(),
+            Some("delivery_limit")
+        );
+        // Without `x-death`, the first death's reason is all there is.
+        let mut first_only = FieldTable::default();
+        first_only.insert(
+            ShortString::from("x-first-death-reason"),
+            AMQPValue::LongString(LongString::from("rejected")),
+        );
+        assert_eq!(
+            broker_death_reason(Some(&first_only)).as_deref(),
+            Some("rejected")
+        );
+        assert_eq!(broker_death_reason(None), None);
+    }
 }
