@@ -500,30 +500,35 @@ impl Application {
             shutdown.clone(),
         );
         tracing::info!(%addr, ingress = self.roles.ingress, worker = self.roles.worker, "gatehouse listening");
-        let mut server = std::pin::pin!(server);
-        // The server ends only once shutdown began; waiting on shutdown first makes sure the
-        // worker is always stopped gracefully too.
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
-                // Pollers stop taking new work now (they resume from the store); the recorder and
-                // the relay end with the queue below.
-                stop_background.cancel();
-                let requests = async {
-                    if tokio::time::timeout(grace, &mut server).await.is_err() {
-                        tracing::warn!("shutdown grace period over; dropping unfinished requests");
-                    }
-                };
-                let events = async {
-                    if let Some(worker) = worker {
-                        worker.shutdown().await;
-                    }
-                };
-                tokio::join!(requests, events);
+        // In a block of its own: when the grace period is over, the server (and with it every
+        // connection still being served) is dropped here, before the queue and the store close,
+        // instead of running on through them and holding a store connection `close` waits for.
+        {
+            let mut server = std::pin::pin!(server);
+            // The server ends only once shutdown began; waiting on shutdown first makes sure the
+            // worker is always stopped gracefully too.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
+                    // Pollers stop taking new work now (they resume from the store); the recorder and
+                    // the relay end with the queue below.
+                    stop_background.cancel();
+                    let requests = async {
+                        if tokio::time::timeout(grace, &mut server).await.is_err() {
+                            tracing::warn!("shutdown grace period over; dropping unfinished requests (their connections are closed)");
+                        }
+                    };
+                    let events = async {
+                        if let Some(worker) = worker {
+                            worker.shutdown().await;
+                        }
+                    };
+                    tokio::join!(requests, events);
+                }
+                // Serving meanwhile; it ends only after shutdown began (handled above).
+                () = &mut server => {}
             }
-            // Serving meanwhile; it ends only after shutdown began (handled above).
-            () = &mut server => {}
         }
         queue.close().await;
         stop_background.cancel();

@@ -34,6 +34,10 @@ const ENABLE: Endpoint = Endpoint::new(
     true,
 );
 
+/// This client's endpoints (held to `config::ATLASSIAN_ENDPOINT_LABELS` by a test).
+#[cfg(test)]
+pub(super) const ENDPOINTS: [Endpoint; 3] = [EVENTS_STREAM, DISABLE, ENABLE];
+
 /// A position in the events-stream; opaque, to be stored and given back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -28,6 +28,19 @@ const REMOVE_MEMBER: Endpoint = Endpoint::new(Verb::Delete, "DELETE /rest/api/gr
 /// A read, though a POST.
 const USERS_BULK: Endpoint = Endpoint::new(Verb::Post, "POST /api/v2/users-bulk", true).reading();
 
+/// This client's endpoints (held to `config::ATLASSIAN_ENDPOINT_LABELS` by a test).
+#[cfg(test)]
+pub(super) const ENDPOINTS: [Endpoint; 8] = [
+    USER,
+    MEMBER_OF,
+    GROUPS,
+    GROUP_PICKER,
+    MEMBERS,
+    ADD_MEMBER,
+    REMOVE_MEMBER,
+    USERS_BULK,
+];
+
 /// v1 pages: Atlassian allows up to 200 members per page (others less); the server lowers it as
 /// it likes, which the pager handles.
 const V1_PAGE_SIZE: u32 = 200;

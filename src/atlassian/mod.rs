@@ -43,3 +43,22 @@ pub use metrics::AtlassianMetrics;
 pub use pagination::{PageProgress, no_progress};
 pub use retry::Jitter;
 pub use scim::{NewScimUser, ScimClient, ScimCreated};
+
+#[cfg(test)]
+mod tests {
+    /// `rate_limit.endpoints` is checked against the config's list of labels: it must be
+    /// exactly the endpoints the clients call.
+    #[test]
+    fn the_configs_endpoint_labels_are_the_clients() {
+        let mut called: Vec<&str> = super::admin::ENDPOINTS
+            .iter()
+            .chain(&super::confluence::ENDPOINTS)
+            .chain(&super::scim::ENDPOINTS)
+            .map(|endpoint| endpoint.label)
+            .collect();
+        called.sort_unstable();
+        let mut listed = crate::config::ATLASSIAN_ENDPOINT_LABELS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(called, listed);
+    }
+}

@@ -34,6 +34,17 @@ const LIST_GROUPS: Endpoint = Endpoint::new(Verb::Get, "GET /Groups", true);
 /// Adding a member twice or removing an absent one changes nothing.
 const PATCH_GROUP: Endpoint = Endpoint::new(Verb::Patch, "PATCH /Groups/{id}", true);
 
+/// This client's endpoints (held to `config::ATLASSIAN_ENDPOINT_LABELS` by a test).
+#[cfg(test)]
+pub(super) const ENDPOINTS: [Endpoint; 6] = [
+    LIST_USERS,
+    CREATE_USER,
+    GET_USER,
+    PATCH_USER,
+    LIST_GROUPS,
+    PATCH_GROUP,
+];
+
 /// SCIM allows at most 100 per page.
 const PAGE_SIZE: u32 = 100;
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";

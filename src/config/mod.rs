@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 pub use approvals::{ApprovalsSettings, SlackSettings};
 pub use atlassian::{
-    AtlassianSettings, AuthSettings, DEFAULT_TENANT, EndpointRateLimit, HttpSettings, RateLimitSettings,
-    RetrySettings,
+    AtlassianSettings, AuthSettings, DEFAULT_TENANT, ENDPOINT_LABELS as ATLASSIAN_ENDPOINT_LABELS,
+    EndpointRateLimit, HttpSettings, RateLimitSettings, RetrySettings,
 };
 pub use audit::{AuditSettings, AuditStreamSettings, PiiKind};
 pub use checks::{Ending, ending};
