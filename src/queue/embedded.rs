@@ -103,17 +103,24 @@ impl EmbeddedQueue {
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let id: i64 = row.try_get("id")?;
         let history: String = row.try_get("history")?;
+        // Informational (the delivery limit counts `deliveries`): a history that cannot be read
+        // is left out rather than keeping its message from ever being handed out again (it
+        // would be locked, refused here, and locked again, for ever), as RabbitMQ's header is.
+        let history = serde_json::from_str(&history).unwrap_or_else(|error| {
+            tracing::warn!(message_row = id, %error, "a queued message's failure history cannot be read; delivered without it");
+            Vec::new()
+        });
         let deliveries: i64 = row.try_get("deliveries")?;
         Ok(Some(Taken {
-            id: row.try_get("id")?,
+            id,
             token,
             routing_key: row.try_get("routing_key")?,
             message_id: row.try_get("message_id")?,
             body: row.try_get("body")?,
             deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
-            history: serde_json::from_str(&history)
-                .map_err(|e| StoreError::Corrupt(format!("queue history: {e}")))?,
+            history,
         }))
     }
 

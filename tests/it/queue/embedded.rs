@@ -167,3 +167,27 @@ async fn a_failed_group_commit_fails_every_publish_in_it() {
     assert_eq!(stored, answered_queued);
     store.close().await;
 }
+
+/// A message whose stored failure history cannot be read is still handed out (without it),
+/// not locked and refused for ever.
+#[tokio::test]
+async fn a_message_with_an_unreadable_history_is_still_delivered() {
+    let dir = TempDir::new();
+    let (store, queue) = lone_queue(&dir).await;
+    use gatehouse::queue::Queue;
+    queue.publish(&message(7)).await.unwrap();
+    sqlx::query("UPDATE queue_messages SET history = 'not json'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut consumer = queue.consume(1).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.deliveries.recv())
+        .await
+        .expect("the message was handed out")
+        .unwrap();
+    assert_eq!(delivery.message_id, "group-7");
+    assert!(delivery.history.is_empty());
+    delivery.ack().await.unwrap();
+    assert!(consumer.stop().await.is_empty());
+    store.close().await;
+}
