@@ -276,13 +276,15 @@ impl ScimClient {
             .await
     }
 
-    /// The group with this `displayName`, as the directory matches it.
+    /// The group named exactly `display_name`. The directory's `eq` filter ignores case, so it
+    /// may answer `Contractors` for `contractors`: a policy's `allowed_groups` names groups
+    /// exactly, and another's members must not be added to a group it does not name.
     pub async fn group_by_display_name(&self, display_name: &str) -> Result<Option<ScimGroup>, ApiError> {
         Ok(self
             .find_groups(Some(eq_filter("displayName", display_name)), &no_progress)
             .await?
             .into_iter()
-            .next())
+            .find(|group| group.display_name == display_name))
     }
 
     /// Every group of the directory.

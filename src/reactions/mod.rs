@@ -19,7 +19,7 @@ pub mod tenants;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use handlers::ports::{AccountStatus, ConfluenceDirectory, PortError, ScimDirectory};
+use handlers::ports::{AccountStatus, ConfluenceDirectory, ErrorKind, PortError, ScimDirectory};
 use handlers::{Authority, Envelope, EventType, Handler, Plan, Ports, Scheme};
 
 use crate::atlassian::AtlassianClients;
@@ -172,11 +172,11 @@ impl Reactor {
 
     /// Why an approved plan must not run any more, if so, read now rather than when the plan was
     /// made. A decision's plan yields only to a newer decision about the account that points
-    /// the other way (what Atlassian
-    /// shows does not count: changing it is the point). An observed deactivation's plan yields
-    /// when the person is active again (reactivated while the plan waited); not an observed
-    /// removal: a person removed from a site usually keeps an active account, which is exactly
-    /// what a `user.removed` plan may go on to disable.
+    /// the other way (what Atlassian shows does not count: changing it is the point). An
+    /// observed deactivation's plan yields when the person is active again (reactivated while
+    /// the plan waited), an observed creation's or reactivation's when the person is
+    /// deactivated now; not an observed removal: a person removed from a site usually keeps an
+    /// active account, which is exactly what a `user.removed` plan may go on to disable.
     async fn superseded(&self, original: &Envelope) -> Result<Option<String>, ProcessError> {
         let Some(account) = original.subject.account_id.as_deref() else {
             return Ok(None);
@@ -184,12 +184,23 @@ impl Reactor {
         if original.authority == Authority::Decision {
             return self.overtaken(original).await;
         }
-        if original.event_type != EventType::UserDeactivated {
-            return Ok(None);
-        }
-        Ok(match self.planner.account_status(account).await? {
-            Some(AccountStatus::Active) => Some(format!(
+        let status = match original.event_type {
+            EventType::UserDeactivated | EventType::UserCreated | EventType::UserReactivated => {
+                self.planner.account_status(account).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(match (&original.event_type, status) {
+            (EventType::UserDeactivated, Some(AccountStatus::Active)) => Some(format!(
                 "account {account} is active again: the approved {} plan is superseded and does not run",
+                original.event_type
+            )),
+            // A joiner's groups must not go to someone deactivated while the plan waited.
+            (
+                EventType::UserCreated | EventType::UserReactivated,
+                Some(AccountStatus::Inactive | AccountStatus::Closed),
+            ) => Some(format!(
+                "account {account} is deactivated now: the approved {} plan is superseded and does not run",
                 original.event_type
             )),
             _ => None,
@@ -363,9 +374,26 @@ impl Process for Reactor {
         {
             return Ok(Processed::Skipped(why));
         }
+        // Policies are independent: one whose plan Atlassian refused for good (a group the IdP
+        // manages) must not keep the others from running, or from asking for approval (the
+        // organization-wide disable of a leaver). A transient failure stops here: the retry
+        // runs every plan again, and what was performed is not performed twice.
+        let mut refused: Option<ProcessError> = None;
         for plan in &plans {
-            let ran = self.executor.run(plan, envelope, attempt).await?;
-            tracing::info!(handler = %plan.handler, outcome = ?ran, "plan handled");
+            match self.executor.run(plan, envelope, attempt).await {
+                Ok(ran) => tracing::info!(handler = %plan.handler, outcome = ?ran, "plan handled"),
+                Err(error) if error.kind == ErrorKind::Permanent => {
+                    tracing::warn!(handler = %plan.handler, error = %error.message, "a policy's plan failed for good; the others go on");
+                    refused.get_or_insert(ProcessError::permanent(format!(
+                        "policy `{}`: {}",
+                        plan.handler, error.message
+                    )));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(refused) = refused {
+            return Err(refused);
         }
         Ok(Processed::Done)
     }

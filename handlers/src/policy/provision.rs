@@ -54,7 +54,17 @@ pub(super) async fn provision(
     let existing = match &request.external_id {
         Some(external_id) => match scim.user_by_external_id(external_id).await? {
             Some(user) => Some(user),
-            None => scim.user_by_user_name(&user_name).await?,
+            None => match scim.user_by_user_name(&user_name).await? {
+                // The name is someone else's (a former employee's account, say): their groups
+                // must not go to them, as creating the user would refuse too (409).
+                Some(other) if other.external_id.as_deref().is_some_and(|id| id != external_id) => {
+                    return Err(PortError::permanent(format!(
+                        "SCIM user {user_name} exists with another externalId ({}), not {external_id}:                          not the person requested; resolve it in the directory",
+                        other.external_id.as_deref().unwrap_or_default()
+                    )));
+                }
+                found => found,
+            },
         },
         None => scim.user_by_user_name(&user_name).await?,
     };

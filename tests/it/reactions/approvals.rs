@@ -79,7 +79,23 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
     let audit = world.audit(&event_id).await;
     assert_eq!(audit.iter().filter(|(k, _)| k == "planned").count(), 2);
 
-    // Someone changes the world meanwhile: the approved plan is still the recorded one.
+    // Someone changes the world meanwhile (cara joins another group): the approved plan is
+    // still the recorded one, which knew nothing of it; a re-planned one would remove it too.
+    let http = crate::helpers::http();
+    let created = http
+        .post(world.sim.url("/_sim/groups"))
+        .json(&json!({"name": "team-late", "id": "g-late"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let joined = http
+        .put(world.sim.url("/_sim/groups/g-late/members/cara"))
+        .send()
+        .await
+        .unwrap();
+    assert!(joined.status().is_success(), "{}", joined.status());
+    assert_eq!(world.groups_of("cara").await, ["team-late", "team-x"]);
     let approved = approve(
         Deciders::new(&world.app.audit, &Outbox::default()),
         world.app.queue.as_ref(),
@@ -102,7 +118,7 @@ async fn nothing_happens_until_approval_then_exactly_the_plan() {
             == ApprovalState::Executed
     })
     .await;
-    assert!(world.groups_of("cara").await.is_empty());
+    assert_eq!(world.groups_of("cara").await, ["team-late"]);
     let requests = world.requests().await;
     assert_eq!(requests.iter().filter(|r| r.method == "DELETE").count(), 1);
     assert_eq!(
@@ -375,6 +391,68 @@ allow_org_wide = true
             .await
             .iter()
             .any(|r| r.path.ends_with("/lifecycle/disable"))
+    );
+    world.stop().await;
+}
+
+/// A joiner's plan waiting for approval is not performed for someone deactivated meanwhile:
+/// approved, it is superseded, and no group is given.
+#[tokio::test]
+async fn an_approved_joiner_plan_yields_when_the_person_left_meanwhile() {
+    let seed = Seed {
+        users: vec![SeedUser::new("newt", "Newt")],
+        groups: vec![SeedGroup::new("g-u", "confluence-users", vec![])],
+        ..Seed::default()
+    };
+    let welcome = policies(
+        r#"
+[[policies]]
+name = "welcome"
+on = "user.created"
+actions = ["confluence.add_to_groups"]
+groups = ["confluence-users"]
+approval = "required"
+"#,
+    );
+    let world = World::start(seed, welcome, |_| {}).await;
+    world
+        .send("user.created", "msg-newt", json!({"account_id": "newt"}))
+        .await;
+    eventually(LONG, "the welcome waiting for a person", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let waiting = pending(&world).await.remove(0);
+    world.set_status("newt", "inactive").await;
+    approve(
+        Deciders::new(&world.app.audit, &Outbox::default()),
+        world.app.queue.as_ref(),
+        ("default", &waiting.id),
+        "security-lead",
+        ttl(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the approved plan superseded", || async {
+        world
+            .app
+            .store
+            .approval(&waiting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ApprovalState::Superseded
+    })
+    .await;
+    assert!(world.groups_of("newt").await.is_empty());
+    assert!(
+        world
+            .requests()
+            .await
+            .iter()
+            .all(|r| r.method != "POST" || r.path.ends_with("/users-bulk")),
+        "no membership added"
     );
     world.stop().await;
 }

@@ -76,9 +76,12 @@ async fn a_deactivation_removes_every_group_but_the_keep_list_and_copies_change_
     );
 
     // The sender delivers the same webhook again: the ingress answers 200 and queues nothing.
-    world
-        .send("user.deactivated", "msg-ann-1", json!({"account_id": "ann"}))
-        .await;
+    let again = json!({
+        "type": "user.deactivated",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "data": {"account_id": "ann"},
+    });
+    assert_eq!(world.post_relay(again, "msg-ann-1").await, 200);
     // The same fact arrives again by another path (a new delivery id, a redelivery): a duplicate.
     let envelope: handlers::Envelope = {
         let mut e = handlers::Envelope::new(
@@ -250,5 +253,54 @@ async fn a_removal_refused_for_good_does_not_stop_the_others() {
         "{}",
         letter.reason
     );
+    world.stop().await;
+}
+
+/// Policies are independent: the leaver's group removals refused for good do not keep the
+/// organization-wide disable (a policy of its own) from asking for approval.
+#[tokio::test]
+async fn a_plan_refused_for_good_does_not_keep_another_policy_from_asking() {
+    let mut ann = SeedUser::new("ann", "Ann");
+    ann.status = gatehouse_sim::SimAccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![ann],
+        groups: vec![SeedGroup::new("g-0", "team-0", vec!["ann".into()])],
+        ..Seed::default()
+    };
+    let two_policies = policies(
+        r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups"]
+
+[[policies]]
+name = "leaver-org"
+on = "user.deactivated"
+actions = ["lifecycle.disable"]
+allow_org_wide = true
+"#,
+    );
+    let world = World::start(seed, two_policies, |_| {}).await;
+    world
+        .fault(gatehouse_sim::Fault::status("/userByGroupId", 403, 1).method("DELETE"))
+        .await;
+    world
+        .send("user.deactivated", "msg-ann-two", json!({"account_id": "ann"}))
+        .await;
+    eventually(LONG, "the event dead-lettered", || async {
+        !crate::queue::dead_letters(&world.app).await.is_empty()
+    })
+    .await;
+    let letter = crate::queue::dead_letters(&world.app).await.remove(0);
+    assert!(letter.reason.contains("policy `leaver`"), "{}", letter.reason);
+    let waiting = world
+        .app
+        .store
+        .approvals(gatehouse::store::ApprovalState::Pending)
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].handler, "leaver-org");
     world.stop().await;
 }

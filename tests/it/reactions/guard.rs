@@ -64,7 +64,8 @@ async fn a_protected_group_intrusion_is_reverted_and_a_violation_is_published() 
             json!({"account_id": "admin-1", "group": {"name": "confluence-administrators"}}),
         )
         .await;
-    world.settled(&allowed, &["received"]).await;
+    // Its plan is settled (empty: `skipped`) before anything it could publish would be.
+    world.settled(&allowed, &["skipped"]).await;
     assert!(
         violations
             .next(std::time::Duration::from_millis(800))
@@ -191,6 +192,83 @@ async fn a_provisioning_request_creates_the_person_and_warns_about_unmapped_grou
             .iter()
             .any(|w| w.contains("`contractors` is not listed as mapped")),
         "{warnings:?}"
+    );
+    world.stop().await;
+}
+
+/// A request for a new hire whose email is a former employee's SCIM userName (another
+/// externalId): nothing is given to the former employee's account. And a group named only in
+/// another case (`Contractors`, which SCIM's filter would match) is not the allowed
+/// `contractors`.
+#[tokio::test]
+async fn provisioning_gives_nothing_to_someone_else_or_to_a_group_named_in_another_case() {
+    let mut former = SeedUser::new("old-jo", "Jo (left)");
+    former.status = gatehouse_sim::SimAccountStatus::Inactive;
+    former.scim = Some(gatehouse_sim::SeedScimIdentity {
+        id: Some("scim-old-jo".into()),
+        user_name: "jo@example.com".into(),
+        external_id: Some("hr-123".into()),
+        active: Some(false),
+    });
+    let seed = Seed {
+        users: vec![former],
+        scim_groups: vec![
+            SeedScimGroup {
+                id: Some("sg-cu".into()),
+                display_name: "confluence-users".into(),
+                members: vec![],
+                confluence_group_id: None,
+            },
+            SeedScimGroup {
+                id: Some("sg-ct".into()),
+                display_name: "Contractors".into(),
+                members: vec![],
+                confluence_group_id: None,
+            },
+        ],
+        ..Seed::default()
+    };
+    let world = World::start(seed, policies(PROVISION), |_| {}).await;
+    let rehire = world
+        .send(
+            "user.provision_requested",
+            "msg-jo",
+            json!({"email": "jo@example.com", "external_id": "hr-900", "groups": ["confluence-users"]}),
+        )
+        .await;
+    eventually(LONG, "the request dead-lettered", || async {
+        !crate::queue::dead_letters(&world.app).await.is_empty()
+    })
+    .await;
+    let letter = crate::queue::dead_letters(&world.app).await.remove(0);
+    assert_eq!(letter.event_id, rehire);
+    assert!(
+        letter.reason.contains("another externalId (hr-123)"),
+        "{}",
+        letter.reason
+    );
+    let state = world.state().await;
+    assert!(
+        state.scim_groups.iter().all(|g| g.members.is_empty()),
+        "nobody was added to any group"
+    );
+
+    let contractor = world
+        .send(
+            "user.provision_requested",
+            "msg-kit",
+            json!({"email": "kit@example.com", "external_id": "hr-901", "groups": ["contractors"]}),
+        )
+        .await;
+    world.settled(&contractor, &["executed"]).await;
+    let state = world.state().await;
+    assert!(
+        state.scim_user_by_name("kit@example.com").is_some(),
+        "kit was created"
+    );
+    assert!(
+        state.scim_groups.iter().all(|g| g.members.is_empty()),
+        "`Contractors` is not `contractors`"
     );
     world.stop().await;
 }

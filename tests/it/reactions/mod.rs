@@ -225,7 +225,9 @@ impl World {
         .await;
     }
 
-    /// Waits until the worker settled everything it was given (nothing in flight, queue empty).
+    /// Waits until the audit trail holds a record of each of `kinds_present` about `event_id`.
+    /// Only that: `received` is written before anything is planned, so a check that nothing
+    /// came of an event must wait for a record its plan writes at its end.
     pub async fn settled(&self, event_id: &str, kinds_present: &[&str]) {
         eventually(LONG, &format!("event {event_id} settled"), || async {
             let audit = self.audit(event_id).await;
