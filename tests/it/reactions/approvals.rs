@@ -456,3 +456,75 @@ approval = "required"
     );
     world.stop().await;
 }
+
+/// Dry run switched on (a restart with `dry_run = true`) after a plan was asked for: approving
+/// it performs nothing, says why, and leaves it approved to be approved again later.
+#[tokio::test]
+async fn an_approved_plan_is_held_while_dry_run_is_on() {
+    let sim = gatehouse_sim::Simulator::start(leavers(), gatehouse_sim::Behaviour::default())
+        .await
+        .unwrap();
+    let dir = crate::helpers::TempDir::new();
+    let mut settings = super::settings_for_sim(&sim, &dir);
+    settings.policies = policies(ORG_WIDE);
+    let app = crate::helpers::TestApp::start(settings.clone(), None).await;
+    let world = World {
+        sim,
+        app,
+        http: crate::helpers::http(),
+    };
+    let event_id = world
+        .send("user.deactivated", "msg-cara", json!({"account_id": "cara"}))
+        .await;
+    eventually(LONG, "a pending approval", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let waiting = pending(&world).await.remove(0);
+    let World { sim, app, http } = world;
+    app.shutdown().await;
+    settings.reactions.dry_run = true;
+    let app = crate::helpers::TestApp::start(settings, None).await;
+    let world = World { sim, app, http };
+
+    approve(
+        Deciders::new(&world.app.audit, &Outbox::default()),
+        world.app.queue.as_ref(),
+        ("default", &waiting.id),
+        "security-lead",
+        ttl(),
+    )
+    .await
+    .unwrap();
+    let held = || async {
+        gatehouse::audit::query::query(
+            &world.app.store,
+            &gatehouse::audit::AuditQuery {
+                event_id: Some(event_id.parse().unwrap()),
+                kinds: vec![gatehouse::audit::AuditKind::Skipped],
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.record.outcome.error)
+        .any(|why| why.contains("dry_run is on now"))
+    };
+    eventually(LONG, "the approved plan held", held).await;
+    assert_eq!(
+        world
+            .app
+            .store
+            .approval(&waiting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ApprovalState::Approved
+    );
+    assert_eq!(world.groups_of("cara").await, ["team-x"]);
+    assert!(world.requests().await.iter().all(|r| r.method != "DELETE"));
+    world.stop().await;
+}
