@@ -21,6 +21,14 @@ pub(super) async fn remove_from_all_groups(
         if keep.iter().any(|k| k == &group.name) {
             continue;
         }
+        // Confluence group names are case-sensitive: a keep-list entry in another case keeps
+        // nothing, which the plan says rather than removing the group without a word.
+        if let Some(near) = keep.iter().find(|k| k.eq_ignore_ascii_case(&group.name)) {
+            plan.warnings.push(format!(
+                "keep_groups names `{near}`, but the group is `{}` (names are case-sensitive): not kept",
+                group.name
+            ));
+        }
         plan.push(
             Action::ConfluenceRemoveMember {
                 group_id: group.id,

@@ -152,6 +152,26 @@ async fn deactivation_removes_every_group_but_the_keep_list() {
 }
 
 #[tokio::test]
+async fn a_keep_list_entry_in_another_case_keeps_nothing_and_the_plan_says_so() {
+    let policy = policy(
+        r#"{"on": "user.deactivated", "actions": ["confluence.remove_from_all_groups"], "keep_groups": ["All-Staff"]}"#,
+        &[],
+    );
+    let plan = plan(
+        &policy,
+        &world(),
+        &event(EventType::UserDeactivated, Some("ann"), "{}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan.actions.len(), 3, "all-staff is removed too");
+    assert_eq!(
+        plan.warnings,
+        ["keep_groups names `All-Staff`, but the group is `all-staff` (names are case-sensitive): not kept"]
+    );
+}
+
+#[tokio::test]
 async fn a_stale_deactivation_of_an_active_account_changes_nothing() {
     let mut fake = world();
     fake.status.insert("ann".into(), AccountStatus::Active);
