@@ -392,6 +392,48 @@ mod tests {
     }
 
     #[test]
+    fn policy_names_differ_and_their_sources_may_cause_their_types() {
+        let tenant = r#"
+            [atlassian]
+            confluence_base_url = "https://example.atlassian.net/wiki"
+            auth = { kind = "basic", email = "bot@example.com", token = "file:/etc/hostname" }
+            [[sources]]
+            name = "hook"
+            scheme = "url-token"
+        "#;
+        let twice = format!(
+            "{tenant}
+            [[policies]]
+            name = \"leaver\"
+            on = \"user.deactivated\"
+            actions = [\"confluence.remove_from_all_groups\"]
+            [[policies]]
+            name = \"leaver\"
+            on = \"user.removed\"
+            actions = [\"confluence.remove_from_all_groups\"]
+            "
+        );
+        let errors = load(&twice, &[]).unwrap_err();
+        assert_eq!(errors.0[0].key, "policies[1].name", "{errors}");
+        // A URL token may cause `other.*` only: a policy on it for a user event never acts.
+        let never = format!(
+            "{tenant}
+            [[policies]]
+            on = \"user.deactivated\"
+            actions = [\"confluence.remove_from_all_groups\"]
+            sources = [\"hook\"]
+            "
+        );
+        let (_, warnings) = load(&never, &[]).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.key == "policies[0].on" && w.message.contains("user.deactivated")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn validation_collects_every_problem() {
         let text = r#"
             [queue]

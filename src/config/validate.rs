@@ -37,6 +37,41 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             });
         }
         errors.extend(policy_needs(settings, i, policy));
+        // Plans and approvals are told apart by their policy's name within an event (an
+        // approval is one per event and policy): two that could act for one tenant must differ.
+        let name = policy.display_name();
+        let tenants = settings.tenant_names();
+        if let Some(j) = settings.policies[..i].iter().position(|other| {
+            other.display_name() == name
+                && tenants
+                    .iter()
+                    .any(|t| other.applies_to_tenant(t) && policy.applies_to_tenant(t))
+        }) {
+            errors.push(ConfigError::new(
+                format!("policies[{i}].name"),
+                format!("`{name}` is policies[{j}]'s name too: name each policy of a tenant differently"),
+            ));
+        }
+        // A policy listening only to sources that may not cause one of its types never fires
+        // for that type: most likely a mistake (the sources' `allow_types`).
+        let listed: Vec<&super::SourceSettings> = policy
+            .sources
+            .iter()
+            .filter_map(|name| settings.sources.iter().find(|s| &s.name == name))
+            .collect();
+        if !listed.is_empty() && listed.len() == policy.sources.len() {
+            for event_type in &policy.on {
+                if !listed.iter().any(|source| source.allows(event_type)) {
+                    warnings.push(ConfigWarning {
+                        key: format!("policies[{i}].on"),
+                        message: format!(
+                            "none of its sources ({}) may cause {event_type} (their allow_types): it never acts on it",
+                            policy.sources.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
         for (j, name) in policy.sources.iter().enumerate() {
             let internal = &RESERVED_SOURCE_NAMES[..2];
             if !settings.sources.iter().any(|s| &s.name == name) && !internal.contains(&name.as_str()) {
