@@ -272,16 +272,7 @@ mod tests {
 
     #[test]
     fn endpoint_labels_start_with_their_method() {
-        for endpoint in [
-            USER,
-            MEMBER_OF,
-            GROUPS,
-            GROUP_PICKER,
-            MEMBERS,
-            ADD_MEMBER,
-            REMOVE_MEMBER,
-            USERS_BULK,
-        ] {
+        for endpoint in ENDPOINTS {
             let method = format!("{:?} ", endpoint.verb).to_uppercase();
             assert!(endpoint.label.starts_with(&method), "{}", endpoint.label);
         }
