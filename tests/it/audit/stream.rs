@@ -255,10 +255,29 @@ async fn a_disabled_stream_relays_nothing() {
     let mut settings = settings(&dir);
     settings.audit.stream.enabled = false;
     let store = open_store(&sqlite_url(&dir)).await;
+    let log = AuditLog::new(store.clone(), &AuditSettings::default());
+    append(&log, 0..3).await;
     let handle = AuditRelay::start(store.clone(), &settings, CancellationToken::new());
     tokio::time::timeout(Duration::from_secs(1), handle)
         .await
         .unwrap()
         .unwrap();
+    // Records were there to relay, and no stream was made for them.
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            stream_name(&settings.queue.prefix).as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(declared.is_err(), "the stream exists");
+    let _ = connection.close(200, "bye".into()).await;
     store.close().await;
 }
