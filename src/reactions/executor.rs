@@ -210,26 +210,6 @@ impl Executor {
         })
     }
 
-    /// Whether `[reactions] dry_run` is on.
-    pub fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-
-    /// Records that an approved plan was not performed now, and why (a `skipped` record).
-    pub async fn hold(
-        &self,
-        plan: &Plan,
-        envelope: &Envelope,
-        attempt: u32,
-        why: &str,
-    ) -> Result<(), ProcessError> {
-        let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
-        record.outcome = Outcome::status("held");
-        record.outcome.error = Some(why.to_owned());
-        self.audit.append(record).await.map_err(audit_error)?;
-        Ok(())
-    }
-
     /// Records that an approval's plan will not run (what it was about changed since), moving
     /// it from `from` (pending or approved) to `superseded` in the same transaction as the
     /// `skipped` record.

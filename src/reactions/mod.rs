@@ -117,15 +117,6 @@ impl Planner {
         directories.confluence.account_status(account_id).await
     }
 
-    /// The dry-run setting of the policy named `handler` as configured now (`None`: the
-    /// policy says nothing, or is gone).
-    pub fn dry_run_of(&self, handler: &str) -> Option<bool> {
-        self.handlers
-            .iter()
-            .find(|h| h.name() == handler)
-            .and_then(|h| h.dry_run())
-    }
-
     /// Does any policy react to events of this type?
     pub fn handles(&self, event_type: &EventType) -> bool {
         self.handlers.iter().any(|h| h.handles(event_type))
@@ -343,21 +334,6 @@ impl Reactor {
                 .await?;
             tracing::warn!(approval = %approval_id, %why, "approved plan superseded");
             return Ok(Processed::Done);
-        }
-        // Dry run switched on since the plan was approved (an operator stopping every action):
-        // nothing is performed. The approval stays approved; approving it again once dry run
-        // is off queues it again.
-        if self
-            .planner
-            .dry_run_of(&plan.handler)
-            .unwrap_or(self.executor.dry_run())
-        {
-            let why = format!(
-                "dry_run is on now: approved plan {approval_id} is not performed; approve it again once dry_run is off"
-            );
-            self.executor.hold(&plan, &original, attempt, &why).await?;
-            tracing::warn!(approval = %approval_id, "approved plan held: dry_run is on");
-            return Ok(Processed::Skipped(why));
         }
         self.executor.execute(&plan, &original, attempt).await?;
         self.store
