@@ -469,13 +469,7 @@ impl Application {
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_seconds);
         let addr = self.local_addr();
-        let mut router =
-            ingress::router(self.state.clone(), self.roles.ingress).merge(crate::console::router(
-                self.settings.clone(),
-                self.store.clone(),
-                self.audit.clone(),
-                queue.clone(),
-            ));
+        let mut router = ingress::router(self.state.clone(), self.roles.ingress);
         if self.roles.ingress {
             router = router.merge(crate::slack_actions::router(
                 self.settings.clone(),
@@ -484,11 +478,18 @@ impl Application {
                 self.metrics.clone(),
             ));
         }
-        // Every answer in the one error shape, also for what no route serves (the console
-        // answers its own paths with its pages).
+        // Every answer in the one error shape, also for a method a route does not take and for
+        // what no route serves. Set before the console is merged: the console answers its own
+        // paths, with its security headers.
         let router = router
-            .fallback(crate::http_error::no_such_route)
-            .method_not_allowed_fallback(crate::http_error::method_not_allowed);
+            .method_not_allowed_fallback(crate::http_error::method_not_allowed)
+            .merge(crate::console::router(
+                self.settings.clone(),
+                self.store.clone(),
+                self.audit.clone(),
+                queue.clone(),
+            ))
+            .fallback(crate::http_error::no_such_route);
         let mut limits = crate::listener::ConnectionLimits::from(&self.settings.server);
         // The console believes a proxy's user header only from configured proxy addresses.
         limits.peer_addresses = self.settings.console.enabled;

@@ -409,12 +409,27 @@ mod tests {
             actions = [\"confluence.remove_from_all_groups\"]
             [[policies]]
             name = \"leaver\"
-            on = \"user.removed\"
+            on = [\"user.removed\", \"user.deactivated\"]
             actions = [\"confluence.remove_from_all_groups\"]
             "
         );
         let errors = load(&twice, &[]).unwrap_err();
         assert_eq!(errors.0[0].key, "policies[1].name", "{errors}");
+        // Unnamed policies share the name of their actions: on different types they never
+        // meet on one event, and are fine.
+        let apart = format!(
+            "{tenant}
+            [[policies]]
+            on = \"user.created\"
+            actions = [\"confluence.add_to_groups\"]
+            groups = [\"team\"]
+            [[policies]]
+            on = \"user.reactivated\"
+            actions = [\"confluence.add_to_groups\"]
+            groups = [\"team\"]
+            "
+        );
+        assert!(load(&apart, &[]).is_ok());
         // A URL token may cause `other.*` only: a policy on it for a user event never acts.
         let never = format!(
             "{tenant}

@@ -38,18 +38,28 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         }
         errors.extend(policy_needs(settings, i, policy));
         // Plans and approvals are told apart by their policy's name within an event (an
-        // approval is one per event and policy): two that could act for one tenant must differ.
+        // approval is one per event and policy): two that could both act on one event must
+        // have different names.
         let name = policy.display_name();
         let tenants = settings.tenant_names();
+        let sources_meet = |other: &handlers::policy::PolicyConfig| {
+            policy.sources.is_empty()
+                || other.sources.is_empty()
+                || policy.sources.iter().any(|s| other.sources.contains(s))
+        };
         if let Some(j) = settings.policies[..i].iter().position(|other| {
             other.display_name() == name
+                && other.on.iter().any(|t| policy.on.contains(t))
+                && sources_meet(other)
                 && tenants
                     .iter()
                     .any(|t| other.applies_to_tenant(t) && policy.applies_to_tenant(t))
         }) {
             errors.push(ConfigError::new(
                 format!("policies[{i}].name"),
-                format!("`{name}` is policies[{j}]'s name too: name each policy of a tenant differently"),
+                format!(
+                    "`{name}` is policies[{j}]'s name too, and both may act on one event: give them different names"
+                ),
             ));
         }
         // A policy listening only to sources that may not cause one of its types never fires

@@ -122,8 +122,21 @@ impl Planner {
         self.handlers.iter().any(|h| h.handles(event_type))
     }
 
-    /// The plans `envelope` produces (also `gatehouse plan`).
+    /// The plans `envelope` produces (also `gatehouse plan`); the first policy's error, if any.
     pub async fn plans(&self, envelope: &Envelope) -> Result<Vec<Plan>, PortError> {
+        self.plans_each(envelope)
+            .await?
+            .into_iter()
+            .map(|(_, plan)| plan)
+            .collect()
+    }
+
+    /// Each policy's plan for `envelope`, or why it has none, by policy name: one policy's
+    /// refusal (a provisioning request for someone else's account) is not another's.
+    pub async fn plans_each(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<Vec<(String, Result<Plan, PortError>)>, PortError> {
         let handlers = self.handlers_for(&envelope.event_type);
         if handlers.is_empty() {
             return Ok(Vec::new());
@@ -136,7 +149,8 @@ impl Planner {
         let ports = reads.ports();
         let mut plans = Vec::new();
         for handler in handlers {
-            plans.push(handler.plan(envelope, &ports).await?);
+            let plan = handler.plan(envelope, &ports).await;
+            plans.push((handler.name().to_owned(), plan));
         }
         Ok(plans)
     }
@@ -364,9 +378,23 @@ impl Process for Reactor {
         {
             return Ok(Processed::Skipped(why));
         }
-        let plans = self.planner.plans(envelope).await?;
-        if plans.is_empty() {
+        let planned = self.planner.plans_each(envelope).await?;
+        if planned.is_empty() {
             return Ok(Processed::Skipped(no_policy(envelope)));
+        }
+        // Policies are independent (see below), in planning too; a transient failure (a read
+        // that timed out) stops here, and the retry plans them all again.
+        let mut refused: Option<ProcessError> = None;
+        let mut plans = Vec::with_capacity(planned.len());
+        for (handler, plan) in planned {
+            match plan {
+                Ok(plan) => plans.push(plan),
+                Err(error) if error.kind == ErrorKind::Permanent => {
+                    tracing::warn!(%handler, error = %error, "a policy cannot plan for this event; the others go on");
+                    refused.get_or_insert(ProcessError::permanent(format!("policy `{handler}`: {error}")));
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         // Planning read Atlassian, which takes time: a newer decision may have come meanwhile.
         if envelope.authority == Authority::Decision
@@ -378,7 +406,6 @@ impl Process for Reactor {
         // manages) must not keep the others from running, or from asking for approval (the
         // organization-wide disable of a leaver). A transient failure stops here: the retry
         // runs every plan again, and what was performed is not performed twice.
-        let mut refused: Option<ProcessError> = None;
         for plan in &plans {
             match self.executor.run(plan, envelope, attempt).await {
                 Ok(ran) => tracing::info!(handler = %plan.handler, outcome = ?ran, "plan handled"),

@@ -59,8 +59,7 @@ pub(super) async fn provision(
                 // must not go to them, as creating the user would refuse too (409).
                 Some(other) if other.external_id.as_deref().is_some_and(|id| id != external_id) => {
                     return Err(PortError::permanent(format!(
-                        "SCIM user {user_name} exists with another externalId ({}), not {external_id}:                          not the person requested; resolve it in the directory",
-                        other.external_id.as_deref().unwrap_or_default()
+                        "SCIM user {user_name} exists with another externalId, not {external_id}: not the person requested; resolve it in the directory"
                     )));
                 }
                 found => found,

@@ -3,8 +3,7 @@
 //! fsync under SQLite's `synchronous = FULL`, one WAL flush on PostgreSQL) instead of N.
 //!
 //! Nothing is traded for it: a publish is answered only after the transaction holding its row
-//! committed. When a group's commit fails, none of its rows is there; each is then committed
-//! alone, so one row the store refuses fails only its own publish.
+//! committed, and a failed commit fails every publish in it (none of them is answered as queued).
 //! Under light load a batch is one message and nothing waits; batches grow only while a commit
 //! is already in progress, which is exactly when waiting costs nothing.
 //!
@@ -93,15 +92,6 @@ async fn commit_batches(store: Store, published: Arc<Notify>, mut waiting: mpsc:
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let outcome = insert_all(&store, &batch).await;
-        if let Err(CommitError::Failed(_)) = &outcome
-            && batch.len() > 1
-        {
-            // One row may be all the store refused (a constraint, a trigger): each again in a
-            // transaction of its own, so the others are not failed for it. A store that refuses
-            // everything (a full disk) refuses each of them too.
-            commit_one_by_one(&store, &published, &mut batch).await;
-            continue;
-        }
         if outcome.is_ok() {
             published.notify_waiters();
         }
@@ -119,29 +109,6 @@ async fn commit_batches(store: Store, published: Arc<Notify>, mut waiting: mpsc:
             // sender's retry is a duplicate the workers absorb).
             let _ = pending.committed.send(outcome.clone());
         }
-    }
-}
-
-/// Commits each of `batch` alone after their group's commit failed, answering each with its own
-/// outcome. Once the store cannot be reached at all, the rest are failed with that at once.
-async fn commit_one_by_one(store: &Store, published: &Notify, batch: &mut Vec<Pending>) {
-    let mut unreachable: Option<String> = None;
-    for pending in batch.drain(..) {
-        let outcome = match &unreachable {
-            Some(error) => Err(error.clone()),
-            None => match insert_all(store, std::slice::from_ref(&pending)).await {
-                Ok(()) => {
-                    published.notify_waiters();
-                    Ok(())
-                }
-                Err(error @ CommitError::Unreachable(_)) => {
-                    unreachable = Some(error.to_string());
-                    Err(error.to_string())
-                }
-                Err(error) => Err(error.to_string()),
-            },
-        };
-        let _ = pending.committed.send(outcome);
     }
 }
 

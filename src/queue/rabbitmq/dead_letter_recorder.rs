@@ -21,6 +21,9 @@ use crate::queue::QueueError;
 use crate::queue::dead_letter_records::{self, subject_of};
 use crate::store::{DeadLetterRow, Store};
 
+/// How long a dead letter the store refuses is retried before it is handed back to `.dead`.
+const IN_PLACE_RETRIES: Duration = Duration::from_secs(60);
+
 pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) -> JoinHandle<()> {
     let queue = shared.topology.dead_queue().to_owned();
     let (mut deliveries, stop, task) = consumer::subscribe(shared.clone(), queue, 16, |raw| raw);
@@ -46,16 +49,21 @@ pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) ->
                 tx.commit().await?;
                 Ok(())
             };
-            // Kept unacked and retried here while the store is away, not handed back: every
-            // redelivery counts against a quorum queue's delivery limit (20 by default on
-            // RabbitMQ 4), past which the broker drops a message from `.dead`, which has no
-            // dead-letter exchange of its own.
+            // Kept unacked and retried here for a while (a store restarting), not handed back at
+            // once: every redelivery counts against a quorum queue's delivery limit (20 by
+            // default on RabbitMQ 4), past which the broker drops a message from `.dead`, which
+            // has no dead-letter exchange of its own. Handed back after about a minute, so a
+            // letter the store can never take does not hold back every letter after it.
             let mut delay = Duration::from_secs(1);
+            let give_back_at = tokio::time::Instant::now() + IN_PLACE_RETRIES;
             let recorded = loop {
                 match audit.bounded(record(), |e| QueueError(e.to_string())).await {
                     Ok(()) => break true,
                     Err(error) => {
                         tracing::error!(%error, retry_in_s = delay.as_secs(), "cannot record a dead letter yet; it stays in the dead queue");
+                        if tokio::time::Instant::now() + delay > give_back_at {
+                            break false;
+                        }
                         tokio::select! {
                             _ = shared.shutdown.cancelled() => break false,
                             _ = tokio::time::sleep(delay) => {}
@@ -75,7 +83,7 @@ pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) ->
                 );
                 let _ = raw.acker.ack(BasicAckOptions::default()).await;
             } else {
-                // Shutting down: back to `.dead` for the next recorder.
+                // Back to `.dead`: for the next recorder when shutting down, or for a later try.
                 let _ = raw
                     .acker
                     .nack(BasicNackOptions {
@@ -83,7 +91,9 @@ pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) ->
                         requeue: true,
                     })
                     .await;
-                break;
+                if shared.shutdown.is_cancelled() {
+                    break;
+                }
             }
         }
         stop.cancel();
@@ -94,7 +104,8 @@ pub(super) fn start(shared: Arc<BackendState>, store: Store, audit: AuditLog) ->
 fn dead_letter_row(raw: &lapin::message::Delivery) -> DeadLetterRow {
     let table = raw.properties.headers().as_ref();
     let text = |name| table.and_then(|t| headers::text(t, name));
-    let body = String::from_utf8_lossy(&raw.data).into_owned();
+    // PostgreSQL's text refuses NUL, which anyone who may publish could put in a message.
+    let body = String::from_utf8_lossy(&raw.data).replace('\0', "\u{fffd}");
     let envelope: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let history = headers::history(table);
     let reason = text(headers::DEAD_REASON).unwrap_or_else(|| match headers::broker_death_reason(table) {

@@ -243,7 +243,9 @@ async fn provisioning_gives_nothing_to_someone_else_or_to_a_group_named_in_anoth
     let letter = crate::queue::dead_letters(&world.app).await.remove(0);
     assert_eq!(letter.event_id, rehire);
     assert!(
-        letter.reason.contains("another externalId (hr-123)"),
+        letter
+            .reason
+            .contains("exists with another externalId, not hr-900"),
         "{}",
         letter.reason
     );
