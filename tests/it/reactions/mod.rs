@@ -6,6 +6,7 @@ mod approvals;
 mod decisions;
 mod deprovision;
 mod guard;
+mod independence;
 mod one_account;
 mod pacing;
 mod plan_cli;
