@@ -147,6 +147,11 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// No call before `until` (a longer pause asked earlier is not cut short).
+    fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+    }
+
     /// Halves the rate, never below [`SLOWEST_SHARE`] of the configured one.
     fn slow_down(&mut self) {
         self.rate = (self.rate * 0.5).max(self.base.per_second * SLOWEST_SHARE);
@@ -437,7 +442,7 @@ impl LimiterState {
         if !already_paused && !tenant_wide {
             bucket.slow_down();
         }
-        bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
+        bucket.pause_until(until);
         bucket.tokens = bucket.tokens.min(1.0);
         // No tokens accrue while paused.
         bucket.updated = bucket.updated.max(until);
@@ -447,8 +452,7 @@ impl LimiterState {
     /// No call to `key`'s endpoint before `until`, its pace unchanged: Atlassian asked for the
     /// wait with a server error (`503` and `Retry-After` in maintenance), not a rate limit.
     pub fn pause_endpoint(&mut self, key: &LimitKey, until: Instant) {
-        let bucket = self.bucket(key, until);
-        bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
+        self.bucket(key, until).pause_until(until);
     }
 
     /// No call to any endpoint of `tenant` before `until`.

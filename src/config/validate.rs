@@ -29,6 +29,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
     super::poll::validate(settings, &mut errors);
     super::console::validate(settings, &mut errors);
 
+    let tenants = settings.tenant_names();
     for (i, policy) in settings.policies.iter().enumerate() {
         for (key, message) in policy.problems() {
             errors.push(ConfigError {
@@ -41,16 +42,10 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
         // approval is one per event and policy): two that could both act on one event must
         // have different names.
         let name = policy.display_name();
-        let tenants = settings.tenant_names();
-        let sources_meet = |other: &handlers::policy::PolicyConfig| {
-            policy.sources.is_empty()
-                || other.sources.is_empty()
-                || policy.sources.iter().any(|s| other.sources.contains(s))
-        };
         if let Some(j) = settings.policies[..i].iter().position(|other| {
             other.display_name() == name
                 && other.on.iter().any(|t| policy.on.contains(t))
-                && sources_meet(other)
+                && (policy.sources.is_empty() || policy.sources.iter().any(|s| other.accepts_source(s)))
                 && tenants
                     .iter()
                     .any(|t| other.applies_to_tenant(t) && policy.applies_to_tenant(t))

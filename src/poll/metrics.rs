@@ -5,15 +5,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::atlassian::metrics::TenantLabels;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     pub tenant: String,
     pub event_type: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabel {
-    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,7 +25,7 @@ pub struct PollMetrics {
     pub events: Family<TypeLabel, Counter>,
     /// Org events skipped because they could not be read. Non-zero means an event (perhaps a
     /// deactivation) was not acted on: its log line names it.
-    pub unreadable: Family<TenantLabel, Counter>,
+    pub unreadable: Family<TenantLabels, Counter>,
     /// Findings the reconciler queued. Non-zero means webhooks were missed.
     pub repaired: Family<RepairLabel, Counter>,
 }

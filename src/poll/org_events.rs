@@ -15,7 +15,8 @@ use handlers::identifier::{self, IdKind};
 use handlers::{Envelope, GroupRef, Scheme};
 
 use super::mapping::ActionMap;
-use super::metrics::{PollMetrics, TenantLabel, TypeLabel};
+use super::metrics::{PollMetrics, TypeLabel};
+use crate::atlassian::metrics::TenantLabels;
 use crate::atlassian::{AdminClient, EventsCursor, EventsQuery, OrgEvent};
 use crate::config::PollSettings;
 use crate::queue::{OutgoingMessage, Queue};
@@ -173,8 +174,8 @@ impl OrgEventsPoller {
         for skipped in &page.skipped {
             self.metrics
                 .unreadable
-                .get_or_create(&TenantLabel {
-                    tenant: self.tenant.clone(),
+                .get_or_create(&TenantLabels {
+                    tenant: self.tenant.as_str().into(),
                 })
                 .inc();
             tracing::warn!(

@@ -391,7 +391,7 @@ impl Process for Reactor {
                 Ok(plan) => plans.push(plan),
                 Err(error) if error.kind == ErrorKind::Permanent => {
                     tracing::warn!(%handler, error = %error, "a policy cannot plan for this event; the others go on");
-                    refused.get_or_insert(ProcessError::permanent(format!("policy `{handler}`: {error}")));
+                    refused.get_or_insert(refused_by(&handler, &error));
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -411,10 +411,7 @@ impl Process for Reactor {
                 Ok(ran) => tracing::info!(handler = %plan.handler, outcome = ?ran, "plan handled"),
                 Err(error) if error.kind == ErrorKind::Permanent => {
                     tracing::warn!(handler = %plan.handler, error = %error.message, "a policy's plan failed for good; the others go on");
-                    refused.get_or_insert(ProcessError::permanent(format!(
-                        "policy `{}`: {}",
-                        plan.handler, error.message
-                    )));
+                    refused.get_or_insert(refused_by(&plan.handler, &error.message));
                 }
                 Err(error) => return Err(error),
             }
@@ -480,6 +477,11 @@ fn contradicts(newer: &str, older: &EventType) -> bool {
         (Some(newer), Some(older)) => newer != older,
         _ => true,
     }
+}
+
+/// The event's outcome when policy `handler` failed for good (the first such policy names it).
+fn refused_by(handler: &str, why: &dyn std::fmt::Display) -> ProcessError {
+    ProcessError::permanent(format!("policy `{handler}`: {why}"))
 }
 
 fn store_error(error: crate::store::StoreError) -> ProcessError {

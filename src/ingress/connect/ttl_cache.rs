@@ -41,14 +41,7 @@ impl<T> TtlCache<T> {
     }
 
     pub fn insert(&self, key: &str, value: Arc<T>) {
-        let mut entries = self.entries();
-        if entries.len() >= self.max_entries {
-            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
-            if entries.len() >= self.max_entries {
-                entries.clear();
-            }
-        }
-        entries.insert(key.to_owned(), (value, Instant::now()));
+        self.put(&mut self.entries(), key, value);
     }
 
     /// Inserts `value` for `key` unless a live entry is there already; whether it did. One
@@ -58,6 +51,13 @@ impl<T> TtlCache<T> {
         if entries.get(key).is_some_and(|(_, at)| at.elapsed() < self.ttl) {
             return false;
         }
+        self.put(&mut entries, key, value);
+        true
+    }
+
+    /// Inserts into `entries` (held locked), making room first when the map is full: expired
+    /// entries go, then, if that was not enough, all of them.
+    fn put(&self, entries: &mut HashMap<String, (Arc<T>, Instant)>, key: &str, value: Arc<T>) {
         if entries.len() >= self.max_entries {
             entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
             if entries.len() >= self.max_entries {
@@ -65,7 +65,6 @@ impl<T> TtlCache<T> {
             }
         }
         entries.insert(key.to_owned(), (value, Instant::now()));
-        true
     }
 
     pub fn remove(&self, key: &str) {

@@ -40,11 +40,12 @@ pub fn verify(
         .map_err(|_| VerifyError::Malformed("webhook-timestamp (unix seconds)"))?;
     check_window(timestamp, tolerance_seconds, now)?;
     let presented = presented(signatures)?;
+    let timestamp = timestamp.to_string();
     let signed = |key: &hmac::Key| {
         let mut ctx = hmac::Context::with_key(key);
         ctx.update(id.as_bytes());
         ctx.update(b".");
-        ctx.update(timestamp.to_string().as_bytes());
+        ctx.update(timestamp.as_bytes());
         ctx.update(b".");
         ctx.update(request.body);
         ctx.sign()

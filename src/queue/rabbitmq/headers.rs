@@ -47,25 +47,32 @@ pub fn set_text(table: &mut FieldTable, name: &str, value: &str) {
 /// queue's expiry (`expired`) however it was parked afterwards.
 pub fn broker_death_reason(table: Option<&FieldTable>) -> Option<String> {
     let table = table?;
-    let newest = match table.inner().get("x-death") {
-        Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
-            Some(AMQPValue::FieldTable(newest)) => text(newest, "reason"),
-            _ => None,
-        },
+    deaths(table)
+        .and_then(<[AMQPValue]>::first)
+        .and_then(as_table)
+        .and_then(|newest| text(newest, "reason"))
+        .or_else(|| text(table, "x-first-death-reason"))
+}
+
+/// The `x-death` entries the broker keeps (tables), newest first.
+fn deaths(table: &FieldTable) -> Option<&[AMQPValue]> {
+    match table.inner().get("x-death")? {
+        AMQPValue::FieldArray(deaths) => Some(deaths.as_slice()),
         _ => None,
-    };
-    newest.or_else(|| text(table, "x-first-death-reason"))
+    }
+}
+
+fn as_table(value: &AMQPValue) -> Option<&FieldTable> {
+    match value {
+        AMQPValue::FieldTable(table) => Some(table),
+        _ => None,
+    }
 }
 
 /// The routing key a message had before the broker first dead-lettered it (the oldest
 /// `x-death` entry's `routing-keys`).
 pub fn original_routing_key(table: Option<&FieldTable>) -> Option<String> {
-    let AMQPValue::FieldArray(deaths) = table?.inner().get("x-death")? else {
-        return None;
-    };
-    let AMQPValue::FieldTable(oldest) = deaths.as_slice().last()? else {
-        return None;
-    };
+    let oldest = as_table(deaths(table?)?.last()?)?;
     let AMQPValue::FieldArray(keys) = oldest.inner().get("routing-keys")? else {
         return None;
     };
