@@ -45,4 +45,10 @@ pub trait Handler: Send + Sync {
 
     /// The plan for `envelope`. Errors are classified transient (retry) or permanent.
     async fn plan(&self, envelope: &Envelope, ports: &Ports<'_>) -> Result<Plan, PortError>;
+
+    /// Whether this handler's plans are dry runs whatever `[reactions] dry_run` says (`Some`),
+    /// or as it says (`None`). Read again when an approved plan is about to run.
+    fn dry_run(&self) -> Option<bool> {
+        None
+    }
 }

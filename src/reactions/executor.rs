@@ -100,8 +100,7 @@ impl Executor {
             return Ok(Ran::Nothing(plan.note.clone()));
         }
         if plan.dry_run.unwrap_or(self.dry_run) {
-            let records = self.planned_records(plan, &plan.actions, envelope, attempt, "dry_run", true);
-            self.audit.append_all(records).await.map_err(audit_error)?;
+            self.record_dry_run(plan, envelope, attempt).await?;
             return Ok(Ran::DryRun {
                 actions: plan.actions.len(),
             });
@@ -208,6 +207,24 @@ impl Executor {
             performed: pending.len(),
             already_done,
         })
+    }
+
+    /// Whether `[reactions] dry_run` is on.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Records what an approved plan would do, as a dry run (`planned` records marked
+    /// `dry_run`), when dry run was switched on after the plan was asked for.
+    pub async fn record_dry_run(
+        &self,
+        plan: &Plan,
+        envelope: &Envelope,
+        attempt: u32,
+    ) -> Result<(), ProcessError> {
+        let records = self.planned_records(plan, &plan.actions, envelope, attempt, "dry_run", true);
+        self.audit.append_all(records).await.map_err(audit_error)?;
+        Ok(())
     }
 
     /// Records that an approval's plan will not run (what it was about changed since), moving

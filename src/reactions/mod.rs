@@ -117,6 +117,15 @@ impl Planner {
         directories.confluence.account_status(account_id).await
     }
 
+    /// The dry-run setting of the policy named `handler` as configured now (`None`: the
+    /// policy says nothing, or is gone).
+    pub fn dry_run_of(&self, handler: &str) -> Option<bool> {
+        self.handlers
+            .iter()
+            .find(|h| h.name() == handler)
+            .and_then(|h| h.dry_run())
+    }
+
     /// Does any policy react to events of this type?
     pub fn handles(&self, event_type: &EventType) -> bool {
         self.handlers.iter().any(|h| h.handles(event_type))
@@ -348,6 +357,23 @@ impl Reactor {
                 .await?;
             tracing::warn!(approval = %approval_id, %why, "approved plan superseded");
             return Ok(Processed::Done);
+        }
+        // Dry run switched on since the plan was asked for (an operator stopping every
+        // action): nothing is performed. What it would do is recorded as a dry run, and the
+        // event is dead-lettered: the approval stays approved, and approving it again (or
+        // replaying the letter) once dry run is off performs it. Skipping it instead would
+        // complete its dedupe key, and approving again would then be a duplicate.
+        if self
+            .planner
+            .dry_run_of(&plan.handler)
+            .unwrap_or(self.executor.dry_run())
+        {
+            self.executor.record_dry_run(&plan, &original, attempt).await?;
+            tracing::warn!(approval = %approval_id, "approved plan not performed: dry_run is on");
+            return Err(ProcessError::permanent(format!(
+                "dry_run is on: approved plan {approval_id} was not performed; approve it again \
+                 (or replay this letter) once dry_run is off"
+            )));
         }
         self.executor.execute(&plan, &original, attempt).await?;
         self.store

@@ -81,6 +81,10 @@ impl Handler for Policy {
         self.config.on.contains(event_type)
     }
 
+    fn dry_run(&self) -> Option<bool> {
+        self.config.dry_run
+    }
+
     async fn plan(&self, envelope: &Envelope, ports: &Ports<'_>) -> Result<Plan, PortError> {
         let mut plan = Plan::new(&self.name, envelope.id);
         plan.dry_run = self.config.dry_run;

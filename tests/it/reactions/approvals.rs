@@ -456,3 +456,111 @@ approval = "required"
     );
     world.stop().await;
 }
+
+/// Dry run switched on (a restart with `dry_run = true`) after a plan was asked for: approving
+/// it performs nothing, records what it would do as a dry run, dead-letters the event saying
+/// why, and leaves it approved; approving it again once dry run is off performs it.
+#[tokio::test]
+async fn an_approved_plan_is_not_performed_while_dry_run_is_on_and_runs_when_approved_again() {
+    let sim = gatehouse_sim::Simulator::start(leavers(), gatehouse_sim::Behaviour::default())
+        .await
+        .unwrap();
+    let dir = crate::helpers::TempDir::new();
+    let mut settings = super::settings_for_sim(&sim, &dir);
+    settings.policies = policies(ORG_WIDE);
+    let app = crate::helpers::TestApp::start(settings.clone(), None).await;
+    let world = World {
+        sim,
+        app,
+        http: crate::helpers::http(),
+    };
+    let event_id = world
+        .send("user.deactivated", "msg-cara", json!({"account_id": "cara"}))
+        .await;
+    eventually(LONG, "a pending approval", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let waiting = pending(&world).await.remove(0);
+    let World { sim, app, http } = world;
+    app.shutdown().await;
+    settings.reactions.dry_run = true;
+    let app = crate::helpers::TestApp::start(settings.clone(), None).await;
+    let world = World { sim, app, http };
+
+    approve(
+        Deciders::new(&world.app.audit, &Outbox::default()),
+        world.app.queue.as_ref(),
+        ("default", &waiting.id),
+        "security-lead",
+        ttl(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the approval's event dead-lettered", || async {
+        world
+            .app
+            .store
+            .dead_letters(&Default::default())
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.reason.contains("dry_run is on") && l.reason.contains(&waiting.id))
+    })
+    .await;
+    let records = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.record.kind == gatehouse::audit::AuditKind::Planned
+                && r.record.dry_run
+                && r.record
+                    .action
+                    .as_ref()
+                    .is_some_and(|a| a.action_type == "confluence.remove_member")),
+        "what the plan would do is recorded as a dry run"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.record.kind != gatehouse::audit::AuditKind::Executed),
+        "nothing performed"
+    );
+    assert_eq!(state_of(&world, &waiting.id).await, ApprovalState::Approved);
+    assert_eq!(world.groups_of("cara").await, ["team-x"]);
+    assert!(world.requests().await.iter().all(|r| r.method != "DELETE"));
+
+    // Dry run off again: approving once more performs the plan.
+    let World { sim, app, http } = world;
+    app.shutdown().await;
+    settings.reactions.dry_run = false;
+    let app = crate::helpers::TestApp::start(settings, None).await;
+    let world = World { sim, app, http };
+    approve(
+        Deciders::new(&world.app.audit, &Outbox::default()),
+        world.app.queue.as_ref(),
+        ("default", &waiting.id),
+        "security-lead",
+        ttl(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the approved plan performed", || async {
+        world.groups_of("cara").await.is_empty()
+    })
+    .await;
+    eventually(LONG, "the approval executed", || async {
+        state_of(&world, &waiting.id).await == ApprovalState::Executed
+    })
+    .await;
+    world.stop().await;
+}
