@@ -55,6 +55,19 @@ pub(super) async fn revert_membership(
     {
         return Ok(());
     }
+    // Who added them is unknown (the reconciler found the membership: Confluence sends no
+    // membership events), or claimed to be an allowed actor by a sender that does not sign it,
+    // and the group has owners who may add anyone: reverting at once would undo every owner's
+    // addition. A person decides instead.
+    let ask_first = !protected.allowed_actors.is_empty()
+        && (actor.is_none() || (allowed_actor.is_some() && !envelope.scheme.signs_payload()));
+    if ask_first {
+        plan.warnings.push(format!(
+            "it is not known whether one of protected group `{name}`'s allowed_actors added \
+             {account}: the removal waits for a person's approval"
+        ));
+    }
+    let first = plan.actions.len();
     plan.push(
         Action::ConfluenceRemoveMember {
             group_id: group_id.clone(),
@@ -78,6 +91,11 @@ pub(super) async fn revert_membership(
         },
         "protected group intrusion",
     );
+    if ask_first {
+        for planned in &mut plan.actions[first..] {
+            planned.needs_approval = true;
+        }
+    }
     Ok(())
 }
 

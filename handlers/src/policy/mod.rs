@@ -123,8 +123,9 @@ impl Handler for Policy {
                 Capability::GroupChanges => guard::group_changes(self, envelope, &mut plan),
             }
         }
+        // An action its capability already sent to a person (see `guard`) stays with them.
         for planned in &mut plan.actions {
-            planned.needs_approval = self.config.requires_approval(&planned.action);
+            planned.needs_approval |= self.config.requires_approval(&planned.action);
         }
         Ok(plan)
     }

@@ -359,6 +359,29 @@ async fn protected_group_intrusions_are_reverted_and_reported() {
             .collect::<Vec<_>>(),
         ["confluence.remove_member", "notify"]
     );
+    // Who added mallory is unknown (a reconciler finding), and the group has allowed actors:
+    // a person decides. Without allowed actors, nobody could have added mallory: reverted at once.
+    assert!(plan.needs_approval(), "{plan:?}");
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("waits for a person's approval")),
+        "{:?}",
+        plan.warnings
+    );
+    let no_owners = policy_with_no_owners();
+    let at_once = plan_of(&no_owners, &intrusion).await;
+    assert_eq!(at_once.actions.len(), 2, "{at_once:?}");
+    assert!(!at_once.needs_approval(), "{at_once:?}");
+    assert!(at_once.warnings.is_empty(), "{:?}", at_once.warnings);
+    let mut by_someone = intrusion.clone();
+    by_someone.actor.account_id = Some("mallory-friend".into());
+    let known = plan_of(&policy, &by_someone).await;
+    assert_eq!(known.actions.len(), 2, "{known:?}");
+    assert!(
+        !known.needs_approval(),
+        "a known actor not allowed: reverted at once"
+    );
     // Allowed members, allowed actors, and other groups (names are case-sensitive) are left alone.
     let mut allowed = intrusion.clone();
     allowed.subject.account_id = Some("ann".into());
@@ -372,6 +395,14 @@ async fn protected_group_intrusions_are_reverted_and_reported() {
         name: Some("Eng".into()),
     });
     assert!(plan_of(&policy, &other_case).await.is_empty());
+}
+
+fn policy_with_no_owners() -> Policy {
+    policy(
+        r#"{"on": "group.member_added", "actions": ["confluence.revert_protected_membership"],
+            "protected_groups": [{"name": "eng", "allow": ["ann"]}]}"#,
+        &[],
+    )
 }
 
 async fn plan_of(policy: &Policy, envelope: &Envelope) -> Plan {
@@ -461,7 +492,7 @@ async fn the_guard_matches_groups_by_id_and_believes_actors_only_when_signed() {
         assert!(matches!(&plan.actions[0].action,
             Action::ConfluenceRemoveMember { group_id, group_name, .. } if group_id == "g2" && group_name == "eng"));
         assert_eq!(
-            plan.warnings.len(),
+            plan.warnings.iter().filter(|w| w.contains("calls group")).count(),
             usize::from(name.is_some()),
             "{:?}",
             plan.warnings
@@ -485,7 +516,9 @@ async fn the_guard_matches_groups_by_id_and_believes_actors_only_when_signed() {
         let plan = plan_of(&policy, &by_owner).await;
         assert_eq!(plan.is_empty(), believed, "{scheme}: {plan:?}");
         if !believed {
+            // Not believed, and perhaps true: a person decides.
             assert!(plan.warnings[0].contains("not believed"), "{:?}", plan.warnings);
+            assert!(plan.needs_approval(), "{scheme}: {plan:?}");
         }
     }
 }

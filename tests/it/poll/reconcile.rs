@@ -83,6 +83,84 @@ async fn a_membership_added_directly_to_a_protected_group_is_found_and_reverted(
     world.stop().await;
 }
 
+/// A protected group with owners who may add anyone (`allowed_actors`): the reconciler cannot
+/// tell who added Mallory, so the removal waits for a person instead of undoing what may be an
+/// owner's addition; approved, it is performed.
+#[tokio::test]
+async fn a_membership_found_in_a_group_with_allowed_actors_waits_for_a_person() {
+    let (seed, _) = admins_and_their_guard();
+    let guard = policies(
+        r#"
+        [[policies]]
+        on = "group.member_added"
+        actions = ["confluence.revert_protected_membership"]
+        protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"], allowed_actors = ["admin-1"] }]
+        "#,
+    );
+    let world = World::start(seed, guard, |s| {
+        s.reconcile.enabled = true;
+        s.reconcile.interval_seconds = 1;
+    })
+    .await;
+    baseline_then_mallory(&world).await;
+    let pending = || async {
+        world
+            .app
+            .store
+            .approvals(gatehouse::store::ApprovalState::Pending)
+            .await
+            .unwrap()
+    };
+    eventually(LONG, "the removal waits for a person", || async {
+        !pending().await.is_empty()
+    })
+    .await;
+    let waiting = pending().await.remove(0);
+    assert_eq!(waiting.event_type, "group.member_added");
+    assert_eq!(waiting.account_id.as_deref(), Some("mallory"));
+    assert!(
+        waiting.plan.contains("waits for a person's approval"),
+        "{}",
+        waiting.plan
+    );
+    // Later reconciler runs do not ask again, and nothing was removed meanwhile.
+    let last_run = || async {
+        world
+            .app
+            .store
+            .last_reconcile_run("default")
+            .await
+            .unwrap()
+            .map(|run| run.ran_at)
+    };
+    let asked_at = waiting.created_at;
+    eventually(LONG, "two more reconciler runs", || async {
+        last_run()
+            .await
+            .is_some_and(|ran| ran > asked_at + chrono::Duration::seconds(1))
+    })
+    .await;
+    assert_eq!(pending().await.len(), 1);
+    assert_eq!(world.groups_of("mallory").await, ["confluence-administrators"]);
+    assert!(world.requests().await.iter().all(|r| r.method != "DELETE"));
+
+    gatehouse::reactions::approvals::approve(
+        gatehouse::reactions::approvals::Deciders::new(&world.app.audit, &Default::default()),
+        world.app.queue.as_ref(),
+        ("default", &waiting.id),
+        "security-lead",
+        gatehouse::config::Span::parse("7d").unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "mallory removed once approved", || async {
+        world.groups_of("mallory").await.is_empty()
+    })
+    .await;
+    assert_eq!(world.groups_of("admin-1").await, ["confluence-administrators"]);
+    world.stop().await;
+}
+
 /// The reconciler runs in one process at a time. Its holder runs it once (an hour apart) and is
 /// then killed; another process takes the lease over within `singleton_lease_seconds` and runs
 /// it at once, finding what was changed meanwhile.
