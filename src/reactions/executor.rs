@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use handlers::ports::ErrorKind;
-use handlers::{Action, Envelope, Plan, PlannedAction};
+use handlers::{Action, Authority, Envelope, Plan, PlannedAction};
 
 use super::perform::Perform;
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
@@ -259,12 +259,67 @@ impl Executor {
         Ok(())
     }
 
+    /// An approval still to run that asks for exactly `plan`'s actions about the same account,
+    /// from the same policy and tenant: another copy of the fact (the same leaver reported by
+    /// the admin webhook and the org-events poll, or by HR twice) asks nobody again. Copies
+    /// about one account are handled one at a time (the worker's account claim), so two cannot
+    /// both miss each other's approval.
+    async fn same_plan_waiting(
+        &self,
+        plan: &Plan,
+        envelope: &Envelope,
+    ) -> Result<Option<Approval>, ProcessError> {
+        let Some(account) = envelope.subject.account_id.as_deref() else {
+            return Ok(None);
+        };
+        let open = self
+            .store
+            .open_approvals_for(account)
+            .await
+            .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+        let actions: Vec<&Action> = plan.actions.iter().map(|planned| &planned.action).collect();
+        // A decision's plan does not wait on an observation's: the observation's yields when
+        // Atlassian shows the account active again, and a decision's must not.
+        let as_strong = |waiting: &Envelope| {
+            envelope.authority != Authority::Decision || waiting.authority == Authority::Decision
+        };
+        Ok(open.into_iter().find(|approval| {
+            approval.handler == plan.handler
+                && approval.tenant() == envelope.tenant_name()
+                && approval.event_id != plan.event_id.to_string()
+                && serde_json::from_str::<Envelope>(&approval.envelope).is_ok_and(|w| as_strong(&w))
+                && serde_json::from_str::<Plan>(&approval.plan).is_ok_and(|waiting| {
+                    waiting
+                        .actions
+                        .iter()
+                        .map(|planned| &planned.action)
+                        .eq(actions.iter().copied())
+                })
+        }))
+    }
+
     async fn request_approval(
         &self,
         plan: &Plan,
         envelope: &Envelope,
         attempt: u32,
     ) -> Result<Ran, ProcessError> {
+        if let Some(waiting) = self.same_plan_waiting(plan, envelope).await? {
+            let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
+            record.outcome = Outcome::status(format!("already asked (approval {})", waiting.id));
+            record.outcome.error = Some(format!(
+                "the same plan already waits for approval {} (event {}, {}): not asked again",
+                waiting.id,
+                waiting.event_id,
+                waiting.state.as_str()
+            ));
+            record.warnings = plan.warnings.clone();
+            self.audit.append(record).await.map_err(audit_error)?;
+            tracing::info!(approval = %waiting.id, handler = %plan.handler, "the same plan already waits for approval; not asked again");
+            return Ok(Ran::Pending {
+                approval_id: waiting.id,
+            });
+        }
         let plan_json =
             serde_json::to_string(plan).map_err(|e| ProcessError::permanent(format!("plan: {e}")))?;
         let envelope_json =

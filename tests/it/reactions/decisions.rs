@@ -405,3 +405,106 @@ async fn decisions_need_a_signed_time_that_is_not_in_the_future() {
     assert_eq!(undated, 202);
     world.stop().await;
 }
+
+/// Copies of one leaver (the admin webhook and the org-events poll, or HR retrying with a new
+/// delivery id) ask a person once: a copy whose policy would ask for exactly the same actions
+/// joins the approval already waiting. A decision does not join an observation's approval (that
+/// one yields when Atlassian shows the person active again; the decision's must not).
+#[tokio::test]
+async fn copies_of_a_leaver_ask_once_and_a_decision_does_not_wait_on_an_observation() {
+    let mut seed = active_ann();
+    seed.users[0].status = gatehouse_sim::SimAccountStatus::Inactive;
+    let world = World::start(seed, policies(LEAVER), |s| {
+        decisions(s);
+        let mut seen = s.sources[0].clone();
+        seen.name = "seen".into();
+        seen.authority = Authority::Observation;
+        s.sources.push(seen);
+    })
+    .await;
+    let ann = || json!({"account_id": "ann"});
+    let already_asked = |event_id: String| {
+        let world = &world;
+        async move {
+            let query = gatehouse::audit::AuditQuery {
+                event_id: Some(event_id.parse().unwrap()),
+                limit: 100,
+                ..Default::default()
+            };
+            gatehouse::audit::query::query(&world.app.store, &query)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.record.handler.as_deref() == Some("leaver-org"))
+                .find_map(|r| r.record.outcome.error.filter(|e| e.contains("not asked again")))
+        }
+    };
+
+    world
+        .send_via("seen", "user.deactivated", "seen-ann-1", ann())
+        .await;
+    eventually(LONG, "the observation's disable waits", || async {
+        pending(&world).await.len() == 1
+    })
+    .await;
+    let observed = pending(&world).await.remove(0);
+    let copy = world
+        .send_via("seen", "user.deactivated", "seen-ann-2", ann())
+        .await;
+    eventually(LONG, "the copy joins the waiting approval", || async {
+        already_asked(copy.clone()).await.is_some()
+    })
+    .await;
+    let why = already_asked(copy.clone()).await.unwrap();
+    assert!(why.contains(&observed.id), "{why}");
+    assert_eq!(pending(&world).await.len(), 1);
+
+    // HR's decision asks on its own; HR's retry with a new delivery id joins it.
+    world.send("user.deactivated", "hr-ann-1", ann()).await;
+    eventually(LONG, "the decision's disable waits on its own", || async {
+        pending(&world).await.len() == 2
+    })
+    .await;
+    let decided = pending(&world)
+        .await
+        .into_iter()
+        .find(|a| a.id != observed.id)
+        .unwrap();
+    let retry = world.send("user.deactivated", "hr-ann-2", ann()).await;
+    eventually(LONG, "the retry joins the decision's approval", || async {
+        already_asked(retry.clone()).await.is_some()
+    })
+    .await;
+    assert!(already_asked(retry).await.unwrap().contains(&decided.id));
+    assert_eq!(pending(&world).await.len(), 2);
+
+    approve(
+        Deciders::new(&world.app.audit, &Outbox::default()),
+        world.app.queue.as_ref(),
+        ("default", &decided.id),
+        "security-lead",
+        gatehouse::config::Span::parse("7d").unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(LONG, "the disable performed", || async {
+        world
+            .app
+            .store
+            .approval(&decided.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ApprovalState::Executed
+    })
+    .await;
+    let disables = world
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/lifecycle/disable"))
+        .count();
+    assert_eq!(disables, 1);
+    world.stop().await;
+}
