@@ -101,6 +101,18 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
                 "approved {} ({}): the plan is queued and will be performed as recorded",
                 approval.id, approval.handler
             );
+            let policy_dry_run = settings
+                .policies
+                .iter()
+                .filter(|policy| policy.applies_to_tenant(&tenant))
+                .find(|policy| policy.display_name() == approval.handler)
+                .and_then(|policy| policy.dry_run);
+            if policy_dry_run.unwrap_or(settings.reactions.dry_run) {
+                eprintln!(
+                    "warning: dry_run is on for this plan in this config: a worker running with it will \
+                     not perform the plan (it dead-letters the event); approve again once dry_run is off"
+                );
+            }
             Ok(())
         }
         ApprovalsCommand::Reject { id, by, reason } => {

@@ -235,7 +235,13 @@ pub async fn approve(
                 });
             }
         }
-        ApprovalState::Approved => {}
+        ApprovalState::Approved => {
+            // Queued again (its first queuing failed, or it was not performed: dry run was on):
+            // whoever asks for that is on the trail too, since it may now perform the plan.
+            let mut record = decision_record(&approval, AuditKind::Approved, by);
+            record.outcome = Outcome::status(format!("approved again by {by}: queued again (approval {id})"));
+            deciders.audit.append(record).await?;
+        }
         other => {
             return Err(DecisionError::AlreadyDecided {
                 id: id.to_owned(),

@@ -259,11 +259,12 @@ impl Executor {
         Ok(())
     }
 
-    /// An approval still to run that asks for exactly `plan`'s actions about the same account,
-    /// from the same policy and tenant: another copy of the fact (the same leaver reported by
-    /// the admin webhook and the org-events poll, or by HR twice) asks nobody again. Copies
-    /// about one account are handled one at a time (the worker's account claim), so two cannot
-    /// both miss each other's approval.
+    /// A pending approval that asks for exactly `plan`'s actions about the same account, from
+    /// the same policy and tenant, for an event of the same type: another copy of the fact (the
+    /// same leaver reported by the admin webhook and the org-events poll, or by HR twice) asks
+    /// nobody again. Copies about one account are handled one at a time (the worker's account
+    /// claim), so two cannot both miss each other's approval. Only a pending one: an approved
+    /// one may never run (held by dry run, dead-lettered), and a copy must not be lost in it.
     async fn same_plan_waiting(
         &self,
         plan: &Plan,
@@ -272,22 +273,24 @@ impl Executor {
         let Some(account) = envelope.subject.account_id.as_deref() else {
             return Ok(None);
         };
-        let open = self
+        let pending = self
             .store
-            .open_approvals_for(account)
+            .pending_approvals_for(account)
             .await
             .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
         let actions: Vec<&Action> = plan.actions.iter().map(|planned| &planned.action).collect();
-        // A decision's plan does not wait on an observation's: the observation's yields when
-        // Atlassian shows the account active again, and a decision's must not.
-        let as_strong = |waiting: &Envelope| {
-            envelope.authority != Authority::Decision || waiting.authority == Authority::Decision
+        // The waiting plan must yield exactly when this one would: the same type (an observed
+        // deactivation's plan yields when the person is active again, a removal's does not),
+        // and a decision's plan never waits on an observation's.
+        let yields_alike = |waiting: &Envelope| {
+            waiting.event_type == envelope.event_type
+                && (envelope.authority != Authority::Decision || waiting.authority == Authority::Decision)
         };
-        Ok(open.into_iter().find(|approval| {
+        Ok(pending.into_iter().find(|approval| {
             approval.handler == plan.handler
                 && approval.tenant() == envelope.tenant_name()
                 && approval.event_id != plan.event_id.to_string()
-                && serde_json::from_str::<Envelope>(&approval.envelope).is_ok_and(|w| as_strong(&w))
+                && serde_json::from_str::<Envelope>(&approval.envelope).is_ok_and(|w| yields_alike(&w))
                 && serde_json::from_str::<Plan>(&approval.plan).is_ok_and(|waiting| {
                     waiting
                         .actions
@@ -308,10 +311,8 @@ impl Executor {
             let mut record = self.record(plan, envelope, AuditKind::Skipped, None, attempt);
             record.outcome = Outcome::status(format!("already asked (approval {})", waiting.id));
             record.outcome.error = Some(format!(
-                "the same plan already waits for approval {} (event {}, {}): not asked again",
-                waiting.id,
-                waiting.event_id,
-                waiting.state.as_str()
+                "the same plan already waits for approval {} (event {}): not asked again",
+                waiting.id, waiting.event_id
             ));
             record.warnings = plan.warnings.clone();
             self.audit.append(record).await.map_err(audit_error)?;

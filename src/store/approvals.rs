@@ -211,19 +211,6 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Approvals about `account_id` still to run (pending, or approved and not yet performed),
-    /// oldest first.
-    pub async fn open_approvals_for(&self, account_id: &str) -> Result<Vec<Approval>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approvals WHERE state IN ('pending', 'approved') AND account_id = $1 \
-             ORDER BY created_at, id"
-        )))
-        .bind(account_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(from_row).collect()
-    }
-
     /// Approvals in `state`, oldest first.
     pub async fn approvals(&self, state: ApprovalState) -> Result<Vec<Approval>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

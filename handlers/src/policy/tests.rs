@@ -369,6 +369,10 @@ async fn protected_group_intrusions_are_reverted_and_reported() {
         "{:?}",
         plan.warnings
     );
+    // Even under `approval = "none"`: that says the policy's actions need nobody, not that an
+    // owner's addition may be undone unseen.
+    let no_approvals = policy_needing_no_approval();
+    assert!(plan_of(&no_approvals, &intrusion).await.needs_approval());
     let no_owners = policy_with_no_owners();
     let at_once = plan_of(&no_owners, &intrusion).await;
     assert_eq!(at_once.actions.len(), 2, "{at_once:?}");
@@ -395,6 +399,15 @@ async fn protected_group_intrusions_are_reverted_and_reported() {
         name: Some("Eng".into()),
     });
     assert!(plan_of(&policy, &other_case).await.is_empty());
+}
+
+fn policy_needing_no_approval() -> Policy {
+    policy(
+        r#"{"on": "group.member_added", "actions": ["confluence.revert_protected_membership"],
+            "approval": "none",
+            "protected_groups": [{"name": "eng", "allow": ["ann"], "allowed_actors": ["owner"]}]}"#,
+        &[],
+    )
 }
 
 fn policy_with_no_owners() -> Policy {

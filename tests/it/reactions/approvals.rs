@@ -558,6 +558,25 @@ async fn an_approved_plan_is_not_performed_while_dry_run_is_on_and_runs_when_app
         world.groups_of("cara").await.is_empty()
     })
     .await;
+    let again = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            kinds: vec![gatehouse::audit::AuditKind::Approved],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        again.iter().any(|r| r
+            .record
+            .outcome
+            .status
+            .contains("approved again by security-lead")),
+        "whoever queued it again is on the trail: {again:?}"
+    );
     eventually(LONG, "the approval executed", || async {
         state_of(&world, &waiting.id).await == ApprovalState::Executed
     })
