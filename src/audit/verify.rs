@@ -8,7 +8,10 @@
 //! 3. its `prev_hash` is the previous record's `hash` (`Reordered` when it is the hash of another
 //!    row, i.e. rows were swapped or renumbered; `PrevHashMismatch` otherwise);
 //! 4. its `hash` is the hash of its canonical form (`HashMismatch`: a field was edited);
-//! 5. at the end, the last record is the head (`HeadMismatch`).
+//! 5. at the end, the last record is the head (`HeadMismatch`), and no record lies beyond the
+//!    head or outside the numbering (`BeyondHead`: rows added behind the head's back, or the
+//!    head moved back, which would hide every record after it from the walk while queries, the
+//!    stream and the console still show them).
 //!
 //! This proves the rows were not altered *unless* whoever altered them also recomputed every later
 //! hash and the head; an anchor outside the store defeats that: the copy in the RabbitMQ stream,
@@ -38,6 +41,13 @@ pub enum BreakReason {
     HashMismatch { stored: String, computed: String },
     /// The chain's head (written with every append) disagrees with the last record.
     HeadMismatch { head_seq: u64, head_hash: String },
+    /// Records past the head (up to `max_seq`), or without a `seq` (or one below 1): never appended through the
+    /// chain, or the head was moved back over them.
+    BeyondHead {
+        head_seq: u64,
+        max_seq: u64,
+        unnumbered: u64,
+    },
 }
 
 impl std::fmt::Display for BreakReason {
@@ -60,6 +70,15 @@ impl std::fmt::Display for BreakReason {
             BreakReason::HeadMismatch { head_seq, head_hash } => write!(
                 f,
                 "the chain head (seq {head_seq}, hash {head_hash}) does not match the last record"
+            ),
+            BreakReason::BeyondHead {
+                head_seq,
+                max_seq,
+                unnumbered,
+            } => write!(
+                f,
+                "records outside the chain: the head is seq {head_seq}, yet records go up to seq \
+                 {max_seq} and {unnumbered} have no seq (added behind the chain, or the head moved back)"
             ),
         }
     }
@@ -195,8 +214,37 @@ pub async fn verify(
     }
     if head_seq > 0 && prev_hash != head_hash && from <= head_seq {
         report.broken = broken(head_seq, BreakReason::HeadMismatch { head_seq, head_hash });
+        return Ok(report);
     }
+    report.broken = outside_the_chain(store)
+        .await?
+        .map(|(head_seq, max_seq, unnumbered)| BrokenLink {
+            seq: head_seq + 1,
+            reason: BreakReason::BeyondHead {
+                head_seq,
+                max_seq,
+                unnumbered,
+            },
+        });
     Ok(report)
+}
+
+/// Records past the head or without a `seq` (or one below 1), if any: `(head, highest seq, unnumbered rows)`.
+/// Appends write a record and move the head in one transaction, so every committed record is at
+/// most the head read after it; the records are therefore counted first, the head read after
+/// (appends going on meanwhile only move the head further).
+async fn outside_the_chain(store: &Store) -> Result<Option<(u64, u64, u64)>, AuditError> {
+    let row = sqlx::query(
+        "SELECT COALESCE(MAX(seq), 0) AS max_seq, \
+         COALESCE(SUM(CASE WHEN seq IS NULL OR seq < 1 THEN 1 ELSE 0 END), 0) AS unnumbered \
+         FROM audit_records",
+    )
+    .fetch_one(store.pool())
+    .await?;
+    let max_seq = u64::try_from(row.try_get::<i64, _>("max_seq")?).unwrap_or(0);
+    let unnumbered = u64::try_from(row.try_get::<i64, _>("unnumbered")?).unwrap_or(0);
+    let (head_seq, _) = head(store).await?;
+    Ok((max_seq > head_seq || unnumbered > 0).then_some((head_seq, max_seq, unnumbered)))
 }
 
 /// The `seq` of the record whose hash is `hash`, if any.

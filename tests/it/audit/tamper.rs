@@ -77,6 +77,37 @@ const CASES: &[Case] = &[
         reason: |r| matches!(r, BreakReason::HeadMismatch { .. }),
     },
     Case {
+        name: "move the head back over the last records",
+        sql: &[
+            "UPDATE audit_head SET seq = 7, hash = (SELECT hash FROM audit_records WHERE seq = 7) WHERE id = 1",
+        ],
+        seq: 8,
+        reason: |r| {
+            *r == BreakReason::BeyondHead {
+                head_seq: 7,
+                max_seq: 10,
+                unnumbered: 0,
+            }
+        },
+    },
+    Case {
+        name: "move the head back to the start",
+        sql: &[
+            "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000' WHERE id = 1",
+        ],
+        seq: 1,
+        reason: |r| {
+            matches!(
+                r,
+                BreakReason::BeyondHead {
+                    head_seq: 0,
+                    max_seq: 10,
+                    ..
+                }
+            )
+        },
+    },
+    Case {
         name: "swap two rows",
         sql: &[
             "UPDATE audit_records SET seq = -4 WHERE seq = 4",
