@@ -71,7 +71,8 @@ pub struct ReconcileSettings {
     /// Groups whose members are compared with the last snapshot, besides the policies'
     /// `protected_groups`.
     pub protected_groups: Vec<String>,
-    /// Memberships a deactivated account may keep, besides the policies' `keep_groups`.
+    /// Memberships a deactivated account may keep, besides the groups kept by every policy that
+    /// removes groups on the reconciler's findings.
     pub ignore_groups: Vec<String>,
 }
 

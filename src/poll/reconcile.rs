@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
+use handlers::policy::{Capability, PolicyConfig};
 use handlers::ports::{AccountStatus, Group};
 use handlers::{Envelope, EventType, GroupRef, Scheme};
 use ring::digest;
@@ -194,11 +195,33 @@ impl Reconciler {
         let reconcile = &settings.reconcile;
         let mut ignore_groups: BTreeSet<String> = reconcile.ignore_groups.iter().cloned().collect();
         let mut protected_groups: BTreeSet<String> = reconcile.protected_groups.iter().cloned().collect();
-        for policy in settings.policies.iter().filter(|p| p.applies_to_tenant(tenant)) {
-            if policy.on.contains(&EventType::UserDeactivated) {
-                ignore_groups.extend(policy.keep_groups.iter().cloned());
-            }
+        let policies: Vec<&PolicyConfig> = settings
+            .policies
+            .iter()
+            .filter(|p| p.applies_to_tenant(tenant))
+            .collect();
+        for policy in &policies {
             protected_groups.extend(policy.protected_groups.iter().map(|p| p.name.clone()));
+        }
+        // A group is not worth a finding only when every policy that would take it from a
+        // leaver the reconciler reports keeps it: one policy's keep-list does not hide a group
+        // from another that removes it.
+        let removers: Vec<&&PolicyConfig> = policies
+            .iter()
+            .filter(|p| {
+                p.on.contains(&EventType::UserDeactivated)
+                    && p.accepts_source(KIND)
+                    && p.actions.contains(&Capability::RemoveFromAllGroups)
+            })
+            .collect();
+        if let Some((first, others)) = removers.split_first() {
+            ignore_groups.extend(
+                first
+                    .keep_groups
+                    .iter()
+                    .filter(|group| others.iter().all(|p| p.keep_groups.contains(group)))
+                    .cloned(),
+            );
         }
         Reconciler {
             tenant: tenant.to_owned(),

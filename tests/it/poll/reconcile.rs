@@ -161,6 +161,45 @@ async fn a_membership_found_in_a_group_with_allowed_actors_waits_for_a_person() 
     world.stop().await;
 }
 
+/// One policy's keep-list does not hide a group from the reconciler when another policy, the
+/// one acting on its findings, removes it: the leaver in it is found and removed.
+#[tokio::test]
+async fn a_group_kept_by_one_policy_is_still_reconciled_for_another_that_removes_it() {
+    let mut gone = SeedUser::new("gone", "Gone");
+    gone.status = SimAccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![gone],
+        groups: vec![SeedGroup::new("g-x", "team-x", vec!["gone".into()])],
+        ..Seed::default()
+    };
+    let leavers = policies(
+        r#"
+        [[policies]]
+        name = "hr-leaver"
+        on = "user.deactivated"
+        sources = ["relay"]
+        actions = ["confluence.remove_from_all_groups"]
+        keep_groups = ["team-x"]
+
+        [[policies]]
+        name = "found-leaver"
+        on = "user.deactivated"
+        sources = ["reconcile"]
+        actions = ["confluence.remove_from_all_groups"]
+        "#,
+    );
+    let world = World::start(seed, leavers, |s| {
+        s.reconcile.enabled = true;
+        s.reconcile.interval_seconds = 1;
+    })
+    .await;
+    eventually(LONG, "the leaver found and removed from team-x", || async {
+        world.groups_of("gone").await.is_empty()
+    })
+    .await;
+    world.stop().await;
+}
+
 /// The reconciler runs in one process at a time. Its holder runs it once (an hour apart) and is
 /// then killed; another process takes the lease over within `singleton_lease_seconds` and runs
 /// it at once, finding what was changed meanwhile.
