@@ -339,8 +339,11 @@ impl Reconciler {
                 deactivated.insert(account);
             }
         }
-        // A finding whose plan waits for approval is not queued again each day: one pending
-        // plan per account is enough for the person deciding.
+        // A finding whose group removals wait for approval is not queued again each day: one
+        // pending plan per account is enough for the person deciding. Only when the removals
+        // themselves wait: an unrelated plan waiting (an organization-wide disable, a policy of
+        // its own) must not keep a re-added group from being found; a copy of that plan joins
+        // its pending approval in the worker instead of asking again.
         let awaiting: BTreeSet<String> = self
             .store
             .approvals(ApprovalState::Pending)
@@ -348,6 +351,13 @@ impl Reconciler {
             .into_iter()
             .filter(|a| a.event_type == EventType::UserDeactivated.as_str())
             .filter(|a| a.tenant() == self.tenant)
+            .filter(|a| {
+                serde_json::from_str::<handlers::Plan>(&a.plan).is_ok_and(|plan| {
+                    plan.actions.iter().any(|planned| {
+                        matches!(planned.action, handlers::Action::ConfluenceRemoveMember { .. })
+                    })
+                })
+            })
             .filter_map(|a| a.account_id)
             .collect();
         for account in deactivated {

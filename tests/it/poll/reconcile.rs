@@ -386,22 +386,55 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     eventually(LONG, "queued", || async { queued(store.clone()).await == 1 }).await;
     assert!(store.group_snapshot("default", "g-x").await.unwrap().is_some());
 
-    // Its plan now waits for a person: later runs say so instead of queueing it again.
-    let mut tx = store.begin_write().await.unwrap();
-    gatehouse::store::approvals::request(
-        &mut tx,
-        &gatehouse::store::NewApproval {
-            event_id: "01JABCDEFGHJKMNPQRSTVWXYZ0",
-            handler: "deprovision",
-            event_type: "user.deactivated",
-            account_id: Some("gone"),
-            plan: "{}",
-            envelope: "{}",
+    let waiting = |event_id: &'static str, handler: &'static str, action: handlers::Action| {
+        let store = store.clone();
+        async move {
+            let mut plan = handlers::Plan::new(handler, event_id.parse().unwrap());
+            plan.push(action, "test");
+            let plan = serde_json::to_string(&plan).unwrap();
+            let mut tx = store.begin_write().await.unwrap();
+            gatehouse::store::approvals::request(
+                &mut tx,
+                &gatehouse::store::NewApproval {
+                    event_id,
+                    handler,
+                    event_type: "user.deactivated",
+                    account_id: Some("gone"),
+                    plan: &plan,
+                    envelope: "{}",
+                },
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    // An organization-wide disable waits for a person (a policy of its own): the groups are
+    // still found, whatever that plan waits for.
+    waiting(
+        "01JABCDEFGHJKMNPQRSTVWXYZ1",
+        "leaver-org",
+        handlers::Action::LifecycleDisable {
+            account_id: "gone".into(),
         },
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 finding(s) queued"), "{stderr}");
+
+    // The group removals themselves now wait for a person: later runs say so instead of
+    // queueing them again.
+    waiting(
+        "01JABCDEFGHJKMNPQRSTVWXYZ0",
+        "deprovision",
+        handlers::Action::ConfluenceRemoveMember {
+            group_id: "g-x".into(),
+            group_name: "team-x".into(),
+            account_id: "gone".into(),
+        },
+    )
+    .await;
     let (ok, stdout, stderr) = reconcile(&config, false).await;
     assert!(
         ok,
@@ -413,6 +446,6 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         "{stderr}"
     );
     assert!(stderr.contains("0 finding(s) queued"), "{stderr}");
-    assert_eq!(queued(store.clone()).await, 1, "nothing more queued");
+    assert_eq!(queued(store.clone()).await, 2, "nothing more queued");
     sim.stop().await;
 }
