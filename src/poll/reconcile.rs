@@ -122,6 +122,20 @@ pub struct Reconciler {
     sources: Vec<DeactivationSource>,
     ignore_groups: BTreeSet<String>,
     protected_groups: BTreeSet<String>,
+    /// Protected groups nobody may add anyone to (every policy reverting additions to it has no
+    /// `allowed_actors`), by name, with the members every such policy allows: a member found
+    /// added who is still there on a later day was not removed (dry run, a refusal, a failure)
+    /// and is found again, once a day, instead of being taken into the snapshot for good.
+    strict_groups: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What the store keeps of a strict group's members found added and not allowed, until they
+/// are gone: account → the day (UTC, `YYYY-MM-DD`) they were first found.
+type Unresolved = BTreeMap<String, String>;
+
+/// The store key of `tenant`'s unresolved members of group `group_id`.
+fn unresolved_key(tenant: &str, group_id: &str) -> String {
+    format!("protected-intruders@{tenant}:{group_id}")
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -232,10 +246,46 @@ impl Reconciler {
             metrics,
             sources: reconcile.deactivated_from.clone(),
             ignore_groups,
+            strict_groups: strict_groups(&policies),
             protected_groups,
         }
     }
+}
 
+/// The protected groups (by name) whose every member not allowed is an intrusion, with the
+/// members allowed: those that a policy reverting the reconciler's additions protects, where
+/// none of those policies lets an actor add anyone (`allowed_actors`). A member is allowed
+/// only when every such policy allows them (any other would remove them).
+fn strict_groups(policies: &[&PolicyConfig]) -> BTreeMap<String, BTreeSet<String>> {
+    let reverters: Vec<&&PolicyConfig> = policies
+        .iter()
+        .filter(|p| {
+            p.on.contains(&EventType::GroupMemberAdded)
+                && p.accepts_source(KIND)
+                && p.actions.contains(&Capability::RevertProtectedMembership)
+        })
+        .collect();
+    let mut strict: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+    for policy in reverters {
+        for protected in &policy.protected_groups {
+            let allowed: BTreeSet<String> = protected.allow.iter().cloned().collect();
+            let entry = strict
+                .entry(protected.name.clone())
+                .or_insert_with(|| Some(allowed.clone()));
+            *entry = match entry.take() {
+                Some(_) if !protected.allowed_actors.is_empty() => None,
+                Some(so_far) => Some(so_far.intersection(&allowed).cloned().collect()),
+                None => None,
+            };
+        }
+    }
+    strict
+        .into_iter()
+        .filter_map(|(name, allowed)| Some((name, allowed?)))
+        .collect()
+}
+
+impl Reconciler {
     /// One full comparison; queues the findings unless `dry_run`.
     pub async fn run_once(
         &self,
@@ -244,7 +294,7 @@ impl Reconciler {
     ) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
         let scan = self.deactivated_with_memberships(&mut report, progress).await?;
-        let snapshots = self
+        let (snapshots, unresolved) = self
             .protected_group_changes(&mut report, scan.as_ref(), progress)
             .await?;
         if !dry_run {
@@ -253,6 +303,9 @@ impl Reconciler {
             }
             // Moved only once the changes they reveal are queued: a crash in between finds the
             // same changes again, with the same dedupe keys, which the worker absorbs.
+            for (key, members) in &unresolved {
+                self.store.save_poll_cursor(key, members).await?;
+            }
             for snapshot in &snapshots {
                 self.store.save_group_snapshot(snapshot).await?;
             }
@@ -403,8 +456,10 @@ impl Reconciler {
         report: &mut Report,
         scan: Option<&Scan>,
         progress: &dyn ReconcileProgress,
-    ) -> Result<Vec<GroupSnapshot>, ReconcileError> {
+    ) -> Result<(Vec<GroupSnapshot>, Vec<(String, String)>), ReconcileError> {
         let mut snapshots = Vec::new();
+        let mut unresolved_lists = Vec::new();
+        let today = Utc::now().format("%Y-%m-%d").to_string();
         progress.phase("comparing protected groups", self.protected_groups.len());
         for name in &self.protected_groups {
             progress.step(name);
@@ -445,6 +500,54 @@ impl Reconciler {
                         (EventType::GroupMemberAdded, &after, &before, "added to"),
                         (EventType::GroupMemberRemoved, &before, &after, "removed from"),
                     ];
+                    if let Some(allowed) = self.strict_groups.get(&group.name) {
+                        let key = unresolved_key(&self.tenant, &group.id);
+                        let stored = self.store.poll_cursor(&key).await?;
+                        let earlier: Unresolved = match stored.as_deref() {
+                            Some(json) => serde_json::from_str(json)
+                                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?,
+                            None => Unresolved::new(),
+                        };
+                        // Still there on a later day than they were first found: not removed.
+                        for (account, first_found) in &earlier {
+                            if after.contains(account) && !allowed.contains(account) && *first_found < today {
+                                report.findings.push(Finding {
+                                    dedupe_key: handlers::internal_dedupe_key(
+                                        KIND,
+                                        &format!(
+                                            "{}:{}:{}:{account}:unresolved:{today}",
+                                            self.tenant,
+                                            EventType::GroupMemberAdded.as_str(),
+                                            group.id
+                                        ),
+                                    ),
+                                    event_type: EventType::GroupMemberAdded,
+                                    account_id: account.clone(),
+                                    group: Some(group_ref.clone()),
+                                    reason: format!(
+                                        "still in protected group `{}` since {first_found}, not on its allow list: found again",
+                                        group.name
+                                    ),
+                                });
+                            }
+                        }
+                        let mut unresolved: Unresolved = earlier
+                            .into_iter()
+                            .filter(|(account, _)| after.contains(account) && !allowed.contains(account))
+                            .collect();
+                        for account in after.difference(&before) {
+                            if !allowed.contains(*account) {
+                                unresolved
+                                    .entry((*account).clone())
+                                    .or_insert_with(|| today.clone());
+                            }
+                        }
+                        if stored.is_some() || !unresolved.is_empty() {
+                            let json = serde_json::to_string(&unresolved)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                            unresolved_lists.push((key, json));
+                        }
+                    }
                     for (event_type, now_in, not_in, verb) in changes {
                         for account in now_in.difference(not_in) {
                             report.findings.push(Finding {
@@ -477,7 +580,7 @@ impl Reconciler {
                 taken_at: now,
             });
         }
-        Ok(snapshots)
+        Ok((snapshots, unresolved_lists))
     }
 
     async fn queue_finding(&self, finding: &Finding) -> Result<(), ReconcileError> {
@@ -519,5 +622,60 @@ impl Reconciler {
             "reconciler repair: no webhook reported this"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies(toml_text: &str) -> Vec<PolicyConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            policies: Vec<PolicyConfig>,
+        }
+        toml::from_str::<File>(toml_text).expect("test policies").policies
+    }
+
+    #[test]
+    fn strict_groups_are_those_no_actor_may_add_to_with_the_members_every_reverter_allows() {
+        let configs = policies(
+            r#"
+            [[policies]]
+            name = "a"
+            on = "group.member_added"
+            actions = ["confluence.revert_protected_membership"]
+            protected_groups = [
+                { name = "admins", allow = ["ann", "bob"] },
+                { name = "owned", allowed_actors = ["owner"] },
+            ]
+
+            [[policies]]
+            name = "b"
+            on = "group.member_added"
+            actions = ["confluence.revert_protected_membership"]
+            protected_groups = [{ name = "admins", allow = ["bob"] }]
+
+            [[policies]]
+            name = "c"
+            on = ["group.created", "group.removed"]
+            actions = ["notify.group_changes"]
+            protected_groups = [{ name = "reported-only" }]
+
+            [[policies]]
+            name = "d"
+            on = "group.member_added"
+            sources = ["relay"]
+            actions = ["confluence.revert_protected_membership"]
+            protected_groups = [{ name = "webhooks-only" }]
+            "#,
+        );
+        let refs: Vec<&PolicyConfig> = configs.iter().collect();
+        let strict = strict_groups(&refs);
+        let expected: BTreeMap<String, BTreeSet<String>> =
+            [("admins".to_owned(), ["bob".to_owned()].into_iter().collect())]
+                .into_iter()
+                .collect();
+        assert_eq!(strict, expected);
     }
 }

@@ -123,7 +123,8 @@ async fn a_membership_found_in_a_group_with_allowed_actors_waits_for_a_person() 
         "{}",
         waiting.plan
     );
-    // Later reconciler runs do not ask again, and nothing was removed meanwhile.
+    // Later reconciler runs do not ask again (in a group with allowed_actors an addition is
+    // found once), and nothing was removed meanwhile.
     let last_run = || async {
         world
             .app
@@ -248,6 +249,11 @@ async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
 }
 
 fn config(dir: &TempDir, sim: &gatehouse_sim::SimHandle) -> std::path::PathBuf {
+    config_with(dir, sim, "")
+}
+
+/// [`config`] with `extra` TOML after it (policies).
+fn config_with(dir: &TempDir, sim: &gatehouse_sim::SimHandle, extra: &str) -> std::path::PathBuf {
     let token = dir.0.join("api-token");
     std::fs::write(&token, "sim-api-token").unwrap();
     let config = dir.0.join("gatehouse.toml");
@@ -265,6 +271,7 @@ auth = {{ kind = "basic", email = "bot@example.com", token = "file:{token}" }}
 [reconcile]
 protected_groups = ["team-x"]
 ignore_groups = ["all-staff"]
+{extra}
 "#,
             store = dir.0.display(),
             site = sim.site_base_url(),
@@ -447,5 +454,96 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
     );
     assert!(stderr.contains("0 finding(s) queued"), "{stderr}");
     assert_eq!(queued(store.clone()).await, 2, "nothing more queued");
+    sim.stop().await;
+}
+
+/// A member found added to a protected group nobody may add anyone to, and still there on a
+/// later day (the revert was a dry run, refused, or failed), is found again once a day instead
+/// of being taken into the snapshot for good; an allowed member never is.
+#[tokio::test]
+async fn a_protected_group_intruder_still_there_a_day_later_is_found_again() {
+    let seed = Seed {
+        users: vec![
+            SeedUser::new("admin-1", "Admin"),
+            SeedUser::new("mallory", "Mallory"),
+        ],
+        groups: vec![SeedGroup::new(
+            "g-admins",
+            "confluence-administrators",
+            vec!["admin-1".into(), "mallory".into()],
+        )],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
+    let dir = TempDir::new();
+    let config = config_with(
+        &dir,
+        &sim,
+        r#"
+[[policies]]
+name = "admins-guard"
+on = "group.member_added"
+actions = ["confluence.revert_protected_membership"]
+protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
+"#,
+    );
+    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
+        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
+        max_connections: 2,
+        encryption_key: None,
+        retired_encryption_keys: Vec::new(),
+    })
+    .await
+    .unwrap();
+    // The last snapshot knew only the admin: Mallory was added since.
+    store
+        .save_group_snapshot(&gatehouse::store::GroupSnapshot {
+            tenant: "default".into(),
+            group_id: "g-admins".into(),
+            group_name: "confluence-administrators".into(),
+            members: vec!["admin-1".into()],
+            taken_at: chrono::Utc::now() - chrono::Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    let key = "protected-intruders@default:g-admins";
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 finding(s) queued"), "{stderr}");
+    let unresolved = store.poll_cursor(key).await.unwrap().unwrap();
+    assert_eq!(unresolved, format!(r#"{{"mallory":"{today}"}}"#));
+
+    // Later the same day (the revert may still be on its way): nothing more.
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("0 finding(s) queued"), "{stderr}");
+
+    // A day later she is still there: found again.
+    store
+        .save_poll_cursor(key, r#"{"mallory":"2020-01-01"}"#)
+        .await
+        .unwrap();
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 finding(s) queued"), "{stderr}");
+    assert!(
+        stdout.contains("mallory")
+            && stdout.contains("still in protected group")
+            && !stdout.contains("admin-1"),
+        "{stdout}"
+    );
+    // Gone at last: forgotten.
+    let removed = crate::helpers::http()
+        .delete(sim.url("/_sim/groups/g-admins/members/mallory"))
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success(), "{}", removed.status());
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(store.poll_cursor(key).await.unwrap().unwrap(), "{}");
+    store.close().await;
     sim.stop().await;
 }
