@@ -100,7 +100,8 @@ pub struct Fault {
     /// `GET`, `POST`, …; any method when absent.
     #[serde(default)]
     pub method: Option<String>,
-    /// Matches requests whose path contains this.
+    /// Matches requests whose path, with its query after a `?`, contains this (e.g.
+    /// `membersByGroupId?start=2`: the second page of a listing two at a time).
     pub path_contains: String,
     /// Answer this status instead of handling the request; `None` handles it after the delay.
     #[serde(default)]

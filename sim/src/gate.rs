@@ -81,7 +81,12 @@ pub(crate) async fn gate(
     };
     shared.log.set_cloud_id(seq, &tenant.cloud_id);
 
-    if let Some(fault) = take_fault(&tenant, &method, &path) {
+    // Faults match the path with its query, so a test can slow one page of a listing.
+    let target = match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.clone(),
+    };
+    if let Some(fault) = take_fault(&tenant, &method, &target) {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }

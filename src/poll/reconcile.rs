@@ -491,6 +491,9 @@ impl Reconciler {
             match self.store.group_snapshot(&self.tenant, &group.id).await? {
                 None => report.baselines.push(group.name.clone()),
                 Some(previous) => {
+                    members = self
+                        .confirmed_members(&group.id, &previous.members, members)
+                        .await?;
                     let before: BTreeSet<&String> = previous.members.iter().collect();
                     let after: BTreeSet<&String> = members.iter().collect();
                     // The snapshot's time makes each change its own fact: an account added,
@@ -581,6 +584,44 @@ impl Reconciler {
             });
         }
         Ok((snapshots, unresolved_lists))
+    }
+
+    /// `listed` (a group's members as listed now), with each change since `before` checked
+    /// against the account's own groups: a listing paged by offset skips a member when someone
+    /// earlier in it leaves while it is read (and repeats one when someone joins), and a member
+    /// skipped so would be reported removed, then added again, and perhaps removed by a policy.
+    /// Changes are few, so this costs a request each only when something changed.
+    async fn confirmed_members(
+        &self,
+        group_id: &str,
+        before: &[String],
+        listed: Vec<String>,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let before: BTreeSet<&String> = before.iter().collect();
+        let mut confirmed: BTreeSet<String> = listed.iter().cloned().collect();
+        let listed: BTreeSet<&String> = listed.iter().collect();
+        for account in listed.symmetric_difference(&before) {
+            let member = match self
+                .confluence
+                .member_groups(account, &crate::atlassian::no_progress)
+                .await
+            {
+                Ok(groups) => groups.iter().any(|group| group.id == group_id),
+                // The site answered the group's listing: an account it does not know (closed
+                // since) is in no group.
+                Err(error) if error.status() == Some(404) => false,
+                Err(error) => return Err(error.into()),
+            };
+            if member != listed.contains(account) {
+                tracing::info!(group_id, account = %account, member, "a paged listing disagreed with the account's own groups; the account's groups win");
+            }
+            if member {
+                confirmed.insert((*account).clone());
+            } else {
+                confirmed.remove(*account);
+            }
+        }
+        Ok(confirmed.into_iter().collect())
     }
 
     async fn queue_finding(&self, finding: &Finding) -> Result<(), ReconcileError> {

@@ -547,3 +547,71 @@ protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
     store.close().await;
     sim.stop().await;
 }
+
+/// A protected group listed a page at a time while a member leaves: the offsets shift and a
+/// member is skipped. The reconciler checks each change against the account's own groups, so
+/// the skipped member is not reported removed (and then added again, and reverted).
+#[tokio::test]
+async fn a_member_skipped_by_a_shifting_page_is_not_reported_removed() {
+    let members: Vec<String> = ["a-1", "b-2", "c-3", "d-4"].map(String::from).to_vec();
+    let seed = Seed {
+        users: members
+            .iter()
+            .map(|m| SeedUser::new(m.as_str(), m.as_str()))
+            .collect(),
+        groups: vec![SeedGroup::new("g-x", "team-x", members.clone())],
+        ..Seed::default()
+    };
+    let behaviour = Behaviour {
+        v1_max_limit: 2,
+        ..Behaviour::default()
+    };
+    let sim = Simulator::start(seed, behaviour).await.unwrap();
+    let dir = TempDir::new();
+    let config = config(&dir, &sim);
+    // The baseline.
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    sim.clear_requests();
+    // The second page of the group's listing waits; meanwhile the first member leaves, so the
+    // second page starts one further on and `c-3` is never listed.
+    let mut fault = gatehouse_sim::Fault::delay("g-x/membersByGroupId?start=2", 5_000, 1);
+    fault.method = Some("GET".into());
+    sim.tenant_at(0).unwrap().add_fault(fault);
+    let run = tokio::spawn({
+        let config = config.clone();
+        async move { reconcile(&config, false).await }
+    });
+    eventually(LONG, "the second page asked for", || async {
+        sim.requests().iter().any(|r| {
+            r.path.ends_with("g-x/membersByGroupId")
+                && r.query.as_deref().is_some_and(|q| q.contains("start=2"))
+        })
+    })
+    .await;
+    let left = crate::helpers::http()
+        .delete(sim.url("/_sim/groups/g-x/members/a-1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(left.status().is_success(), "{}", left.status());
+    let (ok, stdout, stderr) = run.await.unwrap();
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("c-3"), "c-3 never left: {stdout}");
+    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
+        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
+        max_connections: 2,
+        encryption_key: None,
+        retired_encryption_keys: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let snapshot = store.group_snapshot("default", "g-x").await.unwrap().unwrap();
+    assert!(
+        snapshot.members.contains(&"c-3".to_owned()),
+        "{:?}",
+        snapshot.members
+    );
+    store.close().await;
+    sim.stop().await;
+}
