@@ -139,67 +139,83 @@ struct ApiLinks {
     next: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ApiAttributes {
-    #[serde(default)]
-    action: String,
-    #[serde(default)]
-    time: Option<DateTime<Utc>>,
-    #[serde(default)]
-    actor: Option<ApiActor>,
-    #[serde(default)]
-    context: Vec<EventContext>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ApiActor {
-    #[serde(default)]
-    id: Option<String>,
-}
-
+/// Reads an event, leniently where a field only adds detail: a time in another format is read
+/// as well as it can be (or left out: the envelope then takes the time it was read), an actor
+/// or a context item about something else whose id is not text is left out, a numeric id is
+/// read as text. An event is unreadable only when what it means cannot be read: its id, its
+/// action, or the user it is about (a `users` item without an id): acting on a deactivation
+/// about nobody, or the wrong event, would be worse than skipping it, which is counted and logged.
 fn parse_event(raw: Value) -> Result<OrgEvent, String> {
     let id = match raw.get("id") {
         Some(Value::String(id)) => id.clone(),
         Some(_) => return Err("its id is not a string".to_owned()),
         None => return Err("it has no id".to_owned()),
     };
-    let attributes: ApiAttributes =
-        serde_json::from_value(raw.get("attributes").cloned().unwrap_or(Value::Null))
-            .map_err(|e| format!("its attributes: {}", without_strings(&e.to_string())))?;
+    let attributes = match raw.get("attributes") {
+        Some(Value::Object(attributes)) => attributes,
+        None | Some(Value::Null) => return Err("it has no attributes".to_owned()),
+        Some(_) => return Err("its attributes are not an object".to_owned()),
+    };
+    let action = match attributes.get("action") {
+        Some(Value::String(action)) => action.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return Err("its action is not a string".to_owned()),
+    };
+    let time = attributes
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(event_time);
+    let actor_id = attributes
+        .get("actor")
+        .and_then(|actor| actor.get("id"))
+        .and_then(id_text);
+    let context = match attributes.get("context") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut context = Vec::with_capacity(items.len());
+            for item in items {
+                let kind = item.get("type").and_then(Value::as_str);
+                match (kind, item.get("id").and_then(id_text)) {
+                    (Some(kind), Some(id)) => context.push(EventContext {
+                        kind: kind.to_owned(),
+                        id,
+                        attributes: item.get("attributes").cloned().unwrap_or(Value::Null),
+                    }),
+                    (Some("users"), None) => {
+                        return Err("a `users` context item has no id".to_owned());
+                    }
+                    _ => {}
+                }
+            }
+            context
+        }
+        Some(_) => return Err("its context is not a list".to_owned()),
+    };
     Ok(OrgEvent {
         id,
-        action: attributes.action,
-        time: attributes.time,
-        actor_id: attributes.actor.and_then(|a| a.id),
-        context: attributes.context,
+        action,
+        time,
+        actor_id,
+        context,
         raw,
     })
 }
 
-/// `text` with every double-quoted string in it replaced by `"…"`: serde quotes the value it
-/// did not expect (`invalid type: string "ann@example.com", expected …`), and what an event
-/// holds may name a person, which a log line about it must not.
-fn without_strings(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            out.push(c);
-            continue;
-        }
-        out.push_str("\"…\"");
-        // Serde writes strings as Rust debug strings: a quote inside one is escaped.
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '"' => break,
-                _ => {}
-            }
-        }
+/// An id given as text or as a number.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
     }
-    out
+}
+
+/// An event's time: RFC 3339, or the `+0000` offset other Atlassian APIs write.
+fn event_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
 }
 
 /// An event's id as a log line may show it, when it has one.
@@ -360,9 +376,8 @@ mod tests {
                 "context": [{"type": "users", "attributes": {"email": "ann@example.com"}}]}}),
             // A numeric id.
             serde_json::json!({"id": 42, "attributes": {"action": "user_deactivated"}}),
-            // A time in another format.
-            serde_json::json!({"id": "e-time", "attributes": {"action": "user_deactivated",
-                "time": "15/12/2022 00:35"}}),
+            // An action that is not text.
+            serde_json::json!({"id": "e-action", "attributes": {"action": 7}}),
             // No attributes at all.
             serde_json::json!({"id": "e-bare", "type": "events"}),
             // A context that is not a list: serde's message quotes the string it found.
@@ -400,16 +415,36 @@ mod tests {
         );
     }
 
+    /// What only adds detail does not cost the event: it is read without it.
     #[test]
-    fn quoted_strings_are_left_out_of_reasons() {
+    fn an_event_is_read_without_the_details_it_cannot_read() {
+        let event = parse_event(serde_json::json!({
+            "id": "e-1",
+            "attributes": {
+                "action": "user_deactivated", "time": "15/12/2022 00:35",
+                "actor": {"id": {"nested": true}},
+                "context": [
+                    {"type": "users", "id": 12345},
+                    {"type": "groups", "attributes": {"name": "no id"}},
+                    {"id": "no-type"},
+                ],
+            }
+        }))
+        .unwrap();
+        assert_eq!(event.time, None);
+        assert_eq!(event.actor_id, None);
+        assert_eq!(event.subject("users").map(|u| u.id.as_str()), Some("12345"));
+        assert_eq!(event.context.len(), 1);
+        let other_offset = parse_event(serde_json::json!({
+            "id": "e-2",
+            "attributes": {"action": "user_deactivated", "time": "2022-12-15T00:35:15.890+0000",
+                "actor": {"id": 99}}
+        }))
+        .unwrap();
         assert_eq!(
-            without_strings(r#"invalid type: string "ann@example.com", expected a sequence"#),
-            r#"invalid type: string "…", expected a sequence"#
+            other_offset.time.map(|t| t.to_rfc3339()),
+            Some("2022-12-15T00:35:15.890+00:00".to_owned())
         );
-        assert_eq!(
-            without_strings(r#"string "a \"quoted\" b" and "c""#),
-            r#"string "…" and "…""#
-        );
-        assert_eq!(without_strings("missing field `id`"), "missing field `id`");
+        assert_eq!(other_offset.actor_id.as_deref(), Some("99"));
     }
 }
