@@ -109,7 +109,7 @@ pub struct SkippedEvent {
     pub id: Option<String>,
     /// Where it was in the page (0 for the first).
     pub position: usize,
-    /// What is wrong with it, with any string it quotes replaced by `"…"`.
+    /// What is wrong with it, in words of our own: never a value the event holds.
     pub reason: String,
 }
 
