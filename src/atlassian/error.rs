@@ -120,8 +120,21 @@ impl ApiError {
         ApiError::new(ErrorKind::Transient, operation, shorten(&message))
     }
 
-    /// A successful answer gatehouse cannot read as the documented shape.
+    /// A successful answer gatehouse cannot read as the documented shape. Transient: a proxy's
+    /// page answered with 200, a body cut short or a page that shifted is more often a glitch than
+    /// a changed API, and a leaver's plan must not be dead-lettered by one; a shape that really
+    /// changed fails every try and is dead-lettered once the queue's attempts are spent.
     pub fn unreadable(operation: &'static str, detail: impl fmt::Display) -> Self {
+        ApiError::new(
+            ErrorKind::Transient,
+            operation,
+            shorten(&format!("unexpected answer: {detail}")),
+        )
+    }
+
+    /// A listing that would not end (the server pages for ever): permanent, since reading it
+    /// again would cost as much for the same result.
+    pub fn endless(operation: &'static str, detail: impl fmt::Display) -> Self {
         ApiError::new(
             ErrorKind::Permanent,
             operation,
@@ -269,6 +282,20 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer that cannot be read is tried again (a glitch must not dead-letter a leaver's
+    /// plan); a listing that never ends is not (it would cost as much again).
+    #[test]
+    fn an_unreadable_answer_is_transient_and_an_endless_listing_permanent() {
+        assert_eq!(
+            ApiError::unreadable("op", "cut short").kind(),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            ApiError::endless("op", "pages for ever").kind(),
+            ErrorKind::Permanent
+        );
+    }
 
     #[test]
     fn statuses_are_classified_for_retries() {

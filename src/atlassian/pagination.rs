@@ -48,7 +48,7 @@ fn check_base(call: &Call) -> Result<(), ApiError> {
 }
 
 fn too_many_pages(call: &Call) -> ApiError {
-    ApiError::unreadable(
+    ApiError::endless(
         call.endpoint.label,
         format!("more than {MAX_PAGES} pages: the server seems to page forever"),
     )
