@@ -27,7 +27,7 @@ const EXTENSION: &str = "urn:scim:schemas:extension:atlassian-external:1.0";
 pub(crate) fn router() -> Router<Arc<SimShared>> {
     Router::new()
         .route("/Users", get(list_users).post(create_user))
-        .route("/Users/{id}", get(get_user).patch(patch_user))
+        .route("/Users/{id}", get(get_user).patch(patch_user).delete(delete_user))
         .route("/Groups", get(list_groups))
         .route("/Groups/{id}", get(get_group).patch(patch_group))
 }
@@ -149,6 +149,19 @@ async fn get_user(Extension(tenant): Extension<Arc<SimTenant>>, Path(path): Path
         Some(user) => scim_json(StatusCode::OK, user_json(user, &path.directory_id)),
         None => scim_error(StatusCode::NOT_FOUND, None, "User not found"),
     }
+}
+
+/// Deletes a SCIM user (and its group memberships); the Atlassian account stays, as it does when
+/// an identity provider deletes a user from the directory.
+async fn delete_user(Extension(tenant): Extension<Arc<SimTenant>>, Path(path): Path<IdPath>) -> Response {
+    let mut world = lock(&tenant.world);
+    if world.scim_users.remove(&path.id).is_none() {
+        return scim_error(StatusCode::NOT_FOUND, None, "User not found");
+    }
+    for group in world.scim_groups.values_mut() {
+        group.members.remove(&path.id);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -44,11 +44,20 @@ impl ScimDirectory for ScimClient {
 
     /// SCIM cannot filter on the Atlassian account, so this lists the directory (complete, paged)
     /// and looks for the user the Atlassian extension links to the account.
+    /// The directory cannot be filtered by account id, only listed whole, by offset: a user
+    /// deleted while it is read shifts the later pages and hides another. A leaver not found is
+    /// looked for in a second listing before the plan says there is nothing to deactivate.
     async fn user_by_account_id(&self, account_id: &str) -> Result<Option<ScimUser>, PortError> {
-        let users = self.users(&no_progress).await?;
-        Ok(users
-            .into_iter()
-            .find(|u| u.atlassian_account_id.as_deref() == Some(account_id)))
+        for _ in 0..2 {
+            let users = self.users(&no_progress).await?;
+            if let Some(user) = users
+                .into_iter()
+                .find(|u| u.atlassian_account_id.as_deref() == Some(account_id))
+            {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
     }
 
     async fn group_by_display_name(&self, display_name: &str) -> Result<Option<ScimGroup>, PortError> {

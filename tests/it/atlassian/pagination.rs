@@ -324,3 +324,56 @@ async fn mixing_pagination_styles_truncates_silently() {
     assert_eq!(v2["results"].as_array().unwrap().len(), 5);
     assert!(v2["_links"]["next"].is_null(), "{v2}");
 }
+
+/// The directory can only be listed whole, by offset: a user deleted while it is read shifts the
+/// later pages and hides another. A leaver looked up by account id while that happens is found
+/// in a second listing, not reported as having no SCIM user (whose deactivation would be skipped).
+#[tokio::test]
+async fn a_user_hidden_by_a_shifting_scim_page_is_found_in_a_second_listing() {
+    let users: Vec<SeedUser> = (1..=4)
+        .map(|i| {
+            let mut user = SeedUser::new(format!("acc-{i}"), format!("User {i}"));
+            user.scim = Some(gatehouse_sim::SeedScimIdentity {
+                id: Some(format!("s-{i}")),
+                user_name: format!("user{i}@example.com"),
+                external_id: None,
+                active: None,
+            });
+            user
+        })
+        .collect();
+    let behaviour = Behaviour {
+        scim_max_count: 2,
+        ..Behaviour::default()
+    };
+    let world = SimWorld::start(seed(users, vec![]), behaviour, |_| {}).await;
+    world
+        .fault(gatehouse_sim::Fault::delay("/Users?startIndex=3", 5_000, 1))
+        .await;
+    let scim = world.scim().clone();
+    let lookup =
+        tokio::spawn(async move { handlers::ports::ScimDirectory::user_by_account_id(&scim, "acc-3").await });
+    crate::queue::eventually(
+        std::time::Duration::from_secs(10),
+        "the second page asked for",
+        || async {
+            world
+                .requests()
+                .await
+                .iter()
+                .any(|r| r.query_param("startIndex") == Some("3"))
+        },
+    )
+    .await;
+    // The first user leaves the directory while the second page waits: that page now starts
+    // at acc-4, and acc-3 is on no page of this listing.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/Users/s-1", world.sim.scim_base_url()))
+        .bearer_auth("sim-scim-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let found = lookup.await.unwrap().unwrap();
+    assert_eq!(found.map(|u| u.id).as_deref(), Some("s-3"));
+}
