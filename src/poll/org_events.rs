@@ -105,6 +105,22 @@ impl OrgEventsPoller {
         ))
     }
 
+    /// When polling first started for this tenant, kept in the store: until Atlassian gives a
+    /// cursor, every round reads from then, so the deactivations of a first start whose first
+    /// rounds failed (a wrong key, the broker away), or whose first pages came without a cursor,
+    /// are read once it works, instead of each round starting from its own "now".
+    async fn first_start(&self) -> Result<chrono::DateTime<Utc>, PollError> {
+        let key = format!("{}:started", self.cursor);
+        if let Some(started) = self.store.poll_cursor(&key).await?
+            && let Ok(started) = chrono::DateTime::parse_from_rfc3339(&started)
+        {
+            return Ok(started.with_timezone(&Utc));
+        }
+        let now = Utc::now();
+        self.store.save_poll_cursor(&key, &now.to_rfc3339()).await?;
+        Ok(now)
+    }
+
     /// Reads and queues one page; true when it held events, readable or not (more may be
     /// waiting). Reads nothing while the events-stream's own limit is spent (the next round
     /// looks again: waiting here could outlast the poller's lease, and another process could
@@ -120,10 +136,10 @@ impl OrgEventsPoller {
         let cursor = self.store.poll_cursor(&self.cursor).await?.map(EventsCursor);
         let query = EventsQuery {
             // Only the very first read starts from a time; after that the cursor says where.
-            from: if cursor.is_none() {
-                Some(self.settings.backfill_from.unwrap_or_else(Utc::now))
-            } else {
-                None
+            from: match (&cursor, self.settings.backfill_from) {
+                (Some(_), _) => None,
+                (None, Some(backfill_from)) => Some(backfill_from),
+                (None, None) => Some(self.first_start().await?),
             },
             to: None,
             limit: Some(self.settings.page_size),
@@ -247,6 +263,7 @@ impl OrgEventsPoller {
                 _ = stop.cancelled() => return false,
                 polled = self.poll_once() => polled,
             };
+            self.metrics.round(&self.tenant, false, polled.is_ok());
             match polled {
                 Ok(more) => more,
                 Err(error) => {

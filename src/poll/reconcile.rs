@@ -162,7 +162,9 @@ impl Reconciler {
     /// failed, for the operator console. True when the round failed.
     pub async fn run_recorded(&self) -> bool {
         let tenant = &self.tenant;
-        let run = match self.run_once(false, &Quiet).await {
+        let ran = self.run_once(false, &Quiet).await;
+        self.metrics.round(&self.tenant, true, ran.is_ok());
+        let run = match ran {
             Ok(report) => {
                 tracing::info!(%tenant, findings = report.findings.len(), "reconciled");
                 ReconcileRun {

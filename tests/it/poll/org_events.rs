@@ -476,3 +476,73 @@ async fn the_events_stream_limit_holds_in_every_window_and_across_a_restart() {
     }
     sim.stop().await;
 }
+
+/// A first start whose first rounds fail (the stream unavailable, a wrong key) does not lose the
+/// deactivations made meanwhile: until Atlassian gives a cursor, every round reads from when
+/// polling first started, not from its own "now". The failed rounds are counted, and the first
+/// success is stamped.
+#[tokio::test]
+async fn deactivations_while_the_first_rounds_fail_are_read_once_polling_works() {
+    let seed = Seed {
+        users: vec![SeedUser::new("ann", "Ann")],
+        groups: vec![SeedGroup::new("g-a", "team-a", vec!["ann".into()])],
+        ..Seed::default()
+    };
+    let deprovision = policies(
+        r#"
+        [[policies]]
+        on = "user.deactivated"
+        actions = ["confluence.remove_from_all_groups"]
+        "#,
+    );
+    let unavailable = Fault {
+        times: None,
+        ..Fault::status("events-stream", 503, 0)
+    };
+    let world = World::start_with_faults(seed, deprovision, vec![unavailable], |s| {
+        s.poll.org_events = true;
+        s.poll.interval_seconds = 1;
+        fast_events(s);
+    })
+    .await;
+    let refused = || async {
+        world
+            .requests()
+            .await
+            .iter()
+            .filter(|r| r.path.ends_with("/events-stream") && r.status == Some(503))
+            .count()
+    };
+    eventually(LONG, "a first round failed", || async { refused().await >= 1 }).await;
+    world.set_status("ann", "inactive").await;
+    // A round after the deactivation fails too: its own "now" is past it.
+    let before = refused().await;
+    eventually(LONG, "a later round failed", || async {
+        refused().await > before
+    })
+    .await;
+    let metrics = world.app.metrics.render();
+    assert!(
+        metrics.contains(r#"gatehouse_poll_failures_total{tenant="default"}"#)
+            && !metrics.contains("gatehouse_poll_last_success_timestamp_seconds{"),
+        "{metrics}"
+    );
+    let cleared = crate::helpers::http()
+        .delete(world.sim.url("/_sim/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 204);
+    eventually(LONG, "ann's deactivation acted on", || async {
+        world.groups_of("ann").await.is_empty()
+    })
+    .await;
+    assert!(
+        world
+            .app
+            .metrics
+            .render()
+            .contains(r#"gatehouse_poll_last_success_timestamp_seconds{tenant="default"}"#)
+    );
+    world.stop().await;
+}

@@ -302,6 +302,12 @@ async fn a_failed_round_is_tried_again_soon_not_a_whole_interval_later() {
         .filter(|r| r.status == Some(403))
         .count();
     assert_eq!(refused, 1, "the first round met the refusal");
+    let metrics = world.app.metrics.render();
+    assert!(
+        metrics.contains(r#"gatehouse_reconcile_failures_total{tenant="default"} 1"#)
+            && metrics.contains(r#"gatehouse_reconcile_last_success_timestamp_seconds{tenant="default"}"#),
+        "{metrics}"
+    );
     assert!(
         world
             .app
