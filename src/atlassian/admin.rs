@@ -141,10 +141,11 @@ struct ApiLinks {
 
 /// Reads an event, leniently where a field only adds detail: a time in another format is read
 /// as well as it can be (or left out: the envelope then takes the time it was read), an actor
-/// or a context item about something else whose id is not text is left out, a numeric id is
-/// read as text. An event is unreadable only when what it means cannot be read: its id, its
-/// action, or the user it is about (a `users` item without an id): acting on a deactivation
-/// about nobody, or the wrong event, would be worse than skipping it, which is counted and logged.
+/// or a context item about something else whose id cannot be read is left out, and a numeric
+/// one is read as text. An event is unreadable only when what it means cannot be read: its id,
+/// its action, or the user it is about (a `users` item without an id as text): acting on a
+/// deactivation about nobody, or the wrong event, would be worse than skipping it, which is
+/// counted and logged.
 fn parse_event(raw: Value) -> Result<OrgEvent, String> {
     let id = match raw.get("id") {
         Some(Value::String(id)) => id.clone(),
@@ -175,16 +176,22 @@ fn parse_event(raw: Value) -> Result<OrgEvent, String> {
             let mut context = Vec::with_capacity(items.len());
             for item in items {
                 let kind = item.get("type").and_then(Value::as_str);
-                match (kind, item.get("id").and_then(id_text)) {
-                    (Some(kind), Some(id)) => context.push(EventContext {
+                // The user an event is about must be named as Atlassian names accounts, by
+                // text: a number is none (an account id is too long to be one).
+                let id = match (kind, item.get("id")) {
+                    (Some("users"), Some(Value::String(id))) => Some(id.clone()),
+                    (Some("users"), _) => {
+                        return Err("a `users` context item has no id that is text".to_owned());
+                    }
+                    (_, Some(id)) => id_text(id),
+                    (_, None) => None,
+                };
+                if let (Some(kind), Some(id)) = (kind, id) {
+                    context.push(EventContext {
                         kind: kind.to_owned(),
                         id,
                         attributes: item.get("attributes").cloned().unwrap_or(Value::Null),
-                    }),
-                    (Some("users"), None) => {
-                        return Err("a `users` context item has no id".to_owned());
-                    }
-                    _ => {}
+                    });
                 }
             }
             context
@@ -376,6 +383,9 @@ mod tests {
                 "context": [{"type": "users", "attributes": {"email": "ann@example.com"}}]}}),
             // A numeric id.
             serde_json::json!({"id": 42, "attributes": {"action": "user_deactivated"}}),
+            // A user named by a number.
+            serde_json::json!({"id": "e-num", "attributes": {"action": "user_deactivated",
+                "context": [{"type": "users", "id": 12345}]}}),
             // An action that is not text.
             serde_json::json!({"id": "e-action", "attributes": {"action": 7}}),
             // No attributes at all.
@@ -407,7 +417,7 @@ mod tests {
         };
         assert_eq!(ids(broken[0].clone()).as_deref(), Some("e-ctx"));
         assert_eq!(ids(broken[1].clone()).as_deref(), Some("42"));
-        assert_eq!(ids(broken[5].clone()), None);
+        assert_eq!(ids(broken[6].clone()), None);
         let long = "x".repeat(1_000);
         assert_eq!(
             ids(serde_json::json!({"id": long})).map(|id| id.len()),
@@ -424,7 +434,8 @@ mod tests {
                 "action": "user_deactivated", "time": "15/12/2022 00:35",
                 "actor": {"id": {"nested": true}},
                 "context": [
-                    {"type": "users", "id": 12345},
+                    {"type": "users", "id": "acc-1"},
+                    {"type": "groups", "id": 12345},
                     {"type": "groups", "attributes": {"name": "no id"}},
                     {"id": "no-type"},
                 ],
@@ -433,8 +444,9 @@ mod tests {
         .unwrap();
         assert_eq!(event.time, None);
         assert_eq!(event.actor_id, None);
-        assert_eq!(event.subject("users").map(|u| u.id.as_str()), Some("12345"));
-        assert_eq!(event.context.len(), 1);
+        assert_eq!(event.subject("users").map(|u| u.id.as_str()), Some("acc-1"));
+        assert_eq!(event.subject("groups").map(|g| g.id.as_str()), Some("12345"));
+        assert_eq!(event.context.len(), 2);
         let other_offset = parse_event(serde_json::json!({
             "id": "e-2",
             "attributes": {"action": "user_deactivated", "time": "2022-12-15T00:35:15.890+0000",

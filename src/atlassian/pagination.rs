@@ -203,19 +203,35 @@ pub struct CursorPager {
     seen: HashSet<String>,
 }
 
+/// Why a cursor listing cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PagerRefusal {
+    /// A next link without a cursor.
+    NoCursor(String),
+    /// A cursor seen before: following it would loop.
+    Repeated(String),
+}
+
 impl CursorPager {
     /// Takes the next cursor from the `Link` header or `_links.next`. `Ok(false)`: the listing is
     /// complete. A next link without a cursor, or a cursor seen before, is an error: following it
     /// could loop or skip.
-    pub fn advance(&mut self, link_header: Option<&str>, links_next: Option<&str>) -> Result<bool, String> {
+    pub fn advance(
+        &mut self,
+        link_header: Option<&str>,
+        links_next: Option<&str>,
+    ) -> Result<bool, PagerRefusal> {
         let link = link_header.and_then(next_link).or(links_next);
         let Some(link) = link else {
             self.cursor = None;
             return Ok(false);
         };
-        let cursor = cursor_of(link).ok_or_else(|| format!("next link without a cursor: {link}"))?;
+        let cursor = cursor_of(link)
+            .ok_or_else(|| PagerRefusal::NoCursor(format!("next link without a cursor: {link}")))?;
         if !self.seen.insert(cursor.clone()) {
-            return Err("the server sent the same cursor twice".to_owned());
+            return Err(PagerRefusal::Repeated(
+                "the server sent the same cursor twice".to_owned(),
+            ));
         }
         self.cursor = Some(cursor);
         Ok(true)
@@ -260,9 +276,14 @@ impl CursorListing {
             let page: CursorPage<T> = reply.json(operation)?;
             items.extend(page.results);
             progress(items.len());
+            // A next link without a cursor is an answer gatehouse cannot read; a cursor seen
+            // before is a listing that would not end.
             let more = pager
                 .advance(reply.header("link"), page.links.next.as_deref())
-                .map_err(|message| ApiError::unreadable(operation, message))?;
+                .map_err(|refusal| match refusal {
+                    PagerRefusal::NoCursor(message) => ApiError::unreadable(operation, message),
+                    PagerRefusal::Repeated(message) => ApiError::endless(operation, message),
+                })?;
             if !more {
                 return Ok(items);
             }
@@ -412,8 +433,14 @@ mod tests {
             Ok(true)
         );
         assert_eq!(pager.cursor(), Some("b"));
-        assert!(pager.advance(None, Some("/wiki/api/v2/x?cursor=a")).is_err());
-        assert!(pager.advance(None, Some("/wiki/api/v2/x?limit=1")).is_err());
+        assert!(matches!(
+            pager.advance(None, Some("/wiki/api/v2/x?cursor=a")),
+            Err(PagerRefusal::Repeated(_))
+        ));
+        assert!(matches!(
+            pager.advance(None, Some("/wiki/api/v2/x?limit=1")),
+            Err(PagerRefusal::NoCursor(_))
+        ));
         assert_eq!(pager.advance(None, None), Ok(false));
     }
 

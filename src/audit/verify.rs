@@ -75,11 +75,16 @@ impl std::fmt::Display for BreakReason {
                 head_seq,
                 max_seq,
                 unnumbered,
-            } => write!(
-                f,
-                "records outside the chain: the head is seq {head_seq}, yet records go up to seq \
-                 {max_seq} and {unnumbered} have no seq (added behind the chain, or the head moved back)"
-            ),
+            } => {
+                write!(f, "records outside the chain (the head is seq {head_seq})")?;
+                if max_seq > head_seq {
+                    write!(f, ": records up to seq {max_seq} lie past it")?;
+                }
+                if *unnumbered > 0 {
+                    write!(f, "; {unnumbered} record(s) have no seq, or one below 1")?;
+                }
+                write!(f, " (added behind the chain, or the head moved back)")
+            }
         }
     }
 }
@@ -234,15 +239,18 @@ pub async fn verify(
 /// most the head read after it; the records are therefore counted first, the head read after
 /// (appends going on meanwhile only move the head further).
 async fn outside_the_chain(store: &Store) -> Result<Option<(u64, u64, u64)>, AuditError> {
-    let row = sqlx::query(
-        "SELECT COALESCE(MAX(seq), 0) AS max_seq, \
-         COALESCE(SUM(CASE WHEN seq IS NULL OR seq < 1 THEN 1 ELSE 0 END), 0) AS unnumbered \
-         FROM audit_records",
-    )
-    .fetch_one(store.pool())
-    .await?;
-    let max_seq = u64::try_from(row.try_get::<i64, _>("max_seq")?).unwrap_or(0);
-    let unnumbered = u64::try_from(row.try_get::<i64, _>("unnumbered")?).unwrap_or(0);
+    // Two queries the index on `seq` answers, so a `--from` check stays cheap on a long trail.
+    let max_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS max_seq FROM audit_records")
+        .fetch_one(store.pool())
+        .await?
+        .try_get("max_seq")?;
+    let unnumbered: i64 =
+        sqlx::query("SELECT COUNT(*) AS unnumbered FROM audit_records WHERE seq IS NULL OR seq < 1")
+            .fetch_one(store.pool())
+            .await?
+            .try_get("unnumbered")?;
+    let max_seq = u64::try_from(max_seq).unwrap_or(0);
+    let unnumbered = u64::try_from(unnumbered).unwrap_or(0);
     let (head_seq, _) = head(store).await?;
     Ok((max_seq > head_seq || unnumbered > 0).then_some((head_seq, max_seq, unnumbered)))
 }

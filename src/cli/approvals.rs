@@ -105,7 +105,13 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
                 .policies
                 .iter()
                 .filter(|policy| policy.applies_to_tenant(&tenant))
-                .find(|policy| policy.display_name() == approval.handler)
+                .find(|policy| {
+                    policy.display_name() == approval.handler
+                        && policy
+                            .on
+                            .iter()
+                            .any(|on| on.as_str() == approval.event_type.as_str())
+                })
                 .and_then(|policy| policy.dry_run);
             if policy_dry_run.unwrap_or(settings.reactions.dry_run) {
                 eprintln!(

@@ -202,7 +202,9 @@ impl OrgEventsPoller {
                 "an org event cannot be read: skipped, not acted on (the rest of its page was queued)"
             );
         }
-        Ok(!page.events.is_empty() || !page.skipped.is_empty())
+        // More may be waiting only where a cursor says where: a page without one would be read
+        // again at once, from the same place.
+        Ok(page.next.is_some() && (!page.events.is_empty() || !page.skipped.is_empty()))
     }
 
     /// The envelope for an org event.

@@ -4,12 +4,14 @@
 //! - Deactivated accounts (Confluence v2 `accountStatus`, and/or SCIM `active = false`) that still
 //!   hold Confluence memberships (other than the keep-list) → `user.deactivated`.
 //! - Protected groups' members against the last snapshot in the store → `group.member_added` /
-//!   `group.member_removed`. The first run only takes the snapshot.
+//!   `group.member_removed`, each change checked against the account's own groups. The first run
+//!   only takes the snapshot. In a strict group (see [`strict_groups`]) a member found added,
+//!   not allowed and still there a day later is found again, once a day.
 //!
 //! Findings are queued with scheme `reconcile` and a dedupe key that names the finding, so the
 //! same unresolved finding found again is a duplicate, not a second action (a deactivated
 //! account's finding for one day: the next day it is queued again if still unresolved, unless
-//! its plan already waits for approval). A dry run only
+//! its group removals already wait for approval). A dry run only
 //! reports: nothing is queued and no snapshot moves.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -219,26 +221,7 @@ impl Reconciler {
         for policy in &policies {
             protected_groups.extend(policy.protected_groups.iter().map(|p| p.name.clone()));
         }
-        // A group is not worth a finding only when every policy that would take it from a
-        // leaver the reconciler reports keeps it: one policy's keep-list does not hide a group
-        // from another that removes it.
-        let removers: Vec<&&PolicyConfig> = policies
-            .iter()
-            .filter(|p| {
-                p.on.contains(&EventType::UserDeactivated)
-                    && p.accepts_source(KIND)
-                    && p.actions.contains(&Capability::RemoveFromAllGroups)
-            })
-            .collect();
-        if let Some((first, others)) = removers.split_first() {
-            ignore_groups.extend(
-                first
-                    .keep_groups
-                    .iter()
-                    .filter(|group| others.iter().all(|p| p.keep_groups.contains(group)))
-                    .cloned(),
-            );
-        }
+        ignore_groups.extend(kept_groups(&policies));
         Reconciler {
             tenant: tenant.to_owned(),
             confluence,
@@ -254,10 +237,40 @@ impl Reconciler {
     }
 }
 
+/// The groups a deactivated account may keep without being a finding, besides `[reconcile]
+/// ignore_groups`: those every policy that would take groups from a leaver the reconciler
+/// reports keeps (one policy's keep-list does not hide a group from another that removes it);
+/// when no policy does, every deactivation policy's (a finding would come every day, and
+/// nothing would act on it).
+fn kept_groups(policies: &[&PolicyConfig]) -> BTreeSet<String> {
+    let removers: Vec<&&PolicyConfig> = policies
+        .iter()
+        .filter(|p| {
+            p.on.contains(&EventType::UserDeactivated)
+                && p.accepts_source(KIND)
+                && p.actions.contains(&Capability::RemoveFromAllGroups)
+        })
+        .collect();
+    match removers.split_first() {
+        Some((first, others)) => first
+            .keep_groups
+            .iter()
+            .filter(|group| others.iter().all(|p| p.keep_groups.contains(group)))
+            .cloned()
+            .collect(),
+        None => policies
+            .iter()
+            .filter(|p| p.on.contains(&EventType::UserDeactivated))
+            .flat_map(|p| p.keep_groups.iter().cloned())
+            .collect(),
+    }
+}
+
 /// The protected groups (by name) whose every member not allowed is an intrusion, with the
 /// members allowed: those that a policy reverting the reconciler's additions protects, where
-/// none of those policies lets an actor add anyone (`allowed_actors`). A member is allowed
-/// only when every such policy allows them (any other would remove them).
+/// none of those policies lets an actor add anyone (`allowed_actors`) or has a person approve
+/// the removal (a person who rejected it, or let it expire, must not be asked again each day).
+/// A member is allowed only when every such policy allows them (any other would remove them).
 fn strict_groups(policies: &[&PolicyConfig]) -> BTreeMap<String, BTreeSet<String>> {
     let reverters: Vec<&&PolicyConfig> = policies
         .iter()
@@ -274,8 +287,13 @@ fn strict_groups(policies: &[&PolicyConfig]) -> BTreeMap<String, BTreeSet<String
             let entry = strict
                 .entry(protected.name.clone())
                 .or_insert_with(|| Some(allowed.clone()));
+            let asks_a_person = policy.requires_approval(&handlers::Action::ConfluenceRemoveMember {
+                group_id: String::new(),
+                group_name: protected.name.clone(),
+                account_id: String::new(),
+            });
             *entry = match entry.take() {
-                Some(_) if !protected.allowed_actors.is_empty() => None,
+                Some(_) if !protected.allowed_actors.is_empty() || asks_a_person => None,
                 Some(so_far) => Some(so_far.intersection(&allowed).cloned().collect()),
                 None => None,
             };
@@ -406,8 +424,9 @@ impl Reconciler {
             .into_iter()
             .filter(|a| a.event_type == EventType::UserDeactivated.as_str())
             .filter(|a| a.tenant() == self.tenant)
+            // A stored plan that cannot be read counts as waiting, as every plan did before.
             .filter(|a| {
-                serde_json::from_str::<handlers::Plan>(&a.plan).is_ok_and(|plan| {
+                serde_json::from_str::<handlers::Plan>(&a.plan).map_or(true, |plan| {
                     plan.actions.iter().any(|planned| {
                         matches!(planned.action, handlers::Action::ConfluenceRemoveMember { .. })
                     })
@@ -588,21 +607,48 @@ impl Reconciler {
         Ok((snapshots, unresolved_lists))
     }
 
-    /// `listed` (a group's members as listed now), with each change since `before` checked
-    /// against the account's own groups: a listing paged by offset skips a member when someone
-    /// earlier in it leaves while it is read (and repeats one when someone joins), and a member
-    /// skipped so would be reported removed, then added again, and perhaps removed by a policy.
-    /// Changes are few, so this costs a request each only when something changed.
+    /// `listed` (a group's members as listed now), with each change since `before` checked: a
+    /// listing paged by offset skips a member when someone earlier in it leaves while it is read
+    /// (and repeats one when someone joins), and a member skipped so would be reported removed,
+    /// then added again, and perhaps removed by a policy. A few changes are checked against each
+    /// account's own groups (an answer that fails leaves the listing's word); many (an old
+    /// snapshot, a bulk change) against a second listing of the group: present when either
+    /// listing shows them, added only when both do.
     async fn confirmed_members(
         &self,
         group_id: &str,
         before: &[String],
         listed: Vec<String>,
     ) -> Result<Vec<String>, ReconcileError> {
+        /// More changes than this are checked with a second listing, not one call each.
+        const CHECKED_ONE_BY_ONE: usize = 20;
         let before: BTreeSet<&String> = before.iter().collect();
         let mut confirmed: BTreeSet<String> = listed.iter().cloned().collect();
         let listed: BTreeSet<&String> = listed.iter().collect();
-        for account in listed.symmetric_difference(&before) {
+        let changed: Vec<&String> = listed.symmetric_difference(&before).copied().collect();
+        if changed.len() > CHECKED_ONE_BY_ONE {
+            let again: BTreeSet<String> = self
+                .confluence
+                .group_members(group_id, &crate::atlassian::no_progress)
+                .await?
+                .into_iter()
+                .map(|member| member.account_id)
+                .collect();
+            for account in changed {
+                let member = if before.contains(account) {
+                    listed.contains(account) || again.contains(account)
+                } else {
+                    listed.contains(account) && again.contains(account)
+                };
+                if !member {
+                    confirmed.remove(account);
+                } else {
+                    confirmed.insert(account.clone());
+                }
+            }
+            return Ok(confirmed.into_iter().collect());
+        }
+        for account in changed {
             let member = match self
                 .confluence
                 .member_groups(account, &crate::atlassian::no_progress)
@@ -612,15 +658,18 @@ impl Reconciler {
                 // The site answered the group's listing: an account it does not know (closed
                 // since) is in no group.
                 Err(error) if error.status() == Some(404) => false,
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    tracing::warn!(group_id, account = %account, %error, "cannot check a change in a protected group against the account's groups; the listing's word stands");
+                    listed.contains(account)
+                }
             };
             if member != listed.contains(account) {
                 tracing::info!(group_id, account = %account, member, "a paged listing disagreed with the account's own groups; the account's groups win");
             }
             if member {
-                confirmed.insert((*account).clone());
+                confirmed.insert(account.clone());
             } else {
-                confirmed.remove(*account);
+                confirmed.remove(account);
             }
         }
         Ok(confirmed.into_iter().collect())
@@ -715,10 +764,59 @@ mod tests {
         );
         let refs: Vec<&PolicyConfig> = configs.iter().collect();
         let strict = strict_groups(&refs);
+        let mut asked = policies(
+            r#"
+            [[policies]]
+            name = "e"
+            on = "group.member_added"
+            actions = ["confluence.revert_protected_membership"]
+            approval = { "confluence.remove_member" = "required" }
+            protected_groups = [{ name = "admins", allow = ["bob"] }]
+            "#,
+        );
+        asked.extend(configs.iter().cloned());
+        let with_a_person: Vec<&PolicyConfig> = asked.iter().collect();
+        assert!(
+            strict_groups(&with_a_person).is_empty(),
+            "a removal a person approves is asked once, not each day"
+        );
         let expected: BTreeMap<String, BTreeSet<String>> =
             [("admins".to_owned(), ["bob".to_owned()].into_iter().collect())]
                 .into_iter()
                 .collect();
         assert_eq!(strict, expected);
+    }
+
+    #[test]
+    fn a_group_is_kept_only_when_every_policy_acting_on_findings_keeps_it() {
+        let configs = policies(
+            r#"
+            [[policies]]
+            name = "hr"
+            on = "user.deactivated"
+            sources = ["relay"]
+            actions = ["confluence.remove_from_all_groups"]
+            keep_groups = ["all-staff", "team-x"]
+
+            [[policies]]
+            name = "found-a"
+            on = "user.deactivated"
+            actions = ["confluence.remove_from_all_groups"]
+            keep_groups = ["all-staff", "team-y"]
+
+            [[policies]]
+            name = "found-b"
+            on = ["user.deactivated", "user.removed"]
+            actions = ["confluence.remove_from_all_groups"]
+            keep_groups = ["all-staff"]
+            "#,
+        );
+        let refs: Vec<&PolicyConfig> = configs.iter().collect();
+        assert_eq!(kept_groups(&refs), BTreeSet::from(["all-staff".to_owned()]));
+        // Only the HR policy: nothing acts on the findings, so every keep-list counts.
+        assert_eq!(
+            kept_groups(&refs[..1]),
+            BTreeSet::from(["all-staff".to_owned(), "team-x".to_owned()])
+        );
     }
 }

@@ -235,13 +235,7 @@ pub async fn approve(
                 });
             }
         }
-        ApprovalState::Approved => {
-            // Queued again (its first queuing failed, or it was not performed: dry run was on):
-            // whoever asks for that is on the trail too, since it may now perform the plan.
-            let mut record = decision_record(&approval, AuditKind::Approved, by);
-            record.outcome = Outcome::status(format!("approved again by {by}: queued again (approval {id})"));
-            deciders.audit.append(record).await?;
-        }
+        ApprovalState::Approved => {}
         other => {
             return Err(DecisionError::AlreadyDecided {
                 id: id.to_owned(),
@@ -264,6 +258,13 @@ pub async fn approve(
     envelope.tenant.name = Some(tenant.to_owned());
     let message = own_events::message(&envelope);
     queue.publish(&message).await?;
+    if approval.state == ApprovalState::Approved {
+        // Queued again (its first queuing failed, or it was not performed: dry run was on):
+        // whoever asked for that is on the trail too, since it may now perform the plan.
+        let mut record = decision_record(&approval, AuditKind::Approved, by);
+        record.outcome = Outcome::status(format!("approved again by {by}: queued again (approval {id})"));
+        deciders.audit.append(record).await?;
+    }
     Ok(approval)
 }
 

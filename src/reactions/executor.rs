@@ -286,8 +286,11 @@ impl Executor {
             waiting.event_type == envelope.event_type
                 && (envelope.authority != Authority::Decision || waiting.authority == Authority::Decision)
         };
+        // Nor one about to expire: a copy joined to it would expire with it, unseen.
+        let joinable_until = chrono::Utc::now() + self.approval_ttl.as_delta() / 10;
         Ok(pending.into_iter().find(|approval| {
-            approval.handler == plan.handler
+            super::approvals::expires_at(approval.created_at, self.approval_ttl) > joinable_until
+                && approval.handler == plan.handler
                 && approval.tenant() == envelope.tenant_name()
                 && approval.event_id != plan.event_id.to_string()
                 && serde_json::from_str::<Envelope>(&approval.envelope).is_ok_and(|w| yields_alike(&w))

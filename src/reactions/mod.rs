@@ -117,12 +117,13 @@ impl Planner {
         directories.confluence.account_status(account_id).await
     }
 
-    /// The dry-run setting of the policy named `handler` as configured now (`None`: the
-    /// policy says nothing, or is gone).
-    pub fn dry_run_of(&self, handler: &str) -> Option<bool> {
+    /// The dry-run setting of the policy named `handler` that handles `event_type`, as
+    /// configured now (`None`: the policy says nothing, or is gone). Names are unique only among
+    /// policies that may meet on one event, hence the type.
+    pub fn dry_run_of(&self, handler: &str, event_type: &EventType) -> Option<bool> {
         self.handlers
             .iter()
-            .find(|h| h.name() == handler)
+            .find(|h| h.name() == handler && h.handles(event_type))
             .and_then(|h| h.dry_run())
     }
 
@@ -365,7 +366,7 @@ impl Reactor {
         // complete its dedupe key, and approving again would then be a duplicate.
         if self
             .planner
-            .dry_run_of(&plan.handler)
+            .dry_run_of(&plan.handler, &original.event_type)
             .unwrap_or(self.executor.dry_run())
         {
             self.executor.record_dry_run(&plan, &original, attempt).await?;

@@ -108,6 +108,21 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "take the last record out of the numbering and move the head back",
+        sql: &[
+            "UPDATE audit_records SET seq = 0 WHERE seq = 10",
+            "UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit_records WHERE seq = 9) WHERE id = 1",
+        ],
+        seq: 10,
+        reason: |r| {
+            *r == BreakReason::BeyondHead {
+                head_seq: 9,
+                max_seq: 9,
+                unnumbered: 1,
+            }
+        },
+    },
+    Case {
         name: "swap two rows",
         sql: &[
             "UPDATE audit_records SET seq = -4 WHERE seq = 4",

@@ -621,3 +621,54 @@ async fn a_member_skipped_by_a_shifting_page_is_not_reported_removed() {
     store.close().await;
     sim.stop().await;
 }
+
+/// Many changes at once (an old snapshot, a bulk change) are checked with a second listing of
+/// the group rather than one request per account.
+#[tokio::test]
+async fn many_changes_at_once_are_checked_with_a_second_listing() {
+    let members: Vec<String> = (0..21).map(|i| format!("m-{i:02}")).collect();
+    let seed = Seed {
+        users: members
+            .iter()
+            .map(|m| SeedUser::new(m.as_str(), m.as_str()))
+            .collect(),
+        groups: vec![SeedGroup::new("g-x", "team-x", members.clone())],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
+    let dir = TempDir::new();
+    let config = config(&dir, &sim);
+    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
+        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
+        max_connections: 2,
+        encryption_key: None,
+        retired_encryption_keys: Vec::new(),
+    })
+    .await
+    .unwrap();
+    store
+        .save_group_snapshot(&gatehouse::store::GroupSnapshot {
+            tenant: "default".into(),
+            group_id: "g-x".into(),
+            group_name: "team-x".into(),
+            members: Vec::new(),
+            taken_at: chrono::Utc::now() - chrono::Duration::days(30),
+        })
+        .await
+        .unwrap();
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("21 finding(s) queued"), "{stderr}");
+    let requests = sim.requests();
+    let listings = requests
+        .iter()
+        .filter(|r| r.path.ends_with("g-x/membersByGroupId") && r.query_param("start") == Some("0"))
+        .count();
+    assert_eq!(listings, 2, "the scan's listing and one more");
+    assert!(
+        requests.iter().all(|r| !r.path.ends_with("/user/memberof")),
+        "no request per account"
+    );
+    store.close().await;
+    sim.stop().await;
+}
