@@ -5,8 +5,8 @@
 //!
 //! What is hashed, in every free-text field of a record ([`NewRecord::free_text_mut`]: handler,
 //! action type and target, outcome status and error, request id, warnings):
-//! - `email`: anything shaped like an email address (`local@domain.tld`), found by scanning;
-//!   lowercased before hashing, so the same address always gives the same hash;
+//! - `email`: anything shaped like an email address (`local@domain.tld`, in any script), found
+//!   by scanning; lowercased before hashing, so the same address always gives the same hash;
 //! - `display_name`: names the writer marked with [`pii`] (a display name cannot be recognized
 //!   in free text, so the writer says where it is); trimmed before hashing.
 //!
@@ -143,48 +143,57 @@ fn replace_marked(text: &str, f: impl Fn(&str) -> String) -> String {
     out
 }
 
-fn is_local_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"._%+-'".contains(&b)
+/// A character of an address's local part: letters and digits of any script (`jörg@…`, as
+/// internationalized addresses have them) and ASCII's usual punctuation.
+fn is_local_char(c: char) -> bool {
+    c.is_alphanumeric() || "._%+-'".contains(c)
 }
 
-fn is_domain_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'.' || b == b'-'
+/// A character of an address's domain: letters and digits of any script (`müller.de`), `.`, `-`.
+fn is_domain_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '.' || c == '-'
 }
 
-/// The span of an email address around the `@` at `at`, if there is one.
-fn email_at(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+/// The span of an email address around the `@` at byte `at` of `text`, if there is one. Its
+/// ends are char boundaries.
+fn email_at(text: &str, at: usize) -> Option<(usize, usize)> {
     let mut start = at;
-    while start > 0 && is_local_char(bytes[start - 1]) {
-        start -= 1;
+    for (i, c) in text[..at].char_indices().rev() {
+        if !is_local_char(c) {
+            break;
+        }
+        start = i;
     }
     let mut end = at + 1;
-    while end < bytes.len() && is_domain_char(bytes[end]) {
-        end += 1;
+    for (i, c) in text[at + 1..].char_indices() {
+        if !is_domain_char(c) {
+            break;
+        }
+        end = at + 1 + i + c.len_utf8();
     }
-    while end > at + 1 && matches!(bytes[end - 1], b'.' | b'-') {
+    while end > at + 1 && text[..end].ends_with(['.', '-']) {
         end -= 1;
     }
-    while start < at && bytes[start] == b'.' {
+    while start < at && text[start..].starts_with('.') {
         start += 1;
     }
-    let local = &bytes[start..at];
-    let domain = &bytes[at + 1..end];
-    let tld = domain.rsplit(|b| *b == b'.').next().unwrap_or_default();
+    let local = &text[start..at];
+    let domain = &text[at + 1..end];
+    let tld = domain.rsplit('.').next().unwrap_or_default();
     let ok = !local.is_empty()
-        && domain.contains(&b'.')
-        && !domain.starts_with(b".")
-        && !domain.windows(2).any(|w| w == b"..")
-        && tld.len() >= 2
-        && tld.iter().all(u8::is_ascii_alphabetic);
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.contains("..")
+        && tld.chars().count() >= 2
+        && tld.chars().all(char::is_alphabetic);
     ok.then_some((start, end))
 }
 
 fn is_email(value: &str) -> bool {
-    let bytes = value.as_bytes();
     value
         .find('@')
-        .and_then(|at| email_at(bytes, at))
-        .is_some_and(|(start, end)| start == 0 && end == bytes.len())
+        .and_then(|at| email_at(value, at))
+        .is_some_and(|(start, end)| start == 0 && end == value.len())
 }
 
 /// Replaces every email address in `text` with `f(address)`.
@@ -195,11 +204,9 @@ fn is_email(value: &str) -> bool {
 /// address (`hmac-sha256:…@c.com`) that hashing the result again would replace: hashing would
 /// not be stable.
 fn replace_emails(text: &str, f: impl Fn(&str) -> String) -> String {
-    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
-    // The span being grown, replaced once the next address no longer overlaps it. The spans
-    // are ASCII, so their ends are char boundaries.
+    // The span being grown, replaced once the next address no longer overlaps it.
     let mut pending: Option<(usize, usize)> = None;
     let mut replace = |out: &mut String, (start, end): (usize, usize)| {
         out.push_str(&text[copied..start]);
@@ -207,7 +214,7 @@ fn replace_emails(text: &str, f: impl Fn(&str) -> String) -> String {
         copied = end;
     };
     for (at, _) in text.match_indices('@') {
-        let Some((start, end)) = email_at(bytes, at) else {
+        let Some((start, end)) = email_at(text, at) else {
             continue;
         };
         match &mut pending {
@@ -249,6 +256,22 @@ mod tests {
         let bob = lookup(&Secret::new("0123456789abcdef-test-key"), "bob@example.org");
         assert_eq!(out, format!("removed {alice} from group ({bob})."));
         assert!(alice.starts_with(HASH_PREFIX) && alice.len() == HASH_PREFIX.len() + 64);
+    }
+
+    /// Internationalized addresses (RFC 6531) are found whole: leaving `jö` of `jörg@…` in
+    /// clear, or missing `bob@müller.de`, would keep them readable.
+    #[test]
+    fn addresses_in_any_script_are_found_whole() {
+        let h = hasher(&[PiiKind::Email]);
+        let key = Secret::new("0123456789abcdef-test-key");
+        for address in ["jörg@firma.de", "bob@müller.de", "ИВАН@почта.рф"] {
+            let out = h.apply(&format!("removed «{address}» from group"));
+            assert_eq!(
+                out,
+                format!("removed «{}» from group", lookup(&key, address)),
+                "{address}"
+            );
+        }
     }
 
     #[test]
@@ -387,7 +410,7 @@ mod tests {
         /// The addresses the scan finds in `text`.
         fn emails_in(text: &str) -> Vec<&str> {
             text.match_indices('@')
-                .filter_map(|(at, _)| email_at(text.as_bytes(), at))
+                .filter_map(|(at, _)| email_at(text, at))
                 .map(|(start, end)| &text[start..end])
                 .collect()
         }
@@ -413,7 +436,7 @@ mod tests {
                 email in email(),
                 before in text(),
                 after in text(),
-                separators in prop::sample::subsequence(vec![" ", "<", ">", "(", ")", ",", ";", "é"], 2),
+                separators in prop::sample::subsequence(vec![" ", "<", ">", "(", ")", ",", ";", "»"], 2),
             ) {
                 prop_assert!(is_email(&email));
                 let (open, close) = (separators[0], separators[1]);

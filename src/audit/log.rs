@@ -174,8 +174,10 @@ impl AuditLog {
         records
             .into_iter()
             .map(|mut record| {
-                self.inner.hasher.apply_record(&mut record);
+                // Secrets out first: one shaped like an address must become `***`, not a hash
+                // that still stands for it.
                 self.inner.scrubber.apply_record(&mut record);
+                self.inner.hasher.apply_record(&mut record);
                 record
             })
             .collect()
