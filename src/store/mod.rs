@@ -182,7 +182,14 @@ impl Store {
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            // Read committed whatever the server's default: the audit chain reads its head after
+            // taking its lock, which under a snapshot taken before the lock (repeatable read,
+            // serializable) would be stale, and every contended append would fail.
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    .await?
+            }
         };
         Ok(tx)
     }

@@ -90,6 +90,28 @@ async fn concurrent_appends_on_postgres_keep_one_gap_free_chain() {
     db.drop_now().await;
 }
 
+/// A server whose default isolation is repeatable read (a DBA's choice): appends still keep one
+/// chain, since gatehouse's write transactions ask for read committed themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_on_a_repeatable_read_postgres_keep_one_chain() {
+    use sqlx::Connection;
+    let db = PgDatabase::create().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_isolation TO 'repeatable read'"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    concurrent_appends_keep_one_chain(&db.url).await;
+    db.drop_now().await;
+}
+
 /// Holds the append lock from outside, so an append times out; then checks nothing was written
 /// and the next append continues the chain without a gap.
 async fn a_failed_append_writes_nothing_and_leaves_no_gap(
