@@ -41,6 +41,12 @@ pub enum BreakReason {
     HashMismatch { stored: String, computed: String },
     /// The chain's head (written with every append) disagrees with the last record.
     HeadMismatch { head_seq: u64, head_hash: String },
+    /// The record's hash is not the one kept outside the store for it (`--anchor`): the chain
+    /// was rewritten, this record or one before it, with every later hash recomputed.
+    AnchorMismatch {
+        anchor_hash: String,
+        stored_hash: String,
+    },
     /// Records past the head (up to `max_seq`), or without a `seq` (or one below 1): never appended through the
     /// chain, or the head was moved back over them.
     BeyondHead {
@@ -70,6 +76,14 @@ impl std::fmt::Display for BreakReason {
             BreakReason::HeadMismatch { head_seq, head_hash } => write!(
                 f,
                 "the chain head (seq {head_seq}, hash {head_hash}) does not match the last record"
+            ),
+            BreakReason::AnchorMismatch {
+                anchor_hash,
+                stored_hash,
+            } => write!(
+                f,
+                "its hash {stored_hash} is not the anchor's {anchor_hash} (kept outside the store): \
+                 the chain was rewritten at or before this record"
             ),
             BreakReason::BeyondHead {
                 head_seq,
@@ -232,6 +246,27 @@ pub async fn verify(
             },
         });
     Ok(report)
+}
+
+/// Checks an anchor kept outside the store: the record at `seq` must exist and have `hash`
+/// (what `verify` printed as the head hash then). A chain rewritten whole, every hash
+/// recomputed, verifies from the store alone; it does not match the anchor.
+pub async fn check_anchor(store: &Store, seq: u64, hash: &str) -> Result<Option<BrokenLink>, AuditError> {
+    let row = sqlx::query("SELECT hash FROM audit_records WHERE seq = $1")
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .fetch_optional(store.pool())
+        .await?;
+    let reason = match row {
+        None => Some(BreakReason::Missing),
+        Some(row) => {
+            let stored_hash: String = row.try_get("hash")?;
+            (!stored_hash.eq_ignore_ascii_case(hash)).then(|| BreakReason::AnchorMismatch {
+                anchor_hash: hash.to_owned(),
+                stored_hash,
+            })
+        }
+    };
+    Ok(reason.map(|reason| BrokenLink { seq, reason }))
 }
 
 /// Records past the head or without a `seq` (or one below 1), if any: `(head, highest seq, unnumbered rows)`.

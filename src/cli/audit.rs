@@ -98,6 +98,10 @@ pub enum AuditCommand {
         /// Start at this seq, trusting the hash of the one before.
         #[arg(long, default_value_t = 1)]
         from: u64,
+        /// SEQ:HASH kept outside the store (a head hash `verify` printed before): the record at
+        /// SEQ must have HASH, or the chain was rewritten. Repeatable.
+        #[arg(long, value_parser = parse_anchor)]
+        anchor: Vec<(u64, String)>,
     },
     /// Print what VALUE (an email or display name) is recorded as under `[audit] hash_key`.
     Hash { value: String },
@@ -202,7 +206,7 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            AuditCommand::Verify { from } => verify_chain(&store, from).await,
+            AuditCommand::Verify { from, anchor } => verify_chain(&store, from, &anchor).await,
             AuditCommand::Hash { .. } => Ok(ExitCode::SUCCESS),
         };
         store.close().await;
@@ -335,7 +339,25 @@ async fn tail(
     }
 }
 
-async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
+/// `SEQ:HASH`, the hash 64 hex digits.
+fn parse_anchor(text: &str) -> Result<(u64, String), String> {
+    let (seq, hash) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}`: expected SEQ:HASH"))?;
+    let seq: u64 = seq
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{seq}`: not a seq (a whole number)"))?;
+    let hash = hash.trim();
+    if seq == 0 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{text}`: expected a seq from 1 and a hash of 64 hex digits"
+        ));
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
+}
+
+async fn verify_chain(store: &Store, from: u64, anchors: &[(u64, String)]) -> anyhow::Result<ExitCode> {
     let (head, _) = crate::audit::log::head(store)
         .await
         .context("reading the audit head")?;
@@ -346,12 +368,27 @@ async fn verify_chain(store: &Store, from: u64) -> anyhow::Result<ExitCode> {
         .await
         .context("reading the audit trail")?;
     progress.finish();
+    let mut report = report;
+    if report.broken.is_none() {
+        for (seq, hash) in anchors {
+            if let Some(broken) = crate::audit::verify::check_anchor(store, *seq, hash)
+                .await
+                .context("reading the anchored record")?
+            {
+                report.broken = Some(broken);
+                break;
+            }
+        }
+    }
     match &report.broken {
         None => {
             println!(
                 "chain intact: {} records checked (seq {}..={}), head hash {}",
                 report.checked, report.from, report.head_seq, report.head_hash
             );
+            for (seq, _) in anchors {
+                println!("anchor at seq {seq} matches");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(broken) => {

@@ -132,3 +132,79 @@ fn hash_without_a_key_is_a_config_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("audit.hash_key"), "{}", stderr(&output));
 }
+
+/// A chain rewritten whole (a record edited and every later hash and the head recomputed, as an
+/// intruder who knows the format would) verifies from the store alone; the head hash printed
+/// before and kept elsewhere (`--anchor SEQ:HASH`) does not match, and verify exits 3.
+#[tokio::test]
+async fn an_anchor_kept_elsewhere_catches_a_chain_rewritten_whole() {
+    let dir = TempDir::new();
+    let config = dir.0.join("gatehouse.toml");
+    std::fs::write(&config, format!("[store]\nurl = \"{}\"\n", sqlite_url(&dir))).unwrap();
+    let store = open_store(&sqlite_url(&dir)).await;
+    let log = AuditLog::new(store.clone(), &AuditSettings::default());
+    for i in 0..8 {
+        log.append(sample(i)).await.unwrap();
+    }
+    let verified = gatehouse(&config, &["audit", "verify"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let head_hash = stdout(&verified)
+        .split("head hash ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let anchor = format!("8:{head_hash}");
+    let anchored = gatehouse(&config, &["audit", "verify", "--anchor", &anchor]);
+    assert!(anchored.status.success(), "{}", stderr(&anchored));
+    assert!(stdout(&anchored).contains("anchor at seq 8 matches"));
+
+    // The rewrite: record 3 says something else, and the chain is recomputed from there.
+    for trigger in ["audit_records_no_update"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {trigger}")))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let records = gatehouse::audit::query::query(&store, &Default::default())
+        .await
+        .unwrap();
+    let mut prev = records[1].hash.clone();
+    for mut record in records.into_iter().skip(2) {
+        if record.seq == 3 {
+            record.record.outcome.status = "forged".into();
+        }
+        record.prev_hash = prev.clone();
+        record.hash = gatehouse::audit::chain::hash_of(&record).unwrap();
+        sqlx::query("UPDATE audit_records SET outcome_status = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&record.record.outcome.status)
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .bind(record.seq as i64)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        prev = record.hash;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let alone = gatehouse(&config, &["audit", "verify"]);
+    assert!(
+        alone.status.success(),
+        "the store alone cannot tell: {}",
+        stderr(&alone)
+    );
+    let caught = gatehouse(&config, &["audit", "verify", "--anchor", &anchor]);
+    assert_eq!(caught.status.code(), Some(3), "{}", stdout(&caught));
+    assert!(
+        stderr(&caught).contains("BROKEN at seq 8") && stderr(&caught).contains("anchor"),
+        "{}",
+        stderr(&caught)
+    );
+    let malformed = gatehouse(&config, &["audit", "verify", "--anchor", "8:not-a-hash"]);
+    assert_eq!(malformed.status.code(), Some(2), "{}", stderr(&malformed));
+    store.close().await;
+}
