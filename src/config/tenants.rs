@@ -215,6 +215,36 @@ pub(super) fn validate(
             );
         }
     }
+    // Two tenants of one organization (a sandbox site beside production) both poll its one
+    // events-stream: twice the requests against its limit, and every org event acted on in
+    // both tenants. Sometimes meant (a leaver leaves both sites), so a warning.
+    if settings.poll.org_events {
+        let mut orgs: HashMap<&str, &str> = HashMap::new();
+        for (key, tenant) in settings.tenant_configs() {
+            let (Some(org_id), Some(name)) = (
+                tenant.org_id.as_deref(),
+                tenant
+                    .name
+                    .as_deref()
+                    .or((key == "atlassian").then_some(DEFAULT_TENANT)),
+            ) else {
+                continue;
+            };
+            if !tenant.polls_org_events() {
+                continue;
+            }
+            if let Some(other) = orgs.insert(org_id, name) {
+                warn(
+                    format!("{key}.org_id"),
+                    format!(
+                        "organization {org_id} is tenant `{other}`'s too: both poll its events-stream \
+                         (twice the requests against its limit of [poll] requests_per_window) and act \
+                         on each of its events; give one tenant no admin_api_key if only one should"
+                    ),
+                );
+            }
+        }
+    }
     let tenant_names = settings.tenant_names();
     let several = tenant_names.len() > 1;
     let sites = settings
@@ -291,6 +321,38 @@ mod tests {
             cloud_id,
             client_key,
         }
+    }
+
+    #[test]
+    fn two_tenants_polling_one_organization_are_warned_about() {
+        let text = r#"
+            [poll]
+            org_events = true
+            [[tenants]]
+            name = "prod"
+            cloud_id = "cloud-prod"
+            org_id = "org-1"
+            admin_api_key = "env:PATH"
+            [[tenants]]
+            name = "sandbox"
+            cloud_id = "cloud-sandbox"
+            org_id = "org-1"
+            admin_api_key = "env:PATH"
+        "#;
+        let (_, warnings) = load(text).unwrap();
+        let shared: Vec<&ConfigWarning> = warnings.iter().filter(|w| w.key == "tenants[1].org_id").collect();
+        assert_eq!(shared.len(), 1, "{warnings:?}");
+        assert!(
+            shared[0].message.contains("tenant `prod`'s too"),
+            "{}",
+            shared[0].message
+        );
+        // One of them not polling: nothing to warn about.
+        let (_, warnings) = load(&text.replacen("admin_api_key = \"env:PATH\"", "", 1)).unwrap();
+        assert!(
+            warnings.iter().all(|w| !w.key.ends_with("org_id")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
