@@ -104,6 +104,12 @@ pub async fn run(settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> 
             super::terminal::safe(name)
         );
     }
+    for name in &report.unreadable_groups {
+        eprintln!(
+            "warning: the members of group `{}` cannot be read (403): its leavers were not looked for",
+            super::terminal::safe(name)
+        );
+    }
     for account in &report.awaiting_approval {
         eprintln!(
             "deactivated account {account} still holds groups; its plan waits for approval (gatehouse approvals list)"

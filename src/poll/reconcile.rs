@@ -67,6 +67,8 @@ pub struct Report {
     /// Deactivated accounts still holding groups whose plan already waits for a person
     /// (`gatehouse approvals`): not queued again.
     pub awaiting_approval: Vec<String>,
+    /// Groups whose members could not be read (403): their leavers were not looked for.
+    pub unreadable_groups: Vec<String>,
 }
 
 impl Report {
@@ -314,9 +316,23 @@ impl Reconciler {
     ) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
         let scan = self.deactivated_with_memberships(&mut report, progress).await?;
-        let (snapshots, unresolved) = self
+        let compared = self
             .protected_group_changes(&mut report, scan.as_ref(), progress)
-            .await?;
+            .await;
+        // The leavers found are queued even when a protected group could not be compared (one
+        // group refused must not keep every leaver in their groups); the round still fails, and
+        // no snapshot moves.
+        let (snapshots, unresolved) = match compared {
+            Ok(compared) => compared,
+            Err(error) => {
+                if !dry_run {
+                    for finding in &report.findings {
+                        self.queue_finding(finding).await?;
+                    }
+                }
+                return Err(error);
+            }
+        };
         if !dry_run {
             for finding in &report.findings {
                 self.queue_finding(finding).await?;
@@ -353,13 +369,24 @@ impl Reconciler {
                 if self.ignore_groups.contains(&group.name) {
                     continue;
                 }
-                let members: Vec<String> = self
+                let members: Vec<String> = match self
                     .confluence
                     .group_members(&group.id, &crate::atlassian::no_progress)
-                    .await?
-                    .into_iter()
-                    .map(|member| member.account_id)
-                    .collect();
+                    .await
+                {
+                    Ok(members) => members.into_iter().map(|member| member.account_id).collect(),
+                    // Deleted since the site's groups were listed: no one holds it any more.
+                    Err(error) if error.status() == Some(404) => continue,
+                    // One group this account may not read (a restricted group) must not keep
+                    // every leaver of every other group in their groups: it is left out of this
+                    // scan, and said so each round.
+                    Err(error) if error.status() == Some(403) => {
+                        tracing::warn!(tenant = %self.tenant, group = %group.name, %error, "a group's members cannot be read (403); its leavers are not looked for");
+                        report.unreadable_groups.push(group.name.clone());
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 for account in &members {
                     holdings
                         .entry(account.clone())

@@ -672,3 +672,40 @@ async fn many_changes_at_once_are_checked_with_a_second_listing() {
     store.close().await;
     sim.stop().await;
 }
+
+/// One group whose members cannot be read (403: restricted) or that was deleted during the scan
+/// (404) does not keep the leavers of every other group in their groups: it is left out, and
+/// the CLI says which.
+#[tokio::test]
+async fn a_group_that_cannot_be_read_does_not_hide_the_leavers_of_the_others() {
+    let mut gone = SeedUser::new("gone", "Gone");
+    gone.status = SimAccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![gone],
+        groups: vec![
+            SeedGroup::new("g-secret", "secret", vec!["gone".into()]),
+            SeedGroup::new("g-vanished", "vanished", vec!["gone".into()]),
+            SeedGroup::new("g-x", "team-x", vec!["gone".into()]),
+        ],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
+    for (group, status) in [("g-secret", 403), ("g-vanished", 404)] {
+        sim.tenant_at(0).unwrap().add_fault(gatehouse_sim::Fault::status(
+            format!("/group/{group}/membersByGroupId"),
+            status,
+            100,
+        ));
+    }
+    let dir = TempDir::new();
+    let config = config(&dir, &sim);
+    let (ok, stdout, stderr) = reconcile(&config, true).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("gone") && stdout.contains("team-x"), "{stdout}");
+    assert!(
+        stderr.contains("the members of group `secret` cannot be read (403)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("group `vanished` cannot"), "{stderr}");
+    sim.stop().await;
+}
