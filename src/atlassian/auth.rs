@@ -376,7 +376,9 @@ impl OAuthSession {
         let answer = async {
             let response = self.http.post(&self.config.token_url).json(&body).send().await?;
             let status = response.status().as_u16();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?))
+            // A token answer is a few hundred bytes.
+            let body = super::http::read_bounded(response, 1024 * 1024).await?;
+            Ok::<_, reqwest::Error>((status, body))
         };
         let (status, bytes) = match answer.await {
             Ok(answer) => answer,
@@ -384,6 +386,10 @@ impl OAuthSession {
                 outcome("failed");
                 return Err(ApiError::transport(TOKEN_ENDPOINT, &error).redacted(|t| self.redact(t)));
             }
+        };
+        let Some(bytes) = bytes else {
+            outcome("failed");
+            return Err(ApiError::unreadable(TOKEN_ENDPOINT, "a token answer over 1 MiB"));
         };
         if (200..300).contains(&status) {
             outcome("ok");

@@ -343,6 +343,12 @@ impl ApiCaller {
                     self.after_answer(&key, endpoint, &answer, &authorization, budget, &mut tally)
                         .await
                 }
+                // Reading more would hold the memory of a page thousands of times its size: the
+                // call fails (as an answer that cannot be used) instead.
+                Err(AttemptFailure::TooLarge) => Next::Fail(ApiError::unreadable(
+                    endpoint.label,
+                    format!("an answer over {} MiB", MAX_ANSWER_BYTES / (1024 * 1024)),
+                )),
                 Err(AttemptFailure::Transport(error)) => {
                     tally.errors += 1;
                     // A connection that never opened carried nothing: safe to retry any call.
@@ -556,7 +562,7 @@ impl ApiCaller {
             let response = request.send().await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.bytes().await?;
+            let body = read_bounded(response, MAX_ANSWER_BYTES).await?;
             Ok::<_, reqwest::Error>((status, headers, body))
         }
         .await;
@@ -586,6 +592,7 @@ impl ApiCaller {
             })
             .inc();
         let (status, headers, body) = result.map_err(AttemptFailure::Transport)?;
+        let body = body.ok_or(AttemptFailure::TooLarge)?;
         if (200..300).contains(&status) {
             Ok(Reply {
                 status,
@@ -606,6 +613,34 @@ impl ApiCaller {
 enum AttemptFailure {
     Answer(Answer),
     Transport(reqwest::Error),
+    /// The answer's body was longer than [`MAX_ANSWER_BYTES`].
+    TooLarge,
+}
+
+/// The most of one answer's body gatehouse reads. A page of 250 users or 200 members is well
+/// under a megabyte; an answer beyond this is not one to use, and reading it whole (a server
+/// streaming without end, or a proxy's mistake) would cost the process its memory.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// `response`'s body, or `None` once it is longer than `max` bytes (read no further).
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > max as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.into()))
 }
 
 /// `value`, checked as an identifier of `kind` before it reaches `endpoint`'s URL or query;
@@ -638,6 +673,20 @@ pub fn base_url(key: &'static str, raw: &str) -> Result<Url, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(body: String) -> reqwest::Response {
+        let response = axum::http::Response::builder().status(200).body(body);
+        reqwest::Response::from(response.expect("a response"))
+    }
+
+    /// An answer is read up to the bound and no further.
+    #[tokio::test]
+    async fn answers_are_read_up_to_their_bound() {
+        let body = "x".repeat(100);
+        let read = read_bounded(answer(body.clone()), 100).await.unwrap();
+        assert_eq!(read.map(|b| b.len()), Some(100));
+        assert_eq!(read_bounded(answer(body), 99).await.unwrap(), None);
+    }
 
     #[test]
     fn segments_are_encoded() {
