@@ -175,9 +175,11 @@ impl AuditLog {
             .into_iter()
             .map(|mut record| {
                 // Secrets out first: one shaped like an address must become `***`, not a hash
-                // that still stands for it.
+                // that still stands for it; and last, since hashing drops stray markers, which
+                // could join text into a secret the first pass did not see.
                 self.inner.scrubber.apply_record(&mut record);
                 self.inner.hasher.apply_record(&mut record);
+                self.inner.scrubber.apply_record(&mut record);
                 record
             })
             .collect()

@@ -252,19 +252,41 @@ pub async fn verify(
 /// (what `verify` printed as the head hash then). A chain rewritten whole, every hash
 /// recomputed, verifies from the store alone; it does not match the anchor.
 pub async fn check_anchor(store: &Store, seq: u64, hash: &str) -> Result<Option<BrokenLink>, AuditError> {
-    let row = sqlx::query("SELECT hash FROM audit_records WHERE seq = $1")
+    let sql = format!("SELECT {COLUMNS} FROM audit_records WHERE seq = $1");
+    let row = sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(i64::try_from(seq).unwrap_or(i64::MAX))
         .fetch_optional(store.pool())
         .await?;
-    let reason = match row {
-        None => Some(BreakReason::Missing),
-        Some(row) => {
-            let stored_hash: String = row.try_get("hash")?;
-            (!stored_hash.eq_ignore_ascii_case(hash)).then(|| BreakReason::AnchorMismatch {
-                anchor_hash: hash.to_owned(),
-                stored_hash,
-            })
+    let Some(row) = row else {
+        return Ok(Some(BrokenLink {
+            seq,
+            reason: BreakReason::Missing,
+        }));
+    };
+    // The record itself, not only its hash column: with `--from` past it, the walk never
+    // hashes it, and its fields could be edited under an unchanged hash.
+    let record = match decode(&row) {
+        Ok(record) => record,
+        Err(why) => {
+            return Ok(Some(BrokenLink {
+                seq,
+                reason: BreakReason::Unreadable(why),
+            }));
         }
+    };
+    let computed = chain::hash_of(&record)?;
+    let reason = if computed != record.hash {
+        Some(BreakReason::HashMismatch {
+            stored: record.hash,
+            computed,
+        })
+    } else if !record.hash.eq_ignore_ascii_case(hash) {
+        Some(BreakReason::AnchorMismatch {
+            anchor_hash: hash.to_owned(),
+            stored_hash: record.hash,
+        })
+    } else {
+        None
     };
     Ok(reason.map(|reason| BrokenLink { seq, reason }))
 }

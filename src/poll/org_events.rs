@@ -121,7 +121,7 @@ impl OrgEventsPoller {
         Ok(now)
     }
 
-    /// Reads and queues one page; true when it held events, readable or not (more may be
+    /// Reads and queues one page; true when it held events, readable or not, and a cursor (more may be
     /// waiting). Reads nothing while the events-stream's own limit is spent (the next round
     /// looks again: waiting here could outlast the poller's lease, and another process could
     /// start polling meanwhile).

@@ -316,6 +316,7 @@ impl Reconciler {
     ) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
         let scan = self.deactivated_with_memberships(&mut report, progress).await?;
+        let leavers = report.findings.len();
         let compared = self
             .protected_group_changes(&mut report, scan.as_ref(), progress)
             .await;
@@ -326,7 +327,7 @@ impl Reconciler {
             Ok(compared) => compared,
             Err(error) => {
                 if !dry_run {
-                    for finding in &report.findings {
+                    for finding in &report.findings[..leavers] {
                         self.queue_finding(finding).await?;
                     }
                 }

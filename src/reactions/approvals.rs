@@ -256,15 +256,18 @@ pub async fn approve(
     envelope.subject.account_id = approval.account_id.clone();
     // The plan's own tenant performs it.
     envelope.tenant.name = Some(tenant.to_owned());
-    let message = own_events::message(&envelope);
-    queue.publish(&message).await?;
     if approval.state == ApprovalState::Approved {
         // Queued again (its first queuing failed, or it was not performed: dry run was on):
-        // whoever asked for that is on the trail too, since it may now perform the plan.
+        // whoever asked for that is on the trail too, since it may now perform the plan, and
+        // before it is queued (the trail fails closed: nothing runs that it does not show).
         let mut record = decision_record(&approval, AuditKind::Approved, by);
-        record.outcome = Outcome::status(format!("approved again by {by}: queued again (approval {id})"));
+        record.outcome = Outcome::status(format!(
+            "approved again by {by}: asked to queue it again (approval {id})"
+        ));
         deciders.audit.append(record).await?;
     }
+    let message = own_events::message(&envelope);
+    queue.publish(&message).await?;
     Ok(approval)
 }
 

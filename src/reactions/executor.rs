@@ -287,7 +287,9 @@ impl Executor {
                 && (envelope.authority != Authority::Decision || waiting.authority == Authority::Decision)
         };
         // Nor one about to expire: a copy joined to it would expire with it, unseen.
-        let joinable_until = chrono::Utc::now() + self.approval_ttl.as_delta() / 10;
+        let joinable_until = chrono::Utc::now()
+            .checked_add_signed(self.approval_ttl.as_delta() / 10)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         Ok(pending.into_iter().find(|approval| {
             super::approvals::expires_at(approval.created_at, self.approval_ttl) > joinable_until
                 && approval.handler == plan.handler

@@ -531,7 +531,8 @@ async fn approve_clicked_on_an_approved_plan_credits_nobody() {
     assert_eq!(approved.len(), 2, "{approved:?}");
     assert!(approved[0].starts_with("approved by slack:"), "{approved:?}");
     assert!(
-        approved[1].starts_with("approved again by slack:") && approved[1].contains("queued again"),
+        approved[1].starts_with("approved again by slack:")
+            && approved[1].contains("asked to queue it again"),
         "{approved:?}"
     );
     world.stop().await;

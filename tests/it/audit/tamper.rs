@@ -250,3 +250,39 @@ async fn verify_from_a_seq_trusts_the_record_before_it() {
     assert_eq!(cut.broken.unwrap().seq, N as u64 + 4);
     store.close().await;
 }
+
+/// An anchor is checked against the record itself, not only its hash column: with `--from` past
+/// the anchored record the walk never hashes it, and an edit under an unchanged hash would pass.
+#[tokio::test]
+async fn an_anchored_record_edited_under_its_hash_is_caught() {
+    let dir = TempDir::new();
+    let store = open_store(&sqlite_url(&dir)).await;
+    fill(&store, N).await;
+    let anchor: String = sqlx::query_scalar("SELECT hash FROM audit_records WHERE seq = 5")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        gatehouse::audit::verify::check_anchor(&store, 5, &anchor)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    disable_guards(&store).await;
+    exec(
+        &store,
+        "UPDATE audit_records SET outcome_status = 'forged' WHERE seq = 5",
+    )
+    .await;
+    assert!(verify(&store, 6, |_| {}).await.unwrap().is_intact());
+    let broken = gatehouse::audit::verify::check_anchor(&store, 5, &anchor)
+        .await
+        .unwrap()
+        .expect("the edit is caught");
+    assert_eq!(broken.seq, 5);
+    assert!(
+        matches!(broken.reason, BreakReason::HashMismatch { .. }),
+        "{broken}"
+    );
+    store.close().await;
+}
