@@ -248,6 +248,18 @@ async fn a_killed_reconcilers_lease_is_taken_over_by_another_process() {
     sim.stop().await;
 }
 
+/// The store the CLI runs of [`config`] write to.
+async fn store_of(dir: &TempDir) -> gatehouse::store::Store {
+    gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
+        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
+        max_connections: 2,
+        encryption_key: None,
+        retired_encryption_keys: Vec::new(),
+    })
+    .await
+    .unwrap()
+}
+
 fn config(dir: &TempDir, sim: &gatehouse_sim::SimHandle) -> std::path::PathBuf {
     config_with(dir, sim, "")
 }
@@ -366,14 +378,7 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         stderr.contains("dry run: nothing queued, snapshots unchanged"),
         "{stderr}"
     );
-    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
-        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
-        max_connections: 2,
-        encryption_key: None,
-        retired_encryption_keys: Vec::new(),
-    })
-    .await
-    .unwrap();
+    let store = store_of(&dir).await;
     assert!(
         store.group_snapshot("default", "g-x").await.unwrap().is_none(),
         "no snapshot taken"
@@ -493,14 +498,7 @@ actions = ["confluence.revert_protected_membership"]
 protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
 "#,
     );
-    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
-        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
-        max_connections: 2,
-        encryption_key: None,
-        retired_encryption_keys: Vec::new(),
-    })
-    .await
-    .unwrap();
+    let store = store_of(&dir).await;
     // The last snapshot knew only the admin: Mallory was added since.
     store
         .save_group_snapshot(&gatehouse::store::GroupSnapshot {
@@ -604,14 +602,7 @@ async fn a_member_skipped_by_a_shifting_page_is_not_reported_removed() {
     let (ok, stdout, stderr) = run.await.unwrap();
     assert!(ok, "{stdout}\n{stderr}");
     assert!(!stdout.contains("c-3"), "c-3 never left: {stdout}");
-    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
-        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
-        max_connections: 2,
-        encryption_key: None,
-        retired_encryption_keys: Vec::new(),
-    })
-    .await
-    .unwrap();
+    let store = store_of(&dir).await;
     let snapshot = store.group_snapshot("default", "g-x").await.unwrap().unwrap();
     assert!(
         snapshot.members.contains(&"c-3".to_owned()),
@@ -638,14 +629,7 @@ async fn many_changes_at_once_are_checked_with_a_second_listing() {
     let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
     let dir = TempDir::new();
     let config = config(&dir, &sim);
-    let store = gatehouse::store::Store::connect(&gatehouse::config::StoreSettings {
-        url: gatehouse::config::SensitiveUrl::new(format!("sqlite://{}/gatehouse.db", dir.0.display())),
-        max_connections: 2,
-        encryption_key: None,
-        retired_encryption_keys: Vec::new(),
-    })
-    .await
-    .unwrap();
+    let store = store_of(&dir).await;
     store
         .save_group_snapshot(&gatehouse::store::GroupSnapshot {
             tenant: "default".into(),
