@@ -377,7 +377,7 @@ impl OAuthSession {
             let response = self.http.post(&self.config.token_url).json(&body).send().await?;
             let status = response.status().as_u16();
             // A token answer is a few hundred bytes.
-            let body = super::http::read_bounded(response, 1024 * 1024).await?;
+            let body = super::bounded_read::read_bounded(response, 1024 * 1024).await?;
             Ok::<_, reqwest::Error>((status, body))
         };
         let (status, bytes) = match answer.await {

@@ -13,6 +13,7 @@
 //! - retries only where safe (429 always; 5xx and timeouts only for idempotent calls), each
 //!   counted in metrics ([`metrics`]);
 //! - errors classified transient or permanent, never holding a credential ([`error`]);
+//! - answers read up to a bound ([`bounded_read`]);
 //! - Atlassian's request id on every change ([`http::Receipt`]), for the audit trail.
 //!
 //! Listings are complete: Confluence v1 offsets, v2 cursors and SCIM indexes are three distinct
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bounded_read;
 pub mod clients;
 pub mod confluence;
 pub mod directory;
