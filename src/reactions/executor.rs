@@ -5,13 +5,15 @@
 //! - nothing to do: a `skipped` record with the plan's note (e.g. a stale event);
 //! - dry run: a `planned` record per action, marked `dry_run`; nothing is called;
 //! - approval needed and not given: the whole plan is stored as pending (`gatehouse approvals`),
-//!   with a `planned` record per action whose outcome is `pending_approval`;
+//!   with a `planned` record per action whose outcome is `pending_approval`; unless the same
+//!   plan already waits for another copy of the fact: a `skipped` record, nobody asked again;
 //! - otherwise: a `planned` record per action, then each action in order. An action whose
 //!   idempotency key is already recorded as executed is skipped (a redelivery, a retry after a
 //!   partial failure); a performed action is recorded as executed in the same transaction as its
-//!   `executed` audit record. The first failure stops the plan: transient failures come back
-//!   through the queue's retry ladder (actions done so far are not repeated), permanent ones
-//!   dead-letter the event.
+//!   `executed` audit record. A transient failure stops the plan and comes back through the
+//!   queue's retry ladder (actions done so far are not repeated); a permanent one is recorded
+//!   and the other actions go on (but not those that build on it), and the event is then
+//!   dead-lettered naming what failed.
 
 use std::sync::Arc;
 
