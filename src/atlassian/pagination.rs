@@ -276,13 +276,16 @@ impl CursorListing {
             let page: CursorPage<T> = reply.json(operation)?;
             items.extend(page.results);
             progress(items.len());
-            // A next link without a cursor is an answer gatehouse cannot read; a cursor seen
-            // before is a listing that would not end.
+            // Both are answers gatehouse cannot use, transient: a cursor seen before is caught
+            // the moment it comes back, so trying the listing again later costs little, and a
+            // glitch must not dead-letter a leaver's plan (only a listing past `MAX_PAGES`,
+            // which costs that many requests each time, is permanent).
             let more = pager
                 .advance(reply.header("link"), page.links.next.as_deref())
                 .map_err(|refusal| match refusal {
-                    PagerRefusal::NoCursor(message) => ApiError::unreadable(operation, message),
-                    PagerRefusal::Repeated(message) => ApiError::endless(operation, message),
+                    PagerRefusal::NoCursor(message) | PagerRefusal::Repeated(message) => {
+                        ApiError::unreadable(operation, message)
+                    }
                 })?;
             if !more {
                 return Ok(items);
