@@ -133,6 +133,15 @@ pub struct Reconciler {
     strict_groups: BTreeMap<String, BTreeSet<String>>,
 }
 
+/// Puts `account` in `members` or takes it out.
+fn set_member(members: &mut BTreeSet<String>, account: &str, member: bool) {
+    if member {
+        members.insert(account.to_owned());
+    } else {
+        members.remove(account);
+    }
+}
+
 /// What the store keeps of a strict group's members found added and not allowed, until they
 /// are gone: account → the day (UTC, `YYYY-MM-DD`) they were first found.
 type Unresolved = BTreeMap<String, String>;
@@ -316,26 +325,20 @@ impl Reconciler {
     ) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
         let scan = self.deactivated_with_memberships(&mut report, progress).await?;
-        let leavers = report.findings.len();
-        let compared = self
-            .protected_group_changes(&mut report, scan.as_ref(), progress)
-            .await;
-        // The leavers found are queued even when a protected group could not be compared (one
-        // group refused must not keep every leaver in their groups); the round still fails, and
-        // no snapshot moves.
-        let (snapshots, unresolved) = match compared {
-            Ok(compared) => compared,
-            Err(error) => {
-                if !dry_run {
-                    for finding in &report.findings[..leavers] {
-                        self.queue_finding(finding).await?;
-                    }
-                }
-                return Err(error);
-            }
-        };
+        // The leavers found are queued before the protected groups are compared: one group
+        // refused there must not keep every leaver in their groups (the round still fails, and
+        // no snapshot moves).
         if !dry_run {
             for finding in &report.findings {
+                self.queue_finding(finding).await?;
+            }
+        }
+        let leavers = report.findings.len();
+        let (snapshots, unresolved) = self
+            .protected_group_changes(&mut report, scan.as_ref(), progress)
+            .await?;
+        if !dry_run {
+            for finding in &report.findings[leavers..] {
                 self.queue_finding(finding).await?;
             }
             // Moved only once the changes they reveal are queued: a crash in between finds the
@@ -553,64 +556,19 @@ impl Reconciler {
                         (EventType::GroupMemberRemoved, &before, &after, "removed from"),
                     ];
                     if let Some(allowed) = self.strict_groups.get(&group.name) {
-                        let key = unresolved_key(&self.tenant, &group.id);
-                        let stored = self.store.poll_cursor(&key).await?;
-                        let earlier: Unresolved = match stored.as_deref() {
-                            Some(json) => serde_json::from_str(json)
-                                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?,
-                            None => Unresolved::new(),
-                        };
-                        // Still there on a later day than they were first found: not removed.
-                        for (account, first_found) in &earlier {
-                            if after.contains(account) && !allowed.contains(account) && *first_found < today {
-                                report.findings.push(Finding {
-                                    dedupe_key: handlers::internal_dedupe_key(
-                                        KIND,
-                                        &format!(
-                                            "{}:{}:{}:{account}:unresolved:{today}",
-                                            self.tenant,
-                                            EventType::GroupMemberAdded.as_str(),
-                                            group.id
-                                        ),
-                                    ),
-                                    event_type: EventType::GroupMemberAdded,
-                                    account_id: account.clone(),
-                                    group: Some(group_ref.clone()),
-                                    reason: format!(
-                                        "still in protected group `{}` since {first_found}, not on its allow list: found again",
-                                        group.name
-                                    ),
-                                });
-                            }
-                        }
-                        let mut unresolved: Unresolved = earlier
-                            .into_iter()
-                            .filter(|(account, _)| after.contains(account) && !allowed.contains(account))
-                            .collect();
-                        for account in after.difference(&before) {
-                            if !allowed.contains(*account) {
-                                unresolved
-                                    .entry((*account).clone())
-                                    .or_insert_with(|| today.clone());
-                            }
-                        }
-                        if stored.is_some() || !unresolved.is_empty() {
-                            let json = serde_json::to_string(&unresolved)
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                            unresolved_lists.push((key, json));
-                        }
+                        let still = self
+                            .still_there(&group_ref, allowed, (&before, &after), &today, report)
+                            .await?;
+                        unresolved_lists.extend(still);
                     }
                     for (event_type, now_in, not_in, verb) in changes {
                         for account in now_in.difference(not_in) {
                             report.findings.push(Finding {
-                                dedupe_key: handlers::internal_dedupe_key(
-                                    KIND,
-                                    &format!(
-                                        "{}:{}:{}:{account}:{since}",
-                                        self.tenant,
-                                        event_type.as_str(),
-                                        group.id
-                                    ),
+                                dedupe_key: self.change_key(
+                                    &event_type,
+                                    &group.id,
+                                    account,
+                                    &since.to_string(),
                                 ),
                                 event_type: event_type.clone(),
                                 account_id: (*account).clone(),
@@ -633,6 +591,77 @@ impl Reconciler {
             });
         }
         Ok((snapshots, unresolved_lists))
+    }
+
+    /// The dedupe key of a change to `group_id`'s members: `when` makes each its own fact.
+    fn change_key(&self, event_type: &EventType, group_id: &str, account: &str, when: &str) -> String {
+        handlers::internal_dedupe_key(
+            KIND,
+            &format!(
+                "{}:{}:{group_id}:{account}:{when}",
+                self.tenant,
+                event_type.as_str()
+            ),
+        )
+    }
+
+    /// In a strict group: the members found added earlier, not allowed and still there on a
+    /// later day than they were first found (`today`) are findings again (their removal did not
+    /// happen); returns what the store is to keep of them (key, JSON), if anything.
+    async fn still_there(
+        &self,
+        group: &GroupRef,
+        allowed: &BTreeSet<String>,
+        (before, after): (&BTreeSet<&String>, &BTreeSet<&String>),
+        today: &str,
+        report: &mut Report,
+    ) -> Result<Option<(String, String)>, ReconcileError> {
+        let group_id = group.id.as_deref().unwrap_or_default();
+        let group_name = group.name.as_deref().unwrap_or_default();
+        let key = unresolved_key(&self.tenant, group_id);
+        let stored = self.store.poll_cursor(&key).await?;
+        let earlier: Unresolved = match stored.as_deref() {
+            Some(json) => {
+                serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?
+            }
+            None => Unresolved::new(),
+        };
+        let unwanted = |account: &String| after.contains(account) && !allowed.contains(account);
+        let mut unresolved = Unresolved::new();
+        for (account, first_found) in earlier {
+            if !unwanted(&account) {
+                continue;
+            }
+            if first_found.as_str() < today {
+                report.findings.push(Finding {
+                    dedupe_key: self.change_key(
+                        &EventType::GroupMemberAdded,
+                        group_id,
+                        &account,
+                        &format!("unresolved:{today}"),
+                    ),
+                    event_type: EventType::GroupMemberAdded,
+                    account_id: account.clone(),
+                    group: Some(group.clone()),
+                    reason: format!(
+                        "still in protected group `{group_name}` since {first_found}, not on its allow list: found again"
+                    ),
+                });
+            }
+            unresolved.insert(account, first_found);
+        }
+        for account in after.difference(before) {
+            if !allowed.contains(*account) {
+                unresolved
+                    .entry((*account).clone())
+                    .or_insert_with(|| today.to_owned());
+            }
+        }
+        if stored.is_none() && unresolved.is_empty() {
+            return Ok(None);
+        }
+        let json = serde_json::to_string(&unresolved).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((key, json)))
     }
 
     /// `listed` (a group's members as listed now), with each change since `before` checked: a
@@ -668,11 +697,7 @@ impl Reconciler {
                 } else {
                     listed.contains(account) && again.contains(account)
                 };
-                if !member {
-                    confirmed.remove(account);
-                } else {
-                    confirmed.insert(account.clone());
-                }
+                set_member(&mut confirmed, account, member);
             }
             return Ok(confirmed.into_iter().collect());
         }
@@ -694,11 +719,7 @@ impl Reconciler {
             if member != listed.contains(account) {
                 tracing::info!(group_id, account = %account, member, "a paged listing disagreed with the account's own groups; the account's groups win");
             }
-            if member {
-                confirmed.insert(account.clone());
-            } else {
-                confirmed.remove(account);
-            }
+            set_member(&mut confirmed, account, member);
         }
         Ok(confirmed.into_iter().collect())
     }
