@@ -101,18 +101,16 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
                 "approved {} ({}): the plan is queued and will be performed as recorded",
                 approval.id, approval.handler
             );
-            let policy_dry_run = settings
-                .policies
-                .iter()
-                .filter(|policy| policy.applies_to_tenant(&tenant))
-                .find(|policy| {
-                    policy.display_name() == approval.handler
-                        && policy
-                            .on
-                            .iter()
-                            .any(|on| on.as_str() == approval.event_type.as_str())
-                })
-                .and_then(|policy| policy.dry_run);
+            // The worker's own rule (`Reactor::resume`), read from this config.
+            let policy_dry_run =
+                approval
+                    .event_type
+                    .parse::<handlers::EventType>()
+                    .ok()
+                    .and_then(|event_type| {
+                        crate::reactions::Planner::from_settings(&settings, &tenant, None)
+                            .dry_run_of(&approval.handler, &event_type)
+                    });
             if policy_dry_run.unwrap_or(settings.reactions.dry_run) {
                 eprintln!(
                     "warning: dry_run is on for this plan in this config: a worker running with it will \
