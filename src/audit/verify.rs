@@ -21,6 +21,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::chain::{self, GENESIS};
 use super::log::{AuditError, COLUMNS, decode, head};
+use super::record::AuditRecord;
 use crate::store::Store;
 
 /// Records read per query.
@@ -214,15 +215,8 @@ pub async fn verify(
                 report.broken = broken(expected, reason);
                 return Ok(report);
             }
-            let computed = chain::hash_of(&record)?;
-            if computed != record.hash {
-                report.broken = broken(
-                    expected,
-                    BreakReason::HashMismatch {
-                        stored: record.hash.clone(),
-                        computed,
-                    },
-                );
+            if let Some(reason) = altered(&record)? {
+                report.broken = broken(expected, reason);
                 return Ok(report);
             }
             prev_hash = record.hash;
@@ -274,12 +268,8 @@ pub async fn check_anchor(store: &Store, seq: u64, hash: &str) -> Result<Option<
             }));
         }
     };
-    let computed = chain::hash_of(&record)?;
-    let reason = if computed != record.hash {
-        Some(BreakReason::HashMismatch {
-            stored: record.hash,
-            computed,
-        })
+    let reason = if let Some(reason) = altered(&record)? {
+        Some(reason)
     } else if !record.hash.eq_ignore_ascii_case(hash) {
         Some(BreakReason::AnchorMismatch {
             anchor_hash: hash.to_owned(),
@@ -289,6 +279,15 @@ pub async fn check_anchor(store: &Store, seq: u64, hash: &str) -> Result<Option<
         None
     };
     Ok(reason.map(|reason| BrokenLink { seq, reason }))
+}
+
+/// `HashMismatch` when `record`'s stored hash is not the hash of its fields (it was edited).
+fn altered(record: &AuditRecord) -> Result<Option<BreakReason>, AuditError> {
+    let computed = chain::hash_of(record)?;
+    Ok((computed != record.hash).then(|| BreakReason::HashMismatch {
+        stored: record.hash.clone(),
+        computed,
+    }))
 }
 
 /// Records past the head or without a `seq` (or one below 1), if any: `(head, highest seq, unnumbered rows)`.
