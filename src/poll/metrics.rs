@@ -20,6 +20,13 @@ pub struct RepairLabel {
     pub kind: &'static str,
 }
 
+/// Which background job a round was of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    EventsPoller,
+    Reconciler,
+}
+
 #[derive(Debug, Clone)]
 pub struct PollMetrics {
     /// Org events queued, by envelope type (`other` for unmapped actions).
@@ -90,16 +97,14 @@ impl PollMetrics {
         metrics
     }
 
-    /// Counts a round of the events poller (`poll`) or of the reconciler: when it succeeded, or
-    /// that it failed.
-    pub fn round(&self, tenant: &str, reconcile: bool, succeeded: bool) {
+    /// Counts a round of `job` for `tenant`: when it succeeded, or that it failed.
+    pub fn round(&self, job: Job, tenant: &str, succeeded: bool) {
         let labels = TenantLabels {
             tenant: tenant.into(),
         };
-        let (at, failures) = if reconcile {
-            (&self.reconcile_succeeded_at, &self.reconcile_failures)
-        } else {
-            (&self.poll_succeeded_at, &self.poll_failures)
+        let (at, failures) = match job {
+            Job::Reconciler => (&self.reconcile_succeeded_at, &self.reconcile_failures),
+            Job::EventsPoller => (&self.poll_succeeded_at, &self.poll_failures),
         };
         if succeeded {
             at.get_or_create(&labels).set(chrono::Utc::now().timestamp());

@@ -15,7 +15,7 @@ use handlers::identifier::{self, IdKind};
 use handlers::{Envelope, GroupRef, Scheme};
 
 use super::mapping::ActionMap;
-use super::metrics::{PollMetrics, TypeLabel};
+use super::metrics::{Job, PollMetrics, TypeLabel};
 use crate::atlassian::metrics::TenantLabels;
 use crate::atlassian::{AdminClient, EventsCursor, EventsQuery, OrgEvent};
 use crate::config::PollSettings;
@@ -265,7 +265,8 @@ impl OrgEventsPoller {
                 _ = stop.cancelled() => return false,
                 polled = self.poll_once() => polled,
             };
-            self.metrics.round(&self.tenant, false, polled.is_ok());
+            self.metrics
+                .round(Job::EventsPoller, &self.tenant, polled.is_ok());
             match polled {
                 Ok(more) => more,
                 Err(error) => {

@@ -23,7 +23,7 @@ use handlers::ports::{AccountStatus, Group};
 use handlers::{Envelope, EventType, GroupRef, Scheme};
 use ring::digest;
 
-use super::metrics::{PollMetrics, RepairLabel};
+use super::metrics::{Job, PollMetrics, RepairLabel};
 use crate::atlassian::{ApiError, ConfluenceClient, ScimClient};
 use crate::config::{DeactivationSource, Settings};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
@@ -176,7 +176,7 @@ impl Reconciler {
     pub async fn run_recorded(&self) -> bool {
         let tenant = &self.tenant;
         let ran = self.run_once(false, &Quiet).await;
-        self.metrics.round(&self.tenant, true, ran.is_ok());
+        self.metrics.round(Job::Reconciler, &self.tenant, ran.is_ok());
         let run = match ran {
             Ok(report) => {
                 tracing::info!(%tenant, findings = report.findings.len(), "reconciled");
