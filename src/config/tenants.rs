@@ -219,21 +219,12 @@ pub(super) fn validate(
     // events-stream: twice the requests against its limit, and every org event acted on in
     // both tenants. Sometimes meant (a leaver leaves both sites), so a warning.
     if settings.poll.org_events {
-        let mut orgs: HashMap<&str, &str> = HashMap::new();
+        let mut orgs: HashMap<&str, String> = HashMap::new();
         for (key, tenant) in settings.tenant_configs() {
-            let (Some(org_id), Some(name)) = (
-                tenant.org_id.as_deref(),
-                tenant
-                    .name
-                    .as_deref()
-                    .or((key == "atlassian").then_some(DEFAULT_TENANT)),
-            ) else {
+            let Some(org_id) = tenant.org_id.as_deref().filter(|_| tenant.polls_org_events()) else {
                 continue;
             };
-            if !tenant.polls_org_events() {
-                continue;
-            }
-            if let Some(other) = orgs.insert(org_id, name) {
+            if let Some(other) = orgs.insert(org_id, tenant.tenant_name()) {
                 warn(
                     format!("{key}.org_id"),
                     format!(
