@@ -22,10 +22,47 @@ pub(super) fn context(client_key: &str) -> String {
     format!("connect_installations.shared_secret:{client_key}")
 }
 
+/// What a lifecycle callback asks of its installation.
+#[derive(Debug, Clone, Copy)]
+pub enum LifecycleChange<'a> {
+    Install(&'a Installation),
+    Uninstall { client_key: &'a str },
+}
+
+/// What applying a lifecycle callback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleApplied {
+    Installed,
+    /// `existed`: whether there was an installation to forget.
+    Uninstalled {
+        existed: bool,
+    },
+    /// The token had already carried a change: nothing was changed.
+    TokenAlreadySpent,
+}
+
+/// The token a lifecycle callback came with, as it is remembered once spent.
+#[derive(Debug, Clone, Copy)]
+pub struct SpentToken<'a> {
+    /// Hex SHA-256 of the token as sent: the token itself is a credential until it expires.
+    pub sha256: &'a str,
+    /// When the token can no longer verify (its `exp` plus the leeway): the row is kept until then.
+    pub expires_at: DateTime<Utc>,
+}
+
 impl Store {
     /// Records an installation, replacing the secret of an earlier one with the same client key
     /// (Atlassian sends `installed` again on re-install and on secret rotation).
     pub async fn upsert_installation(&self, installation: &Installation) -> Result<(), StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        self.upsert_installation_in(&mut conn, installation).await
+    }
+
+    async fn upsert_installation_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        installation: &Installation,
+    ) -> Result<(), StoreError> {
         let now = to_millis(Utc::now());
         // SQLite and PostgreSQL spell this upsert the same way.
         let sql = "INSERT INTO connect_installations
@@ -46,18 +83,55 @@ impl Store {
             .bind(installation.cloud_id.as_deref())
             .bind(to_millis(installation.installed_at))
             .bind(now)
-            .execute(self.pool())
+            .execute(conn)
             .await?;
         Ok(())
     }
 
     /// Forgets an installation; true when there was one.
     pub async fn delete_installation(&self, client_key: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM connect_installations WHERE client_key = $1")
-            .bind(client_key)
-            .execute(self.pool())
+        let mut conn = self.pool().acquire().await?;
+        delete_installation_in(&mut conn, client_key).await
+    }
+
+    /// Applies a verified lifecycle callback's change and spends its token, in one transaction:
+    /// a token that already carried a change (in this process or another) changes nothing
+    /// ([`LifecycleApplied::TokenAlreadySpent`]), and a change that fails leaves the token
+    /// unspent, so Atlassian's retry of the same callback is not refused. Expired tokens are
+    /// forgotten on the way (lifecycle callbacks are rare; the table holds minutes of them).
+    pub async fn apply_lifecycle(
+        &self,
+        token: SpentToken<'_>,
+        change: LifecycleChange<'_>,
+    ) -> Result<LifecycleApplied, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM connect_spent_tokens WHERE expires_at < $1")
+            .bind(to_millis(Utc::now()))
+            .execute(&mut *tx)
             .await?;
-        Ok(result.rows_affected() > 0)
+        let spent = sqlx::query(
+            "INSERT INTO connect_spent_tokens (token_sha256, expires_at) VALUES ($1, $2)
+             ON CONFLICT (token_sha256) DO NOTHING",
+        )
+        .bind(token.sha256)
+        .bind(to_millis(token.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(LifecycleApplied::TokenAlreadySpent);
+        }
+        let applied = match change {
+            LifecycleChange::Install(installation) => {
+                self.upsert_installation_in(&mut tx, installation).await?;
+                LifecycleApplied::Installed
+            }
+            LifecycleChange::Uninstall { client_key } => LifecycleApplied::Uninstalled {
+                existed: delete_installation_in(&mut tx, client_key).await?,
+            },
+        };
+        tx.commit().await?;
+        Ok(applied)
     }
 
     /// Every installed client key (a handful: one per site).
@@ -92,4 +166,15 @@ impl Store {
         })
         .transpose()
     }
+}
+
+async fn delete_installation_in(
+    conn: &mut sqlx::AnyConnection,
+    client_key: &str,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query("DELETE FROM connect_installations WHERE client_key = $1")
+        .bind(client_key)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected() > 0)
 }

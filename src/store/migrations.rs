@@ -96,6 +96,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0014_slack_messages.sql"),
         include_str!("../../migrations/postgres/0014_slack_messages.sql"),
     ),
+    (
+        15,
+        "connect: lifecycle tokens spent by the change they carried",
+        include_str!("../../migrations/sqlite/0015_connect_spent_tokens.sql"),
+        include_str!("../../migrations/postgres/0015_connect_spent_tokens.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

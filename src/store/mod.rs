@@ -36,7 +36,7 @@ pub use approvals::{Approval, ApprovalState, NewApproval};
 pub use console_sessions::ConsoleSession;
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, Failure};
 pub use dedupe::Claim;
-pub use installations::Installation;
+pub use installations::{Installation, LifecycleApplied, LifecycleChange, SpentToken};
 pub use oauth_tokens::{OAuthGrant, OAuthRotation};
 pub use poll_state::GroupSnapshot;
 pub use reconcile_runs::ReconcileRun;

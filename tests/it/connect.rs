@@ -72,10 +72,14 @@ async fn connect_app_with(allow_types: Option<&[&str]>) -> (TestApp, Arc<AtomicU
     (app, hits)
 }
 
+/// Atlassian's signed token for a lifecycle callback. Each is its own (`jti`): Atlassian's
+/// carry no id, but two made in one second for one site and path would be the same token, and a
+/// lifecycle token changes an installation once.
 fn lifecycle_token(path: &str, iss: &str, aud: &str, kid: &str) -> String {
     let now = signing::now();
     signing::connect_rs256(
-        json!({"iss": iss, "aud": aud, "iat": now, "exp": now + 180, "qsh": signing::qsh("POST", path, "")}),
+        json!({"iss": iss, "aud": aud, "iat": now, "exp": now + 180, "qsh": signing::qsh("POST", path, ""),
+               "jti": ulid::Ulid::generate().to_string()}),
         kid,
     )
 }
@@ -772,6 +776,80 @@ async fn an_install_through_one_process_is_honoured_by_another_at_once() {
         tenants.push(seen.body["tenant"]["name"].as_str().unwrap().to_owned());
     }
     assert_eq!(tenants, ["acme", "beta", "acme"]);
+    other.shutdown().await;
+    one.stop().await;
+}
+
+/// A lifecycle token signs the request line, not the body that carries the shared secret:
+/// whoever sees one (a proxy's log, a captured request) must not be able to install a secret of
+/// their own under it, nor uninstall the site again after a re-install, in this process or
+/// another. Each token changes an installation once.
+#[tokio::test]
+async fn a_lifecycle_token_changes_an_installation_once() {
+    let one = connect_app().await;
+    let other = TestApp::start_roles(one.settings.clone(), None, gatehouse::app::Roles::INGRESS).await;
+    let path = "/connect/installed";
+    let token = lifecycle_token(path, CLIENT_KEY, BASE_URL, "test-kid");
+    let authorization = [("authorization", format!("JWT {token}"))];
+    let body = lifecycle_body("installed");
+    assert_eq!(one.post(path, &body, &authorization).await.status(), 204);
+
+    // The same token with a secret of its holder's choosing, through either process.
+    const CHOSEN: &str = "a-secret-the-token-holder-chose-0123";
+    let mut forged: Value = serde_json::from_slice(&body).unwrap();
+    forged["sharedSecret"] = json!(CHOSEN);
+    let forged = forged.to_string().into_bytes();
+    for app in [&one, &other] {
+        let response = app.post(path, &forged, &authorization).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["reason"],
+            "replayed_token"
+        );
+    }
+    // Nor again with its own body.
+    assert_eq!(one.post(path, &body, &authorization).await.status(), 401);
+    let kept = one.store.installation(CLIENT_KEY).await.unwrap().unwrap();
+    assert_eq!(kept.shared_secret.expose(), SHARED_SECRET);
+    assert_eq!(
+        group_created(&other, CLIENT_KEY, SHARED_SECRET, "g-1").await.0,
+        202
+    );
+    let (status, answer) = group_created(&other, CLIENT_KEY, CHOSEN, "g-2").await;
+    assert_eq!((status, answer["reason"].as_str()), (401, Some("bad_signature")));
+
+    // An uninstall's token cannot uninstall the site again once it is re-installed.
+    let uninstall_path = "/connect/uninstalled";
+    let uninstall = [(
+        "authorization",
+        format!(
+            "JWT {}",
+            lifecycle_token(uninstall_path, CLIENT_KEY, BASE_URL, "test-kid")
+        ),
+    )];
+    let uninstall_body = lifecycle_body("uninstalled");
+    assert_eq!(
+        one.post(uninstall_path, &uninstall_body, &uninstall)
+            .await
+            .status(),
+        204
+    );
+    install(&one).await;
+    let replayed = other.post(uninstall_path, &uninstall_body, &uninstall).await;
+    assert_eq!(replayed.status(), 401);
+    assert!(one.store.installation(CLIENT_KEY).await.unwrap().is_some());
+    assert_eq!(group_created(&one, CLIENT_KEY, SHARED_SECRET, "g-3").await.0, 202);
+
+    // Each process counts the replays it refused.
+    for app in [&one, &other] {
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains(
+                r#"gatehouse_verification_failures_total{source="connect-lifecycle",reason="replayed_token"} 2"#
+            ),
+            "{metrics}"
+        );
+    }
     other.shutdown().await;
     one.stop().await;
 }

@@ -324,6 +324,13 @@ async fn a_slow_endpoint_holds_up_neither_another_endpoint_nor_the_reactions() {
     let stuck = deliveries(&world, "stuck").await;
     assert_eq!(stuck.len(), people.len());
     assert!(stuck.iter().all(|d| d.state == DeliveryState::Pending));
+    // Its two places are taken (the second request may still be on its way on a busy machine),
+    // and no third is sent while they hang.
+    eventually(LONG, "two requests hanging at the stuck endpoint", || async {
+        slow.requests("/slow").len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(slow.requests("/slow").len(), 2);
     assert_eq!(fast.requests("/fast").len(), people.len());
     world.stop().await;

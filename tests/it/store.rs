@@ -100,10 +100,65 @@ async fn round_trips(url: String) {
     assert_eq!(found.cloud_id.as_deref(), Some("cloud-1"));
     assert!(store.delete_installation("c1").await.unwrap());
     assert!(!store.delete_installation("c1").await.unwrap());
+    lifecycle_tokens_are_spent_once(&store, &installation).await;
     claims_move_as_the_worker_relies_on(&store).await;
     accounts_are_held_one_delivery_at_a_time(&store).await;
     dead_letter_comes_back_after_a_replay(&store).await;
     store.close().await;
+}
+
+/// A lifecycle token carries one change: a second change under it changes nothing, until the
+/// token has expired and is forgotten (it no longer verifies by then).
+async fn lifecycle_tokens_are_spent_once(store: &Store, installation: &Installation) {
+    use gatehouse::store::{LifecycleApplied, LifecycleChange, SpentToken};
+    let later = chrono::Utc::now() + chrono::Duration::minutes(3);
+    let token = SpentToken {
+        sha256: "aa11",
+        expires_at: later,
+    };
+    let install = LifecycleChange::Install(installation);
+    let uninstall = LifecycleChange::Uninstall { client_key: "c1" };
+    assert_eq!(
+        store.apply_lifecycle(token, install).await.unwrap(),
+        LifecycleApplied::Installed
+    );
+    let mut rotated = installation.clone();
+    rotated.shared_secret = Secret::new("chosen-by-whoever-holds-the-token");
+    for change in [LifecycleChange::Install(&rotated), uninstall] {
+        assert_eq!(
+            store.apply_lifecycle(token, change).await.unwrap(),
+            LifecycleApplied::TokenAlreadySpent
+        );
+    }
+    let kept = store.installation("c1").await.unwrap().unwrap();
+    assert_eq!(kept.shared_secret.expose(), installation.shared_secret.expose());
+    // Another token may uninstall; it is spent too.
+    let other = SpentToken {
+        sha256: "bb22",
+        expires_at: later,
+    };
+    assert_eq!(
+        store.apply_lifecycle(other, uninstall).await.unwrap(),
+        LifecycleApplied::Uninstalled { existed: true }
+    );
+    assert_eq!(
+        store.apply_lifecycle(other, install).await.unwrap(),
+        LifecycleApplied::TokenAlreadySpent
+    );
+    assert!(store.installation("c1").await.unwrap().is_none());
+    // A token past its expiry is forgotten by the next callback (it could not verify again).
+    let expired = SpentToken {
+        sha256: "cc33",
+        expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+    };
+    assert_eq!(
+        store.apply_lifecycle(expired, uninstall).await.unwrap(),
+        LifecycleApplied::Uninstalled { existed: false }
+    );
+    assert_eq!(
+        store.apply_lifecycle(expired, uninstall).await.unwrap(),
+        LifecycleApplied::Uninstalled { existed: false }
+    );
 }
 
 /// One holder at a time per fact; a retry by the same holder is harmless; a holder whose lease

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::ttl_cache::TtlCache;
 use crate::ingress::limits::TokenBucket;
-use crate::store::{Installation, Store, StoreError};
+use crate::store::{Installation, LifecycleApplied, LifecycleChange, SpentToken, Store, StoreError};
 
 const TTL: Duration = Duration::from_secs(60);
 /// How long the set of installed client keys is trusted before it is read again.
@@ -156,23 +156,31 @@ impl Installations {
         Ok(found)
     }
 
-    pub async fn put(&self, installation: Installation) -> Result<(), StoreError> {
-        self.store.upsert_installation(&installation).await?;
-        let key = installation.client_key.clone();
-        self.update_known(|keys| {
-            keys.insert(key.clone());
-        });
-        self.cache.insert(&key, Arc::new(installation));
-        Ok(())
-    }
-
-    pub async fn remove(&self, client_key: &str) -> Result<bool, StoreError> {
-        let existed = self.store.delete_installation(client_key).await?;
-        self.update_known(|keys| {
-            keys.remove(client_key);
-        });
-        self.cache.remove(client_key);
-        Ok(existed)
+    /// Applies a verified lifecycle callback's change and spends its token
+    /// ([`Store::apply_lifecycle`]); the caches learn of the change at once.
+    pub async fn apply(
+        &self,
+        token: SpentToken<'_>,
+        change: LifecycleChange<'_>,
+    ) -> Result<LifecycleApplied, StoreError> {
+        let applied = self.store.apply_lifecycle(token, change).await?;
+        match (applied, change) {
+            (LifecycleApplied::Installed, LifecycleChange::Install(installation)) => {
+                let key = installation.client_key.as_str();
+                self.update_known(|keys| {
+                    keys.insert(key.to_owned());
+                });
+                self.cache.insert(key, Arc::new(installation.clone()));
+            }
+            (LifecycleApplied::Uninstalled { .. }, LifecycleChange::Uninstall { client_key }) => {
+                self.update_known(|keys| {
+                    keys.remove(client_key);
+                });
+                self.cache.remove(client_key);
+            }
+            _ => {}
+        }
+        Ok(applied)
     }
 
     /// Applies this process's own change to the known set, if it is loaded.

@@ -7,6 +7,10 @@
 //! re-install of a site we already know may instead be signed HS256 with the current shared
 //! secret (the pre-2021 flow), which is accepted too. Secrets are stored, never logged.
 //!
+//! Neither token covers the body, which carries the shared secret: each lifecycle token changes
+//! an installation once (spent in the store with the change, `Store::apply_lifecycle`), so one
+//! seen in a log cannot install a secret of its holder's choosing before it expires.
+//!
 //! The descriptor is public, so any Atlassian site can install the app and would receive a
 //! valid shared secret. Installs (and uninstalls) are therefore accepted only from sites a
 //! configured tenant names (`Settings::bind_site`): any other gets 403 with the reason, a
@@ -32,7 +36,7 @@ use super::error::IngressError;
 use super::verify::{RequestParts, VerifyError, connect_jwt, jwt};
 use crate::audit::{ActionRef, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::config::{Secret, Site};
-use crate::store::Installation;
+use crate::store::{Installation, LifecycleApplied, LifecycleChange, SpentToken};
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
 
 pub use install_keys::InstallKeys;
@@ -247,34 +251,52 @@ async fn handle_lifecycle(
             return Err(refuse(state, kind, site, why).await);
         }
     }
-    match kind {
+    let installation = match kind {
         Lifecycle::Installed => {
             let shared_secret = payload
                 .shared_secret
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| IngressError::Malformed("installed payload has no sharedSecret".to_owned()))?;
-            let installation = Installation {
-                client_key: payload.client_key,
+            Some(Installation {
+                client_key: payload.client_key.clone(),
                 shared_secret: Secret::new(shared_secret),
-                base_url: payload.base_url.unwrap_or_default(),
-                cloud_id: payload.cloud_id,
+                base_url: site.base_url.to_owned(),
+                cloud_id: payload.cloud_id.clone(),
                 installed_at: chrono::Utc::now(),
-            };
-            state
-                .installations
-                .put(installation.clone())
-                .await
-                .map_err(|e| IngressError::Unavailable(e.to_string()))?;
-            tracing::info!(%tenant, client_key = %installation.client_key, site = %installation.base_url, "Connect app installed");
+            })
         }
-        Lifecycle::Uninstalled => {
-            let existed = state
-                .installations
-                .remove(&payload.client_key)
-                .await
-                .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+        Lifecycle::Uninstalled => None,
+    };
+    let change = match &installation {
+        Some(installation) => LifecycleChange::Install(installation),
+        None => LifecycleChange::Uninstall {
+            client_key: &payload.client_key,
+        },
+    };
+    let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+    let expires_at = decoded
+        .claims
+        .exp
+        .ok_or(VerifyError::Missing("exp claim"))?
+        .saturating_add(i64::try_from(state.settings.connect.jwt_leeway_seconds).unwrap_or(i64::MAX));
+    let token = SpentToken {
+        sha256: &digest,
+        expires_at: chrono::DateTime::from_timestamp(expires_at, 0)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+    };
+    let applied = state
+        .installations
+        .apply(token, change)
+        .await
+        .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+    match applied {
+        LifecycleApplied::Installed => {
+            tracing::info!(%tenant, client_key = %payload.client_key, site = %site.base_url, "Connect app installed");
+        }
+        LifecycleApplied::Uninstalled { existed } => {
             tracing::info!(%tenant, client_key = %payload.client_key, existed, "Connect app uninstalled");
         }
+        LifecycleApplied::TokenAlreadySpent => return Err(VerifyError::Replayed.into()),
     }
     Ok(())
 }

@@ -82,6 +82,10 @@ pub enum VerifyError {
     ContextQsh,
     #[error("query string hash does not match the request")]
     QshMismatch,
+    /// A Connect lifecycle token that already carried a change: its signature does not cover
+    /// the body, so a second body under it is not Atlassian's word.
+    #[error("this token already carried a lifecycle change; each token is good for one")]
+    Replayed,
     #[error("token audience is not this app")]
     WrongAudience,
     #[error("token issuer does not match the payload's client key")]
@@ -110,6 +114,7 @@ impl VerifyError {
             VerifyError::WrongAlgorithm(_) => "wrong_algorithm",
             VerifyError::ContextQsh => "context_qsh",
             VerifyError::QshMismatch => "qsh_mismatch",
+            VerifyError::Replayed => "replayed_token",
             VerifyError::WrongAudience => "wrong_audience",
             VerifyError::IssuerMismatch => "issuer_mismatch",
             VerifyError::UnknownKey(_) => "unknown_key",
