@@ -8,6 +8,7 @@
 //!   emails and display names; secrets removed).
 //! - [`query`]: filtered, `seq`-paged reads (CLI, `GET /audit`, the relay).
 //! - [`mod@verify`]: walks the chain and names the first broken link.
+//! - [`watch`]: [`ChainWatch`], which keeps the chain verified a slice at a time (the console's badge).
 //! - [`ocsf`]: records as OCSF 3001 / 3006 / 6003 events.
 //! - [`stream`]: [`AuditRelay`], which copies records once, in order, to the RabbitMQ stream.
 //! - [`http`]: `GET /audit` behind a bearer token.
@@ -25,6 +26,7 @@ pub mod record;
 pub mod scrub;
 pub mod stream;
 pub mod verify;
+pub mod watch;
 
 pub use hashing::pii;
 pub use log::{AuditError, AuditLog};
@@ -32,3 +34,4 @@ pub use query::{AuditPage, AuditQuery};
 pub use record::{ActionRef, AuditKind, AuditRecord, NewRecord, Outcome};
 pub use stream::AuditRelay;
 pub use verify::{BreakReason, BrokenLink, VerifyReport, verify};
+pub use watch::{ChainStatus, ChainWatch};

@@ -138,13 +138,27 @@ impl VerifyReport {
 
 /// Verifies the chain from `from` (1 = everything) to the current head. `progress` is called with
 /// each `seq` checked. An `Err` means the store could not be read, not that the chain is broken.
-pub async fn verify(
+pub async fn verify(store: &Store, from: u64, progress: impl FnMut(u64)) -> Result<VerifyReport, AuditError> {
+    walk(store, from, None, progress).await
+}
+
+/// Verifies the records `from..=to` only (up to the head when `to` is past it): their links and
+/// hashes, trusting the record before `from` as [`verify`] does. The head and the records outside
+/// the chain are checked only when the slice reaches the head. A long chain is re-verified slice
+/// by slice this way ([`super::watch`]) instead of in one walk.
+pub async fn verify_slice(store: &Store, from: u64, to: u64) -> Result<VerifyReport, AuditError> {
+    walk(store, from, Some(to), |_| {}).await
+}
+
+async fn walk(
     store: &Store,
     from: u64,
+    to: Option<u64>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, AuditError> {
     let from = from.max(1);
     let (head_seq, head_hash) = head(store).await?;
+    let last = to.map_or(head_seq, |to| to.min(head_seq));
     let mut report = VerifyReport {
         from,
         head_seq,
@@ -177,15 +191,15 @@ pub async fn verify(
     let mut expected = from;
     let sql =
         format!("SELECT {COLUMNS} FROM audit_records WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3");
-    while expected <= head_seq {
+    while expected <= last {
         let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
             .bind(expected as i64)
-            .bind(head_seq as i64)
+            .bind(last as i64)
             .bind(PAGE)
             .fetch_all(store.pool())
             .await?;
         if rows.is_empty() {
-            // Everything from `expected` to the head is gone.
+            // Everything from `expected` to the end of the walk is gone.
             report.broken = broken(expected, BreakReason::Missing);
             return Ok(report);
         }
@@ -224,6 +238,10 @@ pub async fn verify(
             progress(expected);
             expected += 1;
         }
+    }
+    if last < head_seq {
+        // A slice short of the head: what lies beyond it is another slice's to check.
+        return Ok(report);
     }
     if head_seq > 0 && prev_hash != head_hash && from <= head_seq {
         report.broken = broken(head_seq, BreakReason::HeadMismatch { head_seq, head_hash });

@@ -284,6 +284,16 @@ async fn the_audit_page_shows_the_newest_records_first_and_pages_back_without_ga
     let (status, first) = page_as(&world, &alice, "/console/audit?account_id=paging").await;
     assert_eq!(status, 200);
     assert_eq!(seqs_in(&first), all[..100]);
+    // The chain's badge: a trail this short is verified whole at the first check.
+    let badge = "chain verified · every record up to seq ";
+    let verified_to: u64 = first
+        .split(badge)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .and_then(|seq| seq.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no intact badge: {first}"));
+    assert!(verified_to >= written.last().unwrap().seq, "{verified_to}");
+    assert!(first.contains("The last round over every record ended at"), "{first}");
     let before_link = first
         .split("\" id=\"next-page\"")
         .next()

@@ -13,47 +13,58 @@ use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, time};
 use crate::audit::query::{AuditFilters, query as audit_query};
-use crate::audit::{AuditKind, VerifyReport, verify};
+use crate::audit::{AuditKind, ChainStatus, ChainWatch};
 use crate::store::Store;
 
 /// Records per page.
 const PAGE_SIZE: usize = 100;
 
-/// How long one verification of the chain is shown before the next page view walks it again.
+/// How long one check of the chain is shown before the next page view checks it again.
 const BADGE_TTL: Duration = Duration::from_secs(15);
 
-/// The last verification of the chain: walking it is linear in its length, so page views share
-/// one walk for a few seconds.
+/// The chain's last check, shared by page views: a check costs the records appended since the
+/// last one plus a slice of the older ones ([`ChainWatch`]), never a walk of the whole trail
+/// unless it is broken.
 #[derive(Debug, Default)]
-pub struct ChainBadgeCache(tokio::sync::Mutex<Option<(Instant, Badge)>>);
+pub struct ChainBadgeCache(tokio::sync::Mutex<(ChainWatch, Option<(Instant, Badge)>)>);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Badge {
     intact: bool,
     head_seq: u64,
-    checked: u64,
+    /// The chain is verified from this record to the head (1: all of it).
+    verified_from: u64,
     /// The first broken link, when there is one.
     broken: Option<String>,
     at: String,
+    /// When every record was last verified again from the first, if a round has been completed.
+    last_round_at: Option<String>,
+    /// The round going on: the next record it verifies, and its last.
+    round_next: u64,
+    round_end: u64,
 }
 
 impl ChainBadgeCache {
     async fn get(&self, store: &Store) -> Result<Badge, ConsoleError> {
-        let mut cached = self.0.lock().await;
-        if let Some((at, badge)) = cached.as_ref()
+        let mut guard = self.0.lock().await;
+        let (watch, shown) = &mut *guard;
+        if let Some((at, badge)) = shown.as_ref()
             && at.elapsed() < BADGE_TTL
         {
             return Ok(badge.clone());
         }
-        let report: VerifyReport = verify(store, 1, |_| {}).await?;
+        let status: ChainStatus = watch.check(store).await?;
         let badge = Badge {
-            intact: report.is_intact(),
-            head_seq: report.head_seq,
-            checked: report.checked,
-            broken: report.broken.as_ref().map(|b| b.to_string()),
+            intact: status.is_intact(),
+            head_seq: status.head_seq,
+            verified_from: status.verified_from,
+            broken: status.broken.as_ref().map(|b| b.to_string()),
             at: time(chrono::Utc::now()),
+            last_round_at: status.last_round_at.map(time),
+            round_next: status.round.0,
+            round_end: status.round.1,
         };
-        *cached = Some((Instant::now(), badge.clone()));
+        *shown = Some((Instant::now(), badge.clone()));
         Ok(badge)
     }
 }

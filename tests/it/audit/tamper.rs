@@ -286,3 +286,110 @@ async fn an_anchored_record_edited_under_its_hash_is_caught() {
     );
     store.close().await;
 }
+
+/// The console's watch verifies a long chain a slice at a time: the newest records first, the
+/// older ones in rounds, and what is appended since each check. An edit behind the watch's back
+/// is found when its round reaches the record; a record rewritten at the newest verified one at
+/// the next check; a broken chain stays reported until the whole of it verifies again.
+#[tokio::test]
+async fn the_watch_verifies_a_slice_at_a_time_and_finds_what_was_altered() {
+    use gatehouse::audit::ChainWatch;
+    let dir = TempDir::new();
+    let store = open_store(&sqlite_url(&dir)).await;
+    let log = fill(&store, N).await;
+    let mut watch = ChainWatch::new(4);
+
+    // The newest slice (7..=10), then the first slice of the older records (1..=4).
+    let first = watch.check(&store).await.unwrap();
+    assert!(first.is_intact(), "{first:?}");
+    assert_eq!((first.head_seq, first.verified_from), (10, 7));
+    assert_eq!((first.round, first.last_round_at), ((5, 6), None));
+    // 5..=6 ends the first round: every record is verified, and the next round begins.
+    let second = watch.check(&store).await.unwrap();
+    assert_eq!(second.verified_from, 1);
+    assert!(second.last_round_at.is_some());
+    assert_eq!(second.round, (1, 10));
+
+    // Appended since: verified up to the new head, with a slice of the round.
+    for i in 0..3 {
+        log.append(super::sample(100 + i)).await.unwrap();
+    }
+    let third = watch.check(&store).await.unwrap();
+    assert!(third.is_intact(), "{third:?}");
+    assert_eq!((third.head_seq, third.round), (13, (5, 10)));
+
+    // An old record edited under its hash: found when the round reaches it, and still
+    // reported at the next check (which walks the whole chain).
+    disable_guards(&store).await;
+    let original: String = sqlx::query_scalar("SELECT outcome_status FROM audit_records WHERE seq = 6")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    exec(
+        &store,
+        "UPDATE audit_records SET outcome_status = 'forged' WHERE seq = 6",
+    )
+    .await;
+    for _ in 0..2 {
+        let status = watch.check(&store).await.unwrap();
+        let broken = status.broken.expect("the edit is found");
+        assert_eq!(broken.seq, 6);
+        assert!(
+            matches!(broken.reason, BreakReason::HashMismatch { .. }),
+            "{broken}"
+        );
+    }
+    // Put back (a restore): the whole chain verifies again, and the watch goes on.
+    exec(
+        &store,
+        &format!("UPDATE audit_records SET outcome_status = '{original}' WHERE seq = 6"),
+    )
+    .await;
+    let restored = watch.check(&store).await.unwrap();
+    assert!(restored.is_intact(), "{restored:?}");
+    assert_eq!((restored.verified_from, restored.round), (1, (1, 13)));
+
+    // The newest record verified, edited: found at the next check, before any round reaches it.
+    exec(
+        &store,
+        "UPDATE audit_records SET outcome_status = 'forged' WHERE seq = 13",
+    )
+    .await;
+    let status = watch.check(&store).await.unwrap();
+    let broken = status.broken.expect("the edit is found");
+    assert_eq!(broken.seq, 13);
+    assert!(
+        matches!(broken.reason, BreakReason::HashMismatch { .. }),
+        "{broken}"
+    );
+    store.close().await;
+}
+
+/// Records past the head (written behind the chain's back) are found by the next check too.
+#[tokio::test]
+async fn the_watch_finds_records_outside_the_chain_and_an_empty_trail_is_intact() {
+    use gatehouse::audit::ChainWatch;
+    let dir = TempDir::new();
+    let store = open_store(&sqlite_url(&dir)).await;
+    let mut watch = ChainWatch::new(4);
+    for _ in 0..2 {
+        let empty = watch.check(&store).await.unwrap();
+        assert!(empty.is_intact() && empty.head_seq == 0, "{empty:?}");
+    }
+    fill(&store, N).await;
+    assert!(watch.check(&store).await.unwrap().is_intact());
+    disable_guards(&store).await;
+    // The head moved back over the last two records.
+    exec(
+        &store,
+        "UPDATE audit_head SET seq = 8, hash = (SELECT hash FROM audit_records WHERE seq = 8)",
+    )
+    .await;
+    let status = watch.check(&store).await.unwrap();
+    let broken = status.broken.expect("records past the head are found");
+    assert!(
+        matches!(broken.reason, BreakReason::BeyondHead { .. }),
+        "{broken}"
+    );
+    store.close().await;
+}
