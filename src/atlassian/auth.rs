@@ -10,7 +10,11 @@
 //! - the refresh token used is always the one in the store, never a copy held in memory or the
 //!   configured seed once it has been rotated;
 //! - a refresh whose answer was lost is not retried blindly: the caller gets a transient error,
-//!   and the next attempt uses the stored token (still the live one, as far as gatehouse knows).
+//!   and the next attempt uses the stored token (still the live one, as far as gatehouse knows);
+//! - an access token Atlassian refuses (401) is replaced once, and again only a minute after: a
+//!   replacement refused as well means the grant lost its access (the app was removed from the
+//!   site, the authorizing user lost theirs), which new tokens do not cure, and replacing it on
+//!   every call would rotate the refresh token on every call.
 //!
 //! Header values are marked sensitive, and every provider can [`Credentials::redact`] its secrets
 //! out of any text, which the caller applies to every error message.
@@ -39,6 +43,10 @@ pub const TOKEN_ENDPOINT: &str = "POST /oauth/token";
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// How long a process may hold the refresh lease (longer than a token request can take).
 const LEASE: Duration = Duration::from_secs(30);
+/// A refused access token is replaced at most this often: when the one that replaced it is
+/// refused too, new tokens do not help (the grant lost its access to the site, not the token
+/// its validity), and replacing it on every call would rotate the refresh token on every call.
+const REPLACE_REFUSED_EVERY: Duration = Duration::from_secs(60);
 /// How often a process waiting on another's lease looks again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
 /// An access token's lifetime when the token endpoint does not say (Atlassian's last an hour).
@@ -184,6 +192,8 @@ pub struct OAuthSession {
     current: Mutex<Option<AccessToken>>,
     /// An access token Atlassian refused before its expiry: never adopted again from the store.
     refused: Mutex<Option<Secret>>,
+    /// When a refused access token was last replaced ([`REPLACE_REFUSED_EVERY`]).
+    replaced_refused: Mutex<Option<std::time::Instant>>,
     /// Recent token values, for redaction.
     seen: Mutex<Vec<Secret>>,
     refresh_lock: tokio::sync::Mutex<()>,
@@ -234,6 +244,7 @@ impl OAuthSession {
             metrics,
             current: Mutex::new(None),
             refused: Mutex::new(None),
+            replaced_refused: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
         }
@@ -437,12 +448,20 @@ impl Credentials for OAuthSession {
     async fn rejected(&self, used: &HeaderValue) -> bool {
         let _single_flight = self.refresh_lock.lock().await;
         let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|t| t.header == used)
-            && let Some(token) = current.take()
-        {
+        if !current.as_ref().is_some_and(|t| t.header == used) {
+            // Someone already replaced it: try the new one.
+            return true;
+        }
+        let mut replaced = lock(&self.replaced_refused);
+        if replaced.is_some_and(|at| at.elapsed() < REPLACE_REFUSED_EVERY) {
+            // The last replacement is refused as well: the call fails with its 401 and the
+            // token is kept (see `REPLACE_REFUSED_EVERY`).
+            return false;
+        }
+        if let Some(token) = current.take() {
             *lock(&self.refused) = Some(token.value);
         }
-        // Either we just dropped the refused token, or someone already replaced it.
+        *replaced = Some(std::time::Instant::now());
         true
     }
 

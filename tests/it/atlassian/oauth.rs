@@ -132,10 +132,18 @@ async fn a_revoked_access_token_is_replaced_once_and_the_call_goes_through() {
         world.metric("gatehouse_atlassian_retries_total", &["reason=\"unauthorized\""]),
         1.0
     );
-    // A second 401 in the same call is not retried again: permanent.
-    world.fault(Fault::status("/ex/confluence/", 401, 2)).await;
-    let error = world.confluence().user("acc-0002").await.unwrap_err();
-    assert_eq!((error.kind(), error.status()), (ErrorKind::Permanent, Some(401)));
+    // The replacement refused too, within a minute: new tokens do not help (the grant lost its
+    // access, not the token its validity), so the call fails with its 401 at once and the
+    // refresh token is not rotated again, on this call or the next ones.
+    world.fault(Fault::status("/ex/confluence/", 401, 3)).await;
+    for _ in 0..3 {
+        let error = world.confluence().user("acc-0002").await.unwrap_err();
+        assert_eq!((error.kind(), error.status()), (ErrorKind::Permanent, Some(401)));
+    }
+    assert_eq!(world.state().await.oauth.refreshes, 2);
+    // Once access is back, the kept token works.
+    assert!(world.confluence().user("acc-0002").await.unwrap().is_some());
+    assert_eq!(world.state().await.oauth.refreshes, 2);
 }
 
 #[tokio::test]
