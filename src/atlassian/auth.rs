@@ -448,7 +448,7 @@ impl Credentials for OAuthSession {
     async fn rejected(&self, used: &HeaderValue) -> bool {
         let _single_flight = self.refresh_lock.lock().await;
         let mut current = lock(&self.current);
-        if !current.as_ref().is_some_and(|t| t.header == used) {
+        if current.as_ref().is_none_or(|t| t.header != used) {
             // Someone already replaced it: try the new one.
             return true;
         }
