@@ -78,6 +78,36 @@ pub async fn run_singleton<F, Fut>(
     let _ = store.release_lease(name, &owner).await;
 }
 
+/// Runs `job` while holding the lease `name` (renewed every third of `lease` meanwhile, released
+/// at the end), when no other holder has it: `Ok(None)` when another holds it, and `job` is not
+/// run. For work that must not run twice at once whoever starts it (a background round and one
+/// an operator started from the CLI), unlike [`run_singleton`]'s lease, which its holder keeps
+/// between rounds.
+pub async fn with_lease<T>(
+    store: &Store,
+    name: &str,
+    lease: Duration,
+    job: impl std::future::Future<Output = T>,
+) -> Result<Option<T>, crate::store::StoreError> {
+    let owner = format!("{name}-{}", ulid::Ulid::generate());
+    if !store.acquire_lease(name, &owner, lease).await? {
+        return Ok(None);
+    }
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let mut result = None;
+    let job = async { result = Some(job.await) };
+    run_renewing(store, name, &owner, lease, every, async {
+        job.await;
+        false
+    })
+    .await;
+    if let Err(error) = store.release_lease(name, &owner).await {
+        // Not fatal: the lease runs out on its own.
+        tracing::warn!(%error, job = name, "cannot release the lease");
+    }
+    Ok(result)
+}
+
 /// Runs `job` to its end, renewing the lease every `every` meanwhile. Losing it (this process
 /// stalled past the lease) does not stop the job: the work it does is deduplicated downstream;
 /// the warning says two ran at once.

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use handlers::policy::{Capability, PolicyConfig};
@@ -43,6 +44,13 @@ pub enum ReconcileError {
     Queue(#[from] PublishError),
     #[error("no queue to publish findings to (only a dry run can do without)")]
     NoQueue,
+    /// Two rounds at once would compare against the same snapshots and save them over each
+    /// other (one's listing replacing the other's newer one); a dry run saves nothing and does
+    /// not wait.
+    #[error(
+        "another reconcile of tenant `{0}` is running (the background reconciler or `gatehouse reconcile`); try again when it is over"
+    )]
+    RoundRunning(String),
 }
 
 /// One thing the real state says that no event did.
@@ -131,6 +139,9 @@ pub struct Reconciler {
     /// added who is still there on a later day was not removed (dry run, a refusal, a failure)
     /// and is found again, once a day, instead of being taken into the snapshot for good.
     strict_groups: BTreeMap<String, BTreeSet<String>>,
+    /// How long a round's lock (`reconcile-round@{tenant}`) holds without being renewed: a
+    /// process that died mid-round leaves it to others after this.
+    round_lease: Duration,
 }
 
 /// Puts `account` in `members` or takes it out.
@@ -244,6 +255,7 @@ impl Reconciler {
             ignore_groups,
             strict_groups: strict_groups(&policies),
             protected_groups,
+            round_lease: Duration::from_secs(settings.worker.singleton_lease_seconds),
         }
     }
 }
@@ -323,6 +335,17 @@ impl Reconciler {
         dry_run: bool,
         progress: &dyn ReconcileProgress,
     ) -> Result<Report, ReconcileError> {
+        if dry_run {
+            return self.round(true, progress).await;
+        }
+        // One round that queues and saves at a time per tenant, whichever process started it.
+        let lock = format!("reconcile-round@{}", self.tenant);
+        super::with_lease(&self.store, &lock, self.round_lease, self.round(false, progress))
+            .await?
+            .unwrap_or_else(|| Err(ReconcileError::RoundRunning(self.tenant.clone())))
+    }
+
+    async fn round(&self, dry_run: bool, progress: &dyn ReconcileProgress) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
         let scan = self.deactivated_with_memberships(&mut report, progress).await?;
         // The leavers found are queued before the protected groups are compared: one group

@@ -293,7 +293,10 @@ async fn the_audit_page_shows_the_newest_records_first_and_pages_back_without_ga
         .and_then(|seq| seq.trim().parse().ok())
         .unwrap_or_else(|| panic!("no intact badge: {first}"));
     assert!(verified_to >= written.last().unwrap().seq, "{verified_to}");
-    assert!(first.contains("The last round over every record ended at"), "{first}");
+    assert!(
+        first.contains("The last round over every record ended at"),
+        "{first}"
+    );
     let before_link = first
         .split("\" id=\"next-page\"")
         .next()

@@ -397,6 +397,22 @@ async fn a_dry_run_reconcile_changes_nothing_and_prints_what_it_would_do() {
         "only reads"
     );
 
+    // A round already running (the background reconciler of a process on this store holds the
+    // round's lock): this one queues and saves nothing and says why; a dry run still reads.
+    let lock = "reconcile-round@default";
+    let held = std::time::Duration::from_secs(60);
+    assert!(store.acquire_lease(lock, "another-process", held).await.unwrap());
+    let (ok, stdout, stderr) = reconcile(&config, false).await;
+    assert!(!ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("another reconcile of tenant `default` is running"),
+        "{stderr}"
+    );
+    assert_eq!(queued(store.clone()).await, 0);
+    assert!(store.group_snapshot("default", "g-x").await.unwrap().is_none());
+    assert!(reconcile(&config, true).await.0);
+    store.release_lease(lock, "another-process").await.unwrap();
+
     // For real: the finding is queued and the snapshot taken.
     let (ok, stdout, stderr) = reconcile(&config, false).await;
     assert!(ok, "{stdout}\n{stderr}");
