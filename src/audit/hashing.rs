@@ -17,6 +17,8 @@
 use std::collections::HashSet;
 
 use ring::hmac;
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 use super::record::NewRecord;
 use crate::config::{AuditSettings, PiiKind, Secret};
@@ -108,7 +110,8 @@ fn key_of(secret: &Secret) -> hmac::Key {
 
 fn hash_with(key: &hmac::Key, kind: PiiKind, value: &str) -> String {
     let normalized = match kind {
-        PiiKind::Email => value.trim().to_lowercase(),
+        // Composed (NFC) first: `jörg` written with a combining mark is the same address.
+        PiiKind::Email => value.trim().nfc().collect::<String>().to_lowercase(),
         PiiKind::DisplayName => value.trim().to_owned(),
     };
     let tag = hmac::sign(key, normalized.as_bytes());
@@ -144,14 +147,16 @@ fn replace_marked(text: &str, f: impl Fn(&str) -> String) -> String {
 }
 
 /// A character of an address's local part: letters and digits of any script (`jörg@…`, as
-/// internationalized addresses have them) and ASCII's usual punctuation.
+/// internationalized addresses have them), the combining marks that decomposed text writes
+/// letters with (`jo\u{308}rg`), and ASCII's usual punctuation.
 fn is_local_char(c: char) -> bool {
-    c.is_alphanumeric() || "._%+-'".contains(c)
+    c.is_alphanumeric() || is_combining_mark(c) || "._%+-'".contains(c)
 }
 
-/// A character of an address's domain: letters and digits of any script (`müller.de`), `.`, `-`.
+/// A character of an address's domain: letters and digits of any script (`müller.de`) and their
+/// combining marks, `.`, `-`.
 fn is_domain_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '.' || c == '-'
+    c.is_alphanumeric() || is_combining_mark(c) || c == '.' || c == '-'
 }
 
 /// The span of an email address around the `@` at byte `at` of `text`, if there is one. Its
@@ -270,6 +275,17 @@ mod tests {
                 out,
                 format!("removed «{}» from group", lookup(&key, address)),
                 "{address}"
+            );
+        }
+        // Decomposed text writes `ö` as `o` and a combining mark: the address is still found
+        // whole (before, `jo` was left in clear), and it is the composed address's hash.
+        for decomposed in ["jo\u{308}rg@firma.de", "bob@mu\u{308}ller.de"] {
+            let out = h.apply(&format!("removed «{decomposed}» from group"));
+            let composed = decomposed.nfc().collect::<String>();
+            assert_eq!(
+                out,
+                format!("removed «{}» from group", lookup(&key, &composed)),
+                "{decomposed}"
             );
         }
     }
