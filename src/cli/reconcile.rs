@@ -110,6 +110,16 @@ pub async fn run(settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> 
             super::terminal::safe(name)
         );
     }
+    for (name, in_another_case) in &report.kept_groups_not_found {
+        let hint = in_another_case
+            .as_ref()
+            .map(|other| format!("; `{}` differs only in case", super::terminal::safe(other)))
+            .unwrap_or_default();
+        eprintln!(
+            "warning: the group to keep `{}` (reconcile.ignore_groups or a policy's keep_groups) names no group on the site (names are case-sensitive{hint}): leavers are not kept in the group it meant",
+            super::terminal::safe(name)
+        );
+    }
     for account in &report.awaiting_approval {
         eprintln!(
             "deactivated account {account} still holds groups; its plan waits for approval (gatehouse approvals list)"

@@ -77,6 +77,10 @@ pub struct Report {
     pub awaiting_approval: Vec<String>,
     /// Groups whose members could not be read (403): their leavers were not looked for.
     pub unreadable_groups: Vec<String>,
+    /// Names on a keep-list (`[reconcile] ignore_groups`, a policy's `keep_groups`) that name no
+    /// group on the site, each with the site's group it differs from only in case, if any: a
+    /// misspelt name keeps nobody in the group it meant.
+    pub kept_groups_not_found: Vec<(String, Option<String>)>,
 }
 
 impl Report {
@@ -376,6 +380,26 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Says which keep-list names name no group of the site (the scan lists them all).
+    fn check_kept_names(&self, groups: &[Group], report: &mut Report) {
+        for kept in &self.ignore_groups {
+            if groups.iter().any(|group| &group.name == kept) {
+                continue;
+            }
+            let in_another_case = groups
+                .iter()
+                .find(|group| group.name.to_lowercase() == kept.to_lowercase())
+                .map(|group| group.name.clone());
+            tracing::warn!(
+                tenant = %self.tenant,
+                group = %kept,
+                in_another_case = in_another_case.as_deref().unwrap_or(""),
+                "a group to keep (reconcile.ignore_groups or a policy's keep_groups) names no group on the site (names are case-sensitive); leavers are not kept in the group it meant"
+            );
+            report.kept_groups_not_found.push((kept.clone(), in_another_case));
+        }
+    }
+
     /// Findings about deactivated accounts; returns the scan of the site's groups when the
     /// Confluence source made one (the protected groups are compared from it).
     async fn deactivated_with_memberships(
@@ -423,6 +447,7 @@ impl Reconciler {
                 members_of.insert(group.id.clone(), members);
             }
             report.groups_scanned = groups.len();
+            self.check_kept_names(&groups, report);
             let accounts: Vec<String> = holdings.keys().cloned().collect();
             progress.phase("reading account status", accounts.len());
             for chunk in accounts.chunks(100) {

@@ -709,3 +709,47 @@ async fn a_group_that_cannot_be_read_does_not_hide_the_leavers_of_the_others() {
     assert!(!stderr.contains("group `vanished` cannot"), "{stderr}");
     sim.stop().await;
 }
+
+/// A name on a keep-list that names no group of the site (misspelt, or in another case: names
+/// are case-sensitive) keeps nobody in the group it meant: the reconciler, which lists every
+/// group, says so, and the leaver's finding names the group.
+#[tokio::test]
+async fn a_group_to_keep_that_names_no_group_is_warned_about() {
+    let mut leaver = SeedUser::new("gone", "Gone");
+    leaver.status = SimAccountStatus::Inactive;
+    let seed = Seed {
+        users: vec![leaver],
+        groups: vec![
+            SeedGroup::new("g-x", "team-x", vec!["gone".into()]),
+            SeedGroup::new("g-all", "all-staff", vec!["gone".into()]),
+        ],
+        ..Seed::default()
+    };
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
+    let dir = TempDir::new();
+    let config = config_with(
+        &dir,
+        &sim,
+        r#"
+[[policies]]
+name = "leaver"
+on = "user.deactivated"
+actions = ["confluence.remove_from_all_groups"]
+keep_groups = ["Team-X", "no-such-group"]
+"#,
+    );
+    let (ok, stdout, stderr) = reconcile(&config, true).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the group to keep `Team-X`") && stderr.contains("`team-x` differs only in case"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the group to keep `no-such-group`"), "{stderr}");
+    // `all-staff` ([reconcile] ignore_groups) names a group: no warning about it.
+    assert!(!stderr.contains("keep `all-staff`"), "{stderr}");
+    assert!(
+        stdout.contains("team-x"),
+        "the misspelt name kept nobody: {stdout}"
+    );
+    sim.stop().await;
+}
