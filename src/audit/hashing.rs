@@ -110,8 +110,9 @@ fn key_of(secret: &Secret) -> hmac::Key {
 
 fn hash_with(key: &hmac::Key, kind: PiiKind, value: &str) -> String {
     let normalized = match kind {
-        // Composed (NFC) first: `jörg` written with a combining mark is the same address.
-        PiiKind::Email => value.trim().nfc().collect::<String>().to_lowercase(),
+        // Composed (NFC) after lowercasing (which can decompose): `jörg` written with a
+        // combining mark is the same address.
+        PiiKind::Email => value.trim().to_lowercase().nfc().collect(),
         PiiKind::DisplayName => value.trim().to_owned(),
     };
     let tag = hmac::sign(key, normalized.as_bytes());
@@ -190,7 +191,8 @@ fn email_at(text: &str, at: usize) -> Option<(usize, usize)> {
         && !domain.starts_with('.')
         && !domain.contains("..")
         && tld.chars().count() >= 2
-        && tld.chars().all(char::is_alphabetic);
+        && tld.starts_with(char::is_alphabetic)
+        && tld.chars().all(|c| c.is_alphabetic() || is_combining_mark(c));
     ok.then_some((start, end))
 }
 
@@ -279,7 +281,11 @@ mod tests {
         }
         // Decomposed text writes `ö` as `o` and a combining mark: the address is still found
         // whole (before, `jo` was left in clear), and it is the composed address's hash.
-        for decomposed in ["jo\u{308}rg@firma.de", "bob@mu\u{308}ller.de"] {
+        for decomposed in [
+            "jo\u{308}rg@firma.de",
+            "bob@mu\u{308}ller.de",
+            "ivan@pochta.bu\u{308}ro",
+        ] {
             let out = h.apply(&format!("removed «{decomposed}» from group"));
             let composed = decomposed.nfc().collect::<String>();
             assert_eq!(

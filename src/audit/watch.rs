@@ -82,14 +82,15 @@ impl ChainWatch {
         }
     }
 
-    /// Checks the chain (see the module docs). An `Err` means the store could not be read; the
-    /// watch is unchanged then.
+    /// Checks the chain (see the module docs). An `Err` means the store could not be read: what
+    /// was verified before the error is kept, the rest is verified by the next check.
     pub async fn check(&mut self, store: &Store) -> Result<ChainStatus, AuditError> {
         let report = match (&self.tip, &self.broken) {
             // An empty trail has no record to anchor to: it is checked as the first time.
             (Some((seq, hash)), None) if *seq > 0 => {
                 if let Some(broken) = check_anchor(store, *seq, hash).await? {
-                    return Ok(self.found_broken(broken, *seq));
+                    let (head_seq, _) = head(store).await?;
+                    return Ok(self.found_broken(broken, head_seq));
                 }
                 verify(store, seq + 1, |_| {}).await?
             }

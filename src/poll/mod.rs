@@ -94,31 +94,25 @@ pub async fn with_lease<T>(
         return Ok(None);
     }
     let every = (lease / 3).max(Duration::from_millis(100));
-    let mut result = None;
-    let job = async { result = Some(job.await) };
-    run_renewing(store, name, &owner, lease, every, async {
-        job.await;
-        false
-    })
-    .await;
+    // A job that panics, or a process stopped meanwhile, leaves the lease to run out by itself.
+    let result = run_renewing(store, name, &owner, lease, every, job).await;
     if let Err(error) = store.release_lease(name, &owner).await {
-        // Not fatal: the lease runs out on its own.
-        tracing::warn!(%error, job = name, "cannot release the lease");
+        tracing::warn!(%error, job = name, "cannot release the lease; it runs out by itself");
     }
-    Ok(result)
+    Ok(Some(result))
 }
 
 /// Runs `job` to its end, renewing the lease every `every` meanwhile. Losing it (this process
 /// stalled past the lease) does not stop the job: the work it does is deduplicated downstream;
 /// the warning says two ran at once.
-async fn run_renewing(
+async fn run_renewing<T>(
     store: &Store,
     name: &str,
     owner: &str,
     lease: Duration,
     every: Duration,
-    job: impl std::future::Future<Output = bool>,
-) -> bool {
+    job: impl std::future::Future<Output = T>,
+) -> T {
     let renew = async {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
@@ -136,8 +130,14 @@ async fn run_renewing(
             }
         }
     };
-    tokio::select! {
-        again = job => again,
-        () = renew => false,
+    // The renewal does not end by itself: the job's end is the way out.
+    tokio::pin!(job);
+    tokio::pin!(renew);
+    let mut renewing = true;
+    loop {
+        tokio::select! {
+            value = &mut job => return value,
+            () = &mut renew, if renewing => renewing = false,
+        }
     }
 }

@@ -143,6 +143,9 @@ pub struct Reconciler {
     /// added who is still there on a later day was not removed (dry run, a refusal, a failure)
     /// and is found again, once a day, instead of being taken into the snapshot for good.
     strict_groups: BTreeMap<String, BTreeSet<String>>,
+    /// Every name on a keep-list (`[reconcile] ignore_groups`, each policy's `keep_groups`),
+    /// checked against the site's groups each round.
+    kept_names: BTreeSet<String>,
     /// How long a round's lock (`reconcile-round@{tenant}`) holds without being renewed: a
     /// process that died mid-round leaves it to others after this.
     round_lease: Duration,
@@ -191,6 +194,11 @@ impl Reconciler {
     pub async fn run_recorded(&self) -> bool {
         let tenant = &self.tenant;
         let ran = self.run_once(false, &Quiet).await;
+        if let Err(ReconcileError::RoundRunning(_)) = &ran {
+            // Not a failure: a round started elsewhere (`gatehouse reconcile`) is doing the work.
+            tracing::info!(%tenant, "another reconcile round of this tenant is running; this one is skipped");
+            return false;
+        }
         self.metrics.round(Job::Reconciler, &self.tenant, ran.is_ok());
         let run = match ran {
             Ok(report) => {
@@ -247,6 +255,11 @@ impl Reconciler {
         for policy in &policies {
             protected_groups.extend(policy.protected_groups.iter().map(|p| p.name.clone()));
         }
+        let kept_names = ignore_groups
+            .iter()
+            .cloned()
+            .chain(policies.iter().flat_map(|p| p.keep_groups.iter().cloned()))
+            .collect();
         ignore_groups.extend(kept_groups(&policies));
         Reconciler {
             tenant: tenant.to_owned(),
@@ -259,6 +272,7 @@ impl Reconciler {
             ignore_groups,
             strict_groups: strict_groups(&policies),
             protected_groups,
+            kept_names,
             round_lease: Duration::from_secs(settings.worker.singleton_lease_seconds),
         }
     }
@@ -382,7 +396,7 @@ impl Reconciler {
 
     /// Says which keep-list names name no group of the site (the scan lists them all).
     fn check_kept_names(&self, groups: &[Group], report: &mut Report) {
-        for kept in &self.ignore_groups {
+        for kept in &self.kept_names {
             if groups.iter().any(|group| &group.name == kept) {
                 continue;
             }

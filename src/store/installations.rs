@@ -37,18 +37,28 @@ pub enum LifecycleApplied {
     Uninstalled {
         existed: bool,
     },
-    /// The token had already carried a change: nothing was changed.
+    /// The token already carried this very body: it was applied then, and nothing is changed
+    /// again (a retry whose answer was lost; a re-install since is not undone).
+    AlreadyApplied,
+    /// The token already carried another body: nothing was changed.
     TokenAlreadySpent,
 }
 
 /// The token a lifecycle callback came with, as it is remembered once spent.
 #[derive(Debug, Clone, Copy)]
 pub struct SpentToken<'a> {
-    /// Hex SHA-256 of the token as sent: the token itself is a credential until it expires.
+    /// The token's fingerprint (`jwt::UnverifiedToken::fingerprint`): the token itself is a
+    /// credential until it expires.
     pub sha256: &'a str,
-    /// When the token can no longer verify (its `exp` plus the leeway): the row is kept until then.
+    /// Hex SHA-256 of the body it carried.
+    pub body_sha256: &'a str,
+    /// When the token stops verifying: the row is kept until well after.
     pub expires_at: DateTime<Utc>,
 }
+
+/// How long after its token expired a spent token's row is kept: longer than any clock skew
+/// between processes, or a request's time between its token's check and its transaction.
+const SPENT_TOKENS_KEPT_AFTER_EXPIRY_MS: i64 = 10 * 60 * 1000;
 
 impl Store {
     /// Records an installation, replacing the secret of an earlier one with the same client key
@@ -94,32 +104,52 @@ impl Store {
         delete_installation_in(&mut conn, client_key).await
     }
 
+    /// The body digest a lifecycle token was spent with, if it was: checked before anything
+    /// else is done with a callback, so a replay is refused as one (not, say, recorded as a
+    /// refused install of another site). [`Store::apply_lifecycle`] decides for good.
+    pub async fn spent_lifecycle_token(&self, token_sha256: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT body_sha256 FROM connect_spent_tokens WHERE token_sha256 = $1")
+            .bind(token_sha256)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|row| row.try_get("body_sha256")).transpose()?)
+    }
+
     /// Applies a verified lifecycle callback's change and spends its token, in one transaction:
-    /// a token that already carried a change (in this process or another) changes nothing
-    /// ([`LifecycleApplied::TokenAlreadySpent`]), and a change that fails leaves the token
-    /// unspent, so Atlassian's retry of the same callback is not refused. Expired tokens are
-    /// forgotten on the way (lifecycle callbacks are rare; the table holds minutes of them).
+    /// a token that already carried a change (in this process or another) changes nothing:
+    /// [`LifecycleApplied::AlreadyApplied`] when it carried this body,
+    /// [`LifecycleApplied::TokenAlreadySpent`] when another. A change that fails leaves the
+    /// token unspent, so Atlassian's retry of the same callback is not refused. Tokens long
+    /// expired are forgotten afterwards (lifecycle callbacks are rare; the table holds minutes
+    /// of them).
     pub async fn apply_lifecycle(
         &self,
         token: SpentToken<'_>,
         change: LifecycleChange<'_>,
     ) -> Result<LifecycleApplied, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM connect_spent_tokens WHERE expires_at < $1")
-            .bind(to_millis(Utc::now()))
-            .execute(&mut *tx)
-            .await?;
         let spent = sqlx::query(
-            "INSERT INTO connect_spent_tokens (token_sha256, expires_at) VALUES ($1, $2)
+            "INSERT INTO connect_spent_tokens (token_sha256, body_sha256, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT (token_sha256) DO NOTHING",
         )
         .bind(token.sha256)
+        .bind(token.body_sha256)
         .bind(to_millis(token.expires_at))
         .execute(&mut *tx)
         .await?;
         if spent.rows_affected() == 0 {
+            let first: String =
+                sqlx::query("SELECT body_sha256 FROM connect_spent_tokens WHERE token_sha256 = $1")
+                    .bind(token.sha256)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("body_sha256")?;
             tx.rollback().await?;
-            return Ok(LifecycleApplied::TokenAlreadySpent);
+            return Ok(if first == token.body_sha256 {
+                LifecycleApplied::AlreadyApplied
+            } else {
+                LifecycleApplied::TokenAlreadySpent
+            });
         }
         let applied = match change {
             LifecycleChange::Install(installation) => {
@@ -131,6 +161,16 @@ impl Store {
             },
         };
         tx.commit().await?;
+        // Outside the change's transaction: two callbacks purging the same rows in one would
+        // wait on each other's locks. Best effort: a row left behind is purged by the next.
+        let forgotten = to_millis(Utc::now()).saturating_sub(SPENT_TOKENS_KEPT_AFTER_EXPIRY_MS);
+        if let Err(error) = sqlx::query("DELETE FROM connect_spent_tokens WHERE expires_at < $1")
+            .bind(forgotten)
+            .execute(self.pool())
+            .await
+        {
+            tracing::warn!(%error, "cannot purge expired Connect lifecycle tokens; the next callback will");
+        }
         Ok(applied)
     }
 

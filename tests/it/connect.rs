@@ -782,8 +782,9 @@ async fn an_install_through_one_process_is_honoured_by_another_at_once() {
 
 /// A lifecycle token signs the request line, not the body that carries the shared secret:
 /// whoever sees one (a proxy's log, a captured request) must not be able to install a secret of
-/// their own under it, nor uninstall the site again after a re-install, in this process or
-/// another. Each token changes an installation once.
+/// their own under it (with its signature written another way too), nor uninstall the site
+/// again after a re-install, in this process or another. Each token changes an installation
+/// once; the same token and body again are answered as done and change nothing.
 #[tokio::test]
 async fn a_lifecycle_token_changes_an_installation_once() {
     let one = connect_app().await;
@@ -794,21 +795,37 @@ async fn a_lifecycle_token_changes_an_installation_once() {
     let body = lifecycle_body("installed");
     assert_eq!(one.post(path, &body, &authorization).await.status(), 204);
 
-    // The same token with a secret of its holder's choosing, through either process.
+    // The same token with a secret of its holder's choosing, through either process, and with
+    // its signature padded (it still verifies).
     const CHOSEN: &str = "a-secret-the-token-holder-chose-0123";
     let mut forged: Value = serde_json::from_slice(&body).unwrap();
     forged["sharedSecret"] = json!(CHOSEN);
     let forged = forged.to_string().into_bytes();
-    for app in [&one, &other] {
-        let response = app.post(path, &forged, &authorization).await;
+    let padded = [("authorization", format!("JWT {token}=="))];
+    for (app, authorization) in [(&one, &authorization), (&other, &authorization), (&one, &padded)] {
+        let response = app.post(path, &forged, authorization).await;
         assert_eq!(response.status(), 401);
         assert_eq!(
             response.json::<Value>().await.unwrap()["reason"],
             "replayed_token"
         );
     }
-    // Nor again with its own body.
-    assert_eq!(one.post(path, &body, &authorization).await.status(), 401);
+    // Naming another site: refused as a replay, not recorded as a refused install.
+    let elsewhere = lifecycle_body_for("installed", "https://attacker.atlassian.net/wiki", "cloud-evil");
+    let response = other.post(path, &elsewhere, &authorization).await;
+    assert_eq!(response.status(), 401);
+    let refusals = gatehouse::audit::query::query(
+        &one.store,
+        &gatehouse::audit::AuditQuery {
+            kinds: vec![gatehouse::audit::AuditKind::Refused],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(refusals.is_empty(), "{refusals:?}");
+    // Its own body again (a retry whose answer was lost): done, nothing changed.
+    assert_eq!(one.post(path, &body, &authorization).await.status(), 204);
     let kept = one.store.installation(CLIENT_KEY).await.unwrap().unwrap();
     assert_eq!(kept.shared_secret.expose(), SHARED_SECRET);
     assert_eq!(
@@ -834,19 +851,25 @@ async fn a_lifecycle_token_changes_an_installation_once() {
             .status(),
         204
     );
+    assert!(one.store.installation(CLIENT_KEY).await.unwrap().is_none());
     install(&one).await;
-    let replayed = other.post(uninstall_path, &uninstall_body, &uninstall).await;
-    assert_eq!(replayed.status(), 401);
+    assert_eq!(
+        other
+            .post(uninstall_path, &uninstall_body, &uninstall)
+            .await
+            .status(),
+        204
+    );
     assert!(one.store.installation(CLIENT_KEY).await.unwrap().is_some());
     assert_eq!(group_created(&one, CLIENT_KEY, SHARED_SECRET, "g-3").await.0, 202);
 
     // Each process counts the replays it refused.
-    for app in [&one, &other] {
+    for (app, refused) in [(&one, 2), (&other, 2)] {
         let metrics = app.metrics().await;
         assert!(
-            metrics.contains(
-                r#"gatehouse_verification_failures_total{source="connect-lifecycle",reason="replayed_token"} 2"#
-            ),
+            metrics.contains(&format!(
+                r#"gatehouse_verification_failures_total{{source="connect-lifecycle",reason="replayed_token"}} {refused}"#
+            )),
             "{metrics}"
         );
     }

@@ -107,13 +107,14 @@ async fn round_trips(url: String) {
     store.close().await;
 }
 
-/// A lifecycle token carries one change: a second change under it changes nothing, until the
-/// token has expired and is forgotten (it no longer verifies by then).
+/// A lifecycle token carries one change: the same body again changes nothing and is answered as
+/// done, another body is refused; a token long expired is forgotten (it no longer verifies).
 async fn lifecycle_tokens_are_spent_once(store: &Store, installation: &Installation) {
     use gatehouse::store::{LifecycleApplied, LifecycleChange, SpentToken};
     let later = chrono::Utc::now() + chrono::Duration::minutes(3);
     let token = SpentToken {
         sha256: "aa11",
+        body_sha256: "body-1",
         expires_at: later,
     };
     let install = LifecycleChange::Install(installation);
@@ -122,42 +123,60 @@ async fn lifecycle_tokens_are_spent_once(store: &Store, installation: &Installat
         store.apply_lifecycle(token, install).await.unwrap(),
         LifecycleApplied::Installed
     );
+    assert_eq!(
+        store.spent_lifecycle_token("aa11").await.unwrap().as_deref(),
+        Some("body-1")
+    );
+    assert_eq!(
+        store.apply_lifecycle(token, install).await.unwrap(),
+        LifecycleApplied::AlreadyApplied
+    );
     let mut rotated = installation.clone();
     rotated.shared_secret = Secret::new("chosen-by-whoever-holds-the-token");
+    let other_body = SpentToken {
+        body_sha256: "body-2",
+        ..token
+    };
     for change in [LifecycleChange::Install(&rotated), uninstall] {
         assert_eq!(
-            store.apply_lifecycle(token, change).await.unwrap(),
+            store.apply_lifecycle(other_body, change).await.unwrap(),
             LifecycleApplied::TokenAlreadySpent
         );
     }
     let kept = store.installation("c1").await.unwrap().unwrap();
     assert_eq!(kept.shared_secret.expose(), installation.shared_secret.expose());
-    // Another token may uninstall; it is spent too.
+    // Another token may uninstall; it is spent too, and does not uninstall again after a
+    // re-install.
     let other = SpentToken {
         sha256: "bb22",
+        body_sha256: "body-3",
         expires_at: later,
     };
     assert_eq!(
         store.apply_lifecycle(other, uninstall).await.unwrap(),
         LifecycleApplied::Uninstalled { existed: true }
     );
+    store.upsert_installation(installation).await.unwrap();
     assert_eq!(
-        store.apply_lifecycle(other, install).await.unwrap(),
-        LifecycleApplied::TokenAlreadySpent
+        store.apply_lifecycle(other, uninstall).await.unwrap(),
+        LifecycleApplied::AlreadyApplied
     );
-    assert!(store.installation("c1").await.unwrap().is_none());
-    // A token past its expiry is forgotten by the next callback (it could not verify again).
+    assert!(store.installation("c1").await.unwrap().is_some());
+    assert!(store.delete_installation("c1").await.unwrap());
+    // A token expired long ago is forgotten after the next callback.
     let expired = SpentToken {
         sha256: "cc33",
-        expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+        body_sha256: "body-4",
+        expires_at: chrono::Utc::now() - chrono::Duration::minutes(11),
     };
     assert_eq!(
         store.apply_lifecycle(expired, uninstall).await.unwrap(),
         LifecycleApplied::Uninstalled { existed: false }
     );
+    assert_eq!(store.spent_lifecycle_token("cc33").await.unwrap(), None);
     assert_eq!(
-        store.apply_lifecycle(expired, uninstall).await.unwrap(),
-        LifecycleApplied::Uninstalled { existed: false }
+        store.spent_lifecycle_token("bb22").await.unwrap().as_deref(),
+        Some("body-3")
     );
 }
 

@@ -8,8 +8,9 @@
 //! secret (the pre-2021 flow), which is accepted too. Secrets are stored, never logged.
 //!
 //! Neither token covers the body, which carries the shared secret: each lifecycle token changes
-//! an installation once (spent in the store with the change, `Store::apply_lifecycle`), so one
-//! seen in a log cannot install a secret of its holder's choosing before it expires.
+//! an installation once, with the body it came with (spent in the store with the change,
+//! `Store::apply_lifecycle`; the same body again is answered as done and changes nothing), so
+//! one seen in a log cannot install a secret of its holder's choosing before it expires.
 //!
 //! The descriptor is public, so any Atlassian site can install the app and would receive a
 //! valid shared secret. Installs (and uninstalls) are therefore accepted only from sites a
@@ -205,6 +206,18 @@ async fn handle_lifecycle(
         other => return Err(VerifyError::WrongAlgorithm(other.to_owned()).into()),
     }
 
+    // A token seen before with another body is refused before anything else is done with it
+    // (a replay naming another site must not become a refused install in the audit trail).
+    let fingerprint = decoded.fingerprint();
+    let body_digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+    let spent_with = state
+        .store
+        .spent_lifecycle_token(&fingerprint)
+        .await
+        .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+    if spent_with.is_some_and(|spent_with| spent_with != body_digest) {
+        return Err(VerifyError::Replayed.into());
+    }
     let payload: LifecyclePayload = serde_json::from_slice(&body)
         .map_err(|e| IngressError::Malformed(format!("lifecycle payload: {e}")))?;
     if payload.client_key != issuer {
@@ -273,14 +286,16 @@ async fn handle_lifecycle(
             client_key: &payload.client_key,
         },
     };
-    let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+    // Accepted until `exp + leeway` has passed by whole seconds (`check_time`).
     let expires_at = decoded
         .claims
         .exp
         .ok_or(VerifyError::Missing("exp claim"))?
-        .saturating_add(i64::try_from(state.settings.connect.jwt_leeway_seconds).unwrap_or(i64::MAX));
+        .saturating_add(i64::try_from(state.settings.connect.jwt_leeway_seconds).unwrap_or(i64::MAX))
+        .saturating_add(1);
     let token = SpentToken {
-        sha256: &digest,
+        sha256: &fingerprint,
+        body_sha256: &body_digest,
         expires_at: chrono::DateTime::from_timestamp(expires_at, 0)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
     };
@@ -295,6 +310,9 @@ async fn handle_lifecycle(
         }
         LifecycleApplied::Uninstalled { existed } => {
             tracing::info!(%tenant, client_key = %payload.client_key, existed, "Connect app uninstalled");
+        }
+        LifecycleApplied::AlreadyApplied => {
+            tracing::info!(%tenant, client_key = %payload.client_key, "Connect lifecycle callback received again with its token and body; already applied");
         }
         LifecycleApplied::TokenAlreadySpent => return Err(VerifyError::Replayed.into()),
     }

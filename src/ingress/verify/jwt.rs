@@ -90,6 +90,18 @@ pub fn decode(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
 }
 
 impl UnverifiedToken<'_> {
+    /// Hex SHA-256 naming this token however it was written: over the signed text as sent (the
+    /// signature covers it byte for byte, so it cannot be written another way and still verify)
+    /// and the signature's decoded bytes (its base64 may come with or without padding). For
+    /// remembering a token without keeping it, e.g. one that may be used once.
+    pub fn fingerprint(&self) -> String {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(self.signing_input.as_bytes());
+        digest.update(b".");
+        digest.update(&self.signature);
+        hex::encode(digest.finish())
+    }
+
     /// HMAC-SHA256 with a shared secret (constant-time comparison).
     pub fn verify_hs256(&self, secret: &[u8]) -> Result<(), VerifyError> {
         self.expect_alg("HS256")?;
@@ -236,6 +248,26 @@ mod tests {
         let late = Utc::now() + chrono::Duration::seconds(120);
         assert_eq!(decoded.check_time(late, 30), Err(VerifyError::Expired));
         assert!(decoded.check_time(late, 90).is_ok());
+    }
+
+    /// A token used once must not pass as new with its signature padded: it verifies all the
+    /// same, and its fingerprint is the same; another token's is not.
+    #[test]
+    fn a_padded_signature_is_the_same_token() {
+        let now = Utc::now().timestamp();
+        let token = encode_hs256(
+            &serde_json::json!({"iss": "k", "iat": now, "exp": now + 60}),
+            b"s3cret",
+        );
+        let padded = format!("{token}=");
+        let (as_sent, again) = (decode(&token).unwrap(), decode(&padded).unwrap());
+        again.verify_hs256(b"s3cret").unwrap();
+        assert_eq!(as_sent.fingerprint(), again.fingerprint());
+        let other = encode_hs256(
+            &serde_json::json!({"iss": "k", "iat": now, "exp": now + 61}),
+            b"s3cret",
+        );
+        assert_ne!(as_sent.fingerprint(), decode(&other).unwrap().fingerprint());
     }
 
     #[test]
