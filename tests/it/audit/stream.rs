@@ -125,6 +125,25 @@ async fn wait_for_messages(prefix: &str, count: u32) {
     panic!("the stream holds {seen} messages, not {count}");
 }
 
+/// Deletes a test's stream when the test fails before its own `delete_stream`: failing runs must
+/// not pile streams up on the shared broker. On a thread of its own, as a drop cannot await and
+/// the test's runtime may be unwinding.
+struct DeleteStreamOnPanic(String);
+
+impl Drop for DeleteStreamOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let prefix = self.0.clone();
+            let cleanup = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    runtime.block_on(delete_stream(&prefix));
+                }
+            });
+            let _ = cleanup.join();
+        }
+    }
+}
+
 async fn delete_stream(prefix: &str) {
     let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
@@ -147,6 +166,7 @@ async fn consumers_replay_from_an_offset_and_relays_resume_without_duplicates() 
     let dir = TempDir::new();
     let settings = settings(&dir);
     let prefix = settings.queue.prefix.clone();
+    let _cleanup = DeleteStreamOnPanic(prefix.clone());
     let store = open_store(&sqlite_url(&dir)).await;
     let log = AuditLog::new(store.clone(), &AuditSettings::default());
     append(&log, 0..20).await;
@@ -233,6 +253,7 @@ async fn when_the_active_relay_dies_the_standby_takes_over_without_duplicates() 
     let dir = TempDir::new();
     let settings = settings(&dir);
     let prefix = settings.queue.prefix.clone();
+    let _cleanup = DeleteStreamOnPanic(prefix.clone());
     let store = open_store(&sqlite_url(&dir)).await;
     let log = AuditLog::new(store.clone(), &AuditSettings::default());
     append(&log, 0..20).await;
