@@ -190,7 +190,8 @@ fn email_at(text: &str, at: usize) -> Option<(usize, usize)> {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.contains("..")
-        && tld.chars().count() >= 2
+        // Letters counted without their marks: `ü` composed or decomposed is one.
+        && tld.chars().filter(|c| !is_combining_mark(*c)).count() >= 2
         && tld.starts_with(char::is_alphabetic)
         && tld.chars().all(|c| c.is_alphabetic() || is_combining_mark(c));
     ok.then_some((start, end))

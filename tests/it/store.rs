@@ -163,6 +163,34 @@ async fn lifecycle_tokens_are_spent_once(store: &Store, installation: &Installat
     );
     assert!(store.installation("c1").await.unwrap().is_some());
     assert!(store.delete_installation("c1").await.unwrap());
+    // Two uses of one token at once, with different bodies (a replay racing the first use,
+    // through two processes): one changes the installation, the other nothing.
+    let racing = |body_sha256| SpentToken {
+        sha256: "dd44",
+        body_sha256,
+        expires_at: later,
+    };
+    let (first, second) = tokio::join!(
+        store.apply_lifecycle(racing("body-5"), install),
+        store.apply_lifecycle(racing("body-6"), LifecycleChange::Install(&rotated)),
+    );
+    let mut outcomes = [first.unwrap(), second.unwrap()];
+    outcomes.sort_by_key(|applied| format!("{applied:?}"));
+    assert_eq!(
+        outcomes,
+        [LifecycleApplied::Installed, LifecycleApplied::TokenAlreadySpent]
+    );
+    let winner = store.installation("c1").await.unwrap().unwrap();
+    let expected = if first_won(&winner, installation) {
+        "body-5"
+    } else {
+        "body-6"
+    };
+    assert_eq!(
+        store.spent_lifecycle_token("dd44").await.unwrap().as_deref(),
+        Some(expected)
+    );
+    assert!(store.delete_installation("c1").await.unwrap());
     // A token expired long ago is forgotten after the next callback.
     let expired = SpentToken {
         sha256: "cc33",
@@ -178,6 +206,11 @@ async fn lifecycle_tokens_are_spent_once(store: &Store, installation: &Installat
         store.spent_lifecycle_token("bb22").await.unwrap().as_deref(),
         Some("body-3")
     );
+}
+
+/// Whether the installation stored is `first` (not the rotated one raced against it).
+fn first_won(stored: &Installation, first: &Installation) -> bool {
+    stored.shared_secret.expose() == first.shared_secret.expose()
 }
 
 /// One holder at a time per fact; a retry by the same holder is harmless; a holder whose lease

@@ -206,8 +206,9 @@ async fn handle_lifecycle(
         other => return Err(VerifyError::WrongAlgorithm(other.to_owned()).into()),
     }
 
-    // A token seen before with another body is refused before anything else is done with it
-    // (a replay naming another site must not become a refused install in the audit trail).
+    // A token seen before with another body is refused before the body is read (a replay naming
+    // another site must not become a refused install in the audit trail). Best effort against a
+    // replay racing the first use: `apply_lifecycle` decides for good.
     let fingerprint = decoded.fingerprint();
     let body_digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
     let spent_with = state
