@@ -113,6 +113,10 @@ pub struct Fault {
     /// mid-exchange: the client sees a transport error, not a status).
     #[serde(default)]
     pub reset: bool,
+    /// Handle the request, then drop the connection instead of answering: the answer lost on
+    /// its way back (the request took effect; the client sees a transport error).
+    #[serde(default)]
+    pub lose_answer: bool,
     /// How many matching requests it affects; `None`: every one until cleared.
     #[serde(default)]
     pub times: Option<u32>,
@@ -140,6 +144,7 @@ impl Fault {
             status: Some(status),
             delay_ms: 0,
             reset: false,
+            lose_answer: false,
             times: Some(times),
             retry_after_seconds: None,
             rate_limit_reason: None,
@@ -162,6 +167,15 @@ impl Fault {
         Fault {
             status: None,
             reset: true,
+            ..Fault::status(path_contains, 0, times)
+        }
+    }
+
+    /// The next `times` matching requests handled, their answers lost on the way back.
+    pub fn lose_answer(path_contains: impl Into<String>, times: u32) -> Self {
+        Fault {
+            status: None,
+            lose_answer: true,
             ..Fault::status(path_contains, 0, times)
         }
     }

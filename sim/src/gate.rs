@@ -86,7 +86,8 @@ pub(crate) async fn gate(
         Some(query) => format!("{path}?{query}"),
         None => path.clone(),
     };
-    if let Some(fault) = take_fault(&tenant, &method, &target) {
+    let fault = take_fault(&tenant, &method, &target);
+    if let Some(fault) = &fault {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }
@@ -94,7 +95,7 @@ pub(crate) async fn gate(
             drop_connection();
         }
         if let Some(status) = fault.status {
-            return with_request_id(fault_response(api, &fault, status, request.headers()));
+            return with_request_id(fault_response(api, fault, status, request.headers()));
         }
     }
 
@@ -133,6 +134,9 @@ pub(crate) async fn gate(
     }
     request.extensions_mut().insert(tenant);
     let mut response = next.run(request).await;
+    if fault.is_some_and(|fault| fault.lose_answer) {
+        drop_connection();
+    }
     add_headers(response.headers_mut(), limit_headers);
     if deprecated {
         add_headers(

@@ -9,8 +9,12 @@
 //!   a crash right after cannot leave gatehouse holding only the retired token;
 //! - the refresh token used is always the one in the store, never a copy held in memory or the
 //!   configured seed once it has been rotated;
-//! - a refresh whose answer was lost is not retried blindly: the caller gets a transient error,
-//!   and the next attempt uses the stored token (still the live one, as far as gatehouse knows);
+//! - a refresh whose answer did not come (a reset, a timeout, an unreadable or 5xx answer) may
+//!   have rotated the token all the same, the new one lost on the way: it is asked again at once,
+//!   twice within seconds, with the same token, which Atlassian still honours within its
+//!   10-minute reuse window (a retired token used *after* the window revokes the whole grant, so
+//!   waiting for the next call, which may come later, is what must not be relied on); then the
+//!   caller gets a transient error, and the next attempt uses the stored token;
 //! - an access token Atlassian refuses (401) is replaced once, and again only a minute after: a
 //!   replacement refused as well means the grant lost its access (the app was removed from the
 //!   site, the authorizing user lost theirs), which new tokens do not cure, and replacing it on
@@ -47,6 +51,9 @@ const LEASE: Duration = Duration::from_secs(30);
 /// refused too, new tokens do not help (the grant lost its access to the site, not the token
 /// its validity), and replacing it on every call would rotate the refresh token on every call.
 const REPLACE_REFUSED_EVERY: Duration = Duration::from_secs(60);
+/// The pauses before asking the token endpoint again when its answer did not come: seconds, well
+/// within Atlassian's 10-minute reuse window and within the refresh lease.
+const TOKEN_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 /// How often a process waiting on another's lease looks again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
 /// An access token's lifetime when the token endpoint does not say (Atlassian's last an hour).
@@ -326,7 +333,9 @@ impl OAuthSession {
                 tokio::time::sleep(LEASE_POLL).await;
                 continue;
             }
-            let answer = self.call_token_endpoint(&grant.refresh_token).await;
+            let answer = self
+                .call_token_endpoint_until_answered(&grant.refresh_token)
+                .await;
             let answer = match answer {
                 Ok(answer) => answer,
                 Err(error) => {
@@ -368,6 +377,31 @@ impl OAuthSession {
             }
             *lock(&self.refused) = None;
             return self.adopt(access, expires_at);
+        }
+    }
+
+    /// [`Self::call_token_endpoint`], asked again after each of [`TOKEN_RETRY_PAUSES`] while the
+    /// failure is transient (see the module docs); a refusal is not asked again.
+    async fn call_token_endpoint_until_answered(
+        &self,
+        refresh_token: &Secret,
+    ) -> Result<TokenAnswer, ApiError> {
+        let mut pauses = TOKEN_RETRY_PAUSES.iter();
+        loop {
+            match self.call_token_endpoint(refresh_token).await {
+                Err(error) if error.kind() == ErrorKind::Transient => {
+                    let Some(pause) = pauses.next() else {
+                        return Err(error);
+                    };
+                    tracing::warn!(
+                        grant = %self.grant_key,
+                        %error,
+                        "the OAuth token endpoint did not answer; asking again with the same refresh token while Atlassian's reuse window lasts"
+                    );
+                    tokio::time::sleep(*pause).await;
+                }
+                answered => return answered,
+            }
         }
     }
 

@@ -146,6 +146,36 @@ async fn a_revoked_access_token_is_replaced_once_and_the_call_goes_through() {
     assert_eq!(world.state().await.oauth.refreshes, 2);
 }
 
+/// A token answer lost on its way back (Atlassian rotated the token; gatehouse never saw the new
+/// one) is asked for again at once with the same token, inside Atlassian's reuse window: the call
+/// goes through and the grant lives on. Before, the next refresh came with the next call, which
+/// could be past the window, where Atlassian revokes the whole grant.
+#[tokio::test]
+async fn a_token_answer_lost_on_the_way_back_is_asked_for_again_within_the_reuse_window() {
+    let dir = TempDir::new();
+    let store = store(&dir).await;
+    // Atlassian's own leeway (ten minutes), not the strict zero of the other tests.
+    let sim = Simulator::start(group_seed(), Behaviour::default())
+        .await
+        .unwrap();
+    let settings = oauth_settings_for(&sim);
+    let world = SimWorld::with_settings(sim, settings, Some(store.clone())).await;
+    world.fault(Fault::lose_answer("/oauth/token", 1)).await;
+    assert!(world.confluence().user("acc-0001").await.unwrap().is_some());
+    let oauth = world.state().await.oauth;
+    assert_eq!(
+        (oauth.refreshes, oauth.reuse_within_leeway, oauth.families_revoked),
+        (2, 1, 0),
+        "the lost rotation, then the retired token used again within the window: {oauth:?}"
+    );
+    let grant = store.oauth_grant("sim-client@sim-cloud").await.unwrap().unwrap();
+    assert_eq!(
+        Some(grant.refresh_token.expose()),
+        oauth.latest_refresh_tokens.get("sim-client").map(String::as_str),
+        "the store keeps the live refresh token"
+    );
+}
+
 #[tokio::test]
 async fn a_restarted_process_and_a_second_process_use_the_stored_grant() {
     let dir = TempDir::new();
