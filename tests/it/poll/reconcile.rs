@@ -166,13 +166,7 @@ async fn a_membership_found_in_a_group_with_allowed_actors_waits_for_a_person() 
 /// one acting on its findings, removes it: the leaver in it is found and removed.
 #[tokio::test]
 async fn a_group_kept_by_one_policy_is_still_reconciled_for_another_that_removes_it() {
-    let mut gone = SeedUser::new("gone", "Gone");
-    gone.status = SimAccountStatus::Inactive;
-    let seed = Seed {
-        users: vec![gone],
-        groups: vec![SeedGroup::new("g-x", "team-x", vec!["gone".into()])],
-        ..Seed::default()
-    };
+    let seed = leaver_in(&[("g-x", "team-x")]);
     let leavers = policies(
         r#"
         [[policies]]
@@ -330,6 +324,20 @@ async fn a_failed_round_is_tried_again_soon_not_a_whole_interval_later() {
             .is_some()
     );
     world.stop().await;
+}
+
+/// A site where the deactivated account `gone` is a member of each `(id, name)` group.
+fn leaver_in(groups: &[(&str, &str)]) -> Seed {
+    let mut gone = SeedUser::new("gone", "Gone");
+    gone.status = SimAccountStatus::Inactive;
+    Seed {
+        users: vec![gone],
+        groups: groups
+            .iter()
+            .map(|&(id, name)| SeedGroup::new(id, name, vec!["gone".into()]))
+            .collect(),
+        ..Seed::default()
+    }
 }
 
 async fn reconcile(config: &std::path::Path, dry_run: bool) -> (bool, String, String) {
@@ -678,17 +686,11 @@ async fn many_changes_at_once_are_checked_with_a_second_listing() {
 /// the CLI says which.
 #[tokio::test]
 async fn a_group_that_cannot_be_read_does_not_hide_the_leavers_of_the_others() {
-    let mut gone = SeedUser::new("gone", "Gone");
-    gone.status = SimAccountStatus::Inactive;
-    let seed = Seed {
-        users: vec![gone],
-        groups: vec![
-            SeedGroup::new("g-secret", "secret", vec!["gone".into()]),
-            SeedGroup::new("g-vanished", "vanished", vec!["gone".into()]),
-            SeedGroup::new("g-x", "team-x", vec!["gone".into()]),
-        ],
-        ..Seed::default()
-    };
+    let seed = leaver_in(&[
+        ("g-secret", "secret"),
+        ("g-vanished", "vanished"),
+        ("g-x", "team-x"),
+    ]);
     let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
     for (group, status) in [("g-secret", 403), ("g-vanished", 404)] {
         sim.tenant_at(0).unwrap().add_fault(gatehouse_sim::Fault::status(
@@ -715,16 +717,7 @@ async fn a_group_that_cannot_be_read_does_not_hide_the_leavers_of_the_others() {
 /// group, says so, and the leaver's finding names the group.
 #[tokio::test]
 async fn a_group_to_keep_that_names_no_group_is_warned_about() {
-    let mut leaver = SeedUser::new("gone", "Gone");
-    leaver.status = SimAccountStatus::Inactive;
-    let seed = Seed {
-        users: vec![leaver],
-        groups: vec![
-            SeedGroup::new("g-x", "team-x", vec!["gone".into()]),
-            SeedGroup::new("g-all", "all-staff", vec!["gone".into()]),
-        ],
-        ..Seed::default()
-    };
+    let seed = leaver_in(&[("g-x", "team-x"), ("g-all", "all-staff")]);
     let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
     let dir = TempDir::new();
     let config = config_with(
