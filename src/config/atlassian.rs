@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Secret;
-use super::checks::{Ending, check_url, ending};
+use super::checks::{Ending, check_credentialed_url, ending};
 
 const ATLASSIAN_API: &str = "https://api.atlassian.com";
 
@@ -375,18 +375,18 @@ pub(super) fn validate(
     error: &mut impl FnMut(String, String),
     warn: &mut impl FnMut(String, String),
 ) {
-    check_url(
+    check_credentialed_url(
         &format!("{prefix}.gateway_base_url"),
         &settings.gateway_base_url,
         error,
     );
-    check_url(
+    check_credentialed_url(
         &format!("{prefix}.admin_base_url"),
         &settings.admin_base_url,
         error,
     );
     if let Some(url) = &settings.confluence_base_url {
-        check_url(&format!("{prefix}.confluence_base_url"), url, error);
+        check_credentialed_url(&format!("{prefix}.confluence_base_url"), url, error);
     }
     match &settings.auth {
         None => {
@@ -413,7 +413,7 @@ pub(super) fn validate(
                     if client_id.trim().is_empty() {
                         error(format!("{prefix}.auth.client_id"), "must not be empty".into());
                     }
-                    check_url(&format!("{prefix}.auth.token_url"), token_url, error);
+                    check_credentialed_url(&format!("{prefix}.auth.token_url"), token_url, error);
                 }
             }
             match auth.gateway_cloud_id() {
@@ -439,7 +439,7 @@ pub(super) fn validate(
         }
     }
     match (&settings.scim_base_url, &settings.scim_token) {
-        (Some(url), Some(_)) => check_url(&format!("{prefix}.scim_base_url"), url, error),
+        (Some(url), Some(_)) => check_credentialed_url(&format!("{prefix}.scim_base_url"), url, error),
         (Some(_), None) => error(
             format!("{prefix}.scim_token"),
             "required when scim_base_url is set".into(),
@@ -641,6 +641,47 @@ mod tests {
             ),
             ["atlassian.confluence_base_url"]
         );
+    }
+
+    /// Every Atlassian URL carries a credential: plain http is refused unless it stays on this
+    /// machine (a local simulator), where `127.0.0.1`, `[::1]` and `localhost` are accepted.
+    #[test]
+    fn credentials_never_travel_over_plain_http_off_this_machine() {
+        let keys = error_keys(
+            r#"
+            [atlassian]
+            confluence_base_url = "http://example.atlassian.net/wiki"
+            auth = { kind = "basic", email = "bot@example.com", token = "env:PATH" }
+            scim_base_url = "http://api.atlassian.com/scim/directory/d"
+            scim_token = "env:PATH"
+            admin_base_url = "http://api.atlassian.com"
+            "#,
+        );
+        assert_eq!(
+            keys,
+            [
+                "atlassian.admin_base_url",
+                "atlassian.confluence_base_url",
+                "atlassian.scim_base_url"
+            ]
+        );
+        let keys = error_keys(
+            r#"
+            [atlassian]
+            auth = { kind = "oauth", client_id = "c", client_secret = "env:PATH", refresh_token = "env:PATH", cloud_id = "cloud-1", token_url = "http://auth.example.com/oauth/token" }
+            "#,
+        );
+        assert_eq!(keys, ["atlassian.auth.token_url"]);
+        for local in [
+            "http://127.0.0.1:8081/wiki",
+            "http://[::1]:8081/wiki",
+            "http://localhost:8081/wiki",
+        ] {
+            let config = format!(
+                "[atlassian]\nconfluence_base_url = \"{local}\"\nauth = {{ kind = \"basic\", email = \"bot@example.com\", token = \"env:PATH\" }}"
+            );
+            assert!(load(&config).is_ok(), "{local}");
+        }
     }
 
     #[test]

@@ -32,6 +32,31 @@ pub(super) fn check_url(key: &str, url: &str, error: &mut impl FnMut(String, Str
     }
 }
 
+/// [`check_url`] for a URL gatehouse sends credentials to (Atlassian's APIs, the OAuth token
+/// endpoint): `https`, or plain `http` to a loopback address only (a local simulator). Elsewhere
+/// plain http would carry the API token, the SCIM token or the client secret in clear.
+pub(super) fn check_credentialed_url(key: &str, url: &str, error: &mut impl FnMut(String, String)) {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "http" && !is_loopback(&parsed) => error(
+            key.to_owned(),
+            format!(
+                "`{url}` would carry credentials unencrypted: use https (plain http is accepted only to a \
+                 loopback address, such as a local simulator)"
+            ),
+        ),
+        _ => check_url(key, url, error),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// Lowercase ASCII letters and digits plus `extra`, starting with a letter or digit.
 pub(super) fn is_name(name: &str, extra: &[char]) -> bool {
     let mut chars = name.chars();
