@@ -30,12 +30,33 @@ pub fn from_process() -> Result<Vec<(String, String)>, ConfigError> {
     Ok(ours)
 }
 
-/// Applies every `GATEHOUSE__…` variable in `vars` to `root`.
-pub fn apply(root: &mut Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+/// A key an environment variable set, as config errors name keys (`sources[0].tolerance_seconds`),
+/// and the variable's name: an error about the key then names the variable, which a user would
+/// otherwise look for in their file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overridden {
+    pub key: String,
+    pub variable: String,
+}
+
+impl Overridden {
+    /// Whether an error about `key` is about this override (the key, or one inside it).
+    pub fn covers(&self, key: &str) -> bool {
+        key.strip_prefix(self.key.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    }
+}
+
+/// Applies every `GATEHOUSE__…` variable in `vars` to `root`; returns the keys they set.
+pub fn apply(
+    root: &mut Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Overridden>, ConfigError> {
     let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
     // Sorted so that appending by index (`…__0__`, then `…__1__`) is deterministic, and indexes
     // as numbers: `…__2__` before `…__10__`.
     vars.sort_by(|(a, _), (b, _)| segments(a).cmp(segments(b)));
+    let mut overridden = Vec::new();
     for (name, raw) in vars {
         let path: Vec<String> = name[PREFIX.len()..]
             .split("__")
@@ -48,8 +69,20 @@ pub fn apply(root: &mut Table, vars: impl IntoIterator<Item = (String, String)>)
             ));
         }
         set(root, &path, parse_value(&raw)).map_err(|message| ConfigError::new(&name, message))?;
+        let key = path.iter().fold(String::new(), |mut key, segment| {
+            if segment.parse::<usize>().is_ok() {
+                key.push_str(&format!("[{segment}]"));
+            } else {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(segment);
+            }
+            key
+        });
+        overridden.push(Overridden { key, variable: name });
     }
-    Ok(())
+    Ok(overridden)
 }
 
 /// A variable's name as the sort key of [`apply`]: its segments, a number as a number.

@@ -188,15 +188,30 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
         let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::new("<file>", format!("not valid TOML: {}", e.message().trim()))
+            let at = e
+                .span()
+                .map(|span| position(text, span.start))
+                .unwrap_or_default();
+            ConfigError::new("<file>", format!("not valid TOML{at}: {}", e.message().trim()))
         })?;
-        env_override::apply(&mut root, env)?;
+        let overridden = env_override::apply(&mut root, env)?;
+        let from_env = |mut error: ConfigError| {
+            if let Some(by) = overridden.iter().rev().find(|o| o.covers(&error.key)) {
+                error.message = format!(
+                    "{} (set by the environment variable {})",
+                    error.message, by.variable
+                );
+            }
+            error
+        };
         let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "<file>".to_owned() } else { key };
-            ConfigError::new(key, e.into_inner().message().trim().to_owned())
+            from_env(ConfigError::new(key, e.into_inner().message().trim().to_owned()))
         })?;
-        let warnings = settings.validate(Utc::now())?;
+        let warnings = settings
+            .validate(Utc::now())
+            .map_err(|errors| ConfigErrors(errors.0.into_iter().map(from_env).collect()))?;
         Ok((settings, warnings))
     }
 
@@ -215,6 +230,14 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// ` at line L, column C` of byte `offset` in `text` (both from 1), for a TOML syntax error.
+fn position(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" at line {line}, column {column}")
 }
 
 #[cfg(test)]
@@ -521,5 +544,51 @@ mod tests {
             dir.join("missing").display()
         );
         assert_eq!(error_keys(&bad), ["sources[0].secrets[0].value"]);
+    }
+
+    /// An error about a key an environment variable set names the variable: the user would
+    /// otherwise search their file for a key that is not there.
+    #[test]
+    fn errors_about_overridden_keys_name_the_variable() {
+        let errors = load("", &[("GATEHOUSE__SERVER__LISTN", "0.0.0.0:9")]).unwrap_err();
+        assert_eq!(errors.0[0].key, "server.listn");
+        assert!(
+            errors.0[0]
+                .message
+                .contains("set by the environment variable GATEHOUSE__SERVER__LISTN"),
+            "{errors}"
+        );
+        let errors = load("", &[("GATEHOUSE__SERVER__MAX_BODY_BYTES", "abc")]).unwrap_err();
+        assert!(
+            errors.0[0].message.contains("GATEHOUSE__SERVER__MAX_BODY_BYTES"),
+            "{errors}"
+        );
+        // Found by validation, inside an array the variable indexes.
+        let text = "[[sources]]\nname = \"relay\"\nscheme = \"url-token\"\n";
+        let errors = load(text, &[("GATEHOUSE__SOURCES__0__NAME", "Not A Name")]).unwrap_err();
+        assert_eq!(errors.0[0].key, "sources[0].name");
+        assert!(
+            errors.0[0].message.contains("GATEHOUSE__SOURCES__0__NAME"),
+            "{errors}"
+        );
+        // An error about a key no variable set does not blame one.
+        let errors = load(
+            "[server]\nlistn = 1\n",
+            &[("GATEHOUSE__SERVER__LISTEN", "0.0.0.0:9")],
+        )
+        .unwrap_err();
+        assert!(!errors.0[0].message.contains("environment"), "{errors}");
+    }
+
+    /// A syntax error says where it is.
+    #[test]
+    fn toml_syntax_errors_name_their_line_and_column() {
+        let errors = load(
+            "[server]\nlisten = \"0.0.0.0:1\"\n[queue\nbackend = \"embedded\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.0[0].key, "<file>");
+        assert!(errors.0[0].message.contains("at line 3, column"), "{errors}");
     }
 }
