@@ -165,7 +165,7 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                 }
                 .parse()
                 .map_err(anyhow::Error::msg)?;
-                let records = query_all(&store, query).await?;
+                let records = query_all(&store, query.clone()).await?;
                 let mut out = Output::stdout();
                 if format == RecordFormat::Table {
                     out.line(&table_header())?;
@@ -174,6 +174,25 @@ pub async fn run(args: AuditArgs, settings: &Settings) -> ExitCode {
                     out.record(record, format)?;
                 }
                 out.flush()?;
+                // Oldest first, `limit` at most: say so when more match, or a query for failures
+                // would quietly show only the oldest ones.
+                if let Some(last) = records.last().filter(|_| limit > 0 && records.len() == limit) {
+                    let more = AuditQuery {
+                        after_seq: Some(last.seq),
+                        limit: 1,
+                        ..query
+                    };
+                    if !crate::audit::query::query(&store, &more)
+                        .await
+                        .context("reading the audit trail")?
+                        .is_empty()
+                    {
+                        eprintln!(
+                            "{limit} record(s) shown, oldest first; more match: add --after-seq {} for the next ones, or --limit 0 for all",
+                            last.seq
+                        );
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Export {

@@ -70,6 +70,17 @@ async fn operators_read_export_verify_and_look_up() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|r| r["kind"] == "failed"));
 
+    // A limit that leaves records out says so, with where to go on; one that does not, nothing.
+    let first = gatehouse(&config, &["audit", "query", "--limit", "5", "--format", "jsonl"]);
+    assert_eq!(stdout(&first).lines().count(), 5);
+    assert!(
+        stderr(&first).contains("5 record(s) shown, oldest first; more match: add --after-seq 5"),
+        "{}",
+        stderr(&first)
+    );
+    let rest = gatehouse(&config, &["audit", "query", "--after-seq", "5", "--limit", "0"]);
+    assert!(!stderr(&rest).contains("more match"), "{}", stderr(&rest));
+
     let table = gatehouse(&config, &["audit", "query", "--account-id", "557058:acc-0"]);
     let text = stdout(&table);
     assert_eq!(text.lines().count(), 3, "{text}");
