@@ -277,8 +277,34 @@ impl Queue for EmbeddedQueue {
         !self.closed.is_cancelled()
     }
 
+    /// Stops polling, and hands back the messages this process took and never settled: a
+    /// handler still running when the worker's grace period ran out was dropped with its
+    /// message locked, which would otherwise wait out its visibility timeout (minutes) before
+    /// the next process could take it. RabbitMQ does the same when a consumer's channel closes.
+    /// The delivery counts towards the delivery limit as handed out; the event's dedupe claim
+    /// keeps whoever takes it next from acting while the claim's lease lasts.
     async fn close(&self) {
         self.closed.cancel();
+        let mine = format!("{}/", self.owner);
+        let handed_back = sqlx::query(
+            "UPDATE queue_messages SET locked_by = NULL, locked_until = NULL
+             WHERE substr(locked_by, 1, CAST($1 AS INTEGER)) = $2",
+        )
+        .bind(i64::try_from(mine.len()).unwrap_or(i64::MAX))
+        .bind(&mine)
+        .execute(self.store.pool())
+        .await;
+        match handed_back {
+            Ok(done) if done.rows_affected() > 0 => tracing::info!(
+                messages = done.rows_affected(),
+                "unfinished messages handed back to the queue for the next process"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot hand back unfinished messages; they are handed out again once their visibility timeout runs out"
+            ),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Concurrency is bounded (`worker.concurrency`) under the queue's prefetch. Shutdown is
 //! explicit ([`WorkerHandle::shutdown`]): stop taking messages, give back those received but not
 //! started, let in-flight events finish within the grace period, and leave anything still running
-//! after it unsettled, so the queue hands it out again. Nothing is acked that was not done.
+//! after it unsettled, so the queue hands it out again (RabbitMQ when the channel closes, the
+//! embedded queue when it closes). Nothing is acked that was not done.
 
 mod handling;
 mod housekeeping;

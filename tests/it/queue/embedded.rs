@@ -197,3 +197,49 @@ async fn a_message_with_an_unreadable_history_is_still_delivered() {
     assert!(consumer.stop().await.is_empty());
     store.close().await;
 }
+
+/// A message whose handler was still running when the worker stopped (its grace period over,
+/// the handler dropped with the message locked) is handed back when the queue closes: the next
+/// process takes it at once, not after the visibility timeout (five minutes by default, during
+/// which a leaver kept their groups).
+#[tokio::test]
+async fn a_message_left_unsettled_at_shutdown_is_handed_back_at_once() {
+    use gatehouse::queue::Queue;
+    let dir = TempDir::new();
+    let (store, queue) = lone_queue(&dir).await;
+    queue.publish(&message(1)).await.unwrap();
+    queue.publish(&message(2)).await.unwrap();
+    let mut consumer = queue.consume(1).await.unwrap();
+    let running = tokio::time::timeout(Duration::from_secs(5), consumer.deliveries.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // The worker stops: what it had not started is given back, the running one is dropped.
+    for unstarted in consumer.stop().await {
+        unstarted.release().await.unwrap();
+    }
+    drop(running);
+    queue.close().await;
+
+    let audit = gatehouse::audit::AuditLog::new(store.clone(), &Default::default());
+    let next = gatehouse::queue::embedded::EmbeddedQueue::new(store.clone(), Default::default(), audit);
+    let mut consumer = next.consume(2).await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.deliveries.recv())
+            .await
+            .expect("handed out again well before the visibility timeout")
+            .unwrap();
+        again.push((delivery.message_id.clone(), delivery.redelivered));
+        delivery.ack().await.unwrap();
+    }
+    again.sort();
+    assert_eq!(
+        again,
+        [("group-1".to_owned(), true), ("group-2".to_owned(), false)],
+        "the dropped one counts as handed out; the given-back one does not"
+    );
+    consumer.stop().await;
+    next.close().await;
+    assert_eq!(queued_rows(&store).await, 0);
+}
