@@ -195,6 +195,8 @@ impl Settings {
             ConfigError::new("<file>", format!("not valid TOML{at}: {}", e.message().trim()))
         })?;
         let overridden = env_override::apply(&mut root, env)?;
+        // After the overrides: a placeholder a variable replaces is no placeholder.
+        let placeholders = placeholders(&root);
         let from_env = |mut error: ConfigError| {
             if let Some(by) = overridden.iter().rev().find(|o| o.covers(&error.key)) {
                 error.message = format!(
@@ -209,9 +211,15 @@ impl Settings {
             let key = if key == "." { "<file>".to_owned() } else { key };
             from_env(ConfigError::new(key, e.into_inner().message().trim().to_owned()))
         })?;
-        let warnings = settings
+        let mut warnings = settings
             .validate(Utc::now())
             .map_err(|errors| ConfigErrors(errors.0.into_iter().map(from_env).collect()))?;
+        warnings.extend(placeholders.into_iter().map(|key| {
+            ConfigWarning {
+                key,
+                message: format!("still holds the example's placeholder `{PLACEHOLDER}`: set the real value"),
+            }
+        }));
         Ok((settings, warnings))
     }
 
@@ -230,6 +238,35 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// What the example configs write where a deployment's own value belongs.
+const PLACEHOLDER: &str = "CHANGE-ME";
+
+/// The keys of the file whose text still holds [`PLACEHOLDER`] (a broker password in a URL, an
+/// organization id), named as config errors name keys; the values are not repeated (a URL may
+/// hold a real password next to a placeholder).
+fn placeholders(root: &toml::Table) -> Vec<String> {
+    fn walk(value: &toml::Value, key: String, found: &mut Vec<String>) {
+        match value {
+            toml::Value::String(text) if text.contains(PLACEHOLDER) => found.push(key),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{key}[{i}]"), found);
+                }
+            }
+            toml::Value::Table(table) => {
+                for (name, item) in table {
+                    let key = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
+                    walk(item, key, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(&toml::Value::Table(root.clone()), String::new(), &mut found);
+    found
 }
 
 /// ` at line L, column C` of byte `offset` in `text` (both from 1), for a TOML syntax error.
@@ -578,6 +615,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(!errors.0[0].message.contains("environment"), "{errors}");
+    }
+
+    /// A value the example left for the deployment to fill is pointed out, by key only.
+    #[test]
+    fn placeholders_left_from_the_examples_are_warned_about() {
+        let text = "[atlassian]\norg_id = \"CHANGE-ME\"\n[queue]\nurl = [\"amqp://u:CHANGE-ME@a:5672/%2f\", \"amqp://u:pw-4f9e@b:5672/%2f\"]\n";
+        let (_, warnings) = load(text, &[]).unwrap();
+        let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+        assert!(keys.contains(&"atlassian.org_id") && keys.contains(&"queue.url[0]"), "{keys:?}");
+        assert!(!keys.contains(&"queue.url[1]"), "{keys:?}");
+        assert!(warnings.iter().all(|w| !w.message.contains("pw-4f9e")));
+        // Replaced by an environment variable: no longer a placeholder.
+        let (_, warnings) = load(text, &[("GATEHOUSE__ATLASSIAN__ORG_ID", "org-1")]).unwrap();
+        assert!(warnings.iter().all(|w| w.key != "atlassian.org_id"), "{warnings:?}");
     }
 
     /// A syntax error says where it is.
