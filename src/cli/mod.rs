@@ -185,7 +185,7 @@ async fn run_configured(config: &std::path::Path, command: Configured) -> ExitCo
                 Configured::Worker => Roles::WORKER,
                 _ => Roles::ALL,
             };
-            report(serve(settings, roles).await)
+            report_served(serve(settings, roles).await)
         }
         Configured::Approvals { tenant, command } => {
             quiet_logs(&settings);
@@ -222,15 +222,24 @@ fn quiet_logs(settings: &Settings) {
     });
 }
 
+/// An operator command's outcome: its error on stderr, once.
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "gatehouse failed");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A server's outcome: its error in the log as well (where a deployment collects it, as JSON
+/// when `log.format` says so), then on stderr.
+fn report_served(result: anyhow::Result<()>) -> ExitCode {
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "gatehouse failed");
+    }
+    report(result)
 }
 
 async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {

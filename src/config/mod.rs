@@ -214,11 +214,9 @@ impl Settings {
         let mut warnings = settings
             .validate(Utc::now())
             .map_err(|errors| ConfigErrors(errors.0.into_iter().map(from_env).collect()))?;
-        warnings.extend(placeholders.into_iter().map(|key| {
-            ConfigWarning {
-                key,
-                message: format!("still holds the example's placeholder `{PLACEHOLDER}`: set the real value"),
-            }
+        warnings.extend(placeholders.into_iter().map(|key| ConfigWarning {
+            key,
+            message: format!("still holds the example's placeholder `{PLACEHOLDER}`: set the real value"),
         }));
         Ok((settings, warnings))
     }
@@ -257,7 +255,11 @@ fn placeholders(root: &toml::Table) -> Vec<String> {
             }
             toml::Value::Table(table) => {
                 for (name, item) in table {
-                    let key = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
+                    let key = if key.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{key}.{name}")
+                    };
                     walk(item, key, found);
                 }
             }
@@ -623,12 +625,18 @@ mod tests {
         let text = "[atlassian]\norg_id = \"CHANGE-ME\"\n[queue]\nurl = [\"amqp://u:CHANGE-ME@a:5672/%2f\", \"amqp://u:pw-4f9e@b:5672/%2f\"]\n";
         let (_, warnings) = load(text, &[]).unwrap();
         let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
-        assert!(keys.contains(&"atlassian.org_id") && keys.contains(&"queue.url[0]"), "{keys:?}");
+        assert!(
+            keys.contains(&"atlassian.org_id") && keys.contains(&"queue.url[0]"),
+            "{keys:?}"
+        );
         assert!(!keys.contains(&"queue.url[1]"), "{keys:?}");
         assert!(warnings.iter().all(|w| !w.message.contains("pw-4f9e")));
         // Replaced by an environment variable: no longer a placeholder.
         let (_, warnings) = load(text, &[("GATEHOUSE__ATLASSIAN__ORG_ID", "org-1")]).unwrap();
-        assert!(warnings.iter().all(|w| w.key != "atlassian.org_id"), "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.key != "atlassian.org_id"),
+            "{warnings:?}"
+        );
     }
 
     /// A syntax error says where it is.

@@ -34,14 +34,16 @@ use crate::store::{ApprovalState, GroupSnapshot, ReconcileRun, Store, StoreError
 /// (`reconcile.user.deactivated`).
 pub const KIND: &str = handlers::RECONCILE_SOURCE;
 
+/// Why a round failed. The message carries the cause's own (no `source`: a report of the whole
+/// chain, as `anyhow`'s `{:#}` prints it, would say the cause twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("Atlassian: {0}")]
-    Atlassian(#[from] ApiError),
+    Atlassian(ApiError),
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("queue: {0}")]
-    Queue(#[from] PublishError),
+    Queue(PublishError),
     #[error("no queue to publish findings to (only a dry run can do without)")]
     NoQueue,
     /// Two rounds at once would compare against the same snapshots and save them over each
@@ -51,6 +53,24 @@ pub enum ReconcileError {
         "another reconcile of tenant `{0}` is running (the background reconciler or `gatehouse reconcile`); try again when it is over"
     )]
     RoundRunning(String),
+}
+
+impl From<ApiError> for ReconcileError {
+    fn from(error: ApiError) -> Self {
+        ReconcileError::Atlassian(error)
+    }
+}
+
+impl From<StoreError> for ReconcileError {
+    fn from(error: StoreError) -> Self {
+        ReconcileError::Store(error)
+    }
+}
+
+impl From<PublishError> for ReconcileError {
+    fn from(error: PublishError) -> Self {
+        ReconcileError::Queue(error)
+    }
 }
 
 /// One thing the real state says that no event did.
