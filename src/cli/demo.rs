@@ -84,6 +84,15 @@ naming = { prefixes = ["team-", "confluence-"], lowercase = true, max_length = 6
 protected_groups = [{ name = "confluence-administrators" }]
 "#;
 
+/// `println!` that does not panic when stdout is gone (`gatehouse demo | head`): the story is
+/// told to the end all the same, its outcome decides the exit code, and its folder is removed.
+macro_rules! say {
+    ($($words:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($words)*);
+    }};
+}
+
 /// The organization: a dozen people, a few teams, and a protected administrators group that
 /// Mallory has just added herself to.
 fn organization() -> Seed {
@@ -215,11 +224,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             !args.keep_running,
         ),
     };
-    let result = run_in(&dir, !temporary, args.keep_running).await;
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    let outcome = result?;
+    // Removed however the run ends, a panic included: it holds the demo's secrets.
+    let _remove = temporary.then(|| RemoveOnDrop(dir.clone()));
+    let outcome = run_in(&dir, !temporary, args.keep_running).await?;
     anyhow::ensure!(
         outcome.steps_as_expected == outcome.steps && outcome.chain_intact,
         "the demo did not go as expected: {} of {} steps, chain {}",
@@ -228,6 +235,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if outcome.chain_intact { "intact" } else { "BROKEN" }
     );
     Ok(())
+}
+
+/// A folder removed when this is dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The story in `dir` (`kept`: it stays after the run). gatehouse and the simulator are stopped
@@ -259,7 +275,7 @@ async fn run_in(dir: &Path, kept: bool, keep_running: bool) -> anyhow::Result<St
     let server = tokio::spawn(app.run(shutdown.clone()));
     let outcome = tell(&running, dir, &config, (kept, keep_running)).await;
     if outcome.is_ok() && keep_running {
-        println!("gatehouse and the simulator keep running; Ctrl-C stops them.");
+        say!("gatehouse and the simulator keep running; Ctrl-C stops them.");
         super::cancel_on_signal(shutdown.clone()).await;
     }
     shutdown.cancel();
@@ -288,29 +304,29 @@ async fn tell(
     (kept, keep_running): (bool, bool),
 ) -> anyhow::Result<StoryOutcome> {
     let (addr, store, sim, hook_secret) = (running.addr, &running.store, running.sim, running.hook_secret);
-    println!("gatehouse demo");
-    println!(
+    say!("gatehouse demo");
+    say!(
         "  gatehouse      http://{addr} (embedded queue, SQLite in {})",
         dir.display()
     );
-    println!(
+    say!(
         "  Atlassian      simulated at {} (organization `{TENANT}`: 12 people, 5 groups)",
         sim.url("")
     );
-    println!("  source         `hr`, Standard Webhooks, an HR system's decisions");
-    println!("  policies       leaver, offboarding, welcome, provisioning, admins-guard, group-hygiene");
-    println!();
+    say!("  source         `hr`, Standard Webhooks, an HR system's decisions");
+    say!("  policies       leaver, offboarding, welcome, provisioning, admins-guard, group-hygiene");
+    say!();
 
     let http = reqwest::Client::new();
     let mut as_expected = 0;
     let steps = story();
     let mut waiting = None;
     for (i, step) in steps.iter().enumerate() {
-        println!("{}. {}", i + 1, step.title);
+        say!("{}. {}", i + 1, step.title);
         let event_id = send(&http, addr, hook_secret, step, i).await?;
         let met = wait_for(sim, store, &event_id, &step.expect).await?;
         for line in describe(store, &event_id).await? {
-            println!("     {line}");
+            say!("     {line}");
         }
         if let Expectation::AwaitsApproval = step.expect
             && let Some(approval) = pending_approval(store, &event_id).await?
@@ -319,11 +335,11 @@ async fn tell(
         }
         if met {
             as_expected += 1;
-            println!("   ok: {}", expectation_text(&step.expect));
+            say!("   ok: {}", expectation_text(&step.expect));
         } else {
-            println!("   NOT AS EXPECTED: {}", expectation_text(&step.expect));
+            say!("   NOT AS EXPECTED: {}", expectation_text(&step.expect));
         }
-        println!();
+        say!();
     }
 
     let records = crate::audit::query::query(
@@ -339,17 +355,18 @@ async fn tell(
         *by_kind.entry(record.record.kind.as_str()).or_default() += 1;
     }
     let summary: Vec<String> = by_kind.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
-    println!("audit trail: {} records ({})", records.len(), summary.join(", "));
+    say!("audit trail: {} records ({})", records.len(), summary.join(", "));
     let report = crate::audit::verify(store, 1, |_| {}).await?;
     let chain_intact = report.broken.is_none();
     match &report.broken {
-        None => println!(
+        None => say!(
             "audit verify: chain intact, {} records, head hash {}",
-            report.checked, report.head_hash
+            report.checked,
+            report.head_hash
         ),
-        Some(broken) => println!("audit verify: chain BROKEN at {broken}"),
+        Some(broken) => say!("audit verify: chain BROKEN at {broken}"),
     }
-    println!();
+    say!();
     next_steps(
         dir,
         config,
@@ -504,7 +521,7 @@ async fn send(
         .context("sending a webhook to gatehouse")?;
     let status = response.status();
     let answer: Value = response.json().await.unwrap_or(Value::Null);
-    println!(
+    say!(
         "   sent {} (signed, POST /webhooks/hr): {}",
         step.event_type,
         status.as_u16()
@@ -640,45 +657,41 @@ fn next_steps(
     (kept, running): (bool, bool),
 ) {
     if !kept && !running {
-        println!(
-            "explore it yourself: `gatehouse demo --keep-running` leaves gatehouse and the simulator up"
-        );
-        println!("(or `--data DIR` keeps the store and the audit trail), and prints what to try.");
+        say!("explore it yourself: `gatehouse demo --keep-running` leaves gatehouse and the simulator up");
+        say!("(or `--data DIR` keeps the store and the audit trail), and prints what to try.");
         return;
     }
     let config = config.display();
-    println!("try next:");
+    say!("try next:");
     if running {
-        println!(
+        say!(
             "  open http://{addr}/console and sign in as `demo` with `{console_password}` (an admin: approvals, the trail, dead letters)"
         );
     }
     if running && let Some(id) = approval {
-        println!("  gatehouse --config {config} approvals show {id}");
-        println!("  gatehouse --config {config} approvals approve {id} --by you   # Bob's plan runs");
+        say!("  gatehouse --config {config} approvals show {id}");
+        say!("  gatehouse --config {config} approvals approve {id} --by you   # Bob's plan runs");
     }
-    println!("  gatehouse --config {config} audit tail --from 1 --format table");
-    println!("  gatehouse --config {config} audit verify");
+    say!("  gatehouse --config {config} audit tail --from 1 --format table");
+    say!("  gatehouse --config {config} audit verify");
     if running {
-        println!("  # a signed delivery of your own (Standard Webhooks), with the demo's secret:");
-        println!("  secret='{secret}'; id=msg-$(date +%s); ts=$(date +%s)");
-        println!(
+        say!("  # a signed delivery of your own (Standard Webhooks), with the demo's secret:");
+        say!("  secret='{secret}'; id=msg-$(date +%s); ts=$(date +%s)");
+        say!(
             r#"  body='{{"type":"user.deactivated","timestamp":"'$(date -u +%FT%TZ)'","data":{{"account_id":"lin"}}}}'"#
         );
-        println!(
+        say!(
             "  sig=$(printf '%s' \"$id.$ts.$body\" | openssl dgst -sha256 -mac HMAC -macopt hexkey:$(printf '%s' \"${{secret#whsec_}}\" | base64 -d | xxd -p -c 256) -binary | base64)"
         );
-        println!(
+        say!(
             "  curl -i http://{addr}/webhooks/hr -H 'content-type: application/json' -H \"webhook-id: $id\" -H \"webhook-timestamp: $ts\" -H \"webhook-signature: v1,$sig\" -d \"$body\""
         );
     } else {
-        println!(
-            "  (gatehouse demo --keep-running also lets you approve Bob's plan and send your own webhooks)"
-        );
+        say!("  (gatehouse demo --keep-running also lets you approve Bob's plan and send your own webhooks)");
     }
-    println!(
+    say!(
         "  (data, config and secrets: {}; the console's password is in secrets/console-password)",
         dir.display()
     );
-    println!();
+    say!();
 }
