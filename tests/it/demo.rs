@@ -75,3 +75,31 @@ async fn the_demo_tells_the_whole_story_and_ends_with_an_intact_chain() {
     assert!(session.is_ok_and(|cookie| cookie.starts_with("gatehouse_console=")));
     app.stop().await;
 }
+
+/// `gatehouse demo | head -1`: the reader goes away after the first line. The demo still ends
+/// well (no panic on the closed pipe), and its temporary folder, which holds the demo's secrets,
+/// is gone afterwards.
+#[tokio::test]
+async fn the_demo_read_in_part_ends_well_and_leaves_no_secrets_behind() {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    let tmp = TempDir::new();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("demo")
+        .env("TMPDIR", &tmp.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).await.unwrap();
+    assert_eq!(first.trim(), "gatehouse demo");
+    drop(stdout);
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
