@@ -715,7 +715,7 @@ mod tests {
             error_keys(
                 "[atlassian]\nauth = { kind = \"basic\", email = \"a@b\", token = \"env:GH_SURELY_UNSET\" }"
             ),
-            ["atlassian.auth"]
+            ["atlassian.auth.token"]
         );
         assert_eq!(
             error_keys("[atlassian]\nauth = { kind = \"basic\", email = \"a@b.c\", token = \"env:PATH\" }"),

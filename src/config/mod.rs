@@ -206,6 +206,11 @@ impl Settings {
             }
             error
         };
+        // Every secret that cannot be resolved, before the first one stops the typed reading.
+        let unresolvable = unresolvable_secrets(&root);
+        if !unresolvable.is_empty() {
+            return Err(ConfigErrors(unresolvable.into_iter().map(from_env).collect()));
+        }
         let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "<file>".to_owned() } else { key };
@@ -245,9 +250,34 @@ const PLACEHOLDER: &str = "CHANGE-ME";
 /// organization id), named as config errors name keys; the values are not repeated (a URL may
 /// hold a real password next to a placeholder).
 fn placeholders(root: &toml::Table) -> Vec<String> {
-    fn walk(value: &toml::Value, key: String, found: &mut Vec<String>) {
+    strings(root)
+        .into_iter()
+        .filter(|(_, text)| text.contains(PLACEHOLDER))
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Every secret reference (`env:…`, `file:…`) of the file that cannot be resolved, each with
+/// its key: all of them at once, where reading the settings would stop at the first (a
+/// deployment missing ten secrets would take ten runs to learn which).
+fn unresolvable_secrets(root: &toml::Table) -> Vec<ConfigError> {
+    strings(root)
+        .into_iter()
+        .filter(|(_, text)| text.starts_with("env:") || text.starts_with("file:"))
+        .filter_map(|(key, reference)| {
+            Secret::resolve(reference)
+                .err()
+                .map(|why| ConfigError::new(key, why))
+        })
+        .collect()
+}
+
+/// Every string of `root` with its key, named as config errors name keys
+/// (`sources[0].secrets[1].value`).
+fn strings(root: &toml::Table) -> Vec<(String, &str)> {
+    fn walk<'a>(value: &'a toml::Value, key: String, found: &mut Vec<(String, &'a str)>) {
         match value {
-            toml::Value::String(text) if text.contains(PLACEHOLDER) => found.push(key),
+            toml::Value::String(text) => found.push((key, text)),
             toml::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     walk(item, format!("{key}[{i}]"), found);
@@ -267,7 +297,9 @@ fn placeholders(root: &toml::Table) -> Vec<String> {
         }
     }
     let mut found = Vec::new();
-    walk(&toml::Value::Table(root.clone()), String::new(), &mut found);
+    for (name, value) in root {
+        walk(value, name.clone(), &mut found);
+    }
     found
 }
 
@@ -636,6 +668,27 @@ mod tests {
         assert!(
             warnings.iter().all(|w| w.key != "atlassian.org_id"),
             "{warnings:?}"
+        );
+    }
+
+    /// Every secret that cannot be resolved is named at once, with its whole key, not the first
+    /// one per run.
+    #[test]
+    fn every_unresolvable_secret_is_named_in_one_run() {
+        let text = "[[sources]]\nname = \"relay\"\nscheme = \"hub-signature\"\nsecrets = [{ id = \"a\", value = \"env:GH_SURELY_UNSET_1\" }, { id = \"b\", value = \"file:/surely/not/there\" }]\n[atlassian]\nauth = { kind = \"oauth\", client_id = \"c\", client_secret = \"env:GH_SURELY_UNSET_2\", refresh_token = \"env:PATH\", cloud_id = \"cloud-1\" }\n";
+        let errors = load(text, &[]).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "atlassian.auth.client_secret",
+                "sources[0].secrets[0].value",
+                "sources[0].secrets[1].value"
+            ]
+        );
+        assert!(
+            errors.to_string().contains("GH_SURELY_UNSET_2 is not set"),
+            "{errors}"
         );
     }
 
