@@ -369,7 +369,10 @@ pub fn parse_kind(kind: &str) -> Result<AuditKind, String> {
     AuditKind::ALL
         .into_iter()
         .find(|known| known.as_str() == kind)
-        .ok_or_else(|| format!("unknown kind `{kind}`"))
+        .ok_or_else(|| {
+            let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown kind `{kind}` (known: {})", known.join(", "))
+        })
 }
 
 /// Kinds named in a filter (`--kind`, `?kind=`), blanks ignored.

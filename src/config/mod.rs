@@ -692,6 +692,16 @@ mod tests {
         );
     }
 
+    /// A host name where an address belongs says what to write instead.
+    #[test]
+    fn a_listen_host_name_says_to_write_an_address() {
+        let errors = load("[server]\nlisten = \"localhost:8080\"\n", &[]).unwrap_err();
+        assert_eq!(errors.0[0].key, "server.listen");
+        assert!(errors.0[0].message.contains("`127.0.0.1:8080`"), "{errors}");
+        let (settings, _) = load("", &[("GATEHOUSE__SERVER__LISTEN", "0.0.0.0:9")]).unwrap();
+        assert_eq!(settings.server.listen.port(), 9);
+    }
+
     /// A syntax error says where it is.
     #[test]
     fn toml_syntax_errors_name_their_line_and_column() {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Where the ingress listens. Port 0 picks a free port (tests).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Bodies larger than this are refused with 413 before they are read in full.
     pub max_body_bytes: usize,
@@ -32,6 +33,18 @@ pub struct ServerSettings {
     /// (a request needs a connection). Behind a load balancer every connection comes from its
     /// few addresses: raise it to `max_connections`.
     pub max_connections_per_peer: usize,
+}
+
+/// An IP address and port; a host name (`localhost:8080`) is refused with what to write instead,
+/// where the address parser says only that the syntax is wrong.
+fn listen_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address and port: write e.g. `127.0.0.1:8080` (this machine only) \
+             or `0.0.0.0:8080` (every interface); a host name is not accepted"
+        ))
+    })
 }
 
 impl Default for ServerSettings {
