@@ -162,7 +162,12 @@ async fn run_configured(config: &std::path::Path, command: Configured) -> ExitCo
             if let Some(note) = settings.tenant_note() {
                 eprintln!("note: {note}");
             }
-            eprintln!("tenants: {}", settings.tenant_names().join(", "));
+            let unconfigured = if settings.atlassian.is_none() && settings.tenants.is_empty() {
+                " (no Atlassian site configured: [atlassian] or [[tenants]])"
+            } else {
+                ""
+            };
+            eprintln!("tenants: {}{unconfigured}", settings.tenant_names().join(", "));
             eprintln!("config OK: {}", config.display());
             ExitCode::SUCCESS
         }

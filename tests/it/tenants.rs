@@ -522,3 +522,19 @@ async fn commands_work_on_the_tenant_they_are_told() {
     assert!(!stdout.contains("leaver-a"), "{stdout}");
     sim.stop().await;
 }
+
+/// A config that names no Atlassian site still files events under the tenant `default`;
+/// `check-config` says there is no site behind it.
+#[tokio::test]
+async fn check_config_says_when_no_atlassian_site_is_configured() {
+    let dir = TempDir::new();
+    let config = dir.0.join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let (ok, _, stderr) =
+        crate::helpers::run_gatehouse(&["--config", config.to_str().unwrap(), "check-config"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("tenants: default (no Atlassian site configured"),
+        "{stderr}"
+    );
+}
