@@ -31,6 +31,9 @@ use crate::telemetry;
 /// Exit code for a configuration that cannot be used.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// The config file read when neither `--config` nor `GATEHOUSE_CONFIG` names one.
+const DEFAULT_CONFIG: &str = "config/default.toml";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gatehouse",
@@ -44,7 +47,7 @@ pub struct Cli {
         short,
         global = true,
         env = "GATEHOUSE_CONFIG",
-        default_value = "config/default.toml"
+        default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
     #[command(subcommand)]
@@ -135,6 +138,12 @@ pub async fn run(cli: Cli) -> ExitCode {
                 level: "error".to_owned(),
                 ..crate::config::LogSettings::default()
             });
+            if cli.config != std::path::Path::new(DEFAULT_CONFIG) {
+                eprintln!(
+                    "note: the demo writes and uses a config of its own; {} (--config or GATEHOUSE_CONFIG) is not read",
+                    cli.config.display()
+                );
+            }
             report(demo::run(args).await)
         }
         // Needs no config: it hashes a password for one.

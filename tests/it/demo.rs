@@ -85,7 +85,7 @@ async fn the_demo_read_in_part_ends_well_and_leaves_no_secrets_behind() {
     use tokio::io::AsyncBufReadExt;
     let tmp = TempDir::new();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("demo")
+        .args(["--config", "/surely/not/there.toml", "demo"])
         .env("TMPDIR", &tmp.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -100,6 +100,11 @@ async fn the_demo_read_in_part_ends_well_and_leaves_no_secrets_behind() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // A config it was given is not read, and it says so.
+    assert!(
+        stderr.contains("the demo writes and uses a config of its own; /surely/not/there.toml"),
+        "{stderr}"
+    );
     let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
