@@ -54,9 +54,9 @@ pub struct ChainWatch {
     slice: u64,
     /// The newest record verified, and its hash then.
     tip: Option<(u64, String)>,
-    verified_from: u64,
     /// The next `seq` the current round verifies, and its last (empty when the first is past
-    /// the second).
+    /// the second). Until a round is over, the first one ends just before where the chain was
+    /// first verified from.
     round: (u64, u64),
     last_round_at: Option<DateTime<Utc>>,
     /// The broken link the last check found: the next one walks the whole chain.
@@ -75,7 +75,6 @@ impl ChainWatch {
         ChainWatch {
             slice: slice.max(1),
             tip: None,
-            verified_from: 1,
             round: (1, 0),
             last_round_at: None,
             broken: None,
@@ -103,7 +102,6 @@ impl ChainWatch {
                 };
                 let report = verify(store, from, |_| {}).await?;
                 if report.is_intact() {
-                    self.verified_from = from;
                     self.round = (1, from - 1);
                 }
                 report
@@ -127,7 +125,6 @@ impl ChainWatch {
             // Every record up to the round's end was verified again, and the checks since
             // verified the rest up to the head: the next round starts from the first.
             self.last_round_at = Some(Utc::now());
-            self.verified_from = 1;
             self.round = (1, report.head_seq);
         }
         Ok(self.status(report.head_seq))
@@ -144,7 +141,11 @@ impl ChainWatch {
         ChainStatus {
             head_seq,
             broken: self.broken.clone(),
-            verified_from: self.verified_from,
+            // Whole once a round is over; until then from just after where the first round ends.
+            verified_from: match self.last_round_at {
+                Some(_) => 1,
+                None => self.round.1 + 1,
+            },
             last_round_at: self.last_round_at,
             round: self.round,
         }

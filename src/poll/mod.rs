@@ -42,8 +42,8 @@ pub async fn run_singleton<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let owner = format!("{name}-{}", ulid::Ulid::generate());
-    let look_every = (lease / 3).max(Duration::from_millis(100));
+    let owner = lease_owner(name);
+    let look_every = renewal_interval(lease);
     // When the job is due next while this process holds the lease.
     let mut due = Instant::now();
     loop {
@@ -89,17 +89,28 @@ pub async fn with_lease<T>(
     lease: Duration,
     job: impl std::future::Future<Output = T>,
 ) -> Result<Option<T>, crate::store::StoreError> {
-    let owner = format!("{name}-{}", ulid::Ulid::generate());
+    let owner = lease_owner(name);
     if !store.acquire_lease(name, &owner, lease).await? {
         return Ok(None);
     }
-    let every = (lease / 3).max(Duration::from_millis(100));
+    let every = renewal_interval(lease);
     // A job that panics, or a process stopped meanwhile, leaves the lease to run out by itself.
     let result = run_renewing(store, name, &owner, lease, every, job).await;
     if let Err(error) = store.release_lease(name, &owner).await {
         tracing::warn!(%error, job = name, "cannot release the lease; it runs out by itself");
     }
     Ok(Some(result))
+}
+
+/// This process's name as a holder of the lease `name` (each holding its own).
+fn lease_owner(name: &str) -> String {
+    format!("{name}-{}", ulid::Ulid::generate())
+}
+
+/// How often a lease of `lease` is renewed (and looked at by those waiting for it): every third
+/// of it, so a holder survives two missed renewals.
+fn renewal_interval(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(100))
 }
 
 /// Runs `job` to its end, renewing the lease every `every` meanwhile. Losing it (this process
