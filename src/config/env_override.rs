@@ -42,8 +42,7 @@ pub struct Overridden {
 impl Overridden {
     /// Whether an error about `key` is about this override (the key, or one inside it).
     pub fn covers(&self, key: &str) -> bool {
-        key.strip_prefix(self.key.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        super::is_within(key, &self.key)
     }
 }
 

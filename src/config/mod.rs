@@ -206,16 +206,22 @@ impl Settings {
             }
             error
         };
-        // Every secret that cannot be resolved, before the first one stops the typed reading.
-        let unresolvable = unresolvable_secrets(&root);
-        if !unresolvable.is_empty() {
-            return Err(ConfigErrors(unresolvable.into_iter().map(from_env).collect()));
-        }
-        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { "<file>".to_owned() } else { key };
-            from_env(ConfigError::new(key, e.into_inner().message().trim().to_owned()))
-        })?;
+        let settings: Settings =
+            serde_path_to_error::deserialize(toml::Value::Table(root.clone())).map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." { "<file>".to_owned() } else { key };
+                // Reading stops at the first secret that cannot be resolved: name every one at
+                // once (a deployment missing ten would otherwise take ten runs to learn which).
+                // Looked for only then, so a config that loads reads each secret once.
+                let unresolvable = unresolvable_secrets(&root);
+                if unresolvable.iter().any(|u| is_within(&u.key, &key)) {
+                    return ConfigErrors(unresolvable.into_iter().map(&from_env).collect());
+                }
+                ConfigErrors(vec![from_env(ConfigError::new(
+                    key,
+                    e.into_inner().message().trim().to_owned(),
+                ))])
+            })?;
         let mut warnings = settings
             .validate(Utc::now())
             .map_err(|errors| ConfigErrors(errors.0.into_iter().map(from_env).collect()))?;
@@ -243,6 +249,13 @@ impl Settings {
     }
 }
 
+/// Whether `key` is `outer` or a key inside it (`sources[0].name` is inside `sources[0]` and
+/// `sources`), as config errors name keys.
+fn is_within(key: &str, outer: &str) -> bool {
+    key.strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// What the example configs write where a deployment's own value belongs.
 const PLACEHOLDER: &str = "CHANGE-ME";
 
@@ -258,8 +271,7 @@ fn placeholders(root: &toml::Table) -> Vec<String> {
 }
 
 /// Every secret reference (`env:…`, `file:…`) of the file that cannot be resolved, each with
-/// its key: all of them at once, where reading the settings would stop at the first (a
-/// deployment missing ten secrets would take ten runs to learn which).
+/// its key.
 fn unresolvable_secrets(root: &toml::Table) -> Vec<ConfigError> {
     strings(root)
         .into_iter()
