@@ -52,7 +52,10 @@ const LEASE: Duration = Duration::from_secs(30);
 /// its validity), and replacing it on every call would rotate the refresh token on every call.
 const REPLACE_REFUSED_EVERY: Duration = Duration::from_secs(60);
 /// The pauses before asking the token endpoint again when its answer did not come: seconds, well
-/// within Atlassian's 10-minute reuse window and within the refresh lease.
+/// within Atlassian's 10-minute reuse window. With calls that time out (`http.request_timeout_ms`,
+/// 30 s by default) the three tries can outlast the refresh lease; another process may then
+/// refresh with the same stored token meanwhile (also inside the reuse window), and this one's
+/// rotation is refused as saved by another (`save_oauth_rotation`), not used.
 const TOKEN_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 /// How often a process waiting on another's lease looks again.
 const LEASE_POLL: Duration = Duration::from_millis(200);

@@ -176,7 +176,7 @@ fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
     }
 }
 
-fn sha256_hex(parts: &[&[u8]]) -> String {
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     prefixed_sha256_hex("", parts)
 }
 

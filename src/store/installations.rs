@@ -108,11 +108,8 @@ impl Store {
     /// else is done with a callback, so a replay is refused as one (not, say, recorded as a
     /// refused install of another site). [`Store::apply_lifecycle`] decides for good.
     pub async fn spent_lifecycle_token(&self, token_sha256: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT body_sha256 FROM connect_spent_tokens WHERE token_sha256 = $1")
-            .bind(token_sha256)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|row| row.try_get("body_sha256")).transpose()?)
+        let mut conn = self.pool().acquire().await?;
+        spent_body_in(&mut conn, token_sha256).await
     }
 
     /// Applies a verified lifecycle callback's change and spends its token, in one transaction:
@@ -138,14 +135,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if spent.rows_affected() == 0 {
-            let first: String =
-                sqlx::query("SELECT body_sha256 FROM connect_spent_tokens WHERE token_sha256 = $1")
-                    .bind(token.sha256)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("body_sha256")?;
+            let first = spent_body_in(&mut tx, token.sha256).await?;
             tx.rollback().await?;
-            return Ok(if first == token.body_sha256 {
+            return Ok(if first.as_deref() == Some(token.body_sha256) {
                 LifecycleApplied::AlreadyApplied
             } else {
                 LifecycleApplied::TokenAlreadySpent
@@ -217,4 +209,16 @@ async fn delete_installation_in(
         .execute(conn)
         .await?;
     Ok(result.rows_affected() > 0)
+}
+
+/// The body digest the lifecycle token `token_sha256` was spent with, if it was.
+async fn spent_body_in(
+    conn: &mut sqlx::AnyConnection,
+    token_sha256: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT body_sha256 FROM connect_spent_tokens WHERE token_sha256 = $1")
+        .bind(token_sha256)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|row| row.try_get("body_sha256")).transpose()?)
 }

@@ -210,7 +210,7 @@ async fn handle_lifecycle(
     // another site must not become a refused install in the audit trail). Best effort against a
     // replay racing the first use: `apply_lifecycle` decides for good.
     let fingerprint = decoded.fingerprint();
-    let body_digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+    let body_digest = super::normalize::sha256_hex(&[&body]);
     let spent_with = state
         .store
         .spent_lifecycle_token(&fingerprint)
@@ -289,10 +289,7 @@ async fn handle_lifecycle(
     };
     // Accepted until `exp + leeway` has passed by whole seconds (`check_time`).
     let expires_at = decoded
-        .claims
-        .exp
-        .ok_or(VerifyError::Missing("exp claim"))?
-        .saturating_add(i64::try_from(state.settings.connect.jwt_leeway_seconds).unwrap_or(i64::MAX))
+        .accepted_until(state.settings.connect.jwt_leeway_seconds)?
         .saturating_add(1);
     let token = SpentToken {
         sha256: &fingerprint,

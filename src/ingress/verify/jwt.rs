@@ -95,11 +95,7 @@ impl UnverifiedToken<'_> {
     /// and the signature's decoded bytes (its base64 may come with or without padding). For
     /// remembering a token without keeping it, e.g. one that may be used once.
     pub fn fingerprint(&self) -> String {
-        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        digest.update(self.signing_input.as_bytes());
-        digest.update(b".");
-        digest.update(&self.signature);
-        hex::encode(digest.finish())
+        crate::ingress::normalize::sha256_hex(&[self.signing_input.as_bytes(), b".", &self.signature])
     }
 
     /// HMAC-SHA256 with a shared secret (constant-time comparison).
@@ -127,14 +123,20 @@ impl UnverifiedToken<'_> {
         }
     }
 
+    /// The last second (unix) at which the token is still accepted: its `exp` plus the leeway.
+    pub fn accepted_until(&self, leeway_seconds: u64) -> Result<i64, VerifyError> {
+        let exp = self.claims.exp.ok_or(VerifyError::Missing("exp claim"))?;
+        Ok(exp.saturating_add(i64::try_from(leeway_seconds).unwrap_or(i64::MAX)))
+    }
+
     /// `exp` must be present and not passed, `iat` present and not in the future, both with
     /// `leeway_seconds` of clock skew.
     pub fn check_time(&self, now: DateTime<Utc>, leeway_seconds: u64) -> Result<(), VerifyError> {
         let now = now.timestamp();
         let leeway = i64::try_from(leeway_seconds).unwrap_or(i64::MAX);
-        let exp = self.claims.exp.ok_or(VerifyError::Missing("exp claim"))?;
+        let accepted_until = self.accepted_until(leeway_seconds)?;
         let iat = self.claims.iat.ok_or(VerifyError::Missing("iat claim"))?;
-        if now > exp.saturating_add(leeway) {
+        if now > accepted_until {
             return Err(VerifyError::Expired);
         }
         if iat > now.saturating_add(leeway) {
