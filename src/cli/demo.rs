@@ -87,9 +87,11 @@ protected_groups = [{ name = "confluence-administrators" }]
 /// `println!` that does not panic when stdout is gone (`gatehouse demo | head`): the story is
 /// told to the end all the same, its outcome decides the exit code, and its folder is removed.
 macro_rules! say {
+    () => {{
+        let _ = super::terminal::print_out("\n");
+    }};
     ($($words:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($words)*);
+        let _ = super::terminal::print_out(&format!("{}\n", format!($($words)*)));
     }};
 }
 

@@ -8,7 +8,7 @@
 //! in case exists, the error says which. Hidden emails show as `(hidden)` in tables and empty in
 //! CSV; JSON has `null`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ pub async fn run(settings: &Settings, tenant: Option<&str>, command: DirectoryCo
                 groups(confluence, &account_id, format).await?
             }
         };
-        write_stdout(&output)
+        super::terminal::print_out(&output).context("writing the listing")
     }
     .await;
     match result {
@@ -231,15 +231,6 @@ fn csv(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str("\r\n");
     }
     out
-}
-
-/// Prints `text`; a closed pipe (`| head`) is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        result => result.context("writing the listing"),
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,21 @@
 //! Text from outside (a sender's payload, an Atlassian display name, an error a server wrote)
 //! made safe to print on a terminal: control characters, ANSI escape sequences and bidirectional
 //! overrides are shown as visible escapes (`\u{1b}`), never sent raw, so they cannot erase a
-//! line, recolour it or reorder it, and a `[ORG-WIDE]` flag cannot be hidden.
+//! line, recolour it or reorder it, and a `[ORG-WIDE]` flag cannot be hidden. And stdout
+//! written so that a reader that stops early (`| head`) ends nothing with an error.
 
 use std::borrow::Cow;
+
+/// Writes `text` to stdout; a reader that went away (`gatehouse … | head`) is not an error: what
+/// it did not want is simply not written.
+pub fn print_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
+}
 
 /// Characters that change how a terminal shows what follows rather than showing themselves.
 fn is_unsafe(c: char) -> bool {
