@@ -227,11 +227,9 @@ fn event_time(text: &str) -> Option<DateTime<Utc>> {
 
 /// An event's id as a log line may show it, when it has one.
 fn shown_id(raw: &Value) -> Option<String> {
-    match raw.get("id") {
-        Some(Value::String(id)) => Some(id.chars().take(MAX_SHOWN_ID).collect()),
-        Some(Value::Number(id)) => Some(id.to_string()),
-        _ => None,
-    }
+    raw.get("id")
+        .and_then(id_text)
+        .map(|id| id.chars().take(MAX_SHOWN_ID).collect())
 }
 
 /// The events and the cursor of a page as Atlassian sent it. Each event is read on its own: one
