@@ -68,17 +68,12 @@ pub fn apply(
             ));
         }
         set(root, &path, parse_value(&raw)).map_err(|message| ConfigError::new(&name, message))?;
-        let key = path.iter().fold(String::new(), |mut key, segment| {
-            if segment.parse::<usize>().is_ok() {
-                key.push_str(&format!("[{segment}]"));
-            } else {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(segment);
-            }
-            key
-        });
+        let key = path
+            .iter()
+            .fold(String::new(), |key, segment| match segment.parse::<usize>() {
+                Ok(index) => super::item_key(&key, index),
+                Err(_) => super::field_key(&key, segment),
+            });
         overridden.push(Overridden { key, variable: name });
     }
     Ok(overridden)

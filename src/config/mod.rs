@@ -249,6 +249,20 @@ impl Settings {
     }
 }
 
+/// The key of field `name` inside `parent` (`""` at the top), as config errors name keys.
+fn field_key(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+/// The key of item `index` of the array at `parent` (`sources[0]`).
+fn item_key(parent: &str, index: usize) -> String {
+    format!("{parent}[{index}]")
+}
+
 /// Whether `key` is `outer` or a key inside it (`sources[0].name` is inside `sources[0]` and
 /// `sources`), as config errors name keys.
 fn is_within(key: &str, outer: &str) -> bool {
@@ -292,17 +306,12 @@ fn strings(root: &toml::Table) -> Vec<(String, &str)> {
             toml::Value::String(text) => found.push((key, text)),
             toml::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    walk(item, format!("{key}[{i}]"), found);
+                    walk(item, item_key(&key, i), found);
                 }
             }
             toml::Value::Table(table) => {
                 for (name, item) in table {
-                    let key = if key.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{key}.{name}")
-                    };
-                    walk(item, key, found);
+                    walk(item, field_key(&key, name), found);
                 }
             }
             _ => {}
