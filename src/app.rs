@@ -124,11 +124,13 @@ pub async fn open_queue(settings: &Settings, store: &Store) -> anyhow::Result<Ar
 /// Every tenant's Atlassian clients, by tenant name (a tenant configured without any has none).
 pub type TenantClients = BTreeMap<String, Arc<AtlassianClients>>;
 
-/// The Atlassian clients of every configured tenant.
-pub fn atlassian_clients(
+/// The Atlassian clients of every configured tenant; their calls stop waiting to retry once
+/// `stopping` is cancelled.
+fn atlassian_clients(
     settings: &Settings,
     store: &Store,
     metrics: &Metrics,
+    stopping: &CancellationToken,
 ) -> anyhow::Result<TenantClients> {
     settings
         .tenant_configs()
@@ -136,7 +138,8 @@ pub fn atlassian_clients(
         .map(|(key, tenant)| {
             let clients = AtlassianClients::build(
                 tenant,
-                ClientDeps::new(Some(store.clone()), metrics.atlassian.clone()),
+                ClientDeps::new(Some(store.clone()), metrics.atlassian.clone())
+                    .stopping_with(stopping.clone()),
             )
             .with_context(|| format!("setting up the Atlassian clients of {key}"))?;
             Ok((tenant.tenant_name(), Arc::new(clients)))
@@ -201,6 +204,10 @@ pub struct Application {
     metrics: Arc<Metrics>,
     processor: Arc<dyn Process>,
     clients: TenantClients,
+    /// Cancelled when shutdown begins: stops the background jobs and cuts the Atlassian calls'
+    /// waits to retry short (an event waiting out a rate-limit pause is handed back at once
+    /// instead of holding the shutdown for its grace period).
+    stopping: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -281,7 +288,8 @@ impl Application {
             metrics.clone(),
             roles.ingress,
         ));
-        let clients = atlassian_clients(&settings, &store, &metrics)?;
+        let stopping = CancellationToken::new();
+        let clients = atlassian_clients(&settings, &store, &metrics, &stopping)?;
         let processor = match processor {
             Some(processor) => processor,
             None => reactor(&settings, &store, &audit, backend.queue(), &clients),
@@ -297,6 +305,7 @@ impl Application {
             metrics,
             processor,
             clients,
+            stopping,
         })
     }
 
@@ -416,7 +425,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let queue = self.backend.queue();
         let mut background = Background(Vec::new());
-        let stop_background = CancellationToken::new();
+        let stopping = self.stopping.clone();
         let worker = if self.roles.worker {
             if let RunningQueue::Rabbitmq(rabbit) = &self.backend {
                 background
@@ -427,20 +436,20 @@ impl Application {
                 background.0.push(AuditRelay::start(
                     self.store.clone(),
                     &self.settings,
-                    stop_background.clone(),
+                    stopping.clone(),
                 ));
             }
             background
                 .0
-                .extend(self.start_pollers(queue.clone(), stop_background.clone())?);
+                .extend(self.start_pollers(queue.clone(), stopping.clone())?);
             for clients in self.clients.values() {
                 // This process's share of each tenant's rate budget, among every worker's.
-                let (clients, store, stop) = (clients.clone(), self.store.clone(), stop_background.clone());
+                let (clients, store, stop) = (clients.clone(), self.store.clone(), stopping.clone());
                 background
                     .0
                     .push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
             }
-            background.0.push(self.expire_approvals(stop_background.clone()));
+            background.0.push(self.expire_approvals(stopping.clone()));
             let sender = crate::outbound::sender::Sender::from_settings(
                 &self.settings,
                 self.store.clone(),
@@ -448,9 +457,7 @@ impl Application {
             )
             .context("setting up outbound deliveries")?;
             if !sender.is_empty() {
-                background
-                    .0
-                    .push(tokio::spawn(sender.run(stop_background.clone())));
+                background.0.push(tokio::spawn(sender.run(stopping.clone())));
             }
             let handle = worker::start(
                 self.settings.clone(),
@@ -513,8 +520,9 @@ impl Application {
                 _ = shutdown.cancelled() => {
                     tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests and events");
                     // Pollers stop taking new work now (they resume from the store); the recorder and
-                    // the relay end with the queue below.
-                    stop_background.cancel();
+                    // the relay end with the queue below. Events waiting to retry an Atlassian call
+                    // stop waiting and are handed back; the others finish within the grace period.
+                    stopping.cancel();
                     let requests = async {
                         if tokio::time::timeout(grace, &mut server).await.is_err() {
                             tracing::warn!("shutdown grace period over; dropping unfinished requests (their connections are closed)");
@@ -532,7 +540,7 @@ impl Application {
             }
         }
         queue.close().await;
-        stop_background.cancel();
+        stopping.cancel();
         for task in background.0.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::admin::AdminClient;
 use super::auth::{Credentials, OAuthClientConfig, OAuthSession, StaticCredentials};
 use super::confluence::ConfluenceClient;
 use super::error::ApiError;
-use super::http::{Api, ApiCaller, RetryPolicy, base_url};
+use super::http::{Api, ApiCaller, RetryPolicy, SharedSetup, base_url};
 use super::limiter::RateLimiter;
 use super::metrics::AtlassianMetrics;
 use super::retry::{Jitter, RetryBackoff};
@@ -24,6 +26,10 @@ pub struct ClientDeps {
     pub metrics: AtlassianMetrics,
     /// The backoff's random source; `fastrand` when `None` (tests pin it).
     pub jitter: Option<Jitter>,
+    /// Cancelled when the process begins to stop: a call waiting to try again (a rate-limit
+    /// pause, a server's `Retry-After`, a backoff) gives up at once, as transient, instead of
+    /// holding the shutdown for the rest of its wait. Never cancelled unless set.
+    pub stopping: CancellationToken,
 }
 
 impl std::fmt::Debug for ClientDeps {
@@ -31,6 +37,7 @@ impl std::fmt::Debug for ClientDeps {
         f.debug_struct("ClientDeps")
             .field("store", &self.store)
             .field("jitter", &self.jitter.as_ref().map(|_| "custom"))
+            .field("stopping", &self.stopping.is_cancelled())
             .finish_non_exhaustive()
     }
 }
@@ -41,7 +48,14 @@ impl ClientDeps {
             store,
             metrics,
             jitter: None,
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// The same, with calls that stop waiting to retry once `stopping` is cancelled.
+    pub fn stopping_with(mut self, stopping: CancellationToken) -> Self {
+        self.stopping = stopping;
+        self
     }
 }
 
@@ -86,17 +100,15 @@ impl AtlassianClients {
             max_wait: Duration::from_millis(settings.retry.max_wait_ms),
         };
         let tenant = settings.tenant_name();
-        let caller = |api: Api, credentials: Arc<dyn Credentials>| {
-            ApiCaller::new(
-                api,
-                &tenant,
-                http.clone(),
-                credentials,
-                limiter.clone(),
-                retry.clone(),
-                deps.metrics.clone(),
-            )
+        let shared = SharedSetup {
+            http: http.clone(),
+            limiter: limiter.clone(),
+            retry,
+            metrics: deps.metrics.clone(),
+            stopping: deps.stopping.clone(),
         };
+        let caller =
+            |api: Api, credentials: Arc<dyn Credentials>| ApiCaller::new(api, &tenant, credentials, &shared);
         deps.metrics.observe_token_expiry(settings);
 
         let confluence = match (&settings.auth, settings.confluence_base()) {

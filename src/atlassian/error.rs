@@ -39,6 +39,8 @@ pub struct ApiError {
     retry_after: Option<Duration>,
     /// gatehouse's own credentials were refused or could not be obtained.
     credentials: bool,
+    /// The process began to stop while the call waited ([`ApiError::interrupted`]).
+    interrupted: bool,
 }
 
 impl fmt::Display for ApiError {
@@ -66,6 +68,7 @@ impl ApiError {
             scim_type: None,
             retry_after: None,
             credentials: false,
+            interrupted: false,
         }
     }
 
@@ -90,14 +93,11 @@ impl ApiError {
             None => "an answer gatehouse cannot read".to_owned(),
         };
         ApiError {
-            kind,
-            operation,
             status: Some(status),
-            message: shorten(&message),
             request_id,
             scim_type,
             retry_after,
-            credentials: false,
+            ..ApiError::new(kind, operation, shorten(&message))
         }
     }
 
@@ -154,6 +154,25 @@ impl ApiError {
         );
         error.retry_after = Some(wait);
         error
+    }
+
+    /// The process began to stop while the call waited to try again: it gives up rather than
+    /// hold the shutdown for the rest of the wait. Transient: the event is handed back and
+    /// performed later, by this process after its restart or by another.
+    pub fn interrupted(operation: &'static str) -> Self {
+        ApiError {
+            interrupted: true,
+            ..ApiError::new(
+                ErrorKind::Transient,
+                operation,
+                "gatehouse is shutting down: stopped waiting to try again; retry later",
+            )
+        }
+    }
+
+    /// Whether the call gave up because the process began to stop (not Atlassian's doing).
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted
     }
 
     /// Credentials could not be obtained (OAuth refresh refused, store trouble).

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use handlers::identifier::{self, IdKind};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use url::Url;
 
@@ -238,6 +239,8 @@ struct CallerSetup {
     limiter: Arc<RateLimiter>,
     retry: RetryPolicy,
     metrics: AtlassianMetrics,
+    /// Cancelled when the process begins to stop (see [`super::ClientDeps::stopping`]).
+    stopping: CancellationToken,
 }
 
 /// A 429 storm longer than this many refusals of one call is not a storm any more: give up (the
@@ -273,26 +276,31 @@ enum Next {
     Fail(ApiError),
 }
 
+/// What the callers of one tenant's APIs share: the connection pool, the pace, how patient
+/// they are, their metrics and when to stop waiting.
+#[derive(Debug, Clone)]
+pub struct SharedSetup {
+    pub http: reqwest::Client,
+    pub limiter: Arc<RateLimiter>,
+    pub retry: RetryPolicy,
+    pub metrics: AtlassianMetrics,
+    /// Cancelled when the process begins to stop (see [`super::ClientDeps::stopping`]).
+    pub stopping: CancellationToken,
+}
+
 impl ApiCaller {
-    pub fn new(
-        api: Api,
-        tenant: &str,
-        http: reqwest::Client,
-        credentials: Arc<dyn Credentials>,
-        limiter: Arc<RateLimiter>,
-        retry: RetryPolicy,
-        metrics: AtlassianMetrics,
-    ) -> Self {
+    pub fn new(api: Api, tenant: &str, credentials: Arc<dyn Credentials>, shared: &SharedSetup) -> Self {
         ApiCaller {
             inner: Arc::new(CallerSetup {
                 api,
                 site: Arc::from(tenant),
                 tenant: Arc::from(format!("{tenant}:{}", api.name())),
-                http,
+                http: shared.http.clone(),
                 credentials,
-                limiter,
-                retry,
-                metrics,
+                limiter: shared.limiter.clone(),
+                retry: shared.retry.clone(),
+                metrics: shared.metrics.clone(),
+                stopping: shared.stopping.clone(),
             }),
         }
     }
@@ -325,7 +333,14 @@ impl ApiCaller {
             // Rate-limit waits share one budget per call: past it, fail as transient and let the
             // worker come back later, rather than holding a worker for an hour-long quota reset.
             let budget = inner.retry.max_wait.saturating_sub(started.elapsed());
-            if let Err(wait) = inner.limiter.acquire(&key, budget).await {
+            // A token at hand is taken even while stopping (the grace period is for finishing);
+            // only a wait for one is cut short.
+            let acquired = tokio::select! {
+                biased;
+                acquired = inner.limiter.acquire(&key, budget) => acquired,
+                () = inner.stopping.cancelled() => return Err(ApiError::interrupted(endpoint.label)),
+            };
+            if let Err(wait) = acquired {
                 inner
                     .metrics
                     .paused_calls
@@ -388,8 +403,8 @@ impl ApiCaller {
                         delay_ms = delay.as_millis() as u64,
                         "retrying Atlassian call"
                     );
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                    if !delay.is_zero() && !crate::pacing::sleep_unless(delay, &inner.stopping).await {
+                        return Err(ApiError::interrupted(endpoint.label));
                     }
                 }
             }

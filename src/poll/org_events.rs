@@ -261,7 +261,10 @@ impl OrgEventsPoller {
         super::run_singleton(store, &name, interval, lease, shutdown, || async {
             // Waiting for the stream's limit (up to a minute) must not hold up a shutdown; a page
             // cut short is read again, and the worker's dedupe absorbs what was queued of it.
+            // Stop first: a call that gave up because of it (`ApiError::interrupted`) is no
+            // failed round.
             let polled = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return false,
                 polled = self.poll_once() => polled,
             };

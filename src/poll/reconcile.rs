@@ -219,6 +219,13 @@ impl Reconciler {
             tracing::info!(%tenant, "another reconcile round of this tenant is running; this one is skipped");
             return false;
         }
+        if let Err(ReconcileError::Atlassian(error)) = &ran
+            && error.is_interrupted()
+        {
+            // Not a failure either: the process is stopping; the next round starts afresh.
+            tracing::info!(%tenant, "reconcile round cut short by shutdown");
+            return false;
+        }
         self.metrics.round(Job::Reconciler, &self.tenant, ran.is_ok());
         let run = match ran {
             Ok(report) => {

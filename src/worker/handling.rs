@@ -18,8 +18,9 @@
 //!    comes back later and finds the outcome.
 //! 6. Settle ([`Job::settle`]). Success: mark the claim completed (durable) and only then ack.
 //!    Transient failure: record it, release the claim and retry on the ladder, or dead-letter once
-//!    attempts are exhausted. Permanent failure: record it, release and dead-letter with the
-//!    reason.
+//!    attempts are exhausted; during shutdown, give it back instead, no attempt counted (the
+//!    Atlassian clients stop waiting to retry when shutdown begins). Permanent failure: record
+//!    it, release and dead-letter with the reason.
 //!
 //! Fail closed: whenever the store or the audit trail cannot be written, the worker waits for it
 //! while holding the delivery (so consumption stalls instead of failing events), never acting or
@@ -91,7 +92,8 @@ enum Settled {
     AccountBusy,
     /// Not admitted now (its tenant's slots are full): back later, no attempt counted.
     Postponed,
-    /// Given back untouched (shutdown while the store was away).
+    /// Given back, no attempt counted (shutting down: while the store was away, or while an
+    /// Atlassian call waited to retry).
     Released,
     /// Failed transiently: back after its rung of the ladder.
     Retried,
@@ -404,6 +406,14 @@ impl Job<'_> {
                 };
                 self.complete(delivery, settled).await
             }
+            // Shutting down, and the processing stopped on a transient failure: most likely an
+            // Atlassian call that stopped waiting to retry (`ApiError::interrupted`). Handed back
+            // without counting an attempt, so that restarts during an Atlassian outage do not use
+            // up the event's attempts; what it performed is recorded and not performed again.
+            Err(error) if error.kind == ErrorKind::Transient && context.stopping.is_cancelled() => {
+                tracing::info!(error = %error.message, "shutting down: handing the event back, to be performed later");
+                self.give_back(delivery).await
+            }
             Err(error) => {
                 let max_attempts = context.settings.queue.max_attempts();
                 let parks = error.kind == ErrorKind::Permanent || delivery.attempt >= max_attempts;
@@ -469,7 +479,7 @@ impl Job<'_> {
         settled
     }
 
-    /// Gives the claim and the message back untouched (shutdown while the store is away).
+    /// Gives the claim and the message back, no attempt counted (shutting down).
     async fn give_back(&self, delivery: Delivery) -> Settled {
         let _ = self.context.store.release_claim(self.key, &self.owner).await;
         settle(delivery.release().await);

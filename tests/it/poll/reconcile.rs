@@ -746,3 +746,50 @@ keep_groups = ["Team-X", "no-such-group"]
     );
     sim.stop().await;
 }
+
+/// Shutdown while a round waits out a rate-limit pause: the round stops waiting and is not
+/// recorded as failed (the console would show a failure that was only a restart).
+#[tokio::test]
+async fn a_round_cut_short_by_shutdown_is_not_a_failure() {
+    let (seed, guard) = admins_and_their_guard();
+    let sim = Simulator::start(seed, Behaviour::default()).await.unwrap();
+    let dir = TempDir::new();
+    let mut settings = crate::reactions::settings_for_sim(&sim, &dir);
+    settings.policies = guard;
+    settings.reconcile.enabled = true;
+    settings.reconcile.interval_seconds = 1;
+    settings.atlassian.as_mut().unwrap().retry.max_wait_ms = 600_000;
+    let app = TestApp::start(settings.clone(), None).await;
+    let paused = gatehouse_sim::Fault {
+        retry_after_seconds: Some(200),
+        ..gatehouse_sim::Fault::status("membersByGroupId", 429, 1_000)
+    };
+    let response = crate::helpers::http()
+        .post(sim.url("/_sim/faults"))
+        .json(&paused)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    eventually(LONG, "a listing refused with a long Retry-After", || async {
+        sim.requests()
+            .iter()
+            .any(|r| r.path.contains("membersByGroupId") && r.status == Some(429))
+    })
+    .await;
+    let metrics = app.metrics.clone();
+    tokio::time::timeout(std::time::Duration::from_secs(60), app.stop())
+        .await
+        .expect("shutdown waited for the round");
+    let store = gatehouse::app::open_store(&settings).await.unwrap();
+    let last = store.last_reconcile_run("default").await.unwrap();
+    assert!(last.as_ref().is_none_or(|run| run.error.is_none()), "{last:?}");
+    store.close().await;
+    assert!(
+        !metrics
+            .render()
+            .contains(r#"gatehouse_reconcile_failures_total{tenant="default"} 1"#),
+        "a shutdown counted as a failed round"
+    );
+    sim.stop().await;
+}
