@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{Application, Roles};
-use crate::config::Settings;
+use crate::config::{ConfigWarning, Settings};
 use crate::telemetry;
 
 /// Exit code for a configuration that cannot be used.
@@ -86,7 +86,13 @@ pub enum Configured {
         command: dlq::DlqCommand,
     },
     /// Print the effective config (secrets redacted) and its warnings; exit 2 on any error.
-    CheckConfig,
+    CheckConfig {
+        /// Check everything but the secrets' values, reading none of them (`env:`/`file:`
+        /// references are checked for their form and listed): for a pipeline where the
+        /// deployment's secrets are not at hand.
+        #[arg(long)]
+        without_secrets: bool,
+    },
     /// Read, follow, export and verify the audit trail (exit 3: chain broken).
     Audit(audit::AuditArgs),
     /// Plans waiting for a person's decision.
@@ -152,31 +158,64 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The effective config (secrets as their references), its warnings and its tenants.
+fn show_checked(settings: &Settings, warnings: &[ConfigWarning]) {
+    print!("{}", settings.to_redacted_toml());
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(note) = settings.tenant_note() {
+        eprintln!("note: {note}");
+    }
+    let unconfigured = if settings.atlassian.is_none() && settings.tenants.is_empty() {
+        " (no Atlassian site configured: [atlassian] or [[tenants]])"
+    } else {
+        ""
+    };
+    eprintln!("tenants: {}{unconfigured}", settings.tenant_names().join(", "));
+}
+
+/// Prints every config error; the exit code for them.
+fn config_errors(errors: &crate::config::ConfigErrors) -> ExitCode {
+    for error in &errors.0 {
+        eprintln!("config error: {error}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// `check-config --without-secrets`: like `check-config`, reading no secret; lists the
+/// references the deployment must provide.
+fn check_without_secrets(config: &std::path::Path) -> ExitCode {
+    let checked = match Settings::check_without_secrets(config) {
+        Ok(checked) => checked,
+        Err(errors) => return config_errors(&errors),
+    };
+    show_checked(&checked.settings, &checked.warnings);
+    for unread in &checked.unread {
+        eprintln!("secret not read: {} = {}", unread.key, unread.reference);
+    }
+    eprintln!(
+        "config OK without its secrets ({} not read; their values are checked when gatehouse starts): {}",
+        checked.unread.len(),
+        config.display()
+    );
+    ExitCode::SUCCESS
+}
+
 async fn run_configured(config: &std::path::Path, command: Configured) -> ExitCode {
+    if let Configured::CheckConfig {
+        without_secrets: true,
+    } = command
+    {
+        return check_without_secrets(config);
+    }
     let (settings, warnings) = match Settings::load(config) {
         Ok(loaded) => loaded,
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("config error: {error}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(errors) => return config_errors(&errors),
     };
     match command {
-        Configured::CheckConfig => {
-            print!("{}", settings.to_redacted_toml());
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            if let Some(note) = settings.tenant_note() {
-                eprintln!("note: {note}");
-            }
-            let unconfigured = if settings.atlassian.is_none() && settings.tenants.is_empty() {
-                " (no Atlassian site configured: [atlassian] or [[tenants]])"
-            } else {
-                ""
-            };
-            eprintln!("tenants: {}{unconfigured}", settings.tenant_names().join(", "));
+        Configured::CheckConfig { .. } => {
+            show_checked(&settings, &warnings);
             eprintln!("config OK: {}", config.display());
             ExitCode::SUCCESS
         }

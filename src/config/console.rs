@@ -151,7 +151,7 @@ impl<'de> Deserialize<'de> for PasswordHash {
         // A hash may be written in the file (it is not the password); a reference is resolved
         // like any secret.
         if text.starts_with("env:") || text.starts_with("file:") {
-            Secret::resolve(&text)
+            Secret::from_config(&text)
                 .map(PasswordHash)
                 .map_err(serde::de::Error::custom)
         } else {

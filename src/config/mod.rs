@@ -163,6 +163,33 @@ pub struct Settings {
     pub atlassian: Option<AtlassianSettings>,
 }
 
+/// Whether reading a config reads its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretReading {
+    Resolve,
+    /// Check each reference's form only ([`Settings::check_without_secrets`]).
+    LeaveUnread,
+}
+
+/// A secret reference a config was checked without reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadSecret {
+    /// Its key, e.g. `sources[0].secrets[0].value`.
+    pub key: String,
+    /// The reference, e.g. `env:HUB_SECRET` (a reference is safe to show).
+    pub reference: String,
+}
+
+/// A config checked without its secrets: what [`Settings::check_without_secrets`] found.
+#[derive(Debug)]
+pub struct UncheckedSecrets {
+    /// For showing only: every secret in them is empty.
+    pub settings: Settings,
+    pub warnings: Vec<ConfigWarning>,
+    /// The references left unread, which the deployment must provide.
+    pub unread: Vec<UnreadSecret>,
+}
+
 impl Settings {
     /// Reads `path`, applies `GATEHOUSE__…` variables from the process environment, resolves
     /// secrets and validates.
@@ -187,6 +214,31 @@ impl Settings {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
+        let (settings, warnings, _) = Settings::read(text, env, SecretReading::Resolve)?;
+        Ok((settings, warnings))
+    }
+
+    /// Checks `path` like [`Settings::load`] without reading a single secret: every `env:`/`file:`
+    /// reference is checked for its form only, and what depends on a secret's value is not
+    /// checked. For a pipeline that checks a deployment's config where its secrets are not at
+    /// hand. The settings are for showing only: every secret in them is empty.
+    pub fn check_without_secrets(path: &Path) -> Result<UncheckedSecrets, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        let (settings, warnings, unread) =
+            Settings::read(&text, env_override::from_process()?, SecretReading::LeaveUnread)?;
+        Ok(UncheckedSecrets {
+            settings,
+            warnings,
+            unread,
+        })
+    }
+
+    fn read(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        secrets: SecretReading,
+    ) -> Result<(Settings, Vec<ConfigWarning>, Vec<UnreadSecret>), ConfigErrors> {
         let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let at = e
                 .span()
@@ -206,30 +258,52 @@ impl Settings {
             }
             error
         };
-        let settings: Settings =
-            serde_path_to_error::deserialize(toml::Value::Table(root.clone())).map_err(|e| {
-                let key = e.path().to_string();
-                let key = if key == "." { "<file>".to_owned() } else { key };
-                // Reading stops at the first secret that cannot be resolved: name every one at
-                // once (a deployment missing ten would otherwise take ten runs to learn which).
-                // Looked for only then, so a config that loads reads each secret once.
-                let unresolvable = unresolvable_secrets(&root);
-                if unresolvable.iter().any(|u| is_within(&u.key, &key)) {
-                    return ConfigErrors(unresolvable.into_iter().map(&from_env).collect());
-                }
-                ConfigErrors(vec![from_env(ConfigError::new(
+        let unread: Vec<UnreadSecret> = match secrets {
+            SecretReading::Resolve => Vec::new(),
+            SecretReading::LeaveUnread => secret_references(&root)
+                .into_iter()
+                .map(|(key, reference)| UnreadSecret {
                     key,
-                    e.into_inner().message().trim().to_owned(),
-                ))])
-            })?;
-        let mut warnings = settings
-            .validate(Utc::now())
-            .map_err(|errors| ConfigErrors(errors.0.into_iter().map(from_env).collect()))?;
+                    reference: reference.to_owned(),
+                })
+                .collect(),
+        };
+        let deserialize = || serde_path_to_error::deserialize(toml::Value::Table(root.clone()));
+        let deserialized: Result<Settings, _> = match secrets {
+            SecretReading::Resolve => deserialize(),
+            SecretReading::LeaveUnread => secret::without_reading_secrets(deserialize),
+        };
+        let settings = deserialized.map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "<file>".to_owned() } else { key };
+            // Reading stops at the first secret that cannot be resolved: name every one at
+            // once (a deployment missing ten would otherwise take ten runs to learn which).
+            // Looked for only then, so a config that loads reads each secret once.
+            let unresolvable = match secrets {
+                SecretReading::Resolve => unresolvable_secrets(&root),
+                SecretReading::LeaveUnread => Vec::new(),
+            };
+            if unresolvable.iter().any(|u| is_within(&u.key, &key)) {
+                return ConfigErrors(unresolvable.into_iter().map(&from_env).collect());
+            }
+            ConfigErrors(vec![from_env(ConfigError::new(
+                key,
+                e.into_inner().message().trim().to_owned(),
+            ))])
+        })?;
+        let (mut errors, mut warnings) = validate::findings(&settings, Utc::now());
+        // What was said of a secret that was not read is about its empty stand-in.
+        let about_unread = |key: &str| unread.iter().any(|u| is_within(key, &u.key));
+        errors.retain(|error| !about_unread(&error.key));
+        warnings.retain(|warning| !about_unread(&warning.key));
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors.into_iter().map(from_env).collect()));
+        }
         warnings.extend(placeholders.into_iter().map(|key| ConfigWarning {
             key,
             message: format!("still holds the example's placeholder `{PLACEHOLDER}`: set the real value"),
         }));
-        Ok((settings, warnings))
+        Ok((settings, warnings, unread))
     }
 
     /// Checks what types alone cannot; returns warnings, or every error found.
@@ -284,12 +358,18 @@ fn placeholders(root: &toml::Table) -> Vec<String> {
         .collect()
 }
 
-/// Every secret reference (`env:…`, `file:…`) of the file that cannot be resolved, each with
-/// its key.
-fn unresolvable_secrets(root: &toml::Table) -> Vec<ConfigError> {
+/// Every secret reference (`env:…`, `file:…`) of the file, with its key.
+fn secret_references(root: &toml::Table) -> Vec<(String, &str)> {
     strings(root)
         .into_iter()
         .filter(|(_, text)| text.starts_with("env:") || text.starts_with("file:"))
+        .collect()
+}
+
+/// Every secret reference of the file that cannot be resolved, each with its key.
+fn unresolvable_secrets(root: &toml::Table) -> Vec<ConfigError> {
+    secret_references(root)
+        .into_iter()
         .filter_map(|(key, reference)| {
             Secret::resolve(reference)
                 .err()
@@ -711,6 +791,60 @@ mod tests {
             errors.to_string().contains("GH_SURELY_UNSET_2 is not set"),
             "{errors}"
         );
+    }
+
+    /// Without its secrets, a config is checked for everything else: the references are listed,
+    /// none is read (not even one that could be), nothing is said of a secret's value (it has
+    /// none), and every other mistake, or a reference of the wrong form, is still an error.
+    #[test]
+    fn a_config_is_checked_without_reading_its_secrets() {
+        let read = |text: &str| Settings::read(text, Vec::new(), SecretReading::LeaveUnread);
+        let text = "[[sources]]\nname = \"relay\"\nscheme = \"hub-signature\"\nsecrets = [{ id = \"a\", value = \"env:GH_SURELY_UNSET_1\" }, { id = \"b\", value = \"file:/surely/not/there\" }]\n[store]\nencryption_key = \"env:PATH\"\n[atlassian]\nauth = { kind = \"oauth\", client_id = \"c\", client_secret = \"env:GH_SURELY_UNSET_2\", refresh_token = \"env:GH_SURELY_UNSET_3\", cloud_id = \"cloud-1\" }\n";
+        // Read as gatehouse starts, PATH is no encryption key; unread, it is not judged.
+        let path_as_key = "[store]\nencryption_key = \"env:PATH\"\n";
+        assert_eq!(error_keys(path_as_key), ["store.encryption_key"]);
+        assert!(read(path_as_key).is_ok());
+        let (settings, _, unread) = read(text).unwrap();
+        let listed: Vec<(&str, &str)> = unread
+            .iter()
+            .map(|u| (u.key.as_str(), u.reference.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("atlassian.auth.client_secret", "env:GH_SURELY_UNSET_2"),
+                ("atlassian.auth.refresh_token", "env:GH_SURELY_UNSET_3"),
+                ("sources[0].secrets[0].value", "env:GH_SURELY_UNSET_1"),
+                ("sources[0].secrets[1].value", "file:/surely/not/there"),
+                ("store.encryption_key", "env:PATH"),
+            ]
+        );
+        assert_eq!(
+            settings.store.encryption_key.as_ref().map(Secret::expose),
+            Some("")
+        );
+        let rendered = settings.to_redacted_toml();
+        assert!(rendered.contains("env:GH_SURELY_UNSET_1"), "{rendered}");
+
+        let misnamed = text.replace("name = \"relay\"", "name = \"Not A Name\"");
+        let keys: Vec<String> = read(&misnamed)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["sources[0].name"]);
+        for (reference, problem) in [
+            ("hunter2", "never literal values"),
+            ("env:", "needs a variable name"),
+            ("file:", "needs a path"),
+        ] {
+            let errors = read(&text.replace("env:GH_SURELY_UNSET_1", reference)).unwrap_err();
+            assert_eq!(errors.0[0].key, "sources[0].secrets[0].value", "{errors}");
+            assert!(errors.0[0].message.contains(problem), "{errors}");
+        }
+        // Reading the real config afterwards reads its secrets again.
+        assert!(error_keys(text).contains(&"sources[0].secrets[0].value".to_owned()));
     }
 
     /// A host name where an address belongs says what to write instead.

@@ -6,6 +6,7 @@
 //! [`Secret`], whose `Debug` and `Serialize` show the reference and never the value, so printing
 //! or logging a config (or any struct holding one) cannot leak it.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -37,11 +38,8 @@ impl Secret {
 
     /// Resolves an `env:NAME` or `file:/path` reference.
     pub fn resolve(reference: &str) -> Result<Self, String> {
-        let value = if let Some(name) = reference.strip_prefix("env:") {
-            if name.is_empty() {
-                return Err("`env:` needs a variable name, e.g. env:ATLASSIAN_API_TOKEN".to_owned());
-            }
-            match std::env::var(name) {
+        let value = match parse_reference(reference)? {
+            Reference::Env(name) => match std::env::var(name) {
                 Ok(value) => value,
                 Err(std::env::VarError::NotPresent) => {
                     return Err(format!("environment variable {name} is not set"));
@@ -49,20 +47,14 @@ impl Secret {
                 Err(std::env::VarError::NotUnicode(_)) => {
                     return Err(format!("environment variable {name} is not valid UTF-8"));
                 }
+            },
+            Reference::File(path) => {
+                let raw = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+                // Files written by editors and secret managers usually end in a newline that is
+                // not part of the secret.
+                raw.trim_end_matches(['\n', '\r']).to_owned()
             }
-        } else if let Some(path) = reference.strip_prefix("file:") {
-            if path.is_empty() {
-                return Err("`file:` needs a path, e.g. file:/run/secrets/hook".to_owned());
-            }
-            let raw =
-                std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
-            // Files written by editors and secret managers usually end in a newline that is not
-            // part of the secret.
-            raw.trim_end_matches(['\n', '\r']).to_owned()
-        } else {
-            return Err(
-                "secrets must be references, `env:NAME` or `file:/path`, never literal values".to_owned(),
-            );
         };
         if value.is_empty() {
             return Err(format!("{reference} resolves to an empty value"));
@@ -121,7 +113,67 @@ impl Serialize for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let reference = String::deserialize(deserializer)?;
-        Secret::resolve(&reference).map_err(serde::de::Error::custom)
+        Secret::from_config(&reference).map_err(serde::de::Error::custom)
+    }
+}
+
+thread_local! {
+    /// Set while a config is read without its secrets ([`without_reading_secrets`]).
+    static LEAVE_UNREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `read` (a config's deserialization, which is synchronous) with every secret reference
+/// checked for its form but not read: each [`Secret`] it makes holds an empty value. For
+/// checking a config where its secrets are not at hand (`gatehouse check-config
+/// --without-secrets`); such settings must never run anything.
+pub(super) fn without_reading_secrets<T>(read: impl FnOnce() -> T) -> T {
+    /// Puts the flag back however `read` ends.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LEAVE_UNREAD.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(LEAVE_UNREAD.with(|flag| flag.replace(true)));
+    read()
+}
+
+impl Secret {
+    /// A secret the config refers to: resolved, or only checked for its form while
+    /// [`without_reading_secrets`] runs.
+    pub(super) fn from_config(reference: &str) -> Result<Self, String> {
+        if !LEAVE_UNREAD.with(Cell::get) {
+            return Secret::resolve(reference);
+        }
+        parse_reference(reference)?;
+        Ok(Secret {
+            reference: reference.to_owned(),
+            value: String::new(),
+            hmac_key: OnceLock::new(),
+        })
+    }
+}
+
+/// Where a reference points.
+enum Reference<'a> {
+    Env(&'a str),
+    File(&'a str),
+}
+
+/// Reads the form of `reference` (`env:NAME`, `file:/path`) without reading what it names.
+fn parse_reference(reference: &str) -> Result<Reference<'_>, String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        if name.is_empty() {
+            return Err("`env:` needs a variable name, e.g. env:ATLASSIAN_API_TOKEN".to_owned());
+        }
+        Ok(Reference::Env(name))
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err("`file:` needs a path, e.g. file:/run/secrets/hook".to_owned());
+        }
+        Ok(Reference::File(path))
+    } else {
+        Err("secrets must be references, `env:NAME` or `file:/path`, never literal values".to_owned())
     }
 }
 

@@ -10,6 +10,16 @@ use super::{ConfigError, ConfigErrors, ConfigWarning, Settings};
 /// Checks the whole config, section by section; the warnings, or every error found (all of
 /// them, so one run shows every fix needed).
 pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<ConfigWarning>, ConfigErrors> {
+    let (errors, warnings) = findings(settings, now);
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Every error and warning of the whole config, section by section.
+pub(super) fn findings(settings: &Settings, now: DateTime<Utc>) -> (Vec<ConfigError>, Vec<ConfigWarning>) {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut error = |key: String, message: String| errors.push(ConfigError { key, message });
@@ -89,12 +99,7 @@ pub(super) fn validate(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Co
             }
         }
     }
-
-    if errors.is_empty() {
-        Ok(warnings)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (errors, warnings)
 }
 
 /// What a policy's actions need from each tenant it acts for: Confluence for every policy (to

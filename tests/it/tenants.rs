@@ -538,3 +538,48 @@ async fn check_config_says_when_no_atlassian_site_is_configured() {
         "{stderr}"
     );
 }
+
+/// `check-config --without-secrets` checks the production example where none of its secrets
+/// exists (as in a pipeline): it passes, lists what the deployment must provide, and still
+/// fails on any other mistake. Without the flag the same file fails on its missing secrets.
+#[tokio::test]
+async fn check_config_without_secrets_checks_the_rest() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/production.example.toml");
+    let (ok, _, stderr) = crate::helpers::run_gatehouse(&["--config", example, "check-config"]).await;
+    assert!(
+        !ok && stderr.contains("config error: store.encryption_key"),
+        "{stderr}"
+    );
+
+    let (ok, stdout, stderr) =
+        crate::helpers::run_gatehouse(&["--config", example, "check-config", "--without-secrets"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("[[tenants]]"), "{stdout}");
+    assert!(
+        stderr.contains("secret not read: store.encryption_key = file:/run/secrets/gatehouse-store-key"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("config OK without its secrets ("), "{stderr}");
+
+    let dir = TempDir::new();
+    let broken = dir.0.join("broken.toml");
+    let text =
+        std::fs::read_to_string(example)
+            .unwrap()
+            .replacen("\nconcurrency = 16\n", "\nconcurrency = 0\n", 1);
+    assert!(
+        text.contains("\nconcurrency = 0\n"),
+        "the example sets worker.concurrency"
+    );
+    std::fs::write(&broken, text).unwrap();
+    let (ok, _, stderr) = crate::helpers::run_gatehouse(&[
+        "--config",
+        broken.to_str().unwrap(),
+        "check-config",
+        "--without-secrets",
+    ])
+    .await;
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("config error: worker.concurrency"), "{stderr}");
+    assert!(!stderr.contains("secret"), "only the mistake: {stderr}");
+}
