@@ -32,8 +32,22 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
+    /// Checks of this name running now: each may still fail, so they count against the name's
+    /// remaining tries (concurrent guesses cannot get past the lockout).
+    in_flight: u32,
     since: Instant,
     locked_until: Option<Instant>,
+}
+
+impl Failures {
+    fn new(now: Instant) -> Self {
+        Failures {
+            count: 0,
+            in_flight: 0,
+            since: now,
+            locked_until: None,
+        }
+    }
 }
 
 /// Failed sign-ins per name, and the bound on password checks running at once.
@@ -46,6 +60,44 @@ pub struct SignInGuard {
     /// A hash of a random password, checked when the name has no hash of its own, so an unknown
     /// name costs what a known one does.
     decoy: OnceCell<String>,
+    /// The first configured operator's hash, whose algorithm and cost the decoy copies (a decoy
+    /// cheaper than the real hashes would tell which names exist).
+    decoy_like: Option<String>,
+}
+
+/// A password check under way for a name, counted against its tries until it ends:
+/// [`Attempt::failed`], [`Attempt::succeeded`], or dropped (the request went away; its outcome
+/// was never shown to anyone).
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    guard: &'a SignInGuard,
+    name: String,
+    ended: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong; true when this locked the name.
+    pub fn failed(mut self) -> bool {
+        self.ended = true;
+        self.guard.end(&self.name, false)
+    }
+
+    /// The password was right: the name's failures are forgotten.
+    pub fn succeeded(mut self) {
+        self.ended = true;
+        self.guard.end(&self.name, true);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let mut failures = self.guard.lock();
+            if let Some(entry) = failures.get_mut(&self.name) {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl SignInGuard {
@@ -56,6 +108,11 @@ impl SignInGuard {
             lockout: Duration::from_secs(settings.lockout_seconds),
             checks: Semaphore::new(2),
             decoy: OnceCell::new(),
+            decoy_like: settings
+                .operators
+                .iter()
+                .find_map(|o| o.password_hash.as_ref())
+                .map(|h| h.expose().trim().to_owned()),
         }
     }
 
@@ -63,36 +120,47 @@ impl SignInGuard {
         crate::locking::lock(&self.failures)
     }
 
-    /// Is `name` locked out now?
-    pub fn is_locked(&self, name: &str) -> bool {
-        self.lock()
-            .get(name)
-            .and_then(|f| f.locked_until)
-            .is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Counts a failed sign-in for `name`; true when it locked the name.
-    pub fn failed(&self, name: &str) -> bool {
+    /// Starts a password check for `name`; `None` while the name is locked out, or while the
+    /// checks already running for it could use up its remaining tries.
+    pub fn begin(&self, name: &str) -> Option<Attempt<'_>> {
         let now = Instant::now();
         let mut failures = self.lock();
         if failures.len() >= MAX_TRACKED_NAMES {
             let lockout = self.lockout;
             failures.retain(|_, f| {
-                now.duration_since(f.since) < lockout || f.locked_until.is_some_and(|u| now < u)
+                f.in_flight > 0
+                    || now.duration_since(f.since) < lockout
+                    || f.locked_until.is_some_and(|u| now < u)
             });
         }
-        let entry = failures.entry(name.to_owned()).or_insert(Failures {
-            count: 0,
-            since: now,
-            locked_until: None,
-        });
-        if now.duration_since(entry.since) >= self.lockout {
-            *entry = Failures {
-                count: 0,
-                since: now,
-                locked_until: None,
-            };
+        let entry = failures.entry(name.to_owned()).or_insert(Failures::new(now));
+        if entry.locked_until.is_some_and(|until| now < until) {
+            return None;
         }
+        if entry.in_flight == 0 && now.duration_since(entry.since) >= self.lockout {
+            *entry = Failures::new(now);
+        }
+        if entry.count + entry.in_flight >= self.max_failures {
+            return None;
+        }
+        entry.in_flight += 1;
+        Some(Attempt {
+            guard: self,
+            name: name.to_owned(),
+            ended: false,
+        })
+    }
+
+    /// Ends a check of `name`; true when a failure locked the name.
+    fn end(&self, name: &str, succeeded: bool) -> bool {
+        let now = Instant::now();
+        let mut failures = self.lock();
+        if succeeded {
+            failures.remove(name);
+            return false;
+        }
+        let entry = failures.entry(name.to_owned()).or_insert(Failures::new(now));
+        entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.count += 1;
         if entry.count >= self.max_failures {
             entry.locked_until = Some(now + self.lockout);
@@ -101,11 +169,6 @@ impl SignInGuard {
             return true;
         }
         false
-    }
-
-    /// Forgets `name`'s failures (it signed in).
-    pub fn succeeded(&self, name: &str) {
-        self.lock().remove(name);
     }
 
     /// Whether `password` is `operator`'s; the same Argon2 work when there is no such operator
@@ -145,7 +208,8 @@ impl SignInGuard {
         self.decoy
             .get_or_try_init(|| async {
                 let password = super::session::random_token(24).map_err(|_| ())?;
-                tokio::task::spawn_blocking(move || hash_password(&password).map_err(|_| ()))
+                let like = self.decoy_like.clone();
+                tokio::task::spawn_blocking(move || hash_like(like.as_deref(), &password).map_err(|_| ()))
                     .await
                     .map_err(|_| ())?
             })
@@ -153,6 +217,34 @@ impl SignInGuard {
             .ok()
             .cloned()
     }
+}
+
+/// A hash of `password` made with `like`'s algorithm, version and cost (the defaults when
+/// there is none, or it cannot be read).
+fn hash_like(like: Option<&str>, password: &str) -> Result<String, String> {
+    use argon2::password_hash::CustomizedPasswordHasher;
+    use argon2::password_hash::phc::PasswordHash;
+
+    let Some(like) = like.and_then(|text| PasswordHash::new(text).ok()) else {
+        return hash_password(password);
+    };
+    let Ok(params) = argon2::Params::try_from(&like) else {
+        return hash_password(password);
+    };
+    let mut salt = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| "the system's random generator failed".to_owned())?;
+    Argon2::default()
+        .hash_password_customized(
+            password.as_bytes(),
+            &salt,
+            Some(like.algorithm.as_str()),
+            like.version,
+            params,
+        )
+        .map(|hash| hash.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
 #[cfg(test)]
@@ -186,13 +278,49 @@ mod tests {
     #[test]
     fn a_name_is_locked_after_too_many_failures() {
         let guard = guard(3);
-        assert!(!guard.failed("bob"));
-        assert!(!guard.failed("bob"));
-        assert!(!guard.is_locked("bob"));
-        assert!(guard.failed("bob"));
-        assert!(guard.is_locked("bob"));
-        assert!(!guard.is_locked("alice"));
-        guard.succeeded("bob");
-        assert!(!guard.is_locked("bob"));
+        assert!(!guard.begin("bob").unwrap().failed());
+        assert!(!guard.begin("bob").unwrap().failed());
+        assert!(guard.begin("bob").unwrap().failed());
+        assert!(guard.begin("bob").is_none(), "locked");
+        assert!(guard.begin("alice").is_some());
+        // A right password forgets the failures.
+        let guard = self::guard(3);
+        assert!(!guard.begin("bob").unwrap().failed());
+        guard.begin("bob").unwrap().succeeded();
+        assert!(!guard.begin("bob").unwrap().failed());
+        assert!(!guard.begin("bob").unwrap().failed());
+    }
+
+    /// Guesses sent at once cannot get past the lockout: checks under way count against the
+    /// name's tries; one whose request went away gives its try back.
+    #[test]
+    fn concurrent_guesses_share_the_tries() {
+        let guard = guard(3);
+        let first = guard.begin("bob").unwrap();
+        let second = guard.begin("bob").unwrap();
+        let third = guard.begin("bob").unwrap();
+        assert!(guard.begin("bob").is_none(), "a fourth guess while three run");
+        drop(third);
+        let third = guard.begin("bob").expect("a try given back");
+        assert!(!first.failed());
+        assert!(!second.failed());
+        assert!(third.failed(), "the third failure locks");
+        assert!(guard.begin("bob").is_none());
+    }
+
+    /// The decoy costs what the configured hashes cost: same algorithm, version and parameters.
+    #[test]
+    fn the_decoy_copies_the_configured_cost() {
+        use argon2::password_hash::phc::PasswordHash as Phc;
+        let configured = "$argon2id$v=19$m=8192,t=3,p=1$c29tZXNhbHRzb21lc2FsdA$0LWTqdOnLNG9yK/3pmhsy6nWyUL5vLUubZ6tZ8oTT3M";
+        let decoy = hash_like(Some(configured), "x").unwrap();
+        let (configured, decoy) = (Phc::new(configured).unwrap(), Phc::new(&decoy).unwrap());
+        assert_eq!(decoy.algorithm, configured.algorithm);
+        assert_eq!(decoy.version, configured.version);
+        assert_eq!(decoy.params, configured.params);
+        assert_ne!(decoy.salt, configured.salt);
+        // Nothing to copy: the defaults.
+        let default = hash_like(None, "x").unwrap();
+        assert!(default.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{default}");
     }
 }

@@ -55,19 +55,19 @@ pub async fn submit(
             "",
         );
     }
-    if state.sign_ins.is_locked(&name) {
+    let Some(attempt) = state.sign_ins.begin(&name) else {
         tracing::warn!(operator = ?name, ?peer, "console: sign-in refused, the name is locked after failed attempts");
         return Err(ConsoleError::TooManyAttempts(
             "too many failed sign-ins for this name: try again later".to_owned(),
         ));
-    }
+    };
     let operator = state.settings.console.operator(&name);
     if !state.sign_ins.verify(operator, password).await {
-        let locked = state.sign_ins.failed(&name);
+        let locked = attempt.failed();
         tracing::warn!(operator = ?name, ?peer, known = operator.is_some(), locked, "console: failed sign-in");
         return form_page(StatusCode::UNAUTHORIZED, Some("Wrong name or password."), &name);
     }
-    state.sign_ins.succeeded(&name);
+    attempt.succeeded();
     if let Err(error) = state.store.delete_expired_console_sessions().await {
         tracing::debug!(%error, "console: cannot forget expired sessions now");
     }
