@@ -129,18 +129,27 @@ pub fn is_private_address(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private_address(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            let embedded = |high: u16, low: u16| {
+                is_private_address(IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(high) << 16) | u32::from(low),
+                )))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
-                || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                // 64:ff9b::/96 (NAT64) reaches IPv4 addresses; judged by the embedded one.
-                || (v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-                    && is_private_address(IpAddr::V4(std::net::Ipv4Addr::from(
-                        (u32::from(v6.segments()[6]) << 16) | u32::from(v6.segments()[7]),
-                    ))))
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed in places)
+                || first == 0x2001 && segments[1] == 0x0db8 // documentation
+                // 64:ff9b:1::/48, NAT64 for local use (RFC 8215): a network's own translator.
+                || segments[..3] == [0x64, 0xff9b, 1]
+                // Forms that reach an IPv4 address, judged by the embedded one: 64:ff9b::/96
+                // (NAT64), ::/96 (IPv4-compatible, deprecated), 2002::/16 (6to4).
+                || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(segments[6], segments[7]))
+                || (segments[..6] == [0; 6] && embedded(segments[6], segments[7]))
+                || (first == 0x2002 && embedded(segments[1], segments[2]))
         }
     }
 }
@@ -290,10 +299,20 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::808:808",
+            "2002:a9fe:a9fe::1",
+            "::a9fe:a9fe",
+            "fec0::1",
         ] {
             assert!(is_private_address(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "64:ff9b::808:808"] {
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!is_private_address(public.parse().unwrap()), "{public}");
         }
     }

@@ -54,6 +54,16 @@ const ERROR_BODY_BYTES: usize = 4 * 1024;
 /// How much of Slack's answer is read (its `{"ok": …}` is a few hundred bytes).
 const SLACK_ANSWER_BYTES: usize = 64 * 1024;
 
+/// The Web API's `error` codes that mean Slack's trouble, not the request's (retried); every
+/// other code is the request's and refused for good.
+const SLACK_TRANSIENT_ERRORS: &[&str] = &[
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+];
+
 /// How an endpoint's deliveries are made.
 #[derive(Debug)]
 enum Style {
@@ -421,9 +431,12 @@ impl Route {
                 url
             }
             // A click's response_url: checked again, it came from a (signed) request.
+            // Said without the URL: a response URL is a credential (it posts into the channel).
             (Style::Slack(slack), Some(url)) if !slack.is_response_url(url) => {
                 return (
-                    Outcome::Permanent(format!("{url} is not under approvals.slack.hooks_url")),
+                    Outcome::Permanent(
+                        "the click's response URL is not under approvals.slack.hooks_url".into(),
+                    ),
                     None,
                 );
             }
@@ -431,6 +444,11 @@ impl Route {
             (Style::Slack(slack), None) => slack.post_url(),
         };
         if let Some(problem) = target_problem(&url, self.allow_http, self.allow_private) {
+            // A Slack target may be a credential (a webhook or response URL): never repeated.
+            let problem = match self.style {
+                Style::Slack(_) => problem.replace(url.as_str(), "the URL"),
+                Style::Signed { .. } => problem,
+            };
             return (Outcome::Permanent(format!("refused target: {problem}")), None);
         }
         let mut request = self.client.post(&url);
@@ -579,8 +597,9 @@ fn verdict_of(text: &str) -> (Outcome, Option<SlackMessage>) {
                 .filter(|c| !c.is_control())
                 .take(ERROR_BODY_CHARS)
                 .collect();
-            let outcome = if error == "ratelimited" {
-                Outcome::Retryable("Slack: ratelimited".to_owned(), None)
+            // Slack's own trouble, answered with 200 and `ok: false`, passes: retried like a 5xx.
+            let outcome = if SLACK_TRANSIENT_ERRORS.contains(&error.as_str()) {
+                Outcome::Retryable(format!("Slack: {error}"), None)
             } else {
                 Outcome::Permanent(format!("Slack refused the message: {error}"))
             };
@@ -667,6 +686,11 @@ mod tests {
         let (outcome, posted) = verdict_of(r#"{"ok":false,"error":"ratelimited","channel":"C1","ts":"1.2"}"#);
         assert!(matches!(outcome, Outcome::Retryable(..)));
         assert_eq!(posted, None);
+        // Slack's own trouble passes; the request's does not.
+        for code in ["internal_error", "fatal_error", "service_unavailable", "request_timeout"] {
+            let (outcome, _) = verdict_of(&format!(r#"{{"ok":false,"error":"{code}"}}"#));
+            assert!(matches!(&outcome, Outcome::Retryable(why, None) if why.contains(code)), "{code}");
+        }
         assert!(matches!(
             verdict_of(r#"{"ok":false,"error":"channel_not_found"}"#).0,
             Outcome::Permanent(why) if why.contains("channel_not_found")
@@ -686,6 +710,56 @@ mod tests {
             max_in_flight: 1,
             allow_http: false,
             allow_private: false,
+        }
+    }
+
+    /// A click's response URL is a credential (it posts into the channel): a refusal of one says
+    /// why without it, so it reaches neither the outbox's `last_error` nor the logs.
+    #[tokio::test]
+    async fn a_refused_response_url_is_not_repeated() {
+        crate::app::install_crypto_provider();
+        let slack = SlackSettings::with_webhook(
+            crate::config::Secret::new("https://hooks.slack.com/services/T/B/x"),
+            crate::config::Secret::new("signing-secret-0123456789"),
+            vec!["U1".to_owned()],
+        );
+        let route = Route {
+            name: "slack".into(),
+            style: Style::Slack(Box::new(slack)),
+            ..route(&[5])
+        };
+        let now = Utc::now();
+        for url in [
+            // Not under hooks_url (changed since the click was queued).
+            "https://hooks.example.org/actions/T1/B2/SECRET-PART",
+            // Under it, but over plain http.
+            "http://hooks.slack.com/actions/T1/B2/SECRET-PART",
+        ] {
+            let taken = Taken {
+                delivery: crate::store::outbox::OutboundDelivery {
+                    id: "01DELIVERY".into(),
+                    endpoint: "slack".into(),
+                    source_key: "k".into(),
+                    message_type: "approval.click".into(),
+                    url: Some(url.to_owned()),
+                    payload: "{}".into(),
+                    state: crate::store::outbox::DeliveryState::Pending,
+                    attempts: 0,
+                    failures: 0,
+                    next_attempt_at: now,
+                    last_status: None,
+                    last_error: None,
+                    created_at: now,
+                    finished_at: None,
+                },
+                token: "t".into(),
+            };
+            let (outcome, status) = route.attempt(&taken, now, None, &mut None).await;
+            assert_eq!(status, None);
+            match outcome {
+                Outcome::Permanent(why) => assert!(!why.contains("SECRET"), "{why}"),
+                other => panic!("{url}: {other:?}"),
+            }
         }
     }
 
