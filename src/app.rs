@@ -391,9 +391,12 @@ impl Application {
         Ok(tasks)
     }
 
-    /// Expires, once a minute, plans that waited for approval longer than
-    /// `reactions.approval_ttl` (every worker may sweep; each expiry is written once).
-    fn expire_approvals(&self, stop: CancellationToken) -> JoinHandle<()> {
+    /// Once a minute: expires plans that waited for approval longer than
+    /// `reactions.approval_ttl`, and queues approved plans whose queuing after the decision did
+    /// not complete (every worker may sweep; each expiry is written once, and a plan queued
+    /// twice is performed once).
+    fn sweep_approvals(&self, queue: Arc<dyn Queue>, stop: CancellationToken) -> JoinHandle<()> {
+        use crate::reactions::approvals::{Deciders, expire_overdue, queue_unqueued};
         let audit = self.audit.clone();
         let outbox = crate::outbound::Outbox::from_settings(&self.settings);
         let ttl = self.settings.reactions.approval_ttl;
@@ -404,17 +407,18 @@ impl Application {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match crate::reactions::approvals::expire_overdue(
-                    crate::reactions::approvals::Deciders::new(&audit, &outbox),
-                    ttl,
-                )
-                .await
-                {
+                let deciders = Deciders::new(&audit, &outbox);
+                match expire_overdue(deciders, ttl).await {
                     Ok(0) => {}
                     Ok(expired) => tracing::info!(expired, "expired plans that waited too long for approval"),
                     Err(error) => {
                         tracing::warn!(%error, "cannot expire overdue approvals; trying again in a minute")
                     }
+                }
+                // A minute after the decision: the decider's own publish has long ended by then.
+                let decided_before = chrono::Utc::now() - chrono::Duration::minutes(1);
+                if let Err(error) = queue_unqueued(deciders, queue.as_ref(), ttl, decided_before).await {
+                    tracing::warn!(%error, "cannot queue approved plans left unqueued; trying again in a minute");
                 }
             }
         })
@@ -449,7 +453,9 @@ impl Application {
                     .0
                     .push(tokio::spawn(async move { clients.keep_share(store, stop).await }));
             }
-            background.0.push(self.expire_approvals(stopping.clone()));
+            background
+                .0
+                .push(self.sweep_approvals(queue.clone(), stopping.clone()));
             let sender = crate::outbound::sender::Sender::from_settings(
                 &self.settings,
                 self.store.clone(),

@@ -31,7 +31,7 @@ use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::Outbox;
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
-use crate::reactions::approvals::{Deciders, DecisionError, approve, reject, tenant_of};
+use crate::reactions::approvals::{Deciders, DecisionError, approve_unless_queued, reject, tenant_of};
 use crate::store::{ApprovalState, Store};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
@@ -299,7 +299,7 @@ async fn decide(
     let ttl = state.settings.reactions.approval_ttl;
     let deciders = Deciders::clicked(audit, &state.outbox);
     let decided = if action == APPROVE {
-        approve(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
+        approve_unless_queued(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
             .await
             .map(|before| (before.state == ApprovalState::Approved, "approved"))
     } else {
@@ -308,8 +308,9 @@ async fn decide(
             .map(|_| (false, "rejected"))
     };
     match decided {
-        // Approved before this click (a stale message, a replayed click): `approve` queued it
-        // again in case its queuing had failed, but this clicker decided nothing.
+        // Approved before this click but never queued (the publish after its decision
+        // failed): `approve` queued it now, but this clicker decided nothing. One approved and
+        // queued already is refused (a stale message, a replayed click).
         Ok((true, _)) => Ok(ClickResult::Refused(format!(
             "approval {approval_id} was already approved"
         ))),

@@ -321,6 +321,9 @@ mod tests {
         assert_ne!(decoy.salt, configured.salt);
         // Nothing to copy: the defaults.
         let default = hash_like(None, "x").unwrap();
-        assert!(default.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{default}");
+        assert!(
+            default.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{default}"
+        );
     }
 }

@@ -687,9 +687,17 @@ mod tests {
         assert!(matches!(outcome, Outcome::Retryable(..)));
         assert_eq!(posted, None);
         // Slack's own trouble passes; the request's does not.
-        for code in ["internal_error", "fatal_error", "service_unavailable", "request_timeout"] {
+        for code in [
+            "internal_error",
+            "fatal_error",
+            "service_unavailable",
+            "request_timeout",
+        ] {
             let (outcome, _) = verdict_of(&format!(r#"{{"ok":false,"error":"{code}"}}"#));
-            assert!(matches!(&outcome, Outcome::Retryable(why, None) if why.contains(code)), "{code}");
+            assert!(
+                matches!(&outcome, Outcome::Retryable(why, None) if why.contains(code)),
+                "{code}"
+            );
         }
         assert!(matches!(
             verdict_of(r#"{"ok":false,"error":"channel_not_found"}"#).0,

@@ -207,15 +207,54 @@ async fn load(audit: &AuditLog, id: &str, tenant: &str) -> Result<Approval, Deci
     Ok(approval)
 }
 
-/// Approves `tenant`'s pending plan `id` (or re-queues an approved one whose queuing failed). A
+/// What approving a plan that is approved already does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// Queue it again, on the trail with who asked: an operator's deliberate act (`gatehouse
+    /// approvals approve`), e.g. for a plan held while dry run was on.
+    Requeue,
+    /// Queue it only if it never was (the publish after its decision failed); otherwise it is
+    /// decided already (a stale Slack button, a console form sent twice).
+    IfNeverQueued,
+}
+
+/// Who queues the plans whose queuing after their decision did not complete.
+const SWEEP: &str = "gatehouse (its queuing after the decision had not completed)";
+
+/// Approves `tenant`'s pending plan `id`, or queues an approved one again (an operator's
+/// deliberate act, `gatehouse approvals approve`: e.g. for a plan held while dry run was on). A
 /// plan pending for longer than `ttl` is expired instead, and the approval refused. `deciders`
 /// say whether the plan's Slack message is to be replaced with the decision.
 pub async fn approve(
     deciders: Deciders<'_>,
     queue: &dyn Queue,
+    ids: (&str, &str),
+    by: &str,
+    ttl: Span,
+) -> Result<Approval, DecisionError> {
+    approve_as(deciders, queue, ids, by, ttl, Again::Requeue).await
+}
+
+/// Like [`approve`], but a plan approved and queued already is decided already (a stale Slack
+/// button, a console form sent twice, a second operator's click); one approved and never queued
+/// (the publish after its decision failed) is queued.
+pub async fn approve_unless_queued(
+    deciders: Deciders<'_>,
+    queue: &dyn Queue,
+    ids: (&str, &str),
+    by: &str,
+    ttl: Span,
+) -> Result<Approval, DecisionError> {
+    approve_as(deciders, queue, ids, by, ttl, Again::IfNeverQueued).await
+}
+
+async fn approve_as(
+    deciders: Deciders<'_>,
+    queue: &dyn Queue,
     (tenant, id): (&str, &str),
     by: &str,
     ttl: Span,
+    again: Again,
 ) -> Result<Approval, DecisionError> {
     let approval = load(deciders.audit, id, tenant).await?;
     match approval.state {
@@ -234,6 +273,12 @@ pub async fn approve(
                     state: "decided",
                 });
             }
+        }
+        ApprovalState::Approved if again == Again::IfNeverQueued && approval.queued_at.is_some() => {
+            return Err(DecisionError::AlreadyDecided {
+                id: id.to_owned(),
+                state: "approved",
+            });
         }
         ApprovalState::Approved => {}
         other => {
@@ -268,7 +313,39 @@ pub async fn approve(
     }
     let message = own_events::message(&envelope);
     queue.publish(&message).await?;
+    // After the publish: a plan whose publish failed, or whose process stopped first, stays
+    // unqueued, and the sweep queues it ([`queue_unqueued`]). A failed write here only means the
+    // sweep queues it a second time, which the worker's dedupe absorbs.
+    if let Err(error) = deciders.audit.store().mark_approval_queued(id).await {
+        tracing::warn!(approval = id, %error, "queued the approved plan but cannot note it; the sweep may queue it again (harmless)");
+    }
     Ok(approval)
+}
+
+/// Queues the plans approved before `decided_before` and never queued (the publish after their
+/// decision failed, or the process stopped in between), so an approved plan is never left
+/// behind. Returns how many were queued.
+pub async fn queue_unqueued(
+    deciders: Deciders<'_>,
+    queue: &dyn Queue,
+    ttl: Span,
+    decided_before: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, DecisionError> {
+    let before = decided_before;
+    let mut queued = 0;
+    for approval in deciders.audit.store().approved_not_queued(before).await? {
+        let key = (approval.tenant(), approval.id.clone());
+        match approve_unless_queued(deciders, queue, (&key.0, &key.1), SWEEP, ttl).await {
+            Ok(_) => {
+                tracing::warn!(approval = %approval.id, handler = %approval.handler, "an approved plan had not been queued; queued it now");
+                queued += 1;
+            }
+            // Queued or decided meanwhile (by another worker's sweep, or a person).
+            Err(DecisionError::AlreadyDecided { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(queued)
 }
 
 /// Rejects `tenant`'s pending plan `id`: nothing of it is performed.

@@ -72,6 +72,9 @@ pub struct Approval {
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_by: Option<String>,
     pub note: Option<String>,
+    /// When the approved plan was last handed to the queue; `None` while pending, or approved
+    /// and not queued yet (see [`Store::approved_not_queued`]).
+    pub queued_at: Option<DateTime<Utc>>,
 }
 
 impl Approval {
@@ -82,11 +85,12 @@ impl Approval {
     }
 }
 
-const COLUMNS: &str = "id, event_id, handler, event_type, account_id, plan, envelope, state, created_at, decided_at, decided_by, note";
+const COLUMNS: &str = "id, event_id, handler, event_type, account_id, plan, envelope, state, created_at, decided_at, decided_by, note, queued_at";
 
 fn from_row(row: &AnyRow) -> Result<Approval, StoreError> {
     let state: String = row.try_get("state")?;
     let decided_at: Option<i64> = row.try_get("decided_at")?;
+    let queued_at: Option<i64> = row.try_get("queued_at")?;
     Ok(Approval {
         id: row.try_get("id")?,
         event_id: row.try_get("event_id")?,
@@ -101,6 +105,7 @@ fn from_row(row: &AnyRow) -> Result<Approval, StoreError> {
         decided_at: decided_at.map(from_millis).transpose()?,
         decided_by: row.try_get("decided_by")?,
         note: row.try_get("note")?,
+        queued_at: queued_at.map(from_millis).transpose()?,
     })
 }
 
@@ -217,6 +222,30 @@ impl Store {
             "SELECT {COLUMNS} FROM approvals WHERE state = $1 ORDER BY created_at, id"
         )))
         .bind(state.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Notes that approved plan `id` was handed to the queue now.
+    pub async fn mark_approval_queued(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE approvals SET queued_at = $1 WHERE id = $2")
+            .bind(to_millis(Utc::now()))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Plans approved before `before` and never handed to the queue (the publish after their
+    /// decision failed, or the process stopped in between), oldest first.
+    pub async fn approved_not_queued(&self, before: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals
+             WHERE state = 'approved' AND queued_at IS NULL AND decided_at < $1
+             ORDER BY decided_at, id"
+        )))
+        .bind(to_millis(before))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(from_row).collect()

@@ -102,6 +102,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0015_connect_spent_tokens.sql"),
         include_str!("../../migrations/postgres/0015_connect_spent_tokens.sql"),
     ),
+    (
+        16,
+        "approvals: when an approved plan was queued",
+        include_str!("../../migrations/sqlite/0016_approval_queued.sql"),
+        include_str!("../../migrations/postgres/0016_approval_queued.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -446,6 +446,33 @@ async fn roles_limit_what_an_operator_may_do() {
     world.stop().await;
 }
 
+/// A plan is approved once: the same form sent again (a refresh, a second approver) while the
+/// approved plan is still being performed decides nothing (409) and queues nothing again.
+#[tokio::test]
+async fn an_approved_plan_is_not_approved_again() {
+    let world = console_world(|_| {}).await;
+    let approval = pending_leaver(&world, "cara").await;
+    // Atlassian refuses the removals for now: the approved plan stays approved, retried later.
+    world
+        .fault(gatehouse_sim::Fault::status("/userByGroupId", 503, 10_000))
+        .await;
+    let april = sign_in(&world, "april", PASSWORD).await.unwrap();
+    let approve = format!("/console/approvals/{}/approve", approval.id);
+    let token = csrf_in(&page_as(&world, &april, "/console/approvals").await.1);
+    let first = post_as(&world, &april, &approve, &[("csrf", token.as_str())]).await;
+    assert_eq!(first.status(), 303);
+    assert_eq!(state_of(&world, &approval.id).await, ApprovalState::Approved);
+    let again = post_as(&world, &april, &approve, &[("csrf", token.as_str())]).await;
+    assert_eq!(again.status(), 409);
+    let records = world.audit(&approval.event_id).await;
+    assert_eq!(
+        records.iter().filter(|(kind, _)| kind == "approved").count(),
+        1,
+        "{records:?}"
+    );
+    world.stop().await;
+}
+
 /// Parks a real dead letter: an `approval.granted` that gatehouse did not publish itself is
 /// refused by the worker and dead-lettered. Its id.
 async fn park_a_dead_letter(world: &World) -> String {

@@ -16,7 +16,7 @@ use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
 use crate::reactions::approvals::{
-    Deciders, approve as approve_plan, expires_at, reject as reject_plan, tenant_of,
+    Deciders, approve_unless_queued as approve_plan, expires_at, reject as reject_plan, tenant_of,
 };
 use crate::store::{Approval, ApprovalState};
 
@@ -153,6 +153,8 @@ pub async fn approve(
     operator.require(operator.role.may_decide_approvals(), "approve plans")?;
     let tenant = tenant_of(&state.store, &id).await?;
     let by = operator.attributed();
+    // A form sent twice, or a second operator's click, decides nothing (409); queuing a plan
+    // again on purpose is the CLI's (`gatehouse approvals approve`).
     let approval = approve_plan(
         Deciders::new(&state.audit, &state.outbox),
         state.queue.as_ref(),

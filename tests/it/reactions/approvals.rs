@@ -2,7 +2,9 @@
 //! recorded plan; a rejected plan is never performed.
 
 use gatehouse::config::Span;
-use gatehouse::reactions::approvals::{Deciders, DecisionError, approve, expire_overdue, reject};
+use gatehouse::reactions::approvals::{
+    Deciders, DecisionError, approve, expire_overdue, queue_unqueued, reject,
+};
 use gatehouse::store::ApprovalState;
 use gatehouse_sim::{Seed, SeedGroup, SeedUser, SimAccountStatus};
 use serde_json::json;
@@ -581,5 +583,73 @@ async fn an_approved_plan_is_not_performed_while_dry_run_is_on_and_runs_when_app
         state_of(&world, &waiting.id).await == ApprovalState::Executed
     })
     .await;
+    world.stop().await;
+}
+
+/// The broker refuses the plan's publish after the decision committed (or the process stopped
+/// in between): the plan is approved and never queued. The approvals sweep queues it, once, and
+/// the trail says who did; a click on it meanwhile would have queued it too.
+#[tokio::test]
+async fn a_plan_approved_but_never_queued_is_queued_by_the_sweep() {
+    let (world, event_id, approval) = leaver_awaiting_approval("cara").await;
+    // A queue whose connection is gone: its publish fails.
+    let closed = gatehouse::app::open_queue(&world.app.settings, &world.app.store)
+        .await
+        .unwrap();
+    closed.close().await;
+    let outbox = Outbox::default();
+    let deciders = Deciders::new(&world.app.audit, &outbox);
+    let failed = approve(
+        deciders,
+        closed.as_ref(),
+        ("default", &approval.id),
+        "security-lead",
+        ttl(),
+    )
+    .await;
+    assert!(matches!(failed, Err(DecisionError::Queue(_))), "{failed:?}");
+    let stuck = world.app.store.approval(&approval.id).await.unwrap().unwrap();
+    assert_eq!(stuck.state, ApprovalState::Approved);
+    assert_eq!(stuck.queued_at, None);
+
+    let swept = |at| queue_unqueued(deciders, world.app.queue.as_ref(), ttl(), at);
+    // Too recent for a sweep a minute behind: its decider may still be publishing.
+    assert_eq!(swept(stuck.decided_at.unwrap()).await.unwrap(), 0);
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(swept(now).await.unwrap(), 1);
+    assert_eq!(swept(now).await.unwrap(), 0, "queued once");
+    eventually(LONG, "the plan performed", || async {
+        world
+            .app
+            .store
+            .approval(&approval.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ApprovalState::Executed
+    })
+    .await;
+    assert!(world.groups_of("cara").await.is_empty());
+    let approved = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            kinds: vec![gatehouse::audit::AuditKind::Approved],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let said: Vec<&str> = approved
+        .iter()
+        .map(|r| r.record.outcome.status.as_str())
+        .collect();
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[1].contains("approved again by gatehouse (its queuing"),
+        "{said:?}"
+    );
     world.stop().await;
 }
