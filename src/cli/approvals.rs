@@ -44,11 +44,6 @@ pub enum ApprovalsCommand {
     },
 }
 
-fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCommand) -> anyhow::Result<()> {
     let tenant = settings.choose_tenant(tenant).map_err(anyhow::Error::msg)?;
     let store = open_store(&settings).await?;
@@ -91,7 +86,7 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
                 Deciders::new(&audit, &outbox),
                 queue.as_ref(),
                 (&tenant, &id),
-                &who(by),
+                &super::who(by),
                 ttl,
             )
             .await;
@@ -125,7 +120,7 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: ApprovalsCom
             let approval = reject(
                 Deciders::new(&audit, &outbox),
                 (&tenant, &id),
-                &who(by),
+                &super::who(by),
                 reason.as_deref(),
             )
             .await?;

@@ -37,6 +37,9 @@ pub enum DlqCommand {
         /// Print what would be replayed, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Who replays them (recorded in the audit trail); default: $USER.
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Delete dead letters for good.
     Purge {
@@ -97,6 +100,7 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: DlqCommand) 
             all: _,
             event_type,
             dry_run,
+            by,
         } => {
             let letters = select(&store, &tenant, &ids, event_type).await?;
             if dry_run {
@@ -106,10 +110,11 @@ pub async fn run(settings: Settings, tenant: Option<&str>, command: DlqCommand) 
             }
             let queue = open_queue(&settings, &store).await?;
             let audit = crate::audit::AuditLog::from_settings(store.clone(), &settings);
+            let by = super::who(by);
             let mut progress = CommandProgress::new("replaying", letters.len() as u64);
             let mut failed = 0;
             for letter in &letters {
-                match replay(&audit, queue.as_ref(), letter).await {
+                match replay(&audit, queue.as_ref(), letter, &by).await {
                     Ok(()) => progress.step(&format!("{} {} replayed", letter.id, letter.event_type)),
                     Err(error) => {
                         failed += 1;

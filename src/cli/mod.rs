@@ -175,6 +175,12 @@ fn show_checked(settings: &Settings, warnings: &[ConfigWarning]) {
     eprintln!("tenants: {}{unconfigured}", settings.tenant_names().join(", "));
 }
 
+/// Who an operator command acts as, for the audit trail: `--by`, else `$USER`.
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Prints every config error; the exit code for them.
 fn config_errors(errors: &crate::config::ConfigErrors) -> ExitCode {
     for error in &errors.0 {

@@ -3,9 +3,10 @@
 //! The envelope goes straight to the work queue (subscribers of the exchange saw it once
 //! already), with a fresh attempt count, and the dead letter is marked replayed. Publishing comes
 //! first: if marking then fails, a second replay publishes a copy that the worker's dedupe claim
-//! absorbs, so nothing is lost and nothing is done twice.
+//! absorbs, so nothing is lost and nothing is done twice (and two replays at the same instant
+//! both queue it, performed once).
 
-use crate::audit::{AuditError, AuditKind, AuditLog, Outcome};
+use crate::audit::{AuditError, AuditKind, AuditLog, NewRecord, Outcome};
 use crate::queue::{OutgoingMessage, PublishError, Queue};
 use crate::store::{DeadLetterRow, StoreError};
 
@@ -19,13 +20,25 @@ pub enum ReplayError {
     Store(#[from] StoreError),
 }
 
-/// Replays one dead letter; the replay is on the audit trail before the event is queued.
-pub async fn replay(audit: &AuditLog, queue: &dyn Queue, letter: &DeadLetterRow) -> Result<(), ReplayError> {
+/// Replays one dead letter as `by` (`console:alice`, an operator's name); the replay is on the
+/// audit trail, with who asked, before the event is queued.
+pub async fn replay(
+    audit: &AuditLog,
+    queue: &dyn Queue,
+    letter: &DeadLetterRow,
+    by: &str,
+) -> Result<(), ReplayError> {
     let store = audit.store();
-    let outcome = Outcome::status(format!("replayed dead letter {}", letter.id));
-    if let Some(record) = super::dead_letter_records::letter_record(letter, AuditKind::Replayed, outcome) {
-        audit.append(record).await?;
-    }
+    let outcome = Outcome::status(format!("replayed dead letter {} by {by}", letter.id));
+    // A letter that names no gatehouse event (a message someone else published) is recorded
+    // about no event: every replay is on the trail, whatever it queues.
+    let record = super::dead_letter_records::letter_record(letter, AuditKind::Replayed, outcome.clone())
+        .unwrap_or_else(|| {
+            let mut record = NewRecord::new(ulid::Ulid::nil(), AuditKind::Replayed);
+            record.outcome = outcome;
+            record
+        });
+    audit.append(record).await?;
     let message = OutgoingMessage {
         routing_key: letter.routing_key.clone(),
         message_id: letter.message_id.clone(),

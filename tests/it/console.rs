@@ -522,6 +522,22 @@ async fn an_admin_replays_a_dead_letter() {
     assert!(!spoofed.contains("id=\"notice\""), "{spoofed}");
     let (_, still_dead) = world.app.store.dead_letter(&id).await.unwrap().unwrap();
     assert!(!still_dead, "marked replayed");
+    // On the trail with who replayed it (the forged letter names an event of its own).
+    let replayed = gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            kinds: vec![gatehouse::audit::AuditKind::Replayed],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(
+        replayed[0].record.outcome.status,
+        format!("replayed dead letter {id} by console:alice")
+    );
     let (_, letter) = page_as(&world, &alice, &format!("/console/dead-letters/{id}")).await;
     assert!(!letter.contains("id=\"replay\""), "replayed once only");
     let again = post_as(

@@ -147,12 +147,17 @@ pub async fn replay(
             "dead letter {id} was already replayed"
         )));
     }
-    replay_letter(&state.audit, state.queue.as_ref(), &letter)
-        .await
-        .map_err(|error| {
-            tracing::warn!(dead_letter = %id, %error, "console: replay failed");
-            ConsoleError::Unavailable(error.to_string())
-        })?;
+    replay_letter(
+        &state.audit,
+        state.queue.as_ref(),
+        &letter,
+        &operator.attributed(),
+    )
+    .await
+    .map_err(|error| {
+        tracing::warn!(dead_letter = %id, %error, "console: replay failed");
+        ConsoleError::Unavailable(error.to_string())
+    })?;
     tracing::info!(dead_letter = %id, operator = %operator.name, "console: dead letter replayed");
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("replayed", &id);

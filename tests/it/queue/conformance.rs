@@ -261,7 +261,7 @@ async fn replay_brings_a_dead_letter_back_and_it_completes(backend: Backend) {
     let letter = dead_letters(&app).await.remove(0);
 
     // The cause is fixed (the script has no more failures); replay.
-    gatehouse::queue::replay::replay(&app.audit, app.queue.as_ref(), &letter)
+    gatehouse::queue::replay::replay(&app.audit, app.queue.as_ref(), &letter, "ops-lead")
         .await
         .unwrap();
     eventually(LONG, "fred completed after replay", || async {
