@@ -144,6 +144,14 @@ fn proxied_operator<'a>(
         tracing::warn!(header = %header_name, peer = ?peer, "console: ignored a proxy user header from an address not in console.trusted_proxies");
         return Ok(None);
     }
+    // A proxy that appends its header to one the client sent (instead of replacing it) would
+    // let the client's copy, the first, choose who signs in: more than one is refused.
+    if headers.get_all(header_name.as_str()).iter().nth(1).is_some() {
+        tracing::warn!(header = %header_name, peer = ?peer, "console: the proxy user header came more than once; refused (the proxy must replace a client's copy)");
+        return Err(ConsoleError::Forbidden(format!(
+            "`{header_name}` came more than once: the proxy must replace any copy the client sent"
+        )));
+    }
     let name = value.to_str().unwrap_or_default().trim();
     match console.operator(name) {
         Some(operator) => Ok(Some(operator)),

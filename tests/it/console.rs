@@ -729,6 +729,18 @@ async fn the_proxy_header_is_believed_only_from_a_trusted_address() {
         .await
         .unwrap();
     assert_eq!(stranger.status(), 403);
+    // A client's own copy that the proxy appended to rather than replaced: the first would
+    // choose who signs in, so two are refused, whichever comes first.
+    for (first, second) in [("alice", "pat"), ("pat", "alice")] {
+        let doubled = client()
+            .get(world.app.url("/console/status"))
+            .header("x-forwarded-user", first)
+            .header("x-forwarded-user", second)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(doubled.status(), 403, "{first}, {second}");
+    }
 
     // From another address (127.0.0.2 is loopback too, but not listed): the header is ignored.
     gatehouse::app::install_crypto_provider();
