@@ -16,6 +16,16 @@ use crate::config::{ConsoleSettings, OperatorSettings};
 /// Names tracked for lockouts at most; beyond, the stale ones are forgotten first.
 const MAX_TRACKED_NAMES: usize = 10_000;
 
+/// Password checks running at once (each takes a core for a moment).
+const CHECKS_AT_ONCE: usize = 2;
+
+/// Sign-ins waiting for a check, at most; more are refused at once ([`Busy`]).
+const CHECKS_WAITING: usize = 16;
+
+/// Too many sign-ins are waiting for a password check: try again in a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
 /// An Argon2id PHC string of `password` with a fresh random salt and the default parameters
 /// (`gatehouse console hash-password`).
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -57,6 +67,9 @@ pub struct SignInGuard {
     max_failures: u32,
     lockout: Duration,
     checks: Semaphore,
+    /// Room for checks waiting for one of `checks`: past it a sign-in is refused at once, so a
+    /// flood of sign-ins cannot hold every request slot the console's other pages need.
+    queued: Semaphore,
     /// A hash of a random password, checked when the name has no hash of its own, so an unknown
     /// name costs what a known one does.
     decoy: OnceCell<String>,
@@ -106,7 +119,8 @@ impl SignInGuard {
             failures: std::sync::Mutex::new(HashMap::new()),
             max_failures: settings.max_failed_sign_ins.max(1),
             lockout: Duration::from_secs(settings.lockout_seconds),
-            checks: Semaphore::new(2),
+            checks: Semaphore::new(CHECKS_AT_ONCE),
+            queued: Semaphore::new(CHECKS_WAITING),
             decoy: OnceCell::new(),
             decoy_like: settings
                 .operators
@@ -172,8 +186,11 @@ impl SignInGuard {
     }
 
     /// Whether `password` is `operator`'s; the same Argon2 work when there is no such operator
-    /// or it has no password.
-    pub async fn verify(&self, operator: Option<&OperatorSettings>, password: String) -> bool {
+    /// or it has no password. [`Busy`] when too many sign-ins wait already.
+    pub async fn verify(&self, operator: Option<&OperatorSettings>, password: String) -> Result<bool, Busy> {
+        let Ok(_waiting) = self.queued.try_acquire() else {
+            return Err(Busy);
+        };
         let own = operator
             .and_then(|o| o.password_hash.as_ref())
             .map(|h| h.expose().to_owned());
@@ -182,11 +199,11 @@ impl SignInGuard {
             Some(hash) => hash,
             None => match self.decoy().await {
                 Some(decoy) => decoy,
-                None => return false,
+                None => return Ok(false),
             },
         };
         let Ok(_permit) = self.checks.acquire().await else {
-            return false;
+            return Ok(false);
         };
         let checked = tokio::task::spawn_blocking(move || {
             Argon2::default()
@@ -195,7 +212,7 @@ impl SignInGuard {
         })
         .await
         .unwrap_or(false);
-        checked && has_own
+        Ok(checked && has_own)
     }
 
     /// Makes the decoy hash now, so the first sign-in with an unknown name costs no more than
@@ -270,9 +287,14 @@ mod tests {
             password_hash: Some(PasswordHash::from(hash)),
         };
         let guard = guard(3);
-        assert!(guard.verify(Some(&operator), "correct horse".to_owned()).await);
-        assert!(!guard.verify(Some(&operator), "wrong".to_owned()).await);
-        assert!(!guard.verify(None, "correct horse".to_owned()).await);
+        assert_eq!(guard.verify(Some(&operator), "correct horse".to_owned()).await, Ok(true));
+        assert_eq!(guard.verify(Some(&operator), "wrong".to_owned()).await, Ok(false));
+        assert_eq!(guard.verify(None, "correct horse".to_owned()).await, Ok(false));
+        // Past the waiting room, a check is refused at once.
+        let held: Vec<_> = (0..CHECKS_WAITING).map(|_| guard.queued.try_acquire().unwrap()).collect();
+        assert_eq!(guard.verify(Some(&operator), "correct horse".to_owned()).await, Err(Busy));
+        drop(held);
+        assert_eq!(guard.verify(Some(&operator), "correct horse".to_owned()).await, Ok(true));
     }
 
     #[test]

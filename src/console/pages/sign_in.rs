@@ -62,7 +62,15 @@ pub async fn submit(
         ));
     };
     let operator = state.settings.console.operator(&name);
-    if !state.sign_ins.verify(operator, password).await {
+    let Ok(verified) = state.sign_ins.verify(operator, password).await else {
+        // Not counted against the name: nobody learned anything of its password.
+        drop(attempt);
+        tracing::warn!(operator = ?name, ?peer, "console: sign-in refused, too many sign-ins waiting for a password check");
+        return Err(ConsoleError::TooManyAttempts(
+            "too many sign-ins at once: try again in a moment".to_owned(),
+        ));
+    };
+    if !verified {
         let locked = attempt.failed();
         tracing::warn!(operator = ?name, ?peer, known = operator.is_some(), locked, "console: failed sign-in");
         return form_page(StatusCode::UNAUTHORIZED, Some("Wrong name or password."), &name);
