@@ -268,9 +268,11 @@ async fn approve_as(
         ApprovalState::Pending => {
             let record = decision_record(&approval, AuditKind::Approved, by);
             if !decide(deciders, &approval, ApprovalState::Approved, by, None, record).await? {
+                // Decided by someone else since it was read: say how.
+                let now = load(deciders.audit, id, tenant).await?;
                 return Err(DecisionError::AlreadyDecided {
                     id: id.to_owned(),
-                    state: "decided",
+                    state: now.state.as_str(),
                 });
             }
         }
@@ -358,12 +360,18 @@ pub async fn reject(
     let approval = load(deciders.audit, id, tenant).await?;
     let mut record = decision_record(&approval, AuditKind::Rejected, by);
     record.outcome.error = reason.map(str::to_owned);
-    if approval.state != ApprovalState::Pending
-        || !decide(deciders, &approval, ApprovalState::Rejected, by, reason, record).await?
-    {
+    if approval.state != ApprovalState::Pending {
         return Err(DecisionError::AlreadyDecided {
             id: id.to_owned(),
             state: approval.state.as_str(),
+        });
+    }
+    if !decide(deciders, &approval, ApprovalState::Rejected, by, reason, record).await? {
+        // Decided by someone else since it was read: say how, not "pending".
+        let now = load(deciders.audit, id, tenant).await?;
+        return Err(DecisionError::AlreadyDecided {
+            id: id.to_owned(),
+            state: now.state.as_str(),
         });
     }
     Ok(approval)
