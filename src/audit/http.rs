@@ -150,6 +150,10 @@ async fn list(
     {
         response.headers_mut().insert("x-next-after-seq", value);
     }
+    // Records name people: no cache between here and the reader keeps a copy.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
