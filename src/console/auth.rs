@@ -287,14 +287,25 @@ mod tests {
             password_hash: Some(PasswordHash::from(hash)),
         };
         let guard = guard(3);
-        assert_eq!(guard.verify(Some(&operator), "correct horse".to_owned()).await, Ok(true));
+        assert_eq!(
+            guard.verify(Some(&operator), "correct horse".to_owned()).await,
+            Ok(true)
+        );
         assert_eq!(guard.verify(Some(&operator), "wrong".to_owned()).await, Ok(false));
         assert_eq!(guard.verify(None, "correct horse".to_owned()).await, Ok(false));
         // Past the waiting room, a check is refused at once.
-        let held: Vec<_> = (0..CHECKS_WAITING).map(|_| guard.queued.try_acquire().unwrap()).collect();
-        assert_eq!(guard.verify(Some(&operator), "correct horse".to_owned()).await, Err(Busy));
+        let held: Vec<_> = (0..CHECKS_WAITING)
+            .map(|_| guard.queued.try_acquire().unwrap())
+            .collect();
+        assert_eq!(
+            guard.verify(Some(&operator), "correct horse".to_owned()).await,
+            Err(Busy)
+        );
         drop(held);
-        assert_eq!(guard.verify(Some(&operator), "correct horse".to_owned()).await, Ok(true));
+        assert_eq!(
+            guard.verify(Some(&operator), "correct horse".to_owned()).await,
+            Ok(true)
+        );
     }
 
     #[test]

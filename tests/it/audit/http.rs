@@ -43,7 +43,11 @@ async fn siems_pull_pages_with_a_bearer_token() {
     // Paging by seq: 5, 5, 2, then no cursor.
     let response = get(&app, "?limit=5", Some(TOKEN)).await;
     assert_eq!(response.headers()["x-next-after-seq"], "5");
-    assert_eq!(response.headers()["cache-control"], "no-store", "records name people");
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-store",
+        "records name people"
+    );
     let (page, next) = records(&app, "?limit=5").await;
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert_eq!(next, 5);

@@ -619,15 +619,7 @@ async fn a_plan_approved_but_never_queued_is_queued_by_the_sweep() {
     assert_eq!(swept(now).await.unwrap(), 1);
     assert_eq!(swept(now).await.unwrap(), 0, "queued once");
     eventually(LONG, "the plan performed", || async {
-        world
-            .app
-            .store
-            .approval(&approval.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state
-            == ApprovalState::Executed
+        state_of(&world, &approval.id).await == ApprovalState::Executed
     })
     .await;
     assert!(world.groups_of("cara").await.is_empty());
