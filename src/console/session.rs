@@ -108,16 +108,35 @@ impl Operator {
     }
 }
 
-/// Starts a session for `operator`; its id (for the cookie).
-pub async fn begin(state: &ConsoleState, operator: &str, method: &str) -> Result<String, ConsoleError> {
+/// Starts a session for `operator`; its id (for the cookie). A password session remembers
+/// which password hash it signed in with ([`credential_of`]).
+pub async fn begin(
+    state: &ConsoleState,
+    operator: &OperatorSettings,
+    method: &str,
+) -> Result<String, ConsoleError> {
     let id = random_token(32)?;
     let hours = i64::try_from(state.settings.console.session_hours).unwrap_or(8);
     let expires_at = Utc::now() + chrono::Duration::hours(hours);
+    let credential = (method == BY_PASSWORD).then(|| credential_of(operator)).flatten();
     state
         .store
-        .create_console_session(&id_hash(&id), operator, method, expires_at)
+        .create_console_session(
+            &id_hash(&id),
+            (&operator.name, method, credential.as_deref()),
+            expires_at,
+        )
         .await?;
     Ok(id)
+}
+
+/// The hex SHA-256 of `operator`'s password hash: a session signed in with another (the
+/// password was changed since) signs nobody in.
+fn credential_of(operator: &OperatorSettings) -> Option<String> {
+    operator
+        .password_hash
+        .as_ref()
+        .map(|hash| id_hash(hash.expose().trim()))
 }
 
 /// The session cookie for a session begun now.
@@ -200,7 +219,7 @@ impl FromRequestParts<Arc<ConsoleState>> for Operator {
             if let Err(error) = state.store.delete_expired_console_sessions().await {
                 tracing::debug!(%error, "console: cannot forget expired sessions now");
             }
-            let id = begin(state, &operator.name, BY_PROXY).await?;
+            let id = begin(state, operator, BY_PROXY).await?;
             tracing::info!(operator = %operator.name, "console: signed in through the trusted proxy");
             return Ok(Operator {
                 name: operator.name.clone(),
@@ -214,12 +233,13 @@ impl FromRequestParts<Arc<ConsoleState>> for Operator {
             // A proxy's session, presented around the proxy.
             return Err(ConsoleError::NotSignedIn);
         }
-        // The role is config's now: an operator removed (or left without a password) is out.
+        // The role is config's now: an operator removed (or left without a password) is out,
+        // and so is a session signed in with a password changed since.
         let operator = state
             .settings
             .console
             .operator(&session.operator)
-            .filter(|o| o.password_hash.is_some())
+            .filter(|o| session.credential.is_some() && credential_of(o) == session.credential)
             .ok_or(ConsoleError::NotSignedIn)?;
         Ok(Operator {
             name: operator.name.clone(),

@@ -13,6 +13,8 @@ pub struct ConsoleSession {
     pub operator: String,
     /// `password` or `proxy`.
     pub method: String,
+    /// Signed in by password: the hex SHA-256 of the password hash it signed in with.
+    pub credential: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -22,17 +24,17 @@ impl Store {
     pub async fn create_console_session(
         &self,
         id_hash: &str,
-        operator: &str,
-        method: &str,
+        (operator, method, credential): (&str, &str, Option<&str>),
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, operator, method, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO console_sessions (id_hash, operator, method, credential, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id_hash)
         .bind(operator)
         .bind(method)
+        .bind(credential)
         .bind(to_millis(Utc::now()))
         .bind(to_millis(expires_at))
         .execute(self.pool())
@@ -43,7 +45,7 @@ impl Store {
     /// The session with this id hash, unless it expired.
     pub async fn console_session(&self, id_hash: &str) -> Result<Option<ConsoleSession>, StoreError> {
         let row = sqlx::query(
-            "SELECT operator, method, created_at, expires_at FROM console_sessions
+            "SELECT operator, method, credential, created_at, expires_at FROM console_sessions
              WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
@@ -54,6 +56,7 @@ impl Store {
             Ok(ConsoleSession {
                 operator: row.try_get("operator")?,
                 method: row.try_get("method")?,
+                credential: row.try_get("credential")?,
                 created_at: from_millis(row.try_get("created_at")?)?,
                 expires_at: from_millis(row.try_get("expires_at")?)?,
             })

@@ -108,6 +108,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0016_approval_queued.sql"),
         include_str!("../../migrations/postgres/0016_approval_queued.sql"),
     ),
+    (
+        17,
+        "console sessions: the password hash they signed in with",
+        include_str!("../../migrations/sqlite/0017_console_session_credential.sql"),
+        include_str!("../../migrations/postgres/0017_console_session_credential.sql"),
+    ),
 ];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -551,6 +551,45 @@ async fn an_admin_replays_a_dead_letter() {
     world.stop().await;
 }
 
+/// Sessions outlive a restart, but not a password change: a session signed in with a password
+/// whose hash config no longer holds signs nobody in (a leaked password is rotated, and the
+/// sessions it opened end with it).
+#[tokio::test]
+async fn a_changed_password_ends_the_sessions_it_opened() {
+    let sim = gatehouse_sim::Simulator::start(leavers(), gatehouse_sim::Behaviour::default())
+        .await
+        .unwrap();
+    let dir = TempDir::new();
+    let mut settings = crate::reactions::settings_for_sim(&sim, &dir);
+    settings.policies = policies(LEAVER);
+    with_console(&mut settings);
+    let app = TestApp::start(settings.clone(), None).await;
+    let alice = sign_in_at(&app, "alice", PASSWORD).await.unwrap();
+    let april = sign_in_at(&app, "april", PASSWORD).await.unwrap();
+    app.shutdown().await;
+
+    // Alice's password is changed; April's is not.
+    let rotated = gatehouse::console::hash_password("a new password for alice").unwrap();
+    settings.console.operators[0].password_hash = Some(PasswordHash::from(rotated));
+    let app = TestApp::start(settings, None).await;
+    let status = |cookie: String| {
+        let request = client().get(app.url("/console/status")).header("cookie", cookie);
+        async move { request.send().await.unwrap() }
+    };
+    assert!(
+        redirects_to_sign_in(&status(alice).await),
+        "alice's old session ended"
+    );
+    assert_eq!(status(april).await.status(), 200, "april's session lives on");
+    assert!(
+        sign_in_at(&app, "alice", "a new password for alice")
+            .await
+            .is_ok()
+    );
+    app.stop().await;
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn wrong_passwords_are_refused_then_the_name_is_locked() {
     let world = console_world(|settings| settings.console.max_failed_sign_ins = 3).await;

@@ -79,7 +79,11 @@ pub async fn submit(
     if let Err(error) = state.store.delete_expired_console_sessions().await {
         tracing::debug!(%error, "console: cannot forget expired sessions now");
     }
-    let id = session::begin(&state, &name, BY_PASSWORD).await?;
+    // Verified against its hash: the operator exists.
+    let Some(operator) = operator else {
+        return form_page(StatusCode::UNAUTHORIZED, Some("Wrong name or password."), &name);
+    };
+    let id = session::begin(&state, operator, BY_PASSWORD).await?;
     tracing::info!(operator = %name, ?peer, "console: signed in");
     let mut response = Redirect::to("/console/approvals").into_response();
     let headers = response.headers_mut();
