@@ -54,10 +54,15 @@ const ERROR_BODY_BYTES: usize = 4 * 1024;
 /// How much of Slack's answer is read (its `{"ok": …}` is a few hundred bytes).
 const SLACK_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Why a Slack post is retried when Slack said `ratelimited` (which also pauses the endpoint).
+const SLACK_RATELIMITED: &str = "Slack: ratelimited";
+
+/// The shortest pause an endpoint's request to slow down makes (a `Retry-After: 0` included).
+const MIN_PAUSE: Duration = Duration::from_secs(1);
+
 /// The Web API's `error` codes that mean Slack's trouble, not the request's (retried); every
 /// other code is the request's and refused for good.
 const SLACK_TRANSIENT_ERRORS: &[&str] = &[
-    "ratelimited",
     "internal_error",
     "fatal_error",
     "service_unavailable",
@@ -85,6 +90,10 @@ struct Route {
     max_in_flight: usize,
     allow_http: bool,
     allow_private: bool,
+    /// Until when this process sends nothing to the endpoint: it asked to slow down (a 429 or
+    /// 503 with `Retry-After`, Slack's `ratelimited`). Without it, every other delivery in the
+    /// backlog would meet the same refusal and spend a rung of its ladder on it.
+    paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What one attempt came to, before the ladder is applied.
@@ -133,6 +142,7 @@ impl Sender {
                 max_in_flight: endpoint.max_in_flight,
                 allow_http: endpoint.allow_http,
                 allow_private: endpoint.allow_private_addresses,
+                paused_until: std::sync::Mutex::new(None),
             }));
         }
         if let Some(slack) = &settings.approvals.slack {
@@ -147,6 +157,7 @@ impl Sender {
                 max_in_flight: 1,
                 allow_http: slack.allow_http,
                 allow_private: slack.allow_private_addresses,
+                paused_until: std::sync::Mutex::new(None),
             }));
         }
         Ok(Sender {
@@ -219,6 +230,12 @@ impl Sender {
                     Err(_) => break,
                 },
             };
+            // Looked at once a slot is free: the attempt that held it may have set the pause.
+            if let Some(wait) = route.pause_left()
+                && !sleep_unless(wait, &stop).await
+            {
+                break;
+            }
             let taken = match self.store.has_due_outbound(&route.name).await {
                 Ok(true) => self.store.take_outbound(&route.name, lease).await,
                 Ok(false) => Ok(None),
@@ -280,6 +297,9 @@ impl Sender {
             .attempt_seconds
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());
+        if let Some(pause) = outcome.0.slow_down() {
+            route.pause(pause);
+        }
         let (settlement, status, error) = route.settle(delivery.failures, at, outcome);
         let word = match &settlement {
             // Settled without being sent: see `Outcome::Obsolete`.
@@ -400,7 +420,35 @@ impl Sender {
     }
 }
 
+impl Outcome {
+    /// How long the endpoint asked every sender to hold off, if it did.
+    fn slow_down(&self) -> Option<Duration> {
+        match self {
+            Outcome::Retryable(_, Some(after)) => Some((*after).clamp(MIN_PAUSE, MAX_RETRY_AFTER)),
+            Outcome::Retryable(reason, None) if reason == SLACK_RATELIMITED => Some(MIN_PAUSE),
+            _ => None,
+        }
+    }
+}
+
 impl Route {
+    /// Holds this endpoint's deliveries back for `pause` (a longer pause already set stands).
+    fn pause(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut paused = crate::locking::lock(&self.paused_until);
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// What is left of the endpoint's pause, if any.
+    fn pause_left(&self) -> Option<Duration> {
+        let paused = *crate::locking::lock(&self.paused_until);
+        paused
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+    }
+
     /// Makes one attempt (no retries here: the outbox's ladder retries). `updating`: the message
     /// a settlement's update replaces; `posted` is set to where a new Slack message went, when
     /// Slack said.
@@ -598,7 +646,9 @@ fn verdict_of(text: &str) -> (Outcome, Option<SlackMessage>) {
                 .take(ERROR_BODY_CHARS)
                 .collect();
             // Slack's own trouble, answered with 200 and `ok: false`, passes: retried like a 5xx.
-            let outcome = if SLACK_TRANSIENT_ERRORS.contains(&error.as_str()) {
+            let outcome = if error == "ratelimited" {
+                Outcome::Retryable(SLACK_RATELIMITED.to_owned(), None)
+            } else if SLACK_TRANSIENT_ERRORS.contains(&error.as_str()) {
                 Outcome::Retryable(format!("Slack: {error}"), None)
             } else {
                 Outcome::Permanent(format!("Slack refused the message: {error}"))
@@ -718,6 +768,40 @@ mod tests {
             max_in_flight: 1,
             allow_http: false,
             allow_private: false,
+            paused_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// An endpoint that asks to slow down is left alone that long by every delivery of this
+    /// process (a longer pause already set stands); nothing else pauses it.
+    #[test]
+    fn a_request_to_slow_down_pauses_the_endpoint() {
+        crate::app::install_crypto_provider();
+        let route = route(&[5]);
+        assert_eq!(route.pause_left(), None);
+        let asked = Outcome::Retryable("answered 429".into(), Some(Duration::from_secs(30)));
+        route.pause(asked.slow_down().unwrap());
+        let left = route.pause_left().unwrap();
+        assert!(
+            left > Duration::from_secs(25) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+        route.pause(Duration::from_secs(1));
+        assert!(
+            route.pause_left().unwrap() > Duration::from_secs(25),
+            "the longer pause stands"
+        );
+        // `Retry-After: 0` still pauses a moment; Slack's `ratelimited` too.
+        let zero = Outcome::Retryable("answered 429".into(), Some(Duration::ZERO));
+        assert_eq!(zero.slow_down(), Some(MIN_PAUSE));
+        let (slack, _) = verdict_of(r#"{"ok":false,"error":"ratelimited"}"#);
+        assert_eq!(slack.slow_down(), Some(MIN_PAUSE));
+        for other in [
+            Outcome::Retryable("answered 503".into(), None),
+            Outcome::Permanent("answered 400".into()),
+            Outcome::Delivered,
+        ] {
+            assert_eq!(other.slow_down(), None, "{other:?}");
         }
     }
 

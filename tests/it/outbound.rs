@@ -203,6 +203,61 @@ async fn events_and_records_reach_the_endpoint_signed_and_retried_on_the_embedde
     database.drop_now().await;
 }
 
+/// An endpoint that asks to slow down (a 429 with `Retry-After`) is left alone that long by every
+/// delivery, not only the refused one: the others do not meet the same refusal and spend a rung
+/// of their ladders on it (a burst of approval requests to Slack would otherwise die).
+#[tokio::test]
+async fn an_endpoint_that_asks_to_slow_down_is_left_alone_by_every_delivery() {
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/soar",
+        [Reply::Answer(
+            429,
+            vec![("retry-after", "2".to_owned())],
+            String::new(),
+        )],
+    );
+    let world = World::start(leavers(&["cara"]), policies(LEAVER), |settings| {
+        let mut soar = endpoint("soar", receiver.url("/soar"));
+        soar.types = vec!["user.*".parse().unwrap()];
+        soar.audit_kinds = vec![AuditKind::Executed];
+        // One at a time, so the refusal is answered before the other delivery is taken.
+        soar.max_in_flight = 1;
+        settings.outbound.push(soar);
+    })
+    .await;
+    let event_id = world
+        .send("user.deactivated", "msg-cara", json!({"account_id": "cara"}))
+        .await;
+    world.settled(&event_id, &["executed"]).await;
+    all_in(&world, "soar", DeliveryState::Delivered, 2).await;
+    let mut attempts = Vec::new();
+    for delivery in deliveries(&world, "soar").await {
+        let (_, tried) = world
+            .app
+            .store
+            .outbound_delivery(&delivery.id)
+            .await
+            .unwrap()
+            .unwrap();
+        attempts.extend(tried);
+    }
+    assert_eq!(
+        attempts.len(),
+        3,
+        "the refused delivery twice, the other once: {attempts:?}"
+    );
+    let refused = attempts.iter().find(|a| a.status == Some(429)).unwrap().at;
+    for attempt in attempts.iter().filter(|a| a.status != Some(429)) {
+        assert!(
+            attempt.at - refused >= chrono::Duration::seconds(2),
+            "sent {} after the 429",
+            attempt.at - refused
+        );
+    }
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn a_delivery_is_dead_after_the_ladder_or_at_once_when_retrying_cannot_help_and_replays() {
     let receiver = Receiver::start().await;
