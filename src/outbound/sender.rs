@@ -126,6 +126,7 @@ impl Sender {
         store: Store,
         metrics: OutboundMetrics,
     ) -> anyhow::Result<Sender> {
+        crate::tls::install_crypto_provider();
         let seconds = |list: &[u64]| list.iter().map(|s| Duration::from_secs(*s)).collect();
         let mut routes = Vec::new();
         for endpoint in &settings.outbound {
@@ -173,6 +174,7 @@ impl Sender {
 
     /// Sends until `stop`, then lets attempts in flight finish (each is bounded by its timeout).
     pub async fn run(self, stop: CancellationToken) {
+        self.warn_of_orphans().await;
         let sender = Arc::new(self);
         let mut routes = JoinSet::new();
         for route in &sender.routes {
@@ -180,6 +182,25 @@ impl Sender {
         }
         routes.spawn(sender.clone().sample_backlog(stop.clone()));
         while routes.join_next().await.is_some() {}
+    }
+
+    /// Says so when deliveries wait for an endpoint no longer configured (renamed or removed):
+    /// nothing sends them, and no gauge counts them.
+    async fn warn_of_orphans(&self) {
+        let Ok(backlog) = self.store.outbound_backlog().await else {
+            return;
+        };
+        for (endpoint, count, oldest) in backlog {
+            if !self.routes.iter().any(|route| route.name == endpoint) {
+                tracing::warn!(
+                    %endpoint,
+                    pending = count,
+                    %oldest,
+                    "deliveries wait for an endpoint that is no longer configured: nothing sends them \
+                     (configure it again under that name, or see them with `gatehouse outbound list`)"
+                );
+            }
+        }
     }
 
     /// Keeps the backlog gauges current.

@@ -545,3 +545,51 @@ protected_groups = [{ name = "confluence-administrators", allow = ["admin-1"] }]
     assert!(world.groups_of("mallory").await.is_empty());
     world.stop().await;
 }
+
+/// Deliveries left for an endpoint that is no longer configured (renamed or removed) are said
+/// to be waiting for nothing when the sender starts: nothing sends them, and no gauge counts
+/// them.
+#[tokio::test]
+async fn deliveries_for_an_endpoint_no_longer_configured_are_warned_about() {
+    let dir = crate::helpers::TempDir::new();
+    let mut settings = crate::helpers::test_settings(&dir);
+    settings
+        .outbound
+        .push(endpoint("soar", "http://127.0.0.1:9/soar".to_owned()));
+    let store = gatehouse::app::open_store(&settings).await.unwrap();
+    store
+        .enqueue_outbound(&[gatehouse::store::outbox::NewDelivery {
+            endpoint: "old-soar".to_owned(),
+            source_key: "event:01ORPHAN".to_owned(),
+            message_type: "user.deactivated".to_owned(),
+            url: None,
+            payload: "{}".to_owned(),
+        }])
+        .await
+        .unwrap();
+    let capture = crate::logging::Capture::default();
+    let log = gatehouse::config::LogSettings {
+        format: gatehouse::config::LogFormat::Json,
+        level: "warn".into(),
+    };
+    let _guard =
+        tracing::subscriber::set_default(gatehouse::telemetry::subscriber(&log, false, capture.clone()));
+    let _interest = crate::helpers::interest_from_every_subscriber();
+    let metrics = gatehouse::telemetry::Metrics::new();
+    let sender = gatehouse::outbound::sender::Sender::from_settings(
+        &settings,
+        store.clone(),
+        metrics.outbound.clone(),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    sender.run(stop).await;
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("no longer configured") && logged.contains("old-soar"),
+        "{logged}"
+    );
+    assert!(!logged.contains("\"endpoint\":\"soar\""), "{logged}");
+    store.close().await;
+}
