@@ -391,22 +391,19 @@ impl Application {
         Ok(tasks)
     }
 
-    /// Once a minute: expires plans that waited for approval longer than
-    /// `reactions.approval_ttl`, and queues approved plans whose queuing after the decision did
-    /// not complete (every worker may sweep; each expiry is written once, and a plan queued
-    /// twice is performed once).
+    /// Once a minute, in one process at a time (the lease `approvals-sweep`): expires plans that
+    /// waited for approval longer than `reactions.approval_ttl`, and queues approved plans whose
+    /// queuing after the decision did not complete (each once: several sweepers would queue one
+    /// plan several times, with a record each).
     fn sweep_approvals(&self, queue: Arc<dyn Queue>, stop: CancellationToken) -> JoinHandle<()> {
         use crate::reactions::approvals::{Deciders, expire_overdue, queue_unqueued};
         let audit = self.audit.clone();
+        let store = self.store.clone();
         let outbox = crate::outbound::Outbox::from_settings(&self.settings);
         let ttl = self.settings.reactions.approval_ttl;
+        let lease = Duration::from_secs(self.settings.worker.singleton_lease_seconds);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            run_singleton(store, "approvals-sweep", Duration::from_secs(60), lease, stop, || async {
                 let deciders = Deciders::new(&audit, &outbox);
                 match expire_overdue(deciders, ttl).await {
                     Ok(0) => {}
@@ -420,7 +417,9 @@ impl Application {
                 if let Err(error) = queue_unqueued(deciders, queue.as_ref(), ttl, decided_before).await {
                     tracing::warn!(%error, "cannot queue approved plans left unqueued; trying again in a minute");
                 }
-            }
+                false
+            })
+            .await;
         })
     }
 
@@ -462,16 +461,20 @@ impl Application {
                 self.metrics.outbound.clone(),
             )
             .context("setting up outbound deliveries")?;
-            if !sender.is_empty() {
+            if sender.is_empty() {
+                // Nothing to send to; deliveries left for endpoints removed are still said.
+                background
+                    .0
+                    .push(tokio::spawn(async move { sender.warn_of_orphans().await }));
+            } else {
                 background.0.push(tokio::spawn(sender.run(stopping.clone())));
             }
             let handle = worker::start(
                 self.settings.clone(),
-                queue.clone(),
-                self.store.clone(),
-                self.audit.clone(),
+                (queue.clone(), self.store.clone(), self.audit.clone()),
                 self.processor.clone(),
                 self.metrics.clone(),
+                &stopping,
             )
             .await
             .context("starting the worker")?;

@@ -31,8 +31,8 @@ use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::Outbox;
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
 use crate::queue::Queue;
-use crate::reactions::approvals::{Deciders, DecisionError, approve_unless_queued, reject, tenant_of};
-use crate::store::{ApprovalState, Store};
+use crate::reactions::approvals::{Deciders, DecisionError, approve_pending, reject, tenant_of};
+use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SourceOutcome, SourceReason};
 
@@ -299,22 +299,16 @@ async fn decide(
     let ttl = state.settings.reactions.approval_ttl;
     let deciders = Deciders::clicked(audit, &state.outbox);
     let decided = if action == APPROVE {
-        approve_unless_queued(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
+        approve_pending(deciders, state.queue.as_ref(), (&tenant, approval_id), &by, ttl)
             .await
-            .map(|before| (before.state == ApprovalState::Approved, "approved"))
+            .map(|_| "approved")
     } else {
         reject(deciders, (&tenant, approval_id), &by, Some("rejected in Slack"))
             .await
-            .map(|_| (false, "rejected"))
+            .map(|_| "rejected")
     };
     match decided {
-        // Approved before this click but never queued (the publish after its decision
-        // failed): `approve` queued it now, but this clicker decided nothing. One approved and
-        // queued already is refused (a stale message, a replayed click).
-        Ok((true, _)) => Ok(ClickResult::Refused(format!(
-            "approval {approval_id} was already approved"
-        ))),
-        Ok((false, decision)) => {
+        Ok(decision) => {
             tracing::info!(approval = approval_id, %by, decision, "decided in Slack");
             Ok(ClickResult::Decided {
                 decision,

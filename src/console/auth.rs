@@ -19,7 +19,7 @@ const MAX_TRACKED_NAMES: usize = 10_000;
 /// Password checks running at once (each takes a core for a moment).
 const CHECKS_AT_ONCE: usize = 2;
 
-/// Sign-ins waiting for a check, at most; more are refused at once ([`Busy`]).
+/// Sign-ins being checked or waiting for a check, at most; more are refused at once ([`Busy`]).
 const CHECKS_WAITING: usize = 16;
 
 /// Too many sign-ins are waiting for a password check: try again in a moment.
@@ -67,8 +67,8 @@ pub struct SignInGuard {
     max_failures: u32,
     lockout: Duration,
     checks: Semaphore,
-    /// Room for checks waiting for one of `checks`: past it a sign-in is refused at once, so a
-    /// flood of sign-ins cannot hold every request slot the console's other pages need.
+    /// Room for checks, running or waiting for one of `checks`: past it a sign-in is refused at
+    /// once, so a flood of sign-ins cannot hold every request slot the console's other pages need.
     queued: Semaphore,
     /// A hash of a random password, checked when the name has no hash of its own, so an unknown
     /// name costs what a known one does.

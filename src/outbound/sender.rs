@@ -186,7 +186,7 @@ impl Sender {
 
     /// Says so when deliveries wait for an endpoint no longer configured (renamed or removed):
     /// nothing sends them, and no gauge counts them.
-    async fn warn_of_orphans(&self) {
+    pub async fn warn_of_orphans(&self) {
         let Ok(backlog) = self.store.outbound_backlog().await else {
             return;
         };

@@ -213,9 +213,11 @@ enum Again {
     /// Queue it again, on the trail with who asked: an operator's deliberate act (`gatehouse
     /// approvals approve`), e.g. for a plan held while dry run was on.
     Requeue,
-    /// Queue it only if it never was (the publish after its decision failed); otherwise it is
-    /// decided already (a stale Slack button, a console form sent twice).
+    /// Queue it only if it never was (the publish after its decision failed): the sweep.
     IfNeverQueued,
+    /// Refuse: it is decided already (a stale Slack button, a console form sent twice, a
+    /// second approver's click). One never queued is the sweep's.
+    Refuse,
 }
 
 /// Who queues the plans whose queuing after their decision did not complete.
@@ -235,17 +237,18 @@ pub async fn approve(
     approve_as(deciders, queue, ids, by, ttl, Again::Requeue).await
 }
 
-/// Like [`approve`], but a plan approved and queued already is decided already (a stale Slack
-/// button, a console form sent twice, a second operator's click); one approved and never queued
-/// (the publish after its decision failed) is queued.
-pub async fn approve_unless_queued(
+/// Approves `tenant`'s pending plan `id`, as a click decides (Slack, the console): a plan
+/// approved already is decided already (a stale Slack button, a console form sent twice, a
+/// second approver's click) and nothing is queued again; one whose queuing did not complete is
+/// queued by the sweep ([`queue_unqueued`]).
+pub async fn approve_pending(
     deciders: Deciders<'_>,
     queue: &dyn Queue,
     ids: (&str, &str),
     by: &str,
     ttl: Span,
 ) -> Result<Approval, DecisionError> {
-    approve_as(deciders, queue, ids, by, ttl, Again::IfNeverQueued).await
+    approve_as(deciders, queue, ids, by, ttl, Again::Refuse).await
 }
 
 async fn approve_as(
@@ -276,7 +279,9 @@ async fn approve_as(
                 });
             }
         }
-        ApprovalState::Approved if again == Again::IfNeverQueued && approval.queued_at.is_some() => {
+        ApprovalState::Approved
+            if again == Again::Refuse || (again == Again::IfNeverQueued && approval.queued_at.is_some()) =>
+        {
             return Err(DecisionError::AlreadyDecided {
                 id: id.to_owned(),
                 state: "approved",
@@ -337,7 +342,16 @@ pub async fn queue_unqueued(
     let mut queued = 0;
     for approval in deciders.audit.store().approved_not_queued(before).await? {
         let key = (approval.tenant(), approval.id.clone());
-        match approve_unless_queued(deciders, queue, (&key.0, &key.1), SWEEP, ttl).await {
+        match approve_as(
+            deciders,
+            queue,
+            (&key.0, &key.1),
+            SWEEP,
+            ttl,
+            Again::IfNeverQueued,
+        )
+        .await
+        {
             Ok(_) => {
                 tracing::warn!(approval = %approval.id, handler = %approval.handler, "an approved plan had not been queued; queued it now");
                 queued += 1;

@@ -320,6 +320,14 @@ impl Reactor {
             .map_err(|e| ProcessError::transient(format!("store: {e}")))?
             .ok_or_else(|| ProcessError::permanent(format!("no approval {approval_id}")))?;
         match approval.state {
+            // Noted as queued if its decider could not note it (it stopped right after the
+            // publish, or is a process older than the note): the sweep then leaves it alone.
+            ApprovalState::Approved if approval.queued_at.is_none() => {
+                self.store
+                    .mark_approval_queued(&approval_id)
+                    .await
+                    .map_err(|e| ProcessError::transient(format!("store: {e}")))?;
+            }
             ApprovalState::Approved => {}
             ApprovalState::Executed | ApprovalState::Superseded => {
                 return Ok(Processed::Skipped(format!(
@@ -373,7 +381,7 @@ impl Reactor {
             tracing::warn!(approval = %approval_id, "approved plan not performed: dry_run is on");
             return Err(ProcessError::permanent(format!(
                 "dry_run is on: approved plan {approval_id} was not performed; approve it again \
-                 (or replay this letter) once dry_run is off"
+                 with `gatehouse approvals approve` (or replay this letter) once dry_run is off"
             )));
         }
         self.executor.execute(&plan, &original, attempt).await?;

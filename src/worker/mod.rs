@@ -71,17 +71,19 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Starts consuming. Fails only if the subscription cannot be set up at all.
+/// Starts consuming. Fails only if the subscription cannot be set up at all. The worker begins
+/// to stop when `stopping` is cancelled (the process's shutdown: at the same moment the
+/// Atlassian clients stop waiting to retry, so an event they give up on is handed back) or at
+/// [`WorkerHandle::shutdown`].
 pub async fn start(
     settings: Arc<Settings>,
-    queue: Arc<dyn Queue>,
-    store: Store,
-    audit: AuditLog,
+    (queue, store, audit): (Arc<dyn Queue>, Store, AuditLog),
     processor: Arc<dyn Process>,
     metrics: Arc<Metrics>,
+    stopping: &CancellationToken,
 ) -> Result<WorkerHandle, QueueError> {
     let consumer = queue.consume(settings.queue.prefetch).await?;
-    let stopping = CancellationToken::new();
+    let stopping = stopping.child_token();
     let context = Arc::new(Context {
         settings: settings.clone(),
         store: store.clone(),

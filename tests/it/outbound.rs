@@ -591,5 +591,18 @@ async fn deliveries_for_an_endpoint_no_longer_configured_are_warned_about() {
         "{logged}"
     );
     assert!(!logged.contains("\"endpoint\":\"soar\""), "{logged}");
+    // With no endpoint left at all (nothing to run), it is said all the same.
+    capture.0.lock().unwrap().clear();
+    settings.outbound.clear();
+    let none = gatehouse::outbound::sender::Sender::from_settings(
+        &settings,
+        store.clone(),
+        metrics.outbound.clone(),
+    )
+    .unwrap();
+    assert!(none.is_empty());
+    none.warn_of_orphans().await;
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("old-soar"), "{logged}");
     store.close().await;
 }

@@ -16,7 +16,7 @@ use super::super::session::Operator;
 use super::super::{ConsoleError, ConsoleState};
 use super::{Frame, page, span, time};
 use crate::reactions::approvals::{
-    Deciders, approve_unless_queued as approve_plan, expires_at, reject as reject_plan, tenant_of,
+    Deciders, approve_pending as approve_plan, expires_at, reject as reject_plan, tenant_of,
 };
 use crate::store::{Approval, ApprovalState};
 
