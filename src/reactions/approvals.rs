@@ -338,9 +338,8 @@ pub async fn queue_unqueued(
     ttl: Span,
     decided_before: chrono::DateTime<chrono::Utc>,
 ) -> Result<usize, DecisionError> {
-    let before = decided_before;
     let mut queued = 0;
-    for approval in deciders.audit.store().approved_not_queued(before).await? {
+    for approval in deciders.audit.store().approved_not_queued(decided_before).await? {
         let key = (approval.tenant(), approval.id.clone());
         match approve_as(
             deciders,
