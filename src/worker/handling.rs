@@ -46,8 +46,25 @@ pub(super) async fn handle(context: &Context, delivery: Delivery) {
         Err(error) => {
             tracing::error!(%error, message_id = %delivery.message_id, "not an envelope; dead-lettering");
             let reason = format!("malformed envelope: {error}");
+            // On the trail as every parked event is (the dead-letter recorder takes the worker's
+            // word for it); about no event, since none can be read. Fail closed: given back if
+            // it cannot be recorded before shutdown.
+            let mut record = NewRecord::new(ulid::Ulid::nil(), AuditKind::DeadLettered);
+            record.attempt = delivery.attempt;
+            let message_id: String = delivery
+                .message_id
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            record.outcome = Outcome::error(format!("{reason} (message {message_id})"));
+            if !audit(context, "record the malformed envelope", record).await {
+                settle(delivery.release().await);
+                metrics.outcome("unknown", Settled::Released.label());
+                return;
+            }
             settle(delivery.dead_letter(&reason, Some(&reason)).await);
-            metrics.outcome("unknown", "dead_lettered");
+            metrics.outcome("unknown", Settled::DeadLettered.label());
             return;
         }
     };

@@ -31,7 +31,55 @@ on_both_backends!(
     a_killed_workers_message_is_redelivered_and_processed_once,
     replay_brings_a_dead_letter_back_and_it_completes,
     shutdown_during_processing_loses_nothing,
+    a_message_that_is_no_envelope_is_parked_and_recorded,
 );
+
+/// Something that is not an envelope on the work queue (a bug, or someone who may publish to
+/// the broker) is parked at once with its reason, and the trail says so, about no event.
+async fn a_message_that_is_no_envelope_is_parked_and_recorded(backend: Backend) {
+    let dir = TempDir::new();
+    let processor = Scripted::new();
+    let app = worker(settings(backend, &dir), processor.clone()).await;
+    app.queue
+        .publish(&gatehouse::queue::OutgoingMessage {
+            routing_key: "test.user.deactivated".to_owned(),
+            message_id: "not-an-envelope\u{7}".to_owned(),
+            event_id: ulid::Ulid::nil().to_string(),
+            event_type: "user.deactivated".to_owned(),
+            body: b"{\"not\": \"an envelope\"}".to_vec(),
+        })
+        .await
+        .unwrap();
+    eventually(LONG, "the message parked", || async {
+        dead_letters(&app).await.len() == 1
+    })
+    .await;
+    let letter = dead_letters(&app).await.remove(0);
+    assert!(
+        letter.reason.starts_with("malformed envelope"),
+        "{}",
+        letter.reason
+    );
+    let records = gatehouse::audit::query::query(
+        &app.store,
+        &gatehouse::audit::AuditQuery {
+            kinds: vec![gatehouse::audit::AuditKind::DeadLettered],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let said = records[0].record.outcome.error.as_deref().unwrap_or_default();
+    assert!(said.starts_with("malformed envelope"), "{said}");
+    assert!(
+        said.contains("(message not-an-envelope)"),
+        "no control characters: {said}"
+    );
+    assert!(processor.calls("bob").is_empty());
+    app.stop().await;
+}
 
 async fn a_transient_failure_twice_completes_on_the_third_attempt_after_the_ladder(backend: Backend) {
     let dir = TempDir::new();
