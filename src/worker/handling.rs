@@ -29,6 +29,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use handlers::Envelope;
 use handlers::ports::ErrorKind;
 use tracing::Instrument;
@@ -389,8 +390,25 @@ impl Job<'_> {
                 }
             }
         };
+        // A panic in a policy or a performer (a bug) fails this attempt instead of the task: the
+        // delivery is settled on the ladder (parked once attempts run out) and the claims let
+        // go, rather than left unacknowledged and held until leases and broker timeouts end.
+        let process =
+            std::panic::AssertUnwindSafe(context.processor.process(self.envelope, delivery.attempt))
+                .catch_unwind()
+                .map(|outcome| {
+                    outcome.unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".to_owned());
+                        tracing::error!(panic = %what, "processing panicked; failing this attempt");
+                        Err(ProcessError::transient(format!("processing panicked: {what}")))
+                    })
+                });
         tokio::select! {
-            result = context.processor.process(self.envelope, delivery.attempt) => Step::Go((delivery, result)),
+            result = process => Step::Go((delivery, result)),
             () = renew => {
                 // Stopped at an await point. Actions recorded as executed are skipped by the new
                 // holder; one caught between its call and its record is performed again, which the

@@ -32,7 +32,45 @@ on_both_backends!(
     replay_brings_a_dead_letter_back_and_it_completes,
     shutdown_during_processing_loses_nothing,
     a_message_that_is_no_envelope_is_parked_and_recorded,
+    a_panic_in_processing_fails_the_attempt_and_the_next_one_completes,
 );
+
+/// A bug that panics while an event is processed fails that attempt, on the trail, instead of
+/// leaving the message unsettled and its claims held: the next rung's attempt completes.
+async fn a_panic_in_processing_fails_the_attempt_and_the_next_one_completes(backend: Backend) {
+    let dir = TempDir::new();
+    let processor = Scripted::new();
+    processor.script("pam", vec![Step::Panic]);
+    let app = worker(settings(backend, &dir), processor.clone()).await;
+    let event_id = publish(&app, "pam", "fact-pam").await;
+    eventually(LONG, "pam completed on the second attempt", || async {
+        processor.completions("pam") == 1
+    })
+    .await;
+    let calls = processor.calls("pam");
+    assert_eq!(calls.iter().map(|c| c.attempt).collect::<Vec<_>>(), [1, 2]);
+    eventually(LONG, "pam settled", || async {
+        audit_kinds(&app, &event_id).await == ["received", "failed"]
+    })
+    .await;
+    let failed = gatehouse::audit::query::query(
+        &app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            kinds: vec![gatehouse::audit::AuditKind::Failed],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let said = failed[0].record.outcome.error.as_deref().unwrap_or_default();
+    assert!(
+        said.contains("processing panicked: simulated bug for pam"),
+        "{said}"
+    );
+    app.stop().await;
+}
 
 /// Something that is not an envelope on the work queue (a bug, or someone who may publish to
 /// the broker) is parked at once with its reason, and the trail says so, about no event.

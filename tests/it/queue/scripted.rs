@@ -18,6 +18,8 @@ pub enum Step {
     Sleep(Duration),
     /// Block until the test adds a permit, then succeed.
     Gate(std::sync::Arc<Semaphore>),
+    /// Panic (a bug in a policy or performer).
+    Panic,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +106,7 @@ impl Process for Scripted {
                 permit.forget();
                 Ok(Processed::Done)
             }
+            Step::Panic => panic!("simulated bug for {account}"),
         };
         if result.is_ok() {
             self.calls.lock().unwrap()[index].finished = true;
