@@ -30,6 +30,26 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
+impl Capture {
+    /// What was captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// Captures, as JSON lines, what this thread logs at `warn` and above until the guard is
+/// dropped (with a current-thread runtime: every task of the test).
+pub fn capture_warnings() -> (Capture, tracing::subscriber::DefaultGuard, tracing::Dispatch) {
+    let capture = Capture::default();
+    let log = LogSettings {
+        format: LogFormat::Json,
+        level: "warn".into(),
+    };
+    let guard =
+        tracing::subscriber::set_default(gatehouse::telemetry::subscriber(&log, false, capture.clone()));
+    (capture, guard, crate::helpers::interest_from_every_subscriber())
+}
+
 const HUB_SECRET: &str = "hub-secret-value-6d1f0a";
 const URL_TOKEN: &str = "url-token-value-93be11";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -82,6 +82,25 @@ async fn deliveries(world: &World, endpoint: &str) -> Vec<OutboundDelivery> {
         .unwrap()
 }
 
+/// Each of `endpoint`'s deliveries with its attempts.
+async fn attempts_of(
+    world: &World,
+    endpoint: &str,
+) -> Vec<(OutboundDelivery, Vec<gatehouse::store::outbox::Attempt>)> {
+    let mut all = Vec::new();
+    for delivery in deliveries(world, endpoint).await {
+        let (_, attempts) = world
+            .app
+            .store
+            .outbound_delivery(&delivery.id)
+            .await
+            .unwrap()
+            .unwrap();
+        all.push((delivery, attempts));
+    }
+    all
+}
+
 async fn all_in(world: &World, endpoint: &str, state: DeliveryState, count: usize) {
     eventually(
         LONG,
@@ -145,14 +164,7 @@ async fn signed_and_retried(configure: impl FnOnce(&mut Settings)) {
     // Each delivery kept its id through its retries, and every attempt is on record: between
     // them, the 503, the 429 and the two 200s. The 429 asked for 3 s, longer than the 1 s rung.
     let mut statuses = Vec::new();
-    for delivery in deliveries(&world, "soar").await {
-        let (_, attempts) = world
-            .app
-            .store
-            .outbound_delivery(&delivery.id)
-            .await
-            .unwrap()
-            .unwrap();
+    for (delivery, attempts) in attempts_of(&world, "soar").await {
         let sent = requests
             .iter()
             .filter(|r| r.header("webhook-id") == Some(delivery.id.as_str()))
@@ -231,17 +243,11 @@ async fn an_endpoint_that_asks_to_slow_down_is_left_alone_by_every_delivery() {
         .await;
     world.settled(&event_id, &["executed"]).await;
     all_in(&world, "soar", DeliveryState::Delivered, 2).await;
-    let mut attempts = Vec::new();
-    for delivery in deliveries(&world, "soar").await {
-        let (_, tried) = world
-            .app
-            .store
-            .outbound_delivery(&delivery.id)
-            .await
-            .unwrap()
-            .unwrap();
-        attempts.extend(tried);
-    }
+    let attempts: Vec<_> = attempts_of(&world, "soar")
+        .await
+        .into_iter()
+        .flat_map(|(_, tried)| tried)
+        .collect();
     assert_eq!(
         attempts.len(),
         3,
@@ -567,14 +573,7 @@ async fn deliveries_for_an_endpoint_no_longer_configured_are_warned_about() {
         }])
         .await
         .unwrap();
-    let capture = crate::logging::Capture::default();
-    let log = gatehouse::config::LogSettings {
-        format: gatehouse::config::LogFormat::Json,
-        level: "warn".into(),
-    };
-    let _guard =
-        tracing::subscriber::set_default(gatehouse::telemetry::subscriber(&log, false, capture.clone()));
-    let _interest = crate::helpers::interest_from_every_subscriber();
+    let (capture, _guard, _interest) = crate::logging::capture_warnings();
     let metrics = gatehouse::telemetry::Metrics::new();
     let sender = gatehouse::outbound::sender::Sender::from_settings(
         &settings,
@@ -585,7 +584,7 @@ async fn deliveries_for_an_endpoint_no_longer_configured_are_warned_about() {
     let stop = tokio_util::sync::CancellationToken::new();
     stop.cancel();
     sender.run(stop).await;
-    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logged = capture.text();
     assert!(
         logged.contains("no longer configured") && logged.contains("old-soar"),
         "{logged}"
@@ -602,7 +601,7 @@ async fn deliveries_for_an_endpoint_no_longer_configured_are_warned_about() {
     .unwrap();
     assert!(none.is_empty());
     none.warn_of_orphans().await;
-    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logged = capture.text();
     assert!(logged.contains("old-soar"), "{logged}");
     store.close().await;
 }

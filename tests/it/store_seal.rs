@@ -439,16 +439,9 @@ async fn rotated_key_reseals(url: String) {
 
 /// What building gatehouse with `settings` logs at `warn` and above (it must build).
 async fn starts_logging(settings: gatehouse::config::Settings) -> String {
-    let capture = crate::logging::Capture::default();
-    let log = gatehouse::config::LogSettings {
-        format: gatehouse::config::LogFormat::Json,
-        level: "warn".into(),
-    };
-    let _guard =
-        tracing::subscriber::set_default(gatehouse::telemetry::subscriber(&log, false, capture.clone()));
-    let _interest = crate::helpers::interest_from_every_subscriber();
+    let (capture, _guard, _interest) = crate::logging::capture_warnings();
     drop(Application::build(settings).await.expect("starts"));
-    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+    capture.text()
 }
 
 /// The value as stored, read through a store opened (and closed) for it.

@@ -245,6 +245,21 @@ async fn an_approval_from_anyone_but_gatehouse_is_not_believed() {
     world.stop().await;
 }
 
+/// The `approved` records about `event_id`, oldest first.
+async fn approved_records(world: &World, event_id: &str) -> Vec<gatehouse::audit::AuditRecord> {
+    gatehouse::audit::query::query(
+        &world.app.store,
+        &gatehouse::audit::AuditQuery {
+            event_id: Some(event_id.parse().unwrap()),
+            kinds: vec![gatehouse::audit::AuditKind::Approved],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn state_of(world: &World, id: &str) -> ApprovalState {
     world.app.store.approval(id).await.unwrap().unwrap().state
 }
@@ -560,17 +575,7 @@ async fn an_approved_plan_is_not_performed_while_dry_run_is_on_and_runs_when_app
         world.groups_of("cara").await.is_empty()
     })
     .await;
-    let again = gatehouse::audit::query::query(
-        &world.app.store,
-        &gatehouse::audit::AuditQuery {
-            event_id: Some(event_id.parse().unwrap()),
-            kinds: vec![gatehouse::audit::AuditKind::Approved],
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let again = approved_records(&world, &event_id).await;
     assert!(
         again.iter().any(|r| r
             .record
@@ -623,17 +628,7 @@ async fn a_plan_approved_but_never_queued_is_queued_by_the_sweep() {
     })
     .await;
     assert!(world.groups_of("cara").await.is_empty());
-    let approved = gatehouse::audit::query::query(
-        &world.app.store,
-        &gatehouse::audit::AuditQuery {
-            event_id: Some(event_id.parse().unwrap()),
-            kinds: vec![gatehouse::audit::AuditKind::Approved],
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let approved = approved_records(&world, &event_id).await;
     let said: Vec<&str> = approved
         .iter()
         .map(|r| r.record.outcome.status.as_str())
