@@ -28,6 +28,7 @@ mod locking;
 pub mod outbound;
 mod pacing;
 mod poll;
+mod printable;
 pub mod queue;
 pub mod reactions;
 mod slack_actions;

@@ -30,6 +30,7 @@ use crate::ingress::limits::TokenBucket;
 use crate::ingress::verify::{RequestParts, slack_signature};
 use crate::outbound::Outbox;
 use crate::outbound::slack::{APPROVE, ClickResult, REJECT, click_update};
+use crate::printable::printable;
 use crate::queue::Queue;
 use crate::reactions::approvals::{Deciders, DecisionError, approve_pending, reject, tenant_of};
 use crate::store::Store;
@@ -333,12 +334,6 @@ fn parse(body: &[u8]) -> Result<Interaction, IngressError> {
         .map(|(_, value)| value)
         .ok_or_else(|| IngressError::Malformed("no `payload` field".into()))?;
     serde_json::from_str(&payload).map_err(|e| IngressError::Malformed(format!("payload: {e}")))
-}
-
-/// `text` without control characters, at most `max` characters (it came from Slack, and goes
-/// into the audit trail and logs).
-fn printable(text: &str, max: usize) -> String {
-    text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 fn refusal(action_type: &str, target: &str, status: u16, why: String) -> NewRecord {

@@ -32,6 +32,7 @@ use super::{signing, slack, target};
 use crate::atlassian::retry::parse_retry_after;
 use crate::config::{SLACK_OUTBOX, Settings, SlackSettings, SourceSecret, target_problem};
 use crate::pacing::sleep_unless;
+use crate::printable::printable;
 use crate::store::outbox::{Attempt, DeliveryState, Settlement, Taken};
 use crate::store::slack_messages::SlackMessage;
 use crate::store::{Store, StoreError};
@@ -660,12 +661,7 @@ fn verdict_of(text: &str) -> (Outcome, Option<SlackMessage>) {
     let plausible = |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic());
     match serde_json::from_str::<Answer>(text) {
         Ok(Answer { ok: false, error, .. }) => {
-            let error: String = error
-                .unwrap_or_else(|| "unknown".to_owned())
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(ERROR_BODY_CHARS)
-                .collect();
+            let error = printable(error.as_deref().unwrap_or("unknown"), ERROR_BODY_CHARS);
             // Slack's own trouble, answered with 200 and `ok: false`, passes: retried like a 5xx.
             let outcome = if error == "ratelimited" {
                 Outcome::Retryable(SLACK_RATELIMITED.to_owned(), None)
@@ -698,11 +694,7 @@ fn with_message(payload: &str, message: &SlackMessage) -> Result<Vec<u8>, serde_
 /// `: <the first characters of the body>`, printable only, or nothing.
 async fn body_excerpt(response: reqwest::Response) -> String {
     let text = read_at_most(response, ERROR_BODY_BYTES).await;
-    let excerpt: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(ERROR_BODY_CHARS)
-        .collect();
+    let excerpt = printable(&text, ERROR_BODY_CHARS);
     if excerpt.trim().is_empty() {
         String::new()
     } else {

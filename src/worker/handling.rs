@@ -52,12 +52,7 @@ pub(super) async fn handle(context: &Context, delivery: Delivery) {
             // it cannot be recorded before shutdown.
             let mut record = NewRecord::new(ulid::Ulid::nil(), AuditKind::DeadLettered);
             record.attempt = delivery.attempt;
-            let message_id: String = delivery
-                .message_id
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect();
+            let message_id = crate::printable::printable(&delivery.message_id, 64);
             record.outcome = Outcome::error(format!("{reason} (message {message_id})"));
             if !audit(context, "record the malformed envelope", record).await {
                 settle(delivery.release().await);
