@@ -55,9 +55,6 @@ const ERROR_BODY_BYTES: usize = 4 * 1024;
 /// How much of Slack's answer is read (its `{"ok": …}` is a few hundred bytes).
 const SLACK_ANSWER_BYTES: usize = 64 * 1024;
 
-/// Why a Slack post is retried when Slack said `ratelimited` (which also pauses the endpoint).
-const SLACK_RATELIMITED: &str = "Slack: ratelimited";
-
 /// The shortest pause an endpoint's request to slow down makes (a `Retry-After: 0` included).
 const MIN_PAUSE: Duration = Duration::from_secs(1);
 
@@ -447,7 +444,6 @@ impl Outcome {
     fn slow_down(&self) -> Option<Duration> {
         match self {
             Outcome::Retryable(_, Some(after)) => Some((*after).clamp(MIN_PAUSE, MAX_RETRY_AFTER)),
-            Outcome::Retryable(reason, None) if reason == SLACK_RATELIMITED => Some(MIN_PAUSE),
             _ => None,
         }
     }
@@ -663,8 +659,10 @@ fn verdict_of(text: &str) -> (Outcome, Option<SlackMessage>) {
         Ok(Answer { ok: false, error, .. }) => {
             let error = printable(error.as_deref().unwrap_or("unknown"), ERROR_BODY_CHARS);
             // Slack's own trouble, answered with 200 and `ok: false`, passes: retried like a 5xx.
+            // `ratelimited` comes without a `Retry-After`: the shortest pause, which every rung
+            // of the ladder outlasts anyway.
             let outcome = if error == "ratelimited" {
-                Outcome::Retryable(SLACK_RATELIMITED.to_owned(), None)
+                Outcome::Retryable("Slack: ratelimited".to_owned(), Some(MIN_PAUSE))
             } else if SLACK_TRANSIENT_ERRORS.contains(&error.as_str()) {
                 Outcome::Retryable(format!("Slack: {error}"), None)
             } else {
