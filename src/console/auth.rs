@@ -88,27 +88,33 @@ pub struct Attempt<'a> {
     ended: bool,
 }
 
+/// How a password check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Failed,
+    Succeeded,
+    /// Its request went away: the try is given back.
+    Abandoned,
+}
+
 impl Attempt<'_> {
     /// The password was wrong; true when this locked the name.
     pub fn failed(mut self) -> bool {
         self.ended = true;
-        self.guard.end(&self.name, false)
+        self.guard.end(&self.name, Ended::Failed)
     }
 
     /// The password was right: the name's failures are forgotten.
     pub fn succeeded(mut self) {
         self.ended = true;
-        self.guard.end(&self.name, true);
+        self.guard.end(&self.name, Ended::Succeeded);
     }
 }
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            let mut failures = self.guard.lock();
-            if let Some(entry) = failures.get_mut(&self.name) {
-                entry.in_flight = entry.in_flight.saturating_sub(1);
-            }
+            self.guard.end(&self.name, Ended::Abandoned);
         }
     }
 }
@@ -166,15 +172,18 @@ impl SignInGuard {
     }
 
     /// Ends a check of `name`; true when a failure locked the name.
-    fn end(&self, name: &str, succeeded: bool) -> bool {
+    fn end(&self, name: &str, ended: Ended) -> bool {
         let now = Instant::now();
         let mut failures = self.lock();
-        if succeeded {
+        if ended == Ended::Succeeded {
             failures.remove(name);
             return false;
         }
         let entry = failures.entry(name.to_owned()).or_insert(Failures::new(now));
         entry.in_flight = entry.in_flight.saturating_sub(1);
+        if ended == Ended::Abandoned {
+            return false;
+        }
         entry.count += 1;
         if entry.count >= self.max_failures {
             entry.locked_until = Some(now + self.lockout);

@@ -70,19 +70,19 @@ pub async fn submit(
             "too many sign-ins at once: try again in a moment".to_owned(),
         ));
     };
-    if !verified {
-        let locked = attempt.failed();
-        tracing::warn!(operator = ?name, ?peer, known = operator.is_some(), locked, "console: failed sign-in");
-        return form_page(StatusCode::UNAUTHORIZED, Some("Wrong name or password."), &name);
-    }
+    // Verified only against an operator's own hash (never the decoy's).
+    let operator = match operator {
+        Some(operator) if verified => operator,
+        _ => {
+            let locked = attempt.failed();
+            tracing::warn!(operator = ?name, ?peer, known = operator.is_some(), locked, "console: failed sign-in");
+            return form_page(StatusCode::UNAUTHORIZED, Some("Wrong name or password."), &name);
+        }
+    };
     attempt.succeeded();
     if let Err(error) = state.store.delete_expired_console_sessions().await {
         tracing::debug!(%error, "console: cannot forget expired sessions now");
     }
-    // Verified against its hash: the operator exists.
-    let Some(operator) = operator else {
-        return form_page(StatusCode::UNAUTHORIZED, Some("Wrong name or password."), &name);
-    };
     let id = session::begin(&state, operator, BY_PASSWORD).await?;
     tracing::info!(operator = %name, ?peer, "console: signed in");
     let mut response = Redirect::to("/console/approvals").into_response();
