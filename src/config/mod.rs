@@ -204,9 +204,7 @@ impl Settings {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Settings, Vec<ConfigWarning>), ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
-        Settings::from_toml(&text, env)
+        Settings::from_toml(&read_config_file(path)?, env)
     }
 
     /// Like [`Settings::load`], from text and an explicit environment (tests).
@@ -223,8 +221,7 @@ impl Settings {
     /// checked. For a pipeline that checks a deployment's config where its secrets are not at
     /// hand. The settings are for showing only: every secret in them is empty.
     pub fn check_without_secrets(path: &Path) -> Result<UncheckedSecrets, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        let text = read_config_file(path)?;
         let (settings, warnings, unread) =
             Settings::read(&text, env_override::from_process()?, SecretReading::LeaveUnread)?;
         Ok(UncheckedSecrets {
@@ -321,6 +318,12 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// The config file's text, or an error naming it.
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))
 }
 
 /// The key of field `name` inside `parent` (`""` at the top), as config errors name keys.

@@ -340,11 +340,11 @@ pub async fn queue_unqueued(
 ) -> Result<usize, DecisionError> {
     let mut queued = 0;
     for approval in deciders.audit.store().approved_not_queued(decided_before).await? {
-        let key = (approval.tenant(), approval.id.clone());
+        let tenant = approval.tenant();
         match approve_as(
             deciders,
             queue,
-            (&key.0, &key.1),
+            (&tenant, &approval.id),
             SWEEP,
             ttl,
             Again::IfNeverQueued,
